@@ -1,0 +1,321 @@
+//! The file-I/O seam: every byte the file storage reads or writes goes through
+//! [`FileIoFactory`] and [`FileIo`], so tests can fail the Nth write or sync and
+//! can produce the file a power cut would leave behind.
+//!
+//! This module holds the crate's only `unsafe`: memory-mapping the data file.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::Mutex;
+
+/// Opens files and does the directory operations the storage needs.
+pub trait FileIoFactory: Send + Sync {
+    /// Opens `path` for reading, and for writing when `writable`; creates it when
+    /// `create` (which implies writable).
+    fn open(&self, path: &Path, writable: bool, create: bool) -> io::Result<Arc<dyn FileIo>>;
+    /// Renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory entries of `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+}
+
+/// One open file.
+pub trait FileIo: Send + Sync {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// The file's length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Sets the file's length (truncating or extending with zeros).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// fdatasync: written data (and the length, if it changed) reach stable storage.
+    fn sync_data(&self) -> io::Result<()>;
+    /// A read-only map of the file's current length.
+    fn map(&self) -> io::Result<Mmap>;
+    /// (device, inode) of the open file, to detect the path being replaced.
+    fn identity(&self) -> io::Result<(u64, u64)>;
+}
+
+/// The operating system's files.
+pub struct StdFileIoFactory;
+
+struct StdFileIo {
+    file: File,
+}
+
+impl FileIoFactory for StdFileIoFactory {
+    fn open(&self, path: &Path, writable: bool, create: bool) -> io::Result<Arc<dyn FileIo>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable || create)
+            .create(create)
+            .open(path)?;
+        Ok(Arc::new(StdFileIo { file }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+}
+
+impl FileIo for StdFileIo {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    #[allow(unsafe_code)]
+    fn map(&self) -> io::Result<Mmap> {
+        // SAFETY: the map is read-only and only bytes below the storage's logical end
+        // are read through it. Those bytes are never rewritten while mapped (the file is
+        // append-only and the writer lock keeps other writers out); the file is only
+        // truncated by the storage itself after dropping every map. A file truncated by
+        // another program behind the lock's back would fault on access: the storage
+        // checks the file's identity and length at every commit to stop early.
+        unsafe { Mmap::map(&self.file) }
+    }
+    fn identity(&self) -> io::Result<(u64, u64)> {
+        let meta = self.file.metadata()?;
+        Ok((meta.dev(), meta.ino()))
+    }
+}
+
+/// Which operation a [`FaultyIoFactory`] fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// The Nth `write_at` (counting from 1) over all files opened by the factory
+    /// whose name ends with the plan's suffix.
+    Write(u64),
+    /// The Nth `sync_data`, counted the same way.
+    Sync(u64),
+}
+
+/// A planned failure: where, which error (e.g. `libc::EIO` = 5, `ENOSPC` = 28),
+/// and on which files (by file-name suffix, e.g. ".zdb").
+#[derive(Clone, Debug)]
+pub struct FaultPlan {
+    pub point: FaultPoint,
+    pub errno: i32,
+    pub file_suffix: String,
+    /// For a failed write: how many of its bytes reach the file before the error.
+    pub torn_bytes: usize,
+}
+
+/// A [`FileIoFactory`] over real files that fails as planned and records every
+/// write not yet synced, so [`FaultyIoFactory::power_cut`] can rewind a file to
+/// what a power cut would leave: the synced bytes plus a torn part of the last write.
+pub struct FaultyIoFactory {
+    state: Arc<Mutex<FaultState>>,
+}
+
+#[derive(Default)]
+struct FaultState {
+    plan: Option<FaultPlan>,
+    writes: u64,
+    syncs: u64,
+    /// Per path: writes since the last sync, with the bytes they replaced.
+    unsynced: Vec<(PathBuf, UnsyncedWrite)>,
+    /// Per path: the file length at its last sync (or open).
+    synced_len: Vec<(PathBuf, u64)>,
+}
+
+#[derive(Clone)]
+struct UnsyncedWrite {
+    offset: u64,
+    old: Vec<u8>,
+    new_len: usize,
+}
+
+impl Default for FaultyIoFactory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FaultyIoFactory {
+    pub fn new() -> Self {
+        FaultyIoFactory { state: Arc::new(Mutex::new(FaultState::default())) }
+    }
+
+    /// Arms a failure (replacing any armed one) and resets the counters.
+    pub fn arm(&self, plan: FaultPlan) {
+        let mut st = self.state.lock();
+        st.plan = Some(plan);
+        st.writes = 0;
+        st.syncs = 0;
+    }
+
+    /// Disarms the failure.
+    pub fn disarm(&self) {
+        self.state.lock().plan = None;
+    }
+
+    /// Rewinds `path` to what a power cut right now would leave on disk: every write
+    /// since the file's last sync is undone, except the first `keep_of_last` bytes of
+    /// the last one (a torn write). Call it after the storage has been dropped.
+    pub fn power_cut(&self, path: &Path, keep_of_last: usize) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let writes: Vec<UnsyncedWrite> = st
+            .unsynced
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, w)| w.clone())
+            .collect();
+        st.unsynced.retain(|(p, _)| p != path);
+        let synced_len = st
+            .synced_len
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, l)| *l);
+        drop(st);
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let count = writes.len();
+        let mut final_len = synced_len.unwrap_or(0);
+        for (i, w) in writes.iter().enumerate().rev() {
+            let keep = if i + 1 == count { keep_of_last.min(w.new_len) } else { 0 };
+            let restore_from = keep.min(w.old.len());
+            file.write_all_at(&w.old[restore_from..], w.offset + restore_from as u64)?;
+            if keep > 0 {
+                final_len = final_len.max(w.offset + keep as u64);
+            }
+        }
+        if let Some(len) = synced_len {
+            let current = file.metadata()?.len();
+            if current > final_len.max(len) {
+                file.set_len(final_len.max(len))?;
+            }
+        }
+        file.sync_all()
+    }
+
+    fn fails(&self, path: &Path, is_write: bool) -> Option<(io::Error, usize)> {
+        let mut st = self.state.lock();
+        let plan = st.plan.clone()?;
+        if !path.to_string_lossy().ends_with(&plan.file_suffix) {
+            return None;
+        }
+        let hit = match plan.point {
+            FaultPoint::Write(n) if is_write => {
+                st.writes += 1;
+                st.writes == n
+            }
+            FaultPoint::Sync(n) if !is_write => {
+                st.syncs += 1;
+                st.syncs == n
+            }
+            _ => false,
+        };
+        hit.then(|| (io::Error::from_raw_os_error(plan.errno), plan.torn_bytes))
+    }
+}
+
+struct FaultyFileIo {
+    path: PathBuf,
+    inner: Arc<dyn FileIo>,
+    factory_state: Arc<Mutex<FaultState>>,
+    factory: Arc<FaultyIoFactory>,
+}
+
+impl FileIoFactory for FaultyIoFactory {
+    fn open(&self, path: &Path, writable: bool, create: bool) -> io::Result<Arc<dyn FileIo>> {
+        let inner = StdFileIoFactory.open(path, writable, create)?;
+        let len = inner.len()?;
+        let mut st = self.state.lock();
+        st.synced_len.retain(|(p, _)| p != path);
+        st.synced_len.push((path.to_path_buf(), len));
+        drop(st);
+        Ok(Arc::new(FaultyFileIo {
+            path: path.to_path_buf(),
+            inner,
+            factory_state: Arc::clone(&self.state),
+            factory: Arc::new(FaultyIoFactory { state: Arc::clone(&self.state) }),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFileIoFactory.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdFileIoFactory.sync_dir(dir)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdFileIoFactory.remove(path)
+    }
+}
+
+impl FileIo for FaultyFileIo {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let failure = self.factory.fails(&self.path, true);
+        let len = self.inner.len()?;
+        let mut old = vec![0u8; buf.len()];
+        let readable = len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        if readable > 0 {
+            self.inner.read_at(&mut old[..readable], offset)?;
+        }
+        let written = match &failure {
+            Some((_, torn)) => &buf[..(*torn).min(buf.len())],
+            None => buf,
+        };
+        self.factory_state.lock().unsynced.push((
+            self.path.clone(),
+            UnsyncedWrite { offset, old, new_len: written.len() },
+        ));
+        self.inner.write_at(written, offset)?;
+        match failure {
+            Some((err, _)) => Err(err),
+            None => Ok(()),
+        }
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if let Some((err, _)) = self.factory.fails(&self.path, false) {
+            return Err(err);
+        }
+        self.inner.sync_data()?;
+        let len = self.inner.len()?;
+        let mut st = self.factory_state.lock();
+        st.unsynced.retain(|(p, _)| p != &self.path);
+        st.synced_len.retain(|(p, _)| p != &self.path);
+        st.synced_len.push((self.path.clone(), len));
+        Ok(())
+    }
+    fn map(&self) -> io::Result<Mmap> {
+        self.inner.map()
+    }
+    fn identity(&self) -> io::Result<(u64, u64)> {
+        self.inner.identity()
+    }
+}

@@ -1,0 +1,38 @@
+//! Zodiac's storage: an append-only, crash-safe store of object revisions with
+//! MVCC snapshots, per-object write-conflict detection and CRC-checked records.
+//!
+//! The [`Storage`] trait is the contract; [`FileStorage`] keeps revisions in one
+//! append-only file (format in `docs/format.md`), [`MemoryStorage`] in memory.
+//!
+//! ```
+//! use zodiac_storage::{MemoryStorage, Storage, Tid, TransactionMeta};
+//!
+//! let storage = MemoryStorage::new();
+//! let oid = storage.new_oid()?;
+//! let mut txn = storage.begin(TransactionMeta::described("first"))?;
+//! txn.store(oid, Tid::ZERO, b"hello".to_vec())?;
+//! let tid = txn.finish()?;
+//! assert_eq!(storage.load(oid, tid)?.data, b"hello");
+//! # Ok::<(), zodiac_storage::Error>(())
+//! ```
+
+mod error;
+pub mod file;
+mod ids;
+mod memory;
+mod meta;
+mod notify;
+mod pending;
+mod storage;
+
+pub use error::{ConflictError, Error, Result};
+pub use file::{Durability, FileOptions, FileStorage};
+pub use ids::{Oid, Tid};
+pub use memory::MemoryStorage;
+pub use meta::{
+    ChangeInfo, CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta,
+    DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX, USER_BYTES_MAX,
+};
+pub use notify::CommitSubscription;
+pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
+pub use storage::{Storage, StorageTransaction, TransactionIter};

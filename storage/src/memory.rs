@@ -1,0 +1,251 @@
+//! An in-memory storage with the full `Storage` semantics and no durability,
+//! for tests and for trying things out.
+//!
+//! Invariants:
+//! - `revisions[oid]` is sorted by tid, ascending.
+//! - The commit lock (`commit_lock`) is held from vote to finish/abort, so
+//!   validation and application see the same state.
+//! - A transaction's event is published before `last_tid` reports its tid.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{ConflictError, Error, Result};
+use crate::ids::{Oid, Tid};
+use crate::meta::{
+    ChangeInfo, CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta,
+};
+use crate::notify::{CommitSubscription, Notifier};
+use crate::pending::PendingWrites;
+use crate::storage::{Storage, StorageTransaction, TransactionIter};
+
+/// A storage that keeps everything in memory.
+pub struct MemoryStorage {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: RwLock<State>,
+    commit_lock: Arc<Mutex<()>>,
+    next_oid: AtomicU64,
+    last_tid: AtomicU64,
+    notifier: Notifier,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    revisions: HashMap<Oid, Vec<(Tid, Arc<[u8]>)>>,
+    transactions: Vec<TransactionInfo>,
+    /// Tid of the newest applied transaction (equal to `last_tid` once published).
+    applied_tid: Tid,
+}
+
+impl State {
+    fn newest_tid(&self, oid: Oid) -> Tid {
+        self.revisions
+            .get(&oid)
+            .and_then(|revs| revs.last())
+            .map_or(Tid::ZERO, |(tid, _)| *tid)
+    }
+}
+
+impl Default for MemoryStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStorage {
+    pub fn new() -> MemoryStorage {
+        MemoryStorage {
+            shared: Arc::new(Shared {
+                state: RwLock::new(State::default()),
+                commit_lock: Arc::new(Mutex::new(())),
+                next_oid: AtomicU64::new(1),
+                last_tid: AtomicU64::new(0),
+                notifier: Notifier::default(),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+
+    fn last_tid(&self) -> Tid {
+        Tid(self.shared.last_tid.load(Ordering::Acquire))
+    }
+
+    fn new_oid(&self) -> Result<Oid> {
+        self.check_open()?;
+        Ok(Oid(self.shared.next_oid.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    fn load(&self, oid: Oid, snapshot: Tid) -> Result<Revision> {
+        self.check_open()?;
+        let snapshot = snapshot.min(self.last_tid());
+        let state = self.shared.state.read();
+        let revs = state.revisions.get(&oid).ok_or(Error::NoSuchObject { oid })?;
+        let at = revs.partition_point(|(tid, _)| *tid <= snapshot);
+        if at == 0 {
+            return Err(Error::NotFoundAtSnapshot { oid, snapshot });
+        }
+        let (tid, data) = &revs[at - 1];
+        Ok(Revision { tid: *tid, data: data.to_vec() })
+    }
+
+    fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>> {
+        self.check_open()?;
+        let last = self.last_tid();
+        let state = self.shared.state.read();
+        let revs = state.revisions.get(&oid).ok_or(Error::NoSuchObject { oid })?;
+        match revs.binary_search_by_key(&tid, |(t, _)| *t) {
+            Ok(i) if tid <= last => Ok(revs[i].1.to_vec()),
+            _ => Err(Error::NoSuchRevision { oid, tid }),
+        }
+    }
+
+    fn history(&self, oid: Oid, limit: usize) -> Result<Vec<RevisionInfo>> {
+        self.check_open()?;
+        let last = self.last_tid();
+        let state = self.shared.state.read();
+        let revs = state.revisions.get(&oid).ok_or(Error::NoSuchObject { oid })?;
+        Ok(revs
+            .iter()
+            .rev()
+            .filter(|(tid, _)| *tid <= last)
+            .take(limit)
+            .map(|(tid, data)| RevisionInfo { tid: *tid, size: data.len() as u64 })
+            .collect())
+    }
+
+    fn transactions(&self, from: Tid, to: Tid) -> Result<TransactionIter<'_>> {
+        self.check_open()?;
+        let to = to.min(self.last_tid());
+        let state = self.shared.state.read();
+        let start = state.transactions.partition_point(|t| t.tid < from);
+        let selected: Vec<TransactionInfo> = state.transactions[start..]
+            .iter()
+            .take_while(|t| t.tid <= to)
+            .cloned()
+            .collect();
+        Ok(Box::new(selected.into_iter().map(Ok)))
+    }
+
+    fn begin(&self, meta: TransactionMeta) -> Result<Box<dyn StorageTransaction>> {
+        self.check_open()?;
+        meta.validate()?;
+        Ok(Box::new(MemoryTransaction {
+            shared: Arc::clone(&self.shared),
+            meta,
+            writes: PendingWrites::default(),
+            voted: None,
+        }))
+    }
+
+    fn subscribe(&self) -> CommitSubscription {
+        self.shared.notifier.subscribe()
+    }
+
+    fn close(&self) -> Result<()> {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.notifier.close();
+        Ok(())
+    }
+}
+
+struct MemoryTransaction {
+    shared: Arc<Shared>,
+    meta: TransactionMeta,
+    writes: PendingWrites,
+    /// Set by vote: the held commit lock and the tid this transaction will get.
+    voted: Option<(parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()>, Tid)>,
+}
+
+impl StorageTransaction for MemoryTransaction {
+    fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> Result<()> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        if oid != Oid::ROOT && oid.0 >= self.shared.next_oid.load(Ordering::Relaxed) {
+            return Err(Error::UnallocatedOid { oid });
+        }
+        self.writes.store(oid, base_tid, data)
+    }
+
+    fn check_current(&mut self, oid: Oid, tid: Tid) -> Result<()> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        self.writes.check_current(oid, tid);
+        Ok(())
+    }
+
+    fn vote(&mut self) -> Result<()> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let guard = self.shared.commit_lock.lock_arc();
+        let state = self.shared.state.read();
+        for (oid, expected) in self.writes.expectations() {
+            let current_tid = state.newest_tid(oid);
+            if current_tid != expected {
+                return Err(ConflictError { oid, base_tid: expected, current_tid }.into());
+            }
+        }
+        let tid = Tid::next_after(state.applied_tid);
+        drop(state);
+        self.voted = Some((guard, tid));
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Tid> {
+        if self.voted.is_none() {
+            self.vote()?;
+        }
+        let (guard, tid) = self.voted.take().expect("voted above");
+        let writes = std::mem::take(&mut self.writes);
+        let oids: Arc<[Oid]> = writes.oids().into();
+        {
+            let mut state = self.shared.state.write();
+            let changes = writes
+                .stores
+                .iter()
+                .map(|s| ChangeInfo { oid: s.oid, size: s.data.len() as u64 })
+                .collect();
+            for s in writes.stores {
+                state.revisions.entry(s.oid).or_default().push((tid, s.data.into()));
+            }
+            state.transactions.push(TransactionInfo {
+                tid,
+                meta: std::mem::take(&mut self.meta),
+                changes,
+            });
+            state.applied_tid = tid;
+        }
+        self.shared.notifier.publish(&CommitEvent { tid, oids });
+        self.shared.last_tid.store(tid.0, Ordering::Release);
+        drop(guard);
+        Ok(tid)
+    }
+
+    fn abort(self: Box<Self>) {}
+}

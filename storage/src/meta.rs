@@ -1,0 +1,106 @@
+//! Transaction metadata and the records the storage reports back.
+//!
+//! Invariant: every `TransactionMeta` that reaches a storage has passed
+//! [`TransactionMeta::validate`], so its parts fit the on-disk and wire widths.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::ids::{Oid, Tid};
+
+/// Longest `user` field, in bytes.
+pub const USER_BYTES_MAX: usize = u16::MAX as usize;
+/// Longest `description` field, in bytes.
+pub const DESCRIPTION_BYTES_MAX: usize = u16::MAX as usize;
+/// Largest extension map, counting every key and value byte plus 6 bytes per entry.
+pub const EXTENSION_BYTES_MAX: usize = 1 << 20;
+/// Longest extension key, in bytes.
+pub const EXTENSION_KEY_BYTES_MAX: usize = u16::MAX as usize;
+
+/// Who committed a transaction and why, as in ZODB: user, description, and a free-form
+/// extension map of key/value bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransactionMeta {
+    pub user: String,
+    pub description: String,
+    pub extension: BTreeMap<String, Vec<u8>>,
+}
+
+impl TransactionMeta {
+    /// Metadata with only a description.
+    pub fn described(description: impl Into<String>) -> Self {
+        TransactionMeta {
+            description: description.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Bytes the extension map takes in its encoded form.
+    pub fn extension_encoded_len(&self) -> usize {
+        self.extension
+            .iter()
+            .map(|(k, v)| 6 + k.len() + v.len())
+            .sum()
+    }
+
+    /// Checks every part against its limit.
+    pub fn validate(&self) -> Result<()> {
+        let too_large = |what: &'static str, len: usize, max: usize| {
+            if len > max {
+                Err(Error::LimitExceeded { what, len: len as u64, max: max as u64 })
+            } else {
+                Ok(())
+            }
+        };
+        too_large("transaction user", self.user.len(), USER_BYTES_MAX)?;
+        too_large("transaction description", self.description.len(), DESCRIPTION_BYTES_MAX)?;
+        for key in self.extension.keys() {
+            too_large("transaction extension key", key.len(), EXTENSION_KEY_BYTES_MAX)?;
+        }
+        too_large(
+            "transaction extension",
+            self.extension_encoded_len(),
+            EXTENSION_BYTES_MAX,
+        )
+    }
+}
+
+/// One revision of an object, as a load returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    /// The transaction that wrote this revision.
+    pub tid: Tid,
+    pub data: Vec<u8>,
+}
+
+/// One entry of an object's history (newest first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevisionInfo {
+    pub tid: Tid,
+    /// Length of the revision's data in bytes.
+    pub size: u64,
+}
+
+/// One object written by a transaction, as transaction iteration reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeInfo {
+    pub oid: Oid,
+    pub size: u64,
+}
+
+/// A committed transaction: its tid, metadata and the objects it wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionInfo {
+    pub tid: Tid,
+    pub meta: TransactionMeta,
+    pub changes: Vec<ChangeInfo>,
+}
+
+/// What a commit notification says: a transaction became durable and visible,
+/// and these objects changed. Delivered in commit order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitEvent {
+    pub tid: Tid,
+    pub oids: Arc<[Oid]>,
+}

@@ -1,0 +1,78 @@
+//! The `Storage` trait: what every backend (file, memory, client) provides.
+//!
+//! Semantics every implementation keeps (the contract suite checks them):
+//! - A load at snapshot `S` returns the newest revision with `tid <= S`; a snapshot
+//!   beyond `last_tid()` is read as `last_tid()`, so nothing not yet durable and
+//!   published is ever visible.
+//! - `last_tid()` only moves forward, and a commit's notification is delivered to
+//!   subscribers before `last_tid()` reports its tid.
+//! - At vote, every stored oid whose newest revision is not its `base_tid`, and every
+//!   `check_current` oid whose newest revision is not the given tid, fails the
+//!   transaction with a [`ConflictError`](crate::ConflictError); nothing is written.
+//! - `finish` returns only when the transaction is durable (unless the storage was
+//!   opened with durability off) and then it is visible to every new snapshot.
+//! - A transaction dropped without `finish` is aborted and leaves no trace.
+
+use crate::error::Result;
+use crate::ids::{Oid, Tid};
+use crate::meta::{Revision, RevisionInfo, TransactionInfo, TransactionMeta};
+use crate::notify::CommitSubscription;
+
+/// Iterator over committed transactions in commit order.
+pub type TransactionIter<'a> = Box<dyn Iterator<Item = Result<TransactionInfo>> + Send + 'a>;
+
+/// A store of object revisions with MVCC snapshots and two-phase commit.
+pub trait Storage: Send + Sync {
+    /// A short description for logs and errors (a path, an address, "memory").
+    fn describe(&self) -> String;
+
+    /// The tid of the newest durable, visible transaction (`Tid::ZERO` when empty).
+    fn last_tid(&self) -> Tid;
+
+    /// Allocates a new oid, never handed out before.
+    fn new_oid(&self) -> Result<Oid>;
+
+    /// The newest revision of `oid` with `tid <= snapshot`.
+    fn load(&self, oid: Oid, snapshot: Tid) -> Result<Revision>;
+
+    /// The data of exactly revision `tid` of `oid`.
+    fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>>;
+
+    /// Up to `limit` revisions of `oid`, newest first.
+    fn history(&self, oid: Oid, limit: usize) -> Result<Vec<RevisionInfo>>;
+
+    /// Committed transactions with `from <= tid <= to`, oldest first.
+    fn transactions(&self, from: Tid, to: Tid) -> Result<TransactionIter<'_>>;
+
+    /// Starts a commit.
+    fn begin(&self, meta: TransactionMeta) -> Result<Box<dyn StorageTransaction>>;
+
+    /// A stream of commit notifications (tid and changed oids), in commit order, for
+    /// every transaction that becomes visible after this call.
+    fn subscribe(&self) -> CommitSubscription;
+
+    /// Flushes what should be saved (the index, for the file storage) and refuses
+    /// further calls. Dropping the storage closes it too.
+    fn close(&self) -> Result<()>;
+}
+
+/// One commit in progress: `store`/`check_current` ..., `vote`, then `finish` or `abort`.
+pub trait StorageTransaction: Send {
+    /// Writes `data` as the new revision of `oid`, which this transaction read at
+    /// `base_tid` (`Tid::ZERO` for a new object). Storing an oid twice keeps the last.
+    fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> Result<()>;
+
+    /// Fails the vote unless the newest revision of `oid` is still `tid`.
+    fn check_current(&mut self, oid: Oid, tid: Tid) -> Result<()>;
+
+    /// Validates the transaction (conflicts) and takes the commit lock until
+    /// `finish` or `abort`.
+    fn vote(&mut self) -> Result<()>;
+
+    /// Makes the transaction durable and visible; returns its tid. Votes first if
+    /// `vote` was not called.
+    fn finish(self: Box<Self>) -> Result<Tid>;
+
+    /// Drops the transaction; nothing of it is written.
+    fn abort(self: Box<Self>);
+}
