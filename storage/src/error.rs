@@ -45,7 +45,11 @@ pub enum Error {
     UnallocatedOid { oid: Oid },
 
     #[error("{what} is {len} bytes, over the limit of {max} bytes")]
-    LimitExceeded { what: &'static str, len: u64, max: u64 },
+    LimitExceeded {
+        what: &'static str,
+        len: u64,
+        max: u64,
+    },
 
     #[error("{path}: corrupted at offset {offset}: {what}; {advice}")]
     Corrupted {
@@ -98,6 +102,10 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, source: io::Error) -> Error {
-        Error::Io { path: path.into(), action, source }
+        Error::Io {
+            path: path.into(),
+            action,
+            source,
+        }
     }
 }

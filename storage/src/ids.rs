@@ -49,11 +49,7 @@ impl Tid {
     /// the clock has not moved past `last`.
     pub fn next_after(last: Tid) -> Tid {
         let now = Tid::now();
-        if now > last {
-            now
-        } else {
-            Tid(last.0 + 1)
-        }
+        if now > last { now } else { Tid(last.0 + 1) }
     }
 
     /// The commit time this tid encodes.

@@ -30,8 +30,8 @@ pub use file::{Durability, FileOptions, FileStorage};
 pub use ids::{Oid, Tid};
 pub use memory::MemoryStorage;
 pub use meta::{
-    ChangeInfo, CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta,
-    DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX, USER_BYTES_MAX,
+    ChangeInfo, CommitEvent, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX,
+    Revision, RevisionInfo, TransactionInfo, TransactionMeta, USER_BYTES_MAX,
 };
 pub use notify::CommitSubscription;
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};

@@ -48,15 +48,27 @@ impl TransactionMeta {
     pub fn validate(&self) -> Result<()> {
         let too_large = |what: &'static str, len: usize, max: usize| {
             if len > max {
-                Err(Error::LimitExceeded { what, len: len as u64, max: max as u64 })
+                Err(Error::LimitExceeded {
+                    what,
+                    len: len as u64,
+                    max: max as u64,
+                })
             } else {
                 Ok(())
             }
         };
         too_large("transaction user", self.user.len(), USER_BYTES_MAX)?;
-        too_large("transaction description", self.description.len(), DESCRIPTION_BYTES_MAX)?;
+        too_large(
+            "transaction description",
+            self.description.len(),
+            DESCRIPTION_BYTES_MAX,
+        )?;
         for key in self.extension.keys() {
-            too_large("transaction extension key", key.len(), EXTENSION_KEY_BYTES_MAX)?;
+            too_large(
+                "transaction extension key",
+                key.len(),
+                EXTENSION_KEY_BYTES_MAX,
+            )?;
         }
         too_large(
             "transaction extension",

@@ -50,7 +50,11 @@ impl PendingWrites {
             });
         }
         self.slot_of.insert(oid, self.stores.len());
-        self.stores.push(PendingStore { oid, base_tid, data });
+        self.stores.push(PendingStore {
+            oid,
+            base_tid,
+            data,
+        });
         Ok(())
     }
 

@@ -27,6 +27,7 @@ pub trait FileIoFactory: Send + Sync {
 }
 
 /// One open file.
+#[allow(clippy::len_without_is_empty)]
 pub trait FileIo: Send + Sync {
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
@@ -160,7 +161,9 @@ impl Default for FaultyIoFactory {
 
 impl FaultyIoFactory {
     pub fn new() -> Self {
-        FaultyIoFactory { state: Arc::new(Mutex::new(FaultState::default())) }
+        FaultyIoFactory {
+            state: Arc::new(Mutex::new(FaultState::default())),
+        }
     }
 
     /// Arms a failure (replacing any armed one) and resets the counters.
@@ -198,7 +201,11 @@ impl FaultyIoFactory {
         let count = writes.len();
         let mut final_len = synced_len.unwrap_or(0);
         for (i, w) in writes.iter().enumerate().rev() {
-            let keep = if i + 1 == count { keep_of_last.min(w.new_len) } else { 0 };
+            let keep = if i + 1 == count {
+                keep_of_last.min(w.new_len)
+            } else {
+                0
+            };
             let restore_from = keep.min(w.old.len());
             file.write_all_at(&w.old[restore_from..], w.offset + restore_from as u64)?;
             if keep > 0 {
@@ -254,7 +261,9 @@ impl FileIoFactory for FaultyIoFactory {
             path: path.to_path_buf(),
             inner,
             factory_state: Arc::clone(&self.state),
-            factory: Arc::new(FaultyIoFactory { state: Arc::clone(&self.state) }),
+            factory: Arc::new(FaultyIoFactory {
+                state: Arc::clone(&self.state),
+            }),
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -286,7 +295,11 @@ impl FileIo for FaultyFileIo {
         };
         self.factory_state.lock().unsynced.push((
             self.path.clone(),
-            UnsyncedWrite { offset, old, new_len: written.len() },
+            UnsyncedWrite {
+                offset,
+                old,
+                new_len: written.len(),
+            },
         ));
         self.inner.write_at(written, offset)?;
         match failure {

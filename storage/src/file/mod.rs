@@ -2,13 +2,50 @@
 //! (format: `docs/format.md`), an in-memory index from oid to newest revision, a
 //! saved copy of that index beside the file, and group commit.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use memmap2::Mmap;
+use parking_lot::{ArcMutexGuard, Condvar, Mutex, RawMutex, RwLock};
 
+use crate::error::{ConflictError, Error, Result};
+use crate::ids::{Oid, Tid};
+use crate::meta::{
+    ChangeInfo, CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta,
+};
+use crate::notify::{CommitSubscription, Notifier};
+use crate::pending::PendingWrites;
+use crate::storage::{Storage, StorageTransaction, TransactionIter};
+
+pub mod format;
+mod index;
 pub mod io;
+mod lock;
+mod recovery;
+
+use format::{FILE_HEADER_LEN, FORMAT_VERSION, FileHeader};
+use index::{Index, SavedIndexHeader};
+use io::FileIo;
+use lock::WriterLock;
+
+pub use lock::lock_path;
+
+/// What to tell an operator who meets a damaged file.
+const DAMAGE_ADVICE: &str = "run `zodiac verify` on the file to see the damage and `zodiac recover` to salvage every intact transaction";
+
+/// Smallest and largest step by which the file is preallocated.
+const GROW_STEP_MIN: u64 = 4 << 20;
+const GROW_STEP_MAX: u64 = 64 << 20;
+
+/// Path of the saved index beside a data file.
+pub fn index_path(data_path: &Path) -> PathBuf {
+    let mut p = data_path.as_os_str().to_owned();
+    p.push(".index");
+    PathBuf::from(p)
+}
 
 /// Whether `finish` waits for the data to reach stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -92,18 +129,969 @@ impl FileOptions {
 }
 
 /// A storage in one append-only data file.
+///
+/// Reads go through a read-only memory map; commits append whole transaction
+/// records with `pwrite` and share `fdatasync` calls (group commit).
 pub struct FileStorage {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     path: PathBuf,
+    options: FileOptions,
+    io: Arc<dyn FileIo>,
+    identity: (u64, u64),
+    header: FileHeader,
+    reader: RwLock<Reader>,
+    /// The commit lock, held from vote to the write in finish.
+    commit: Arc<Mutex<CommitState>>,
+    sync: Mutex<SyncState>,
+    sync_changed: Condvar,
+    /// Newest published (durable, visible) tid, and the file end after it.
+    last_tid: AtomicU64,
+    published_end: AtomicU64,
+    next_oid: AtomicU64,
+    notifier: Notifier,
+    closed: AtomicBool,
+    index_saving: AtomicBool,
+    saved_index_end: AtomicU64,
+    writer_lock: Mutex<Option<WriterLock>>,
+}
+
+/// What loads read: the map of the file and the index into it.
+struct Reader {
+    map: Arc<Mmap>,
+    index: Index,
+}
+
+/// Guarded by the commit lock.
+struct CommitState {
+    /// End of the written records (the next record goes here).
+    end: u64,
+    /// Tid of the last written transaction.
+    last_tid: Tid,
+    /// The file's length: written records plus preallocated zeros.
+    file_len: u64,
+}
+
+/// Group-commit state.
+struct SyncState {
+    written_end: u64,
+    synced_end: u64,
+    /// A leader is syncing (or gathering committers to sync).
+    syncing: bool,
+    /// Transactions begun and not yet written or dropped.
+    in_flight: usize,
+    /// Written transactions waiting to be synced and published, in commit order.
+    unpublished: VecDeque<Unpublished>,
+    poisoned: Option<Arc<str>>,
+    last_batch: usize,
+    last_sync_time: Duration,
+}
+
+struct Unpublished {
+    tid: Tid,
+    end: u64,
+    oids: Arc<[Oid]>,
 }
 
 impl FileStorage {
     /// Opens (or creates) the data file at `path`.
+    ///
+    /// A writable open takes the writer lock (`PATH.lock`), loads the saved index
+    /// (`PATH.index`) when it is valid, scans the records after it, and cuts an
+    /// incomplete last transaction (saving its bytes to `PATH.tail-OFFSET`). Damage
+    /// in the middle of the file makes the open fail with [`Error::Corrupted`].
     pub fn open(path: impl AsRef<Path>, options: FileOptions) -> Result<FileStorage> {
-        let _ = options;
-        Ok(FileStorage { path: path.as_ref().to_path_buf() })
+        let path = path.as_ref().to_path_buf();
+        let read_only = options.read_only;
+        let writer_lock = if read_only {
+            None
+        } else {
+            Some(WriterLock::acquire(&path)?)
+        };
+        let exists = path.exists();
+        if !exists && (read_only || !options.create) {
+            return Err(Error::io(
+                &path,
+                "opening the data file",
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+        let io = options
+            .io
+            .open(&path, !read_only, !exists)
+            .map_err(|e| Error::io(&path, "opening the data file", e))?;
+        let mut len = io
+            .len()
+            .map_err(|e| Error::io(&path, "reading the file length", e))?;
+        if len == 0 && !read_only {
+            len = create_header(&*options.io, &*io, &path, options.data_start)?;
+        }
+        let mut header_bytes = [0u8; FILE_HEADER_LEN as usize];
+        let header = if len < FILE_HEADER_LEN {
+            Err(format!(
+                "file is {len} bytes, shorter than the {FILE_HEADER_LEN}-byte header"
+            ))
+        } else {
+            io.read_at(&mut header_bytes, 0)
+                .map_err(|e| Error::io(&path, "reading the file header", e))?;
+            FileHeader::decode(&header_bytes)
+        }
+        .map_err(|what| Error::Format {
+            path: path.clone(),
+            what,
+        })?;
+        let identity = io
+            .identity()
+            .map_err(|e| Error::io(&path, "reading file identity", e))?;
+
+        let mut map = io
+            .map()
+            .map_err(|e| Error::io(&path, "mapping the data file", e))?;
+        let (mut index, start, last_tid, next_oid) =
+            match load_saved_index(&*options.io, &path, &map, &header) {
+                Some((h, idx)) => (idx, h.covered_end, h.last_tid, h.next_oid),
+                None => (Index::default(), header.data_start, Tid::ZERO, 1),
+            };
+        let saved_end = if start == header.data_start && last_tid == Tid::ZERO {
+            0
+        } else {
+            start
+        };
+        let scan_start = start.max(header.data_start);
+        let outcome =
+            recovery::scan(&map, scan_start, last_tid, next_oid, &mut index).map_err(|damage| {
+                Error::Corrupted {
+                    path: path.clone(),
+                    offset: damage.offset,
+                    what: format!(
+                        "{} (a valid transaction follows at offset {})",
+                        damage.what, damage.next_valid
+                    ),
+                    advice: DAMAGE_ADVICE,
+                }
+            })?;
+        let end = outcome.end;
+        log::debug!(
+            "{}: scanned {} transactions from offset {scan_start} to {end}",
+            path.display(),
+            outcome.transactions
+        );
+        if let Some(tail) = &outcome.tail {
+            if read_only {
+                log::warn!(
+                    "{}: ignoring {} bytes at offset {} after the last complete transaction ({}); \
+                     a writable open will cut them",
+                    path.display(),
+                    tail.extent_end - tail.offset,
+                    tail.offset,
+                    tail.what
+                );
+            } else {
+                drop(map);
+                cut_tail(&*options.io, &*io, &path, tail)?;
+                map = io
+                    .map()
+                    .map_err(|e| Error::io(&path, "mapping the data file", e))?;
+            }
+        }
+        let file_len = map.len() as u64;
+        let next_oid = outcome.next_oid.max(recovery::next_oid_of(&index));
+        if options.durability == Durability::Off && !read_only {
+            log::warn!(
+                "{}: durability is off: commits are not fsync'd and a crash or power loss can lose \
+                 acknowledged transactions; use this only for tests and bulk loads",
+                path.display()
+            );
+        }
+        let shared = Arc::new(Shared {
+            path,
+            io,
+            identity,
+            header,
+            reader: RwLock::new(Reader {
+                map: Arc::new(map),
+                index,
+            }),
+            commit: Arc::new(Mutex::new(CommitState {
+                end,
+                last_tid: outcome.last_tid,
+                file_len,
+            })),
+            sync: Mutex::new(SyncState {
+                written_end: end,
+                synced_end: end,
+                syncing: false,
+                in_flight: 0,
+                unpublished: VecDeque::new(),
+                poisoned: None,
+                last_batch: 1,
+                last_sync_time: Duration::ZERO,
+            }),
+            sync_changed: Condvar::new(),
+            last_tid: AtomicU64::new(outcome.last_tid.0),
+            published_end: AtomicU64::new(end),
+            next_oid: AtomicU64::new(next_oid),
+            notifier: Notifier::default(),
+            closed: AtomicBool::new(false),
+            index_saving: AtomicBool::new(false),
+            saved_index_end: AtomicU64::new(saved_end),
+            writer_lock: Mutex::new(writer_lock),
+            options,
+        });
+        let storage = FileStorage { shared };
+        if !read_only && end - start >= storage.shared.options.index_save_interval_bytes {
+            storage.shared.save_index()?;
+        }
+        Ok(storage)
     }
 
+    /// The data file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
+
+    /// End of the written (and published) data in the file, in bytes.
+    pub fn data_end(&self) -> u64 {
+        self.shared.published_end.load(Ordering::Acquire)
+    }
+
+    /// Number of objects with at least one revision.
+    pub fn object_count(&self) -> u64 {
+        self.shared.reader.read().index.len()
+    }
+
+    /// Bytes of memory the in-memory index uses.
+    pub fn index_memory_bytes(&self) -> usize {
+        self.shared.reader.read().index.memory_bytes()
+    }
+
+    /// The format version of the open file.
+    pub fn format_version(&self) -> u32 {
+        self.shared.header.version
+    }
+
+    /// Saves the index now (it is also saved at close and every
+    /// `index_save_interval_bytes` of new data).
+    pub fn save_index(&self) -> Result<()> {
+        self.shared.check_writable()?;
+        self.shared.save_index()
+    }
+}
+
+fn create_header(
+    factory: &dyn io::FileIoFactory,
+    file: &dyn FileIo,
+    path: &Path,
+    data_start: u64,
+) -> Result<u64> {
+    let data_start = data_start.max(FILE_HEADER_LEN);
+    let header = FileHeader {
+        version: FORMAT_VERSION,
+        file_id: uuid::Uuid::new_v4().as_u64_pair().0,
+        data_start,
+    };
+    let fail = |action| move |e| Error::io(path, action, e);
+    file.write_at(&header.encode(), 0)
+        .map_err(fail("writing the file header"))?;
+    file.set_len(data_start)
+        .map_err(fail("sizing the new file"))?;
+    file.sync_data().map_err(fail("syncing the new file"))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    factory
+        .sync_dir(dir)
+        .map_err(fail("syncing the directory"))?;
+    Ok(data_start)
+}
+
+/// The saved index, if it exists and agrees with the data file; logs why not.
+fn load_saved_index(
+    factory: &dyn io::FileIoFactory,
+    path: &Path,
+    map: &[u8],
+    header: &FileHeader,
+) -> Option<(SavedIndexHeader, Index)> {
+    let ipath = index_path(path);
+    let ignore = |why: String| {
+        log::warn!(
+            "{}: ignoring the saved index: {why}; rebuilding it by scanning the data file",
+            ipath.display()
+        );
+        None
+    };
+    let bytes = match index::read_saved(factory, &ipath) {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => return ignore(format!("cannot read it ({e})")),
+    };
+    let (saved, idx) = match index::decode_saved(&bytes) {
+        Ok(v) => v,
+        Err(e) => return ignore(e),
+    };
+    if saved.file_id != header.file_id {
+        return ignore("it belongs to another data file".into());
+    }
+    if saved.covered_end < header.data_start || saved.covered_end > map.len() as u64 {
+        return ignore(format!(
+            "it covers {} bytes but the file holds {}",
+            saved.covered_end,
+            map.len()
+        ));
+    }
+    if saved.covered_end > header.data_start {
+        let last = format::length_before(map, saved.covered_end)
+            .and_then(|len| saved.covered_end.checked_sub(len))
+            .map(|pos| format::transaction_at(map, pos));
+        match last {
+            Some(Ok(t)) if t.tid == saved.last_tid => {}
+            _ => return ignore("its last transaction does not match the data file".into()),
+        }
+    }
+    let step = (idx.len() / 16).max(1) as usize;
+    for (oid, pos) in idx.entries().step_by(step) {
+        let ok = pos >= header.data_start
+            && pos < saved.covered_end
+            && format::data_record_at(map, pos).is_ok_and(|r| r.oid == oid);
+        if !ok {
+            return ignore(format!(
+                "its entry for object {oid} does not point at that object"
+            ));
+        }
+    }
+    Some((saved, idx))
+}
+
+/// Saves the bytes of a bad tail beside the file, then cuts them off.
+fn cut_tail(
+    factory: &dyn io::FileIoFactory,
+    file: &dyn FileIo,
+    path: &Path,
+    tail: &recovery::TailDamage,
+) -> Result<()> {
+    let mut saved = PathBuf::from(format!("{}.tail-{}", path.display(), tail.offset));
+    let mut n = 1;
+    while saved.exists() {
+        saved = PathBuf::from(format!("{}.tail-{}-{n}", path.display(), tail.offset));
+        n += 1;
+    }
+    let len = tail.extent_end - tail.offset;
+    let mut bytes = vec![0u8; len as usize];
+    let fail = |action| move |e| Error::io(path, action, e);
+    file.read_at(&mut bytes, tail.offset)
+        .map_err(fail("reading the damaged tail"))?;
+    let out = factory
+        .open(&saved, true, true)
+        .map_err(fail("saving the damaged tail"))?;
+    out.write_at(&bytes, 0)
+        .map_err(fail("saving the damaged tail"))?;
+    out.sync_data().map_err(fail("saving the damaged tail"))?;
+    file.set_len(tail.offset)
+        .map_err(fail("cutting the damaged tail"))?;
+    file.sync_data().map_err(fail("cutting the damaged tail"))?;
+    log::warn!(
+        "{}: cut an incomplete transaction at offset {} ({len} bytes: {}); no acknowledged commit is \
+         lost; the cut bytes are saved in {}",
+        path.display(),
+        tail.offset,
+        tail.what,
+        saved.display()
+    );
+    Ok(())
+}
+
+impl Shared {
+    fn corrupted(&self, offset: u64, what: impl Into<String>) -> Error {
+        Error::Corrupted {
+            path: self.path.clone(),
+            offset,
+            what: what.into(),
+            advice: DAMAGE_ADVICE,
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if let Some(cause) = &self.sync.lock().poisoned {
+            return Err(Error::Poisoned {
+                cause: Arc::clone(cause),
+            });
+        }
+        Ok(())
+    }
+
+    fn last_tid(&self) -> Tid {
+        Tid(self.last_tid.load(Ordering::Acquire))
+    }
+
+    /// The data record at `pos`, checked to be a revision of `oid`.
+    fn record<'m>(&self, map: &'m [u8], pos: u64, oid: Oid) -> Result<format::DataRecord<'m>> {
+        let r = format::data_record_at(map, pos).map_err(|what| self.corrupted(pos, what))?;
+        if r.oid != oid {
+            return Err(self.corrupted(
+                pos,
+                format!("index entry for object {oid} points at object {}", r.oid),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Walks the revisions of `oid` newest first, calling `visit` until it says stop.
+    fn walk_revisions(
+        &self,
+        oid: Oid,
+        mut visit: impl FnMut(&format::DataRecord<'_>) -> bool,
+    ) -> Result<()> {
+        let reader = self.reader.read();
+        let mut pos = reader.index.get(oid).ok_or(Error::NoSuchObject { oid })?;
+        loop {
+            let r = self.record(&reader.map, pos, oid)?;
+            if !visit(&r) || r.prev == 0 {
+                return Ok(());
+            }
+            // Back-pointers strictly decrease, so the walk ends.
+            if r.prev >= pos {
+                return Err(self.corrupted(
+                    pos,
+                    format!("back-pointer {} does not point backwards", r.prev),
+                ));
+            }
+            pos = r.prev;
+        }
+    }
+
+    fn poison(&self, cause: String) -> Arc<str> {
+        let mut st = self.sync.lock();
+        let cause: Arc<str> = st.poisoned.get_or_insert_with(|| cause.into()).clone();
+        log::error!("{}: refusing further commits: {cause}", self.path.display());
+        self.sync_changed.notify_all();
+        cause
+    }
+
+    fn io_failure(&self, action: &'static str, e: std::io::Error) -> Error {
+        let cause = self.poison(format!("{action} failed: {e}"));
+        let _ = cause;
+        Error::io(&self.path, action, e)
+    }
+
+    /// Stops commits if the path no longer names the open file, or the file shrank.
+    fn check_file_in_place(&self, commit: &CommitState) -> Result<()> {
+        let problem = match std::fs::metadata(&self.path) {
+            Err(e) => Some(format!(
+                "the data file cannot be found at its path any more ({e})"
+            )),
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                if (m.dev(), m.ino()) != self.identity {
+                    Some("the data file was replaced by another file while open".to_string())
+                } else if m.len() < commit.end {
+                    Some(format!(
+                        "the data file was truncated to {} bytes under the storage",
+                        m.len()
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        match problem {
+            None => Ok(()),
+            Some(p) => Err(Error::Poisoned {
+                cause: self.poison(p),
+            }),
+        }
+    }
+
+    /// Extends the file with zeros (synced) so commits overwrite allocated blocks and
+    /// fdatasync need not update the file size.
+    fn grow(&self, commit: &mut CommitState, needed: u64) -> Result<()> {
+        let step = (commit.file_len / 8).clamp(GROW_STEP_MIN, GROW_STEP_MAX);
+        let new_len = needed.max(commit.file_len + step).div_ceil(1 << 20) * (1 << 20);
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = commit.file_len;
+        while at < new_len {
+            let n = (new_len - at).min(zeros.len() as u64);
+            self.io
+                .write_at(&zeros[..n as usize], at)
+                .map_err(|e| self.io_failure("preallocating the data file", e))?;
+            at += n;
+        }
+        if self.options.durability == Durability::Fsync {
+            self.io
+                .sync_data()
+                .map_err(|e| self.io_failure("syncing the preallocated file", e))?;
+        }
+        let map = self
+            .io
+            .map()
+            .map_err(|e| self.io_failure("mapping the grown file", e))?;
+        self.reader.write().map = Arc::new(map);
+        commit.file_len = new_len;
+        Ok(())
+    }
+
+    /// Waits until the file is durable up to `end`, syncing as the group's leader
+    /// when no sync is running. Publishes every transaction the sync covers.
+    fn wait_durable(&self, end: u64) -> Result<()> {
+        let mut st = self.sync.lock();
+        loop {
+            if st.synced_end >= end {
+                return Ok(());
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned {
+                    cause: Arc::clone(cause),
+                });
+            }
+            if st.syncing {
+                self.sync_changed.wait(&mut st);
+                continue;
+            }
+            st.syncing = true;
+            // Gather: give committers already on their way a moment to write, so
+            // one fdatasync covers them all. Bounded by the last sync's duration.
+            let wait = self.options.group_commit_wait.min(st.last_sync_time);
+            let deadline = Instant::now() + wait;
+            while (st.in_flight > 0 || st.unpublished.len() < st.last_batch)
+                && Instant::now() < deadline
+            {
+                self.sync_changed.wait_until(&mut st, deadline);
+            }
+            let target = st.written_end;
+            drop(st);
+            let started = Instant::now();
+            let result = match self.options.durability {
+                Durability::Fsync => self.io.sync_data(),
+                Durability::Off => Ok(()),
+            };
+            let took = started.elapsed();
+            st = self.sync.lock();
+            st.syncing = false;
+            if let Err(e) = result {
+                drop(st);
+                let err = self.io_failure("fdatasync of the data file", e);
+                self.sync_changed.notify_all();
+                return Err(err);
+            }
+            st.last_sync_time = took;
+            st.synced_end = st.synced_end.max(target);
+            let mut batch = 0;
+            while st.unpublished.front().is_some_and(|u| u.end <= target) {
+                let u = st.unpublished.pop_front().expect("checked above");
+                // Invalidations first, then the tid: see the ordering contract.
+                self.notifier.publish(&CommitEvent {
+                    tid: u.tid,
+                    oids: u.oids,
+                });
+                self.published_end.store(u.end, Ordering::Release);
+                self.last_tid.store(u.tid.0, Ordering::Release);
+                batch += 1;
+            }
+            st.last_batch = batch.max(1);
+            self.sync_changed.notify_all();
+        }
+    }
+
+    /// Saves the index for the durable data. One save at a time; a failure to save
+    /// is logged and returned but does not stop commits (the file stays authoritative).
+    fn save_index(&self) -> Result<()> {
+        if self.index_saving.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = (|| {
+            let (saved, index) = {
+                let commit = self.commit.lock();
+                let reader = self.reader.read();
+                let saved = SavedIndexHeader {
+                    file_id: self.header.file_id,
+                    covered_end: commit.end,
+                    last_tid: commit.last_tid,
+                    next_oid: self.next_oid.load(Ordering::Acquire),
+                };
+                (saved, reader.index.clone())
+            };
+            if saved.covered_end == self.saved_index_end.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            self.wait_durable(saved.covered_end)?;
+            let bytes = index::encode_saved(&saved, &index);
+            let ipath = index_path(&self.path);
+            index::write_saved(&*self.options.io, &ipath, &bytes)
+                .map_err(|e| Error::io(&ipath, "saving the index", e))?;
+            self.saved_index_end
+                .store(saved.covered_end, Ordering::Release);
+            Ok(())
+        })();
+        self.index_saving.store(false, Ordering::Release);
+        if let Err(e) = &result {
+            log::warn!("{}: could not save the index: {e}", self.path.display());
+        }
+        result
+    }
+
+    fn maybe_save_index(&self, end: u64) {
+        let saved = self.saved_index_end.load(Ordering::Acquire);
+        if end.saturating_sub(saved) >= self.options.index_save_interval_bytes {
+            let _ = self.save_index();
+        }
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        let poisoned = self.sync.lock().poisoned.is_some();
+        if !self.options.read_only && !poisoned {
+            result = self.save_index();
+        }
+        self.notifier.close();
+        self.writer_lock.lock().take();
+        result
+    }
+}
+
+impl Drop for FileStorage {
+    fn drop(&mut self) {
+        let _ = self.shared.close();
+    }
+}
+
+impl Storage for FileStorage {
+    fn describe(&self) -> String {
+        self.shared.path.display().to_string()
+    }
+
+    fn last_tid(&self) -> Tid {
+        self.shared.last_tid()
+    }
+
+    fn new_oid(&self) -> Result<Oid> {
+        self.shared.check_open()?;
+        Ok(Oid(self.shared.next_oid.fetch_add(1, Ordering::AcqRel)))
+    }
+
+    fn load(&self, oid: Oid, snapshot: Tid) -> Result<Revision> {
+        self.shared.check_open()?;
+        let snapshot = snapshot.min(self.shared.last_tid());
+        let mut found = None;
+        self.shared.walk_revisions(oid, |r| {
+            if r.tid <= snapshot {
+                found = Some(Revision {
+                    tid: r.tid,
+                    data: r.data.to_vec(),
+                });
+                false
+            } else {
+                true
+            }
+        })?;
+        found.ok_or(Error::NotFoundAtSnapshot { oid, snapshot })
+    }
+
+    fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>> {
+        self.shared.check_open()?;
+        let mut found = None;
+        if tid <= self.shared.last_tid() {
+            self.shared.walk_revisions(oid, |r| {
+                if r.tid == tid {
+                    found = Some(r.data.to_vec());
+                }
+                r.tid > tid
+            })?;
+        }
+        found.ok_or(Error::NoSuchRevision { oid, tid })
+    }
+
+    fn history(&self, oid: Oid, limit: usize) -> Result<Vec<RevisionInfo>> {
+        self.shared.check_open()?;
+        let last = self.shared.last_tid();
+        let mut revisions = Vec::new();
+        self.shared.walk_revisions(oid, |r| {
+            if r.tid <= last {
+                revisions.push(RevisionInfo {
+                    tid: r.tid,
+                    size: r.data.len() as u64,
+                });
+            }
+            revisions.len() < limit
+        })?;
+        if revisions.is_empty() && limit > 0 {
+            // Created by a transaction not yet visible.
+            return Err(Error::NoSuchObject { oid });
+        }
+        Ok(revisions)
+    }
+
+    fn transactions(&self, from: Tid, to: Tid) -> Result<TransactionIter<'_>> {
+        self.shared.check_open()?;
+        let end = self.shared.published_end.load(Ordering::Acquire);
+        let map = Arc::clone(&self.shared.reader.read().map);
+        Ok(Box::new(TransactionWalk {
+            shared: &self.shared,
+            map,
+            pos: self.shared.header.data_start,
+            end,
+            from,
+            to,
+        }))
+    }
+
+    fn begin(&self, meta: TransactionMeta) -> Result<Box<dyn StorageTransaction>> {
+        self.shared.check_writable()?;
+        meta.validate()?;
+        self.shared.sync.lock().in_flight += 1;
+        Ok(Box::new(FileTransaction {
+            shared: Arc::clone(&self.shared),
+            meta,
+            writes: PendingWrites::default(),
+            voted: None,
+            in_flight: true,
+        }))
+    }
+
+    fn subscribe(&self) -> CommitSubscription {
+        self.shared.notifier.subscribe()
+    }
+
+    fn close(&self) -> Result<()> {
+        self.shared.close()
+    }
+}
+
+/// Iterates committed transactions by walking records forward.
+struct TransactionWalk<'a> {
+    shared: &'a Shared,
+    map: Arc<Mmap>,
+    pos: u64,
+    end: u64,
+    from: Tid,
+    to: Tid,
+}
+
+impl Iterator for TransactionWalk<'_> {
+    type Item = Result<TransactionInfo>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pos < self.end {
+            let at = self.pos;
+            let fail = |what: String| Some(Err(self.shared.corrupted(at, what)));
+            let (len, tid) = match format::peek_transaction(&self.map, at) {
+                Ok(v) => v,
+                Err(format::RecordProblem::Zeros) => {
+                    return fail("unexpected end of records".into());
+                }
+                Err(format::RecordProblem::Bad(what)) => {
+                    self.pos = self.end;
+                    return fail(what);
+                }
+            };
+            if tid > self.to {
+                self.pos = self.end;
+                return None;
+            }
+            self.pos = at + len;
+            if tid < self.from {
+                continue;
+            }
+            return match format::transaction_at(&self.map, at) {
+                Ok(t) => Some(Ok(TransactionInfo {
+                    tid: t.tid,
+                    meta: t.meta(),
+                    changes: t
+                        .records
+                        .iter()
+                        .map(|(_, r)| ChangeInfo {
+                            oid: r.oid,
+                            size: r.data.len() as u64,
+                        })
+                        .collect(),
+                })),
+                Err(format::RecordProblem::Zeros) => fail("unexpected end of records".into()),
+                Err(format::RecordProblem::Bad(what)) => {
+                    self.pos = self.end;
+                    fail(what)
+                }
+            };
+        }
+        None
+    }
+}
+
+struct FileTransaction {
+    shared: Arc<Shared>,
+    meta: TransactionMeta,
+    writes: PendingWrites,
+    voted: Option<Voted>,
+    /// Counted in `SyncState::in_flight` (until written or dropped).
+    in_flight: bool,
+}
+
+struct Voted {
+    commit: ArcMutexGuard<RawMutex, CommitState>,
+    tid: Tid,
+    pos: u64,
+    record: Vec<u8>,
+    positions: Vec<u64>,
+}
+
+impl FileTransaction {
+    fn leave_flight(&mut self) {
+        if std::mem::take(&mut self.in_flight) {
+            let mut st = self.shared.sync.lock();
+            st.in_flight -= 1;
+            self.shared.sync_changed.notify_all();
+        }
+    }
+}
+
+impl Drop for FileTransaction {
+    fn drop(&mut self) {
+        self.leave_flight();
+    }
+}
+
+impl StorageTransaction for FileTransaction {
+    fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> Result<()> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        if oid != Oid::ROOT && oid.0 >= self.shared.next_oid.load(Ordering::Acquire) {
+            return Err(Error::UnallocatedOid { oid });
+        }
+        self.writes.store(oid, base_tid, data)
+    }
+
+    fn check_current(&mut self, oid: Oid, tid: Tid) -> Result<()> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        self.writes.check_current(oid, tid);
+        Ok(())
+    }
+
+    fn vote(&mut self) -> Result<()> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        let shared = &self.shared;
+        shared.check_writable()?;
+        let commit = shared.commit.lock_arc();
+        shared.check_writable()?;
+        shared.check_file_in_place(&commit)?;
+        let mut prevs = Vec::with_capacity(self.writes.stores.len());
+        {
+            let reader = shared.reader.read();
+            for (oid, expected) in self.writes.expectations() {
+                let current = match reader.index.get(oid) {
+                    None => Tid::ZERO,
+                    Some(pos) => shared.record(&reader.map, pos, oid)?.tid,
+                };
+                if current != expected {
+                    return Err(ConflictError {
+                        oid,
+                        base_tid: expected,
+                        current_tid: current,
+                    }
+                    .into());
+                }
+            }
+            for s in &self.writes.stores {
+                prevs.push(reader.index.get(s.oid).unwrap_or(0));
+            }
+        }
+        let len =
+            format::transaction_len(&self.meta, self.writes.stores.iter().map(|s| s.data.len()));
+        if len > format::TXN_BYTES_MAX {
+            return Err(Error::LimitExceeded {
+                what: "transaction record",
+                len,
+                max: format::TXN_BYTES_MAX,
+            });
+        }
+        let tid = Tid::next_after(commit.last_tid);
+        let pos = commit.end;
+        let objects: Vec<format::DataToWrite<'_>> = self
+            .writes
+            .stores
+            .iter()
+            .zip(&prevs)
+            .map(|(s, &prev)| format::DataToWrite {
+                oid: s.oid,
+                prev,
+                data: &s.data,
+            })
+            .collect();
+        let next_oid = shared.next_oid.load(Ordering::Acquire);
+        let (record, positions) =
+            format::encode_transaction(pos, tid, next_oid, &self.meta, &objects);
+        self.voted = Some(Voted {
+            commit,
+            tid,
+            pos,
+            record,
+            positions,
+        });
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Tid> {
+        if self.voted.is_none() {
+            self.vote()?;
+        }
+        let Voted {
+            mut commit,
+            tid,
+            pos,
+            record,
+            positions,
+        } = self.voted.take().expect("voted above");
+        let shared = Arc::clone(&self.shared);
+        let end = pos + record.len() as u64;
+        if end > commit.file_len {
+            shared.grow(&mut commit, end)?;
+        }
+        shared
+            .io
+            .write_at(&record, pos)
+            .map_err(|e| shared.io_failure("writing a transaction to the data file", e))?;
+        let oids: Arc<[Oid]> = self.writes.oids().into();
+        {
+            let mut reader = shared.reader.write();
+            for (oid, p) in oids.iter().zip(positions) {
+                reader.index.set(*oid, p);
+            }
+        }
+        commit.end = end;
+        commit.last_tid = tid;
+        {
+            let mut st = shared.sync.lock();
+            st.written_end = end;
+            st.unpublished.push_back(Unpublished { tid, end, oids });
+            if std::mem::take(&mut self.in_flight) {
+                st.in_flight -= 1;
+            }
+            shared.sync_changed.notify_all();
+        }
+        drop(commit);
+        shared.wait_durable(end)?;
+        shared.maybe_save_index(end);
+        Ok(tid)
+    }
+
+    fn abort(self: Box<Self>) {}
 }

@@ -1,0 +1,310 @@
+//! The index: oid → position of the newest data record of that oid, in memory,
+//! and its saved copy beside the data file (`PATH.index`, format in docs/format.md).
+//!
+//! Invariants:
+//! - Position 0 means "no revision" (offset 0 is the file header, never a record).
+//! - Oids are allocated densely from 1, so most live in `dense` (8 bytes each);
+//!   an oid far beyond the dense range (possible only through a huge allocation
+//!   gap) goes to `sparse`, so a damaged or hostile file cannot make the index
+//!   allocate memory out of proportion to the records it holds.
+//! - A saved index is used only when its own checksum, the data file's id, and a
+//!   spot check of the records it points to all agree; otherwise it is ignored
+//!   and the index is rebuilt by scanning.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::ids::{Oid, Tid};
+
+use super::io::FileIoFactory;
+
+/// How far past the dense vector's end an oid may lie and still extend it.
+const DENSE_GROWTH_SLACK: u64 = 1 << 20;
+
+#[derive(Clone, Default, Debug)]
+pub struct Index {
+    dense: Vec<u64>,
+    sparse: HashMap<u64, u64>,
+    /// Number of oids with a position.
+    count: u64,
+}
+
+impl Index {
+    pub fn get(&self, oid: Oid) -> Option<u64> {
+        let pos = match self.dense.get(oid.0 as usize) {
+            Some(&p) => p,
+            None => *self.sparse.get(&oid.0)?,
+        };
+        (pos != 0).then_some(pos)
+    }
+
+    pub fn set(&mut self, oid: Oid, pos: u64) {
+        debug_assert!(pos != 0);
+        let slot = oid.0;
+        if slot < self.dense.len() as u64 {
+            if self.dense[slot as usize] == 0 {
+                self.count += 1;
+            }
+            self.dense[slot as usize] = pos;
+            return;
+        }
+        if slot <= 2 * self.dense.len() as u64 + DENSE_GROWTH_SLACK {
+            // Grow by half at a time (not Vec's doubling): at most 12 bytes per object.
+            let new_len = (slot as usize + 1).max(self.dense.len() * 3 / 2);
+            self.dense.reserve_exact(new_len - self.dense.len());
+            self.dense.resize(new_len, 0);
+            // Pull sparse entries that now fall in the dense range.
+            let moved: Vec<u64> = self
+                .sparse
+                .keys()
+                .copied()
+                .filter(|&o| o < new_len as u64)
+                .collect();
+            for o in moved {
+                let p = self.sparse.remove(&o).expect("listed above");
+                self.dense[o as usize] = p;
+            }
+            self.dense[slot as usize] = pos;
+            self.count += 1;
+            return;
+        }
+        if self.sparse.insert(slot, pos).is_none() {
+            self.count += 1;
+        }
+    }
+
+    /// Number of objects with a revision.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Highest oid with a revision, if any.
+    pub fn max_oid(&self) -> Option<Oid> {
+        let sparse_max = self.sparse.keys().max().copied();
+        let dense_max = self.dense.iter().rposition(|&p| p != 0).map(|i| i as u64);
+        sparse_max.max(dense_max).map(Oid)
+    }
+
+    /// Bytes of memory the index uses (capacity, not just length).
+    pub fn memory_bytes(&self) -> usize {
+        self.dense.capacity() * 8 + self.sparse.capacity() * 17
+    }
+
+    /// Every (oid, position), dense part first.
+    pub fn entries(&self) -> impl Iterator<Item = (Oid, u64)> + '_ {
+        self.dense
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p != 0)
+            .map(|(o, p)| (Oid(o as u64), *p))
+            .chain(self.sparse.iter().map(|(o, p)| (Oid(*o), *p)))
+    }
+}
+
+/// The saved index file's first bytes.
+pub const INDEX_MAGIC: [u8; 8] = *b"ZODIACIX";
+/// Saved index format version 1.
+pub const INDEX_VERSION: u32 = 1;
+const INDEX_HEADER_LEN: usize = 64;
+
+/// What a saved index claims about the data file it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedIndexHeader {
+    pub file_id: u64,
+    /// The data file's logical end when the index was saved: every record before it
+    /// is reflected in the index.
+    pub covered_end: u64,
+    /// Tid of the last transaction before `covered_end`.
+    pub last_tid: Tid,
+    /// The oid allocator's high-water mark at that point.
+    pub next_oid: u64,
+}
+
+/// Encodes a saved index.
+pub fn encode_saved(header: &SavedIndexHeader, index: &Index) -> Vec<u8> {
+    let dense_len = index
+        .dense
+        .iter()
+        .rposition(|&p| p != 0)
+        .map_or(0, |i| i + 1);
+    let mut b = Vec::with_capacity(INDEX_HEADER_LEN + dense_len * 8 + index.sparse.len() * 16 + 4);
+    b.extend_from_slice(&INDEX_MAGIC);
+    b.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&header.file_id.to_le_bytes());
+    b.extend_from_slice(&header.covered_end.to_le_bytes());
+    b.extend_from_slice(&header.last_tid.0.to_le_bytes());
+    b.extend_from_slice(&header.next_oid.to_le_bytes());
+    b.extend_from_slice(&(dense_len as u64).to_le_bytes());
+    b.extend_from_slice(&(index.sparse.len() as u64).to_le_bytes());
+    debug_assert_eq!(b.len(), INDEX_HEADER_LEN);
+    for p in &index.dense[..dense_len] {
+        b.extend_from_slice(&p.to_le_bytes());
+    }
+    let mut sparse: Vec<_> = index.sparse.iter().collect();
+    sparse.sort_unstable();
+    for (o, p) in sparse {
+        b.extend_from_slice(&o.to_le_bytes());
+        b.extend_from_slice(&p.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes a saved index, checking its own structure and checksum (not yet
+/// whether it matches the data file: the caller spot-checks that).
+pub fn decode_saved(b: &[u8]) -> Result<(SavedIndexHeader, Index), String> {
+    if b.len() < INDEX_HEADER_LEN + 4 {
+        return Err("index file too short".into());
+    }
+    if b[0..8] != INDEX_MAGIC {
+        return Err("not a Zodiac index file (bad magic)".into());
+    }
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+    if version != INDEX_VERSION {
+        return Err(format!("index format version {version} is not supported"));
+    }
+    let body_len = b.len() - 4;
+    let crc = u32::from_le_bytes(b[body_len..].try_into().expect("4 bytes"));
+    if crc32fast::hash(&b[..body_len]) != crc {
+        return Err("index checksum mismatch".into());
+    }
+    let header = SavedIndexHeader {
+        file_id: word(16),
+        covered_end: word(24),
+        last_tid: Tid(word(32)),
+        next_oid: word(40),
+    };
+    let dense_len = word(48);
+    let sparse_len = word(56);
+    let expected = dense_len
+        .checked_mul(8)
+        .and_then(|d| sparse_len.checked_mul(16).and_then(|s| d.checked_add(s)))
+        .and_then(|n| n.checked_add(INDEX_HEADER_LEN as u64));
+    if expected != Some(body_len as u64) {
+        return Err("index entry counts do not match its length".into());
+    }
+    let dense_end = INDEX_HEADER_LEN + dense_len as usize * 8;
+    let dense: Vec<u64> = b[INDEX_HEADER_LEN..dense_end]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let mut count = dense.iter().filter(|&&p| p != 0).count() as u64;
+    let mut sparse = HashMap::with_capacity(sparse_len as usize);
+    for c in b[dense_end..body_len].chunks_exact(16) {
+        let oid = u64::from_le_bytes(c[0..8].try_into().expect("8 bytes"));
+        let pos = u64::from_le_bytes(c[8..16].try_into().expect("8 bytes"));
+        if oid < dense.len() as u64 || pos == 0 || sparse.insert(oid, pos).is_some() {
+            return Err("index has an invalid sparse entry".into());
+        }
+        count += 1;
+    }
+    Ok((
+        header,
+        Index {
+            dense,
+            sparse,
+            count,
+        },
+    ))
+}
+
+/// Reads the saved index at `path`, if there is one. `Ok(None)` when absent.
+pub fn read_saved(io: &dyn FileIoFactory, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let file = match io.open(path, false, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.len()?;
+    let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+    file.read_at(&mut buf, 0)?;
+    Ok(Some(buf))
+}
+
+/// Writes the saved index atomically: a temporary file, fdatasync, rename, sync
+/// of the directory.
+pub fn write_saved(io: &dyn FileIoFactory, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("index-tmp");
+    let _ = io.remove(&tmp);
+    let file = io.open(&tmp, true, true)?;
+    file.set_len(0)?;
+    file.write_at(bytes, 0)?;
+    file.sync_data()?;
+    drop(file);
+    io.rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        io.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_and_sparse_entries_round_trip() {
+        let mut idx = Index::default();
+        idx.set(Oid(1), 100);
+        idx.set(Oid(5), 200);
+        idx.set(Oid(1 << 40), 300);
+        idx.set(Oid(1), 150);
+        assert_eq!(idx.len(), 3);
+        assert_eq!(idx.get(Oid(1)), Some(150));
+        assert_eq!(idx.get(Oid(2)), None);
+        assert_eq!(idx.get(Oid(1 << 40)), Some(300));
+        assert_eq!(idx.max_oid(), Some(Oid(1 << 40)));
+        let h = SavedIndexHeader {
+            file_id: 7,
+            covered_end: 999,
+            last_tid: Tid(5),
+            next_oid: 9,
+        };
+        let bytes = encode_saved(&h, &idx);
+        let (h2, idx2) = decode_saved(&bytes).unwrap();
+        assert_eq!(h2, h);
+        assert_eq!(idx2.get(Oid(5)), Some(200));
+        assert_eq!(idx2.get(Oid(1 << 40)), Some(300));
+        assert_eq!(idx2.len(), 3);
+    }
+
+    #[test]
+    fn damaged_saved_index_is_refused() {
+        let mut idx = Index::default();
+        idx.set(Oid(3), 100);
+        let h = SavedIndexHeader {
+            file_id: 7,
+            covered_end: 999,
+            last_tid: Tid(5),
+            next_oid: 9,
+        };
+        let bytes = encode_saved(&h, &idx);
+        for i in 0..bytes.len() {
+            let mut d = bytes.clone();
+            d[i] ^= 0x10;
+            assert!(decode_saved(&d).is_err(), "flip at {i} accepted");
+        }
+        assert!(decode_saved(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn dense_part_costs_eight_bytes_per_object() {
+        let mut idx = Index::default();
+        for i in 1..=100_000u64 {
+            idx.set(Oid(i), i * 100);
+        }
+        assert!(
+            idx.memory_bytes() <= 100_001 * 8 * 3 / 2 + 64,
+            "{}",
+            idx.memory_bytes()
+        );
+    }
+}
