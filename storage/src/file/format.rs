@@ -164,7 +164,9 @@ pub fn encode_transaction(
         b.extend_from_slice(&o.prev.to_le_bytes());
         b.extend_from_slice(&pos.to_le_bytes());
         b.extend_from_slice(&(o.data.len() as u32).to_le_bytes());
-        b.extend_from_slice(&[0; 4]);
+        let header_start = b.len() - 36;
+        let crc = data_crc(&b[header_start..], o.data);
+        b.extend_from_slice(&crc.to_le_bytes());
         b.extend_from_slice(o.data);
     }
     let crc = crc32fast::hash(&b);
@@ -173,6 +175,14 @@ pub fn encode_transaction(
     b.extend_from_slice(&len.to_le_bytes());
     debug_assert_eq!(b.len() as u64, len);
     (b, positions)
+}
+
+/// CRC32 of a data record: its header bytes 0..36 followed by its data.
+fn data_crc(header36: &[u8], data: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header36[..36]);
+    h.update(data);
+    h.finalize()
 }
 
 /// A data record read from the file.
@@ -187,7 +197,7 @@ pub struct DataRecord<'a> {
 }
 
 /// Decodes the data record at `pos` of `file` (the whole mapped file), checking it
-/// lies inside the file. The caller checks what it expects (oid, tid order).
+/// lies inside the file and its CRC. The caller checks what it expects (oid, tid order).
 pub fn data_record_at(file: &[u8], pos: u64) -> Result<DataRecord<'_>, String> {
     let start = usize::try_from(pos).map_err(|_| "position beyond address space".to_string())?;
     let header_end = start
@@ -200,6 +210,9 @@ pub fn data_record_at(file: &[u8], pos: u64) -> Result<DataRecord<'_>, String> {
         .checked_add(data_len)
         .filter(|&e| e <= file.len())
         .ok_or_else(|| format!("data record at {pos} claims {data_len} bytes past the end"))?;
+    if data_crc(h, &file[header_end..data_end]) != u32_at(h, 36) {
+        return Err(format!("data record at {pos} fails its checksum (damaged bytes)"));
+    }
     Ok(DataRecord {
         oid: Oid(u64_at(h, 0)),
         tid: Tid(u64_at(h, 8)),
