@@ -211,7 +211,9 @@ pub fn data_record_at(file: &[u8], pos: u64) -> Result<DataRecord<'_>, String> {
         .filter(|&e| e <= file.len())
         .ok_or_else(|| format!("data record at {pos} claims {data_len} bytes past the end"))?;
     if data_crc(h, &file[header_end..data_end]) != u32_at(h, 36) {
-        return Err(format!("data record at {pos} fails its checksum (damaged bytes)"));
+        return Err(format!(
+            "data record at {pos} fails its checksum (damaged bytes)"
+        ));
     }
     Ok(DataRecord {
         oid: Oid(u64_at(h, 0)),
