@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use zodiac_storage::file::format;
 use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
 use zodiac_storage::file::{index_path, lock_path};
 use zodiac_storage::{
