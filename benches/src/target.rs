@@ -1,0 +1,198 @@
+//! The store under test: which `Storage` implementation a workload runs against, and
+//! the store's life cycle in one run directory (create, close, reopen).
+//!
+//! Invariants:
+//! - A workload only sees `Arc<dyn Storage>`; nothing else depends on the kind.
+//! - The file store is created with default [`FileOptions`], so every commit is
+//!   durable (fdatasync before `finish` returns), as workloads.md requires.
+//! - Closing a file store calls `close()` and then drops the last reference, so the
+//!   index is saved and the writer lock released before the store is reopened.
+//! - The memory store cannot be closed and reopened (closing it would end it), so
+//!   "close" keeps it aside and "reopen" hands the same instance back.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zodiac_storage::{FileOptions, FileStorage, MemoryStorage, Storage};
+
+use crate::Result;
+
+/// Name of the data file in a run directory.
+const DATA_FILE_NAME: &str = "data.zdb";
+
+/// Which storage the workloads run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// [`FileStorage`] with default (durable) options.
+    File,
+    /// [`MemoryStorage`]: no durability; for checking the harness itself.
+    Memory,
+}
+
+impl StoreKind {
+    pub fn parse(name: &str) -> Option<StoreKind> {
+        match name {
+            "file" => Some(StoreKind::File),
+            "memory" => Some(StoreKind::Memory),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::File => "file",
+            StoreKind::Memory => "memory",
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Opens (creating it if needed) the file store at `path` with default options.
+///
+/// `FileStorage` does not implement [`Storage`] yet, so this reports that the file
+/// storage is unavailable. Once it does, the body becomes
+/// `Ok(Arc::new(FileStorage::open(path, FileOptions::new())?))`.
+pub fn open_file_store(path: &Path) -> Result<Arc<dyn Storage>> {
+    let storage = FileStorage::open(path, FileOptions::new())?;
+    drop(storage);
+    Err(format!(
+        "file storage not available in this build ({}); use --store memory",
+        path.display()
+    )
+    .into())
+}
+
+/// One store in one run directory.
+pub struct StoreUnderTest {
+    kind: StoreKind,
+    data_path: PathBuf,
+    /// The memory store between `close` and `reopen`.
+    parked: Option<Arc<dyn Storage>>,
+}
+
+impl StoreUnderTest {
+    /// A store whose files (for the file store) go into `run_dir`, which must exist.
+    pub fn new(kind: StoreKind, run_dir: &Path) -> Self {
+        StoreUnderTest {
+            kind,
+            data_path: run_dir.join(DATA_FILE_NAME),
+            parked: None,
+        }
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// Creates the empty store.
+    pub fn create(&mut self) -> Result<Arc<dyn Storage>> {
+        match self.kind {
+            StoreKind::File => {
+                if self.data_path.exists() {
+                    return Err(format!(
+                        "{} already exists; each run needs a fresh store",
+                        self.data_path.display()
+                    )
+                    .into());
+                }
+                open_file_store(&self.data_path)
+            }
+            StoreKind::Memory => Ok(Arc::new(MemoryStorage::new())),
+        }
+    }
+
+    /// Closes the store; `storage` must be its only remaining reference.
+    pub fn close(&mut self, storage: Arc<dyn Storage>) -> Result<()> {
+        if Arc::strong_count(&storage) != 1 {
+            return Err("the store is still in use elsewhere and cannot be closed".into());
+        }
+        match self.kind {
+            StoreKind::File => {
+                storage.close()?;
+                drop(storage);
+            }
+            StoreKind::Memory => self.parked = Some(storage),
+        }
+        Ok(())
+    }
+
+    /// Opens the store again after [`close`](Self::close).
+    pub fn reopen(&mut self) -> Result<Arc<dyn Storage>> {
+        match self.kind {
+            StoreKind::File => open_file_store(&self.data_path),
+            StoreKind::Memory => self
+                .parked
+                .take()
+                .ok_or_else(|| "the memory store was not closed".into()),
+        }
+    }
+
+    /// Deletes the saved index beside the data file, so the next open rebuilds it.
+    /// Returns whether there was one.
+    pub fn remove_saved_index(&self) -> Result<bool> {
+        match fs::remove_file(self.index_path()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Size of the saved index file, when there is one.
+    pub fn index_file_bytes(&self) -> Option<u64> {
+        fs::metadata(self.index_path()).ok().map(|m| m.len())
+    }
+
+    /// Size of the data file, when there is one.
+    pub fn data_file_bytes(&self) -> Option<u64> {
+        fs::metadata(&self.data_path).ok().map(|m| m.len())
+    }
+
+    fn index_path(&self) -> PathBuf {
+        let mut name = self.data_path.clone().into_os_string();
+        name.push(".index");
+        PathBuf::from(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zodiac_storage::{Tid, TransactionMeta};
+
+    #[test]
+    fn memory_store_survives_close_and_reopen() -> Result<()> {
+        let mut store = StoreUnderTest::new(StoreKind::Memory, Path::new("/nonexistent"));
+        let storage = store.create()?;
+        let oid = storage.new_oid()?;
+        let mut txn = storage.begin(TransactionMeta::default())?;
+        txn.store(oid, Tid::ZERO, b"kept".to_vec())?;
+        txn.finish()?;
+        store.close(storage)?;
+        let storage = store.reopen()?;
+        assert_eq!(storage.load(oid, Tid::MAX)?.data, b"kept");
+        Ok(())
+    }
+
+    #[test]
+    fn close_refuses_a_shared_store() -> Result<()> {
+        let mut store = StoreUnderTest::new(StoreKind::Memory, Path::new("/nonexistent"));
+        let storage = store.create()?;
+        let other = Arc::clone(&storage);
+        assert!(store.close(storage).is_err());
+        drop(other);
+        Ok(())
+    }
+
+    #[test]
+    fn index_path_is_beside_the_data_file() {
+        let store = StoreUnderTest::new(StoreKind::File, Path::new("/d"));
+        assert_eq!(store.index_path(), Path::new("/d/data.zdb.index"));
+    }
+}
