@@ -5,6 +5,7 @@
 //! is the revision the transaction really started from).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
@@ -22,10 +23,29 @@ pub(crate) struct PendingStore {
     pub data: Vec<u8>,
 }
 
+/// Hashes an oid by one multiplication: oids are small, dense integers chosen by
+/// the storage, not by an adversary, so a DoS-resistant hash buys nothing here.
+#[derive(Default)]
+pub(crate) struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 #[derive(Default, Debug)]
 pub(crate) struct PendingWrites {
     pub stores: Vec<PendingStore>,
-    slot_of: HashMap<Oid, usize>,
+    slot_of: HashMap<Oid, usize, BuildHasherDefault<OidHasher>>,
     pub checks: Vec<(Oid, Tid)>,
 }
 

@@ -473,14 +473,35 @@ fn a_failed_write_or_fsync_fails_the_commit_and_poisons_until_reopened() {
 }
 
 #[test]
-fn a_failed_preallocation_fails_the_commit_cleanly() {
+fn a_failed_preallocation_or_large_append_fails_the_commit_cleanly() {
+    // A new file's first small commit preallocates (writes zeros) before writing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let faults = Arc::new(FaultyIoFactory::new());
+    let s = FileStorage::open(&path, FileOptions::new().io(faults.clone())).unwrap();
+    arm(&faults, FaultPoint::Write(1), ENOSPC);
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    t.store(s.new_oid().unwrap(), Tid::ZERO, b"small".to_vec())
+        .unwrap();
+    let err = t.finish().unwrap_err().to_string();
+    assert!(
+        err.contains("preallocating") && err.contains("No space left"),
+        "{err}"
+    );
+    drop(s);
+    let s = FileStorage::open(&path, FileOptions::new()).unwrap();
+    assert_eq!(s.last_tid(), Tid::ZERO);
+    drop(s);
+    // A large transaction beyond the preallocated space is appended directly.
     let f = faulty_fixture();
-    // A transaction larger than the preallocated space makes the file grow.
     arm(&f.faults, FaultPoint::Write(1), ENOSPC);
     let mut t = f.storage.begin(TransactionMeta::default()).unwrap();
     t.store(f.oid, f.acked, vec![7u8; 8 << 20]).unwrap();
-    let err = t.finish().unwrap_err();
-    assert!(err.to_string().contains("preallocating"), "{err}");
+    let err = t.finish().unwrap_err().to_string();
+    assert!(
+        err.contains("writing a transaction") && err.contains("No space left"),
+        "{err}"
+    );
     drop(f.storage);
     let s = FileStorage::open(&f.path, FileOptions::new()).unwrap();
     assert_eq!(s.load(f.oid, Tid::MAX).unwrap().data, b"acknowledged");

@@ -158,16 +158,17 @@ pub fn encode_transaction(
     }
     let mut positions = Vec::with_capacity(objects.len());
     for o in objects {
-        positions.push(pos + b.len() as u64);
+        let record_start = b.len();
+        positions.push(pos + record_start as u64);
+        b.extend_from_slice(&[0; 4]); // CRC, filled in below
+        b.extend_from_slice(&(o.data.len() as u32).to_le_bytes());
         b.extend_from_slice(&o.oid.0.to_le_bytes());
         b.extend_from_slice(&tid.0.to_le_bytes());
         b.extend_from_slice(&o.prev.to_le_bytes());
         b.extend_from_slice(&pos.to_le_bytes());
-        b.extend_from_slice(&(o.data.len() as u32).to_le_bytes());
-        let header_start = b.len() - 36;
-        let crc = data_crc(&b[header_start..], o.data);
-        b.extend_from_slice(&crc.to_le_bytes());
         b.extend_from_slice(o.data);
+        let crc = crc32fast::hash(&b[record_start + 4..]);
+        b[record_start..record_start + 4].copy_from_slice(&crc.to_le_bytes());
     }
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -175,14 +176,6 @@ pub fn encode_transaction(
     b.extend_from_slice(&len.to_le_bytes());
     debug_assert_eq!(b.len() as u64, len);
     (b, positions)
-}
-
-/// CRC32 of a data record: its header bytes 0..36 followed by its data.
-fn data_crc(header36: &[u8], data: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&header36[..36]);
-    h.update(data);
-    h.finalize()
 }
 
 /// A data record read from the file.
@@ -199,29 +192,38 @@ pub struct DataRecord<'a> {
 /// Decodes the data record at `pos` of `file` (the whole mapped file), checking it
 /// lies inside the file and its CRC. The caller checks what it expects (oid, tid order).
 pub fn data_record_at(file: &[u8], pos: u64) -> Result<DataRecord<'_>, String> {
+    let (r, end) = data_header_at(file, pos)?;
+    let start = pos as usize;
+    if crc32fast::hash(&file[start + 4..end]) != u32_at(file, start) {
+        return Err(format!(
+            "data record at {pos} fails its checksum (damaged bytes)"
+        ));
+    }
+    Ok(r)
+}
+
+/// Decodes the data record at `pos` without checking its CRC (for reading its tid
+/// where a wrong answer is harmless), and returns it with its end.
+pub fn data_header_at(file: &[u8], pos: u64) -> Result<(DataRecord<'_>, usize), String> {
     let start = usize::try_from(pos).map_err(|_| "position beyond address space".to_string())?;
     let header_end = start
         .checked_add(DATA_HEADER_LEN as usize)
         .filter(|&e| e <= file.len())
         .ok_or_else(|| format!("data record header at {pos} runs past the end of the file"))?;
     let h = &file[start..header_end];
-    let data_len = u32_at(h, 32) as usize;
+    let data_len = u32_at(h, 4) as usize;
     let data_end = header_end
         .checked_add(data_len)
         .filter(|&e| e <= file.len())
         .ok_or_else(|| format!("data record at {pos} claims {data_len} bytes past the end"))?;
-    if data_crc(h, &file[header_end..data_end]) != u32_at(h, 36) {
-        return Err(format!(
-            "data record at {pos} fails its checksum (damaged bytes)"
-        ));
-    }
-    Ok(DataRecord {
-        oid: Oid(u64_at(h, 0)),
-        tid: Tid(u64_at(h, 8)),
-        prev: u64_at(h, 16),
-        txn_pos: u64_at(h, 24),
+    let record = DataRecord {
+        oid: Oid(u64_at(h, 8)),
+        tid: Tid(u64_at(h, 16)),
+        prev: u64_at(h, 24),
+        txn_pos: u64_at(h, 32),
         data: &file[header_end..data_end],
-    })
+    };
+    Ok((record, data_end))
 }
 
 /// A transaction record that passed every check.

@@ -211,17 +211,14 @@ pub fn decode_saved(b: &[u8]) -> Result<(SavedIndexHeader, Index), String> {
     ))
 }
 
-/// Reads the saved index at `path`, if there is one. `Ok(None)` when absent.
-pub fn read_saved(io: &dyn FileIoFactory, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+/// Maps the saved index at `path`, if there is one. `Ok(None)` when absent.
+pub fn read_saved(io: &dyn FileIoFactory, path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
     let file = match io.open(path, false, false) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = file.len()?;
-    let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-    file.read_at(&mut buf, 0)?;
-    Ok(Some(buf))
+    file.map().map(Some)
 }
 
 /// Writes the saved index atomically: a temporary file, fdatasync, rename, sync

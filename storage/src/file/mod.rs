@@ -39,6 +39,11 @@ const DAMAGE_ADVICE: &str = "run `zodiac verify` on the file to see the damage a
 /// Smallest and largest step by which the file is preallocated.
 const GROW_STEP_MIN: u64 = 4 << 20;
 const GROW_STEP_MAX: u64 = 64 << 20;
+/// A transaction at least this large that does not fit the preallocated space is
+/// appended without zero-filling first: its fdatasync writes so much data that
+/// also updating the file size costs little, while zero-filling would double the
+/// bytes written.
+const APPEND_DIRECT_MIN: u64 = 64 << 10;
 
 /// Path of the saved index beside a data file.
 pub fn index_path(data_path: &Path) -> PathBuf {
@@ -550,6 +555,20 @@ impl Shared {
         Ok(r)
     }
 
+    /// The tid of the data record at `pos` (a revision of `oid`), without the CRC
+    /// check: the vote reads it for every stored object, and the record was either
+    /// written by this process or will be CRC-checked when loaded.
+    fn newest_tid_at(&self, map: &[u8], pos: u64, oid: Oid) -> Result<Tid> {
+        let (r, _) = format::data_header_at(map, pos).map_err(|what| self.corrupted(pos, what))?;
+        if r.oid != oid {
+            return Err(self.corrupted(
+                pos,
+                format!("index entry for object {oid} points at object {}", r.oid),
+            ));
+        }
+        Ok(r.tid)
+    }
+
     /// Walks the revisions of `oid` newest first, calling `visit` until it says stop.
     fn walk_revisions(
         &self,
@@ -588,8 +607,13 @@ impl Shared {
         Error::io(&self.path, action, e)
     }
 
-    /// Stops commits if the path no longer names the open file, or the file shrank.
-    fn check_file_in_place(&self, commit: &CommitState) -> Result<()> {
+    /// Stops commits if the path no longer names the open file, or the file was
+    /// truncated under the storage. Checked by each sync leader before it syncs, so
+    /// no commit is acknowledged into a file that was replaced (ZODB #38).
+    /// `group_start..end` holds the records the leader is about to sync: after a
+    /// truncation our own write may have extended the file again, leaving a hole of
+    /// zeros, so the trailer of the record before the group must still be there.
+    fn check_file_in_place(&self, group_start: u64, end: u64) -> Result<()> {
         let problem = match std::fs::metadata(&self.path) {
             Err(e) => Some(format!(
                 "the data file cannot be found at its path any more ({e})"
@@ -598,11 +622,8 @@ impl Shared {
                 use std::os::unix::fs::MetadataExt;
                 if (m.dev(), m.ino()) != self.identity {
                     Some("the data file was replaced by another file while open".to_string())
-                } else if m.len() < commit.end {
-                    Some(format!(
-                        "the data file was truncated to {} bytes under the storage",
-                        m.len()
-                    ))
+                } else if m.len() < end || !self.record_ends_at(group_start) {
+                    Some("the data file was truncated under the storage".to_string())
                 } else {
                     None
                 }
@@ -614,6 +635,12 @@ impl Shared {
                 cause: self.poison(p),
             }),
         }
+    }
+
+    /// Whether the record before `pos` still ends there (its trailer is intact).
+    fn record_ends_at(&self, pos: u64) -> bool {
+        pos <= self.header.data_start
+            || format::length_before(&self.reader.read().map, pos).is_some()
     }
 
     /// Extends the file with zeros (synced) so commits overwrite allocated blocks and
@@ -635,6 +662,21 @@ impl Shared {
                 .sync_data()
                 .map_err(|e| self.io_failure("syncing the preallocated file", e))?;
         }
+        let map = self
+            .io
+            .map()
+            .map_err(|e| self.io_failure("mapping the grown file", e))?;
+        self.reader.write().map = Arc::new(map);
+        commit.file_len = new_len;
+        Ok(())
+    }
+
+    /// Lets the file grow to `new_len` by the write about to happen there: extends it
+    /// (so the map can cover it) without zero-filling or syncing.
+    fn extend_map(&self, commit: &mut CommitState, new_len: u64) -> Result<()> {
+        self.io
+            .set_len(new_len)
+            .map_err(|e| self.io_failure("extending the data file", e))?;
         let map = self
             .io
             .map()
@@ -672,7 +714,14 @@ impl Shared {
                 self.sync_changed.wait_until(&mut st, deadline);
             }
             let target = st.written_end;
+            let group_start = st.synced_end;
             drop(st);
+            if let Err(e) = self.check_file_in_place(group_start, target) {
+                let mut st = self.sync.lock();
+                st.syncing = false;
+                self.sync_changed.notify_all();
+                return Err(e);
+            }
             let started = Instant::now();
             let result = match self.options.durability {
                 Durability::Fsync => self.io.sync_data(),
@@ -992,14 +1041,13 @@ impl StorageTransaction for FileTransaction {
         shared.check_writable()?;
         let commit = shared.commit.lock_arc();
         shared.check_writable()?;
-        shared.check_file_in_place(&commit)?;
         let mut prevs = Vec::with_capacity(self.writes.stores.len());
         {
             let reader = shared.reader.read();
             for (oid, expected) in self.writes.expectations() {
                 let current = match reader.index.get(oid) {
                     None => Tid::ZERO,
-                    Some(pos) => shared.record(&reader.map, pos, oid)?.tid,
+                    Some(pos) => shared.newest_tid_at(&reader.map, pos, oid)?,
                 };
                 if current != expected {
                     return Err(ConflictError {
@@ -1063,7 +1111,11 @@ impl StorageTransaction for FileTransaction {
         let shared = Arc::clone(&self.shared);
         let end = pos + record.len() as u64;
         if end > commit.file_len {
-            shared.grow(&mut commit, end)?;
+            if record.len() as u64 >= APPEND_DIRECT_MIN {
+                shared.extend_map(&mut commit, end)?;
+            } else {
+                shared.grow(&mut commit, end)?;
+            }
         }
         shared
             .io
