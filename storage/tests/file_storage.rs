@@ -621,6 +621,38 @@ fn concurrent_durable_committers_all_succeed_in_one_order() {
 }
 
 #[test]
+fn concurrent_commits_share_one_fdatasync() {
+    // While one commit's fdatasync is slow, three more commits write and wait: the
+    // next fdatasync covers all three (group commit), so four commits take two.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let faults = Arc::new(FaultyIoFactory::new());
+    let s = Arc::new(FileStorage::open(&path, FileOptions::new().io(faults.clone())).unwrap());
+    commit(&*s, &[(s.new_oid().unwrap(), b"preallocate")]);
+    faults.set_sync_delay(std::time::Duration::from_millis(300));
+    let before = faults.syncs_done();
+    let first = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || commit(&*s, &[(s.new_oid().unwrap(), b"first")]))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let others: Vec<_> = (0..3)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || commit(&*s, &[(s.new_oid().unwrap(), b"other")]))
+        })
+        .collect();
+    let mut tids = vec![first.join().unwrap()];
+    tids.extend(others.into_iter().map(|t| t.join().unwrap()));
+    assert_eq!(
+        faults.syncs_done() - before,
+        2,
+        "four commits, two fdatasyncs"
+    );
+    assert_eq!(s.last_tid(), *tids.iter().max().unwrap());
+}
+
+#[test]
 fn files_that_are_not_zodiac_files_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.txt");

@@ -140,6 +140,9 @@ struct FaultState {
     plan: Option<FaultPlan>,
     writes: u64,
     syncs: u64,
+    /// Every successful `sync_data`, whatever the plan.
+    syncs_done: u64,
+    sync_delay: std::time::Duration,
     /// Per path: writes since the last sync, with the bytes they replaced.
     unsynced: Vec<(PathBuf, UnsyncedWrite)>,
     /// Per path: the file length at its last sync (or open).
@@ -172,6 +175,16 @@ impl FaultyIoFactory {
         st.plan = Some(plan);
         st.writes = 0;
         st.syncs = 0;
+    }
+
+    /// Makes every `sync_data` take at least `delay` (a slow disk).
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.state.lock().sync_delay = delay;
+    }
+
+    /// Number of successful `sync_data` calls so far, on any file.
+    pub fn syncs_done(&self) -> u64 {
+        self.state.lock().syncs_done
     }
 
     /// Disarms the failure.
@@ -317,9 +330,12 @@ impl FileIo for FaultyFileIo {
         if let Some((err, _)) = self.factory.fails(&self.path, false) {
             return Err(err);
         }
+        let delay = self.factory_state.lock().sync_delay;
+        std::thread::sleep(delay);
         self.inner.sync_data()?;
         let len = self.inner.len()?;
         let mut st = self.factory_state.lock();
+        st.syncs_done += 1;
         st.unsynced.retain(|(p, _)| p != &self.path);
         st.synced_len.retain(|(p, _)| p != &self.path);
         st.synced_len.push((self.path.clone(), len));

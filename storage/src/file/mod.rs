@@ -800,9 +800,13 @@ impl Shared {
     }
 
     fn close(&self) -> Result<()> {
+        // Under the commit lock: a transaction between vote and write finishes its
+        // write first, and every later vote sees the storage closed.
+        let commit = self.commit.lock();
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        drop(commit);
         let mut result = Ok(());
         let poisoned = self.sync.lock().poisoned.is_some();
         if !self.options.read_only && !poisoned {
@@ -1040,6 +1044,7 @@ impl StorageTransaction for FileTransaction {
         let shared = &self.shared;
         shared.check_writable()?;
         let commit = shared.commit.lock_arc();
+        // Again under the lock: close or a failure may have happened while waiting.
         shared.check_writable()?;
         let mut prevs = Vec::with_capacity(self.writes.stores.len());
         {
