@@ -6,6 +6,10 @@ use std::path::Path;
 use zodiac_storage::{Error, FileOptions, FileStorage, Oid, Result, Storage, Tid};
 
 /// Opens the data file at `path` as a `dyn Storage`.
+#[allow(
+    clippy::needless_borrow,
+    reason = "the borrow selects the fallback below"
+)]
 pub fn open_file(path: &Path, options: FileOptions) -> Result<Box<dyn Storage>> {
     let storage = FileStorage::open(path, options)?;
     // Until `FileStorage` implements `Storage` this resolves to the fallback below and

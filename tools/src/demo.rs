@@ -46,13 +46,11 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
                 .context("creating a temporary directory")?,
         ),
     };
-    let dir = match (dir, &temp_dir) {
-        (Some(dir), _) => {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            dir
-        }
-        (None, temp_dir) => temp_dir.as_ref().expect("created above").path(),
+    let dir = match &temp_dir {
+        Some(temp_dir) => temp_dir.path(),
+        None => dir.expect("given when no temporary directory"),
     };
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(FILE_NAME);
     if path.exists() {
         bail!(
@@ -138,11 +136,7 @@ impl Demo {
         (user, description): (&str, &str),
         writes: &[(Oid, Tid, String)],
     ) -> Result<Tid> {
-        let mut meta = TransactionMeta::described(description);
-        meta.user = user.to_string();
-        meta.extension
-            .insert("app".to_string(), b"zodiac demo".to_vec());
-        let mut txn = storage.begin(meta)?;
+        let mut txn = storage.begin(meta(user, description))?;
         for (oid, base, data) in writes {
             txn.store(*oid, *base, data.clone().into_bytes())?;
         }
@@ -204,8 +198,8 @@ impl Demo {
             base.tid,
             text(&base.data)
         );
-        let mut a = storage.begin(TransactionMeta::described("A: deposit 25"))?;
-        let mut b = storage.begin(TransactionMeta::described("B: withdraw 15"))?;
+        let mut a = storage.begin(meta("carol", "A: deposit 25"))?;
+        let mut b = storage.begin(meta("dave", "B: withdraw 15"))?;
         a.store(account, base.tid, b"balance: 200".to_vec())?;
         b.store(account, base.tid, b"balance: 160".to_vec())?;
         let a_tid = a.finish()?;
@@ -243,7 +237,7 @@ impl Demo {
 
     fn create_counter(&mut self, storage: &dyn Storage) -> Result<Oid> {
         let counter = storage.new_oid()?;
-        let mut txn = storage.begin(TransactionMeta::described("create counter"))?;
+        let mut txn = storage.begin(meta("demo", "create counter"))?;
         txn.store(counter, Tid::ZERO, b"count: 0".to_vec())?;
         let tid = txn.finish()?;
         self.acked.push(Acked {
@@ -307,6 +301,7 @@ impl Demo {
         writer.0.kill().context("killing the writer")?;
         writer.0.wait().context("waiting for the writer")?;
         let run = t.elapsed();
+        self.timings.push(("writer until kill -9", run));
         reader.join().expect("reader thread")?;
         let acked: Vec<(Tid, u64, Oid)> =
             std::iter::once(first).chain(received.try_iter()).collect();
@@ -536,9 +531,7 @@ pub fn writer(path: &Path, counter: u64) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     for count in start + 1.. {
         let entry = storage.new_oid()?;
-        let mut meta = TransactionMeta::described(format!("entry {count}"));
-        meta.user = WRITER_USER.to_string();
-        let mut txn = storage.begin(meta)?;
+        let mut txn = storage.begin(meta(WRITER_USER, &format!("entry {count}")))?;
         txn.store(entry, Tid::ZERO, format!("entry {count}").into_bytes())?;
         txn.store(counter, base.tid, format!("count: {count}").into_bytes())?;
         base.tid = txn.finish()?;
@@ -546,6 +539,15 @@ pub fn writer(path: &Path, counter: u64) -> Result<()> {
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// Transaction metadata: who and why, plus an extension entry naming the program.
+fn meta(user: &str, description: &str) -> TransactionMeta {
+    let mut meta = TransactionMeta::described(description);
+    meta.user = user.to_string();
+    meta.extension
+        .insert("program".to_string(), b"zodiac demo".to_vec());
+    meta
 }
 
 fn parse_ack(line: &str) -> Option<(Tid, u64, Oid)> {

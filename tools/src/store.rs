@@ -7,6 +7,10 @@ use anyhow::{Context, Result, anyhow};
 use zodiac_storage::{FileOptions, FileStorage, Storage};
 
 /// Opens the data file at `path` as a `dyn Storage`.
+#[allow(
+    clippy::needless_borrow,
+    reason = "the borrow selects the fallback below"
+)]
 pub fn open(path: &Path, options: FileOptions) -> Result<Box<dyn Storage>> {
     let storage = FileStorage::open(path, options)?;
     // Until `FileStorage` implements `Storage` this resolves to the fallback below and
