@@ -307,7 +307,7 @@ impl Demo {
             std::iter::once(first).chain(received.try_iter()).collect();
         let (last_tid, last_count, _) = *acked.last().expect("at least the first");
         println!(
-            "   killed it with SIGKILL after {}: {} commits acknowledged ({:.0} per second, each fsync'd), the last {last_tid}",
+            "   killed it with SIGKILL {} after its first commit: {} commits acknowledged ({:.0} per second, each fsync'd), the last {last_tid}",
             ms(run),
             acked.len(),
             acked.len() as f64 / run.as_secs_f64()
