@@ -1,1 +1,58 @@
-fn main() {}
+//! `zodiac`: the command line of the Zodiac object database.
+
+mod demo;
+mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "zodiac",
+    version,
+    about = "The Zodiac object database: tools and demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what the storage does, step by step, on an embedded file store: commits,
+    /// MVCC snapshots, a write conflict, kill -9 and a torn write, recovery, history.
+    Demo {
+        /// Directory for the store (created if missing; must not hold a demo store
+        /// already). Default: a fresh temporary directory, removed at exit.
+        #[arg(long, value_name = "D")]
+        dir: Option<PathBuf>,
+    },
+    /// The writer process the demo kills: commits in a loop until killed.
+    #[command(hide = true)]
+    DemoWriter {
+        path: PathBuf,
+        /// The object whose counter each transaction increments.
+        #[arg(long)]
+        counter: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let result = match cli.command {
+        Command::Demo { dir } => demo::run(dir.as_deref()),
+        Command::DemoWriter { path, counter } => demo::writer(&path, counter),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the cause chain joined with ": ".
+            let message = format!("{error:#}").replace('\n', " ");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
