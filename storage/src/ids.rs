@@ -61,8 +61,11 @@ impl Tid {
 
     /// The commit time as RFC 3339 text, e.g. `2026-11-24T10:00:00.123456Z`.
     pub fn to_rfc3339(self) -> String {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        );
         self.to_time()
-            .format(&time::format_description::well_known::Rfc3339)
+            .format(&format)
             .unwrap_or_else(|_| self.0.to_string())
     }
 
@@ -97,5 +100,9 @@ mod tests {
         let t = Tid(1_764_000_000_123_456);
         assert_eq!(Tid::from_time(t.to_time()), t);
         assert_eq!(t.to_rfc3339(), "2025-11-24T16:00:00.123456Z");
+        assert_eq!(
+            Tid(1_764_000_000_100_000).to_rfc3339(),
+            "2025-11-24T16:00:00.100000Z"
+        );
     }
 }

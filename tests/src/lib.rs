@@ -3,52 +3,11 @@
 
 use std::path::Path;
 
-use zodiac_storage::{Error, FileOptions, FileStorage, Oid, Result, Storage, Tid};
+use zodiac_storage::{FileOptions, FileStorage, Oid, Result, Storage, Tid};
 
-/// Opens the data file at `path` as a `dyn Storage`.
-#[allow(
-    clippy::needless_borrow,
-    reason = "the borrow selects the fallback below"
-)]
+/// Opens a data file as a `dyn Storage`.
 pub fn open_file(path: &Path, options: FileOptions) -> Result<Box<dyn Storage>> {
-    let storage = FileStorage::open(path, options)?;
-    // Until `FileStorage` implements `Storage` this resolves to the fallback below and
-    // reports so; once it does, the `Storage` impl is picked. Then this can become
-    // `Ok(Box::new(storage))`.
-    (&AsStorage(std::cell::Cell::new(Some(storage))))
-        .take_storage()
-        .map_err(|what| Error::Format {
-            path: path.to_path_buf(),
-            what,
-        })
-}
-
-// Exactly one of the two traits below is used, depending on `FileStorage`.
-struct AsStorage<T>(std::cell::Cell<Option<T>>);
-
-#[allow(dead_code, reason = "used only while FileStorage implements Storage")]
-trait IsStorage {
-    fn take_storage(&self) -> Result<Box<dyn Storage>, String>;
-}
-
-impl<T: Storage + 'static> IsStorage for AsStorage<T> {
-    fn take_storage(&self) -> Result<Box<dyn Storage>, String> {
-        Ok(Box::new(self.0.take().expect("converted once")))
-    }
-}
-
-#[allow(
-    dead_code,
-    reason = "used only while FileStorage does not implement Storage"
-)]
-trait NotStorage {
-    fn take_storage(&self) -> Result<Box<dyn Storage>, String>;
-}
-
-impl<T> NotStorage for &AsStorage<T> {
-    fn take_storage(&self) -> Result<Box<dyn Storage>, String> {
-        Err("this build's FileStorage does not implement the Storage trait yet".to_string())
-    }
+    Ok(Box::new(FileStorage::open(path, options)?))
 }
 
 /// Objects each `crash_writer` transaction writes: two new objects and the root.

@@ -4,13 +4,14 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use zodiac_storage::{Error, FileOptions, Oid, Storage, Tid, TransactionMeta};
+use zodiac_storage::{Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 use crate::store;
 
@@ -66,18 +67,18 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
 
     println!("Zodiac demo: an embedded store in {}", demo.path.display());
     let storage = demo.create()?;
-    let account = demo.commit_transactions(&*storage)?;
-    demo.read_snapshots(&*storage, account)?;
-    demo.conflict(&*storage, account)?;
-    let counter = demo.create_counter(&*storage)?;
+    let account = demo.commit_transactions(&storage)?;
+    demo.read_snapshots(&storage, account)?;
+    demo.conflict(&storage, account)?;
+    let counter = demo.create_counter(&storage)?;
     storage.close()?;
     drop(storage);
     demo.kill_writer(counter)?;
     demo.torn_write()?;
     let storage = store::open(&demo.path, FileOptions::new())?;
-    demo.history(&*storage, account)?;
-    demo.transaction_log(&*storage)?;
-    demo.summary(&*storage, started)?;
+    demo.history(&storage, account)?;
+    demo.transaction_log(&storage)?;
+    demo.summary(&storage, started)?;
     storage.close()?;
     if temp_dir.is_some() {
         println!("\n(The temporary directory is removed now; pass --dir D to keep the store.)");
@@ -86,7 +87,7 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
 }
 
 impl Demo {
-    fn create(&mut self) -> Result<Box<dyn Storage>> {
+    fn create(&mut self) -> Result<FileStorage> {
         println!("\n1. Create the store");
         let t = Instant::now();
         let storage = store::open(&self.path, FileOptions::new())?;
@@ -337,53 +338,53 @@ impl Demo {
                 "   (a commit after the last acknowledged one is durable too: it was on disk before its ack was printed)"
             );
         }
-        self.verify(&*storage)?;
+        self.verify(&storage)?;
         storage.close()?;
         Ok(())
     }
 
-    /// Appends the first half of a transaction's bytes to the closed file, as a power
-    /// cut in the middle of its write would leave it, then reopens. The transaction is
-    /// prepared on a copy of the file, so it was never acknowledged on this one.
+    /// Writes the first half of a transaction's bytes at the end of the data, as a
+    /// power cut in the middle of its write would leave it, then reopens. The
+    /// transaction is prepared on a copy of the file, so it was never acknowledged on
+    /// this one.
     fn torn_write(&mut self) -> Result<()> {
         println!("\n6. Crash: a torn write");
         let scratch = self.path.with_file_name(SCRATCH_NAME);
-        let length = fs::metadata(&self.path)?.len();
+        let end = store::open(&self.path, FileOptions::new().read_only(true))?.data_end();
         fs::copy(&self.path, &scratch).context("copying the data file")?;
-        {
+        let record_end = {
             let copy = store::open(&scratch, FileOptions::new())?;
             let oid = copy.new_oid()?;
             let mut txn = copy.begin(TransactionMeta::described("never acknowledged"))?;
             txn.store(oid, Tid::ZERO, vec![b'x'; 8 << 10])?;
             txn.finish()?;
+            let record_end = copy.data_end();
             copy.close()?;
-        }
-        let mut bytes = fs::read(&scratch)?;
+            record_end
+        };
+        let bytes = fs::read(&scratch)?;
         remove_files_starting_with(&scratch)?;
-        ensure!(
-            bytes.len() as u64 > length,
-            "the copy did not grow with its transaction"
-        );
-        let torn = bytes.split_off(length as usize);
-        let half = &torn[..torn.len() / 2];
-        fs::OpenOptions::new()
-            .append(true)
+        let record = &bytes[end as usize..record_end as usize];
+        let half = &record[..record.len() / 2];
+        let file = fs::OpenOptions::new()
+            .write(true)
             .open(&self.path)
-            .and_then(|mut file| file.write_all(half))
-            .context("appending to the data file")?;
+            .context("opening the data file")?;
+        file.write_all_at(half, end)
+            .context("writing to the data file")?;
         println!(
-            "   appended {} of a {}-byte transaction record to the end of {FILE_NAME}",
+            "   wrote {} of a {}-byte transaction record at the end of the data (offset {end})",
             half.len(),
-            torn.len()
+            record.len()
         );
         let storage = self.reopen("reopen after torn write")?;
-        self.verify(&*storage)?;
+        self.verify(&storage)?;
         storage.close()?;
         Ok(())
     }
 
     /// Opens the store, timing it, and shows any tail the storage cut and saved.
-    fn reopen(&mut self, label: &'static str) -> Result<Box<dyn Storage>> {
+    fn reopen(&mut self, label: &'static str) -> Result<FileStorage> {
         let tails_before = self.tail_files()?;
         let t = Instant::now();
         let storage = store::open(&self.path, FileOptions::new())?;
