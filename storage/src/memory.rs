@@ -36,9 +36,12 @@ struct Shared {
     closed: AtomicBool,
 }
 
+/// The revisions of one object, `(tid, data)`, oldest first.
+type Revisions = Vec<(Tid, Arc<[u8]>)>;
+
 #[derive(Default)]
 struct State {
-    revisions: HashMap<Oid, Vec<(Tid, Arc<[u8]>)>>,
+    revisions: HashMap<Oid, Revisions>,
     transactions: Vec<TransactionInfo>,
     /// Tid of the newest applied transaction (equal to `last_tid` once published).
     applied_tid: Tid,
