@@ -14,13 +14,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Subject, commit, create, expect_conflict, meta, sorted, try_commit, within};
 use zodiac_storage::{
     ChangeInfo, ConflictError, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX,
-    Error, Oid, Result, Revision, RevisionInfo, Storage, Tid, TransactionInfo, TransactionMeta,
-    USER_BYTES_MAX,
+    Error, Oid, RECORD_BYTES_MAX, Result, Revision, RevisionInfo, Storage, Tid, TransactionInfo,
+    TransactionMeta, USER_BYTES_MAX,
 };
 
 /// How long a commit may take before the test decides it waits for a lock forever.
@@ -78,7 +78,10 @@ macro_rules! contract_suite {
             metadata_limits_hold_at_their_boundaries,
             concurrent_committers_on_disjoint_oids_all_succeed,
             concurrent_committers_on_one_oid_first_committer_wins,
+            record_size_limit_is_enforced,
             closed_storage_refuses_calls,
+            close_ends_subscriptions,
+            transaction_voted_before_close_does_not_commit_after_it,
         );
     };
     (@cases $name:ident, $factory:expr, $($case:ident),+ $(,)?) => {
@@ -697,7 +700,8 @@ mod cases {
 
     pub fn storing_an_unallocated_oid_is_refused(s: Subject) {
         let allocated = s.new_oid().unwrap();
-        for bogus in [Oid(allocated.0 + 1000), Oid(u64::MAX)] {
+        // The oid right after the newest one handed out is the first never allocated.
+        for bogus in [Oid(allocated.0 + 1), Oid(allocated.0 + 1000), Oid(u64::MAX)] {
             let result = (|| {
                 let mut txn = s.begin(meta("bogus oid"))?;
                 txn.store(allocated, Tid::ZERO, b"fine".to_vec())?;
@@ -1064,6 +1068,24 @@ mod cases {
         assert_eq!(history, expected);
     }
 
+    pub fn record_size_limit_is_enforced(s: Subject) {
+        let oid = s.new_oid().unwrap();
+        // Zeroed pages are not touched until written, so this costs no real memory.
+        let too_large = vec![0u8; RECORD_BYTES_MAX + 1];
+        let result = (|| {
+            let mut txn = s.begin(meta("too large"))?;
+            txn.store(oid, Tid::ZERO, too_large)?;
+            txn.finish()
+        })();
+        match result {
+            Err(Error::LimitExceeded { len, max, .. })
+                if len == RECORD_BYTES_MAX as u64 + 1 && max == RECORD_BYTES_MAX as u64 => {}
+            other => panic!("expected LimitExceeded for the revision, got {other:?}"),
+        }
+        assert_eq!(s.last_tid(), Tid::ZERO);
+        assert_err!(s.load(oid, Tid::MAX), Error::NoSuchObject { oid: o } if o == oid);
+    }
+
     pub fn closed_storage_refuses_calls(s: Subject) {
         let (x, t1) = create(&*s, b"before close");
         let mut open_txn = s.begin(meta("open across close")).unwrap();
@@ -1094,6 +1116,65 @@ mod cases {
             "transactions",
         );
         assert_eq!(s.last_tid(), t1);
+    }
+
+    pub fn close_ends_subscriptions(s: Subject) {
+        let sub = s.subscribe();
+        let (oid, t1) = create(&*s, b"x");
+        s.close().unwrap();
+        // What was delivered before close stays readable; then the stream ends.
+        assert_eq!(event_of(&sub), (t1, vec![oid]));
+        let started = Instant::now();
+        assert!(sub.recv_timeout(EVENT_TIMEOUT).is_none());
+        assert!(
+            started.elapsed() < EVENT_TIMEOUT,
+            "the subscription did not end at close"
+        );
+        let late = s.subscribe();
+        let started = Instant::now();
+        assert!(late.recv_timeout(EVENT_TIMEOUT).is_none());
+        assert!(
+            started.elapsed() < EVENT_TIMEOUT,
+            "a subscription after close did not end"
+        );
+    }
+
+    /// A transaction voted before `close` and finished after it: once `close` has
+    /// returned, nothing may commit. A `close` that waits for the voted transaction
+    /// to end is fine; then that transaction may still commit, before `close` returns.
+    pub fn transaction_voted_before_close_does_not_commit_after_it(s: Subject) {
+        let (x, t1) = create(&*s, b"before close");
+        let mut txn = s.begin(meta("voted across close")).unwrap();
+        txn.store(x, t1, b"after close".to_vec()).unwrap();
+        txn.vote().unwrap();
+        let (closed_sender, closed) = std::sync::mpsc::channel();
+        let shared = s.shared();
+        std::thread::spawn(move || {
+            let _ = closed_sender.send(shared.close());
+        });
+        match closed.recv_timeout(Duration::from_millis(500)) {
+            Ok(result) => {
+                result.unwrap();
+                assert_err!(txn.finish(), Error::Closed);
+                assert_eq!(
+                    s.last_tid(),
+                    t1,
+                    "a transaction committed after close returned"
+                );
+            }
+            Err(_) => {
+                // close waits for the voted transaction: it may commit first.
+                match txn.finish() {
+                    Ok(tid) => assert_eq!(s.last_tid(), tid),
+                    Err(Error::Closed) => assert_eq!(s.last_tid(), t1),
+                    Err(e) => panic!("finish while close waits: {e}"),
+                }
+                closed
+                    .recv_timeout(LOCK_TIMEOUT)
+                    .expect("close returns once the voted transaction ended")
+                    .unwrap();
+            }
+        }
     }
 }
 
