@@ -20,7 +20,6 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::sample::Index;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 use common::{Subject, sorted};
@@ -276,12 +275,17 @@ mod sequential {
     use super::*;
 
     /// Which revision a write or check names as its base.
+    /// The element a generated `pick` chooses among `len` (which is not zero).
+    fn at(pick: u16, len: usize) -> usize {
+        usize::from(pick) % len
+    }
+
     #[derive(Clone, Debug)]
     pub enum Base {
         /// The newest revision: valid.
         Current,
         /// An older revision (or `ZERO` when there is none): stale.
-        Older(Index),
+        Older(u16),
         /// `ZERO`, as if creating an object that exists: stale.
         Zero,
         /// A tid after the newest revision: not a revision at all.
@@ -315,9 +319,9 @@ mod sequential {
         /// Data of new objects.
         pub creates: Vec<Vec<u8>>,
         /// Existing objects (index into them) to update.
-        pub updates: Vec<(Index, Base, Vec<u8>)>,
+        pub updates: Vec<(u16, Base, Vec<u8>)>,
         /// Existing objects to `check_current`.
-        pub checks: Vec<(Index, Base)>,
+        pub checks: Vec<(u16, Base)>,
         pub ending: Ending,
         /// In a pair, the second transaction also creates the first one's new objects.
         pub steal_creates: bool,
@@ -326,9 +330,9 @@ mod sequential {
     /// A snapshot to read at, relative to the commits made so far.
     #[derive(Clone, Debug)]
     pub enum Snap {
-        Commit(Index),
-        Before(Index),
-        After(Index),
+        Commit(u16),
+        Before(u16),
+        After(u16),
         Zero,
         Max,
         BeyondLast,
@@ -339,9 +343,9 @@ mod sequential {
         Txn(TxnSpec),
         /// Two transactions begun together: the first ends, then the second.
         Pair(TxnSpec, TxnSpec),
-        Load(Index, Snap),
-        LoadRevision(Index, Index, bool),
-        History(Index, usize),
+        Load(u16, Snap),
+        LoadRevision(u16, u16, bool),
+        History(u16, usize),
         Transactions(Snap, Snap),
         NewOid,
     }
@@ -353,7 +357,7 @@ mod sequential {
     fn base() -> impl Strategy<Value = Base> {
         prop_oneof![
             14 => Just(Base::Current),
-            2 => any::<Index>().prop_map(Base::Older),
+            2 => any::<u16>().prop_map(Base::Older),
             1 => Just(Base::Zero),
             1 => (0u8..3).prop_map(Base::Future),
         ]
@@ -373,8 +377,8 @@ mod sequential {
     fn txn_spec() -> impl Strategy<Value = TxnSpec> {
         (
             prop::collection::vec(data(), 0..2),
-            prop::collection::vec((any::<Index>(), base(), data()), 0..3),
-            prop::collection::vec((any::<Index>(), base()), 0..2),
+            prop::collection::vec((any::<u16>(), base(), data()), 0..3),
+            prop::collection::vec((any::<u16>(), base()), 0..2),
             ending(),
             any::<bool>(),
         )
@@ -391,9 +395,9 @@ mod sequential {
 
     fn snap() -> impl Strategy<Value = Snap> {
         prop_oneof![
-            3 => any::<Index>().prop_map(Snap::Commit),
-            2 => any::<Index>().prop_map(Snap::Before),
-            2 => any::<Index>().prop_map(Snap::After),
+            3 => any::<u16>().prop_map(Snap::Commit),
+            2 => any::<u16>().prop_map(Snap::Before),
+            2 => any::<u16>().prop_map(Snap::After),
             1 => Just(Snap::Zero),
             1 => Just(Snap::Max),
             1 => Just(Snap::BeyondLast),
@@ -404,10 +408,10 @@ mod sequential {
         let op = prop_oneof![
             5 => txn_spec().prop_map(Op::Txn),
             2 => (txn_spec(), txn_spec()).prop_map(|(a, b)| Op::Pair(a, b)),
-            4 => (any::<Index>(), snap()).prop_map(|(o, s)| Op::Load(o, s)),
-            2 => (any::<Index>(), any::<Index>(), any::<bool>())
+            4 => (any::<u16>(), snap()).prop_map(|(o, s)| Op::Load(o, s)),
+            2 => (any::<u16>(), any::<u16>(), any::<bool>())
                 .prop_map(|(o, r, e)| Op::LoadRevision(o, r, e)),
-            1 => (any::<Index>(), prop_oneof![0usize..6, Just(usize::MAX)])
+            1 => (any::<u16>(), prop_oneof![0usize..6, Just(usize::MAX)])
                 .prop_map(|(o, l)| Op::History(o, l)),
             1 => (snap(), snap()).prop_map(|(a, b)| Op::Transactions(a, b)),
             1 => Just(Op::NewOid),
@@ -474,7 +478,7 @@ mod sequential {
             let newest = revs.last().expect("existing object").0;
             match base {
                 Base::Current => newest,
-                Base::Older(i) if revs.len() > 1 => revs[i.index(revs.len() - 1)].0,
+                Base::Older(i) if revs.len() > 1 => revs[at(*i, revs.len() - 1)].0,
                 Base::Older(_) | Base::Zero => Tid::ZERO,
                 Base::Future(k) => Tid(newest.0 + 1 + u64::from(*k)),
             }
@@ -511,7 +515,7 @@ mod sequential {
             }
             if !existing.is_empty() {
                 for (i, base, data) in &spec.updates {
-                    let oid = existing[i.index(existing.len())];
+                    let oid = existing[at(*i, existing.len())];
                     // One store per oid: a repeated store is a contract case of its own.
                     if stores.iter().all(|(o, _, _)| *o != oid) {
                         stores.push((oid, self.resolve_base(oid, base), data.clone()));
@@ -524,7 +528,7 @@ mod sequential {
                 spec.checks
                     .iter()
                     .map(|(i, base)| {
-                        let oid = existing[i.index(existing.len())];
+                        let oid = existing[at(*i, existing.len())];
                         (oid, self.resolve_base(oid, base))
                     })
                     .collect()
@@ -625,11 +629,11 @@ mod sequential {
 
         fn snapshot(&self, snap: &Snap) -> Tid {
             let tids: Vec<Tid> = self.model.transactions.iter().map(|t| t.tid).collect();
-            let pick = |i: &Index| {
+            let pick = |i: &u16| {
                 if tids.is_empty() {
                     Tid::ZERO
                 } else {
-                    tids[i.index(tids.len())]
+                    tids[at(*i, tids.len())]
                 }
             };
             match snap {
@@ -663,7 +667,7 @@ mod sequential {
                     self.end(second_txn, second)?;
                 }
                 Op::Load(i, snap) => {
-                    let oid = self.allocated[i.index(self.allocated.len())];
+                    let oid = self.allocated[at(*i, self.allocated.len())];
                     let snapshot = self.snapshot(snap);
                     let expected = self.model.load(oid, snapshot);
                     prop_assert_eq!(
@@ -686,9 +690,9 @@ mod sequential {
                     if existing.is_empty() {
                         return Ok(());
                     }
-                    let oid = existing[i.index(existing.len())];
+                    let oid = existing[at(*i, existing.len())];
                     let revs = &self.model.objects[&oid];
-                    let mut tid = revs[r.index(revs.len())].0;
+                    let mut tid = revs[at(*r, revs.len())].0;
                     if !exists {
                         while revs.iter().any(|(t, _)| *t == tid) {
                             tid = Tid(tid.0 + 1);
@@ -705,7 +709,7 @@ mod sequential {
                     if existing.is_empty() {
                         return Ok(());
                     }
-                    let oid = existing[i.index(existing.len())];
+                    let oid = existing[at(*i, existing.len())];
                     prop_assert_eq!(
                         self.subject.history(oid, *limit).ok(),
                         self.model.history(oid, *limit)
