@@ -10,7 +10,9 @@
 //!   is then checked against the model rebuilt from the committed transactions in
 //!   tid order.
 //!
-//! Runs are seeded and reproducible (`SEED`). `model_suite!(name, factory)` makes one
+//! Runs are seeded and reproducible (`SEED`). A failure prints the shrunk case; keep it
+//! as a named `#[test]` that passes it to `sequential::replay` (or, for a concurrent
+//! case, turn it into a contract case). `model_suite!(name, factory)` makes one
 //! `#[test]` per property for a backend, as `contract_suite!` does in `contract.rs`.
 
 mod common;
@@ -449,7 +451,7 @@ mod sequential {
     }
 
     /// The state of one run: the storage, the model, and every oid handed out.
-    pub struct Run {
+    struct Run {
         subject: Subject,
         model: Model,
         /// Every oid allocated so far, plus the root (never written here).
@@ -459,7 +461,7 @@ mod sequential {
     }
 
     impl Run {
-        pub fn new(subject: Subject) -> Run {
+        fn new(subject: Subject) -> Run {
             Run {
                 subject,
                 model: Model::default(),
@@ -646,7 +648,7 @@ mod sequential {
             }
         }
 
-        pub fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
             match op {
                 Op::Txn(spec) => {
                     let plan = self.plan(spec, &[])?;
@@ -734,20 +736,27 @@ mod sequential {
             Ok(())
         }
 
-        pub fn finish(&self) -> Result<(), TestCaseError> {
+        fn finish(&self) -> Result<(), TestCaseError> {
             check_final_state(&*self.subject, &self.model, &self.allocated)
         }
+    }
+
+    /// Runs `ops` on a fresh storage, checking each against the model. A shrunk
+    /// failing case pasted into a `#[test]` that calls this is its regression test.
+    pub fn replay(subject: Subject, ops: &[Op]) -> Result<Seen, TestCaseError> {
+        let mut run = Run::new(subject);
+        for op in ops {
+            run.apply(op)?;
+        }
+        run.finish()?;
+        Ok(run.seen)
     }
 
     pub fn check(factory: fn() -> Subject) {
         let seen = std::sync::Mutex::new(Seen::default());
         run(SEQUENTIAL_CASES, ops(), |ops| {
-            let mut run = Run::new(factory());
-            for op in &ops {
-                run.apply(op)?;
-            }
-            run.finish()?;
-            seen.lock().unwrap().add(&run.seen);
+            let case = replay(factory(), &ops)?;
+            seen.lock().unwrap().add(&case);
             Ok(())
         });
         // The generated cases reach every kind of outcome, so the checks above ran.
