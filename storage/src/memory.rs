@@ -105,20 +105,29 @@ impl Storage for MemoryStorage {
         self.check_open()?;
         let snapshot = snapshot.min(self.last_tid());
         let state = self.shared.state.read();
-        let revs = state.revisions.get(&oid).ok_or(Error::NoSuchObject { oid })?;
+        let revs = state
+            .revisions
+            .get(&oid)
+            .ok_or(Error::NoSuchObject { oid })?;
         let at = revs.partition_point(|(tid, _)| *tid <= snapshot);
         if at == 0 {
             return Err(Error::NotFoundAtSnapshot { oid, snapshot });
         }
         let (tid, data) = &revs[at - 1];
-        Ok(Revision { tid: *tid, data: data.to_vec() })
+        Ok(Revision {
+            tid: *tid,
+            data: data.to_vec(),
+        })
     }
 
     fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>> {
         self.check_open()?;
         let last = self.last_tid();
         let state = self.shared.state.read();
-        let revs = state.revisions.get(&oid).ok_or(Error::NoSuchObject { oid })?;
+        let revs = state
+            .revisions
+            .get(&oid)
+            .ok_or(Error::NoSuchObject { oid })?;
         match revs.binary_search_by_key(&tid, |(t, _)| *t) {
             Ok(i) if tid <= last => Ok(revs[i].1.to_vec()),
             _ => Err(Error::NoSuchRevision { oid, tid }),
@@ -129,13 +138,19 @@ impl Storage for MemoryStorage {
         self.check_open()?;
         let last = self.last_tid();
         let state = self.shared.state.read();
-        let revs = state.revisions.get(&oid).ok_or(Error::NoSuchObject { oid })?;
+        let revs = state
+            .revisions
+            .get(&oid)
+            .ok_or(Error::NoSuchObject { oid })?;
         Ok(revs
             .iter()
             .rev()
             .filter(|(tid, _)| *tid <= last)
             .take(limit)
-            .map(|(tid, data)| RevisionInfo { tid: *tid, size: data.len() as u64 })
+            .map(|(tid, data)| RevisionInfo {
+                tid: *tid,
+                size: data.len() as u64,
+            })
             .collect())
     }
 
@@ -221,7 +236,12 @@ impl StorageTransaction for MemoryTransaction {
         for (oid, expected) in self.writes.expectations() {
             let current_tid = state.newest_tid(oid);
             if current_tid != expected {
-                return Err(ConflictError { oid, base_tid: expected, current_tid }.into());
+                return Err(ConflictError {
+                    oid,
+                    base_tid: expected,
+                    current_tid,
+                }
+                .into());
             }
         }
         let tid = Tid::next_after(state.applied_tid);
@@ -246,10 +266,17 @@ impl StorageTransaction for MemoryTransaction {
         let changes = writes
             .stores
             .iter()
-            .map(|s| ChangeInfo { oid: s.oid, size: s.data.len() as u64 })
+            .map(|s| ChangeInfo {
+                oid: s.oid,
+                size: s.data.len() as u64,
+            })
             .collect();
         for s in writes.stores {
-            state.revisions.entry(s.oid).or_default().push((tid, s.data.into()));
+            state
+                .revisions
+                .entry(s.oid)
+                .or_default()
+                .push((tid, s.data.into()));
         }
         state.transactions.push(TransactionInfo {
             tid,
