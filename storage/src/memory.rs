@@ -6,6 +6,8 @@
 //! - The commit lock (`commit_lock`) is held from vote to finish/abort, so
 //!   validation and application see the same state.
 //! - A transaction's event is published before `last_tid` reports its tid.
+//! - `close` and the apply step of `finish` both hold the state write lock, so once
+//!   `close` has returned no transaction becomes visible.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +38,7 @@ struct Shared {
     closed: AtomicBool,
 }
 
-/// Revisions of one object, oldest first.
+/// The revisions of one object, `(tid, data)`, oldest first.
 type Revisions = Vec<(Tid, Arc<[u8]>)>;
 
 #[derive(Default)]
@@ -181,6 +183,9 @@ impl Storage for MemoryStorage {
     }
 
     fn close(&self) -> Result<()> {
+        // Under the state lock: a commit in `finish` either became visible before
+        // this returns, or sees the flag and is refused.
+        let _state = self.shared.state.write();
         self.shared.closed.store(true, Ordering::Release);
         self.shared.notifier.close();
         Ok(())
@@ -247,32 +252,36 @@ impl StorageTransaction for MemoryTransaction {
         let (guard, tid) = self.voted.take().expect("voted above");
         let writes = std::mem::take(&mut self.writes);
         let oids: Arc<[Oid]> = writes.oids().into();
-        {
-            let mut state = self.shared.state.write();
-            let changes = writes
-                .stores
-                .iter()
-                .map(|s| ChangeInfo {
-                    oid: s.oid,
-                    size: s.data.len() as u64,
-                })
-                .collect();
-            for s in writes.stores {
-                state
-                    .revisions
-                    .entry(s.oid)
-                    .or_default()
-                    .push((tid, s.data.into()));
-            }
-            state.transactions.push(TransactionInfo {
-                tid,
-                meta: std::mem::take(&mut self.meta),
-                changes,
-            });
-            state.applied_tid = tid;
+        let mut state = self.shared.state.write();
+        // Voted before close, finishing after it: refused, so nothing commits once
+        // close has returned (close sets the flag under this lock).
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
+        let changes = writes
+            .stores
+            .iter()
+            .map(|s| ChangeInfo {
+                oid: s.oid,
+                size: s.data.len() as u64,
+            })
+            .collect();
+        for s in writes.stores {
+            state
+                .revisions
+                .entry(s.oid)
+                .or_default()
+                .push((tid, s.data.into()));
+        }
+        state.transactions.push(TransactionInfo {
+            tid,
+            meta: std::mem::take(&mut self.meta),
+            changes,
+        });
+        state.applied_tid = tid;
         self.shared.notifier.publish(&CommitEvent { tid, oids });
         self.shared.last_tid.store(tid.0, Ordering::Release);
+        drop(state);
         drop(guard);
         Ok(tid)
     }

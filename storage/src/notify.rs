@@ -39,29 +39,37 @@ impl CommitSubscription {
 }
 
 /// The publishing side, owned by a storage.
-#[derive(Default)]
 pub(crate) struct Notifier {
-    senders: Mutex<Vec<mpsc::Sender<CommitEvent>>>,
+    /// `None` once closed: new subscriptions end at once.
+    senders: Mutex<Option<Vec<mpsc::Sender<CommitEvent>>>>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            senders: Mutex::new(Some(Vec::new())),
+        }
+    }
 }
 
 impl Notifier {
     pub(crate) fn subscribe(&self) -> CommitSubscription {
         let (sender, receiver) = mpsc::channel();
-        self.senders.lock().push(sender);
+        if let Some(senders) = self.senders.lock().as_mut() {
+            senders.push(sender);
+        }
         CommitSubscription { receiver }
     }
 
     /// Sends `event` to every live subscriber and forgets the ones that went away.
     pub(crate) fn publish(&self, event: &CommitEvent) {
-        let mut senders = self.senders.lock();
-        if senders.is_empty() {
-            return;
+        if let Some(senders) = self.senders.lock().as_mut() {
+            senders.retain(|s| s.send(event.clone()).is_ok());
         }
-        senders.retain(|s| s.send(event.clone()).is_ok());
     }
 
-    /// Ends every subscription (their `recv` returns `None`).
+    /// Ends every subscription, present and future (their `recv` returns `None`).
     pub(crate) fn close(&self) {
-        self.senders.lock().clear();
+        self.senders.lock().take();
     }
 }

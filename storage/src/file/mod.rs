@@ -858,15 +858,14 @@ impl Storage for FileStorage {
 
     fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>> {
         self.shared.check_open()?;
+        let visible = tid <= self.shared.last_tid();
         let mut found = None;
-        if tid <= self.shared.last_tid() {
-            self.shared.walk_revisions(oid, |r| {
-                if r.tid == tid {
-                    found = Some(r.data.to_vec());
-                }
-                r.tid > tid
-            })?;
-        }
+        self.shared.walk_revisions(oid, |r| {
+            if visible && r.tid == tid {
+                found = Some(r.data.to_vec());
+            }
+            visible && r.tid > tid
+        })?;
         found.ok_or(Error::NoSuchRevision { oid, tid })
     }
 
@@ -874,16 +873,20 @@ impl Storage for FileStorage {
         self.shared.check_open()?;
         let last = self.shared.last_tid();
         let mut revisions = Vec::new();
+        let mut visible = false;
         self.shared.walk_revisions(oid, |r| {
             if r.tid <= last {
-                revisions.push(RevisionInfo {
-                    tid: r.tid,
-                    size: r.data.len() as u64,
-                });
+                visible = true;
+                if revisions.len() < limit {
+                    revisions.push(RevisionInfo {
+                        tid: r.tid,
+                        size: r.data.len() as u64,
+                    });
+                }
             }
-            revisions.len() < limit
+            !visible || revisions.len() < limit
         })?;
-        if revisions.is_empty() && limit > 0 {
+        if !visible {
             // Created by a transaction not yet visible.
             return Err(Error::NoSuchObject { oid });
         }

@@ -1,0 +1,138 @@
+//! What the storage test suites share: the storage under test, the factories that
+//! make one per test, and small commit helpers.
+//!
+//! Every suite is written once against `dyn Storage` and instantiated per backend
+//! with a factory `fn() -> Subject`; a backend that needs files keeps its temporary
+//! directory inside the `Subject`, so the directory lives exactly as long as the test.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use zodiac_storage::{
+    ConflictError, Error, MemoryStorage, Oid, Result, Storage, Tid, TransactionMeta,
+};
+
+/// The storage under test, plus whatever must outlive it (a temporary directory).
+pub struct Subject {
+    // Declared before `_keep` so the storage is dropped (closed) before its directory.
+    storage: Arc<dyn Storage>,
+    _keep: Option<tempfile::TempDir>,
+}
+
+impl Subject {
+    pub fn new(storage: impl Storage + 'static) -> Subject {
+        Subject {
+            storage: Arc::new(storage),
+            _keep: None,
+        }
+    }
+
+    pub fn in_dir(storage: impl Storage + 'static, dir: tempfile::TempDir) -> Subject {
+        Subject {
+            storage: Arc::new(storage),
+            _keep: Some(dir),
+        }
+    }
+
+    /// A handle for threads that may outlive a failing test (timeouts).
+    pub fn shared(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
+    }
+}
+
+impl Deref for Subject {
+    type Target = dyn Storage;
+
+    fn deref(&self) -> &(dyn Storage + 'static) {
+        &*self.storage
+    }
+}
+
+/// A fresh, empty in-memory storage.
+pub fn memory() -> Subject {
+    Subject::new(MemoryStorage::new())
+}
+
+/// Metadata with only a description.
+pub fn meta(description: &str) -> TransactionMeta {
+    TransactionMeta::described(description)
+}
+
+/// Stores every `(oid, base_tid, data)` in one transaction and finishes it.
+pub fn try_commit(storage: &dyn Storage, writes: &[(Oid, Tid, &[u8])]) -> Result<Tid> {
+    let mut txn = storage.begin(meta("test commit"))?;
+    for &(oid, base, data) in writes {
+        txn.store(oid, base, data.to_vec())?;
+    }
+    txn.finish()
+}
+
+/// Like [`try_commit`], panicking on failure.
+pub fn commit(storage: &dyn Storage, writes: &[(Oid, Tid, &[u8])]) -> Tid {
+    try_commit(storage, writes).unwrap_or_else(|e| panic!("commit of {writes:?} failed: {e}"))
+}
+
+/// Allocates an oid and commits `data` as its first revision.
+pub fn create(storage: &dyn Storage, data: &[u8]) -> (Oid, Tid) {
+    let oid = storage.new_oid().expect("new_oid");
+    let tid = commit(storage, &[(oid, Tid::ZERO, data)]);
+    (oid, tid)
+}
+
+/// The conflict inside `result`, panicking on anything else.
+pub fn expect_conflict<T: std::fmt::Debug>(result: Result<T>) -> ConflictError {
+    match result {
+        Err(Error::Conflict(c)) => c,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// The oids sorted, for comparing sets whose order the contract does not fix.
+pub fn sorted(oids: impl IntoIterator<Item = Oid>) -> Vec<Oid> {
+    let mut v: Vec<Oid> = oids.into_iter().collect();
+    v.sort();
+    v
+}
+
+/// Runs `f` on its own thread and waits at most `timeout` for it: a commit that
+/// waits for a commit lock nobody releases fails the test instead of hanging it.
+pub fn within<T: Send + 'static>(
+    timeout: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(f());
+    });
+    match receiver.recv_timeout(timeout) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not complete within {timeout:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The file storage.
+// ---------------------------------------------------------------------------------
+
+pub mod files {
+    /// A fresh, empty file storage in its own temporary directory.
+    pub fn file(durability: zodiac_storage::Durability) -> super::Subject {
+        use zodiac_storage::{FileOptions, FileStorage};
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let storage = FileStorage::open(
+            dir.path().join("data.zdb"),
+            FileOptions::new().durability(durability),
+        )
+        .expect("open a new data file");
+        super::Subject::in_dir(storage, dir)
+    }
+}
