@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,6 +43,34 @@ pub trait FileIo: Send + Sync {
     fn map(&self) -> io::Result<Mmap>;
     /// (device, inode) of the open file, to detect the path being replaced.
     fn identity(&self) -> io::Result<(u64, u64)>;
+}
+
+/// (device, inode, size) of the file at `path`, by a `statx` that asks for nothing
+/// else. Asking for timestamps (as `std::fs::metadata` does) marks them as queried on
+/// current Linux kernels, which makes the next write store a fine-grained time and
+/// the next fdatasync slower: measured at 90 → 160 µs per commit on ext4.
+pub fn path_identity(path: &Path) -> io::Result<(u64, u64, u64)> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
+    let st = statx(
+        CWD,
+        path,
+        AtFlags::empty(),
+        StatxFlags::INO | StatxFlags::SIZE,
+    )?;
+    Ok((
+        (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor),
+        st.stx_ino,
+        st.stx_size,
+    ))
+}
+
+fn file_identity(file: &File) -> io::Result<(u64, u64)> {
+    use rustix::fs::{AtFlags, StatxFlags, statx};
+    let st = statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::INO)?;
+    Ok((
+        (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor),
+        st.stx_ino,
+    ))
 }
 
 /// The operating system's files.
@@ -102,8 +130,7 @@ impl FileIo for StdFileIo {
         unsafe { Mmap::map(&self.file) }
     }
     fn identity(&self) -> io::Result<(u64, u64)> {
-        let meta = self.file.metadata()?;
-        Ok((meta.dev(), meta.ino()))
+        file_identity(&self.file)
     }
 }
 

@@ -151,7 +151,10 @@ struct Shared {
     /// The commit lock, held from vote to the write in finish.
     commit: Arc<Mutex<CommitState>>,
     sync: Mutex<SyncState>,
-    sync_changed: Condvar,
+    durable_changed: Condvar,
+    /// Wakes a group-commit leader that gathers committers: a transaction was
+    /// written or left without writing.
+    gather_changed: Condvar,
     /// Newest published (durable, visible) tid, and the file end after it.
     last_tid: AtomicU64,
     published_end: AtomicU64,
@@ -190,7 +193,10 @@ struct SyncState {
     /// Written transactions waiting to be synced and published, in commit order.
     unpublished: VecDeque<Unpublished>,
     poisoned: Option<Arc<str>>,
-    last_batch: usize,
+    /// How many commits a leader expects to gather: the largest recent group. Grows
+    /// at once with a larger group, decays by one per sync, so a leader waits for as
+    /// many committers as were recently active, and stops waiting soon after they go.
+    expected_batch: usize,
     last_sync_time: Duration,
 }
 
@@ -331,10 +337,11 @@ impl FileStorage {
                 in_flight: 0,
                 unpublished: VecDeque::new(),
                 poisoned: None,
-                last_batch: 1,
+                expected_batch: 1,
                 last_sync_time: Duration::ZERO,
             }),
-            sync_changed: Condvar::new(),
+            durable_changed: Condvar::new(),
+            gather_changed: Condvar::new(),
             last_tid: AtomicU64::new(outcome.last_tid.0),
             published_end: AtomicU64::new(end),
             next_oid: AtomicU64::new(next_oid),
@@ -597,7 +604,8 @@ impl Shared {
         let mut st = self.sync.lock();
         let cause: Arc<str> = st.poisoned.get_or_insert_with(|| cause.into()).clone();
         log::error!("{}: refusing further commits: {cause}", self.path.display());
-        self.sync_changed.notify_all();
+        self.durable_changed.notify_all();
+        self.gather_changed.notify_all();
         cause
     }
 
@@ -614,15 +622,14 @@ impl Shared {
     /// truncation our own write may have extended the file again, leaving a hole of
     /// zeros, so the trailer of the record before the group must still be there.
     fn check_file_in_place(&self, group_start: u64, end: u64) -> Result<()> {
-        let problem = match std::fs::metadata(&self.path) {
+        let problem = match io::path_identity(&self.path) {
             Err(e) => Some(format!(
                 "the data file cannot be found at its path any more ({e})"
             )),
-            Ok(m) => {
-                use std::os::unix::fs::MetadataExt;
-                if (m.dev(), m.ino()) != self.identity {
+            Ok((dev, ino, len)) => {
+                if (dev, ino) != self.identity {
                     Some("the data file was replaced by another file while open".to_string())
-                } else if m.len() < end || !self.record_ends_at(group_start) {
+                } else if len < end || !self.record_ends_at(group_start) {
                     Some("the data file was truncated under the storage".to_string())
                 } else {
                     None
@@ -638,9 +645,16 @@ impl Shared {
     }
 
     /// Whether the record before `pos` still ends there (its trailer is intact).
+    /// Read with `pread`, not through the map: mapping the page just written would
+    /// make its writeback (the fdatasync about to happen) slower.
     fn record_ends_at(&self, pos: u64) -> bool {
-        pos <= self.header.data_start
-            || format::length_before(&self.reader.read().map, pos).is_some()
+        if pos <= self.header.data_start {
+            return true;
+        }
+        let mut trailer = [0u8; format::TXN_TRAILER_LEN as usize];
+        let start = pos - format::TXN_TRAILER_LEN;
+        self.io.read_at(&mut trailer, start).is_ok()
+            && format::length_before(&trailer, trailer.len() as u64).is_some()
     }
 
     /// Extends the file with zeros (synced) so commits overwrite allocated blocks and
@@ -700,7 +714,7 @@ impl Shared {
                 });
             }
             if st.syncing {
-                self.sync_changed.wait(&mut st);
+                self.durable_changed.wait(&mut st);
                 continue;
             }
             st.syncing = true;
@@ -708,10 +722,10 @@ impl Shared {
             // one fdatasync covers them all. Bounded by the last sync's duration.
             let wait = self.options.group_commit_wait.min(st.last_sync_time);
             let deadline = Instant::now() + wait;
-            while (st.in_flight > 0 || st.unpublished.len() < st.last_batch)
+            while (st.in_flight > 0 || st.unpublished.len() < st.expected_batch)
                 && Instant::now() < deadline
             {
-                self.sync_changed.wait_until(&mut st, deadline);
+                self.gather_changed.wait_until(&mut st, deadline);
             }
             let target = st.written_end;
             let group_start = st.synced_end;
@@ -719,7 +733,7 @@ impl Shared {
             if let Err(e) = self.check_file_in_place(group_start, target) {
                 let mut st = self.sync.lock();
                 st.syncing = false;
-                self.sync_changed.notify_all();
+                self.durable_changed.notify_all();
                 return Err(e);
             }
             let started = Instant::now();
@@ -733,7 +747,7 @@ impl Shared {
             if let Err(e) = result {
                 drop(st);
                 let err = self.io_failure("fdatasync of the data file", e);
-                self.sync_changed.notify_all();
+                self.durable_changed.notify_all();
                 return Err(err);
             }
             st.last_sync_time = took;
@@ -750,8 +764,8 @@ impl Shared {
                 self.last_tid.store(u.tid.0, Ordering::Release);
                 batch += 1;
             }
-            st.last_batch = batch.max(1);
-            self.sync_changed.notify_all();
+            st.expected_batch = batch.max(st.expected_batch.saturating_sub(1)).max(1);
+            self.durable_changed.notify_all();
         }
     }
 
@@ -1010,7 +1024,7 @@ impl FileTransaction {
         if std::mem::take(&mut self.in_flight) {
             let mut st = self.shared.sync.lock();
             st.in_flight -= 1;
-            self.shared.sync_changed.notify_all();
+            self.shared.gather_changed.notify_one();
         }
     }
 }
@@ -1145,7 +1159,7 @@ impl StorageTransaction for FileTransaction {
             if std::mem::take(&mut self.in_flight) {
                 st.in_flight -= 1;
             }
-            shared.sync_changed.notify_all();
+            shared.gather_changed.notify_one();
         }
         drop(commit);
         shared.wait_durable(end)?;
