@@ -55,10 +55,6 @@ impl fmt::Display for StoreKind {
 }
 
 /// Opens (creating it if needed) the file store at `path` with default options.
-///
-/// `FileStorage` does not implement [`Storage`] yet, so this reports that the file
-/// storage is unavailable. Once it does, the body becomes
-/// `Ok(Arc::new(FileStorage::open(path, FileOptions::new())?))`.
 pub fn open_file_store(path: &Path) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(FileStorage::open(path, FileOptions::new())?))
 }
@@ -141,6 +137,13 @@ impl StoreUnderTest {
     /// Size of the saved index file, when there is one.
     pub fn index_file_bytes(&self) -> Option<u64> {
         fs::metadata(self.index_path()).ok().map(|m| m.len())
+    }
+
+    /// Bytes of memory the file store's in-memory index takes, and its object count,
+    /// measured on a read-only open of the closed store.
+    pub fn index_memory(&self) -> Result<(usize, u64)> {
+        let storage = FileStorage::open(&self.data_path, FileOptions::new().read_only(true))?;
+        Ok((storage.index_memory_bytes(), storage.object_count()))
     }
 
     /// Size of the data file, when there is one.

@@ -362,9 +362,14 @@ fn w7(store: &mut StoreUnderTest, with_index: bool) -> Result<Measurement> {
     .name();
     let mut m = Measurement::new(name, elapsed.as_secs_f64(), 1, "opens/s");
     if is_file {
+        let (index_bytes, objects) = store.index_memory()?;
+        m.set(
+            "index_bytes_per_object",
+            Value::Float(index_bytes as f64 / objects.max(1) as f64, 1),
+        );
         if let (Some(before), Some(after)) = (rss_before, rss_after) {
             let per_object = after.saturating_sub(before) as f64 / W7_OBJECTS as f64;
-            m.set("index_bytes_per_object", Value::Float(per_object, 1));
+            m.set("rss_growth_per_object", Value::Float(per_object, 1));
         }
         if let Some(bytes) = index_file_bytes {
             m.set("index_file_bytes", Value::Int(bytes));
