@@ -119,6 +119,25 @@ fn reopen_gives_the_same_state_with_and_without_the_saved_index() {
 }
 
 #[test]
+fn the_index_is_saved_periodically_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let s = FileStorage::open(&path, fast().index_save_interval_bytes(4096)).unwrap();
+    let oid = s.new_oid().unwrap();
+    assert!(!index_path(&path).exists());
+    let mut last = Tid::ZERO;
+    for i in 0..40u32 {
+        last = commit(&s, &[(oid, &[i as u8; 200])]);
+    }
+    // Saved during the commits, not only at close: a crash now would not force a
+    // full rescan. A reader opening beside the writer uses it and sees everything.
+    assert!(index_path(&path).exists(), "no index saved after 8 KiB of commits");
+    let r = FileStorage::open(&path, fast().read_only(true)).unwrap();
+    assert_eq!(r.last_tid(), last);
+    assert_eq!(r.load(oid, Tid::MAX).unwrap().data, vec![39u8; 200]);
+}
+
+#[test]
 fn oid_allocation_survives_restart_including_oids_never_stored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");
