@@ -131,7 +131,10 @@ fn the_index_is_saved_periodically_while_open() {
     }
     // Saved during the commits, not only at close: a crash now would not force a
     // full rescan. A reader opening beside the writer uses it and sees everything.
-    assert!(index_path(&path).exists(), "no index saved after 8 KiB of commits");
+    assert!(
+        index_path(&path).exists(),
+        "no index saved after 8 KiB of commits"
+    );
     let r = FileStorage::open(&path, fast().read_only(true)).unwrap();
     assert_eq!(r.last_tid(), last);
     assert_eq!(r.load(oid, Tid::MAX).unwrap().data, vec![39u8; 200]);
