@@ -90,6 +90,11 @@ pub enum Error {
 
     #[error("the transaction was already voted; finish or abort it")]
     AlreadyVoted,
+
+    #[error(
+        "a copied transaction's tid {tid} is not after the last tid {last}; copy transactions in order into a store that does not have them"
+    )]
+    TidNotIncreasing { tid: Tid, last: Tid },
 }
 
 impl Error {

@@ -1,6 +1,7 @@
 //! `zodiac`: the command line of the Zodiac object database.
 
 mod demo;
+mod maintenance;
 mod store;
 
 use std::path::PathBuf;
@@ -29,6 +30,22 @@ enum Command {
         #[arg(long, value_name = "D")]
         dir: Option<PathBuf>,
     },
+    /// Walk and check every record of a data file (CRCs, lengths, back-pointers,
+    /// tids); exit 1 when anything is damaged. Never modifies the file.
+    Verify {
+        path: PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy every intact transaction before the first damage into a new data file,
+    /// keeping tids and metadata, and report what was lost.
+    Recover {
+        path: PathBuf,
+        /// The new data file (must not exist).
+        #[arg(long, value_name = "NEW_PATH")]
+        output: PathBuf,
+    },
     /// The writer process the demo kills: commits in a loop until killed.
     #[command(hide = true)]
     DemoWriter {
@@ -43,11 +60,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let result = match cli.command {
-        Command::Demo { dir } => demo::run(dir.as_deref()),
-        Command::DemoWriter { path, counter } => demo::writer(&path, counter),
+        Command::Demo { dir } => demo::run(dir.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::DemoWriter { path, counter } => {
+            demo::writer(&path, counter).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Verify { path, json } => maintenance::run_verify(&path, json),
+        Command::Recover { path, output } => maintenance::run_recover(&path, &output),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // One line: the cause chain joined with ": ".
             let message = format!("{error:#}").replace('\n', " ");

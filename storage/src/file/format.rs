@@ -78,6 +78,9 @@ impl FileHeader {
 
     /// Decodes and checks a header; the error says what is wrong.
     pub fn decode(b: &[u8]) -> Result<FileHeader, String> {
+        if b.len() >= FILE_MAGIC.len() && b[0..8] != FILE_MAGIC {
+            return Err("not a Zodiac data file (bad magic number)".into());
+        }
         if b.len() < FILE_HEADER_LEN as usize {
             return Err(format!(
                 "file is {} bytes, shorter than the {FILE_HEADER_LEN}-byte header",

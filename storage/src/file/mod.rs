@@ -24,7 +24,9 @@ pub mod format;
 mod index;
 pub mod io;
 mod lock;
+pub mod recover;
 mod recovery;
+pub mod verify;
 
 use format::{FILE_HEADER_LEN, FORMAT_VERSION, FileHeader};
 use index::{Index, SavedIndexHeader};
@@ -240,19 +242,14 @@ impl FileStorage {
             len = create_header(&*options.io, &*io, &path, options.data_start)?;
         }
         let mut header_bytes = [0u8; FILE_HEADER_LEN as usize];
-        let header = if len < FILE_HEADER_LEN {
-            Err(format!(
-                "file is {len} bytes, shorter than the {FILE_HEADER_LEN}-byte header"
-            ))
-        } else {
-            io.read_at(&mut header_bytes, 0)
-                .map_err(|e| Error::io(&path, "reading the file header", e))?;
-            FileHeader::decode(&header_bytes)
-        }
-        .map_err(|what| Error::Format {
-            path: path.clone(),
-            what,
-        })?;
+        let header_len = len.min(FILE_HEADER_LEN) as usize;
+        io.read_at(&mut header_bytes[..header_len], 0)
+            .map_err(|e| Error::io(&path, "reading the file header", e))?;
+        let header =
+            FileHeader::decode(&header_bytes[..header_len]).map_err(|what| Error::Format {
+                path: path.clone(),
+                what,
+            })?;
         let identity = io
             .identity()
             .map_err(|e| Error::io(&path, "reading file identity", e))?;
@@ -382,6 +379,45 @@ impl FileStorage {
     /// The format version of the open file.
     pub fn format_version(&self) -> u32 {
         self.shared.header.version
+    }
+
+    /// Writes a transaction taken from another file with its own tid, which must be
+    /// greater than this file's last tid, and raises the oid allocator to at least
+    /// `next_oid` (the source's high-water mark), so no oid is ever reused. No
+    /// conflict checks: used by recovery and restore to rebuild history.
+    pub fn copy_transaction(
+        &self,
+        tid: Tid,
+        meta: TransactionMeta,
+        next_oid: u64,
+        objects: Vec<(Oid, Vec<u8>)>,
+    ) -> Result<()> {
+        self.shared.check_writable()?;
+        meta.validate()?;
+        self.shared.next_oid.fetch_max(next_oid, Ordering::AcqRel);
+        self.shared.sync.lock().in_flight += 1;
+        let mut txn = Box::new(FileTransaction {
+            shared: Arc::clone(&self.shared),
+            meta,
+            writes: PendingWrites::default(),
+            copied_tid: Some(tid),
+            voted: None,
+            in_flight: true,
+        });
+        for (oid, data) in objects {
+            txn.store(oid, Tid::ZERO, data)?;
+        }
+        txn.finish().map(|_| ())
+    }
+
+    /// Makes everything written so far durable (for a storage opened with
+    /// durability off, e.g. after a bulk copy).
+    pub fn sync(&self) -> Result<()> {
+        self.shared.check_writable()?;
+        self.shared
+            .io
+            .sync_data()
+            .map_err(|e| self.shared.io_failure("fdatasync of the data file", e))
     }
 
     /// Saves the index now (it is also saved at close and every
@@ -929,6 +965,7 @@ impl Storage for FileStorage {
             shared: Arc::clone(&self.shared),
             meta,
             writes: PendingWrites::default(),
+            copied_tid: None,
             voted: None,
             in_flight: true,
         }))
@@ -1006,6 +1043,9 @@ struct FileTransaction {
     shared: Arc<Shared>,
     meta: TransactionMeta,
     writes: PendingWrites,
+    /// For a transaction copied from another file (recover, restore): the tid it
+    /// keeps. Such a transaction skips conflict checks: it is history, not a change.
+    copied_tid: Option<Tid>,
     voted: Option<Voted>,
     /// Counted in `SyncState::in_flight` (until written or dropped).
     in_flight: bool,
@@ -1040,7 +1080,11 @@ impl StorageTransaction for FileTransaction {
         if self.voted.is_some() {
             return Err(Error::AlreadyVoted);
         }
-        if oid != Oid::ROOT && oid.0 >= self.shared.next_oid.load(Ordering::Acquire) {
+        if self.copied_tid.is_some() {
+            self.shared
+                .next_oid
+                .fetch_max(oid.0.saturating_add(1), Ordering::AcqRel);
+        } else if oid != Oid::ROOT && oid.0 >= self.shared.next_oid.load(Ordering::Acquire) {
             return Err(Error::UnallocatedOid { oid });
         }
         self.writes.store(oid, base_tid, data)
@@ -1066,7 +1110,12 @@ impl StorageTransaction for FileTransaction {
         let mut prevs = Vec::with_capacity(self.writes.stores.len());
         {
             let reader = shared.reader.read();
-            for (oid, expected) in self.writes.expectations() {
+            let checked = if self.copied_tid.is_some() {
+                0
+            } else {
+                usize::MAX
+            };
+            for (oid, expected) in self.writes.expectations().take(checked) {
                 let current = match reader.index.get(oid) {
                     None => Tid::ZERO,
                     Some(pos) => shared.newest_tid_at(&reader.map, pos, oid)?,
@@ -1093,7 +1142,16 @@ impl StorageTransaction for FileTransaction {
                 max: format::TXN_BYTES_MAX,
             });
         }
-        let tid = Tid::next_after(commit.last_tid);
+        let tid = match self.copied_tid {
+            None => Tid::next_after(commit.last_tid),
+            Some(tid) if tid > commit.last_tid => tid,
+            Some(tid) => {
+                return Err(Error::TidNotIncreasing {
+                    tid,
+                    last: commit.last_tid,
+                });
+            }
+        };
         let pos = commit.end;
         let objects: Vec<format::DataToWrite<'_>> = self
             .writes

@@ -1,0 +1,109 @@
+//! `zodiac verify` and `zodiac recover`: offline checks and salvage of a data file.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use zodiac_storage::file::recover::recover;
+use zodiac_storage::file::verify::{VerifyReport, verify};
+
+/// Walks and checks every record; exit 1 when anything is damaged.
+pub fn run_verify(path: &Path, as_json: bool) -> Result<ExitCode> {
+    let report = verify(path).with_context(|| format!("verifying {}", path.display()))?;
+    if as_json {
+        println!("{}", verify_json(path, &report));
+    } else {
+        print_verify(path, &report);
+    }
+    Ok(if report.is_healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn verify_json(path: &Path, r: &VerifyReport) -> serde_json::Value {
+    json!({
+        "path": path.display().to_string(),
+        "healthy": r.is_healthy(),
+        "file_bytes": r.file_bytes,
+        "data_end": r.data_end,
+        "transactions": r.transactions,
+        "records": r.records,
+        "first_tid": r.first_tid.map(|t| t.0),
+        "last_tid": r.last_tid.map(|t| t.0),
+        "damage": r.damage.iter().map(|d| json!({
+            "offset": d.offset,
+            "what": d.what,
+            "resumes_at": d.resumes_at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_verify(path: &Path, r: &VerifyReport) {
+    println!(
+        "{}: {} transactions, {} object revisions, data ends at {} of {} bytes",
+        path.display(),
+        r.transactions,
+        r.records,
+        r.data_end,
+        r.file_bytes
+    );
+    if let (Some(first), Some(last)) = (r.first_tid, r.last_tid) {
+        println!(
+            "  tids {} ({}) .. {} ({})",
+            first,
+            first.to_rfc3339(),
+            last,
+            last.to_rfc3339()
+        );
+    }
+    if r.is_healthy() {
+        println!("  OK: every record is intact");
+        return;
+    }
+    for d in &r.damage {
+        match d.resumes_at {
+            Some(next) => println!(
+                "  DAMAGED at offset {}: {} (valid records resume at offset {next})",
+                d.offset, d.what
+            ),
+            None => println!(
+                "  DAMAGED at offset {}: {} (nothing valid after it: an incomplete tail, which a writable open cuts)",
+                d.offset, d.what
+            ),
+        }
+    }
+    println!(
+        "  run `zodiac recover {} --output NEW_PATH` to copy every intact transaction before the damage",
+        path.display()
+    );
+}
+
+/// Copies every intact transaction before the first damage into a new file.
+pub fn run_recover(path: &Path, output: &Path) -> Result<ExitCode> {
+    let r = recover(path, output)
+        .with_context(|| format!("recovering {} into {}", path.display(), output.display()))?;
+    println!(
+        "copied {} transactions into {}{}",
+        r.copied,
+        output.display(),
+        r.last_copied_tid
+            .map(|t| format!(" (up to tid {t}, {})", t.to_rfc3339()))
+            .unwrap_or_default()
+    );
+    match &r.damage {
+        None => println!("the source had no damage: the copy is complete"),
+        Some((offset, what)) => {
+            println!("lost: the damaged region at offset {offset} ({what})");
+            if let Some((first, last)) = r.lost_tids {
+                println!(
+                    "lost: {} intact transactions after the damage (tids {first} .. {last}), not copied because they may build on what was lost",
+                    r.lost_transactions
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
