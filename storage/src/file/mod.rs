@@ -146,9 +146,9 @@ pub struct FileStorage {
 struct Shared {
     path: PathBuf,
     options: FileOptions,
-    io: Arc<dyn FileIo>,
-    identity: (u64, u64),
-    header: FileHeader,
+    /// The open data file; replaced (under the commit lock) when a pack swaps in
+    /// the packed file.
+    file: RwLock<Arc<OpenFile>>,
     reader: RwLock<Reader>,
     /// The commit lock, held from vote to the write in finish.
     commit: Arc<Mutex<CommitState>>,
@@ -166,6 +166,14 @@ struct Shared {
     index_saving: AtomicBool,
     saved_index_end: AtomicU64,
     writer_lock: Mutex<Option<WriterLock>>,
+}
+
+/// The data file the storage has open.
+struct OpenFile {
+    io: Arc<dyn FileIo>,
+    /// (device, inode), to detect the path being replaced.
+    identity: (u64, u64),
+    header: FileHeader,
 }
 
 /// What loads read: the map of the file and the index into it.
@@ -315,9 +323,11 @@ impl FileStorage {
         }
         let shared = Arc::new(Shared {
             path,
-            io,
-            identity,
-            header,
+            file: RwLock::new(Arc::new(OpenFile {
+                io,
+                identity,
+                header,
+            })),
             reader: RwLock::new(Reader {
                 map: Arc::new(map),
                 index,
@@ -378,7 +388,7 @@ impl FileStorage {
 
     /// The format version of the open file.
     pub fn format_version(&self) -> u32 {
-        self.shared.header.version
+        self.shared.file().header.version
     }
 
     /// Writes a transaction taken from another file with its own tid, which must be
@@ -415,6 +425,7 @@ impl FileStorage {
     pub fn sync(&self) -> Result<()> {
         self.shared.check_writable()?;
         self.shared
+            .file()
             .io
             .sync_data()
             .map_err(|e| self.shared.io_failure("fdatasync of the data file", e))
@@ -552,6 +563,10 @@ fn cut_tail(
 }
 
 impl Shared {
+    fn file(&self) -> Arc<OpenFile> {
+        Arc::clone(&self.file.read())
+    }
+
     fn corrupted(&self, offset: u64, what: impl Into<String>) -> Error {
         Error::Corrupted {
             path: self.path.clone(),
@@ -663,7 +678,7 @@ impl Shared {
                 "the data file cannot be found at its path any more ({e})"
             )),
             Ok((dev, ino, len)) => {
-                if (dev, ino) != self.identity {
+                if (dev, ino) != self.file().identity {
                     Some("the data file was replaced by another file while open".to_string())
                 } else if len < end || !self.record_ends_at(group_start) {
                     Some("the data file was truncated under the storage".to_string())
@@ -684,12 +699,13 @@ impl Shared {
     /// Read with `pread`, not through the map: mapping the page just written would
     /// make its writeback (the fdatasync about to happen) slower.
     fn record_ends_at(&self, pos: u64) -> bool {
-        if pos <= self.header.data_start {
+        let file = self.file();
+        if pos <= file.header.data_start {
             return true;
         }
         let mut trailer = [0u8; format::TXN_TRAILER_LEN as usize];
         let start = pos - format::TXN_TRAILER_LEN;
-        self.io.read_at(&mut trailer, start).is_ok()
+        file.io.read_at(&mut trailer, start).is_ok()
             && format::length_before(&trailer, trailer.len() as u64).is_some()
     }
 
@@ -702,17 +718,20 @@ impl Shared {
         let mut at = commit.file_len;
         while at < new_len {
             let n = (new_len - at).min(zeros.len() as u64);
-            self.io
+            self.file()
+                .io
                 .write_at(&zeros[..n as usize], at)
                 .map_err(|e| self.io_failure("preallocating the data file", e))?;
             at += n;
         }
         if self.options.durability == Durability::Fsync {
-            self.io
+            self.file()
+                .io
                 .sync_data()
                 .map_err(|e| self.io_failure("syncing the preallocated file", e))?;
         }
         let map = self
+            .file()
             .io
             .map()
             .map_err(|e| self.io_failure("mapping the grown file", e))?;
@@ -724,10 +743,12 @@ impl Shared {
     /// Lets the file grow to `new_len` by the write about to happen there: extends it
     /// (so the map can cover it) without zero-filling or syncing.
     fn extend_map(&self, commit: &mut CommitState, new_len: u64) -> Result<()> {
-        self.io
+        self.file()
+            .io
             .set_len(new_len)
             .map_err(|e| self.io_failure("extending the data file", e))?;
         let map = self
+            .file()
             .io
             .map()
             .map_err(|e| self.io_failure("mapping the grown file", e))?;
@@ -774,7 +795,7 @@ impl Shared {
             }
             let started = Instant::now();
             let result = match self.options.durability {
-                Durability::Fsync => self.io.sync_data(),
+                Durability::Fsync => self.file().io.sync_data(),
                 Durability::Off => Ok(()),
             };
             let took = started.elapsed();
@@ -816,7 +837,7 @@ impl Shared {
                 let commit = self.commit.lock();
                 let reader = self.reader.read();
                 let saved = SavedIndexHeader {
-                    file_id: self.header.file_id,
+                    file_id: self.file().header.file_id,
                     covered_end: commit.end,
                     last_tid: commit.last_tid,
                     next_oid: self.next_oid.load(Ordering::Acquire),
@@ -950,7 +971,7 @@ impl Storage for FileStorage {
         Ok(Box::new(TransactionWalk {
             shared: &self.shared,
             map,
-            pos: self.shared.header.data_start,
+            pos: self.shared.file().header.data_start,
             end,
             from,
             to,
@@ -1198,6 +1219,7 @@ impl StorageTransaction for FileTransaction {
             }
         }
         shared
+            .file()
             .io
             .write_at(&record, pos)
             .map_err(|e| shared.io_failure("writing a transaction to the data file", e))?;
