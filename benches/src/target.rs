@@ -98,6 +98,22 @@ impl StoreUnderTest {
         }
     }
 
+    /// Creates the empty store as a file storage, for workloads of the file storage
+    /// itself (pack).
+    pub fn create_file(&mut self) -> Result<FileStorage> {
+        if self.kind != StoreKind::File {
+            return Err("this workload needs the file store (--store file)".into());
+        }
+        if self.data_path.exists() {
+            return Err(format!(
+                "{} already exists; each run needs a fresh store",
+                self.data_path.display()
+            )
+            .into());
+        }
+        Ok(FileStorage::open(&self.data_path, FileOptions::new())?)
+    }
+
     /// Closes the store; `storage` must be its only remaining reference.
     pub fn close(&mut self, storage: Arc<dyn Storage>) -> Result<()> {
         if Arc::strong_count(&storage) != 1 {

@@ -1,5 +1,5 @@
-//! The storage workloads of workloads.md (W1, W1 with 4 writers, W2, W3, W4, W7 with
-//! and without the saved index), each run once against a fresh store.
+//! The storage workloads of workloads.md (W1, W1 with 4 writers, W2, W3, W4, W5, W7
+//! with and without the saved index), each run once against a fresh store.
 //!
 //! Invariants, so the figures compare with the peers':
 //! - Object `i` (0-based, in the order the workload writes them) has the value
@@ -50,19 +50,21 @@ pub enum Workload {
     W2,
     W3,
     W4,
+    W5,
     W7,
     W7NoIndex,
 }
 
 impl Workload {
     /// Every workload, in the order `storage` runs them.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::PhysFdatasync,
         Workload::W1,
         Workload::W1Concurrent,
         Workload::W2,
         Workload::W3,
         Workload::W4,
+        Workload::W5,
         Workload::W7,
         Workload::W7NoIndex,
     ];
@@ -75,6 +77,7 @@ impl Workload {
             Workload::W2 => "w2",
             Workload::W3 => "w3",
             Workload::W4 => "w4",
+            Workload::W5 => "w5",
             Workload::W7 => "w7",
             Workload::W7NoIndex => "w7-noindex",
         }
@@ -105,6 +108,7 @@ impl Workload {
             Workload::W2 => w2(store),
             Workload::W3 => w3(store),
             Workload::W4 => w4(store),
+            Workload::W5 => w5(store),
             Workload::W7 => w7(store, true),
             Workload::W7NoIndex => w7(store, false),
         }
@@ -324,6 +328,78 @@ fn w4(store: &mut StoreUnderTest) -> Result<Measurement> {
     Ok(m)
 }
 
+/// Objects of W5, and their revisions.
+const W5_OBJECTS: u64 = 10_000;
+const W5_REVISIONS: u64 = 10;
+/// The W5 root's data: this prefix, then the oids it refers to (u64 LE each).
+const W5_ROOT_PREFIX: &[u8] = b"root:";
+
+/// W5's reference extractor: the root lists oids; the objects refer to nothing.
+fn w5_references(data: &[u8]) -> std::result::Result<Vec<Oid>, String> {
+    match data.strip_prefix(W5_ROOT_PREFIX) {
+        None => Ok(Vec::new()),
+        Some(list) => Ok(list
+            .chunks_exact(8)
+            .map(|c| Oid(u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+            .collect()),
+    }
+}
+
+/// W5: (untimed) 10,000 objects x 10 revisions, written revision by revision in
+/// transactions of 1,000 objects, plus a root referring to all of them; timed: a pack
+/// to now with garbage collection.
+fn w5(store: &mut StoreUnderTest) -> Result<Measurement> {
+    let storage = store.create_file()?;
+    let oids: Vec<Oid> = (0..W5_OBJECTS)
+        .map(|_| storage.new_oid())
+        .collect::<std::result::Result<_, _>>()?;
+    let mut root = W5_ROOT_PREFIX.to_vec();
+    for oid in &oids {
+        root.extend_from_slice(&oid.0.to_le_bytes());
+    }
+    commit(&storage, vec![(Oid::ROOT, Tid::ZERO, root)])?;
+    let mut bases = vec![Tid::ZERO; oids.len()];
+    for rev in 0..W5_REVISIONS {
+        for chunk in (0..W5_OBJECTS)
+            .collect::<Vec<_>>()
+            .chunks(W2_OBJECTS_PER_TRANSACTION as usize)
+        {
+            let stores = chunk
+                .iter()
+                .map(|&i| (oids[i as usize], bases[i as usize], val(i, rev)))
+                .collect();
+            let tid = commit(&storage, stores)?;
+            for &i in chunk {
+                bases[i as usize] = tid;
+            }
+        }
+    }
+    let size_before = storage.data_end();
+    let start = Instant::now();
+    let report = storage.pack(Tid::MAX, Some(&w5_references))?;
+    let elapsed = start.elapsed();
+    let last = W5_OBJECTS - 1;
+    let newest = storage.load(oids[last as usize], Tid::MAX)?;
+    if index_of(&newest.data) != Some(last) || storage.history(oids[last as usize], 100)?.len() != 1
+    {
+        return Err("W5: the pack did not keep exactly the newest revision".into());
+    }
+    if report.objects_removed != 0 {
+        return Err(format!(
+            "W5: the pack removed {} reachable objects",
+            report.objects_removed
+        )
+        .into());
+    }
+    storage.close()?;
+    let mut m = Measurement::new(Workload::W5.name(), elapsed.as_secs_f64(), 1, "packs/s");
+    m.set("size_before", Value::Int(size_before));
+    m.set("size_after", Value::Int(report.bytes_after));
+    m.set("revisions_before", Value::Int(report.revisions_before));
+    m.set("revisions_after", Value::Int(report.revisions_after));
+    Ok(m)
+}
+
 /// W7: 100,000 objects loaded and the store closed (untimed); then the open of the
 /// store plus the first load (of the 100,000th object), with the saved index or after
 /// deleting it.
@@ -419,12 +495,14 @@ mod tests {
                 "w2",
                 "w3",
                 "w4",
+                "w5",
                 "w7",
                 "w7-noindex"
             ]
         );
         assert_eq!(Workload::select("w1-4"), Some(vec![Workload::W1Concurrent]));
-        assert_eq!(Workload::select("w5"), None);
+        assert_eq!(Workload::select("w5"), Some(vec![Workload::W5]));
+        assert_eq!(Workload::select("w6"), None);
     }
 
     #[test]

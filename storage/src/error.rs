@@ -88,6 +88,14 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("{path}: a pack is already running; wait for it to finish")]
+    PackInProgress { path: PathBuf },
+
+    #[error(
+        "cannot read the references of object {oid} for garbage collection: {what}; pack without GC or repair the object"
+    )]
+    PackReferences { oid: Oid, what: String },
+
     #[error("the transaction was already voted; finish or abort it")]
     AlreadyVoted,
 

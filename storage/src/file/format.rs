@@ -288,6 +288,16 @@ pub enum RecordProblem {
     Bad(String),
 }
 
+impl RecordProblem {
+    /// What is wrong, for an error message.
+    pub fn describe(self) -> String {
+        match self {
+            RecordProblem::Zeros => "no transaction record here: only zero bytes".into(),
+            RecordProblem::Bad(what) => what,
+        }
+    }
+}
+
 /// Reads the header of the record at `pos`: (length, tid) if its magic and length
 /// are plausible and the record fits in `file`. Does not check the CRC.
 pub fn peek_transaction(file: &[u8], pos: u64) -> Result<(u64, Tid), RecordProblem> {

@@ -24,6 +24,8 @@ pub trait FileIoFactory: Send + Sync {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes `link` a second name of the file at `original`.
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()>;
 }
 
 /// One open file.
@@ -100,6 +102,10 @@ impl FileIoFactory for StdFileIoFactory {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        std::fs::hard_link(original, link)
     }
 }
 
@@ -314,6 +320,9 @@ impl FileIoFactory for FaultyIoFactory {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         StdFileIoFactory.remove(path)
+    }
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        StdFileIoFactory.hard_link(original, link)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod format;
 mod index;
 pub mod io;
 mod lock;
+pub mod pack;
 pub mod recover;
 mod recovery;
 pub mod verify;
@@ -164,6 +165,8 @@ struct Shared {
     notifier: Notifier,
     closed: AtomicBool,
     index_saving: AtomicBool,
+    /// A pack is running (one at a time).
+    packing: AtomicBool,
     saved_index_end: AtomicU64,
     writer_lock: Mutex<Option<WriterLock>>,
 }
@@ -355,6 +358,7 @@ impl FileStorage {
             notifier: Notifier::default(),
             closed: AtomicBool::new(false),
             index_saving: AtomicBool::new(false),
+            packing: AtomicBool::new(false),
             saved_index_end: AtomicU64::new(saved_end),
             writer_lock: Mutex::new(writer_lock),
             options,
