@@ -141,6 +141,20 @@ fn the_index_is_saved_periodically_while_open() {
 }
 
 #[test]
+fn last_transactions_walks_backwards_to_the_same_records() {
+    let f = three_transactions(fast());
+    let s = FileStorage::open(&f.path, fast()).unwrap();
+    let forward: Vec<_> = s
+        .transactions(Tid::ZERO, Tid::MAX)
+        .unwrap()
+        .map(|t| t.unwrap())
+        .collect();
+    assert_eq!(s.last_transactions(2).unwrap(), forward[1..].to_vec());
+    assert_eq!(s.last_transactions(10).unwrap(), forward);
+    assert_eq!(s.last_transactions(0).unwrap(), vec![]);
+}
+
+#[test]
 fn oid_allocation_survives_restart_including_oids_never_stored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

@@ -1,6 +1,7 @@
 //! `zodiac`: the command line of the Zodiac object database.
 
 mod demo;
+mod inspect;
 mod maintenance;
 mod store;
 
@@ -46,6 +47,40 @@ enum Command {
         #[arg(long, value_name = "NEW_PATH")]
         output: PathBuf,
     },
+    /// Print every transaction (tid, time, user, description, extension, objects
+    /// written), oldest first.
+    Dump {
+        path: String,
+        /// First tid (a number, or an RFC 3339 time).
+        #[arg(long, value_name = "TID", value_parser = inspect::parse_tid)]
+        from: Option<zodiac_storage::Tid>,
+        /// Last tid (a number, or an RFC 3339 time).
+        #[arg(long, value_name = "TID", value_parser = inspect::parse_tid)]
+        to: Option<zodiac_storage::Tid>,
+        /// One JSON document per transaction, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last transactions, oldest first.
+    Tail {
+        path: String,
+        /// How many.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: usize,
+        /// One JSON document per transaction, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the revisions of one object, newest first.
+    History {
+        store: String,
+        /// The object id, decimal or 0x-prefixed hex.
+        #[arg(value_parser = inspect::parse_oid)]
+        oid: zodiac_storage::Oid,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// The writer process the demo kills: commits in a loop until killed.
     #[command(hide = true)]
     DemoWriter {
@@ -65,6 +100,18 @@ fn main() -> ExitCode {
             demo::writer(&path, counter).map(|()| ExitCode::SUCCESS)
         }
         Command::Verify { path, json } => maintenance::run_verify(&path, json),
+        Command::Dump {
+            path,
+            from,
+            to,
+            json,
+        } => inspect::dump(&path, from, to, json).map(|()| ExitCode::SUCCESS),
+        Command::Tail { path, n, json } => {
+            inspect::tail(&path, n, json).map(|()| ExitCode::SUCCESS)
+        }
+        Command::History { store, oid, json } => {
+            inspect::history(&store, oid, json).map(|()| ExitCode::SUCCESS)
+        }
         Command::Recover { path, output } => maintenance::run_recover(&path, &output),
     };
     match result {

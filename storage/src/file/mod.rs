@@ -390,6 +390,32 @@ impl FileStorage {
         self.shared.reader.read().index.memory_bytes()
     }
 
+    /// The last `n` committed transactions, oldest first, found by walking the file
+    /// backwards along the records' trailing lengths (cost: `n` records, not the file).
+    pub fn last_transactions(&self, n: usize) -> Result<Vec<TransactionInfo>> {
+        self.shared.check_open()?;
+        let end = self.shared.published_end.load(Ordering::Acquire);
+        let map = Arc::clone(&self.shared.reader.read().map);
+        let data_start = self.shared.file().header.data_start;
+        let mut found = Vec::with_capacity(n.min(1024));
+        let mut at = end;
+        while found.len() < n && at > data_start {
+            let pos = format::length_before(&map, at)
+                .and_then(|len| at.checked_sub(len))
+                .filter(|&p| p >= data_start)
+                .ok_or_else(|| {
+                    self.shared
+                        .corrupted(at, "no transaction trailer ends here")
+                })?;
+            let t = format::transaction_at(&map, pos)
+                .map_err(|p| self.shared.corrupted(pos, p.describe()))?;
+            found.push(transaction_info(&t));
+            at = pos;
+        }
+        found.reverse();
+        Ok(found)
+    }
+
     /// The format version of the open file.
     pub fn format_version(&self) -> u32 {
         self.shared.file().header.version
@@ -1005,6 +1031,21 @@ impl Storage for FileStorage {
     }
 }
 
+fn transaction_info(t: &format::TxnView<'_>) -> TransactionInfo {
+    TransactionInfo {
+        tid: t.tid,
+        meta: t.meta(),
+        changes: t
+            .records
+            .iter()
+            .map(|(_, r)| ChangeInfo {
+                oid: r.oid,
+                size: r.data.len() as u64,
+            })
+            .collect(),
+    }
+}
+
 /// Iterates committed transactions by walking records forward.
 struct TransactionWalk<'a> {
     shared: &'a Shared,
@@ -1041,18 +1082,7 @@ impl Iterator for TransactionWalk<'_> {
                 continue;
             }
             return match format::transaction_at(&self.map, at) {
-                Ok(t) => Some(Ok(TransactionInfo {
-                    tid: t.tid,
-                    meta: t.meta(),
-                    changes: t
-                        .records
-                        .iter()
-                        .map(|(_, r)| ChangeInfo {
-                            oid: r.oid,
-                            size: r.data.len() as u64,
-                        })
-                        .collect(),
-                })),
+                Ok(t) => Some(Ok(transaction_info(&t))),
                 Err(format::RecordProblem::Zeros) => fail("unexpected end of records".into()),
                 Err(format::RecordProblem::Bad(what)) => {
                     self.pos = self.end;

@@ -1,0 +1,120 @@
+//! `zodiac dump`, `zodiac tail` and `zodiac history`: read-only views of a store.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use zodiac_storage::{FileOptions, FileStorage, Oid, Storage, Tid, TransactionInfo};
+
+/// Parses a tid given as a number or as an RFC 3339 time.
+pub fn parse_tid(text: &str) -> Result<Tid, String> {
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(Tid(n));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(Tid::from_time)
+        .map_err(|_| format!("{text:?} is neither a tid (a number) nor an RFC 3339 time"))
+}
+
+/// Parses an oid given in decimal or as 0x-prefixed hex.
+pub fn parse_oid(text: &str) -> Result<Oid, String> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed
+        .map(Oid)
+        .map_err(|_| format!("{text:?} is not an oid (decimal, or hex with 0x)"))
+}
+
+fn open_read_only(store: &str) -> Result<FileStorage> {
+    if store.starts_with("tcp://") {
+        bail!(
+            "{store}: this command reads a data file; name its path (server stores are not supported here yet)"
+        );
+    }
+    let path = Path::new(store);
+    FileStorage::open(path, FileOptions::new().read_only(true))
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+fn transaction_json(t: &TransactionInfo) -> serde_json::Value {
+    let extension: serde_json::Map<String, serde_json::Value> = t
+        .meta
+        .extension
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(String::from_utf8_lossy(v))))
+        .collect();
+    json!({
+        "tid": t.tid.0,
+        "time": t.tid.to_rfc3339(),
+        "user": t.meta.user,
+        "description": t.meta.description,
+        "extension": extension,
+        "objects": t.changes.iter().map(|c| json!({"oid": c.oid.0, "size": c.size})).collect::<Vec<_>>(),
+    })
+}
+
+fn print_transaction(t: &TransactionInfo) {
+    print!(
+        "tid {} {}  user {:?}  {:?}",
+        t.tid,
+        t.tid.to_rfc3339(),
+        t.meta.user,
+        t.meta.description
+    );
+    for (k, v) in &t.meta.extension {
+        print!("  {k}={:?}", String::from_utf8_lossy(v));
+    }
+    println!();
+    for c in &t.changes {
+        println!("    {}  {} bytes", c.oid, c.size);
+    }
+}
+
+fn print_all(
+    transactions: impl Iterator<Item = Result<TransactionInfo>>,
+    as_json: bool,
+) -> Result<()> {
+    for t in transactions {
+        let t = t?;
+        if as_json {
+            println!("{}", transaction_json(&t));
+        } else {
+            print_transaction(&t);
+        }
+    }
+    Ok(())
+}
+
+/// Every transaction with `from <= tid <= to`: one JSON line each with `--json`.
+pub fn dump(store: &str, from: Option<Tid>, to: Option<Tid>, as_json: bool) -> Result<()> {
+    let storage = open_read_only(store)?;
+    let walk = storage.transactions(from.unwrap_or(Tid::ZERO), to.unwrap_or(Tid::MAX))?;
+    print_all(walk.map(|t| t.map_err(anyhow::Error::from)), as_json)
+}
+
+/// The last `n` transactions, oldest first.
+pub fn tail(store: &str, n: usize, as_json: bool) -> Result<()> {
+    let storage = open_read_only(store)?;
+    print_all(storage.last_transactions(n)?.into_iter().map(Ok), as_json)
+}
+
+/// The revisions of one object, newest first.
+pub fn history(store: &str, oid: Oid, as_json: bool) -> Result<()> {
+    let storage = open_read_only(store)?;
+    let revisions = storage.history(oid, usize::MAX)?;
+    if as_json {
+        let list: Vec<_> = revisions
+            .iter()
+            .map(|r| json!({"tid": r.tid.0, "time": r.tid.to_rfc3339(), "size": r.size}))
+            .collect();
+        println!("{}", json!({"oid": oid.0, "revisions": list}));
+    } else {
+        println!("object {oid}: {} revisions", revisions.len());
+        for r in &revisions {
+            println!("  tid {} {}  {} bytes", r.tid, r.tid.to_rfc3339(), r.size);
+        }
+    }
+    Ok(())
+}
