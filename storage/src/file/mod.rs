@@ -213,6 +213,14 @@ struct SyncState {
     last_sync_time: Duration,
 }
 
+impl SyncState {
+    /// Whether a gathering leader has what it waits for: nobody is between begin and
+    /// write, and the group is as large as recent groups were.
+    fn group_gathered(&self) -> bool {
+        self.in_flight == 0 && self.unpublished.len() >= self.expected_batch
+    }
+}
+
 struct Unpublished {
     tid: Tid,
     end: u64,
@@ -809,9 +817,7 @@ impl Shared {
             // one fdatasync covers them all. Bounded by the last sync's duration.
             let wait = self.options.group_commit_wait.min(st.last_sync_time);
             let deadline = Instant::now() + wait;
-            while (st.in_flight > 0 || st.unpublished.len() < st.expected_batch)
-                && Instant::now() < deadline
-            {
+            while !st.group_gathered() && Instant::now() < deadline {
                 self.gather_changed.wait_until(&mut st, deadline);
             }
             let target = st.written_end;
@@ -1119,7 +1125,11 @@ impl FileTransaction {
         if std::mem::take(&mut self.in_flight) {
             let mut st = self.shared.sync.lock();
             st.in_flight -= 1;
-            self.shared.gather_changed.notify_one();
+            // Wake a gathering leader only when its group is complete: waking it
+            // for every write costs a context switch each on a busy machine.
+            if st.group_gathered() {
+                self.shared.gather_changed.notify_one();
+            }
         }
     }
 }
@@ -1273,7 +1283,9 @@ impl StorageTransaction for FileTransaction {
             if std::mem::take(&mut self.in_flight) {
                 st.in_flight -= 1;
             }
-            shared.gather_changed.notify_one();
+            if st.group_gathered() {
+                shared.gather_changed.notify_one();
+            }
         }
         drop(commit);
         shared.wait_durable(end)?;
