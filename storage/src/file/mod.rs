@@ -2,7 +2,8 @@
 //! (format: `docs/format.md`), an in-memory index from oid to newest revision, a
 //! saved copy of that index beside the file, and group commit.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use crate::meta::{
     ChangeInfo, CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta,
 };
 use crate::notify::{CommitSubscription, Notifier};
-use crate::pending::PendingWrites;
+use crate::pending::{OidHasher, PendingWrites};
 use crate::storage::{Storage, StorageTransaction, TransactionIter};
 
 pub mod format;
@@ -151,8 +152,9 @@ struct Shared {
     /// the packed file.
     file: RwLock<Arc<OpenFile>>,
     reader: RwLock<Reader>,
-    /// The commit lock, held from vote to the write in finish.
+    /// The commit lock, held from vote to the staging of the record in finish.
     commit: Arc<Mutex<CommitState>>,
+    staging: Mutex<Staging>,
     sync: Mutex<SyncState>,
     durable_changed: Condvar,
     /// Wakes a group-commit leader that gathers committers: a transaction was
@@ -182,17 +184,55 @@ struct OpenFile {
 /// What loads read: the map of the file and the index into it.
 struct Reader {
     map: Arc<Mmap>,
+    /// Only ever points at written records.
     index: Index,
+    /// End and tid of the last transaction the index reflects.
+    indexed_end: u64,
+    indexed_tid: Tid,
 }
 
 /// Guarded by the commit lock.
 struct CommitState {
-    /// End of the written records (the next record goes here).
+    /// End of the finished records, written or staged (the next record goes here).
     end: u64,
-    /// Tid of the last written transaction.
+    /// Tid of the last finished transaction.
     last_tid: Tid,
+    /// For every oid of a finished transaction not yet in the index: its newest
+    /// (tid, position). Votes consult it first, so conflicts and back-pointers see
+    /// finished transactions before they are written and indexed.
+    pending: HashMap<Oid, (Tid, u64), BuildHasherDefault<OidHasher>>,
+}
+
+impl CommitState {
+    /// The pending (tid, position) of `oid`, unless the index already reflects it
+    /// (entries go stale once their batch is indexed, and are pruned at each finish).
+    fn pending_newer(&self, oid: Oid, reader: &Reader) -> Option<(Tid, u64)> {
+        self.pending
+            .get(&oid)
+            .copied()
+            .filter(|(tid, _)| *tid > reader.indexed_tid)
+    }
+}
+
+/// Finished records not yet written: the next group-commit leader writes them with
+/// one pwrite. Committers only copy their record here (under the commit lock), so
+/// the commit lock is held for microseconds, not for a syscall; the leader needs only
+/// this lock, so a pack holding the commit lock can wait for it.
+struct Staging {
+    /// The records, back to back; they belong at `start`.
+    bytes: Vec<u8>,
+    start: u64,
+    txns: Vec<StagedTxn>,
     /// The file's length: written records plus preallocated zeros.
     file_len: u64,
+}
+
+/// A finished transaction waiting in `Staging`.
+struct StagedTxn {
+    tid: Tid,
+    end: u64,
+    oids: Arc<[Oid]>,
+    positions: Vec<u64>,
 }
 
 /// Group-commit state.
@@ -342,12 +382,20 @@ impl FileStorage {
             reader: RwLock::new(Reader {
                 map: Arc::new(map),
                 index,
+                indexed_end: end,
+                indexed_tid: outcome.last_tid,
             }),
             commit: Arc::new(Mutex::new(CommitState {
                 end,
                 last_tid: outcome.last_tid,
-                file_len,
+                pending: HashMap::default(),
             })),
+            staging: Mutex::new(Staging {
+                bytes: Vec::new(),
+                start: end,
+                txns: Vec::new(),
+                file_len,
+            }),
             sync: Mutex::new(SyncState {
                 written_end: end,
                 synced_end: end,
@@ -749,11 +797,11 @@ impl Shared {
 
     /// Extends the file with zeros (synced) so commits overwrite allocated blocks and
     /// fdatasync need not update the file size.
-    fn grow(&self, commit: &mut CommitState, needed: u64) -> Result<()> {
-        let step = (commit.file_len / 8).clamp(GROW_STEP_MIN, GROW_STEP_MAX);
-        let new_len = needed.max(commit.file_len + step).div_ceil(1 << 20) * (1 << 20);
+    fn grow(&self, staging: &mut Staging, needed: u64) -> Result<()> {
+        let step = (staging.file_len / 8).clamp(GROW_STEP_MIN, GROW_STEP_MAX);
+        let new_len = needed.max(staging.file_len + step).div_ceil(1 << 20) * (1 << 20);
         let zeros = vec![0u8; 1 << 20];
-        let mut at = commit.file_len;
+        let mut at = staging.file_len;
         while at < new_len {
             let n = (new_len - at).min(zeros.len() as u64);
             self.file()
@@ -774,13 +822,13 @@ impl Shared {
             .map()
             .map_err(|e| self.io_failure("mapping the grown file", e))?;
         self.reader.write().map = Arc::new(map);
-        commit.file_len = new_len;
+        staging.file_len = new_len;
         Ok(())
     }
 
     /// Lets the file grow to `new_len` by the write about to happen there: extends it
     /// (so the map can cover it) without zero-filling or syncing.
-    fn extend_map(&self, commit: &mut CommitState, new_len: u64) -> Result<()> {
+    fn extend_map(&self, staging: &mut Staging, new_len: u64) -> Result<()> {
         self.file()
             .io
             .set_len(new_len)
@@ -791,7 +839,46 @@ impl Shared {
             .map()
             .map_err(|e| self.io_failure("mapping the grown file", e))?;
         self.reader.write().map = Arc::new(map);
-        commit.file_len = new_len;
+        staging.file_len = new_len;
+        Ok(())
+    }
+
+    /// Takes the staged records, growing the file for them first.
+    fn take_staged(&self, staging: &mut Staging) -> Result<(u64, Vec<u8>, Vec<StagedTxn>)> {
+        let start = staging.start;
+        let bytes = std::mem::take(&mut staging.bytes);
+        let txns = std::mem::take(&mut staging.txns);
+        let end = start + bytes.len() as u64;
+        staging.start = end;
+        if end > staging.file_len {
+            if bytes.len() as u64 >= APPEND_DIRECT_MIN {
+                self.extend_map(staging, end)?;
+            } else {
+                self.grow(staging, end)?;
+            }
+        }
+        Ok((start, bytes, txns))
+    }
+
+    /// Writes the staged records with one pwrite and indexes them. Called only by the
+    /// group-commit leader (one at a time); committers keep staging meanwhile.
+    fn write_staged(&self) -> Result<()> {
+        let (start, bytes, txns) = self.take_staged(&mut self.staging.lock())?;
+        let Some(last) = txns.last() else {
+            return Ok(());
+        };
+        self.file()
+            .io
+            .write_at(&bytes, start)
+            .map_err(|e| self.io_failure("writing a transaction to the data file", e))?;
+        let mut reader = self.reader.write();
+        for t in &txns {
+            for (oid, pos) in t.oids.iter().zip(&t.positions) {
+                reader.index.set(*oid, *pos);
+            }
+        }
+        reader.indexed_end = last.end;
+        reader.indexed_tid = last.tid;
         Ok(())
     }
 
@@ -823,7 +910,12 @@ impl Shared {
             let target = st.written_end;
             let group_start = st.synced_end;
             drop(st);
-            if let Err(e) = self.check_file_in_place(group_start, target) {
+            // Every record staged up to `target` was staged (and its unpublished
+            // entry queued) before `written_end` moved there: the batch covers it.
+            if let Err(e) = self
+                .write_staged()
+                .and_then(|()| self.check_file_in_place(group_start, target))
+            {
                 let mut st = self.sync.lock();
                 st.syncing = false;
                 self.durable_changed.notify_all();
@@ -870,12 +962,11 @@ impl Shared {
         }
         let result = (|| {
             let (saved, index) = {
-                let commit = self.commit.lock();
                 let reader = self.reader.read();
                 let saved = SavedIndexHeader {
                     file_id: self.file().header.file_id,
-                    covered_end: commit.end,
-                    last_tid: commit.last_tid,
+                    covered_end: reader.indexed_end,
+                    last_tid: reader.indexed_tid,
                     next_oid: self.next_oid.load(Ordering::Acquire),
                 };
                 (saved, reader.index.clone())
@@ -1181,9 +1272,10 @@ impl StorageTransaction for FileTransaction {
                 usize::MAX
             };
             for (oid, expected) in self.writes.expectations().take(checked) {
-                let current = match reader.index.get(oid) {
-                    None => Tid::ZERO,
-                    Some(pos) => shared.newest_tid_at(&reader.map, pos, oid)?,
+                let current = match (commit.pending_newer(oid, &reader), reader.index.get(oid)) {
+                    (Some((tid, _)), _) => tid,
+                    (None, None) => Tid::ZERO,
+                    (None, Some(pos)) => shared.newest_tid_at(&reader.map, pos, oid)?,
                 };
                 if current != expected {
                     return Err(ConflictError {
@@ -1195,7 +1287,11 @@ impl StorageTransaction for FileTransaction {
                 }
             }
             for s in &self.writes.stores {
-                prevs.push(reader.index.get(s.oid).unwrap_or(0));
+                let prev = match commit.pending_newer(s.oid, &reader) {
+                    Some((_, pos)) => pos,
+                    None => reader.index.get(s.oid).unwrap_or(0),
+                };
+                prevs.push(prev);
             }
         }
         let len =
@@ -1255,24 +1351,27 @@ impl StorageTransaction for FileTransaction {
         } = self.voted.take().expect("voted above");
         let shared = Arc::clone(&self.shared);
         let end = pos + record.len() as u64;
-        if end > commit.file_len {
-            if record.len() as u64 >= APPEND_DIRECT_MIN {
-                shared.extend_map(&mut commit, end)?;
-            } else {
-                shared.grow(&mut commit, end)?;
-            }
-        }
-        shared
-            .file()
-            .io
-            .write_at(&record, pos)
-            .map_err(|e| shared.io_failure("writing a transaction to the data file", e))?;
+        // Stage the record; the group's leader writes it (see `write_staged`).
         let oids: Arc<[Oid]> = self.writes.oids().into();
+        let indexed_tid = shared.reader.read().indexed_tid;
+        commit.pending.retain(|_, (t, _)| *t > indexed_tid);
+        for (oid, p) in oids.iter().zip(&positions) {
+            commit.pending.insert(*oid, (tid, *p));
+        }
         {
-            let mut reader = shared.reader.write();
-            for (oid, p) in oids.iter().zip(positions) {
-                reader.index.set(*oid, p);
+            let mut staging = shared.staging.lock();
+            debug_assert_eq!(staging.start + staging.bytes.len() as u64, pos);
+            if staging.bytes.is_empty() {
+                staging.bytes = record;
+            } else {
+                staging.bytes.extend_from_slice(&record);
             }
+            staging.txns.push(StagedTxn {
+                tid,
+                end,
+                oids: Arc::clone(&oids),
+                positions,
+            });
         }
         commit.end = end;
         commit.last_tid = tid;

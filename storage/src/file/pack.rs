@@ -203,7 +203,10 @@ impl FileStorage {
 
         // Tail: under the commit lock, once everything written is durable.
         let mut commit = shared.commit.lock();
-        shared.wait_durable(commit.end)?;
+        let end = commit.end;
+        // Holding the commit lock stops new commits; the group-commit leader needs
+        // only the staging lock, so waiting here for it cannot deadlock.
+        shared.wait_durable(end)?;
         let end1 = commit.end;
         if end1 > end0 {
             let map1 = Arc::clone(&shared.reader.read().map);
@@ -266,10 +269,18 @@ impl FileStorage {
                 }
             };
             commit.end = new_end;
-            commit.file_len = map.len() as u64;
+            commit.pending.clear();
+            {
+                let mut staging = shared.staging.lock();
+                debug_assert!(staging.txns.is_empty());
+                staging.start = new_end;
+                staging.file_len = map.len() as u64;
+            }
             *shared.reader.write() = Reader {
                 map: Arc::new(map),
                 index,
+                indexed_end: new_end,
+                indexed_tid: commit.last_tid,
             };
             *shared.file.write() = Arc::new(OpenFile {
                 io,
