@@ -47,6 +47,23 @@ enum Command {
         #[arg(long, value_name = "NEW_PATH")]
         output: PathBuf,
     },
+    /// Copy what a data file gained since the last backup point into a backup
+    /// directory (everything, the first time), verified. Safe while a server writes.
+    Backup {
+        path: PathBuf,
+        /// The backup directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Rebuild a data file from a backup directory, as of a backup point.
+    Restore {
+        /// The backup directory.
+        dir: PathBuf,
+        /// The new data file (must not exist).
+        output: PathBuf,
+        /// The backup point (default: the last).
+        #[arg(long, value_name = "N")]
+        at: Option<u64>,
+    },
     /// Print every transaction (tid, time, user, description, extension, objects
     /// written), oldest first.
     Dump {
@@ -100,6 +117,8 @@ fn main() -> ExitCode {
             demo::writer(&path, counter).map(|()| ExitCode::SUCCESS)
         }
         Command::Verify { path, json } => maintenance::run_verify(&path, json),
+        Command::Backup { path, dir } => maintenance::run_backup(&path, &dir),
+        Command::Restore { dir, output, at } => maintenance::run_restore(&dir, &output, at),
         Command::Dump {
             path,
             from,

@@ -107,3 +107,36 @@ pub fn run_recover(path: &Path, output: &Path) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Copies what the data file gained since the last backup into `dir`.
+pub fn run_backup(path: &Path, dir: &Path) -> Result<ExitCode> {
+    let report = zodiac_storage::file::backup::backup(path, dir)
+        .with_context(|| format!("backing up {} into {}", path.display(), dir.display()))?;
+    match report.point {
+        None => println!("nothing new since the last backup point"),
+        Some(p) => println!(
+            "backup point {}: {} transactions, bytes {}..{} (up to tid {}, {}), verified",
+            p.number,
+            report.transactions,
+            p.from,
+            p.to,
+            p.last_tid,
+            p.last_tid.to_rfc3339()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rebuilds a data file from a backup directory, as of a backup point.
+pub fn run_restore(dir: &Path, output: &Path, at: Option<u64>) -> Result<ExitCode> {
+    let p = zodiac_storage::file::backup::restore(dir, output, at)
+        .with_context(|| format!("restoring {} from {}", output.display(), dir.display()))?;
+    println!(
+        "restored {} as of backup point {} (tid {}, {}), verified",
+        output.display(),
+        p.number,
+        p.last_tid,
+        p.last_tid.to_rfc3339()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -124,3 +124,44 @@ fn bad_input_gets_one_line_and_a_non_zero_exit() {
         "a missing --output is a usage error"
     );
 }
+
+#[test]
+fn backup_then_restore_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    three_transactions(&path);
+    let backups = dir.path().join("backups");
+    let (p, b) = (path.to_str().unwrap(), backups.to_str().unwrap());
+    let out = zodiac(&["backup", p, b]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("backup point 1: 3 transactions"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = zodiac(&["backup", p, b]);
+    assert!(
+        text(&out.stdout).contains("nothing new"),
+        "{}",
+        text(&out.stdout)
+    );
+    let restored = dir.path().join("restored.zdb");
+    let r = restored.to_str().unwrap();
+    let out = zodiac(&["restore", b, r]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("as of backup point 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = zodiac(&["verify", r, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["transactions"], 3);
+    let out = zodiac(&["restore", b, r]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("exists already"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -21,6 +21,7 @@ use crate::notify::{CommitSubscription, Notifier};
 use crate::pending::{OidHasher, PendingWrites};
 use crate::storage::{Storage, StorageTransaction, TransactionIter};
 
+pub mod backup;
 pub mod format;
 mod index;
 pub mod io;
