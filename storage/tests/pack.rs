@@ -204,16 +204,17 @@ fn commits_during_a_pack_are_all_present_after_it_and_a_second_pack_is_refused()
     let mut during = vec![];
     let mut second_pack = None;
     let report =
-        db.s.pack_with(Tid::MAX, None, |done, _| {
-            // The bulk copy runs without the commit lock: commit from inside it.
-            if done > 0 && during.len() < 3 {
+        db.s.pack_with(Tid::MAX, None, |_, _| {
+            // Progress is reported during the bulk copy, which runs without the
+            // commit lock (and never under any lock): commit from inside it.
+            while during.len() < 3 {
                 let tid = write(
                     &db.s,
                     &[(late, data(&[], &format!("during {}", during.len())))],
                 );
                 during.push(tid);
-                second_pack.get_or_insert_with(|| db.s.pack(Tid::MAX, None).map(|_| ()));
             }
+            second_pack.get_or_insert_with(|| db.s.pack(Tid::MAX, None).map(|_| ()));
         })
         .unwrap();
     assert_eq!(during.len(), 3);

@@ -3,6 +3,7 @@
 mod demo;
 mod inspect;
 mod maintenance;
+mod progress;
 mod store;
 
 use std::path::PathBuf;

@@ -5,12 +5,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use zodiac_storage::file::recover::recover;
-use zodiac_storage::file::verify::{VerifyReport, verify};
+use zodiac_storage::file::recover::recover_with;
+use zodiac_storage::file::verify::{VerifyReport, verify_with};
+
+use crate::progress;
 
 /// Walks and checks every record; exit 1 when anything is damaged.
 pub fn run_verify(path: &Path, as_json: bool) -> Result<ExitCode> {
-    let report = verify(path).with_context(|| format!("verifying {}", path.display()))?;
+    let report = verify_with(path, progress::bytes("verifying"))
+        .with_context(|| format!("verifying {}", path.display()))?;
     if as_json {
         println!("{}", verify_json(path, &report));
     } else {
@@ -83,7 +86,7 @@ fn print_verify(path: &Path, r: &VerifyReport) {
 
 /// Copies every intact transaction before the first damage into a new file.
 pub fn run_recover(path: &Path, output: &Path) -> Result<ExitCode> {
-    let r = recover(path, output)
+    let r = recover_with(path, output, progress::bytes("recovering"))
         .with_context(|| format!("recovering {} into {}", path.display(), output.display()))?;
     println!(
         "copied {} transactions into {}{}",

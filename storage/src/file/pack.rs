@@ -96,7 +96,7 @@ impl FileStorage {
     }
 
     /// Like [`pack`](Self::pack), calling `progress(done, total)` (bytes of the
-    /// original file) as the copy advances.
+    /// original file) as the copy advances, never with a lock held (it may commit).
     pub fn pack_with(
         &self,
         pack_time: Tid,
@@ -193,13 +193,19 @@ impl FileStorage {
 
         // Bulk: everything published when the pack began, without the commit lock.
         let mut pos = data_start;
+        let mut next_report = 0;
         while pos < end0 {
-            progress(pos, end0);
+            if pos >= next_report {
+                progress(pos, end0);
+                next_report = pos + (1 << 20);
+            }
             let t = format::transaction_at(&map, pos)
                 .map_err(|p| shared.corrupted(pos, p.describe()))?;
             pos = t.end();
             copy(&t, &mut report, pos >= end0)?;
         }
+        // Never under the commit lock: the callback may do anything, even commit.
+        progress(end0, end0);
 
         // Tail: under the commit lock, once everything written is durable.
         let mut commit = shared.commit.lock();
@@ -219,7 +225,6 @@ impl FileStorage {
                 report.copied_during_pack += 1;
             }
         }
-        progress(end0, end0);
         target.sync()?;
         let new_end = target.data_end();
         target.close()?;

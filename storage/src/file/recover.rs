@@ -56,8 +56,12 @@ pub fn recover_with(
     let mut report = RecoverReport::default();
     let mut pos = header.data_start;
     let mut last_tid = Tid::ZERO;
+    let mut next_report = 0;
     while pos < len {
-        progress(pos, len);
+        if pos >= next_report {
+            progress(pos, len);
+            next_report = pos + (1 << 20);
+        }
         let problem = match format::transaction_at(file, pos) {
             Ok(t) if t.tid > last_tid => {
                 let objects = t

@@ -65,7 +65,7 @@ pub fn verify_with(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Ve
     while pos < report.file_bytes {
         if pos >= next_report {
             progress(pos, report.file_bytes);
-            next_report = pos + (16 << 20);
+            next_report = pos + (1 << 20);
         }
         let problem = match format::transaction_at(file, pos) {
             Ok(t) if t.tid <= last_tid => {
