@@ -80,4 +80,4 @@ pub use database::{Database, DatabaseOptions, RetryPolicy};
 pub use error::{Error, Result};
 pub use persistent::{Persistent, Root};
 pub use pref::PRef;
-pub use transaction::{RESOLVE_ROUNDS_MAX, Savepoint, Transaction};
+pub use transaction::{CONFLICT_VISIBLE_WAIT_MS_MAX, RESOLVE_ROUNDS_MAX, Savepoint, Transaction};

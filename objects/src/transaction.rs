@@ -17,6 +17,7 @@ use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use zodiac_storage::{ConflictError, Oid, Storage, Tid, TransactionMeta};
 
@@ -30,6 +31,11 @@ use crate::record;
 
 /// Most conflict resolutions one commit attempts before reporting the conflict.
 pub const RESOLVE_ROUNDS_MAX: usize = 32;
+
+/// Longest wait for the committed revision of a conflict to become readable. A
+/// storage may report a conflict with a commit that is written but still syncing
+/// (group commit) and so not yet visible; it becomes visible when its sync ends.
+pub const CONFLICT_VISIBLE_WAIT_MS_MAX: u64 = 5_000;
 
 static NEXT_TRANSACTION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -379,14 +385,25 @@ impl<'c> Transaction<'c> {
         stores: &[(Oid, Tid, Vec<u8>)],
         conflict: ConflictError,
     ) -> Result<Option<Vec<u8>>> {
-        let Some((_, base_tid, _)) = stores.iter().find(|s| s.0 == conflict.oid) else {
+        if !stores.iter().any(|s| s.0 == conflict.oid) {
             return Ok(None); // a check_current object: nothing to merge
-        };
-        if *base_tid == Tid::ZERO || conflict.current_tid == Tid::ZERO {
-            return Ok(None);
         }
         let write = &self.writes[&conflict.oid];
-        let old = self.storage.load_revision(conflict.oid, *base_tid)?;
+        // The merge is always against the revision this transaction's state was made
+        // from, even after earlier rounds moved the stored base tid forward: `mine`
+        // is that state, so only that revision tells what this transaction changed.
+        let base_tid = write.base_tid;
+        if base_tid == Tid::ZERO || conflict.current_tid == Tid::ZERO {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + Duration::from_millis(CONFLICT_VISIBLE_WAIT_MS_MAX);
+        while self.storage.last_tid() < conflict.current_tid {
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let old = self.storage.load_revision(conflict.oid, base_tid)?;
         let committed = self
             .storage
             .load_revision(conflict.oid, conflict.current_tid)?;
