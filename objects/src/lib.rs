@@ -14,7 +14,8 @@
 //!   and tools read references with [`record::referenced_oids`] alone.
 //! - Only changed objects are written, each with the revision it was read at, so the
 //!   storage detects conflicts per object. [`Connection::transact`] retries conflicts;
-//!   a type may merge concurrent changes ([`Persistent::resolve_conflict`]).
+//!   a type may merge concurrent changes ([`Persistent::resolve_conflict`]), as the
+//!   built-in [`Counter`] does.
 //!
 //! # Schema evolution
 //!
@@ -66,6 +67,7 @@
 mod cache;
 mod codec;
 mod connection;
+mod counter;
 mod database;
 mod error;
 mod persistent;
@@ -76,6 +78,7 @@ mod transaction;
 pub use cache::CacheStats;
 pub use codec::DecodeError;
 pub use connection::Connection;
+pub use counter::Counter;
 pub use database::{Database, DatabaseOptions, RetryPolicy};
 pub use error::{Error, Result};
 pub use persistent::{Persistent, Root};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
 use common::*;
-use zodiac_objects::{Error, PRef};
+use zodiac_objects::{Counter, Error, PRef};
 
 #[test]
 fn a_running_transaction_never_sees_another_commit_until_its_next_begin() {
@@ -286,5 +286,29 @@ fn a_pooled_connection_catches_up_on_commits_made_while_idle() {
             stats.hits + 1,
             "served from the cache"
         );
+    });
+}
+
+#[test]
+fn counter_increments_from_many_threads_all_land_without_retries() {
+    each_storage(|storage| {
+        let db = open_with(storage, |o| o.retry.attempts_max = 1);
+        let counter = db.transact(|tx| tx.add(Counter::new(0))).unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let db = db.clone();
+                thread::spawn(move || {
+                    for _ in 0..25 {
+                        db.transact(|tx| tx.modify(&counter, |c| c.add(i + 1)))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let value = db.transact(|tx| Ok(tx.get(&counter)?.value())).unwrap();
+        assert_eq!(value, 25 * (1 + 2 + 3 + 4));
     });
 }
