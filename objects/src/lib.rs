@@ -64,6 +64,7 @@
 //! # Ok::<(), zodiac_objects::Error>(())
 //! ```
 
+pub mod btree;
 mod cache;
 mod codec;
 mod connection;
@@ -75,6 +76,7 @@ mod pref;
 pub mod record;
 mod transaction;
 
+pub use btree::BTree;
 pub use cache::CacheStats;
 pub use codec::DecodeError;
 pub use connection::Connection;

@@ -127,12 +127,13 @@ fn check_type<T: Persistent>(oid: Oid, stored: &str) -> Result<()> {
     }
 }
 
-fn downcast<T: Persistent>(value: Value) -> Arc<T> {
-    value.downcast::<T>().unwrap_or_else(|_| {
-        panic!(
-            "two Rust types share the type name {:?}; give each its own",
-            T::TYPE_NAME
-        )
+/// The value as a `T`. Fails when another Rust type with the same type name (e.g.
+/// a generic collection with other parameters) put it in the cache or changed it.
+fn downcast<T: Persistent>(oid: Oid, value: Value) -> Result<Arc<T>> {
+    value.downcast::<T>().map_err(|_| Error::WrongType {
+        oid,
+        stored: format!("{} with other type parameters", T::TYPE_NAME),
+        requested: T::TYPE_NAME,
     })
 }
 
@@ -184,7 +185,7 @@ impl<'c> Transaction<'c> {
         let oid = r.oid();
         if let Some(w) = self.writes.get(&oid) {
             check_type::<T>(oid, w.value.type_name())?;
-            return Ok(downcast(w.value.value()));
+            return downcast(oid, w.value.value());
         }
         self.load_committed(oid).map(|(_, v)| v)
     }
@@ -196,7 +197,7 @@ impl<'c> Transaction<'c> {
                 "cache entry newer than the snapshot"
             );
             check_type::<T>(oid, &entry.type_name)?;
-            let (tid, value) = (entry.tid, downcast(entry.value.clone()));
+            let (tid, value) = (entry.tid, downcast(oid, entry.value.clone())?);
             self.reads.insert(oid, tid);
             return Ok((tid, value));
         }
@@ -254,7 +255,11 @@ impl<'c> Transaction<'c> {
             .value
             .as_any_mut()
             .downcast_mut::<DirtyValue<T>>()
-            .expect("the type name matched");
+            .ok_or_else(|| Error::WrongType {
+                oid,
+                stored: format!("{} with other type parameters", T::TYPE_NAME),
+                requested: T::TYPE_NAME,
+            })?;
         Ok(f(Arc::make_mut(&mut dirty.0)))
     }
 
