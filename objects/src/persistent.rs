@@ -1,4 +1,4 @@
-//! The `Persistent` trait, the root object and the built-in conflict-free counter.
+//! The `Persistent` trait and the root object.
 //!
 //! Invariant: a type's `TYPE_NAME` is what its records carry; it must stay the same for
 //! the life of the data (renaming the Rust type is fine, renaming `TYPE_NAME` is not),
@@ -59,6 +59,38 @@ pub struct Root {
 
 impl Persistent for Root {
     const TYPE_NAME: &'static str = "zodiac.Root";
+
+    /// Concurrent changes to different entries merge; an entry changed differently
+    /// by both sides is a conflict.
+    fn resolve_conflict(old: &Self, committed: &Self, mine: &Self) -> Option<Self> {
+        let mut names: Vec<&String> = old
+            .entries
+            .keys()
+            .chain(committed.entries.keys())
+            .chain(mine.entries.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut entries = BTreeMap::new();
+        for name in names {
+            let (o, c, m) = (
+                old.entries.get(name),
+                committed.entries.get(name),
+                mine.entries.get(name),
+            );
+            let merged = if c == o {
+                m
+            } else if m == o || m == c {
+                c
+            } else {
+                return None;
+            };
+            if let Some(target) = merged {
+                entries.insert(name.clone(), *target);
+            }
+        }
+        Some(Root { entries })
+    }
 }
 
 impl Root {
@@ -87,5 +119,33 @@ impl Root {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zodiac_storage::Oid;
+
+    fn root(entries: &[(&str, u64)]) -> Root {
+        let mut r = Root::default();
+        for (name, oid) in entries {
+            r.insert(*name, PRef::<()>::from_oid(Oid(*oid)));
+        }
+        r
+    }
+
+    #[test]
+    fn root_merges_changes_to_different_entries() {
+        let old = root(&[("a", 1), ("b", 2)]);
+        let committed = root(&[("a", 1), ("b", 2), ("c", 3)]);
+        let mine = root(&[("b", 5)]);
+        assert_eq!(
+            Root::resolve_conflict(&old, &committed, &mine),
+            Some(root(&[("b", 5), ("c", 3)]))
+        );
+        let theirs = root(&[("a", 7), ("b", 2)]);
+        let mine = root(&[("a", 8), ("b", 2)]);
+        assert_eq!(Root::resolve_conflict(&old, &theirs, &mine), None);
     }
 }

@@ -312,3 +312,26 @@ fn counter_increments_from_many_threads_all_land_without_retries() {
         assert_eq!(value, 25 * (1 + 2 + 3 + 4));
     });
 }
+
+#[test]
+fn root_entries_added_concurrently_both_land() {
+    each_storage(|storage| {
+        let db = open_with(storage, |o| o.retry.attempts_max = 1);
+        let (mut c1, mut c2) = (db.connection(), db.connection());
+        let (mut t1, mut t2) = (c1.begin(), c2.begin());
+        let a = t1.add(Counter::new(1)).unwrap();
+        t1.set_root_entry("a", a).unwrap();
+        let b = t2.add(Counter::new(2)).unwrap();
+        t2.set_root_entry("b", b).unwrap();
+        t1.commit().unwrap();
+        t2.commit().unwrap();
+        drop((c1, c2));
+        let names: Vec<String> = db
+            .transact(|tx| {
+                let root = tx.root();
+                Ok(tx.get(&root)?.names().map(String::from).collect())
+            })
+            .unwrap();
+        assert_eq!(names, ["a", "b"]);
+    });
+}
