@@ -408,10 +408,16 @@ impl<'c> Transaction<'c> {
             }
             std::thread::sleep(Duration::from_micros(100));
         }
-        let old = self.storage.load_revision(conflict.oid, base_tid)?;
-        let committed = self
-            .storage
-            .load_revision(conflict.oid, conflict.current_tid)?;
+        // A revision packed away meanwhile cannot be merged: report the conflict,
+        // which a retry handles, rather than a storage error, which it would not.
+        let load = |tid| match self.storage.load_revision(conflict.oid, tid) {
+            Ok(data) => Ok(Some(data)),
+            Err(zodiac_storage::Error::NoSuchRevision { .. }) => Ok(None),
+            Err(e) => Err(Error::from(e)),
+        };
+        let (Some(old), Some(committed)) = (load(base_tid)?, load(conflict.current_tid)?) else {
+            return Ok(None);
+        };
         Ok(write.value.resolve(&old, &committed))
     }
 }

@@ -335,3 +335,76 @@ fn root_entries_added_concurrently_both_land() {
         assert_eq!(names, ["a", "b"]);
     });
 }
+
+/// A memory storage whose old revisions are gone, as after a pack.
+struct PackedAway(zodiac_storage::MemoryStorage);
+
+impl zodiac_storage::Storage for PackedAway {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn last_tid(&self) -> zodiac_storage::Tid {
+        self.0.last_tid()
+    }
+    fn new_oid(&self) -> zodiac_storage::Result<zodiac_storage::Oid> {
+        self.0.new_oid()
+    }
+    fn load(
+        &self,
+        oid: zodiac_storage::Oid,
+        snapshot: zodiac_storage::Tid,
+    ) -> zodiac_storage::Result<zodiac_storage::Revision> {
+        self.0.load(oid, snapshot)
+    }
+    fn load_revision(
+        &self,
+        oid: zodiac_storage::Oid,
+        tid: zodiac_storage::Tid,
+    ) -> zodiac_storage::Result<Vec<u8>> {
+        Err(zodiac_storage::Error::NoSuchRevision { oid, tid })
+    }
+    fn history(
+        &self,
+        oid: zodiac_storage::Oid,
+        limit: usize,
+    ) -> zodiac_storage::Result<Vec<zodiac_storage::RevisionInfo>> {
+        self.0.history(oid, limit)
+    }
+    fn transactions(
+        &self,
+        from: zodiac_storage::Tid,
+        to: zodiac_storage::Tid,
+    ) -> zodiac_storage::Result<zodiac_storage::TransactionIter<'_>> {
+        self.0.transactions(from, to)
+    }
+    fn begin(
+        &self,
+        meta: zodiac_storage::TransactionMeta,
+    ) -> zodiac_storage::Result<Box<dyn zodiac_storage::StorageTransaction>> {
+        self.0.begin(meta)
+    }
+    fn subscribe(&self) -> zodiac_storage::CommitSubscription {
+        self.0.subscribe()
+    }
+    fn close(&self) -> zodiac_storage::Result<()> {
+        self.0.close()
+    }
+}
+
+#[test]
+fn a_merge_whose_old_revision_is_gone_is_reported_as_a_conflict_and_retried() {
+    let db = open(Arc::new(PackedAway(zodiac_storage::MemoryStorage::new())));
+    let tally = db.transact(|tx| tx.add(Tally { count: 0 })).unwrap();
+    let (mut c1, mut c2) = (db.connection(), db.connection());
+    let (mut t1, mut t2) = (c1.begin(), c2.begin());
+    t1.modify(&tally, |t| t.count += 1).unwrap();
+    t2.modify(&tally, |t| t.count += 1).unwrap();
+    t1.commit().unwrap();
+    let err = t2.commit().unwrap_err();
+    assert_eq!(err.as_conflict().map(|c| c.oid), Some(tally.oid()));
+    drop((c1, c2));
+    // transact retries it from a fresh snapshot.
+    db.transact(|tx| tx.modify(&tally, |t| t.count += 1))
+        .unwrap();
+    assert_eq!(db.transact(|tx| Ok(tx.get(&tally)?.count)).unwrap(), 2);
+}
