@@ -202,3 +202,51 @@ fn many_threads_inserting_lose_nothing() {
         }
     });
 }
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use zodiac_storage::MemoryStorage;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Inserts and removes in several transactions, small capacities so that
+        /// splits happen at every level; the tree must answer like std's BTreeMap.
+        #[test]
+        fn agrees_with_std_btreemap(
+            ops in proptest::collection::vec((any::<bool>(), 0..200u64, 0..5u8), 1..300),
+            per_commit in 1..40usize,
+        ) {
+            let db = open(Arc::new(MemoryStorage::new()));
+            let tree = db.transact(|tx| Tree::create_with(tx, 3, 3)).unwrap();
+            let mut model = BTreeMap::new();
+            for chunk in ops.chunks(per_commit) {
+                db.transact(|tx| {
+                    for &(insert, k, v) in chunk {
+                        if insert {
+                            Tree::insert(tx, &tree, k, v.to_string())?;
+                        } else {
+                            Tree::remove(tx, &tree, &k)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                for &(insert, k, v) in chunk {
+                    if insert {
+                        model.insert(k, v.to_string());
+                    } else {
+                        model.remove(&k);
+                    }
+                }
+            }
+            let all = db.transact(|tx| Tree::entries(tx, &tree)).unwrap();
+            prop_assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+            for k in 0..200u64 {
+                let got = db.transact(|tx| Tree::get(tx, &tree, &k)).unwrap();
+                prop_assert_eq!(got, model.get(&k).cloned());
+            }
+        }
+    }
+}
