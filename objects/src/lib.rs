@@ -15,7 +15,19 @@
 //! - Only changed objects are written, each with the revision it was read at, so the
 //!   storage detects conflicts per object. [`Connection::transact`] retries conflicts;
 //!   a type may merge concurrent changes ([`Persistent::resolve_conflict`]), as the
-//!   built-in [`Counter`] does.
+//!   built-in [`Counter`] and [`Root`] do.
+//! - Large collections: [`BTree`] is a sorted map whose nodes and buckets are
+//!   separate objects, so a change writes one bucket and concurrent changes to
+//!   different keys of one bucket merge.
+//!
+//! # Limits
+//!
+//! Per connection, the cache holds at most [`DatabaseOptions::cache_objects_max`]
+//! objects and [`DatabaseOptions::cache_bytes_max`] record bytes; the pool keeps at
+//! most [`DatabaseOptions::pool_size_max`] idle connections; `transact` makes at most
+//! [`RetryPolicy::attempts_max`] attempts; one commit resolves at most
+//! [`RESOLVE_ROUNDS_MAX`] conflicts; a type name is at most
+//! [`record::TYPE_NAME_BYTES_MAX`] bytes.
 //!
 //! # Schema evolution
 //!
