@@ -354,3 +354,32 @@ fn data_survives_reopening_the_file() {
     assert_eq!(found, Some(acct));
     assert_eq!(balance(&db, acct), 7);
 }
+
+#[test]
+fn opening_a_storage_whose_root_is_not_a_root_object_fails() {
+    each_storage(|storage| {
+        let mut txn = storage.begin(TransactionMeta::default()).unwrap();
+        let wrong = record::encode("other.Thing", &[], &[]);
+        txn.store(Oid::ROOT, Tid::ZERO, wrong).unwrap();
+        txn.finish().unwrap();
+        let err = zodiac_objects::Database::open(Arc::clone(&storage))
+            .err()
+            .expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "object 0x0 is a \"other.Thing\" but was read as a \"zodiac.Root\"; fix the \
+             reference's type"
+        );
+        let mut txn = storage.begin(TransactionMeta::default()).unwrap();
+        let base = storage.last_tid();
+        txn.store(Oid::ROOT, base, b"Zo\x09".to_vec()).unwrap();
+        txn.finish().unwrap();
+        let err = zodiac_objects::Database::open(storage)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(err, Error::DamagedRecord { oid: Oid::ROOT, .. }),
+            "{err}"
+        );
+    });
+}
