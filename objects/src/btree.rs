@@ -21,6 +21,7 @@
 //!   recorded, so a tree must be read with the types it was written with.
 
 use std::borrow::Borrow;
+use std::ops::{Bound, RangeBounds};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -384,28 +385,61 @@ impl<K: BTreeKey, V: BTreeValue> BTree<K, V> {
 
     /// Every entry, in key order (loads the whole tree).
     pub fn entries(tx: &mut Transaction<'_>, tree: &PRef<BTree<K, V>>) -> Result<Vec<(K, V)>> {
+        Self::range(tx, tree, .., usize::MAX)
+    }
+
+    /// Up to `limit` entries with keys in `range`, in key order. Loads only the
+    /// nodes and buckets whose key ranges meet `range` (and, as nothing is ever
+    /// removed from the structure, the emptied buckets among them).
+    pub fn range(
+        tx: &mut Transaction<'_>,
+        tree: &PRef<BTree<K, V>>,
+        range: impl RangeBounds<K>,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
         let mut out = Vec::new();
         let root = tx.get(tree)?.root;
-        Self::collect(tx, root, &mut out)?;
+        Self::collect(tx, root, &range, limit, &mut out)?;
         Ok(out)
     }
 
     fn collect(
         tx: &mut Transaction<'_>,
         node_ref: PRef<Node<K, V>>,
+        range: &impl RangeBounds<K>,
+        limit: usize,
         out: &mut Vec<(K, V)>,
     ) -> Result<()> {
         let node = tx.get(&node_ref)?;
-        for child in &node.children {
+        for (i, child) in node.children.iter().enumerate() {
+            if out.len() >= limit {
+                break;
+            }
+            // Child i holds keys in [separators[i-1], separators[i]).
+            let low = i.checked_sub(1).map(|j| &node.separators[j]);
+            let high = node.separators.get(i);
+            let below = high.is_some_and(|h| match range.start_bound() {
+                Bound::Included(a) | Bound::Excluded(a) => h <= a,
+                Bound::Unbounded => false,
+            });
+            let above = low.is_some_and(|l| match range.end_bound() {
+                Bound::Included(b) => l > b,
+                Bound::Excluded(b) => l >= b,
+                Bound::Unbounded => false,
+            });
+            if below {
+                continue;
+            }
+            if above {
+                break;
+            }
             if node.level == 0 {
-                out.extend(
-                    tx.get(&child.cast::<Bucket<K, V>>())?
-                        .entries
-                        .iter()
-                        .cloned(),
-                );
+                let bucket = tx.get(&child.cast::<Bucket<K, V>>())?;
+                let wanted = bucket.entries.iter().filter(|(k, _)| range.contains(k));
+                let room = limit - out.len();
+                out.extend(wanted.take(room).cloned());
             } else {
-                Self::collect(tx, child.cast(), out)?;
+                Self::collect(tx, child.cast(), range, limit, out)?;
             }
         }
         Ok(())

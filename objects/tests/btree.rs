@@ -247,6 +247,61 @@ mod model {
                 let got = db.transact(|tx| Tree::get(tx, &tree, &k)).unwrap();
                 prop_assert_eq!(got, model.get(&k).cloned());
             }
+            for (a, b, limit) in [(0, 200, 1000), (17, 90, 1000), (50, 51, 1000), (60, 30, 5), (3, 150, 7)] {
+                let got = db.transact(|tx| Tree::range(tx, &tree, a..b, limit)).unwrap();
+                let want: Vec<_> = model
+                    .iter()
+                    .filter(|(k, _)| (a..b).contains(*k))
+                    .take(limit)
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect();
+                prop_assert_eq!(got, want, "{}..{} limit {}", a, b, limit);
+                let got = db.transact(|tx| Tree::range(tx, &tree, a..=b, limit)).unwrap();
+                let want: Vec<_> = model
+                    .iter()
+                    .filter(|(k, _)| (a..=b).contains(*k))
+                    .take(limit)
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect();
+                prop_assert_eq!(got, want, "{}..={} limit {}", a, b, limit);
+            }
         }
     }
+}
+
+#[test]
+fn a_narrow_range_loads_only_the_path_to_its_buckets() {
+    each_storage(|storage| {
+        let db = open(Arc::clone(&storage));
+        let tree = db.transact(|tx| Tree::create_with(tx, 8, 4)).unwrap();
+        db.transact(|tx| {
+            for k in scattered(1000) {
+                Tree::insert(tx, &tree, k, "x".into())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let cold = open(storage);
+        let mut conn = cold.connection();
+        let mut tx = conn.begin();
+        let depth = Tree::depth(&mut tx, &tree).unwrap() as u64;
+        let before = conn.cache_stats().misses;
+        let mut tx = conn.begin();
+        let got = Tree::range(&mut tx, &tree, 500..503, usize::MAX).unwrap();
+        assert_eq!(
+            got.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [500, 501, 502]
+        );
+        drop(tx);
+        // The handle and root are cached; the rest of the path plus at most two
+        // buckets (the range may straddle a split) are loaded.
+        let loaded = conn.cache_stats().misses - before;
+        assert!(
+            loaded <= depth + 1,
+            "loaded {loaded} objects at depth {depth}"
+        );
+        let mut tx = conn.begin();
+        let first = Tree::range(&mut tx, &tree, .., 2).unwrap();
+        assert_eq!(first.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [0, 1]);
+    });
 }
