@@ -9,6 +9,8 @@
 //!   or before the new snapshot is in hand. Events after the snapshot wait in the
 //!   backlog for a later begin (applying them early and then caching an older
 //!   revision would leave a stale entry with its event already spent).
+//! - Idle pooled connections catch up whenever a connection returns to the pool, so
+//!   their pending events stay bounded by the commits between two returns.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -124,7 +126,14 @@ fn jittered(wait: Duration) -> Duration {
 impl Drop for Connection {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
+            // Idle connections are between transactions, so they may catch up now;
+            // without this, one at the bottom of the pool would hold every commit
+            // event since it was last used.
+            let snapshot = self.db.storage.last_tid();
             let mut pool = self.db.pool.lock();
+            for idle in pool.iter_mut() {
+                idle.catch_up(snapshot);
+            }
             if pool.len() < self.db.options.pool_size_max {
                 pool.push(state);
             }

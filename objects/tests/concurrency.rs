@@ -408,3 +408,23 @@ fn a_merge_whose_old_revision_is_gone_is_reported_as_a_conflict_and_retried() {
         .unwrap();
     assert_eq!(db.transact(|tx| Ok(tx.get(&tally)?.count)).unwrap(), 2);
 }
+
+#[test]
+fn idle_pooled_connections_catch_up_when_another_returns() {
+    each_storage(|storage| {
+        let db = open(storage);
+        let a = add_account(&db, "a", 1);
+        let (mut c1, mut c2) = (db.connection(), db.connection());
+        for conn in [&mut c1, &mut c2] {
+            conn.transact(|tx| tx.get(&a).map(|_| ())).unwrap();
+        }
+        let idle_before = c2.cache_stats().invalidations;
+        drop(c2);
+        drop(c1); // on top: the next connection taken
+        db.transact(|tx| tx.modify(&a, |x| x.balance = 2)).unwrap();
+        let _top = db.connection();
+        let idle = db.connection();
+        // Before any transaction of its own, the idle one already dropped `a`.
+        assert_eq!(idle.cache_stats().invalidations, idle_before + 1);
+    });
+}
