@@ -336,64 +336,126 @@ fn root_entries_added_concurrently_both_land() {
     });
 }
 
-/// A memory storage whose old revisions are gone, as after a pack.
-struct PackedAway(zodiac_storage::MemoryStorage);
+/// A memory storage with faults: revisions gone as after a pack, or a vote that
+/// always conflicts on one object.
+#[derive(Default)]
+struct Faulty {
+    inner: zodiac_storage::MemoryStorage,
+    revisions_gone: bool,
+    conflict_on: parking_lot::Mutex<Option<zodiac_storage::Oid>>,
+    votes: Arc<AtomicU32>,
+}
 
-impl zodiac_storage::Storage for PackedAway {
+struct FaultyTransaction {
+    inner: Box<dyn zodiac_storage::StorageTransaction>,
+    conflict: Option<zodiac_storage::ConflictError>,
+    votes: Arc<AtomicU32>,
+}
+
+impl zodiac_storage::StorageTransaction for FaultyTransaction {
+    fn store(
+        &mut self,
+        oid: zodiac_storage::Oid,
+        base_tid: zodiac_storage::Tid,
+        data: Vec<u8>,
+    ) -> zodiac_storage::Result<()> {
+        self.inner.store(oid, base_tid, data)
+    }
+    fn check_current(
+        &mut self,
+        oid: zodiac_storage::Oid,
+        tid: zodiac_storage::Tid,
+    ) -> zodiac_storage::Result<()> {
+        self.inner.check_current(oid, tid)
+    }
+    fn vote(&mut self) -> zodiac_storage::Result<()> {
+        self.votes.fetch_add(1, Ordering::SeqCst);
+        match self.conflict {
+            Some(c) => Err(c.into()),
+            None => self.inner.vote(),
+        }
+    }
+    fn finish(self: Box<Self>) -> zodiac_storage::Result<zodiac_storage::Tid> {
+        self.inner.finish()
+    }
+    fn abort(self: Box<Self>) {
+        self.inner.abort()
+    }
+}
+
+impl zodiac_storage::Storage for Faulty {
     fn describe(&self) -> String {
-        self.0.describe()
+        self.inner.describe()
     }
     fn last_tid(&self) -> zodiac_storage::Tid {
-        self.0.last_tid()
+        self.inner.last_tid()
     }
     fn new_oid(&self) -> zodiac_storage::Result<zodiac_storage::Oid> {
-        self.0.new_oid()
+        self.inner.new_oid()
     }
     fn load(
         &self,
         oid: zodiac_storage::Oid,
         snapshot: zodiac_storage::Tid,
     ) -> zodiac_storage::Result<zodiac_storage::Revision> {
-        self.0.load(oid, snapshot)
+        self.inner.load(oid, snapshot)
     }
     fn load_revision(
         &self,
         oid: zodiac_storage::Oid,
         tid: zodiac_storage::Tid,
     ) -> zodiac_storage::Result<Vec<u8>> {
-        Err(zodiac_storage::Error::NoSuchRevision { oid, tid })
+        if self.revisions_gone {
+            return Err(zodiac_storage::Error::NoSuchRevision { oid, tid });
+        }
+        self.inner.load_revision(oid, tid)
     }
     fn history(
         &self,
         oid: zodiac_storage::Oid,
         limit: usize,
     ) -> zodiac_storage::Result<Vec<zodiac_storage::RevisionInfo>> {
-        self.0.history(oid, limit)
+        self.inner.history(oid, limit)
     }
     fn transactions(
         &self,
         from: zodiac_storage::Tid,
         to: zodiac_storage::Tid,
     ) -> zodiac_storage::Result<zodiac_storage::TransactionIter<'_>> {
-        self.0.transactions(from, to)
+        self.inner.transactions(from, to)
     }
     fn begin(
         &self,
         meta: zodiac_storage::TransactionMeta,
     ) -> zodiac_storage::Result<Box<dyn zodiac_storage::StorageTransaction>> {
-        self.0.begin(meta)
+        let conflict = (*self.conflict_on.lock()).map(|oid| {
+            let current_tid = self.inner.history(oid, 1).unwrap()[0].tid;
+            zodiac_storage::ConflictError {
+                oid,
+                base_tid: current_tid,
+                current_tid,
+            }
+        });
+        Ok(Box::new(FaultyTransaction {
+            inner: self.inner.begin(meta)?,
+            conflict,
+            votes: Arc::clone(&self.votes),
+        }))
     }
     fn subscribe(&self) -> zodiac_storage::CommitSubscription {
-        self.0.subscribe()
+        self.inner.subscribe()
     }
     fn close(&self) -> zodiac_storage::Result<()> {
-        self.0.close()
+        self.inner.close()
     }
 }
 
 #[test]
 fn a_merge_whose_old_revision_is_gone_is_reported_as_a_conflict_and_retried() {
-    let db = open(Arc::new(PackedAway(zodiac_storage::MemoryStorage::new())));
+    let db = open(Arc::new(Faulty {
+        revisions_gone: true,
+        ..Faulty::default()
+    }));
     let tally = db.transact(|tx| tx.add(Tally { count: 0 })).unwrap();
     let (mut c1, mut c2) = (db.connection(), db.connection());
     let (mut t1, mut t2) = (c1.begin(), c2.begin());
@@ -427,4 +489,21 @@ fn idle_pooled_connections_catch_up_when_another_returns() {
         // Before any transaction of its own, the idle one already dropped `a`.
         assert_eq!(idle.cache_stats().invalidations, idle_before + 1);
     });
+}
+
+#[test]
+fn one_commit_resolves_at_most_resolve_rounds_max_conflicts() {
+    let storage = Arc::new(Faulty::default());
+    let db = open(Arc::clone(&storage) as Arc<dyn zodiac_storage::Storage>);
+    let tally = db.transact(|tx| tx.add(Tally { count: 0 })).unwrap();
+    *storage.conflict_on.lock() = Some(tally.oid());
+    storage.votes.store(0, Ordering::SeqCst);
+    let mut conn = db.connection();
+    let mut tx = conn.begin();
+    tx.modify(&tally, |t| t.count += 1).unwrap();
+    let err = tx.commit().unwrap_err();
+    assert_eq!(err.as_conflict().map(|c| c.oid), Some(tally.oid()));
+    // The first vote, then one more after each resolution.
+    let rounds = zodiac_objects::RESOLVE_ROUNDS_MAX as u32;
+    assert_eq!(storage.votes.load(Ordering::SeqCst), rounds + 1);
 }
