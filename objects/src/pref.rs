@@ -82,10 +82,22 @@ thread_local! {
 /// Runs `f` (an encoding) and returns its result with the oids of every `PRef`
 /// serialized meanwhile on this thread, ascending and without duplicates.
 pub(crate) fn collecting_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<Oid>) {
+    /// Puts the outer collector back even if `f` panics.
+    struct Restore(Option<Option<Vec<Oid>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                COLLECTOR.with(|c| *c.borrow_mut() = outer);
+            }
+        }
+    }
     let outer = COLLECTOR.with(|c| c.borrow_mut().replace(Vec::new()));
+    let restore = Restore(Some(outer));
     let result = f();
-    let mut refs = COLLECTOR.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
-    let mut refs = refs.take().unwrap_or_default();
+    let mut refs = COLLECTOR
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_default();
+    drop(restore);
     refs.sort_unstable();
     refs.dedup();
     (result, refs)
@@ -105,5 +117,33 @@ impl<T> Serialize for PRef<T> {
 impl<'de, T> Deserialize<'de> for PRef<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         u64::deserialize(deserializer).map(|oid| PRef::from_oid(Oid(oid)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_nests_and_survives_a_panic() {
+        let r = |n| PRef::<()>::from_oid(Oid(n));
+        let ((), outer) = collecting_refs(|| {
+            postcard::to_stdvec(&r(3)).unwrap();
+            let ((), inner) = collecting_refs(|| {
+                postcard::to_stdvec(&vec![r(2), r(1), r(2)]).unwrap();
+            });
+            assert_eq!(inner, [Oid(1), Oid(2)]);
+            postcard::to_stdvec(&r(3)).unwrap();
+        });
+        assert_eq!(outer, [Oid(3)]);
+        let panicked = std::panic::catch_unwind(|| {
+            collecting_refs(|| {
+                postcard::to_stdvec(&r(9)).unwrap();
+                panic!("encoding failed");
+            })
+        });
+        assert!(panicked.is_err());
+        // No collector is left behind: serializing outside an encoding collects nothing.
+        COLLECTOR.with(|c| assert!(c.borrow().is_none()));
     }
 }

@@ -180,7 +180,8 @@ impl<'c> Transaction<'c> {
     }
 
     /// The object `r` refers to: this transaction's version if it changed it, else the
-    /// revision at the snapshot.
+    /// revision at the snapshot. The returned value does not change: a later
+    /// `modify` works on a copy.
     pub fn get<T: Persistent>(&mut self, r: &PRef<T>) -> Result<Arc<T>> {
         let oid = r.oid();
         if let Some(w) = self.writes.get(&oid) {
