@@ -171,7 +171,7 @@ mod tests {
         let mut cache = Cache::new(100, 100);
         put(&mut cache, 1, 40);
         put(&mut cache, 2, 40);
-        put(&mut cache, 3, 60); // evicts 1 and 2? only as many as needed: 1, then 40+60 = 100 fits
+        put(&mut cache, 3, 60); // evicts only as many as needed: 1; then 40 + 60 = 100 fits
         assert!(cache.get(Oid(1)).is_none());
         assert!(cache.get(Oid(2)).is_some());
         assert_eq!(cache.stats().bytes, 100);
