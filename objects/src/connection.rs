@@ -1,0 +1,142 @@
+//! Connections: one per thread of work, each with its own object cache and its
+//! own view of commits.
+//!
+//! Invariants:
+//! - Commit events are applied to the cache only in `begin`, never during a
+//!   transaction, so a transaction sees one snapshot from begin to its end.
+//! - `begin` reads the storage's last tid *before* draining events: the storage
+//!   delivers a commit's event before its tid becomes the last tid, so every event at
+//!   or before the new snapshot is in hand. Events after the snapshot wait in the
+//!   backlog for a later begin (applying them early and then caching an older
+//!   revision would leave a stale entry with its event already spent).
+//! - Idle pooled connections catch up whenever a connection returns to the pool, so
+//!   their pending events stay bounded by the commits between two returns.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zodiac_storage::{CommitEvent, CommitSubscription, Tid};
+
+use crate::cache::{Cache, CacheStats};
+use crate::database::DbInner;
+use crate::error::{Error, Result};
+use crate::transaction::Transaction;
+
+pub(crate) struct ConnState {
+    pub cache: Cache,
+    subscription: CommitSubscription,
+    backlog: VecDeque<CommitEvent>,
+}
+
+impl ConnState {
+    fn new(db: &DbInner) -> ConnState {
+        ConnState {
+            cache: Cache::new(db.options.cache_objects_max, db.options.cache_bytes_max),
+            subscription: db.storage.subscribe(),
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// Applies every commit event with `tid <= snapshot`.
+    fn catch_up(&mut self, snapshot: Tid) {
+        self.backlog.extend(self.subscription.drain());
+        while self.backlog.front().is_some_and(|e| e.tid <= snapshot) {
+            let event = self.backlog.pop_front().expect("front exists");
+            for &oid in event.oids.iter() {
+                self.cache.invalidate(oid, event.tid);
+            }
+        }
+    }
+}
+
+/// A connection to a [`Database`](crate::Database): a cache and one transaction at a
+/// time. Returns to the database's pool when dropped.
+pub struct Connection {
+    db: Arc<DbInner>,
+    state: Option<ConnState>,
+}
+
+impl Connection {
+    pub(crate) fn new(db: Arc<DbInner>, state: Option<ConnState>) -> Connection {
+        let state = state.unwrap_or_else(|| ConnState::new(&db));
+        Connection {
+            db,
+            state: Some(state),
+        }
+    }
+
+    /// Begins a transaction at the newest committed snapshot. Dropping it without
+    /// `commit` aborts it.
+    pub fn begin(&mut self) -> Transaction<'_> {
+        let snapshot = self.db.storage.last_tid();
+        let state = self.state.as_mut().expect("state is present until drop");
+        state.catch_up(snapshot);
+        Transaction::new(&*self.db.storage, state, snapshot)
+    }
+
+    /// Runs `f` in a transaction and commits it; on a conflict (from `f` or from the
+    /// commit) begins a new transaction and runs `f` again, after a growing, jittered
+    /// wait, up to the database's [`RetryPolicy`](crate::RetryPolicy). Other errors
+    /// abort and return at once. `f` must not have effects outside the transaction
+    /// that would be wrong to repeat.
+    pub fn transact<R>(
+        &mut self,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let policy = self.db.options.retry;
+        let mut wait = policy.backoff_initial;
+        let mut attempt = 1;
+        loop {
+            let mut tx = self.begin();
+            let outcome = f(&mut tx).and_then(|r| tx.commit().map(|_| r));
+            let conflict = match outcome {
+                Ok(r) => return Ok(r),
+                Err(Error::Conflict(c)) => c,
+                Err(e) => return Err(e),
+            };
+            if attempt >= policy.attempts_max {
+                return Err(Error::RetriesExhausted {
+                    attempts: attempt,
+                    conflict,
+                });
+            }
+            log::debug!("transaction attempt {attempt} conflicted ({conflict}); retrying");
+            std::thread::sleep(jittered(wait));
+            wait = (wait * 2).min(policy.backoff_max);
+            attempt += 1;
+        }
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.state.as_ref().expect("state").cache.stats()
+    }
+}
+
+/// `wait` scaled by a random factor in [0.5, 1), so retrying committers spread out.
+fn jittered(wait: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.5 + (random % 1000) as f64 / 2000.0;
+    wait.mul_f64(factor)
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            // Idle connections are between transactions, so they may catch up now;
+            // without this, one at the bottom of the pool would hold every commit
+            // event since it was last used.
+            let snapshot = self.db.storage.last_tid();
+            let mut pool = self.db.pool.lock();
+            for idle in pool.iter_mut() {
+                idle.catch_up(snapshot);
+            }
+            if pool.len() < self.db.options.pool_size_max {
+                pool.push(state);
+            }
+        }
+    }
+}
