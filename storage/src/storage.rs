@@ -9,6 +9,7 @@
 //! - At vote, every stored oid whose newest revision is not its `base_tid`, and every
 //!   `check_current` oid whose newest revision is not the given tid, fails the
 //!   transaction with a [`ConflictError`](crate::ConflictError); nothing is written.
+//!   The conflict's `current_tid` is already visible: it can be loaded at once.
 //! - `finish` returns only when the transaction is durable (unless the storage was
 //!   opened with durability off) and then it is visible to every new snapshot.
 //! - A transaction dropped without `finish` is aborted and leaves no trace.

@@ -689,6 +689,38 @@ fn concurrent_commits_share_one_fdatasync() {
 }
 
 #[test]
+fn a_conflict_names_a_revision_that_can_be_loaded_at_once() {
+    // Story: a conflict resolver loads the committed state named by the conflict.
+    // While that commit was written but its fdatasync still running, the revision
+    // was not visible yet, and the load failed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let faults = Arc::new(FaultyIoFactory::new());
+    let s = Arc::new(FileStorage::open(&path, FileOptions::new().io(faults.clone())).unwrap());
+    let oid = s.new_oid().unwrap();
+    let base = commit(&*s, &[(oid, b"base")]);
+    faults.set_sync_delay(std::time::Duration::from_millis(300));
+    let writer = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || {
+            let mut t = s.begin(TransactionMeta::default()).unwrap();
+            t.store(oid, base, b"committed".to_vec()).unwrap();
+            t.finish().unwrap()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    t.store(oid, base, b"mine".to_vec()).unwrap();
+    let conflict = *t.vote().unwrap_err().as_conflict().expect("a conflict");
+    assert_eq!(conflict.base_tid, base);
+    assert_eq!(
+        s.load_revision(oid, conflict.current_tid).unwrap(),
+        b"committed"
+    );
+    assert_eq!(writer.join().unwrap(), conflict.current_tid);
+}
+
+#[test]
 fn files_that_are_not_zodiac_files_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.txt");

@@ -883,6 +883,22 @@ impl Shared {
         Ok(())
     }
 
+    /// Waits until transaction `tid` is published (or the storage is poisoned).
+    /// Its committer is on its way through `wait_durable`, which publishes it.
+    fn wait_published(&self, tid: Tid) -> Result<()> {
+        let mut st = self.sync.lock();
+        while self.last_tid() < tid {
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned {
+                    cause: Arc::clone(cause),
+                });
+            }
+            self.durable_changed
+                .wait_for(&mut st, Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
     /// Waits until the file is durable up to `end`, syncing as the group's leader
     /// when no sync is running. Publishes every transaction the sync covers.
     fn wait_durable(&self, end: u64) -> Result<()> {
@@ -1279,12 +1295,17 @@ impl StorageTransaction for FileTransaction {
                     (None, Some(pos)) => shared.newest_tid_at(&reader.map, pos, oid)?,
                 };
                 if current != expected {
-                    return Err(ConflictError {
+                    let conflict = ConflictError {
                         oid,
                         base_tid: expected,
                         current_tid: current,
-                    }
-                    .into());
+                    };
+                    drop(reader);
+                    drop(commit);
+                    // Report only revisions the caller can load: a conflict resolver
+                    // reads the committed state right away.
+                    shared.wait_published(current)?;
+                    return Err(conflict.into());
                 }
             }
             for s in &self.writes.stores {
