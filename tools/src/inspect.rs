@@ -16,6 +16,41 @@ pub fn parse_tid(text: &str) -> Result<Tid, String> {
         .map_err(|_| format!("{text:?} is neither a tid (a number) nor an RFC 3339 time"))
 }
 
+/// Parses a duration with a unit: `200ms`, `30s`, `5m`, `2h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 200ms, 30s, 5m, 2h, 7d)"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?} has no unit: use ms, s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_millis(n.saturating_mul(millis)))
+}
+
+/// Parses a TIME: RFC 3339, or relative to now (`+30s`, `-7d`).
+pub fn parse_time(text: &str) -> Result<Tid, String> {
+    if let Some(rest) = text.strip_prefix('-') {
+        let d = parse_duration(rest)?;
+        return Ok(Tid(Tid::now().0.saturating_sub(d.as_micros() as u64)));
+    }
+    if let Some(rest) = text.strip_prefix('+') {
+        let d = parse_duration(rest)?;
+        return Ok(Tid(Tid::now().0.saturating_add(d.as_micros() as u64)));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(Tid::from_time)
+        .map_err(|_| format!("{text:?} is not a time (RFC 3339, or relative like -7d, +2h)"))
+}
+
 /// Parses an oid given in decimal or as 0x-prefixed hex.
 pub fn parse_oid(text: &str) -> Result<Oid, String> {
     let parsed = match text.strip_prefix("0x") {

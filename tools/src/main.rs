@@ -48,6 +48,18 @@ enum Command {
         #[arg(long, value_name = "NEW_PATH")]
         output: PathBuf,
     },
+    /// Pack a data file offline: keep each object's newest revision at or before
+    /// TIME and every later one; drop objects unreachable from the root (GC)
+    /// unless --no-gc. The original is kept as PATH.old.
+    Pack {
+        path: PathBuf,
+        /// The pack time: RFC 3339, or relative to now (-7d, -2h). Default: now.
+        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
+        before: Option<zodiac_storage::Tid>,
+        /// Keep unreachable objects.
+        #[arg(long)]
+        no_gc: bool,
+    },
     /// Copy what a data file gained since the last backup point into a backup
     /// directory (everything, the first time), verified. Safe while a server writes.
     Backup {
@@ -119,6 +131,11 @@ fn main() -> ExitCode {
         }
         Command::Verify { path, json } => maintenance::run_verify(&path, json),
         Command::Backup { path, dir } => maintenance::run_backup(&path, &dir),
+        Command::Pack {
+            path,
+            before,
+            no_gc,
+        } => maintenance::run_pack(&path, before, no_gc),
         Command::Restore { dir, output, at } => maintenance::run_restore(&dir, &output, at),
         Command::Dump {
             path,

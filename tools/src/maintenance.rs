@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
+use zodiac_storage::file::pack::References;
 use zodiac_storage::file::recover::recover_with;
 use zodiac_storage::file::verify::{VerifyReport, verify_with};
+
+use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
 
 use crate::progress;
 
@@ -140,6 +143,37 @@ pub fn run_restore(dir: &Path, output: &Path, at: Option<u64>) -> Result<ExitCod
         p.number,
         p.last_tid,
         p.last_tid.to_rfc3339()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Packs a data file offline to `before` (default: now), with garbage collection
+/// through the object records' reference lists unless `no_gc`.
+pub fn run_pack(path: &Path, before: Option<Tid>, no_gc: bool) -> Result<ExitCode> {
+    let storage = FileStorage::open(path, FileOptions::new().create(false))
+        .with_context(|| format!("opening {}", path.display()))?;
+    let references =
+        |record: &[u8]| zodiac_objects::record::referenced_oids(record).map_err(|e| e.to_string());
+    let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
+    let started = std::time::Instant::now();
+    let r = storage
+        .pack_with(before.unwrap_or(Tid::MAX), gc, progress::bytes("packing"))
+        .with_context(|| format!("packing {}", path.display()))?;
+    storage.close()?;
+    println!(
+        "packed {} to {} ({}) in {:.3} s: {} -> {} bytes, {} -> {} revisions, {} -> {} transactions, {} unreachable objects removed; the original is kept as {}",
+        path.display(),
+        r.pack_tid,
+        r.pack_tid.to_rfc3339(),
+        started.elapsed().as_secs_f64(),
+        r.bytes_before,
+        r.bytes_after,
+        r.revisions_before,
+        r.revisions_after,
+        r.transactions_before,
+        r.transactions_after,
+        r.objects_removed,
+        zodiac_storage::file::pack::old_path(path).display()
     );
     Ok(ExitCode::SUCCESS)
 }
