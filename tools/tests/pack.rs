@@ -39,13 +39,13 @@ fn notes(path: &Path) -> (Oid, Oid, Oid) {
             })?;
             let a = tx.add(Note {
                 text: "a".into(),
-                next: Some(b.clone()),
+                next: Some(b),
             })?;
             let orphan = tx.add(Note {
                 text: "orphan".into(),
                 next: None,
             })?;
-            tx.set_root_entry("first", a.clone())?;
+            tx.set_root_entry("first", a)?;
             Ok((a, b, orphan))
         })
         .unwrap();
