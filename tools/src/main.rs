@@ -1,5 +1,6 @@
 //! `zodiac`: the command line of the Zodiac object database.
 
+mod analyze;
 mod demo;
 mod inspect;
 mod maintenance;
@@ -60,6 +61,15 @@ enum Command {
         #[arg(long)]
         no_gc: bool,
     },
+    /// Per-type object counts and bytes, live (newest revisions) and old.
+    Analyze {
+        path: PathBuf,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List references from live objects to objects that do not exist; exit 1 if any.
+    Refs { path: PathBuf },
     /// Copy what a data file gained since the last backup point into a backup
     /// directory (everything, the first time), verified. Safe while a server writes.
     Backup {
@@ -131,6 +141,8 @@ fn main() -> ExitCode {
         }
         Command::Verify { path, json } => maintenance::run_verify(&path, json),
         Command::Backup { path, dir } => maintenance::run_backup(&path, &dir),
+        Command::Analyze { path, json } => analyze::run_analyze(&path, json),
+        Command::Refs { path } => analyze::run_refs(&path),
         Command::Pack {
             path,
             before,

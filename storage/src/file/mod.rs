@@ -138,6 +138,16 @@ impl FileOptions {
     }
 }
 
+/// One object revision, as [`FileStorage::scan_records`] shows it.
+#[derive(Debug)]
+pub struct RecordVisit<'a> {
+    pub tid: Tid,
+    pub oid: Oid,
+    /// Whether this is the object's newest revision.
+    pub newest: bool,
+    pub data: &'a [u8],
+}
+
 /// A storage in one append-only data file.
 ///
 /// Reads go through a read-only memory map; commits append whole transaction
@@ -445,6 +455,33 @@ impl FileStorage {
     /// Bytes of memory the in-memory index uses.
     pub fn index_memory_bytes(&self) -> usize {
         self.shared.reader.read().index.memory_bytes()
+    }
+
+    /// Calls `visit` for every data record of every visible transaction, oldest
+    /// first, saying whether it is its object's newest revision. For tools that read
+    /// a whole file (analyze, refs); cost: one pass over the file.
+    pub fn scan_records(&self, mut visit: impl FnMut(&RecordVisit<'_>)) -> Result<()> {
+        self.shared.check_open()?;
+        let end = self.shared.published_end.load(Ordering::Acquire);
+        let (map, newest_of) = {
+            let reader = self.shared.reader.read();
+            (Arc::clone(&reader.map), reader.index.clone())
+        };
+        let mut pos = self.shared.file().header.data_start;
+        while pos < end {
+            let t = format::transaction_at(&map, pos)
+                .map_err(|p| self.shared.corrupted(pos, p.describe()))?;
+            for (rpos, r) in &t.records {
+                visit(&RecordVisit {
+                    tid: t.tid,
+                    oid: r.oid,
+                    newest: newest_of.get(r.oid) == Some(*rpos),
+                    data: r.data,
+                });
+            }
+            pos = t.end();
+        }
+        Ok(())
     }
 
     /// The last `n` committed transactions, oldest first, found by walking the file

@@ -1,5 +1,5 @@
-//! `zodiac pack` on a database written through the objects layer: garbage
-//! collection reads references from the object records themselves.
+//! The tools that read object records (pack with GC, analyze, refs), on a database
+//! written through the objects layer.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use zodiac_objects::{Database, PRef, Persistent};
-use zodiac_storage::{Durability, Error, FileOptions, FileStorage, Oid, Storage, Tid};
+use zodiac_storage::{
+    Durability, Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Note {
@@ -118,4 +120,64 @@ fn pack_without_gc_keeps_unreachable_objects_and_bad_times_are_usage_errors() {
     let out = zodiac(&["pack", dir.path().join("missing.zdb").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+}
+
+#[test]
+fn analyze_counts_live_objects_and_old_revisions_per_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.zdb");
+    notes(&path);
+    let out = zodiac(&["analyze", path.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let note = json["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "test.Note")
+        .expect("test.Note listed");
+    assert_eq!(note["objects"], 3);
+    assert_eq!(
+        note["old_revisions"], 6,
+        "b and the orphan were rewritten 3 times each"
+    );
+    let out = zodiac(&["analyze", path.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test.Note"));
+}
+
+#[test]
+fn refs_finds_references_to_missing_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.zdb");
+    notes(&path);
+    let out = zodiac(&["refs", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no dangling references among 4 objects")
+    );
+    // An object whose record refers to an object that was never stored.
+    let s = FileStorage::open(&path, FileOptions::new()).unwrap();
+    let oid = s.new_oid().unwrap();
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    let bad = zodiac_objects::record::encode("test.Note", &[Oid(999)], b"");
+    t.store(oid, Tid::ZERO, bad).unwrap();
+    t.finish().unwrap();
+    drop(s);
+    let out = zodiac(&["refs", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "object {oid} refers to object 0x3e7, which does not exist"
+        )),
+        "{stdout}"
+    );
 }

@@ -1,0 +1,110 @@
+//! `zodiac analyze` (what the file holds, per type) and `zodiac refs` (references to
+//! objects that do not exist), read from the object records' envelopes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use zodiac_objects::record;
+use zodiac_storage::{FileOptions, FileStorage, Oid};
+
+/// Records that are not object envelopes are counted under this name.
+const NOT_AN_OBJECT: &str = "(not an object record)";
+
+#[derive(Default)]
+struct TypeStats {
+    objects: u64,
+    live_bytes: u64,
+    old_revisions: u64,
+    old_bytes: u64,
+}
+
+fn open(path: &Path) -> Result<FileStorage> {
+    FileStorage::open(path, FileOptions::new().read_only(true))
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Per-type object counts and bytes, live (newest revisions) and old.
+pub fn run_analyze(path: &Path, as_json: bool) -> Result<ExitCode> {
+    let storage = open(path)?;
+    let mut types: BTreeMap<String, TypeStats> = BTreeMap::new();
+    storage.scan_records(|r| {
+        let name = record::type_name(r.data).unwrap_or(NOT_AN_OBJECT);
+        let stats = types.entry(name.to_string()).or_default();
+        if r.newest {
+            stats.objects += 1;
+            stats.live_bytes += r.data.len() as u64;
+        } else {
+            stats.old_revisions += 1;
+            stats.old_bytes += r.data.len() as u64;
+        }
+    })?;
+    if as_json {
+        let list: Vec<_> = types
+            .iter()
+            .map(|(name, s)| {
+                json!({"type": name, "objects": s.objects, "live_bytes": s.live_bytes,
+                       "old_revisions": s.old_revisions, "old_bytes": s.old_bytes})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"path": path.display().to_string(), "types": list})
+        );
+    } else {
+        println!(
+            "{:<40} {:>10} {:>14} {:>14} {:>14}",
+            "type", "objects", "live bytes", "old revisions", "old bytes"
+        );
+        for (name, s) in &types {
+            println!(
+                "{name:<40} {:>10} {:>14} {:>14} {:>14}",
+                s.objects, s.live_bytes, s.old_revisions, s.old_bytes
+            );
+        }
+        let old: u64 = types.values().map(|s| s.old_bytes).sum();
+        println!("old revisions take {old} bytes: `zodiac pack` reclaims them");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lists references from live objects to objects that do not exist; exit 1 if any.
+pub fn run_refs(path: &Path) -> Result<ExitCode> {
+    let storage = open(path)?;
+    let mut existing = BTreeSet::new();
+    let mut references: Vec<(Oid, Oid)> = Vec::new();
+    let mut unreadable = Vec::new();
+    storage.scan_records(|r| {
+        if !r.newest {
+            return;
+        }
+        existing.insert(r.oid);
+        match record::referenced_oids(r.data) {
+            Ok(refs) => references.extend(refs.into_iter().map(|to| (r.oid, to))),
+            Err(_) => unreadable.push(r.oid),
+        }
+    })?;
+    let dangling: Vec<(Oid, Oid)> = references
+        .into_iter()
+        .filter(|(_, to)| !existing.contains(to))
+        .collect();
+    for (from, to) in &dangling {
+        println!("object {from} refers to object {to}, which does not exist");
+    }
+    for oid in &unreadable {
+        println!("object {oid}: not an object record (its references cannot be read)");
+    }
+    if dangling.is_empty() {
+        println!(
+            "{}: no dangling references among {} objects",
+            path.display(),
+            existing.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} dangling references", dangling.len());
+        Ok(ExitCode::from(1))
+    }
+}
