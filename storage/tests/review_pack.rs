@@ -19,7 +19,6 @@ fn write(s: &dyn Storage, oid: Oid, bytes: &[u8]) -> Tid {
 /// A pack that was running when the storage was closed must not go on to replace
 /// the file: after close the writer lock is released and another writer may own it.
 #[test]
-#[ignore = "bug: a pack running at close replaces the file after the writer lock is released"]
 fn a_pack_running_at_close_does_not_replace_the_file_afterwards() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

@@ -203,6 +203,9 @@ impl FileStorage {
 
         // Tail: under the commit lock, once everything written is durable.
         let mut commit = shared.commit.lock();
+        // Close sets its flag under the commit lock and then releases the writer
+        // lock: a pack must not touch the file once the storage is closed.
+        shared.check_writable()?;
         let end = commit.end;
         // Holding the commit lock stops new commits; the group-commit leader needs
         // only the staging lock, so waiting here for it cannot deadlock.
