@@ -5,7 +5,6 @@ use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Tid, Transaction
 /// An oid first kept in the sparse part, then pulled into the dense part when the
 /// dense part grows towards it, is still one object.
 #[test]
-#[ignore = "bug: Index::set counts an oid twice when it moves from the sparse to the dense part"]
 fn object_count_survives_an_oid_moving_from_sparse_to_dense() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");
