@@ -60,7 +60,6 @@ fn a_pack_running_at_close_does_not_replace_the_file_afterwards() {
 /// Iterating transactions while packs swap the file in never reports damage: the
 /// end of the data and the map it is read from must belong to the same file.
 #[test]
-#[ignore = "bug: transactions() and last_transactions() read the end of one file and the map of another across a pack swap"]
 fn transaction_walks_racing_packs_see_no_damage() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

@@ -451,8 +451,12 @@ impl FileStorage {
     /// backwards along the records' trailing lengths (cost: `n` records, not the file).
     pub fn last_transactions(&self, n: usize) -> Result<Vec<TransactionInfo>> {
         self.shared.check_open()?;
-        let end = self.shared.published_end.load(Ordering::Acquire);
-        let map = Arc::clone(&self.shared.reader.read().map);
+        // The end and the map under one read lock: a pack swaps both under the write lock.
+        let (end, map) = {
+            let reader = self.shared.reader.read();
+            let end = self.shared.published_end.load(Ordering::Acquire);
+            (end, Arc::clone(&reader.map))
+        };
         let data_start = self.shared.file().header.data_start;
         let mut found = Vec::with_capacity(n.min(1024));
         let mut at = end;
@@ -1094,8 +1098,12 @@ impl Storage for FileStorage {
 
     fn transactions(&self, from: Tid, to: Tid) -> Result<TransactionIter<'_>> {
         self.shared.check_open()?;
-        let end = self.shared.published_end.load(Ordering::Acquire);
-        let map = Arc::clone(&self.shared.reader.read().map);
+        // The end and the map under one read lock: a pack swaps both under the write lock.
+        let (end, map) = {
+            let reader = self.shared.reader.read();
+            let end = self.shared.published_end.load(Ordering::Acquire);
+            (end, Arc::clone(&reader.map))
+        };
         Ok(Box::new(TransactionWalk {
             shared: &self.shared,
             map,

@@ -279,12 +279,17 @@ impl FileStorage {
                 staging.start = new_end;
                 staging.file_len = map.len() as u64;
             }
-            *shared.reader.write() = Reader {
-                map: Arc::new(map),
-                index,
-                indexed_end: new_end,
-                indexed_tid: commit.last_tid,
-            };
+            {
+                let mut reader = shared.reader.write();
+                *reader = Reader {
+                    map: Arc::new(map),
+                    index,
+                    indexed_end: new_end,
+                    indexed_tid: commit.last_tid,
+                };
+                // With the map: readers take both under the read lock.
+                shared.published_end.store(new_end, Ordering::Release);
+            }
             *shared.file.write() = Arc::new(OpenFile {
                 io,
                 identity,
@@ -293,7 +298,6 @@ impl FileStorage {
             let mut st = shared.sync.lock();
             st.written_end = new_end;
             st.synced_end = new_end;
-            shared.published_end.store(new_end, Ordering::Release);
             shared.saved_index_end.store(new_end, Ordering::Release);
             Ok(())
         })();
