@@ -16,7 +16,6 @@ fn write(s: &dyn Storage, oid: Oid, bytes: &[u8]) -> Tid {
 /// A transaction finished (staged) before close must be written before close
 /// releases the writer lock: afterwards another writer may own the file.
 #[test]
-#[ignore = "bug: close releases the writer lock before the group-commit leader writes a transaction finished before close"]
 fn a_commit_staged_before_close_is_not_written_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

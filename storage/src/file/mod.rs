@@ -1009,11 +1009,15 @@ impl Shared {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let end = commit.end;
         drop(commit);
         let mut result = Ok(());
         let poisoned = self.sync.lock().poisoned.is_some();
         if !self.options.read_only && !poisoned {
-            result = self.save_index();
+            // Transactions finished before close are written (by a group-commit
+            // leader) before the writer lock is released: afterwards another writer
+            // may own the file.
+            result = self.wait_durable(end).and_then(|()| self.save_index());
         }
         self.notifier.close();
         self.writer_lock.lock().take();
