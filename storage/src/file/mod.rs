@@ -310,6 +310,16 @@ impl FileStorage {
                 path: path.clone(),
                 what,
             })?;
+        if header.data_start > len {
+            // A writer sizes a new file to its data start before anything else.
+            return Err(Error::Format {
+                path: path.clone(),
+                what: format!(
+                    "data start {} lies beyond the end of the file ({len} bytes)",
+                    header.data_start
+                ),
+            });
+        }
         let identity = io
             .identity()
             .map_err(|e| Error::io(&path, "reading file identity", e))?;
