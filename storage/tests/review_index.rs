@@ -21,3 +21,36 @@ fn object_count_survives_an_oid_moving_from_sparse_to_dense() {
         .unwrap();
     assert_eq!(s.object_count(), 2, "one object counted twice");
 }
+
+/// Saving the index is an optimisation: when the scan at open is long enough to
+/// save it and the save fails (a full disk), the file still opens.
+#[test]
+#[ignore = "bug: a failed index save after a long scan makes the open fail"]
+fn a_failed_index_save_at_open_does_not_fail_the_open() {
+    use std::sync::Arc;
+    use zodiac_storage::Storage;
+    use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let mut t = s.begin(TransactionMeta::described("t")).unwrap();
+    t.store(Oid::ROOT, Tid::ZERO, vec![7; 1000]).unwrap();
+    let tid = t.finish().unwrap();
+    drop(s);
+    std::fs::remove_file(zodiac_storage::file::index_path(&path)).unwrap();
+    let faults = Arc::new(FaultyIoFactory::new());
+    faults.arm(FaultPlan {
+        point: FaultPoint::Write(1),
+        errno: 28, // ENOSPC
+        file_suffix: ".index-tmp".into(),
+        torn_bytes: 0,
+    });
+    let s = FileStorage::open(
+        &path,
+        FileOptions::new()
+            .io(faults.clone())
+            .index_save_interval_bytes(100),
+    )
+    .expect("the index could not be saved, but the data file is fine");
+    assert_eq!(s.load(Oid::ROOT, Tid::MAX).unwrap().tid, tid);
+}
