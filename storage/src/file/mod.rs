@@ -432,7 +432,8 @@ impl FileStorage {
         });
         let storage = FileStorage { shared };
         if !read_only && end - start >= storage.shared.options.index_save_interval_bytes {
-            storage.shared.save_index()?;
+            // A failure is logged: the file stays authoritative, the index is saved later.
+            let _ = storage.shared.save_index();
         }
         Ok(storage)
     }
