@@ -34,7 +34,6 @@ fn a_data_start_beyond_the_file_is_refused() {
 /// A file whose last tid is the largest tid (a copied or hostile history) refuses
 /// further commits with an error; it must not panic while holding the commit lock.
 #[test]
-#[ignore = "bug: a commit after the largest tid overflows in Tid::next_after and panics under the commit lock"]
 fn a_commit_after_the_largest_tid_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

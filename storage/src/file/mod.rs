@@ -1328,6 +1328,12 @@ impl StorageTransaction for FileTransaction {
             });
         }
         let tid = match self.copied_tid {
+            None if commit.last_tid == Tid::MAX => {
+                return Err(shared.corrupted(
+                    commit.end,
+                    "the last transaction id is the largest possible: no later transaction can commit",
+                ));
+            }
             None => Tid::next_after(commit.last_tid),
             Some(tid) if tid > commit.last_tid => tid,
             Some(tid) => {
