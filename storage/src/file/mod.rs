@@ -171,6 +171,8 @@ struct Shared {
     /// A pack is running (one at a time).
     packing: AtomicBool,
     saved_index_end: AtomicU64,
+    /// The oid allocator's mark in the saved index (0: unknown, save at close).
+    saved_next_oid: AtomicU64,
     writer_lock: Mutex<Option<WriterLock>>,
 }
 
@@ -337,6 +339,7 @@ impl FileStorage {
         } else {
             start
         };
+        let saved_next_oid = next_oid;
         let scan_start = start.max(header.data_start);
         let outcome =
             recovery::scan(&map, scan_start, last_tid, next_oid, &mut index).map_err(|damage| {
@@ -427,6 +430,7 @@ impl FileStorage {
             index_saving: AtomicBool::new(false),
             packing: AtomicBool::new(false),
             saved_index_end: AtomicU64::new(saved_end),
+            saved_next_oid: AtomicU64::new(saved_next_oid),
             writer_lock: Mutex::new(writer_lock),
             options,
         });
@@ -987,7 +991,9 @@ impl Shared {
                 };
                 (saved, reader.index.clone())
             };
-            if saved.covered_end == self.saved_index_end.load(Ordering::Acquire) {
+            if saved.covered_end == self.saved_index_end.load(Ordering::Acquire)
+                && saved.next_oid == self.saved_next_oid.load(Ordering::Acquire)
+            {
                 return Ok(());
             }
             self.wait_durable(saved.covered_end)?;
@@ -997,6 +1003,7 @@ impl Shared {
                 .map_err(|e| Error::io(&ipath, "saving the index", e))?;
             self.saved_index_end
                 .store(saved.covered_end, Ordering::Release);
+            self.saved_next_oid.store(saved.next_oid, Ordering::Release);
             Ok(())
         })();
         self.index_saving.store(false, Ordering::Release);

@@ -299,6 +299,8 @@ impl FileStorage {
             st.written_end = new_end;
             st.synced_end = new_end;
             shared.saved_index_end.store(new_end, Ordering::Release);
+            // The packed file's index holds the copy's oid mark, not this storage's.
+            shared.saved_next_oid.store(0, Ordering::Release);
             Ok(())
         })();
         if let Err(e) = switched {
