@@ -57,3 +57,43 @@ fn a_commit_after_the_largest_tid_fails_cleanly() {
     // The storage still works for reads.
     assert_eq!(s.load(Oid::ROOT, Tid::MAX).unwrap().data, b"old");
 }
+
+/// A walk over transactions that meets zeroed bytes in the middle of the file (damage
+/// the open did not scan, since the saved index covered it) reports the damage once
+/// and ends: `count()` and loops that log and continue must not spin forever.
+#[test]
+#[ignore = "bug: the transaction walk returns the same error forever at zeroed bytes below the end"]
+fn a_transaction_walk_meeting_zeroed_bytes_ends() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let mut ends = Vec::new();
+    for i in 0..3u8 {
+        let mut t = s.begin(TransactionMeta::described("t")).unwrap();
+        let base = s
+            .load(Oid::ROOT, Tid::MAX)
+            .map(|r| r.tid)
+            .unwrap_or(Tid::ZERO);
+        t.store(Oid::ROOT, base, vec![i; 100]).unwrap();
+        t.finish().unwrap();
+        ends.push(s.data_end());
+    }
+    drop(s);
+    // Zero the second transaction's header; the saved index covers the whole file.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0u8; 48], ends[0]).unwrap();
+    drop(f);
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let items: Vec<_> = s
+        .transactions(Tid::ZERO, Tid::MAX)
+        .unwrap()
+        .take(10)
+        .collect();
+    let errors = items.iter().filter(|r| r.is_err()).count();
+    assert!(
+        errors <= 1,
+        "the walk repeated the same error {errors} times of {} items",
+        items.len()
+    );
+}
