@@ -62,7 +62,6 @@ fn a_commit_after_the_largest_tid_fails_cleanly() {
 /// the open did not scan, since the saved index covered it) reports the damage once
 /// and ends: `count()` and loops that log and continue must not spin forever.
 #[test]
-#[ignore = "bug: the transaction walk returns the same error forever at zeroed bytes below the end"]
 fn a_transaction_walk_meeting_zeroed_bytes_ends() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();

@@ -1194,6 +1194,7 @@ impl Iterator for TransactionWalk<'_> {
             let (len, tid) = match format::peek_transaction(&self.map, at) {
                 Ok(v) => v,
                 Err(format::RecordProblem::Zeros) => {
+                    self.pos = self.end;
                     return fail("unexpected end of records".into());
                 }
                 Err(format::RecordProblem::Bad(what)) => {
@@ -1211,7 +1212,10 @@ impl Iterator for TransactionWalk<'_> {
             }
             return match format::transaction_at(&self.map, at) {
                 Ok(t) => Some(Ok(transaction_info(&t))),
-                Err(format::RecordProblem::Zeros) => fail("unexpected end of records".into()),
+                Err(format::RecordProblem::Zeros) => {
+                    self.pos = self.end;
+                    fail("unexpected end of records".into())
+                }
                 Err(format::RecordProblem::Bad(what)) => {
                     self.pos = self.end;
                     fail(what)
