@@ -441,7 +441,6 @@ mod tests {
     /// steps, the wait is for an offset of the old file: it must return, not sync in a
     /// loop until new commits happen to reach that offset.
     #[test]
-    #[ignore = "bug: an index save whose snapshot predates a pack swap waits (and fdatasyncs in a loop) for an end the packed file does not have"]
     fn a_save_whose_snapshot_predates_a_pack_swap_returns() {
         let dir = tempfile::tempdir().unwrap();
         let s = FileStorage::open(
