@@ -189,7 +189,6 @@ fn gc_keeps_an_object_a_commit_during_the_pack_refers_to() {
 /// dangling reference to report or ignore: it must not make the GC's reachability
 /// set allocate memory in proportion to the oid's value.
 #[test]
-#[ignore = "bug: a reference to a huge oid makes pack GC allocate a bitset up to it and abort the process"]
 fn gc_with_a_reference_to_a_huge_oid_does_not_allocate_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

@@ -66,25 +66,40 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// A set of oids, one bit each (oids are dense).
+/// How far past the bit vector's end (in 64-bit words) an oid may lie and still
+/// extend it; farther oids (only through damaged references) go to the hash set, so
+/// they cannot make the set allocate memory in proportion to their value.
+const DENSE_WORDS_SLACK: u64 = 1 << 14;
+
+/// A set of oids, one bit each (oids are dense), with a hash set for outliers.
 #[derive(Default)]
-struct OidSet(Vec<u64>);
+struct OidSet {
+    dense: Vec<u64>,
+    sparse: std::collections::HashSet<u64>,
+}
 
 impl OidSet {
     /// Adds `oid`; returns whether it was new.
     fn insert(&mut self, oid: Oid) -> bool {
-        let (word, bit) = ((oid.0 / 64) as usize, oid.0 % 64);
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
+        if self.contains(oid) {
+            return false;
         }
-        let new = self.0[word] & (1 << bit) == 0;
-        self.0[word] |= 1 << bit;
-        new
+        let (word, bit) = (oid.0 / 64, oid.0 % 64);
+        if word <= 2 * self.dense.len() as u64 + DENSE_WORDS_SLACK {
+            let word = word as usize;
+            if word >= self.dense.len() {
+                self.dense.resize(word + 1, 0);
+            }
+            self.dense[word] |= 1 << bit;
+        } else {
+            self.sparse.insert(oid.0);
+        }
+        true
     }
 
     fn contains(&self, oid: Oid) -> bool {
         let (word, bit) = ((oid.0 / 64) as usize, oid.0 % 64);
-        self.0.get(word).is_some_and(|w| w & (1 << bit) != 0)
+        self.dense.get(word).is_some_and(|w| w & (1 << bit) != 0) || self.sparse.contains(&oid.0)
     }
 }
 
