@@ -79,3 +79,31 @@ fn oids_allocated_after_the_last_index_save_survive_a_clean_close() {
         "oid {unused} was handed out before the close and again ({next}) after it"
     );
 }
+
+/// index.rs promises that a damaged or hostile file cannot make the index allocate
+/// memory out of proportion to the records it holds. Oids that each lie just within
+/// the dense part's growth reach double it per record: k records cost 2^k MiB.
+#[test]
+#[ignore = "bug: the dense index doubles per far-apart oid, so a few records can make it allocate gigabytes"]
+fn a_few_far_apart_oids_do_not_grow_the_index_exponentially() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let mut oid = 0u64;
+    for k in 1..=4u64 {
+        oid = 2 * oid + (1 << 20);
+        s.copy_transaction(
+            Tid(k),
+            TransactionMeta::described("copy"),
+            oid + 1,
+            vec![(Oid(oid), b"x".to_vec())],
+        )
+        .unwrap();
+    }
+    assert_eq!(s.object_count(), 4);
+    assert!(
+        s.index_memory_bytes() < 32 << 20,
+        "4 objects take {} bytes of index",
+        s.index_memory_bytes()
+    );
+}
