@@ -64,8 +64,10 @@ impl Index {
                 let p = self.sparse.remove(&o).expect("listed above");
                 self.dense[o as usize] = p;
             }
+            if self.dense[slot as usize] == 0 {
+                self.count += 1;
+            }
             self.dense[slot as usize] = pos;
-            self.count += 1;
             return;
         }
         if self.sparse.insert(slot, pos).is_none() {

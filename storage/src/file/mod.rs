@@ -181,6 +181,8 @@ struct Shared {
     /// A pack is running (one at a time).
     packing: AtomicBool,
     saved_index_end: AtomicU64,
+    /// The oid allocator's mark in the saved index (0: unknown, save at close).
+    saved_next_oid: AtomicU64,
     writer_lock: Mutex<Option<WriterLock>>,
 }
 
@@ -320,6 +322,16 @@ impl FileStorage {
                 path: path.clone(),
                 what,
             })?;
+        if header.data_start > len {
+            // A writer sizes a new file to its data start before anything else.
+            return Err(Error::Format {
+                path: path.clone(),
+                what: format!(
+                    "data start {} lies beyond the end of the file ({len} bytes)",
+                    header.data_start
+                ),
+            });
+        }
         let identity = io
             .identity()
             .map_err(|e| Error::io(&path, "reading file identity", e))?;
@@ -337,6 +349,7 @@ impl FileStorage {
         } else {
             start
         };
+        let saved_next_oid = next_oid;
         let scan_start = start.max(header.data_start);
         let outcome =
             recovery::scan(&map, scan_start, last_tid, next_oid, &mut index).map_err(|damage| {
@@ -427,12 +440,14 @@ impl FileStorage {
             index_saving: AtomicBool::new(false),
             packing: AtomicBool::new(false),
             saved_index_end: AtomicU64::new(saved_end),
+            saved_next_oid: AtomicU64::new(saved_next_oid),
             writer_lock: Mutex::new(writer_lock),
             options,
         });
         let storage = FileStorage { shared };
         if !read_only && end - start >= storage.shared.options.index_save_interval_bytes {
-            storage.shared.save_index()?;
+            // A failure is logged: the file stays authoritative, the index is saved later.
+            let _ = storage.shared.save_index();
         }
         Ok(storage)
     }
@@ -488,8 +503,12 @@ impl FileStorage {
     /// backwards along the records' trailing lengths (cost: `n` records, not the file).
     pub fn last_transactions(&self, n: usize) -> Result<Vec<TransactionInfo>> {
         self.shared.check_open()?;
-        let end = self.shared.published_end.load(Ordering::Acquire);
-        let map = Arc::clone(&self.shared.reader.read().map);
+        // The end and the map under one read lock: a pack swaps both under the write lock.
+        let (end, map) = {
+            let reader = self.shared.reader.read();
+            let end = self.shared.published_end.load(Ordering::Acquire);
+            (end, Arc::clone(&reader.map))
+        };
         let data_start = self.shared.file().header.data_start;
         let mut found = Vec::with_capacity(n.min(1024));
         let mut at = end;
@@ -944,6 +963,12 @@ impl Shared {
             if st.synced_end >= end {
                 return Ok(());
             }
+            if end > st.written_end {
+                // Every end a caller takes from this file is at most `written_end`: this
+                // one is from a file a pack replaced since (an index save's snapshot).
+                // Nothing will be written there; the caller checks the file's identity.
+                return Ok(());
+            }
             if let Some(cause) = &st.poisoned {
                 return Err(Error::Poisoned {
                     cause: Arc::clone(cause),
@@ -1025,16 +1050,23 @@ impl Shared {
                 };
                 (saved, reader.index.clone())
             };
-            if saved.covered_end == self.saved_index_end.load(Ordering::Acquire) {
+            if saved.covered_end == self.saved_index_end.load(Ordering::Acquire)
+                && saved.next_oid == self.saved_next_oid.load(Ordering::Acquire)
+            {
                 return Ok(());
             }
             self.wait_durable(saved.covered_end)?;
+            if self.file().header.file_id != saved.file_id {
+                // A pack replaced the file since the snapshot, and wrote its own index.
+                return Ok(());
+            }
             let bytes = index::encode_saved(&saved, &index);
             let ipath = index_path(&self.path);
             index::write_saved(&*self.options.io, &ipath, &bytes)
                 .map_err(|e| Error::io(&ipath, "saving the index", e))?;
             self.saved_index_end
                 .store(saved.covered_end, Ordering::Release);
+            self.saved_next_oid.store(saved.next_oid, Ordering::Release);
             Ok(())
         })();
         self.index_saving.store(false, Ordering::Release);
@@ -1058,11 +1090,15 @@ impl Shared {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let end = commit.end;
         drop(commit);
         let mut result = Ok(());
         let poisoned = self.sync.lock().poisoned.is_some();
         if !self.options.read_only && !poisoned {
-            result = self.save_index();
+            // Transactions finished before close are written (by a group-commit
+            // leader) before the writer lock is released: afterwards another writer
+            // may own the file.
+            result = self.wait_durable(end).and_then(|()| self.save_index());
         }
         self.notifier.close();
         self.writer_lock.lock().take();
@@ -1147,8 +1183,12 @@ impl Storage for FileStorage {
 
     fn transactions(&self, from: Tid, to: Tid) -> Result<TransactionIter<'_>> {
         self.shared.check_open()?;
-        let end = self.shared.published_end.load(Ordering::Acquire);
-        let map = Arc::clone(&self.shared.reader.read().map);
+        // The end and the map under one read lock: a pack swaps both under the write lock.
+        let (end, map) = {
+            let reader = self.shared.reader.read();
+            let end = self.shared.published_end.load(Ordering::Acquire);
+            (end, Arc::clone(&reader.map))
+        };
         Ok(Box::new(TransactionWalk {
             shared: &self.shared,
             map,
@@ -1217,6 +1257,7 @@ impl Iterator for TransactionWalk<'_> {
             let (len, tid) = match format::peek_transaction(&self.map, at) {
                 Ok(v) => v,
                 Err(format::RecordProblem::Zeros) => {
+                    self.pos = self.end;
                     return fail("unexpected end of records".into());
                 }
                 Err(format::RecordProblem::Bad(what)) => {
@@ -1234,7 +1275,10 @@ impl Iterator for TransactionWalk<'_> {
             }
             return match format::transaction_at(&self.map, at) {
                 Ok(t) => Some(Ok(transaction_info(&t))),
-                Err(format::RecordProblem::Zeros) => fail("unexpected end of records".into()),
+                Err(format::RecordProblem::Zeros) => {
+                    self.pos = self.end;
+                    fail("unexpected end of records".into())
+                }
                 Err(format::RecordProblem::Bad(what)) => {
                     self.pos = self.end;
                     fail(what)
@@ -1363,6 +1407,12 @@ impl StorageTransaction for FileTransaction {
             });
         }
         let tid = match self.copied_tid {
+            None if commit.last_tid == Tid::MAX => {
+                return Err(shared.corrupted(
+                    commit.end,
+                    "the last transaction id is the largest possible: no later transaction can commit",
+                ));
+            }
             None => Tid::next_after(commit.last_tid),
             Some(tid) if tid > commit.last_tid => tid,
             Some(tid) => {

@@ -66,25 +66,40 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// A set of oids, one bit each (oids are dense).
+/// How far past the bit vector's end (in 64-bit words) an oid may lie and still
+/// extend it; farther oids (only through damaged references) go to the hash set, so
+/// they cannot make the set allocate memory in proportion to their value.
+const DENSE_WORDS_SLACK: u64 = 1 << 14;
+
+/// A set of oids, one bit each (oids are dense), with a hash set for outliers.
 #[derive(Default)]
-struct OidSet(Vec<u64>);
+struct OidSet {
+    dense: Vec<u64>,
+    sparse: std::collections::HashSet<u64>,
+}
 
 impl OidSet {
     /// Adds `oid`; returns whether it was new.
     fn insert(&mut self, oid: Oid) -> bool {
-        let (word, bit) = ((oid.0 / 64) as usize, oid.0 % 64);
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
+        if self.contains(oid) {
+            return false;
         }
-        let new = self.0[word] & (1 << bit) == 0;
-        self.0[word] |= 1 << bit;
-        new
+        let (word, bit) = (oid.0 / 64, oid.0 % 64);
+        if word <= 2 * self.dense.len() as u64 + DENSE_WORDS_SLACK {
+            let word = word as usize;
+            if word >= self.dense.len() {
+                self.dense.resize(word + 1, 0);
+            }
+            self.dense[word] |= 1 << bit;
+        } else {
+            self.sparse.insert(oid.0);
+        }
+        true
     }
 
     fn contains(&self, oid: Oid) -> bool {
         let (word, bit) = ((oid.0 / 64) as usize, oid.0 % 64);
-        self.0.get(word).is_some_and(|w| w & (1 << bit) != 0)
+        self.dense.get(word).is_some_and(|w| w & (1 << bit) != 0) || self.sparse.contains(&oid.0)
     }
 }
 
@@ -209,6 +224,9 @@ impl FileStorage {
 
         // Tail: under the commit lock, once everything written is durable.
         let mut commit = shared.commit.lock();
+        // Close sets its flag under the commit lock and then releases the writer
+        // lock: a pack must not touch the file once the storage is closed.
+        shared.check_writable()?;
         let end = commit.end;
         // Holding the commit lock stops new commits; the group-commit leader needs
         // only the staging lock, so waiting here for it cannot deadlock.
@@ -281,12 +299,17 @@ impl FileStorage {
                 staging.start = new_end;
                 staging.file_len = map.len() as u64;
             }
-            *shared.reader.write() = Reader {
-                map: Arc::new(map),
-                index,
-                indexed_end: new_end,
-                indexed_tid: commit.last_tid,
-            };
+            {
+                let mut reader = shared.reader.write();
+                *reader = Reader {
+                    map: Arc::new(map),
+                    index,
+                    indexed_end: new_end,
+                    indexed_tid: commit.last_tid,
+                };
+                // With the map: readers take both under the read lock.
+                shared.published_end.store(new_end, Ordering::Release);
+            }
             *shared.file.write() = Arc::new(OpenFile {
                 io,
                 identity,
@@ -295,8 +318,9 @@ impl FileStorage {
             let mut st = shared.sync.lock();
             st.written_end = new_end;
             st.synced_end = new_end;
-            shared.published_end.store(new_end, Ordering::Release);
             shared.saved_index_end.store(new_end, Ordering::Release);
+            // The packed file's index holds the copy's oid mark, not this storage's.
+            shared.saved_next_oid.store(0, Ordering::Release);
             Ok(())
         })();
         if let Err(e) = switched {
@@ -414,5 +438,60 @@ fn remove_pack_files(path: &Path) {
     let target = pack_path(path);
     for p in [index_path(&target), super::lock_path(&target), target] {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::meta::TransactionMeta;
+
+    fn write(s: &FileStorage, bytes: &[u8]) {
+        let mut t = s.begin(TransactionMeta::described("t")).unwrap();
+        let base = s.load(Oid::ROOT, Tid::MAX).map_or(Tid::ZERO, |r| r.tid);
+        t.store(Oid::ROOT, base, bytes.to_vec()).unwrap();
+        t.finish().unwrap();
+    }
+
+    /// `save_index` snapshots the index (and its covered end) and then waits for that
+    /// end to be durable. When a pack swaps in the shorter packed file between the two
+    /// steps, the wait is for an offset of the old file: it must return, not sync in a
+    /// loop until new commits happen to reach that offset.
+    #[test]
+    fn a_save_whose_snapshot_predates_a_pack_swap_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStorage::open(
+            dir.path().join("data.zdb"),
+            FileOptions::new().durability(Durability::Off),
+        )
+        .unwrap();
+        for i in 0..20u8 {
+            write(&s, &[i; 200]);
+        }
+        // The first step of save_index...
+        let covered_end = s.shared.reader.read().indexed_end;
+        // ...a pack swaps the file in...
+        s.pack(Tid::MAX, None).unwrap();
+        assert!(s.data_end() < covered_end);
+        // ...and the second step.
+        let shared = Arc::clone(&s.shared);
+        let (done_tx, done_rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _ = shared.wait_durable(covered_end);
+            let _ = done_tx.send(());
+        });
+        let returned = done_rx.recv_timeout(Duration::from_secs(2)).is_ok();
+        // Release it either way: commit past the old end.
+        while s.data_end() < covered_end {
+            write(&s, &[9; 200]);
+        }
+        waiter.join().unwrap();
+        assert!(
+            returned,
+            "the wait did not return while nothing was committed"
+        );
     }
 }
