@@ -68,6 +68,9 @@ pub enum Error {
     )]
     Locked { path: PathBuf, pid: String },
 
+    #[error("every object id has been handed out: this database cannot create more objects")]
+    OidsExhausted,
+
     #[error("the storage was opened read-only; open it writable to commit")]
     ReadOnly,
 
@@ -95,6 +98,13 @@ pub enum Error {
         "cannot read the references of object {oid} for garbage collection: {what}; pack without GC or repair the object"
     )]
     PackReferences { oid: Oid, what: String },
+
+    #[error(
+        "{path}: object {oid}, unreachable when the pack began, was referred to again by a \
+         transaction committed during the pack; the pack was abandoned and the file is \
+         unchanged: pack again"
+    )]
+    PackAbandoned { path: PathBuf, oid: Oid },
 
     #[error("the transaction was already voted; finish or abort it")]
     AlreadyVoted,

@@ -100,7 +100,6 @@ fn a_transaction_walk_meeting_zeroed_bytes_ends() {
 /// An oid mark at the top of the oid space (copied from another file) must not make
 /// the allocator wrap around and hand out the root or any oid twice.
 #[test]
-#[ignore = "bug: new_oid wraps around at the top of the oid space and hands out the root oid"]
 fn the_oid_allocator_never_wraps_around() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

@@ -84,7 +84,6 @@ fn oids_allocated_after_the_last_index_save_survive_a_clean_close() {
 /// memory out of proportion to the records it holds. Oids that each lie just within
 /// the dense part's growth reach double it per record: k records cost 2^k MiB.
 #[test]
-#[ignore = "bug: the dense index doubles per far-apart oid, so a few records can make it allocate gigabytes"]
 fn a_few_far_apart_oids_do_not_grow_the_index_exponentially() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

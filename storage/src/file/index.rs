@@ -18,7 +18,7 @@ use crate::ids::{Oid, Tid};
 
 use super::io::FileIoFactory;
 
-/// How far past the dense vector's end an oid may lie and still extend it.
+/// The dense part may cover oids up to twice the object count plus this many.
 const DENSE_GROWTH_SLACK: u64 = 1 << 20;
 
 #[derive(Clone, Default, Debug)]
@@ -48,7 +48,9 @@ impl Index {
             self.dense[slot as usize] = pos;
             return;
         }
-        if slot <= 2 * self.dense.len() as u64 + DENSE_GROWTH_SLACK {
+        // Grow the dense part only as far as the objects it holds justify, so its size
+        // stays proportional to the object count however far apart the oids are.
+        if slot <= 2 * self.count + DENSE_GROWTH_SLACK {
             // Grow by half at a time (not Vec's doubling): at most 12 bytes per object.
             let new_len = (slot as usize + 1).max(self.dense.len() * 3 / 2);
             self.dense.reserve_exact(new_len - self.dense.len());

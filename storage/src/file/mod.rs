@@ -1123,7 +1123,13 @@ impl Storage for FileStorage {
 
     fn new_oid(&self) -> Result<Oid> {
         self.shared.check_open()?;
-        Ok(Oid(self.shared.next_oid.fetch_add(1, Ordering::AcqRel)))
+        // Never wraps: after the largest oid the allocator refuses (a copied history
+        // can carry a high-water mark near the top of the oid space).
+        self.shared
+            .next_oid
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1))
+            .map(Oid)
+            .map_err(|_| Error::OidsExhausted)
     }
 
     fn load(&self, oid: Oid, snapshot: Tid) -> Result<Revision> {

@@ -238,6 +238,24 @@ impl FileStorage {
             while pos < end1 {
                 let t = format::transaction_at(&map1, pos)
                     .map_err(|p| shared.corrupted(pos, p.describe()))?;
+                // A commit made during the pack may refer again to an object the GC
+                // is dropping; its pre-pack revisions are already left behind, so the
+                // pack cannot keep it: abandon the pack, the file stays as it is.
+                if let (Some(reached), Some(refs)) = (&reachable, references) {
+                    for (_, r) in &t.records {
+                        let children = refs(r.data)
+                            .map_err(|what| Error::PackReferences { oid: r.oid, what })?;
+                        if let Some(child) = children
+                            .into_iter()
+                            .find(|c| !reached.contains(*c) && current.get(*c).is_some())
+                        {
+                            return Err(Error::PackAbandoned {
+                                path: path.clone(),
+                                oid: child,
+                            });
+                        }
+                    }
+                }
                 pos = t.end();
                 copy(&t, &mut report, pos >= end1)?;
                 report.copied_during_pack += 1;
