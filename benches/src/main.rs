@@ -15,6 +15,7 @@
 //!   removed at exit.
 //! - `--reps N` runs each workload N times and reports the median (see `report`).
 
+mod objects;
 mod phys;
 mod report;
 mod rng;
@@ -37,7 +38,8 @@ pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::
 
 const USAGE: &str = "\
 usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory]
-  WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all, in that order)
+  WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w5 | w7 | w7-noindex | storage (all of these)
+            obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
   --dir D   where the stores are created (default: a new directory under the system temp dir)
   --json    one JSON line per workload instead of a table
   --reps N  runs of each workload, each on a fresh store; the median is reported (default 1)

@@ -53,6 +53,10 @@ pub enum Workload {
     W5,
     W7,
     W7NoIndex,
+    ObjW1,
+    ObjW2,
+    BTree,
+    BTreeConcurrent,
 }
 
 impl Workload {
@@ -80,16 +84,32 @@ impl Workload {
             Workload::W5 => "w5",
             Workload::W7 => "w7",
             Workload::W7NoIndex => "w7-noindex",
+            Workload::ObjW1 => "obj-w1",
+            Workload::ObjW2 => "obj-w2",
+            Workload::BTree => "btree",
+            Workload::BTreeConcurrent => "btree-4",
         }
     }
 
-    /// The workloads a command-line name selects (`storage` selects all).
+    /// The object-level workloads, in the order `objects` runs them.
+    pub const OBJECTS: [Workload; 4] = [
+        Workload::ObjW1,
+        Workload::ObjW2,
+        Workload::BTree,
+        Workload::BTreeConcurrent,
+    ];
+
+    /// The workloads a command-line name selects (`storage` and `objects` select
+    /// their groups).
     pub fn select(name: &str) -> Option<Vec<Workload>> {
-        if name == "storage" {
-            return Some(Workload::ALL.to_vec());
+        match name {
+            "storage" => return Some(Workload::ALL.to_vec()),
+            "objects" => return Some(Workload::OBJECTS.to_vec()),
+            _ => {}
         }
         Workload::ALL
             .into_iter()
+            .chain(Workload::OBJECTS)
             .find(|w| w.name() == name)
             .map(|w| vec![w])
     }
@@ -111,6 +131,10 @@ impl Workload {
             Workload::W5 => w5(store),
             Workload::W7 => w7(store, true),
             Workload::W7NoIndex => w7(store, false),
+            Workload::ObjW1 => crate::objects::obj_w1(store),
+            Workload::ObjW2 => crate::objects::obj_w2(store),
+            Workload::BTree => crate::objects::btree(store),
+            Workload::BTreeConcurrent => crate::objects::btree_concurrent(store),
         }
     }
 }
@@ -455,7 +479,7 @@ fn w7(store: &mut StoreUnderTest, with_index: bool) -> Result<Measurement> {
     Ok(m)
 }
 
-fn set_latencies(m: &mut Measurement, latencies: &Latencies) {
+pub fn set_latencies(m: &mut Measurement, latencies: &Latencies) {
     if let Some((p50, p99)) = latencies.p50_p99() {
         m.set("p50_us", Value::Float(p50, 1));
         m.set("p99_us", Value::Float(p99, 1));
