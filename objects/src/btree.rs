@@ -26,6 +26,7 @@ use std::ops::{Bound, RangeBounds};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::counter::Counter;
 use crate::error::Result;
 use crate::persistent::Persistent;
 use crate::pref::PRef;
@@ -63,6 +64,10 @@ pub struct BTree<K, V> {
     root: PRef<Node<K, V>>,
     bucket_capacity: u32,
     node_capacity: u32,
+    /// The number of entries, in a conflict-free counter of its own: concurrent
+    /// inserts into different buckets merge their increments instead of conflicting
+    /// on one hot object.
+    len: PRef<Counter>,
 }
 
 /// An inner node of a tree.
@@ -216,10 +221,12 @@ impl<K: BTreeKey, V: BTreeValue> BTree<K, V> {
             children: vec![bucket.cast()],
             _values: std::marker::PhantomData,
         })?;
+        let len = tx.add(Counter::new(0))?;
         tx.add(BTree {
             root,
             bucket_capacity,
             node_capacity,
+            len,
         })
     }
 
@@ -293,6 +300,10 @@ impl<K: BTreeKey, V: BTreeValue> BTree<K, V> {
             let high = b.high.replace(separator.clone());
             (previous, Some((separator, right, high)))
         })?;
+        if previous.is_none() {
+            let len = tx.get(tree)?.len;
+            tx.modify(&len, |c| c.add(1))?;
+        }
         let Some((separator, entries, high)) = split else {
             return Ok(previous);
         };
@@ -377,10 +388,21 @@ impl<K: BTreeKey, V: BTreeValue> BTree<K, V> {
         if tx.get(&bucket)?.get(key).is_none() {
             return Ok(None);
         }
-        tx.modify(&bucket, |b| match b.search(key) {
+        let removed = tx.modify(&bucket, |b| match b.search(key) {
             Ok(i) => Some(b.entries.remove(i).1),
             Err(_) => None,
-        })
+        })?;
+        if removed.is_some() {
+            let len = tx.get(tree)?.len;
+            tx.modify(&len, |c| c.add(-1))?;
+        }
+        Ok(removed)
+    }
+
+    /// The number of entries, read from the tree's counter (no bucket is loaded).
+    pub fn len(tx: &mut Transaction<'_>, tree: &PRef<BTree<K, V>>) -> Result<u64> {
+        let len = tx.get(tree)?.len;
+        Ok(tx.get(&len)?.value().max(0) as u64)
     }
 
     /// Every entry, in key order (loads the whole tree).

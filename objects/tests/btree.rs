@@ -68,6 +68,7 @@ fn matches_a_std_btreemap_through_splits_at_every_level() {
         );
         let all = Tree::entries(&mut tx, &tree).unwrap();
         assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+        assert_eq!(Tree::len(&mut tx, &tree).unwrap(), model.len() as u64);
         for k in 0..1001 {
             assert_eq!(
                 Tree::get(&mut tx, &tree, &k).unwrap(),
@@ -92,8 +93,12 @@ fn a_change_writes_only_its_bucket() {
         db.transact(|tx| Tree::insert(tx, &tree, 250, "y".into()))
             .unwrap();
         assert_eq!(changed_objects(&storage), 1);
+        // Adding or removing a key also changes the length counter, nothing else.
         db.transact(|tx| Tree::remove(tx, &tree, &17)).unwrap();
-        assert_eq!(changed_objects(&storage), 1);
+        assert_eq!(changed_objects(&storage), 2);
+        db.transact(|tx| Tree::insert(tx, &tree, 17, "z".into()))
+            .unwrap();
+        assert_eq!(changed_objects(&storage), 2);
         // Setting the value a key already has writes nothing.
         let last = storage.last_tid();
         db.transact(|tx| Tree::insert(tx, &tree, 250, "y".into()))
@@ -196,6 +201,8 @@ fn many_threads_inserting_lose_nothing() {
         }
         let all = db.transact(|tx| Tree::entries(tx, &tree)).unwrap();
         assert_eq!(all.len(), 200);
+        // The length counter merged every concurrent increment.
+        assert_eq!(db.transact(|tx| Tree::len(tx, &tree)).unwrap(), 200);
         for (i, (k, v)) in all.iter().enumerate() {
             assert_eq!(*k, i as u64);
             assert_eq!(*v, (k % 4).to_string());
@@ -243,6 +250,7 @@ mod model {
             }
             let all = db.transact(|tx| Tree::entries(tx, &tree)).unwrap();
             prop_assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(db.transact(|tx| Tree::len(tx, &tree)).unwrap(), model.len() as u64);
             for k in 0..200u64 {
                 let got = db.transact(|tx| Tree::get(tx, &tree, &k)).unwrap();
                 prop_assert_eq!(got, model.get(&k).cloned());
