@@ -90,6 +90,21 @@ pub enum Error {
 
     #[error("the transaction was already voted; finish or abort it")]
     AlreadyVoted,
+
+    #[error(
+        "disconnected from the storage server at {address} ({reason}); the call may or may \
+         not have taken effect: retry it (a transaction in progress must be aborted and redone)"
+    )]
+    Disconnected { address: String, reason: String },
+
+    #[error("the storage server at {address} refused the connection: {reason}")]
+    Refused { address: String, reason: String },
+
+    #[error("protocol error with {peer}: {what}; the connection was closed")]
+    Protocol { peer: String, what: String },
+
+    #[error("the storage server failed: {message}")]
+    Server { message: String },
 }
 
 impl Error {

@@ -21,6 +21,7 @@ pub mod file;
 mod ids;
 mod memory;
 mod meta;
+pub mod net;
 mod notify;
 mod pending;
 mod storage;
@@ -33,6 +34,7 @@ pub use meta::{
     ChangeInfo, CommitEvent, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX,
     Revision, RevisionInfo, TransactionInfo, TransactionMeta, USER_BYTES_MAX,
 };
+pub use net::{ClientOptions, ClientStorage, Server, ServerOptions};
 pub use notify::CommitSubscription;
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 pub use storage::{Storage, StorageTransaction, TransactionIter};
