@@ -12,6 +12,9 @@
 //! - A connection is registered for invalidations under the same lock as its
 //!   catch-up is computed, so it misses none and gets none twice.
 //! - The history holds every transaction with `floor < tid <= last_tid`.
+//! - An invalidation of tid T is sent only once the storage reads snapshot T (its
+//!   `last_tid() >= T`), so a client never gets a load answered below the snapshot
+//!   it asked for.
 //! - A malformed or oversized frame closes only its connection, with a log line.
 
 use std::collections::{HashMap, VecDeque};
@@ -388,17 +391,14 @@ impl Shared {
                     "refusing {peer}: {} connections already (the limit)",
                     self.options.connections_max
                 );
-                let mut stream = stream;
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                let _ = protocol::write_frame(
-                    &mut stream,
-                    &protocol::encode(&ServerMessage::Refused {
-                        reason: format!(
-                            "too many connections (the server's limit is {})",
-                            self.options.connections_max
-                        ),
-                    }),
+                let reason = format!(
+                    "too many connections (the server's limit is {})",
+                    self.options.connections_max
                 );
+                // On its own thread: the refusal must not hold up accepting.
+                let _ = std::thread::Builder::new()
+                    .name("zodiac-refuse".into())
+                    .spawn(move || refuse(stream, reason));
                 continue;
             }
             let shared = Arc::clone(&self);
@@ -416,6 +416,22 @@ impl Shared {
     }
 
     fn broadcast(&self, event: &CommitEvent) {
+        // A storage delivers the event before its last_tid reports the tid. A client
+        // that applied this invalidation may at once load at this tid: were the
+        // storage still to read such a load at the previous tid, the client would
+        // cache an old revision as current. So wait until the tid is readable.
+        let waited = Instant::now();
+        while self.storage.last_tid() < event.tid {
+            if waited.elapsed() > Duration::from_secs(5) {
+                log::warn!(
+                    "the storage has not reported transaction {} as its last 5 s after \
+                     notifying it; sending its invalidation anyway",
+                    event.tid
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
         let frames = invalidation_frames(event.tid, &event.oids);
         let mut hub = self.hub.lock();
         if event.tid <= hub.last_tid {
@@ -486,6 +502,27 @@ impl Shared {
         }
         self.hub.lock().subscribers.remove(&id);
         self.connections.lock().remove(&id);
+    }
+}
+
+/// Tells a connection over the limit why it is refused, then closes it once the
+/// client has read that (closing with its hello unread would reset the connection
+/// and lose the reason).
+fn refuse(mut stream: TcpStream, reason: String) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = protocol::write_frame(
+        &mut stream,
+        &protocol::encode(&ServerMessage::Refused { reason }),
+    );
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match std::io::Read::read(&mut stream, &mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
 }
 

@@ -1,0 +1,355 @@
+//! Many client storages against one in-process server over 127.0.0.1: concurrency,
+//! the cache ordering contract under racing commits, catch-up after a disconnect at
+//! the boundary of the invalidation history, a server restored from an older copy,
+//! and the connection limit.
+//!
+//! `ZODIAC_NET_SEED=S` repeats the racing test's choices (the seed is printed).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zodiac_storage::{
+    ClientOptions, ClientStorage, Durability, Error, FileOptions, FileStorage, Oid, Server,
+    ServerOptions, Storage, Tid, TransactionMeta,
+};
+use zodiac_tests::SplitMix64;
+
+fn open(path: &std::path::Path) -> Arc<FileStorage> {
+    Arc::new(
+        FileStorage::open(path, FileOptions::new().durability(Durability::Off))
+            .expect("open data file"),
+    )
+}
+
+fn serve(storage: &Arc<FileStorage>, addr: &str, options: ServerOptions) -> Server {
+    Server::start(Arc::clone(storage) as Arc<dyn Storage>, addr, options).expect("start server")
+}
+
+fn connect(addr: impl ToString, options: ClientOptions) -> ClientStorage {
+    ClientStorage::connect(&addr.to_string(), options).expect("connect")
+}
+
+fn commit(s: &dyn Storage, writes: &[(Oid, Tid, &[u8])]) -> Tid {
+    let mut txn = s.begin(TransactionMeta::described("test")).expect("begin");
+    for &(oid, base, data) in writes {
+        txn.store(oid, base, data.to_vec()).expect("store");
+    }
+    txn.finish().expect("finish")
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn forty_clients_commit_concurrently_and_all_see_every_commit_in_order() {
+    const CLIENTS: usize = 40;
+    const COMMITS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(&file, "127.0.0.1:0", ServerOptions::new());
+    let clients: Vec<Arc<ClientStorage>> = (0..CLIENTS)
+        .map(|_| Arc::new(connect(server.local_addr(), ClientOptions::new())))
+        .collect();
+    let subscriptions: Vec<_> = clients.iter().map(|c| c.subscribe()).collect();
+    let oids: Vec<Oid> = clients.iter().map(|c| c.new_oid().unwrap()).collect();
+    let handles: Vec<_> = clients
+        .iter()
+        .zip(&oids)
+        .map(|(c, &oid)| {
+            let c = Arc::clone(c);
+            std::thread::spawn(move || {
+                let mut base = Tid::ZERO;
+                for i in 0..COMMITS {
+                    base = commit(&*c, &[(oid, base, &i.to_le_bytes())]);
+                    assert!(c.last_tid() >= base, "finish returned before last_tid");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("committer");
+    }
+    assert_eq!(server.connection_count(), CLIENTS);
+    let all: Vec<Tid> = file
+        .transactions(Tid::ZERO, Tid::MAX)
+        .unwrap()
+        .map(|t| t.unwrap().tid)
+        .collect();
+    assert_eq!(all.len(), CLIENTS * COMMITS);
+    for (c, sub) in clients.iter().zip(&subscriptions) {
+        wait_until("every client at the last tid", || {
+            c.last_tid() == file.last_tid()
+        });
+        let seen: Vec<Tid> = std::iter::from_fn(|| sub.try_recv())
+            .map(|e| e.tid)
+            .collect();
+        assert_eq!(seen, all, "a client missed or reordered commits");
+        for &oid in &oids {
+            assert_eq!(
+                c.load(oid, Tid::MAX).unwrap(),
+                file.load(oid, Tid::MAX).unwrap()
+            );
+        }
+    }
+}
+
+/// The ordering contract under racing commits: a reader that saw `last_tid() == L`
+/// and loads at `L` gets exactly the revision the served storage has at `L`, whether
+/// the answer came from its cache or from the server. Caches both large and tiny (so
+/// entries are evicted and reloaded while invalidations race with the loads).
+#[test]
+fn racing_loads_and_invalidations_never_leave_a_stale_cache_entry() {
+    const OIDS: usize = 6;
+    const WRITERS: usize = 2;
+    const READERS: usize = 4;
+    let seed = std::env::var("ZODIAC_NET_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Tid::now().0);
+    println!("racing cache test: seed {seed} (repeat with ZODIAC_NET_SEED={seed})");
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(&file, "127.0.0.1:0", ServerOptions::new());
+    let addr = server.local_addr();
+    let setup = connect(addr, ClientOptions::new());
+    let oids: Vec<Oid> = (0..OIDS).map(|_| setup.new_oid().unwrap()).collect();
+    let writes: Vec<(Oid, Tid, &[u8])> = oids.iter().map(|&o| (o, Tid::ZERO, &b"0"[..])).collect();
+    commit(&setup, &writes);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for w in 0..WRITERS {
+        let (stop, oids) = (Arc::clone(&stop), oids.clone());
+        handles.push(std::thread::spawn(move || {
+            let c = connect(addr, ClientOptions::new());
+            let mut rng = SplitMix64::new(seed ^ (w as u64 + 1));
+            let mut commits = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let n = rng.in_range(1, 3) as usize;
+                let picked: Vec<Oid> = (0..n)
+                    .map(|_| oids[rng.in_range(0, OIDS as u64 - 1) as usize])
+                    .collect();
+                let result = (|| {
+                    let mut txn = c.begin(TransactionMeta::described("racer"))?;
+                    for &oid in &picked {
+                        let base = c.load(oid, c.last_tid())?.tid;
+                        txn.store(oid, base, format!("w{w} c{commits}").into_bytes())?;
+                    }
+                    txn.finish()
+                })();
+                match result {
+                    Ok(_) => commits += 1,
+                    Err(Error::Conflict(_)) => {}
+                    Err(e) => panic!("writer: {e}"),
+                }
+            }
+            commits
+        }));
+    }
+    let mut readers = Vec::new();
+    for r in 0..READERS {
+        let (stop, oids, file) = (Arc::clone(&stop), oids.clone(), Arc::clone(&file));
+        readers.push(std::thread::spawn(move || {
+            let cache = if r % 2 == 0 { 64 << 20 } else { 400 };
+            let c = connect(addr, ClientOptions::new().cache_bytes_max(cache));
+            let mut rng = SplitMix64::new(seed ^ ((r as u64 + 1) << 32));
+            let mut checks = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let last = c.last_tid();
+                let oid = oids[rng.in_range(0, OIDS as u64 - 1) as usize];
+                let got = c.load(oid, last).unwrap();
+                let truth = file.load(oid, last).unwrap();
+                assert_eq!(
+                    got, truth,
+                    "reader {r}: stale load of {oid} at {last} (seed {seed})"
+                );
+                checks += 1;
+            }
+            checks
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Release);
+    let commits: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let checks: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+    println!("racing cache test: {commits} commits, {checks} checked loads");
+    assert!(
+        commits > 50 && checks > 500,
+        "too little racing: {commits} commits, {checks} loads"
+    );
+}
+
+/// A TCP relay that can cut every connection through it, to disconnect one client.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let (cut2, streams2) = (Arc::clone(&cut), Arc::clone(&streams));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut2.load(Ordering::Acquire) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let pump = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                };
+                streams2.lock().unwrap().push(client.try_clone().unwrap());
+                streams2.lock().unwrap().push(server.try_clone().unwrap());
+                pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pump(server, client);
+            }
+        });
+        Relay { addr, cut, streams }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::Release);
+    }
+}
+
+#[test]
+fn catch_up_uses_the_history_up_to_its_limit_and_drops_the_cache_beyond() {
+    const HISTORY: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(
+        &file,
+        "127.0.0.1:0",
+        ServerOptions::new().invalidation_history(HISTORY),
+    );
+    let relay = Relay::start(server.local_addr());
+    let options =
+        ClientOptions::new().reconnect_delay(Duration::from_millis(5), Duration::from_millis(20));
+    let a = connect(relay.addr, options);
+    let b = connect(server.local_addr(), ClientOptions::new());
+    let x = b.new_oid().unwrap();
+    let mut base = commit(&b, &[(x, Tid::ZERO, b"0")]);
+    wait_until("a sees the first commit", || a.last_tid() == base);
+    assert_eq!(a.load(x, Tid::MAX).unwrap().data, b"0");
+    let events = a.subscribe();
+
+    for (missed, expect_events) in [(HISTORY, true), (HISTORY + 1, false)] {
+        assert_eq!(a.cache_usage().0, 1, "x is cached before the cut");
+        relay.cut();
+        wait_until("a notices the cut", || !a.is_connected());
+        let mut tids = Vec::new();
+        for i in 0..missed {
+            base = commit(&b, &[(x, base, format!("{missed}:{i}").as_bytes())]);
+            tids.push(base);
+        }
+        relay.heal();
+        wait_until("a reconnects and catches up", || {
+            a.is_connected() && a.last_tid() == base
+        });
+        let delivered: Vec<Tid> = std::iter::from_fn(|| events.try_recv())
+            .map(|e| e.tid)
+            .collect();
+        if expect_events {
+            // Within the history: the missed invalidations, in order; x was dropped.
+            assert_eq!(delivered, tids, "missed {missed}");
+        } else {
+            // Beyond it: the whole cache was dropped instead.
+            assert_eq!(delivered, vec![], "missed {missed}");
+        }
+        assert_eq!(a.cache_usage(), (0, 0), "missed {missed}: x not dropped");
+        let expected = format!("{missed}:{}", missed - 1);
+        assert_eq!(a.load(x, Tid::MAX).unwrap().data, expected.as_bytes());
+    }
+}
+
+#[test]
+fn client_ahead_of_a_restored_server_drops_its_cache_and_follows_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.zdb");
+    let backup = dir.path().join("backup.zdb");
+    let file = open(&path);
+    let server = serve(&file, "127.0.0.1:0", ServerOptions::new());
+    let addr = server.local_addr();
+    let c = connect(
+        addr,
+        ClientOptions::new().reconnect_delay(Duration::from_millis(5), Duration::from_millis(20)),
+    );
+    let x = c.new_oid().unwrap();
+    let t1 = commit(&c, &[(x, Tid::ZERO, b"backed up")]);
+    std::fs::copy(&path, &backup).unwrap();
+    let t2 = commit(&c, &[(x, t1, b"lost in the restore")]);
+    assert_eq!(c.load(x, Tid::MAX).unwrap().data, b"lost in the restore");
+    assert_eq!(c.last_tid(), t2);
+
+    server.shutdown();
+    file.close().unwrap();
+    let restored = open(&backup);
+    assert_eq!(restored.last_tid(), t1);
+    let _server = serve(&restored, &addr.to_string(), ServerOptions::new());
+    wait_until("the client follows the restored server", || {
+        c.is_connected() && c.last_tid() == t1
+    });
+    assert_eq!(c.cache_usage(), (0, 0));
+    assert_eq!(c.load(x, Tid::MAX).unwrap().data, b"backed up");
+    // Work goes on from the restored state.
+    let t3 = commit(&c, &[(x, t1, b"after the restore")]);
+    assert_eq!(c.load(x, Tid::MAX).unwrap().data, b"after the restore");
+    assert_eq!(c.last_tid(), t3);
+}
+
+#[test]
+fn connection_limit_holds_at_its_boundary() {
+    const LIMIT: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(
+        &file,
+        "127.0.0.1:0",
+        ServerOptions::new().connections_max(LIMIT),
+    );
+    let options = ClientOptions::new().wait_timeout(Duration::from_secs(2));
+    let mut clients: Vec<ClientStorage> = (0..LIMIT)
+        .map(|_| connect(server.local_addr(), options.clone()))
+        .collect();
+    match ClientStorage::connect(&server.local_addr().to_string(), options.clone()) {
+        Err(Error::Refused { reason, .. }) => assert!(reason.contains("too many connections")),
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("connection over the limit accepted"),
+    }
+    clients.pop().unwrap().close().unwrap();
+    wait_until("the server counts the closed connection", || {
+        server.connection_count() < LIMIT
+    });
+    let again = connect(server.local_addr(), options);
+    assert!(again.new_oid().is_ok());
+}
