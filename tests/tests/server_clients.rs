@@ -353,3 +353,32 @@ fn connection_limit_holds_at_its_boundary() {
     let again = connect(server.local_addr(), options);
     assert!(again.new_oid().is_ok());
 }
+
+#[test]
+fn transaction_bytes_limit_holds_at_its_boundary() {
+    const MAX: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(
+        &file,
+        "127.0.0.1:0",
+        ServerOptions::new().transaction_bytes_max(MAX),
+    );
+    let c = connect(server.local_addr(), ClientOptions::new());
+    let (a, b) = (c.new_oid().unwrap(), c.new_oid().unwrap());
+    let attempt = |second: usize| {
+        let mut txn = c.begin(TransactionMeta::described("sized")).unwrap();
+        txn.store(a, Tid::ZERO, vec![1; 500]).unwrap();
+        txn.store(b, Tid::ZERO, vec![2; second]).unwrap();
+        txn.finish()
+    };
+    match attempt(501) {
+        Err(Error::LimitExceeded { what, len, max }) => {
+            assert_eq!((what, len, max), ("transaction record", MAX + 1, MAX))
+        }
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
+    assert_eq!(c.last_tid(), Tid::ZERO);
+    let tid = attempt(500).expect("a transaction of exactly the limit");
+    assert_eq!(c.load(b, Tid::MAX).unwrap().tid, tid);
+}

@@ -49,6 +49,7 @@ pub struct ServerOptions {
     pub(crate) send_queue_bytes_max: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) transaction_bytes_max: u64,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +62,7 @@ impl Default for ServerOptions {
             send_queue_bytes_max: 64 << 20,
             write_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            transaction_bytes_max: 1 << 30,
         }
     }
 }
@@ -98,6 +100,12 @@ impl ServerOptions {
     /// Longest a write to a client may block before it is disconnected (default: 30 s).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
+        self
+    }
+    /// Most bytes of data one transaction may store before its vote; the server holds
+    /// them in memory until then (default: 1 GiB).
+    pub fn transaction_bytes_max(mut self, bytes: u64) -> Self {
+        self.transaction_bytes_max = bytes;
         self
     }
     /// Longest a new connection may take to finish the handshake (default: 10 s).
@@ -562,7 +570,8 @@ enum TxnOp {
 }
 
 enum TxnSlot {
-    Running(mpsc::Sender<TxnOp>),
+    /// The worker's queue, and the bytes stored so far.
+    Running(mpsc::Sender<TxnOp>, u64),
     /// `begin` failed: every vote or finish gets this error.
     Failed(WireError),
 }
@@ -790,7 +799,25 @@ impl Connection {
                 oid,
                 base_tid,
                 data,
-            } => self.forward(txn, TxnOp::Store(Oid(oid), Tid(base_tid), data))?,
+            } => {
+                let max = self.shared.options.transaction_bytes_max;
+                if let Some(TxnSlot::Running(_, bytes)) = self.transactions.get_mut(&txn) {
+                    *bytes += data.len() as u64;
+                    if *bytes > max {
+                        // Dropping the worker aborts the transaction and frees its data.
+                        let len = *bytes;
+                        self.transactions.insert(
+                            txn,
+                            TxnSlot::Failed(WireError::LimitExceeded {
+                                what: "transaction record".into(),
+                                len,
+                                max,
+                            }),
+                        );
+                    }
+                }
+                self.forward(txn, TxnOp::Store(Oid(oid), Tid(base_tid), data))?
+            }
             ClientMessage::CheckCurrent { txn, oid, tid } => {
                 self.forward(txn, TxnOp::CheckCurrent(Oid(oid), Tid(tid)))?
             }
@@ -804,7 +831,7 @@ impl Connection {
 
     fn forward(&mut self, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
         match self.transactions.get(&txn) {
-            Some(TxnSlot::Running(sender)) => {
+            Some(TxnSlot::Running(sender, _)) => {
                 let _ = sender.send(op);
                 Ok(())
             }
@@ -817,7 +844,7 @@ impl Connection {
 
     fn forward_request(&mut self, id: u64, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
         match self.transactions.get(&txn) {
-            Some(TxnSlot::Running(sender)) => {
+            Some(TxnSlot::Running(sender, _)) => {
                 if sender.send(op).is_err() {
                     self.reply(
                         id,
@@ -892,7 +919,7 @@ impl Connection {
                 txn.abort();
             });
         match spawned {
-            Ok(_) => TxnSlot::Running(sender),
+            Ok(_) => TxnSlot::Running(sender, 0),
             Err(_) => TxnSlot::Failed(WireError::Server {
                 message: "cannot start a thread for the transaction".into(),
             }),
