@@ -186,10 +186,12 @@ fn racing_loads_and_invalidations_never_leave_a_stale_cache_entry() {
     );
 }
 
-/// A TCP relay that can cut every connection through it, to disconnect one client.
+/// A TCP relay that can cut every connection through it, to disconnect one client,
+/// or freeze them (hold every byte, close nothing), as a network partition would.
 struct Relay {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -198,8 +200,10 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let streams = Arc::new(Mutex::new(Vec::new()));
         let (cut2, streams2) = (Arc::clone(&cut), Arc::clone(&streams));
+        let frozen2 = Arc::clone(&frozen);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -210,9 +214,13 @@ impl Relay {
                     continue;
                 };
                 let pump = |mut from: TcpStream, mut to: TcpStream| {
+                    let frozen = Arc::clone(&frozen2);
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 65536];
                         while let Ok(n) = from.read(&mut buf) {
+                            while frozen.load(Ordering::Acquire) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
                             if n == 0 || to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
@@ -227,7 +235,12 @@ impl Relay {
                 pump(server, client);
             }
         });
-        Relay { addr, cut, streams }
+        Relay {
+            addr,
+            cut,
+            frozen,
+            streams,
+        }
     }
 
     fn cut(&self) {
@@ -239,6 +252,11 @@ impl Relay {
 
     fn heal(&self) {
         self.cut.store(false, Ordering::Release);
+        self.frozen.store(false, Ordering::Release);
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::Release);
     }
 }
 
@@ -381,4 +399,41 @@ fn transaction_bytes_limit_holds_at_its_boundary() {
     assert_eq!(c.last_tid(), Tid::ZERO);
     let tid = attempt(500).expect("a transaction of exactly the limit");
     assert_eq!(c.load(b, Tid::MAX).unwrap().tid, tid);
+}
+
+#[test]
+fn a_silent_server_is_given_up_after_the_ping_timeout_and_the_client_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(&file, "127.0.0.1:0", ServerOptions::new());
+    let relay = Relay::start(server.local_addr());
+    let timeout = Duration::from_millis(600);
+    let c = connect(
+        relay.addr,
+        ClientOptions::new()
+            .ping(Duration::from_millis(100), timeout)
+            .connect_timeout(Duration::from_millis(300))
+            .reconnect_delay(Duration::from_millis(5), Duration::from_millis(20)),
+    );
+    let x = c.new_oid().unwrap();
+    let t1 = commit(&c, &[(x, Tid::ZERO, b"x")]);
+    // Idle, but pinged: the connection stays up.
+    std::thread::sleep(timeout * 2);
+    assert!(c.is_connected());
+    relay.freeze();
+    let started = Instant::now();
+    match c.load_revision(x, t1) {
+        Err(Error::Disconnected { reason, .. }) => {
+            assert!(reason.contains("no answer"), "{reason}")
+        }
+        other => panic!("expected Disconnected from a silent server, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= timeout / 2 && waited < timeout * 4,
+        "gave up after {waited:?}"
+    );
+    relay.heal();
+    assert_eq!(c.load_revision(x, t1).unwrap(), b"x");
+    assert!(c.is_connected());
 }

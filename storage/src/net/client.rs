@@ -45,6 +45,8 @@ pub struct ClientOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) reconnect_delay_min: Duration,
     pub(crate) reconnect_delay_max: Duration,
+    pub(crate) ping_interval: Duration,
+    pub(crate) ping_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -57,6 +59,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             reconnect_delay_min: Duration::from_millis(50),
             reconnect_delay_max: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -89,6 +93,15 @@ impl ClientOptions {
     /// Longest wait for one TCP connect and handshake (default: 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+    /// After `interval` without a frame from the server the client pings it; after
+    /// `timeout` without one it counts the connection as lost (a server that vanished
+    /// without closing it) and reconnects. Writes that block for `timeout` fail too.
+    /// Defaults: 5 s and 30 s.
+    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout.max(interval);
         self
     }
     /// First and longest pause between reconnect attempts (defaults: 50 ms, 5 s).
@@ -139,6 +152,8 @@ struct Link {
     pending: Mutex<Option<HashMap<u64, ReplySender>>>,
     alive: AtomicBool,
     reason: Mutex<String>,
+    /// When the last frame arrived, and whether a ping is waiting for its answer.
+    heard: Mutex<(Instant, bool)>,
 }
 
 impl Link {
@@ -383,6 +398,9 @@ impl Inner {
         self.server_read_only.store(read_only, Ordering::Release);
         self.connected_once.store(true, Ordering::Release);
         stream.set_read_timeout(None).map_err(io_err)?;
+        stream
+            .set_write_timeout(Some(self.options.ping_timeout))
+            .map_err(io_err)?;
         let link = Arc::new(Link {
             writer: Mutex::new(BufWriter::with_capacity(
                 64 << 10,
@@ -392,6 +410,7 @@ impl Inner {
             pending: Mutex::new(Some(HashMap::new())),
             alive: AtomicBool::new(true),
             reason: Mutex::new(String::new()),
+            heard: Mutex::new((Instant::now(), false)),
         });
         {
             let mut st = self.link.lock();
@@ -452,6 +471,7 @@ impl Inner {
                 Ok(p) => p,
                 Err(e) => break format!("connection lost: {e}"),
             };
+            *link.heard.lock() = (Instant::now(), false);
             let message = match protocol::decode::<ServerMessage>(&payload) {
                 Ok(m) => m,
                 Err(e) => break format!("protocol error: {e}"),
@@ -496,18 +516,55 @@ impl Inner {
         self.published_changed.notify_all();
     }
 
+    /// Pings a silent server, and gives the connection up when it stays silent.
+    fn check_alive(&self, link: &Link) {
+        let (heard, pinged) = *link.heard.lock();
+        let silent = heard.elapsed();
+        if silent >= self.options.ping_timeout {
+            log::warn!(
+                "{}: no answer from the server for {silent:?}; reconnecting",
+                self.address
+            );
+            link.kill(&format!("no answer from the server for {silent:?}"));
+        } else if silent >= self.options.ping_interval && !pinged {
+            link.heard.lock().1 = true;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // Nobody waits for the answer: any frame proves the server alive.
+            let (sender, _) = mpsc::sync_channel(1);
+            if let Some(pending) = link.pending.lock().as_mut() {
+                pending.insert(id, sender);
+            }
+            let _ = self.send(
+                link,
+                &ClientMessage::Request {
+                    id,
+                    request: Request::Ping,
+                },
+                true,
+            );
+        }
+    }
+
     /// Reconnects whenever the connection is lost, until close.
     fn supervise(self: Arc<Self>) {
         let min = self.options.reconnect_delay_min;
         let mut delay = min;
         loop {
-            {
-                let mut st = self.link.lock();
-                while !self.closed.load(Ordering::Acquire)
-                    && st.current.as_ref().is_some_and(|l| l.is_alive())
-                {
-                    self.link_changed
-                        .wait_for(&mut st, Duration::from_millis(200));
+            let tick = (self.options.ping_interval / 4)
+                .clamp(Duration::from_millis(1), Duration::from_millis(200));
+            loop {
+                let link = {
+                    let mut st = self.link.lock();
+                    match &st.current {
+                        Some(link) if link.is_alive() && !self.closed.load(Ordering::Acquire) => {
+                            self.link_changed.wait_for(&mut st, tick);
+                            st.current.clone()
+                        }
+                        _ => break,
+                    }
+                };
+                if let Some(link) = link {
+                    self.check_alive(&link);
                 }
             }
             if self.closed.load(Ordering::Acquire) {

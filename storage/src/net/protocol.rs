@@ -86,12 +86,30 @@ pub enum ClientMessage {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
     NewOid,
-    Load { oid: u64, snapshot: u64 },
-    LoadRevision { oid: u64, tid: u64 },
-    History { oid: u64, limit: u64 },
-    Transactions { from: u64, to: u64 },
-    Vote { txn: u64 },
-    Finish { txn: u64 },
+    Load {
+        oid: u64,
+        snapshot: u64,
+    },
+    LoadRevision {
+        oid: u64,
+        tid: u64,
+    },
+    History {
+        oid: u64,
+        limit: u64,
+    },
+    Transactions {
+        from: u64,
+        to: u64,
+    },
+    Vote {
+        txn: u64,
+    },
+    Finish {
+        txn: u64,
+    },
+    /// Answered at once with `Pong`: the client's check that the server still answers.
+    Ping,
 }
 
 /// What a server sends.
@@ -152,6 +170,7 @@ pub enum Response {
     },
     Voted,
     Finished(u64),
+    Pong,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

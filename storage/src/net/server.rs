@@ -732,6 +732,7 @@ impl Connection {
                 return Err("a handshake message after the handshake".into());
             }
             ClientMessage::Request { id, request } => match request {
+                Request::Ping => self.reply(id, Ok(Response::Pong)),
                 Request::NewOid => {
                     let result = if self.read_only {
                         Err(Error::ReadOnly)
