@@ -437,3 +437,79 @@ fn a_silent_server_is_given_up_after_the_ping_timeout_and_the_client_reconnects(
     assert_eq!(c.load_revision(x, t1).unwrap(), b"x");
     assert!(c.is_connected());
 }
+
+/// S6 at scale: many connections sending seeded random bytes, some after a proper
+/// handshake, while a client commits. The server closes each bad connection, keeps
+/// serving, and ends up with only the good client connected.
+#[test]
+fn a_storm_of_garbage_connections_leaves_the_server_serving() {
+    use zodiac_storage::net::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
+    const CONNECTIONS: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(
+        &file,
+        "127.0.0.1:0",
+        ServerOptions::new().handshake_timeout(Duration::from_millis(500)),
+    );
+    let addr = server.local_addr();
+    let good = connect(addr, ClientOptions::new());
+    let x = good.new_oid().unwrap();
+    let mut base = commit(&good, &[(x, Tid::ZERO, b"0")]);
+    let seed = Tid::now().0;
+    let storm: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut rng = SplitMix64::new(seed ^ (i << 40));
+                let Ok(mut s) = TcpStream::connect(addr) else {
+                    return;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                if i % 2 == 0 {
+                    let hello = protocol::encode(&ClientMessage::Hello {
+                        magic: MAGIC,
+                        version: PROTOCOL_VERSION,
+                        read_only: false,
+                        fresh: true,
+                        last_tid: 0,
+                    });
+                    let _ = s.write_all(&hello);
+                    let _ = s.write_all(&protocol::encode(&ClientMessage::Auth { mac: None }));
+                }
+                for _ in 0..rng.in_range(1, 20) {
+                    let len = rng.in_range(0, 64) as usize;
+                    let mut frame = if rng.in_range(0, 3) == 0 {
+                        (rng.next_u64() as u32).to_le_bytes().to_vec()
+                    } else {
+                        (len as u32).to_le_bytes().to_vec()
+                    };
+                    frame.extend((0..len).map(|_| rng.next_u64() as u8));
+                    if s.write_all(&frame).is_err() {
+                        break;
+                    }
+                }
+                // Wait for the server to end it; bytes that happen to form valid
+                // messages may keep it open until this side gives up.
+                let mut sink = [0u8; 4096];
+                loop {
+                    match s.read(&mut sink) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        base = commit(&good, &[(x, base, format!("{i}").as_bytes())]);
+    }
+    for t in storm {
+        t.join().expect("storm connection");
+    }
+    wait_until("only the good client stays connected", || {
+        server.connection_count() == 1
+    });
+    assert_eq!(good.load(x, Tid::MAX).unwrap().data, b"19");
+    let late = connect(addr, ClientOptions::new());
+    assert_eq!(late.load(x, Tid::MAX).unwrap().tid, base);
+}

@@ -588,24 +588,40 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn garbage_is_refused_not_panicked_on() {
-        for garbage in [&[0xffu8; 9][..], &[200, 1, 2], &[]] {
-            assert!(decode::<ClientMessage>(garbage).is_err());
+    proptest::proptest! {
+        // Any bytes: an error or a message, never a panic; checks never panic either.
+        #[test]
+        fn any_payload_decodes_or_fails_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(m) = decode::<ClientMessage>(&bytes) {
+                let _ = m.check();
+            }
+            if let Ok(m) = decode::<ServerMessage>(&bytes) {
+                let _ = m.check();
+            }
         }
-        let mut seed = 0x1234_5678_u64;
-        for _ in 0..2000 {
-            let len = (seed % 40) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (seed >> 33) as u8
-                })
-                .collect();
-            let _ = decode::<ClientMessage>(&bytes);
-            let _ = decode::<ServerMessage>(&bytes);
+
+        // A frame is returned only whole and within the limit; nothing past it is read.
+        #[test]
+        fn read_frame_takes_exactly_one_frame_within_the_limit(
+            len in 0u32..300,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            max in 0usize..300,
+        ) {
+            let mut input = len.to_le_bytes().to_vec();
+            input.extend_from_slice(&body);
+            let mut reader = &input[..];
+            match read_frame(&mut reader, max) {
+                Ok(payload) => {
+                    proptest::prop_assert!(len as usize <= max);
+                    proptest::prop_assert_eq!(&payload[..], &body[..len as usize]);
+                    proptest::prop_assert_eq!(reader.len(), body.len() - len as usize);
+                }
+                Err(FrameError::Bad(_)) => proptest::prop_assert!(len as usize > max),
+                Err(FrameError::Io(_)) => {
+                    proptest::prop_assert!((len as usize) <= max && body.len() < len as usize)
+                }
+                Err(FrameError::Closed) => proptest::prop_assert!(false, "input was not empty"),
+            }
         }
     }
 
