@@ -1196,6 +1196,9 @@ mod file_storage {
 // ---------------------------------------------------------------------------------
 
 mod client_storage {
+    contract_suite!(client_file_fsync, || crate::common::net::client(
+        zodiac_storage::Durability::Fsync
+    ));
     contract_suite!(client_file_nodurability, || crate::common::net::client(
         zodiac_storage::Durability::Off
     ));
