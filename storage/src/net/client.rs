@@ -138,7 +138,6 @@ struct Inner {
 
 struct LinkState {
     current: Option<Arc<Link>>,
-    generation: u64,
 }
 
 /// Where the reader hands a reply to the caller waiting for it.
@@ -358,6 +357,14 @@ impl Inner {
                     tid,
                     oids,
                     complete,
+                } if Tid(tid) <= self.cache.lock().last_tid => {
+                    // Applied already (the previous connection's reader got it).
+                    let _ = (oids, complete);
+                }
+                ServerMessage::Invalidation {
+                    tid,
+                    oids,
+                    complete,
                 } => self
                     .on_invalidation(&mut partial, Tid(tid), oids, complete)
                     .map_err(|what| Error::Protocol {
@@ -412,21 +419,24 @@ impl Inner {
             reason: Mutex::new(String::new()),
             heard: Mutex::new((Instant::now(), false)),
         });
-        {
-            let mut st = self.link.lock();
-            if self.closed.load(Ordering::Acquire) {
-                link.kill("closed");
-                return Err(Error::Closed);
-            }
-            st.generation += 1;
-            st.current = Some(Arc::clone(&link));
-            self.link_changed.notify_all();
-        }
         let inner = Arc::clone(self);
+        let reader_link = Arc::clone(&link);
         std::thread::Builder::new()
             .name("zodiac-client-reader".into())
-            .spawn(move || inner.read_loop(link, reader, partial))
+            .spawn(move || inner.read_loop(reader_link, reader, partial))
             .map_err(|e| self.disconnected(format!("cannot start the reader thread: {e}")))?;
+        // Installed only while alive, under the lock the reader takes to remove it when
+        // it ends: an installed connection is always removed by its reader.
+        let mut st = self.link.lock();
+        if self.closed.load(Ordering::Acquire) {
+            link.kill("closed");
+            return Err(Error::Closed);
+        }
+        if !link.is_alive() {
+            return Err(self.link_lost(&link));
+        }
+        st.current = Some(link);
+        self.link_changed.notify_all();
         Ok(())
     }
 
@@ -552,16 +562,16 @@ impl Inner {
         loop {
             let tick = (self.options.ping_interval / 4)
                 .clamp(Duration::from_millis(1), Duration::from_millis(200));
+            // Until the connection's reader has ended and removed it, so no
+            // invalidation of the old connection is applied after the new one's.
             loop {
                 let link = {
                     let mut st = self.link.lock();
-                    match &st.current {
-                        Some(link) if link.is_alive() && !self.closed.load(Ordering::Acquire) => {
-                            self.link_changed.wait_for(&mut st, tick);
-                            st.current.clone()
-                        }
-                        _ => break,
+                    if st.current.is_none() || self.closed.load(Ordering::Acquire) {
+                        break;
                     }
+                    self.link_changed.wait_for(&mut st, tick);
+                    st.current.clone().filter(|l| l.is_alive())
                 };
                 if let Some(link) = link {
                     self.check_alive(&link);
@@ -613,10 +623,7 @@ impl ClientStorage {
             address,
             cache: Mutex::new(Cache::new(options.cache_bytes_max)),
             options,
-            link: Mutex::new(LinkState {
-                current: None,
-                generation: 0,
-            }),
+            link: Mutex::new(LinkState { current: None }),
             link_changed: Condvar::new(),
             published: AtomicU64::new(0),
             published_lock: Mutex::new(()),
