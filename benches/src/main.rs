@@ -39,6 +39,7 @@ pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::
 const USAGE: &str = "\
 usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
   WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all, in that order)
+            | w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)
   --dir D   where the stores are created (default: a new directory under the system temp dir)
   --json    one JSON line per workload instead of a table
   --reps N  runs of each workload, each on a fresh store; the median is reported (default 1)
@@ -108,6 +109,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(served::CLIENT_MODE) {
+        return match served::client_process(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("zodiac-benches client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(Some(options)) => options,
         Ok(None) => {
