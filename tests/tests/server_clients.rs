@@ -513,3 +513,64 @@ fn a_storm_of_garbage_connections_leaves_the_server_serving() {
     let late = connect(addr, ClientOptions::new());
     assert_eq!(late.load(x, Tid::MAX).unwrap().tid, base);
 }
+
+#[test]
+fn idle_connections_are_closed_but_pinging_clients_stay() {
+    use zodiac_storage::net::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let idle = Duration::from_millis(400);
+    let server = serve(
+        &file,
+        "127.0.0.1:0",
+        ServerOptions::new().idle_timeout(idle),
+    );
+    let pinging = connect(
+        server.local_addr(),
+        ClientOptions::new().ping(Duration::from_millis(100), Duration::from_secs(5)),
+    );
+    let mut silent = TcpStream::connect(server.local_addr()).unwrap();
+    silent
+        .write_all(&protocol::encode(&ClientMessage::Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            read_only: false,
+            fresh: true,
+            last_tid: 0,
+        }))
+        .unwrap();
+    silent
+        .write_all(&protocol::encode(&ClientMessage::Auth { mac: None }))
+        .unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut sink = [0u8; 4096];
+    loop {
+        match silent.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the idle connection was not closed: {e}"),
+        }
+    }
+    assert!(started.elapsed() >= idle / 2, "closed too early");
+    // A client that only receives (invalidations) pings too, and stays.
+    let committer = connect(
+        server.local_addr(),
+        ClientOptions::new().ping(Duration::from_millis(100), Duration::from_secs(5)),
+    );
+    let x = committer.new_oid().unwrap();
+    let mut base = Tid::ZERO;
+    let until = Instant::now() + idle * 3;
+    while Instant::now() < until {
+        base = commit(&committer, &[(x, base, b"busy")]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pinging.is_connected());
+    assert_eq!(server.connection_count(), 2);
+    wait_until("the receiving client has the last commit", || {
+        pinging.last_tid() == base
+    });
+    assert!(pinging.new_oid().is_ok());
+}

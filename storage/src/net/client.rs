@@ -153,6 +153,8 @@ struct Link {
     reason: Mutex<String>,
     /// When the last frame arrived, and whether a ping is waiting for its answer.
     heard: Mutex<(Instant, bool)>,
+    /// When the last frame was sent (the server closes connections idle too long).
+    sent: Mutex<Instant>,
 }
 
 impl Link {
@@ -223,6 +225,9 @@ impl Inner {
             .write_all(&frame)
             .and_then(|()| if flush { writer.flush() } else { Ok(()) });
         drop(writer);
+        if written.is_ok() {
+            *link.sent.lock() = Instant::now();
+        }
         written.map_err(|e| {
             link.kill(&format!("write failed: {e}"));
             self.link_lost(link)
@@ -418,6 +423,7 @@ impl Inner {
             alive: AtomicBool::new(true),
             reason: Mutex::new(String::new()),
             heard: Mutex::new((Instant::now(), false)),
+            sent: Mutex::new(Instant::now()),
         });
         let inner = Arc::clone(self);
         let reader_link = Arc::clone(&link);
@@ -526,7 +532,9 @@ impl Inner {
         self.published_changed.notify_all();
     }
 
-    /// Pings a silent server, and gives the connection up when it stays silent.
+    /// Pings a silent server (and a server this client has not sent anything to for
+    /// a while, which would close the connection as idle), and gives the connection
+    /// up when the server stays silent.
     fn check_alive(&self, link: &Link) {
         let (heard, pinged) = *link.heard.lock();
         let silent = heard.elapsed();
@@ -536,7 +544,10 @@ impl Inner {
                 self.address
             );
             link.kill(&format!("no answer from the server for {silent:?}"));
-        } else if silent >= self.options.ping_interval && !pinged {
+        } else if (silent >= self.options.ping_interval
+            || link.sent.lock().elapsed() >= self.options.ping_interval)
+            && !pinged
+        {
             link.heard.lock().1 = true;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             // Nobody waits for the answer: any frame proves the server alive.

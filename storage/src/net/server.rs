@@ -50,6 +50,7 @@ pub struct ServerOptions {
     pub(crate) write_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) transaction_bytes_max: u64,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +64,7 @@ impl Default for ServerOptions {
             write_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             transaction_bytes_max: 1 << 30,
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -106,6 +108,13 @@ impl ServerOptions {
     /// them in memory until then (default: 1 GiB).
     pub fn transaction_bytes_max(mut self, bytes: u64) -> Self {
         self.transaction_bytes_max = bytes;
+        self
+    }
+    /// Longest a connection may send nothing before it counts as gone and is closed
+    /// (default: 120 s). Client storages ping a silent server every `ping_interval`
+    /// (default 5 s), which keeps their connections alive; keep this well above it.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
         self
     }
     /// Longest a new connection may take to finish the handshake (default: 10 s).
@@ -592,7 +601,10 @@ impl Connection {
             Ok(false) => return String::new(),
             Err(reason) => return reason,
         }
-        let _ = self.reader.get_ref().set_read_timeout(None);
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(self.shared.options.idle_timeout));
         loop {
             let payload = match protocol::read_frame(&mut self.reader, protocol::FRAME_BYTES_MAX) {
                 Ok(p) => p,
@@ -600,6 +612,17 @@ impl Connection {
                 Err(e) if self.outbox.is_closed() => {
                     let _ = e;
                     return String::new();
+                }
+                Err(FrameError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return format!(
+                        "nothing received for {:?} (the idle timeout): the client is gone",
+                        self.shared.options.idle_timeout
+                    );
                 }
                 Err(FrameError::Io(e)) => return format!("read failed: {e}"),
                 Err(FrameError::Bad(what)) => return what,
