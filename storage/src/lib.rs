@@ -2,7 +2,9 @@
 //! MVCC snapshots, per-object write-conflict detection and CRC-checked records.
 //!
 //! The [`Storage`] trait is the contract; [`FileStorage`] keeps revisions in one
-//! append-only file (format in `docs/format.md`), [`MemoryStorage`] in memory.
+//! append-only file (format in `docs/format.md`), [`MemoryStorage`] in memory, and
+//! [`ClientStorage`] talks to a [`Server`] that serves one of them over TCP
+//! (protocol in `docs/protocol.md`).
 //!
 //! ```
 //! use zodiac_storage::{MemoryStorage, Storage, Tid, TransactionMeta};
