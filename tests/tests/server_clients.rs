@@ -574,3 +574,59 @@ fn idle_connections_are_closed_but_pinging_clients_stay() {
     });
     assert!(pinging.new_oid().is_ok());
 }
+
+#[test]
+fn open_transactions_per_connection_limit_holds_at_its_boundary() {
+    use zodiac_storage::net::protocol::{
+        self, ClientMessage, MAGIC, PROTOCOL_VERSION, TRANSACTIONS_PER_CONNECTION_MAX,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(&file, "127.0.0.1:0", ServerOptions::new());
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&protocol::encode(&ClientMessage::Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        read_only: false,
+        fresh: true,
+        last_tid: 0,
+    }))
+    .unwrap();
+    protocol::read_frame(&mut s, 1 << 20).unwrap();
+    s.write_all(&protocol::encode(&ClientMessage::Auth { mac: None }))
+        .unwrap();
+    protocol::read_frame(&mut s, 1 << 20).unwrap();
+    for txn in 0..TRANSACTIONS_PER_CONNECTION_MAX as u64 {
+        s.write_all(&protocol::encode(&ClientMessage::Begin {
+            txn,
+            meta: Default::default(),
+        }))
+        .unwrap();
+    }
+    // At the limit the connection still answers.
+    s.write_all(&protocol::encode(&ClientMessage::Request {
+        id: 1,
+        request: protocol::Request::Ping,
+    }))
+    .unwrap();
+    let reply: protocol::ServerMessage =
+        protocol::decode(&protocol::read_frame(&mut s, 1 << 20).unwrap()).unwrap();
+    assert!(matches!(
+        reply,
+        protocol::ServerMessage::Reply { id: 1, .. }
+    ));
+    // One more is a protocol violation: the connection is closed.
+    s.write_all(&protocol::encode(&ClientMessage::Begin {
+        txn: 1000,
+        meta: Default::default(),
+    }))
+    .unwrap();
+    match protocol::read_frame(&mut s, 1 << 20) {
+        Err(protocol::FrameError::Closed) | Err(protocol::FrameError::Io(_)) => {}
+        other => panic!("expected the connection closed, got {other:?}"),
+    }
+    wait_until("the server dropped the connection", || {
+        server.connection_count() == 0
+    });
+}

@@ -968,3 +968,76 @@ impl Connection {
         Ok(Response::Transactions { page, more })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_outbox(bytes_max: usize) -> (Outbox, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let outbox = Outbox {
+            id: 1,
+            peer: "test".into(),
+            stream,
+            state: Mutex::new(OutboxState {
+                frames: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                draining: false,
+            }),
+            changed: Condvar::new(),
+            bytes_max,
+        };
+        (outbox, peer)
+    }
+
+    #[test]
+    fn send_queue_limit_holds_at_its_boundary() {
+        let (outbox, _peer) = new_outbox(100);
+        assert!(outbox.push_or_close(vec![0; 60].into()));
+        assert!(outbox.push_or_close(vec![0; 40].into()));
+        assert_eq!(outbox.state.lock().bytes, 100);
+        assert!(!outbox.is_closed());
+        assert!(!outbox.push_or_close(vec![0; 1].into()));
+        assert!(outbox.is_closed());
+        // A single frame larger than the limit still goes out when the queue is empty.
+        let (outbox, _peer) = new_outbox(100);
+        assert!(outbox.push_or_close(vec![0; 500].into()));
+        assert!(!outbox.is_closed());
+    }
+
+    #[test]
+    fn invalidations_are_split_into_chunks_of_the_limit() {
+        let oids: Vec<Oid> = (0..INVALIDATION_CHUNK_OIDS_MAX as u64 * 2 + 1)
+            .map(Oid)
+            .collect();
+        let frames = invalidation_frames(Tid(9), &oids);
+        assert_eq!(frames.len(), 3);
+        let mut all = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            let message: ServerMessage = protocol::decode(&frame[4..]).unwrap();
+            let ServerMessage::Invalidation {
+                tid,
+                oids,
+                complete,
+            } = message
+            else {
+                panic!("not an invalidation");
+            };
+            assert_eq!(tid, 9);
+            assert_eq!(complete, i == 2);
+            all.extend(oids);
+        }
+        assert_eq!(
+            all,
+            (0..INVALIDATION_CHUNK_OIDS_MAX as u64 * 2 + 1).collect::<Vec<_>>()
+        );
+        assert_eq!(invalidation_frames(Tid(9), &[]).len(), 1);
+        assert_eq!(
+            invalidation_frames(Tid(9), &oids[..INVALIDATION_CHUNK_OIDS_MAX]).len(),
+            1
+        );
+    }
+}
