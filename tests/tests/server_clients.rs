@@ -630,3 +630,41 @@ fn open_transactions_per_connection_limit_holds_at_its_boundary() {
         server.connection_count() == 0
     });
 }
+
+#[test]
+fn a_client_with_the_most_open_transactions_waits_for_one_to_end() {
+    use zodiac_storage::net::protocol::TRANSACTIONS_PER_CONNECTION_MAX as MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(&file, "127.0.0.1:0", ServerOptions::new());
+    let c = Arc::new(connect(
+        server.local_addr(),
+        ClientOptions::new().wait_timeout(Duration::from_millis(300)),
+    ));
+    let mut open: Vec<_> = (0..MAX)
+        .map(|_| c.begin(TransactionMeta::described("open")).unwrap())
+        .collect();
+    match c.begin(TransactionMeta::described("one too many")) {
+        Err(Error::LimitExceeded { len, max, .. }) => {
+            assert_eq!((len, max), (MAX as u64 + 1, MAX as u64))
+        }
+        Err(e) => panic!("expected LimitExceeded, got {e}"),
+        Ok(_) => panic!("more open transactions than the limit"),
+    }
+    let waiter = {
+        let c = Arc::clone(&c);
+        std::thread::spawn(move || {
+            let oid = c.new_oid().unwrap();
+            let mut txn = c.begin(TransactionMeta::described("waited"))?;
+            txn.store(oid, Tid::ZERO, b"w".to_vec())?;
+            txn.finish()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    open.pop().unwrap().abort();
+    let tid = waiter.join().unwrap().expect("the waiting transaction");
+    assert_eq!(c.last_tid(), tid);
+    // The connection was never closed for it.
+    assert!(c.is_connected());
+    drop(open);
+}

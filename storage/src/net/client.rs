@@ -26,7 +26,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::cache::Cache;
 use super::protocol::{
     self, CatchUp, ClientMessage, FRAME_BYTES_MAX, HANDSHAKE_FRAME_BYTES_MAX, MAGIC,
-    PROTOCOL_VERSION, Request, Response, ServerMessage, WireError, WireMeta,
+    PROTOCOL_VERSION, Request, Response, ServerMessage, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
+    WireMeta,
 };
 use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
@@ -134,6 +135,10 @@ struct Inner {
     server_read_only: AtomicBool,
     connected_once: AtomicBool,
     next_id: AtomicU64,
+    /// Transactions open now; the server allows at most
+    /// `TRANSACTIONS_PER_CONNECTION_MAX` per connection, so `begin` waits for a slot.
+    open_transactions: Mutex<usize>,
+    transaction_ended: Condvar,
 }
 
 struct LinkState {
@@ -645,6 +650,8 @@ impl ClientStorage {
             server_read_only: AtomicBool::new(false),
             connected_once: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            open_transactions: Mutex::new(0),
+            transaction_ended: Condvar::new(),
         });
         let deadline = Instant::now() + inner.options.wait_timeout;
         let mut delay = inner.options.reconnect_delay_min;
@@ -794,6 +801,7 @@ impl Storage for ClientStorage {
         if self.inner.options.read_only || self.server_is_read_only() {
             return Err(Error::ReadOnly);
         }
+        let slot = Slot::take(&self.inner)?;
         let link = self.inner.link()?;
         let txn = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.inner.send(
@@ -811,6 +819,7 @@ impl Storage for ClientStorage {
             voted: false,
             doomed: false,
             ended: false,
+            _slot: slot,
         }))
     }
 
@@ -879,7 +888,42 @@ impl Iterator for Pages<'_> {
     }
 }
 
+/// One of the open-transaction slots, released when dropped.
+struct Slot(Arc<Inner>);
+
+impl Slot {
+    /// Waits up to `wait_timeout` for a free slot.
+    fn take(inner: &Arc<Inner>) -> Result<Slot> {
+        let deadline = Instant::now() + inner.options.wait_timeout;
+        let mut open = inner.open_transactions.lock();
+        while *open >= TRANSACTIONS_PER_CONNECTION_MAX {
+            if inner
+                .transaction_ended
+                .wait_until(&mut open, deadline)
+                .timed_out()
+                && *open >= TRANSACTIONS_PER_CONNECTION_MAX
+            {
+                return Err(Error::LimitExceeded {
+                    what: "open transactions on one connection",
+                    len: *open as u64 + 1,
+                    max: TRANSACTIONS_PER_CONNECTION_MAX as u64,
+                });
+            }
+        }
+        *open += 1;
+        Ok(Slot(Arc::clone(inner)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.open_transactions.lock() -= 1;
+        self.0.transaction_ended.notify_one();
+    }
+}
+
 struct ClientTransaction {
+    _slot: Slot,
     inner: Arc<Inner>,
     link: Arc<Link>,
     txn: u64,
