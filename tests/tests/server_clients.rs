@@ -668,3 +668,36 @@ fn a_client_with_the_most_open_transactions_waits_for_one_to_end() {
     assert!(c.is_connected());
     drop(open);
 }
+
+#[test]
+fn a_catch_up_too_large_for_the_send_queue_drops_the_cache_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(
+        &file,
+        "127.0.0.1:0",
+        ServerOptions::new().send_queue_bytes_max(2_000),
+    );
+    let relay = Relay::start(server.local_addr());
+    let a = connect(
+        relay.addr,
+        ClientOptions::new().reconnect_delay(Duration::from_millis(5), Duration::from_millis(20)),
+    );
+    let b = connect(server.local_addr(), ClientOptions::new());
+    let x = b.new_oid().unwrap();
+    let t1 = commit(&b, &[(x, Tid::ZERO, b"x")]);
+    wait_until("a sees x", || a.last_tid() == t1);
+    assert_eq!(a.load(x, Tid::MAX).unwrap().data, b"x");
+    let events = a.subscribe();
+    relay.cut();
+    wait_until("a notices the cut", || !a.is_connected());
+    // One transaction (within the history) of 500 oids: up to 5,000 bytes to send.
+    let oids: Vec<Oid> = (0..500).map(|_| b.new_oid().unwrap()).collect();
+    let writes: Vec<(Oid, Tid, &[u8])> = oids.iter().map(|&o| (o, Tid::ZERO, &b"y"[..])).collect();
+    let t2 = commit(&b, &writes);
+    relay.heal();
+    wait_until("a catches up", || a.is_connected() && a.last_tid() == t2);
+    assert!(events.try_recv().is_none(), "caught up through the history");
+    assert_eq!(a.cache_usage(), (0, 0));
+    assert_eq!(a.load(oids[0], Tid::MAX).unwrap().data, b"y");
+}

@@ -522,6 +522,9 @@ impl Shared {
     }
 }
 
+/// Upper bound of the bytes one oid takes in an `Invalidation` frame (a u64 varint).
+const CATCH_UP_BYTES_PER_OID: usize = 10;
+
 /// Tells a connection over the limit why it is refused, then closes it once the
 /// client has read that (closing with its hello unread would reset the connection
 /// and lose the reason).
@@ -715,9 +718,19 @@ impl Connection {
                 hub.last_tid
             );
             CatchUp::Ahead
-        } else if client_tid >= hub.floor {
+        } else if client_tid >= hub.floor
+            && hub
+                .history
+                .iter()
+                .filter(|(tid, _)| *tid > client_tid)
+                .map(|(_, oids)| oids.len() * CATCH_UP_BYTES_PER_OID + 16)
+                .sum::<usize>()
+                <= self.shared.options.send_queue_bytes_max / 2
+        {
             CatchUp::Behind
         } else {
+            // Older than the history, or so much to send that it would overflow the
+            // send queue (and the client would reconnect to the same again).
             CatchUp::TooFar
         };
         if catch_up == CatchUp::Behind {
