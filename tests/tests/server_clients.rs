@@ -701,3 +701,46 @@ fn a_catch_up_too_large_for_the_send_queue_drops_the_cache_instead() {
     assert_eq!(a.cache_usage(), (0, 0));
     assert_eq!(a.load(oids[0], Tid::MAX).unwrap().data, b"y");
 }
+
+#[test]
+fn a_handshake_trickling_in_byte_by_byte_is_cut_at_the_handshake_timeout() {
+    use zodiac_storage::net::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let timeout = Duration::from_millis(500);
+    let server = serve(
+        &file,
+        "127.0.0.1:0",
+        ServerOptions::new().handshake_timeout(timeout),
+    );
+    let hello = protocol::encode(&ClientMessage::Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        read_only: false,
+        fresh: true,
+        last_tid: 0,
+    });
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    let started = Instant::now();
+    // Hello, then the Auth frame one byte every 150 ms: each byte well within the
+    // timeout, the whole (6 bytes) beyond it.
+    s.write_all(&hello).unwrap();
+    let auth = protocol::encode(&ClientMessage::Auth { mac: None });
+    let mut cut_after = None;
+    for byte in &auth {
+        if s.write_all(std::slice::from_ref(byte)).is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        if server.connection_count() == 0 {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut_after = cut_after.expect("the trickling handshake was never cut");
+    assert!(
+        cut_after >= timeout && cut_after < timeout * 4,
+        "cut after {cut_after:?}"
+    );
+}

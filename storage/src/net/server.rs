@@ -522,6 +522,26 @@ impl Shared {
     }
 }
 
+/// Reads with a read timeout of whatever is left before `deadline`.
+struct DeadlineReader<'a> {
+    inner: &'a mut BufReader<TcpStream>,
+    deadline: Instant,
+}
+
+impl std::io::Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the handshake timeout passed",
+            ));
+        }
+        self.inner.get_ref().set_read_timeout(Some(left))?;
+        self.inner.read(buf)
+    }
+}
+
 /// Upper bound of the bytes one oid takes in an `Invalidation` frame (a u64 varint).
 const CATCH_UP_BYTES_PER_OID: usize = 10;
 
@@ -650,19 +670,21 @@ impl Connection {
         reason
     }
 
-    fn read_handshake(&mut self) -> std::result::Result<ClientMessage, String> {
-        let payload = protocol::read_frame(&mut self.reader, HANDSHAKE_FRAME_BYTES_MAX)
+    fn read_handshake(&mut self, deadline: Instant) -> std::result::Result<ClientMessage, String> {
+        let mut reader = DeadlineReader {
+            inner: &mut self.reader,
+            deadline,
+        };
+        let payload = protocol::read_frame(&mut reader, HANDSHAKE_FRAME_BYTES_MAX)
             .map_err(|e| format!("during the handshake: {e}"))?;
         protocol::decode(&payload).map_err(|e| format!("during the handshake: {e}"))
     }
 
     /// Hello, challenge, auth, catch-up and welcome. `Ok(false)`: the peer left.
     fn handshake(&mut self) -> std::result::Result<bool, String> {
-        let _ = self
-            .reader
-            .get_ref()
-            .set_read_timeout(Some(self.shared.options.handshake_timeout));
-        let hello = match self.read_handshake() {
+        // One deadline for the whole handshake, however slowly the bytes trickle in.
+        let deadline = Instant::now() + self.shared.options.handshake_timeout;
+        let hello = match self.read_handshake(deadline) {
             Ok(m) => m,
             Err(e) if e.contains("closed by the peer") => return Ok(false),
             Err(e) => return Err(e),
@@ -693,7 +715,7 @@ impl Connection {
             nonce,
             auth_required,
         });
-        let ClientMessage::Auth { mac } = self.read_handshake()? else {
+        let ClientMessage::Auth { mac } = self.read_handshake(deadline)? else {
             return Err(self.refuse("the second message must be Auth".into()));
         };
         if let Some(token) = &self.shared.options.token {
