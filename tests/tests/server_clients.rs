@@ -744,3 +744,65 @@ fn a_handshake_trickling_in_byte_by_byte_is_cut_at_the_handshake_timeout() {
         "cut after {cut_after:?}"
     );
 }
+
+/// Transactions come in pages (at most `TRANSACTIONS_PAGE_MAX` transactions, or about
+/// 4 MiB): a listing across many pages is complete and in order, exactly at the page
+/// boundaries too.
+#[test]
+fn transaction_listings_span_pages_completely_and_in_order() {
+    use std::collections::BTreeMap;
+    use zodiac_storage::net::protocol::TRANSACTIONS_PAGE_MAX as PAGE;
+    let dir = tempfile::tempdir().unwrap();
+    let file = open(&dir.path().join("d.zdb"));
+    let server = serve(&file, "127.0.0.1:0", ServerOptions::new());
+    let c = connect(server.local_addr(), ClientOptions::new());
+    let x = c.new_oid().unwrap();
+    let mut tids = Vec::new();
+    let mut base = Tid::ZERO;
+    for i in 0..2 * PAGE + 1 {
+        base = commit(&c, &[(x, base, &i.to_le_bytes())]);
+        tids.push(base);
+    }
+    // Big metadata (12 x 512 KiB): pages end by size before they reach the count.
+    for _ in 0..12 {
+        let mut txn = c
+            .begin(TransactionMeta {
+                extension: BTreeMap::from([("big".to_string(), vec![7; 1 << 19])]),
+                ..Default::default()
+            })
+            .unwrap();
+        txn.store(x, base, b"big".to_vec()).unwrap();
+        base = txn.finish().unwrap();
+        tids.push(base);
+    }
+    let listed = |from: Tid, to: Tid| -> Vec<Tid> {
+        c.transactions(from, to)
+            .unwrap()
+            .map(|t| t.unwrap().tid)
+            .collect()
+    };
+    assert_eq!(listed(Tid::ZERO, Tid::MAX), tids);
+    for (from, to) in [
+        (0, PAGE - 1),
+        (0, PAGE),
+        (1, PAGE + 1),
+        (PAGE, 2 * PAGE + 3),
+    ] {
+        assert_eq!(
+            listed(tids[from], tids[to]),
+            tids[from..=to].to_vec(),
+            "{from}..={to}"
+        );
+    }
+    let infos: Vec<_> = c
+        .transactions(tids[2 * PAGE + 1], Tid::MAX)
+        .unwrap()
+        .map(|t| t.unwrap())
+        .collect();
+    assert_eq!(infos.len(), 12);
+    assert!(
+        infos
+            .iter()
+            .all(|t| t.meta.extension["big"].len() == 1 << 19)
+    );
+}
