@@ -9,6 +9,9 @@
 //!   invalidations decides; when S is older than the log, the load is not cached.
 //! - Dropping the cache (catch-up too far, server restored) bumps `epoch`, so a
 //!   load issued before it is never cached after it.
+//! - Eviction is CLOCK (second chance) over insertion order: an entry read since its
+//!   last turn is kept for another round; the bytes held never exceed the limit
+//!   once an insert returns.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -25,6 +28,8 @@ struct Entry {
     tid: Tid,
     data: Arc<[u8]>,
     stamp: u64,
+    /// Read since it last came up for eviction: it gets a second chance.
+    referenced: bool,
 }
 
 pub(crate) struct Cache {
@@ -59,10 +64,14 @@ impl Cache {
 
     /// The cached newest revision of `oid` if it is also the newest at `snapshot`
     /// (`snapshot <= last_tid`).
-    pub(crate) fn get(&self, oid: Oid, snapshot: Tid) -> Option<Revision> {
+    pub(crate) fn get(&mut self, oid: Oid, snapshot: Tid) -> Option<Revision> {
         debug_assert!(snapshot <= self.last_tid);
-        let e = self.entries.get(&oid)?;
-        (e.tid <= snapshot).then(|| Revision {
+        let e = self.entries.get_mut(&oid)?;
+        if e.tid > snapshot {
+            return None;
+        }
+        e.referenced = true;
+        Some(Revision {
             tid: e.tid,
             data: e.data.to_vec(),
         })
@@ -108,6 +117,7 @@ impl Cache {
                 tid: revision.tid,
                 data: revision.data.as_slice().into(),
                 stamp,
+                referenced: false,
             },
         );
         self.order.push_back((oid, stamp));
@@ -116,8 +126,14 @@ impl Cache {
             let Some((victim, stamp)) = self.order.pop_front() else {
                 break;
             };
-            if self.entries.get(&victim).is_some_and(|e| e.stamp == stamp) {
-                self.remove(victim);
+            match self.entries.get_mut(&victim) {
+                Some(e) if e.stamp == stamp && e.referenced => {
+                    // Second chance (CLOCK): read since its last turn, so it stays.
+                    e.referenced = false;
+                    self.order.push_back((victim, stamp));
+                }
+                Some(e) if e.stamp == stamp => self.remove(victim),
+                _ => {}
             }
         }
         if self.order.len() > 2 * self.entries.len() + 1024 {
@@ -222,6 +238,15 @@ mod tests {
         // The newest entries stay.
         assert!(c.get(Oid(99), Tid(1)).is_some());
         assert!(c.get(Oid(0), Tid(1)).is_none());
+        // An entry read between inserts survives churn (CLOCK's second chance).
+        for oid in 1000..1100 {
+            assert!(
+                c.get(Oid(99), Tid(1)).is_some(),
+                "hot entry evicted at {oid}"
+            );
+            c.insert_loaded(Oid(oid), Tid(1), c.epoch, &rev(1, &[0; 100]));
+            assert!(c.bytes() <= limit);
+        }
         // At the boundary: one entry of exactly the limit fits; one byte more does not.
         assert!(c.insert_loaded(Oid(500), Tid(1), c.epoch, &rev(1, &vec![0; limit - 64])));
         assert!(!c.insert_loaded(Oid(501), Tid(1), c.epoch, &rev(1, &vec![0; limit - 63])));

@@ -729,7 +729,7 @@ impl Storage for ClientStorage {
         self.inner.check_open()?;
         let snapshot = snapshot.min(self.last_tid());
         let epoch = {
-            let cache = self.inner.cache.lock();
+            let mut cache = self.inner.cache.lock();
             if snapshot <= cache.last_tid
                 && let Some(revision) = cache.get(oid, snapshot)
             {
