@@ -2,7 +2,7 @@
 //! storage, printed as a table or as the peers' JSON lines.
 //!
 //! ```text
-//! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory]
+//! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
 //!   WORKLOAD: phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all)
 //! ```
 //!
@@ -19,6 +19,7 @@ mod objects;
 mod phys;
 mod report;
 mod rng;
+mod served;
 mod stats;
 mod system;
 mod target;
@@ -37,13 +38,15 @@ use workloads::Workload;
 pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
-usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory]
+usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
   WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w5 | w7 | w7-noindex | storage (all of these)
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
+            w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)
   --dir D   where the stores are created (default: a new directory under the system temp dir)
   --json    one JSON line per workload instead of a table
   --reps N  runs of each workload, each on a fresh store; the median is reported (default 1)
-  --store   the storage under test (default: file, with durable commits)";
+  --store   the storage under test (default: file, with durable commits; server:
+            the file store served on 127.0.0.1, through a client storage)";
 
 /// Default lock file shared with the peer harnesses.
 const BENCH_LOCK_PATH: &str = "/tmp/bench.lock";
@@ -85,8 +88,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             }
             "--store" => {
                 let text = value("--store")?;
-                store = StoreKind::parse(&text)
-                    .ok_or(format!("--store takes file or memory, not {text:?}"))?;
+                store = StoreKind::parse(&text).ok_or(format!(
+                    "--store takes file, memory or server, not {text:?}"
+                ))?;
             }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             name if workloads.is_none() => {
@@ -107,6 +111,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(served::CLIENT_MODE) {
+        return match served::client_process(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("zodiac-benches client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(Some(options)) => options,
         Ok(None) => {

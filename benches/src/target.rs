@@ -29,6 +29,8 @@ pub enum StoreKind {
     File,
     /// [`MemoryStorage`]: no durability; for checking the harness itself.
     Memory,
+    /// The file store served on 127.0.0.1, used through a client storage (W6).
+    Server,
 }
 
 impl StoreKind {
@@ -36,6 +38,7 @@ impl StoreKind {
         match name {
             "file" => Some(StoreKind::File),
             "memory" => Some(StoreKind::Memory),
+            "server" => Some(StoreKind::Server),
             _ => None,
         }
     }
@@ -44,6 +47,7 @@ impl StoreKind {
         match self {
             StoreKind::File => "file",
             StoreKind::Memory => "memory",
+            StoreKind::Server => "server",
         }
     }
 }
@@ -84,7 +88,7 @@ impl StoreUnderTest {
     /// Creates the empty store.
     pub fn create(&mut self) -> Result<Arc<dyn Storage>> {
         match self.kind {
-            StoreKind::File => {
+            StoreKind::File | StoreKind::Server => {
                 if self.data_path.exists() {
                     return Err(format!(
                         "{} already exists; each run needs a fresh store",
@@ -92,7 +96,7 @@ impl StoreUnderTest {
                     )
                     .into());
                 }
-                open_file_store(&self.data_path)
+                self.open()
             }
             StoreKind::Memory => Ok(Arc::new(MemoryStorage::new())),
         }
@@ -120,7 +124,7 @@ impl StoreUnderTest {
             return Err("the store is still in use elsewhere and cannot be closed".into());
         }
         match self.kind {
-            StoreKind::File => {
+            StoreKind::File | StoreKind::Server => {
                 storage.close()?;
                 drop(storage);
             }
@@ -132,7 +136,7 @@ impl StoreUnderTest {
     /// Opens the store again after [`close`](Self::close).
     pub fn reopen(&mut self) -> Result<Arc<dyn Storage>> {
         match self.kind {
-            StoreKind::File => open_file_store(&self.data_path),
+            StoreKind::File | StoreKind::Server => self.open(),
             StoreKind::Memory => self
                 .parked
                 .take()
@@ -165,6 +169,16 @@ impl StoreUnderTest {
     /// Size of the data file, when there is one.
     pub fn data_file_bytes(&self) -> Option<u64> {
         fs::metadata(&self.data_path).ok().map(|m| m.len())
+    }
+
+    /// Opens the data file, served when the kind is `Server`.
+    fn open(&self) -> Result<Arc<dyn Storage>> {
+        let file = open_file_store(&self.data_path)?;
+        if self.kind == StoreKind::Server {
+            Ok(Arc::new(crate::served::Served::start(file)?))
+        } else {
+            Ok(file)
+        }
     }
 
     fn index_path(&self) -> PathBuf {

@@ -57,6 +57,8 @@ pub enum Workload {
     ObjW2,
     BTree,
     BTreeConcurrent,
+    /// W6's W1 with 4 client processes over the server (by name only: not in `ALL`).
+    W6Processes,
 }
 
 impl Workload {
@@ -88,6 +90,7 @@ impl Workload {
             Workload::ObjW2 => "obj-w2",
             Workload::BTree => "btree",
             Workload::BTreeConcurrent => "btree-4",
+            Workload::W6Processes => "w6-4p",
         }
     }
 
@@ -110,6 +113,7 @@ impl Workload {
         Workload::ALL
             .into_iter()
             .chain(Workload::OBJECTS)
+            .chain([Workload::W6Processes])
             .find(|w| w.name() == name)
             .map(|w| vec![w])
     }
@@ -135,6 +139,7 @@ impl Workload {
             Workload::ObjW2 => crate::objects::obj_w2(store),
             Workload::BTree => crate::objects::btree(store),
             Workload::BTreeConcurrent => crate::objects::btree_concurrent(store),
+            Workload::W6Processes => w6_processes(store),
         }
     }
 }
@@ -245,6 +250,30 @@ fn w1_writer(storage: &dyn Storage, indices: std::ops::Range<u64>) -> Result<Lat
         latencies.record(t0.elapsed());
     }
     Ok(latencies)
+}
+
+/// W6 (4 clients): W1's 10,000 commits by 4 client processes, each with its own
+/// connection to the file store served on 127.0.0.1; aggregate commits/s.
+fn w6_processes(store: &mut StoreUnderTest) -> Result<Measurement> {
+    if store.kind() != crate::target::StoreKind::File {
+        return Err("w6-4p serves the file store itself: run it with --store file".into());
+    }
+    let storage = store.create()?;
+    let elapsed = crate::served::w1_client_processes(
+        Arc::clone(&storage),
+        W1_WRITERS_CONCURRENT,
+        W1_COMMITS / W1_WRITERS_CONCURRENT,
+    )?;
+    store.close(storage)?;
+    let mut m = Measurement::new(
+        Workload::W6Processes.name(),
+        elapsed,
+        W1_COMMITS,
+        "commits/s",
+    );
+    m.set("clients", Value::Int(W1_WRITERS_CONCURRENT));
+    set_file_sizes(&mut m, store);
+    Ok(m)
 }
 
 /// W2: 100 transactions of 1,000 new objects; objects/s.

@@ -113,6 +113,21 @@ pub enum Error {
         "a copied transaction's tid {tid} is not after the last tid {last}; copy transactions in order into a store that does not have them"
     )]
     TidNotIncreasing { tid: Tid, last: Tid },
+
+    #[error(
+        "disconnected from the storage server at {address} ({reason}); the call may or may \
+         not have taken effect: retry it (a transaction in progress must be aborted and redone)"
+    )]
+    Disconnected { address: String, reason: String },
+
+    #[error("the storage server at {address} refused the connection: {reason}")]
+    Refused { address: String, reason: String },
+
+    #[error("protocol error with {peer}: {what}; the connection was closed")]
+    Protocol { peer: String, what: String },
+
+    #[error("the storage server failed: {message}")]
+    Server { message: String },
 }
 
 impl Error {

@@ -2,7 +2,9 @@
 //! MVCC snapshots, per-object write-conflict detection and CRC-checked records.
 //!
 //! The [`Storage`] trait is the contract; [`FileStorage`] keeps revisions in one
-//! append-only file (format in `docs/format.md`), [`MemoryStorage`] in memory.
+//! append-only file (format in `docs/format.md`), [`MemoryStorage`] in memory, and
+//! [`ClientStorage`] talks to a [`Server`] that serves one of them over TCP
+//! (protocol in `docs/protocol.md`).
 //!
 //! ```
 //! use zodiac_storage::{MemoryStorage, Storage, Tid, TransactionMeta};
@@ -21,6 +23,7 @@ pub mod file;
 mod ids;
 mod memory;
 mod meta;
+pub mod net;
 mod notify;
 mod pending;
 mod storage;
@@ -33,6 +36,7 @@ pub use meta::{
     ChangeInfo, CommitEvent, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX,
     Revision, RevisionInfo, TransactionInfo, TransactionMeta, USER_BYTES_MAX,
 };
+pub use net::{ClientOptions, ClientStorage, Server, ServerOptions};
 pub use notify::CommitSubscription;
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 pub use storage::{Storage, StorageTransaction, TransactionIter};

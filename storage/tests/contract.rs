@@ -1190,3 +1190,16 @@ mod file_storage {
         zodiac_storage::Durability::Off
     ));
 }
+
+// ---------------------------------------------------------------------------------
+// The client storage, over a server on 127.0.0.1 serving a file storage.
+// ---------------------------------------------------------------------------------
+
+mod client_storage {
+    contract_suite!(client_file_fsync, || crate::common::net::client(
+        zodiac_storage::Durability::Fsync
+    ));
+    contract_suite!(client_file_nodurability, || crate::common::net::client(
+        zodiac_storage::Durability::Off
+    ));
+}

@@ -5,6 +5,7 @@ mod demo;
 mod inspect;
 mod maintenance;
 mod progress;
+mod server;
 mod store;
 
 use std::path::PathBuf;
@@ -121,6 +122,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve a data file to `zodiac` clients (client storages) over TCP. Prints
+    /// `listening on HOST:PORT` when ready; serves until SIGTERM or SIGINT.
+    Server {
+        /// The data file (created if missing).
+        path: PathBuf,
+        /// Address to listen on; port 0 picks a free port (the line printed names it).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8100")]
+        listen: String,
+        /// Serve without ever writing: the file is opened read-only, commits are refused.
+        #[arg(long)]
+        read_only: bool,
+        /// Require clients to prove they know the secret in this file (its content,
+        /// without surrounding whitespace).
+        #[arg(long, value_name = "F")]
+        token_file: Option<PathBuf>,
+        /// Most clients served at once; more are refused.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        max_connections: usize,
+        /// Transactions remembered for reconnecting clients to catch up.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        invalidation_history: usize,
+    },
     /// The writer process the demo kills: commits in a loop until killed.
     #[command(hide = true)]
     DemoWriter {
@@ -162,6 +185,22 @@ fn main() -> ExitCode {
             inspect::history(&store, oid, json).map(|()| ExitCode::SUCCESS)
         }
         Command::Recover { path, output } => maintenance::run_recover(&path, &output),
+        Command::Server {
+            path,
+            listen,
+            read_only,
+            token_file,
+            max_connections,
+            invalidation_history,
+        } => server::run(&server::Args {
+            path,
+            listen,
+            read_only,
+            token_file,
+            max_connections,
+            invalidation_history,
+        })
+        .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -123,6 +123,122 @@ pub fn within<T: Send + 'static>(
 // The file storage.
 // ---------------------------------------------------------------------------------
 
+pub mod net {
+    use std::sync::Arc;
+
+    use zodiac_storage::{
+        ClientOptions, ClientStorage, Durability, FileOptions, FileStorage, Server, ServerOptions,
+        Storage,
+    };
+
+    /// A client storage connected to a server on 127.0.0.1 (a free port) serving a
+    /// fresh file storage in a temporary directory. The server and the file storage
+    /// live as long as the client.
+    pub struct Served {
+        client: ClientStorage,
+        server: Option<Server>,
+        file: Arc<FileStorage>,
+    }
+
+    impl Served {
+        pub fn start(durability: Durability) -> (Served, tempfile::TempDir) {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let file = Arc::new(
+                FileStorage::open(
+                    dir.path().join("data.zdb"),
+                    FileOptions::new().durability(durability),
+                )
+                .expect("open a new data file"),
+            );
+            let server = Server::start(
+                Arc::clone(&file) as Arc<dyn Storage>,
+                "127.0.0.1:0",
+                ServerOptions::new(),
+            )
+            .expect("start a server");
+            let client =
+                ClientStorage::connect(&server.local_addr().to_string(), ClientOptions::new())
+                    .expect("connect to the server");
+            (
+                Served {
+                    client,
+                    server: Some(server),
+                    file,
+                },
+                dir,
+            )
+        }
+    }
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            let _ = self.client.close();
+            if let Some(server) = self.server.take() {
+                server.shutdown();
+            }
+            let _ = self.file.close();
+        }
+    }
+
+    impl Storage for Served {
+        fn describe(&self) -> String {
+            self.client.describe()
+        }
+        fn last_tid(&self) -> zodiac_storage::Tid {
+            self.client.last_tid()
+        }
+        fn new_oid(&self) -> zodiac_storage::Result<zodiac_storage::Oid> {
+            self.client.new_oid()
+        }
+        fn load(
+            &self,
+            oid: zodiac_storage::Oid,
+            snapshot: zodiac_storage::Tid,
+        ) -> zodiac_storage::Result<zodiac_storage::Revision> {
+            self.client.load(oid, snapshot)
+        }
+        fn load_revision(
+            &self,
+            oid: zodiac_storage::Oid,
+            tid: zodiac_storage::Tid,
+        ) -> zodiac_storage::Result<Vec<u8>> {
+            self.client.load_revision(oid, tid)
+        }
+        fn history(
+            &self,
+            oid: zodiac_storage::Oid,
+            limit: usize,
+        ) -> zodiac_storage::Result<Vec<zodiac_storage::RevisionInfo>> {
+            self.client.history(oid, limit)
+        }
+        fn transactions(
+            &self,
+            from: zodiac_storage::Tid,
+            to: zodiac_storage::Tid,
+        ) -> zodiac_storage::Result<zodiac_storage::TransactionIter<'_>> {
+            self.client.transactions(from, to)
+        }
+        fn begin(
+            &self,
+            meta: zodiac_storage::TransactionMeta,
+        ) -> zodiac_storage::Result<Box<dyn zodiac_storage::StorageTransaction>> {
+            self.client.begin(meta)
+        }
+        fn subscribe(&self) -> zodiac_storage::CommitSubscription {
+            self.client.subscribe()
+        }
+        fn close(&self) -> zodiac_storage::Result<()> {
+            self.client.close()
+        }
+    }
+
+    /// A client storage over a served file storage, as a test subject.
+    pub fn client(durability: Durability) -> super::Subject {
+        let (served, dir) = Served::start(durability);
+        super::Subject::in_dir(served, dir)
+    }
+}
+
 pub mod files {
     /// A fresh, empty file storage in its own temporary directory.
     pub fn file(durability: zodiac_storage::Durability) -> super::Subject {

@@ -1,0 +1,1049 @@
+//! The client storage: the [`Storage`] trait over a connection to a `Server`.
+//!
+//! Threads: callers write requests and wait for their replies; one reader per
+//! connection dispatches replies and applies invalidations; one supervisor
+//! reconnects in the background (backoff with jitter, forever, until close).
+//!
+//! Invariants:
+//! - Invalidations are applied in the order the server sends them (commit order):
+//!   cache first, then subscribers, then `last_tid` (the ordering contract).
+//! - `finish` returns only once the invalidation of its own transaction was applied
+//!   (or the connection was lost), so `last_tid() >= tid` afterwards.
+//! - A transaction is bound to the connection it began on; once that connection is
+//!   lost, every call on it fails with `Disconnected` until it is aborted.
+//! - Nothing commits once `close` has returned (close waits for finishes in flight).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::cache::Cache;
+use super::protocol::{
+    self, CatchUp, ClientMessage, FRAME_BYTES_MAX, HANDSHAKE_FRAME_BYTES_MAX, MAGIC,
+    PROTOCOL_VERSION, Request, Response, ServerMessage, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
+    WireMeta,
+};
+use crate::error::{Error, Result};
+use crate::ids::{Oid, Tid};
+use crate::meta::{CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta};
+use crate::notify::{CommitSubscription, Notifier};
+use crate::pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
+use crate::storage::{Storage, StorageTransaction, TransactionIter};
+
+/// How a client storage connects and behaves. Every limit is named and has a default.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub(crate) wait_timeout: Duration,
+    pub(crate) cache_bytes_max: usize,
+    pub(crate) read_only: bool,
+    pub(crate) token: Option<Vec<u8>>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) reconnect_delay_min: Duration,
+    pub(crate) reconnect_delay_max: Duration,
+    pub(crate) ping_interval: Duration,
+    pub(crate) ping_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            wait_timeout: Duration::from_secs(30),
+            cache_bytes_max: 64 << 20,
+            read_only: false,
+            token: None,
+            connect_timeout: Duration::from_secs(5),
+            reconnect_delay_min: Duration::from_millis(50),
+            reconnect_delay_max: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClientOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// How long a call waits for a connection when there is none, and how long
+    /// `connect` tries before giving up (default: 30 s).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+    /// Bytes of object data the cache may hold (default: 64 MiB).
+    pub fn cache_bytes_max(mut self, bytes: usize) -> Self {
+        self.cache_bytes_max = bytes;
+        self
+    }
+    /// Never commit; the server refuses this connection's commits too (default: false).
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+    /// The shared secret of a server that requires one (default: none).
+    pub fn token(mut self, token: Option<Vec<u8>>) -> Self {
+        self.token = token;
+        self
+    }
+    /// Longest wait for one TCP connect and handshake (default: 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+    /// After `interval` without a frame from the server the client pings it; after
+    /// `timeout` without one it counts the connection as lost (a server that vanished
+    /// without closing it) and reconnects. Writes that block for `timeout` fail too.
+    /// Defaults: 5 s and 30 s.
+    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout.max(interval);
+        self
+    }
+    /// First and longest pause between reconnect attempts (defaults: 50 ms, 5 s).
+    pub fn reconnect_delay(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_delay_min = min;
+        self.reconnect_delay_max = max.max(min);
+        self
+    }
+}
+
+/// A storage served by a `zodiac server` (see `docs/protocol.md`).
+pub struct ClientStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    address: String,
+    options: ClientOptions,
+    link: Mutex<LinkState>,
+    link_changed: Condvar,
+    cache: Mutex<Cache>,
+    /// `last_tid()`: advanced after the invalidations up to it were applied.
+    published: AtomicU64,
+    published_lock: Mutex<()>,
+    published_changed: Condvar,
+    notifier: Notifier,
+    closed: AtomicBool,
+    /// Held for reading by `finish`, for writing by `close`.
+    closing: RwLock<()>,
+    server_read_only: AtomicBool,
+    connected_once: AtomicBool,
+    next_id: AtomicU64,
+    /// Transactions open now; the server allows at most
+    /// `TRANSACTIONS_PER_CONNECTION_MAX` per connection, so `begin` waits for a slot.
+    open_transactions: Mutex<usize>,
+    transaction_ended: Condvar,
+}
+
+struct LinkState {
+    current: Option<Arc<Link>>,
+}
+
+/// Where the reader hands a reply to the caller waiting for it.
+type ReplySender = mpsc::SyncSender<std::result::Result<Response, WireError>>;
+
+/// One connection to the server.
+struct Link {
+    stream: TcpStream,
+    writer: Mutex<BufWriter<TcpStream>>,
+    /// Callers waiting for replies; `None` once the connection is lost.
+    pending: Mutex<Option<HashMap<u64, ReplySender>>>,
+    alive: AtomicBool,
+    reason: Mutex<String>,
+    /// When the last frame arrived, and whether a ping is waiting for its answer.
+    heard: Mutex<(Instant, bool)>,
+    /// When the last frame was sent (the server closes connections idle too long).
+    sent: Mutex<Instant>,
+}
+
+impl Link {
+    fn kill(&self, reason: &str) {
+        if self.alive.swap(false, Ordering::AcqRel) {
+            *self.reason.lock() = reason.to_string();
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        // Dropping the senders fails every call in flight.
+        self.pending.lock().take();
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+}
+
+impl Inner {
+    fn disconnected(&self, reason: impl Into<String>) -> Error {
+        Error::Disconnected {
+            address: self.address.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn link_lost(&self, link: &Link) -> Error {
+        let reason = link.reason.lock().clone();
+        self.disconnected(if reason.is_empty() {
+            "connection lost".to_string()
+        } else {
+            reason
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The live connection, waiting up to `wait_timeout` for one.
+    fn link(&self) -> Result<Arc<Link>> {
+        let deadline = Instant::now() + self.options.wait_timeout;
+        let mut st = self.link.lock();
+        loop {
+            self.check_open()?;
+            if let Some(link) = &st.current
+                && link.is_alive()
+            {
+                return Ok(Arc::clone(link));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.disconnected(format!(
+                    "no connection within the wait timeout of {:?}",
+                    self.options.wait_timeout
+                )));
+            }
+            self.link_changed.wait_until(&mut st, deadline);
+        }
+    }
+
+    fn send(&self, link: &Link, message: &ClientMessage, flush: bool) -> Result<()> {
+        let frame = protocol::encode(message);
+        let mut writer = link.writer.lock();
+        let written = writer
+            .write_all(&frame)
+            .and_then(|()| if flush { writer.flush() } else { Ok(()) });
+        drop(writer);
+        if written.is_ok() {
+            *link.sent.lock() = Instant::now();
+        }
+        written.map_err(|e| {
+            link.kill(&format!("write failed: {e}"));
+            self.link_lost(link)
+        })
+    }
+
+    fn call_on(&self, link: &Link, request: Request) -> Result<Response> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::sync_channel(1);
+        match link.pending.lock().as_mut() {
+            Some(pending) => {
+                pending.insert(id, sender);
+            }
+            None => return Err(self.link_lost(link)),
+        }
+        self.send(link, &ClientMessage::Request { id, request }, true)?;
+        match receiver.recv() {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(self.link_lost(link)),
+        }
+    }
+
+    fn call(&self, request: Request) -> Result<Response> {
+        let link = self.link()?;
+        self.call_on(&link, request)
+    }
+
+    /// Applies one transaction's invalidation: cache, subscribers, then `last_tid`.
+    fn apply(&self, tid: Tid, oids: Vec<Oid>) {
+        let oids: Arc<[Oid]> = oids.into();
+        self.cache.lock().invalidate(tid, Arc::clone(&oids));
+        self.notifier.publish(&CommitEvent { tid, oids });
+        self.set_published(tid);
+    }
+
+    fn set_published(&self, tid: Tid) {
+        self.published.store(tid.0, Ordering::Release);
+        let _guard = self.published_lock.lock();
+        self.published_changed.notify_all();
+    }
+
+    /// Waits until `last_tid() >= tid`, or the connection is lost.
+    fn wait_published(&self, tid: Tid, link: &Link) {
+        let mut guard = self.published_lock.lock();
+        while self.published.load(Ordering::Acquire) < tid.0
+            && link.is_alive()
+            && !self.closed.load(Ordering::Acquire)
+        {
+            self.published_changed
+                .wait_for(&mut guard, Duration::from_millis(50));
+        }
+    }
+
+    /// Connects, authenticates and catches up; installs the new connection.
+    fn establish(self: &Arc<Self>) -> Result<()> {
+        let addrs: Vec<_> = self
+            .address
+            .to_socket_addrs()
+            .map_err(|e| self.disconnected(format!("cannot resolve the address: {e}")))?
+            .collect();
+        let mut last_error = self.disconnected("the address resolves to nothing");
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.options.connect_timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = self.disconnected(format!("connect failed: {e}")),
+            }
+        }
+        let stream = stream.ok_or(last_error)?;
+        let io_err = |e: std::io::Error| self.disconnected(format!("handshake failed: {e}"));
+        stream.set_nodelay(true).map_err(io_err)?;
+        stream
+            .set_read_timeout(Some(self.options.connect_timeout))
+            .map_err(io_err)?;
+        let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone().map_err(io_err)?);
+        let mut writer = stream.try_clone().map_err(io_err)?;
+        let fresh = !self.connected_once.load(Ordering::Acquire);
+        let last_tid = self.cache.lock().last_tid;
+        protocol::write_frame(
+            &mut writer,
+            &protocol::encode(&ClientMessage::Hello {
+                magic: MAGIC,
+                version: PROTOCOL_VERSION,
+                read_only: self.options.read_only,
+                fresh,
+                last_tid: last_tid.0,
+            }),
+        )
+        .map_err(io_err)?;
+        let read = |reader: &mut BufReader<TcpStream>, max: usize| -> Result<ServerMessage> {
+            let payload = protocol::read_frame(reader, max)
+                .map_err(|e| self.disconnected(format!("handshake failed: {e}")))?;
+            let message: ServerMessage =
+                protocol::decode(&payload).map_err(|e| Error::Protocol {
+                    peer: self.address.clone(),
+                    what: e.to_string(),
+                })?;
+            message.check().map_err(|what| Error::Protocol {
+                peer: self.address.clone(),
+                what,
+            })?;
+            Ok(message)
+        };
+        let refused = |reason: String| Error::Refused {
+            address: self.address.clone(),
+            reason,
+        };
+        let unexpected = |m: &ServerMessage| Error::Protocol {
+            peer: self.address.clone(),
+            what: format!("unexpected message during the handshake: {m:?}"),
+        };
+        let nonce = match read(&mut reader, HANDSHAKE_FRAME_BYTES_MAX)? {
+            ServerMessage::Challenge { nonce, .. } => nonce,
+            ServerMessage::Refused { reason } => return Err(refused(reason)),
+            other => return Err(unexpected(&other)),
+        };
+        let mac = self
+            .options
+            .token
+            .as_ref()
+            .map(|token| protocol::auth_mac(token, &nonce));
+        protocol::write_frame(&mut writer, &protocol::encode(&ClientMessage::Auth { mac }))
+            .map_err(io_err)?;
+        let mut partial = None;
+        let (server_tid, read_only, catch_up) = loop {
+            match read(&mut reader, FRAME_BYTES_MAX)? {
+                ServerMessage::Invalidation {
+                    tid,
+                    oids,
+                    complete,
+                } if Tid(tid) <= self.cache.lock().last_tid => {
+                    // Applied already (the previous connection's reader got it).
+                    let _ = (oids, complete);
+                }
+                ServerMessage::Invalidation {
+                    tid,
+                    oids,
+                    complete,
+                } => self
+                    .on_invalidation(&mut partial, Tid(tid), oids, complete)
+                    .map_err(|what| Error::Protocol {
+                        peer: self.address.clone(),
+                        what,
+                    })?,
+                ServerMessage::Welcome {
+                    last_tid,
+                    read_only,
+                    catch_up,
+                } => break (Tid(last_tid), read_only, catch_up),
+                ServerMessage::Refused { reason } => return Err(refused(reason)),
+                other => return Err(unexpected(&other)),
+            }
+        };
+        match catch_up {
+            CatchUp::Equal | CatchUp::Behind => {}
+            CatchUp::Fresh => self.reset(server_tid),
+            CatchUp::TooFar => {
+                log::warn!(
+                    "{}: this client missed more transactions than the server keeps \
+                     (last seen {last_tid}, server at {server_tid}): dropping the whole cache; \
+                     subscribers miss those transactions",
+                    self.address
+                );
+                self.reset(server_tid);
+            }
+            CatchUp::Ahead => {
+                log::warn!(
+                    "{}: this client has seen transaction {last_tid} but the server's last is \
+                     {server_tid}: the server's data was restored from an older copy; dropping \
+                     the whole cache and following the server",
+                    self.address
+                );
+                self.reset(server_tid);
+            }
+        }
+        self.server_read_only.store(read_only, Ordering::Release);
+        self.connected_once.store(true, Ordering::Release);
+        stream.set_read_timeout(None).map_err(io_err)?;
+        stream
+            .set_write_timeout(Some(self.options.ping_timeout))
+            .map_err(io_err)?;
+        let link = Arc::new(Link {
+            writer: Mutex::new(BufWriter::with_capacity(
+                64 << 10,
+                stream.try_clone().map_err(io_err)?,
+            )),
+            stream,
+            pending: Mutex::new(Some(HashMap::new())),
+            alive: AtomicBool::new(true),
+            reason: Mutex::new(String::new()),
+            heard: Mutex::new((Instant::now(), false)),
+            sent: Mutex::new(Instant::now()),
+        });
+        let inner = Arc::clone(self);
+        let reader_link = Arc::clone(&link);
+        std::thread::Builder::new()
+            .name("zodiac-client-reader".into())
+            .spawn(move || inner.read_loop(reader_link, reader, partial))
+            .map_err(|e| self.disconnected(format!("cannot start the reader thread: {e}")))?;
+        // Installed only while alive, under the lock the reader takes to remove it when
+        // it ends: an installed connection is always removed by its reader.
+        let mut st = self.link.lock();
+        if self.closed.load(Ordering::Acquire) {
+            link.kill("closed");
+            return Err(Error::Closed);
+        }
+        if !link.is_alive() {
+            return Err(self.link_lost(&link));
+        }
+        st.current = Some(link);
+        self.link_changed.notify_all();
+        Ok(())
+    }
+
+    fn reset(&self, tid: Tid) {
+        self.cache.lock().reset(tid);
+        self.set_published(tid);
+    }
+
+    fn on_invalidation(
+        &self,
+        partial: &mut Option<(Tid, Vec<Oid>)>,
+        tid: Tid,
+        oids: Vec<u64>,
+        complete: bool,
+    ) -> std::result::Result<(), String> {
+        let (ptid, acc) = partial.get_or_insert_with(|| (tid, Vec::new()));
+        if *ptid != tid {
+            return Err(format!("invalidation of {tid} inside the one of {ptid}"));
+        }
+        if acc.len() + oids.len() > TRANSACTION_OBJECTS_MAX {
+            return Err("an invalidation of more objects than a transaction may write".into());
+        }
+        acc.extend(oids.into_iter().map(Oid));
+        if complete {
+            let (tid, oids) = partial.take().expect("set above");
+            if tid <= self.cache.lock().last_tid {
+                return Err(format!("invalidation of {tid} out of commit order"));
+            }
+            self.apply(tid, oids);
+        }
+        Ok(())
+    }
+
+    fn read_loop(
+        self: Arc<Self>,
+        link: Arc<Link>,
+        mut reader: BufReader<TcpStream>,
+        mut partial: Option<(Tid, Vec<Oid>)>,
+    ) {
+        let reason = loop {
+            let payload = match protocol::read_frame(&mut reader, FRAME_BYTES_MAX) {
+                Ok(p) => p,
+                Err(e) => break format!("connection lost: {e}"),
+            };
+            *link.heard.lock() = (Instant::now(), false);
+            let message = match protocol::decode::<ServerMessage>(&payload) {
+                Ok(m) => m,
+                Err(e) => break format!("protocol error: {e}"),
+            };
+            if let Err(what) = message.check() {
+                break format!("protocol error: {what}");
+            }
+            match message {
+                ServerMessage::Reply { id, result } => {
+                    let sender = link.pending.lock().as_mut().and_then(|p| p.remove(&id));
+                    match sender {
+                        Some(sender) => {
+                            let _ = sender.send(result);
+                        }
+                        None => break format!("protocol error: a reply to unknown request {id}"),
+                    }
+                }
+                ServerMessage::Invalidation {
+                    tid,
+                    oids,
+                    complete,
+                } => {
+                    if let Err(what) = self.on_invalidation(&mut partial, Tid(tid), oids, complete)
+                    {
+                        break format!("protocol error: {what}");
+                    }
+                }
+                other => break format!("protocol error: unexpected {other:?}"),
+            }
+        };
+        if link.is_alive() && !self.closed.load(Ordering::Acquire) {
+            log::warn!("{}: {reason}; reconnecting", self.address);
+        }
+        link.kill(&reason);
+        let mut st = self.link.lock();
+        if st.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &link)) {
+            st.current = None;
+        }
+        self.link_changed.notify_all();
+        drop(st);
+        let _guard = self.published_lock.lock();
+        self.published_changed.notify_all();
+    }
+
+    /// Pings a silent server (and a server this client has not sent anything to for
+    /// a while, which would close the connection as idle), and gives the connection
+    /// up when the server stays silent.
+    fn check_alive(&self, link: &Link) {
+        let (heard, pinged) = *link.heard.lock();
+        let silent = heard.elapsed();
+        if silent >= self.options.ping_timeout {
+            log::warn!(
+                "{}: no answer from the server for {silent:?}; reconnecting",
+                self.address
+            );
+            link.kill(&format!("no answer from the server for {silent:?}"));
+        } else if (silent >= self.options.ping_interval
+            || link.sent.lock().elapsed() >= self.options.ping_interval)
+            && !pinged
+        {
+            link.heard.lock().1 = true;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // Nobody waits for the answer: any frame proves the server alive.
+            let (sender, _) = mpsc::sync_channel(1);
+            if let Some(pending) = link.pending.lock().as_mut() {
+                pending.insert(id, sender);
+            }
+            let _ = self.send(
+                link,
+                &ClientMessage::Request {
+                    id,
+                    request: Request::Ping,
+                },
+                true,
+            );
+        }
+    }
+
+    /// Reconnects whenever the connection is lost, until close.
+    fn supervise(self: Arc<Self>) {
+        let min = self.options.reconnect_delay_min;
+        let mut delay = min;
+        loop {
+            let tick = (self.options.ping_interval / 4)
+                .clamp(Duration::from_millis(1), Duration::from_millis(200));
+            // Until the connection's reader has ended and removed it, so no
+            // invalidation of the old connection is applied after the new one's.
+            loop {
+                let link = {
+                    let mut st = self.link.lock();
+                    if st.current.is_none() || self.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    self.link_changed.wait_for(&mut st, tick);
+                    st.current.clone().filter(|l| l.is_alive())
+                };
+                if let Some(link) = link {
+                    self.check_alive(&link);
+                }
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            match self.establish() {
+                Ok(()) => {
+                    log::info!("{}: reconnected", self.address);
+                    delay = min;
+                }
+                Err(Error::Closed) => return,
+                Err(e) => {
+                    log::info!("{}: reconnect failed: {e}", self.address);
+                    let pause = jittered(delay);
+                    let mut st = self.link.lock();
+                    if !self.closed.load(Ordering::Acquire) {
+                        self.link_changed.wait_for(&mut st, pause);
+                    }
+                    delay = (delay * 2).min(self.options.reconnect_delay_max);
+                }
+            }
+        }
+    }
+}
+
+/// `delay` scaled by a random factor in [0.5, 1.5), so clients do not reconnect in step.
+fn jittered(delay: Duration) -> Duration {
+    let random = u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
+    delay.mul_f64(factor)
+}
+
+impl ClientStorage {
+    /// Connects to the server at `address` (`HOST:PORT`, optionally `tcp://`-prefixed),
+    /// trying for up to `wait_timeout`; a refusal (authentication, version) fails at once.
+    pub fn connect(address: &str, options: ClientOptions) -> Result<ClientStorage> {
+        let address = address
+            .strip_prefix("tcp://")
+            .unwrap_or(address)
+            .to_string();
+        let inner = Arc::new(Inner {
+            address,
+            cache: Mutex::new(Cache::new(options.cache_bytes_max)),
+            options,
+            link: Mutex::new(LinkState { current: None }),
+            link_changed: Condvar::new(),
+            published: AtomicU64::new(0),
+            published_lock: Mutex::new(()),
+            published_changed: Condvar::new(),
+            notifier: Notifier::default(),
+            closed: AtomicBool::new(false),
+            closing: RwLock::new(()),
+            server_read_only: AtomicBool::new(false),
+            connected_once: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            open_transactions: Mutex::new(0),
+            transaction_ended: Condvar::new(),
+        });
+        let deadline = Instant::now() + inner.options.wait_timeout;
+        let mut delay = inner.options.reconnect_delay_min;
+        loop {
+            match inner.establish() {
+                Ok(()) => break,
+                Err(e @ (Error::Refused { .. } | Error::Protocol { .. })) => return Err(e),
+                Err(e) if Instant::now() + delay >= deadline => return Err(e),
+                Err(_) => {
+                    std::thread::sleep(jittered(delay));
+                    delay = (delay * 2).min(inner.options.reconnect_delay_max);
+                }
+            }
+        }
+        let supervisor = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("zodiac-client-reconnect".into())
+            .spawn(move || supervisor.supervise())
+            .map_err(|e| inner.disconnected(format!("cannot start the reconnect thread: {e}")))?;
+        Ok(ClientStorage { inner })
+    }
+
+    /// Whether a connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.inner
+            .link
+            .lock()
+            .current
+            .as_ref()
+            .is_some_and(|l| l.is_alive())
+    }
+
+    /// Objects and bytes in the cache.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        let cache = self.inner.cache.lock();
+        (cache.len(), cache.bytes())
+    }
+
+    /// Whether the server refuses commits.
+    pub fn server_is_read_only(&self) -> bool {
+        self.inner.server_read_only.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ClientStorage {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn unexpected(response: Response) -> Error {
+    Error::Server {
+        message: format!("unexpected reply {response:?}"),
+    }
+}
+
+impl Storage for ClientStorage {
+    fn describe(&self) -> String {
+        format!("tcp://{}", self.inner.address)
+    }
+
+    fn last_tid(&self) -> Tid {
+        Tid(self.inner.published.load(Ordering::Acquire))
+    }
+
+    fn new_oid(&self) -> Result<Oid> {
+        self.inner.check_open()?;
+        match self.inner.call(Request::NewOid)? {
+            Response::Oid(oid) => Ok(Oid(oid)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn load(&self, oid: Oid, snapshot: Tid) -> Result<Revision> {
+        self.inner.check_open()?;
+        let snapshot = snapshot.min(self.last_tid());
+        let epoch = {
+            let mut cache = self.inner.cache.lock();
+            if snapshot <= cache.last_tid
+                && let Some(revision) = cache.get(oid, snapshot)
+            {
+                return Ok(revision);
+            }
+            cache.epoch
+        };
+        match self.inner.call(Request::Load {
+            oid: oid.0,
+            snapshot: snapshot.0,
+        })? {
+            Response::Revision { tid, data } => {
+                let revision = Revision {
+                    tid: Tid(tid),
+                    data,
+                };
+                self.inner
+                    .cache
+                    .lock()
+                    .insert_loaded(oid, snapshot, epoch, &revision);
+                Ok(revision)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>> {
+        self.inner.check_open()?;
+        match self.inner.call(Request::LoadRevision {
+            oid: oid.0,
+            tid: tid.0,
+        })? {
+            Response::Data(data) => Ok(data),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn history(&self, oid: Oid, limit: usize) -> Result<Vec<RevisionInfo>> {
+        self.inner.check_open()?;
+        match self.inner.call(Request::History {
+            oid: oid.0,
+            limit: limit as u64,
+        })? {
+            Response::History(h) => Ok(h
+                .into_iter()
+                .map(|(tid, size)| RevisionInfo {
+                    tid: Tid(tid),
+                    size,
+                })
+                .collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn transactions(&self, from: Tid, to: Tid) -> Result<TransactionIter<'_>> {
+        self.inner.check_open()?;
+        Ok(Box::new(Pages {
+            inner: &self.inner,
+            from,
+            to: to.min(self.last_tid()),
+            buffer: VecDeque::new(),
+            done: false,
+        }))
+    }
+
+    fn begin(&self, meta: TransactionMeta) -> Result<Box<dyn StorageTransaction>> {
+        self.inner.check_open()?;
+        meta.validate()?;
+        if self.inner.options.read_only || self.server_is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let slot = Slot::take(&self.inner)?;
+        let link = self.inner.link()?;
+        let txn = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.send(
+            &link,
+            &ClientMessage::Begin {
+                txn,
+                meta: WireMeta::from(&meta),
+            },
+            false,
+        )?;
+        Ok(Box::new(ClientTransaction {
+            inner: Arc::clone(&self.inner),
+            link,
+            txn,
+            voted: false,
+            doomed: false,
+            ended: false,
+            _slot: slot,
+        }))
+    }
+
+    fn subscribe(&self) -> CommitSubscription {
+        self.inner.notifier.subscribe()
+    }
+
+    fn close(&self) -> Result<()> {
+        let _closing = self.inner.closing.write();
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut st = self.inner.link.lock();
+        if let Some(link) = st.current.take() {
+            link.kill("the client storage was closed");
+        }
+        self.inner.link_changed.notify_all();
+        drop(st);
+        self.inner.notifier.close();
+        Ok(())
+    }
+}
+
+/// Transactions fetched page by page.
+struct Pages<'a> {
+    inner: &'a Inner,
+    from: Tid,
+    to: Tid,
+    buffer: VecDeque<TransactionInfo>,
+    done: bool,
+}
+
+impl Iterator for Pages<'_> {
+    type Item = Result<TransactionInfo>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffer.is_empty() && !self.done {
+            if self.from > self.to {
+                self.done = true;
+                return None;
+            }
+            let response = self.inner.call(Request::Transactions {
+                from: self.from.0,
+                to: self.to.0,
+            });
+            match response {
+                Ok(Response::Transactions { page, more }) => {
+                    self.buffer
+                        .extend(page.into_iter().map(TransactionInfo::from));
+                    match self.buffer.back().and_then(|t| t.tid.0.checked_add(1)) {
+                        Some(next) if more => self.from = Tid(next),
+                        _ => self.done = true,
+                    }
+                }
+                Ok(other) => {
+                    self.done = true;
+                    return Some(Err(unexpected(other)));
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.buffer.pop_front().map(Ok)
+    }
+}
+
+/// One of the open-transaction slots, released when dropped.
+struct Slot(Arc<Inner>);
+
+impl Slot {
+    /// Waits up to `wait_timeout` for a free slot.
+    fn take(inner: &Arc<Inner>) -> Result<Slot> {
+        let deadline = Instant::now() + inner.options.wait_timeout;
+        let mut open = inner.open_transactions.lock();
+        while *open >= TRANSACTIONS_PER_CONNECTION_MAX {
+            if inner
+                .transaction_ended
+                .wait_until(&mut open, deadline)
+                .timed_out()
+                && *open >= TRANSACTIONS_PER_CONNECTION_MAX
+            {
+                return Err(Error::LimitExceeded {
+                    what: "open transactions on one connection",
+                    len: *open as u64 + 1,
+                    max: TRANSACTIONS_PER_CONNECTION_MAX as u64,
+                });
+            }
+        }
+        *open += 1;
+        Ok(Slot(Arc::clone(inner)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.open_transactions.lock() -= 1;
+        self.0.transaction_ended.notify_one();
+    }
+}
+
+struct ClientTransaction {
+    _slot: Slot,
+    inner: Arc<Inner>,
+    link: Arc<Link>,
+    txn: u64,
+    voted: bool,
+    /// The connection was lost: every call fails until abort.
+    doomed: bool,
+    ended: bool,
+}
+
+impl ClientTransaction {
+    fn check(&mut self) -> Result<()> {
+        self.inner.check_open()?;
+        if self.doomed || !self.link.is_alive() {
+            self.doomed = true;
+            return Err(self.inner.link_lost(&self.link));
+        }
+        Ok(())
+    }
+
+    fn doom_on_disconnect<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Disconnected { .. }) = &result {
+            self.doomed = true;
+        }
+        result
+    }
+
+    fn send(&mut self, message: ClientMessage) -> Result<()> {
+        let result = self.inner.send(&self.link, &message, false);
+        self.doom_on_disconnect(result)
+    }
+}
+
+impl StorageTransaction for ClientTransaction {
+    fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> Result<()> {
+        self.check()?;
+        if self.voted {
+            return Err(Error::AlreadyVoted);
+        }
+        if data.len() > RECORD_BYTES_MAX {
+            return Err(Error::LimitExceeded {
+                what: "object revision",
+                len: data.len() as u64,
+                max: RECORD_BYTES_MAX as u64,
+            });
+        }
+        self.send(ClientMessage::Store {
+            txn: self.txn,
+            oid: oid.0,
+            base_tid: base_tid.0,
+            data,
+        })
+    }
+
+    fn check_current(&mut self, oid: Oid, tid: Tid) -> Result<()> {
+        self.check()?;
+        if self.voted {
+            return Err(Error::AlreadyVoted);
+        }
+        self.send(ClientMessage::CheckCurrent {
+            txn: self.txn,
+            oid: oid.0,
+            tid: tid.0,
+        })
+    }
+
+    fn vote(&mut self) -> Result<()> {
+        self.check()?;
+        if self.voted {
+            return Err(Error::AlreadyVoted);
+        }
+        let result = self
+            .inner
+            .call_on(&self.link, Request::Vote { txn: self.txn });
+        match self.doom_on_disconnect(result)? {
+            Response::Voted => {
+                self.voted = true;
+                Ok(())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Tid> {
+        let inner = Arc::clone(&self.inner);
+        let _closing = inner.closing.read();
+        self.check()?;
+        if !self.voted {
+            self.vote()?;
+        }
+        let result = self
+            .inner
+            .call_on(&self.link, Request::Finish { txn: self.txn });
+        self.ended = true;
+        match self.doom_on_disconnect(result)? {
+            Response::Finished(tid) => {
+                let tid = Tid(tid);
+                self.inner.wait_published(tid, &self.link);
+                Ok(tid)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.end();
+    }
+}
+
+impl ClientTransaction {
+    fn end(&mut self) {
+        if !std::mem::replace(&mut self.ended, true) && self.link.is_alive() {
+            let _ = self
+                .inner
+                .send(&self.link, &ClientMessage::Abort { txn: self.txn }, true);
+        }
+    }
+}
+
+impl Drop for ClientTransaction {
+    fn drop(&mut self) {
+        self.end();
+    }
+}

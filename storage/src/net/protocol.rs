@@ -1,0 +1,665 @@
+//! The wire protocol between `ClientStorage` and `Server` (specified byte by byte in
+//! `docs/protocol.md`): length-prefixed frames carrying postcard-encoded messages.
+//!
+//! Invariants:
+//! - A frame's length is checked against the limit in force (handshake or normal)
+//!   before any byte of its payload is read; the payload buffer grows only with
+//!   bytes actually received.
+//! - Every decoded message passes [`ClientMessage::check`] / [`ServerMessage::check`]
+//!   (counts against named limits) before anything acts on it.
+//! - Errors cross the wire as [`WireError`] and come back as the same [`Error`]
+//!   variant with the same fields where the client can act on them.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ConflictError, Error};
+use crate::ids::{Oid, Tid};
+use crate::meta::{ChangeInfo, TransactionInfo, TransactionMeta};
+use crate::pending::RECORD_BYTES_MAX;
+
+/// The protocol version this build speaks. Version 1: the first.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// First field of `Hello`: "ZODI" in little-endian, so a stray client is told apart.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"ZODI");
+/// Largest frame payload once the handshake is done: one object revision of the
+/// largest size plus room for the rest of the message.
+pub const FRAME_BYTES_MAX: usize = RECORD_BYTES_MAX + (2 << 20);
+/// Largest frame payload during the handshake, before the peer is authenticated.
+pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 4096;
+/// Most oids in one `Invalidation` frame; larger transactions are split.
+pub const INVALIDATION_CHUNK_OIDS_MAX: usize = 65_536;
+/// Most revisions one `History` reply carries.
+pub const HISTORY_REPLY_MAX: usize = 1 << 20;
+/// Most transactions one `Transactions` page carries.
+pub const TRANSACTIONS_PAGE_MAX: usize = 256;
+/// A `Transactions` page stops growing once its changes and metadata reach this size.
+pub const TRANSACTIONS_PAGE_BYTES: usize = 4 << 20;
+/// Most transactions one connection may have open at once.
+pub const TRANSACTIONS_PER_CONNECTION_MAX: usize = 64;
+/// Bytes of the authentication nonce and of the MAC.
+pub const NONCE_BYTES: usize = 32;
+
+/// What a client sends.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Hello {
+        magic: u32,
+        version: u32,
+        read_only: bool,
+        /// The client has no cache and no snapshot yet: nothing to catch up.
+        fresh: bool,
+        /// The last tid the client has processed (its cache is current as of it).
+        last_tid: u64,
+    },
+    Auth {
+        /// HMAC-SHA-256 of the challenge nonce under the shared token, if the client has one.
+        mac: Option<[u8; NONCE_BYTES]>,
+    },
+    Request {
+        id: u64,
+        request: Request,
+    },
+    Begin {
+        txn: u64,
+        meta: WireMeta,
+    },
+    Store {
+        txn: u64,
+        oid: u64,
+        base_tid: u64,
+        data: Vec<u8>,
+    },
+    CheckCurrent {
+        txn: u64,
+        oid: u64,
+        tid: u64,
+    },
+    Abort {
+        txn: u64,
+    },
+}
+
+/// A client request that gets exactly one `Reply` with the same id.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Request {
+    NewOid,
+    Load {
+        oid: u64,
+        snapshot: u64,
+    },
+    LoadRevision {
+        oid: u64,
+        tid: u64,
+    },
+    History {
+        oid: u64,
+        limit: u64,
+    },
+    Transactions {
+        from: u64,
+        to: u64,
+    },
+    Vote {
+        txn: u64,
+    },
+    Finish {
+        txn: u64,
+    },
+    /// Answered at once with `Pong`: the client's check that the server still answers.
+    Ping,
+}
+
+/// What a server sends.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    Challenge {
+        nonce: [u8; NONCE_BYTES],
+        auth_required: bool,
+    },
+    Welcome {
+        /// The newest tid whose invalidations this connection has been sent.
+        last_tid: u64,
+        read_only: bool,
+        catch_up: CatchUp,
+    },
+    Refused {
+        reason: String,
+    },
+    Reply {
+        id: u64,
+        result: Result<Response, WireError>,
+    },
+    /// Objects changed by transaction `tid`; `complete` on its last chunk.
+    Invalidation {
+        tid: u64,
+        oids: Vec<u64>,
+        complete: bool,
+    },
+}
+
+/// How the server answered the client's `last_tid` at connect.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The client said it was fresh.
+    Fresh,
+    /// The client is current: keep the cache.
+    Equal,
+    /// The missed invalidations preceded this `Welcome`.
+    Behind,
+    /// Older than the invalidation history: drop the cache.
+    TooFar,
+    /// Newer than the server (restored from a backup?): drop the cache.
+    Ahead,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Response {
+    Oid(u64),
+    Revision {
+        tid: u64,
+        data: Vec<u8>,
+    },
+    Data(Vec<u8>),
+    History(Vec<(u64, u64)>),
+    Transactions {
+        page: Vec<WireTransaction>,
+        more: bool,
+    },
+    Voted,
+    Finished(u64),
+    Pong,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct WireMeta {
+    pub user: String,
+    pub description: String,
+    pub extension: Vec<(String, Vec<u8>)>,
+}
+
+impl From<&TransactionMeta> for WireMeta {
+    fn from(meta: &TransactionMeta) -> Self {
+        WireMeta {
+            user: meta.user.clone(),
+            description: meta.description.clone(),
+            extension: meta
+                .extension
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl From<WireMeta> for TransactionMeta {
+    fn from(meta: WireMeta) -> Self {
+        TransactionMeta {
+            user: meta.user,
+            description: meta.description,
+            extension: meta.extension.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WireTransaction {
+    pub tid: u64,
+    pub meta: WireMeta,
+    /// `(oid, size)` of every object written.
+    pub changes: Vec<(u64, u64)>,
+}
+
+impl From<TransactionInfo> for WireTransaction {
+    fn from(t: TransactionInfo) -> Self {
+        WireTransaction {
+            tid: t.tid.0,
+            meta: WireMeta::from(&t.meta),
+            changes: t.changes.iter().map(|c| (c.oid.0, c.size)).collect(),
+        }
+    }
+}
+
+impl From<WireTransaction> for TransactionInfo {
+    fn from(t: WireTransaction) -> Self {
+        TransactionInfo {
+            tid: Tid(t.tid),
+            meta: t.meta.into(),
+            changes: t
+                .changes
+                .into_iter()
+                .map(|(oid, size)| ChangeInfo {
+                    oid: Oid(oid),
+                    size,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl WireTransaction {
+    /// Rough encoded size, for filling pages.
+    pub fn approximate_bytes(&self) -> usize {
+        32 + self.meta.user.len()
+            + self.meta.description.len()
+            + self
+                .meta
+                .extension
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+            + self.changes.len() * 12
+    }
+}
+
+/// An error as it crosses the wire.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum WireError {
+    Conflict {
+        oid: u64,
+        base_tid: u64,
+        current_tid: u64,
+    },
+    NotFoundAtSnapshot {
+        oid: u64,
+        snapshot: u64,
+    },
+    NoSuchObject {
+        oid: u64,
+    },
+    NoSuchRevision {
+        oid: u64,
+        tid: u64,
+    },
+    UnallocatedOid {
+        oid: u64,
+    },
+    LimitExceeded {
+        what: String,
+        len: u64,
+        max: u64,
+    },
+    ReadOnly,
+    Closed,
+    AlreadyVoted,
+    /// Anything else, as the operator would read it on the server.
+    Server {
+        message: String,
+    },
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::Conflict(c) => WireError::Conflict {
+                oid: c.oid.0,
+                base_tid: c.base_tid.0,
+                current_tid: c.current_tid.0,
+            },
+            Error::NotFoundAtSnapshot { oid, snapshot } => WireError::NotFoundAtSnapshot {
+                oid: oid.0,
+                snapshot: snapshot.0,
+            },
+            Error::NoSuchObject { oid } => WireError::NoSuchObject { oid: oid.0 },
+            Error::NoSuchRevision { oid, tid } => WireError::NoSuchRevision {
+                oid: oid.0,
+                tid: tid.0,
+            },
+            Error::UnallocatedOid { oid } => WireError::UnallocatedOid { oid: oid.0 },
+            Error::LimitExceeded { what, len, max } => WireError::LimitExceeded {
+                what: (*what).to_string(),
+                len: *len,
+                max: *max,
+            },
+            Error::ReadOnly => WireError::ReadOnly,
+            Error::Closed => WireError::Closed,
+            Error::AlreadyVoted => WireError::AlreadyVoted,
+            other => WireError::Server {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The limit names the storage uses, so a limit error keeps its `&'static str`.
+const LIMIT_NAMES: &[&str] = &[
+    "object revision",
+    "objects in one transaction",
+    "transaction user",
+    "transaction description",
+    "transaction extension key",
+    "transaction extension",
+    "transaction record",
+];
+
+impl From<WireError> for Error {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Conflict {
+                oid,
+                base_tid,
+                current_tid,
+            } => Error::Conflict(ConflictError {
+                oid: Oid(oid),
+                base_tid: Tid(base_tid),
+                current_tid: Tid(current_tid),
+            }),
+            WireError::NotFoundAtSnapshot { oid, snapshot } => Error::NotFoundAtSnapshot {
+                oid: Oid(oid),
+                snapshot: Tid(snapshot),
+            },
+            WireError::NoSuchObject { oid } => Error::NoSuchObject { oid: Oid(oid) },
+            WireError::NoSuchRevision { oid, tid } => Error::NoSuchRevision {
+                oid: Oid(oid),
+                tid: Tid(tid),
+            },
+            WireError::UnallocatedOid { oid } => Error::UnallocatedOid { oid: Oid(oid) },
+            WireError::LimitExceeded { what, len, max } => Error::LimitExceeded {
+                what: LIMIT_NAMES
+                    .iter()
+                    .find(|n| **n == what)
+                    .copied()
+                    .unwrap_or("a limit of the server"),
+                len,
+                max,
+            },
+            WireError::ReadOnly => Error::ReadOnly,
+            WireError::Closed => Error::Closed,
+            WireError::AlreadyVoted => Error::AlreadyVoted,
+            WireError::Server { message } => Error::Server { message },
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Checks counts against the named limits (the frame limit bounds the rest).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            ClientMessage::Store { data, .. } if data.len() > RECORD_BYTES_MAX => Err(format!(
+                "a stored revision of {} bytes, over {RECORD_BYTES_MAX}",
+                data.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ServerMessage {
+    /// Checks counts against the named limits (the frame limit bounds the rest).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            ServerMessage::Invalidation { oids, .. }
+                if oids.len() > INVALIDATION_CHUNK_OIDS_MAX =>
+            {
+                Err(format!(
+                    "an invalidation of {} oids, over {INVALIDATION_CHUNK_OIDS_MAX}",
+                    oids.len()
+                ))
+            }
+            ServerMessage::Reply {
+                result: Ok(Response::History(h)),
+                ..
+            } if h.len() > HISTORY_REPLY_MAX => Err(format!(
+                "a history of {} revisions, over {HISTORY_REPLY_MAX}",
+                h.len()
+            )),
+            ServerMessage::Reply {
+                result: Ok(Response::Transactions { page, .. }),
+                ..
+            } if page.len() > TRANSACTIONS_PAGE_MAX => Err(format!(
+                "a page of {} transactions, over {TRANSACTIONS_PAGE_MAX}",
+                page.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Encodes `message` as one frame: u32 LE payload length, then the payload.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut frame = vec![0u8; 4];
+    let mut frame = postcard::to_extend(message, std::mem::take(&mut frame))
+        .expect("encoding to a Vec cannot fail");
+    let len = u32::try_from(frame.len() - 4).expect("frames are far below 4 GiB");
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    frame
+}
+
+/// Why reading a frame failed.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The peer closed the connection at a frame boundary.
+    Closed,
+    Io(io::Error),
+    /// The frame is malformed or over the limit: the connection must be closed.
+    Bad(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Closed => write!(f, "connection closed by the peer"),
+            FrameError::Io(e) => write!(f, "{e}"),
+            FrameError::Bad(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+/// Reads one frame's payload, refusing a length over `max` before reading it.
+pub fn read_frame(reader: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match reader.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Err(FrameError::Closed),
+            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::Bad(format!(
+            "frame of {len} bytes, over the limit of {max} bytes"
+        )));
+    }
+    // Grows with the bytes that really arrive, so a lying length costs nothing.
+    let mut payload = Vec::with_capacity(len.min(64 << 10));
+    reader
+        .take(len as u64)
+        .read_to_end(&mut payload)
+        .map_err(FrameError::Io)?;
+    if payload.len() < len {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(payload)
+}
+
+/// Decodes a payload read by [`read_frame`].
+pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
+    postcard::from_bytes(payload).map_err(|e| FrameError::Bad(format!("undecodable frame: {e}")))
+}
+
+/// Writes one encoded frame.
+pub fn write_frame(writer: &mut impl Write, frame: &[u8]) -> io::Result<()> {
+    writer.write_all(frame)
+}
+
+/// HMAC-SHA-256 (RFC 2104) of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    outer.finalize().into()
+}
+
+/// The MAC a client answers a challenge with.
+pub fn auth_mac(token: &[u8], nonce: &[u8; NONCE_BYTES]) -> [u8; 32] {
+    let mut message = b"zodiac auth v1\0".to_vec();
+    message.extend_from_slice(nonce);
+    hmac_sha256(token, &message)
+}
+
+/// Compares two MACs in time independent of where they differ.
+pub fn macs_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A fresh random nonce.
+pub fn random_nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0u8; NONCE_BYTES];
+    nonce[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    nonce[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    nonce
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex(&hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn frames_round_trip_and_have_the_documented_layout() {
+        let message = ClientMessage::Request {
+            id: 7,
+            request: Request::Load {
+                oid: 1,
+                snapshot: 300,
+            },
+        };
+        let frame = encode(&message);
+        // Variant 2 (Request), id 7, variant 1 (Load), oid 1, snapshot 300 = ac 02.
+        assert_eq!(frame, vec![6, 0, 0, 0, 2, 7, 1, 1, 0xac, 0x02]);
+        let payload = read_frame(&mut &frame[..], 100).unwrap();
+        assert_eq!(decode::<ClientMessage>(&payload).unwrap(), message);
+    }
+
+    #[test]
+    fn frame_limit_is_checked_before_reading_at_its_boundary() {
+        let frame = encode(&ClientMessage::Abort { txn: 1 });
+        let len = frame.len() - 4;
+        assert!(read_frame(&mut &frame[..], len).is_ok());
+        match read_frame(&mut &frame[..], len - 1) {
+            Err(FrameError::Bad(what)) => assert!(what.contains("over the limit"), "{what}"),
+            other => panic!("expected an oversized frame, got {other:?}"),
+        }
+        // A huge announced length with no payload fails without allocating it.
+        let lying = [0xff, 0xff, 0xff, 0x0f];
+        assert!(matches!(
+            read_frame(&mut &lying[..], usize::MAX),
+            Err(FrameError::Io(_))
+        ));
+        assert!(matches!(
+            read_frame(&mut &[][..], 10),
+            Err(FrameError::Closed)
+        ));
+    }
+
+    proptest::proptest! {
+        // Any bytes: an error or a message, never a panic; checks never panic either.
+        #[test]
+        fn any_payload_decodes_or_fails_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(m) = decode::<ClientMessage>(&bytes) {
+                let _ = m.check();
+            }
+            if let Ok(m) = decode::<ServerMessage>(&bytes) {
+                let _ = m.check();
+            }
+        }
+
+        // A frame is returned only whole and within the limit; nothing past it is read.
+        #[test]
+        fn read_frame_takes_exactly_one_frame_within_the_limit(
+            len in 0u32..300,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            max in 0usize..300,
+        ) {
+            let mut input = len.to_le_bytes().to_vec();
+            input.extend_from_slice(&body);
+            let mut reader = &input[..];
+            match read_frame(&mut reader, max) {
+                Ok(payload) => {
+                    proptest::prop_assert!(len as usize <= max);
+                    proptest::prop_assert_eq!(&payload[..], &body[..len as usize]);
+                    proptest::prop_assert_eq!(reader.len(), body.len() - len as usize);
+                }
+                Err(FrameError::Bad(_)) => proptest::prop_assert!(len as usize > max),
+                Err(FrameError::Io(_)) => {
+                    proptest::prop_assert!((len as usize) <= max && body.len() < len as usize)
+                }
+                Err(FrameError::Closed) => proptest::prop_assert!(false, "input was not empty"),
+            }
+        }
+    }
+
+    #[test]
+    fn errors_keep_their_variant_and_fields_across_the_wire() {
+        let conflict = Error::Conflict(ConflictError {
+            oid: Oid(3),
+            base_tid: Tid(4),
+            current_tid: Tid(5),
+        });
+        let back: Error = WireError::from(&conflict).into();
+        assert_eq!(back.as_conflict(), conflict.as_conflict());
+        let limit = Error::LimitExceeded {
+            what: "transaction user",
+            len: 10,
+            max: 9,
+        };
+        match Error::from(WireError::from(&limit)) {
+            Error::LimitExceeded { what, len, max } => {
+                assert_eq!((what, len, max), ("transaction user", 10, 9))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalidation_chunk_limit_holds_at_its_boundary() {
+        let at = ServerMessage::Invalidation {
+            tid: 1,
+            oids: vec![0; INVALIDATION_CHUNK_OIDS_MAX],
+            complete: true,
+        };
+        assert!(at.check().is_ok());
+        let over = ServerMessage::Invalidation {
+            tid: 1,
+            oids: vec![0; INVALIDATION_CHUNK_OIDS_MAX + 1],
+            complete: true,
+        };
+        assert!(over.check().is_err());
+    }
+}

@@ -1,0 +1,1078 @@
+//! The storage server: serves one [`Storage`] to many clients over TCP.
+//!
+//! Threads: one accepts; one broadcasts commit events; per connection one reads and
+//! answers requests, one writes the outbox to the socket, and one per open
+//! transaction runs its store/vote/finish (vote waits for the commit lock, which
+//! must not stop the connection's other requests).
+//!
+//! Invariants:
+//! - Invalidations reach every connection's outbox in commit order, and the
+//!   broadcaster never blocks on a connection: an outbox over its byte limit gets
+//!   its connection closed instead.
+//! - A connection is registered for invalidations under the same lock as its
+//!   catch-up is computed, so it misses none and gets none twice.
+//! - The history holds every transaction with `floor < tid <= last_tid`.
+//! - An invalidation of tid T is sent only once the storage reads snapshot T (its
+//!   `last_tid() >= T`), so a client never gets a load answered below the snapshot
+//!   it asked for.
+//! - A malformed or oversized frame closes only its connection, with a log line.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::protocol::{
+    self, CatchUp, ClientMessage, FrameError, HANDSHAKE_FRAME_BYTES_MAX,
+    INVALIDATION_CHUNK_OIDS_MAX, MAGIC, PROTOCOL_VERSION, Request, Response, ServerMessage,
+    TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
+    WireTransaction,
+};
+use crate::error::{Error, Result};
+use crate::ids::{Oid, Tid};
+use crate::meta::CommitEvent;
+use crate::storage::{Storage, StorageTransaction};
+
+/// How a server runs. Every limit is named and has a default.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub(crate) read_only: bool,
+    pub(crate) token: Option<Vec<u8>>,
+    pub(crate) connections_max: usize,
+    pub(crate) invalidation_history: usize,
+    pub(crate) send_queue_bytes_max: usize,
+    pub(crate) write_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) transaction_bytes_max: u64,
+    pub(crate) idle_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            read_only: false,
+            token: None,
+            connections_max: 1000,
+            invalidation_history: 100,
+            send_queue_bytes_max: 64 << 20,
+            write_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            transaction_bytes_max: 1 << 30,
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ServerOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Refuse every commit and oid allocation (default: false).
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+    /// Require clients to prove they know this shared secret (default: none).
+    pub fn token(mut self, token: Option<Vec<u8>>) -> Self {
+        self.token = token;
+        self
+    }
+    /// Most connections served at once; more are refused (default: 1000).
+    pub fn connections_max(mut self, n: usize) -> Self {
+        self.connections_max = n;
+        self
+    }
+    /// Transactions kept for reconnecting clients to catch up (default: 100).
+    pub fn invalidation_history(mut self, n: usize) -> Self {
+        self.invalidation_history = n;
+        self
+    }
+    /// Bytes queued for one client before it counts as stalled and is disconnected
+    /// (default: 64 MiB).
+    pub fn send_queue_bytes_max(mut self, bytes: usize) -> Self {
+        self.send_queue_bytes_max = bytes;
+        self
+    }
+    /// Longest a write to a client may block before it is disconnected (default: 30 s).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+    /// Most bytes of data one transaction may store before its vote; the server holds
+    /// them in memory until then (default: 1 GiB).
+    pub fn transaction_bytes_max(mut self, bytes: u64) -> Self {
+        self.transaction_bytes_max = bytes;
+        self
+    }
+    /// Longest a connection may send nothing before it counts as gone and is closed
+    /// (default: 120 s). Client storages ping a silent server every `ping_interval`
+    /// (default 5 s), which keeps their connections alive; keep this well above it.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+    /// Longest a new connection may take to finish the handshake (default: 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// A running storage server. [`Server::shutdown`] (or dropping it) stops it; the
+/// storage stays open for the caller to close.
+pub struct Server {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    options: ServerOptions,
+    hub: Mutex<Hub>,
+    /// Every live connection, for shutdown and counting.
+    connections: Mutex<HashMap<u64, Arc<Outbox>>>,
+    next_connection: AtomicU64,
+    stopping: AtomicBool,
+    connection_count: AtomicUsize,
+}
+
+struct Hub {
+    last_tid: Tid,
+    /// Every transaction with `floor < tid <= last_tid`, oldest first.
+    history: VecDeque<(Tid, Arc<[Oid]>)>,
+    floor: Tid,
+    subscribers: HashMap<u64, Arc<Outbox>>,
+}
+
+/// The frames waiting to be written to one connection.
+struct Outbox {
+    id: u64,
+    peer: String,
+    stream: TcpStream,
+    state: Mutex<OutboxState>,
+    changed: Condvar,
+    bytes_max: usize,
+}
+
+struct OutboxState {
+    frames: VecDeque<Arc<[u8]>>,
+    bytes: usize,
+    closed: bool,
+    /// Write what is queued, then close (after a refusal or a protocol error).
+    draining: bool,
+}
+
+impl Outbox {
+    /// Queues a frame the broadcaster sends: never waits; a full queue closes the
+    /// connection (the client is too slow or stalled).
+    fn push_or_close(&self, frame: Arc<[u8]>) -> bool {
+        let mut st = self.state.lock();
+        if st.closed || st.draining {
+            return false;
+        }
+        if st.bytes > 0 && st.bytes + frame.len() > self.bytes_max {
+            drop(st);
+            self.close(&format!(
+                "send queue over {} bytes: the client is not reading",
+                self.bytes_max
+            ));
+            return false;
+        }
+        st.bytes += frame.len();
+        st.frames.push_back(frame);
+        self.changed.notify_all();
+        true
+    }
+
+    /// Queues a reply: waits while the queue is full (the client's own requests).
+    fn push_wait(&self, frame: Arc<[u8]>) {
+        let mut st = self.state.lock();
+        while !st.closed && st.bytes > 0 && st.bytes + frame.len() > self.bytes_max {
+            self.changed.wait(&mut st);
+        }
+        if st.closed || st.draining {
+            return;
+        }
+        st.bytes += frame.len();
+        st.frames.push_back(frame);
+        self.changed.notify_all();
+    }
+
+    fn send(&self, message: &ServerMessage) {
+        self.push_wait(protocol::encode(message).into());
+    }
+
+    fn close(&self, reason: &str) {
+        let mut st = self.state.lock();
+        if !st.closed {
+            st.closed = true;
+            if !reason.is_empty() {
+                log::warn!("closing the connection of {}: {reason}", self.peer);
+            }
+            let _ = self.stream.shutdown(Shutdown::Both);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Closes once the queued frames are written (bounded by the write timeout).
+    fn drain_and_close(&self, reason: &str) {
+        if !reason.is_empty() {
+            log::warn!("closing the connection of {}: {reason}", self.peer);
+        }
+        let mut st = self.state.lock();
+        st.draining = true;
+        self.changed.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// Writes queued frames until the connection closes.
+    fn write_loop(&self) {
+        let mut stream = match self.stream.try_clone() {
+            Ok(s) => s,
+            Err(e) => return self.close(&format!("cannot clone the socket: {e}")),
+        };
+        loop {
+            let batch: Vec<Arc<[u8]>> = {
+                let mut st = self.state.lock();
+                while st.frames.is_empty() && !st.closed && !st.draining {
+                    self.changed.wait(&mut st);
+                }
+                if st.frames.is_empty() || st.closed {
+                    drop(st);
+                    return self.close("");
+                }
+                st.frames.iter().cloned().collect()
+            };
+            let mut written = 0;
+            for frame in &batch {
+                if let Err(e) = stream.write_all(frame) {
+                    let reason = if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) {
+                        "a write blocked past the write timeout: the client is stalled".to_string()
+                    } else {
+                        format!("write failed: {e}")
+                    };
+                    return self.close(&reason);
+                }
+                written += frame.len();
+            }
+            let _ = stream.flush();
+            let mut st = self.state.lock();
+            for _ in 0..batch.len() {
+                st.frames.pop_front();
+            }
+            st.bytes -= written;
+            self.changed.notify_all();
+        }
+    }
+}
+
+impl Server {
+    /// Listens on `addr` and serves `storage` until shut down.
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        addr: impl ToSocketAddrs,
+        options: ServerOptions,
+    ) -> Result<Server> {
+        let listener = TcpListener::bind(addr).map_err(|e| Error::Io {
+            path: "listen address".into(),
+            action: "bind",
+            source: e,
+        })?;
+        let local_addr = listener.local_addr().map_err(|e| Error::Io {
+            path: "listen address".into(),
+            action: "local address",
+            source: e,
+        })?;
+        // Subscribe before reading last_tid: every commit after it is seen.
+        let subscription = storage.subscribe();
+        let last_tid = storage.last_tid();
+        let shared = Arc::new(Shared {
+            storage,
+            options,
+            hub: Mutex::new(Hub {
+                last_tid,
+                history: VecDeque::new(),
+                floor: last_tid,
+                subscribers: HashMap::new(),
+            }),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            connection_count: AtomicUsize::new(0),
+        });
+        let broadcaster = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("zodiac-broadcast".into())
+                .spawn(move || {
+                    while !shared.stopping.load(Ordering::Acquire) {
+                        if let Some(event) = subscription.recv_timeout(Duration::from_millis(100)) {
+                            shared.broadcast(&event);
+                        }
+                    }
+                })
+                .expect("spawn the broadcaster")
+        };
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("zodiac-accept".into())
+                .spawn(move || shared.accept_loop(listener))
+                .expect("spawn the acceptor")
+        };
+        log::info!("serving {} on {local_addr}", shared.storage.describe());
+        Ok(Server {
+            local_addr,
+            shared,
+            threads: vec![broadcaster, acceptor],
+        })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Connections being served now.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connection_count.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting, closes every connection and waits for the server's threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wake the acceptor.
+        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_secs(1));
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let connections: Vec<Arc<Outbox>> =
+            self.shared.connections.lock().values().cloned().collect();
+        for c in connections {
+            c.close("");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.connection_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        log::info!("server on {} stopped", self.local_addr);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Shared {
+    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        for stream in listener.incoming() {
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
+            let count = self.connection_count.fetch_add(1, Ordering::AcqRel) + 1;
+            if count > self.options.connections_max {
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+                log::warn!(
+                    "refusing {peer}: {} connections already (the limit)",
+                    self.options.connections_max
+                );
+                let reason = format!(
+                    "too many connections (the server's limit is {})",
+                    self.options.connections_max
+                );
+                // On its own thread: the refusal must not hold up accepting.
+                let _ = std::thread::Builder::new()
+                    .name("zodiac-refuse".into())
+                    .spawn(move || refuse(stream, reason));
+                continue;
+            }
+            let shared = Arc::clone(&self);
+            let spawned = std::thread::Builder::new()
+                .name("zodiac-connection".into())
+                .spawn(move || {
+                    shared.serve(stream, peer);
+                    shared.connection_count.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+                log::warn!("cannot start a thread for a new connection");
+            }
+        }
+    }
+
+    fn broadcast(&self, event: &CommitEvent) {
+        // A storage delivers the event before its last_tid reports the tid. A client
+        // that applied this invalidation may at once load at this tid: were the
+        // storage still to read such a load at the previous tid, the client would
+        // cache an old revision as current. So wait until the tid is readable.
+        let waited = Instant::now();
+        while self.storage.last_tid() < event.tid {
+            if waited.elapsed() > Duration::from_secs(5) {
+                log::warn!(
+                    "the storage has not reported transaction {} as its last 5 s after \
+                     notifying it; sending its invalidation anyway",
+                    event.tid
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        let frames = invalidation_frames(event.tid, &event.oids);
+        let mut hub = self.hub.lock();
+        if event.tid <= hub.last_tid {
+            return;
+        }
+        hub.last_tid = event.tid;
+        hub.history.push_back((event.tid, Arc::clone(&event.oids)));
+        while hub.history.len() > self.options.invalidation_history {
+            let (tid, _) = hub.history.pop_front().expect("not empty");
+            hub.floor = tid;
+        }
+        hub.subscribers.retain(|_, outbox| {
+            frames
+                .iter()
+                .all(|frame| outbox.push_or_close(Arc::clone(frame)))
+        });
+    }
+
+    fn serve(self: &Arc<Self>, stream: TcpStream, peer: String) {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(self.options.write_timeout));
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox {
+            id,
+            peer: peer.clone(),
+            stream: match stream.try_clone() {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("{peer}: cannot clone the socket: {e}");
+                    return;
+                }
+            },
+            state: Mutex::new(OutboxState {
+                frames: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                draining: false,
+            }),
+            changed: Condvar::new(),
+            bytes_max: self.options.send_queue_bytes_max,
+        });
+        self.connections.lock().insert(id, Arc::clone(&outbox));
+        if self.stopping.load(Ordering::Acquire) {
+            outbox.close("");
+        }
+        let writer = {
+            let outbox = Arc::clone(&outbox);
+            std::thread::Builder::new()
+                .name("zodiac-writer".into())
+                .spawn(move || outbox.write_loop())
+        };
+        match writer {
+            Ok(writer) => {
+                let mut connection = Connection {
+                    shared: Arc::clone(self),
+                    outbox: Arc::clone(&outbox),
+                    reader: BufReader::with_capacity(64 << 10, stream),
+                    read_only: self.options.read_only,
+                    transactions: HashMap::new(),
+                };
+                let reason = connection.run();
+                drop(connection);
+                self.hub.lock().subscribers.remove(&id);
+                outbox.drain_and_close(&reason);
+                let _ = writer.join();
+            }
+            Err(_) => outbox.close("cannot start the writer thread"),
+        }
+        self.hub.lock().subscribers.remove(&id);
+        self.connections.lock().remove(&id);
+    }
+}
+
+/// Reads with a read timeout of whatever is left before `deadline`.
+struct DeadlineReader<'a> {
+    inner: &'a mut BufReader<TcpStream>,
+    deadline: Instant,
+}
+
+impl std::io::Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the handshake timeout passed",
+            ));
+        }
+        self.inner.get_ref().set_read_timeout(Some(left))?;
+        self.inner.read(buf)
+    }
+}
+
+/// Upper bound of the bytes one oid takes in an `Invalidation` frame (a u64 varint).
+const CATCH_UP_BYTES_PER_OID: usize = 10;
+
+/// Tells a connection over the limit why it is refused, then closes it once the
+/// client has read that (closing with its hello unread would reset the connection
+/// and lose the reason).
+fn refuse(mut stream: TcpStream, reason: String) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = protocol::write_frame(
+        &mut stream,
+        &protocol::encode(&ServerMessage::Refused { reason }),
+    );
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match std::io::Read::read(&mut stream, &mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Splits a transaction's invalidation into frames of at most the chunk limit.
+fn invalidation_frames(tid: Tid, oids: &[Oid]) -> Vec<Arc<[u8]>> {
+    let mut frames = Vec::new();
+    let mut chunks = oids.chunks(INVALIDATION_CHUNK_OIDS_MAX).peekable();
+    if chunks.peek().is_none() {
+        return vec![
+            protocol::encode(&ServerMessage::Invalidation {
+                tid: tid.0,
+                oids: Vec::new(),
+                complete: true,
+            })
+            .into(),
+        ];
+    }
+    while let Some(chunk) = chunks.next() {
+        frames.push(
+            protocol::encode(&ServerMessage::Invalidation {
+                tid: tid.0,
+                oids: chunk.iter().map(|o| o.0).collect(),
+                complete: chunks.peek().is_none(),
+            })
+            .into(),
+        );
+    }
+    frames
+}
+
+/// What the connection's reader does with a transaction's operations.
+enum TxnOp {
+    Store(Oid, Tid, Vec<u8>),
+    CheckCurrent(Oid, Tid),
+    Vote(u64),
+    Finish(u64),
+}
+
+enum TxnSlot {
+    /// The worker's queue, and the bytes stored so far.
+    Running(mpsc::Sender<TxnOp>, u64),
+    /// `begin` failed: every vote or finish gets this error.
+    Failed(WireError),
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    reader: BufReader<TcpStream>,
+    read_only: bool,
+    transactions: HashMap<u64, TxnSlot>,
+}
+
+impl Connection {
+    /// Serves the connection; returns why it ended ("" for an orderly end).
+    fn run(&mut self) -> String {
+        match self.handshake() {
+            Ok(true) => {}
+            Ok(false) => return String::new(),
+            Err(reason) => return reason,
+        }
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(self.shared.options.idle_timeout));
+        loop {
+            let payload = match protocol::read_frame(&mut self.reader, protocol::FRAME_BYTES_MAX) {
+                Ok(p) => p,
+                Err(FrameError::Closed) => return String::new(),
+                Err(e) if self.outbox.is_closed() => {
+                    let _ = e;
+                    return String::new();
+                }
+                Err(FrameError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return format!(
+                        "nothing received for {:?} (the idle timeout): the client is gone",
+                        self.shared.options.idle_timeout
+                    );
+                }
+                Err(FrameError::Io(e)) => return format!("read failed: {e}"),
+                Err(FrameError::Bad(what)) => return what,
+            };
+            let message = match protocol::decode::<ClientMessage>(&payload) {
+                Ok(m) => m,
+                Err(e) => return e.to_string(),
+            };
+            if let Err(what) = message.check() {
+                return what;
+            }
+            if let Err(what) = self.handle(message) {
+                return what;
+            }
+        }
+    }
+
+    fn refuse(&self, reason: String) -> String {
+        self.outbox.send(&ServerMessage::Refused {
+            reason: reason.clone(),
+        });
+        reason
+    }
+
+    fn read_handshake(&mut self, deadline: Instant) -> std::result::Result<ClientMessage, String> {
+        let mut reader = DeadlineReader {
+            inner: &mut self.reader,
+            deadline,
+        };
+        let payload = protocol::read_frame(&mut reader, HANDSHAKE_FRAME_BYTES_MAX)
+            .map_err(|e| format!("during the handshake: {e}"))?;
+        protocol::decode(&payload).map_err(|e| format!("during the handshake: {e}"))
+    }
+
+    /// Hello, challenge, auth, catch-up and welcome. `Ok(false)`: the peer left.
+    fn handshake(&mut self) -> std::result::Result<bool, String> {
+        // One deadline for the whole handshake, however slowly the bytes trickle in.
+        let deadline = Instant::now() + self.shared.options.handshake_timeout;
+        let hello = match self.read_handshake(deadline) {
+            Ok(m) => m,
+            Err(e) if e.contains("closed by the peer") => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let ClientMessage::Hello {
+            magic,
+            version,
+            read_only,
+            fresh,
+            last_tid,
+        } = hello
+        else {
+            return Err(self.refuse("the first message must be Hello".into()));
+        };
+        if magic != MAGIC {
+            return Err("not a Zodiac client (wrong magic number)".into());
+        }
+        if version != PROTOCOL_VERSION {
+            return Err(self.refuse(format!(
+                "protocol version {version} is not supported (this server speaks version \
+                 {PROTOCOL_VERSION}); upgrade the older side"
+            )));
+        }
+        self.read_only |= read_only;
+        let nonce = protocol::random_nonce();
+        let auth_required = self.shared.options.token.is_some();
+        self.outbox.send(&ServerMessage::Challenge {
+            nonce,
+            auth_required,
+        });
+        let ClientMessage::Auth { mac } = self.read_handshake(deadline)? else {
+            return Err(self.refuse("the second message must be Auth".into()));
+        };
+        if let Some(token) = &self.shared.options.token {
+            let expected = protocol::auth_mac(token, &nonce);
+            if !mac.is_some_and(|m| protocol::macs_equal(&m, &expected)) {
+                return Err(self.refuse(
+                    "authentication failed: the client's token does not match the server's".into(),
+                ));
+            }
+        }
+        let mut hub = self.shared.hub.lock();
+        let client_tid = Tid(last_tid);
+        let catch_up = if fresh {
+            CatchUp::Fresh
+        } else if client_tid == hub.last_tid {
+            CatchUp::Equal
+        } else if client_tid > hub.last_tid {
+            log::warn!(
+                "client {} has seen transaction {client_tid}, newer than this server's last \
+                 ({}): was the data file restored from a backup? The client drops its cache",
+                self.outbox.peer,
+                hub.last_tid
+            );
+            CatchUp::Ahead
+        } else if client_tid >= hub.floor
+            && hub
+                .history
+                .iter()
+                .filter(|(tid, _)| *tid > client_tid)
+                .map(|(_, oids)| oids.len() * CATCH_UP_BYTES_PER_OID + 16)
+                .sum::<usize>()
+                <= self.shared.options.send_queue_bytes_max / 2
+        {
+            CatchUp::Behind
+        } else {
+            // Older than the history, or so much to send that it would overflow the
+            // send queue (and the client would reconnect to the same again).
+            CatchUp::TooFar
+        };
+        if catch_up == CatchUp::Behind {
+            for (tid, oids) in hub.history.iter().filter(|(tid, _)| *tid > client_tid) {
+                for frame in invalidation_frames(*tid, oids) {
+                    if !self.outbox.push_or_close(frame) {
+                        return Err("catch-up overflowed the send queue".into());
+                    }
+                }
+            }
+        }
+        hub.subscribers
+            .insert(self.outbox.id, Arc::clone(&self.outbox));
+        let welcome = ServerMessage::Welcome {
+            last_tid: hub.last_tid.0,
+            read_only: self.shared.options.read_only,
+            catch_up,
+        };
+        self.outbox.push_or_close(protocol::encode(&welcome).into());
+        drop(hub);
+        Ok(true)
+    }
+
+    fn reply(&self, id: u64, result: Result<Response>) {
+        self.outbox.send(&ServerMessage::Reply {
+            id,
+            result: result.map_err(|e| WireError::from(&e)),
+        });
+    }
+
+    fn handle(&mut self, message: ClientMessage) -> std::result::Result<(), String> {
+        let storage = &self.shared.storage;
+        match message {
+            ClientMessage::Hello { .. } | ClientMessage::Auth { .. } => {
+                return Err("a handshake message after the handshake".into());
+            }
+            ClientMessage::Request { id, request } => match request {
+                Request::Ping => self.reply(id, Ok(Response::Pong)),
+                Request::NewOid => {
+                    let result = if self.read_only {
+                        Err(Error::ReadOnly)
+                    } else {
+                        storage.new_oid().map(|o| Response::Oid(o.0))
+                    };
+                    self.reply(id, result);
+                }
+                Request::Load { oid, snapshot } => {
+                    let result =
+                        storage
+                            .load(Oid(oid), Tid(snapshot))
+                            .map(|r| Response::Revision {
+                                tid: r.tid.0,
+                                data: r.data,
+                            });
+                    self.reply(id, result);
+                }
+                Request::LoadRevision { oid, tid } => {
+                    let result = storage
+                        .load_revision(Oid(oid), Tid(tid))
+                        .map(Response::Data);
+                    self.reply(id, result);
+                }
+                Request::History { oid, limit } => {
+                    let limit = usize::try_from(limit)
+                        .unwrap_or(usize::MAX)
+                        .min(protocol::HISTORY_REPLY_MAX);
+                    let result = storage.history(Oid(oid), limit).map(|h| {
+                        Response::History(h.into_iter().map(|r| (r.tid.0, r.size)).collect())
+                    });
+                    self.reply(id, result);
+                }
+                Request::Transactions { from, to } => {
+                    let result = self.transactions_page(Tid(from), Tid(to));
+                    self.reply(id, result);
+                }
+                Request::Vote { txn } => self.forward_request(id, txn, TxnOp::Vote(id))?,
+                Request::Finish { txn } => {
+                    self.forward_request(id, txn, TxnOp::Finish(id))?;
+                    self.transactions.remove(&txn);
+                }
+            },
+            ClientMessage::Begin { txn, meta } => {
+                if self.transactions.contains_key(&txn) {
+                    return Err(format!("transaction {txn} begun twice"));
+                }
+                if self.transactions.len() >= TRANSACTIONS_PER_CONNECTION_MAX {
+                    return Err(format!(
+                        "more than {TRANSACTIONS_PER_CONNECTION_MAX} open transactions"
+                    ));
+                }
+                let slot = if self.read_only {
+                    TxnSlot::Failed(WireError::ReadOnly)
+                } else {
+                    match storage.begin(meta.into()) {
+                        Ok(t) => self.spawn_transaction(t),
+                        Err(e) => TxnSlot::Failed(WireError::from(&e)),
+                    }
+                };
+                self.transactions.insert(txn, slot);
+            }
+            ClientMessage::Store {
+                txn,
+                oid,
+                base_tid,
+                data,
+            } => {
+                let max = self.shared.options.transaction_bytes_max;
+                if let Some(TxnSlot::Running(_, bytes)) = self.transactions.get_mut(&txn) {
+                    *bytes += data.len() as u64;
+                    if *bytes > max {
+                        // Dropping the worker aborts the transaction and frees its data.
+                        let len = *bytes;
+                        self.transactions.insert(
+                            txn,
+                            TxnSlot::Failed(WireError::LimitExceeded {
+                                what: "transaction record".into(),
+                                len,
+                                max,
+                            }),
+                        );
+                    }
+                }
+                self.forward(txn, TxnOp::Store(Oid(oid), Tid(base_tid), data))?
+            }
+            ClientMessage::CheckCurrent { txn, oid, tid } => {
+                self.forward(txn, TxnOp::CheckCurrent(Oid(oid), Tid(tid)))?
+            }
+            ClientMessage::Abort { txn } => {
+                // Dropping the sender ends the worker, which drops (aborts) it.
+                self.transactions.remove(&txn);
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
+        match self.transactions.get(&txn) {
+            Some(TxnSlot::Running(sender, _)) => {
+                let _ = sender.send(op);
+                Ok(())
+            }
+            Some(TxnSlot::Failed(_)) => Ok(()),
+            None => Err(format!(
+                "an operation on transaction {txn}, which is not open"
+            )),
+        }
+    }
+
+    fn forward_request(&mut self, id: u64, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
+        match self.transactions.get(&txn) {
+            Some(TxnSlot::Running(sender, _)) => {
+                if sender.send(op).is_err() {
+                    self.reply(
+                        id,
+                        Err(Error::Server {
+                            message: "the transaction ended".into(),
+                        }),
+                    );
+                }
+                Ok(())
+            }
+            Some(TxnSlot::Failed(e)) => {
+                let e = e.clone();
+                self.outbox
+                    .send(&ServerMessage::Reply { id, result: Err(e) });
+                Ok(())
+            }
+            None => Err(format!(
+                "an operation on transaction {txn}, which is not open"
+            )),
+        }
+    }
+
+    fn spawn_transaction(&self, mut txn: Box<dyn StorageTransaction>) -> TxnSlot {
+        let (sender, receiver) = mpsc::channel::<TxnOp>();
+        let outbox = Arc::clone(&self.outbox);
+        let spawned = std::thread::Builder::new()
+            .name("zodiac-transaction".into())
+            .spawn(move || {
+                // The first error of a store or check, reported at vote/finish.
+                let mut failed: Option<WireError> = None;
+                let reply = |id: u64, result: std::result::Result<Response, WireError>| {
+                    outbox.send(&ServerMessage::Reply { id, result });
+                };
+                while let Ok(op) = receiver.recv() {
+                    match op {
+                        TxnOp::Store(oid, base, data) => {
+                            if failed.is_none()
+                                && let Err(e) = txn.store(oid, base, data)
+                            {
+                                failed = Some(WireError::from(&e));
+                            }
+                        }
+                        TxnOp::CheckCurrent(oid, tid) => {
+                            if failed.is_none()
+                                && let Err(e) = txn.check_current(oid, tid)
+                            {
+                                failed = Some(WireError::from(&e));
+                            }
+                        }
+                        TxnOp::Vote(id) => match &failed {
+                            Some(e) => reply(id, Err(e.clone())),
+                            None => reply(
+                                id,
+                                txn.vote()
+                                    .map(|()| Response::Voted)
+                                    .map_err(|e| WireError::from(&e)),
+                            ),
+                        },
+                        TxnOp::Finish(id) => {
+                            let result = match failed {
+                                Some(e) => Err(e),
+                                None => txn
+                                    .finish()
+                                    .map(|t| Response::Finished(t.0))
+                                    .map_err(|e| WireError::from(&e)),
+                            };
+                            reply(id, result);
+                            return;
+                        }
+                    }
+                }
+                txn.abort();
+            });
+        match spawned {
+            Ok(_) => TxnSlot::Running(sender, 0),
+            Err(_) => TxnSlot::Failed(WireError::Server {
+                message: "cannot start a thread for the transaction".into(),
+            }),
+        }
+    }
+
+    fn transactions_page(&self, from: Tid, to: Tid) -> Result<Response> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        let mut iter = self.shared.storage.transactions(from, to)?.peekable();
+        while page.len() < TRANSACTIONS_PAGE_MAX && bytes < TRANSACTIONS_PAGE_BYTES {
+            match iter.next() {
+                None => break,
+                Some(t) => {
+                    let t = WireTransaction::from(t?);
+                    bytes += t.approximate_bytes();
+                    page.push(t);
+                }
+            }
+        }
+        let more = iter.peek().is_some();
+        Ok(Response::Transactions { page, more })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_outbox(bytes_max: usize) -> (Outbox, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let outbox = Outbox {
+            id: 1,
+            peer: "test".into(),
+            stream,
+            state: Mutex::new(OutboxState {
+                frames: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                draining: false,
+            }),
+            changed: Condvar::new(),
+            bytes_max,
+        };
+        (outbox, peer)
+    }
+
+    #[test]
+    fn send_queue_limit_holds_at_its_boundary() {
+        let (outbox, _peer) = new_outbox(100);
+        assert!(outbox.push_or_close(vec![0; 60].into()));
+        assert!(outbox.push_or_close(vec![0; 40].into()));
+        assert_eq!(outbox.state.lock().bytes, 100);
+        assert!(!outbox.is_closed());
+        assert!(!outbox.push_or_close(vec![0; 1].into()));
+        assert!(outbox.is_closed());
+        // A single frame larger than the limit still goes out when the queue is empty.
+        let (outbox, _peer) = new_outbox(100);
+        assert!(outbox.push_or_close(vec![0; 500].into()));
+        assert!(!outbox.is_closed());
+    }
+
+    #[test]
+    fn invalidations_are_split_into_chunks_of_the_limit() {
+        let oids: Vec<Oid> = (0..INVALIDATION_CHUNK_OIDS_MAX as u64 * 2 + 1)
+            .map(Oid)
+            .collect();
+        let frames = invalidation_frames(Tid(9), &oids);
+        assert_eq!(frames.len(), 3);
+        let mut all = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            let message: ServerMessage = protocol::decode(&frame[4..]).unwrap();
+            let ServerMessage::Invalidation {
+                tid,
+                oids,
+                complete,
+            } = message
+            else {
+                panic!("not an invalidation");
+            };
+            assert_eq!(tid, 9);
+            assert_eq!(complete, i == 2);
+            all.extend(oids);
+        }
+        assert_eq!(
+            all,
+            (0..INVALIDATION_CHUNK_OIDS_MAX as u64 * 2 + 1).collect::<Vec<_>>()
+        );
+        assert_eq!(invalidation_frames(Tid(9), &[]).len(), 1);
+        assert_eq!(
+            invalidation_frames(Tid(9), &oids[..INVALIDATION_CHUNK_OIDS_MAX]).len(),
+            1
+        );
+    }
+}

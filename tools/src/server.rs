@@ -1,0 +1,64 @@
+//! `zodiac server`: serves one data file to client storages until SIGTERM or SIGINT,
+//! then stops accepting, closes the connections and closes the file (saving its index).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use zodiac_storage::{FileOptions, Server, ServerOptions, Storage};
+
+pub struct Args {
+    pub path: PathBuf,
+    pub listen: String,
+    pub read_only: bool,
+    pub token_file: Option<PathBuf>,
+    pub max_connections: usize,
+    pub invalidation_history: usize,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let token = match &args.token_file {
+        None => None,
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the token file {}", file.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                bail!("the token file {} is empty", file.display());
+            }
+            Some(token.as_bytes().to_vec())
+        }
+    };
+    // Registered before serving, so a signal during startup is not lost.
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let storage = Arc::new(crate::store::open(
+        &args.path,
+        FileOptions::new()
+            .read_only(args.read_only)
+            .create(!args.read_only),
+    )?);
+    let options = ServerOptions::new()
+        .read_only(args.read_only)
+        .token(token)
+        .connections_max(args.max_connections)
+        .invalidation_history(args.invalidation_history);
+    let server = Server::start(
+        Arc::clone(&storage) as Arc<dyn Storage>,
+        args.listen.as_str(),
+        options,
+    )
+    .with_context(|| format!("listening on {}", args.listen))?;
+    println!("listening on {}", server.local_addr());
+    std::io::stdout().flush()?;
+    let signal = signals.forever().next();
+    log::info!("signal {signal:?}: shutting down");
+    server.shutdown();
+    storage
+        .close()
+        .with_context(|| format!("closing {}", args.path.display()))?;
+    println!("stopped");
+    Ok(())
+}

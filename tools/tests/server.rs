@@ -1,0 +1,132 @@
+//! Runs `zodiac server` as a user would: a client storage commits through it, and
+//! SIGTERM / SIGINT stop it cleanly with every commit in the file.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use zodiac_storage::{
+    ClientOptions, ClientStorage, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta,
+};
+
+struct Running {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .arg("server")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run zodiac server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
+    Running { child, addr }
+}
+
+fn stop_with(mut running: Running, signal: &str) -> String {
+    let status = Command::new("kill")
+        .args([signal, &running.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = running.child.wait().expect("wait");
+    let mut out = String::new();
+    running
+        .child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    running
+        .child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "server exit {status}: {err}");
+    out
+}
+
+fn commit_one(address: &str, token: Option<&[u8]>) -> (Oid, Tid) {
+    let c = ClientStorage::connect(
+        address,
+        ClientOptions::new()
+            .wait_timeout(Duration::from_secs(5))
+            .token(token.map(<[u8]>::to_vec)),
+    )
+    .expect("connect");
+    let oid = c.new_oid().unwrap();
+    let mut txn = c
+        .begin(TransactionMeta::described("via the server"))
+        .unwrap();
+    txn.store(oid, Tid::ZERO, b"served".to_vec()).unwrap();
+    (oid, txn.finish().unwrap())
+}
+
+#[test]
+fn server_serves_and_stops_cleanly_on_sigterm_and_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "  open sesame \n").unwrap();
+    let p = path.to_str().unwrap();
+    let t = token.to_str().unwrap();
+    let mut committed = Vec::new();
+    for signal in ["-TERM", "-INT"] {
+        let running = start(&[
+            p,
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            t,
+            "--max-connections",
+            "4",
+            "--invalidation-history",
+            "10",
+        ]);
+        let address = format!("tcp://{}", running.addr);
+        committed.push(commit_one(&address, Some(b"open sesame")));
+        assert!(
+            ClientStorage::connect(&address, ClientOptions::new()).is_err(),
+            "a client without the token was accepted"
+        );
+        let out = stop_with(running, signal);
+        assert!(out.contains("stopped"), "{out}");
+    }
+    // Stopped cleanly: the file opens and holds both commits.
+    let file = FileStorage::open(&path, FileOptions::new()).unwrap();
+    for (oid, tid) in committed {
+        assert_eq!(file.load(oid, Tid::MAX).unwrap().tid, tid);
+    }
+    file.close().unwrap();
+
+    let running = start(&[p, "--listen", "127.0.0.1:0", "--read-only"]);
+    let c = ClientStorage::connect(&running.addr, ClientOptions::new()).unwrap();
+    assert!(c.server_is_read_only());
+    assert!(c.begin(TransactionMeta::default()).is_err());
+    assert_eq!(c.transactions(Tid::ZERO, Tid::MAX).unwrap().count(), 2);
+    drop(c);
+    stop_with(running, "-TERM");
+}
