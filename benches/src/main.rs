@@ -42,6 +42,7 @@ usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memor
   WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w5 | w7 | w7-noindex | storage (all of these)
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
             w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)
+            w5-1m (W5's shape at 1,000,000 objects, with the pack's memory)
   --dir D   where the stores are created (default: a new directory under the system temp dir)
   --json    one JSON line per workload instead of a table
   --reps N  runs of each workload, each on a fresh store; the median is reported (default 1)

@@ -49,6 +49,9 @@ pub struct PackReport {
     pub objects_removed: u64,
     /// Transactions committed while the pack ran, copied under the commit lock.
     pub copied_during_pack: u64,
+    /// The most memory the pack's tables took at once (the oid tables, the
+    /// reachability set and the traversal stack), in bytes.
+    pub table_bytes_max: u64,
 }
 
 /// `PATH.old`: the file as it was before the last pack.
@@ -79,6 +82,11 @@ struct OidSet {
 }
 
 impl OidSet {
+    /// Bytes of memory the set takes.
+    fn memory_bytes(&self) -> usize {
+        self.dense.capacity() * 8 + self.sparse.capacity() * 9
+    }
+
     /// Adds `oid`; returns whether it was new.
     fn insert(&mut self, oid: Oid) -> bool {
         if self.contains(oid) {
@@ -155,18 +163,24 @@ impl FileStorage {
         let pack_tid = pack_time.min(last0);
         let mut report = PackReport {
             pack_tid,
+            table_bytes_max: 0,
             bytes_before: end0,
             ..Default::default()
         };
 
         let current = revisions_current_at(shared, &map, &index, pack_tid)?;
+        let both_tables = index.memory_bytes() + current.memory_bytes();
         drop(index);
-        let reachable = match references {
-            Some(refs) => Some(reachable_from_root(
-                shared, &map, &current, data_start, end0, pack_tid, refs,
-            )?),
-            None => None,
+        let (reachable, gc_bytes) = match references {
+            Some(refs) => {
+                let (reached, stack_bytes) =
+                    reachable_from_root(shared, &map, &current, data_start, end0, pack_tid, refs)?;
+                let bytes = current.memory_bytes() + reached.memory_bytes() + stack_bytes;
+                (Some(reached), bytes)
+            }
+            None => (None, 0),
         };
+        report.table_bytes_max = both_tables.max(gc_bytes) as u64;
         if let Some(reached) = &reachable {
             report.objects_removed = current
                 .entries()
@@ -412,7 +426,7 @@ fn reachable_from_root(
     end: u64,
     pack_tid: Tid,
     refs: References<'_>,
-) -> Result<OidSet> {
+) -> Result<(OidSet, usize)> {
     let mut reached = OidSet::default();
     let mut stack = vec![Oid::ROOT];
     reached.insert(Oid::ROOT);
@@ -438,6 +452,7 @@ fn reachable_from_root(
         }
         pos += len;
     }
+    let mut stack_bytes = stack.capacity() * 8;
     while let Some(oid) = stack.pop() {
         let Some(pos) = current.get(oid) else {
             continue;
@@ -449,7 +464,8 @@ fn reachable_from_root(
             }
         }
     }
-    Ok(reached)
+    stack_bytes = stack_bytes.max(stack.capacity() * 8);
+    Ok((reached, stack_bytes))
 }
 
 fn remove_pack_files(path: &Path) {
