@@ -156,7 +156,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // cli.md: RUST_LOG sets the level; the default is info for the server (and, later,
+    // the worker), warn for the tools.
+    let default_level = match cli.command {
+        Command::Server { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
     let result = match cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::DemoWriter { path, counter } => {
