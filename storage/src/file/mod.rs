@@ -873,6 +873,11 @@ impl Shared {
                 .sync_data()
                 .map_err(|e| self.io_failure("syncing the preallocated file", e))?;
         }
+        self.remap(staging, new_len)
+    }
+
+    /// Maps the file again after it grew to `new_len`, for readers and the leader.
+    fn remap(&self, staging: &mut Staging, new_len: u64) -> Result<()> {
         let map = self
             .file()
             .io
@@ -890,14 +895,7 @@ impl Shared {
             .io
             .set_len(new_len)
             .map_err(|e| self.io_failure("extending the data file", e))?;
-        let map = self
-            .file()
-            .io
-            .map()
-            .map_err(|e| self.io_failure("mapping the grown file", e))?;
-        self.reader.write().map = Arc::new(map);
-        staging.file_len = new_len;
-        Ok(())
+        self.remap(staging, new_len)
     }
 
     /// Takes the staged records, growing the file for them first.
