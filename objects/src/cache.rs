@@ -119,6 +119,15 @@ impl Cache {
         Some(entry)
     }
 
+    /// Drops every entry (the connection can no longer tell which are current).
+    pub fn clear(&mut self) {
+        self.stats.invalidations += self.entries.len() as u64;
+        self.entries.clear();
+        self.order.clear();
+        self.stats.objects = 0;
+        self.stats.bytes = 0;
+    }
+
     pub fn remove(&mut self, oid: Oid) {
         self.take(oid);
     }

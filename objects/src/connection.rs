@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zodiac_storage::{CommitEvent, CommitSubscription, Tid};
+use zodiac_storage::{CommitEvent, CommitSubscription, Storage, Tid};
 
 use crate::cache::{Cache, CacheStats};
 use crate::database::DbInner;
@@ -39,8 +39,17 @@ impl ConnState {
     }
 
     /// Applies every commit event with `tid <= snapshot`.
-    fn catch_up(&mut self, snapshot: Tid) {
+    fn catch_up(&mut self, storage: &dyn Storage, snapshot: Tid) {
         self.backlog.extend(self.subscription.drain());
+        // Checked after the drain: every event with tid <= snapshot was published
+        // before the snapshot was read, so it was either drained or counted missed.
+        if self.subscription.missed() {
+            log::warn!("a connection fell too far behind the commits; dropping its object cache");
+            self.cache.clear();
+            self.backlog.clear();
+            self.subscription = storage.subscribe();
+            return;
+        }
         while self.backlog.front().is_some_and(|e| e.tid <= snapshot) {
             let event = self.backlog.pop_front().expect("front exists");
             for &oid in event.oids.iter() {
@@ -71,7 +80,7 @@ impl Connection {
     pub fn begin(&mut self) -> Transaction<'_> {
         let snapshot = self.db.storage.last_tid();
         let state = self.state.as_mut().expect("state is present until drop");
-        state.catch_up(snapshot);
+        state.catch_up(&*self.db.storage, snapshot);
         Transaction::new(&*self.db.storage, state, snapshot)
     }
 
@@ -132,7 +141,7 @@ impl Drop for Connection {
             let snapshot = self.db.storage.last_tid();
             let mut pool = self.db.pool.lock();
             for idle in pool.iter_mut() {
-                idle.catch_up(snapshot);
+                idle.catch_up(&*self.db.storage, snapshot);
             }
             if pool.len() < self.db.options.pool_size_max {
                 pool.push(state);

@@ -37,6 +37,6 @@ pub use meta::{
     Revision, RevisionInfo, TransactionInfo, TransactionMeta, USER_BYTES_MAX,
 };
 pub use net::{ClientOptions, ClientStorage, Server, ServerOptions};
-pub use notify::CommitSubscription;
+pub use notify::{CommitSubscription, SUBSCRIPTION_EVENTS_MAX};
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 pub use storage::{Storage, StorageTransaction, TransactionIter};

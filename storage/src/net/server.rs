@@ -37,6 +37,7 @@ use super::protocol::{
 use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
 use crate::meta::CommitEvent;
+use crate::notify::CommitSubscription;
 use crate::storage::{Storage, StorageTransaction};
 
 /// How a server runs. Every limit is named and has a default.
@@ -318,9 +319,12 @@ impl Server {
             std::thread::Builder::new()
                 .name("zodiac-broadcast".into())
                 .spawn(move || {
+                    let mut subscription = subscription;
                     while !shared.stopping.load(Ordering::Acquire) {
                         if let Some(event) = subscription.recv_timeout(Duration::from_millis(100)) {
                             shared.broadcast(&event);
+                        } else if subscription.missed() {
+                            subscription = shared.restart_after_missed_commits();
                         }
                     }
                 })
@@ -430,6 +434,25 @@ impl Shared {
                 log::warn!("cannot start a thread for a new connection");
             }
         }
+    }
+
+    /// The broadcaster fell so far behind the storage that commit events were
+    /// dropped: the history has a gap, so no client can catch up from it. Start the
+    /// history afresh and drop every client; they reconnect, find themselves too far
+    /// behind, and drop their caches.
+    fn restart_after_missed_commits(&self) -> CommitSubscription {
+        log::error!(
+            "the server fell behind its storage's commit notifications; disconnecting every              client so they rebuild their caches"
+        );
+        let subscription = self.storage.subscribe();
+        let mut hub = self.hub.lock();
+        hub.last_tid = self.storage.last_tid();
+        hub.floor = hub.last_tid;
+        hub.history.clear();
+        for (_, outbox) in hub.subscribers.drain() {
+            outbox.close("the server missed commit notifications");
+        }
+        subscription
     }
 
     fn broadcast(&self, event: &CommitEvent) {
