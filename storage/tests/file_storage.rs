@@ -141,6 +141,44 @@ fn the_index_is_saved_periodically_while_open() {
 }
 
 #[test]
+fn transaction_ranges_start_anywhere_in_a_long_file() {
+    // The walk starts from a sampled position near `from`; every range must still
+    // be exact, at every boundary, before and after the file grows.
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStorage::open(dir.path().join("data.zdb"), fast()).unwrap();
+    let oid = s.new_oid().unwrap();
+    let mut tids: Vec<Tid> = (0..300u32)
+        .map(|i| commit(&s, &[(oid, &i.to_le_bytes())]))
+        .collect();
+    let range = |from: Tid, to: Tid| -> Vec<Tid> {
+        s.transactions(from, to)
+            .unwrap()
+            .map(|t| t.unwrap().tid)
+            .collect()
+    };
+    for (a, b) in [
+        (0, 299),
+        (63, 64),
+        (64, 64),
+        (65, 200),
+        (127, 128),
+        (250, 299),
+        (299, 299),
+    ] {
+        assert_eq!(range(tids[a], tids[b]), tids[a..=b].to_vec(), "{a}..={b}");
+        assert_eq!(
+            range(Tid(tids[a].0 - 1), tids[b]),
+            tids[a..=b].to_vec(),
+            "just before {a}"
+        );
+    }
+    tids.extend((0..100u32).map(|i| commit(&s, &[(oid, &i.to_le_bytes())])));
+    assert_eq!(range(tids[290], Tid::MAX), tids[290..].to_vec());
+    assert_eq!(range(Tid::ZERO, Tid::MAX), tids);
+    assert_eq!(range(Tid(tids[399].0 + 1), Tid::MAX), vec![]);
+}
+
+#[test]
 fn last_transactions_walks_backwards_to_the_same_records() {
     let f = three_transactions(fast());
     let s = FileStorage::open(&f.path, fast()).unwrap();

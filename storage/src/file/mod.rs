@@ -180,6 +180,9 @@ struct Shared {
     index_saving: AtomicBool,
     /// A pack is running (one at a time).
     packing: AtomicBool,
+    /// Where transactions start, sampled, so a walk from a tid need not start at the
+    /// beginning of the file.
+    tid_marks: Mutex<TidMarks>,
     saved_index_end: AtomicU64,
     /// The oid allocator's mark in the saved index (0: unknown, save at close).
     saved_next_oid: AtomicU64,
@@ -239,6 +242,20 @@ struct Staging {
     /// The file's length: written records plus preallocated zeros.
     file_len: u64,
 }
+
+/// Every `TID_MARK_EVERY`-th transaction's (tid, position), built lazily by header-
+/// only walks and extended as the file grows; reset when a pack swaps the file.
+#[derive(Default)]
+struct TidMarks {
+    file_id: u64,
+    marks: Vec<(Tid, u64)>,
+    /// Where the next transaction to sample starts (0: nothing sampled yet).
+    scanned_to: u64,
+    transactions: u64,
+}
+
+/// One tid mark per this many transactions.
+const TID_MARK_EVERY: u64 = 64;
 
 /// A finished transaction waiting in `Staging`.
 struct StagedTxn {
@@ -439,6 +456,7 @@ impl FileStorage {
             closed: AtomicBool::new(false),
             index_saving: AtomicBool::new(false),
             packing: AtomicBool::new(false),
+            tid_marks: Mutex::new(TidMarks::default()),
             saved_index_end: AtomicU64::new(saved_end),
             saved_next_oid: AtomicU64::new(saved_next_oid),
             writer_lock: Mutex::new(writer_lock),
@@ -937,6 +955,44 @@ impl Shared {
         Ok(())
     }
 
+    /// Where a walk for transactions with tid >= `from` may start: at a sampled
+    /// transaction with a smaller tid (the walk skips the few before `from`).
+    fn walk_start(&self, map: &[u8], end: u64, from: Tid) -> u64 {
+        let header = self.file().header;
+        let mut m = self.tid_marks.lock();
+        if m.file_id != header.file_id || m.scanned_to < header.data_start {
+            *m = TidMarks {
+                file_id: header.file_id,
+                scanned_to: header.data_start,
+                ..TidMarks::default()
+            };
+        }
+        let mut pos = m.scanned_to;
+        while pos < end {
+            let Ok((len, tid)) = format::peek_transaction(map, pos) else {
+                break;
+            };
+            if m.transactions.is_multiple_of(TID_MARK_EVERY) {
+                m.marks.push((tid, pos));
+            }
+            m.transactions += 1;
+            pos += len;
+        }
+        m.scanned_to = pos;
+        // The mark must name a transaction of this map (a pack may have swapped the
+        // file between the caller taking its map and this look-up).
+        match m.marks.partition_point(|(tid, _)| *tid < from) {
+            0 => header.data_start,
+            i => {
+                let (tid, pos) = m.marks[i - 1];
+                match format::peek_transaction(map, pos) {
+                    Ok((_, found)) if found == tid => pos,
+                    _ => header.data_start,
+                }
+            }
+        }
+    }
+
     /// Waits until transaction `tid` is published (or the storage is poisoned).
     /// Its committer is on its way through `wait_durable`, which publishes it.
     fn wait_published(&self, tid: Tid) -> Result<()> {
@@ -1193,10 +1249,11 @@ impl Storage for FileStorage {
             let end = self.shared.published_end.load(Ordering::Acquire);
             (end, Arc::clone(&reader.map))
         };
+        let pos = self.shared.walk_start(&map, end, from);
         Ok(Box::new(TransactionWalk {
             shared: &self.shared,
             map,
-            pos: self.shared.file().header.data_start,
+            pos,
             end,
             from,
             to,
