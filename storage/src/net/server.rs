@@ -461,6 +461,14 @@ impl Shared {
         // storage still to read such a load at the previous tid, the client would
         // cache an old revision as current. So wait until the tid is readable.
         let waited = Instant::now();
+        // The gap is a few instructions under the storage's publication lock: yield
+        // first (a sleep lasts far longer than 20 us and delays every commit's reply).
+        for _ in 0..1_000 {
+            if self.storage.last_tid() >= event.tid {
+                break;
+            }
+            std::thread::yield_now();
+        }
         while self.storage.last_tid() < event.tid {
             if waited.elapsed() > Duration::from_secs(5) {
                 log::warn!(
