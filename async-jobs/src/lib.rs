@@ -1,6 +1,81 @@
-//! The durable job layer of Zodiac (not built yet).
+//! The durable job layer of Zodiac: persistent jobs, queues and retry policies in a
+//! [`zodiac_objects`] database, following zc.async's model (see `docs/jobs.md`).
 //!
-//! This crate will hold persistent jobs, queues, agents and dispatchers,
-//! callbacks, scheduled jobs, retry policies, and dead-dispatcher detection
-//! and recovery, all stored in a [`zodiac_objects`] database. Until then it
-//! deliberately exports nothing.
+//! Built so far:
+//! - [`Job`]: a handler name, serialized arguments (postcard), an explicit
+//!   [`Status`] and [`Location`], result ([`Outcome`]: value bytes or a
+//!   [`Failure`] record), `begin_after`/`begin_by`, run timing, retry policy name
+//!   and [`RetryData`], failure level, annotations, error history, callbacks.
+//! - The status machine ([`status`]): every status change is checked; the table of
+//!   legal transitions and who performs each is below.
+//! - Retry policies ([`retry`]): `default`, `forever`, `never` and custom ones
+//!   through the [`RetryPolicy`] trait, found by name in [`Policies`].
+//! - Queues ([`Queue`]): put, claim (ordered, scheduled, deadline-checked), pull,
+//!   remove, put back, fail; designed so producers and claimers rarely conflict.
+//!
+//! Not built yet: handler registry and running jobs, agents, dispatchers, pings and
+//! death detection, callbacks execution, quotas, retention of completed jobs.
+//!
+//! # Status transitions
+//!
+//! | from | to | event | performed by |
+//! |---|---|---|---|
+//! | NEW | PENDING | put in a queue ([`Queue::put`]) | a producer, in its own transaction |
+//! | PENDING | NEW | pulled/removed ([`Queue::pull`], [`Queue::remove`]) | a producer or operator |
+//! | PENDING | ASSIGNED | claimed ([`Queue::claim`]) | an agent of a dispatcher |
+//! | ASSIGNED | PENDING | put back ([`Queue::put_back`]): its dispatcher died or stopped before running it | the cleanup of that dispatcher |
+//! | NEW, ASSIGNED | ACTIVE | a run starts | the worker running it |
+//! | ACTIVE | PENDING | retry now or later ([`Queue::put_back`]), or an interrupted run retried | the worker, or a recovery job |
+//! | ACTIVE | CALLBACKS | the result is stored | the worker |
+//! | NEW, PENDING, ASSIGNED | CALLBACKS | [`fail`], or a deadline found passed by a claim | whoever fails it; the claiming agent |
+//! | CALLBACKS | COMPLETED | every callback ran (at once when there are none) | whoever stored the result |
+//!
+//! COMPLETED is terminal; a job is run only from NEW or ASSIGNED.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use zodiac_async::{transact, Claimer, Job, PutOptions, Queue, Status};
+//! use zodiac_objects::Database;
+//! use zodiac_storage::MemoryStorage;
+//!
+//! let db = Database::open(Arc::new(MemoryStorage::new()))?;
+//! let job = transact(&db, |tx| {
+//!     let queue = Queue::get_or_create(tx, "")?;
+//!     Queue::put_job(tx, &queue, Job::with_arguments("mail.send", &"ann")?, PutOptions::new())
+//! })?;
+//! let claimer = Claimer { dispatcher: "d1".into(), agent: "main".into() };
+//! let claimed = transact(&db, |tx| {
+//!     let queue = Queue::get(tx, "")?.expect("created above");
+//!     Ok(Queue::claim(tx, &queue, &claimer)?.job)
+//! })?;
+//! assert_eq!(claimed, Some(job));
+//! let status = transact(&db, |tx| Ok(tx.get(&job)?.status()))?;
+//! assert_eq!(status, Status::Assigned);
+//! # Ok::<(), zodiac_async::Error>(())
+//! ```
+
+mod error;
+mod failure;
+mod job;
+mod queue;
+pub mod retry;
+pub mod status;
+mod time;
+mod transact;
+
+pub use error::{Error, Result};
+pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
+pub use job::{
+    ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, ERROR_HISTORY_MAX, ErrorEntry, FailureLevel,
+    HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
+};
+pub use queue::{
+    CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, Entry, LANE_PUT_BACK, LANE_SCHEDULED, PutOptions,
+    QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey, fail,
+};
+pub use retry::{Decision, Policies, RetryData, RetryPolicy};
+pub use status::Status;
+pub use time::Timestamp;
+pub use transact::transact;

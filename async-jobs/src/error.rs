@@ -1,0 +1,73 @@
+//! The job layer's error type. `Display` says what happened, to which job or queue,
+//! and what to do.
+
+use zodiac_storage::Oid;
+
+use crate::status::Status;
+
+/// Result with the job layer's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the job layer reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The objects layer failed (conflict, storage error, damaged record, ...).
+    #[error(transparent)]
+    Objects(#[from] zodiac_objects::Error),
+
+    /// A status change the status machine does not allow.
+    #[error(
+        "job {job}: cannot go from {from} to {to}: {}",
+        crate::status::why_illegal(*from, *to)
+    )]
+    IllegalTransition { job: Oid, from: Status, to: Status },
+
+    /// A job was put while not NEW.
+    #[error("job {job} is {status}, only a NEW job can be put in a queue; put a new job instead")]
+    NotNew { job: Oid, status: Status },
+
+    /// An operation needs the job in a queue, and it is elsewhere.
+    #[error("job {job} is not pending in a queue (it is {status}); nothing to pull")]
+    NotInQueue { job: Oid, status: Status },
+
+    /// An operation needs a job claimed from a queue, and it is not.
+    #[error("job {job} is {status} and not held by an agent of a queue; only claimed jobs go back")]
+    NotClaimed { job: Oid, status: Status },
+
+    #[error("no retry policy named {name:?} is registered in this process; register it first")]
+    NoSuchPolicy { name: String },
+
+    #[error("no queue named {name:?}; create it with Queue::get_or_create")]
+    NoSuchQueue { name: String },
+
+    #[error("the arguments of job {job} do not decode as the handler's type: {source}")]
+    Arguments {
+        job: Oid,
+        #[source]
+        source: postcard::Error,
+    },
+
+    #[error("cannot encode the arguments: {0}")]
+    EncodeArguments(#[source] postcard::Error),
+
+    /// A named limit was exceeded (annotations, queue and handler names, ...).
+    #[error("{what} is {len}, over the limit of {max}")]
+    LimitExceeded {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+}
+
+impl Error {
+    /// Whether this is a write conflict (which a retry may cure).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::Objects(
+                zodiac_objects::Error::Conflict(_) | zodiac_objects::Error::RetriesExhausted { .. }
+            )
+        )
+    }
+}
