@@ -33,6 +33,9 @@ pub enum FailureKind {
     UnknownHandler,
     /// The handler panicked.
     Panic,
+    /// A storage error other than a conflict or a disconnect (e.g. a storage that
+    /// stopped accepting commits).
+    Storage,
 }
 
 impl FailureKind {
@@ -47,6 +50,7 @@ impl FailureKind {
             FailureKind::BadStatus => "bad status",
             FailureKind::UnknownHandler => "unknown handler",
             FailureKind::Panic => "panic",
+            FailureKind::Storage => "storage",
         }
     }
 }

@@ -12,9 +12,14 @@
 //!   through the [`RetryPolicy`] trait, found by name in [`Policies`].
 //! - Queues ([`Queue`]): put, claim (ordered, scheduled, deadline-checked), pull,
 //!   remove, put back, fail; designed so producers and claimers rarely conflict.
+//! - Running one job ([`Runner`]): handlers registered by name with typed
+//!   arguments ([`Handlers`], [`JobContext`]); the handler's writes and the result
+//!   commit in one transaction; handler errors roll back and go to the retry
+//!   policy; panics and unknown handlers become failures, never crashes.
 //!
-//! Not built yet: handler registry and running jobs, agents, dispatchers, pings and
-//! death detection, callbacks execution, quotas, retention of completed jobs.
+//! Not built yet: agents, dispatchers, pings and death detection, recovery of
+//! interrupted jobs, running callbacks, "await job" results, quotas, retention of
+//! completed jobs, the worker command.
 //!
 //! # Status transitions
 //!
@@ -58,15 +63,18 @@
 
 mod error;
 mod failure;
+mod handler;
 mod job;
 mod queue;
 pub mod retry;
+mod run;
 pub mod status;
 mod time;
 mod transact;
 
 pub use error::{Error, Result};
 pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
+pub use handler::{HandlerError, Handlers, JobContext};
 pub use job::{
     ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, ERROR_HISTORY_MAX, ErrorEntry, FailureLevel,
     HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
@@ -76,6 +84,7 @@ pub use queue::{
     QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey, fail,
 };
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
+pub use run::{RunOutcome, Runner};
 pub use status::Status;
 pub use time::Timestamp;
 pub use transact::transact;

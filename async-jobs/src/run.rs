@@ -1,0 +1,339 @@
+//! Running one job: mark it ACTIVE, call its handler in a transaction, commit the
+//! handler's writes together with the result, and let the retry policy decide
+//! what happens on errors.
+//!
+//! Invariants:
+//! - The handler's writes and the job's result commit in one transaction: if that
+//!   commit happens, both are in; on any error both are out (the transaction is
+//!   dropped, which aborts it) and the policy decides.
+//! - Before every state change the runner checks, in the same transaction, that the
+//!   job is still held by the claimer it runs for; if it is not (another dispatcher
+//!   took it over), it stores nothing and reports [`RunOutcome::Abandoned`].
+//! - A panic in a handler is caught and becomes a `panic` failure; an unknown
+//!   handler name becomes an `unknown handler` failure; neither reaches the caller.
+//! - Retries decided by the policy happen at once in this run ([`Decision::Retry`]);
+//!   a retry later puts a queue job back in its queue at that time, and sleeps for
+//!   a job run outside a queue. The job's deadline bounds every retry.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use zodiac_objects::{Database, PRef, Transaction};
+
+use crate::error::{Error, Result};
+use crate::failure::{Failure, FailureKind};
+use crate::handler::{HandlerError, Handlers, JobContext};
+use crate::job::{Job, Location, Outcome, log_failure};
+use crate::queue::{Claimer, Queue};
+use crate::retry::{Decision, Policies, RetryData, bounded};
+use crate::status::Status;
+use crate::time::Timestamp;
+use crate::transact::transact;
+
+/// What a run ended with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The result (value or final failure) is stored: the job is COMPLETED, or in
+    /// CALLBACKS when it has callbacks to run.
+    Finished(Outcome),
+    /// The policy asked for a retry later: the job is PENDING in its queue again.
+    PutBack { retry_at: Timestamp },
+    /// The job is no longer held by this claimer; nothing was stored.
+    Abandoned,
+}
+
+/// Runs jobs with a set of handlers and retry policies.
+#[derive(Clone)]
+pub struct Runner {
+    db: Database,
+    handlers: Handlers,
+    policies: Policies,
+}
+
+/// Whether `job` is held by `claimer` (or, with no claimer, by no agent).
+fn held_by(job: &Job, claimer: Option<&Claimer>) -> bool {
+    match (job.location(), claimer) {
+        (Location::Agent { .. }, None) => false,
+        (_, None) => true,
+        (
+            Location::Agent {
+                dispatcher, agent, ..
+            },
+            Some(c),
+        ) => *dispatcher == c.dispatcher && *agent == c.agent,
+        (_, Some(_)) => false,
+    }
+}
+
+fn objects_kind(e: &zodiac_objects::Error, other: FailureKind) -> FailureKind {
+    match e {
+        zodiac_objects::Error::Conflict(_) | zodiac_objects::Error::RetriesExhausted { .. } => {
+            FailureKind::Conflict
+        }
+        zodiac_objects::Error::Storage(_) => FailureKind::Storage,
+        _ => other,
+    }
+}
+
+/// The failure record of a handler error: conflicts and storage errors are
+/// recognised, anything else is a user error.
+fn handler_failure(e: HandlerError) -> Failure {
+    let kind = if let Some(oe) = e.downcast_ref::<zodiac_objects::Error>() {
+        objects_kind(oe, FailureKind::UserError)
+    } else if let Some(Error::Objects(oe)) = e.downcast_ref::<Error>() {
+        objects_kind(oe, FailureKind::UserError)
+    } else {
+        FailureKind::UserError
+    };
+    Failure::from_error(kind, e.as_ref())
+}
+
+/// The failure record of a failed commit of the result.
+fn commit_failure(e: Error) -> Failure {
+    let kind = match &e {
+        Error::Objects(oe) => objects_kind(oe, FailureKind::Storage),
+        _ => FailureKind::Storage,
+    };
+    Failure::from_error(kind, &e).with_context("phase", "commit")
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_string());
+    format!("the handler panicked: {text}")
+}
+
+/// What the run learned that the stored job must keep.
+struct RunLog {
+    data: RetryData,
+    errors: Vec<(Timestamp, Failure)>,
+}
+
+impl RunLog {
+    fn apply(&self, j: &mut Job) {
+        *j.retry_data_mut() = self.data.clone();
+        for (time, failure) in &self.errors {
+            j.record_error(*time, failure);
+        }
+    }
+}
+
+impl Runner {
+    pub fn new(db: Database, handlers: Handlers, policies: Policies) -> Runner {
+        Runner {
+            db,
+            handlers,
+            policies,
+        }
+    }
+
+    pub fn handlers(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Runs `job` for `claimer` (the agent that claimed it; `None` for a NEW job run
+    /// outside any queue). A job not in NEW or ASSIGNED is refused with
+    /// [`Error::IllegalTransition`] and left unchanged; so is a job whose retry
+    /// policy is not registered here ([`Error::NoSuchPolicy`]).
+    pub fn run(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
+        let id = job.oid();
+        let started = transact(&self.db, |tx| {
+            let j = tx.get(job)?;
+            if !held_by(&j, claimer) {
+                return Ok(None);
+            }
+            self.policies.for_job(j.retry_policy())?;
+            let now = Timestamp::now();
+            tx.modify(job, |j| j.transition(id, Status::Active, now))??;
+            Ok(Some(tx.get(job)?))
+        })?;
+        let Some(snapshot) = started else {
+            return Ok(self.abandon(job, "before it started"));
+        };
+        let policy = self.policies.for_job(snapshot.retry_policy())?;
+        let queue = match snapshot.location() {
+            Location::Agent { queue, .. } => Some(queue.clone()),
+            _ => None,
+        };
+        let deadline = snapshot.deadline();
+        let mut log = RunLog {
+            data: snapshot.retry_data().clone(),
+            errors: Vec::new(),
+        };
+        let mut conn = self.db.connection();
+        loop {
+            let mut tx = conn.begin();
+            let failure = match self.call(&mut tx, &snapshot, id, queue.clone(), claimer) {
+                Ok(value) => {
+                    let stored = self.store(&mut tx, job, claimer, &log, Outcome::Value(value));
+                    // Commit only while still held: otherwise drop (abort) it all.
+                    let committed = match stored {
+                        Ok(true) => tx.commit().map(|_| true).map_err(Error::from),
+                        other => other,
+                    };
+                    match committed {
+                        Ok(true) => {
+                            log::info!(
+                                target: "zodiac_async::trace",
+                                "job {id} ({}) completed on attempt {}",
+                                snapshot.handler(),
+                                snapshot.attempts()
+                            );
+                            let j = self.load(job)?;
+                            let outcome = j.result().cloned().expect("stored above");
+                            return Ok(RunOutcome::Finished(outcome));
+                        }
+                        Ok(false) => return Ok(self.abandon(job, "with its result")),
+                        Err(e) => {
+                            let failure = commit_failure(e);
+                            let decision = policy.on_commit_error(&mut log.data, &failure);
+                            (failure, decision)
+                        }
+                    }
+                }
+                Err(failure) => {
+                    drop(tx); // aborts the handler's writes
+                    let decision = policy.on_job_error(&mut log.data, &failure);
+                    (failure, decision)
+                }
+            };
+            let (failure, decision) = failure;
+            let now = Timestamp::now();
+            log::debug!(target: "zodiac_async::trace", "job {id}: attempt failed: {failure}");
+            log.errors.push((now, failure));
+            match bounded(decision, deadline, now) {
+                Decision::Retry => {}
+                Decision::RetryAfter(d) if queue.is_none() => std::thread::sleep(d),
+                Decision::RetryAt(t) if queue.is_none() => {
+                    std::thread::sleep(t.since(Timestamp::now()))
+                }
+                Decision::RetryAfter(d) => return self.put_back(job, claimer, log, now.plus(d)),
+                Decision::RetryAt(t) => return self.put_back(job, claimer, log, t),
+                Decision::GiveUp(f) => return self.give_up(job, claimer, log, f),
+            }
+        }
+    }
+
+    /// Calls the job's handler in `tx`; any failure (error, panic, no handler) is
+    /// returned as a failure record.
+    fn call(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &Job,
+        id: zodiac_storage::Oid,
+        queue: Option<String>,
+        claimer: Option<&Claimer>,
+    ) -> Result<Vec<u8>, Failure> {
+        let Some(handler) = self.handlers.get(job.handler()) else {
+            return Err(Failure::new(
+                FailureKind::UnknownHandler,
+                format!(
+                    "no handler named {:?} is registered in this worker",
+                    job.handler()
+                ),
+            ));
+        };
+        let mut ctx = JobContext::new(
+            id,
+            queue,
+            claimer.map(|c| c.agent.clone()),
+            claimer.map(|c| c.dispatcher.clone()),
+            job.attempts(),
+            tx,
+        );
+        match catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, job.argument_bytes()))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(handler_failure(e)),
+            Err(payload) => Err(Failure::new(FailureKind::Panic, panic_message(&*payload))),
+        }
+    }
+
+    /// Stores `outcome` as the result in `tx` (→ CALLBACKS, → COMPLETED without
+    /// callbacks) if the job is still held by `claimer`; returns whether it was.
+    fn store(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: &RunLog,
+        outcome: Outcome,
+    ) -> Result<bool> {
+        let id = job.oid();
+        let j = tx.get(job)?;
+        if j.status() != Status::Active || !held_by(&j, claimer) {
+            return Ok(false);
+        }
+        let now = Timestamp::now();
+        tx.modify(job, |j| {
+            log.apply(j);
+            j.set_result(outcome);
+            j.transition(id, Status::Callbacks, now)?;
+            if j.callbacks().is_empty() {
+                j.transition(id, Status::Completed, now)?;
+            }
+            Ok::<_, Error>(())
+        })??;
+        Ok(true)
+    }
+
+    fn give_up(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: RunLog,
+        failure: Failure,
+    ) -> Result<RunOutcome> {
+        let outcome = Outcome::Failure(failure.clone());
+        let held = transact(&self.db, |tx| {
+            self.store(tx, job, claimer, &log, outcome.clone())
+        })?;
+        if !held {
+            return Ok(self.abandon(job, "with its failure"));
+        }
+        let j = self.load(job)?;
+        log_failure(job.oid(), &j, &failure);
+        Ok(RunOutcome::Finished(outcome))
+    }
+
+    fn put_back(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: RunLog,
+        retry_at: Timestamp,
+    ) -> Result<RunOutcome> {
+        let held = transact(&self.db, |tx| {
+            let j = tx.get(job)?;
+            if j.status() != Status::Active || !held_by(&j, claimer) {
+                return Ok(false);
+            }
+            tx.modify(job, |j| log.apply(j))?;
+            Queue::put_back(tx, job, Some(retry_at))?;
+            Ok(true)
+        })?;
+        if !held {
+            return Ok(self.abandon(job, "before its retry"));
+        }
+        Ok(RunOutcome::PutBack { retry_at })
+    }
+
+    fn load(&self, job: &PRef<Job>) -> Result<std::sync::Arc<Job>> {
+        transact(&self.db, |tx| Ok(tx.get(job)?))
+    }
+
+    fn abandon(&self, job: &PRef<Job>, when: &str) -> RunOutcome {
+        log::error!(
+            target: "zodiac_async::events",
+            "job {} is no longer held by this agent ({when}); another dispatcher took it over; \
+             abandoning it without storing anything",
+            job.oid()
+        );
+        RunOutcome::Abandoned
+    }
+}

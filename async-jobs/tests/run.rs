@@ -1,0 +1,410 @@
+//! Running claimed jobs: atomic result and writes, handler errors rolled back,
+//! panics and unknown handlers as failures, conflicts retried by the policy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+
+use serde::{Deserialize, Serialize};
+use zodiac_async::{
+    Claimer, Decision, Error, Failure, FailureKind, Handlers, Job, LANE_SCHEDULED, Location,
+    Outcome, Policies, PutOptions, Queue, RetryData, RetryPolicy, RunOutcome, Runner, Status,
+    Timestamp, transact,
+};
+use zodiac_objects::{Database, PRef, Persistent};
+use zodiac_storage::MemoryStorage;
+
+/// A tally whose concurrent changes do not merge: two writers conflict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Tally {
+    n: i64,
+}
+impl Persistent for Tally {
+    const TYPE_NAME: &'static str = "test.Tally";
+}
+
+fn claimer() -> Claimer {
+    Claimer {
+        dispatcher: "d1".into(),
+        agent: "main".into(),
+    }
+}
+
+struct Fixture {
+    db: Database,
+    tally: PRef<Tally>,
+}
+
+fn fixture() -> Fixture {
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    let tally = transact(&db, |tx| {
+        Queue::get_or_create(tx, "")?;
+        Ok(tx.add(Tally { n: 0 })?)
+    })
+    .unwrap();
+    Fixture { db, tally }
+}
+
+impl Fixture {
+    /// Puts a job and claims it for `claimer()`.
+    fn claimed(&self, job: Job, options: PutOptions) -> PRef<Job> {
+        let job = transact(&self.db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Queue::put_job(tx, &q, job.clone(), options.clone())
+        })
+        .unwrap();
+        let claim = transact(&self.db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Queue::claim(tx, &q, &claimer())
+        })
+        .unwrap();
+        assert_eq!(claim.job, Some(job));
+        job
+    }
+
+    fn job(&self, job: PRef<Job>) -> Arc<Job> {
+        transact(&self.db, |tx| Ok(tx.get(&job)?)).unwrap()
+    }
+
+    fn tally(&self) -> i64 {
+        transact(&self.db, |tx| Ok(tx.get(&self.tally)?.n)).unwrap()
+    }
+
+    fn runner(&self, handlers: Handlers) -> Runner {
+        Runner::new(self.db.clone(), handlers, Policies::new())
+    }
+}
+
+/// Adds `by` to the tally and returns the new value.
+fn add_handler(tally: PRef<Tally>) -> Handlers {
+    let mut h = Handlers::new();
+    h.register("add", move |ctx, by: i64| {
+        let n = ctx.tx().modify(&tally, |t| {
+            t.n += by;
+            t.n
+        })?;
+        Ok(n)
+    });
+    h
+}
+
+fn failure_of(job: &Job) -> &Failure {
+    match job.result() {
+        Some(Outcome::Failure(f)) => f,
+        other => panic!("expected a failure result, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_handler_writes_and_the_result_commit_together() {
+    let f = fixture();
+    let runner = f.runner(add_handler(f.tally));
+    let job = f.claimed(
+        Job::with_arguments("add", &5i64).unwrap(),
+        PutOptions::new(),
+    );
+    let outcome = runner.run(&job, Some(&claimer())).unwrap();
+    let value = postcard::to_stdvec(&5i64).unwrap();
+    assert_eq!(outcome, RunOutcome::Finished(Outcome::Value(value.clone())));
+    assert_eq!(f.tally(), 5);
+    let j = f.job(job);
+    assert_eq!(j.status(), Status::Completed);
+    assert_eq!(j.result(), Some(&Outcome::Value(value)));
+    assert_eq!(j.attempts(), 1);
+    assert!(j.errors().is_empty());
+    let (start, end) = (j.active_start().unwrap(), j.active_end().unwrap());
+    assert!(start <= end);
+    // A completed job is not run again.
+    let err = runner.run(&job, Some(&claimer())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::IllegalTransition {
+                from: Status::Completed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(f.tally(), 5);
+}
+
+#[test]
+fn a_handler_error_rolls_back_its_writes_and_becomes_the_result() {
+    let f = fixture();
+    let tally = f.tally;
+    let mut h = Handlers::new();
+    h.register("add-then-fail", move |ctx, by: i64| -> Result<(), _> {
+        ctx.tx().modify(&tally, |t| t.n += by)?;
+        Err("the mail server said no".into())
+    });
+    let runner = f.runner(h);
+    let job = f.claimed(
+        Job::with_arguments("add-then-fail", &5i64).unwrap(),
+        PutOptions::new(),
+    );
+    let RunOutcome::Finished(Outcome::Failure(failure)) =
+        runner.run(&job, Some(&claimer())).unwrap()
+    else {
+        panic!("the job must fail");
+    };
+    assert_eq!(failure.kind, FailureKind::UserError);
+    assert_eq!(failure.message, "the mail server said no");
+    assert_eq!(f.tally(), 0, "the handler's write was rolled back");
+    let j = f.job(job);
+    assert_eq!(j.status(), Status::Completed);
+    assert_eq!(failure_of(&j), &failure);
+    assert_eq!(j.errors().len(), 1);
+    assert_eq!(j.errors()[0].summary, "user error: the mail server said no");
+}
+
+#[test]
+fn a_panic_becomes_a_panic_failure_and_the_runner_goes_on() {
+    let f = fixture();
+    let mut h = add_handler(f.tally);
+    h.register("explode", |_ctx, _: ()| -> Result<(), _> {
+        panic!("kaboom")
+    });
+    let runner = f.runner(h);
+    let job = f.claimed(
+        Job::with_arguments("explode", &()).unwrap(),
+        PutOptions::new(),
+    );
+    let j = match runner.run(&job, Some(&claimer())).unwrap() {
+        RunOutcome::Finished(_) => f.job(job),
+        other => panic!("{other:?}"),
+    };
+    let failure = failure_of(&j);
+    assert_eq!(failure.kind, FailureKind::Panic);
+    assert_eq!(failure.message, "the handler panicked: kaboom");
+    assert_eq!(
+        j.attempts(),
+        1,
+        "a panic is not retried by the default policy"
+    );
+    let next = f.claimed(
+        Job::with_arguments("add", &1i64).unwrap(),
+        PutOptions::new(),
+    );
+    assert!(matches!(
+        runner.run(&next, Some(&claimer())).unwrap(),
+        RunOutcome::Finished(Outcome::Value(_))
+    ));
+    assert_eq!(f.tally(), 1);
+}
+
+#[test]
+fn an_unknown_handler_fails_the_job_without_retries() {
+    let f = fixture();
+    let runner = f.runner(Handlers::new());
+    let job = f.claimed(
+        Job::new("no.such.handler", vec![]).unwrap(),
+        PutOptions::new(),
+    );
+    runner.run(&job, Some(&claimer())).unwrap();
+    let j = f.job(job);
+    assert_eq!(j.status(), Status::Completed);
+    let failure = failure_of(&j);
+    assert_eq!(failure.kind, FailureKind::UnknownHandler);
+    assert_eq!(
+        failure.message,
+        "no handler named \"no.such.handler\" is registered in this worker"
+    );
+    assert_eq!(j.errors().len(), 1);
+}
+
+#[test]
+fn arguments_of_the_wrong_type_are_a_user_error() {
+    let f = fixture();
+    let runner = f.runner(add_handler(f.tally));
+    let job = f.claimed(Job::new("add", vec![]).unwrap(), PutOptions::new());
+    runner.run(&job, Some(&claimer())).unwrap();
+    let j = f.job(job);
+    let failure = failure_of(&j);
+    assert_eq!(failure.kind, FailureKind::UserError);
+    assert!(
+        failure.message.contains("do not decode"),
+        "{}",
+        failure.message
+    );
+}
+
+/// A handler whose first `conflicts` runs are overtaken: after it writes the
+/// tally, another transaction commits a change to it, so the result's commit
+/// conflicts.
+fn overtaken_handler(
+    db: &Database,
+    tally: PRef<Tally>,
+    conflicts: u32,
+) -> (Handlers, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let mut h = Handlers::new();
+    let (db, counter) = (db.clone(), Arc::clone(&calls));
+    h.register("overtaken", move |ctx, _: ()| {
+        ctx.tx().modify(&tally, |t| t.n += 1)?;
+        if counter.fetch_add(1, Ordering::SeqCst) < conflicts {
+            let other = db.clone();
+            thread::spawn(move || transact(&other, |tx| Ok(tx.modify(&tally, |t| t.n += 100)?)))
+                .join()
+                .unwrap()?;
+        }
+        Ok(())
+    });
+    (h, calls)
+}
+
+#[test]
+fn a_commit_conflict_is_retried_and_the_effect_lands_once() {
+    let f = fixture();
+    let (h, calls) = overtaken_handler(&f.db, f.tally, 2);
+    let runner = f.runner(h);
+    let job = f.claimed(
+        Job::with_arguments("overtaken", &()).unwrap(),
+        PutOptions::new(),
+    );
+    let outcome = runner.run(&job, Some(&claimer())).unwrap();
+    assert!(
+        matches!(outcome, RunOutcome::Finished(Outcome::Value(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        f.tally(),
+        201,
+        "two outside commits plus the job's one increment"
+    );
+    let j = f.job(job);
+    assert_eq!(j.attempts(), 1, "conflict retries stay within one run");
+    assert_eq!(j.errors().len(), 2);
+    assert!(
+        j.errors()[0].summary.starts_with("conflict: "),
+        "{:?}",
+        j.errors()
+    );
+    assert_eq!(j.retry_data().run_count(zodiac_async::retry::CONFLICTS), 2);
+}
+
+#[test]
+fn the_default_policy_gives_up_after_five_conflicted_attempts() {
+    let f = fixture();
+    let (h, calls) = overtaken_handler(&f.db, f.tally, u32::MAX);
+    let runner = f.runner(h);
+    let job = f.claimed(
+        Job::with_arguments("overtaken", &()).unwrap(),
+        PutOptions::new(),
+    );
+    let outcome = runner.run(&job, Some(&claimer())).unwrap();
+    let RunOutcome::Finished(Outcome::Failure(failure)) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(failure.kind, FailureKind::Conflict);
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(f.tally(), 500, "none of the job's increments landed");
+    assert_eq!(f.job(job).errors().len(), 5);
+}
+
+#[test]
+fn only_new_or_assigned_jobs_run_and_only_for_their_holder() {
+    let f = fixture();
+    let runner = f.runner(add_handler(f.tally));
+    // PENDING: not claimed yet.
+    let pending = transact(&f.db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::put_job(
+            tx,
+            &q,
+            Job::with_arguments("add", &1i64)?,
+            PutOptions::new(),
+        )
+    })
+    .unwrap();
+    let err = runner.run(&pending, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a job may only be run from NEW or ASSIGNED"),
+        "{err}"
+    );
+    assert_eq!(f.job(pending).status(), Status::Pending);
+    // Claimed by `claimer()`, run for another agent: abandoned, nothing stored.
+    let claim = transact(&f.db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::claim(tx, &q, &claimer())
+    })
+    .unwrap();
+    assert_eq!(claim.job, Some(pending));
+    let other = Claimer {
+        dispatcher: "d2".into(),
+        agent: "main".into(),
+    };
+    assert_eq!(
+        runner.run(&pending, Some(&other)).unwrap(),
+        RunOutcome::Abandoned
+    );
+    assert_eq!(runner.run(&pending, None).unwrap(), RunOutcome::Abandoned);
+    assert_eq!(f.job(pending).status(), Status::Assigned);
+    assert_eq!(f.tally(), 0);
+    // A NEW job outside any queue runs directly.
+    let direct = transact(&f.db, |tx| Ok(tx.add(Job::with_arguments("add", &7i64)?)?)).unwrap();
+    runner.run(&direct, None).unwrap();
+    assert_eq!(f.job(direct).status(), Status::Completed);
+    assert_eq!(f.tally(), 7);
+}
+
+/// Retries user errors later: at a fixed time far in the future.
+struct Later;
+impl RetryPolicy for Later {
+    fn on_job_error(&self, data: &mut RetryData, f: &Failure) -> Decision {
+        if data.bump_life("later") == 1 {
+            Decision::RetryAt(Timestamp::from_micros(u64::MAX / 2))
+        } else {
+            Decision::GiveUp(f.clone())
+        }
+    }
+    fn on_commit_error(&self, _: &mut RetryData, f: &Failure) -> Decision {
+        Decision::GiveUp(f.clone())
+    }
+    fn on_interrupted(&self, _: &mut RetryData) -> Decision {
+        Decision::Retry
+    }
+}
+
+#[test]
+fn a_retry_later_puts_the_job_back_in_its_queue_and_the_deadline_stops_it() {
+    let f = fixture();
+    let mut h = Handlers::new();
+    h.register("fail", |_ctx, _: ()| -> Result<(), _> {
+        Err("not yet".into())
+    });
+    let mut policies = Policies::new();
+    policies.register("later", Arc::new(Later));
+    let runner = Runner::new(f.db.clone(), h, policies);
+    let job = f.claimed(
+        Job::with_arguments("fail", &()).unwrap(),
+        PutOptions::new().retry_policy("later"),
+    );
+    let retry_at = Timestamp::from_micros(u64::MAX / 2);
+    assert_eq!(
+        runner.run(&job, Some(&claimer())).unwrap(),
+        RunOutcome::PutBack { retry_at }
+    );
+    let j = f.job(job);
+    assert_eq!(j.status(), Status::Pending);
+    let Location::Queue { key, .. } = j.location() else {
+        panic!("{:?}", j.location());
+    };
+    assert_eq!((key.lane, key.at), (LANE_SCHEDULED, retry_at));
+    assert_eq!(j.retry_data().life_count("later"), 1);
+    assert_eq!(j.errors().len(), 1);
+
+    // With a deadline, the same retry would start too late: the job gives up.
+    let bounded = f.claimed(
+        Job::with_arguments("fail", &()).unwrap(),
+        PutOptions::new()
+            .retry_policy("later")
+            .begin_by(std::time::Duration::from_secs(3600)),
+    );
+    runner.run(&bounded, Some(&claimer())).unwrap();
+    let j = f.job(bounded);
+    assert_eq!(j.status(), Status::Completed);
+    assert_eq!(failure_of(&j).kind, FailureKind::Timeout);
+}
