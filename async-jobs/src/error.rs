@@ -38,6 +38,9 @@ pub enum Error {
     #[error("no retry policy named {name:?} is registered in this process; register it first")]
     NoSuchPolicy { name: String },
 
+    #[error("queue {queue:?} has no quota named {name:?}; create it with Queue::set_quota")]
+    NoSuchQuota { queue: String, name: String },
+
     #[error("no queue named {name:?}; create it with Queue::get_or_create")]
     NoSuchQueue { name: String },
 

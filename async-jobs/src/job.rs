@@ -302,6 +302,10 @@ impl Job {
     }
 
     /// Stores the result; the caller moves the job to CALLBACKS in the same change.
+    pub(crate) fn set_quota_names(&mut self, names: Vec<String>) {
+        self.quota_names = names;
+    }
+
     pub(crate) fn set_result(&mut self, outcome: Outcome) {
         debug_assert!(self.result.is_none(), "a result is stored once");
         self.result = Some(outcome);

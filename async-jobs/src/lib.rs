@@ -11,14 +11,15 @@
 //! - Retry policies ([`retry`]): `default`, `forever`, `never` and custom ones
 //!   through the [`RetryPolicy`] trait, found by name in [`Policies`].
 //! - Queues ([`Queue`]): put, claim (ordered, scheduled, deadline-checked), pull,
-//!   remove, put back, fail; designed so producers and claimers rarely conflict.
+//!   remove, put back, fail, quotas ([`Quota`]); designed so producers and
+//!   claimers rarely conflict.
 //! - Running one job ([`Runner`]): handlers registered by name with typed
 //!   arguments ([`Handlers`], [`JobContext`]); the handler's writes and the result
 //!   commit in one transaction; handler errors roll back and go to the retry
 //!   policy; panics and unknown handlers become failures, never crashes.
 //!
 //! Not built yet: agents, dispatchers, pings and death detection, recovery of
-//! interrupted jobs, running callbacks, "await job" results, quotas, retention of
+//! interrupted jobs, running callbacks, "await job" results, retention of
 //! completed jobs, the worker command.
 //!
 //! # Status transitions
@@ -66,6 +67,7 @@ mod failure;
 mod handler;
 mod job;
 mod queue;
+mod quota;
 pub mod retry;
 mod run;
 pub mod status;
@@ -83,6 +85,7 @@ pub use queue::{
     CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, Entry, LANE_PUT_BACK, LANE_SCHEDULED, PutOptions,
     QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey, fail,
 };
+pub use quota::{QUOTAS_MAX, Quota};
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
 pub use run::{RunOutcome, Runner};
 pub use status::Status;

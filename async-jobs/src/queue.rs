@@ -24,6 +24,10 @@
 //!   job whose deadline (`begin_after + begin_by`) has passed: that job completes
 //!   with a timeout failure instead.
 //! - One claim examines at most [`CLAIM_SCAN_ENTRIES_MAX`] entries.
+//! - A job naming quotas is claimed only when each has room (see [`crate::Quota`]);
+//!   until then it stays pending and later jobs may be claimed ahead of it. Quota
+//!   jobs do write their quota object on claim and release: a quota is a deliberate
+//!   point of coordination.
 //!
 //! Known cost: the tree never drops emptied buckets, so a claim also reads the empty
 //! buckets left in front of the first pending job; a long-lived, very busy queue pays
@@ -39,6 +43,7 @@ use zodiac_storage::Oid;
 use crate::error::{Error, Result};
 use crate::failure::Failure;
 use crate::job::{FailureLevel, Job, Location, Outcome};
+use crate::quota::{QUOTAS_MAX, Quota};
 use crate::status::Status;
 use crate::time::Timestamp;
 
@@ -62,10 +67,12 @@ pub struct QueueKey {
 }
 
 /// A pending job, with what a claim needs without loading it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub job: PRef<Job>,
     pub deadline: Option<Timestamp>,
+    /// The quotas the job counts against once claimed.
+    pub quota_names: Vec<String>,
 }
 
 /// Every queue of the database, by name (the default queue is `""`).
@@ -102,6 +109,7 @@ pub struct Queue {
     name: String,
     pending: PRef<BTree<QueueKey, Entry>>,
     size: PRef<Counter>,
+    quotas: BTreeMap<String, PRef<Quota>>,
 }
 
 impl Persistent for Queue {
@@ -118,6 +126,8 @@ pub struct PutOptions {
     /// A retry policy name overriding the process default.
     pub retry_policy: Option<String>,
     pub failure_level: Option<FailureLevel>,
+    /// Quotas of the queue the job counts against while held (each must exist).
+    pub quota_names: Vec<String>,
 }
 
 impl PutOptions {
@@ -138,6 +148,10 @@ impl PutOptions {
     }
     pub fn failure_level(mut self, level: FailureLevel) -> PutOptions {
         self.failure_level = Some(level);
+        self
+    }
+    pub fn quota(mut self, name: impl Into<String>) -> PutOptions {
+        self.quota_names.push(name.into());
         self
     }
 }
@@ -202,6 +216,7 @@ impl Queue {
             name: name.to_string(),
             pending,
             size,
+            quotas: BTreeMap::new(),
         })?;
         tx.modify(&dir, |d| d.queues.insert(name.to_string(), queue))?;
         Ok(queue)
@@ -277,9 +292,28 @@ impl Queue {
             at: begin_after,
             job: id.0,
         };
-        let name = tx.get(queue)?.name.clone();
+        let q = tx.get(queue)?;
+        let name = q.name.clone();
+        let mut quota_names = options.quota_names.clone();
+        quota_names.sort();
+        quota_names.dedup();
+        if quota_names.len() > QUOTAS_MAX {
+            return Err(Error::LimitExceeded {
+                what: "the quota names of a job",
+                len: quota_names.len(),
+                max: QUOTAS_MAX,
+            });
+        }
+        if let Some(missing) = quota_names.iter().find(|n| !q.quotas.contains_key(*n)) {
+            return Err(Error::NoSuchQuota {
+                queue: name,
+                name: missing.clone(),
+            });
+        }
+        let entry_quotas = quota_names.clone();
         let deadline = tx.modify(job, |j| {
             j.transition(id, Status::Pending, now)?;
+            j.set_quota_names(quota_names);
             j.set_schedule(begin_after, options.begin_by);
             if let Some(p) = options.retry_policy {
                 j.set_retry_policy(p);
@@ -290,15 +324,12 @@ impl Queue {
             j.set_location(Location::Queue { queue: name, key });
             Ok::<_, Error>(j.deadline())
         })??;
-        Queue::insert(
-            tx,
-            queue,
-            key,
-            Entry {
-                job: *job,
-                deadline,
-            },
-        )?;
+        let entry = Entry {
+            job: *job,
+            deadline,
+            quota_names: entry_quotas,
+        };
+        Queue::insert(tx, queue, key, entry)?;
         Ok(id)
     }
 
@@ -339,9 +370,9 @@ impl Queue {
             if key.lane == LANE_SCHEDULED && key.at > now {
                 break; // later entries start later still
             }
-            Queue::take(tx, queue, &key)?;
             let id = entry.job.oid();
             if let Some(deadline) = entry.deadline.filter(|d| now > *d) {
+                Queue::take(tx, queue, &key)?;
                 let failure = Failure::timeout(format!(
                     "the job was not started by its deadline {deadline} (checked at {now})"
                 ));
@@ -349,6 +380,24 @@ impl Queue {
                 claim.expired.push(entry.job);
                 continue;
             }
+            let mut quotas = Vec::with_capacity(entry.quota_names.len());
+            for name in &entry.quota_names {
+                // A quota removed since the put no longer limits the job.
+                if let Some(quota) = q.quotas.get(name) {
+                    quotas.push(*quota);
+                }
+            }
+            let mut room = true;
+            for quota in &quotas {
+                room &= tx.get(quota)?.has_room();
+            }
+            if !room {
+                continue; // stays pending until its quotas have room
+            }
+            for quota in &quotas {
+                tx.modify(quota, |q| q.join(id.0))?;
+            }
+            Queue::take(tx, queue, &key)?;
             let location = Location::Agent {
                 queue: q.name.clone(),
                 dispatcher: claimer.dispatcher.clone(),
@@ -414,7 +463,9 @@ impl Queue {
             });
         };
         let name = queue.clone();
+        let quota_names = j.quota_names().to_vec();
         let queue = Queue::named(tx, &name)?;
+        crate::quota::release(tx, job)?;
         let now = Timestamp::now();
         let key = match retry_at {
             None => QueueKey {
@@ -433,15 +484,48 @@ impl Queue {
             j.set_location(Location::Queue { queue: name, key });
             Ok::<_, Error>(j.deadline())
         })??;
-        Queue::insert(
-            tx,
-            &queue,
-            key,
-            Entry {
-                job: *job,
-                deadline,
-            },
-        )
+        let entry = Entry {
+            job: *job,
+            deadline,
+            quota_names,
+        };
+        Queue::insert(tx, &queue, key, entry)
+    }
+
+    /// Creates the quota `name` of `queue` with room for `size` held jobs, or
+    /// resizes it.
+    pub fn set_quota(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        name: &str,
+        size: u32,
+    ) -> Result<PRef<Quota>> {
+        if let Some(quota) = Queue::quota(tx, queue, name)? {
+            if tx.get(&quota)?.size() != size {
+                tx.modify(&quota, |q| q.set_size(size))?;
+            }
+            return Ok(quota);
+        }
+        let count = tx.get(queue)?.quotas.len();
+        if count >= QUOTAS_MAX {
+            return Err(Error::LimitExceeded {
+                what: "the quotas of a queue",
+                len: count + 1,
+                max: QUOTAS_MAX,
+            });
+        }
+        let quota = tx.add(Quota::new(name, size))?;
+        tx.modify(queue, |q| q.quotas.insert(name.to_string(), quota))?;
+        Ok(quota)
+    }
+
+    /// The quota `name` of `queue`.
+    pub fn quota(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        name: &str,
+    ) -> Result<Option<PRef<Quota>>> {
+        Ok(tx.get(queue)?.quotas.get(name).copied())
     }
 }
 
@@ -454,7 +538,9 @@ pub fn fail(tx: &mut Transaction<'_>, job: &PRef<Job>, failure: Option<Failure>)
     if let (Status::Pending, Location::Queue { queue, key }) = (j.status(), j.location()) {
         let queue = Queue::named(tx, queue)?;
         Queue::take(tx, &queue, key)?;
-    } else if !matches!(j.status(), Status::New | Status::Assigned) {
+    } else if j.status() == Status::Assigned {
+        crate::quota::release(tx, job)?;
+    } else if j.status() != Status::New {
         return Err(Error::IllegalTransition {
             job: id,
             from: j.status(),

@@ -269,6 +269,7 @@ impl Runner {
         if j.status() != Status::Active || !held_by(&j, claimer) {
             return Ok(false);
         }
+        crate::quota::release(tx, job)?;
         let now = Timestamp::now();
         tx.modify(job, |j| {
             log.apply(j);

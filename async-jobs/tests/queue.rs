@@ -433,3 +433,135 @@ fn claimers_racing_for_the_head_of_a_full_queue_lose_nothing() {
     let db = open(Arc::new(MemoryStorage::new()));
     drain_full_queue(&db, 4, 100, Duration::from_micros(500));
 }
+
+#[test]
+fn a_quota_limits_held_jobs_and_frees_its_place_when_they_leave() {
+    each_storage(|db| {
+        transact(&db, |tx| {
+            let q = Queue::get_or_create(tx, "")?;
+            Queue::set_quota(tx, &q, "db", 1)
+        })
+        .unwrap();
+        let a = put(&db, "a", PutOptions::new().begin_after(at(1)).quota("db"));
+        let b = put(&db, "b", PutOptions::new().begin_after(at(2)).quota("db"));
+        let c = put(&db, "c", PutOptions::new().begin_after(at(3)));
+        assert_eq!(claim_at(&db, at(9)).job, Some(a));
+        // b waits for the quota; c, without quotas, goes ahead of it.
+        assert_eq!(claim_at(&db, at(9)).job, Some(c));
+        assert_eq!(claim_at(&db, at(9)).job, None);
+        assert_eq!(job(&db, b).status(), Status::Pending);
+        let held = |db: &Database| {
+            transact(db, |tx| {
+                let q = Queue::get(tx, "")?.unwrap();
+                let quota = Queue::quota(tx, &q, "db")?.unwrap();
+                Ok(tx.get(&quota)?.held().clone())
+            })
+            .unwrap()
+        };
+        assert_eq!(held(&db), [a.oid().0].into());
+        // A put-back leaves the quota, and comes first again.
+        transact(&db, |tx| Queue::put_back(tx, &a, None)).unwrap();
+        assert!(held(&db).is_empty());
+        assert_eq!(claim_at(&db, Timestamp::now()).job, Some(a));
+        // Failing it frees the place for b.
+        transact(&db, |tx| fail(tx, &a, None)).unwrap();
+        assert_eq!(claim_at(&db, Timestamp::now()).job, Some(b));
+        assert_eq!(held(&db), [b.oid().0].into());
+        // Room for two: a second quota job is claimable at once.
+        let d = put(&db, "d", PutOptions::new().quota("db"));
+        assert_eq!(claim_at(&db, Timestamp::now()).job, None);
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Queue::set_quota(tx, &q, "db", 2)
+        })
+        .unwrap();
+        assert_eq!(claim_at(&db, Timestamp::now()).job, Some(d));
+    });
+}
+
+#[test]
+fn a_job_may_only_name_quotas_its_queue_has() {
+    each_storage(|db| {
+        transact(&db, |tx| Queue::get_or_create(tx, "")).unwrap();
+        let err = transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Queue::put_job(
+                tx,
+                &q,
+                Job::new("j", vec![])?,
+                PutOptions::new().quota("nope"),
+            )
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "queue \"\" has no quota named \"nope\"; create it with Queue::set_quota"
+        );
+        assert_eq!(queue_len(&db), 0);
+    });
+}
+
+/// Claimers race for jobs limited by a quota of 2 while each releases its job
+/// soon after; a watcher checks the quota never holds more than 2.
+#[test]
+fn concurrent_claims_never_overfill_a_quota() {
+    const JOBS: usize = 60;
+    let db = open(Arc::new(MemoryStorage::new()));
+    transact(&db, |tx| {
+        let q = Queue::get_or_create(tx, "")?;
+        Queue::set_quota(tx, &q, "limited", 2)?;
+        for i in 0..JOBS {
+            let job = Job::with_arguments("w", &i)?;
+            Queue::put_job(tx, &q, job, PutOptions::new().quota("limited"))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (db, done) = (db.clone(), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut most = 0;
+            while done.load(Ordering::SeqCst) < JOBS as u64 {
+                let held = transact(&db, |tx| {
+                    let q = Queue::get(tx, "")?.unwrap();
+                    let quota = Queue::quota(tx, &q, "limited")?.unwrap();
+                    Ok(tx.get(&quota)?.held().len())
+                })
+                .unwrap();
+                assert!(held <= 2, "the quota holds {held} jobs");
+                most = most.max(held);
+                thread::yield_now();
+            }
+            most
+        })
+    };
+    let claimers: Vec<_> = (0..3)
+        .map(|c| {
+            let (db, done) = (db.clone(), Arc::clone(&done));
+            thread::spawn(move || {
+                let me = claimer(&format!("agent-{c}"));
+                while done.load(Ordering::SeqCst) < JOBS as u64 {
+                    let claim = transact(&db, |tx| {
+                        let q = Queue::get(tx, "")?.unwrap();
+                        Queue::claim(tx, &q, &me)
+                    })
+                    .unwrap();
+                    let Some(job) = claim.job else {
+                        thread::yield_now();
+                        continue;
+                    };
+                    thread::sleep(Duration::from_micros(200));
+                    transact(&db, |tx| fail(tx, &job, None)).unwrap();
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for h in claimers {
+        h.join().unwrap();
+    }
+    let most = watcher.join().unwrap();
+    assert!(most <= 2);
+    assert_eq!(queue_len(&db), 0);
+}

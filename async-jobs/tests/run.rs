@@ -408,3 +408,23 @@ fn a_retry_later_puts_the_job_back_in_its_queue_and_the_deadline_stops_it() {
     assert_eq!(j.status(), Status::Completed);
     assert_eq!(failure_of(&j).kind, FailureKind::Timeout);
 }
+
+#[test]
+fn storing_the_result_frees_the_jobs_quota_place() {
+    let f = fixture();
+    let quota = transact(&f.db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::set_quota(tx, &q, "one", 1)
+    })
+    .unwrap();
+    let runner = f.runner(add_handler(f.tally));
+    let job = f.claimed(
+        Job::with_arguments("add", &1i64).unwrap(),
+        PutOptions::new().quota("one"),
+    );
+    let held = |f: &Fixture| transact(&f.db, |tx| Ok(tx.get(&quota)?.held().len())).unwrap();
+    assert_eq!(held(&f), 1);
+    runner.run(&job, Some(&claimer())).unwrap();
+    assert_eq!(held(&f), 0);
+    assert_eq!(f.job(job).quota_names(), ["one".to_string()]);
+}
