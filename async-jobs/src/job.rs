@@ -6,7 +6,9 @@
 //!   it was.
 //! - `location` is kept in step with `status` by the operations that move jobs
 //!   (queue put/claim/pull/put-back/fail): PENDING ⇔ `Location::Queue`; ASSIGNED and
-//!   ACTIVE jobs claimed from a queue are at `Location::Agent`.
+//!   ACTIVE jobs claimed from a queue are at `Location::Agent`, and stay there once
+//!   run to a result (the agent keeps its finished jobs); a job failed or expired
+//!   before it ran is at `Location::None`.
 //! - `result` is set exactly when the job enters CALLBACKS and never changes after.
 //! - Growing parts are bounded: [`ANNOTATIONS_MAX`] annotations of at most
 //!   [`ANNOTATION_BYTES_MAX`] bytes each, the last [`ERROR_HISTORY_MAX`] error entries
