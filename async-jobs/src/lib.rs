@@ -17,9 +17,11 @@
 //!   arguments ([`Handlers`], [`JobContext`]); the handler's writes and the result
 //!   commit in one transaction; handler errors roll back and go to the retry
 //!   policy; panics and unknown handlers become failures, never crashes.
+//!   [`recover_interrupted`] applies a job's `on_interrupted` decision to a run
+//!   whose process died.
 //!
-//! Not built yet: agents, dispatchers, pings and death detection, recovery of
-//! interrupted jobs, running callbacks, "await job" results, retention of
+//! Not built yet: agents, dispatchers, pings and death detection (and the cleanup
+//! that calls the recovery above), running callbacks, "await job" results, retention of
 //! completed jobs, the worker command.
 //!
 //! # Status transitions
@@ -87,7 +89,7 @@ pub use queue::{
 };
 pub use quota::{QUOTAS_MAX, Quota};
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
-pub use run::{RunOutcome, Runner};
+pub use run::{RunOutcome, Runner, recover_interrupted};
 pub use status::Status;
 pub use time::Timestamp;
 pub use transact::transact;

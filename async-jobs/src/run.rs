@@ -7,8 +7,9 @@
 //!   commit happens, both are in; on any error both are out (the transaction is
 //!   dropped, which aborts it) and the policy decides.
 //! - Before every state change the runner checks, in the same transaction, that the
-//!   job is still held by the claimer it runs for; if it is not (another dispatcher
-//!   took it over), it stores nothing and reports [`RunOutcome::Abandoned`].
+//!   job is still ACTIVE in *this* run (same attempt number) and held by the claimer
+//!   it runs for; if not (a sibling recovered it, and perhaps it was claimed and
+//!   started again since), it stores nothing and reports [`RunOutcome::Abandoned`].
 //! - A panic in a handler is caught and becomes a `panic` failure; an unknown
 //!   handler name becomes an `unknown handler` failure; neither reaches the caller.
 //! - Retries decided by the policy happen at once in this run ([`Decision::Retry`]);
@@ -105,8 +106,23 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     format!("the handler panicked: {text}")
 }
 
+/// Whether this run (`run`, the job's attempt number when it started) is still the
+/// job's current run, held by `claimer`: a sibling may have recovered the job, and
+/// it may even have been claimed and started again since.
+fn still_running(
+    tx: &mut Transaction<'_>,
+    job: &PRef<Job>,
+    claimer: Option<&Claimer>,
+    run: u32,
+) -> Result<bool> {
+    let j = tx.get(job)?;
+    Ok(j.status() == Status::Active && j.attempts() == run && held_by(&j, claimer))
+}
+
 /// What the run learned that the stored job must keep.
 struct RunLog {
+    /// The run: the job's attempt number when it started.
+    run: u32,
     data: RetryData,
     errors: Vec<(Timestamp, Failure)>,
 }
@@ -163,6 +179,7 @@ impl Runner {
         };
         let deadline = snapshot.deadline();
         let mut log = RunLog {
+            run: snapshot.attempts(),
             data: snapshot.retry_data().clone(),
             errors: Vec::new(),
         };
@@ -265,8 +282,7 @@ impl Runner {
         outcome: Outcome,
     ) -> Result<bool> {
         let id = job.oid();
-        let j = tx.get(job)?;
-        if j.status() != Status::Active || !held_by(&j, claimer) {
+        if !still_running(tx, job, claimer, log.run)? {
             return Ok(false);
         }
         crate::quota::release(tx, job)?;
@@ -310,8 +326,7 @@ impl Runner {
         retry_at: Timestamp,
     ) -> Result<RunOutcome> {
         let held = transact(&self.db, |tx| {
-            let j = tx.get(job)?;
-            if j.status() != Status::Active || !held_by(&j, claimer) {
+            if !still_running(tx, job, claimer, log.run)? {
                 return Ok(false);
             }
             tx.modify(job, |j| log.apply(j))?;
@@ -337,4 +352,62 @@ impl Runner {
         );
         RunOutcome::Abandoned
     }
+}
+
+/// Recovers a queue job whose run was interrupted (its process died while it was
+/// ACTIVE), in the caller's transaction: asks the job's policy (`on_interrupted`,
+/// bounded by the deadline) and puts the job back in its queue (at the front, or
+/// scheduled), or gives up and stores the policy's failure as the result. The
+/// interruption is recorded in the error history. A job not ACTIVE, or not claimed
+/// from a queue, is refused and left unchanged.
+pub fn recover_interrupted(
+    tx: &mut Transaction<'_>,
+    job: &PRef<Job>,
+    policies: &Policies,
+) -> Result<Decision> {
+    let id = job.oid();
+    let j = tx.get(job)?;
+    if j.status() != Status::Active {
+        return Err(Error::IllegalTransition {
+            job: id,
+            from: j.status(),
+            to: Status::Pending,
+        });
+    }
+    if !matches!(j.location(), Location::Agent { .. }) {
+        return Err(Error::NotClaimed {
+            job: id,
+            status: j.status(),
+        });
+    }
+    let policy = policies.for_job(j.retry_policy())?;
+    let mut data = j.retry_data().clone();
+    let now = Timestamp::now();
+    let decision = bounded(policy.on_interrupted(&mut data), j.deadline(), now);
+    let interruption = Failure::new(
+        FailureKind::Reassigned,
+        "the run was interrupted: the process running it stopped",
+    );
+    tx.modify(job, |j| {
+        *j.retry_data_mut() = data;
+        j.record_error(now, &interruption);
+    })?;
+    match &decision {
+        Decision::Retry => Queue::put_back(tx, job, None)?,
+        Decision::RetryAfter(d) => Queue::put_back(tx, job, Some(now.plus(*d)))?,
+        Decision::RetryAt(t) => Queue::put_back(tx, job, Some(*t))?,
+        Decision::GiveUp(failure) => {
+            crate::quota::release(tx, job)?;
+            tx.modify(job, |j| {
+                j.set_result(Outcome::Failure(failure.clone()));
+                j.transition(id, Status::Callbacks, now)?;
+                if j.callbacks().is_empty() {
+                    j.transition(id, Status::Completed, now)?;
+                }
+                log_failure(id, j, failure);
+                Ok::<_, Error>(())
+            })??;
+        }
+    }
+    Ok(decision)
 }

@@ -428,3 +428,168 @@ fn storing_the_result_frees_the_jobs_quota_place() {
     assert_eq!(held(&f), 0);
     assert_eq!(f.job(job).quota_names(), ["one".to_string()]);
 }
+
+/// A handler that, while its job is ACTIVE, has a sibling declare the run
+/// interrupted and recover it (a false death): the sibling's decision is applied,
+/// and this run must then store nothing.
+fn falsely_declared_dead(db: &Database, tally: PRef<Tally>) -> Handlers {
+    let mut h = Handlers::new();
+    let db = db.clone();
+    h.register("stalls", move |ctx, _: ()| {
+        ctx.tx().modify(&tally, |t| t.n += 1)?;
+        let (db, job) = (db.clone(), PRef::<Job>::from_oid(ctx.job));
+        thread::spawn(move || {
+            transact(&db, |tx| {
+                zodiac_async::recover_interrupted(tx, &job, &Policies::new())
+            })
+        })
+        .join()
+        .unwrap()?;
+        Ok(())
+    });
+    h
+}
+
+#[test]
+fn interrupted_runs_go_back_nine_times_and_the_tenth_aborts() {
+    let f = fixture();
+    let runner = f.runner(falsely_declared_dead(&f.db, f.tally));
+    let job = f.claimed(
+        Job::with_arguments("stalls", &()).unwrap(),
+        PutOptions::new(),
+    );
+    for n in 1..=10 {
+        assert_eq!(
+            runner.run(&job, Some(&claimer())).unwrap(),
+            RunOutcome::Abandoned,
+            "run {n}: the run that was taken over stores nothing"
+        );
+        let j = f.job(job);
+        assert_eq!(j.attempts(), n);
+        assert_eq!(j.errors().len(), n as usize);
+        assert!(
+            j.errors()[0].summary.starts_with("reassigned: "),
+            "{:?}",
+            j.errors()
+        );
+        if n < 10 {
+            assert_eq!(j.status(), Status::Pending, "interruption {n} is retried");
+            let Location::Queue { key, .. } = j.location() else {
+                panic!("{:?}", j.location());
+            };
+            assert_eq!(key.lane, zodiac_async::LANE_PUT_BACK);
+            let claim = transact(&f.db, |tx| {
+                let q = Queue::get(tx, "")?.unwrap();
+                Queue::claim(tx, &q, &claimer())
+            })
+            .unwrap();
+            assert_eq!(claim.job, Some(job));
+        } else {
+            assert_eq!(j.status(), Status::Completed);
+            assert_eq!(failure_of(&j).kind, FailureKind::Aborted);
+        }
+    }
+    assert_eq!(f.tally(), 0, "no abandoned run's writes landed");
+}
+
+#[test]
+fn only_active_claimed_jobs_can_be_recovered() {
+    let f = fixture();
+    let job = f.claimed(Job::with_arguments("x", &()).unwrap(), PutOptions::new());
+    let err = transact(&f.db, |tx| {
+        zodiac_async::recover_interrupted(tx, &job, &Policies::new())
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::IllegalTransition {
+                from: Status::Assigned,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(f.job(job).status(), Status::Assigned);
+}
+
+/// A stalled run is declared dead; the job is recovered, claimed again by the same
+/// agent and started again before the stalled run gets to store its result. The
+/// stalled run must see that the current run is not its own and store nothing.
+#[test]
+fn a_stale_run_never_stores_over_a_newer_run_of_the_same_agent() {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    let f = fixture();
+    let (started_tx, started_rx) = channel::<()>();
+    let (go_tx, go_rx) = channel::<()>();
+    let started_tx = Arc::new(Mutex::new(started_tx));
+    let go_rx: Arc<Mutex<Receiver<()>>> = Arc::new(Mutex::new(go_rx));
+    let started_rx: Arc<Mutex<Receiver<()>>> = Arc::new(Mutex::new(started_rx));
+    let runner_cell: Arc<Mutex<Option<Runner>>> = Arc::new(Mutex::new(None));
+    let nested = Arc::new(Mutex::new(None));
+    let calls = Arc::new(AtomicU32::new(0));
+    let mut h = Handlers::new();
+    {
+        let (db, tally) = (f.db.clone(), f.tally);
+        let (calls, runner_cell, nested) = (
+            Arc::clone(&calls),
+            Arc::clone(&runner_cell),
+            Arc::clone(&nested),
+        );
+        let (started_tx, started_rx, go_rx) = (
+            Arc::clone(&started_tx),
+            Arc::clone(&started_rx),
+            Arc::clone(&go_rx),
+        );
+        h.register("stale", move |ctx, _: ()| {
+            ctx.tx().modify(&tally, |t| t.n += 1)?;
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    // The stalled run: a sibling recovers the job and the same
+                    // agent claims and starts it again, on another thread.
+                    let job = PRef::<Job>::from_oid(ctx.job);
+                    let (db, runner) = (db.clone(), runner_cell.lock().unwrap().clone().unwrap());
+                    let handle = thread::spawn(move || {
+                        transact(&db, |tx| {
+                            zodiac_async::recover_interrupted(tx, &job, &Policies::new())?;
+                            let q = Queue::get(tx, "")?.unwrap();
+                            Queue::claim(tx, &q, &claimer())
+                        })
+                        .unwrap();
+                        runner.run(&job, Some(&claimer())).unwrap()
+                    });
+                    *nested.lock().unwrap() = Some(handle);
+                    started_rx.lock().unwrap().recv().unwrap();
+                }
+                1 => {
+                    // The new run: wait until the stalled run has tried to store.
+                    let tx: &Sender<()> = &started_tx.lock().unwrap();
+                    tx.send(()).unwrap();
+                    go_rx.lock().unwrap().recv().unwrap();
+                }
+                _ => {} // the stalled run retrying after its commit conflicted
+            }
+            Ok(())
+        });
+    }
+    let runner = f.runner(h);
+    *runner_cell.lock().unwrap() = Some(runner.clone());
+    let job = f.claimed(
+        Job::with_arguments("stale", &()).unwrap(),
+        PutOptions::new(),
+    );
+    assert_eq!(
+        runner.run(&job, Some(&claimer())).unwrap(),
+        RunOutcome::Abandoned
+    );
+    go_tx.send(()).unwrap();
+    let handle = nested.lock().unwrap().take().unwrap();
+    assert!(matches!(
+        handle.join().unwrap(),
+        RunOutcome::Finished(Outcome::Value(_))
+    ));
+    let j = f.job(job);
+    assert_eq!((j.status(), j.attempts()), (Status::Completed, 2));
+    assert_eq!(f.tally(), 1, "only the current run's write landed");
+}
