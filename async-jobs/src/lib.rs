@@ -19,10 +19,11 @@
 //!   policy; panics and unknown handlers become failures, never crashes.
 //!   [`recover_interrupted`] applies a job's `on_interrupted` decision to a run
 //!   whose process died.
+//! - Helpers for work that must commit: [`never_fail`] and [`try_n_times`].
 //!
 //! Not built yet: agents, dispatchers, pings and death detection (and the cleanup
 //! that calls the recovery above), running callbacks, "await job" results, retention of
-//! completed jobs, the worker command.
+//! completed jobs, `serial`/`parallel`, the worker command.
 //!
 //! # Status transitions
 //!
@@ -67,6 +68,7 @@
 mod error;
 mod failure;
 mod handler;
+mod helpers;
 mod job;
 mod queue;
 mod quota;
@@ -79,6 +81,7 @@ mod transact;
 pub use error::{Error, Result};
 pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
 pub use handler::{HandlerError, Handlers, JobContext};
+pub use helpers::{NeverFail, never_fail, never_fail_with, try_n_times};
 pub use job::{
     ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, ERROR_HISTORY_MAX, ErrorEntry, FailureLevel,
     HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
