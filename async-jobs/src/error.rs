@@ -35,6 +35,14 @@ pub enum Error {
     #[error("job {job} is {status} and not held by an agent of a queue; only claimed jobs go back")]
     NotClaimed { job: Oid, status: Status },
 
+    #[error(
+        "job {job} is COMPLETED; add the callback through Runner::add_callback, which runs it at once"
+    )]
+    ParentCompleted { job: Oid },
+
+    #[error("a callback of job {parent} must be a NEW job, not a {status} one; add a new job")]
+    CallbackNotNew { parent: Oid, status: Status },
+
     #[error("no retry policy named {name:?} is registered in this process; register it first")]
     NoSuchPolicy { name: String },
 

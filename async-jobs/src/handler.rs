@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use zodiac_objects::Transaction;
 use zodiac_storage::Oid;
 
+use crate::job::Outcome;
+
 /// What a handler returns as its error: anything that is an error. Conflicts
 /// (a [`zodiac_objects::Error`] or [`crate::Error`] that is one) are recognised and
 /// go to the retry policy as conflicts.
@@ -32,6 +34,8 @@ pub struct JobContext<'a, 'c> {
     pub dispatcher: Option<String>,
     /// The attempt (1 for the first run).
     pub attempt: u32,
+    /// For a callback: the result of the job it is a callback of.
+    pub parent_result: Option<Outcome>,
     tx: &'a mut Transaction<'c>,
 }
 
@@ -42,6 +46,7 @@ impl<'a, 'c> JobContext<'a, 'c> {
         agent: Option<String>,
         dispatcher: Option<String>,
         attempt: u32,
+        parent_result: Option<Outcome>,
         tx: &'a mut Transaction<'c>,
     ) -> Self {
         JobContext {
@@ -50,6 +55,7 @@ impl<'a, 'c> JobContext<'a, 'c> {
             agent,
             dispatcher,
             attempt,
+            parent_result,
             tx,
         }
     }

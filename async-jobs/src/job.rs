@@ -11,7 +11,8 @@
 //!   before it ran is at `Location::None`.
 //! - `result` is set exactly when the job enters CALLBACKS and never changes after.
 //! - Growing parts are bounded: [`ANNOTATIONS_MAX`] annotations of at most
-//!   [`ANNOTATION_BYTES_MAX`] bytes each, the last [`ERROR_HISTORY_MAX`] error entries
+//!   [`ANNOTATION_BYTES_MAX`] bytes each, at most [`CALLBACKS_MAX`] callbacks, the
+//!   last [`ERROR_HISTORY_MAX`] error entries
 //!   (older ones are counted in `errors_dropped`), a handler name of at most
 //!   [`HANDLER_NAME_BYTES_MAX`] bytes.
 //!
@@ -41,6 +42,8 @@ pub const HANDLER_NAME_BYTES_MAX: usize = 255;
 pub const ANNOTATIONS_MAX: usize = 64;
 /// Most bytes of one annotation's key plus value.
 pub const ANNOTATION_BYTES_MAX: usize = 4096;
+/// Most callbacks of one job.
+pub const CALLBACKS_MAX: usize = 1024;
 /// Most entries kept in a job's error history (the newest are kept).
 pub const ERROR_HISTORY_MAX: usize = 100;
 
@@ -292,6 +295,10 @@ impl Job {
         }
         self.status = to;
         Ok(())
+    }
+
+    pub(crate) fn push_callback(&mut self, callback: PRef<Job>) {
+        self.callbacks.push(callback);
     }
 
     pub(crate) fn set_location(&mut self, location: Location) {

@@ -19,11 +19,16 @@
 //!   policy; panics and unknown handlers become failures, never crashes.
 //!   [`recover_interrupted`] applies a job's `on_interrupted` decision to a run
 //!   whose process died.
+//! - Callbacks: [`add_callback`] / [`Runner::add_callback`]; after a job's result
+//!   is stored its callbacks run in order with that result
+//!   ([`JobContext::parent_result`]), each as its own job under the callback
+//!   policy (`forever` by default), then the job becomes COMPLETED.
 //! - Helpers for work that must commit: [`never_fail`] and [`try_n_times`].
 //!
 //! Not built yet: agents, dispatchers, pings and death detection (and the cleanup
-//! that calls the recovery above), running callbacks, "await job" results, retention of
-//! completed jobs, `serial`/`parallel`, the worker command.
+//! that calls the recovery above, and the resumption of callbacks of a job whose
+//! process died in CALLBACKS), `add_callbacks(success, failure)`, "await job"
+//! results, retention of completed jobs, `serial`/`parallel`, the worker command.
 //!
 //! # Status transitions
 //!
@@ -83,8 +88,8 @@ pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
 pub use handler::{HandlerError, Handlers, JobContext};
 pub use helpers::{NeverFail, never_fail, never_fail_with, try_n_times};
 pub use job::{
-    ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, ERROR_HISTORY_MAX, ErrorEntry, FailureLevel,
-    HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
+    ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, CALLBACKS_MAX, ERROR_HISTORY_MAX, ErrorEntry,
+    FailureLevel, HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
 };
 pub use queue::{
     CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, Entry, LANE_PUT_BACK, LANE_SCHEDULED, PutOptions,
@@ -92,7 +97,7 @@ pub use queue::{
 };
 pub use quota::{QUOTAS_MAX, Quota};
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
-pub use run::{RunOutcome, Runner, recover_interrupted};
+pub use run::{RunOutcome, Runner, add_callback, recover_interrupted};
 pub use status::Status;
 pub use time::Timestamp;
 pub use transact::transact;

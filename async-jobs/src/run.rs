@@ -12,6 +12,11 @@
 //!   started again since), it stores nothing and reports [`RunOutcome::Abandoned`].
 //! - A panic in a handler is caught and becomes a `panic` failure; an unknown
 //!   handler name becomes an `unknown handler` failure; neither reaches the caller.
+//! - A parent moves from CALLBACKS to COMPLETED only in a transaction that found no
+//!   NEW callback; adding a callback writes the parent too, so an addition racing
+//!   the completion conflicts with it and is either run by the completing runner or
+//!   sees the parent COMPLETED and is run at once by [`Runner::add_callback`].
+//! - Callbacks run under the callback policy (`forever` unless they name one).
 //! - Retries decided by the policy happen at once in this run ([`Decision::Retry`]);
 //!   a retry later puts a queue job back in its queue at that time, and sleeps for
 //!   a job run outside a queue. The job's deadline bounds every retry.
@@ -157,14 +162,76 @@ impl Runner {
     /// outside any queue). A job not in NEW or ASSIGNED is refused with
     /// [`Error::IllegalTransition`] and left unchanged; so is a job whose retry
     /// policy is not registered here ([`Error::NoSuchPolicy`]).
+    ///
+    /// When the job has callbacks, they run next, in order, each as its own job
+    /// (callbacks added meanwhile included), and then the job becomes COMPLETED.
     pub fn run(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
+        let outcome = self.run_one(job, claimer)?;
+        if matches!(outcome, RunOutcome::Finished(_)) {
+            self.finish_callbacks(job)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Runs the callbacks of `parent` (in CALLBACKS or COMPLETED) that have not run,
+    /// in order, picking up callbacks added meanwhile; then moves a parent in
+    /// CALLBACKS to COMPLETED, in a transaction that conflicts with a concurrent
+    /// [`Runner::add_callback`], so no callback is left behind.
+    pub fn finish_callbacks(&self, parent: &PRef<Job>) -> Result<()> {
+        let id = parent.oid();
+        loop {
+            let next = transact(&self.db, |tx| {
+                let p = tx.get(parent)?;
+                for cb in p.callbacks() {
+                    if tx.get(cb)?.status() == Status::New {
+                        return Ok(Some(*cb));
+                    }
+                }
+                if p.status() == Status::Callbacks {
+                    let now = Timestamp::now();
+                    tx.modify(parent, |p| p.transition(id, Status::Completed, now))??;
+                }
+                Ok(None)
+            })?;
+            match next {
+                Some(callback) => {
+                    self.run(&callback, None)?;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Adds `callback` (a NEW job) to `parent`'s callbacks; if `parent` is already
+    /// COMPLETED, runs it at once. A parent completing at the same time conflicts
+    /// with the addition, and the retry sees it completed, so the callback is never
+    /// lost.
+    pub fn add_callback(&self, parent: &PRef<Job>, callback: Job) -> Result<PRef<Job>> {
+        let (cb, completed) = transact(&self.db, |tx| {
+            let cb = add_callback_unchecked(tx, parent, callback.clone())?;
+            Ok((cb, tx.get(parent)?.status() == Status::Completed))
+        })?;
+        if completed {
+            self.run(&cb, None)?;
+        }
+        Ok(cb)
+    }
+
+    fn policy_for(&self, job: &Job) -> Result<std::sync::Arc<dyn crate::retry::RetryPolicy>> {
+        match job.location() {
+            Location::CallbackOf { .. } => self.policies.for_callback(job.retry_policy()),
+            _ => self.policies.for_job(job.retry_policy()),
+        }
+    }
+
+    fn run_one(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
         let id = job.oid();
         let started = transact(&self.db, |tx| {
             let j = tx.get(job)?;
             if !held_by(&j, claimer) {
                 return Ok(None);
             }
-            self.policies.for_job(j.retry_policy())?;
+            self.policy_for(&j)?;
             let now = Timestamp::now();
             tx.modify(job, |j| j.transition(id, Status::Active, now))??;
             Ok(Some(tx.get(job)?))
@@ -172,7 +239,7 @@ impl Runner {
         let Some(snapshot) = started else {
             return Ok(self.abandon(job, "before it started"));
         };
-        let policy = self.policies.for_job(snapshot.retry_policy())?;
+        let policy = self.policy_for(&snapshot)?;
         let queue = match snapshot.location() {
             Location::Agent { queue, .. } => Some(queue.clone()),
             _ => None,
@@ -256,12 +323,20 @@ impl Runner {
                 ),
             ));
         };
+        let parent_result = match job.location() {
+            Location::CallbackOf { parent } => match tx.get(parent) {
+                Ok(p) => p.result().cloned(),
+                Err(e) => return Err(Failure::from_error(FailureKind::Storage, &e)),
+            },
+            _ => None,
+        };
         let mut ctx = JobContext::new(
             id,
             queue,
             claimer.map(|c| c.agent.clone()),
             claimer.map(|c| c.dispatcher.clone()),
             job.attempts(),
+            parent_result,
             tx,
         );
         match catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, job.argument_bytes()))) {
@@ -410,4 +485,44 @@ pub fn recover_interrupted(
         }
     }
     Ok(decision)
+}
+
+/// Adds `callback` (a NEW job) to `parent`'s callbacks in the caller's transaction;
+/// it runs, with the parent's result, when the parent's result is stored. A
+/// COMPLETED parent is refused: use [`Runner::add_callback`], which runs it at once.
+pub fn add_callback(
+    tx: &mut Transaction<'_>,
+    parent: &PRef<Job>,
+    callback: Job,
+) -> Result<PRef<Job>> {
+    let status = tx.get(parent)?.status();
+    if status == Status::Completed {
+        return Err(Error::ParentCompleted { job: parent.oid() });
+    }
+    add_callback_unchecked(tx, parent, callback)
+}
+
+fn add_callback_unchecked(
+    tx: &mut Transaction<'_>,
+    parent: &PRef<Job>,
+    mut callback: Job,
+) -> Result<PRef<Job>> {
+    if callback.status() != Status::New {
+        return Err(Error::CallbackNotNew {
+            parent: parent.oid(),
+            status: callback.status(),
+        });
+    }
+    let count = tx.get(parent)?.callbacks().len();
+    if count >= crate::job::CALLBACKS_MAX {
+        return Err(Error::LimitExceeded {
+            what: "the callbacks of a job",
+            len: count + 1,
+            max: crate::job::CALLBACKS_MAX,
+        });
+    }
+    callback.set_location(Location::CallbackOf { parent: *parent });
+    let cb = tx.add(callback)?;
+    tx.modify(parent, |p| p.push_callback(cb))?;
+    Ok(cb)
 }
