@@ -168,8 +168,8 @@ pub struct Claimer {
 pub struct Claim {
     /// The job now ASSIGNED to the claimer, if one was due.
     pub job: Option<PRef<Job>>,
-    /// Jobs found past their deadline: completed with a timeout failure (or left in
-    /// CALLBACKS when they have callbacks to run).
+    /// Jobs found past their deadline: completed with a timeout failure, or left in
+    /// CALLBACKS when they have callbacks, for `Runner::finish_callbacks`.
     pub expired: Vec<PRef<Job>>,
 }
 
@@ -531,7 +531,8 @@ impl Queue {
 
 /// Fails a job that has not run to a result (NEW, PENDING or ASSIGNED → CALLBACKS):
 /// a pending job leaves its queue; the failure (default: a timeout) becomes its
-/// result; with no callbacks to run it is COMPLETED at once.
+/// result; with no callbacks to run it is COMPLETED at once, otherwise it stays in
+/// CALLBACKS until `Runner::finish_callbacks` runs them.
 pub fn fail(tx: &mut Transaction<'_>, job: &PRef<Job>, failure: Option<Failure>) -> Result<()> {
     let id = job.oid();
     let j = tx.get(job)?;

@@ -185,3 +185,35 @@ fn callbacks_added_concurrently_with_completion_are_never_lost() {
         (Status::Completed, ADDED)
     );
 }
+
+/// A job that expires in its queue keeps its callbacks: they run with the timeout
+/// failure when a runner finishes them.
+#[test]
+fn an_expired_jobs_callbacks_run_with_its_timeout() {
+    use zodiac_async::{Claimer, PutOptions, Queue, Timestamp};
+    let (db, log, runner) = setup();
+    let parent = transact(&db, |tx| {
+        let q = Queue::get_or_create(tx, "")?;
+        let options = PutOptions::new()
+            .begin_after(Timestamp::from_micros(1_000_000))
+            .begin_by(std::time::Duration::from_secs(1));
+        let parent = Queue::put_job(tx, &q, Job::with_arguments("answer", &5i64)?, options)?;
+        add_callback(tx, &parent, note("cb"))?;
+        Ok(parent)
+    })
+    .unwrap();
+    let claimer = Claimer {
+        dispatcher: "d".into(),
+        agent: "a".into(),
+    };
+    let claim = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::claim(tx, &q, &claimer)
+    })
+    .unwrap();
+    assert_eq!((claim.job, claim.expired), (None, vec![parent]));
+    assert_eq!(job(&db, parent).status(), Status::Callbacks);
+    runner.finish_callbacks(&parent).unwrap();
+    assert_eq!(lines(&db, log), ["cb: failure timeout"]);
+    assert_eq!(job(&db, parent).status(), Status::Completed);
+}
