@@ -43,6 +43,29 @@ pub enum Error {
     #[error("a callback of job {parent} must be a NEW job, not a {status} one; add a new job")]
     CallbackNotNew { parent: Oid, status: Status },
 
+    #[error(
+        "{path}: this worker identity is already activated by another process (or another \
+         worker in this one); two live workers must not share a UUID: give each its own file"
+    )]
+    IdentityInUse { path: std::path::PathBuf },
+
+    #[error(
+        "{path} does not hold a worker UUID (it starts {content:?}); remove it to get a new \
+         identity, or restore the right file"
+    )]
+    BadIdentityFile {
+        path: std::path::PathBuf,
+        content: String,
+    },
+
+    #[error("{path}: {action} failed: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("no retry policy named {name:?} is registered in this process; register it first")]
     NoSuchPolicy { name: String },
 

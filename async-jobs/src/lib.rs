@@ -24,6 +24,9 @@
 //!   ([`JobContext::parent_result`]), each as its own job under the callback
 //!   policy (`forever` by default), then the job becomes COMPLETED.
 //! - Helpers for work that must commit: [`never_fail`] and [`try_n_times`].
+//! - A worker's identity ([`WorkerIdentity`]): its dispatcher UUID in a file held
+//!   with an OS lock, so a second process with the same UUID is refused and a
+//!   restart knows its previous incarnation is gone.
 //!
 //! Not built yet: agents, dispatchers, pings and death detection (and the cleanup
 //! that calls the recovery above, and the resumption of callbacks of a job whose
@@ -74,6 +77,7 @@ mod error;
 mod failure;
 mod handler;
 mod helpers;
+mod identity;
 mod job;
 mod queue;
 mod quota;
@@ -87,6 +91,7 @@ pub use error::{Error, Result};
 pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
 pub use handler::{HandlerError, Handlers, JobContext};
 pub use helpers::{NeverFail, never_fail, never_fail_with, try_n_times};
+pub use identity::{WORKER_ID_FILE_BYTES_MAX, WORKER_ID_PATH_DEFAULT, WorkerIdentity};
 pub use job::{
     ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, CALLBACKS_MAX, ERROR_HISTORY_MAX, ErrorEntry,
     FailureLevel, HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
