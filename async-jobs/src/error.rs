@@ -66,6 +66,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "dispatcher {id} is already activated and alive (pinged within the death interval): \
+         is another process running with this id?"
+    )]
+    AlreadyActive { id: String },
+
+    #[error("no dispatcher {id} is registered in this queue; activate it first")]
+    NoSuchDispatcher { id: String },
+
     #[error("no retry policy named {name:?} is registered in this process; register it first")]
     NoSuchPolicy { name: String },
 

@@ -28,10 +28,16 @@
 //!   with an OS lock, so a second process with the same UUID is refused and a
 //!   restart knows its previous incarnation is gone.
 //!
-//! Not built yet: agents, dispatchers, pings and death detection (and the cleanup
-//! that calls the recovery above, and the resumption of callbacks of a job whose
-//! process died in CALLBACKS), `add_callbacks(success, failure)`, "await job"
-//! results, retention of completed jobs, `serial`/`parallel`, the worker command.
+//! - The stored side of dispatchers ([`Dispatchers`]): registration and activation
+//!   per queue (a live id is refused), pings, death detection, agents that claim up
+//!   to their size, and the one-transaction cleanup of a dead dispatcher (ASSIGNED
+//!   jobs put back, ACTIVE ones recovered through their policy).
+//!
+//! Not built yet: the worker process (poll loop, wake-up on invalidations, threads,
+//! graceful shutdown, backoff on storage errors), recovery *jobs* and resuming the
+//! callbacks of a job whose process died in CALLBACKS, `add_callbacks(success,
+//! failure)`, "await job" results, retention of completed jobs, `serial`/`parallel`,
+//! the `zodiac jobs` commands.
 //!
 //! # Status transitions
 //!
@@ -73,6 +79,7 @@
 //! # Ok::<(), zodiac_async::Error>(())
 //! ```
 
+mod dispatcher;
 mod error;
 mod failure;
 mod handler;
@@ -87,6 +94,10 @@ pub mod status;
 mod time;
 mod transact;
 
+pub use dispatcher::{
+    AGENT_SIZE_DEFAULT, AGENTS_MAX, Agent, Cleanup, DEATH_INTERVAL_DEFAULT, DispatcherRecord,
+    Dispatchers, PING_INTERVAL_DEFAULT,
+};
 pub use error::{Error, Result};
 pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
 pub use handler::{HandlerError, Handlers, JobContext};

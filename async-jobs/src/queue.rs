@@ -110,6 +110,7 @@ pub struct Queue {
     pending: PRef<BTree<QueueKey, Entry>>,
     size: PRef<Counter>,
     quotas: BTreeMap<String, PRef<Quota>>,
+    dispatchers: BTreeMap<String, PRef<crate::dispatcher::DispatcherRecord>>,
 }
 
 impl Persistent for Queue {
@@ -217,6 +218,7 @@ impl Queue {
             pending,
             size,
             quotas: BTreeMap::new(),
+            dispatchers: BTreeMap::new(),
         })?;
         tx.modify(&dir, |d| d.queues.insert(name.to_string(), queue))?;
         Ok(queue)
@@ -517,6 +519,24 @@ impl Queue {
         let quota = tx.add(Quota::new(name, size))?;
         tx.modify(queue, |q| q.quotas.insert(name.to_string(), quota))?;
         Ok(quota)
+    }
+
+    /// The dispatchers registered in `queue`, by id.
+    pub fn dispatchers(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+    ) -> Result<BTreeMap<String, PRef<crate::dispatcher::DispatcherRecord>>> {
+        Ok(tx.get(queue)?.dispatchers.clone())
+    }
+
+    pub(crate) fn add_dispatcher(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        record: PRef<crate::dispatcher::DispatcherRecord>,
+    ) -> Result<()> {
+        tx.modify(queue, |q| q.dispatchers.insert(id.to_string(), record))?;
+        Ok(())
     }
 
     /// The quota `name` of `queue`.
