@@ -38,7 +38,10 @@ impl Default for NeverFail {
     }
 }
 
-fn attempt<R>(db: &Database, f: &mut impl FnMut(&mut Transaction<'_>) -> Result<R>) -> Result<R> {
+pub(crate) fn attempt<R>(
+    db: &Database,
+    f: &mut impl FnMut(&mut Transaction<'_>) -> Result<R>,
+) -> Result<R> {
     let mut conn = db.connection();
     let mut tx = conn.begin();
     let r = f(&mut tx)?;

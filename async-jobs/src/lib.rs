@@ -33,11 +33,16 @@
 //!   to their size, and the one-transaction cleanup of a dead dispatcher (ASSIGNED
 //!   jobs put back, ACTIVE ones recovered through their policy).
 //!
-//! Not built yet: the worker process (poll loop, wake-up on invalidations, threads,
-//! graceful shutdown, backoff on storage errors), recovery *jobs* and resuming the
-//! callbacks of a job whose process died in CALLBACKS, `add_callbacks(success,
+//! - A [`Worker`]: one dispatcher polling its queues on the calling thread
+//!   (activate, ping, clean up dead siblings, claim and run), woken at once by a
+//!   commit that changes a watched queue, backing off after failed polls, and
+//!   handing back what it holds when it stops.
+//!
+//! Not built yet: running jobs on several threads (a worker runs one job at a
+//! time), the signal handling and grace period of a graceful shutdown, recovery
+//! *jobs* (cleanup recovers in its own transaction), `add_callbacks(success,
 //! failure)`, "await job" results, retention of completed jobs, `serial`/`parallel`,
-//! the `zodiac jobs` commands.
+//! the `zodiac worker` and `zodiac jobs` commands.
 //!
 //! # Status transitions
 //!
@@ -93,6 +98,7 @@ mod run;
 pub mod status;
 mod time;
 mod transact;
+mod worker;
 
 pub use dispatcher::{
     AGENT_SIZE_DEFAULT, AGENTS_MAX, Agent, Cleanup, DEATH_INTERVAL_DEFAULT, DispatcherRecord,
@@ -117,3 +123,4 @@ pub use run::{RunOutcome, Runner, add_callback, recover_interrupted};
 pub use status::Status;
 pub use time::Timestamp;
 pub use transact::transact;
+pub use worker::{AGENT_NAME, PollReport, Worker, WorkerOptions, poll_backoff};

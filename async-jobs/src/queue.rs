@@ -236,6 +236,12 @@ impl Queue {
         Queue::get(tx, name)?.ok_or_else(|| Error::NoSuchQueue { name: name.into() })
     }
 
+    /// The size counter's object: every put, put-back, claim and removal writes
+    /// it, so a commit naming it tells a watcher the queue changed.
+    pub fn size_oid(tx: &mut Transaction<'_>, queue: &PRef<Queue>) -> Result<Oid> {
+        Ok(tx.get(queue)?.size.oid())
+    }
+
     /// Pending jobs (claimed jobs are not counted).
     pub fn len(tx: &mut Transaction<'_>, queue: &PRef<Queue>) -> Result<u64> {
         let size = tx.get(queue)?.size;

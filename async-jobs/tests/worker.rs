@@ -1,0 +1,158 @@
+//! A worker polling on a thread: runs queued jobs, wakes at once on a put, skips
+//! a queue whose id is live elsewhere, cleans up dead siblings, and leaves nothing
+//! assigned when it stops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use zodiac_async::{
+    Dispatchers, Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner, Status, Timestamp,
+    Worker, WorkerOptions, poll_backoff, transact,
+};
+use zodiac_objects::{Counter, Database, PRef};
+use zodiac_storage::MemoryStorage;
+
+fn setup() -> (Database, PRef<Counter>, Runner) {
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    let counter = transact(&db, |tx| {
+        Queue::get_or_create(tx, "")?;
+        Ok(tx.add(Counter::new(0))?)
+    })
+    .unwrap();
+    let mut h = Handlers::new();
+    h.register("count", move |ctx, by: i64| {
+        ctx.tx().modify(&counter, |c| c.add(by))?;
+        Ok(())
+    });
+    (db.clone(), counter, Runner::new(db, h, Policies::new()))
+}
+
+fn put(db: &Database, n: i64) -> PRef<Job> {
+    transact(db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::put_job(tx, &q, Job::with_arguments("count", &n)?, PutOptions::new())
+    })
+    .unwrap()
+}
+
+fn status(db: &Database, j: PRef<Job>) -> Status {
+    transact(db, |tx| Ok(tx.get(&j)?.status())).unwrap()
+}
+
+fn count(db: &Database, c: PRef<Counter>) -> i64 {
+    transact(db, |tx| Ok(tx.get(&c)?.value())).unwrap()
+}
+
+#[test]
+fn a_poll_runs_every_queued_job() {
+    let (db, counter, runner) = setup();
+    let jobs: Vec<_> = (1..=5).map(|n| put(&db, n)).collect();
+    let mut worker = Worker::new(db.clone(), "w1", runner, WorkerOptions::default());
+    let report = worker.poll_once().unwrap();
+    assert_eq!(report.ran, jobs);
+    assert_eq!(count(&db, counter), 15);
+    for j in jobs {
+        assert_eq!(status(&db, j), Status::Completed);
+    }
+    assert!(worker.poll_once().unwrap().ran.is_empty());
+}
+
+#[test]
+fn a_put_wakes_the_worker_long_before_the_poll_interval() {
+    let (db, counter, runner) = setup();
+    let options = WorkerOptions {
+        poll_interval: Duration::from_secs(60),
+        ..WorkerOptions::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (db, stop) = (db.clone(), Arc::clone(&stop));
+        thread::spawn(move || Worker::new(db, "w1", runner, options).run(&stop))
+    };
+    // Let it finish its first poll and start waiting.
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let job = put(&db, 7);
+    while status(&db, job) != Status::Completed {
+        assert!(started.elapsed() < Duration::from_secs(10), "not woken");
+        thread::sleep(Duration::from_millis(1));
+    }
+    println!("put to completed: {:?}", started.elapsed());
+    assert_eq!(count(&db, counter), 7);
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+    // Stopped: deactivated.
+    let activated = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        let record = Queue::dispatchers(tx, &q)?["w1"];
+        Ok(tx.get(&record)?.activated())
+    })
+    .unwrap();
+    assert_eq!(activated, None);
+}
+
+#[test]
+fn a_second_worker_with_a_live_id_skips_the_queue() {
+    let (db, _, runner) = setup();
+    let mut first = Worker::new(db.clone(), "same", runner.clone(), WorkerOptions::default());
+    first.poll_once().unwrap();
+    let job = put(&db, 1);
+    let mut second = Worker::new(db.clone(), "same", runner, WorkerOptions::default());
+    let report = second.poll_once().unwrap();
+    assert_eq!(report.skipped, [""]);
+    assert!(report.ran.is_empty());
+    assert_eq!(status(&db, job), Status::Pending);
+    assert_eq!(first.poll_once().unwrap().ran, [job]);
+}
+
+#[test]
+fn a_worker_cleans_up_a_dead_sibling_and_runs_its_jobs() {
+    let (db, counter, runner) = setup();
+    let job = put(&db, 4);
+    // A sibling that activated two minutes ago, claimed the job, and went silent.
+    let long_ago = Timestamp::from_micros(Timestamp::now().as_micros() - 120_000_000);
+    transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::activate(tx, &q, "gone", long_ago, Duration::from_secs(60))?;
+        Dispatchers::set_agent(tx, &q, "gone", "main", 3)?;
+        Dispatchers::claim_for_agent(tx, &q, "gone", "main", Timestamp::now())
+    })
+    .unwrap();
+    assert_eq!(status(&db, job), Status::Assigned);
+    let mut worker = Worker::new(db.clone(), "alive", runner, WorkerOptions::default());
+    let report = worker.poll_once().unwrap();
+    assert_eq!(report.cleaned, ["gone"]);
+    assert_eq!(report.ran, [job]);
+    let j = transact(&db, |tx| Ok(tx.get(&job)?)).unwrap();
+    assert_eq!(j.status(), Status::Completed);
+    assert!(matches!(j.result(), Some(Outcome::Value(_))));
+    assert_eq!(count(&db, counter), 4);
+}
+
+#[test]
+fn shutdown_hands_back_assigned_jobs() {
+    let (db, _, runner) = setup();
+    let mut worker = Worker::new(db.clone(), "w1", runner, WorkerOptions::default());
+    worker.poll_once().unwrap();
+    let job = put(&db, 1);
+    // Claimed by the worker's agent but not run (as if it stopped in between).
+    transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::claim_for_agent(tx, &q, "w1", zodiac_async::AGENT_NAME, Timestamp::now())
+    })
+    .unwrap();
+    assert_eq!(status(&db, job), Status::Assigned);
+    worker.shutdown().unwrap();
+    assert_eq!(status(&db, job), Status::Pending);
+}
+
+#[test]
+fn failed_polls_back_off_5_10_up_to_60_seconds() {
+    let waits: Vec<u64> = (1..=14).map(|n| poll_backoff(n).as_secs()).collect();
+    assert_eq!(
+        waits,
+        [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 60, 60]
+    );
+}
