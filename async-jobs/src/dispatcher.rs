@@ -9,8 +9,9 @@
 //! - A dispatcher is *alive* while activated and its last ping (or activation) is
 //!   at most the death interval old; activating a dispatcher that is alive is
 //!   refused (another process with the same id).
-//! - An agent holds at most `size` jobs not yet COMPLETED; finished jobs are
-//!   dropped from `held` at its next claim.
+//! - An agent holds at most `size` jobs not yet COMPLETED; finished jobs leave
+//!   `held` at its next claim, and those it ran go to its `completed` tree, kept
+//!   until dropped after the retention period.
 //! - Cleanup of a dead dispatcher runs in one transaction that writes its record,
 //!   so two siblings cleaning up at once conflict and it happens once. It puts
 //!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones, and deactivates
@@ -20,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use zodiac_objects::{PRef, Persistent, Transaction};
+use zodiac_objects::{BTree, PRef, Persistent, Transaction};
 
 use crate::error::{Error, Result};
 use crate::job::{Job, Location};
@@ -35,6 +36,10 @@ pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
 pub const DEATH_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 /// Most agents of one dispatcher in one queue.
 pub const AGENTS_MAX: usize = 64;
+/// How long an agent keeps its completed jobs for inspection (7 days).
+pub const RETENTION_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most completed jobs dropped in one call of `drop_completed_before`.
+pub const RETENTION_DROPS_MAX: usize = 64;
 /// Jobs an agent holds at once unless told otherwise.
 pub const AGENT_SIZE_DEFAULT: u32 = 3;
 
@@ -80,6 +85,9 @@ pub struct Agent {
     name: String,
     size: u32,
     held: BTreeSet<u64>,
+    /// Jobs it ran to completion, by (completion time, job id), kept for the
+    /// retention period.
+    completed: PRef<BTree<(Timestamp, u64), PRef<Job>>>,
 }
 
 impl Persistent for Agent {
@@ -211,10 +219,12 @@ impl Dispatchers {
                 max: AGENTS_MAX,
             });
         }
+        let completed = BTree::create(tx)?;
         let agent = tx.add(Agent {
             name: name.to_string(),
             size,
             held: BTreeSet::new(),
+            completed,
         })?;
         tx.modify(&record, |r| r.agents.insert(name.to_string(), agent))?;
         Ok(agent)
@@ -258,8 +268,14 @@ impl Dispatchers {
         let a = tx.get(&agent_ref)?;
         let mut finished = Vec::new();
         for &oid in &a.held {
-            let j = tx.get(&PRef::<Job>::from_oid(zodiac_storage::Oid(oid)))?;
-            if j.status() == Status::Completed || !at_agent(&j, id, agent) {
+            let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
+            let j = tx.get(&job)?;
+            let here = at_agent(&j, id, agent);
+            if j.status() == Status::Completed && here {
+                let at = j.active_end().unwrap_or(now);
+                BTree::insert(tx, &a.completed, (at, oid), job)?;
+            }
+            if j.status() == Status::Completed || !here {
                 finished.push(oid);
             }
         }
@@ -283,6 +299,60 @@ impl Dispatchers {
             tx.modify(&agent_ref, |a| a.held.insert(job.oid().0))?;
         }
         Ok(claim.job)
+    }
+
+    /// Up to `limit` jobs agent `agent` of dispatcher `id` completed, oldest
+    /// first, with their completion times.
+    pub fn completed(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, PRef<Job>)>> {
+        let agent_ref = Dispatchers::agent(tx, queue, id, agent)?;
+        let completed = tx.get(&agent_ref)?.completed;
+        let entries = BTree::range(tx, &completed, .., limit)?;
+        Ok(entries
+            .into_iter()
+            .map(|((at, _), job)| (at, job))
+            .collect())
+    }
+
+    /// Drops up to `limit` completed jobs of the agent that completed before
+    /// `cutoff` (now minus the retention period); returns how many. A dropped job is
+    /// no longer reachable, so pack reclaims it.
+    pub fn drop_completed_before(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize> {
+        let agent_ref = Dispatchers::agent(tx, queue, id, agent)?;
+        let completed = tx.get(&agent_ref)?.completed;
+        let old = BTree::range(tx, &completed, ..(cutoff, 0), limit)?;
+        for (key, _) in &old {
+            BTree::remove(tx, &completed, key)?;
+        }
+        Ok(old.len())
+    }
+
+    fn agent(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+    ) -> Result<PRef<Agent>> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        tx.get(&record)?
+            .agents
+            .get(agent)
+            .copied()
+            .ok_or_else(|| Error::NoSuchDispatcher {
+                id: format!("{id} (agent {agent})"),
+            })
     }
 
     /// Cleans up the dead dispatcher `id`: ASSIGNED jobs go back to the queue,

@@ -41,8 +41,8 @@
 //! Not built yet: running jobs on several threads (a worker runs one job at a
 //! time), the signal handling and grace period of a graceful shutdown, recovery
 //! *jobs* (cleanup recovers in its own transaction), `add_callbacks(success,
-//! failure)`, "await job" results, retention of completed jobs, `serial`/`parallel`,
-//! the `zodiac worker` and `zodiac jobs` commands.
+//! failure)`, "await job" results, `serial`/`parallel`, the `zodiac worker` and `zodiac jobs`
+//! commands.
 //!
 //! # Status transitions
 //!
@@ -102,7 +102,7 @@ mod worker;
 
 pub use dispatcher::{
     AGENT_SIZE_DEFAULT, AGENTS_MAX, Agent, Cleanup, DEATH_INTERVAL_DEFAULT, DispatcherRecord,
-    Dispatchers, PING_INTERVAL_DEFAULT,
+    Dispatchers, PING_INTERVAL_DEFAULT, RETENTION_DEFAULT, RETENTION_DROPS_MAX,
 };
 pub use error::{Error, Result};
 pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};

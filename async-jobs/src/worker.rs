@@ -2,8 +2,9 @@
 //!
 //! Each poll, for each watched queue: activate on the first visit (a live
 //! dispatcher with the same id makes this worker skip that queue, with an error
-//! log), ping when due, clean up dead siblings, then claim and run jobs one at a
-//! time until the agent is full or nothing is claimable. Between polls it waits
+//! log), ping when due, clean up dead siblings, drop completed jobs older than the
+//! retention period, then claim and run jobs one at a time until the agent is full
+//! or nothing is claimable. Between polls it waits
 //! for the poll interval, or less: a commit that writes a watched queue's size
 //! counter (a put, a put-back) wakes it at once.
 //!
@@ -24,6 +25,7 @@ use zodiac_storage::{CommitSubscription, Oid};
 
 use crate::dispatcher::{
     AGENT_SIZE_DEFAULT, DEATH_INTERVAL_DEFAULT, Dispatchers, PING_INTERVAL_DEFAULT,
+    RETENTION_DEFAULT, RETENTION_DROPS_MAX,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, Location};
@@ -49,6 +51,8 @@ pub struct WorkerOptions {
     pub death_interval: Duration,
     /// Conflicts retried per claim (5).
     pub claim_conflict_retries: u32,
+    /// How long completed jobs are kept (7 days).
+    pub retention: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -60,6 +64,7 @@ impl Default for WorkerOptions {
             ping_interval: PING_INTERVAL_DEFAULT,
             death_interval: DEATH_INTERVAL_DEFAULT,
             claim_conflict_retries: 5,
+            retention: RETENTION_DEFAULT,
         }
     }
 }
@@ -194,6 +199,14 @@ impl Worker {
                 report.cleaned.push(sibling);
             }
         }
+        let cutoff = Timestamp::from_micros(
+            now.as_micros()
+                .saturating_sub(u64::try_from(options.retention.as_micros()).unwrap_or(u64::MAX)),
+        );
+        transact(&self.db, |tx| {
+            let q = Queue::get_or_create(tx, name)?;
+            Dispatchers::drop_completed_before(tx, &q, &id, AGENT_NAME, cutoff, RETENTION_DROPS_MAX)
+        })?;
         Ok(true)
     }
 

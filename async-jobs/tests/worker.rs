@@ -156,3 +156,37 @@ fn failed_polls_back_off_5_10_up_to_60_seconds() {
         [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 60, 60]
     );
 }
+
+#[test]
+fn completed_jobs_are_kept_for_the_retention_period_then_dropped() {
+    let (db, _, runner) = setup();
+    let options = WorkerOptions {
+        retention: Duration::from_secs(3600),
+        ..WorkerOptions::default()
+    };
+    let mut worker = Worker::new(db.clone(), "w1", runner, options);
+    let job = put(&db, 1);
+    assert_eq!(worker.poll_once().unwrap().ran, [job]);
+    worker.poll_once().unwrap(); // the next claim moves it to the completed jobs
+    let completed = |db: &Database| {
+        transact(db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Dispatchers::completed(tx, &q, "w1", zodiac_async::AGENT_NAME, 10)
+        })
+        .unwrap()
+    };
+    let kept = completed(&db);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1, job);
+    // Within the retention period it stays; past it, it goes.
+    let dropped = |cutoff| {
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Dispatchers::drop_completed_before(tx, &q, "w1", zodiac_async::AGENT_NAME, cutoff, 64)
+        })
+        .unwrap()
+    };
+    assert_eq!(dropped(kept[0].0), 0);
+    assert_eq!(dropped(kept[0].0.plus(Duration::from_micros(1))), 1);
+    assert!(completed(&db).is_empty());
+}
