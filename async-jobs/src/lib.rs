@@ -33,16 +33,17 @@
 //!   to their size, and the one-transaction cleanup of a dead dispatcher (ASSIGNED
 //!   jobs put back, ACTIVE ones recovered through their policy).
 //!
-//! - A [`Worker`]: one dispatcher polling its queues on the calling thread
-//!   (activate, ping, clean up dead siblings, claim and run), woken at once by a
-//!   commit that changes a watched queue, backing off after failed polls, and
-//!   handing back what it holds when it stops.
+//! - A [`Worker`]: one dispatcher polling its queues (activate, ping, clean up
+//!   dead siblings, drop old completed jobs, claim) and running up to its agent's
+//!   size of jobs at once, each on its own thread; woken at once by a commit that
+//!   changes a watched queue or by a finished run; backing off after failed polls;
+//!   on stop, giving running jobs a grace period and then handing what it holds to
+//!   recovery.
 //!
-//! Not built yet: running jobs on several threads (a worker runs one job at a
-//! time), the signal handling and grace period of a graceful shutdown, recovery
+//! Not built yet: signal handling (the `zodiac worker` command's part), recovery
 //! *jobs* (cleanup recovers in its own transaction), `add_callbacks(success,
-//! failure)`, "await job" results, `serial`/`parallel`, the `zodiac worker` and `zodiac jobs`
-//! commands.
+//! failure)`, "await job" results, `serial`/`parallel`, the `zodiac worker` and
+//! `zodiac jobs` commands.
 //!
 //! # Status transitions
 //!

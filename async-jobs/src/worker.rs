@@ -1,23 +1,29 @@
-//! A worker: one dispatcher polling its queues on the calling thread.
+//! A worker: one dispatcher polling its queues on the calling thread and running
+//! the jobs it claims on threads of their own.
 //!
 //! Each poll, for each watched queue: activate on the first visit (a live
 //! dispatcher with the same id makes this worker skip that queue, with an error
 //! log), ping when due, clean up dead siblings, drop completed jobs older than the
-//! retention period, then claim and run jobs one at a time until the agent is full
-//! or nothing is claimable. Between polls it waits
+//! retention period, then claim jobs until the agent holds `agent_size` or nothing
+//! is claimable, running each on its own thread. Between polls it waits
 //! for the poll interval, or less: a commit that writes a watched queue's size
-//! counter (a put, a put-back) wakes it at once.
+//! counter (a put, a put-back) wakes it at once, and so does a run that finishes
+//! (a free slot).
 //!
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
 //!   `claim_conflict_retries` times and never fail the poll.
 //! - A poll that fails (e.g. a storage error) is retried after a backoff of
 //!   5 s, 10 s, … capped at 60 s ([`poll_backoff`]), never ending [`Worker::run`].
-//! - [`Worker::shutdown`] puts back what the agent still holds ASSIGNED and
-//!   deactivates the dispatcher, so nothing stays assigned to a stopped worker.
+//! - At most `agent_size` jobs run at once: the agent claims only while it holds
+//!   fewer jobs that are not COMPLETED.
+//! - [`Worker::shutdown`] gives running jobs the grace period, then hands what the
+//!   agent still holds to recovery and deactivates the dispatcher, so nothing stays
+//!   assigned to a stopped worker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use zodiac_objects::{Database, PRef};
@@ -30,7 +36,7 @@ use crate::dispatcher::{
 use crate::error::{Error, Result};
 use crate::job::{Job, Location};
 use crate::queue::Queue;
-use crate::run::Runner;
+use crate::run::{RunOutcome, Runner};
 use crate::status::Status;
 use crate::time::Timestamp;
 use crate::transact::transact;
@@ -53,6 +59,8 @@ pub struct WorkerOptions {
     pub claim_conflict_retries: u32,
     /// How long completed jobs are kept (7 days).
     pub retention: Duration,
+    /// How long a stopping worker lets running jobs finish (30 s).
+    pub grace_period: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -65,6 +73,7 @@ impl Default for WorkerOptions {
             death_interval: DEATH_INTERVAL_DEFAULT,
             claim_conflict_retries: 5,
             retention: RETENTION_DEFAULT,
+            grace_period: Duration::from_secs(30),
         }
     }
 }
@@ -72,8 +81,8 @@ impl Default for WorkerOptions {
 /// What one poll did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollReport {
-    /// Jobs claimed and run.
-    pub ran: Vec<PRef<Job>>,
+    /// Jobs claimed and started, each on its own thread.
+    pub started: Vec<PRef<Job>>,
     /// Dead siblings cleaned up.
     pub cleaned: Vec<String>,
     /// Queues skipped because a live dispatcher has this worker's id.
@@ -96,6 +105,8 @@ pub struct Worker {
     /// Queues this worker activated, with its last ping there.
     active: BTreeMap<String, Instant>,
     subscription: CommitSubscription,
+    /// Jobs being run, each on its own thread.
+    running: Vec<(PRef<Job>, JoinHandle<Result<RunOutcome>>)>,
 }
 
 impl Worker {
@@ -113,6 +124,7 @@ impl Worker {
             options,
             active: BTreeMap::new(),
             subscription,
+            running: Vec::new(),
         }
     }
 
@@ -122,6 +134,7 @@ impl Worker {
 
     /// One poll of every queue (see the module docs).
     pub fn poll_once(&mut self) -> Result<PollReport> {
+        self.reap(false);
         let mut report = PollReport::default();
         for name in self.options.queues.clone() {
             if !self.visit(&name, &mut report)? {
@@ -237,9 +250,45 @@ impl Worker {
             let Some(Some(job)) = claimed else {
                 return Ok(());
             };
-            self.runner.run(&job, Some(&claimer))?;
-            report.ran.push(job);
+            let (runner, claimer) = (self.runner.clone(), claimer.clone());
+            let handle = std::thread::spawn(move || runner.run(&job, Some(&claimer)));
+            self.running.push((job, handle));
+            report.started.push(job);
         }
+    }
+
+    /// Joins the threads of finished runs (all of them with `all`), logging what
+    /// failed. A run's own failures are in its job; these are the runner's errors.
+    fn reap(&mut self, all: bool) {
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|(_, h)| all || h.is_finished());
+        self.running = running;
+        for (job, handle) in done {
+            match handle.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::error!(
+                    target: "zodiac_async::events",
+                    "running job {} failed: {e}",
+                    job.oid()
+                ),
+                Err(_) => log::error!(
+                    target: "zodiac_async::events",
+                    "the thread running job {} panicked",
+                    job.oid()
+                ),
+            }
+        }
+    }
+
+    /// Jobs being run now.
+    pub fn running(&self) -> Vec<PRef<Job>> {
+        self.running.iter().map(|(j, _)| *j).collect()
+    }
+
+    /// Waits for every running job to finish.
+    pub fn wait_idle(&mut self) {
+        self.reap(true);
     }
 
     /// The size-counter oids of the queues this worker polls.
@@ -265,7 +314,10 @@ impl Worker {
             if left.is_zero() {
                 return;
             }
-            let slice = left.min(Duration::from_millis(50));
+            if self.running.iter().any(|(_, h)| h.is_finished()) {
+                return; // a slot is free: claim more
+            }
+            let slice = left.min(Duration::from_millis(20));
             if let Some(event) = self.subscription.recv_timeout(slice)
                 && event.oids.iter().any(|oid| watched.contains(oid))
             {
@@ -305,10 +357,28 @@ impl Worker {
         self.shutdown()
     }
 
-    /// Puts back the jobs the agent holds ASSIGNED and deactivates this dispatcher
-    /// in every queue it activated.
+    /// Stops: lets running jobs finish for up to the grace period, then hands what
+    /// the agent still holds to recovery (ASSIGNED jobs back to the queue, ACTIVE
+    /// ones through their policy's `on_interrupted`; their runs then store
+    /// nothing), and deactivates this dispatcher in every queue it activated.
     pub fn shutdown(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.options.grace_period;
+        while !self.running.is_empty() && Instant::now() < deadline {
+            self.reap(false);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reap(false);
+        if !self.running.is_empty() {
+            log::warn!(
+                target: "zodiac_async::events",
+                "dispatcher {} stopping with {} job(s) still running after the grace period; \
+                 handing them to recovery",
+                self.id,
+                self.running.len()
+            );
+        }
         let id = self.id.clone();
+        let policies = self.runner.policies().clone();
         for name in std::mem::take(&mut self.active).into_keys() {
             transact(&self.db, |tx| {
                 let q = Queue::get_or_create(tx, &name)?;
@@ -320,8 +390,12 @@ impl Worker {
                             let job = PRef::<Job>::from_oid(Oid(oid));
                             let j = tx.get(&job)?;
                             let mine = matches!(j.location(), Location::Agent { dispatcher, .. } if *dispatcher == id);
-                            if mine && j.status() == Status::Assigned {
-                                Queue::put_back(tx, &job, None)?;
+                            match j.status() {
+                                Status::Assigned if mine => Queue::put_back(tx, &job, None)?,
+                                Status::Active if mine => {
+                                    crate::run::recover_interrupted(tx, &job, &policies)?;
+                                }
+                                _ => {}
                             }
                         }
                     }
@@ -329,6 +403,8 @@ impl Worker {
                 Dispatchers::deactivate(tx, &q, &id)
             })?;
         }
+        // Runs still going find their job taken back and store nothing.
+        self.running.clear();
         Ok(())
     }
 }

@@ -45,18 +45,84 @@ fn count(db: &Database, c: PRef<Counter>) -> i64 {
     transact(db, |tx| Ok(tx.get(&c)?.value())).unwrap()
 }
 
+/// Jobs that block until a gate opens: a poll starts exactly `agent_size` of them
+/// (none can finish and free a slot), the next poll the rest.
 #[test]
-fn a_poll_runs_every_queued_job() {
-    let (db, counter, runner) = setup();
-    let jobs: Vec<_> = (1..=5).map(|n| put(&db, n)).collect();
+fn polls_run_queued_jobs_at_most_agent_size_at_a_time() {
+    use std::sync::{Condvar, Mutex};
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ())).unwrap();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let mut h = Handlers::new();
+    {
+        let gate = Arc::clone(&gate);
+        h.register("gated", move |_ctx, _: u32| {
+            let (open, cv) = &*gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            Ok(())
+        });
+    }
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let jobs: Vec<_> = (0..5u32)
+        .map(|i| {
+            transact(&db, |tx| {
+                let q = Queue::get(tx, "")?.unwrap();
+                Queue::put_job(tx, &q, Job::with_arguments("gated", &i)?, PutOptions::new())
+            })
+            .unwrap()
+        })
+        .collect();
     let mut worker = Worker::new(db.clone(), "w1", runner, WorkerOptions::default());
-    let report = worker.poll_once().unwrap();
-    assert_eq!(report.ran, jobs);
-    assert_eq!(count(&db, counter), 15);
+    assert_eq!(
+        worker.poll_once().unwrap().started,
+        jobs[..3],
+        "the agent holds 3"
+    );
+    assert!(worker.poll_once().unwrap().started.is_empty(), "still full");
+    assert_eq!(worker.running(), jobs[..3]);
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    worker.wait_idle();
+    assert_eq!(worker.poll_once().unwrap().started, jobs[3..]);
+    worker.wait_idle();
     for j in jobs {
         assert_eq!(status(&db, j), Status::Completed);
     }
-    assert!(worker.poll_once().unwrap().ran.is_empty());
+    assert!(worker.poll_once().unwrap().started.is_empty());
+}
+
+/// Jobs that each wait for a barrier of `size` parties finish only if `size` of
+/// them run at the same time.
+#[test]
+fn the_agent_size_is_the_number_of_jobs_running_at_once() {
+    use std::sync::Barrier;
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ())).unwrap();
+    let barrier = Arc::new(Barrier::new(3));
+    let mut h = Handlers::new();
+    h.register("meet", move |_ctx, _: ()| {
+        barrier.wait();
+        Ok(())
+    });
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let jobs: Vec<_> = (0..3)
+        .map(|_| {
+            transact(&db, |tx| {
+                let q = Queue::get(tx, "")?.unwrap();
+                Queue::put_job(tx, &q, Job::with_arguments("meet", &())?, PutOptions::new())
+            })
+            .unwrap()
+        })
+        .collect();
+    let mut worker = Worker::new(db.clone(), "w1", runner, WorkerOptions::default());
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    worker.wait_idle();
+    for j in jobs {
+        assert_eq!(status(&db, j), Status::Completed);
+    }
 }
 
 #[test]
@@ -102,9 +168,10 @@ fn a_second_worker_with_a_live_id_skips_the_queue() {
     let mut second = Worker::new(db.clone(), "same", runner, WorkerOptions::default());
     let report = second.poll_once().unwrap();
     assert_eq!(report.skipped, [""]);
-    assert!(report.ran.is_empty());
+    assert!(report.started.is_empty());
     assert_eq!(status(&db, job), Status::Pending);
-    assert_eq!(first.poll_once().unwrap().ran, [job]);
+    assert_eq!(first.poll_once().unwrap().started, [job]);
+    first.wait_idle();
 }
 
 #[test]
@@ -124,7 +191,8 @@ fn a_worker_cleans_up_a_dead_sibling_and_runs_its_jobs() {
     let mut worker = Worker::new(db.clone(), "alive", runner, WorkerOptions::default());
     let report = worker.poll_once().unwrap();
     assert_eq!(report.cleaned, ["gone"]);
-    assert_eq!(report.ran, [job]);
+    assert_eq!(report.started, [job]);
+    worker.wait_idle();
     let j = transact(&db, |tx| Ok(tx.get(&job)?)).unwrap();
     assert_eq!(j.status(), Status::Completed);
     assert!(matches!(j.result(), Some(Outcome::Value(_))));
@@ -166,7 +234,8 @@ fn completed_jobs_are_kept_for_the_retention_period_then_dropped() {
     };
     let mut worker = Worker::new(db.clone(), "w1", runner, options);
     let job = put(&db, 1);
-    assert_eq!(worker.poll_once().unwrap().ran, [job]);
+    assert_eq!(worker.poll_once().unwrap().started, [job]);
+    worker.wait_idle();
     worker.poll_once().unwrap(); // the next claim moves it to the completed jobs
     let completed = |db: &Database| {
         transact(db, |tx| {
@@ -189,4 +258,46 @@ fn completed_jobs_are_kept_for_the_retention_period_then_dropped() {
     assert_eq!(dropped(kept[0].0), 0);
     assert_eq!(dropped(kept[0].0.plus(Duration::from_micros(1))), 1);
     assert!(completed(&db).is_empty());
+}
+
+/// A job still running when the grace period ends is handed to recovery: back in
+/// the queue, and its run, when it ends, stores nothing.
+#[test]
+fn shutdown_hands_jobs_still_running_after_the_grace_period_to_recovery() {
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    let counter = transact(&db, |tx| {
+        Queue::get_or_create(tx, "")?;
+        Ok(tx.add(Counter::new(0))?)
+    })
+    .unwrap();
+    let mut h = Handlers::new();
+    h.register("slow", move |ctx, _: ()| {
+        ctx.tx().modify(&counter, |c| c.add(1))?;
+        thread::sleep(Duration::from_millis(300));
+        Ok(())
+    });
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let job = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::put_job(tx, &q, Job::with_arguments("slow", &())?, PutOptions::new())
+    })
+    .unwrap();
+    let options = WorkerOptions {
+        grace_period: Duration::from_millis(50),
+        ..WorkerOptions::default()
+    };
+    let mut worker = Worker::new(db.clone(), "w1", runner, options);
+    assert_eq!(worker.poll_once().unwrap().started, [job]);
+    while status(&db, job) != Status::Active {
+        thread::sleep(Duration::from_millis(1));
+    }
+    worker.shutdown().unwrap();
+    assert_eq!(
+        status(&db, job),
+        Status::Pending,
+        "recovered: back in the queue"
+    );
+    thread::sleep(Duration::from_millis(500)); // the abandoned run ends
+    assert_eq!(status(&db, job), Status::Pending);
+    assert_eq!(count(&db, counter), 0, "the abandoned run stored nothing");
 }
