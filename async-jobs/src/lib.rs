@@ -40,6 +40,9 @@
 //!   on stop, giving running jobs a grace period and then handing what it holds to
 //!   recovery.
 //!
+//! - Read-only queries for tools ([`inspect`]): jobs by status, queue, dispatcher,
+//!   agent, handler and creation time; dispatchers with liveness and load.
+//!
 //! Not built yet: signal handling (the `zodiac worker` command's part), recovery
 //! *jobs* (cleanup recovers in its own transaction), `add_callbacks(success,
 //! failure)`, "await job" results, `serial`/`parallel`, the `zodiac worker` and
@@ -91,6 +94,7 @@ mod failure;
 mod handler;
 mod helpers;
 mod identity;
+pub mod inspect;
 mod job;
 mod queue;
 mod quota;
