@@ -23,6 +23,7 @@
 //!   is stored its callbacks run in order with that result
 //!   ([`JobContext::parent_result`]), each as its own job under the callback
 //!   policy (`forever` by default), then the job becomes COMPLETED.
+//!   [`add_callbacks`] adds one callback with a success and a failure branch.
 //! - Helpers for work that must commit: [`never_fail`] and [`try_n_times`].
 //! - A worker's identity ([`WorkerIdentity`]): its dispatcher UUID in a file held
 //!   with an OS lock, so a second process with the same UUID is refused and a
@@ -44,9 +45,8 @@
 //!   agent, handler and creation time; dispatchers with liveness and load.
 //!
 //! Not built yet: signal handling (the `zodiac worker` command's part), recovery
-//! *jobs* (cleanup recovers in its own transaction), `add_callbacks(success,
-//! failure)`, "await job" results, `serial`/`parallel`, the `zodiac worker` and
-//! `zodiac jobs` commands.
+//! *jobs* (cleanup recovers in its own transaction), "await job" results,
+//! `serial`/`parallel`, the `zodiac worker` and `zodiac jobs` commands.
 //!
 //! # Status transitions
 //!
@@ -124,7 +124,9 @@ pub use queue::{
 };
 pub use quota::{QUOTAS_MAX, Quota};
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
-pub use run::{RunOutcome, Runner, add_callback, recover_interrupted};
+pub use run::{
+    BRANCH_HANDLER, RunOutcome, Runner, add_callback, add_callbacks, recover_interrupted,
+};
 pub use status::Status;
 pub use time::Timestamp;
 pub use transact::transact;

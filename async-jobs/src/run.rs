@@ -314,21 +314,38 @@ impl Runner {
         queue: Option<String>,
         claimer: Option<&Claimer>,
     ) -> Result<Vec<u8>, Failure> {
-        let Some(handler) = self.handlers.get(job.handler()) else {
-            return Err(Failure::new(
-                FailureKind::UnknownHandler,
-                format!(
-                    "no handler named {:?} is registered in this worker",
-                    job.handler()
-                ),
-            ));
-        };
         let parent_result = match job.location() {
             Location::CallbackOf { parent } => match tx.get(parent) {
                 Ok(p) => p.result().cloned(),
                 Err(e) => return Err(Failure::from_error(FailureKind::Storage, &e)),
             },
             _ => None,
+        };
+        let (name, arguments) = if job.handler() == BRANCH_HANDLER {
+            let branch: Branch = postcard::from_bytes(job.argument_bytes()).map_err(|e| {
+                Failure::from_error(
+                    FailureKind::UserError,
+                    &Error::Arguments { job: id, source: e },
+                )
+            })?;
+            let failed = parent_result.as_ref().is_some_and(Outcome::is_failure);
+            match if failed {
+                branch.on_failure
+            } else {
+                branch.on_success
+            } {
+                Some(chosen) => chosen,
+                // No job for this branch: nothing to do, an empty value.
+                None => return Ok(postcard::to_stdvec(&()).expect("unit encodes")),
+            }
+        } else {
+            (job.handler().to_string(), job.argument_bytes().to_vec())
+        };
+        let Some(handler) = self.handlers.get(&name) else {
+            return Err(Failure::new(
+                FailureKind::UnknownHandler,
+                format!("no handler named {name:?} is registered in this worker"),
+            ));
         };
         let mut ctx = JobContext::new(
             id,
@@ -339,7 +356,7 @@ impl Runner {
             parent_result,
             tx,
         );
-        match catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, job.argument_bytes()))) {
+        match catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &arguments))) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(handler_failure(e)),
             Err(payload) => Err(Failure::new(FailureKind::Panic, panic_message(&*payload))),
@@ -525,4 +542,33 @@ fn add_callback_unchecked(
     let cb = tx.add(callback)?;
     tx.modify(parent, |p| p.push_callback(cb))?;
     Ok(cb)
+}
+
+/// The handler name of a callback made by [`add_callbacks`]: it runs the success
+/// or the failure job's handler, by the parent's result.
+pub const BRANCH_HANDLER: &str = "zodiac.async.branch";
+
+/// The arguments of a [`BRANCH_HANDLER`] callback: handler name and argument bytes
+/// of each branch.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Branch {
+    on_success: Option<(String, Vec<u8>)>,
+    on_failure: Option<(String, Vec<u8>)>,
+}
+
+/// Adds one callback to `parent` that runs `on_success`'s handler and arguments if
+/// the parent's result is a value, `on_failure`'s if it is a failure (either may
+/// be `None`: then that case does nothing). Like [`add_callback`], it refuses a
+/// COMPLETED parent.
+pub fn add_callbacks(
+    tx: &mut Transaction<'_>,
+    parent: &PRef<Job>,
+    on_success: Option<Job>,
+    on_failure: Option<Job>,
+) -> Result<PRef<Job>> {
+    let branch = Branch {
+        on_success: on_success.map(|j| (j.handler().to_string(), j.argument_bytes().to_vec())),
+        on_failure: on_failure.map(|j| (j.handler().to_string(), j.argument_bytes().to_vec())),
+    };
+    add_callback(tx, parent, Job::with_arguments(BRANCH_HANDLER, &branch)?)
 }

@@ -217,3 +217,31 @@ fn an_expired_jobs_callbacks_run_with_its_timeout() {
     assert_eq!(lines(&db, log), ["cb: failure timeout"]);
     assert_eq!(job(&db, parent).status(), Status::Completed);
 }
+
+#[test]
+fn add_callbacks_runs_the_branch_that_matches_the_parents_result() {
+    let (db, log, runner) = setup();
+    let ok = new_job(&db, "answer", &9i64);
+    let failed = new_job(&db, "fail", &());
+    for parent in [ok, failed] {
+        transact(&db, |tx| {
+            zodiac_async::add_callbacks(tx, &parent, Some(note("success")), Some(note("failure")))
+        })
+        .unwrap();
+        // A branch left out does nothing.
+        transact(&db, |tx| {
+            zodiac_async::add_callbacks(tx, &parent, None, Some(note("only-failure")))
+        })
+        .unwrap();
+        runner.run(&parent, None).unwrap();
+        assert_eq!(job(&db, parent).status(), Status::Completed);
+    }
+    assert_eq!(
+        lines(&db, log),
+        [
+            "success: value 9",
+            "failure: failure user error",
+            "only-failure: failure user error"
+        ]
+    );
+}
