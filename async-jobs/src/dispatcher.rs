@@ -275,7 +275,8 @@ impl Dispatchers {
                 let at = j.active_end().unwrap_or(now);
                 BTree::insert(tx, &a.completed, (at, oid), job)?;
             }
-            if j.status() == Status::Completed || !here {
+            // A job awaiting another releases its slot.
+            if j.status() == Status::Completed || !here || j.awaiting().is_some() {
                 finished.push(oid);
             }
         }
@@ -386,6 +387,8 @@ impl Dispatchers {
                         Queue::put_back(tx, &job, None)?;
                         report.put_back.push(job);
                     }
+                    // Waiting for another job, it is not running anywhere.
+                    Status::Active if j.awaiting().is_some() => {}
                     Status::Active => {
                         crate::run::recover_interrupted(tx, &job, policies)?;
                         report.recovered.push(job);

@@ -36,6 +36,7 @@ pub struct JobContext<'a, 'c> {
     pub attempt: u32,
     /// For a callback: the result of the job it is a callback of.
     pub parent_result: Option<Outcome>,
+    awaiting: Option<zodiac_objects::PRef<crate::job::Job>>,
     tx: &'a mut Transaction<'c>,
 }
 
@@ -56,8 +57,20 @@ impl<'a, 'c> JobContext<'a, 'c> {
             dispatcher,
             attempt,
             parent_result,
+            awaiting: None,
             tx,
         }
+    }
+
+    /// Makes this job wait for `job` and take its result instead of the value the
+    /// handler returns: the handler's writes commit, the job stays ACTIVE without
+    /// holding its agent's slot, and it completes when `job` does.
+    pub fn await_job(&mut self, job: zodiac_objects::PRef<crate::job::Job>) {
+        self.awaiting = Some(job);
+    }
+
+    pub(crate) fn awaited(&self) -> Option<zodiac_objects::PRef<crate::job::Job>> {
+        self.awaiting
     }
 
     /// The transaction the job's result commits in.

@@ -127,6 +127,8 @@ pub struct Job {
     annotations: BTreeMap<String, Vec<u8>>,
     errors: Vec<ErrorEntry>,
     errors_dropped: u64,
+    /// While ACTIVE: the job whose result this one waits for and will take.
+    awaiting: Option<PRef<Job>>,
 }
 
 impl Persistent for Job {
@@ -165,6 +167,7 @@ impl Job {
             annotations: BTreeMap::new(),
             errors: Vec::new(),
             errors_dropped: 0,
+            awaiting: None,
         })
     }
 
@@ -245,6 +248,14 @@ impl Job {
     /// Error entries dropped to keep the history at [`ERROR_HISTORY_MAX`].
     pub fn errors_dropped(&self) -> u64 {
         self.errors_dropped
+    }
+    /// The job this ACTIVE job waits for (its handler returned "await job").
+    pub fn awaiting(&self) -> Option<PRef<Job>> {
+        self.awaiting
+    }
+
+    pub(crate) fn set_awaiting(&mut self, job: Option<PRef<Job>>) {
+        self.awaiting = job;
     }
 
     /// Uses the retry policy registered as `name` instead of the process default.

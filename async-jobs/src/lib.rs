@@ -24,6 +24,9 @@
 //!   ([`JobContext::parent_result`]), each as its own job under the callback
 //!   policy (`forever` by default), then the job becomes COMPLETED.
 //!   [`add_callbacks`] adds one callback with a success and a failure branch.
+//! - "Await job": a handler calls [`JobContext::await_job`]; its job stays ACTIVE
+//!   without holding an agent slot and takes the awaited job's result when that
+//!   completes.
 //! - Helpers for work that must commit: [`never_fail`] and [`try_n_times`].
 //! - A worker's identity ([`WorkerIdentity`]): its dispatcher UUID in a file held
 //!   with an OS lock, so a second process with the same UUID is refused and a
@@ -45,8 +48,8 @@
 //!   agent, handler and creation time; dispatchers with liveness and load.
 //!
 //! Not built yet: signal handling (the `zodiac worker` command's part), recovery
-//! *jobs* (cleanup recovers in its own transaction), "await job" results,
-//! `serial`/`parallel`, the `zodiac worker` and `zodiac jobs` commands.
+//! *jobs* (cleanup recovers in its own transaction), `serial`/`parallel`, the
+//! `zodiac worker` and `zodiac jobs` commands.
 //!
 //! # Status transitions
 //!
@@ -125,7 +128,8 @@ pub use queue::{
 pub use quota::{QUOTAS_MAX, Quota};
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
 pub use run::{
-    BRANCH_HANDLER, RunOutcome, Runner, add_callback, add_callbacks, recover_interrupted,
+    BRANCH_HANDLER, RESUME_HANDLER, RunOutcome, Runner, add_callback, add_callbacks,
+    recover_interrupted,
 };
 pub use status::Status;
 pub use time::Timestamp;

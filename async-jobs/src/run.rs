@@ -17,6 +17,10 @@
 //!   the completion conflicts with it and is either run by the completing runner or
 //!   sees the parent COMPLETED and is run at once by [`Runner::add_callback`].
 //! - Callbacks run under the callback policy (`forever` unless they name one).
+//! - A handler that awaits job J commits its writes, leaves its job ACTIVE with
+//!   `awaiting = J`, and adds a resume callback to J; the resume stores J's result
+//!   as the job's only while it still awaits J. An awaiting job holds no agent slot
+//!   and is not recovered as interrupted (no process runs it).
 //! - Retries decided by the policy happen at once in this run ([`Decision::Retry`]);
 //!   a retry later puts a queue job back in its queue at that time, and sleeps for
 //!   a job run outside a queue. The job's deadline bounds every retry.
@@ -45,6 +49,9 @@ pub enum RunOutcome {
     PutBack { retry_at: Timestamp },
     /// The job is no longer held by this claimer; nothing was stored.
     Abandoned,
+    /// The handler asked to await this job: the job stays ACTIVE and takes that
+    /// job's result when it completes.
+    Awaiting(PRef<Job>),
 }
 
 /// Runs jobs with a set of handlers and retry policies.
@@ -169,6 +176,14 @@ impl Runner {
         let outcome = self.run_one(job, claimer)?;
         if matches!(outcome, RunOutcome::Finished(_)) {
             self.finish_callbacks(job)?;
+            // A resume callback completed the job that awaited: run its callbacks.
+            let j = self.load(job)?;
+            if j.handler() == RESUME_HANDLER {
+                let waiting = PRef::<Job>::from_oid(zodiac_storage::Oid(j.arguments(job.oid())?));
+                if self.load(&waiting)?.status() == Status::Callbacks {
+                    self.finish_callbacks(&waiting)?;
+                }
+            }
         }
         Ok(outcome)
     }
@@ -254,7 +269,29 @@ impl Runner {
         loop {
             let mut tx = conn.begin();
             let failure = match self.call(&mut tx, &snapshot, id, queue.clone(), claimer) {
-                Ok(value) => {
+                Ok((_, Some(awaited))) => {
+                    let stored = self.start_awaiting(&mut tx, job, claimer, &log, awaited);
+                    let committed = match stored {
+                        Ok(Some(taken)) => tx.commit().map(|_| Some(taken)).map_err(Error::from),
+                        other => other,
+                    };
+                    match committed {
+                        Ok(Some(false)) => return Ok(RunOutcome::Awaiting(awaited)),
+                        Ok(Some(true)) => {
+                            // The awaited job had completed: its result is ours now.
+                            let j = self.load(job)?;
+                            let outcome = j.result().cloned().expect("stored above");
+                            return Ok(RunOutcome::Finished(outcome));
+                        }
+                        Ok(None) => return Ok(self.abandon(job, "while starting to await")),
+                        Err(e) => {
+                            let failure = commit_failure(e);
+                            let decision = policy.on_commit_error(&mut log.data, &failure);
+                            (failure, decision)
+                        }
+                    }
+                }
+                Ok((value, None)) => {
                     let stored = self.store(&mut tx, job, claimer, &log, Outcome::Value(value));
                     // Commit only while still held: otherwise drop (abort) it all.
                     let committed = match stored {
@@ -313,7 +350,7 @@ impl Runner {
         id: zodiac_storage::Oid,
         queue: Option<String>,
         claimer: Option<&Claimer>,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<(Vec<u8>, Option<PRef<Job>>), Failure> {
         let parent_result = match job.location() {
             Location::CallbackOf { parent } => match tx.get(parent) {
                 Ok(p) => p.result().cloned(),
@@ -321,6 +358,11 @@ impl Runner {
             },
             _ => None,
         };
+        if job.handler() == RESUME_HANDLER {
+            return resume(tx, job, id, parent_result)
+                .map(|()| (postcard::to_stdvec(&()).expect("unit encodes"), None))
+                .map_err(|e| Failure::from_error(FailureKind::Storage, &e));
+        }
         let (name, arguments) = if job.handler() == BRANCH_HANDLER {
             let branch: Branch = postcard::from_bytes(job.argument_bytes()).map_err(|e| {
                 Failure::from_error(
@@ -336,7 +378,7 @@ impl Runner {
             } {
                 Some(chosen) => chosen,
                 // No job for this branch: nothing to do, an empty value.
-                None => return Ok(postcard::to_stdvec(&()).expect("unit encodes")),
+                None => return Ok((postcard::to_stdvec(&()).expect("unit encodes"), None)),
             }
         } else {
             (job.handler().to_string(), job.argument_bytes().to_vec())
@@ -357,10 +399,39 @@ impl Runner {
             tx,
         );
         match catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &arguments))) {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => Ok((value, ctx.awaited())),
             Ok(Err(e)) => Err(handler_failure(e)),
             Err(payload) => Err(Failure::new(FailureKind::Panic, panic_message(&*payload))),
         }
+    }
+
+    /// Makes `job` await `awaited` in `tx`: if `awaited` is COMPLETED, takes its
+    /// result at once (`Some(true)`); otherwise records the wait and adds a resume
+    /// callback to `awaited` (`Some(false)`). `None` if the job is no longer this
+    /// run's.
+    fn start_awaiting(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: &RunLog,
+        awaited: PRef<Job>,
+    ) -> Result<Option<bool>> {
+        if !still_running(tx, job, claimer, log.run)? {
+            return Ok(None);
+        }
+        let a = tx.get(&awaited)?;
+        if a.status() == Status::Completed {
+            let outcome = a.result().cloned().expect("a COMPLETED job has a result");
+            return Ok(self.store(tx, job, claimer, log, outcome)?.then_some(true));
+        }
+        let resume = Job::with_arguments(RESUME_HANDLER, &job.oid().0)?;
+        add_callback_unchecked(tx, &awaited, resume)?;
+        tx.modify(job, |j| {
+            log.apply(j);
+            j.set_awaiting(Some(awaited));
+        })?;
+        Ok(Some(false))
     }
 
     /// Stores `outcome` as the result in `tx` (→ CALLBACKS, → COMPLETED without
@@ -571,4 +642,40 @@ pub fn add_callbacks(
         on_failure: on_failure.map(|j| (j.handler().to_string(), j.argument_bytes().to_vec())),
     };
     add_callback(tx, parent, Job::with_arguments(BRANCH_HANDLER, &branch)?)
+}
+
+/// The handler name of the callback that completes a job awaiting another: it
+/// stores the awaited job's result as the waiting job's.
+pub const RESUME_HANDLER: &str = "zodiac.async.resume";
+
+/// Completes the job a resume callback names with the awaited job's result, if it
+/// is still waiting for it.
+fn resume(
+    tx: &mut Transaction<'_>,
+    callback: &Job,
+    id: zodiac_storage::Oid,
+    result: Option<Outcome>,
+) -> Result<()> {
+    let waiting = PRef::<Job>::from_oid(zodiac_storage::Oid(callback.arguments::<u64>(id)?));
+    let Location::CallbackOf { parent: awaited } = callback.location().clone() else {
+        return Ok(());
+    };
+    let w = tx.get(&waiting)?;
+    if w.status() != Status::Active || w.awaiting() != Some(awaited) {
+        return Ok(()); // no longer waiting (recovered, failed): nothing to take
+    }
+    let result = result.expect("a callback runs after its parent's result is stored");
+    crate::quota::release(tx, &waiting)?;
+    let now = Timestamp::now();
+    let wid = waiting.oid();
+    tx.modify(&waiting, |j| {
+        j.set_awaiting(None);
+        j.set_result(result);
+        j.transition(wid, Status::Callbacks, now)?;
+        if j.callbacks().is_empty() {
+            j.transition(wid, Status::Completed, now)?;
+        }
+        Ok::<_, Error>(())
+    })??;
+    Ok(())
 }

@@ -392,7 +392,7 @@ impl Worker {
                             let mine = matches!(j.location(), Location::Agent { dispatcher, .. } if *dispatcher == id);
                             match j.status() {
                                 Status::Assigned if mine => Queue::put_back(tx, &job, None)?,
-                                Status::Active if mine => {
+                                Status::Active if mine && j.awaiting().is_none() => {
                                     crate::run::recover_interrupted(tx, &job, &policies)?;
                                 }
                                 _ => {}
