@@ -27,7 +27,9 @@
 //! - "Await job": a handler calls [`JobContext::await_job`]; its job stays ACTIVE
 //!   without holding an agent slot and takes the awaited job's result when that
 //!   completes.
-//! - Helpers for work that must commit: [`never_fail`] and [`try_n_times`].
+//! - Helpers for work that must commit: [`never_fail`] and [`try_n_times`];
+//!   composite jobs [`serial`] and [`parallel`] with a postprocess job that runs
+//!   once with the parts' results ([`part_results`]).
 //! - A worker's identity ([`WorkerIdentity`]): its dispatcher UUID in a file held
 //!   with an OS lock, so a second process with the same UUID is refused and a
 //!   restart knows its previous incarnation is gone.
@@ -48,8 +50,8 @@
 //!   agent, handler and creation time; dispatchers with liveness and load.
 //!
 //! Not built yet: signal handling (the `zodiac worker` command's part), recovery
-//! *jobs* (cleanup recovers in its own transaction), `serial`/`parallel`, the
-//! `zodiac worker` and `zodiac jobs` commands.
+//! *jobs* (cleanup recovers in its own transaction), the `zodiac worker` and
+//! `zodiac jobs` commands.
 //!
 //! # Status transitions
 //!
@@ -91,6 +93,7 @@
 //! # Ok::<(), zodiac_async::Error>(())
 //! ```
 
+mod composite;
 mod dispatcher;
 mod error;
 mod failure;
@@ -108,6 +111,9 @@ mod time;
 mod transact;
 mod worker;
 
+pub use composite::{
+    COMPOSITE_ANNOTATION, Composite, JOIN_HANDLER, parallel, part_results, serial,
+};
 pub use dispatcher::{
     AGENT_SIZE_DEFAULT, AGENTS_MAX, Agent, Cleanup, DEATH_INTERVAL_DEFAULT, DispatcherRecord,
     Dispatchers, PING_INTERVAL_DEFAULT, RETENTION_DEFAULT, RETENTION_DROPS_MAX,

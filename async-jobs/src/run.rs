@@ -358,6 +358,17 @@ impl Runner {
             },
             _ => None,
         };
+        if job.handler() == crate::composite::JOIN_HANDLER {
+            return crate::composite::join(tx, job, id)
+                .map(|()| (postcard::to_stdvec(&()).expect("unit encodes"), None))
+                .map_err(|e| {
+                    let kind = match &e {
+                        Error::Objects(zodiac_objects::Error::Conflict(_)) => FailureKind::Conflict,
+                        _ => FailureKind::Storage,
+                    };
+                    Failure::from_error(kind, &e)
+                });
+        }
         if job.handler() == RESUME_HANDLER {
             return resume(tx, job, id, parent_result)
                 .map(|()| (postcard::to_stdvec(&()).expect("unit encodes"), None))
