@@ -109,6 +109,7 @@ mod run;
 pub mod status;
 mod time;
 mod transact;
+mod wake;
 mod worker;
 
 pub use composite::{
@@ -140,4 +141,5 @@ pub use run::{
 pub use status::Status;
 pub use time::Timestamp;
 pub use transact::transact;
+pub use wake::{Invalidations, Polling, WakeSource};
 pub use worker::{AGENT_NAME, PollReport, Worker, WorkerOptions, poll_backoff};

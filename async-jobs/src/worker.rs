@@ -6,9 +6,10 @@
 //! log), ping when due, clean up dead siblings, drop completed jobs older than the
 //! retention period, then claim jobs until the agent holds `agent_size` or nothing
 //! is claimable, running each on its own thread. Between polls it waits
-//! for the poll interval, or less: a commit that writes a watched queue's size
-//! counter (a put, a put-back) wakes it at once, and so does a run that finishes
-//! (a free slot).
+//! for the poll interval, or less: its [`WakeSource`] (by default
+//! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
+//! or put-back does) wakes it at once, and so does a run that finishes (a free
+//! slot).
 //!
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
@@ -27,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use zodiac_objects::{Database, PRef};
-use zodiac_storage::{CommitSubscription, Oid};
+use zodiac_storage::Oid;
 
 use crate::dispatcher::{
     AGENT_SIZE_DEFAULT, DEATH_INTERVAL_DEFAULT, Dispatchers, PING_INTERVAL_DEFAULT,
@@ -40,6 +41,7 @@ use crate::run::{RunOutcome, Runner};
 use crate::status::Status;
 use crate::time::Timestamp;
 use crate::transact::transact;
+use crate::wake::{Invalidations, WakeSource};
 
 /// The agent every worker runs in each queue.
 pub const AGENT_NAME: &str = "main";
@@ -104,7 +106,7 @@ pub struct Worker {
     options: WorkerOptions,
     /// Queues this worker activated, with its last ping there.
     active: BTreeMap<String, Instant>,
-    subscription: CommitSubscription,
+    wake: Box<dyn WakeSource>,
     /// Jobs being run, each on its own thread.
     running: Vec<(PRef<Job>, JoinHandle<Result<RunOutcome>>)>,
 }
@@ -116,14 +118,25 @@ impl Worker {
         runner: Runner,
         options: WorkerOptions,
     ) -> Worker {
-        let subscription = db.storage().subscribe();
+        let wake = Box::new(Invalidations::new(&**db.storage()));
+        Worker::with_wake_source(db, id, runner, options, wake)
+    }
+
+    /// A worker woken early by `wake` instead of by commit notifications.
+    pub fn with_wake_source(
+        db: Database,
+        id: impl Into<String>,
+        runner: Runner,
+        options: WorkerOptions,
+        wake: Box<dyn WakeSource>,
+    ) -> Worker {
         Worker {
             db,
             id: id.into(),
             runner,
             options,
             active: BTreeMap::new(),
-            subscription,
+            wake,
             running: Vec::new(),
         }
     }
@@ -307,7 +320,7 @@ impl Worker {
 
     /// Waits up to the poll interval; returns early when a commit changes a
     /// watched queue, or when `stop` is set.
-    fn wait(&self, stop: &AtomicBool, watched: &BTreeSet<Oid>) {
+    fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>) {
         let deadline = Instant::now() + self.options.poll_interval;
         while !stop.load(Ordering::SeqCst) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -318,9 +331,7 @@ impl Worker {
                 return; // a slot is free: claim more
             }
             let slice = left.min(Duration::from_millis(20));
-            if let Some(event) = self.subscription.recv_timeout(slice)
-                && event.oids.iter().any(|oid| watched.contains(oid))
-            {
+            if self.wake.wait(watched, slice) {
                 return;
             }
         }
@@ -332,7 +343,7 @@ impl Worker {
         let mut failures = 0u32;
         while !stop.load(Ordering::SeqCst) {
             // Forget commits from before this poll: the poll sees them.
-            self.subscription.drain();
+            self.wake.reset();
             match self.poll_once().and_then(|_| self.watched()) {
                 Ok(watched) => {
                     failures = 0;

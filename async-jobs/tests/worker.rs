@@ -301,3 +301,48 @@ fn shutdown_hands_jobs_still_running_after_the_grace_period_to_recovery() {
     assert_eq!(status(&db, job), Status::Pending);
     assert_eq!(count(&db, counter), 0, "the abandoned run stored nothing");
 }
+
+/// With plain polling a put waits for the next poll; with invalidations it does
+/// not. Both are wake sources a worker can be given.
+#[test]
+fn a_polling_worker_picks_up_a_put_at_its_next_poll() {
+    let (db, counter, runner) = setup();
+    let options = WorkerOptions {
+        poll_interval: Duration::from_millis(300),
+        ..WorkerOptions::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (db, stop) = (db.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let wake = Box::new(zodiac_async::Polling);
+            Worker::with_wake_source(db, "w1", runner, options, wake).run(&stop)
+        })
+    };
+    // Wait for its first poll (it activates), so the put lands between polls.
+    let activated = || {
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Ok(Queue::dispatchers(tx, &q)?.contains_key("w1"))
+        })
+        .unwrap()
+    };
+    while !activated() {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let started = Instant::now();
+    let job = put(&db, 3);
+    while status(&db, job) != Status::Completed {
+        assert!(started.elapsed() < Duration::from_secs(10), "never polled");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let waited = started.elapsed();
+    println!("polling: put to completed: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(100),
+        "woken early: {waited:?}"
+    );
+    assert_eq!(count(&db, counter), 3);
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+}
