@@ -368,10 +368,34 @@ impl Dispatchers {
         death_interval: Duration,
     ) -> Result<Cleanup> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
-        let r = tx.get(&record)?;
-        if r.is_alive(now, death_interval) {
+        if tx.get(&record)?.is_alive(now, death_interval) {
             return Err(Error::AlreadyActive { id: id.to_string() });
         }
+        Dispatchers::hand_back(tx, &record, id, policies)
+    }
+
+    /// Cleans up the previous incarnation of dispatcher `id` at once, alive or
+    /// not: for a process that holds `id`'s identity lock (see
+    /// `WorkerIdentity::restarted`), which proves the previous holder is gone.
+    pub fn cleanup_previous_incarnation(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        policies: &Policies,
+    ) -> Result<Cleanup> {
+        match Dispatchers::record(tx, queue, id)? {
+            Some(record) => Dispatchers::hand_back(tx, &record, id, policies),
+            None => Ok(Cleanup::default()),
+        }
+    }
+
+    fn hand_back(
+        tx: &mut Transaction<'_>,
+        record: &PRef<DispatcherRecord>,
+        id: &str,
+        policies: &Policies,
+    ) -> Result<Cleanup> {
+        let r = tx.get(record)?;
         let mut report = Cleanup::default();
         for (name, agent_ref) in &r.agents {
             let held = tx.get(agent_ref)?.held.clone();
@@ -402,11 +426,11 @@ impl Dispatchers {
             }
             tx.modify(agent_ref, |a| a.held = kept)?;
         }
-        tx.modify(&record, |r| r.activated = None)?;
+        tx.modify(record, |r| r.activated = None)?;
         log::error!(
             target: "zodiac_async::events",
-            "critical: dispatcher {id} was dead (no ping within {death_interval:?}); put back {} \
-             job(s), recovered {} interrupted job(s)",
+            "critical: dispatcher {id} is gone; put back {} job(s), recovered {} interrupted \
+             job(s)",
             report.put_back.len(),
             report.recovered.len()
         );

@@ -63,6 +63,11 @@ pub struct WorkerOptions {
     pub retention: Duration,
     /// How long a stopping worker lets running jobs finish (30 s).
     pub grace_period: Duration,
+    /// This process holds the dispatcher id's identity lock and the id was used
+    /// before (`WorkerIdentity::restarted`): the previous incarnation is gone, so
+    /// its jobs are recovered at the first visit of each queue, without waiting
+    /// for the death interval (default `false`).
+    pub restarted: bool,
 }
 
 impl Default for WorkerOptions {
@@ -76,6 +81,7 @@ impl Default for WorkerOptions {
             claim_conflict_retries: 5,
             retention: RETENTION_DEFAULT,
             grace_period: Duration::from_secs(30),
+            restarted: false,
         }
     }
 }
@@ -165,8 +171,12 @@ impl Worker {
         let now = Timestamp::now();
         match self.active.get(name) {
             None => {
+                let policies = self.runner.policies().clone();
                 let activated = transact(&self.db, |tx| {
                     let q = Queue::get_or_create(tx, name)?;
+                    if options.restarted {
+                        Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?;
+                    }
                     match Dispatchers::activate(tx, &q, &id, now, options.death_interval) {
                         Ok(_) => {}
                         Err(Error::AlreadyActive { .. }) => return Ok(false),

@@ -346,3 +346,58 @@ fn a_polling_worker_picks_up_a_put_at_its_next_poll() {
     stop.store(true, Ordering::SeqCst);
     handle.join().unwrap().unwrap();
 }
+
+/// A worker restarts on the same host: it takes its identity file's lock again,
+/// which proves the previous process is gone, and recovers that process's jobs at
+/// once instead of waiting for the death interval.
+#[test]
+fn a_restarted_worker_recovers_its_previous_incarnations_jobs_at_once() {
+    use zodiac_async::{AGENT_NAME, WorkerIdentity};
+    let (db, counter, runner) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zodiac-worker.uuid");
+    let identity = WorkerIdentity::acquire(&path).unwrap();
+    assert!(!identity.restarted());
+    let id = identity.id();
+    let mut before = Worker::new(
+        db.clone(),
+        id.clone(),
+        runner.clone(),
+        WorkerOptions::default(),
+    );
+    before.poll_once().unwrap();
+    let job = put(&db, 5);
+    transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::claim_for_agent(tx, &q, &id, AGENT_NAME, Timestamp::now())
+    })
+    .unwrap();
+    assert_eq!(status(&db, job), Status::Assigned);
+    // The process dies: no shutdown; its lock goes with it.
+    drop(before);
+    drop(identity);
+
+    // Without proof of the restart, the id still looks alive: the queue is skipped.
+    let mut impostor = Worker::new(
+        db.clone(),
+        id.clone(),
+        runner.clone(),
+        WorkerOptions::default(),
+    );
+    assert_eq!(impostor.poll_once().unwrap().skipped, [""]);
+
+    let identity = WorkerIdentity::acquire(&path).unwrap();
+    assert!(identity.restarted());
+    assert_eq!(identity.id(), id);
+    let options = WorkerOptions {
+        restarted: identity.restarted(),
+        ..WorkerOptions::default()
+    };
+    let mut after = Worker::new(db.clone(), identity.id(), runner, options);
+    let report = after.poll_once().unwrap();
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.started, [job]);
+    after.wait_idle();
+    assert_eq!(status(&db, job), Status::Completed);
+    assert_eq!(count(&db, counter), 5);
+}
