@@ -589,6 +589,7 @@ pub fn recover_interrupted(
 /// Adds `callback` (a NEW job) to `parent`'s callbacks in the caller's transaction;
 /// it runs, with the parent's result, when the parent's result is stored. A
 /// COMPLETED parent is refused: use [`Runner::add_callback`], which runs it at once.
+/// A callback left at the default failure level (ERROR) is raised to CRITICAL.
 pub fn add_callback(
     tx: &mut Transaction<'_>,
     parent: &PRef<Job>,
@@ -621,6 +622,10 @@ fn add_callback_unchecked(
         });
     }
     callback.set_location(Location::CallbackOf { parent: *parent });
+    // Failed callbacks are logged at CRITICAL unless their level was lowered.
+    if callback.failure_level() == crate::job::FailureLevel::Error {
+        callback.set_failure_level(crate::job::FailureLevel::Critical);
+    }
     let cb = tx.add(callback)?;
     tx.modify(parent, |p| p.push_callback(cb))?;
     Ok(cb)

@@ -113,6 +113,7 @@ fn a_failed_parent_passes_its_failure_and_a_failed_callback_does_not_stop_the_re
     assert_eq!(lines(&db, log), ["after: failure user error"]);
     let boom = job(&db, boom);
     assert_eq!(boom.status(), Status::Completed);
+    assert_eq!(boom.failure_level(), zodiac_async::FailureLevel::Critical);
     assert!(matches!(boom.result(), Some(Outcome::Failure(f)) if f.kind == FailureKind::UserError));
     assert_eq!(job(&db, parent).status(), Status::Completed);
 }
