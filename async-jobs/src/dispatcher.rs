@@ -1,0 +1,443 @@
+//! Dispatchers and agents as stored in a queue: registration, activation, pings,
+//! death detection, per-agent claims, and the cleanup of a dead dispatcher.
+//!
+//! Each queue keeps a registry (dispatcher id → [`DispatcherRecord`]); a record
+//! names its agents ([`Agent`], one object each, holding the ids of the jobs it
+//! claimed). The process side (polling, wake-ups, threads) is not built yet.
+//!
+//! Invariants:
+//! - A dispatcher is *alive* while activated and its last ping (or activation) is
+//!   at most the death interval old; activating a dispatcher that is alive is
+//!   refused (another process with the same id).
+//! - An agent holds at most `size` jobs not yet COMPLETED; finished jobs leave
+//!   `held` at its next claim, and those it ran go to its `completed` tree, kept
+//!   until dropped after the retention period.
+//! - Cleanup of a dead dispatcher runs in one transaction that writes its record,
+//!   so two siblings cleaning up at once conflict and it happens once. It puts
+//!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones, and deactivates
+//!   the record; a job in CALLBACKS is left for a runner's `finish_callbacks`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zodiac_objects::{BTree, PRef, Persistent, Transaction};
+
+use crate::error::{Error, Result};
+use crate::job::{Job, Location};
+use crate::queue::{Claimer, Queue};
+use crate::retry::Policies;
+use crate::status::Status;
+use crate::time::Timestamp;
+
+/// How often a live dispatcher pings (30 s).
+pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
+/// How old a last ping must be for its dispatcher to be dead (60 s).
+pub const DEATH_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
+/// Most agents of one dispatcher in one queue.
+pub const AGENTS_MAX: usize = 64;
+/// How long an agent keeps its completed jobs for inspection (7 days).
+pub const RETENTION_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most completed jobs dropped in one call of `drop_completed_before`.
+pub const RETENTION_DROPS_MAX: usize = 64;
+/// Jobs an agent holds at once unless told otherwise.
+pub const AGENT_SIZE_DEFAULT: u32 = 3;
+
+/// A dispatcher as registered in one queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatcherRecord {
+    id: String,
+    activated: Option<Timestamp>,
+    last_ping: Option<Timestamp>,
+    agents: BTreeMap<String, PRef<Agent>>,
+}
+
+impl Persistent for DispatcherRecord {
+    const TYPE_NAME: &'static str = "zodiac.async.Dispatcher";
+}
+
+impl DispatcherRecord {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn activated(&self) -> Option<Timestamp> {
+        self.activated
+    }
+    pub fn last_ping(&self) -> Option<Timestamp> {
+        self.last_ping
+    }
+    pub fn agents(&self) -> &BTreeMap<String, PRef<Agent>> {
+        &self.agents
+    }
+
+    /// Whether it is activated and pinged (or activated) within `death_interval`.
+    pub fn is_alive(&self, now: Timestamp, death_interval: Duration) -> bool {
+        match (self.activated, self.last_ping.or(self.activated)) {
+            (Some(_), Some(seen)) => now.since(seen) <= death_interval,
+            _ => false,
+        }
+    }
+}
+
+/// An agent: a name, how many jobs it holds at once, and the jobs it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    name: String,
+    size: u32,
+    held: BTreeSet<u64>,
+    /// Jobs it ran to completion, by (completion time, job id), kept for the
+    /// retention period.
+    completed: PRef<BTree<(Timestamp, u64), PRef<Job>>>,
+}
+
+impl Persistent for Agent {
+    const TYPE_NAME: &'static str = "zodiac.async.Agent";
+}
+
+impl Agent {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+    pub fn held(&self) -> &BTreeSet<u64> {
+        &self.held
+    }
+}
+
+/// What a cleanup did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    pub put_back: Vec<PRef<Job>>,
+    pub recovered: Vec<PRef<Job>>,
+    /// Jobs in CALLBACKS, left for a runner's `finish_callbacks`.
+    pub in_callbacks: Vec<PRef<Job>>,
+}
+
+/// Operations on the dispatcher registry of a queue.
+pub struct Dispatchers;
+
+impl Dispatchers {
+    fn record(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+    ) -> Result<Option<PRef<DispatcherRecord>>> {
+        Ok(Queue::dispatchers(tx, queue)?.get(id).copied())
+    }
+
+    fn record_or_err(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+    ) -> Result<PRef<DispatcherRecord>> {
+        Dispatchers::record(tx, queue, id)?
+            .ok_or_else(|| Error::NoSuchDispatcher { id: id.to_string() })
+    }
+
+    /// Registers (if needed) and activates dispatcher `id` in `queue`. Refused
+    /// with [`Error::AlreadyActive`] while a live dispatcher has this id.
+    pub fn activate(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        now: Timestamp,
+        death_interval: Duration,
+    ) -> Result<PRef<DispatcherRecord>> {
+        let record = match Dispatchers::record(tx, queue, id)? {
+            Some(r) => r,
+            None => {
+                let r = tx.add(DispatcherRecord {
+                    id: id.to_string(),
+                    activated: None,
+                    last_ping: None,
+                    agents: BTreeMap::new(),
+                })?;
+                Queue::add_dispatcher(tx, queue, id, r)?;
+                r
+            }
+        };
+        if tx.get(&record)?.is_alive(now, death_interval) {
+            return Err(Error::AlreadyActive { id: id.to_string() });
+        }
+        tx.modify(&record, |r| {
+            r.activated = Some(now);
+            r.last_ping = Some(now);
+        })?;
+        Ok(record)
+    }
+
+    /// Records a ping of `id`. Returns `false` if the dispatcher had been
+    /// deactivated (a sibling declared it dead and cleaned it up): it is then
+    /// activated again, and the caller should log that at CRITICAL.
+    pub fn ping(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        let was_active = tx.get(&record)?.activated.is_some();
+        tx.modify(&record, |r| {
+            if r.activated.is_none() {
+                r.activated = Some(now);
+            }
+            r.last_ping = Some(now);
+        })?;
+        Ok(was_active)
+    }
+
+    /// Deactivates `id` (a graceful stop, after its jobs are handed back).
+    pub fn deactivate(tx: &mut Transaction<'_>, queue: &PRef<Queue>, id: &str) -> Result<()> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        tx.modify(&record, |r| r.activated = None)?;
+        Ok(())
+    }
+
+    /// Adds agent `name` (holding up to `size` jobs) to dispatcher `id`, or
+    /// resizes it.
+    pub fn set_agent(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        name: &str,
+        size: u32,
+    ) -> Result<PRef<Agent>> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        let r = tx.get(&record)?;
+        if let Some(agent) = r.agents.get(name) {
+            if tx.get(agent)?.size != size {
+                tx.modify(agent, |a| a.size = size)?;
+            }
+            return Ok(*agent);
+        }
+        if r.agents.len() >= AGENTS_MAX {
+            return Err(Error::LimitExceeded {
+                what: "the agents of a dispatcher",
+                len: r.agents.len() + 1,
+                max: AGENTS_MAX,
+            });
+        }
+        let completed = BTree::create(tx)?;
+        let agent = tx.add(Agent {
+            name: name.to_string(),
+            size,
+            held: BTreeSet::new(),
+            completed,
+        })?;
+        tx.modify(&record, |r| r.agents.insert(name.to_string(), agent))?;
+        Ok(agent)
+    }
+
+    /// Ids of the dispatchers of `queue` that are activated but dead at `now`.
+    pub fn dead(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        now: Timestamp,
+        death_interval: Duration,
+    ) -> Result<Vec<String>> {
+        let mut dead = Vec::new();
+        for (id, record) in Queue::dispatchers(tx, queue)? {
+            let r = tx.get(&record)?;
+            if r.activated.is_some() && !r.is_alive(now, death_interval) {
+                dead.push(id);
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Claims one job for agent `agent` of dispatcher `id`, if the agent has room
+    /// (after dropping its COMPLETED jobs). Expired jobs met on the way complete as
+    /// in [`Queue::claim_at`].
+    pub fn claim_for_agent(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        now: Timestamp,
+    ) -> Result<Option<PRef<Job>>> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        let agent_ref =
+            *tx.get(&record)?
+                .agents
+                .get(agent)
+                .ok_or_else(|| Error::NoSuchDispatcher {
+                    id: format!("{id} (agent {agent})"),
+                })?;
+        let a = tx.get(&agent_ref)?;
+        let mut finished = Vec::new();
+        for &oid in &a.held {
+            let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
+            let j = tx.get(&job)?;
+            let here = at_agent(&j, id, agent);
+            if j.status() == Status::Completed && here {
+                let at = j.active_end().unwrap_or(now);
+                BTree::insert(tx, &a.completed, (at, oid), job)?;
+            }
+            // A job awaiting another releases its slot.
+            if j.status() == Status::Completed || !here || j.awaiting().is_some() {
+                finished.push(oid);
+            }
+        }
+        let room = a.held.len() - finished.len() < a.size as usize;
+        if !finished.is_empty() {
+            tx.modify(&agent_ref, |a| {
+                for oid in &finished {
+                    a.held.remove(oid);
+                }
+            })?;
+        }
+        if !room {
+            return Ok(None);
+        }
+        let claimer = Claimer {
+            dispatcher: id.to_string(),
+            agent: agent.to_string(),
+        };
+        let claim = Queue::claim_at(tx, queue, &claimer, now)?;
+        if let Some(job) = claim.job {
+            tx.modify(&agent_ref, |a| a.held.insert(job.oid().0))?;
+        }
+        Ok(claim.job)
+    }
+
+    /// Up to `limit` jobs agent `agent` of dispatcher `id` completed, oldest
+    /// first, with their completion times.
+    pub fn completed(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, PRef<Job>)>> {
+        let agent_ref = Dispatchers::agent(tx, queue, id, agent)?;
+        let completed = tx.get(&agent_ref)?.completed;
+        let entries = BTree::range(tx, &completed, .., limit)?;
+        Ok(entries
+            .into_iter()
+            .map(|((at, _), job)| (at, job))
+            .collect())
+    }
+
+    /// Drops up to `limit` completed jobs of the agent that completed before
+    /// `cutoff` (now minus the retention period); returns how many. A dropped job is
+    /// no longer reachable, so pack reclaims it.
+    pub fn drop_completed_before(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize> {
+        let agent_ref = Dispatchers::agent(tx, queue, id, agent)?;
+        let completed = tx.get(&agent_ref)?.completed;
+        let old = BTree::range(tx, &completed, ..(cutoff, 0), limit)?;
+        for (key, _) in &old {
+            BTree::remove(tx, &completed, key)?;
+        }
+        Ok(old.len())
+    }
+
+    fn agent(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+    ) -> Result<PRef<Agent>> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        tx.get(&record)?
+            .agents
+            .get(agent)
+            .copied()
+            .ok_or_else(|| Error::NoSuchDispatcher {
+                id: format!("{id} (agent {agent})"),
+            })
+    }
+
+    /// Cleans up the dead dispatcher `id`: ASSIGNED jobs go back to the queue,
+    /// ACTIVE ones get their policy's `on_interrupted` decision, the record is
+    /// deactivated. Refused with [`Error::AlreadyActive`] if it is alive.
+    pub fn cleanup(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        policies: &Policies,
+        now: Timestamp,
+        death_interval: Duration,
+    ) -> Result<Cleanup> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        if tx.get(&record)?.is_alive(now, death_interval) {
+            return Err(Error::AlreadyActive { id: id.to_string() });
+        }
+        Dispatchers::hand_back(tx, &record, id, policies)
+    }
+
+    /// Cleans up the previous incarnation of dispatcher `id` at once, alive or
+    /// not: for a process that holds `id`'s identity lock (see
+    /// `WorkerIdentity::restarted`), which proves the previous holder is gone.
+    pub fn cleanup_previous_incarnation(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        policies: &Policies,
+    ) -> Result<Cleanup> {
+        match Dispatchers::record(tx, queue, id)? {
+            Some(record) => Dispatchers::hand_back(tx, &record, id, policies),
+            None => Ok(Cleanup::default()),
+        }
+    }
+
+    fn hand_back(
+        tx: &mut Transaction<'_>,
+        record: &PRef<DispatcherRecord>,
+        id: &str,
+        policies: &Policies,
+    ) -> Result<Cleanup> {
+        let r = tx.get(record)?;
+        let mut report = Cleanup::default();
+        for (name, agent_ref) in &r.agents {
+            let held = tx.get(agent_ref)?.held.clone();
+            let mut kept = BTreeSet::new();
+            for oid in held {
+                let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
+                let j = tx.get(&job)?;
+                if !at_agent(&j, id, name) {
+                    continue;
+                }
+                match j.status() {
+                    Status::Assigned => {
+                        Queue::put_back(tx, &job, None)?;
+                        report.put_back.push(job);
+                    }
+                    // Waiting for another job, it is not running anywhere.
+                    Status::Active if j.awaiting().is_some() => {}
+                    Status::Active => {
+                        crate::run::recover_interrupted(tx, &job, policies)?;
+                        report.recovered.push(job);
+                    }
+                    Status::Callbacks => {
+                        kept.insert(oid);
+                        report.in_callbacks.push(job);
+                    }
+                    _ => {}
+                }
+            }
+            tx.modify(agent_ref, |a| a.held = kept)?;
+        }
+        tx.modify(record, |r| r.activated = None)?;
+        log::error!(
+            target: "zodiac_async::events",
+            "critical: dispatcher {id} is gone; put back {} job(s), recovered {} interrupted \
+             job(s)",
+            report.put_back.len(),
+            report.recovered.len()
+        );
+        Ok(report)
+    }
+}
+
+fn at_agent(job: &Job, id: &str, agent: &str) -> bool {
+    matches!(job.location(), Location::Agent { dispatcher, agent: a, .. } if dispatcher == id && a == agent)
+}

@@ -1,0 +1,196 @@
+//! Read-only queries for tools: jobs by status, queue, dispatcher, agent, handler
+//! and time window, and the dispatchers with their liveness and load.
+//!
+//! Invariants: nothing here writes; every walk is bounded by the caller's `limit`
+//! (jobs returned) and reads only the queues' pending trees and the agents' held
+//! sets and completed trees, so it sees every job a queue or an agent holds.
+//! Jobs run outside any queue, and callbacks, are not listed (they hang off their
+//! parent).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use zodiac_objects::{PRef, Transaction};
+use zodiac_storage::Oid;
+
+use crate::dispatcher::Dispatchers;
+use crate::error::Result;
+use crate::job::{Job, Location, Outcome};
+use crate::queue::Queue;
+use crate::status::Status;
+use crate::time::Timestamp;
+
+/// Which jobs to list; `None` fields match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub status: Option<Status>,
+    pub queue: Option<String>,
+    pub dispatcher: Option<String>,
+    pub agent: Option<String>,
+    pub handler: Option<String>,
+    /// Created at or after.
+    pub created_from: Option<Timestamp>,
+    /// Created before.
+    pub created_until: Option<Timestamp>,
+}
+
+/// One job, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobSummary {
+    pub id: u64,
+    pub queue: String,
+    pub handler: String,
+    pub status: Status,
+    /// `dispatcher/agent` for a job an agent holds or completed.
+    pub holder: Option<String>,
+    pub created: Timestamp,
+    pub begin_after: Option<Timestamp>,
+    pub active_start: Option<Timestamp>,
+    pub active_end: Option<Timestamp>,
+    pub attempts: u32,
+    pub errors: usize,
+    /// `value` or the failure summary.
+    pub result: Option<String>,
+}
+
+/// One dispatcher in one queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DispatcherSummary {
+    pub queue: String,
+    pub id: String,
+    pub activated: Option<Timestamp>,
+    pub last_ping: Option<Timestamp>,
+    pub alive: bool,
+    /// Agent name, size, jobs held.
+    pub agents: Vec<(String, u32, usize)>,
+}
+
+fn summary(id: Oid, queue: &str, job: &Job) -> JobSummary {
+    let holder = match job.location() {
+        Location::Agent {
+            dispatcher, agent, ..
+        } => Some(format!("{dispatcher}/{agent}")),
+        _ => None,
+    };
+    JobSummary {
+        id: id.0,
+        queue: queue.to_string(),
+        handler: job.handler().to_string(),
+        status: job.status(),
+        holder,
+        created: job.created(),
+        begin_after: job.begin_after(),
+        active_start: job.active_start(),
+        active_end: job.active_end(),
+        attempts: job.attempts(),
+        errors: job.errors().len(),
+        result: job.result().map(|r| match r {
+            Outcome::Value(_) => "value".to_string(),
+            Outcome::Failure(f) => f.summary(),
+        }),
+    }
+}
+
+fn matches(f: &JobFilter, s: &JobSummary) -> bool {
+    let holder = s.holder.as_deref().and_then(|h| h.split_once('/'));
+    f.status.is_none_or(|st| st == s.status)
+        && f.queue.as_ref().is_none_or(|q| *q == s.queue)
+        && f.handler.as_ref().is_none_or(|h| *h == s.handler)
+        && f.dispatcher
+            .as_ref()
+            .is_none_or(|d| holder.is_some_and(|(hd, _)| hd == d))
+        && f.agent
+            .as_ref()
+            .is_none_or(|a| holder.is_some_and(|(_, ha)| ha == a))
+        && f.created_from.is_none_or(|t| s.created >= t)
+        && f.created_until.is_none_or(|t| s.created < t)
+}
+
+/// Up to `limit` jobs matching `filter`: per queue, pending jobs in claim order,
+/// then each agent's held and completed jobs.
+pub fn jobs(tx: &mut Transaction<'_>, filter: &JobFilter, limit: usize) -> Result<Vec<JobSummary>> {
+    let mut out = Vec::new();
+    let consider = |tx: &mut Transaction<'_>, queue: &str, job: PRef<Job>, out: &mut Vec<_>| {
+        let j = tx.get(&job)?;
+        let s = summary(job.oid(), queue, &j);
+        if matches(filter, &s) {
+            out.push(s);
+        }
+        Ok::<_, crate::error::Error>(())
+    };
+    for name in Queue::names(tx)? {
+        if filter.queue.as_ref().is_some_and(|q| *q != name) {
+            continue;
+        }
+        let Some(queue) = Queue::get(tx, &name)? else {
+            continue;
+        };
+        for (_, job) in Queue::pending(tx, &queue, usize::MAX)? {
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            consider(tx, &name, job, &mut out)?;
+        }
+        for (id, record) in Queue::dispatchers(tx, &queue)? {
+            for agent_name in tx
+                .get(&record)?
+                .agents()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+            {
+                let agent = tx.get(&record)?.agents()[&agent_name];
+                let held: Vec<u64> = tx.get(&agent)?.held().iter().copied().collect();
+                let mut seen = std::collections::BTreeSet::new();
+                for oid in held {
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                    seen.insert(oid);
+                    consider(tx, &name, PRef::from_oid(Oid(oid)), &mut out)?;
+                }
+                let completed = Dispatchers::completed(tx, &queue, &id, &agent_name, usize::MAX)?;
+                for (_, job) in completed {
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                    if seen.insert(job.oid().0) {
+                        consider(tx, &name, job, &mut out)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every dispatcher of every queue, with liveness at `now` and its agents' load.
+pub fn dispatchers(
+    tx: &mut Transaction<'_>,
+    now: Timestamp,
+    death_interval: Duration,
+) -> Result<Vec<DispatcherSummary>> {
+    let mut out = Vec::new();
+    for name in Queue::names(tx)? {
+        let Some(queue) = Queue::get(tx, &name)? else {
+            continue;
+        };
+        for (id, record) in Queue::dispatchers(tx, &queue)? {
+            let r = tx.get(&record)?;
+            let mut agents = Vec::new();
+            for (agent_name, agent) in r.agents() {
+                let a = tx.get(agent)?;
+                agents.push((agent_name.clone(), a.size(), a.held().len()));
+            }
+            out.push(DispatcherSummary {
+                queue: name.clone(),
+                id,
+                activated: r.activated(),
+                last_ping: r.last_ping(),
+                alive: r.is_alive(now, death_interval),
+                agents,
+            });
+        }
+    }
+    Ok(out)
+}

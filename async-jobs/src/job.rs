@@ -1,0 +1,443 @@
+//! The persistent job.
+//!
+//! Invariants:
+//! - A job's status changes only through [`Job::transition`], which asks the status
+//!   machine ([`crate::status`]); an illegal change is refused and leaves the job as
+//!   it was.
+//! - `location` is kept in step with `status` by the operations that move jobs
+//!   (queue put/claim/pull/put-back/fail): PENDING ⇔ `Location::Queue`; ASSIGNED and
+//!   ACTIVE jobs claimed from a queue are at `Location::Agent`, and stay there once
+//!   run to a result (the agent keeps its finished jobs); a job failed or expired
+//!   before it ran is at `Location::None`.
+//! - `result` is set exactly when the job enters CALLBACKS and never changes after.
+//! - Growing parts are bounded: [`ANNOTATIONS_MAX`] annotations of at most
+//!   [`ANNOTATION_BYTES_MAX`] bytes each, at most [`CALLBACKS_MAX`] callbacks, the
+//!   last [`ERROR_HISTORY_MAX`] error entries
+//!   (older ones are counted in `errors_dropped`), a handler name of at most
+//!   [`HANDLER_NAME_BYTES_MAX`] bytes.
+//!
+//! Arguments are bytes. The typed helpers ([`Job::with_arguments`],
+//! [`Job::arguments`]) encode them with postcard: compact, and the same encoding the
+//! objects layer uses; it is not self-describing, so a handler must decode with the
+//! type the producer encoded (add fields only at the end, with defaults).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use zodiac_objects::{PRef, Persistent};
+use zodiac_storage::Oid;
+
+use crate::error::{Error, Result};
+use crate::failure::Failure;
+use crate::queue::QueueKey;
+use crate::retry::RetryData;
+use crate::status::{self, Status};
+use crate::time::Timestamp;
+
+/// Most bytes of a handler name.
+pub const HANDLER_NAME_BYTES_MAX: usize = 255;
+/// Most annotations on one job.
+pub const ANNOTATIONS_MAX: usize = 64;
+/// Most bytes of one annotation's key plus value.
+pub const ANNOTATION_BYTES_MAX: usize = 4096;
+/// Most callbacks of one job.
+pub const CALLBACKS_MAX: usize = 1024;
+/// Most entries kept in a job's error history (the newest are kept).
+pub const ERROR_HISTORY_MAX: usize = 100;
+
+/// Where a job is held. Stored explicitly: nothing is found by walking parents.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Location {
+    /// Not held by anything (NEW, or finished outside an agent).
+    #[default]
+    None,
+    /// Pending in the queue `queue` under `key`.
+    Queue { queue: String, key: QueueKey },
+    /// Held by agent `agent` of dispatcher `dispatcher`, claimed from `queue`.
+    Agent {
+        queue: String,
+        dispatcher: String,
+        agent: String,
+    },
+    /// A callback of `parent`.
+    CallbackOf { parent: PRef<Job> },
+}
+
+/// What a finished job produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The handler's value, encoded by the handler's registration.
+    Value(Vec<u8>),
+    Failure(Failure),
+}
+
+impl Outcome {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failure(_))
+    }
+}
+
+/// The level a job's final failure is logged at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FailureLevel {
+    Info,
+    Warning,
+    /// The default for queue jobs.
+    #[default]
+    Error,
+    /// Callbacks and recovery jobs: logged with `error!` and a `critical` marker.
+    Critical,
+}
+
+/// One failed attempt in a job's error history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    pub time: Timestamp,
+    /// The run attempt (1 for the first run).
+    pub attempt: u32,
+    /// `kind: message` of the failure.
+    pub summary: String,
+}
+
+/// A durable unit of work: a handler name, its arguments, and its whole story.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    handler: String,
+    arguments: Vec<u8>,
+    status: Status,
+    location: Location,
+    result: Option<Outcome>,
+    created: Timestamp,
+    /// Set at put: not claimable before.
+    begin_after: Option<Timestamp>,
+    /// With `begin_after`, the deadline: not started after `begin_after + begin_by`.
+    begin_by: Option<Duration>,
+    active_start: Option<Timestamp>,
+    active_end: Option<Timestamp>,
+    /// Runs started so far.
+    attempts: u32,
+    /// `None`: the process default for its kind of job.
+    retry_policy: Option<String>,
+    retry_data: RetryData,
+    failure_level: FailureLevel,
+    quota_names: Vec<String>,
+    callbacks: Vec<PRef<Job>>,
+    annotations: BTreeMap<String, Vec<u8>>,
+    errors: Vec<ErrorEntry>,
+    errors_dropped: u64,
+    /// While ACTIVE: the job whose result this one waits for and will take.
+    awaiting: Option<PRef<Job>>,
+}
+
+impl Persistent for Job {
+    const TYPE_NAME: &'static str = "zodiac.async.Job";
+}
+
+impl Job {
+    /// A NEW job that will call `handler` with `arguments` (bytes as the handler's
+    /// registration decodes them).
+    pub fn new(handler: impl Into<String>, arguments: Vec<u8>) -> Result<Job> {
+        let handler = handler.into();
+        if handler.len() > HANDLER_NAME_BYTES_MAX {
+            return Err(Error::LimitExceeded {
+                what: "a handler name (bytes)",
+                len: handler.len(),
+                max: HANDLER_NAME_BYTES_MAX,
+            });
+        }
+        Ok(Job {
+            handler,
+            arguments,
+            status: Status::New,
+            location: Location::None,
+            result: None,
+            created: Timestamp::now(),
+            begin_after: None,
+            begin_by: None,
+            active_start: None,
+            active_end: None,
+            attempts: 0,
+            retry_policy: None,
+            retry_data: RetryData::default(),
+            failure_level: FailureLevel::default(),
+            quota_names: Vec::new(),
+            callbacks: Vec::new(),
+            annotations: BTreeMap::new(),
+            errors: Vec::new(),
+            errors_dropped: 0,
+            awaiting: None,
+        })
+    }
+
+    /// A NEW job whose arguments are `arguments` encoded with postcard.
+    pub fn with_arguments<A: Serialize>(handler: impl Into<String>, arguments: &A) -> Result<Job> {
+        let bytes = postcard::to_stdvec(arguments).map_err(Error::EncodeArguments)?;
+        Job::new(handler, bytes)
+    }
+
+    /// The arguments decoded (postcard) as an `A`; `id` names the job in the error.
+    pub fn arguments<A: DeserializeOwned>(&self, id: Oid) -> Result<A> {
+        postcard::from_bytes(&self.arguments).map_err(|source| Error::Arguments { job: id, source })
+    }
+
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+    pub fn argument_bytes(&self) -> &[u8] {
+        &self.arguments
+    }
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+    pub fn result(&self) -> Option<&Outcome> {
+        self.result.as_ref()
+    }
+    pub fn created(&self) -> Timestamp {
+        self.created
+    }
+    pub fn begin_after(&self) -> Option<Timestamp> {
+        self.begin_after
+    }
+    pub fn begin_by(&self) -> Option<Duration> {
+        self.begin_by
+    }
+    /// The time after which the job must not start: `begin_after + begin_by`.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        Some(self.begin_after?.plus(self.begin_by?))
+    }
+    pub fn active_start(&self) -> Option<Timestamp> {
+        self.active_start
+    }
+    pub fn active_end(&self) -> Option<Timestamp> {
+        self.active_end
+    }
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+    pub fn retry_policy(&self) -> Option<&str> {
+        self.retry_policy.as_deref()
+    }
+    pub fn retry_data(&self) -> &RetryData {
+        &self.retry_data
+    }
+    pub fn retry_data_mut(&mut self) -> &mut RetryData {
+        &mut self.retry_data
+    }
+    pub fn failure_level(&self) -> FailureLevel {
+        self.failure_level
+    }
+    pub fn quota_names(&self) -> &[String] {
+        &self.quota_names
+    }
+    /// Callbacks, in the order they run.
+    pub fn callbacks(&self) -> &[PRef<Job>] {
+        &self.callbacks
+    }
+    pub fn annotations(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.annotations
+    }
+    /// The newest error entries, oldest first.
+    pub fn errors(&self) -> &[ErrorEntry] {
+        &self.errors
+    }
+    /// Error entries dropped to keep the history at [`ERROR_HISTORY_MAX`].
+    pub fn errors_dropped(&self) -> u64 {
+        self.errors_dropped
+    }
+    /// The job this ACTIVE job waits for (its handler returned "await job").
+    pub fn awaiting(&self) -> Option<PRef<Job>> {
+        self.awaiting
+    }
+
+    pub(crate) fn set_awaiting(&mut self, job: Option<PRef<Job>>) {
+        self.awaiting = job;
+    }
+
+    /// Uses the retry policy registered as `name` instead of the process default.
+    pub fn set_retry_policy(&mut self, name: impl Into<String>) {
+        self.retry_policy = Some(name.into());
+    }
+
+    pub fn set_failure_level(&mut self, level: FailureLevel) {
+        self.failure_level = level;
+    }
+
+    /// Sets annotation `key` (a small key/value map for applications and tools).
+    pub fn annotate(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Result<()> {
+        let (key, value) = (key.into(), value.into());
+        let bytes = key.len() + value.len();
+        if bytes > ANNOTATION_BYTES_MAX {
+            return Err(Error::LimitExceeded {
+                what: "an annotation (key and value bytes)",
+                len: bytes,
+                max: ANNOTATION_BYTES_MAX,
+            });
+        }
+        if !self.annotations.contains_key(&key) && self.annotations.len() >= ANNOTATIONS_MAX {
+            return Err(Error::LimitExceeded {
+                what: "the number of annotations",
+                len: self.annotations.len() + 1,
+                max: ANNOTATIONS_MAX,
+            });
+        }
+        self.annotations.insert(key, value);
+        Ok(())
+    }
+
+    /// Moves the job to `to` if the status machine allows it; `id` names the job in
+    /// the error. Entering ACTIVE starts a run (attempt count, `active_start`, the
+    /// per-run retry counters); leaving ACTIVE sets `active_end`.
+    pub(crate) fn transition(&mut self, id: Oid, to: Status, now: Timestamp) -> Result<()> {
+        let from = self.status;
+        status::check(from, to).map_err(|_| Error::IllegalTransition { job: id, from, to })?;
+        if to == Status::Active {
+            self.attempts += 1;
+            self.active_start = Some(now);
+            self.active_end = None;
+            self.retry_data.start_run();
+        }
+        if from == Status::Active {
+            self.active_end = Some(now);
+        }
+        self.status = to;
+        Ok(())
+    }
+
+    pub(crate) fn push_callback(&mut self, callback: PRef<Job>) {
+        self.callbacks.push(callback);
+    }
+
+    pub(crate) fn set_location(&mut self, location: Location) {
+        self.location = location;
+    }
+
+    pub(crate) fn set_schedule(&mut self, begin_after: Timestamp, begin_by: Option<Duration>) {
+        self.begin_after = Some(begin_after);
+        self.begin_by = begin_by;
+    }
+
+    /// Stores the result; the caller moves the job to CALLBACKS in the same change.
+    pub(crate) fn set_quota_names(&mut self, names: Vec<String>) {
+        self.quota_names = names;
+    }
+
+    pub(crate) fn set_result(&mut self, outcome: Outcome) {
+        debug_assert!(self.result.is_none(), "a result is stored once");
+        self.result = Some(outcome);
+    }
+
+    /// Appends a failed attempt to the error history, dropping the oldest entry
+    /// beyond [`ERROR_HISTORY_MAX`].
+    pub fn record_error(&mut self, time: Timestamp, failure: &Failure) {
+        if self.errors.len() >= ERROR_HISTORY_MAX {
+            self.errors.remove(0);
+            self.errors_dropped += 1;
+        }
+        self.errors.push(ErrorEntry {
+            time,
+            attempt: self.attempts,
+            summary: failure.summary(),
+        });
+    }
+}
+
+/// Logs a job's final failure on the events target at the job's failure level;
+/// CRITICAL is `error!` with a `critical:` marker.
+pub(crate) fn log_failure(id: Oid, job: &Job, failure: &Failure) {
+    let target = "zodiac_async::events";
+    let handler = job.handler();
+    match job.failure_level() {
+        FailureLevel::Info => log::info!(target: target, "job {id} ({handler}) failed: {failure}"),
+        FailureLevel::Warning => {
+            log::warn!(target: target, "job {id} ({handler}) failed: {failure}")
+        }
+        FailureLevel::Error => {
+            log::error!(target: target, "job {id} ({handler}) failed: {failure}")
+        }
+        FailureLevel::Critical => {
+            log::error!(target: target, "critical: job {id} ({handler}) failed: {failure}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::FailureKind;
+
+    #[test]
+    fn typed_arguments_round_trip_and_a_wrong_type_is_an_error() {
+        let job = Job::with_arguments("mail.send", &("ann".to_string(), 3u32)).unwrap();
+        assert_eq!(job.handler(), "mail.send");
+        assert_eq!(job.status(), Status::New);
+        let (who, n): (String, u32) = job.arguments(Oid(7)).unwrap();
+        assert_eq!((who.as_str(), n), ("ann", 3));
+        let err = job
+            .arguments::<(String, String, String)>(Oid(7))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the arguments of job 0x7 do not decode"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn illegal_transitions_are_refused_and_leave_the_job_unchanged() {
+        let mut job = Job::new("h", vec![]).unwrap();
+        let now = Timestamp(10);
+        let err = job.transition(Oid(1), Status::Completed, now).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "job 0x1: cannot go from NEW to COMPLETED: a job completes only after its \
+             callbacks (from CALLBACKS)"
+        );
+        assert_eq!(job.status(), Status::New);
+        job.transition(Oid(1), Status::Active, now).unwrap();
+        assert_eq!((job.attempts(), job.active_start()), (1, Some(now)));
+        job.transition(Oid(1), Status::Callbacks, Timestamp(20))
+            .unwrap();
+        assert_eq!(job.active_end(), Some(Timestamp(20)));
+        job.transition(Oid(1), Status::Completed, now).unwrap();
+        for to in Status::ALL {
+            assert!(matches!(
+                job.transition(Oid(1), to, now),
+                Err(Error::IllegalTransition {
+                    from: Status::Completed,
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn limits_hold_at_their_boundaries() {
+        assert!(Job::new("h".repeat(HANDLER_NAME_BYTES_MAX), vec![]).is_ok());
+        assert!(matches!(
+            Job::new("h".repeat(HANDLER_NAME_BYTES_MAX + 1), vec![]),
+            Err(Error::LimitExceeded { .. })
+        ));
+        let mut job = Job::new("h", vec![]).unwrap();
+        job.annotate("k", vec![0; ANNOTATION_BYTES_MAX - 1])
+            .unwrap();
+        assert!(job.annotate("k", vec![0; ANNOTATION_BYTES_MAX]).is_err());
+        for i in 1..ANNOTATIONS_MAX {
+            job.annotate(format!("k{i}"), "v").unwrap();
+        }
+        assert!(job.annotate("one-more", "v").is_err());
+        job.annotate("k1", "replaced").unwrap();
+        let failure = Failure::new(FailureKind::UserError, "boom");
+        for i in 0..ERROR_HISTORY_MAX + 3 {
+            job.record_error(Timestamp(i as u64), &failure);
+        }
+        assert_eq!(job.errors().len(), ERROR_HISTORY_MAX);
+        assert_eq!(job.errors_dropped(), 3);
+        assert_eq!(job.errors()[0].time, Timestamp(3));
+        assert_eq!(job.errors()[0].summary, "user error: boom");
+    }
+}

@@ -1,0 +1,151 @@
+//! Quotas: named limits on how many jobs of a queue are held (claimed, not yet
+//! finished) at once.
+//!
+//! Invariants:
+//! - A quota's `held` set names the jobs that count against it: a job joins when a
+//!   claim takes it and leaves when its result is stored, when it is put back, or
+//!   when it fails before running. A claim takes a job only if every quota it names
+//!   has fewer than `size` held jobs.
+//! - Concurrent joins and leaves merge (conflict resolution) as long as the merged
+//!   set still fits `size`; a merge that would overfill the quota is refused, so the
+//!   retry sees the quota full. Shrinking `size` below `held` blocks new claims
+//!   until enough jobs leave.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use zodiac_objects::{PRef, Persistent, Transaction};
+
+use crate::error::Result;
+use crate::job::{Job, Location};
+
+/// Most quotas one queue holds, and most quota names one job lists.
+pub const QUOTAS_MAX: usize = 64;
+
+/// A named limit on concurrently held jobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    name: String,
+    size: u32,
+    held: BTreeSet<u64>,
+}
+
+impl Persistent for Quota {
+    const TYPE_NAME: &'static str = "zodiac.async.Quota";
+
+    fn resolve_conflict(old: &Self, committed: &Self, mine: &Self) -> Option<Self> {
+        if committed.size != old.size || mine.size != old.size {
+            return None; // a resize: let the retry see it
+        }
+        let mut held = committed.held.clone();
+        for added in mine.held.difference(&old.held) {
+            held.insert(*added);
+        }
+        for removed in old.held.difference(&mine.held) {
+            held.remove(removed);
+        }
+        let joined = mine.held.difference(&old.held).next().is_some();
+        if joined && held.len() > old.size as usize {
+            return None; // both took the last places
+        }
+        Some(Quota {
+            name: old.name.clone(),
+            size: old.size,
+            held,
+        })
+    }
+}
+
+impl Quota {
+    pub(crate) fn new(name: &str, size: u32) -> Quota {
+        Quota {
+            name: name.to_string(),
+            size,
+            held: BTreeSet::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The ids of the held jobs.
+    pub fn held(&self) -> &BTreeSet<u64> {
+        &self.held
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.held.len() < self.size as usize
+    }
+
+    pub(crate) fn set_size(&mut self, size: u32) {
+        self.size = size;
+    }
+
+    pub(crate) fn join(&mut self, job: u64) {
+        self.held.insert(job);
+    }
+
+    pub(crate) fn leave(&mut self, job: u64) -> bool {
+        self.held.remove(&job)
+    }
+}
+
+/// Removes `job` from the quotas it counts against, in the queue its location
+/// names (a claimed job's); does nothing for a job without quotas.
+pub(crate) fn release(tx: &mut Transaction<'_>, job: &PRef<Job>) -> Result<()> {
+    let j = tx.get(job)?;
+    if j.quota_names().is_empty() {
+        return Ok(());
+    }
+    let Location::Agent { queue, .. } = j.location() else {
+        return Ok(());
+    };
+    let Some(queue) = crate::Queue::get(tx, queue)? else {
+        return Ok(());
+    };
+    for name in j.quota_names() {
+        if let Some(quota) = crate::Queue::quota(tx, &queue, name)?
+            && tx.get(&quota)?.held.contains(&job.oid().0)
+        {
+            tx.modify(&quota, |q| q.leave(job.oid().0))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(size: u32, held: &[u64]) -> Quota {
+        Quota {
+            name: "q".into(),
+            size,
+            held: held.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn joins_and_leaves_merge_while_the_quota_fits() {
+        let old = quota(3, &[1]);
+        // One side took job 2, the other released 1 and took 3.
+        let merged = Quota::resolve_conflict(&old, &quota(3, &[1, 2]), &quota(3, &[3]));
+        assert_eq!(merged, Some(quota(3, &[2, 3])));
+        // Both took the last place.
+        let full = quota(2, &[1]);
+        assert_eq!(
+            Quota::resolve_conflict(&full, &quota(2, &[1, 2]), &quota(2, &[1, 3])),
+            None
+        );
+        // A resize never merges.
+        assert_eq!(
+            Quota::resolve_conflict(&old, &quota(5, &[1]), &quota(3, &[1, 2])),
+            None
+        );
+    }
+}

@@ -1,0 +1,605 @@
+//! Retry policies: what happens when a job's handler fails, when committing its
+//! result fails, and when its process died while running it.
+//!
+//! A policy is stateless code plus persistent [`RetryData`] kept in the job, so
+//! counts survive restarts. The built-in policies and their numbers (all fields of
+//! the policy structs, so configurable):
+//!
+//! | policy | job error | commit error | interrupted |
+//! |---|---|---|---|
+//! | [`DefaultPolicy`] (`"default"`, queue jobs) | conflict: retry at once, up to 4 retries (5 attempts) per run; disconnected: forever, waiting 5, 10, … s capped at 60 s; other: give up | the same, sharing the job-error counters | retry for interruptions 1–9; the 10th gives up with an "aborted" failure (count kept for the job's life) |
+//! | [`ForeverPolicy`] (`"forever"`, callbacks and recovery jobs) | conflict: retry at once, forever; disconnected: forever, 5…60 s; other: give up | conflict and disconnected as for job errors; other: forever, waiting 0, 1, 2, … s capped at 60 s, logged CRITICAL at the 1st and every 5th | always retry |
+//! | [`NeverPolicy`] (`"never"`, non-transactional work) | give up | give up | give up with "aborted" |
+//!
+//! Invariants:
+//! - Per-run counters (`RetryData::run`) are cleared when a run starts; life
+//!   counters (`RetryData::life`) are never cleared.
+//! - A job's deadline also bounds retries: [`bounded`] turns any retry that would
+//!   start after the deadline into a give-up with a timeout failure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::failure::{Failure, FailureKind};
+use crate::time::Timestamp;
+
+/// Name of [`DefaultPolicy`] in [`Policies`].
+pub const DEFAULT: &str = "default";
+/// Name of [`ForeverPolicy`] in [`Policies`].
+pub const FOREVER: &str = "forever";
+/// Name of [`NeverPolicy`] in [`Policies`].
+pub const NEVER: &str = "never";
+
+/// Counter keys the built-in policies use.
+pub const CONFLICTS: &str = "conflicts";
+pub const DISCONNECTS: &str = "disconnects";
+pub const OTHER_COMMIT_ERRORS: &str = "other-commit-errors";
+pub const INTERRUPTIONS: &str = "interruptions";
+
+/// A policy's persistent memory, kept in the job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryData {
+    /// Counters for the current run; cleared when a run starts.
+    pub run: BTreeMap<String, u32>,
+    /// Counters for the job's whole life.
+    pub life: BTreeMap<String, u32>,
+    /// Whatever a custom policy wants to keep.
+    pub custom: BTreeMap<String, Vec<u8>>,
+}
+
+impl RetryData {
+    /// Adds one to the per-run counter `key`; returns the new count.
+    pub fn bump_run(&mut self, key: &str) -> u32 {
+        let n = self.run.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// Adds one to the life counter `key`; returns the new count.
+    pub fn bump_life(&mut self, key: &str) -> u32 {
+        let n = self.life.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    pub fn run_count(&self, key: &str) -> u32 {
+        self.run.get(key).copied().unwrap_or(0)
+    }
+
+    pub fn life_count(&self, key: &str) -> u32 {
+        self.life.get(key).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn start_run(&mut self) {
+        self.run.clear();
+    }
+}
+
+/// What a policy decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Retry at once (a put-back goes to the front of the queue).
+    Retry,
+    /// Retry after waiting this long.
+    RetryAfter(Duration),
+    /// Retry at this time.
+    RetryAt(Timestamp),
+    /// Stop: this failure becomes the job's result.
+    GiveUp(Failure),
+}
+
+impl Decision {
+    pub fn is_retry(&self) -> bool {
+        !matches!(self, Decision::GiveUp(_))
+    }
+}
+
+/// A retry policy. Implement it for custom behaviour and register it in [`Policies`].
+pub trait RetryPolicy: Send + Sync {
+    /// The handler failed with `failure` (its writes are already rolled back).
+    fn on_job_error(&self, data: &mut RetryData, failure: &Failure) -> Decision;
+    /// Committing the job's outcome failed with `failure`.
+    fn on_commit_error(&self, data: &mut RetryData, failure: &Failure) -> Decision;
+    /// The process running the job died (found by recovery).
+    fn on_interrupted(&self, data: &mut RetryData) -> Decision;
+}
+
+/// Wait `step × n` for the `n`th occurrence, capped at `max`.
+fn linear(step: Duration, n: u32, max: Duration) -> Duration {
+    step.saturating_mul(n).min(max)
+}
+
+/// The policy for queue jobs. See the module docs for the numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultPolicy {
+    /// Conflicts retried per run (4: five attempts in all).
+    pub conflict_retries_max: u32,
+    /// Wait after the `n`th disconnect: `n × disconnect_wait_step` …
+    pub disconnect_wait_step: Duration,
+    /// … capped at this.
+    pub disconnect_wait_max: Duration,
+    /// Interruptions retried (9: the 10th gives up).
+    pub interruption_retries_max: u32,
+}
+
+impl Default for DefaultPolicy {
+    fn default() -> Self {
+        DefaultPolicy {
+            conflict_retries_max: 4,
+            disconnect_wait_step: Duration::from_secs(5),
+            disconnect_wait_max: Duration::from_secs(60),
+            interruption_retries_max: 9,
+        }
+    }
+}
+
+impl DefaultPolicy {
+    fn on_error(&self, data: &mut RetryData, failure: &Failure) -> Decision {
+        match failure.kind {
+            FailureKind::Conflict => {
+                if data.bump_run(CONFLICTS) <= self.conflict_retries_max {
+                    Decision::Retry
+                } else {
+                    Decision::GiveUp(failure.clone())
+                }
+            }
+            FailureKind::Disconnected => {
+                let n = data.bump_run(DISCONNECTS);
+                Decision::RetryAfter(linear(
+                    self.disconnect_wait_step,
+                    n,
+                    self.disconnect_wait_max,
+                ))
+            }
+            _ => Decision::GiveUp(failure.clone()),
+        }
+    }
+}
+
+impl RetryPolicy for DefaultPolicy {
+    fn on_job_error(&self, data: &mut RetryData, failure: &Failure) -> Decision {
+        self.on_error(data, failure)
+    }
+
+    fn on_commit_error(&self, data: &mut RetryData, failure: &Failure) -> Decision {
+        self.on_error(data, failure)
+    }
+
+    fn on_interrupted(&self, data: &mut RetryData) -> Decision {
+        let n = data.bump_life(INTERRUPTIONS);
+        if n <= self.interruption_retries_max {
+            Decision::Retry
+        } else {
+            Decision::GiveUp(Failure::new(
+                FailureKind::Aborted,
+                format!("the job was interrupted {n} times; giving up"),
+            ))
+        }
+    }
+}
+
+/// The policy for callbacks and recovery jobs: retry everything but handler errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeverPolicy {
+    pub disconnect_wait_step: Duration,
+    pub disconnect_wait_max: Duration,
+    /// Wait after the `n`th other commit error: `(n - 1) × other_wait_step` …
+    pub other_wait_step: Duration,
+    /// … capped at this.
+    pub other_wait_max: Duration,
+    /// Other commit errors are logged CRITICAL at the 1st and every this-many-th.
+    pub other_log_every: u32,
+}
+
+impl Default for ForeverPolicy {
+    fn default() -> Self {
+        ForeverPolicy {
+            disconnect_wait_step: Duration::from_secs(5),
+            disconnect_wait_max: Duration::from_secs(60),
+            other_wait_step: Duration::from_secs(1),
+            other_wait_max: Duration::from_secs(60),
+            other_log_every: 5,
+        }
+    }
+}
+
+impl ForeverPolicy {
+    /// Whether the `n`th other commit error is logged CRITICAL.
+    pub fn logs_other_error(&self, n: u32) -> bool {
+        n == 1 || (self.other_log_every > 0 && n.is_multiple_of(self.other_log_every))
+    }
+}
+
+impl RetryPolicy for ForeverPolicy {
+    fn on_job_error(&self, data: &mut RetryData, failure: &Failure) -> Decision {
+        match failure.kind {
+            FailureKind::Conflict => {
+                data.bump_run(CONFLICTS);
+                Decision::Retry
+            }
+            FailureKind::Disconnected => {
+                let n = data.bump_run(DISCONNECTS);
+                Decision::RetryAfter(linear(
+                    self.disconnect_wait_step,
+                    n,
+                    self.disconnect_wait_max,
+                ))
+            }
+            _ => Decision::GiveUp(failure.clone()),
+        }
+    }
+
+    fn on_commit_error(&self, data: &mut RetryData, failure: &Failure) -> Decision {
+        match failure.kind {
+            FailureKind::Conflict | FailureKind::Disconnected => self.on_job_error(data, failure),
+            _ => {
+                let n = data.bump_run(OTHER_COMMIT_ERRORS);
+                if self.logs_other_error(n) {
+                    log::error!(
+                        target: "zodiac_async::events",
+                        "critical: committing a job's outcome failed {n} time(s), retrying \
+                         forever: {failure}"
+                    );
+                }
+                Decision::RetryAfter(linear(self.other_wait_step, n - 1, self.other_wait_max))
+            }
+        }
+    }
+
+    fn on_interrupted(&self, data: &mut RetryData) -> Decision {
+        data.bump_life(INTERRUPTIONS);
+        Decision::Retry
+    }
+}
+
+/// The policy for non-transactional work: never retry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NeverPolicy;
+
+impl RetryPolicy for NeverPolicy {
+    fn on_job_error(&self, _: &mut RetryData, failure: &Failure) -> Decision {
+        Decision::GiveUp(failure.clone())
+    }
+
+    fn on_commit_error(&self, _: &mut RetryData, failure: &Failure) -> Decision {
+        Decision::GiveUp(failure.clone())
+    }
+
+    fn on_interrupted(&self, data: &mut RetryData) -> Decision {
+        data.bump_life(INTERRUPTIONS);
+        Decision::GiveUp(Failure::new(
+            FailureKind::Aborted,
+            "the job was interrupted and its policy never retries",
+        ))
+    }
+}
+
+/// `decision`, unless it retries past `deadline`: then a give-up with a timeout.
+pub fn bounded(decision: Decision, deadline: Option<Timestamp>, now: Timestamp) -> Decision {
+    let Some(deadline) = deadline else {
+        return decision;
+    };
+    let start = match &decision {
+        Decision::GiveUp(_) => return decision,
+        Decision::Retry => now,
+        Decision::RetryAfter(d) => now.plus(*d),
+        Decision::RetryAt(t) => *t,
+    };
+    if start > deadline {
+        Decision::GiveUp(Failure::timeout(format!(
+            "the deadline {deadline} passed (a retry would start at {start}); not retried"
+        )))
+    } else {
+        decision
+    }
+}
+
+/// Retry policies by name, with the process defaults for queue jobs and callbacks.
+#[derive(Clone)]
+pub struct Policies {
+    by_name: HashMap<String, Arc<dyn RetryPolicy>>,
+    job_default: String,
+    callback_default: String,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Policies::new()
+    }
+}
+
+impl Policies {
+    /// The built-in policies; queue jobs default to `default`, callbacks to `forever`.
+    pub fn new() -> Policies {
+        let mut by_name: HashMap<String, Arc<dyn RetryPolicy>> = HashMap::new();
+        by_name.insert(DEFAULT.into(), Arc::new(DefaultPolicy::default()));
+        by_name.insert(FOREVER.into(), Arc::new(ForeverPolicy::default()));
+        by_name.insert(NEVER.into(), Arc::new(NeverPolicy));
+        Policies {
+            by_name,
+            job_default: DEFAULT.into(),
+            callback_default: FOREVER.into(),
+        }
+    }
+
+    /// Registers (or replaces) the policy `name`.
+    pub fn register(&mut self, name: impl Into<String>, policy: Arc<dyn RetryPolicy>) {
+        self.by_name.insert(name.into(), policy);
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<dyn RetryPolicy>> {
+        self.by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchPolicy { name: name.into() })
+    }
+
+    /// Makes `name` the policy of queue jobs that name none.
+    pub fn set_job_default(&mut self, name: &str) -> Result<()> {
+        self.get(name)?;
+        self.job_default = name.into();
+        Ok(())
+    }
+
+    /// Makes `name` the policy of callbacks that name none.
+    pub fn set_callback_default(&mut self, name: &str) -> Result<()> {
+        self.get(name)?;
+        self.callback_default = name.into();
+        Ok(())
+    }
+
+    /// The policy for a queue job: its own if it names one, else the job default.
+    pub fn for_job(&self, named: Option<&str>) -> Result<Arc<dyn RetryPolicy>> {
+        self.get(named.unwrap_or(&self.job_default))
+    }
+
+    /// The policy for a callback: its own if it names one, else the callback default.
+    pub fn for_callback(&self, named: Option<&str>) -> Result<Arc<dyn RetryPolicy>> {
+        self.get(named.unwrap_or(&self.callback_default))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(kind: FailureKind) -> Failure {
+        Failure::new(kind, "x")
+    }
+
+    fn secs(s: u64) -> Decision {
+        Decision::RetryAfter(Duration::from_secs(s))
+    }
+
+    #[test]
+    fn default_retries_four_conflicts_per_run_shared_with_commit_errors() {
+        let p = DefaultPolicy::default();
+        let mut data = RetryData::default();
+        let conflict = failure(FailureKind::Conflict);
+        assert_eq!(p.on_job_error(&mut data, &conflict), Decision::Retry);
+        assert_eq!(p.on_commit_error(&mut data, &conflict), Decision::Retry);
+        assert_eq!(p.on_job_error(&mut data, &conflict), Decision::Retry);
+        assert_eq!(p.on_commit_error(&mut data, &conflict), Decision::Retry);
+        // The 5th conflict of the run (5 attempts in all) gives up with it.
+        assert_eq!(
+            p.on_job_error(&mut data, &conflict),
+            Decision::GiveUp(conflict.clone())
+        );
+        // A new run starts counting again.
+        data.start_run();
+        assert_eq!(p.on_commit_error(&mut data, &conflict), Decision::Retry);
+    }
+
+    #[test]
+    fn default_waits_5_10_up_to_60_seconds_for_disconnects_forever() {
+        let p = DefaultPolicy::default();
+        let mut data = RetryData::default();
+        let d = failure(FailureKind::Disconnected);
+        let waits: Vec<_> = (0..14).map(|_| p.on_job_error(&mut data, &d)).collect();
+        let want: Vec<_> = [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 60, 60]
+            .into_iter()
+            .map(secs)
+            .collect();
+        assert_eq!(waits, want);
+        assert_eq!(p.on_commit_error(&mut data, &d), secs(60));
+    }
+
+    #[test]
+    fn default_gives_up_on_other_errors_at_once() {
+        let p = DefaultPolicy::default();
+        for kind in [
+            FailureKind::UserError,
+            FailureKind::UnknownHandler,
+            FailureKind::Panic,
+            FailureKind::Timeout,
+        ] {
+            let mut data = RetryData::default();
+            let f = failure(kind);
+            assert_eq!(p.on_job_error(&mut data, &f), Decision::GiveUp(f.clone()));
+            assert_eq!(
+                p.on_commit_error(&mut data, &f),
+                Decision::GiveUp(f.clone())
+            );
+        }
+    }
+
+    #[test]
+    fn default_retries_interruptions_1_to_9_and_aborts_the_10th_across_runs() {
+        let p = DefaultPolicy::default();
+        let mut data = RetryData::default();
+        for n in 1..=9 {
+            assert_eq!(
+                p.on_interrupted(&mut data),
+                Decision::Retry,
+                "interruption {n}"
+            );
+            data.start_run(); // each retry is a new run: the count must survive
+        }
+        let Decision::GiveUp(f) = p.on_interrupted(&mut data) else {
+            panic!("the 10th interruption must give up");
+        };
+        assert_eq!(f.kind, FailureKind::Aborted);
+        assert_eq!(data.life_count(INTERRUPTIONS), 10);
+    }
+
+    #[test]
+    fn forever_retries_conflicts_and_disconnects_but_not_handler_errors() {
+        let p = ForeverPolicy::default();
+        let mut data = RetryData::default();
+        let conflict = failure(FailureKind::Conflict);
+        for _ in 0..1000 {
+            assert_eq!(p.on_job_error(&mut data, &conflict), Decision::Retry);
+        }
+        let d = failure(FailureKind::Disconnected);
+        let waits: Vec<_> = (0..13).map(|_| p.on_job_error(&mut data, &d)).collect();
+        assert_eq!(waits[..3], [secs(5), secs(10), secs(15)]);
+        assert_eq!(waits[11..], [secs(60), secs(60)]);
+        let user = failure(FailureKind::UserError);
+        assert_eq!(
+            p.on_job_error(&mut data, &user),
+            Decision::GiveUp(user.clone())
+        );
+        for _ in 0..100 {
+            assert_eq!(p.on_interrupted(&mut data), Decision::Retry);
+        }
+    }
+
+    #[test]
+    fn forever_retries_every_commit_error_waiting_0_1_2_up_to_60() {
+        let p = ForeverPolicy::default();
+        let mut data = RetryData::default();
+        let other = failure(FailureKind::UserError);
+        let waits: Vec<_> = (0..63)
+            .map(|_| p.on_commit_error(&mut data, &other))
+            .collect();
+        for (i, w) in waits.iter().enumerate() {
+            assert_eq!(*w, secs((i as u64).min(60)), "error {}", i + 1);
+        }
+        assert_eq!(
+            p.on_commit_error(&mut data, &failure(FailureKind::Conflict)),
+            Decision::Retry
+        );
+        let logged: Vec<u32> = (1..=21).filter(|&n| p.logs_other_error(n)).collect();
+        assert_eq!(logged, [1, 5, 10, 15, 20]);
+    }
+
+    #[test]
+    fn never_gives_up_on_everything() {
+        let p = NeverPolicy;
+        let mut data = RetryData::default();
+        for kind in [
+            FailureKind::Conflict,
+            FailureKind::Disconnected,
+            FailureKind::UserError,
+        ] {
+            let f = failure(kind);
+            assert_eq!(p.on_job_error(&mut data, &f), Decision::GiveUp(f.clone()));
+            assert_eq!(
+                p.on_commit_error(&mut data, &f),
+                Decision::GiveUp(f.clone())
+            );
+        }
+        let Decision::GiveUp(f) = p.on_interrupted(&mut data) else {
+            panic!("never retries");
+        };
+        assert_eq!(f.kind, FailureKind::Aborted);
+    }
+
+    #[test]
+    fn the_deadline_bounds_retries() {
+        let deadline = Some(Timestamp(10_000_000));
+        let now = Timestamp(9_000_000);
+        assert_eq!(bounded(Decision::Retry, deadline, now), Decision::Retry);
+        assert_eq!(bounded(secs(1), deadline, now), secs(1));
+        let Decision::GiveUp(f) = bounded(secs(2), deadline, now) else {
+            panic!("past the deadline");
+        };
+        assert_eq!(f.kind, FailureKind::Timeout);
+        assert!(!bounded(Decision::RetryAt(Timestamp(10_000_001)), deadline, now).is_retry());
+        assert!(!bounded(Decision::Retry, deadline, Timestamp(10_000_001)).is_retry());
+        assert_eq!(bounded(secs(999), None, now), secs(999));
+    }
+
+    /// A custom policy: retries user errors twice, keeping its count in the job.
+    struct TwiceThenLater;
+    impl RetryPolicy for TwiceThenLater {
+        fn on_job_error(&self, data: &mut RetryData, failure: &Failure) -> Decision {
+            match data.bump_life("user") {
+                1 | 2 => Decision::Retry,
+                3 => Decision::RetryAt(Timestamp(42)),
+                _ => Decision::GiveUp(failure.clone()),
+            }
+        }
+        fn on_commit_error(&self, _: &mut RetryData, f: &Failure) -> Decision {
+            Decision::GiveUp(f.clone())
+        }
+        fn on_interrupted(&self, _: &mut RetryData) -> Decision {
+            Decision::Retry
+        }
+    }
+
+    #[test]
+    fn policies_are_found_by_name_with_changeable_defaults() {
+        let mut policies = Policies::new();
+        let f = failure(FailureKind::Conflict);
+        let mut data = RetryData::default();
+        // Queue jobs default to `default` (bounded), callbacks to `forever`.
+        for _ in 0..4 {
+            policies.for_job(None).unwrap().on_job_error(&mut data, &f);
+        }
+        assert!(
+            !policies
+                .for_job(None)
+                .unwrap()
+                .on_job_error(&mut data, &f)
+                .is_retry()
+        );
+        assert!(
+            policies
+                .for_callback(None)
+                .unwrap()
+                .on_job_error(&mut data, &f)
+                .is_retry()
+        );
+        assert!(
+            !policies
+                .for_job(Some(NEVER))
+                .unwrap()
+                .on_job_error(&mut data, &f)
+                .is_retry()
+        );
+        assert!(matches!(
+            policies.get("nope"),
+            Err(Error::NoSuchPolicy { .. })
+        ));
+        assert!(policies.set_job_default("nope").is_err());
+
+        policies.register("twice", Arc::new(TwiceThenLater));
+        policies.set_job_default("twice").unwrap();
+        let p = policies.for_job(None).unwrap();
+        let mut data = RetryData::default();
+        let user = failure(FailureKind::UserError);
+        assert_eq!(p.on_job_error(&mut data, &user), Decision::Retry);
+        assert_eq!(p.on_job_error(&mut data, &user), Decision::Retry);
+        assert_eq!(
+            p.on_job_error(&mut data, &user),
+            Decision::RetryAt(Timestamp(42))
+        );
+        assert_eq!(
+            p.on_job_error(&mut data, &user),
+            Decision::GiveUp(user.clone())
+        );
+        policies.set_callback_default(NEVER).unwrap();
+        assert!(
+            !policies
+                .for_callback(None)
+                .unwrap()
+                .on_interrupted(&mut data)
+                .is_retry()
+        );
+    }
+}

@@ -1,0 +1,697 @@
+//! Running one job: mark it ACTIVE, call its handler in a transaction, commit the
+//! handler's writes together with the result, and let the retry policy decide
+//! what happens on errors.
+//!
+//! Invariants:
+//! - The handler's writes and the job's result commit in one transaction: if that
+//!   commit happens, both are in; on any error both are out (the transaction is
+//!   dropped, which aborts it) and the policy decides.
+//! - Before every state change the runner checks, in the same transaction, that the
+//!   job is still ACTIVE in *this* run (same attempt number) and held by the claimer
+//!   it runs for; if not (a sibling recovered it, and perhaps it was claimed and
+//!   started again since), it stores nothing and reports [`RunOutcome::Abandoned`].
+//! - A panic in a handler is caught and becomes a `panic` failure; an unknown
+//!   handler name becomes an `unknown handler` failure; neither reaches the caller.
+//! - A parent moves from CALLBACKS to COMPLETED only in a transaction that found no
+//!   NEW callback; adding a callback writes the parent too, so an addition racing
+//!   the completion conflicts with it and is either run by the completing runner or
+//!   sees the parent COMPLETED and is run at once by [`Runner::add_callback`].
+//! - Callbacks run under the callback policy (`forever` unless they name one).
+//! - A handler that awaits job J commits its writes, leaves its job ACTIVE with
+//!   `awaiting = J`, and adds a resume callback to J; the resume stores J's result
+//!   as the job's only while it still awaits J. An awaiting job holds no agent slot
+//!   and is not recovered as interrupted (no process runs it).
+//! - Retries decided by the policy happen at once in this run ([`Decision::Retry`]);
+//!   a retry later puts a queue job back in its queue at that time, and sleeps for
+//!   a job run outside a queue. The job's deadline bounds every retry.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use zodiac_objects::{Database, PRef, Transaction};
+
+use crate::error::{Error, Result};
+use crate::failure::{Failure, FailureKind};
+use crate::handler::{HandlerError, Handlers, JobContext};
+use crate::job::{Job, Location, Outcome, log_failure};
+use crate::queue::{Claimer, Queue};
+use crate::retry::{Decision, Policies, RetryData, bounded};
+use crate::status::Status;
+use crate::time::Timestamp;
+use crate::transact::transact;
+
+/// What a run ended with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The result (value or final failure) is stored: the job is COMPLETED, or in
+    /// CALLBACKS when it has callbacks to run.
+    Finished(Outcome),
+    /// The policy asked for a retry later: the job is PENDING in its queue again.
+    PutBack { retry_at: Timestamp },
+    /// The job is no longer held by this claimer; nothing was stored.
+    Abandoned,
+    /// The handler asked to await this job: the job stays ACTIVE and takes that
+    /// job's result when it completes.
+    Awaiting(PRef<Job>),
+}
+
+/// Runs jobs with a set of handlers and retry policies.
+#[derive(Clone)]
+pub struct Runner {
+    db: Database,
+    handlers: Handlers,
+    policies: Policies,
+}
+
+/// Whether `job` is held by `claimer` (or, with no claimer, by no agent).
+fn held_by(job: &Job, claimer: Option<&Claimer>) -> bool {
+    match (job.location(), claimer) {
+        (Location::Agent { .. }, None) => false,
+        (_, None) => true,
+        (
+            Location::Agent {
+                dispatcher, agent, ..
+            },
+            Some(c),
+        ) => *dispatcher == c.dispatcher && *agent == c.agent,
+        (_, Some(_)) => false,
+    }
+}
+
+fn objects_kind(e: &zodiac_objects::Error, other: FailureKind) -> FailureKind {
+    match e {
+        zodiac_objects::Error::Conflict(_) | zodiac_objects::Error::RetriesExhausted { .. } => {
+            FailureKind::Conflict
+        }
+        zodiac_objects::Error::Storage(_) => FailureKind::Storage,
+        _ => other,
+    }
+}
+
+/// The failure record of a handler error: conflicts and storage errors are
+/// recognised, anything else is a user error.
+fn handler_failure(e: HandlerError) -> Failure {
+    let kind = if let Some(oe) = e.downcast_ref::<zodiac_objects::Error>() {
+        objects_kind(oe, FailureKind::UserError)
+    } else if let Some(Error::Objects(oe)) = e.downcast_ref::<Error>() {
+        objects_kind(oe, FailureKind::UserError)
+    } else {
+        FailureKind::UserError
+    };
+    Failure::from_error(kind, e.as_ref())
+}
+
+/// The failure record of a failed commit of the result.
+fn commit_failure(e: Error) -> Failure {
+    let kind = match &e {
+        Error::Objects(oe) => objects_kind(oe, FailureKind::Storage),
+        _ => FailureKind::Storage,
+    };
+    Failure::from_error(kind, &e).with_context("phase", "commit")
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_string());
+    format!("the handler panicked: {text}")
+}
+
+/// Whether this run (`run`, the job's attempt number when it started) is still the
+/// job's current run, held by `claimer`: a sibling may have recovered the job, and
+/// it may even have been claimed and started again since.
+fn still_running(
+    tx: &mut Transaction<'_>,
+    job: &PRef<Job>,
+    claimer: Option<&Claimer>,
+    run: u32,
+) -> Result<bool> {
+    let j = tx.get(job)?;
+    Ok(j.status() == Status::Active && j.attempts() == run && held_by(&j, claimer))
+}
+
+/// What the run learned that the stored job must keep.
+struct RunLog {
+    /// The run: the job's attempt number when it started.
+    run: u32,
+    data: RetryData,
+    errors: Vec<(Timestamp, Failure)>,
+}
+
+impl RunLog {
+    fn apply(&self, j: &mut Job) {
+        *j.retry_data_mut() = self.data.clone();
+        for (time, failure) in &self.errors {
+            j.record_error(*time, failure);
+        }
+    }
+}
+
+impl Runner {
+    pub fn new(db: Database, handlers: Handlers, policies: Policies) -> Runner {
+        Runner {
+            db,
+            handlers,
+            policies,
+        }
+    }
+
+    pub fn handlers(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Runs `job` for `claimer` (the agent that claimed it; `None` for a NEW job run
+    /// outside any queue). A job not in NEW or ASSIGNED is refused with
+    /// [`Error::IllegalTransition`] and left unchanged; so is a job whose retry
+    /// policy is not registered here ([`Error::NoSuchPolicy`]).
+    ///
+    /// When the job has callbacks, they run next, in order, each as its own job
+    /// (callbacks added meanwhile included), and then the job becomes COMPLETED.
+    pub fn run(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
+        let outcome = self.run_one(job, claimer)?;
+        if matches!(outcome, RunOutcome::Finished(_)) {
+            self.finish_callbacks(job)?;
+            // A resume callback completed the job that awaited: run its callbacks.
+            let j = self.load(job)?;
+            if j.handler() == RESUME_HANDLER {
+                let waiting = PRef::<Job>::from_oid(zodiac_storage::Oid(j.arguments(job.oid())?));
+                if self.load(&waiting)?.status() == Status::Callbacks {
+                    self.finish_callbacks(&waiting)?;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Runs the callbacks of `parent` (in CALLBACKS or COMPLETED) that have not run,
+    /// in order, picking up callbacks added meanwhile; then moves a parent in
+    /// CALLBACKS to COMPLETED, in a transaction that conflicts with a concurrent
+    /// [`Runner::add_callback`], so no callback is left behind.
+    pub fn finish_callbacks(&self, parent: &PRef<Job>) -> Result<()> {
+        let id = parent.oid();
+        loop {
+            let next = transact(&self.db, |tx| {
+                let p = tx.get(parent)?;
+                for cb in p.callbacks() {
+                    if tx.get(cb)?.status() == Status::New {
+                        return Ok(Some(*cb));
+                    }
+                }
+                if p.status() == Status::Callbacks {
+                    let now = Timestamp::now();
+                    tx.modify(parent, |p| p.transition(id, Status::Completed, now))??;
+                }
+                Ok(None)
+            })?;
+            match next {
+                Some(callback) => {
+                    self.run(&callback, None)?;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Adds `callback` (a NEW job) to `parent`'s callbacks; if `parent` is already
+    /// COMPLETED, runs it at once. A parent completing at the same time conflicts
+    /// with the addition, and the retry sees it completed, so the callback is never
+    /// lost.
+    pub fn add_callback(&self, parent: &PRef<Job>, callback: Job) -> Result<PRef<Job>> {
+        let (cb, completed) = transact(&self.db, |tx| {
+            let cb = add_callback_unchecked(tx, parent, callback.clone())?;
+            Ok((cb, tx.get(parent)?.status() == Status::Completed))
+        })?;
+        if completed {
+            self.run(&cb, None)?;
+        }
+        Ok(cb)
+    }
+
+    fn policy_for(&self, job: &Job) -> Result<std::sync::Arc<dyn crate::retry::RetryPolicy>> {
+        match job.location() {
+            Location::CallbackOf { .. } => self.policies.for_callback(job.retry_policy()),
+            _ => self.policies.for_job(job.retry_policy()),
+        }
+    }
+
+    fn run_one(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
+        let id = job.oid();
+        let started = transact(&self.db, |tx| {
+            let j = tx.get(job)?;
+            if !held_by(&j, claimer) {
+                return Ok(None);
+            }
+            self.policy_for(&j)?;
+            let now = Timestamp::now();
+            tx.modify(job, |j| j.transition(id, Status::Active, now))??;
+            Ok(Some(tx.get(job)?))
+        })?;
+        let Some(snapshot) = started else {
+            return Ok(self.abandon(job, "before it started"));
+        };
+        let policy = self.policy_for(&snapshot)?;
+        let queue = match snapshot.location() {
+            Location::Agent { queue, .. } => Some(queue.clone()),
+            _ => None,
+        };
+        let deadline = snapshot.deadline();
+        let mut log = RunLog {
+            run: snapshot.attempts(),
+            data: snapshot.retry_data().clone(),
+            errors: Vec::new(),
+        };
+        let mut conn = self.db.connection();
+        loop {
+            let mut tx = conn.begin();
+            let failure = match self.call(&mut tx, &snapshot, id, queue.clone(), claimer) {
+                Ok((_, Some(awaited))) => {
+                    let stored = self.start_awaiting(&mut tx, job, claimer, &log, awaited);
+                    let committed = match stored {
+                        Ok(Some(taken)) => tx.commit().map(|_| Some(taken)).map_err(Error::from),
+                        other => other,
+                    };
+                    match committed {
+                        Ok(Some(false)) => return Ok(RunOutcome::Awaiting(awaited)),
+                        Ok(Some(true)) => {
+                            // The awaited job had completed: its result is ours now.
+                            let j = self.load(job)?;
+                            let outcome = j.result().cloned().expect("stored above");
+                            return Ok(RunOutcome::Finished(outcome));
+                        }
+                        Ok(None) => return Ok(self.abandon(job, "while starting to await")),
+                        Err(e) => {
+                            let failure = commit_failure(e);
+                            let decision = policy.on_commit_error(&mut log.data, &failure);
+                            (failure, decision)
+                        }
+                    }
+                }
+                Ok((value, None)) => {
+                    let stored = self.store(&mut tx, job, claimer, &log, Outcome::Value(value));
+                    // Commit only while still held: otherwise drop (abort) it all.
+                    let committed = match stored {
+                        Ok(true) => tx.commit().map(|_| true).map_err(Error::from),
+                        other => other,
+                    };
+                    match committed {
+                        Ok(true) => {
+                            log::info!(
+                                target: "zodiac_async::trace",
+                                "job {id} ({}) completed on attempt {}",
+                                snapshot.handler(),
+                                snapshot.attempts()
+                            );
+                            let j = self.load(job)?;
+                            let outcome = j.result().cloned().expect("stored above");
+                            return Ok(RunOutcome::Finished(outcome));
+                        }
+                        Ok(false) => return Ok(self.abandon(job, "with its result")),
+                        Err(e) => {
+                            let failure = commit_failure(e);
+                            let decision = policy.on_commit_error(&mut log.data, &failure);
+                            (failure, decision)
+                        }
+                    }
+                }
+                Err(failure) => {
+                    drop(tx); // aborts the handler's writes
+                    let decision = policy.on_job_error(&mut log.data, &failure);
+                    (failure, decision)
+                }
+            };
+            let (failure, decision) = failure;
+            let now = Timestamp::now();
+            log::debug!(target: "zodiac_async::trace", "job {id}: attempt failed: {failure}");
+            log.errors.push((now, failure));
+            match bounded(decision, deadline, now) {
+                Decision::Retry => {}
+                Decision::RetryAfter(d) if queue.is_none() => std::thread::sleep(d),
+                Decision::RetryAt(t) if queue.is_none() => {
+                    std::thread::sleep(t.since(Timestamp::now()))
+                }
+                Decision::RetryAfter(d) => return self.put_back(job, claimer, log, now.plus(d)),
+                Decision::RetryAt(t) => return self.put_back(job, claimer, log, t),
+                Decision::GiveUp(f) => return self.give_up(job, claimer, log, f),
+            }
+        }
+    }
+
+    /// Calls the job's handler in `tx`; any failure (error, panic, no handler) is
+    /// returned as a failure record.
+    fn call(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &Job,
+        id: zodiac_storage::Oid,
+        queue: Option<String>,
+        claimer: Option<&Claimer>,
+    ) -> Result<(Vec<u8>, Option<PRef<Job>>), Failure> {
+        let parent_result = match job.location() {
+            Location::CallbackOf { parent } => match tx.get(parent) {
+                Ok(p) => p.result().cloned(),
+                Err(e) => return Err(Failure::from_error(FailureKind::Storage, &e)),
+            },
+            _ => None,
+        };
+        if job.handler() == crate::composite::JOIN_HANDLER {
+            return crate::composite::join(tx, job, id)
+                .map(|()| (postcard::to_stdvec(&()).expect("unit encodes"), None))
+                .map_err(|e| {
+                    let kind = match &e {
+                        Error::Objects(zodiac_objects::Error::Conflict(_)) => FailureKind::Conflict,
+                        _ => FailureKind::Storage,
+                    };
+                    Failure::from_error(kind, &e)
+                });
+        }
+        if job.handler() == RESUME_HANDLER {
+            return resume(tx, job, id, parent_result)
+                .map(|()| (postcard::to_stdvec(&()).expect("unit encodes"), None))
+                .map_err(|e| Failure::from_error(FailureKind::Storage, &e));
+        }
+        let (name, arguments) = if job.handler() == BRANCH_HANDLER {
+            let branch: Branch = postcard::from_bytes(job.argument_bytes()).map_err(|e| {
+                Failure::from_error(
+                    FailureKind::UserError,
+                    &Error::Arguments { job: id, source: e },
+                )
+            })?;
+            let failed = parent_result.as_ref().is_some_and(Outcome::is_failure);
+            match if failed {
+                branch.on_failure
+            } else {
+                branch.on_success
+            } {
+                Some(chosen) => chosen,
+                // No job for this branch: nothing to do, an empty value.
+                None => return Ok((postcard::to_stdvec(&()).expect("unit encodes"), None)),
+            }
+        } else {
+            (job.handler().to_string(), job.argument_bytes().to_vec())
+        };
+        let Some(handler) = self.handlers.get(&name) else {
+            return Err(Failure::new(
+                FailureKind::UnknownHandler,
+                format!("no handler named {name:?} is registered in this worker"),
+            ));
+        };
+        let mut ctx = JobContext::new(
+            id,
+            queue,
+            claimer.map(|c| c.agent.clone()),
+            claimer.map(|c| c.dispatcher.clone()),
+            job.attempts(),
+            parent_result,
+            tx,
+        );
+        match catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &arguments))) {
+            Ok(Ok(value)) => Ok((value, ctx.awaited())),
+            Ok(Err(e)) => Err(handler_failure(e)),
+            Err(payload) => Err(Failure::new(FailureKind::Panic, panic_message(&*payload))),
+        }
+    }
+
+    /// Makes `job` await `awaited` in `tx`: if `awaited` is COMPLETED, takes its
+    /// result at once (`Some(true)`); otherwise records the wait and adds a resume
+    /// callback to `awaited` (`Some(false)`). `None` if the job is no longer this
+    /// run's.
+    fn start_awaiting(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: &RunLog,
+        awaited: PRef<Job>,
+    ) -> Result<Option<bool>> {
+        if !still_running(tx, job, claimer, log.run)? {
+            return Ok(None);
+        }
+        let a = tx.get(&awaited)?;
+        if a.status() == Status::Completed {
+            let outcome = a.result().cloned().expect("a COMPLETED job has a result");
+            return Ok(self.store(tx, job, claimer, log, outcome)?.then_some(true));
+        }
+        let resume = Job::with_arguments(RESUME_HANDLER, &job.oid().0)?;
+        add_callback_unchecked(tx, &awaited, resume)?;
+        tx.modify(job, |j| {
+            log.apply(j);
+            j.set_awaiting(Some(awaited));
+        })?;
+        Ok(Some(false))
+    }
+
+    /// Stores `outcome` as the result in `tx` (→ CALLBACKS, → COMPLETED without
+    /// callbacks) if the job is still held by `claimer`; returns whether it was.
+    fn store(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: &RunLog,
+        outcome: Outcome,
+    ) -> Result<bool> {
+        let id = job.oid();
+        if !still_running(tx, job, claimer, log.run)? {
+            return Ok(false);
+        }
+        crate::quota::release(tx, job)?;
+        let now = Timestamp::now();
+        tx.modify(job, |j| {
+            log.apply(j);
+            j.set_result(outcome);
+            j.transition(id, Status::Callbacks, now)?;
+            if j.callbacks().is_empty() {
+                j.transition(id, Status::Completed, now)?;
+            }
+            Ok::<_, Error>(())
+        })??;
+        Ok(true)
+    }
+
+    fn give_up(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: RunLog,
+        failure: Failure,
+    ) -> Result<RunOutcome> {
+        let outcome = Outcome::Failure(failure.clone());
+        let held = transact(&self.db, |tx| {
+            self.store(tx, job, claimer, &log, outcome.clone())
+        })?;
+        if !held {
+            return Ok(self.abandon(job, "with its failure"));
+        }
+        let j = self.load(job)?;
+        log_failure(job.oid(), &j, &failure);
+        Ok(RunOutcome::Finished(outcome))
+    }
+
+    fn put_back(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: RunLog,
+        retry_at: Timestamp,
+    ) -> Result<RunOutcome> {
+        let held = transact(&self.db, |tx| {
+            if !still_running(tx, job, claimer, log.run)? {
+                return Ok(false);
+            }
+            tx.modify(job, |j| log.apply(j))?;
+            Queue::put_back(tx, job, Some(retry_at))?;
+            Ok(true)
+        })?;
+        if !held {
+            return Ok(self.abandon(job, "before its retry"));
+        }
+        Ok(RunOutcome::PutBack { retry_at })
+    }
+
+    fn load(&self, job: &PRef<Job>) -> Result<std::sync::Arc<Job>> {
+        transact(&self.db, |tx| Ok(tx.get(job)?))
+    }
+
+    fn abandon(&self, job: &PRef<Job>, when: &str) -> RunOutcome {
+        log::error!(
+            target: "zodiac_async::events",
+            "job {} is no longer held by this agent ({when}); another dispatcher took it over; \
+             abandoning it without storing anything",
+            job.oid()
+        );
+        RunOutcome::Abandoned
+    }
+}
+
+/// Recovers a queue job whose run was interrupted (its process died while it was
+/// ACTIVE), in the caller's transaction: asks the job's policy (`on_interrupted`,
+/// bounded by the deadline) and puts the job back in its queue (at the front, or
+/// scheduled), or gives up and stores the policy's failure as the result. The
+/// interruption is recorded in the error history. A job not ACTIVE, or not claimed
+/// from a queue, is refused and left unchanged.
+pub fn recover_interrupted(
+    tx: &mut Transaction<'_>,
+    job: &PRef<Job>,
+    policies: &Policies,
+) -> Result<Decision> {
+    let id = job.oid();
+    let j = tx.get(job)?;
+    if j.status() != Status::Active {
+        return Err(Error::IllegalTransition {
+            job: id,
+            from: j.status(),
+            to: Status::Pending,
+        });
+    }
+    if !matches!(j.location(), Location::Agent { .. }) {
+        return Err(Error::NotClaimed {
+            job: id,
+            status: j.status(),
+        });
+    }
+    let policy = policies.for_job(j.retry_policy())?;
+    let mut data = j.retry_data().clone();
+    let now = Timestamp::now();
+    let decision = bounded(policy.on_interrupted(&mut data), j.deadline(), now);
+    let interruption = Failure::new(
+        FailureKind::Reassigned,
+        "the run was interrupted: the process running it stopped",
+    );
+    tx.modify(job, |j| {
+        *j.retry_data_mut() = data;
+        j.record_error(now, &interruption);
+    })?;
+    match &decision {
+        Decision::Retry => Queue::put_back(tx, job, None)?,
+        Decision::RetryAfter(d) => Queue::put_back(tx, job, Some(now.plus(*d)))?,
+        Decision::RetryAt(t) => Queue::put_back(tx, job, Some(*t))?,
+        Decision::GiveUp(failure) => {
+            crate::quota::release(tx, job)?;
+            tx.modify(job, |j| {
+                j.set_result(Outcome::Failure(failure.clone()));
+                j.transition(id, Status::Callbacks, now)?;
+                if j.callbacks().is_empty() {
+                    j.transition(id, Status::Completed, now)?;
+                }
+                log_failure(id, j, failure);
+                Ok::<_, Error>(())
+            })??;
+        }
+    }
+    Ok(decision)
+}
+
+/// Adds `callback` (a NEW job) to `parent`'s callbacks in the caller's transaction;
+/// it runs, with the parent's result, when the parent's result is stored. A
+/// COMPLETED parent is refused: use [`Runner::add_callback`], which runs it at once.
+/// A callback left at the default failure level (ERROR) is raised to CRITICAL.
+pub fn add_callback(
+    tx: &mut Transaction<'_>,
+    parent: &PRef<Job>,
+    callback: Job,
+) -> Result<PRef<Job>> {
+    let status = tx.get(parent)?.status();
+    if status == Status::Completed {
+        return Err(Error::ParentCompleted { job: parent.oid() });
+    }
+    add_callback_unchecked(tx, parent, callback)
+}
+
+fn add_callback_unchecked(
+    tx: &mut Transaction<'_>,
+    parent: &PRef<Job>,
+    mut callback: Job,
+) -> Result<PRef<Job>> {
+    if callback.status() != Status::New {
+        return Err(Error::CallbackNotNew {
+            parent: parent.oid(),
+            status: callback.status(),
+        });
+    }
+    let count = tx.get(parent)?.callbacks().len();
+    if count >= crate::job::CALLBACKS_MAX {
+        return Err(Error::LimitExceeded {
+            what: "the callbacks of a job",
+            len: count + 1,
+            max: crate::job::CALLBACKS_MAX,
+        });
+    }
+    callback.set_location(Location::CallbackOf { parent: *parent });
+    // Failed callbacks are logged at CRITICAL unless their level was lowered.
+    if callback.failure_level() == crate::job::FailureLevel::Error {
+        callback.set_failure_level(crate::job::FailureLevel::Critical);
+    }
+    let cb = tx.add(callback)?;
+    tx.modify(parent, |p| p.push_callback(cb))?;
+    Ok(cb)
+}
+
+/// The handler name of a callback made by [`add_callbacks`]: it runs the success
+/// or the failure job's handler, by the parent's result.
+pub const BRANCH_HANDLER: &str = "zodiac.async.branch";
+
+/// The arguments of a [`BRANCH_HANDLER`] callback: handler name and argument bytes
+/// of each branch.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Branch {
+    on_success: Option<(String, Vec<u8>)>,
+    on_failure: Option<(String, Vec<u8>)>,
+}
+
+/// Adds one callback to `parent` that runs `on_success`'s handler and arguments if
+/// the parent's result is a value, `on_failure`'s if it is a failure (either may
+/// be `None`: then that case does nothing). Like [`add_callback`], it refuses a
+/// COMPLETED parent.
+pub fn add_callbacks(
+    tx: &mut Transaction<'_>,
+    parent: &PRef<Job>,
+    on_success: Option<Job>,
+    on_failure: Option<Job>,
+) -> Result<PRef<Job>> {
+    let branch = Branch {
+        on_success: on_success.map(|j| (j.handler().to_string(), j.argument_bytes().to_vec())),
+        on_failure: on_failure.map(|j| (j.handler().to_string(), j.argument_bytes().to_vec())),
+    };
+    add_callback(tx, parent, Job::with_arguments(BRANCH_HANDLER, &branch)?)
+}
+
+/// The handler name of the callback that completes a job awaiting another: it
+/// stores the awaited job's result as the waiting job's.
+pub const RESUME_HANDLER: &str = "zodiac.async.resume";
+
+/// Completes the job a resume callback names with the awaited job's result, if it
+/// is still waiting for it.
+fn resume(
+    tx: &mut Transaction<'_>,
+    callback: &Job,
+    id: zodiac_storage::Oid,
+    result: Option<Outcome>,
+) -> Result<()> {
+    let waiting = PRef::<Job>::from_oid(zodiac_storage::Oid(callback.arguments::<u64>(id)?));
+    let Location::CallbackOf { parent: awaited } = callback.location().clone() else {
+        return Ok(());
+    };
+    let w = tx.get(&waiting)?;
+    if w.status() != Status::Active || w.awaiting() != Some(awaited) {
+        return Ok(()); // no longer waiting (recovered, failed): nothing to take
+    }
+    let result = result.expect("a callback runs after its parent's result is stored");
+    crate::quota::release(tx, &waiting)?;
+    let now = Timestamp::now();
+    let wid = waiting.oid();
+    tx.modify(&waiting, |j| {
+        j.set_awaiting(None);
+        j.set_result(result);
+        j.transition(wid, Status::Callbacks, now)?;
+        if j.callbacks().is_empty() {
+            j.transition(wid, Status::Completed, now)?;
+        }
+        Ok::<_, Error>(())
+    })??;
+    Ok(())
+}

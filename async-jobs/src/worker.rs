@@ -1,0 +1,431 @@
+//! A worker: one dispatcher polling its queues on the calling thread and running
+//! the jobs it claims on threads of their own.
+//!
+//! Each poll, for each watched queue: activate on the first visit (a live
+//! dispatcher with the same id makes this worker skip that queue, with an error
+//! log), ping when due, clean up dead siblings, drop completed jobs older than the
+//! retention period, then claim jobs until the agent holds `agent_size` or nothing
+//! is claimable, running each on its own thread. Between polls it waits
+//! for the poll interval, or less: its [`WakeSource`] (by default
+//! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
+//! or put-back does) wakes it at once, and so does a run that finishes (a free
+//! slot).
+//!
+//! Invariants:
+//! - A claim is one transaction; conflicts are retried at most
+//!   `claim_conflict_retries` times and never fail the poll.
+//! - A poll that fails (e.g. a storage error) is retried after a backoff of
+//!   5 s, 10 s, … capped at 60 s ([`poll_backoff`]), never ending [`Worker::run`].
+//! - At most `agent_size` jobs run at once: the agent claims only while it holds
+//!   fewer jobs that are not COMPLETED.
+//! - [`Worker::shutdown`] gives running jobs the grace period, then hands what the
+//!   agent still holds to recovery and deactivates the dispatcher, so nothing stays
+//!   assigned to a stopped worker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use zodiac_objects::{Database, PRef};
+use zodiac_storage::Oid;
+
+use crate::dispatcher::{
+    AGENT_SIZE_DEFAULT, DEATH_INTERVAL_DEFAULT, Dispatchers, PING_INTERVAL_DEFAULT,
+    RETENTION_DEFAULT, RETENTION_DROPS_MAX,
+};
+use crate::error::{Error, Result};
+use crate::job::{Job, Location};
+use crate::queue::Queue;
+use crate::run::{RunOutcome, Runner};
+use crate::status::Status;
+use crate::time::Timestamp;
+use crate::transact::transact;
+use crate::wake::{Invalidations, WakeSource};
+
+/// The agent every worker runs in each queue.
+pub const AGENT_NAME: &str = "main";
+
+/// How a worker polls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// Queues to poll (default: the default queue `""`).
+    pub queues: Vec<String>,
+    /// Jobs the agent holds at once (3).
+    pub agent_size: u32,
+    /// Longest wait between polls (5 s).
+    pub poll_interval: Duration,
+    pub ping_interval: Duration,
+    pub death_interval: Duration,
+    /// Conflicts retried per claim (5).
+    pub claim_conflict_retries: u32,
+    /// How long completed jobs are kept (7 days).
+    pub retention: Duration,
+    /// How long a stopping worker lets running jobs finish (30 s).
+    pub grace_period: Duration,
+    /// This process holds the dispatcher id's identity lock and the id was used
+    /// before (`WorkerIdentity::restarted`): the previous incarnation is gone, so
+    /// its jobs are recovered at the first visit of each queue, without waiting
+    /// for the death interval (default `false`).
+    pub restarted: bool,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            queues: vec![String::new()],
+            agent_size: AGENT_SIZE_DEFAULT,
+            poll_interval: Duration::from_secs(5),
+            ping_interval: PING_INTERVAL_DEFAULT,
+            death_interval: DEATH_INTERVAL_DEFAULT,
+            claim_conflict_retries: 5,
+            retention: RETENTION_DEFAULT,
+            grace_period: Duration::from_secs(30),
+            restarted: false,
+        }
+    }
+}
+
+/// What one poll did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Jobs claimed and started, each on its own thread.
+    pub started: Vec<PRef<Job>>,
+    /// Dead siblings cleaned up.
+    pub cleaned: Vec<String>,
+    /// Queues skipped because a live dispatcher has this worker's id.
+    pub skipped: Vec<String>,
+}
+
+/// The wait before retrying after the `n`th failed poll in a row (n ≥ 1).
+pub fn poll_backoff(n: u32) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(n)
+        .min(Duration::from_secs(60))
+}
+
+/// One dispatcher: an id, a runner, and the queues it polls.
+pub struct Worker {
+    db: Database,
+    id: String,
+    runner: Runner,
+    options: WorkerOptions,
+    /// Queues this worker activated, with its last ping there.
+    active: BTreeMap<String, Instant>,
+    wake: Box<dyn WakeSource>,
+    /// Jobs being run, each on its own thread.
+    running: Vec<(PRef<Job>, JoinHandle<Result<RunOutcome>>)>,
+}
+
+impl Worker {
+    pub fn new(
+        db: Database,
+        id: impl Into<String>,
+        runner: Runner,
+        options: WorkerOptions,
+    ) -> Worker {
+        let wake = Box::new(Invalidations::new(&**db.storage()));
+        Worker::with_wake_source(db, id, runner, options, wake)
+    }
+
+    /// A worker woken early by `wake` instead of by commit notifications.
+    pub fn with_wake_source(
+        db: Database,
+        id: impl Into<String>,
+        runner: Runner,
+        options: WorkerOptions,
+        wake: Box<dyn WakeSource>,
+    ) -> Worker {
+        Worker {
+            db,
+            id: id.into(),
+            runner,
+            options,
+            active: BTreeMap::new(),
+            wake,
+            running: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// One poll of every queue (see the module docs).
+    pub fn poll_once(&mut self) -> Result<PollReport> {
+        self.reap(false);
+        let mut report = PollReport::default();
+        for name in self.options.queues.clone() {
+            if !self.visit(&name, &mut report)? {
+                continue;
+            }
+            self.claim_and_run(&name, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Activates on the first visit, pings when due, cleans up dead siblings.
+    /// Returns whether this worker may claim from the queue.
+    fn visit(&mut self, name: &str, report: &mut PollReport) -> Result<bool> {
+        let (id, options) = (self.id.clone(), self.options.clone());
+        let now = Timestamp::now();
+        match self.active.get(name) {
+            None => {
+                let policies = self.runner.policies().clone();
+                let activated = transact(&self.db, |tx| {
+                    let q = Queue::get_or_create(tx, name)?;
+                    if options.restarted {
+                        Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?;
+                    }
+                    match Dispatchers::activate(tx, &q, &id, now, options.death_interval) {
+                        Ok(_) => {}
+                        Err(Error::AlreadyActive { .. }) => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                    Dispatchers::set_agent(tx, &q, &id, AGENT_NAME, options.agent_size)?;
+                    Ok(true)
+                })?;
+                if !activated {
+                    log::error!(
+                        target: "zodiac_async::events",
+                        "dispatcher {id} is already activated in queue {name:?} by another \
+                         process? not polling that queue"
+                    );
+                    report.skipped.push(name.to_string());
+                    return Ok(false);
+                }
+                self.active.insert(name.to_string(), Instant::now());
+            }
+            Some(last) if last.elapsed() >= options.ping_interval => {
+                let was_active = transact(&self.db, |tx| {
+                    let q = Queue::get_or_create(tx, name)?;
+                    Dispatchers::ping(tx, &q, &id, now)
+                })?;
+                if !was_active {
+                    log::error!(
+                        target: "zodiac_async::events",
+                        "critical: dispatcher {id} had been declared dead in queue {name:?} \
+                         (a stall?); re-activated; its jobs were handed to recovery"
+                    );
+                }
+                self.active.insert(name.to_string(), Instant::now());
+            }
+            Some(_) => {}
+        }
+        let dead = transact(&self.db, |tx| {
+            let q = Queue::get_or_create(tx, name)?;
+            Dispatchers::dead(tx, &q, now, options.death_interval)
+        })?;
+        for sibling in dead.into_iter().filter(|d| *d != id) {
+            let policies = self.runner.policies().clone();
+            let cleaned = transact(&self.db, |tx| {
+                let q = Queue::get_or_create(tx, name)?;
+                match Dispatchers::cleanup(tx, &q, &sibling, &policies, now, options.death_interval)
+                {
+                    Ok(c) => Ok(Some(c)),
+                    // It pinged meanwhile, or another sibling got there first.
+                    Err(Error::AlreadyActive { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })?;
+            if let Some(cleanup) = cleaned {
+                for job in cleanup.in_callbacks {
+                    self.runner.finish_callbacks(&job)?;
+                }
+                report.cleaned.push(sibling);
+            }
+        }
+        let cutoff = Timestamp::from_micros(
+            now.as_micros()
+                .saturating_sub(u64::try_from(options.retention.as_micros()).unwrap_or(u64::MAX)),
+        );
+        transact(&self.db, |tx| {
+            let q = Queue::get_or_create(tx, name)?;
+            Dispatchers::drop_completed_before(tx, &q, &id, AGENT_NAME, cutoff, RETENTION_DROPS_MAX)
+        })?;
+        Ok(true)
+    }
+
+    fn claim_and_run(&mut self, name: &str, report: &mut PollReport) -> Result<()> {
+        let id = self.id.clone();
+        let claimer = crate::queue::Claimer {
+            dispatcher: id.clone(),
+            agent: AGENT_NAME.into(),
+        };
+        loop {
+            let mut claimed = None;
+            for attempt in 0..=self.options.claim_conflict_retries {
+                let result = crate::helpers::attempt(&self.db, &mut |tx| {
+                    let q = Queue::get_or_create(tx, name)?;
+                    Dispatchers::claim_for_agent(tx, &q, &id, AGENT_NAME, Timestamp::now())
+                });
+                match result {
+                    Ok(job) => {
+                        claimed = Some(job);
+                        break;
+                    }
+                    Err(e) if e.is_conflict() => {
+                        log::debug!(target: "zodiac_async::events", "claim attempt {} conflicted", attempt + 1);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(Some(job)) = claimed else {
+                return Ok(());
+            };
+            let (runner, claimer) = (self.runner.clone(), claimer.clone());
+            let handle = std::thread::spawn(move || runner.run(&job, Some(&claimer)));
+            self.running.push((job, handle));
+            report.started.push(job);
+        }
+    }
+
+    /// Joins the threads of finished runs (all of them with `all`), logging what
+    /// failed. A run's own failures are in its job; these are the runner's errors.
+    fn reap(&mut self, all: bool) {
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|(_, h)| all || h.is_finished());
+        self.running = running;
+        for (job, handle) in done {
+            match handle.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::error!(
+                    target: "zodiac_async::events",
+                    "running job {} failed: {e}",
+                    job.oid()
+                ),
+                Err(_) => log::error!(
+                    target: "zodiac_async::events",
+                    "the thread running job {} panicked",
+                    job.oid()
+                ),
+            }
+        }
+    }
+
+    /// Jobs being run now.
+    pub fn running(&self) -> Vec<PRef<Job>> {
+        self.running.iter().map(|(j, _)| *j).collect()
+    }
+
+    /// Waits for every running job to finish.
+    pub fn wait_idle(&mut self) {
+        self.reap(true);
+    }
+
+    /// The size-counter oids of the queues this worker polls.
+    fn watched(&self) -> Result<BTreeSet<Oid>> {
+        let queues = self.active.keys().cloned().collect::<Vec<_>>();
+        transact(&self.db, |tx| {
+            let mut oids = BTreeSet::new();
+            for name in &queues {
+                if let Some(q) = Queue::get(tx, name)? {
+                    oids.insert(Queue::size_oid(tx, &q)?);
+                }
+            }
+            Ok(oids)
+        })
+    }
+
+    /// Waits up to the poll interval; returns early when a commit changes a
+    /// watched queue, or when `stop` is set.
+    fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>) {
+        let deadline = Instant::now() + self.options.poll_interval;
+        while !stop.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            if self.running.iter().any(|(_, h)| h.is_finished()) {
+                return; // a slot is free: claim more
+            }
+            let slice = left.min(Duration::from_millis(20));
+            if self.wake.wait(watched, slice) {
+                return;
+            }
+        }
+    }
+
+    /// Polls until `stop` is set, then shuts down. Failed polls back off
+    /// ([`poll_backoff`]) and never end the loop.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        let mut failures = 0u32;
+        while !stop.load(Ordering::SeqCst) {
+            // Forget commits from before this poll: the poll sees them.
+            self.wake.reset();
+            match self.poll_once().and_then(|_| self.watched()) {
+                Ok(watched) => {
+                    failures = 0;
+                    self.wait(stop, &watched);
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = poll_backoff(failures);
+                    log::error!(
+                        target: "zodiac_async::events",
+                        "poll of dispatcher {} failed ({failures} in a row); retrying in \
+                         {wait:?}: {e}",
+                        self.id
+                    );
+                    let until = Instant::now() + wait;
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+        self.shutdown()
+    }
+
+    /// Stops: lets running jobs finish for up to the grace period, then hands what
+    /// the agent still holds to recovery (ASSIGNED jobs back to the queue, ACTIVE
+    /// ones through their policy's `on_interrupted`; their runs then store
+    /// nothing), and deactivates this dispatcher in every queue it activated.
+    pub fn shutdown(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.options.grace_period;
+        while !self.running.is_empty() && Instant::now() < deadline {
+            self.reap(false);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reap(false);
+        if !self.running.is_empty() {
+            log::warn!(
+                target: "zodiac_async::events",
+                "dispatcher {} stopping with {} job(s) still running after the grace period; \
+                 handing them to recovery",
+                self.id,
+                self.running.len()
+            );
+        }
+        let id = self.id.clone();
+        let policies = self.runner.policies().clone();
+        for name in std::mem::take(&mut self.active).into_keys() {
+            transact(&self.db, |tx| {
+                let q = Queue::get_or_create(tx, &name)?;
+                let record = Queue::dispatchers(tx, &q)?.get(&id).copied();
+                if let Some(record) = record {
+                    let agents = tx.get(&record)?.agents().clone();
+                    for agent in agents.values() {
+                        for &oid in tx.get(agent)?.held() {
+                            let job = PRef::<Job>::from_oid(Oid(oid));
+                            let j = tx.get(&job)?;
+                            let mine = matches!(j.location(), Location::Agent { dispatcher, .. } if *dispatcher == id);
+                            match j.status() {
+                                Status::Assigned if mine => Queue::put_back(tx, &job, None)?,
+                                Status::Active if mine && j.awaiting().is_none() => {
+                                    crate::run::recover_interrupted(tx, &job, &policies)?;
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                Dispatchers::deactivate(tx, &q, &id)
+            })?;
+        }
+        // Runs still going find their job taken back and store nothing.
+        self.running.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,403 @@
+//! A worker polling on a thread: runs queued jobs, wakes at once on a put, skips
+//! a queue whose id is live elsewhere, cleans up dead siblings, and leaves nothing
+//! assigned when it stops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use zodiac_async::{
+    Dispatchers, Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner, Status, Timestamp,
+    Worker, WorkerOptions, poll_backoff, transact,
+};
+use zodiac_objects::{Counter, Database, PRef};
+use zodiac_storage::MemoryStorage;
+
+fn setup() -> (Database, PRef<Counter>, Runner) {
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    let counter = transact(&db, |tx| {
+        Queue::get_or_create(tx, "")?;
+        Ok(tx.add(Counter::new(0))?)
+    })
+    .unwrap();
+    let mut h = Handlers::new();
+    h.register("count", move |ctx, by: i64| {
+        ctx.tx().modify(&counter, |c| c.add(by))?;
+        Ok(())
+    });
+    (db.clone(), counter, Runner::new(db, h, Policies::new()))
+}
+
+fn put(db: &Database, n: i64) -> PRef<Job> {
+    transact(db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::put_job(tx, &q, Job::with_arguments("count", &n)?, PutOptions::new())
+    })
+    .unwrap()
+}
+
+fn status(db: &Database, j: PRef<Job>) -> Status {
+    transact(db, |tx| Ok(tx.get(&j)?.status())).unwrap()
+}
+
+fn count(db: &Database, c: PRef<Counter>) -> i64 {
+    transact(db, |tx| Ok(tx.get(&c)?.value())).unwrap()
+}
+
+/// Jobs that block until a gate opens: a poll starts exactly `agent_size` of them
+/// (none can finish and free a slot), the next poll the rest.
+#[test]
+fn polls_run_queued_jobs_at_most_agent_size_at_a_time() {
+    use std::sync::{Condvar, Mutex};
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ())).unwrap();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let mut h = Handlers::new();
+    {
+        let gate = Arc::clone(&gate);
+        h.register("gated", move |_ctx, _: u32| {
+            let (open, cv) = &*gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            Ok(())
+        });
+    }
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let jobs: Vec<_> = (0..5u32)
+        .map(|i| {
+            transact(&db, |tx| {
+                let q = Queue::get(tx, "")?.unwrap();
+                Queue::put_job(tx, &q, Job::with_arguments("gated", &i)?, PutOptions::new())
+            })
+            .unwrap()
+        })
+        .collect();
+    let mut worker = Worker::new(db.clone(), "w1", runner, WorkerOptions::default());
+    assert_eq!(
+        worker.poll_once().unwrap().started,
+        jobs[..3],
+        "the agent holds 3"
+    );
+    assert!(worker.poll_once().unwrap().started.is_empty(), "still full");
+    assert_eq!(worker.running(), jobs[..3]);
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    worker.wait_idle();
+    assert_eq!(worker.poll_once().unwrap().started, jobs[3..]);
+    worker.wait_idle();
+    for j in jobs {
+        assert_eq!(status(&db, j), Status::Completed);
+    }
+    assert!(worker.poll_once().unwrap().started.is_empty());
+}
+
+/// Jobs that each wait for a barrier of `size` parties finish only if `size` of
+/// them run at the same time.
+#[test]
+fn the_agent_size_is_the_number_of_jobs_running_at_once() {
+    use std::sync::Barrier;
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ())).unwrap();
+    let barrier = Arc::new(Barrier::new(3));
+    let mut h = Handlers::new();
+    h.register("meet", move |_ctx, _: ()| {
+        barrier.wait();
+        Ok(())
+    });
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let jobs: Vec<_> = (0..3)
+        .map(|_| {
+            transact(&db, |tx| {
+                let q = Queue::get(tx, "")?.unwrap();
+                Queue::put_job(tx, &q, Job::with_arguments("meet", &())?, PutOptions::new())
+            })
+            .unwrap()
+        })
+        .collect();
+    let mut worker = Worker::new(db.clone(), "w1", runner, WorkerOptions::default());
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    worker.wait_idle();
+    for j in jobs {
+        assert_eq!(status(&db, j), Status::Completed);
+    }
+}
+
+#[test]
+fn a_put_wakes_the_worker_long_before_the_poll_interval() {
+    let (db, counter, runner) = setup();
+    let options = WorkerOptions {
+        poll_interval: Duration::from_secs(60),
+        ..WorkerOptions::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (db, stop) = (db.clone(), Arc::clone(&stop));
+        thread::spawn(move || Worker::new(db, "w1", runner, options).run(&stop))
+    };
+    // Let it finish its first poll and start waiting.
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let job = put(&db, 7);
+    while status(&db, job) != Status::Completed {
+        assert!(started.elapsed() < Duration::from_secs(10), "not woken");
+        thread::sleep(Duration::from_millis(1));
+    }
+    println!("put to completed: {:?}", started.elapsed());
+    assert_eq!(count(&db, counter), 7);
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+    // Stopped: deactivated.
+    let activated = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        let record = Queue::dispatchers(tx, &q)?["w1"];
+        Ok(tx.get(&record)?.activated())
+    })
+    .unwrap();
+    assert_eq!(activated, None);
+}
+
+#[test]
+fn a_second_worker_with_a_live_id_skips_the_queue() {
+    let (db, _, runner) = setup();
+    let mut first = Worker::new(db.clone(), "same", runner.clone(), WorkerOptions::default());
+    first.poll_once().unwrap();
+    let job = put(&db, 1);
+    let mut second = Worker::new(db.clone(), "same", runner, WorkerOptions::default());
+    let report = second.poll_once().unwrap();
+    assert_eq!(report.skipped, [""]);
+    assert!(report.started.is_empty());
+    assert_eq!(status(&db, job), Status::Pending);
+    assert_eq!(first.poll_once().unwrap().started, [job]);
+    first.wait_idle();
+}
+
+#[test]
+fn a_worker_cleans_up_a_dead_sibling_and_runs_its_jobs() {
+    let (db, counter, runner) = setup();
+    let job = put(&db, 4);
+    // A sibling that activated two minutes ago, claimed the job, and went silent.
+    let long_ago = Timestamp::from_micros(Timestamp::now().as_micros() - 120_000_000);
+    transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::activate(tx, &q, "gone", long_ago, Duration::from_secs(60))?;
+        Dispatchers::set_agent(tx, &q, "gone", "main", 3)?;
+        Dispatchers::claim_for_agent(tx, &q, "gone", "main", Timestamp::now())
+    })
+    .unwrap();
+    assert_eq!(status(&db, job), Status::Assigned);
+    let mut worker = Worker::new(db.clone(), "alive", runner, WorkerOptions::default());
+    let report = worker.poll_once().unwrap();
+    assert_eq!(report.cleaned, ["gone"]);
+    assert_eq!(report.started, [job]);
+    worker.wait_idle();
+    let j = transact(&db, |tx| Ok(tx.get(&job)?)).unwrap();
+    assert_eq!(j.status(), Status::Completed);
+    assert!(matches!(j.result(), Some(Outcome::Value(_))));
+    assert_eq!(count(&db, counter), 4);
+}
+
+#[test]
+fn shutdown_hands_back_assigned_jobs() {
+    let (db, _, runner) = setup();
+    let mut worker = Worker::new(db.clone(), "w1", runner, WorkerOptions::default());
+    worker.poll_once().unwrap();
+    let job = put(&db, 1);
+    // Claimed by the worker's agent but not run (as if it stopped in between).
+    transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::claim_for_agent(tx, &q, "w1", zodiac_async::AGENT_NAME, Timestamp::now())
+    })
+    .unwrap();
+    assert_eq!(status(&db, job), Status::Assigned);
+    worker.shutdown().unwrap();
+    assert_eq!(status(&db, job), Status::Pending);
+}
+
+#[test]
+fn failed_polls_back_off_5_10_up_to_60_seconds() {
+    let waits: Vec<u64> = (1..=14).map(|n| poll_backoff(n).as_secs()).collect();
+    assert_eq!(
+        waits,
+        [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 60, 60]
+    );
+}
+
+#[test]
+fn completed_jobs_are_kept_for_the_retention_period_then_dropped() {
+    let (db, _, runner) = setup();
+    let options = WorkerOptions {
+        retention: Duration::from_secs(3600),
+        ..WorkerOptions::default()
+    };
+    let mut worker = Worker::new(db.clone(), "w1", runner, options);
+    let job = put(&db, 1);
+    assert_eq!(worker.poll_once().unwrap().started, [job]);
+    worker.wait_idle();
+    worker.poll_once().unwrap(); // the next claim moves it to the completed jobs
+    let completed = |db: &Database| {
+        transact(db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Dispatchers::completed(tx, &q, "w1", zodiac_async::AGENT_NAME, 10)
+        })
+        .unwrap()
+    };
+    let kept = completed(&db);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1, job);
+    // Within the retention period it stays; past it, it goes.
+    let dropped = |cutoff| {
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Dispatchers::drop_completed_before(tx, &q, "w1", zodiac_async::AGENT_NAME, cutoff, 64)
+        })
+        .unwrap()
+    };
+    assert_eq!(dropped(kept[0].0), 0);
+    assert_eq!(dropped(kept[0].0.plus(Duration::from_micros(1))), 1);
+    assert!(completed(&db).is_empty());
+}
+
+/// A job still running when the grace period ends is handed to recovery: back in
+/// the queue, and its run, when it ends, stores nothing.
+#[test]
+fn shutdown_hands_jobs_still_running_after_the_grace_period_to_recovery() {
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    let counter = transact(&db, |tx| {
+        Queue::get_or_create(tx, "")?;
+        Ok(tx.add(Counter::new(0))?)
+    })
+    .unwrap();
+    let mut h = Handlers::new();
+    h.register("slow", move |ctx, _: ()| {
+        ctx.tx().modify(&counter, |c| c.add(1))?;
+        thread::sleep(Duration::from_millis(300));
+        Ok(())
+    });
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let job = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::put_job(tx, &q, Job::with_arguments("slow", &())?, PutOptions::new())
+    })
+    .unwrap();
+    let options = WorkerOptions {
+        grace_period: Duration::from_millis(50),
+        ..WorkerOptions::default()
+    };
+    let mut worker = Worker::new(db.clone(), "w1", runner, options);
+    assert_eq!(worker.poll_once().unwrap().started, [job]);
+    while status(&db, job) != Status::Active {
+        thread::sleep(Duration::from_millis(1));
+    }
+    worker.shutdown().unwrap();
+    assert_eq!(
+        status(&db, job),
+        Status::Pending,
+        "recovered: back in the queue"
+    );
+    thread::sleep(Duration::from_millis(500)); // the abandoned run ends
+    assert_eq!(status(&db, job), Status::Pending);
+    assert_eq!(count(&db, counter), 0, "the abandoned run stored nothing");
+}
+
+/// With plain polling a put waits for the next poll; with invalidations it does
+/// not. Both are wake sources a worker can be given.
+#[test]
+fn a_polling_worker_picks_up_a_put_at_its_next_poll() {
+    let (db, counter, runner) = setup();
+    let options = WorkerOptions {
+        poll_interval: Duration::from_millis(300),
+        ..WorkerOptions::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (db, stop) = (db.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let wake = Box::new(zodiac_async::Polling);
+            Worker::with_wake_source(db, "w1", runner, options, wake).run(&stop)
+        })
+    };
+    // Wait for its first poll (it activates), so the put lands between polls.
+    let activated = || {
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Ok(Queue::dispatchers(tx, &q)?.contains_key("w1"))
+        })
+        .unwrap()
+    };
+    while !activated() {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let started = Instant::now();
+    let job = put(&db, 3);
+    while status(&db, job) != Status::Completed {
+        assert!(started.elapsed() < Duration::from_secs(10), "never polled");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let waited = started.elapsed();
+    println!("polling: put to completed: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(100),
+        "woken early: {waited:?}"
+    );
+    assert_eq!(count(&db, counter), 3);
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+}
+
+/// A worker restarts on the same host: it takes its identity file's lock again,
+/// which proves the previous process is gone, and recovers that process's jobs at
+/// once instead of waiting for the death interval.
+#[test]
+fn a_restarted_worker_recovers_its_previous_incarnations_jobs_at_once() {
+    use zodiac_async::{AGENT_NAME, WorkerIdentity};
+    let (db, counter, runner) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zodiac-worker.uuid");
+    let identity = WorkerIdentity::acquire(&path).unwrap();
+    assert!(!identity.restarted());
+    let id = identity.id();
+    let mut before = Worker::new(
+        db.clone(),
+        id.clone(),
+        runner.clone(),
+        WorkerOptions::default(),
+    );
+    before.poll_once().unwrap();
+    let job = put(&db, 5);
+    transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::claim_for_agent(tx, &q, &id, AGENT_NAME, Timestamp::now())
+    })
+    .unwrap();
+    assert_eq!(status(&db, job), Status::Assigned);
+    // The process dies: no shutdown; its lock goes with it.
+    drop(before);
+    drop(identity);
+
+    // Without proof of the restart, the id still looks alive: the queue is skipped.
+    let mut impostor = Worker::new(
+        db.clone(),
+        id.clone(),
+        runner.clone(),
+        WorkerOptions::default(),
+    );
+    assert_eq!(impostor.poll_once().unwrap().skipped, [""]);
+
+    let identity = WorkerIdentity::acquire(&path).unwrap();
+    assert!(identity.restarted());
+    assert_eq!(identity.id(), id);
+    let options = WorkerOptions {
+        restarted: identity.restarted(),
+        ..WorkerOptions::default()
+    };
+    let mut after = Worker::new(db.clone(), identity.id(), runner, options);
+    let report = after.poll_once().unwrap();
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.started, [job]);
+    after.wait_idle();
+    assert_eq!(status(&db, job), Status::Completed);
+    assert_eq!(count(&db, counter), 5);
+}
