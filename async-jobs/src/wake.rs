@@ -9,9 +9,10 @@
 //! returns `true` only for a change that happened after the last `reset`.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use zodiac_storage::{CommitSubscription, Oid};
+use zodiac_storage::{CommitSubscription, Oid, Storage};
 
 /// A source of early wake-ups for a worker.
 pub trait WakeSource: Send {
@@ -36,14 +37,17 @@ impl WakeSource for Polling {
 
 /// Wakes on a commit that writes a watched object.
 pub struct Invalidations {
+    storage: Arc<dyn Storage>,
     subscription: CommitSubscription,
 }
 
 impl Invalidations {
     /// Watches the commits of `storage` from now on.
-    pub fn new(storage: &dyn zodiac_storage::Storage) -> Invalidations {
+    pub fn new(storage: Arc<dyn Storage>) -> Invalidations {
+        let subscription = storage.subscribe();
         Invalidations {
-            subscription: storage.subscribe(),
+            storage,
+            subscription,
         }
     }
 }
@@ -54,9 +58,67 @@ impl WakeSource for Invalidations {
     }
 
     fn wait(&mut self, watched: &BTreeSet<Oid>, timeout: Duration) -> bool {
+        let started = Instant::now();
         match self.subscription.recv_timeout(timeout) {
             Some(event) => event.oids.iter().any(|oid| watched.contains(oid)),
-            None => false,
+            // Cut off for falling too far behind: changes may have been missed, so
+            // wake (the poll sees them) and subscribe again.
+            None if self.subscription.missed() => {
+                self.subscription = self.storage.subscribe();
+                true
+            }
+            None => {
+                // Ended early (the storage closed): wait out the interval rather than
+                // let the worker poll in a tight loop.
+                std::thread::sleep(timeout.saturating_sub(started.elapsed()));
+                false
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zodiac_storage::{MemoryStorage, SUBSCRIPTION_EVENTS_MAX, Tid, TransactionMeta};
+
+    fn commit(storage: &dyn Storage, oid: Oid, base: Tid) -> Tid {
+        let mut t = storage.begin(TransactionMeta::default()).unwrap();
+        t.store(oid, base, b"x".to_vec()).unwrap();
+        t.finish().unwrap()
+    }
+
+    #[test]
+    fn a_cut_off_subscription_wakes_the_worker_and_resubscribes() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let mut wake = Invalidations::new(Arc::clone(&storage));
+        let watched_oid = storage.new_oid().unwrap();
+        let other = storage.new_oid().unwrap();
+        let mut base = Tid::ZERO;
+        for _ in 0..=SUBSCRIPTION_EVENTS_MAX {
+            base = commit(&*storage, other, base);
+        }
+        let watched = BTreeSet::from([watched_oid]);
+        wake.reset(); // drains what was queued; the rest was missed
+        assert!(
+            wake.wait(&watched, Duration::from_secs(5)),
+            "a miss must wake the worker"
+        );
+        // Subscribed again: a later commit of a watched object wakes it.
+        commit(&*storage, watched_oid, Tid::ZERO);
+        assert!(wake.wait(&watched, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn an_ended_subscription_waits_out_the_interval() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let mut wake = Invalidations::new(Arc::clone(&storage));
+        storage.close().unwrap();
+        let started = Instant::now();
+        assert!(!wake.wait(&BTreeSet::new(), Duration::from_millis(200)));
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "returned at once"
+        );
     }
 }

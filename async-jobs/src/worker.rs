@@ -124,7 +124,7 @@ impl Worker {
         runner: Runner,
         options: WorkerOptions,
     ) -> Worker {
-        let wake = Box::new(Invalidations::new(&**db.storage()));
+        let wake = Box::new(Invalidations::new(std::sync::Arc::clone(db.storage())));
         Worker::with_wake_source(db, id, runner, options, wake)
     }
 
