@@ -82,6 +82,9 @@ fn objects_kind(e: &zodiac_objects::Error, other: FailureKind) -> FailureKind {
         zodiac_objects::Error::Conflict(_) | zodiac_objects::Error::RetriesExhausted { .. } => {
             FailureKind::Conflict
         }
+        zodiac_objects::Error::Storage(zodiac_storage::Error::Disconnected { .. }) => {
+            FailureKind::Disconnected
+        }
         zodiac_objects::Error::Storage(_) => FailureKind::Storage,
         _ => other,
     }
@@ -694,4 +697,28 @@ fn resume(
         Ok::<_, Error>(())
     })??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_server_connection_is_a_disconnected_failure() {
+        let lost = zodiac_objects::Error::Storage(zodiac_storage::Error::Disconnected {
+            address: "tcp://127.0.0.1:8100".into(),
+            reason: "connection reset".into(),
+        });
+        assert_eq!(
+            objects_kind(&lost, FailureKind::UserError),
+            FailureKind::Disconnected
+        );
+        let failure = commit_failure(Error::Objects(lost));
+        assert_eq!(failure.kind, FailureKind::Disconnected);
+        let other = zodiac_objects::Error::Storage(zodiac_storage::Error::ReadOnly);
+        assert_eq!(
+            objects_kind(&other, FailureKind::UserError),
+            FailureKind::Storage
+        );
+    }
 }
