@@ -82,6 +82,11 @@ fn pack_without_gc_keeps_the_newest_revision_of_everything() {
     let report = db.s.pack(Tid::MAX, None).unwrap();
     assert_eq!(report.pack_tid, last);
     assert_eq!((report.revisions_before, report.revisions_after), (50, 10));
+    // The tables' accounting: two oid tables of 8-byte positions, at least.
+    assert!(
+        (2 * 10 * 8..10_000).contains(&report.table_bytes_max),
+        "{report:?}"
+    );
     assert!(report.bytes_after < report.bytes_before / 3, "{report:?}");
     for oid in &oids {
         assert_eq!(payload(&db.s, *oid), format!("{oid} r4"));
