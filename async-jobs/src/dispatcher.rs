@@ -427,13 +427,25 @@ impl Dispatchers {
             tx.modify(agent_ref, |a| a.held = kept)?;
         }
         tx.modify(record, |r| r.activated = None)?;
-        log::error!(
-            target: "zodiac_async::events",
-            "critical: dispatcher {id} is gone; put back {} job(s), recovered {} interrupted \
-             job(s)",
-            report.put_back.len(),
-            report.recovered.len()
-        );
+        if report.put_back.is_empty()
+            && report.recovered.is_empty()
+            && report.in_callbacks.is_empty()
+        {
+            // A clean stop (or a crash while idle) leaves nothing to recover.
+            log::info!(
+                target: "zodiac_async::events",
+                "dispatcher {id} is gone; it held no jobs"
+            );
+        } else {
+            log::error!(
+                target: "zodiac_async::events",
+                "critical: dispatcher {id} is gone; put back {} job(s), recovered {} interrupted \
+                 job(s), resuming the callbacks of {}",
+                report.put_back.len(),
+                report.recovered.len(),
+                report.in_callbacks.len()
+            );
+        }
         Ok(report)
     }
 }

@@ -43,7 +43,7 @@ use crate::time::Timestamp;
 use crate::transact::transact;
 use crate::wake::{Invalidations, WakeSource};
 
-/// The agent every worker runs in each queue.
+/// The name of a worker's agent in each queue unless [`WorkerOptions::agent`] names another.
 pub const AGENT_NAME: &str = "main";
 
 /// How a worker polls.
@@ -51,6 +51,8 @@ pub const AGENT_NAME: &str = "main";
 pub struct WorkerOptions {
     /// Queues to poll (default: the default queue `""`).
     pub queues: Vec<String>,
+    /// The agent's name in each queue ([`AGENT_NAME`]).
+    pub agent: String,
     /// Jobs the agent holds at once (3).
     pub agent_size: u32,
     /// Longest wait between polls (5 s).
@@ -74,6 +76,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             queues: vec![String::new()],
+            agent: AGENT_NAME.to_string(),
             agent_size: AGENT_SIZE_DEFAULT,
             poll_interval: Duration::from_secs(5),
             ping_interval: PING_INTERVAL_DEFAULT,
@@ -182,7 +185,7 @@ impl Worker {
                         Err(Error::AlreadyActive { .. }) => return Ok(false),
                         Err(e) => return Err(e),
                     }
-                    Dispatchers::set_agent(tx, &q, &id, AGENT_NAME, options.agent_size)?;
+                    Dispatchers::set_agent(tx, &q, &id, &options.agent, options.agent_size)?;
                     Ok(true)
                 })?;
                 if !activated {
@@ -241,7 +244,14 @@ impl Worker {
         );
         transact(&self.db, |tx| {
             let q = Queue::get_or_create(tx, name)?;
-            Dispatchers::drop_completed_before(tx, &q, &id, AGENT_NAME, cutoff, RETENTION_DROPS_MAX)
+            Dispatchers::drop_completed_before(
+                tx,
+                &q,
+                &id,
+                &options.agent,
+                cutoff,
+                RETENTION_DROPS_MAX,
+            )
         })?;
         Ok(true)
     }
@@ -250,14 +260,14 @@ impl Worker {
         let id = self.id.clone();
         let claimer = crate::queue::Claimer {
             dispatcher: id.clone(),
-            agent: AGENT_NAME.into(),
+            agent: self.options.agent.clone(),
         };
         loop {
             let mut claimed = None;
             for attempt in 0..=self.options.claim_conflict_retries {
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
                     let q = Queue::get_or_create(tx, name)?;
-                    Dispatchers::claim_for_agent(tx, &q, &id, AGENT_NAME, Timestamp::now())
+                    Dispatchers::claim_for_agent(tx, &q, &id, &claimer.agent, Timestamp::now())
                 });
                 match result {
                     Ok(job) => {

@@ -1,17 +1,20 @@
 //! `zodiac`: the command line of the Zodiac object database.
 
 mod analyze;
+mod builtins;
 mod demo;
 mod inspect;
+mod jobs;
 mod maintenance;
 mod progress;
 mod server;
 mod store;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +25,111 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// How to reach a server store (`tcp://HOST:PORT`).
+#[derive(Args, Clone, Debug, Default)]
+struct ConnectArgs {
+    /// Authenticate to the server with the secret in this file.
+    #[arg(long, value_name = "F")]
+    token_file: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    fn connect(self, wait_timeout: Option<std::time::Duration>) -> store::Connect {
+        store::Connect {
+            token_file: self.token_file,
+            wait_timeout,
+        }
+    }
+}
+
+/// How long a `jobs` command waits for an unreachable server.
+const JOBS_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Put a job in a queue; print its id. With --wait, wait for its result and
+    /// print it: exit 0 if the job succeeded, 1 if it failed, 3 on timeout.
+    Put {
+        /// A data file path, or tcp://HOST:PORT of a `zodiac server`.
+        store: String,
+        /// The handler to run (built-in: echo, sleep, fail, incr, shell).
+        handler: String,
+        /// The handler's arguments: one JSON object.
+        #[arg(value_name = "ARGS_JSON", default_value = "{}", value_parser = jobs::parse_arguments)]
+        args: serde_json::Value,
+        /// The queue (default: the default queue).
+        #[arg(long, value_name = "NAME", default_value = "")]
+        queue: String,
+        /// Not before this time: RFC 3339, or relative to now (+30s, +2h).
+        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
+        begin_after: Option<zodiac_storage::Tid>,
+        /// Fail with a timeout unless started within this long after begin-after.
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        begin_by: Option<std::time::Duration>,
+        /// The retry policy.
+        #[arg(long, value_parser = ["default", "never", "forever"])]
+        retry: Option<String>,
+        /// Wait until the job completes and print its result.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (exit 3).
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, requires = "wait")]
+        timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List jobs held by queues and agents, newest-claimable first per queue.
+    List {
+        store: String,
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
+        /// new, pending, assigned, active, callbacks or completed.
+        #[arg(long, value_parser = jobs::parse_status)]
+        status: Option<zodiac_async::Status>,
+        #[arg(long, value_name = "NAME")]
+        handler: Option<String>,
+        /// Most jobs listed.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// One JSON document (an array).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show one job: arguments, status, result or failure, times, attempts, error
+    /// history, retry policy and callbacks.
+    Show {
+        store: String,
+        #[arg(value_parser = inspect::parse_oid)]
+        job_id: zodiac_storage::Oid,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Per queue: job counts by status, and the dispatchers (alive or dead, last
+    /// ping, agents and their load).
+    Status {
+        store: String,
+        /// A dispatcher not heard from for this long is shown as dead.
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        ping_death_interval: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Cancel a job that has not started: it completes with a `cancelled` failure.
+    Cancel {
+        store: String,
+        #[arg(value_parser = inspect::parse_oid)]
+        job_id: zodiac_storage::Oid,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +252,49 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 100)]
         invalidation_history: usize,
     },
+    /// Run a dispatcher with the built-in handlers (echo, sleep, fail, incr; shell
+    /// with --allow-shell). Prints `worker <uuid> ready` when polling; stops
+    /// gracefully on SIGTERM or SIGINT (a second signal exits at once).
+    Worker {
+        /// A data file path (this process then holds its writer lock), or
+        /// tcp://HOST:PORT of a `zodiac server` (to share the database).
+        store: String,
+        /// A queue to poll (repeat for several; default: the default queue).
+        #[arg(long = "queue", value_name = "NAME")]
+        queues: Vec<String>,
+        /// The agent's name in each queue.
+        #[arg(long, value_name = "NAME", default_value = zodiac_async::AGENT_NAME)]
+        agent: String,
+        /// Jobs run at once.
+        #[arg(long, value_name = "N", default_value_t = zodiac_async::AGENT_SIZE_DEFAULT,
+              value_parser = clap::value_parser!(u32).range(1..=1024))]
+        size: u32,
+        /// The file holding this worker's UUID (created if missing; locked while
+        /// the worker runs).
+        #[arg(long, value_name = "F")]
+        uuid_file: Option<PathBuf>,
+        /// Longest wait between polls (a put wakes the worker at once).
+        #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration)]
+        poll_interval: std::time::Duration,
+        #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+        ping_interval: std::time::Duration,
+        /// A dispatcher silent this long is dead; its jobs are recovered.
+        #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration)]
+        ping_death_interval: std::time::Duration,
+        /// On stop, how long running jobs may finish before they are handed to recovery.
+        #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+        grace: std::time::Duration,
+        /// Register the `shell` handler (runs `sh -c` commands from job arguments).
+        #[arg(long)]
+        allow_shell: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Put, list, show and cancel jobs, and show the queues' status.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// The writer process the demo kills: commits in a loop until killed.
     #[command(hide = true)]
     DemoWriter {
@@ -159,7 +310,7 @@ fn main() -> ExitCode {
     // cli.md: RUST_LOG sets the level; the default is info for the server (and, later,
     // the worker), warn for the tools.
     let default_level = match cli.command {
-        Command::Server { .. } => "info",
+        Command::Server { .. } | Command::Worker { .. } => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -208,7 +359,108 @@ fn main() -> ExitCode {
             invalidation_history,
         })
         .map(|()| ExitCode::SUCCESS),
+        Command::Worker {
+            store,
+            queues,
+            agent,
+            size,
+            uuid_file,
+            poll_interval,
+            ping_interval,
+            ping_death_interval,
+            grace,
+            allow_shell,
+            connect,
+        } => worker::run(worker::Args {
+            store,
+            queues,
+            agent,
+            size,
+            uuid_file,
+            poll_interval,
+            ping_interval,
+            death_interval: ping_death_interval,
+            grace,
+            allow_shell,
+            connect: connect.connect(None),
+        })
+        .map(|()| ExitCode::SUCCESS),
+        Command::Jobs { command } => run_jobs(command),
     };
+    finish(result)
+}
+
+fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
+    let wait = Some(JOBS_CONNECT_WAIT);
+    match command {
+        JobsCommand::Put {
+            store,
+            handler,
+            args,
+            queue,
+            begin_after,
+            begin_by,
+            retry,
+            wait: wait_for_result,
+            timeout,
+            connect,
+        } => jobs::put(jobs::Put {
+            store,
+            handler,
+            arguments: args,
+            queue,
+            begin_after: begin_after.map(|t| zodiac_async::Timestamp::from_micros(t.0)),
+            begin_by,
+            retry,
+            wait: wait_for_result,
+            timeout,
+            connect: connect.connect(wait),
+        }),
+        JobsCommand::List {
+            store,
+            queue,
+            status,
+            handler,
+            limit,
+            json,
+            connect,
+        } => jobs::list(jobs::List {
+            store,
+            queue,
+            status,
+            handler,
+            limit,
+            json,
+            connect: connect.connect(wait),
+        })
+        .map(|()| ExitCode::SUCCESS),
+        JobsCommand::Show {
+            store,
+            job_id,
+            json,
+            connect,
+        } => jobs::show(&store, job_id, json, &connect.connect(wait)).map(|()| ExitCode::SUCCESS),
+        JobsCommand::Status {
+            store,
+            ping_death_interval,
+            json,
+            connect,
+        } => jobs::status(
+            &store,
+            ping_death_interval.unwrap_or(jobs::STATUS_DEATH_INTERVAL),
+            json,
+            &connect.connect(wait),
+        )
+        .map(|()| ExitCode::SUCCESS),
+        JobsCommand::Cancel {
+            store,
+            job_id,
+            connect,
+        } => jobs::cancel(&store, job_id, &connect.connect(wait)).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
