@@ -259,6 +259,33 @@ impl Queue {
         Ok(entries.into_iter().map(|(k, e)| (k, e.job)).collect())
     }
 
+    /// The earliest time after `now` at which a job pending in `queue` becomes
+    /// claimable (a scheduled job, or one put back for a later retry), if any.
+    pub fn next_start(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let pending = tx.get(queue)?.pending;
+        let mut next: Option<Timestamp> = None;
+        for lane in [LANE_PUT_BACK, LANE_SCHEDULED] {
+            let from = QueueKey {
+                lane,
+                at: Timestamp(now.0.saturating_add(1)),
+                job: 0,
+            };
+            let to = QueueKey {
+                lane,
+                at: Timestamp(u64::MAX),
+                job: u64::MAX,
+            };
+            if let Some((key, _)) = BTree::range(tx, &pending, from..=to, 1)?.first() {
+                next = Some(next.map_or(key.at, |n| n.min(key.at)));
+            }
+        }
+        Ok(next)
+    }
+
     fn insert(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,

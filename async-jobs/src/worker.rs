@@ -6,7 +6,8 @@
 //! log), ping when due, clean up dead siblings, drop completed jobs older than the
 //! retention period, then claim jobs until the agent holds `agent_size` or nothing
 //! is claimable, running each on its own thread. Between polls it waits
-//! for the poll interval, or less: its [`WakeSource`] (by default
+//! for the poll interval or until the next scheduled job's start time, whichever
+//! is sooner, or less: its [`WakeSource`] (by default
 //! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
 //! or put-back does) wakes it at once, and so does a run that finishes (a free
 //! slot).
@@ -324,24 +325,35 @@ impl Worker {
         self.reap(true);
     }
 
-    /// The size-counter oids of the queues this worker polls.
-    fn watched(&self) -> Result<BTreeSet<Oid>> {
+    /// The size-counter oids of the queues this worker polls, and the earliest
+    /// time a job pending in them becomes claimable later (scheduled, or put back
+    /// for a later retry).
+    fn watched(&self) -> Result<(BTreeSet<Oid>, Option<Timestamp>)> {
         let queues = self.active.keys().cloned().collect::<Vec<_>>();
+        let now = Timestamp::now();
         transact(&self.db, |tx| {
             let mut oids = BTreeSet::new();
+            let mut next: Option<Timestamp> = None;
             for name in &queues {
                 if let Some(q) = Queue::get(tx, name)? {
                     oids.insert(Queue::size_oid(tx, &q)?);
+                    if let Some(at) = Queue::next_start(tx, &q, now)? {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
                 }
             }
-            Ok(oids)
+            Ok((oids, next))
         })
     }
 
-    /// Waits up to the poll interval; returns early when a commit changes a
-    /// watched queue, or when `stop` is set.
-    fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>) {
-        let deadline = Instant::now() + self.options.poll_interval;
+    /// Waits up to the poll interval, or until the next scheduled start if that
+    /// is sooner; returns early when a commit changes a watched queue, or when
+    /// `stop` is set.
+    fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>, next_start: Option<Timestamp>) {
+        let mut deadline = Instant::now() + self.options.poll_interval;
+        if let Some(at) = next_start {
+            deadline = deadline.min(Instant::now() + at.since(Timestamp::now()));
+        }
         while !stop.load(Ordering::SeqCst) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -365,9 +377,9 @@ impl Worker {
             // Forget commits from before this poll: the poll sees them.
             self.wake.reset();
             match self.poll_once().and_then(|_| self.watched()) {
-                Ok(watched) => {
+                Ok((watched, next_start)) => {
                     failures = 0;
-                    self.wait(stop, &watched);
+                    self.wait(stop, &watched, next_start);
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);

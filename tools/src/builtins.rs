@@ -103,11 +103,20 @@ fn incr(ctx: &mut JobContext<'_, '_>, args: &str) -> Result<String, HandlerError
         }
     };
     let by = integer(&args, "by", "incr")?.unwrap_or(1);
+    Ok(add_to_counter(ctx.tx(), &name, by)?.to_string())
+}
+
+/// Adds `by` to the counter `name` (created at 0 when missing) in `tx`; returns
+/// its new value. `by == 0` reads it without writing.
+pub fn add_to_counter(
+    tx: &mut zodiac_objects::Transaction<'_>,
+    name: &str,
+    by: i64,
+) -> Result<i64, zodiac_objects::Error> {
     let key = format!("{COUNTER_ROOT_PREFIX}{name}");
-    let tx = ctx.tx();
     let counter: PRef<Counter> = match tx.root_entry(&key)? {
         Some(c) => c,
-        None if by == 0 => return Ok("0".to_string()),
+        None if by == 0 => return Ok(0),
         None => {
             let c = tx.add(Counter::new(0))?;
             tx.set_root_entry(&key, c)?;
@@ -115,13 +124,12 @@ fn incr(ctx: &mut JobContext<'_, '_>, args: &str) -> Result<String, HandlerError
         }
     };
     if by == 0 {
-        return Ok(tx.get(&counter)?.value().to_string());
+        return Ok(tx.get(&counter)?.value());
     }
-    let value = tx.modify(&counter, |c| {
+    tx.modify(&counter, |c| {
         c.add(by);
         c.value()
-    })?;
-    Ok(value.to_string())
+    })
 }
 
 /// Reads at most `SHELL_OUTPUT_BYTES_MAX` bytes, then drains the rest.
