@@ -45,7 +45,8 @@ impl ConnectArgs {
     }
 }
 
-/// How long a `jobs` command waits for an unreachable server.
+/// How long a `jobs` command (or another short command) waits for an
+/// unreachable server.
 const JOBS_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Subcommand)]
@@ -227,7 +228,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the revisions of one object, newest first.
+    /// Print the revisions of one object, newest first. STORE is a data file or
+    /// tcp://HOST:PORT of a `zodiac server`.
     History {
         store: String,
         /// The object id, decimal or 0x-prefixed hex.
@@ -236,6 +238,8 @@ enum Command {
         /// One JSON document.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
     /// Serve a data file to `zodiac` clients (client storages) over TCP. Prints
     /// `listening on HOST:PORT` when ready; serves until SIGTERM or SIGINT.
@@ -354,9 +358,13 @@ fn main() -> ExitCode {
         Command::Tail { path, n, json } => {
             inspect::tail(&path, n, json).map(|()| ExitCode::SUCCESS)
         }
-        Command::History { store, oid, json } => {
-            inspect::history(&store, oid, json).map(|()| ExitCode::SUCCESS)
-        }
+        Command::History {
+            store,
+            oid,
+            json,
+            connect,
+        } => inspect::history(&store, oid, json, &connect.connect(Some(JOBS_CONNECT_WAIT)))
+            .map(|()| ExitCode::SUCCESS),
         Command::Recover { path, output } => maintenance::run_recover(&path, &output),
         Command::Server {
             path,

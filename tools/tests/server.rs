@@ -130,3 +130,46 @@ fn server_serves_and_stops_cleanly_on_sigterm_and_sigint() {
     drop(c);
     stop_with(running, "-TERM");
 }
+
+#[test]
+fn history_reads_through_the_server_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret").unwrap();
+    let running = start(&[
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    let address = format!("tcp://{}", running.addr);
+    let (oid, tid) = commit_one(&address, Some(b"s3cret"));
+    let zodiac = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let oid_text = oid.0.to_string();
+    let out = zodiac(&[
+        "history",
+        &address,
+        &oid_text,
+        "--json",
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["revisions"][0]["tid"], tid.0);
+    let refused = zodiac(&["history", &address, &oid_text]);
+    assert_eq!(refused.status.code(), Some(1), "no token: refused");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.starts_with("error: connecting to"), "{stderr}");
+}
