@@ -3,7 +3,7 @@
 //!
 //! Each queue keeps a registry (dispatcher id → [`DispatcherRecord`]); a record
 //! names its agents ([`Agent`], one object each, holding the ids of the jobs it
-//! claimed). The process side (polling, wake-ups, threads) is not built yet.
+//! claimed). The process side (polling, wake-ups, threads) is [`crate::Worker`].
 //!
 //! Invariants:
 //! - A dispatcher is *alive* while activated and its last ping (or activation) is

@@ -49,9 +49,9 @@
 //! - Read-only queries for tools ([`inspect`]): jobs by status, queue, dispatcher,
 //!   agent, handler and creation time; dispatchers with liveness and load.
 //!
-//! Not built yet: signal handling (the `zodiac worker` command's part), recovery
-//! *jobs* (cleanup recovers in its own transaction), the `zodiac worker` and
-//! `zodiac jobs` commands.
+//! The `zodiac worker` and `zodiac jobs` commands (in the `zodiac` binary) run and
+//! inspect jobs with built-in handlers. Not built: recovery *jobs* (cleanup
+//! recovers in its own transaction).
 //!
 //! # Status transitions
 //!

@@ -29,9 +29,8 @@
 //!   jobs do write their quota object on claim and release: a quota is a deliberate
 //!   point of coordination.
 //!
-//! Known cost: the tree never drops emptied buckets, so a claim also reads the empty
-//! buckets left in front of the first pending job; a long-lived, very busy queue pays
-//! for that until pack-time compaction exists.
+//! The tree detaches buckets that claims empty, so a claim reads the path to the
+//! first pending job however many jobs the queue has seen.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
