@@ -302,6 +302,32 @@ impl Dispatchers {
         Ok(claim.job)
     }
 
+    /// Records `job`, which agent `agent` of dispatcher `id` claimed from `queue`
+    /// and which finished without being held there (a job that awaited another:
+    /// it let its slot go while waiting), among that agent's completed jobs, so
+    /// inspection lists it and retention drops it. Nothing if the agent is gone.
+    pub(crate) fn record_finished_elsewhere(
+        tx: &mut Transaction<'_>,
+        queue: &str,
+        id: &str,
+        agent: &str,
+        at: Timestamp,
+        job: PRef<Job>,
+    ) -> Result<()> {
+        let Some(queue) = Queue::get(tx, queue)? else {
+            return Ok(());
+        };
+        let Some(record) = Dispatchers::record(tx, &queue, id)? else {
+            return Ok(());
+        };
+        let Some(agent_ref) = tx.get(&record)?.agents.get(agent).copied() else {
+            return Ok(());
+        };
+        let completed = tx.get(&agent_ref)?.completed;
+        BTree::insert(tx, &completed, (at, job.oid().0), job)?;
+        Ok(())
+    }
+
     /// Up to `limit` jobs agent `agent` of dispatcher `id` completed, oldest
     /// first, with their completion times.
     pub fn completed(

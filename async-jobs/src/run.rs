@@ -696,6 +696,18 @@ fn resume(
         }
         Ok::<_, Error>(())
     })??;
+    // Its agent let it go while it waited: list it among that agent's completed
+    // jobs now, for inspection and retention.
+    if let Location::Agent {
+        queue,
+        dispatcher,
+        agent,
+    } = w.location()
+    {
+        crate::dispatcher::Dispatchers::record_finished_elsewhere(
+            tx, queue, dispatcher, agent, now, waiting,
+        )?;
+    }
     Ok(())
 }
 
