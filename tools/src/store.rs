@@ -38,6 +38,34 @@ pub fn is_server(store: &str) -> bool {
     store.starts_with("tcp://")
 }
 
+/// Checks the form of a store name: `tcp://HOST:PORT`, or a path (anything
+/// without `://`).
+fn check_store_name(store: &str) -> Result<()> {
+    const FORMS: &str = "a data file path, or tcp://HOST:PORT of a `zodiac server`";
+    match store.split_once("://") {
+        None => Ok(()),
+        Some(("tcp", address)) => {
+            let port = address.rsplit_once(':').map(|(_, port)| port);
+            if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+                bail!(
+                    "{store}: a server store needs a port: tcp://HOST:PORT (e.g. tcp://127.0.0.1:8100)"
+                );
+            }
+            Ok(())
+        }
+        Some((scheme, _)) => bail!("{store}: unknown store kind {scheme:?}; name {FORMS}"),
+    }
+}
+
+fn connect_to(store: &str, options: ClientOptions) -> Result<ClientStorage> {
+    ClientStorage::connect(store, options).map_err(|e| match e {
+        zodiac_storage::Error::Disconnected { reason, .. } => {
+            anyhow::anyhow!("cannot reach {store}: {reason} (is `zodiac server` running there?)")
+        }
+        e => anyhow::Error::new(e).context(format!("connecting to {store}")),
+    })
+}
+
 /// The data file STORE names, which must exist.
 fn must_exist(store: &str) -> Result<&Path> {
     let path = Path::new(store);
@@ -53,6 +81,7 @@ fn must_exist(store: &str) -> Result<&Path> {
 /// Opens STORE for reading and writing: the data file (taking its writer lock,
 /// created if `create`), or a client storage connected to the server.
 pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dyn Storage>> {
+    check_store_name(store)?;
     if is_server(store) {
         let mut options = ClientOptions::new();
         if let Some(file) = &connect.token_file {
@@ -61,10 +90,7 @@ pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dy
         if let Some(wait) = connect.wait_timeout {
             options = options.wait_timeout(wait);
         }
-        let client = ClientStorage::connect(store, options).with_context(|| {
-            format!("connecting to {store} (is `zodiac server` running there?)")
-        })?;
-        return Ok(Arc::new(client));
+        return Ok(Arc::new(connect_to(store, options)?));
     }
     if connect.token_file.is_some() {
         bail!("--token-file is for server stores (tcp://HOST:PORT); {store} is a data file");
@@ -72,6 +98,10 @@ pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dy
     let path = Path::new(store);
     if !create {
         must_exist(store)?;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent.filter(|d| !d.is_dir()) {
+        bail!("{store}: the directory {} does not exist", dir.display());
     }
     let file = FileStorage::open(path, FileOptions::new().create(create))
         .with_context(|| format!("opening {store}"))?;
@@ -81,6 +111,7 @@ pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dy
 /// Opens a data file for reading only (no writer lock: a worker or server may hold
 /// it), or connects to the server.
 pub fn open_store_read_only(store: &str, connect: &Connect) -> Result<Arc<dyn Storage>> {
+    check_store_name(store)?;
     if is_server(store) {
         return open_store(store, connect, false);
     }

@@ -302,6 +302,18 @@ fn bad_input_gets_one_clear_error_line() {
         "{}",
         stderr(&down)
     );
+    for (store, expected) in [
+        ("tcp://localhost", "a server store needs a port"),
+        ("http://example.com/db", "unknown store kind \"http\""),
+        (
+            "/no/such/dir/jobs.zdb",
+            "the directory /no/such/dir does not exist",
+        ),
+    ] {
+        let out = zodiac(&["jobs", "put", store, "echo"]);
+        assert_eq!(out.status.code(), Some(1), "{store}");
+        assert!(stderr(&out).contains(expected), "{store}: {}", stderr(&out));
+    }
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "gives up after a few seconds"
