@@ -10,6 +10,8 @@
 //!   job is still ACTIVE in *this* run (same attempt number) and held by the claimer
 //!   it runs for; if not (a sibling recovered it, and perhaps it was claimed and
 //!   started again since), it stores nothing and reports [`RunOutcome::Abandoned`].
+//!   It checks the same before calling the handler again for a retry, so a run taken
+//!   over (a false death) does not repeat the handler's work.
 //! - A panic in a handler is caught and becomes a `panic` failure; an unknown
 //!   handler name becomes an `unknown handler` failure; neither reaches the caller.
 //! - A parent moves from CALLBACKS to COMPLETED only in a transaction that found no
@@ -269,8 +271,14 @@ impl Runner {
             errors: Vec::new(),
         };
         let mut conn = self.db.connection();
+        let mut retrying = false;
         loop {
             let mut tx = conn.begin();
+            // A retry calls the handler again only while the job is still this run's.
+            if retrying && matches!(still_running(&mut tx, job, claimer, log.run), Ok(false)) {
+                return Ok(self.abandon(job, "before a retry"));
+            }
+            retrying = true;
             let failure = match self.call(&mut tx, &snapshot, id, queue.clone(), claimer) {
                 Ok((_, Some(awaited))) => {
                     let stored = self.start_awaiting(&mut tx, job, claimer, &log, awaited);
