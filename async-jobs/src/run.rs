@@ -12,6 +12,10 @@
 //!   started again since), it stores nothing and reports [`RunOutcome::Abandoned`].
 //!   It checks the same before calling the handler again for a retry, so a run taken
 //!   over (a false death) does not repeat the handler's work.
+//! - The run's own state changes (start, put back, failure, callbacks) wait out a
+//!   lost storage connection (retried after 5 s, 10 s, … capped at 60 s): one that
+//!   gave up would leave its job ACTIVE or ASSIGNED with a live agent that no longer
+//!   runs it, for no sibling to recover.
 //! - A panic in a handler is caught and becomes a `panic` failure; an unknown
 //!   handler name becomes an `unknown handler` failure; neither reaches the caller.
 //! - A parent moves from CALLBACKS to COMPLETED only in a transaction that found no
@@ -136,6 +140,44 @@ fn still_running(
     Ok(j.status() == Status::Active && j.attempts() == run && held_by(&j, claimer))
 }
 
+/// Whether `e` is a lost storage server connection.
+fn is_disconnected(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Objects(zodiac_objects::Error::Storage(
+            zodiac_storage::Error::Disconnected { .. }
+        ))
+    )
+}
+
+/// [`transact`], retrying a lost storage connection after a growing wait (5 s,
+/// 10 s, … capped at 60 s) until the storage answers: a run's state changes (start,
+/// put back, failure, callbacks) must land, or its job would stay stuck with an
+/// agent that no longer runs it.
+fn transact_through_outages<R>(
+    db: &Database,
+    mut f: impl FnMut(&mut Transaction<'_>) -> Result<R>,
+) -> Result<R> {
+    let mut failures = 0u32;
+    loop {
+        match transact(db, &mut f) {
+            Err(e) if is_disconnected(&e) => {
+                failures = failures.saturating_add(1);
+                let wait = std::time::Duration::from_secs(5)
+                    .saturating_mul(failures)
+                    .min(std::time::Duration::from_secs(60));
+                log::error!(
+                    target: "zodiac_async::events",
+                    "a job's state change could not reach the storage ({failures} time(s) in a \
+                     row); retrying in {wait:?}: {e}"
+                );
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What the run learned that the stored job must keep.
 struct RunLog {
     /// The run: the job's attempt number when it started.
@@ -200,7 +242,7 @@ impl Runner {
     pub fn finish_callbacks(&self, parent: &PRef<Job>) -> Result<()> {
         let id = parent.oid();
         loop {
-            let next = transact(&self.db, |tx| {
+            let next = transact_through_outages(&self.db, |tx| {
                 let p = tx.get(parent)?;
                 for cb in p.callbacks() {
                     if tx.get(cb)?.status() == Status::New {
@@ -246,7 +288,7 @@ impl Runner {
 
     fn run_one(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
         let id = job.oid();
-        let started = transact(&self.db, |tx| {
+        let started = transact_through_outages(&self.db, |tx| {
             let j = tx.get(job)?;
             if !held_by(&j, claimer) {
                 return Ok(None);
@@ -492,7 +534,7 @@ impl Runner {
         failure: Failure,
     ) -> Result<RunOutcome> {
         let outcome = Outcome::Failure(failure.clone());
-        let held = transact(&self.db, |tx| {
+        let held = transact_through_outages(&self.db, |tx| {
             self.store(tx, job, claimer, &log, outcome.clone())
         })?;
         if !held {
@@ -510,7 +552,7 @@ impl Runner {
         log: RunLog,
         retry_at: Timestamp,
     ) -> Result<RunOutcome> {
-        let held = transact(&self.db, |tx| {
+        let held = transact_through_outages(&self.db, |tx| {
             if !still_running(tx, job, claimer, log.run)? {
                 return Ok(false);
             }
@@ -525,7 +567,7 @@ impl Runner {
     }
 
     fn load(&self, job: &PRef<Job>) -> Result<std::sync::Arc<Job>> {
-        transact(&self.db, |tx| Ok(tx.get(job)?))
+        transact_through_outages(&self.db, |tx| Ok(tx.get(job)?))
     }
 
     fn abandon(&self, job: &PRef<Job>, when: &str) -> RunOutcome {
