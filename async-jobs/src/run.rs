@@ -584,9 +584,11 @@ impl Runner {
 /// Recovers a queue job whose run was interrupted (its process died while it was
 /// ACTIVE), in the caller's transaction: asks the job's policy (`on_interrupted`,
 /// bounded by the deadline) and puts the job back in its queue (at the front, or
-/// scheduled), or gives up and stores the policy's failure as the result. The
-/// interruption is recorded in the error history. A job not ACTIVE, or not claimed
-/// from a queue, is refused and left unchanged.
+/// scheduled), or gives up and stores the policy's failure as the result. A
+/// callback is recovered the same way under the callback policy, except that a
+/// retry makes it NEW again, to run when its parent's callbacks are resumed. The
+/// interruption is recorded in the error history. A job not ACTIVE, or neither
+/// claimed from a queue nor a callback, is refused and left unchanged.
 pub fn recover_interrupted(
     tx: &mut Transaction<'_>,
     job: &PRef<Job>,
@@ -601,13 +603,18 @@ pub fn recover_interrupted(
             to: Status::Pending,
         });
     }
-    if !matches!(j.location(), Location::Agent { .. }) {
+    let callback = matches!(j.location(), Location::CallbackOf { .. });
+    if !callback && !matches!(j.location(), Location::Agent { .. }) {
         return Err(Error::NotClaimed {
             job: id,
             status: j.status(),
         });
     }
-    let policy = policies.for_job(j.retry_policy())?;
+    let policy = if callback {
+        policies.for_callback(j.retry_policy())?
+    } else {
+        policies.for_job(j.retry_policy())?
+    };
     let mut data = j.retry_data().clone();
     let now = Timestamp::now();
     let decision = bounded(policy.on_interrupted(&mut data), j.deadline(), now);
@@ -620,6 +627,11 @@ pub fn recover_interrupted(
         j.record_error(now, &interruption);
     })?;
     match &decision {
+        // A callback is not in a queue: it runs again when its parent's callbacks
+        // are resumed.
+        d if callback && d.is_retry() => {
+            tx.modify(job, |j| j.transition(id, Status::New, now))??
+        }
         Decision::Retry => Queue::put_back(tx, job, None)?,
         Decision::RetryAfter(d) => Queue::put_back(tx, job, Some(now.plus(*d)))?,
         Decision::RetryAt(t) => Queue::put_back(tx, job, Some(*t))?,
