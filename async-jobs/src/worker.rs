@@ -180,6 +180,12 @@ impl Worker {
                     let q = Queue::get_or_create(tx, name)?;
                     let previous = if options.restarted {
                         Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?
+                    } else if Dispatchers::dead(tx, &q, now, options.death_interval)?.contains(&id)
+                    {
+                        // This id's dead dispatcher (e.g. on another host): its jobs
+                        // were never handed back.
+                        let death = options.death_interval;
+                        Dispatchers::cleanup(tx, &q, &id, &policies, now, death)?
                     } else {
                         Cleanup::default()
                     };
