@@ -457,9 +457,8 @@ fn d2_kill9_and_restart_with_the_same_uuid_recovers_at_once() {
 }
 
 /// D2b: a second live process with the same UUID file on one host refuses to
-/// start (the identity file's lock is held), exits non-zero, and says why. (The
-/// same UUID on two hosts is caught by the ping check instead:
-/// `a_second_worker_with_a_live_id_skips_the_queue` in async-jobs/tests/worker.rs.)
+/// start (the identity file's lock is held), exits non-zero, and says why. (Two
+/// hosts: the next test.)
 #[test]
 fn d2b_a_second_process_with_the_same_uuid_file_refuses_to_start() {
     let mut w = World::new();
@@ -479,6 +478,48 @@ fn d2b_a_second_process_with_the_same_uuid_file_refuses_to_start() {
     let job = w.put_f("d2b", &[]);
     w.wait_status(job, Status::Completed);
     assert_eq!(w.starts("d2b"), [first.pid()]);
+}
+
+/// D2b, second half: the same UUID on two hosts, simulated with a copy of the
+/// identity file (its own lock, the same UUID) and another host name. The second
+/// process logs "already activated … another process?" and does not poll the
+/// queue while the first is alive (its job is not touched); once the first is
+/// dead (kill -9, then the death interval) the second takes the queue over,
+/// recovers the job and runs it: 42.
+#[test]
+fn d2b_the_same_uuid_on_two_hosts_is_caught_by_the_ping_check() {
+    let mut w = World::new();
+    let first = w.worker("w", &["--host", "a"]);
+    let job = w.put_f("d2b-hosts", &["d2b-hosts"]);
+    w.wait_starts("d2b-hosts", 1);
+    std::fs::copy(w.uuid_file("w"), w.uuid_file("clone")).unwrap();
+    let second = w.worker("clone", &["--host", "b"]);
+    assert_eq!(second.id, first.id);
+    assert!(
+        second.log().contains("was created on host \"a\""),
+        "{}",
+        second.log()
+    );
+    wait_until("the second to refuse the queue", || {
+        second.log().contains("already activated in queue")
+    });
+    assert!(second.log().contains("another process?"));
+    std::thread::sleep(Duration::from_millis(1500)); // longer than the death interval
+    let j = w.job(job);
+    assert_eq!(j.status(), Status::Active, "{}", second.log());
+    assert_eq!(j.attempts(), 1, "the second left the job alone");
+
+    first.kill9();
+    let starts = w.wait_starts("d2b-hosts", 2);
+    assert_eq!(
+        starts[1],
+        second.pid(),
+        "the second took over once the first died"
+    );
+    w.release("d2b-hosts");
+    w.wait_status(job, Status::Completed);
+    assert_eq!(value(&w.job(job)), 42);
+    assert_eq!(w.callbacks("d2b-hosts"), ["42"]);
 }
 
 /// D3: kill -9 while `f` runs, a sibling worker (another UUID) alive. Until the

@@ -1,10 +1,11 @@
 //! A job worker process for the multi-process job tests (`tests/jobs_processes.rs`).
 //!
 //! `job_worker ADDR UUID_FILE DIR [--queue Q] [--agent-size N] [--poll-ms N]
-//! [--ping-ms N] [--death-ms N] [--grace-ms N] [--wait-ms N]`
+//! [--ping-ms N] [--death-ms N] [--grace-ms N] [--wait-ms N] [--host NAME]`
 //!
 //! Connects to the storage server at ADDR, takes the worker identity in UUID_FILE
-//! (refused, exit 2, while another process holds it) and runs one dispatcher on
+//! (refused, exit 2, while another process holds it; `--host` names the host it
+//! runs on, to simulate several hosts) and runs one dispatcher on
 //! queue Q (default `""`) with the fixture's handlers:
 //! - `f(key: String) -> 42`: appends `start KEY JOB ATTEMPT PID` to `DIR/f.log`, then
 //!   blocks until the file `DIR/release-KEY` exists (polled every 10 ms).
@@ -32,7 +33,8 @@ use zodiac_objects::Database;
 use zodiac_storage::{ClientOptions, ClientStorage};
 
 const USAGE: &str = "usage: job_worker ADDR UUID_FILE DIR [--queue Q] [--agent-size N] \
-                     [--poll-ms N] [--ping-ms N] [--death-ms N] [--grace-ms N] [--wait-ms N]";
+                     [--poll-ms N] [--ping-ms N] [--death-ms N] [--grace-ms N] [--wait-ms N] \
+                     [--host NAME]";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -101,6 +103,7 @@ fn run() -> Result<(), (u8, String)> {
         ..WorkerOptions::default()
     };
     let mut wait = Duration::from_secs(1);
+    let mut host = None;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(usage)?;
         let ms = || {
@@ -117,11 +120,16 @@ fn run() -> Result<(), (u8, String)> {
             "--death-ms" => options.death_interval = ms()?,
             "--grace-ms" => options.grace_period = ms()?,
             "--wait-ms" => wait = ms()?,
+            "--host" => host = Some(value.clone()),
             _ => return Err(usage()),
         }
     }
 
-    let identity = WorkerIdentity::acquire(&uuid_file).map_err(|e| match e {
+    let identity = match &host {
+        Some(host) => WorkerIdentity::acquire_on_host(&uuid_file, host),
+        None => WorkerIdentity::acquire(&uuid_file),
+    };
+    let identity = identity.map_err(|e| match e {
         Error::IdentityInUse { .. } => (2, format!("refusing to start: {e}")),
         e => (1, e.to_string()),
     })?;
