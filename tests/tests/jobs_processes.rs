@@ -786,26 +786,32 @@ fn p2_polls_back_off_while_the_server_is_down_and_resume() {
     assert_eq!(w.callbacks("p2"), ["42"]);
 }
 
-/// P4: kill -9 of a worker in the middle of its polls (30 quick jobs being claimed,
-/// run and committed), three times. After each kill no partial transaction is
-/// visible: every job is PENDING in the queue, or ASSIGNED/ACTIVE and held by the
-/// dead agent, or COMPLETED with 42, and the agent holds exactly its
-/// ASSIGNED/ACTIVE jobs (plus completed ones not yet moved). Recovery as in D2
-/// (restart with the same UUID) for two rounds and D3 (a sibling) for the last:
-/// every job completes with 42.
+/// P4: kill -9 of a worker in the middle of its polls, three times: 60 jobs are
+/// released one every 10 ms while the worker claims, runs and commits them, and
+/// each kill comes while it is busy doing so. After each kill no partial
+/// transaction is visible (one snapshot): every job is PENDING in the queue (the
+/// queue's size counter agrees), or ASSIGNED/ACTIVE with a dead agent that holds
+/// it, or COMPLETED with 42. Recovery as in D2 (restart with the same UUID) and
+/// D3 (a sibling, after the death interval): every job completes with 42.
 #[test]
 fn p4_kill9_during_polls_leaves_no_partial_transaction() {
     let mut w = World::new();
-    let keys: Vec<String> = (0..30).map(|i| format!("p4-{i}")).collect();
-    for k in &keys {
-        w.release(k);
-    }
+    let keys: Vec<String> = (0..60).map(|i| format!("p4-{i}")).collect();
     let jobs: Vec<PRef<Job>> = keys.iter().map(|k| w.put_f(k, &[])).collect();
+    let releaser = {
+        let (dir, keys) = (w.path().to_path_buf(), keys.clone());
+        std::thread::spawn(move || {
+            for k in keys {
+                let _ = File::create(dir.join(format!("release-{k}")));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
     let started = |w: &World| keys.iter().filter(|k| !w.starts(k).is_empty()).count();
     let mut dead_ids = Vec::new();
     for round in 0..3 {
-        let worker = w.worker(if round < 2 { "w" } else { "other" }, &[]);
-        let target = (round + 1) * 8;
+        let worker = w.worker(if round == 1 { "other" } else { "w" }, &[]);
+        let target = [10, 25, 40][round];
         wait_until("jobs to run", || started(&w) >= target);
         dead_ids.push(worker.id.clone());
         worker.kill9();
@@ -860,6 +866,7 @@ fn p4_kill9_during_polls_leaves_no_partial_transaction() {
         );
         println!("P4 round {round}: {} held, {pending} pending", held.len());
     }
+    releaser.join().unwrap();
     let _last = w.worker("w", &[]);
     for job in &jobs {
         w.wait_status(*job, Status::Completed);
@@ -867,10 +874,11 @@ fn p4_kill9_during_polls_leaves_no_partial_transaction() {
     }
 }
 
-/// P5: the server goes down for 4 s (standing in for a minute) while jobs run:
-/// the running jobs finish meanwhile and their commits fail with "disconnected";
-/// polls and commits back off and resume when the server is back. No job is lost
-/// and none completes twice: each of the 6 jobs is COMPLETED with 42 and its
+/// P5: the server goes down for 4 s (standing in for a minute) while 3 of 6 jobs
+/// run: they finish meanwhile and their result commits fail with "disconnected";
+/// the policy's retry later (putting them back) waits out the outage too, and so
+/// do the polls, with few, spaced attempts. When the server is back no job is
+/// lost and none completes twice: each of the 6 is COMPLETED with 42 and its
 /// callback ran exactly once.
 #[test]
 fn p5_server_down_while_jobs_run_no_job_lost_none_completed_twice() {
@@ -896,16 +904,23 @@ fn p5_server_down_while_jobs_run_no_job_lost_none_completed_twice() {
         assert_eq!(w.callbacks(key), ["42"], "{key} completed once");
         assert!(!w.starts(key).is_empty());
     }
-    assert!(worker.log().contains("disconnected") || worker.log().contains("connection"));
-    assert!(w.held(&worker.id).len() <= 3);
+    // The three running jobs committed their results into the outage.
     let failed = jobs
         .iter()
         .filter(|j| {
             w.job(**j)
                 .errors()
                 .iter()
-                .any(|e| e.summary.contains("disconnected"))
+                .any(|e| e.summary.starts_with("disconnected"))
         })
         .count();
-    println!("P5: {failed} job(s) saw a disconnected commit");
+    let log = worker.log();
+    let failed_polls = log.matches("poll of dispatcher").count();
+    let failed_changes = log.matches("could not reach the storage").count();
+    println!(
+        "P5: {failed} job(s) hit the outage; {failed_polls} failed polls, {failed_changes} failed state changes"
+    );
+    assert!(failed >= 1, "the outage hit running jobs: {log}");
+    assert!(failed_polls <= 3, "polls backed off: {log}");
+    assert!(failed_changes <= 6, "state changes backed off: {log}");
 }
