@@ -1,8 +1,9 @@
-//! The job catastrophe rows that need real processes (`docs` spec: catastrophes.md,
-//! rows D1–D4, D10, D11, P2, P4, P5): worker processes (`job_worker`) share one
-//! database through a storage server process (`net_server`) over 127.0.0.1, and
-//! are stopped with real signals (SIGTERM, SIGKILL, SIGSTOP/SIGCONT); the server is
-//! killed and restarted on the same port and file.
+//! The job catastrophe scenarios that need real processes (rows D1, D2, D2b, D3,
+//! D4, D10, D11, P2, P4 and P5 of the acceptance suite): worker processes
+//! (`job_worker`) share one database through a storage server process
+//! (`net_server`) over 127.0.0.1, and are stopped with real signals (SIGTERM,
+//! SIGKILL, SIGSTOP/SIGCONT); the server is killed and restarted on the same port
+//! and file. Each test has its own directory, server and workers.
 //!
 //! Fixture (compressed time): one queue, agent size 3, poll 100 ms, ping 200 ms,
 //! death 1 s; the job `f(key)` logs its start to `f.log` and blocks until the file
@@ -609,19 +610,40 @@ fn d4_false_death_the_sibling_completes_once_and_the_stalled_worker_recovers() {
 /// resumes the callbacks: the done one is not re-run, the running one is retried
 /// (the `forever` callback policy), the new one runs; then the job is COMPLETED.
 #[test]
-fn d10_death_during_callbacks_resumes_them() {
+fn d10_death_during_callbacks_a_sibling_resumes_them() {
+    death_during_callbacks("d10", false);
+}
+
+/// D10 with D2's recovery: the same worker restarts (same UUID file) and resumes
+/// the callbacks at once (death interval 60 s here).
+#[test]
+fn d10_death_during_callbacks_the_restarted_worker_resumes_them() {
+    death_during_callbacks("d10r", true);
+}
+
+fn death_during_callbacks(key: &str, restart: bool) {
     let mut w = World::new();
-    let a = w.worker("a", &[]);
-    w.release("d10");
+    let death: &[&str] = if restart {
+        &["--death-ms", "60000"]
+    } else {
+        &[]
+    };
+    let a = w.worker("a", death);
+    let (done, running, new) = (
+        format!("{key}-done"),
+        format!("{key}-running"),
+        format!("{key}-new"),
+    );
+    w.release(key);
     let job = w.put(
-        Job::with_arguments("f", &"d10".to_string()).unwrap(),
+        Job::with_arguments("f", &key.to_string()).unwrap(),
         vec![
-            Job::with_arguments("record", &"d10-done".to_string()).unwrap(),
-            Job::with_arguments("f", &"d10-running".to_string()).unwrap(),
-            Job::with_arguments("record", &"d10-new".to_string()).unwrap(),
+            Job::with_arguments("record", &done).unwrap(),
+            Job::with_arguments("f", &running).unwrap(),
+            Job::with_arguments("record", &new).unwrap(),
         ],
     );
-    w.wait_starts("d10-running", 1);
+    w.wait_starts(&running, 1);
     let j = w.job(job);
     assert_eq!(j.status(), Status::Callbacks);
     let cbs = j.callbacks().to_vec();
@@ -631,24 +653,23 @@ fn d10_death_during_callbacks_resumes_them() {
     let dead = a.id.clone();
     a.kill9();
 
-    let b = w.worker("b", &[]);
-    let starts = w.wait_starts("d10-running", 2);
+    let b = w.worker(if restart { "a" } else { "b" }, death);
+    let starts = w.wait_starts(&running, 2);
     assert_eq!(starts[1], b.pid(), "the running callback is retried");
-    w.release("d10-running");
+    w.release(&running);
     w.wait_status(job, Status::Completed);
     for cb in &cbs {
         assert_eq!(w.job(*cb).status(), Status::Completed);
     }
-    assert_eq!(value(&w.job(cbs[1])), 42);
-    assert_eq!(
-        w.callbacks("d10-done"),
-        ["42"],
-        "the done callback ran once"
-    );
-    assert_eq!(w.callbacks("d10-new"), ["42"], "the new callback ran once");
-    assert_eq!(w.starts("d10").len(), 1, "the job itself ran once");
+    let retried = w.job(cbs[1]);
+    assert_eq!(value(&retried), 42);
+    assert_eq!(retried.attempts(), 2);
+    assert_eq!(interruptions(&retried), 1);
+    assert_eq!(w.callbacks(&done), ["42"], "the done callback ran once");
+    assert_eq!(w.callbacks(&new), ["42"], "the new callback ran once");
+    assert_eq!(w.starts(key).len(), 1, "the job itself ran once");
     assert_eq!(value(&w.job(job)), 42);
-    assert!(w.held(&dead).is_empty(), "the dead agent holds nothing");
+    wait_until("the agent to hold nothing", || w.held(&dead).is_empty());
 }
 
 /// D11: a dead dispatcher's agent holds jobs in ASSIGNED, ACTIVE, CALLBACKS and
