@@ -14,8 +14,10 @@
 //!   until dropped after the retention period.
 //! - Cleanup of a dead dispatcher runs in one transaction that writes its record,
 //!   so two siblings cleaning up at once conflict and it happens once. It puts
-//!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones, and deactivates
-//!   the record; a job in CALLBACKS is left for a runner's `finish_callbacks`.
+//!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones (and to the
+//!   running callback of a job in CALLBACKS), moves COMPLETED ones to the agent's
+//!   completed collection, and deactivates the record; a job in CALLBACKS stays
+//!   held, for a runner's `finish_callbacks` and then `release_finished`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -382,6 +384,39 @@ impl Dispatchers {
             })
     }
 
+    /// Moves the COMPLETED jobs the agents of dispatcher `id` hold to their
+    /// completed collections and drops the jobs no longer at them: for a dead
+    /// dispatcher whose jobs in CALLBACKS a sibling finished, so its agents end
+    /// empty.
+    pub fn release_finished(tx: &mut Transaction<'_>, queue: &PRef<Queue>, id: &str) -> Result<()> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        let now = Timestamp::now();
+        for (name, agent_ref) in tx.get(&record)?.agents.clone() {
+            let a = tx.get(&agent_ref)?;
+            let mut gone = Vec::new();
+            for &oid in &a.held {
+                let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
+                let j = tx.get(&job)?;
+                let here = at_agent(&j, id, &name);
+                if here && j.status() == Status::Completed {
+                    let at = j.active_end().unwrap_or(now);
+                    BTree::insert(tx, &a.completed, (at, oid), job)?;
+                }
+                if !here || j.status() == Status::Completed {
+                    gone.push(oid);
+                }
+            }
+            if !gone.is_empty() {
+                tx.modify(&agent_ref, |a| {
+                    for oid in &gone {
+                        a.held.remove(oid);
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Cleans up the dead dispatcher `id`: ASSIGNED jobs go back to the queue,
     /// ACTIVE ones get their policy's `on_interrupted` decision, the record is
     /// deactivated. Refused with [`Error::AlreadyActive`] if it is alive.
@@ -424,7 +459,8 @@ impl Dispatchers {
         let r = tx.get(record)?;
         let mut report = Cleanup::default();
         for (name, agent_ref) in &r.agents {
-            let held = tx.get(agent_ref)?.held.clone();
+            let a = tx.get(agent_ref)?;
+            let held = a.held.clone();
             let mut kept = BTreeSet::new();
             for oid in held {
                 let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
@@ -444,8 +480,19 @@ impl Dispatchers {
                         report.recovered.push(job);
                     }
                     Status::Callbacks => {
+                        // A callback that was running is retried by its policy.
+                        for cb in j.callbacks() {
+                            let c = tx.get(cb)?;
+                            if c.status() == Status::Active && c.awaiting().is_none() {
+                                crate::run::recover_interrupted(tx, cb, policies)?;
+                            }
+                        }
                         kept.insert(oid);
                         report.in_callbacks.push(job);
+                    }
+                    Status::Completed => {
+                        let at = j.active_end().unwrap_or_else(Timestamp::now);
+                        BTree::insert(tx, &a.completed, (at, oid), job)?;
                     }
                     _ => {}
                 }

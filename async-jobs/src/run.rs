@@ -10,6 +10,12 @@
 //!   job is still ACTIVE in *this* run (same attempt number) and held by the claimer
 //!   it runs for; if not (a sibling recovered it, and perhaps it was claimed and
 //!   started again since), it stores nothing and reports [`RunOutcome::Abandoned`].
+//!   It checks the same before calling the handler again for a retry, so a run taken
+//!   over (a false death) does not repeat the handler's work.
+//! - The run's own state changes (start, put back, failure, callbacks) wait out a
+//!   lost storage connection (retried after 5 s, 10 s, … capped at 60 s): one that
+//!   gave up would leave its job ACTIVE or ASSIGNED with a live agent that no longer
+//!   runs it, for no sibling to recover.
 //! - A panic in a handler is caught and becomes a `panic` failure; an unknown
 //!   handler name becomes an `unknown handler` failure; neither reaches the caller.
 //! - A parent moves from CALLBACKS to COMPLETED only in a transaction that found no
@@ -134,6 +140,44 @@ fn still_running(
     Ok(j.status() == Status::Active && j.attempts() == run && held_by(&j, claimer))
 }
 
+/// Whether `e` is a lost storage server connection.
+fn is_disconnected(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Objects(zodiac_objects::Error::Storage(
+            zodiac_storage::Error::Disconnected { .. }
+        ))
+    )
+}
+
+/// [`transact`], retrying a lost storage connection after a growing wait (5 s,
+/// 10 s, … capped at 60 s) until the storage answers: a run's state changes (start,
+/// put back, failure, callbacks) must land, or its job would stay stuck with an
+/// agent that no longer runs it.
+fn transact_through_outages<R>(
+    db: &Database,
+    mut f: impl FnMut(&mut Transaction<'_>) -> Result<R>,
+) -> Result<R> {
+    let mut failures = 0u32;
+    loop {
+        match transact(db, &mut f) {
+            Err(e) if is_disconnected(&e) => {
+                failures = failures.saturating_add(1);
+                let wait = std::time::Duration::from_secs(5)
+                    .saturating_mul(failures)
+                    .min(std::time::Duration::from_secs(60));
+                log::error!(
+                    target: "zodiac_async::events",
+                    "a job's state change could not reach the storage ({failures} time(s) in a \
+                     row); retrying in {wait:?}: {e}"
+                );
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What the run learned that the stored job must keep.
 struct RunLog {
     /// The run: the job's attempt number when it started.
@@ -198,7 +242,7 @@ impl Runner {
     pub fn finish_callbacks(&self, parent: &PRef<Job>) -> Result<()> {
         let id = parent.oid();
         loop {
-            let next = transact(&self.db, |tx| {
+            let next = transact_through_outages(&self.db, |tx| {
                 let p = tx.get(parent)?;
                 for cb in p.callbacks() {
                     if tx.get(cb)?.status() == Status::New {
@@ -244,7 +288,7 @@ impl Runner {
 
     fn run_one(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
         let id = job.oid();
-        let started = transact(&self.db, |tx| {
+        let started = transact_through_outages(&self.db, |tx| {
             let j = tx.get(job)?;
             if !held_by(&j, claimer) {
                 return Ok(None);
@@ -269,8 +313,14 @@ impl Runner {
             errors: Vec::new(),
         };
         let mut conn = self.db.connection();
+        let mut retrying = false;
         loop {
             let mut tx = conn.begin();
+            // A retry calls the handler again only while the job is still this run's.
+            if retrying && matches!(still_running(&mut tx, job, claimer, log.run), Ok(false)) {
+                return Ok(self.abandon(job, "before a retry"));
+            }
+            retrying = true;
             let failure = match self.call(&mut tx, &snapshot, id, queue.clone(), claimer) {
                 Ok((_, Some(awaited))) => {
                     let stored = self.start_awaiting(&mut tx, job, claimer, &log, awaited);
@@ -484,7 +534,7 @@ impl Runner {
         failure: Failure,
     ) -> Result<RunOutcome> {
         let outcome = Outcome::Failure(failure.clone());
-        let held = transact(&self.db, |tx| {
+        let held = transact_through_outages(&self.db, |tx| {
             self.store(tx, job, claimer, &log, outcome.clone())
         })?;
         if !held {
@@ -502,7 +552,7 @@ impl Runner {
         log: RunLog,
         retry_at: Timestamp,
     ) -> Result<RunOutcome> {
-        let held = transact(&self.db, |tx| {
+        let held = transact_through_outages(&self.db, |tx| {
             if !still_running(tx, job, claimer, log.run)? {
                 return Ok(false);
             }
@@ -517,7 +567,7 @@ impl Runner {
     }
 
     fn load(&self, job: &PRef<Job>) -> Result<std::sync::Arc<Job>> {
-        transact(&self.db, |tx| Ok(tx.get(job)?))
+        transact_through_outages(&self.db, |tx| Ok(tx.get(job)?))
     }
 
     fn abandon(&self, job: &PRef<Job>, when: &str) -> RunOutcome {
@@ -534,9 +584,11 @@ impl Runner {
 /// Recovers a queue job whose run was interrupted (its process died while it was
 /// ACTIVE), in the caller's transaction: asks the job's policy (`on_interrupted`,
 /// bounded by the deadline) and puts the job back in its queue (at the front, or
-/// scheduled), or gives up and stores the policy's failure as the result. The
-/// interruption is recorded in the error history. A job not ACTIVE, or not claimed
-/// from a queue, is refused and left unchanged.
+/// scheduled), or gives up and stores the policy's failure as the result. A
+/// callback is recovered the same way under the callback policy, except that a
+/// retry makes it NEW again, to run when its parent's callbacks are resumed. The
+/// interruption is recorded in the error history. A job not ACTIVE, or neither
+/// claimed from a queue nor a callback, is refused and left unchanged.
 pub fn recover_interrupted(
     tx: &mut Transaction<'_>,
     job: &PRef<Job>,
@@ -551,13 +603,18 @@ pub fn recover_interrupted(
             to: Status::Pending,
         });
     }
-    if !matches!(j.location(), Location::Agent { .. }) {
+    let callback = matches!(j.location(), Location::CallbackOf { .. });
+    if !callback && !matches!(j.location(), Location::Agent { .. }) {
         return Err(Error::NotClaimed {
             job: id,
             status: j.status(),
         });
     }
-    let policy = policies.for_job(j.retry_policy())?;
+    let policy = if callback {
+        policies.for_callback(j.retry_policy())?
+    } else {
+        policies.for_job(j.retry_policy())?
+    };
     let mut data = j.retry_data().clone();
     let now = Timestamp::now();
     let decision = bounded(policy.on_interrupted(&mut data), j.deadline(), now);
@@ -570,6 +627,11 @@ pub fn recover_interrupted(
         j.record_error(now, &interruption);
     })?;
     match &decision {
+        // A callback is not in a queue: it runs again when its parent's callbacks
+        // are resumed.
+        d if callback && d.is_retry() => {
+            tx.modify(job, |j| j.transition(id, Status::New, now))??
+        }
         Decision::Retry => Queue::put_back(tx, job, None)?,
         Decision::RetryAfter(d) => Queue::put_back(tx, job, Some(now.plus(*d)))?,
         Decision::RetryAt(t) => Queue::put_back(tx, job, Some(*t))?,

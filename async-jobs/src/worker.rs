@@ -19,6 +19,10 @@
 //!   5 s, 10 s, … capped at 60 s ([`poll_backoff`]), never ending [`Worker::run`].
 //! - At most `agent_size` jobs run at once: the agent claims only while it holds
 //!   fewer jobs that are not COMPLETED.
+//! - Jobs a cleanup (of a dead sibling, or of this id's previous incarnation)
+//!   finds in CALLBACKS have their callbacks resumed on a thread of their own, like
+//!   a claimed job, so a long callback never stalls polls and pings; the dead
+//!   agent then releases them.
 //! - [`Worker::shutdown`] gives running jobs the grace period, then hands what the
 //!   agent still holds to recovery and deactivates the dispatcher, so nothing stays
 //!   assigned to a stopped worker.
@@ -32,7 +36,7 @@ use zodiac_objects::{Database, PRef};
 use zodiac_storage::Oid;
 
 use crate::dispatcher::{
-    AGENT_SIZE_DEFAULT, DEATH_INTERVAL_DEFAULT, Dispatchers, PING_INTERVAL_DEFAULT,
+    AGENT_SIZE_DEFAULT, Cleanup, DEATH_INTERVAL_DEFAULT, Dispatchers, PING_INTERVAL_DEFAULT,
     RETENTION_DEFAULT, RETENTION_DROPS_MAX,
 };
 use crate::error::{Error, Result};
@@ -178,18 +182,26 @@ impl Worker {
                 let policies = self.runner.policies().clone();
                 let activated = transact(&self.db, |tx| {
                     let q = Queue::get_or_create(tx, name)?;
-                    if options.restarted {
-                        Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?;
-                    }
+                    let previous = if options.restarted {
+                        Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?
+                    } else if Dispatchers::dead(tx, &q, now, options.death_interval)?.contains(&id)
+                    {
+                        // This id's dead dispatcher (e.g. on another host): its jobs
+                        // were never handed back.
+                        let death = options.death_interval;
+                        Dispatchers::cleanup(tx, &q, &id, &policies, now, death)?
+                    } else {
+                        Cleanup::default()
+                    };
                     match Dispatchers::activate(tx, &q, &id, now, options.death_interval) {
                         Ok(_) => {}
-                        Err(Error::AlreadyActive { .. }) => return Ok(false),
+                        Err(Error::AlreadyActive { .. }) => return Ok(None),
                         Err(e) => return Err(e),
                     }
                     Dispatchers::set_agent(tx, &q, &id, &options.agent, options.agent_size)?;
-                    Ok(true)
+                    Ok(Some(previous))
                 })?;
-                if !activated {
+                let Some(previous) = activated else {
                     log::error!(
                         target: "zodiac_async::events",
                         "dispatcher {id} is already activated in queue {name:?} by another \
@@ -197,8 +209,9 @@ impl Worker {
                     );
                     report.skipped.push(name.to_string());
                     return Ok(false);
-                }
+                };
                 self.active.insert(name.to_string(), Instant::now());
+                self.resume_callbacks(name, &id, &previous.in_callbacks);
             }
             Some(last) if last.elapsed() >= options.ping_interval => {
                 let was_active = transact(&self.db, |tx| {
@@ -233,9 +246,7 @@ impl Worker {
                 }
             })?;
             if let Some(cleanup) = cleaned {
-                for job in cleanup.in_callbacks {
-                    self.runner.finish_callbacks(&job)?;
-                }
+                self.resume_callbacks(name, &sibling, &cleanup.in_callbacks);
                 report.cleaned.push(sibling);
             }
         }
@@ -255,6 +266,29 @@ impl Worker {
             )
         })?;
         Ok(true)
+    }
+
+    /// Runs the remaining callbacks of `jobs`, which a cleanup of dispatcher
+    /// `owner` found in CALLBACKS, each on a thread of its own like a claimed job
+    /// (a callback may take long: polls and pings go on meanwhile); then `owner`'s
+    /// agents release the job.
+    fn resume_callbacks(&mut self, queue: &str, owner: &str, jobs: &[PRef<Job>]) {
+        for &job in jobs {
+            let (db, runner) = (self.db.clone(), self.runner.clone());
+            let (queue, owner) = (queue.to_string(), owner.to_string());
+            let handle = std::thread::spawn(move || {
+                runner.finish_callbacks(&job)?;
+                transact(&db, |tx| {
+                    let q = Queue::get_or_create(tx, &queue)?;
+                    Dispatchers::release_finished(tx, &q, &owner)?;
+                    Ok(tx.get(&job)?.result().cloned())
+                })
+                .map(|outcome| {
+                    RunOutcome::Finished(outcome.expect("a job in CALLBACKS has a result"))
+                })
+            });
+            self.running.push((job, handle));
+        }
     }
 
     fn claim_and_run(&mut self, name: &str, report: &mut PollReport) -> Result<()> {
