@@ -111,7 +111,8 @@ impl Agent {
 pub struct Cleanup {
     pub put_back: Vec<PRef<Job>>,
     pub recovered: Vec<PRef<Job>>,
-    /// Jobs in CALLBACKS, left for a runner's `finish_callbacks`.
+    /// Jobs in CALLBACKS (including recovered jobs whose policy gave up and
+    /// which have callbacks), left for a runner's `finish_callbacks`.
     pub in_callbacks: Vec<PRef<Job>>,
 }
 
@@ -257,6 +258,19 @@ impl Dispatchers {
         agent: &str,
         now: Timestamp,
     ) -> Result<Option<PRef<Job>>> {
+        Ok(Dispatchers::claim_for_agent_reporting(tx, queue, id, agent, now)?.job)
+    }
+
+    /// [`Dispatchers::claim_for_agent`], also reporting the jobs found past their
+    /// deadline (completed with a timeout, or left in CALLBACKS for a runner's
+    /// `finish_callbacks` when they have callbacks).
+    pub fn claim_for_agent_reporting(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        now: Timestamp,
+    ) -> Result<crate::queue::Claim> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
         let agent_ref =
             *tx.get(&record)?
@@ -289,7 +303,7 @@ impl Dispatchers {
             })?;
         }
         if !room {
-            return Ok(None);
+            return Ok(crate::queue::Claim::default());
         }
         let claimer = Claimer {
             dispatcher: id.to_string(),
@@ -299,7 +313,7 @@ impl Dispatchers {
         if let Some(job) = claim.job {
             tx.modify(&agent_ref, |a| a.held.insert(job.oid().0))?;
         }
-        Ok(claim.job)
+        Ok(claim)
     }
 
     /// Records `job`, which agent `agent` of dispatcher `id` claimed from `queue`
@@ -440,8 +454,14 @@ impl Dispatchers {
                     // Waiting for another job, it is not running anywhere.
                     Status::Active if j.awaiting().is_some() => {}
                     Status::Active => {
-                        crate::run::recover_interrupted(tx, &job, policies)?;
+                        let decision = crate::run::recover_interrupted(tx, &job, policies)?;
                         report.recovered.push(job);
+                        // Given up with callbacks to run: they are resumed like those
+                        // of a job found in CALLBACKS.
+                        if !decision.is_retry() && tx.get(&job)?.status() == Status::Callbacks {
+                            kept.insert(oid);
+                            report.in_callbacks.push(job);
+                        }
                     }
                     Status::Callbacks => {
                         kept.insert(oid);

@@ -176,19 +176,25 @@ impl Worker {
         match self.active.get(name) {
             None => {
                 let policies = self.runner.policies().clone();
-                let activated = transact(&self.db, |tx| {
+                let (activated, in_callbacks) = transact(&self.db, |tx| {
                     let q = Queue::get_or_create(tx, name)?;
+                    let mut in_callbacks = Vec::new();
                     if options.restarted {
-                        Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?;
+                        in_callbacks =
+                            Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?
+                                .in_callbacks;
                     }
                     match Dispatchers::activate(tx, &q, &id, now, options.death_interval) {
                         Ok(_) => {}
-                        Err(Error::AlreadyActive { .. }) => return Ok(false),
+                        Err(Error::AlreadyActive { .. }) => return Ok((false, Vec::new())),
                         Err(e) => return Err(e),
                     }
                     Dispatchers::set_agent(tx, &q, &id, &options.agent, options.agent_size)?;
-                    Ok(true)
+                    Ok((true, in_callbacks))
                 })?;
+                for job in in_callbacks {
+                    self.runner.finish_callbacks(&job)?;
+                }
                 if !activated {
                     log::error!(
                         target: "zodiac_async::events",
@@ -268,11 +274,21 @@ impl Worker {
             for attempt in 0..=self.options.claim_conflict_retries {
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
                     let q = Queue::get_or_create(tx, name)?;
-                    Dispatchers::claim_for_agent(tx, &q, &id, &claimer.agent, Timestamp::now())
+                    Dispatchers::claim_for_agent_reporting(
+                        tx,
+                        &q,
+                        &id,
+                        &claimer.agent,
+                        Timestamp::now(),
+                    )
                 });
                 match result {
-                    Ok(job) => {
-                        claimed = Some(job);
+                    Ok(claim) => {
+                        // Expired jobs met by the claim: their callbacks run now.
+                        for job in &claim.expired {
+                            self.runner.finish_callbacks(job)?;
+                        }
+                        claimed = Some(claim.job);
                         break;
                     }
                     Err(e) if e.is_conflict() => {
@@ -423,7 +439,10 @@ impl Worker {
         let id = self.id.clone();
         let policies = self.runner.policies().clone();
         for name in std::mem::take(&mut self.active).into_keys() {
+            // Jobs whose policy gave up on them here, with callbacks to run.
+            let mut in_callbacks = Vec::new();
             transact(&self.db, |tx| {
+                in_callbacks.clear();
                 let q = Queue::get_or_create(tx, &name)?;
                 let record = Queue::dispatchers(tx, &q)?.get(&id).copied();
                 if let Some(record) = record {
@@ -437,6 +456,9 @@ impl Worker {
                                 Status::Assigned if mine => Queue::put_back(tx, &job, None)?,
                                 Status::Active if mine && j.awaiting().is_none() => {
                                     crate::run::recover_interrupted(tx, &job, &policies)?;
+                                    if tx.get(&job)?.status() == Status::Callbacks {
+                                        in_callbacks.push(job);
+                                    }
                                 }
                                 _ => {}
                             }
@@ -445,6 +467,9 @@ impl Worker {
                 }
                 Dispatchers::deactivate(tx, &q, &id)
             })?;
+            for job in &in_callbacks {
+                self.runner.finish_callbacks(job)?;
+            }
         }
         // Runs still going find their job taken back and store nothing.
         self.running.clear();
