@@ -525,6 +525,11 @@ impl Queue {
         let deadline = tx.modify(job, |j| {
             j.transition(id, Status::Pending, now)?;
             j.set_location(Location::Queue { queue: name, key });
+            if let Some(at) = retry_at {
+                // It begins after `at` now; the deadline stays where it was.
+                let deadline = j.deadline();
+                j.set_schedule(at, deadline.map(|d| d.since(at)));
+            }
             Ok::<_, Error>(j.deadline())
         })??;
         let entry = Entry {
