@@ -320,11 +320,15 @@ impl Gates {
         }
     }
 
-    fn wait(&self, label: &str) {
+    /// Records the call of `label` in `calls` and waits for its gate. The call is
+    /// recorded once the run is registered as waiting, so a test that sees the
+    /// call and then kills the worker kills this run too.
+    fn wait(&self, label: &str, calls: &Calls) {
         let mut s = self.state.lock().unwrap();
         let token = s.next;
         s.next += 1;
         s.waiting.insert(token, false);
+        calls.push(label);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if s.waiting[&token] {
@@ -420,8 +424,7 @@ fn fixture() -> Fx {
         let (gates, calls) = (Arc::clone(&gates), Arc::clone(&calls));
         // `f`: blocks until its label is released, then returns 42.
         handlers.register("f", move |_ctx, label: String| {
-            calls.push(&label);
-            gates.wait(&label);
+            gates.wait(&label, &calls);
             Ok(42i64)
         });
     }
@@ -442,9 +445,8 @@ fn fixture() -> Fx {
         // A composite part: notes its label (committed with its result), waits for
         // its gate, returns its value.
         handlers.register("step", move |ctx, (label, value): (String, i64)| {
-            calls.push(&label);
             ctx.tx().modify(&lines, |l| l.lines.push(label.clone()))?;
-            gates.wait(&label);
+            gates.wait(&label, &calls);
             Ok(value)
         });
     }
@@ -452,7 +454,6 @@ fn fixture() -> Fx {
         let (gates, calls) = (Arc::clone(&gates), Arc::clone(&calls));
         // A composite's postprocess: sums the parts' values.
         handlers.register("post", move |ctx, label: String| {
-            calls.push(&label);
             let me = PRef::<Job>::from_oid(ctx.job);
             let results = part_results(ctx.tx(), &me)?.ok_or("not a postprocess job")?;
             let mut sum = 0i64;
@@ -464,7 +465,7 @@ fn fixture() -> Fx {
             }
             ctx.tx()
                 .modify(&lines, |l| l.lines.push(format!("{label} {sum}")))?;
-            gates.wait(&label);
+            gates.wait(&label, &calls);
             Ok(sum)
         });
     }
