@@ -14,8 +14,10 @@
 //!   until dropped after the retention period.
 //! - Cleanup of a dead dispatcher runs in one transaction that writes its record,
 //!   so two siblings cleaning up at once conflict and it happens once. It puts
-//!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones, and deactivates
-//!   the record; a job in CALLBACKS is left for a runner's `finish_callbacks`.
+//!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones, moves finished
+//!   ones (COMPLETED, and CALLBACKS, including those whose policy just gave up)
+//!   to the agent's completed jobs, empties the agent and deactivates the record;
+//!   a job in CALLBACKS is left for a runner's `finish_callbacks`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -112,7 +114,8 @@ pub struct Cleanup {
     pub put_back: Vec<PRef<Job>>,
     pub recovered: Vec<PRef<Job>>,
     /// Jobs in CALLBACKS (including recovered jobs whose policy gave up and
-    /// which have callbacks), left for a runner's `finish_callbacks`.
+    /// which have callbacks), left for a runner's `finish_callbacks`; like the
+    /// COMPLETED ones, they are listed among the agent's completed jobs.
     pub in_callbacks: Vec<PRef<Job>>,
 }
 
@@ -437,10 +440,10 @@ impl Dispatchers {
     ) -> Result<Cleanup> {
         let r = tx.get(record)?;
         let mut report = Cleanup::default();
+        let now = Timestamp::now();
         for (name, agent_ref) in &r.agents {
-            let held = tx.get(agent_ref)?.held.clone();
-            let mut kept = BTreeSet::new();
-            for oid in held {
+            let a = tx.get(agent_ref)?;
+            for &oid in &a.held {
                 let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
                 let j = tx.get(&job)?;
                 if !at_agent(&j, id, name) {
@@ -454,23 +457,23 @@ impl Dispatchers {
                     // Waiting for another job, it is not running anywhere.
                     Status::Active if j.awaiting().is_some() => {}
                     Status::Active => {
-                        let decision = crate::run::recover_interrupted(tx, &job, policies)?;
+                        crate::run::recover_interrupted(tx, &job, policies)?;
                         report.recovered.push(job);
-                        // Given up with callbacks to run: they are resumed like those
-                        // of a job found in CALLBACKS.
-                        if !decision.is_retry() && tx.get(&job)?.status() == Status::Callbacks {
-                            kept.insert(oid);
-                            report.in_callbacks.push(job);
-                        }
-                    }
-                    Status::Callbacks => {
-                        kept.insert(oid);
-                        report.in_callbacks.push(job);
                     }
                     _ => {}
                 }
+                // Finished here (or given up on just now): to the completed jobs;
+                // callbacks still to run are resumed by the caller.
+                let finished = tx.get(&job)?;
+                if finished.status() == Status::Callbacks {
+                    report.in_callbacks.push(job);
+                }
+                if matches!(finished.status(), Status::Callbacks | Status::Completed) {
+                    let at = finished.active_end().unwrap_or(now);
+                    BTree::insert(tx, &a.completed, (at, oid), job)?;
+                }
             }
-            tx.modify(agent_ref, |a| a.held = kept)?;
+            tx.modify(agent_ref, |a| a.held.clear())?;
         }
         tx.modify(record, |r| r.activated = None)?;
         if report.put_back.is_empty()
