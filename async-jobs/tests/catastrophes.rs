@@ -1153,6 +1153,121 @@ fn d12_serial_and_parallel_survive_deaths_during_a_part_and_during_post() {
     );
 }
 
+/// D11 (its cleanup logic, in process) — fault: "A dead dispatcher's agent holds
+/// jobs in ASSIGNED, ACTIVE, CALLBACKS and COMPLETED." Expected: "Cleanup: ASSIGNED
+/// back to the queue; ACTIVE → interrupt recovery; CALLBACKS → resume; COMPLETED →
+/// completed collection; the agent is empty."
+///
+/// The dead worker's agent (size 4 here, to hold all four) claimed: `active` (f,
+/// blocked), `callbacks` (finished; its first callback ran, and the process died
+/// while starting the second), `completed` (finished, not yet moved out by a later
+/// claim) and `assigned` (claimed, never started). Its restart cleans it up.
+#[test]
+fn d11_in_process_cleanup_of_a_dead_agent_holding_every_status() {
+    let fx = fixture();
+    let id = "d11";
+    let (active, callbacks, completed) = transact(&fx.db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        let active = Queue::put_job(tx, &q, f_job("d11-active"), PutOptions::new())?;
+        let callbacks = Queue::put_job(tx, &q, f_job("d11-callbacks"), PutOptions::new())?;
+        let completed = Queue::put_job(tx, &q, f_job("d11-completed"), PutOptions::new())?;
+        Ok((active, callbacks, completed))
+    })
+    .unwrap();
+    let (cb1, cb2) = transact(&fx.db, |tx| {
+        Ok((
+            add_callback(tx, &callbacks, record_job("d11-cb1"))?,
+            add_callback(tx, &callbacks, record_job("d11-cb2"))?,
+        ))
+    })
+    .unwrap();
+    let mut worker = Worker::new(
+        fx.db.clone(),
+        id,
+        fx.runner(),
+        WorkerOptions {
+            agent_size: 4,
+            ..options()
+        },
+    );
+    let mut started = worker.poll_once().unwrap().started;
+    started.sort();
+    let mut want = vec![active, callbacks, completed];
+    want.sort();
+    assert_eq!(started, want);
+    // While `completed` still runs, the agent claims one more, never started.
+    let assigned = fx.put(f_job("d11-assigned"), PutOptions::new());
+    let claimed = transact(&fx.db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::claim_for_agent(tx, &q, id, zodiac_async::AGENT_NAME, Timestamp::now())
+    })
+    .unwrap();
+    assert_eq!(claimed, Some(assigned));
+    fx.wait_calls("d11-completed", 1);
+    fx.gates.release("d11-completed");
+    wait_until("`completed` completes", || {
+        fx.status(completed) == Status::Completed
+    });
+    // The process dies while committing the start of the second callback.
+    {
+        let (gates, calls) = (Arc::clone(&fx.gates), Arc::clone(&fx.calls));
+        fx.storage
+            .during_commit_of(cb2.oid(), move || gates.wait("d11-dies", &calls));
+    }
+    fx.gates.release("d11-callbacks");
+    fx.wait_calls("d11-dies", 1);
+    fx.wait_calls("d11-active", 1);
+    fx.kill(worker);
+    assert_eq!(fx.status(callbacks), Status::Callbacks);
+    assert_eq!(fx.status(cb1), Status::Completed);
+    assert_eq!(fx.status(cb2), Status::New);
+    assert_eq!(fx.status(active), Status::Active);
+    assert_eq!(fx.status(assigned), Status::Assigned);
+
+    // The restart cleans up its previous incarnation.
+    let cleanup = transact(&fx.db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::cleanup_previous_incarnation(tx, &q, id, &fx.policies)
+    })
+    .unwrap();
+    assert_eq!(cleanup.put_back, [assigned]);
+    assert_eq!(cleanup.recovered, [active]);
+    assert_eq!(cleanup.in_callbacks, [callbacks]);
+    for job in cleanup.in_callbacks {
+        fx.runner().finish_callbacks(&job).unwrap();
+    }
+    // ASSIGNED: back in the queue.
+    let a = fx.job(assigned);
+    assert_eq!(a.status(), Status::Pending);
+    assert!(matches!(a.location(), Location::Queue { .. }));
+    // ACTIVE: recovered through its policy (default: retried, at the front).
+    let r = fx.job(active);
+    assert_eq!(r.status(), Status::Pending);
+    assert_eq!(fx.interruptions(active), 1);
+    // CALLBACKS: resumed; the callback that ran is not run again.
+    assert_eq!(fx.status(callbacks), Status::Completed);
+    assert_eq!(fx.status(cb2), Status::Completed);
+    assert_eq!(fx.calls.count("d11-cb1"), 1);
+    assert_eq!(fx.calls.count("d11-cb2"), 1);
+    assert_eq!(
+        fx.received("d11-cb2"),
+        [fx.job(callbacks).result().cloned()]
+    );
+    // COMPLETED: in the agent's completed collection; the agent is empty.
+    let (held, done) = transact(&fx.db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        let record = Queue::dispatchers(tx, &q)?[id];
+        let agent = tx.get(&record)?.agents()[zodiac_async::AGENT_NAME];
+        let held = tx.get(&agent)?.held().clone();
+        let done = Dispatchers::completed(tx, &q, id, zodiac_async::AGENT_NAME, 10)?;
+        Ok((held, done))
+    })
+    .unwrap();
+    assert!(held.is_empty(), "the agent is empty: {held:?}");
+    let done: Vec<_> = done.into_iter().map(|(_, j)| j).collect();
+    assert!(done.contains(&completed), "{done:?}");
+}
+
 // ---------------------------------------------------------------------------
 // Job and commit faults
 // ---------------------------------------------------------------------------
