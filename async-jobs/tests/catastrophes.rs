@@ -713,46 +713,68 @@ fn p1_a_claim_conflict_survives_the_poll_and_the_job_runs_later() {
 /// P3 — fault: "Reading the queue fails once with disconnected."
 /// Expected: "The poll records the error; the next poll claims; result 42."
 ///
-/// Polls are driven one by one (`poll_once`): the failed poll returns the
-/// disconnected error (which `Worker::run` logs and backs off from, 5 s — the
-/// backoff itself is row P2's, done with real processes).
+/// The worker runs its own loop (`Worker::run`): the failed poll is logged at
+/// ERROR, and the next poll, after the first backoff (5 s, `poll_backoff(1)`),
+/// claims the job.
 #[test]
 fn p3_a_failed_queue_read_fails_one_poll_and_the_next_claims() {
+    use std::sync::atomic::AtomicBool;
     let fx = fixture();
     let mut worker = fx.worker("p3", false);
     assert!(worker.poll_once().unwrap().started.is_empty());
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || worker.run(&stop))
+    };
     // A producer elsewhere (its own connections: the worker's cache must catch up
-    // from the storage).
+    // from the storage). Its put changes the queue's size counter: the claim must
+    // load it again, and that read fails.
     let producer = Database::open(Arc::clone(&fx.storage) as Arc<dyn Storage>).unwrap();
+    let size = transact(&producer, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::len(tx, &q)?; // the producer has the counter cached: its put reads none
+        Queue::size_oid(tx, &q)
+    })
+    .unwrap();
+    fx.storage.fail_loads(Some(size), 1);
+    let put_at = Instant::now();
     let job = transact(&producer, |tx| {
         let q = Queue::get(tx, "")?.unwrap();
         Queue::put_job(tx, &q, f_job("p3"), PutOptions::new())
     })
     .unwrap();
-    // The put changed the queue's size counter: the claim must load it again, and
-    // that read fails.
-    let size = transact(&producer, |tx| {
-        let q = Queue::get(tx, "")?.unwrap();
-        Queue::size_oid(tx, &q)
-    })
-    .unwrap();
-    fx.storage.fail_loads(Some(size), 1);
-    let err = worker
-        .poll_once()
-        .expect_err("the poll that cannot read the queue fails");
+    wait_until("the failed poll is logged", || {
+        !logged("poll of dispatcher p3 failed").is_empty()
+    });
+    let records = logged("poll of dispatcher p3 failed");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].level, log::Level::Error);
     assert!(
-        err.to_string().contains("injected"),
-        "the poll reports the disconnect: {err}"
+        records[0].message.contains("(1 in a row)") && records[0].message.contains("injected"),
+        "the poll records the disconnect: {:?}",
+        records[0]
     );
     assert_eq!(fx.storage.faults.loads_failed.load(Ordering::SeqCst), 1);
     assert_eq!(fx.status(job), Status::Pending, "nothing was claimed");
     // The next poll claims it.
-    let report = worker.poll_once().unwrap();
-    assert_eq!(report.started, [job]);
+    fx.wait_calls("p3", 1);
+    assert!(
+        put_at.elapsed() >= Duration::from_secs(5),
+        "after the backoff"
+    );
     fx.gates.release("p3");
-    let j = fx.complete(&mut worker, job);
+    wait_until("the job completes", || fx.status(job) == Status::Completed);
+    stop.store(true, Ordering::SeqCst);
+    running.join().unwrap().unwrap();
+    let j = fx.job(job);
     assert_eq!(value(j.result().unwrap()), 42);
     assert_eq!(fx.calls.count("p3"), 1);
+    assert_eq!(
+        logged("poll of dispatcher p3 failed").len(),
+        1,
+        "one failed poll"
+    );
 }
 
 // ---------------------------------------------------------------------------
