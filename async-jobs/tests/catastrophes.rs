@@ -1,5 +1,6 @@
 //! The in-process rows of the catastrophe suite (the spec's `catastrophes.md`): one test
-//! per row, named after it (P1, P3, D5–D9, D12, E1–E11).
+//! per row, named after it (P1, P3, D5–D9, D12, E1–E11, and the cleanup logic of
+//! D11 in process).
 //!
 //! Fixture (as the suite describes it): one queue (the default one), a worker whose
 //! agent holds 3 jobs, short intervals (poll 100 ms, ping 200 ms, death 1 s), and a
