@@ -15,9 +15,11 @@
 //! - Cleanup of a dead dispatcher runs in one transaction that writes its record,
 //!   so two siblings cleaning up at once conflict and it happens once. It puts
 //!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones (and to the
-//!   running callback of a job in CALLBACKS), moves COMPLETED ones to the agent's
-//!   completed collection, and deactivates the record; a job in CALLBACKS stays
-//!   held, for a runner's `finish_callbacks` and then `release_finished`.
+//!   running callback of a job in CALLBACKS), moves COMPLETED ones (including those
+//!   whose policy just gave up) to the agent's completed collection, and
+//!   deactivates the record; a job in CALLBACKS stays held, for a runner's
+//!   `finish_callbacks` and then `release_finished`, so a restart that dies again
+//!   while resuming them finds it again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -113,7 +115,9 @@ impl Agent {
 pub struct Cleanup {
     pub put_back: Vec<PRef<Job>>,
     pub recovered: Vec<PRef<Job>>,
-    /// Jobs in CALLBACKS, left for a runner's `finish_callbacks`.
+    /// Jobs in CALLBACKS (including recovered jobs whose policy gave up and
+    /// which have callbacks), left for a runner's `finish_callbacks`; like the
+    /// COMPLETED ones, they are listed among the agent's completed jobs.
     pub in_callbacks: Vec<PRef<Job>>,
 }
 
@@ -259,6 +263,19 @@ impl Dispatchers {
         agent: &str,
         now: Timestamp,
     ) -> Result<Option<PRef<Job>>> {
+        Ok(Dispatchers::claim_for_agent_reporting(tx, queue, id, agent, now)?.job)
+    }
+
+    /// [`Dispatchers::claim_for_agent`], also reporting the jobs found past their
+    /// deadline (completed with a timeout, or left in CALLBACKS for a runner's
+    /// `finish_callbacks` when they have callbacks).
+    pub fn claim_for_agent_reporting(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        now: Timestamp,
+    ) -> Result<crate::queue::Claim> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
         let agent_ref =
             *tx.get(&record)?
@@ -291,7 +308,7 @@ impl Dispatchers {
             })?;
         }
         if !room {
-            return Ok(None);
+            return Ok(crate::queue::Claim::default());
         }
         let claimer = Claimer {
             dispatcher: id.to_string(),
@@ -301,7 +318,7 @@ impl Dispatchers {
         if let Some(job) = claim.job {
             tx.modify(&agent_ref, |a| a.held.insert(job.oid().0))?;
         }
-        Ok(claim.job)
+        Ok(claim)
     }
 
     /// Records `job`, which agent `agent` of dispatcher `id` claimed from `queue`
@@ -458,6 +475,7 @@ impl Dispatchers {
     ) -> Result<Cleanup> {
         let r = tx.get(record)?;
         let mut report = Cleanup::default();
+        let now = Timestamp::now();
         for (name, agent_ref) in &r.agents {
             let a = tx.get(agent_ref)?;
             let held = a.held.clone();
@@ -487,11 +505,20 @@ impl Dispatchers {
                                 crate::run::recover_interrupted(tx, cb, policies)?;
                             }
                         }
+                    }
+                    _ => {}
+                }
+                // Finished here (or given up on just now): COMPLETED to the
+                // completed jobs; CALLBACKS stays held until the caller has resumed
+                // its callbacks (`release_finished`).
+                let finished = tx.get(&job)?;
+                match finished.status() {
+                    Status::Callbacks => {
                         kept.insert(oid);
                         report.in_callbacks.push(job);
                     }
                     Status::Completed => {
-                        let at = j.active_end().unwrap_or_else(Timestamp::now);
+                        let at = finished.active_end().unwrap_or(now);
                         BTree::insert(tx, &a.completed, (at, oid), job)?;
                     }
                     _ => {}

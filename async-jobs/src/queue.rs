@@ -25,7 +25,8 @@
 //!   with a timeout failure instead.
 //! - One claim examines at most [`CLAIM_SCAN_ENTRIES_MAX`] entries.
 //! - A job naming quotas is claimed only when each has room (see [`crate::Quota`]);
-//!   until then it stays pending and later jobs may be claimed ahead of it. Quota
+//!   until then it stays pending and later jobs may be claimed ahead of it. A job
+//!   put back at the front keeps its quota places until claimed again. Quota
 //!   jobs do write their quota object on claim and release: a quota is a deliberate
 //!   point of coordination.
 //!
@@ -406,6 +407,7 @@ impl Queue {
             }
             let id = entry.job.oid();
             if let Some(deadline) = entry.deadline.filter(|d| now > *d) {
+                crate::quota::release(tx, &entry.job)?;
                 Queue::take(tx, queue, &key)?;
                 let failure = Failure::timeout(format!(
                     "the job was not started by its deadline {deadline} (checked at {now})"
@@ -423,7 +425,9 @@ impl Queue {
             }
             let mut room = true;
             for quota in &quotas {
-                room &= tx.get(quota)?.has_room();
+                // A job put back at the front still holds its places.
+                let q = tx.get(quota)?;
+                room &= q.has_room() || q.held().contains(&id.0);
             }
             if !room {
                 continue; // stays pending until its quotas have room
@@ -470,6 +474,7 @@ impl Queue {
             });
         };
         let queue = Queue::named(tx, queue)?;
+        crate::quota::release(tx, job)?;
         let removed = Queue::take(tx, &queue, key)?;
         assert!(removed, "job {id} is PENDING but missing from its queue");
         tx.modify(job, |j| {
@@ -499,7 +504,11 @@ impl Queue {
         let name = queue.clone();
         let quota_names = j.quota_names().to_vec();
         let queue = Queue::named(tx, &name)?;
-        crate::quota::release(tx, job)?;
+        // Back at the front, it keeps its quota places (jobs waiting for them stay
+        // waiting); scheduled later, it lets them go.
+        if retry_at.is_some() {
+            crate::quota::release(tx, job)?;
+        }
         let now = Timestamp::now();
         let key = match retry_at {
             None => QueueKey {
@@ -516,6 +525,11 @@ impl Queue {
         let deadline = tx.modify(job, |j| {
             j.transition(id, Status::Pending, now)?;
             j.set_location(Location::Queue { queue: name, key });
+            if let Some(at) = retry_at {
+                // It begins after `at` now; the deadline stays where it was.
+                let deadline = j.deadline();
+                j.set_schedule(at, deadline.map(|d| d.since(at)));
+            }
             Ok::<_, Error>(j.deadline())
         })??;
         let entry = Entry {
@@ -590,6 +604,7 @@ pub fn fail(tx: &mut Transaction<'_>, job: &PRef<Job>, failure: Option<Failure>)
     let j = tx.get(job)?;
     if let (Status::Pending, Location::Queue { queue, key }) = (j.status(), j.location()) {
         let queue = Queue::named(tx, queue)?;
+        crate::quota::release(tx, job)?;
         Queue::take(tx, &queue, key)?;
     } else if j.status() == Status::Assigned {
         crate::quota::release(tx, job)?;

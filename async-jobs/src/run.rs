@@ -321,6 +321,8 @@ impl Runner {
                 return Ok(self.abandon(job, "before a retry"));
             }
             retrying = true;
+            // The value the handler returned, when only committing it failed.
+            let mut succeeded: Option<Vec<u8>> = None;
             let failure = match self.call(&mut tx, &snapshot, id, queue.clone(), claimer) {
                 Ok((_, Some(awaited))) => {
                     let stored = self.start_awaiting(&mut tx, job, claimer, &log, awaited);
@@ -345,7 +347,8 @@ impl Runner {
                     }
                 }
                 Ok((value, None)) => {
-                    let stored = self.store(&mut tx, job, claimer, &log, Outcome::Value(value));
+                    let stored =
+                        self.store(&mut tx, job, claimer, &log, Outcome::Value(value.clone()));
                     // Commit only while still held: otherwise drop (abort) it all.
                     let committed = match stored {
                         Ok(true) => tx.commit().map(|_| true).map_err(Error::from),
@@ -365,6 +368,7 @@ impl Runner {
                         }
                         Ok(false) => return Ok(self.abandon(job, "with its result")),
                         Err(e) => {
+                            succeeded = Some(value);
                             let failure = commit_failure(e);
                             let decision = policy.on_commit_error(&mut log.data, &failure);
                             (failure, decision)
@@ -389,7 +393,20 @@ impl Runner {
                 }
                 Decision::RetryAfter(d) => return self.put_back(job, claimer, log, now.plus(d)),
                 Decision::RetryAt(t) => return self.put_back(job, claimer, log, t),
-                Decision::GiveUp(f) => return self.give_up(job, claimer, log, f),
+                Decision::GiveUp(f) => {
+                    if let Some(value) = succeeded {
+                        // The outcome the failure replaces must not vanish silently.
+                        log::error!(
+                            target: "zodiac_async::events",
+                            "job {id} ({}) had succeeded with its result value {value:?} \
+                             (postcard bytes) but committing it failed; storing the commit \
+                             failure as its result: {}",
+                            snapshot.handler(),
+                            log.errors.last().map_or(String::new(), |(_, f)| f.to_string())
+                        );
+                    }
+                    return self.give_up(job, claimer, log, f);
+                }
             }
         }
     }

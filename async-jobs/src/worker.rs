@@ -302,11 +302,21 @@ impl Worker {
             for attempt in 0..=self.options.claim_conflict_retries {
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
                     let q = Queue::get_or_create(tx, name)?;
-                    Dispatchers::claim_for_agent(tx, &q, &id, &claimer.agent, Timestamp::now())
+                    Dispatchers::claim_for_agent_reporting(
+                        tx,
+                        &q,
+                        &id,
+                        &claimer.agent,
+                        Timestamp::now(),
+                    )
                 });
                 match result {
-                    Ok(job) => {
-                        claimed = Some(job);
+                    Ok(claim) => {
+                        // Expired jobs met by the claim: their callbacks run now.
+                        for job in &claim.expired {
+                            self.runner.finish_callbacks(job)?;
+                        }
+                        claimed = Some(claim.job);
                         break;
                     }
                     Err(e) if e.is_conflict() => {
@@ -457,7 +467,10 @@ impl Worker {
         let id = self.id.clone();
         let policies = self.runner.policies().clone();
         for name in std::mem::take(&mut self.active).into_keys() {
+            // Jobs whose policy gave up on them here, with callbacks to run.
+            let mut in_callbacks = Vec::new();
             transact(&self.db, |tx| {
+                in_callbacks.clear();
                 let q = Queue::get_or_create(tx, &name)?;
                 let record = Queue::dispatchers(tx, &q)?.get(&id).copied();
                 if let Some(record) = record {
@@ -471,6 +484,9 @@ impl Worker {
                                 Status::Assigned if mine => Queue::put_back(tx, &job, None)?,
                                 Status::Active if mine && j.awaiting().is_none() => {
                                     crate::run::recover_interrupted(tx, &job, &policies)?;
+                                    if tx.get(&job)?.status() == Status::Callbacks {
+                                        in_callbacks.push(job);
+                                    }
                                 }
                                 _ => {}
                             }
@@ -479,6 +495,9 @@ impl Worker {
                 }
                 Dispatchers::deactivate(tx, &q, &id)
             })?;
+            for job in &in_callbacks {
+                self.runner.finish_callbacks(job)?;
+            }
         }
         // Runs still going find their job taken back and store nothing.
         self.running.clear();
