@@ -509,7 +509,13 @@ fn put_wait_on_a_data_file_lets_a_worker_start_later() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The waiting put released the writer lock: a worker can take the file.
+    // Once it printed the job's id, the waiting put released the writer lock: a
+    // worker can take the file.
+    let mut waiting = waiting;
+    let mut out = BufReader::new(waiting.stdout.take().unwrap());
+    let mut id = String::new();
+    out.read_line(&mut id).unwrap();
+    assert!(id.trim().parse::<u64>().is_ok(), "{id:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let w = loop {
         let uuid = dir.path().join("worker.uuid");
@@ -536,8 +542,10 @@ fn put_wait_on_a_data_file_lets_a_worker_start_later() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let out = waiting.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out).lines().nth(1), Some("7"));
+    let mut result = String::new();
+    out.read_line(&mut result).unwrap();
+    let status = waiting.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(result.trim(), "7");
     drop(w);
 }
