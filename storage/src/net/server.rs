@@ -22,7 +22,6 @@ use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ use super::protocol::{
     self, CatchUp, ClientMessage, FrameError, HANDSHAKE_FRAME_BYTES_MAX,
     INVALIDATION_CHUNK_OIDS_MAX, MAGIC, PROTOCOL_VERSION, Request, Response, ServerMessage,
     TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
-    WireTransaction,
+    WirePackReport, WireTransaction,
 };
 use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
@@ -40,8 +39,13 @@ use crate::meta::CommitEvent;
 use crate::notify::CommitSubscription;
 use crate::storage::{Storage, StorageTransaction};
 
+/// Reads the oids an object revision refers to, for a pack with garbage collection
+/// (the objects layer's `record::referenced_oids`; the storage cannot read records).
+pub type ReferenceReader =
+    Arc<dyn Fn(&[u8]) -> std::result::Result<Vec<Oid>, String> + Send + Sync>;
+
 /// How a server runs. Every limit is named and has a default.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerOptions {
     pub(crate) read_only: bool,
     pub(crate) token: Option<Vec<u8>>,
@@ -52,6 +56,24 @@ pub struct ServerOptions {
     pub(crate) handshake_timeout: Duration,
     pub(crate) transaction_bytes_max: u64,
     pub(crate) idle_timeout: Duration,
+    pub(crate) references: Option<ReferenceReader>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("read_only", &self.read_only)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("connections_max", &self.connections_max)
+            .field("invalidation_history", &self.invalidation_history)
+            .field("send_queue_bytes_max", &self.send_queue_bytes_max)
+            .field("write_timeout", &self.write_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("transaction_bytes_max", &self.transaction_bytes_max)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("references", &self.references.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl Default for ServerOptions {
@@ -66,6 +88,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             transaction_bytes_max: 1 << 30,
             idle_timeout: Duration::from_secs(120),
+            references: None,
         }
     }
 }
@@ -118,6 +141,13 @@ impl ServerOptions {
         self.idle_timeout = timeout;
         self
     }
+    /// How a `Pack` request with garbage collection reads an object revision's
+    /// references (default: none, and such packs are refused; packs without garbage
+    /// collection work either way).
+    pub fn references(mut self, references: Option<ReferenceReader>) -> Self {
+        self.references = references;
+        self
+    }
     /// Longest a new connection may take to finish the handshake (default: 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
@@ -137,6 +167,19 @@ struct Shared {
     storage: Arc<dyn Storage>,
     options: ServerOptions,
     hub: Mutex<Hub>,
+    /// The storage's commit notifications. Whoever holds the lock broadcasts what is
+    /// waiting ([`Shared::pump`]): the thread that just finished a commit, at once,
+    /// or the broadcaster thread, woken by the subscription's waker.
+    events: Mutex<CommitSubscription>,
+    /// Set by the waker: the broadcaster thread has events to pump.
+    events_waiting: Mutex<bool>,
+    events_changed: Condvar,
+    /// Commits being finished by this server's workers, which pump right after: the
+    /// waker leaves their events to them instead of waking the broadcaster thread.
+    finishing: AtomicUsize,
+    /// Worker threads for votes, finishes and packs (never the connection's reader:
+    /// a vote waits for the commit lock).
+    pool: Arc<Pool>,
     /// Every live connection, for shutdown and counting.
     connections: Mutex<HashMap<u64, Arc<Outbox>>>,
     next_connection: AtomicU64,
@@ -150,6 +193,68 @@ struct Hub {
     history: VecDeque<(Tid, Arc<[Oid]>)>,
     floor: Tid,
     subscribers: HashMap<u64, Arc<Outbox>>,
+}
+
+/// A job for a pooled worker thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Worker threads, reused from one job to the next (a thread per transaction cost
+/// a spawn per commit). Every job gets a thread at once: an idle one, or a new one
+/// (a job may wait for the commit lock held by a transaction whose finish is the
+/// next job). Idle threads end after `POOL_IDLE`.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Vec<Arc<PoolWorker>>>,
+}
+
+#[derive(Default)]
+struct PoolWorker {
+    job: Mutex<Option<Job>>,
+    ready: Condvar,
+}
+
+const POOL_IDLE: Duration = Duration::from_secs(10);
+
+impl Pool {
+    /// Runs `job` on a worker thread; `Err` if no thread could be started.
+    fn run(self: &Arc<Self>, job: Job) -> std::result::Result<(), ()> {
+        let worker = self.idle.lock().pop();
+        if let Some(worker) = worker {
+            *worker.job.lock() = Some(job);
+            worker.ready.notify_one();
+            return Ok(());
+        }
+        let pool = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("zodiac-worker".into())
+            .spawn(move || pool.work(job))
+            .map(|_| ())
+            .map_err(|_| ())
+    }
+
+    fn work(self: Arc<Self>, first: Job) {
+        let me = Arc::new(PoolWorker::default());
+        let mut job = first;
+        loop {
+            job();
+            self.idle.lock().push(Arc::clone(&me));
+            let mut slot = me.job.lock();
+            loop {
+                if let Some(next) = slot.take() {
+                    job = next;
+                    break;
+                }
+                if me.ready.wait_for(&mut slot, POOL_IDLE).timed_out() && slot.is_none() {
+                    let mut idle = self.idle.lock();
+                    if let Some(i) = idle.iter().position(|w| Arc::ptr_eq(w, &me)) {
+                        idle.swap_remove(i);
+                        return;
+                    }
+                    // Taken off the idle list: its job is about to arrive.
+                }
+            }
+        }
+    }
 }
 
 /// The frames waiting to be written to one connection.
@@ -168,12 +273,17 @@ struct OutboxState {
     closed: bool,
     /// Write what is queued, then close (after a refusal or a protocol error).
     draining: bool,
+    /// A thread is writing queued frames to the socket: the writer thread, or the
+    /// thread of a reply, which writes at once instead of waking the writer.
+    writing: bool,
 }
 
 impl Outbox {
-    /// Queues a frame the broadcaster sends: never waits; a full queue closes the
-    /// connection (the client is too slow or stalled).
-    fn push_or_close(&self, frame: Arc<[u8]>) -> bool {
+    /// Queues a frame the broadcaster sends: never waits, never writes; a full queue
+    /// closes the connection (the client is too slow or stalled). With `wake` false
+    /// the writer thread is not woken: the caller's reply follows at once and
+    /// writes it too.
+    fn push_or_close(&self, frame: Arc<[u8]>, wake: bool) -> bool {
         let mut st = self.state.lock();
         if st.closed || st.draining {
             return false;
@@ -188,11 +298,14 @@ impl Outbox {
         }
         st.bytes += frame.len();
         st.frames.push_back(frame);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
         true
     }
 
-    /// Queues a reply: waits while the queue is full (the client's own requests).
+    /// Queues a reply (waiting while the queue is full: the client's own requests)
+    /// and, unless another thread is writing, writes the queue from this thread.
     fn push_wait(&self, frame: Arc<[u8]>) {
         let mut st = self.state.lock();
         while !st.closed && st.bytes > 0 && st.bytes + frame.len() > self.bytes_max {
@@ -203,6 +316,50 @@ impl Outbox {
         }
         st.bytes += frame.len();
         st.frames.push_back(frame);
+        if !st.writing {
+            self.write_queued(st);
+        }
+    }
+
+    /// Writes the queue until it is empty, as the connection's one writer for now;
+    /// a failed or blocked write closes the connection.
+    fn write_queued<'a>(&'a self, mut st: parking_lot::MutexGuard<'a, OutboxState>) {
+        debug_assert!(!st.writing);
+        st.writing = true;
+        let mut buffer = Vec::new();
+        while !st.closed && !st.frames.is_empty() {
+            let batch: Vec<Arc<[u8]>> = st.frames.iter().cloned().collect();
+            drop(st);
+            let written: usize = batch.iter().map(|f| f.len()).sum();
+            let result = if batch.len() == 1 {
+                (&self.stream).write_all(&batch[0])
+            } else {
+                buffer.clear();
+                for frame in &batch {
+                    buffer.extend_from_slice(frame);
+                }
+                (&self.stream).write_all(&buffer)
+            };
+            if let Err(e) = result {
+                let reason = if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    "a write blocked past the write timeout: the client is stalled".to_string()
+                } else {
+                    format!("write failed: {e}")
+                };
+                self.close(&reason);
+                st = self.state.lock();
+                break;
+            }
+            st = self.state.lock();
+            for _ in 0..batch.len() {
+                st.frames.pop_front();
+            }
+            st.bytes -= written;
+        }
+        st.writing = false;
         self.changed.notify_all();
     }
 
@@ -236,46 +393,24 @@ impl Outbox {
         self.state.lock().closed
     }
 
-    /// Writes queued frames until the connection closes.
+    /// Writes queued frames nobody else writes, until the connection closes.
     fn write_loop(&self) {
-        let mut stream = match self.stream.try_clone() {
-            Ok(s) => s,
-            Err(e) => return self.close(&format!("cannot clone the socket: {e}")),
-        };
+        let mut st = self.state.lock();
         loop {
-            let batch: Vec<Arc<[u8]>> = {
-                let mut st = self.state.lock();
-                while st.frames.is_empty() && !st.closed && !st.draining {
-                    self.changed.wait(&mut st);
-                }
-                if st.frames.is_empty() || st.closed {
-                    drop(st);
-                    return self.close("");
-                }
-                st.frames.iter().cloned().collect()
-            };
-            let mut written = 0;
-            for frame in &batch {
-                if let Err(e) = stream.write_all(frame) {
-                    let reason = if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) {
-                        "a write blocked past the write timeout: the client is stalled".to_string()
-                    } else {
-                        format!("write failed: {e}")
-                    };
-                    return self.close(&reason);
-                }
-                written += frame.len();
+            if st.closed {
+                drop(st);
+                return self.close("");
             }
-            let _ = stream.flush();
-            let mut st = self.state.lock();
-            for _ in 0..batch.len() {
-                st.frames.pop_front();
+            if !st.writing && !st.frames.is_empty() {
+                self.write_queued(st);
+                st = self.state.lock();
+                continue;
             }
-            st.bytes -= written;
-            self.changed.notify_all();
+            if st.draining && !st.writing && st.frames.is_empty() {
+                drop(st);
+                return self.close("");
+            }
+            self.changed.wait(&mut st);
         }
     }
 }
@@ -309,23 +444,34 @@ impl Server {
                 floor: last_tid,
                 subscribers: HashMap::new(),
             }),
+            events: Mutex::new(subscription),
+            events_waiting: Mutex::new(false),
+            events_changed: Condvar::new(),
+            finishing: AtomicUsize::new(0),
+            pool: Arc::new(Pool::default()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             connection_count: AtomicUsize::new(0),
         });
+        shared.set_waker(&shared.events.lock());
         let broadcaster = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("zodiac-broadcast".into())
                 .spawn(move || {
-                    let mut subscription = subscription;
                     while !shared.stopping.load(Ordering::Acquire) {
-                        if let Some(event) = subscription.recv_timeout(Duration::from_millis(100)) {
-                            shared.broadcast(&event);
-                        } else if subscription.missed() {
-                            subscription = shared.restart_after_missed_commits();
+                        {
+                            let mut waiting = shared.events_waiting.lock();
+                            if !*waiting {
+                                // The timeout is a fallback: the waker ends the wait.
+                                shared
+                                    .events_changed
+                                    .wait_for(&mut waiting, Duration::from_millis(100));
+                            }
+                            *waiting = false;
                         }
+                        shared.pump(None);
                     }
                 })
                 .expect("spawn the broadcaster")
@@ -436,13 +582,47 @@ impl Shared {
         }
     }
 
+    /// Makes the storage wake the broadcaster thread after each commit event, unless
+    /// a worker of this server is finishing a commit and pumps right after it.
+    fn set_waker(self: &Arc<Self>, subscription: &CommitSubscription) {
+        let weak = Arc::downgrade(self);
+        subscription.set_waker(Arc::new(move || {
+            // Never takes `events`: its holder may be waiting for this commit's
+            // tid to become readable, which happens after this call returns.
+            if let Some(shared) = weak.upgrade()
+                && shared.finishing.load(Ordering::SeqCst) == 0
+            {
+                *shared.events_waiting.lock() = true;
+                shared.events_changed.notify_one();
+            }
+        }));
+    }
+
+    /// Broadcasts every commit event waiting, in commit order. `quiet`: the
+    /// connection whose reply the caller sends next, which writes the invalidations
+    /// with it (its writer thread is not woken).
+    fn pump(self: &Arc<Self>, quiet: Option<u64>) {
+        let mut events = self.events.lock();
+        loop {
+            if let Some(event) = events.try_recv() {
+                self.broadcast(&event, quiet);
+            } else if events.missed() {
+                *events = self.restart_after_missed_commits();
+                self.set_waker(&events);
+            } else {
+                return;
+            }
+        }
+    }
+
     /// The broadcaster fell so far behind the storage that commit events were
     /// dropped: the history has a gap, so no client can catch up from it. Start the
     /// history afresh and drop every client; they reconnect, find themselves too far
     /// behind, and drop their caches.
     fn restart_after_missed_commits(&self) -> CommitSubscription {
         log::error!(
-            "the server fell behind its storage's commit notifications; disconnecting every              client so they rebuild their caches"
+            "the server fell behind its storage's commit notifications; disconnecting every \
+             client so they rebuild their caches"
         );
         let subscription = self.storage.subscribe();
         let mut hub = self.hub.lock();
@@ -455,7 +635,7 @@ impl Shared {
         subscription
     }
 
-    fn broadcast(&self, event: &CommitEvent) {
+    fn broadcast(&self, event: &CommitEvent, quiet: Option<u64>) {
         // A storage delivers the event before its last_tid reports the tid. A client
         // that applied this invalidation may at once load at this tid: were the
         // storage still to read such a load at the previous tid, the client would
@@ -491,10 +671,11 @@ impl Shared {
             let (tid, _) = hub.history.pop_front().expect("not empty");
             hub.floor = tid;
         }
-        hub.subscribers.retain(|_, outbox| {
+        hub.subscribers.retain(|id, outbox| {
+            let wake = quiet != Some(*id);
             frames
                 .iter()
-                .all(|frame| outbox.push_or_close(Arc::clone(frame)))
+                .all(|frame| outbox.push_or_close(Arc::clone(frame), wake))
         });
     }
 
@@ -517,6 +698,7 @@ impl Shared {
                 bytes: 0,
                 closed: false,
                 draining: false,
+                writing: false,
             }),
             changed: Condvar::new(),
             bytes_max: self.options.send_queue_bytes_max,
@@ -624,17 +806,217 @@ fn invalidation_frames(tid: Tid, oids: &[Oid]) -> Vec<Arc<[u8]>> {
     frames
 }
 
-/// What the connection's reader does with a transaction's operations.
+/// A transaction's operations, in the order the client sent them.
 enum TxnOp {
     Store(Oid, Tid, Vec<u8>),
     CheckCurrent(Oid, Tid),
     Vote(u64),
     Finish(u64),
+    /// Vote and finish.
+    Commit(u64),
+    Abort,
+}
+
+impl TxnOp {
+    /// Whether the op may wait (for the commit lock, for the disk): it then runs on
+    /// a pooled worker, never on the connection's reader.
+    fn may_wait(&self) -> bool {
+        matches!(self, TxnOp::Vote(_) | TxnOp::Finish(_) | TxnOp::Commit(_))
+    }
+}
+
+/// One open transaction: its operations run one at a time in order, the quick ones
+/// (stores, checks) on the connection's reader when nothing else is queued, the
+/// ones that may wait on a pooled worker.
+struct TxnActor {
+    state: Mutex<ActorState>,
+}
+
+struct ActorState {
+    /// `None` while a worker runs an op on it, or once finished or aborted.
+    txn: Option<Box<dyn StorageTransaction>>,
+    /// The first error of a store, check or vote, reported at vote/finish.
+    failed: Option<WireError>,
+    queue: VecDeque<TxnOp>,
+    /// A worker is draining `queue`.
+    running: bool,
+}
+
+impl Drop for ActorState {
+    fn drop(&mut self) {
+        if let Some(txn) = self.txn.take() {
+            txn.abort();
+        }
+    }
+}
+
+/// What an op needs to reply and to broadcast.
+#[derive(Clone)]
+struct TxnContext {
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+}
+
+impl TxnContext {
+    fn reply(&self, id: u64, result: std::result::Result<Response, WireError>) {
+        self.outbox.send(&ServerMessage::Reply { id, result });
+    }
+
+    /// Runs `op` on the transaction.
+    fn apply(
+        &self,
+        op: TxnOp,
+        txn: &mut Option<Box<dyn StorageTransaction>>,
+        failed: &mut Option<WireError>,
+    ) {
+        let wire = |e: Error| WireError::from(&e);
+        match op {
+            TxnOp::Store(oid, base, data) => {
+                if failed.is_none()
+                    && let Some(t) = txn.as_mut()
+                    && let Err(e) = t.store(oid, base, data)
+                {
+                    *failed = Some(wire(e));
+                }
+            }
+            TxnOp::CheckCurrent(oid, tid) => {
+                if failed.is_none()
+                    && let Some(t) = txn.as_mut()
+                    && let Err(e) = t.check_current(oid, tid)
+                {
+                    *failed = Some(wire(e));
+                }
+            }
+            TxnOp::Vote(id) => {
+                let result = match (failed.clone(), txn.as_mut()) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(t)) => t.vote().map(|()| Response::Voted).map_err(wire),
+                    (None, None) => Err(WireError::Server {
+                        message: "the transaction ended".into(),
+                    }),
+                };
+                if let Err(e) = &result {
+                    failed.get_or_insert_with(|| e.clone());
+                }
+                self.reply(id, result);
+            }
+            TxnOp::Finish(id) | TxnOp::Commit(id) => {
+                let commit = matches!(op, TxnOp::Commit(_));
+                let result = match (failed.clone(), txn.take()) {
+                    (Some(e), t) => {
+                        if let Some(t) = t {
+                            t.abort();
+                        }
+                        Err(e)
+                    }
+                    (None, Some(mut t)) => {
+                        // The waker leaves this commit's event to the pump below.
+                        self.shared.finishing.fetch_add(1, Ordering::SeqCst);
+                        let result = if commit {
+                            t.vote().and_then(|()| t.finish())
+                        } else {
+                            t.finish()
+                        };
+                        // Broadcast it (and whatever else is waiting) before the
+                        // reply: the reply's write carries this client's invalidation.
+                        self.shared.pump(Some(self.outbox.id));
+                        let result = result.map(|tid| Response::Finished(tid.0)).map_err(wire);
+                        self.reply(id, result);
+                        self.shared.finishing.fetch_sub(1, Ordering::SeqCst);
+                        // An event published while `finishing` hid it from the waker.
+                        self.shared.pump(None);
+                        return;
+                    }
+                    (None, None) => Err(WireError::Server {
+                        message: "the transaction ended".into(),
+                    }),
+                };
+                self.reply(id, result);
+            }
+            TxnOp::Abort => {
+                if let Some(t) = txn.take() {
+                    t.abort();
+                }
+            }
+        }
+    }
+}
+
+impl TxnActor {
+    fn new(txn: Box<dyn StorageTransaction>) -> Arc<TxnActor> {
+        Arc::new(TxnActor {
+            state: Mutex::new(ActorState {
+                txn: Some(txn),
+                failed: None,
+                queue: VecDeque::new(),
+                running: false,
+            }),
+        })
+    }
+
+    /// Runs `op` after the ones before it: here when it is quick and nothing is
+    /// queued, else on a pooled worker.
+    fn submit(self: &Arc<Self>, op: TxnOp, ctx: &TxnContext) {
+        let mut st = self.state.lock();
+        if st.running {
+            st.queue.push_back(op);
+            return;
+        }
+        if !op.may_wait() {
+            let st = &mut *st;
+            ctx.apply(op, &mut st.txn, &mut st.failed);
+            return;
+        }
+        st.queue.push_back(op);
+        st.running = true;
+        drop(st);
+        let actor = Arc::clone(self);
+        let worker_ctx = ctx.clone();
+        if ctx
+            .shared
+            .pool
+            .run(Box::new(move || actor.drain(&worker_ctx)))
+            .is_err()
+        {
+            let mut st = self.state.lock();
+            st.running = false;
+            let queued: Vec<TxnOp> = st.queue.drain(..).collect();
+            if let Some(t) = st.txn.take() {
+                t.abort();
+            }
+            drop(st);
+            for op in queued {
+                if let TxnOp::Vote(id) | TxnOp::Finish(id) | TxnOp::Commit(id) = op {
+                    ctx.reply(
+                        id,
+                        Err(WireError::Server {
+                            message: "cannot start a thread for the transaction".into(),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// On a worker: runs the queued ops in order, without holding the lock.
+    fn drain(&self, ctx: &TxnContext) {
+        let mut st = self.state.lock();
+        while let Some(op) = st.queue.pop_front() {
+            let mut txn = st.txn.take();
+            let mut failed = st.failed.take();
+            drop(st);
+            ctx.apply(op, &mut txn, &mut failed);
+            st = self.state.lock();
+            st.txn = txn;
+            st.failed = failed;
+        }
+        st.running = false;
+    }
 }
 
 enum TxnSlot {
-    /// The worker's queue, and the bytes stored so far.
-    Running(mpsc::Sender<TxnOp>, u64),
+    /// The transaction, and the bytes stored so far.
+    Running(Arc<TxnActor>, u64),
     /// `begin` failed: every vote or finish gets this error.
     Failed(WireError),
 }
@@ -789,7 +1171,7 @@ impl Connection {
         if catch_up == CatchUp::Behind {
             for (tid, oids) in hub.history.iter().filter(|(tid, _)| *tid > client_tid) {
                 for frame in invalidation_frames(*tid, oids) {
-                    if !self.outbox.push_or_close(frame) {
+                    if !self.outbox.push_or_close(frame, true) {
                         return Err("catch-up overflowed the send queue".into());
                     }
                 }
@@ -802,7 +1184,8 @@ impl Connection {
             read_only: self.shared.options.read_only,
             catch_up,
         };
-        self.outbox.push_or_close(protocol::encode(&welcome).into());
+        self.outbox
+            .push_or_close(protocol::encode(&welcome).into(), true);
         drop(hub);
         Ok(true)
     }
@@ -827,6 +1210,17 @@ impl Connection {
                         Err(Error::ReadOnly)
                     } else {
                         storage.new_oid().map(|o| Response::Oid(o.0))
+                    };
+                    self.reply(id, result);
+                }
+                Request::NewOids { count } => {
+                    let result = if self.read_only {
+                        Err(Error::ReadOnly)
+                    } else {
+                        (0..count)
+                            .map(|_| storage.new_oid().map(|o| o.0))
+                            .collect::<Result<Vec<u64>>>()
+                            .map(Response::Oids)
                     };
                     self.reply(id, result);
                 }
@@ -859,9 +1253,14 @@ impl Connection {
                     let result = self.transactions_page(Tid(from), Tid(to));
                     self.reply(id, result);
                 }
+                Request::Pack { tid, gc } => self.pack(id, Tid(tid), gc),
                 Request::Vote { txn } => self.forward_request(id, txn, TxnOp::Vote(id))?,
                 Request::Finish { txn } => {
                     self.forward_request(id, txn, TxnOp::Finish(id))?;
+                    self.transactions.remove(&txn);
+                }
+                Request::Commit { txn } => {
+                    self.forward_request(id, txn, TxnOp::Commit(id))?;
                     self.transactions.remove(&txn);
                 }
             },
@@ -878,7 +1277,7 @@ impl Connection {
                     TxnSlot::Failed(WireError::ReadOnly)
                 } else {
                     match storage.begin(meta.into()) {
-                        Ok(t) => self.spawn_transaction(t),
+                        Ok(t) => TxnSlot::Running(TxnActor::new(t), 0),
                         Err(e) => TxnSlot::Failed(WireError::from(&e)),
                     }
                 };
@@ -894,7 +1293,7 @@ impl Connection {
                 if let Some(TxnSlot::Running(_, bytes)) = self.transactions.get_mut(&txn) {
                     *bytes += data.len() as u64;
                     if *bytes > max {
-                        // Dropping the worker aborts the transaction and frees its data.
+                        // Dropping the actor aborts the transaction and frees its data.
                         let len = *bytes;
                         self.transactions.insert(
                             txn,
@@ -912,17 +1311,25 @@ impl Connection {
                 self.forward(txn, TxnOp::CheckCurrent(Oid(oid), Tid(tid)))?
             }
             ClientMessage::Abort { txn } => {
-                // Dropping the sender ends the worker, which drops (aborts) it.
-                self.transactions.remove(&txn);
+                if let Some(TxnSlot::Running(actor, _)) = self.transactions.remove(&txn) {
+                    actor.submit(TxnOp::Abort, &self.context());
+                }
             }
         }
         Ok(())
     }
 
+    fn context(&self) -> TxnContext {
+        TxnContext {
+            shared: Arc::clone(&self.shared),
+            outbox: Arc::clone(&self.outbox),
+        }
+    }
+
     fn forward(&mut self, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
         match self.transactions.get(&txn) {
-            Some(TxnSlot::Running(sender, _)) => {
-                let _ = sender.send(op);
+            Some(TxnSlot::Running(actor, _)) => {
+                actor.submit(op, &self.context());
                 Ok(())
             }
             Some(TxnSlot::Failed(_)) => Ok(()),
@@ -934,15 +1341,8 @@ impl Connection {
 
     fn forward_request(&mut self, id: u64, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
         match self.transactions.get(&txn) {
-            Some(TxnSlot::Running(sender, _)) => {
-                if sender.send(op).is_err() {
-                    self.reply(
-                        id,
-                        Err(Error::Server {
-                            message: "the transaction ended".into(),
-                        }),
-                    );
-                }
+            Some(TxnSlot::Running(actor, _)) => {
+                actor.submit(op, &self.context());
                 Ok(())
             }
             Some(TxnSlot::Failed(e)) => {
@@ -957,62 +1357,58 @@ impl Connection {
         }
     }
 
-    fn spawn_transaction(&self, mut txn: Box<dyn StorageTransaction>) -> TxnSlot {
-        let (sender, receiver) = mpsc::channel::<TxnOp>();
-        let outbox = Arc::clone(&self.outbox);
-        let spawned = std::thread::Builder::new()
-            .name("zodiac-transaction".into())
-            .spawn(move || {
-                // The first error of a store or check, reported at vote/finish.
-                let mut failed: Option<WireError> = None;
-                let reply = |id: u64, result: std::result::Result<Response, WireError>| {
-                    outbox.send(&ServerMessage::Reply { id, result });
-                };
-                while let Ok(op) = receiver.recv() {
-                    match op {
-                        TxnOp::Store(oid, base, data) => {
-                            if failed.is_none()
-                                && let Err(e) = txn.store(oid, base, data)
-                            {
-                                failed = Some(WireError::from(&e));
-                            }
-                        }
-                        TxnOp::CheckCurrent(oid, tid) => {
-                            if failed.is_none()
-                                && let Err(e) = txn.check_current(oid, tid)
-                            {
-                                failed = Some(WireError::from(&e));
-                            }
-                        }
-                        TxnOp::Vote(id) => match &failed {
-                            Some(e) => reply(id, Err(e.clone())),
-                            None => reply(
-                                id,
-                                txn.vote()
-                                    .map(|()| Response::Voted)
-                                    .map_err(|e| WireError::from(&e)),
-                            ),
-                        },
-                        TxnOp::Finish(id) => {
-                            let result = match failed {
-                                Some(e) => Err(e),
-                                None => txn
-                                    .finish()
-                                    .map(|t| Response::Finished(t.0))
-                                    .map_err(|e| WireError::from(&e)),
-                            };
-                            reply(id, result);
-                            return;
-                        }
-                    }
+    /// Packs the storage on a pooled worker (it takes long; the connection goes on).
+    fn pack(&self, id: u64, tid: Tid, gc: bool) {
+        if self.read_only {
+            return self.reply(id, Err(Error::ReadOnly));
+        }
+        let references = self.shared.options.references.clone();
+        if gc && references.is_none() {
+            return self.reply(
+                id,
+                Err(Error::Server {
+                    message: "this server cannot pack with garbage collection: it was started \
+                              without a reference reader (ServerOptions::references); pack \
+                              without garbage collection, or configure one"
+                        .into(),
+                }),
+            );
+        }
+        let ctx = self.context();
+        let job = Box::new(move || {
+            log::info!("{}: packing to {tid} (gc: {gc})", ctx.outbox.peer);
+            let reader = references.filter(|_| gc);
+            let result = match &reader {
+                Some(reader) => {
+                    let f = |record: &[u8]| reader(record);
+                    ctx.shared.storage.pack(tid, Some(&f))
                 }
-                txn.abort();
-            });
-        match spawned {
-            Ok(_) => TxnSlot::Running(sender, 0),
-            Err(_) => TxnSlot::Failed(WireError::Server {
-                message: "cannot start a thread for the transaction".into(),
-            }),
+                None => ctx.shared.storage.pack(tid, None),
+            };
+            match &result {
+                Ok(r) => log::info!(
+                    "packed to {}: {} -> {} bytes, {} objects removed",
+                    r.pack_tid,
+                    r.bytes_before,
+                    r.bytes_after,
+                    r.objects_removed
+                ),
+                Err(e) => log::warn!("pack failed: {e}"),
+            }
+            ctx.reply(
+                id,
+                result
+                    .map(|r| Response::Packed(WirePackReport::from(&r)))
+                    .map_err(|e| WireError::from(&e)),
+            );
+        });
+        if self.shared.pool.run(job).is_err() {
+            self.reply(
+                id,
+                Err(Error::Server {
+                    message: "cannot start a thread for the pack".into(),
+                }),
+            );
         }
     }
 
@@ -1052,6 +1448,7 @@ mod tests {
                 bytes: 0,
                 closed: false,
                 draining: false,
+                writing: false,
             }),
             changed: Condvar::new(),
             bytes_max,
@@ -1062,15 +1459,15 @@ mod tests {
     #[test]
     fn send_queue_limit_holds_at_its_boundary() {
         let (outbox, _peer) = new_outbox(100);
-        assert!(outbox.push_or_close(vec![0; 60].into()));
-        assert!(outbox.push_or_close(vec![0; 40].into()));
+        assert!(outbox.push_or_close(vec![0; 60].into(), true));
+        assert!(outbox.push_or_close(vec![0; 40].into(), true));
         assert_eq!(outbox.state.lock().bytes, 100);
         assert!(!outbox.is_closed());
-        assert!(!outbox.push_or_close(vec![0; 1].into()));
+        assert!(!outbox.push_or_close(vec![0; 1].into(), true));
         assert!(outbox.is_closed());
         // A single frame larger than the limit still goes out when the queue is empty.
         let (outbox, _peer) = new_outbox(100);
-        assert!(outbox.push_or_close(vec![0; 500].into()));
+        assert!(outbox.push_or_close(vec![0; 500].into(), true));
         assert!(!outbox.is_closed());
     }
 
