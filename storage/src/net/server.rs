@@ -180,6 +180,7 @@ struct Shared {
     /// Worker threads for votes, finishes and packs (never the connection's reader:
     /// a vote waits for the commit lock).
     pool: Arc<Pool>,
+    flusher: Arc<Flusher>,
     /// Every live connection, for shutdown and counting.
     connections: Mutex<HashMap<u64, Arc<Outbox>>>,
     next_connection: AtomicU64,
@@ -265,6 +266,59 @@ struct Outbox {
     state: Mutex<OutboxState>,
     changed: Condvar,
     bytes_max: usize,
+    flusher: Arc<Flusher>,
+}
+
+/// How soon a queued frame must be written.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Delivery {
+    /// Wake the writer thread.
+    Now,
+    /// The caller's reply follows at once and writes it too.
+    WithReply,
+    /// Another client's invalidation: within `DEFERRED_FLUSH`, or with the
+    /// connection's next reply if that comes first (one write, one wake-up on each
+    /// side instead of two). Busy clients get their invalidations with their replies.
+    Soon,
+}
+
+/// Longest an invalidation for a client that is not the committer waits for a reply
+/// to travel with.
+const DEFERRED_FLUSH: Duration = Duration::from_millis(1);
+
+/// Wakes the writers of connections whose deferred frames nobody wrote in time.
+#[derive(Default)]
+struct Flusher {
+    pending: Mutex<Vec<Arc<Outbox>>>,
+    changed: Condvar,
+}
+
+impl Flusher {
+    fn defer(&self, outbox: Arc<Outbox>) {
+        let mut pending = self.pending.lock();
+        pending.push(outbox);
+        if pending.len() == 1 {
+            self.changed.notify_one();
+        }
+    }
+
+    fn run(&self, stopping: &AtomicBool) {
+        while !stopping.load(Ordering::Acquire) {
+            {
+                let mut pending = self.pending.lock();
+                if pending.is_empty() {
+                    self.changed
+                        .wait_for(&mut pending, Duration::from_millis(100));
+                    continue;
+                }
+            }
+            std::thread::sleep(DEFERRED_FLUSH);
+            let due = std::mem::take(&mut *self.pending.lock());
+            for outbox in due {
+                outbox.flush_deferred();
+            }
+        }
+    }
 }
 
 struct OutboxState {
@@ -276,14 +330,14 @@ struct OutboxState {
     /// A thread is writing queued frames to the socket: the writer thread, or the
     /// thread of a reply, which writes at once instead of waking the writer.
     writing: bool,
+    /// Frames were queued without waking the writer; the flusher has this outbox.
+    deferred: bool,
 }
 
 impl Outbox {
     /// Queues a frame the broadcaster sends: never waits, never writes; a full queue
-    /// closes the connection (the client is too slow or stalled). With `wake` false
-    /// the writer thread is not woken: the caller's reply follows at once and
-    /// writes it too.
-    fn push_or_close(&self, frame: Arc<[u8]>, wake: bool) -> bool {
+    /// closes the connection (the client is too slow or stalled).
+    fn push_or_close(self: &Arc<Self>, frame: Arc<[u8]>, delivery: Delivery) -> bool {
         let mut st = self.state.lock();
         if st.closed || st.draining {
             return false;
@@ -298,10 +352,28 @@ impl Outbox {
         }
         st.bytes += frame.len();
         st.frames.push_back(frame);
-        if wake {
-            self.changed.notify_all();
+        match delivery {
+            Delivery::Now => {
+                self.changed.notify_all();
+            }
+            Delivery::WithReply => {}
+            Delivery::Soon => {
+                if !st.writing && !st.deferred {
+                    st.deferred = true;
+                    drop(st);
+                    self.flusher.defer(Arc::clone(self));
+                }
+            }
         }
         true
+    }
+
+    /// The flusher's turn: deferred frames nobody wrote yet go to the writer thread.
+    fn flush_deferred(&self) {
+        let mut st = self.state.lock();
+        if std::mem::take(&mut st.deferred) && !st.frames.is_empty() && !st.writing {
+            self.changed.notify_all();
+        }
     }
 
     /// Queues a reply (waiting while the queue is full: the client's own requests)
@@ -326,6 +398,7 @@ impl Outbox {
     fn write_queued<'a>(&'a self, mut st: parking_lot::MutexGuard<'a, OutboxState>) {
         debug_assert!(!st.writing);
         st.writing = true;
+        st.deferred = false;
         let mut buffer = Vec::new();
         while !st.closed && !st.frames.is_empty() {
             let batch: Vec<Arc<[u8]>> = st.frames.iter().cloned().collect();
@@ -449,6 +522,7 @@ impl Server {
             events_changed: Condvar::new(),
             finishing: AtomicUsize::new(0),
             pool: Arc::new(Pool::default()),
+            flusher: Arc::new(Flusher::default()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
@@ -476,6 +550,13 @@ impl Server {
                 })
                 .expect("spawn the broadcaster")
         };
+        let flusher = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("zodiac-flush".into())
+                .spawn(move || shared.flusher.run(&shared.stopping))
+                .expect("spawn the flusher")
+        };
         let acceptor = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -487,7 +568,7 @@ impl Server {
         Ok(Server {
             local_addr,
             shared,
-            threads: vec![broadcaster, acceptor],
+            threads: vec![broadcaster, flusher, acceptor],
         })
     }
 
@@ -672,10 +753,14 @@ impl Shared {
             hub.floor = tid;
         }
         hub.subscribers.retain(|id, outbox| {
-            let wake = quiet != Some(*id);
+            let delivery = if quiet == Some(*id) {
+                Delivery::WithReply
+            } else {
+                Delivery::Soon
+            };
             frames
                 .iter()
-                .all(|frame| outbox.push_or_close(Arc::clone(frame), wake))
+                .all(|frame| outbox.push_or_close(Arc::clone(frame), delivery))
         });
     }
 
@@ -699,9 +784,11 @@ impl Shared {
                 closed: false,
                 draining: false,
                 writing: false,
+                deferred: false,
             }),
             changed: Condvar::new(),
             bytes_max: self.options.send_queue_bytes_max,
+            flusher: Arc::clone(&self.flusher),
         });
         self.connections.lock().insert(id, Arc::clone(&outbox));
         if self.stopping.load(Ordering::Acquire) {
@@ -1171,7 +1258,7 @@ impl Connection {
         if catch_up == CatchUp::Behind {
             for (tid, oids) in hub.history.iter().filter(|(tid, _)| *tid > client_tid) {
                 for frame in invalidation_frames(*tid, oids) {
-                    if !self.outbox.push_or_close(frame, true) {
+                    if !self.outbox.push_or_close(frame, Delivery::Now) {
                         return Err("catch-up overflowed the send queue".into());
                     }
                 }
@@ -1185,7 +1272,7 @@ impl Connection {
             catch_up,
         };
         self.outbox
-            .push_or_close(protocol::encode(&welcome).into(), true);
+            .push_or_close(protocol::encode(&welcome).into(), Delivery::Now);
         drop(hub);
         Ok(true)
     }
@@ -1534,7 +1621,7 @@ mod tests {
         server.shutdown();
     }
 
-    fn new_outbox(bytes_max: usize) -> (Outbox, TcpStream) {
+    fn new_outbox(bytes_max: usize) -> (Arc<Outbox>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
@@ -1548,25 +1635,27 @@ mod tests {
                 closed: false,
                 draining: false,
                 writing: false,
+                deferred: false,
             }),
             changed: Condvar::new(),
             bytes_max,
+            flusher: Arc::new(Flusher::default()),
         };
-        (outbox, peer)
+        (Arc::new(outbox), peer)
     }
 
     #[test]
     fn send_queue_limit_holds_at_its_boundary() {
         let (outbox, _peer) = new_outbox(100);
-        assert!(outbox.push_or_close(vec![0; 60].into(), true));
-        assert!(outbox.push_or_close(vec![0; 40].into(), true));
+        assert!(outbox.push_or_close(vec![0; 60].into(), Delivery::Now));
+        assert!(outbox.push_or_close(vec![0; 40].into(), Delivery::Now));
         assert_eq!(outbox.state.lock().bytes, 100);
         assert!(!outbox.is_closed());
-        assert!(!outbox.push_or_close(vec![0; 1].into(), true));
+        assert!(!outbox.push_or_close(vec![0; 1].into(), Delivery::Now));
         assert!(outbox.is_closed());
         // A single frame larger than the limit still goes out when the queue is empty.
         let (outbox, _peer) = new_outbox(100);
-        assert!(outbox.push_or_close(vec![0; 500].into(), true));
+        assert!(outbox.push_or_close(vec![0; 500].into(), Delivery::Now));
         assert!(!outbox.is_closed());
     }
 
