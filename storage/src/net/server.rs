@@ -1,20 +1,31 @@
 //! The storage server: serves one [`Storage`] to many clients over TCP.
 //!
-//! Threads: one accepts; one broadcasts commit events; per connection one reads and
-//! answers requests, one writes the outbox to the socket, and one per open
-//! transaction runs its store/vote/finish (vote waits for the commit lock, which
-//! must not stop the connection's other requests).
+//! Threads: one accepts; one broadcasts commits made beside the server; one flushes
+//! deferred invalidations; per connection one reads and answers requests (and runs
+//! stores and checks) and one writes what nobody else wrote; a shared pool of
+//! workers runs votes, finishes and packs (a vote waits for the commit lock, which
+//! must not stop the connection's other requests nor other connections' finishes,
+//! which share fdatasyncs).
+//!
+//! A commit's path: the reader hands `Commit` (or `Vote`/`Finish`) to a pooled
+//! worker; the worker votes and finishes, then pumps the storage's commit
+//! notifications itself (so the committer's invalidation is queued, without waking
+//! its writer) and writes the reply together with the queued frames. Other
+//! connections get the invalidation with their next reply, or from their writer
+//! within `DEFERRED_FLUSH`.
 //!
 //! Invariants:
-//! - Invalidations reach every connection's outbox in commit order, and the
-//!   broadcaster never blocks on a connection: an outbox over its byte limit gets
-//!   its connection closed instead.
+//! - Invalidations reach every connection's outbox in commit order (whoever pumps
+//!   holds the subscription's lock), and nobody broadcasting blocks on a
+//!   connection: an outbox over its byte limit gets its connection closed instead.
+//! - Frames leave an outbox in the order queued; one thread writes at a time.
 //! - A connection is registered for invalidations under the same lock as its
 //!   catch-up is computed, so it misses none and gets none twice.
 //! - The history holds every transaction with `floor < tid <= last_tid`.
 //! - An invalidation of tid T is sent only once the storage reads snapshot T (its
 //!   `last_tid() >= T`), so a client never gets a load answered below the snapshot
 //!   it asked for.
+//! - A transaction's operations run in the order received, one at a time.
 //! - A malformed or oversized frame closes only its connection, with a log line.
 
 use std::collections::{HashMap, VecDeque};
