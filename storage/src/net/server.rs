@@ -1,18 +1,19 @@
 //! The storage server: serves one [`Storage`] to many clients over TCP.
 //!
 //! Threads: one accepts; one broadcasts commits made beside the server; one flushes
-//! deferred invalidations; per connection one reads and answers requests (and runs
-//! stores and checks) and one writes what nobody else wrote; a shared pool of
-//! workers runs votes, finishes and packs (a vote waits for the commit lock, which
-//! must not stop the connection's other requests nor other connections' finishes,
-//! which share fdatasyncs).
+//! deferred invalidations; per connection one writes what nobody else wrote, and
+//! one at a time reads and answers requests (running stores and checks). Reading a
+//! connection moves between threads: a vote, finish or commit runs on the thread
+//! that read it while a pooled worker goes on reading (a vote waits for the commit
+//! lock, which must not stop the connection's other requests nor other
+//! connections' finishes, which share fdatasyncs). Packs run on pooled workers.
 //!
-//! A commit's path: the reader hands `Commit` (or `Vote`/`Finish`) to a pooled
-//! worker; the worker votes and finishes, then pumps the storage's commit
-//! notifications itself (so the committer's invalidation is queued, without waking
-//! its writer) and writes the reply together with the queued frames. Other
-//! connections get the invalidation with their next reply, or from their writer
-//! within `DEFERRED_FLUSH`.
+//! A commit's path: the reader reads `Commit` (or `Vote`/`Finish`), hands the
+//! reading to a pooled worker and votes and finishes itself, then pumps the
+//! storage's commit notifications (so the committer's invalidation is queued,
+//! without waking its writer) and writes the reply together with the queued frames.
+//! Other connections get the invalidation with their next reply, or from their
+//! writer within `DEFERRED_FLUSH`.
 //!
 //! Invariants:
 //! - Invalidations reach every connection's outbox in commit order (whoever pumps
@@ -228,8 +229,8 @@ struct PoolWorker {
 const POOL_IDLE: Duration = Duration::from_secs(10);
 
 impl Pool {
-    /// Runs `job` on a worker thread; `Err` if no thread could be started.
-    fn run(self: &Arc<Self>, job: Job) -> std::result::Result<(), ()> {
+    /// Runs `job` on a worker thread; gives it back if no thread could be started.
+    fn run(self: &Arc<Self>, job: Job) -> std::result::Result<(), Job> {
         let worker = self.idle.lock().pop();
         if let Some(worker) = worker {
             *worker.job.lock() = Some(job);
@@ -237,11 +238,18 @@ impl Pool {
             return Ok(());
         }
         let pool = Arc::clone(self);
-        std::thread::Builder::new()
+        let job = Arc::new(Mutex::new(Some(job)));
+        let taken = Arc::clone(&job);
+        let spawned = std::thread::Builder::new()
             .name("zodiac-worker".into())
-            .spawn(move || pool.work(job))
-            .map(|_| ())
-            .map_err(|_| ())
+            .spawn(move || {
+                let job = taken.lock().take().expect("the job is there");
+                pool.work(job);
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(_) => Err(job.lock().take().expect("not started")),
+        }
     }
 
     fn work(self: Arc<Self>, first: Job) {
@@ -663,10 +671,8 @@ impl Shared {
             let shared = Arc::clone(&self);
             let spawned = std::thread::Builder::new()
                 .name("zodiac-connection".into())
-                .spawn(move || {
-                    shared.serve(stream, peer);
-                    shared.connection_count.fetch_sub(1, Ordering::AcqRel);
-                });
+                // The connection counts itself out when it ends.
+                .spawn(move || shared.serve(stream, peer));
             if spawned.is_err() {
                 self.connection_count.fetch_sub(1, Ordering::AcqRel);
                 log::warn!("cannot start a thread for a new connection");
@@ -786,6 +792,7 @@ impl Shared {
                 Ok(s) => s,
                 Err(e) => {
                     log::warn!("{peer}: cannot clone the socket: {e}");
+                    self.connection_count.fetch_sub(1, Ordering::AcqRel);
                     return;
                 }
             },
@@ -812,24 +819,23 @@ impl Shared {
                 .spawn(move || outbox.write_loop())
         };
         match writer {
-            Ok(writer) => {
-                let mut connection = Connection {
-                    shared: Arc::clone(self),
-                    outbox: Arc::clone(&outbox),
-                    reader: BufReader::with_capacity(64 << 10, stream),
-                    read_only: self.options.read_only,
-                    transactions: HashMap::new(),
-                };
-                let reason = connection.run();
-                drop(connection);
-                self.hub.lock().subscribers.remove(&id);
-                outbox.drain_and_close(&reason);
-                let _ = writer.join();
+            Ok(writer) => Connection {
+                shared: Arc::clone(self),
+                outbox,
+                reader: BufReader::with_capacity(64 << 10, stream),
+                read_only: self.options.read_only,
+                transactions: HashMap::new(),
+                writer: Some(writer),
+                end_reason: String::new(),
             }
-            Err(_) => outbox.close("cannot start the writer thread"),
+            // Ends the connection (and counts it out) when it is dropped.
+            .run(),
+            Err(_) => {
+                outbox.close("cannot start the writer thread");
+                self.connections.lock().remove(&id);
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+            }
         }
-        self.hub.lock().subscribers.remove(&id);
-        self.connections.lock().remove(&id);
     }
 }
 
@@ -1053,47 +1059,26 @@ impl TxnActor {
     }
 
     /// Runs `op` after the ones before it: here when it is quick and nothing is
-    /// queued, else on a pooled worker.
-    fn submit(self: &Arc<Self>, op: TxnOp, ctx: &TxnContext) {
+    /// queued. An op that may wait, with nothing running, comes back as a job for
+    /// the caller to run off the connection's reader.
+    #[must_use]
+    fn submit(self: &Arc<Self>, op: TxnOp, ctx: &TxnContext) -> Option<Job> {
         let mut st = self.state.lock();
         if st.running {
             st.queue.push_back(op);
-            return;
+            return None;
         }
         if !op.may_wait() {
             let st = &mut *st;
             ctx.apply(op, &mut st.txn, &mut st.failed);
-            return;
+            return None;
         }
         st.queue.push_back(op);
         st.running = true;
         drop(st);
         let actor = Arc::clone(self);
-        let worker_ctx = ctx.clone();
-        if ctx
-            .shared
-            .pool
-            .run(Box::new(move || actor.drain(&worker_ctx)))
-            .is_err()
-        {
-            let mut st = self.state.lock();
-            st.running = false;
-            let queued: Vec<TxnOp> = st.queue.drain(..).collect();
-            if let Some(t) = st.txn.take() {
-                t.abort();
-            }
-            drop(st);
-            for op in queued {
-                if let TxnOp::Vote(id) | TxnOp::Finish(id) | TxnOp::Commit(id) = op {
-                    ctx.reply(
-                        id,
-                        Err(WireError::Server {
-                            message: "cannot start a thread for the transaction".into(),
-                        }),
-                    );
-                }
-            }
-        }
+        let ctx = ctx.clone();
+        Some(Box::new(move || actor.drain(&ctx)))
     }
 
     /// On a worker: runs the queued ops in order, without holding the lock.
@@ -1119,33 +1104,86 @@ enum TxnSlot {
     Failed(WireError),
 }
 
+/// One connection's reading side and state. It moves between threads: a vote,
+/// finish or commit runs on the thread that read it, while a pooled worker goes on
+/// reading (one thread wake-up less on a commit's path). Dropping it ends the
+/// connection.
 struct Connection {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     reader: BufReader<TcpStream>,
     read_only: bool,
     transactions: HashMap<u64, TxnSlot>,
+    writer: Option<JoinHandle<()>>,
+    /// Why the connection ended ("" for an orderly end), logged when it closes.
+    end_reason: String,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Aborts the open transactions (a finish already running completes).
+        self.transactions.clear();
+        let id = self.outbox.id;
+        self.shared.hub.lock().subscribers.remove(&id);
+        self.outbox.drain_and_close(&self.end_reason);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.shared.connections.lock().remove(&id);
+        self.shared.connection_count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Connection {
-    /// Serves the connection; returns why it ended ("" for an orderly end).
-    fn run(&mut self) -> String {
+    /// Serves the connection until it ends.
+    fn run(mut self) {
         match self.handshake() {
             Ok(true) => {}
-            Ok(false) => return String::new(),
-            Err(reason) => return reason,
+            Ok(false) => return,
+            Err(reason) => {
+                self.end_reason = reason;
+                return;
+            }
         }
         let _ = self
             .reader
             .get_ref()
             .set_read_timeout(Some(self.shared.options.idle_timeout));
+        self.read_loop();
+    }
+
+    /// Reads and handles messages until the connection ends or hands off.
+    fn read_loop(mut self) {
+        match self.read_messages() {
+            Ok(job) => self.hand_off(job),
+            Err(reason) => self.end_reason = reason,
+        }
+    }
+
+    /// Runs `job` (a vote, finish or commit just read) on this thread, and the
+    /// reading on a pooled worker, so the commit starts without a thread wake-up.
+    fn hand_off(self, job: Job) {
+        let pool = Arc::clone(&self.shared.pool);
+        match pool.run(Box::new(move || self.read_loop())) {
+            Ok(()) => job(),
+            Err(reading) => {
+                // No thread to read meanwhile: the connection waits for this one.
+                job();
+                reading();
+            }
+        }
+    }
+
+    /// Reads until a message comes back with a job to run off the reader (`Ok`) or
+    /// the connection ends (`Err` with why, "" for an orderly end).
+    fn read_messages(&mut self) -> std::result::Result<Job, String> {
         loop {
             let payload = match protocol::read_frame(&mut self.reader, protocol::FRAME_BYTES_MAX) {
                 Ok(p) => p,
-                Err(FrameError::Closed) => return String::new(),
+                Err(FrameError::Closed) => return Err(String::new()),
                 Err(e) if self.outbox.is_closed() => {
                     let _ = e;
-                    return String::new();
+                    return Err(String::new());
                 }
                 Err(FrameError::Io(e))
                     if matches!(
@@ -1153,23 +1191,21 @@ impl Connection {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return format!(
+                    return Err(format!(
                         "nothing received for {:?} (the idle timeout): the client is gone",
                         self.shared.options.idle_timeout
-                    );
+                    ));
                 }
-                Err(FrameError::Io(e)) => return format!("read failed: {e}"),
-                Err(FrameError::Bad(what)) => return what,
+                Err(FrameError::Io(e)) => return Err(format!("read failed: {e}")),
+                Err(FrameError::Bad(what)) => return Err(what),
             };
             let message = match protocol::decode::<ClientMessage>(&payload) {
                 Ok(m) => m,
-                Err(e) => return e.to_string(),
+                Err(e) => return Err(e.to_string()),
             };
-            if let Err(what) = message.check() {
-                return what;
-            }
-            if let Err(what) = self.handle(message) {
-                return what;
+            message.check()?;
+            if let Some(job) = self.handle(message)? {
+                return Ok(job);
             }
         }
     }
@@ -1295,7 +1331,9 @@ impl Connection {
         });
     }
 
-    fn handle(&mut self, message: ClientMessage) -> std::result::Result<(), String> {
+    /// Acts on one message. `Ok(Some(job))`: a vote, finish or commit to run off the
+    /// reader (see [`Connection::hand_off`]).
+    fn handle(&mut self, message: ClientMessage) -> std::result::Result<Option<Job>, String> {
         let storage = &self.shared.storage;
         match message {
             ClientMessage::Hello { .. } | ClientMessage::Auth { .. } => {
@@ -1352,14 +1390,18 @@ impl Connection {
                     self.reply(id, result);
                 }
                 Request::Pack { tid, gc } => self.pack(id, Tid(tid), gc),
-                Request::Vote { txn } => self.forward_request(id, txn, TxnOp::Vote(id))?,
+                Request::Vote { txn } => {
+                    return self.forward_request(id, txn, TxnOp::Vote(id));
+                }
                 Request::Finish { txn } => {
-                    self.forward_request(id, txn, TxnOp::Finish(id))?;
+                    let job = self.forward_request(id, txn, TxnOp::Finish(id))?;
                     self.transactions.remove(&txn);
+                    return Ok(job);
                 }
                 Request::Commit { txn } => {
-                    self.forward_request(id, txn, TxnOp::Commit(id))?;
+                    let job = self.forward_request(id, txn, TxnOp::Commit(id))?;
                     self.transactions.remove(&txn);
+                    return Ok(job);
                 }
             },
             ClientMessage::Begin { txn, meta } => {
@@ -1410,11 +1452,12 @@ impl Connection {
             }
             ClientMessage::Abort { txn } => {
                 if let Some(TxnSlot::Running(actor, _)) = self.transactions.remove(&txn) {
-                    actor.submit(TxnOp::Abort, &self.context());
+                    let job = actor.submit(TxnOp::Abort, &self.context());
+                    debug_assert!(job.is_none(), "an abort never waits");
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn context(&self) -> TxnContext {
@@ -1427,7 +1470,8 @@ impl Connection {
     fn forward(&mut self, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
         match self.transactions.get(&txn) {
             Some(TxnSlot::Running(actor, _)) => {
-                actor.submit(op, &self.context());
+                let job = actor.submit(op, &self.context());
+                debug_assert!(job.is_none(), "stores and checks never wait");
                 Ok(())
             }
             Some(TxnSlot::Failed(_)) => Ok(()),
@@ -1437,17 +1481,20 @@ impl Connection {
         }
     }
 
-    fn forward_request(&mut self, id: u64, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
+    /// Submits a vote, finish or commit; the job to run it off the reader, if any.
+    fn forward_request(
+        &mut self,
+        id: u64,
+        txn: u64,
+        op: TxnOp,
+    ) -> std::result::Result<Option<Job>, String> {
         match self.transactions.get(&txn) {
-            Some(TxnSlot::Running(actor, _)) => {
-                actor.submit(op, &self.context());
-                Ok(())
-            }
+            Some(TxnSlot::Running(actor, _)) => Ok(actor.submit(op, &self.context())),
             Some(TxnSlot::Failed(e)) => {
                 let e = e.clone();
                 self.outbox
                     .send(&ServerMessage::Reply { id, result: Err(e) });
-                Ok(())
+                Ok(None)
             }
             None => Err(format!(
                 "an operation on transaction {txn}, which is not open"
@@ -1501,6 +1548,7 @@ impl Connection {
             );
         });
         if self.shared.pool.run(job).is_err() {
+            // Dropping the job drops its context; the reply says why.
             self.reply(
                 id,
                 Err(Error::Server {
