@@ -1024,11 +1024,13 @@ impl TxnContext {
                         // Broadcast it (and whatever else is waiting) before the
                         // reply: the reply's write carries this client's invalidation.
                         self.shared.pump(Some(self.outbox.id));
+                        self.shared.finishing.fetch_sub(1, Ordering::SeqCst);
+                        // Again: an event published while `finishing` hid it from the
+                        // waker (before the reply, whose write may block on a slow
+                        // client).
+                        self.shared.pump(Some(self.outbox.id));
                         let result = result.map(|tid| Response::Finished(tid.0)).map_err(wire);
                         self.reply(id, result);
-                        self.shared.finishing.fetch_sub(1, Ordering::SeqCst);
-                        // An event published while `finishing` hid it from the waker.
-                        self.shared.pump(None);
                         return;
                     }
                     (None, None) => Err(WireError::Server {
