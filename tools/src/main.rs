@@ -170,13 +170,18 @@ enum Command {
     /// TIME and every later one; drop objects unreachable from the root (GC)
     /// unless --no-gc. The original is kept as PATH.old.
     Pack {
-        path: PathBuf,
+        /// A data file (packed offline: no other process may have it open), or
+        /// tcp://HOST:PORT of the `zodiac server` serving it (packed while it serves).
+        #[arg(value_name = "PATH")]
+        store: String,
         /// The pack time: RFC 3339, or relative to now (-7d, -2h). Default: now.
         #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
         before: Option<zodiac_storage::Tid>,
         /// Keep unreachable objects.
         #[arg(long)]
         no_gc: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
     /// Per-type object counts and bytes, live (newest revisions) and old.
     Analyze {
@@ -344,10 +349,16 @@ fn main() -> ExitCode {
         Command::Analyze { path, json } => analyze::run_analyze(&path, json),
         Command::Refs { path } => analyze::run_refs(&path),
         Command::Pack {
-            path,
+            store,
             before,
             no_gc,
-        } => maintenance::run_pack(&path, before, no_gc),
+            connect,
+        } => maintenance::run_pack(
+            &store,
+            before,
+            no_gc,
+            &connect.connect(Some(JOBS_CONNECT_WAIT)),
+        ),
         Command::Restore { dir, output, at } => maintenance::run_restore(&dir, &output, at),
         Command::Dump {
             path,

@@ -37,7 +37,9 @@ pub fn run(args: &Args) -> Result<()> {
         .read_only(args.read_only)
         .token(token)
         .connections_max(args.max_connections)
-        .invalidation_history(args.invalidation_history);
+        .invalidation_history(args.invalidation_history)
+        // `zodiac pack tcp://…` with GC reads references as the objects layer writes them.
+        .references(Some(Arc::new(crate::maintenance::references)));
     let server = Server::start(
         Arc::clone(&storage) as Arc<dyn Storage>,
         args.listen.as_str(),

@@ -57,7 +57,20 @@ fn check_store_name(store: &str) -> Result<()> {
     }
 }
 
-fn connect_to(store: &str, options: ClientOptions) -> Result<ClientStorage> {
+/// Connects to the server STORE names, with `connect`'s token and wait.
+pub fn connect_to(store: &str, connect: &Connect) -> Result<ClientStorage> {
+    check_store_name(store)?;
+    let mut options = ClientOptions::new();
+    if let Some(file) = &connect.token_file {
+        options = options.token(Some(read_token(file)?));
+    }
+    if let Some(wait) = connect.wait_timeout {
+        options = options.wait_timeout(wait);
+    }
+    client(store, options)
+}
+
+fn client(store: &str, options: ClientOptions) -> Result<ClientStorage> {
     ClientStorage::connect(store, options).map_err(|e| match e {
         zodiac_storage::Error::Disconnected { reason, .. } => {
             anyhow::anyhow!("cannot reach {store}: {reason} (is `zodiac server` running there?)")
@@ -83,14 +96,7 @@ fn must_exist(store: &str) -> Result<&Path> {
 pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dyn Storage>> {
     check_store_name(store)?;
     if is_server(store) {
-        let mut options = ClientOptions::new();
-        if let Some(file) = &connect.token_file {
-            options = options.token(Some(read_token(file)?));
-        }
-        if let Some(wait) = connect.wait_timeout {
-            options = options.wait_timeout(wait);
-        }
-        return Ok(Arc::new(connect_to(store, options)?));
+        return Ok(Arc::new(connect_to(store, connect)?));
     }
     if connect.token_file.is_some() {
         bail!("--token-file is for server stores (tcp://HOST:PORT); {store} is a data file");

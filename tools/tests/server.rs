@@ -265,3 +265,64 @@ fn backups_taken_while_a_server_writes_restore_consistent_prefixes() {
         file.close().unwrap();
     }
 }
+
+/// `zodiac pack tcp://…` packs the file a running server serves, with GC by the
+/// objects layer's references, while clients stay connected.
+#[test]
+fn pack_through_a_running_server_collects_garbage_and_keeps_serving() {
+    use std::sync::Arc;
+    use zodiac_objects::{Counter, Database};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let running = start(&[path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let address = format!("tcp://{}", running.addr);
+    let client: Arc<dyn zodiac_storage::Storage> =
+        Arc::new(ClientStorage::connect(&address, ClientOptions::new()).unwrap());
+    let db = Database::open(Arc::clone(&client)).unwrap();
+    let kept = db
+        .transact(|tx| {
+            let kept = tx.add(Counter::new(1))?;
+            tx.set_root_entry("kept", kept)?;
+            tx.add(Counter::new(2))?; // unreachable from the start
+            Ok(kept)
+        })
+        .unwrap();
+    for _ in 0..5 {
+        db.transact(|tx| tx.modify(&kept, |c| c.add(1))).unwrap();
+    }
+    let zodiac = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = zodiac(&["pack", &address]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 unreachable objects removed"), "{stdout}");
+    // The connected client goes on reading and committing.
+    assert_eq!(db.transact(|tx| Ok(tx.get(&kept)?.value())).unwrap(), 6);
+    db.transact(|tx| tx.modify(&kept, |c| c.add(1))).unwrap();
+    assert!(dir.path().join("served.zdb.old").exists());
+    drop(db);
+    client.close().unwrap();
+
+    let out = zodiac(&["pack", "tcp://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    drop(running);
+    let read_only = start(&[
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--read-only",
+    ]);
+    let out = zodiac(&["pack", &format!("tcp://{}", read_only.addr)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: packing through"), "{stderr}");
+}
