@@ -57,6 +57,14 @@ pub trait Storage: Send + Sync {
     /// further calls. Dropping the storage closes it too.
     fn close(&self) -> Result<()>;
 
+    /// A number naming this storage's data: two storages with the same nonzero
+    /// identity hold the same history, so a cache of one is valid for the other as
+    /// of a common tid. 0 (the default): unknown, never matched. The file storage's
+    /// is its file id, which a pack or a restore changes.
+    fn identity(&self) -> u64 {
+        0
+    }
+
     /// Packs to `pack_time`, with garbage collection through `references` when given
     /// (see `FileStorage::pack`). A client storage asks its server, which uses its
     /// own reference reader (`references` only says whether to collect garbage).

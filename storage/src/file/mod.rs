@@ -1171,6 +1171,10 @@ impl Storage for FileStorage {
         self.shared.path.display().to_string()
     }
 
+    fn identity(&self) -> u64 {
+        self.shared.file().header.file_id
+    }
+
     fn last_tid(&self) -> Tid {
         self.shared.last_tid()
     }

@@ -174,6 +174,23 @@ impl Cache {
         self.epoch += 1;
     }
 
+    /// Every entry, for saving: each is the newest revision as of `last_tid`.
+    pub(crate) fn entries(&self) -> Vec<(Oid, Tid, Vec<u8>)> {
+        self.entries
+            .iter()
+            .map(|(oid, e)| (*oid, e.tid, e.data.to_vec()))
+            .collect()
+    }
+
+    /// Starts from saved entries, current as of `last_tid` (an empty cache's only
+    /// use: before the first connection); entries beyond the byte limit are left out.
+    pub(crate) fn preload(&mut self, last_tid: Tid, entries: Vec<(Oid, Tid, Vec<u8>)>) {
+        self.reset(last_tid);
+        for (oid, tid, data) in entries {
+            self.insert_loaded(oid, last_tid, self.epoch, &Revision { tid, data });
+        }
+    }
+
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::cache::Cache;
+use super::cache_file;
 use super::protocol::{
     self, CatchUp, ClientMessage, FRAME_BYTES_MAX, HANDSHAKE_FRAME_BYTES_MAX, MAGIC,
     PROTOCOL_VERSION, Request, Response, ServerMessage, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
@@ -51,6 +52,7 @@ pub struct ClientOptions {
     pub(crate) reconnect_delay_max: Duration,
     pub(crate) ping_interval: Duration,
     pub(crate) ping_timeout: Duration,
+    pub(crate) cache_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +67,7 @@ impl Default for ClientOptions {
             reconnect_delay_max: Duration::from_secs(5),
             ping_interval: Duration::from_secs(5),
             ping_timeout: Duration::from_secs(30),
+            cache_file: None,
         }
     }
 }
@@ -108,6 +111,14 @@ impl ClientOptions {
         self.ping_timeout = timeout.max(interval);
         self
     }
+    /// Keeps the object cache in this file between runs (default: none): loaded at
+    /// connect and used when the server still serves the same data (its identity
+    /// matches and the catch-up from the file's tid works), saved at close. One file
+    /// per client process; see docs/protocol.md, "The persistent cache file".
+    pub fn cache_file(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.cache_file = path;
+        self
+    }
     /// First and longest pause between reconnect attempts (defaults: 50 ms, 5 s).
     pub fn reconnect_delay(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_delay_min = min;
@@ -143,6 +154,11 @@ struct Inner {
     closing: RwLock<()>,
     server_read_only: AtomicBool,
     connected_once: AtomicBool,
+    /// The served storage's identity, from the last `Welcome` (0: unknown).
+    identity: AtomicU64,
+    /// The identity of the cache file loaded at connect, until the first
+    /// `Welcome` checks it.
+    preloaded: Mutex<Option<u64>>,
     next_id: AtomicU64,
     /// Transactions open now; the server allows at most
     /// `TRANSACTIONS_PER_CONNECTION_MAX` per connection, so `begin` waits for a slot.
@@ -343,7 +359,7 @@ impl Inner {
             .map_err(io_err)?;
         let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone().map_err(io_err)?);
         let mut writer = stream.try_clone().map_err(io_err)?;
-        let fresh = !self.connected_once.load(Ordering::Acquire);
+        let fresh = !self.connected_once.load(Ordering::Acquire) && self.preloaded.lock().is_none();
         let last_tid = self.cache.lock().last_tid;
         protocol::write_frame(
             &mut writer,
@@ -415,32 +431,34 @@ impl Inner {
                     last_tid,
                     read_only,
                     catch_up,
-                } => break (Tid(last_tid), read_only, catch_up),
+                    identity,
+                } => {
+                    self.identity.store(identity, Ordering::Release);
+                    break (Tid(last_tid), read_only, catch_up);
+                }
                 ServerMessage::Refused { reason } => return Err(refused(reason)),
                 other => return Err(unexpected(&other)),
             }
         };
-        match catch_up {
-            CatchUp::Equal | CatchUp::Behind => {}
-            CatchUp::Fresh => self.reset(server_tid, false),
-            CatchUp::TooFar => {
-                log::warn!(
-                    "{}: this client missed more transactions than the server keeps \
-                     (last seen {last_tid}, server at {server_tid}): dropping the whole cache; \
-                     subscribers miss those transactions",
+        let preloaded = self.preloaded.lock().take();
+        let identity = self.identity.load(Ordering::Acquire);
+        match (preloaded, catch_up) {
+            (Some(saved), CatchUp::Equal | CatchUp::Behind) if saved == identity && saved != 0 => {
+                log::info!(
+                    "{}: the cache file is current as of {last_tid}: starting with {} objects",
+                    self.address,
+                    self.cache.lock().len()
+                );
+            }
+            (Some(_), _) => {
+                log::info!(
+                    "{}: the cache file does not match the server's data (another database, \
+                     a pack, a restore, or too old to catch up): starting with an empty cache",
                     self.address
                 );
-                self.reset(server_tid, true);
+                self.reset(server_tid, false);
             }
-            CatchUp::Ahead => {
-                log::warn!(
-                    "{}: this client has seen transaction {last_tid} but the server's last is \
-                     {server_tid}: the server's data was restored from an older copy; dropping \
-                     the whole cache and following the server",
-                    self.address
-                );
-                self.reset(server_tid, true);
-            }
+            (None, _) => self.caught_up(catch_up, last_tid, server_tid),
         }
         self.server_read_only.store(read_only, Ordering::Release);
         self.connected_once.store(true, Ordering::Release);
@@ -486,6 +504,82 @@ impl Inner {
     /// commits in between are unknown: every subscriber is cut off (its
     /// `CommitSubscription::missed` says so) before `last_tid` moves, so a cache
     /// above this storage is cleared too.
+    /// Starts the cache from the cache file, if there is one; a damaged file costs
+    /// a warning and a cold start.
+    fn load_cache_file(&self) {
+        let Some(path) = &self.options.cache_file else {
+            return;
+        };
+        match cache_file::read(path) {
+            Ok(None) => {}
+            Ok(Some(saved)) => {
+                let last_tid = saved.last_tid;
+                self.cache.lock().preload(last_tid, saved.entries);
+                *self.preloaded.lock() = Some(saved.identity);
+                self.set_published(last_tid);
+            }
+            Err(what) => log::warn!(
+                "{}: ignoring the cache file {}: {what}",
+                self.address,
+                path.display()
+            ),
+        }
+    }
+
+    /// Saves the cache to the cache file, if one is configured and the server's
+    /// identity is known; a failure costs a warning (the next start is cold).
+    fn save_cache_file(&self) {
+        let Some(path) = &self.options.cache_file else {
+            return;
+        };
+        let identity = self.identity.load(Ordering::Acquire);
+        if identity == 0 {
+            return; // never connected, or a server whose storage has no identity
+        }
+        let saved = {
+            let cache = self.cache.lock();
+            cache_file::SavedCache {
+                identity,
+                last_tid: cache.last_tid,
+                entries: cache.entries(),
+            }
+        };
+        if let Err(e) = cache_file::write(path, &saved) {
+            log::warn!(
+                "{}: cannot save the cache file {}: {e}",
+                self.address,
+                path.display()
+            );
+        }
+    }
+
+    /// Applies the server's catch-up answer for a cache kept in memory across a
+    /// reconnect (`last_tid`: where the cache was; `server_tid`: the server's).
+    fn caught_up(&self, catch_up: CatchUp, last_tid: Tid, server_tid: Tid) {
+        match catch_up {
+            CatchUp::Equal | CatchUp::Behind => {}
+            CatchUp::Fresh => self.reset(server_tid, false),
+            CatchUp::TooFar => {
+                log::warn!(
+                    "{}: this client missed more transactions than the server keeps \
+                     (last seen {last_tid}, server at {server_tid}): dropping the whole cache; \
+                     subscribers miss those transactions",
+                    self.address
+                );
+                self.reset(server_tid, true);
+            }
+            CatchUp::Ahead => {
+                log::warn!(
+                    "{}: this client has seen transaction {last_tid} but the server's last is \
+                     {server_tid}: the server's data was restored from an older copy; dropping \
+                     the whole cache and following the server",
+                    self.address
+                );
+                self.reset(server_tid, true);
+            }
+        }
+    }
+
     fn reset(&self, tid: Tid, missed: bool) {
         self.cache.lock().reset(tid);
         if missed {
@@ -687,10 +781,13 @@ impl ClientStorage {
             closing: RwLock::new(()),
             server_read_only: AtomicBool::new(false),
             connected_once: AtomicBool::new(false),
+            identity: AtomicU64::new(0),
+            preloaded: Mutex::new(None),
             next_id: AtomicU64::new(1),
             open_transactions: Mutex::new(0),
             transaction_ended: Condvar::new(),
         });
+        inner.load_cache_file();
         let deadline = Instant::now() + inner.options.wait_timeout;
         let mut delay = inner.options.reconnect_delay_min;
         loop {
@@ -915,6 +1012,7 @@ impl Storage for ClientStorage {
         self.inner.link_changed.notify_all();
         drop(st);
         self.inner.notifier.close();
+        self.inner.save_cache_file();
         Ok(())
     }
 }

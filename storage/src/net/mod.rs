@@ -26,6 +26,7 @@
 //! ```
 
 mod cache;
+pub mod cache_file;
 mod client;
 pub mod protocol;
 mod server;

@@ -143,6 +143,9 @@ pub enum ServerMessage {
         last_tid: u64,
         read_only: bool,
         catch_up: CatchUp,
+        /// The served storage's `Storage::identity` (0: unknown): a client reuses a
+        /// persistent cache file only when it was saved under the same identity.
+        identity: u64,
     },
     Refused {
         reason: String,

@@ -1319,6 +1319,7 @@ impl Connection {
             last_tid: hub.last_tid.0,
             read_only: self.shared.options.read_only,
             catch_up,
+            identity: self.shared.storage.identity(),
         };
         self.outbox
             .push_or_close(protocol::encode(&welcome).into(), Delivery::Now);
