@@ -76,3 +76,46 @@ fn a_vote_waiting_for_the_commit_lock_holds_up_nothing_else_on_its_connection() 
     client.close().unwrap();
     server.shutdown();
 }
+
+/// `sync` makes every commit the server acknowledged before it visible: another
+/// client's commit is otherwise applied when its invalidation arrives (within
+/// about a millisecond), so reading right after it would often miss it.
+#[test]
+fn sync_makes_another_clients_acknowledged_commit_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Arc::new(
+        FileStorage::open(
+            dir.path().join("data.zdb"),
+            FileOptions::new().durability(Durability::Off),
+        )
+        .unwrap(),
+    );
+    let server = Server::start(
+        Arc::clone(&file) as Arc<dyn Storage>,
+        "127.0.0.1:0",
+        ServerOptions::new(),
+    )
+    .unwrap();
+    let addr = server.local_addr().to_string();
+    let writer = ClientStorage::connect(&addr, ClientOptions::new()).unwrap();
+    let reader = ClientStorage::connect(&addr, ClientOptions::new()).unwrap();
+    let oid = writer.new_oid().unwrap();
+    let mut base = Tid::ZERO;
+    for i in 0..200u32 {
+        let mut t = writer.begin(TransactionMeta::described("write")).unwrap();
+        t.store(oid, base, i.to_le_bytes().to_vec()).unwrap();
+        base = t.finish().unwrap();
+        reader.sync().unwrap();
+        assert!(
+            reader.last_tid() >= base,
+            "commit {i} not visible after sync"
+        );
+        assert_eq!(
+            reader.load(oid, reader.last_tid()).unwrap().data,
+            i.to_le_bytes()
+        );
+    }
+    writer.close().unwrap();
+    reader.close().unwrap();
+    server.shutdown();
+}

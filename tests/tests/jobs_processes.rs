@@ -120,6 +120,7 @@ impl Worker {
 struct World {
     // Dropped in this order: the client, the server, then the directory.
     db: Database,
+    storage: Arc<ClientStorage>,
     server: Option<Server>,
     dir: tempfile::TempDir,
     port: u16,
@@ -138,13 +139,15 @@ impl World {
                 .reconnect_delay(Duration::from_millis(20), Duration::from_millis(200)),
         )
         .expect("connect the test's client");
-        let db = Database::open(Arc::new(storage)).expect("open the database");
+        let storage = Arc::new(storage);
+        let db = Database::open(storage.clone()).expect("open the database");
         transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ())).unwrap();
         World {
             dir,
             server: Some(server),
             port,
             db,
+            storage,
             workers: 0,
         }
     }
@@ -242,7 +245,11 @@ impl World {
         .expect("put a job")
     }
 
+    /// The job as of now: every commit a worker made before this call included.
     fn job(&self, job: PRef<Job>) -> Arc<Job> {
+        // A worker's commit reaches this client with its invalidation, soon but
+        // not at once; a test reading right after a worker exits must see it.
+        self.storage.sync().expect("sync with the server");
         transact(&self.db, |tx| Ok(tx.get(&job)?)).expect("read a job")
     }
 

@@ -830,6 +830,21 @@ impl ClientStorage {
         self.inner.server_read_only.load(Ordering::Acquire)
     }
 
+    /// Returns once every commit the server acknowledged before this call is
+    /// visible here (its invalidation applied, so a transaction begun afterwards
+    /// reads it): one round trip. Without it another client's commit becomes
+    /// visible when its invalidation arrives, which is soon but not at once (as in
+    /// ZEO without `server_sync`). Works because the server queues a commit's
+    /// invalidations for every connection before it acknowledges the commit, and
+    /// writes a connection's frames in the order queued.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.check_open()?;
+        match self.inner.call(Request::Ping)? {
+            Response::Pong => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Packs the server's storage to `pack_time` (`Tid::MAX`: now), with garbage
     /// collection when `gc`; returns once the packed file is in place. The server
     /// refuses when it is read-only (`ReadOnly`), when this client is read-only, and
