@@ -8,8 +8,9 @@
 //! is claimable, running each on its own thread. Between polls it waits
 //! for the poll interval, or less: its [`WakeSource`] (by default
 //! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
-//! or put-back does) wakes it at once, and so does a run that finishes (a free
-//! slot).
+//! or put-back does) wakes it at once, and so does a commit that writes one of the
+//! jobs it runs (their result, or the completion after their callbacks: a slot
+//! may be free) or a run whose thread ended.
 //!
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
@@ -332,6 +333,9 @@ impl Worker {
     /// watched queue, or when `stop` is set.
     fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>) {
         let deadline = Instant::now() + self.options.poll_interval;
+        // A commit of a running job (its result, its completion) may free a slot.
+        let mut watched = watched.clone();
+        watched.extend(self.running.iter().map(|(job, _)| job.oid()));
         while !stop.load(Ordering::SeqCst) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -341,7 +345,7 @@ impl Worker {
                 return; // a slot is free: claim more
             }
             let slice = left.min(Duration::from_millis(20));
-            if self.wake.wait(watched, slice) {
+            if self.wake.wait(&watched, slice) {
                 return;
             }
         }
