@@ -102,6 +102,24 @@ impl StoreUnderTest {
         }
     }
 
+    /// Creates the empty store itself, not served even when the kind is `Server`
+    /// (for workloads that serve it themselves).
+    pub fn create_unserved(&mut self) -> Result<Arc<dyn Storage>> {
+        match self.kind {
+            StoreKind::File | StoreKind::Server => {
+                if self.data_path.exists() {
+                    return Err(format!(
+                        "{} already exists; each run needs a fresh store",
+                        self.data_path.display()
+                    )
+                    .into());
+                }
+                open_file_store(&self.data_path)
+            }
+            StoreKind::Memory => Ok(Arc::new(MemoryStorage::new())),
+        }
+    }
+
     /// Creates the empty store as a file storage, for workloads of the file storage
     /// itself (pack).
     pub fn create_file(&mut self) -> Result<FileStorage> {

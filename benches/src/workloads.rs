@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use zodiac_storage::{Oid, Storage, Tid, TransactionMeta};
 
 use crate::Result;
+use crate::jobs::JobWorkload;
 use crate::report::{Measurement, Value};
 use crate::rng::{SplitMix64, VALUE_BYTES, W3_SEED, W4_SEED, index_of, val};
 use crate::stats::Latencies;
@@ -61,6 +62,8 @@ pub enum Workload {
     BTreeConcurrent,
     /// W6's W1 with 4 client processes over the server (by name only: not in `ALL`).
     W6Processes,
+    /// A job workload (J1–J6; see `jobs`).
+    Job(JobWorkload),
 }
 
 impl Workload {
@@ -94,6 +97,27 @@ impl Workload {
             Workload::BTree => "btree",
             Workload::BTreeConcurrent => "btree-4",
             Workload::W6Processes => "w6-4p",
+            Workload::Job(job) => job.name(),
+        }
+    }
+
+    /// The job workloads, in the order `jobs` runs them (after `phys-fdatasync`, the
+    /// disk's floor measured in the same run).
+    pub const JOBS: [Workload; 7] = [
+        Workload::PhysFdatasync,
+        Workload::Job(JobWorkload::J1),
+        Workload::Job(JobWorkload::J2),
+        Workload::Job(JobWorkload::J3),
+        Workload::Job(JobWorkload::J4),
+        Workload::Job(JobWorkload::J5),
+        Workload::Job(JobWorkload::J6),
+    ];
+
+    /// Why the workload cannot run against `kind`, if it cannot.
+    pub fn skip_reason(self, kind: crate::target::StoreKind) -> Option<&'static str> {
+        match self {
+            Workload::Job(job) => job.skip_reason(kind),
+            _ => None,
         }
     }
 
@@ -111,6 +135,7 @@ impl Workload {
         match name {
             "storage" => return Some(Workload::ALL.to_vec()),
             "objects" => return Some(Workload::OBJECTS.to_vec()),
+            "jobs" => return Some(Workload::JOBS.to_vec()),
             _ => {}
         }
         Workload::ALL
@@ -118,6 +143,7 @@ impl Workload {
             .chain(Workload::OBJECTS)
             .chain([Workload::W5Large])
             .chain([Workload::W6Processes])
+            .chain(Workload::JOBS)
             .find(|w| w.name() == name)
             .map(|w| vec![w])
     }
@@ -145,6 +171,9 @@ impl Workload {
             Workload::BTree => crate::objects::btree(store),
             Workload::BTreeConcurrent => crate::objects::btree_concurrent(store),
             Workload::W6Processes => w6_processes(store),
+            Workload::Job(job) => {
+                Err(format!("{} runs through JobWorkload::run", job.name()).into())
+            }
         }
     }
 }
