@@ -177,6 +177,12 @@ impl Runner {
     /// (callbacks added meanwhile included), and then the job becomes COMPLETED.
     pub fn run(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
         let outcome = self.run_one(job, claimer)?;
+        self.after_run(job, &outcome)?;
+        Ok(outcome)
+    }
+
+    /// After a run: its callbacks, and those of a job a resume callback completed.
+    fn after_run(&self, job: &PRef<Job>, outcome: &RunOutcome) -> Result<()> {
         if matches!(outcome, RunOutcome::Finished(_)) {
             self.finish_callbacks(job)?;
             // A resume callback completed the job that awaited: run its callbacks.
@@ -188,7 +194,7 @@ impl Runner {
                 }
             }
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Runs the callbacks of `parent` (in CALLBACKS or COMPLETED) that have not run,
@@ -242,6 +248,42 @@ impl Runner {
         }
     }
 
+    /// The first step of a run, in the caller's transaction: if `job` is held by
+    /// `claimer` and its retry policy is registered here, marks it ACTIVE (a new
+    /// attempt, `active_start`) and returns the job as started; otherwise changes
+    /// nothing and returns `None`. A worker calls it in the transaction of the claim
+    /// itself, then [`Runner::run_started`]: one durable commit fewer per job.
+    pub(crate) fn start_in(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+    ) -> Result<Option<std::sync::Arc<Job>>> {
+        let id = job.oid();
+        let j = tx.get(job)?;
+        if !held_by(&j, claimer) || self.policy_for(&j).is_err() {
+            return Ok(None);
+        }
+        let now = Timestamp::now();
+        tx.modify(job, |j| j.transition(id, Status::Active, now))??;
+        Ok(Some(tx.get(job)?))
+    }
+
+    /// Runs `job`, which [`Runner::start_in`] marked ACTIVE for `claimer` in a
+    /// committed transaction (`started` is the job as it left it), as
+    /// [`Runner::run`] does from its second step on: the handler, the result, the
+    /// callbacks.
+    pub(crate) fn run_started(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        started: std::sync::Arc<Job>,
+    ) -> Result<RunOutcome> {
+        let outcome = self.run_from(job, claimer, started)?;
+        self.after_run(job, &outcome)?;
+        Ok(outcome)
+    }
+
     fn run_one(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
         let id = job.oid();
         let started = transact(&self.db, |tx| {
@@ -257,6 +299,17 @@ impl Runner {
         let Some(snapshot) = started else {
             return Ok(self.abandon(job, "before it started"));
         };
+        self.run_from(job, claimer, snapshot)
+    }
+
+    /// A run from its second step: `snapshot` is the job as marked ACTIVE.
+    fn run_from(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        snapshot: std::sync::Arc<Job>,
+    ) -> Result<RunOutcome> {
+        let id = job.oid();
         let policy = self.policy_for(&snapshot)?;
         let queue = match snapshot.location() {
             Location::Agent { queue, .. } => Some(queue.clone()),

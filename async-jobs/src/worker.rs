@@ -15,6 +15,12 @@
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
 //!   `claim_conflict_retries` times and never fail the poll.
+//! - A claimed job is started (ASSIGNED → ACTIVE, a new attempt) in the claim's
+//!   own transaction, so a job costs one durable commit fewer; its run then goes
+//!   straight to the handler. A worker that dies after that commit leaves the job
+//!   ACTIVE, and cleanup recovers it through its policy's `on_interrupted`, as for
+//!   any interrupted run. A job that cannot be started there (its retry policy is
+//!   not registered in this worker) stays ASSIGNED and its run reports why.
 //! - A poll that fails (e.g. a storage error) is retried after a backoff of
 //!   5 s, 10 s, … capped at 60 s ([`poll_backoff`]), never ending [`Worker::run`].
 //! - At most `agent_size` jobs run at once: the agent claims only while it holds
@@ -256,9 +262,16 @@ impl Worker {
         loop {
             let mut claimed = None;
             for attempt in 0..=self.options.claim_conflict_retries {
+                let runner = &self.runner;
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
                     let q = Queue::get_or_create(tx, name)?;
-                    Dispatchers::claim_for_agent(tx, &q, &id, AGENT_NAME, Timestamp::now())
+                    let claimed =
+                        Dispatchers::claim_for_agent(tx, &q, &id, AGENT_NAME, Timestamp::now())?;
+                    // Start the run in the claim's own transaction (see the module doc).
+                    match claimed {
+                        Some(job) => Ok(Some((job, runner.start_in(tx, &job, Some(&claimer))?))),
+                        None => Ok(None),
+                    }
                 });
                 match result {
                     Ok(job) => {
@@ -271,11 +284,16 @@ impl Worker {
                     Err(e) => return Err(e),
                 }
             }
-            let Some(Some(job)) = claimed else {
+            let Some(Some((job, started))) = claimed else {
                 return Ok(());
             };
             let (runner, claimer) = (self.runner.clone(), claimer.clone());
-            let handle = std::thread::spawn(move || runner.run(&job, Some(&claimer)));
+            let handle = std::thread::spawn(move || match started {
+                Some(started) => runner.run_started(&job, Some(&claimer), started),
+                // Not startable here (e.g. its retry policy is unknown): the
+                // ordinary run reports why.
+                None => runner.run(&job, Some(&claimer)),
+            });
             self.running.push((job, handle));
             report.started.push(job);
         }
