@@ -15,6 +15,10 @@
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
 //!   `claim_conflict_retries` times and never fail the poll.
+//! - Claims are spread: a worker passes over as many claimable jobs as its
+//!   rotating rank among the queue's dispatchers ([`Dispatchers::claim_skip`]),
+//!   so concurrent workers rarely conflict on the head job; alone in a queue, it
+//!   claims in strict order.
 //! - A claimed job is started (ASSIGNED → ACTIVE, a new attempt) in the claim's
 //!   own transaction, so a job costs one durable commit fewer; its run then goes
 //!   straight to the handler. A worker that dies after that commit leaves the job
@@ -265,8 +269,10 @@ impl Worker {
                 let runner = &self.runner;
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
                     let q = Queue::get_or_create(tx, name)?;
+                    let now = Timestamp::now();
+                    let skip = Dispatchers::claim_skip(tx, &q, &id, now)?;
                     let claimed =
-                        Dispatchers::claim_for_agent(tx, &q, &id, AGENT_NAME, Timestamp::now())?;
+                        Dispatchers::claim_for_agent_spread(tx, &q, &id, AGENT_NAME, now, skip)?;
                     // Start the run in the claim's own transaction (see the module doc).
                     match claimed {
                         Some(job) => Ok(Some((job, runner.start_in(tx, &job, Some(&claimer))?))),
