@@ -142,4 +142,6 @@ pub use status::Status;
 pub use time::Timestamp;
 pub use transact::transact;
 pub use wake::{Invalidations, Polling, WakeSource};
-pub use worker::{AGENT_NAME, PollReport, Worker, WorkerOptions, poll_backoff};
+pub use worker::{
+    AGENT_NAME, PollReport, Worker, WorkerOptions, housekeeping_interval, poll_backoff,
+};

@@ -3,8 +3,9 @@
 //!
 //! Each poll, for each watched queue: activate on the first visit (a live
 //! dispatcher with the same id makes this worker skip that queue, with an error
-//! log), ping when due, clean up dead siblings, drop completed jobs older than the
-//! retention period, then claim jobs until the agent holds `agent_size` or nothing
+//! log), ping when due, clean up dead siblings and drop completed jobs older than
+//! the retention period (both at most every [`housekeeping_interval`], not at
+//! every poll of a busy worker), then claim jobs until the agent holds `agent_size` or nothing
 //! is claimable, running each on its own thread. Between polls it waits
 //! for the poll interval, or less: its [`WakeSource`] (by default
 //! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
@@ -108,6 +109,13 @@ pub struct PollReport {
     pub skipped: Vec<String>,
 }
 
+/// How often a worker checks a queue for dead siblings and drops old completed
+/// jobs: a quarter of the ping interval, at most every second (so a dead sibling is
+/// cleaned up at most that long after its death interval has passed).
+pub fn housekeeping_interval(options: &WorkerOptions) -> Duration {
+    (options.ping_interval / 4).min(Duration::from_secs(1))
+}
+
 /// The wait before retrying after the `n`th failed poll in a row (n ≥ 1).
 pub fn poll_backoff(n: u32) -> Duration {
     Duration::from_secs(5)
@@ -123,6 +131,8 @@ pub struct Worker {
     options: WorkerOptions,
     /// Queues this worker activated, with its last ping there.
     active: BTreeMap<String, Instant>,
+    /// The last dead-sibling check and completed-job drop, per queue.
+    housekept: BTreeMap<String, Instant>,
     wake: Box<dyn WakeSource>,
     /// Jobs being run, each on its own thread.
     running: Vec<(PRef<Job>, JoinHandle<Result<RunOutcome>>)>,
@@ -153,6 +163,7 @@ impl Worker {
             runner,
             options,
             active: BTreeMap::new(),
+            housekept: BTreeMap::new(),
             wake,
             running: Vec::new(),
         }
@@ -223,6 +234,14 @@ impl Worker {
             }
             Some(_) => {}
         }
+        let due = self
+            .housekept
+            .get(name)
+            .is_none_or(|last| last.elapsed() >= housekeeping_interval(&options));
+        if !due {
+            return Ok(true);
+        }
+        self.housekept.insert(name.to_string(), Instant::now());
         let dead = transact(&self.db, |tx| {
             let q = Queue::get_or_create(tx, name)?;
             Dispatchers::dead(tx, &q, now, options.death_interval)
