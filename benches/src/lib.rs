@@ -50,8 +50,9 @@ pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::
 const USAGE: &str = "\
 usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
   WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w5 | w7 | w7-noindex | storage (all of these)
-            j1 | j2 | j3 | j4 | j5 | j6 | jobs (phys-fdatasync and all of these; over
-            --store server the workers are processes, and j5 runs only there)
+            j1 | j2 | j3 | j4 | j5 | j6 | jobs (phys-fdatasync and all of these;
+            embedded the workers are threads, over --store server they are
+            processes with their own connections, and j5 runs only there)
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
             w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)
             w5-1m (W5's shape at 1,000,000 objects, with the pack's memory)
@@ -59,7 +60,8 @@ usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memor
   --json    one JSON line per workload instead of a table
   --reps N  runs of each workload, each on a fresh store; the median is reported (default 1)
   --store   the storage under test (default: file, with durable commits; server:
-            the file store served on 127.0.0.1, through a client storage)";
+            the file store served on 127.0.0.1, through a client storage;
+            tcp://HOST:PORT: an existing server, for w1, w1-4, w2, w3 and w4 only)";
 
 /// Default lock file shared with the peer harnesses.
 const BENCH_LOCK_PATH: &str = "/tmp/bench.lock";
@@ -102,7 +104,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--store" => {
                 let text = value("--store")?;
                 store = StoreKind::parse(&text).ok_or(format!(
-                    "--store takes file, memory or server, not {text:?}"
+                    "--store takes file, memory, server or tcp://HOST:PORT, not {text:?}"
                 ))?;
             }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
@@ -178,19 +180,25 @@ pub fn run_cli(args: impl IntoIterator<Item = String>) -> ExitCode {
 }
 
 /// Runs `workload` (a name or a group, as on the command line) `reps` times each
-/// against `store`, printing a table or JSON lines; stores go in a temporary
-/// directory.
+/// against `store`, printing a table or JSON lines; this is what `zodiac bench
+/// WORKLOAD STORE` needs. `store` is:
+/// - `file`, `memory` or `server` (as `--store`), in a temporary directory;
+/// - `tcp://HOST:PORT`: an existing server, for w1, w1-4, w2, w3 and w4;
+/// - anything else: a directory in which the durable file stores are created
+///   (each run's own, removed after it; as `--dir D --store file`).
 pub fn run_workload(workload: &str, store: &str, json: bool, reps: usize) -> Result<()> {
     let workloads = Workload::select(workload).ok_or(format!("unknown workload {workload:?}"))?;
-    let store = StoreKind::parse(store).ok_or(format!(
-        "the store is file, memory or server, not {store:?}"
-    ))?;
+    let (store, dir) = match StoreKind::parse(store) {
+        Some(kind) => (kind, None),
+        None if store.is_empty() => return Err("no store given".into()),
+        None => (StoreKind::File, Some(PathBuf::from(store))),
+    };
     if !(1..=REPS_MAX).contains(&reps) {
         return Err(format!("reps is a number from 1 to {REPS_MAX}").into());
     }
     run(&Options {
         workloads,
-        dir: None,
+        dir,
         json,
         reps,
         store,
@@ -378,12 +386,31 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_server_is_a_store_for_the_workloads_that_only_add_objects() {
+        let options = parse(&["w3", "--store", "tcp://127.0.0.1:8100"])
+            .expect("valid")
+            .expect("not help");
+        assert_eq!(options.store, StoreKind::Remote("tcp://127.0.0.1:8100"));
+        assert_eq!(options.store.name(), "tcp://127.0.0.1:8100");
+        assert!(Workload::W3.skip_reason(options.store).is_none());
+        assert!(Workload::W5.skip_reason(options.store).is_some());
+        let jobs = Workload::select("jobs").expect("a group");
+        assert_eq!(jobs.len(), 7);
+        assert!(
+            jobs[1..]
+                .iter()
+                .all(|j| j.skip_reason(options.store).is_some())
+        );
+    }
+
+    #[test]
     fn bad_arguments_are_refused() {
         assert!(parse(&[]).is_err());
         assert!(parse(&["w9"]).is_err());
         assert!(parse(&["w1", "w2"]).is_err());
         assert!(parse(&["w1", "--reps", "0"]).is_err());
         assert!(parse(&["w1", "--store", "redb"]).is_err());
+        assert!(parse(&["w1", "--store", "tcp://"]).is_err());
         assert!(parse(&["w1", "--dir"]).is_err());
         assert!(parse(&["w1", "--fast"]).is_err());
         assert_eq!(parse(&["--help"]), Ok(None));

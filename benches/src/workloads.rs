@@ -115,8 +115,26 @@ impl Workload {
 
     /// Why the workload cannot run against `kind`, if it cannot.
     pub fn skip_reason(self, kind: crate::target::StoreKind) -> Option<&'static str> {
-        match self {
-            Workload::Job(job) => job.skip_reason(kind),
+        use crate::target::StoreKind;
+        match (self, kind) {
+            (Workload::Job(_), StoreKind::Remote(_)) => Some(
+                "the job workloads need a store of their own (their execution ids would \
+                 meet other runs' jobs): use --store file, memory or server",
+            ),
+            (Workload::Job(job), _) => job.skip_reason(kind),
+            (
+                Workload::PhysFdatasync
+                | Workload::W1
+                | Workload::W1Concurrent
+                | Workload::W2
+                | Workload::W3
+                | Workload::W4,
+                StoreKind::Remote(_),
+            ) => None,
+            (_, StoreKind::Remote(_)) => Some(
+                "an existing server runs only the workloads that add objects \
+                 (w1, w1-4, w2, w3, w4)",
+            ),
             _ => None,
         }
     }
@@ -619,6 +637,24 @@ mod tests {
         assert_eq!(Workload::select("w1-4"), Some(vec![Workload::W1Concurrent]));
         assert_eq!(Workload::select("w5"), Some(vec![Workload::W5]));
         assert_eq!(Workload::select("w6"), None);
+    }
+
+    #[test]
+    fn an_existing_server_runs_w2_through_a_client() -> Result<()> {
+        use zodiac_storage::{MemoryStorage, Server, ServerOptions};
+        let served: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let server = Server::start(served, "127.0.0.1:0", ServerOptions::new())?;
+        let address = format!("tcp://{}", server.local_addr());
+        let kind = StoreKind::parse(&address).expect("an address");
+        let mut store = StoreUnderTest::new(kind, Path::new("/nonexistent"));
+        let m = Workload::W2.run(&mut store)?;
+        assert_eq!(m.ops, W2_TRANSACTIONS * W2_OBJECTS_PER_TRANSACTION);
+        assert!(
+            store.create_unserved().is_err(),
+            "jobs need their own store"
+        );
+        server.shutdown();
+        Ok(())
     }
 
     #[test]
