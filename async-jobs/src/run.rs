@@ -15,7 +15,8 @@
 //! - A parent moves from CALLBACKS to COMPLETED only in a transaction that found no
 //!   NEW callback; adding a callback writes the parent too, so an addition racing
 //!   the completion conflicts with it and is either run by the completing runner or
-//!   sees the parent COMPLETED and is run at once by [`Runner::add_callback`].
+//!   sees the parent COMPLETED and is run at once by [`Runner::add_callback`]. The
+//!   result of a parent's last callback commits the parent's completion with it.
 //! - Callbacks run under the callback policy (`forever` unless they name one).
 //! - A handler that awaits job J commits its writes, leaves its job ACTIVE with
 //!   `awaiting = J`, and adds a resume callback to J; the resume stores J's result
@@ -517,15 +518,18 @@ impl Runner {
         }
         crate::quota::release(tx, job)?;
         let now = Timestamp::now();
-        tx.modify(job, |j| {
+        let completed = tx.modify(job, |j| {
             log.apply(j);
             j.set_result(outcome);
             j.transition(id, Status::Callbacks, now)?;
             if j.callbacks().is_empty() {
                 j.transition(id, Status::Completed, now)?;
             }
-            Ok::<_, Error>(())
+            Ok::<_, Error>(j.status() == Status::Completed)
         })??;
+        if completed {
+            complete_parent_after_last_callback(tx, job, now)?;
+        }
         Ok(true)
     }
 
@@ -582,6 +586,34 @@ impl Runner {
         );
         RunOutcome::Abandoned
     }
+}
+
+/// When `callback` (just COMPLETED in `tx`) is a callback whose parent is in
+/// CALLBACKS and no other callback of that parent is NEW, completes the parent in
+/// the same transaction: one durable commit fewer per job with callbacks. The
+/// parent is written, so a callback added to it concurrently conflicts with this
+/// transaction (and the retry sees the addition), as with
+/// [`Runner::finish_callbacks`], whose own completion then finds nothing to do.
+fn complete_parent_after_last_callback(
+    tx: &mut Transaction<'_>,
+    callback: &PRef<Job>,
+    now: Timestamp,
+) -> Result<()> {
+    let Location::CallbackOf { parent } = *tx.get(callback)?.location() else {
+        return Ok(());
+    };
+    let p = tx.get(&parent)?;
+    if p.status() != Status::Callbacks {
+        return Ok(());
+    }
+    for cb in p.callbacks() {
+        if cb != callback && tx.get(cb)?.status() == Status::New {
+            return Ok(()); // more to run: finish_callbacks completes it later
+        }
+    }
+    let pid = parent.oid();
+    tx.modify(&parent, |p| p.transition(pid, Status::Completed, now))??;
+    Ok(())
 }
 
 /// Recovers a queue job whose run was interrupted (its process died while it was
