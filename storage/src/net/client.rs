@@ -819,6 +819,8 @@ impl Storage for ClientStorage {
             voted: false,
             doomed: false,
             ended: false,
+            written: HashMap::new(),
+            written_bytes: 0,
             _slot: slot,
         }))
     }
@@ -931,7 +933,14 @@ struct ClientTransaction {
     /// The connection was lost: every call fails until abort.
     doomed: bool,
     ended: bool,
+    /// What this transaction stored, for the cache once it commits (at most
+    /// `OWN_WRITES_CACHED_BYTES_MAX` bytes of data are kept).
+    written: HashMap<Oid, Vec<u8>>,
+    written_bytes: usize,
 }
+
+/// Most bytes of its own writes one transaction keeps to cache after its commit.
+const OWN_WRITES_CACHED_BYTES_MAX: usize = 1 << 20;
 
 impl ClientTransaction {
     fn check(&mut self) -> Result<()> {
@@ -968,6 +977,17 @@ impl StorageTransaction for ClientTransaction {
                 len: data.len() as u64,
                 max: RECORD_BYTES_MAX as u64,
             });
+        }
+        if self.written_bytes + data.len() <= OWN_WRITES_CACHED_BYTES_MAX {
+            self.written_bytes += data.len();
+            if let Some(old) = self.written.insert(oid, data.clone()) {
+                self.written_bytes -= old.len();
+            }
+        } else {
+            // Not kept: an older copy of the same object must not be cached either.
+            if let Some(old) = self.written.remove(&oid) {
+                self.written_bytes -= old.len();
+            }
         }
         self.send(ClientMessage::Store {
             txn: self.txn,
@@ -1013,6 +1033,7 @@ impl StorageTransaction for ClientTransaction {
         // Not voted yet: `Finish` alone votes on the server, as a storage's `finish`
         // does. One round trip instead of two, and the server's commit lock (taken
         // by the vote) is never held while a reply crosses the network.
+        let epoch = self.inner.cache.lock().epoch;
         let result = self
             .inner
             .call_on(&self.link, Request::Finish { txn: self.txn });
@@ -1021,6 +1042,15 @@ impl StorageTransaction for ClientTransaction {
             Response::Finished(tid) => {
                 let tid = Tid(tid);
                 self.inner.wait_published(tid, &self.link);
+                // Our own writes are the revisions at `tid`: cached as a load at
+                // snapshot `tid` would be (rule 3 of the ordering contract), once
+                // the invalidation of `tid` is applied.
+                let mut cache = self.inner.cache.lock();
+                if cache.last_tid >= tid {
+                    for (oid, data) in std::mem::take(&mut self.written) {
+                        cache.insert_loaded(oid, tid, epoch, &Revision { tid, data });
+                    }
+                }
                 Ok(tid)
             }
             other => Err(unexpected(other)),
