@@ -3,7 +3,7 @@
 //!
 //! Each queue keeps a registry (dispatcher id → [`DispatcherRecord`]); a record
 //! names its agents ([`Agent`], one object each, holding the ids of the jobs it
-//! claimed). The process side (polling, wake-ups, threads) is not built yet.
+//! claimed). The process side (polling, wake-ups, threads) is [`crate::Worker`].
 //!
 //! Invariants:
 //! - A dispatcher is *alive* while activated and its last ping (or activation) is
@@ -14,8 +14,12 @@
 //!   until dropped after the retention period.
 //! - Cleanup of a dead dispatcher runs in one transaction that writes its record,
 //!   so two siblings cleaning up at once conflict and it happens once. It puts
-//!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones, and deactivates
-//!   the record; a job in CALLBACKS is left for a runner's `finish_callbacks`.
+//!   ASSIGNED jobs back, applies `on_interrupted` to ACTIVE ones (and to the
+//!   running callback of a job in CALLBACKS), moves COMPLETED ones (including those
+//!   whose policy just gave up) to the agent's completed collection, and
+//!   deactivates the record; a job in CALLBACKS stays held, for a runner's
+//!   `finish_callbacks` and then `release_finished`, so a restart that dies again
+//!   while resuming them finds it again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -115,7 +119,9 @@ impl Agent {
 pub struct Cleanup {
     pub put_back: Vec<PRef<Job>>,
     pub recovered: Vec<PRef<Job>>,
-    /// Jobs in CALLBACKS, left for a runner's `finish_callbacks`.
+    /// Jobs in CALLBACKS (including recovered jobs whose policy gave up and
+    /// which have callbacks), left for a runner's `finish_callbacks`; like the
+    /// COMPLETED ones, they are listed among the agent's completed jobs.
     pub in_callbacks: Vec<PRef<Job>>,
 }
 
@@ -261,6 +267,19 @@ impl Dispatchers {
         agent: &str,
         now: Timestamp,
     ) -> Result<Option<PRef<Job>>> {
+        Ok(Dispatchers::claim_for_agent_reporting(tx, queue, id, agent, now)?.job)
+    }
+
+    /// [`Dispatchers::claim_for_agent`], also reporting the jobs found past their
+    /// deadline (completed with a timeout, or left in CALLBACKS for a runner's
+    /// `finish_callbacks` when they have callbacks).
+    pub fn claim_for_agent_reporting(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        now: Timestamp,
+    ) -> Result<crate::queue::Claim> {
         Dispatchers::claim_for_agent_spread(tx, queue, id, agent, now, 0)
     }
 
@@ -283,8 +302,8 @@ impl Dispatchers {
         Ok((rank + (turn % n as u64) as usize) % n)
     }
 
-    /// [`Dispatchers::claim_for_agent`], passing over up to `skip` claimable jobs
-    /// as [`Queue::claim_spread`] does.
+    /// [`Dispatchers::claim_for_agent_reporting`], passing over up to `skip`
+    /// claimable jobs as [`Queue::claim_spread`] does.
     pub fn claim_for_agent_spread(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
@@ -292,7 +311,7 @@ impl Dispatchers {
         agent: &str,
         now: Timestamp,
         skip: usize,
-    ) -> Result<Option<PRef<Job>>> {
+    ) -> Result<crate::queue::Claim> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
         let agent_ref =
             *tx.get(&record)?
@@ -325,7 +344,7 @@ impl Dispatchers {
             })?;
         }
         if !room {
-            return Ok(None);
+            return Ok(crate::queue::Claim::default());
         }
         let claimer = Claimer {
             dispatcher: id.to_string(),
@@ -335,7 +354,33 @@ impl Dispatchers {
         if let Some(job) = claim.job {
             tx.modify(&agent_ref, |a| a.held.insert(job.oid().0))?;
         }
-        Ok(claim.job)
+        Ok(claim)
+    }
+
+    /// Records `job`, which agent `agent` of dispatcher `id` claimed from `queue`
+    /// and which finished without being held there (a job that awaited another:
+    /// it let its slot go while waiting), among that agent's completed jobs, so
+    /// inspection lists it and retention drops it. Nothing if the agent is gone.
+    pub(crate) fn record_finished_elsewhere(
+        tx: &mut Transaction<'_>,
+        queue: &str,
+        id: &str,
+        agent: &str,
+        at: Timestamp,
+        job: PRef<Job>,
+    ) -> Result<()> {
+        let Some(queue) = Queue::get(tx, queue)? else {
+            return Ok(());
+        };
+        let Some(record) = Dispatchers::record(tx, &queue, id)? else {
+            return Ok(());
+        };
+        let Some(agent_ref) = tx.get(&record)?.agents.get(agent).copied() else {
+            return Ok(());
+        };
+        let completed = tx.get(&agent_ref)?.completed;
+        BTree::insert(tx, &completed, (at, job.oid().0), job)?;
+        Ok(())
     }
 
     /// Up to `limit` jobs agent `agent` of dispatcher `id` completed, oldest
@@ -392,6 +437,39 @@ impl Dispatchers {
             })
     }
 
+    /// Moves the COMPLETED jobs the agents of dispatcher `id` hold to their
+    /// completed collections and drops the jobs no longer at them: for a dead
+    /// dispatcher whose jobs in CALLBACKS a sibling finished, so its agents end
+    /// empty.
+    pub fn release_finished(tx: &mut Transaction<'_>, queue: &PRef<Queue>, id: &str) -> Result<()> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        let now = Timestamp::now();
+        for (name, agent_ref) in tx.get(&record)?.agents.clone() {
+            let a = tx.get(&agent_ref)?;
+            let mut gone = Vec::new();
+            for &oid in &a.held {
+                let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
+                let j = tx.get(&job)?;
+                let here = at_agent(&j, id, &name);
+                if here && j.status() == Status::Completed {
+                    let at = j.active_end().unwrap_or(now);
+                    BTree::insert(tx, &a.completed, (at, oid), job)?;
+                }
+                if !here || j.status() == Status::Completed {
+                    gone.push(oid);
+                }
+            }
+            if !gone.is_empty() {
+                tx.modify(&agent_ref, |a| {
+                    for oid in &gone {
+                        a.held.remove(oid);
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Cleans up the dead dispatcher `id`: ASSIGNED jobs go back to the queue,
     /// ACTIVE ones get their policy's `on_interrupted` decision, the record is
     /// deactivated. Refused with [`Error::AlreadyActive`] if it is alive.
@@ -433,8 +511,10 @@ impl Dispatchers {
     ) -> Result<Cleanup> {
         let r = tx.get(record)?;
         let mut report = Cleanup::default();
+        let now = Timestamp::now();
         for (name, agent_ref) in &r.agents {
-            let held = tx.get(agent_ref)?.held.clone();
+            let a = tx.get(agent_ref)?;
+            let held = a.held.clone();
             let mut kept = BTreeSet::new();
             for oid in held {
                 let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
@@ -454,8 +534,28 @@ impl Dispatchers {
                         report.recovered.push(job);
                     }
                     Status::Callbacks => {
+                        // A callback that was running is retried by its policy.
+                        for cb in j.callbacks() {
+                            let c = tx.get(cb)?;
+                            if c.status() == Status::Active && c.awaiting().is_none() {
+                                crate::run::recover_interrupted(tx, cb, policies)?;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                // Finished here (or given up on just now): COMPLETED to the
+                // completed jobs; CALLBACKS stays held until the caller has resumed
+                // its callbacks (`release_finished`).
+                let finished = tx.get(&job)?;
+                match finished.status() {
+                    Status::Callbacks => {
                         kept.insert(oid);
                         report.in_callbacks.push(job);
+                    }
+                    Status::Completed => {
+                        let at = finished.active_end().unwrap_or(now);
+                        BTree::insert(tx, &a.completed, (at, oid), job)?;
                     }
                     _ => {}
                 }
@@ -463,13 +563,25 @@ impl Dispatchers {
             tx.modify(agent_ref, |a| a.held = kept)?;
         }
         tx.modify(record, |r| r.activated = None)?;
-        log::error!(
-            target: "zodiac_async::events",
-            "critical: dispatcher {id} is gone; put back {} job(s), recovered {} interrupted \
-             job(s)",
-            report.put_back.len(),
-            report.recovered.len()
-        );
+        if report.put_back.is_empty()
+            && report.recovered.is_empty()
+            && report.in_callbacks.is_empty()
+        {
+            // A clean stop (or a crash while idle) leaves nothing to recover.
+            log::info!(
+                target: "zodiac_async::events",
+                "dispatcher {id} is gone; it held no jobs"
+            );
+        } else {
+            log::error!(
+                target: "zodiac_async::events",
+                "critical: dispatcher {id} is gone; put back {} job(s), recovered {} interrupted \
+                 job(s), resuming the callbacks of {}",
+                report.put_back.len(),
+                report.recovered.len(),
+                report.in_callbacks.len()
+            );
+        }
         Ok(report)
     }
 }

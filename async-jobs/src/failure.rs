@@ -36,6 +36,9 @@ pub enum FailureKind {
     /// A storage error other than a conflict or a disconnect (e.g. a storage that
     /// stopped accepting commits).
     Storage,
+    /// An operator cancelled the job before it started (`zodiac jobs cancel`).
+    /// Last, so records written before it existed decode unchanged.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -51,6 +54,7 @@ impl FailureKind {
             FailureKind::UnknownHandler => "unknown handler",
             FailureKind::Panic => "panic",
             FailureKind::Storage => "storage",
+            FailureKind::Cancelled => "cancelled",
         }
     }
 }

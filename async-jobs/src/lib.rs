@@ -49,9 +49,9 @@
 //! - Read-only queries for tools ([`inspect`]): jobs by status, queue, dispatcher,
 //!   agent, handler and creation time; dispatchers with liveness and load.
 //!
-//! Not built yet: signal handling (the `zodiac worker` command's part), recovery
-//! *jobs* (cleanup recovers in its own transaction), the `zodiac worker` and
-//! `zodiac jobs` commands.
+//! The `zodiac worker` and `zodiac jobs` commands (in the `zodiac` binary) run and
+//! inspect jobs with built-in handlers. Not built: recovery *jobs* (cleanup
+//! recovers in its own transaction).
 //!
 //! # Status transitions
 //!
@@ -63,6 +63,7 @@
 //! | ASSIGNED | PENDING | put back ([`Queue::put_back`]): its dispatcher died or stopped before running it | the cleanup of that dispatcher |
 //! | NEW, ASSIGNED | ACTIVE | a run starts | the worker running it |
 //! | ACTIVE | PENDING | retry now or later ([`Queue::put_back`]), or an interrupted run retried | the worker, or a recovery job |
+//! | ACTIVE | NEW | an interrupted callback is retried (its process died) | the cleanup of that dispatcher |
 //! | ACTIVE | CALLBACKS | the result is stored | the worker |
 //! | NEW, PENDING, ASSIGNED | CALLBACKS | [`fail`], or a deadline found passed by a claim | whoever fails it; the claiming agent |
 //! | CALLBACKS | COMPLETED | every callback ran (at once when there are none) | whoever stored the result |

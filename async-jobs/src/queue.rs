@@ -27,15 +27,16 @@
 //! - [`Queue::claim_spread`] may take a claimable job up to `skip` places after
 //!   the first: concurrent claimers (a worker passes its rank among the queue's
 //!   dispatchers, rotated over time) then rarely conflict on the head job, and
-//!   no job is passed over for long. `skip` 0 is strict claim order.
+//!   no job is passed over for long.
+//!   `skip` 0 is strict claim order.
 //! - A job naming quotas is claimed only when each has room (see [`crate::Quota`]);
-//!   until then it stays pending and later jobs may be claimed ahead of it. Quota
+//!   until then it stays pending and later jobs may be claimed ahead of it. A job
+//!   put back at the front keeps its quota places until claimed again. Quota
 //!   jobs do write their quota object on claim and release: a quota is a deliberate
 //!   point of coordination.
 //!
-//! Known cost: the tree never drops emptied buckets, so a claim also reads the empty
-//! buckets left in front of the first pending job; a long-lived, very busy queue pays
-//! for that until pack-time compaction exists.
+//! The tree detaches buckets that claims empty, so a claim reads the path to the
+//! first pending job however many jobs the queue has seen.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -266,6 +267,33 @@ impl Queue {
         Ok(entries.into_iter().map(|(k, e)| (k, e.job)).collect())
     }
 
+    /// The earliest time after `now` at which a job pending in `queue` becomes
+    /// claimable (a scheduled job, or one put back for a later retry), if any.
+    pub fn next_start(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let pending = tx.get(queue)?.pending;
+        let mut next: Option<Timestamp> = None;
+        for lane in [LANE_PUT_BACK, LANE_SCHEDULED] {
+            let from = QueueKey {
+                lane,
+                at: Timestamp(now.0.saturating_add(1)),
+                job: 0,
+            };
+            let to = QueueKey {
+                lane,
+                at: Timestamp(u64::MAX),
+                job: u64::MAX,
+            };
+            if let Some((key, _)) = BTree::range(tx, &pending, from..=to, 1)?.first() {
+                next = Some(next.map_or(key.at, |n| n.min(key.at)));
+            }
+        }
+        Ok(next)
+    }
+
     fn insert(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
@@ -422,6 +450,7 @@ impl Queue {
                     break 'scan; // later entries start later still
                 }
                 if let Some(deadline) = entry.deadline.filter(|d| now > *d) {
+                    crate::quota::release(tx, &entry.job)?;
                     Queue::take(tx, queue, &key)?;
                     let failure = Failure::timeout(format!(
                         "the job was not started by its deadline {deadline} (checked at {now})"
@@ -437,9 +466,12 @@ impl Queue {
                         quotas.push(*quota);
                     }
                 }
+                let id = entry.job.oid();
                 let mut room = true;
                 for quota in &quotas {
-                    room &= tx.get(quota)?.has_room();
+                    // A job put back at the front still holds its places.
+                    let q = tx.get(quota)?;
+                    room &= q.has_room() || q.held().contains(&id.0);
                 }
                 if !room {
                     continue; // stays pending until its quotas have room
@@ -501,6 +533,7 @@ impl Queue {
             });
         };
         let queue = Queue::named(tx, queue)?;
+        crate::quota::release(tx, job)?;
         let removed = Queue::take(tx, &queue, key)?;
         assert!(removed, "job {id} is PENDING but missing from its queue");
         tx.modify(job, |j| {
@@ -530,7 +563,11 @@ impl Queue {
         let name = queue.clone();
         let quota_names = j.quota_names().to_vec();
         let queue = Queue::named(tx, &name)?;
-        crate::quota::release(tx, job)?;
+        // Back at the front, it keeps its quota places (jobs waiting for them stay
+        // waiting); scheduled later, it lets them go.
+        if retry_at.is_some() {
+            crate::quota::release(tx, job)?;
+        }
         let now = Timestamp::now();
         let key = match retry_at {
             None => QueueKey {
@@ -547,6 +584,11 @@ impl Queue {
         let deadline = tx.modify(job, |j| {
             j.transition(id, Status::Pending, now)?;
             j.set_location(Location::Queue { queue: name, key });
+            if let Some(at) = retry_at {
+                // It begins after `at` now; the deadline stays where it was.
+                let deadline = j.deadline();
+                j.set_schedule(at, deadline.map(|d| d.since(at)));
+            }
             Ok::<_, Error>(j.deadline())
         })??;
         let entry = Entry {
@@ -628,6 +670,7 @@ pub fn fail(tx: &mut Transaction<'_>, job: &PRef<Job>, failure: Option<Failure>)
     let j = tx.get(job)?;
     if let (Status::Pending, Location::Queue { queue, key }) = (j.status(), j.location()) {
         let queue = Queue::named(tx, queue)?;
+        crate::quota::release(tx, job)?;
         Queue::take(tx, &queue, key)?;
     } else if j.status() == Status::Assigned {
         crate::quota::release(tx, job)?;

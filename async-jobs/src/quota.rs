@@ -3,9 +3,11 @@
 //!
 //! Invariants:
 //! - A quota's `held` set names the jobs that count against it: a job joins when a
-//!   claim takes it and leaves when its result is stored, when it is put back, or
-//!   when it fails before running. A claim takes a job only if every quota it names
-//!   has fewer than `size` held jobs.
+//!   claim takes it and leaves when its result is stored, when it is put back for
+//!   a later retry, when it is pulled or removed, or when it fails before running.
+//!   A job put back at the front of its queue (retry now) keeps its places, so the
+//!   jobs waiting for them keep waiting. A claim takes a job only if every quota it
+//!   names has fewer than `size` held jobs or already holds it.
 //! - Concurrent joins and leaves merge (conflict resolution) as long as the merged
 //!   set still fits `size`; a merge that would overfill the quota is refused, so the
 //!   retry sees the quota full. Shrinking `size` below `held` blocks new claims
@@ -102,7 +104,8 @@ pub(crate) fn release(tx: &mut Transaction<'_>, job: &PRef<Job>) -> Result<()> {
     if j.quota_names().is_empty() {
         return Ok(());
     }
-    let Location::Agent { queue, .. } = j.location() else {
+    // A held job, or one put back at the front of its queue (it keeps its places).
+    let (Location::Agent { queue, .. } | Location::Queue { queue, .. }) = j.location() else {
         return Ok(());
     };
     let Some(queue) = crate::Queue::get(tx, queue)? else {

@@ -13,7 +13,9 @@
 //!
 //! Invariants:
 //! - Per-run counters (`RetryData::run`) are cleared when a run starts; life
-//!   counters (`RetryData::life`) are never cleared.
+//!   counters (`RetryData::life`) are never cleared. [`DefaultPolicy`] counts
+//!   disconnects for the job's life: its retries after a disconnect are new runs
+//!   (the job goes back to its queue), and the wait must still grow.
 //! - A job's deadline also bounds retries: [`bounded`] turns any retry that would
 //!   start after the deadline into a give-up with a timeout failure.
 
@@ -148,7 +150,10 @@ impl DefaultPolicy {
                 }
             }
             FailureKind::Disconnected => {
-                let n = data.bump_run(DISCONNECTS);
+                // Counted for the job's life: a queue job waits by going back to its
+                // queue, and each retry is a new run, so a per-run count would wait
+                // the first step every time instead of backing off.
+                let n = data.bump_life(DISCONNECTS);
                 Decision::RetryAfter(linear(
                     self.disconnect_wait_step,
                     n,
@@ -406,6 +411,20 @@ mod tests {
             .collect();
         assert_eq!(waits, want);
         assert_eq!(p.on_commit_error(&mut data, &d), secs(60));
+    }
+
+    #[test]
+    fn default_disconnect_waits_keep_growing_across_runs() {
+        let p = DefaultPolicy::default();
+        let mut data = RetryData::default();
+        let d = failure(FailureKind::Disconnected);
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            waits.push(p.on_job_error(&mut data, &d));
+            data.start_run(); // a queue job's retry later is a new run
+        }
+        assert_eq!(waits, [secs(5), secs(10), secs(15), secs(20)]);
+        assert_eq!(data.life_count(DISCONNECTS), 4);
     }
 
     #[test]

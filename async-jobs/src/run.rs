@@ -10,6 +10,12 @@
 //!   job is still ACTIVE in *this* run (same attempt number) and held by the claimer
 //!   it runs for; if not (a sibling recovered it, and perhaps it was claimed and
 //!   started again since), it stores nothing and reports [`RunOutcome::Abandoned`].
+//!   It checks the same before calling the handler again for a retry, so a run taken
+//!   over (a false death) does not repeat the handler's work.
+//! - The run's own state changes (start, put back, failure, callbacks) wait out a
+//!   lost storage connection (retried after 5 s, 10 s, … capped at 60 s): one that
+//!   gave up would leave its job ACTIVE or ASSIGNED with a live agent that no longer
+//!   runs it, for no sibling to recover.
 //! - A panic in a handler is caught and becomes a `panic` failure; an unknown
 //!   handler name becomes an `unknown handler` failure; neither reaches the caller.
 //! - A parent moves from CALLBACKS to COMPLETED only in a transaction that found no
@@ -135,6 +141,44 @@ fn still_running(
     Ok(j.status() == Status::Active && j.attempts() == run && held_by(&j, claimer))
 }
 
+/// Whether `e` is a lost storage server connection.
+fn is_disconnected(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Objects(zodiac_objects::Error::Storage(
+            zodiac_storage::Error::Disconnected { .. }
+        ))
+    )
+}
+
+/// [`transact`], retrying a lost storage connection after a growing wait (5 s,
+/// 10 s, … capped at 60 s) until the storage answers: a run's state changes (start,
+/// put back, failure, callbacks) must land, or its job would stay stuck with an
+/// agent that no longer runs it.
+fn transact_through_outages<R>(
+    db: &Database,
+    mut f: impl FnMut(&mut Transaction<'_>) -> Result<R>,
+) -> Result<R> {
+    let mut failures = 0u32;
+    loop {
+        match transact(db, &mut f) {
+            Err(e) if is_disconnected(&e) => {
+                failures = failures.saturating_add(1);
+                let wait = std::time::Duration::from_secs(5)
+                    .saturating_mul(failures)
+                    .min(std::time::Duration::from_secs(60));
+                log::error!(
+                    target: "zodiac_async::events",
+                    "a job's state change could not reach the storage ({failures} time(s) in a \
+                     row); retrying in {wait:?}: {e}"
+                );
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What the run learned that the stored job must keep.
 struct RunLog {
     /// The run: the job's attempt number when it started.
@@ -205,7 +249,7 @@ impl Runner {
     pub fn finish_callbacks(&self, parent: &PRef<Job>) -> Result<()> {
         let id = parent.oid();
         loop {
-            let next = transact(&self.db, |tx| {
+            let next = transact_through_outages(&self.db, |tx| {
                 let p = tx.get(parent)?;
                 for cb in p.callbacks() {
                     if tx.get(cb)?.status() == Status::New {
@@ -287,7 +331,7 @@ impl Runner {
 
     fn run_one(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
         let id = job.oid();
-        let started = transact(&self.db, |tx| {
+        let started = transact_through_outages(&self.db, |tx| {
             let j = tx.get(job)?;
             if !held_by(&j, claimer) {
                 return Ok(None);
@@ -323,8 +367,16 @@ impl Runner {
             errors: Vec::new(),
         };
         let mut conn = self.db.connection();
+        let mut retrying = false;
         loop {
             let mut tx = conn.begin();
+            // A retry calls the handler again only while the job is still this run's.
+            if retrying && matches!(still_running(&mut tx, job, claimer, log.run), Ok(false)) {
+                return Ok(self.abandon(job, "before a retry"));
+            }
+            retrying = true;
+            // The value the handler returned, when only committing it failed.
+            let mut succeeded: Option<Vec<u8>> = None;
             let failure = match self.call(&mut tx, &snapshot, id, queue.clone(), claimer) {
                 Ok((_, Some(awaited))) => {
                     let stored = self.start_awaiting(&mut tx, job, claimer, &log, awaited);
@@ -349,7 +401,8 @@ impl Runner {
                     }
                 }
                 Ok((value, None)) => {
-                    let stored = self.store(&mut tx, job, claimer, &log, Outcome::Value(value));
+                    let stored =
+                        self.store(&mut tx, job, claimer, &log, Outcome::Value(value.clone()));
                     // Commit only while still held: otherwise drop (abort) it all.
                     let committed = match stored {
                         Ok(true) => tx.commit().map(|_| true).map_err(Error::from),
@@ -369,6 +422,7 @@ impl Runner {
                         }
                         Ok(false) => return Ok(self.abandon(job, "with its result")),
                         Err(e) => {
+                            succeeded = Some(value);
                             let failure = commit_failure(e);
                             let decision = policy.on_commit_error(&mut log.data, &failure);
                             (failure, decision)
@@ -393,7 +447,20 @@ impl Runner {
                 }
                 Decision::RetryAfter(d) => return self.put_back(job, claimer, log, now.plus(d)),
                 Decision::RetryAt(t) => return self.put_back(job, claimer, log, t),
-                Decision::GiveUp(f) => return self.give_up(job, claimer, log, f),
+                Decision::GiveUp(f) => {
+                    if let Some(value) = succeeded {
+                        // The outcome the failure replaces must not vanish silently.
+                        log::error!(
+                            target: "zodiac_async::events",
+                            "job {id} ({}) had succeeded with its result value {value:?} \
+                             (postcard bytes) but committing it failed; storing the commit \
+                             failure as its result: {}",
+                            snapshot.handler(),
+                            log.errors.last().map_or(String::new(), |(_, f)| f.to_string())
+                        );
+                    }
+                    return self.give_up(job, claimer, log, f);
+                }
             }
         }
     }
@@ -541,7 +608,7 @@ impl Runner {
         failure: Failure,
     ) -> Result<RunOutcome> {
         let outcome = Outcome::Failure(failure.clone());
-        let held = transact(&self.db, |tx| {
+        let held = transact_through_outages(&self.db, |tx| {
             self.store(tx, job, claimer, &log, outcome.clone())
         })?;
         if !held {
@@ -559,7 +626,7 @@ impl Runner {
         log: RunLog,
         retry_at: Timestamp,
     ) -> Result<RunOutcome> {
-        let held = transact(&self.db, |tx| {
+        let held = transact_through_outages(&self.db, |tx| {
             if !still_running(tx, job, claimer, log.run)? {
                 return Ok(false);
             }
@@ -574,7 +641,7 @@ impl Runner {
     }
 
     fn load(&self, job: &PRef<Job>) -> Result<std::sync::Arc<Job>> {
-        transact(&self.db, |tx| Ok(tx.get(job)?))
+        transact_through_outages(&self.db, |tx| Ok(tx.get(job)?))
     }
 
     fn abandon(&self, job: &PRef<Job>, when: &str) -> RunOutcome {
@@ -619,9 +686,11 @@ fn complete_parent_after_last_callback(
 /// Recovers a queue job whose run was interrupted (its process died while it was
 /// ACTIVE), in the caller's transaction: asks the job's policy (`on_interrupted`,
 /// bounded by the deadline) and puts the job back in its queue (at the front, or
-/// scheduled), or gives up and stores the policy's failure as the result. The
-/// interruption is recorded in the error history. A job not ACTIVE, or not claimed
-/// from a queue, is refused and left unchanged.
+/// scheduled), or gives up and stores the policy's failure as the result. A
+/// callback is recovered the same way under the callback policy, except that a
+/// retry makes it NEW again, to run when its parent's callbacks are resumed. The
+/// interruption is recorded in the error history. A job not ACTIVE, or neither
+/// claimed from a queue nor a callback, is refused and left unchanged.
 pub fn recover_interrupted(
     tx: &mut Transaction<'_>,
     job: &PRef<Job>,
@@ -636,13 +705,18 @@ pub fn recover_interrupted(
             to: Status::Pending,
         });
     }
-    if !matches!(j.location(), Location::Agent { .. }) {
+    let callback = matches!(j.location(), Location::CallbackOf { .. });
+    if !callback && !matches!(j.location(), Location::Agent { .. }) {
         return Err(Error::NotClaimed {
             job: id,
             status: j.status(),
         });
     }
-    let policy = policies.for_job(j.retry_policy())?;
+    let policy = if callback {
+        policies.for_callback(j.retry_policy())?
+    } else {
+        policies.for_job(j.retry_policy())?
+    };
     let mut data = j.retry_data().clone();
     let now = Timestamp::now();
     let decision = bounded(policy.on_interrupted(&mut data), j.deadline(), now);
@@ -655,6 +729,11 @@ pub fn recover_interrupted(
         j.record_error(now, &interruption);
     })?;
     match &decision {
+        // A callback is not in a queue: it runs again when its parent's callbacks
+        // are resumed.
+        d if callback && d.is_retry() => {
+            tx.modify(job, |j| j.transition(id, Status::New, now))??
+        }
         Decision::Retry => Queue::put_back(tx, job, None)?,
         Decision::RetryAfter(d) => Queue::put_back(tx, job, Some(now.plus(*d)))?,
         Decision::RetryAt(t) => Queue::put_back(tx, job, Some(*t))?,
@@ -781,6 +860,18 @@ fn resume(
         }
         Ok::<_, Error>(())
     })??;
+    // Its agent let it go while it waited: list it among that agent's completed
+    // jobs now, for inspection and retention.
+    if let Location::Agent {
+        queue,
+        dispatcher,
+        agent,
+    } = w.location()
+    {
+        crate::dispatcher::Dispatchers::record_finished_elsewhere(
+            tx, queue, dispatcher, agent, now, waiting,
+        )?;
+    }
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 //! | ASSIGNED | PENDING | put back (its dispatcher died or stopped before running it) | the cleanup of that dispatcher |
 //! | NEW, ASSIGNED | ACTIVE | a run starts | the worker running it |
 //! | ACTIVE | PENDING | the retry policy asked for a retry (now or later), or an interrupted run is retried | the worker, or a recovery job |
+//! | ACTIVE | NEW | an interrupted callback is retried (its process died while it ran) | the cleanup of that process's dispatcher |
 //! | ACTIVE | CALLBACKS | the result (value or failure) is stored | the worker |
 //! | NEW, PENDING, ASSIGNED | CALLBACKS | `fail(error)`, e.g. a deadline that passed before the claim | whoever fails it; the queue when a claim finds it expired |
 //! | CALLBACKS | COMPLETED | every callback has run (at once when there are none) | the worker or whoever stored the result |
@@ -86,6 +87,7 @@ pub fn is_legal(from: Status, to: Status) -> bool {
             | (Assigned, Pending)
             | (New | Assigned, Active)
             | (Active, Pending)
+            | (Active, New)
             | (Active, Callbacks)
             | (New | Pending | Assigned, Callbacks)
             | (Callbacks, Completed)
@@ -108,7 +110,9 @@ pub(crate) fn why_illegal(from: Status, to: Status) -> &'static str {
         (Completed, _) => "a COMPLETED job never changes again",
         (_, Active) => "a job may only be run from NEW or ASSIGNED",
         (a, b) if a == b => "the job is already in that status",
-        (_, New) => "only a PENDING job can be pulled back to NEW",
+        (_, New) => {
+            "only a PENDING job can be pulled back to NEW, or an interrupted ACTIVE callback reset"
+        }
         (_, Pending) => "only a NEW job can be put, and only an ASSIGNED or ACTIVE one put back",
         (_, Assigned) => "only a PENDING job can be claimed",
         (_, Callbacks) => "the result of a job in CALLBACKS is already stored",
@@ -131,6 +135,7 @@ mod tests {
             (New, Active),
             (Assigned, Active),
             (Active, Pending),
+            (Active, New),
             (Active, Callbacks),
             (New, Callbacks),
             (Pending, Callbacks),

@@ -7,7 +7,8 @@
 //! the retention period (both at most every [`housekeeping_interval`], not at
 //! every poll of a busy worker), then claim jobs until the agent holds `agent_size` or nothing
 //! is claimable, running each on its own thread. Between polls it waits
-//! for the poll interval, or less: its [`WakeSource`] (by default
+//! for the poll interval or until the next scheduled job's start time, whichever
+//! is sooner, or less: its [`WakeSource`] (by default
 //! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
 //! or put-back does) wakes it at once, and so does a commit that writes one of the
 //! jobs it runs (their result, or the completion after their callbacks: a slot
@@ -30,6 +31,10 @@
 //!   5 s, 10 s, … capped at 60 s ([`poll_backoff`]), never ending [`Worker::run`].
 //! - At most `agent_size` jobs run at once: the agent claims only while it holds
 //!   fewer jobs that are not COMPLETED.
+//! - Jobs a cleanup (of a dead sibling, or of this id's previous incarnation)
+//!   finds in CALLBACKS have their callbacks resumed on a thread of their own, like
+//!   a claimed job, so a long callback never stalls polls and pings; the dead
+//!   agent then releases them.
 //! - [`Worker::shutdown`] gives running jobs the grace period, then hands what the
 //!   agent still holds to recovery and deactivates the dispatcher, so nothing stays
 //!   assigned to a stopped worker.
@@ -43,7 +48,7 @@ use zodiac_objects::{Database, PRef};
 use zodiac_storage::Oid;
 
 use crate::dispatcher::{
-    AGENT_SIZE_DEFAULT, DEATH_INTERVAL_DEFAULT, Dispatchers, PING_INTERVAL_DEFAULT,
+    AGENT_SIZE_DEFAULT, Cleanup, DEATH_INTERVAL_DEFAULT, Dispatchers, PING_INTERVAL_DEFAULT,
     RETENTION_DEFAULT, RETENTION_DROPS_MAX,
 };
 use crate::error::{Error, Result};
@@ -55,7 +60,7 @@ use crate::time::Timestamp;
 use crate::transact::transact;
 use crate::wake::{Invalidations, WakeSource};
 
-/// The agent every worker runs in each queue.
+/// The name of a worker's agent in each queue unless [`WorkerOptions::agent`] names another.
 pub const AGENT_NAME: &str = "main";
 
 /// How a worker polls.
@@ -63,6 +68,8 @@ pub const AGENT_NAME: &str = "main";
 pub struct WorkerOptions {
     /// Queues to poll (default: the default queue `""`).
     pub queues: Vec<String>,
+    /// The agent's name in each queue ([`AGENT_NAME`]).
+    pub agent: String,
     /// Jobs the agent holds at once (3).
     pub agent_size: u32,
     /// Longest wait between polls (5 s).
@@ -86,6 +93,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             queues: vec![String::new()],
+            agent: AGENT_NAME.to_string(),
             agent_size: AGENT_SIZE_DEFAULT,
             poll_interval: Duration::from_secs(5),
             ping_interval: PING_INTERVAL_DEFAULT,
@@ -196,18 +204,26 @@ impl Worker {
                 let policies = self.runner.policies().clone();
                 let activated = transact(&self.db, |tx| {
                     let q = Queue::get_or_create(tx, name)?;
-                    if options.restarted {
-                        Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?;
-                    }
+                    let previous = if options.restarted {
+                        Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?
+                    } else if Dispatchers::dead(tx, &q, now, options.death_interval)?.contains(&id)
+                    {
+                        // This id's dead dispatcher (e.g. on another host): its jobs
+                        // were never handed back.
+                        let death = options.death_interval;
+                        Dispatchers::cleanup(tx, &q, &id, &policies, now, death)?
+                    } else {
+                        Cleanup::default()
+                    };
                     match Dispatchers::activate(tx, &q, &id, now, options.death_interval) {
                         Ok(_) => {}
-                        Err(Error::AlreadyActive { .. }) => return Ok(false),
+                        Err(Error::AlreadyActive { .. }) => return Ok(None),
                         Err(e) => return Err(e),
                     }
-                    Dispatchers::set_agent(tx, &q, &id, AGENT_NAME, options.agent_size)?;
-                    Ok(true)
+                    Dispatchers::set_agent(tx, &q, &id, &options.agent, options.agent_size)?;
+                    Ok(Some(previous))
                 })?;
-                if !activated {
+                let Some(previous) = activated else {
                     log::error!(
                         target: "zodiac_async::events",
                         "dispatcher {id} is already activated in queue {name:?} by another \
@@ -215,8 +231,9 @@ impl Worker {
                     );
                     report.skipped.push(name.to_string());
                     return Ok(false);
-                }
+                };
                 self.active.insert(name.to_string(), Instant::now());
+                self.resume_callbacks(name, &id, &previous.in_callbacks);
             }
             Some(last) if last.elapsed() >= options.ping_interval => {
                 let was_active = transact(&self.db, |tx| {
@@ -259,9 +276,7 @@ impl Worker {
                 }
             })?;
             if let Some(cleanup) = cleaned {
-                for job in cleanup.in_callbacks {
-                    self.runner.finish_callbacks(&job)?;
-                }
+                self.resume_callbacks(name, &sibling, &cleanup.in_callbacks);
                 report.cleaned.push(sibling);
             }
         }
@@ -271,16 +286,46 @@ impl Worker {
         );
         transact(&self.db, |tx| {
             let q = Queue::get_or_create(tx, name)?;
-            Dispatchers::drop_completed_before(tx, &q, &id, AGENT_NAME, cutoff, RETENTION_DROPS_MAX)
+            Dispatchers::drop_completed_before(
+                tx,
+                &q,
+                &id,
+                &options.agent,
+                cutoff,
+                RETENTION_DROPS_MAX,
+            )
         })?;
         Ok(true)
+    }
+
+    /// Runs the remaining callbacks of `jobs`, which a cleanup of dispatcher
+    /// `owner` found in CALLBACKS, each on a thread of its own like a claimed job
+    /// (a callback may take long: polls and pings go on meanwhile); then `owner`'s
+    /// agents release the job.
+    fn resume_callbacks(&mut self, queue: &str, owner: &str, jobs: &[PRef<Job>]) {
+        for &job in jobs {
+            let (db, runner) = (self.db.clone(), self.runner.clone());
+            let (queue, owner) = (queue.to_string(), owner.to_string());
+            let handle = std::thread::spawn(move || {
+                runner.finish_callbacks(&job)?;
+                transact(&db, |tx| {
+                    let q = Queue::get_or_create(tx, &queue)?;
+                    Dispatchers::release_finished(tx, &q, &owner)?;
+                    Ok(tx.get(&job)?.result().cloned())
+                })
+                .map(|outcome| {
+                    RunOutcome::Finished(outcome.expect("a job in CALLBACKS has a result"))
+                })
+            });
+            self.running.push((job, handle));
+        }
     }
 
     fn claim_and_run(&mut self, name: &str, report: &mut PollReport) -> Result<()> {
         let id = self.id.clone();
         let claimer = crate::queue::Claimer {
             dispatcher: id.clone(),
-            agent: AGENT_NAME.into(),
+            agent: self.options.agent.clone(),
         };
         loop {
             let mut claimed = None;
@@ -290,17 +335,28 @@ impl Worker {
                     let q = Queue::get_or_create(tx, name)?;
                     let now = Timestamp::now();
                     let skip = Dispatchers::claim_skip(tx, &q, &id, now)?;
-                    let claimed =
-                        Dispatchers::claim_for_agent_spread(tx, &q, &id, AGENT_NAME, now, skip)?;
+                    let claim = Dispatchers::claim_for_agent_spread(
+                        tx,
+                        &q,
+                        &id,
+                        &claimer.agent,
+                        now,
+                        skip,
+                    )?;
                     // Start the run in the claim's own transaction (see the module doc).
-                    match claimed {
-                        Some(job) => Ok(Some((job, runner.start_in(tx, &job, Some(&claimer))?))),
-                        None => Ok(None),
-                    }
+                    let started = match claim.job {
+                        Some(job) => runner.start_in(tx, &job, Some(&claimer))?,
+                        None => None,
+                    };
+                    Ok((claim, started))
                 });
                 match result {
-                    Ok(job) => {
-                        claimed = Some(job);
+                    Ok((claim, started)) => {
+                        // Expired jobs met by the claim: their callbacks run now.
+                        for job in &claim.expired {
+                            self.runner.finish_callbacks(job)?;
+                        }
+                        claimed = Some(claim.job.map(|job| (job, started)));
                         break;
                     }
                     Err(e) if e.is_conflict() => {
@@ -358,24 +414,35 @@ impl Worker {
         self.reap(true);
     }
 
-    /// The size-counter oids of the queues this worker polls.
-    fn watched(&self) -> Result<BTreeSet<Oid>> {
+    /// The size-counter oids of the queues this worker polls, and the earliest
+    /// time a job pending in them becomes claimable later (scheduled, or put back
+    /// for a later retry).
+    fn watched(&self) -> Result<(BTreeSet<Oid>, Option<Timestamp>)> {
         let queues = self.active.keys().cloned().collect::<Vec<_>>();
+        let now = Timestamp::now();
         transact(&self.db, |tx| {
             let mut oids = BTreeSet::new();
+            let mut next: Option<Timestamp> = None;
             for name in &queues {
                 if let Some(q) = Queue::get(tx, name)? {
                     oids.insert(Queue::size_oid(tx, &q)?);
+                    if let Some(at) = Queue::next_start(tx, &q, now)? {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
                 }
             }
-            Ok(oids)
+            Ok((oids, next))
         })
     }
 
-    /// Waits up to the poll interval; returns early when a commit changes a
-    /// watched queue, or when `stop` is set.
-    fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>) {
-        let deadline = Instant::now() + self.options.poll_interval;
+    /// Waits up to the poll interval, or until the next scheduled start if that
+    /// is sooner; returns early when a commit changes a watched queue or one of
+    /// the jobs it runs, or when `stop` is set.
+    fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>, next_start: Option<Timestamp>) {
+        let mut deadline = Instant::now() + self.options.poll_interval;
+        if let Some(at) = next_start {
+            deadline = deadline.min(Instant::now() + at.since(Timestamp::now()));
+        }
         // A commit of a running job (its result, its completion) may free a slot.
         let mut watched = watched.clone();
         watched.extend(self.running.iter().map(|(job, _)| job.oid()));
@@ -402,9 +469,9 @@ impl Worker {
             // Forget commits from before this poll: the poll sees them.
             self.wake.reset();
             match self.poll_once().and_then(|_| self.watched()) {
-                Ok(watched) => {
+                Ok((watched, next_start)) => {
                     failures = 0;
-                    self.wait(stop, &watched);
+                    self.wait(stop, &watched, next_start);
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -448,7 +515,10 @@ impl Worker {
         let id = self.id.clone();
         let policies = self.runner.policies().clone();
         for name in std::mem::take(&mut self.active).into_keys() {
+            // Jobs whose policy gave up on them here, with callbacks to run.
+            let mut in_callbacks = Vec::new();
             transact(&self.db, |tx| {
+                in_callbacks.clear();
                 let q = Queue::get_or_create(tx, &name)?;
                 let record = Queue::dispatchers(tx, &q)?.get(&id).copied();
                 if let Some(record) = record {
@@ -462,6 +532,9 @@ impl Worker {
                                 Status::Assigned if mine => Queue::put_back(tx, &job, None)?,
                                 Status::Active if mine && j.awaiting().is_none() => {
                                     crate::run::recover_interrupted(tx, &job, &policies)?;
+                                    if tx.get(&job)?.status() == Status::Callbacks {
+                                        in_callbacks.push(job);
+                                    }
                                 }
                                 _ => {}
                             }
@@ -470,6 +543,9 @@ impl Worker {
                 }
                 Dispatchers::deactivate(tx, &q, &id)
             })?;
+            for job in &in_callbacks {
+                self.runner.finish_callbacks(job)?;
+            }
         }
         // Runs still going find their job taken back and store nothing.
         self.running.clear();

@@ -143,4 +143,20 @@ fn a_size_one_agent_does_not_deadlock_on_its_own_follow_up_job() {
     let f = job(&db, first);
     assert_eq!(f.status(), Status::Completed);
     assert_eq!(value(&f), 8);
+    // Both are listed as the agent's completed jobs (the waiting one, recorded by
+    // its resume, although the agent let it go while it waited).
+    worker.poll_once().unwrap(); // moves finished held jobs to the completed tree
+    let listed: Vec<u64> = transact(&db, |tx| {
+        let filter = zodiac_async::inspect::JobFilter {
+            status: Some(Status::Completed),
+            ..Default::default()
+        };
+        zodiac_async::inspect::jobs(tx, &filter, 100)
+    })
+    .unwrap()
+    .into_iter()
+    .map(|s| s.id)
+    .collect();
+    assert!(listed.contains(&first.oid().0), "{listed:?}");
+    assert_eq!(listed.len(), 2, "{listed:?}");
 }

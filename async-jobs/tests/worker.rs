@@ -159,6 +159,48 @@ fn a_put_wakes_the_worker_long_before_the_poll_interval() {
     assert_eq!(activated, None);
 }
 
+/// A job scheduled ahead starts at its time, not at the next poll.
+#[test]
+fn a_scheduled_job_starts_at_its_time_not_at_the_next_poll() {
+    let (db, counter, runner) = setup();
+    let options = WorkerOptions {
+        poll_interval: Duration::from_secs(60),
+        ..WorkerOptions::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (db, stop) = (db.clone(), Arc::clone(&stop));
+        thread::spawn(move || Worker::new(db, "w1", runner, options).run(&stop))
+    };
+    thread::sleep(Duration::from_millis(200));
+    let due = Timestamp::now().plus(Duration::from_millis(300));
+    let job = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::put_job(
+            tx,
+            &q,
+            Job::with_arguments("count", &3i64)?,
+            PutOptions::new().begin_after(due),
+        )
+    })
+    .unwrap();
+    let started = Instant::now();
+    while status(&db, job) != Status::Completed {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the scheduled job waited for the 60 s poll"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let start = transact(&db, |tx| Ok(tx.get(&job)?.active_start()))
+        .unwrap()
+        .unwrap();
+    assert!(start >= due, "not before its time");
+    assert_eq!(count(&db, counter), 3);
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+}
+
 #[test]
 fn a_second_worker_with_a_live_id_skips_the_queue() {
     let (db, _, runner) = setup();

@@ -11,12 +11,21 @@
 //! - Entries in a bucket and separators in a node are strictly ascending; every
 //!   bucket holds at most its `capacity` entries after a commit that wrote it, every
 //!   node at most `node_capacity` children.
-//! - A bucket's `high` is the exclusive upper bound of the keys it may hold (the
-//!   separator after it, `None` for the last), set when it splits. Conflict resolution
-//!   merges two changes to a bucket only when neither split it (`high` unchanged in
-//!   all three states), no key was changed differently by both, and the result fits.
-//! - Nothing is ever removed from the structure: a bucket emptied by removals stays
-//!   (like ZODB's BTrees, no rebalancing), so concurrent removals cannot lose keys.
+//! - A bucket's `high` is the exclusive upper bound of the keys it held when it was
+//!   made (the separator after it, `None` for the last), set when it splits.
+//!   Conflict resolution merges two changes to a bucket only when neither split nor
+//!   detached it (`high` unchanged in all three states), no key was changed
+//!   differently by both, and the result fits.
+//! - A removal that empties a bucket detaches it from the lowest node on its path
+//!   that has another child (with every node below that holds only it), so a queue
+//!   that takes from the front does not keep reading emptied buckets; the last
+//!   bucket of the tree stays. The emptied bucket is written with a new `high`, so
+//!   any concurrent change to it conflicts instead of merging into a detached
+//!   bucket; the nodes it is detached from are written too (nodes never merge).
+//!   There is no other rebalancing (like ZODB's BTrees).
+//! - A bucket's `high` is only compared for equality (to detect splits and
+//!   detaches); after a neighbour is detached it may be lower than the bucket's
+//!   real upper bound.
 //! - All instantiations share the type names below: the key and value types are not
 //!   recorded, so a tree must be read with the types it was written with.
 
@@ -384,19 +393,64 @@ impl<K: BTreeKey, V: BTreeValue> BTree<K, V> {
     where
         K: Borrow<Q>,
     {
-        let bucket = Self::descend(tx, tree, key)?.bucket;
+        let Found { path, bucket } = Self::descend(tx, tree, key)?;
         if tx.get(&bucket)?.get(key).is_none() {
             return Ok(None);
         }
+        let detach = Self::detach_point(tx, &path)?;
         let removed = tx.modify(&bucket, |b| match b.search(key) {
-            Ok(i) => Some(b.entries.remove(i).1),
+            Ok(i) => {
+                let (k, v) = b.entries.remove(i);
+                if b.entries.is_empty() && detach.is_some() {
+                    // Any concurrent change to this bucket now conflicts (the
+                    // removed key is below any `high` it had).
+                    b.high = Some(k);
+                }
+                Some(v)
+            }
             Err(_) => None,
         })?;
         if removed.is_some() {
             let len = tx.get(tree)?.len;
             tx.modify(&len, |c| c.add(-1))?;
         }
+        if tx.get(&bucket)?.is_empty()
+            && let Some(depth) = detach
+        {
+            Self::detach(tx, &path, depth)?;
+        }
         Ok(removed)
+    }
+
+    /// The depth on `path` of the lowest node with more than one child: where the
+    /// bucket at the end of `path` is cut off if it empties. `None` when every node
+    /// on the path has one child (the bucket is the tree's last one).
+    fn detach_point(tx: &mut Transaction<'_>, path: &Path<K, V>) -> Result<Option<usize>> {
+        for depth in (0..path.len()).rev() {
+            if tx.get(&path[depth].0)?.children.len() > 1 {
+                return Ok(Some(depth));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Cuts the child taken at `path[depth]` (an emptied bucket, or a chain of
+    /// nodes holding only it) out of that node; its key range joins a neighbour's.
+    /// The nodes of the cut chain are written too, so a concurrent split inside it
+    /// conflicts.
+    fn detach(tx: &mut Transaction<'_>, path: &Path<K, V>, depth: usize) -> Result<()> {
+        let (node_ref, index) = path[depth];
+        tx.modify(&node_ref, |n| {
+            n.children.remove(index);
+            // Child i holds [s[i-1], s[i]): dropping s[i-1] gives its range to the
+            // left neighbour; for the first child, dropping s[0] gives it to the
+            // right one.
+            n.separators.remove(index.saturating_sub(1));
+        })?;
+        for (below, _) in &path[depth + 1..] {
+            tx.modify(below, |n| n.children.clear())?;
+        }
+        Ok(())
     }
 
     /// The number of entries, read from the tree's counter (no bucket is loaded).
@@ -411,8 +465,7 @@ impl<K: BTreeKey, V: BTreeValue> BTree<K, V> {
     }
 
     /// Up to `limit` entries with keys in `range`, in key order. Loads only the
-    /// nodes and buckets whose key ranges meet `range` (and, as nothing is ever
-    /// removed from the structure, the emptied buckets among them).
+    /// nodes and buckets whose key ranges meet `range`.
     pub fn range(
         tx: &mut Transaction<'_>,
         tree: &PRef<BTree<K, V>>,

@@ -313,3 +313,168 @@ fn a_narrow_range_loads_only_the_path_to_its_buckets() {
         assert_eq!(first.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [0, 1]);
     });
 }
+
+/// A queue's pattern: keys taken from the front. Emptied buckets are detached, so
+/// finding the first key reads the path to it, not every emptied bucket before it.
+#[test]
+fn taking_from_the_front_detaches_emptied_buckets() {
+    each_storage(|storage| {
+        let db = open(Arc::clone(&storage));
+        let tree = db.transact(|tx| Tree::create_with(tx, 4, 4)).unwrap();
+        db.transact(|tx| {
+            for k in 0..2000u64 {
+                Tree::insert(tx, &tree, k, "x".into())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        for chunk in (0..1990u64).collect::<Vec<_>>().chunks(37) {
+            db.transact(|tx| {
+                for k in chunk {
+                    assert!(Tree::remove(tx, &tree, k)?.is_some());
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        let cold = open(storage);
+        let mut conn = cold.connection();
+        let mut tx = conn.begin();
+        let depth = u64::from(Tree::depth(&mut tx, &tree).unwrap());
+        let before = conn.cache_stats().misses;
+        let mut tx = conn.begin();
+        let first = Tree::range(&mut tx, &tree, .., 1).unwrap();
+        drop(tx);
+        assert_eq!(first, vec![(1990, "x".to_string())]);
+        let loaded = conn.cache_stats().misses - before;
+        assert!(
+            loaded <= depth + 2,
+            "the first key took {loaded} loads in a tree of depth {depth}"
+        );
+        // The tree still works everywhere: below, inside and after the kept keys.
+        db.transact(|tx| {
+            for k in [5u64, 1995, 5000] {
+                Tree::insert(tx, &tree, k, "y".into())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let keys: Vec<u64> = db
+            .transact(|tx| Tree::entries(tx, &tree))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let mut want: Vec<u64> = (1990..2000).chain([5, 5000]).collect();
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(db.transact(|tx| Tree::len(tx, &tree)).unwrap(), 12);
+        // Emptied to nothing, the tree keeps one bucket and takes new keys.
+        db.transact(|tx| {
+            for k in want.iter() {
+                Tree::remove(tx, &tree, k)?;
+            }
+            Tree::insert(tx, &tree, 7, "z".into())?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            db.transact(|tx| Tree::entries(tx, &tree)).unwrap(),
+            vec![(7, "z".to_string())]
+        );
+    });
+}
+
+#[test]
+fn an_insert_racing_the_detach_of_its_bucket_conflicts_and_is_not_lost() {
+    each_storage(|storage| {
+        let db = open(storage);
+        let tree = db.transact(|tx| Tree::create_with(tx, 4, 4)).unwrap();
+        db.transact(|tx| {
+            for k in [10, 20, 30, 40, 50] {
+                Tree::insert(tx, &tree, k, "old".into())?; // buckets [10 20] [30 40 50]
+            }
+            Ok(())
+        })
+        .unwrap();
+        db.transact(|tx| Tree::remove(tx, &tree, &20)).unwrap();
+        let (mut c1, mut c2) = (db.connection(), db.connection());
+        let (mut t1, mut t2) = (c1.begin(), c2.begin());
+        Tree::remove(&mut t1, &tree, &10).unwrap(); // empties and detaches [10]
+        Tree::insert(&mut t2, &tree, 15, "racing".into()).unwrap(); // into that bucket
+        t1.commit().unwrap();
+        assert!(t2.commit().unwrap_err().as_conflict().is_some());
+        drop((c1, c2));
+        db.transact(|tx| Tree::insert(tx, &tree, 15, "racing".into()))
+            .unwrap();
+        let keys: Vec<u64> = db
+            .transact(|tx| Tree::entries(tx, &tree))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [15, 30, 40, 50]);
+    });
+}
+
+#[test]
+fn takers_at_the_front_and_putters_at_the_back_lose_nothing() {
+    each_storage(|storage| {
+        let db = open_with(storage, |o| o.retry.attempts_max = 10_000);
+        let tree: PRef<Tree> = db.transact(|tx| Tree::create_with(tx, 4, 4)).unwrap();
+        db.transact(|tx| {
+            for k in 0..200u64 {
+                Tree::insert(tx, &tree, k, "x".into())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let putters: Vec<_> = (0..2u64)
+            .map(|t| {
+                let db = db.clone();
+                thread::spawn(move || {
+                    for i in 0..100u64 {
+                        let k = 1000 + i * 2 + t;
+                        db.transact(|tx| Tree::insert(tx, &tree, k, "y".into()))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let takers: Vec<_> = (0..2)
+            .map(|_| {
+                let db = db.clone();
+                thread::spawn(move || {
+                    let mut taken = Vec::new();
+                    while taken.len() < 100 {
+                        let got = db
+                            .transact(|tx| {
+                                let Some((k, _)) = Tree::range(tx, &tree, ..1000, 1)?.pop() else {
+                                    return Ok(None);
+                                };
+                                Tree::remove(tx, &tree, &k)?;
+                                Ok(Some(k))
+                            })
+                            .unwrap();
+                        taken.extend(got);
+                    }
+                    taken
+                })
+            })
+            .collect();
+        for p in putters {
+            p.join().unwrap();
+        }
+        let mut taken: Vec<u64> = takers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        taken.sort();
+        assert_eq!(taken, (0..200).collect::<Vec<_>>(), "each key taken once");
+        let left: Vec<u64> = db
+            .transact(|tx| Tree::entries(tx, &tree))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(left, (1000..1200).collect::<Vec<_>>());
+        assert_eq!(db.transact(|tx| Tree::len(tx, &tree)).unwrap(), 200);
+    });
+}

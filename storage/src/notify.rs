@@ -20,12 +20,16 @@ use crate::meta::CommitEvent;
 /// Most events a subscriber may leave unread before it is cut off.
 pub const SUBSCRIPTION_EVENTS_MAX: usize = 100_000;
 
+/// Called after each event is queued for a subscriber (see [`CommitSubscription::set_waker`]).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
 #[derive(Default)]
 struct Backlog {
     /// Events sent and not yet received.
     queued: AtomicUsize,
     /// Events were dropped because the subscriber fell too far behind.
     missed: AtomicBool,
+    waker: Mutex<Option<Waker>>,
 }
 
 /// Receives commit notifications for one subscriber. Unsubscribes when dropped.
@@ -73,6 +77,22 @@ impl CommitSubscription {
     pub fn missed(&self) -> bool {
         self.backlog.missed.load(Ordering::Acquire)
     }
+
+    /// Calls `waker` (from the publishing thread, which must not be held up) after
+    /// each event is queued, and when the subscription is cut off: for a receiver
+    /// that polls with [`try_recv`](Self::try_recv) from several threads.
+    pub fn set_waker(&self, waker: Waker) {
+        *self.backlog.waker.lock() = Some(waker);
+    }
+}
+
+impl Backlog {
+    fn wake(&self) {
+        let waker = self.waker.lock().clone();
+        if let Some(waker) = waker {
+            waker();
+        }
+    }
 }
 
 /// One subscriber, as the publisher sees it.
@@ -113,11 +133,28 @@ impl Notifier {
                         "a commit subscriber left {SUBSCRIPTION_EVENTS_MAX} events unread and \
                          was cut off; it must treat its cached state as stale"
                     );
+                    backlog.wake();
                     return false;
                 }
                 backlog.queued.fetch_add(1, Ordering::AcqRel);
-                sender.send(event.clone()).is_ok()
+                let sent = sender.send(event.clone()).is_ok();
+                backlog.wake();
+                sent
             });
+        }
+    }
+
+    /// Cuts off every present subscriber as if it had fallen too far behind: each
+    /// reads what was queued, then its subscription ends with
+    /// [`CommitSubscription::missed`] set. For a storage that lost track of some
+    /// commits (a client storage that dropped its cache on reconnect). Later
+    /// subscriptions are not affected.
+    pub(crate) fn cut_off_all(&self) {
+        if let Some(senders) = self.senders.lock().as_mut() {
+            for (_, backlog) in senders.drain(..) {
+                backlog.missed.store(true, Ordering::Release);
+                backlog.wake();
+            }
         }
     }
 

@@ -14,7 +14,8 @@
 //!   opened with durability off) and then it is visible to every new snapshot.
 //! - A transaction dropped without `finish` is aborted and leaves no trace.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::file::pack::{PackReport, References};
 use crate::ids::{Oid, Tid};
 use crate::meta::{Revision, RevisionInfo, TransactionInfo, TransactionMeta};
 use crate::notify::CommitSubscription;
@@ -55,6 +56,17 @@ pub trait Storage: Send + Sync {
     /// Flushes what should be saved (the index, for the file storage) and refuses
     /// further calls. Dropping the storage closes it too.
     fn close(&self) -> Result<()>;
+
+    /// Packs to `pack_time`, with garbage collection through `references` when given
+    /// (see `FileStorage::pack`). A client storage asks its server, which uses its
+    /// own reference reader (`references` only says whether to collect garbage).
+    /// Storages that cannot pack refuse (the default).
+    fn pack(&self, pack_time: Tid, references: Option<References<'_>>) -> Result<PackReport> {
+        let _ = (pack_time, references);
+        Err(Error::Server {
+            message: format!("{} cannot be packed", self.describe()),
+        })
+    }
 }
 
 /// One commit in progress: `store`/`check_current` ..., `vote`, then `finish` or `abort`.

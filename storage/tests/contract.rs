@@ -700,8 +700,14 @@ mod cases {
 
     pub fn storing_an_unallocated_oid_is_refused(s: Subject) {
         let allocated = s.new_oid().unwrap();
-        // The oid right after the newest one handed out is the first never allocated.
-        for bogus in [Oid(allocated.0 + 1), Oid(allocated.0 + 1000), Oid(u64::MAX)] {
+        // The oid right after the newest one handed out is the first never allocated,
+        // except where oids are handed out in blocks (spec: "may be"): a client storage
+        // takes 32 at a time from its server.
+        let mut bogus_oids = vec![Oid(allocated.0 + 1000), Oid(u64::MAX)];
+        if !s.describe().starts_with("tcp://") {
+            bogus_oids.insert(0, Oid(allocated.0 + 1));
+        }
+        for bogus in bogus_oids {
             let result = (|| {
                 let mut txn = s.begin(meta("bogus oid"))?;
                 txn.store(allocated, Tid::ZERO, b"fine".to_vec())?;

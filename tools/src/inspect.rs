@@ -135,9 +135,14 @@ pub fn tail(store: &str, n: usize, as_json: bool) -> Result<()> {
     print_all(storage.last_transactions(n)?.into_iter().map(Ok), as_json)
 }
 
-/// The revisions of one object, newest first.
-pub fn history(store: &str, oid: Oid, as_json: bool) -> Result<()> {
-    let storage = open_read_only(store)?;
+/// The revisions of one object, newest first; STORE is a data file or a server.
+pub fn history(
+    store: &str,
+    oid: Oid,
+    as_json: bool,
+    connect: &crate::store::Connect,
+) -> Result<()> {
+    let storage = crate::store::open_store_read_only(store, connect)?;
     let revisions = storage.history(oid, usize::MAX)?;
     if as_json {
         let list: Vec<_> = revisions

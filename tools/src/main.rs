@@ -1,17 +1,21 @@
 //! `zodiac`: the command line of the Zodiac object database.
 
 mod analyze;
+mod builtins;
 mod demo;
 mod inspect;
+mod jobs;
+mod jobs_demo;
 mod maintenance;
 mod progress;
 mod server;
 mod store;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -24,15 +28,127 @@ struct Cli {
     command: Command,
 }
 
+/// How to reach a server store (`tcp://HOST:PORT`).
+#[derive(Args, Clone, Debug, Default)]
+struct ConnectArgs {
+    /// Authenticate to the server with the secret in this file.
+    #[arg(long, value_name = "F")]
+    token_file: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    fn connect(self, wait_timeout: Option<std::time::Duration>) -> store::Connect {
+        store::Connect {
+            token_file: self.token_file,
+            wait_timeout,
+        }
+    }
+}
+
+/// How long a `jobs` command (or another short command) waits for an
+/// unreachable server.
+const JOBS_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Put a job in a queue; print its id. With --wait, wait for its result and
+    /// print it: exit 0 if the job succeeded, 1 if it failed, 3 on timeout.
+    Put {
+        /// A data file path, or tcp://HOST:PORT of a `zodiac server`.
+        store: String,
+        /// The handler to run (built-in: echo, sleep, fail, incr, shell).
+        handler: String,
+        /// The handler's arguments: one JSON object.
+        #[arg(value_name = "ARGS_JSON", default_value = "{}", value_parser = jobs::parse_arguments)]
+        args: serde_json::Value,
+        /// The queue (default: the default queue).
+        #[arg(long, value_name = "NAME", default_value = "")]
+        queue: String,
+        /// Not before this time: RFC 3339, or relative to now (+30s, +2h).
+        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
+        begin_after: Option<zodiac_storage::Tid>,
+        /// Fail with a timeout unless started within this long after begin-after.
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        begin_by: Option<std::time::Duration>,
+        /// The retry policy.
+        #[arg(long, value_parser = ["default", "never", "forever"])]
+        retry: Option<String>,
+        /// Wait until the job completes and print its result.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (exit 3).
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, requires = "wait")]
+        timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List jobs held by queues and agents, newest-claimable first per queue.
+    List {
+        store: String,
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
+        /// new, pending, assigned, active, callbacks or completed.
+        #[arg(long, value_parser = jobs::parse_status)]
+        status: Option<zodiac_async::Status>,
+        #[arg(long, value_name = "NAME")]
+        handler: Option<String>,
+        /// Most jobs listed.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// One JSON document (an array).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show one job: arguments, status, result or failure, times, attempts, error
+    /// history, retry policy and callbacks.
+    Show {
+        store: String,
+        #[arg(value_parser = inspect::parse_oid)]
+        job_id: zodiac_storage::Oid,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Per queue: job counts by status, and the dispatchers (alive or dead, last
+    /// ping, agents and their load).
+    Status {
+        store: String,
+        /// A dispatcher not heard from for this long is shown as dead.
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        ping_death_interval: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Cancel a job that has not started: it completes with a `cancelled` failure.
+    Cancel {
+        store: String,
+        #[arg(value_parser = inspect::parse_oid)]
+        job_id: zodiac_storage::Oid,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Show what the storage does, step by step, on an embedded file store: commits,
-    /// MVCC snapshots, a write conflict, kill -9 and a torn write, recovery, history.
+    /// Durable jobs end to end on an embedded store: put jobs (one failing, one
+    /// scheduled, one with a callback), run a dispatcher, kill a worker process
+    /// mid-job and watch it recover; print results and timings. With --storage:
+    /// a tour of the storage instead (snapshots, a conflict, kill -9 and a torn
+    /// write, recovery, history).
     Demo {
         /// Directory for the store (created if missing; must not hold a demo store
         /// already). Default: a fresh temporary directory, removed at exit.
         #[arg(long, value_name = "D")]
         dir: Option<PathBuf>,
+        /// Show the storage tour instead of the jobs demo.
+        #[arg(long)]
+        storage: bool,
     },
     /// Walk and check every record of a data file (CRCs, lengths, back-pointers,
     /// tids); exit 1 when anything is damaged. Never modifies the file.
@@ -54,13 +170,18 @@ enum Command {
     /// TIME and every later one; drop objects unreachable from the root (GC)
     /// unless --no-gc. The original is kept as PATH.old.
     Pack {
-        path: PathBuf,
+        /// A data file (packed offline: no other process may have it open), or
+        /// tcp://HOST:PORT of the `zodiac server` serving it (packed while it serves).
+        #[arg(value_name = "PATH")]
+        store: String,
         /// The pack time: RFC 3339, or relative to now (-7d, -2h). Default: now.
         #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
         before: Option<zodiac_storage::Tid>,
         /// Keep unreachable objects.
         #[arg(long)]
         no_gc: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
     /// Per-type object counts and bytes, live (newest revisions) and old.
     Analyze {
@@ -112,7 +233,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the revisions of one object, newest first.
+    /// Print the revisions of one object, newest first. STORE is a data file or
+    /// tcp://HOST:PORT of a `zodiac server`.
     History {
         store: String,
         /// The object id, decimal or 0x-prefixed hex.
@@ -121,6 +243,8 @@ enum Command {
         /// One JSON document.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
     /// Serve a data file to `zodiac` clients (client storages) over TCP. Prints
     /// `listening on HOST:PORT` when ready; serves until SIGTERM or SIGINT.
@@ -144,6 +268,49 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 100)]
         invalidation_history: usize,
     },
+    /// Run a dispatcher with the built-in handlers (echo, sleep, fail, incr; shell
+    /// with --allow-shell). Prints `worker <uuid> ready` when polling; stops
+    /// gracefully on SIGTERM or SIGINT (a second signal exits at once).
+    Worker {
+        /// A data file path (this process then holds its writer lock), or
+        /// tcp://HOST:PORT of a `zodiac server` (to share the database).
+        store: String,
+        /// A queue to poll (repeat for several; default: the default queue).
+        #[arg(long = "queue", value_name = "NAME")]
+        queues: Vec<String>,
+        /// The agent's name in each queue.
+        #[arg(long, value_name = "NAME", default_value = zodiac_async::AGENT_NAME)]
+        agent: String,
+        /// Jobs run at once.
+        #[arg(long, value_name = "N", default_value_t = zodiac_async::AGENT_SIZE_DEFAULT,
+              value_parser = clap::value_parser!(u32).range(1..=1024))]
+        size: u32,
+        /// The file holding this worker's UUID (created if missing; locked while
+        /// the worker runs).
+        #[arg(long, value_name = "F")]
+        uuid_file: Option<PathBuf>,
+        /// Longest wait between polls (a put wakes the worker at once).
+        #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration)]
+        poll_interval: std::time::Duration,
+        #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+        ping_interval: std::time::Duration,
+        /// A dispatcher silent this long is dead; its jobs are recovered.
+        #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration)]
+        ping_death_interval: std::time::Duration,
+        /// On stop, how long running jobs may finish before they are handed to recovery.
+        #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+        grace: std::time::Duration,
+        /// Register the `shell` handler (runs `sh -c` commands from job arguments).
+        #[arg(long)]
+        allow_shell: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Put, list, show and cancel jobs, and show the queues' status.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// The writer process the demo kills: commits in a loop until killed.
     #[command(hide = true)]
     DemoWriter {
@@ -159,13 +326,21 @@ fn main() -> ExitCode {
     // cli.md: RUST_LOG sets the level; the default is info for the server (and, later,
     // the worker), warn for the tools.
     let default_level = match cli.command {
-        Command::Server { .. } => "info",
+        Command::Server { .. } | Command::Worker { .. } => "info",
+        // The demo prints what happens itself (its failing job is on purpose).
+        Command::Demo { .. } => "off",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .init();
     let result = match cli.command {
-        Command::Demo { dir } => demo::run(dir.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Demo { dir, storage: true } => {
+            demo::run(dir.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            dir,
+            storage: false,
+        } => jobs_demo::run(dir.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::DemoWriter { path, counter } => {
             demo::writer(&path, counter).map(|()| ExitCode::SUCCESS)
         }
@@ -174,10 +349,16 @@ fn main() -> ExitCode {
         Command::Analyze { path, json } => analyze::run_analyze(&path, json),
         Command::Refs { path } => analyze::run_refs(&path),
         Command::Pack {
-            path,
+            store,
             before,
             no_gc,
-        } => maintenance::run_pack(&path, before, no_gc),
+            connect,
+        } => maintenance::run_pack(
+            &store,
+            before,
+            no_gc,
+            &connect.connect(Some(JOBS_CONNECT_WAIT)),
+        ),
         Command::Restore { dir, output, at } => maintenance::run_restore(&dir, &output, at),
         Command::Dump {
             path,
@@ -188,9 +369,13 @@ fn main() -> ExitCode {
         Command::Tail { path, n, json } => {
             inspect::tail(&path, n, json).map(|()| ExitCode::SUCCESS)
         }
-        Command::History { store, oid, json } => {
-            inspect::history(&store, oid, json).map(|()| ExitCode::SUCCESS)
-        }
+        Command::History {
+            store,
+            oid,
+            json,
+            connect,
+        } => inspect::history(&store, oid, json, &connect.connect(Some(JOBS_CONNECT_WAIT)))
+            .map(|()| ExitCode::SUCCESS),
         Command::Recover { path, output } => maintenance::run_recover(&path, &output),
         Command::Server {
             path,
@@ -208,7 +393,108 @@ fn main() -> ExitCode {
             invalidation_history,
         })
         .map(|()| ExitCode::SUCCESS),
+        Command::Worker {
+            store,
+            queues,
+            agent,
+            size,
+            uuid_file,
+            poll_interval,
+            ping_interval,
+            ping_death_interval,
+            grace,
+            allow_shell,
+            connect,
+        } => worker::run(worker::Args {
+            store,
+            queues,
+            agent,
+            size,
+            uuid_file,
+            poll_interval,
+            ping_interval,
+            death_interval: ping_death_interval,
+            grace,
+            allow_shell,
+            connect: connect.connect(None),
+        })
+        .map(|()| ExitCode::SUCCESS),
+        Command::Jobs { command } => run_jobs(command),
     };
+    finish(result)
+}
+
+fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
+    let wait = Some(JOBS_CONNECT_WAIT);
+    match command {
+        JobsCommand::Put {
+            store,
+            handler,
+            args,
+            queue,
+            begin_after,
+            begin_by,
+            retry,
+            wait: wait_for_result,
+            timeout,
+            connect,
+        } => jobs::put(jobs::Put {
+            store,
+            handler,
+            arguments: args,
+            queue,
+            begin_after: begin_after.map(|t| zodiac_async::Timestamp::from_micros(t.0)),
+            begin_by,
+            retry,
+            wait: wait_for_result,
+            timeout,
+            connect: connect.connect(wait),
+        }),
+        JobsCommand::List {
+            store,
+            queue,
+            status,
+            handler,
+            limit,
+            json,
+            connect,
+        } => jobs::list(jobs::List {
+            store,
+            queue,
+            status,
+            handler,
+            limit,
+            json,
+            connect: connect.connect(wait),
+        })
+        .map(|()| ExitCode::SUCCESS),
+        JobsCommand::Show {
+            store,
+            job_id,
+            json,
+            connect,
+        } => jobs::show(&store, job_id, json, &connect.connect(wait)).map(|()| ExitCode::SUCCESS),
+        JobsCommand::Status {
+            store,
+            ping_death_interval,
+            json,
+            connect,
+        } => jobs::status(
+            &store,
+            ping_death_interval.unwrap_or(jobs::STATUS_DEATH_INTERVAL),
+            json,
+            &connect.connect(wait),
+        )
+        .map(|()| ExitCode::SUCCESS),
+        JobsCommand::Cancel {
+            store,
+            job_id,
+            connect,
+        } => jobs::cancel(&store, job_id, &connect.connect(wait)).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -149,20 +149,45 @@ pub fn run_restore(dir: &Path, output: &Path, at: Option<u64>) -> Result<ExitCod
 
 /// Packs a data file offline to `before` (default: now), with garbage collection
 /// through the object records' reference lists unless `no_gc`.
-pub fn run_pack(path: &Path, before: Option<Tid>, no_gc: bool) -> Result<ExitCode> {
-    let storage = FileStorage::open(path, FileOptions::new().create(false))
-        .with_context(|| format!("opening {}", path.display()))?;
-    let references =
-        |record: &[u8]| zodiac_objects::record::referenced_oids(record).map_err(|e| e.to_string());
-    let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
+/// The objects layer's reference reader, for pack's garbage collection.
+pub fn references(record: &[u8]) -> std::result::Result<Vec<zodiac_storage::Oid>, String> {
+    zodiac_objects::record::referenced_oids(record).map_err(|e| e.to_string())
+}
+
+/// Packs a data file offline, or (STORE `tcp://HOST:PORT`) the file a running
+/// server serves, through it.
+pub fn run_pack(
+    store: &str,
+    before: Option<Tid>,
+    no_gc: bool,
+    connect: &crate::store::Connect,
+) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let r = storage
-        .pack_with(before.unwrap_or(Tid::MAX), gc, progress::bytes("packing"))
-        .with_context(|| format!("packing {}", path.display()))?;
-    storage.close()?;
+    let (r, old) = if crate::store::is_server(store) {
+        let client = crate::store::connect_to(store, connect)?;
+        let r = client
+            .pack(before.unwrap_or(Tid::MAX), !no_gc)
+            .with_context(|| format!("packing through {store}"))?;
+        client.close()?;
+        (r, "PATH.old beside the server's data file".to_string())
+    } else {
+        let path = Path::new(store);
+        let storage = FileStorage::open(path, FileOptions::new().create(false))
+            .with_context(|| format!("opening {}", path.display()))?;
+        let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
+        let r = storage
+            .pack_with(before.unwrap_or(Tid::MAX), gc, progress::bytes("packing"))
+            .with_context(|| format!("packing {}", path.display()))?;
+        storage.close()?;
+        (
+            r,
+            zodiac_storage::file::pack::old_path(path)
+                .display()
+                .to_string(),
+        )
+    };
     println!(
-        "packed {} to {} ({}) in {:.3} s: {} -> {} bytes, {} -> {} revisions, {} -> {} transactions, {} unreachable objects removed; the original is kept as {}",
-        path.display(),
+        "packed {store} to {} ({}) in {:.3} s: {} -> {} bytes, {} -> {} revisions, {} -> {} transactions, {} unreachable objects removed, {} transactions committed meanwhile; the original is kept as {old}",
         r.pack_tid,
         r.pack_tid.to_rfc3339(),
         started.elapsed().as_secs_f64(),
@@ -173,7 +198,7 @@ pub fn run_pack(path: &Path, before: Option<Tid>, no_gc: bool) -> Result<ExitCod
         r.transactions_before,
         r.transactions_after,
         r.objects_removed,
-        zodiac_storage::file::pack::old_path(path).display()
+        r.copied_during_pack,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use zodiac_storage::{FileOptions, Server, ServerOptions, Storage};
@@ -20,18 +20,11 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let token = match &args.token_file {
-        None => None,
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading the token file {}", file.display()))?;
-            let token = text.trim();
-            if token.is_empty() {
-                bail!("the token file {} is empty", file.display());
-            }
-            Some(token.as_bytes().to_vec())
-        }
-    };
+    let token = args
+        .token_file
+        .as_deref()
+        .map(crate::store::read_token)
+        .transpose()?;
     // Registered before serving, so a signal during startup is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let storage = Arc::new(crate::store::open(
@@ -44,7 +37,9 @@ pub fn run(args: &Args) -> Result<()> {
         .read_only(args.read_only)
         .token(token)
         .connections_max(args.max_connections)
-        .invalidation_history(args.invalidation_history);
+        .invalidation_history(args.invalidation_history)
+        // `zodiac pack tcp://…` with GC reads references as the objects layer writes them.
+        .references(Some(Arc::new(crate::maintenance::references)));
     let server = Server::start(
         Arc::clone(&storage) as Arc<dyn Storage>,
         args.listen.as_str(),

@@ -1,11 +1,128 @@
-//! Opening a data file, with the path in the error.
+//! Opening a store named on the command line: a data file path (embedded) or
+//! `tcp://HOST:PORT` (a running `zodiac server`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use zodiac_storage::{FileOptions, FileStorage};
+use anyhow::{Context, Result, bail};
+use zodiac_storage::{ClientOptions, ClientStorage, FileOptions, FileStorage, Storage};
 
 /// Opens the data file at `path`.
 pub fn open(path: &Path, options: FileOptions) -> Result<FileStorage> {
     FileStorage::open(path, options).with_context(|| format!("{}", path.display()))
+}
+
+/// How a command reaches the server, when STORE names one.
+#[derive(Clone, Debug, Default)]
+pub struct Connect {
+    /// The file holding the shared secret (`--token-file`).
+    pub token_file: Option<PathBuf>,
+    /// How long to keep trying to reach the server, at connect and after a drop.
+    pub wait_timeout: Option<Duration>,
+}
+
+/// Reads a token file: its content without surrounding whitespace, never empty.
+pub fn read_token(file: &Path) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the token file {}", file.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("the token file {} is empty", file.display());
+    }
+    Ok(token.as_bytes().to_vec())
+}
+
+/// Whether STORE names a server.
+pub fn is_server(store: &str) -> bool {
+    store.starts_with("tcp://")
+}
+
+/// Checks the form of a store name: `tcp://HOST:PORT`, or a path (anything
+/// without `://`).
+fn check_store_name(store: &str) -> Result<()> {
+    const FORMS: &str = "a data file path, or tcp://HOST:PORT of a `zodiac server`";
+    match store.split_once("://") {
+        None => Ok(()),
+        Some(("tcp", address)) => {
+            let port = address.rsplit_once(':').map(|(_, port)| port);
+            if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+                bail!(
+                    "{store}: a server store needs a port: tcp://HOST:PORT (e.g. tcp://127.0.0.1:8100)"
+                );
+            }
+            Ok(())
+        }
+        Some((scheme, _)) => bail!("{store}: unknown store kind {scheme:?}; name {FORMS}"),
+    }
+}
+
+/// Connects to the server STORE names, with `connect`'s token and wait.
+pub fn connect_to(store: &str, connect: &Connect) -> Result<ClientStorage> {
+    check_store_name(store)?;
+    let mut options = ClientOptions::new();
+    if let Some(file) = &connect.token_file {
+        options = options.token(Some(read_token(file)?));
+    }
+    if let Some(wait) = connect.wait_timeout {
+        options = options.wait_timeout(wait);
+    }
+    client(store, options)
+}
+
+fn client(store: &str, options: ClientOptions) -> Result<ClientStorage> {
+    ClientStorage::connect(store, options).map_err(|e| match e {
+        zodiac_storage::Error::Disconnected { reason, .. } => {
+            anyhow::anyhow!("cannot reach {store}: {reason} (is `zodiac server` running there?)")
+        }
+        e => anyhow::Error::new(e).context(format!("connecting to {store}")),
+    })
+}
+
+/// The data file STORE names, which must exist.
+fn must_exist(store: &str) -> Result<&Path> {
+    let path = Path::new(store);
+    if !path.exists() {
+        bail!(
+            "{store}: no such data file (name an existing data file, or tcp://HOST:PORT of a \
+             running `zodiac server`)"
+        );
+    }
+    Ok(path)
+}
+
+/// Opens STORE for reading and writing: the data file (taking its writer lock,
+/// created if `create`), or a client storage connected to the server.
+pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dyn Storage>> {
+    check_store_name(store)?;
+    if is_server(store) {
+        return Ok(Arc::new(connect_to(store, connect)?));
+    }
+    if connect.token_file.is_some() {
+        bail!("--token-file is for server stores (tcp://HOST:PORT); {store} is a data file");
+    }
+    let path = Path::new(store);
+    if !create {
+        must_exist(store)?;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent.filter(|d| !d.is_dir()) {
+        bail!("{store}: the directory {} does not exist", dir.display());
+    }
+    let file = FileStorage::open(path, FileOptions::new().create(create))
+        .with_context(|| format!("opening {store}"))?;
+    Ok(Arc::new(file))
+}
+
+/// Opens a data file for reading only (no writer lock: a worker or server may hold
+/// it), or connects to the server.
+pub fn open_store_read_only(store: &str, connect: &Connect) -> Result<Arc<dyn Storage>> {
+    check_store_name(store)?;
+    if is_server(store) {
+        return open_store(store, connect, false);
+    }
+    let path = must_exist(store)?;
+    let file = FileStorage::open(path, FileOptions::new().read_only(true))
+        .with_context(|| format!("opening {store}"))?;
+    Ok(Arc::new(file))
 }

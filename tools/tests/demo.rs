@@ -13,7 +13,7 @@ fn zodiac(args: &[&str]) -> Output {
 fn demo_runs_every_step_and_keeps_the_store_in_dir() {
     let dir = tempfile::tempdir().expect("temp dir");
     let dir_arg = dir.path().to_str().expect("utf-8 temp path");
-    let out = zodiac(&["demo", "--dir", dir_arg]);
+    let out = zodiac(&["demo", "--storage", "--dir", dir_arg]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed: {stderr}\n{stdout}");
@@ -48,6 +48,33 @@ fn demo_runs_every_step_and_keeps_the_store_in_dir() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn the_jobs_demo_runs_every_step_and_checks_its_claims() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir_arg = dir.path().to_str().expect("utf-8 temp path");
+    let out = zodiac(&["demo", "--dir", dir_arg]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}\n{stdout}");
+    for expected in [
+        "43/43 jobs completed",
+        "COMPLETED with a failure: \"user error: card declined\" after 1 attempt",
+        "echo (scheduled): \"the nightly report\", started 1.",
+        "its callback `notify` ran after it: \"notified with {",
+        "counter = 40 (exactly once each)",
+        "killed it with SIGKILL",
+        "re-ran it: 1500 (attempt 2, interruptions 1)",
+        "whole demo",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(stderr.is_empty(), "the demo logs nothing: {stderr}");
+    assert!(dir.path().join("demo.zodiac").is_file());
 }
 
 #[test]

@@ -1281,6 +1281,14 @@ impl Storage for FileStorage {
     fn close(&self) -> Result<()> {
         self.shared.close()
     }
+
+    fn pack(
+        &self,
+        pack_time: Tid,
+        references: Option<pack::References<'_>>,
+    ) -> Result<pack::PackReport> {
+        FileStorage::pack(self, pack_time, references)
+    }
 }
 
 fn transaction_info(t: &format::TxnView<'_>) -> TransactionInfo {

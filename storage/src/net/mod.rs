@@ -31,4 +31,4 @@ pub mod protocol;
 mod server;
 
 pub use client::{ClientOptions, ClientStorage};
-pub use server::{Server, ServerOptions};
+pub use server::{ReferenceReader, Server, ServerOptions};

@@ -16,12 +16,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ConflictError, Error};
+use crate::file::pack::PackReport;
 use crate::ids::{Oid, Tid};
 use crate::meta::{ChangeInfo, TransactionInfo, TransactionMeta};
 use crate::pending::RECORD_BYTES_MAX;
 
-/// The protocol version this build speaks. Version 1: the first.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks. Version 1: the first. Version 2: `NewOids`,
+/// `Commit` and `Pack` requests.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// First field of `Hello`: "ZODI" in little-endian, so a stray client is told apart.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ZODI");
 /// Largest frame payload once the handshake is done: one object revision of the
@@ -39,6 +41,8 @@ pub const TRANSACTIONS_PAGE_MAX: usize = 256;
 pub const TRANSACTIONS_PAGE_BYTES: usize = 4 << 20;
 /// Most transactions one connection may have open at once.
 pub const TRANSACTIONS_PER_CONNECTION_MAX: usize = 64;
+/// Most oids one `NewOids` request may allocate.
+pub const NEW_OIDS_MAX: u32 = 1024;
 /// Bytes of the authentication nonce and of the MAC.
 pub const NONCE_BYTES: usize = 32;
 
@@ -110,6 +114,21 @@ pub enum Request {
     },
     /// Answered at once with `Pong`: the client's check that the server still answers.
     Ping,
+    /// Allocates `count` oids (1 to `NEW_OIDS_MAX`), answered with `Oids`.
+    NewOids {
+        count: u32,
+    },
+    /// Vote and finish in one request (a transaction not voted yet), answered with
+    /// `Finished`; a failed vote ends the transaction as a failed `Finish` does.
+    Commit {
+        txn: u64,
+    },
+    /// Packs the served storage to `tid`, with garbage collection when `gc`,
+    /// answered with `Packed` once the packed file is in place.
+    Pack {
+        tid: u64,
+        gc: bool,
+    },
 }
 
 /// What a server sends.
@@ -171,6 +190,57 @@ pub enum Response {
     Voted,
     Finished(u64),
     Pong,
+    Oids(Vec<u64>),
+    Packed(WirePackReport),
+}
+
+/// What a pack did (`file::pack::PackReport`), field for field.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct WirePackReport {
+    pub pack_tid: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub transactions_before: u64,
+    pub transactions_after: u64,
+    pub revisions_before: u64,
+    pub revisions_after: u64,
+    pub objects_removed: u64,
+    pub copied_during_pack: u64,
+    pub table_bytes_max: u64,
+}
+
+impl From<&PackReport> for WirePackReport {
+    fn from(r: &PackReport) -> Self {
+        WirePackReport {
+            pack_tid: r.pack_tid.0,
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+            transactions_before: r.transactions_before,
+            transactions_after: r.transactions_after,
+            revisions_before: r.revisions_before,
+            revisions_after: r.revisions_after,
+            objects_removed: r.objects_removed,
+            copied_during_pack: r.copied_during_pack,
+            table_bytes_max: r.table_bytes_max,
+        }
+    }
+}
+
+impl From<WirePackReport> for PackReport {
+    fn from(r: WirePackReport) -> Self {
+        PackReport {
+            pack_tid: Tid(r.pack_tid),
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+            transactions_before: r.transactions_before,
+            transactions_after: r.transactions_after,
+            revisions_before: r.revisions_before,
+            revisions_after: r.revisions_after,
+            objects_removed: r.objects_removed,
+            copied_during_pack: r.copied_during_pack,
+            table_bytes_max: r.table_bytes_max,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -381,6 +451,12 @@ impl ClientMessage {
                 "a stored revision of {} bytes, over {RECORD_BYTES_MAX}",
                 data.len()
             )),
+            ClientMessage::Request {
+                request: Request::NewOids { count },
+                ..
+            } if *count == 0 || *count > NEW_OIDS_MAX => Err(format!(
+                "a request for {count} new oids, not 1 to {NEW_OIDS_MAX}"
+            )),
             _ => Ok(()),
         }
     }
@@ -405,6 +481,12 @@ impl ServerMessage {
                 "a history of {} revisions, over {HISTORY_REPLY_MAX}",
                 h.len()
             )),
+            ServerMessage::Reply {
+                result: Ok(Response::Oids(oids)),
+                ..
+            } if oids.len() > NEW_OIDS_MAX as usize => {
+                Err(format!("{} new oids, over {NEW_OIDS_MAX}", oids.len()))
+            }
             ServerMessage::Reply {
                 result: Ok(Response::Transactions { page, .. }),
                 ..
@@ -565,6 +647,27 @@ mod tests {
         assert_eq!(frame, vec![6, 0, 0, 0, 2, 7, 1, 1, 0xac, 0x02]);
         let payload = read_frame(&mut &frame[..], 100).unwrap();
         assert_eq!(decode::<ClientMessage>(&payload).unwrap(), message);
+        // The version 2 requests, as docs/protocol.md shows them.
+        let commit = ClientMessage::Request {
+            id: 9,
+            request: Request::Commit { txn: 5 },
+        };
+        assert_eq!(encode(&commit), vec![4, 0, 0, 0, 2, 9, 9, 5]);
+        let new_oids = ClientMessage::Request {
+            id: 3,
+            request: Request::NewOids { count: 32 },
+        };
+        assert_eq!(encode(&new_oids), vec![4, 0, 0, 0, 2, 3, 8, 32]);
+        let pack = ClientMessage::Request {
+            id: 4,
+            request: Request::Pack { tid: 300, gc: true },
+        };
+        assert_eq!(encode(&pack), vec![6, 0, 0, 0, 2, 4, 10, 0xac, 0x02, 1]);
+        let oids = ServerMessage::Reply {
+            id: 3,
+            result: Ok(Response::Oids(vec![1, 2])),
+        };
+        assert_eq!(encode(&oids), vec![7, 0, 0, 0, 3, 3, 0, 8, 2, 1, 2]);
     }
 
     #[test]

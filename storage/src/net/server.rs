@@ -1,20 +1,32 @@
 //! The storage server: serves one [`Storage`] to many clients over TCP.
 //!
-//! Threads: one accepts; one broadcasts commit events; per connection one reads and
-//! answers requests, one writes the outbox to the socket, and one per open
-//! transaction runs its store/vote/finish (vote waits for the commit lock, which
-//! must not stop the connection's other requests).
+//! Threads: one accepts; one broadcasts commits made beside the server; one flushes
+//! deferred invalidations; per connection one writes what nobody else wrote, and
+//! one at a time reads and answers requests (running stores and checks). Reading a
+//! connection moves between threads: a vote, finish or commit runs on the thread
+//! that read it while a pooled worker goes on reading (a vote waits for the commit
+//! lock, which must not stop the connection's other requests nor other
+//! connections' finishes, which share fdatasyncs). Packs run on pooled workers.
+//!
+//! A commit's path: the reader reads `Commit` (or `Vote`/`Finish`), hands the
+//! reading to a pooled worker and votes and finishes itself, then pumps the
+//! storage's commit notifications (so the committer's invalidation is queued,
+//! without waking its writer) and writes the reply together with the queued frames.
+//! Other connections get the invalidation with their next reply, or from their
+//! writer within `DEFERRED_FLUSH`.
 //!
 //! Invariants:
-//! - Invalidations reach every connection's outbox in commit order, and the
-//!   broadcaster never blocks on a connection: an outbox over its byte limit gets
-//!   its connection closed instead.
+//! - Invalidations reach every connection's outbox in commit order (whoever pumps
+//!   holds the subscription's lock), and nobody broadcasting blocks on a
+//!   connection: an outbox over its byte limit gets its connection closed instead.
+//! - Frames leave an outbox in the order queued; one thread writes at a time.
 //! - A connection is registered for invalidations under the same lock as its
 //!   catch-up is computed, so it misses none and gets none twice.
 //! - The history holds every transaction with `floor < tid <= last_tid`.
 //! - An invalidation of tid T is sent only once the storage reads snapshot T (its
 //!   `last_tid() >= T`), so a client never gets a load answered below the snapshot
 //!   it asked for.
+//! - A transaction's operations run in the order received, one at a time.
 //! - A malformed or oversized frame closes only its connection, with a log line.
 
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +34,6 @@ use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,7 +43,7 @@ use super::protocol::{
     self, CatchUp, ClientMessage, FrameError, HANDSHAKE_FRAME_BYTES_MAX,
     INVALIDATION_CHUNK_OIDS_MAX, MAGIC, PROTOCOL_VERSION, Request, Response, ServerMessage,
     TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
-    WireTransaction,
+    WirePackReport, WireTransaction,
 };
 use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
@@ -40,8 +51,13 @@ use crate::meta::CommitEvent;
 use crate::notify::CommitSubscription;
 use crate::storage::{Storage, StorageTransaction};
 
+/// Reads the oids an object revision refers to, for a pack with garbage collection
+/// (the objects layer's `record::referenced_oids`; the storage cannot read records).
+pub type ReferenceReader =
+    Arc<dyn Fn(&[u8]) -> std::result::Result<Vec<Oid>, String> + Send + Sync>;
+
 /// How a server runs. Every limit is named and has a default.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerOptions {
     pub(crate) read_only: bool,
     pub(crate) token: Option<Vec<u8>>,
@@ -52,6 +68,24 @@ pub struct ServerOptions {
     pub(crate) handshake_timeout: Duration,
     pub(crate) transaction_bytes_max: u64,
     pub(crate) idle_timeout: Duration,
+    pub(crate) references: Option<ReferenceReader>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("read_only", &self.read_only)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("connections_max", &self.connections_max)
+            .field("invalidation_history", &self.invalidation_history)
+            .field("send_queue_bytes_max", &self.send_queue_bytes_max)
+            .field("write_timeout", &self.write_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("transaction_bytes_max", &self.transaction_bytes_max)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("references", &self.references.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl Default for ServerOptions {
@@ -66,6 +100,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             transaction_bytes_max: 1 << 30,
             idle_timeout: Duration::from_secs(120),
+            references: None,
         }
     }
 }
@@ -118,6 +153,13 @@ impl ServerOptions {
         self.idle_timeout = timeout;
         self
     }
+    /// How a `Pack` request with garbage collection reads an object revision's
+    /// references (default: none, and such packs are refused; packs without garbage
+    /// collection work either way).
+    pub fn references(mut self, references: Option<ReferenceReader>) -> Self {
+        self.references = references;
+        self
+    }
     /// Longest a new connection may take to finish the handshake (default: 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
@@ -137,6 +179,20 @@ struct Shared {
     storage: Arc<dyn Storage>,
     options: ServerOptions,
     hub: Mutex<Hub>,
+    /// The storage's commit notifications. Whoever holds the lock broadcasts what is
+    /// waiting ([`Shared::pump`]): the thread that just finished a commit, at once,
+    /// or the broadcaster thread, woken by the subscription's waker.
+    events: Mutex<CommitSubscription>,
+    /// Set by the waker: the broadcaster thread has events to pump.
+    events_waiting: Mutex<bool>,
+    events_changed: Condvar,
+    /// Commits being finished by this server's workers, which pump right after: the
+    /// waker leaves their events to them instead of waking the broadcaster thread.
+    finishing: AtomicUsize,
+    /// Worker threads for votes, finishes and packs (never the connection's reader:
+    /// a vote waits for the commit lock).
+    pool: Arc<Pool>,
+    flusher: Arc<Flusher>,
     /// Every live connection, for shutdown and counting.
     connections: Mutex<HashMap<u64, Arc<Outbox>>>,
     next_connection: AtomicU64,
@@ -152,6 +208,75 @@ struct Hub {
     subscribers: HashMap<u64, Arc<Outbox>>,
 }
 
+/// A job for a pooled worker thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Worker threads, reused from one job to the next (a thread per transaction cost
+/// a spawn per commit). Every job gets a thread at once: an idle one, or a new one
+/// (a job may wait for the commit lock held by a transaction whose finish is the
+/// next job). Idle threads end after `POOL_IDLE`.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Vec<Arc<PoolWorker>>>,
+}
+
+#[derive(Default)]
+struct PoolWorker {
+    job: Mutex<Option<Job>>,
+    ready: Condvar,
+}
+
+const POOL_IDLE: Duration = Duration::from_secs(10);
+
+impl Pool {
+    /// Runs `job` on a worker thread; gives it back if no thread could be started.
+    fn run(self: &Arc<Self>, job: Job) -> std::result::Result<(), Job> {
+        let worker = self.idle.lock().pop();
+        if let Some(worker) = worker {
+            *worker.job.lock() = Some(job);
+            worker.ready.notify_one();
+            return Ok(());
+        }
+        let pool = Arc::clone(self);
+        let job = Arc::new(Mutex::new(Some(job)));
+        let taken = Arc::clone(&job);
+        let spawned = std::thread::Builder::new()
+            .name("zodiac-worker".into())
+            .spawn(move || {
+                let job = taken.lock().take().expect("the job is there");
+                pool.work(job);
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(_) => Err(job.lock().take().expect("not started")),
+        }
+    }
+
+    fn work(self: Arc<Self>, first: Job) {
+        let me = Arc::new(PoolWorker::default());
+        let mut job = first;
+        loop {
+            job();
+            self.idle.lock().push(Arc::clone(&me));
+            let mut slot = me.job.lock();
+            loop {
+                if let Some(next) = slot.take() {
+                    job = next;
+                    break;
+                }
+                if me.ready.wait_for(&mut slot, POOL_IDLE).timed_out() && slot.is_none() {
+                    let mut idle = self.idle.lock();
+                    if let Some(i) = idle.iter().position(|w| Arc::ptr_eq(w, &me)) {
+                        idle.swap_remove(i);
+                        return;
+                    }
+                    // Taken off the idle list: its job is about to arrive.
+                }
+            }
+        }
+    }
+}
+
 /// The frames waiting to be written to one connection.
 struct Outbox {
     id: u64,
@@ -160,6 +285,59 @@ struct Outbox {
     state: Mutex<OutboxState>,
     changed: Condvar,
     bytes_max: usize,
+    flusher: Arc<Flusher>,
+}
+
+/// How soon a queued frame must be written.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Delivery {
+    /// Wake the writer thread.
+    Now,
+    /// The caller's reply follows at once and writes it too.
+    WithReply,
+    /// Another client's invalidation: within `DEFERRED_FLUSH`, or with the
+    /// connection's next reply if that comes first (one write, one wake-up on each
+    /// side instead of two). Busy clients get their invalidations with their replies.
+    Soon,
+}
+
+/// Longest an invalidation for a client that is not the committer waits for a reply
+/// to travel with.
+const DEFERRED_FLUSH: Duration = Duration::from_millis(1);
+
+/// Wakes the writers of connections whose deferred frames nobody wrote in time.
+#[derive(Default)]
+struct Flusher {
+    pending: Mutex<Vec<Arc<Outbox>>>,
+    changed: Condvar,
+}
+
+impl Flusher {
+    fn defer(&self, outbox: Arc<Outbox>) {
+        let mut pending = self.pending.lock();
+        pending.push(outbox);
+        if pending.len() == 1 {
+            self.changed.notify_one();
+        }
+    }
+
+    fn run(&self, stopping: &AtomicBool) {
+        while !stopping.load(Ordering::Acquire) {
+            {
+                let mut pending = self.pending.lock();
+                if pending.is_empty() {
+                    self.changed
+                        .wait_for(&mut pending, Duration::from_millis(100));
+                    continue;
+                }
+            }
+            std::thread::sleep(DEFERRED_FLUSH);
+            let due = std::mem::take(&mut *self.pending.lock());
+            for outbox in due {
+                outbox.flush_deferred();
+            }
+        }
+    }
 }
 
 struct OutboxState {
@@ -168,12 +346,17 @@ struct OutboxState {
     closed: bool,
     /// Write what is queued, then close (after a refusal or a protocol error).
     draining: bool,
+    /// A thread is writing queued frames to the socket: the writer thread, or the
+    /// thread of a reply, which writes at once instead of waking the writer.
+    writing: bool,
+    /// Frames were queued without waking the writer; the flusher has this outbox.
+    deferred: bool,
 }
 
 impl Outbox {
-    /// Queues a frame the broadcaster sends: never waits; a full queue closes the
-    /// connection (the client is too slow or stalled).
-    fn push_or_close(&self, frame: Arc<[u8]>) -> bool {
+    /// Queues a frame the broadcaster sends: never waits, never writes; a full queue
+    /// closes the connection (the client is too slow or stalled).
+    fn push_or_close(self: &Arc<Self>, frame: Arc<[u8]>, delivery: Delivery) -> bool {
         let mut st = self.state.lock();
         if st.closed || st.draining {
             return false;
@@ -188,11 +371,32 @@ impl Outbox {
         }
         st.bytes += frame.len();
         st.frames.push_back(frame);
-        self.changed.notify_all();
+        match delivery {
+            Delivery::Now => {
+                self.changed.notify_all();
+            }
+            Delivery::WithReply => {}
+            Delivery::Soon => {
+                if !st.writing && !st.deferred {
+                    st.deferred = true;
+                    drop(st);
+                    self.flusher.defer(Arc::clone(self));
+                }
+            }
+        }
         true
     }
 
-    /// Queues a reply: waits while the queue is full (the client's own requests).
+    /// The flusher's turn: deferred frames nobody wrote yet go to the writer thread.
+    fn flush_deferred(&self) {
+        let mut st = self.state.lock();
+        if std::mem::take(&mut st.deferred) && !st.frames.is_empty() && !st.writing {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Queues a reply (waiting while the queue is full: the client's own requests)
+    /// and, unless another thread is writing, writes the queue from this thread.
     fn push_wait(&self, frame: Arc<[u8]>) {
         let mut st = self.state.lock();
         while !st.closed && st.bytes > 0 && st.bytes + frame.len() > self.bytes_max {
@@ -203,6 +407,51 @@ impl Outbox {
         }
         st.bytes += frame.len();
         st.frames.push_back(frame);
+        if !st.writing {
+            self.write_queued(st);
+        }
+    }
+
+    /// Writes the queue until it is empty, as the connection's one writer for now;
+    /// a failed or blocked write closes the connection.
+    fn write_queued<'a>(&'a self, mut st: parking_lot::MutexGuard<'a, OutboxState>) {
+        debug_assert!(!st.writing);
+        st.writing = true;
+        st.deferred = false;
+        let mut buffer = Vec::new();
+        while !st.closed && !st.frames.is_empty() {
+            let batch: Vec<Arc<[u8]>> = st.frames.iter().cloned().collect();
+            drop(st);
+            let written: usize = batch.iter().map(|f| f.len()).sum();
+            let result = if batch.len() == 1 {
+                (&self.stream).write_all(&batch[0])
+            } else {
+                buffer.clear();
+                for frame in &batch {
+                    buffer.extend_from_slice(frame);
+                }
+                (&self.stream).write_all(&buffer)
+            };
+            if let Err(e) = result {
+                let reason = if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    "a write blocked past the write timeout: the client is stalled".to_string()
+                } else {
+                    format!("write failed: {e}")
+                };
+                self.close(&reason);
+                st = self.state.lock();
+                break;
+            }
+            st = self.state.lock();
+            for _ in 0..batch.len() {
+                st.frames.pop_front();
+            }
+            st.bytes -= written;
+        }
+        st.writing = false;
         self.changed.notify_all();
     }
 
@@ -236,46 +485,24 @@ impl Outbox {
         self.state.lock().closed
     }
 
-    /// Writes queued frames until the connection closes.
+    /// Writes queued frames nobody else writes, until the connection closes.
     fn write_loop(&self) {
-        let mut stream = match self.stream.try_clone() {
-            Ok(s) => s,
-            Err(e) => return self.close(&format!("cannot clone the socket: {e}")),
-        };
+        let mut st = self.state.lock();
         loop {
-            let batch: Vec<Arc<[u8]>> = {
-                let mut st = self.state.lock();
-                while st.frames.is_empty() && !st.closed && !st.draining {
-                    self.changed.wait(&mut st);
-                }
-                if st.frames.is_empty() || st.closed {
-                    drop(st);
-                    return self.close("");
-                }
-                st.frames.iter().cloned().collect()
-            };
-            let mut written = 0;
-            for frame in &batch {
-                if let Err(e) = stream.write_all(frame) {
-                    let reason = if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) {
-                        "a write blocked past the write timeout: the client is stalled".to_string()
-                    } else {
-                        format!("write failed: {e}")
-                    };
-                    return self.close(&reason);
-                }
-                written += frame.len();
+            if st.closed {
+                drop(st);
+                return self.close("");
             }
-            let _ = stream.flush();
-            let mut st = self.state.lock();
-            for _ in 0..batch.len() {
-                st.frames.pop_front();
+            if !st.writing && !st.frames.is_empty() {
+                self.write_queued(st);
+                st = self.state.lock();
+                continue;
             }
-            st.bytes -= written;
-            self.changed.notify_all();
+            if st.draining && !st.writing && st.frames.is_empty() {
+                drop(st);
+                return self.close("");
+            }
+            self.changed.wait(&mut st);
         }
     }
 }
@@ -309,26 +536,45 @@ impl Server {
                 floor: last_tid,
                 subscribers: HashMap::new(),
             }),
+            events: Mutex::new(subscription),
+            events_waiting: Mutex::new(false),
+            events_changed: Condvar::new(),
+            finishing: AtomicUsize::new(0),
+            pool: Arc::new(Pool::default()),
+            flusher: Arc::new(Flusher::default()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             connection_count: AtomicUsize::new(0),
         });
+        shared.set_waker(&shared.events.lock());
         let broadcaster = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("zodiac-broadcast".into())
                 .spawn(move || {
-                    let mut subscription = subscription;
                     while !shared.stopping.load(Ordering::Acquire) {
-                        if let Some(event) = subscription.recv_timeout(Duration::from_millis(100)) {
-                            shared.broadcast(&event);
-                        } else if subscription.missed() {
-                            subscription = shared.restart_after_missed_commits();
+                        {
+                            let mut waiting = shared.events_waiting.lock();
+                            if !*waiting {
+                                // The timeout is a fallback: the waker ends the wait.
+                                shared
+                                    .events_changed
+                                    .wait_for(&mut waiting, Duration::from_millis(100));
+                            }
+                            *waiting = false;
                         }
+                        shared.pump(None);
                     }
                 })
                 .expect("spawn the broadcaster")
+        };
+        let flusher = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("zodiac-flush".into())
+                .spawn(move || shared.flusher.run(&shared.stopping))
+                .expect("spawn the flusher")
         };
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -341,7 +587,7 @@ impl Server {
         Ok(Server {
             local_addr,
             shared,
-            threads: vec![broadcaster, acceptor],
+            threads: vec![broadcaster, flusher, acceptor],
         })
     }
 
@@ -425,13 +671,44 @@ impl Shared {
             let shared = Arc::clone(&self);
             let spawned = std::thread::Builder::new()
                 .name("zodiac-connection".into())
-                .spawn(move || {
-                    shared.serve(stream, peer);
-                    shared.connection_count.fetch_sub(1, Ordering::AcqRel);
-                });
+                // The connection counts itself out when it ends.
+                .spawn(move || shared.serve(stream, peer));
             if spawned.is_err() {
                 self.connection_count.fetch_sub(1, Ordering::AcqRel);
                 log::warn!("cannot start a thread for a new connection");
+            }
+        }
+    }
+
+    /// Makes the storage wake the broadcaster thread after each commit event, unless
+    /// a worker of this server is finishing a commit and pumps right after it.
+    fn set_waker(self: &Arc<Self>, subscription: &CommitSubscription) {
+        let weak = Arc::downgrade(self);
+        subscription.set_waker(Arc::new(move || {
+            // Never takes `events`: its holder may be waiting for this commit's
+            // tid to become readable, which happens after this call returns.
+            if let Some(shared) = weak.upgrade()
+                && shared.finishing.load(Ordering::SeqCst) == 0
+            {
+                *shared.events_waiting.lock() = true;
+                shared.events_changed.notify_one();
+            }
+        }));
+    }
+
+    /// Broadcasts every commit event waiting, in commit order. `quiet`: the
+    /// connection whose reply the caller sends next, which writes the invalidations
+    /// with it (its writer thread is not woken).
+    fn pump(self: &Arc<Self>, quiet: Option<u64>) {
+        let mut events = self.events.lock();
+        loop {
+            if let Some(event) = events.try_recv() {
+                self.broadcast(&event, quiet);
+            } else if events.missed() {
+                *events = self.restart_after_missed_commits();
+                self.set_waker(&events);
+            } else {
+                return;
             }
         }
     }
@@ -442,7 +719,8 @@ impl Shared {
     /// behind, and drop their caches.
     fn restart_after_missed_commits(&self) -> CommitSubscription {
         log::error!(
-            "the server fell behind its storage's commit notifications; disconnecting every              client so they rebuild their caches"
+            "the server fell behind its storage's commit notifications; disconnecting every \
+             client so they rebuild their caches"
         );
         let subscription = self.storage.subscribe();
         let mut hub = self.hub.lock();
@@ -455,7 +733,7 @@ impl Shared {
         subscription
     }
 
-    fn broadcast(&self, event: &CommitEvent) {
+    fn broadcast(&self, event: &CommitEvent, quiet: Option<u64>) {
         // A storage delivers the event before its last_tid reports the tid. A client
         // that applied this invalidation may at once load at this tid: were the
         // storage still to read such a load at the previous tid, the client would
@@ -491,10 +769,15 @@ impl Shared {
             let (tid, _) = hub.history.pop_front().expect("not empty");
             hub.floor = tid;
         }
-        hub.subscribers.retain(|_, outbox| {
+        hub.subscribers.retain(|id, outbox| {
+            let delivery = if quiet == Some(*id) {
+                Delivery::WithReply
+            } else {
+                Delivery::Soon
+            };
             frames
                 .iter()
-                .all(|frame| outbox.push_or_close(Arc::clone(frame)))
+                .all(|frame| outbox.push_or_close(Arc::clone(frame), delivery))
         });
     }
 
@@ -509,6 +792,7 @@ impl Shared {
                 Ok(s) => s,
                 Err(e) => {
                     log::warn!("{peer}: cannot clone the socket: {e}");
+                    self.connection_count.fetch_sub(1, Ordering::AcqRel);
                     return;
                 }
             },
@@ -517,9 +801,12 @@ impl Shared {
                 bytes: 0,
                 closed: false,
                 draining: false,
+                writing: false,
+                deferred: false,
             }),
             changed: Condvar::new(),
             bytes_max: self.options.send_queue_bytes_max,
+            flusher: Arc::clone(&self.flusher),
         });
         self.connections.lock().insert(id, Arc::clone(&outbox));
         if self.stopping.load(Ordering::Acquire) {
@@ -532,24 +819,23 @@ impl Shared {
                 .spawn(move || outbox.write_loop())
         };
         match writer {
-            Ok(writer) => {
-                let mut connection = Connection {
-                    shared: Arc::clone(self),
-                    outbox: Arc::clone(&outbox),
-                    reader: BufReader::with_capacity(64 << 10, stream),
-                    read_only: self.options.read_only,
-                    transactions: HashMap::new(),
-                };
-                let reason = connection.run();
-                drop(connection);
-                self.hub.lock().subscribers.remove(&id);
-                outbox.drain_and_close(&reason);
-                let _ = writer.join();
+            Ok(writer) => Connection {
+                shared: Arc::clone(self),
+                outbox,
+                reader: BufReader::with_capacity(64 << 10, stream),
+                read_only: self.options.read_only,
+                transactions: HashMap::new(),
+                writer: Some(writer),
+                end_reason: String::new(),
             }
-            Err(_) => outbox.close("cannot start the writer thread"),
+            // Ends the connection (and counts it out) when it is dropped.
+            .run(),
+            Err(_) => {
+                outbox.close("cannot start the writer thread");
+                self.connections.lock().remove(&id);
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+            }
         }
-        self.hub.lock().subscribers.remove(&id);
-        self.connections.lock().remove(&id);
     }
 }
 
@@ -624,48 +910,282 @@ fn invalidation_frames(tid: Tid, oids: &[Oid]) -> Vec<Arc<[u8]>> {
     frames
 }
 
-/// What the connection's reader does with a transaction's operations.
+/// A transaction's operations, in the order the client sent them.
 enum TxnOp {
     Store(Oid, Tid, Vec<u8>),
     CheckCurrent(Oid, Tid),
     Vote(u64),
     Finish(u64),
+    /// Vote and finish.
+    Commit(u64),
+    Abort,
+}
+
+impl TxnOp {
+    /// Whether the op may wait (for the commit lock, for the disk): it then runs on
+    /// a pooled worker, never on the connection's reader.
+    fn may_wait(&self) -> bool {
+        matches!(self, TxnOp::Vote(_) | TxnOp::Finish(_) | TxnOp::Commit(_))
+    }
+}
+
+/// One open transaction: its operations run one at a time in order, the quick ones
+/// (stores, checks) on the connection's reader when nothing else is queued, the
+/// ones that may wait on a pooled worker.
+struct TxnActor {
+    state: Mutex<ActorState>,
+}
+
+struct ActorState {
+    /// `None` while a worker runs an op on it, or once finished or aborted.
+    txn: Option<Box<dyn StorageTransaction>>,
+    /// The first error of a store, check or vote, reported at vote/finish.
+    failed: Option<WireError>,
+    queue: VecDeque<TxnOp>,
+    /// A worker is draining `queue`.
+    running: bool,
+}
+
+impl Drop for ActorState {
+    fn drop(&mut self) {
+        if let Some(txn) = self.txn.take() {
+            txn.abort();
+        }
+    }
+}
+
+/// What an op needs to reply and to broadcast.
+#[derive(Clone)]
+struct TxnContext {
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+}
+
+impl TxnContext {
+    fn reply(&self, id: u64, result: std::result::Result<Response, WireError>) {
+        self.outbox.send(&ServerMessage::Reply { id, result });
+    }
+
+    /// Runs `op` on the transaction.
+    fn apply(
+        &self,
+        op: TxnOp,
+        txn: &mut Option<Box<dyn StorageTransaction>>,
+        failed: &mut Option<WireError>,
+    ) {
+        let wire = |e: Error| WireError::from(&e);
+        match op {
+            TxnOp::Store(oid, base, data) => {
+                if failed.is_none()
+                    && let Some(t) = txn.as_mut()
+                    && let Err(e) = t.store(oid, base, data)
+                {
+                    *failed = Some(wire(e));
+                }
+            }
+            TxnOp::CheckCurrent(oid, tid) => {
+                if failed.is_none()
+                    && let Some(t) = txn.as_mut()
+                    && let Err(e) = t.check_current(oid, tid)
+                {
+                    *failed = Some(wire(e));
+                }
+            }
+            TxnOp::Vote(id) => {
+                let result = match (failed.clone(), txn.as_mut()) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(t)) => t.vote().map(|()| Response::Voted).map_err(wire),
+                    (None, None) => Err(WireError::Server {
+                        message: "the transaction ended".into(),
+                    }),
+                };
+                if let Err(e) = &result {
+                    failed.get_or_insert_with(|| e.clone());
+                }
+                self.reply(id, result);
+            }
+            TxnOp::Finish(id) | TxnOp::Commit(id) => {
+                let commit = matches!(op, TxnOp::Commit(_));
+                let result = match (failed.clone(), txn.take()) {
+                    (Some(e), t) => {
+                        if let Some(t) = t {
+                            t.abort();
+                        }
+                        Err(e)
+                    }
+                    (None, Some(mut t)) => {
+                        // The waker leaves this commit's event to the pump below.
+                        self.shared.finishing.fetch_add(1, Ordering::SeqCst);
+                        let result = if commit {
+                            t.vote().and_then(|()| t.finish())
+                        } else {
+                            t.finish()
+                        };
+                        // Broadcast it (and whatever else is waiting) before the
+                        // reply: the reply's write carries this client's invalidation.
+                        self.shared.pump(Some(self.outbox.id));
+                        self.shared.finishing.fetch_sub(1, Ordering::SeqCst);
+                        // Again: an event published while `finishing` hid it from the
+                        // waker (before the reply, whose write may block on a slow
+                        // client).
+                        self.shared.pump(Some(self.outbox.id));
+                        let result = result.map(|tid| Response::Finished(tid.0)).map_err(wire);
+                        self.reply(id, result);
+                        return;
+                    }
+                    (None, None) => Err(WireError::Server {
+                        message: "the transaction ended".into(),
+                    }),
+                };
+                self.reply(id, result);
+            }
+            TxnOp::Abort => {
+                if let Some(t) = txn.take() {
+                    t.abort();
+                }
+            }
+        }
+    }
+}
+
+impl TxnActor {
+    fn new(txn: Box<dyn StorageTransaction>) -> Arc<TxnActor> {
+        Arc::new(TxnActor {
+            state: Mutex::new(ActorState {
+                txn: Some(txn),
+                failed: None,
+                queue: VecDeque::new(),
+                running: false,
+            }),
+        })
+    }
+
+    /// Runs `op` after the ones before it: here when it is quick and nothing is
+    /// queued. An op that may wait, with nothing running, comes back as a job for
+    /// the caller to run off the connection's reader.
+    #[must_use]
+    fn submit(self: &Arc<Self>, op: TxnOp, ctx: &TxnContext) -> Option<Job> {
+        let mut st = self.state.lock();
+        if st.running {
+            st.queue.push_back(op);
+            return None;
+        }
+        if !op.may_wait() {
+            let st = &mut *st;
+            ctx.apply(op, &mut st.txn, &mut st.failed);
+            return None;
+        }
+        st.queue.push_back(op);
+        st.running = true;
+        drop(st);
+        let actor = Arc::clone(self);
+        let ctx = ctx.clone();
+        Some(Box::new(move || actor.drain(&ctx)))
+    }
+
+    /// On a worker: runs the queued ops in order, without holding the lock.
+    fn drain(&self, ctx: &TxnContext) {
+        let mut st = self.state.lock();
+        while let Some(op) = st.queue.pop_front() {
+            let mut txn = st.txn.take();
+            let mut failed = st.failed.take();
+            drop(st);
+            ctx.apply(op, &mut txn, &mut failed);
+            st = self.state.lock();
+            st.txn = txn;
+            st.failed = failed;
+        }
+        st.running = false;
+    }
 }
 
 enum TxnSlot {
-    /// The worker's queue, and the bytes stored so far.
-    Running(mpsc::Sender<TxnOp>, u64),
+    /// The transaction, and the bytes stored so far.
+    Running(Arc<TxnActor>, u64),
     /// `begin` failed: every vote or finish gets this error.
     Failed(WireError),
 }
 
+/// One connection's reading side and state. It moves between threads: a vote,
+/// finish or commit runs on the thread that read it, while a pooled worker goes on
+/// reading (one thread wake-up less on a commit's path). Dropping it ends the
+/// connection.
 struct Connection {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     reader: BufReader<TcpStream>,
     read_only: bool,
     transactions: HashMap<u64, TxnSlot>,
+    writer: Option<JoinHandle<()>>,
+    /// Why the connection ended ("" for an orderly end), logged when it closes.
+    end_reason: String,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Aborts the open transactions (a finish already running completes).
+        self.transactions.clear();
+        let id = self.outbox.id;
+        self.shared.hub.lock().subscribers.remove(&id);
+        self.outbox.drain_and_close(&self.end_reason);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.shared.connections.lock().remove(&id);
+        self.shared.connection_count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Connection {
-    /// Serves the connection; returns why it ended ("" for an orderly end).
-    fn run(&mut self) -> String {
+    /// Serves the connection until it ends.
+    fn run(mut self) {
         match self.handshake() {
             Ok(true) => {}
-            Ok(false) => return String::new(),
-            Err(reason) => return reason,
+            Ok(false) => return,
+            Err(reason) => {
+                self.end_reason = reason;
+                return;
+            }
         }
         let _ = self
             .reader
             .get_ref()
             .set_read_timeout(Some(self.shared.options.idle_timeout));
+        self.read_loop();
+    }
+
+    /// Reads and handles messages until the connection ends or hands off.
+    fn read_loop(mut self) {
+        match self.read_messages() {
+            Ok(job) => self.hand_off(job),
+            Err(reason) => self.end_reason = reason,
+        }
+    }
+
+    /// Runs `job` (a vote, finish or commit just read) on this thread, and the
+    /// reading on a pooled worker, so the commit starts without a thread wake-up.
+    fn hand_off(self, job: Job) {
+        let pool = Arc::clone(&self.shared.pool);
+        match pool.run(Box::new(move || self.read_loop())) {
+            Ok(()) => job(),
+            Err(reading) => {
+                // No thread to read meanwhile: the connection waits for this one.
+                job();
+                reading();
+            }
+        }
+    }
+
+    /// Reads until a message comes back with a job to run off the reader (`Ok`) or
+    /// the connection ends (`Err` with why, "" for an orderly end).
+    fn read_messages(&mut self) -> std::result::Result<Job, String> {
         loop {
             let payload = match protocol::read_frame(&mut self.reader, protocol::FRAME_BYTES_MAX) {
                 Ok(p) => p,
-                Err(FrameError::Closed) => return String::new(),
+                Err(FrameError::Closed) => return Err(String::new()),
                 Err(e) if self.outbox.is_closed() => {
                     let _ = e;
-                    return String::new();
+                    return Err(String::new());
                 }
                 Err(FrameError::Io(e))
                     if matches!(
@@ -673,23 +1193,21 @@ impl Connection {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return format!(
+                    return Err(format!(
                         "nothing received for {:?} (the idle timeout): the client is gone",
                         self.shared.options.idle_timeout
-                    );
+                    ));
                 }
-                Err(FrameError::Io(e)) => return format!("read failed: {e}"),
-                Err(FrameError::Bad(what)) => return what,
+                Err(FrameError::Io(e)) => return Err(format!("read failed: {e}")),
+                Err(FrameError::Bad(what)) => return Err(what),
             };
             let message = match protocol::decode::<ClientMessage>(&payload) {
                 Ok(m) => m,
-                Err(e) => return e.to_string(),
+                Err(e) => return Err(e.to_string()),
             };
-            if let Err(what) = message.check() {
-                return what;
-            }
-            if let Err(what) = self.handle(message) {
-                return what;
+            message.check()?;
+            if let Some(job) = self.handle(message)? {
+                return Ok(job);
             }
         }
     }
@@ -789,7 +1307,7 @@ impl Connection {
         if catch_up == CatchUp::Behind {
             for (tid, oids) in hub.history.iter().filter(|(tid, _)| *tid > client_tid) {
                 for frame in invalidation_frames(*tid, oids) {
-                    if !self.outbox.push_or_close(frame) {
+                    if !self.outbox.push_or_close(frame, Delivery::Now) {
                         return Err("catch-up overflowed the send queue".into());
                     }
                 }
@@ -802,7 +1320,8 @@ impl Connection {
             read_only: self.shared.options.read_only,
             catch_up,
         };
-        self.outbox.push_or_close(protocol::encode(&welcome).into());
+        self.outbox
+            .push_or_close(protocol::encode(&welcome).into(), Delivery::Now);
         drop(hub);
         Ok(true)
     }
@@ -814,7 +1333,9 @@ impl Connection {
         });
     }
 
-    fn handle(&mut self, message: ClientMessage) -> std::result::Result<(), String> {
+    /// Acts on one message. `Ok(Some(job))`: a vote, finish or commit to run off the
+    /// reader (see [`Connection::hand_off`]).
+    fn handle(&mut self, message: ClientMessage) -> std::result::Result<Option<Job>, String> {
         let storage = &self.shared.storage;
         match message {
             ClientMessage::Hello { .. } | ClientMessage::Auth { .. } => {
@@ -827,6 +1348,17 @@ impl Connection {
                         Err(Error::ReadOnly)
                     } else {
                         storage.new_oid().map(|o| Response::Oid(o.0))
+                    };
+                    self.reply(id, result);
+                }
+                Request::NewOids { count } => {
+                    let result = if self.read_only {
+                        Err(Error::ReadOnly)
+                    } else {
+                        (0..count)
+                            .map(|_| storage.new_oid().map(|o| o.0))
+                            .collect::<Result<Vec<u64>>>()
+                            .map(Response::Oids)
                     };
                     self.reply(id, result);
                 }
@@ -859,10 +1391,19 @@ impl Connection {
                     let result = self.transactions_page(Tid(from), Tid(to));
                     self.reply(id, result);
                 }
-                Request::Vote { txn } => self.forward_request(id, txn, TxnOp::Vote(id))?,
+                Request::Pack { tid, gc } => self.pack(id, Tid(tid), gc),
+                Request::Vote { txn } => {
+                    return self.forward_request(id, txn, TxnOp::Vote(id));
+                }
                 Request::Finish { txn } => {
-                    self.forward_request(id, txn, TxnOp::Finish(id))?;
+                    let job = self.forward_request(id, txn, TxnOp::Finish(id))?;
                     self.transactions.remove(&txn);
+                    return Ok(job);
+                }
+                Request::Commit { txn } => {
+                    let job = self.forward_request(id, txn, TxnOp::Commit(id))?;
+                    self.transactions.remove(&txn);
+                    return Ok(job);
                 }
             },
             ClientMessage::Begin { txn, meta } => {
@@ -878,7 +1419,7 @@ impl Connection {
                     TxnSlot::Failed(WireError::ReadOnly)
                 } else {
                     match storage.begin(meta.into()) {
-                        Ok(t) => self.spawn_transaction(t),
+                        Ok(t) => TxnSlot::Running(TxnActor::new(t), 0),
                         Err(e) => TxnSlot::Failed(WireError::from(&e)),
                     }
                 };
@@ -894,7 +1435,7 @@ impl Connection {
                 if let Some(TxnSlot::Running(_, bytes)) = self.transactions.get_mut(&txn) {
                     *bytes += data.len() as u64;
                     if *bytes > max {
-                        // Dropping the worker aborts the transaction and frees its data.
+                        // Dropping the actor aborts the transaction and frees its data.
                         let len = *bytes;
                         self.transactions.insert(
                             txn,
@@ -912,17 +1453,27 @@ impl Connection {
                 self.forward(txn, TxnOp::CheckCurrent(Oid(oid), Tid(tid)))?
             }
             ClientMessage::Abort { txn } => {
-                // Dropping the sender ends the worker, which drops (aborts) it.
-                self.transactions.remove(&txn);
+                if let Some(TxnSlot::Running(actor, _)) = self.transactions.remove(&txn) {
+                    let job = actor.submit(TxnOp::Abort, &self.context());
+                    debug_assert!(job.is_none(), "an abort never waits");
+                }
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    fn context(&self) -> TxnContext {
+        TxnContext {
+            shared: Arc::clone(&self.shared),
+            outbox: Arc::clone(&self.outbox),
+        }
     }
 
     fn forward(&mut self, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
         match self.transactions.get(&txn) {
-            Some(TxnSlot::Running(sender, _)) => {
-                let _ = sender.send(op);
+            Some(TxnSlot::Running(actor, _)) => {
+                let job = actor.submit(op, &self.context());
+                debug_assert!(job.is_none(), "stores and checks never wait");
                 Ok(())
             }
             Some(TxnSlot::Failed(_)) => Ok(()),
@@ -932,24 +1483,20 @@ impl Connection {
         }
     }
 
-    fn forward_request(&mut self, id: u64, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
+    /// Submits a vote, finish or commit; the job to run it off the reader, if any.
+    fn forward_request(
+        &mut self,
+        id: u64,
+        txn: u64,
+        op: TxnOp,
+    ) -> std::result::Result<Option<Job>, String> {
         match self.transactions.get(&txn) {
-            Some(TxnSlot::Running(sender, _)) => {
-                if sender.send(op).is_err() {
-                    self.reply(
-                        id,
-                        Err(Error::Server {
-                            message: "the transaction ended".into(),
-                        }),
-                    );
-                }
-                Ok(())
-            }
+            Some(TxnSlot::Running(actor, _)) => Ok(actor.submit(op, &self.context())),
             Some(TxnSlot::Failed(e)) => {
                 let e = e.clone();
                 self.outbox
                     .send(&ServerMessage::Reply { id, result: Err(e) });
-                Ok(())
+                Ok(None)
             }
             None => Err(format!(
                 "an operation on transaction {txn}, which is not open"
@@ -957,62 +1504,59 @@ impl Connection {
         }
     }
 
-    fn spawn_transaction(&self, mut txn: Box<dyn StorageTransaction>) -> TxnSlot {
-        let (sender, receiver) = mpsc::channel::<TxnOp>();
-        let outbox = Arc::clone(&self.outbox);
-        let spawned = std::thread::Builder::new()
-            .name("zodiac-transaction".into())
-            .spawn(move || {
-                // The first error of a store or check, reported at vote/finish.
-                let mut failed: Option<WireError> = None;
-                let reply = |id: u64, result: std::result::Result<Response, WireError>| {
-                    outbox.send(&ServerMessage::Reply { id, result });
-                };
-                while let Ok(op) = receiver.recv() {
-                    match op {
-                        TxnOp::Store(oid, base, data) => {
-                            if failed.is_none()
-                                && let Err(e) = txn.store(oid, base, data)
-                            {
-                                failed = Some(WireError::from(&e));
-                            }
-                        }
-                        TxnOp::CheckCurrent(oid, tid) => {
-                            if failed.is_none()
-                                && let Err(e) = txn.check_current(oid, tid)
-                            {
-                                failed = Some(WireError::from(&e));
-                            }
-                        }
-                        TxnOp::Vote(id) => match &failed {
-                            Some(e) => reply(id, Err(e.clone())),
-                            None => reply(
-                                id,
-                                txn.vote()
-                                    .map(|()| Response::Voted)
-                                    .map_err(|e| WireError::from(&e)),
-                            ),
-                        },
-                        TxnOp::Finish(id) => {
-                            let result = match failed {
-                                Some(e) => Err(e),
-                                None => txn
-                                    .finish()
-                                    .map(|t| Response::Finished(t.0))
-                                    .map_err(|e| WireError::from(&e)),
-                            };
-                            reply(id, result);
-                            return;
-                        }
-                    }
+    /// Packs the storage on a pooled worker (it takes long; the connection goes on).
+    fn pack(&self, id: u64, tid: Tid, gc: bool) {
+        if self.read_only {
+            return self.reply(id, Err(Error::ReadOnly));
+        }
+        let references = self.shared.options.references.clone();
+        if gc && references.is_none() {
+            return self.reply(
+                id,
+                Err(Error::Server {
+                    message: "this server cannot pack with garbage collection: it was started \
+                              without a reference reader (ServerOptions::references); pack \
+                              without garbage collection, or configure one"
+                        .into(),
+                }),
+            );
+        }
+        let ctx = self.context();
+        let job = Box::new(move || {
+            log::info!("{}: packing to {tid} (gc: {gc})", ctx.outbox.peer);
+            let reader = references.filter(|_| gc);
+            let result = match &reader {
+                Some(reader) => {
+                    let f = |record: &[u8]| reader(record);
+                    ctx.shared.storage.pack(tid, Some(&f))
                 }
-                txn.abort();
-            });
-        match spawned {
-            Ok(_) => TxnSlot::Running(sender, 0),
-            Err(_) => TxnSlot::Failed(WireError::Server {
-                message: "cannot start a thread for the transaction".into(),
-            }),
+                None => ctx.shared.storage.pack(tid, None),
+            };
+            match &result {
+                Ok(r) => log::info!(
+                    "packed to {}: {} -> {} bytes, {} objects removed",
+                    r.pack_tid,
+                    r.bytes_before,
+                    r.bytes_after,
+                    r.objects_removed
+                ),
+                Err(e) => log::warn!("pack failed: {e}"),
+            }
+            ctx.reply(
+                id,
+                result
+                    .map(|r| Response::Packed(WirePackReport::from(&r)))
+                    .map_err(|e| WireError::from(&e)),
+            );
+        });
+        if self.shared.pool.run(job).is_err() {
+            // Dropping the job drops its context; the reply says why.
+            self.reply(
+                id,
+                Err(Error::Server {
+                    message: "cannot start a thread for the pack".into(),
+                }),
+            );
         }
     }
 
@@ -1038,8 +1582,107 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::MemoryStorage;
+    use crate::meta::TransactionMeta;
+    use crate::net::{ClientOptions, ClientStorage};
+    use crate::notify::SUBSCRIPTION_EVENTS_MAX;
 
-    fn new_outbox(bytes_max: usize) -> (Outbox, TcpStream) {
+    fn commit(storage: &dyn Storage, oid: Oid, data: &[u8]) -> Tid {
+        let base = storage.load(oid, Tid::MAX).map_or(Tid::ZERO, |r| r.tid);
+        let mut txn = storage.begin(TransactionMeta::default()).unwrap();
+        txn.store(oid, base, data.to_vec()).unwrap();
+        txn.finish().unwrap()
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The broadcaster (or whoever pumps) fell so far behind the storage that its
+    /// subscription was cut off: the server must drop every client, which reconnect
+    /// too far behind, drop their caches and tell their own subscribers; and it must
+    /// go on broadcasting from a new subscription.
+    #[test]
+    fn missed_commit_notifications_restart_the_history_and_drop_every_client() {
+        let storage = Arc::new(MemoryStorage::new());
+        let server = Server::start(
+            Arc::clone(&storage) as Arc<dyn Storage>,
+            "127.0.0.1:0",
+            ServerOptions::new(),
+        )
+        .unwrap();
+        let address = server.local_addr().to_string();
+        let options = ClientOptions::new()
+            .reconnect_delay(Duration::from_millis(5), Duration::from_millis(50))
+            .wait_timeout(Duration::from_secs(30));
+        let writer = ClientStorage::connect(&address, options.clone()).unwrap();
+        let witness = ClientStorage::connect(&address, options).unwrap();
+        let oid = writer.new_oid().unwrap();
+        let before = commit(&writer, oid, b"before");
+        wait_for("the first invalidation", || witness.last_tid() >= before);
+        assert_eq!(witness.load(oid, Tid::MAX).unwrap().data, b"before");
+        assert_eq!(witness.cache_usage().0, 1);
+        let subscription = witness.subscribe();
+        let drained = std::thread::spawn(move || {
+            let mut events = 0u64;
+            while subscription.recv_timeout(Duration::from_secs(30)).is_some() {
+                events += 1;
+            }
+            (events, subscription.missed())
+        });
+
+        // Stall broadcasting, as a server far behind its storage would be, while the
+        // storage commits past what one subscription may leave unread.
+        let flood = SUBSCRIPTION_EVENTS_MAX as u64 + 50;
+        let last = {
+            let _stalled = server.shared.events.lock();
+            let mut last = Tid::ZERO;
+            for i in 0..flood {
+                last = commit(storage.as_ref(), oid, format!("flood {i}").as_bytes());
+            }
+            last
+        };
+        assert!(!server.shared.events.lock().missed(), "restarted");
+
+        wait_for("the witness to follow the server", || {
+            witness.last_tid() == last && witness.is_connected()
+        });
+        assert_eq!(
+            witness.load(oid, Tid::MAX).unwrap().data,
+            format!("flood {}", flood - 1).as_bytes(),
+            "the cache was dropped: no stale revision"
+        );
+        let (events, missed) = drained.join().unwrap();
+        assert!(
+            missed,
+            "the witness's subscriber was told it missed commits"
+        );
+        assert!(events < flood, "{events} events");
+
+        // Broadcasting goes on after the restart, to every client.
+        wait_for("the writer to reconnect", || writer.is_connected());
+        let after = commit(&writer, oid, b"after");
+        wait_for("the invalidation after the restart", || {
+            witness.last_tid() >= after
+        });
+        assert_eq!(witness.load(oid, Tid::MAX).unwrap().data, b"after");
+        // Commits made beside the server reach the clients too (the broadcaster's
+        // new subscription).
+        let beside = commit(storage.as_ref(), oid, b"beside");
+        wait_for("the invalidation of a commit beside the server", || {
+            witness.last_tid() >= beside
+        });
+        assert_eq!(witness.load(oid, Tid::MAX).unwrap().data, b"beside");
+        writer.close().unwrap();
+        witness.close().unwrap();
+        server.shutdown();
+    }
+
+    fn new_outbox(bytes_max: usize) -> (Arc<Outbox>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
@@ -1052,25 +1695,28 @@ mod tests {
                 bytes: 0,
                 closed: false,
                 draining: false,
+                writing: false,
+                deferred: false,
             }),
             changed: Condvar::new(),
             bytes_max,
+            flusher: Arc::new(Flusher::default()),
         };
-        (outbox, peer)
+        (Arc::new(outbox), peer)
     }
 
     #[test]
     fn send_queue_limit_holds_at_its_boundary() {
         let (outbox, _peer) = new_outbox(100);
-        assert!(outbox.push_or_close(vec![0; 60].into()));
-        assert!(outbox.push_or_close(vec![0; 40].into()));
+        assert!(outbox.push_or_close(vec![0; 60].into(), Delivery::Now));
+        assert!(outbox.push_or_close(vec![0; 40].into(), Delivery::Now));
         assert_eq!(outbox.state.lock().bytes, 100);
         assert!(!outbox.is_closed());
-        assert!(!outbox.push_or_close(vec![0; 1].into()));
+        assert!(!outbox.push_or_close(vec![0; 1].into(), Delivery::Now));
         assert!(outbox.is_closed());
         // A single frame larger than the limit still goes out when the queue is empty.
         let (outbox, _peer) = new_outbox(100);
-        assert!(outbox.push_or_close(vec![0; 500].into()));
+        assert!(outbox.push_or_close(vec![0; 500].into(), Delivery::Now));
         assert!(!outbox.is_closed());
     }
 

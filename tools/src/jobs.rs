@@ -1,0 +1,561 @@
+//! `zodiac jobs put|list|show|status|cancel`: producing and inspecting jobs.
+//!
+//! Invariant: only `put` and `cancel` write; `list`, `show` and `status` open a data
+//! file read-only (no writer lock, so they work beside a running worker) and never
+//! modify anything.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use zodiac_async::inspect::{self, JobFilter};
+use zodiac_async::{
+    DEATH_INTERVAL_DEFAULT, Failure, FailureKind, Job, Location, Outcome, PutOptions, Queue,
+    Status, Timestamp, transact,
+};
+use zodiac_objects::{Database, PRef};
+use zodiac_storage::{Oid, Storage};
+
+use crate::builtins::{decode_json, encode_arguments};
+use crate::store::{Connect, is_server, open_store, open_store_read_only};
+
+/// Exit code of `jobs put --wait` when the job completed with a failure.
+pub const EXIT_JOB_FAILED: u8 = 1;
+/// Exit code of `jobs put --wait` when the timeout passed first.
+pub const EXIT_WAIT_TIMEOUT: u8 = 3;
+/// How often `--wait` looks at the job.
+const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// Parses a status name, in any case.
+pub fn parse_status(text: &str) -> Result<Status, String> {
+    Status::ALL
+        .into_iter()
+        .find(|s| s.name().eq_ignore_ascii_case(text))
+        .ok_or_else(|| {
+            let names: Vec<_> = Status::ALL
+                .iter()
+                .map(|s| s.name().to_lowercase())
+                .collect();
+            format!("{text:?} is not a status (one of {})", names.join(", "))
+        })
+}
+
+/// Parses a job's arguments: one JSON object.
+pub fn parse_arguments(text: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(other) => Err(format!("the arguments must be a JSON object, not {other}")),
+        Err(e) => Err(format!("the arguments are not JSON ({e}): {text:?}")),
+    }
+}
+
+pub struct Put {
+    pub store: String,
+    pub handler: String,
+    pub arguments: Value,
+    pub queue: String,
+    pub begin_after: Option<Timestamp>,
+    pub begin_by: Option<Duration>,
+    pub retry: Option<String>,
+    pub wait: bool,
+    pub timeout: Option<Duration>,
+    pub connect: Connect,
+}
+
+fn database(storage: Arc<dyn Storage>) -> Result<Database> {
+    Database::open(storage).context("opening the database")
+}
+
+/// `jobs put`: prints the new job's id; with `--wait`, then its result.
+pub fn put(args: Put) -> Result<ExitCode> {
+    let storage = open_store(&args.store, &args.connect, true)?;
+    let db = database(Arc::clone(&storage))?;
+    let job = Job::new(&args.handler, encode_arguments(&args.arguments.to_string()))?;
+    let mut options = PutOptions::new();
+    if let Some(t) = args.begin_after {
+        options = options.begin_after(t);
+    }
+    if let Some(d) = args.begin_by {
+        options = options.begin_by(d);
+    }
+    if let Some(p) = &args.retry {
+        options = options.retry_policy(p.clone());
+    }
+    let id = transact(&db, |tx| {
+        let q = Queue::get_or_create(tx, &args.queue)?;
+        Queue::put_job(tx, &q, job.clone(), options.clone())
+    })
+    .with_context(|| format!("putting the job in {}", args.store))?
+    .oid();
+    println!("{}", id.0);
+    if !args.wait {
+        drop(db);
+        storage.close()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let outcome = if is_server(&args.store) {
+        wait_for(&db, id, deadline)?
+    } else {
+        // Let a worker take the file's writer lock, and watch read-only.
+        drop(db);
+        storage.close()?;
+        wait_embedded(&args.store, id, deadline)?
+    };
+    match outcome {
+        None => {
+            eprintln!(
+                "error: job {} did not complete within {}; it stays queued (see `zodiac jobs \
+                 show`)",
+                id.0,
+                humantime(args.timeout.unwrap_or_default())
+            );
+            Ok(ExitCode::from(EXIT_WAIT_TIMEOUT))
+        }
+        Some(Outcome::Value(bytes)) => {
+            println!("{}", value_json(&bytes));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Outcome::Failure(f)) => {
+            println!("failed: {}: {}", f.kind, f.message);
+            Ok(ExitCode::from(EXIT_JOB_FAILED))
+        }
+    }
+}
+
+/// The result of job `id` once COMPLETED, or `None` at the deadline.
+fn wait_for(db: &Database, id: Oid, deadline: Option<Instant>) -> Result<Option<Outcome>> {
+    loop {
+        if let Some(outcome) = completed(db, id)? {
+            return Ok(Some(outcome));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
+}
+
+fn wait_embedded(store: &str, id: Oid, deadline: Option<Instant>) -> Result<Option<Outcome>> {
+    loop {
+        let storage = open_store_read_only(store, &Connect::default())?;
+        let outcome = completed(&database(Arc::clone(&storage))?, id)?;
+        storage.close()?;
+        if outcome.is_some() {
+            return Ok(outcome);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        std::thread::sleep(WAIT_POLL * 5);
+    }
+}
+
+fn completed(db: &Database, id: Oid) -> Result<Option<Outcome>> {
+    let job = load(db, id)?;
+    Ok(match job.status() {
+        Status::Completed => job.result().cloned(),
+        _ => None,
+    })
+}
+
+/// Job `id`, or an error naming it.
+fn load(db: &Database, id: Oid) -> Result<Arc<Job>> {
+    let mut conn = db.connection();
+    let mut tx = conn.begin();
+    tx.get(&PRef::<Job>::from_oid(id)).map_err(|e| match e {
+        zodiac_objects::Error::Storage(
+            zodiac_storage::Error::NoSuchObject { .. }
+            | zodiac_storage::Error::NotFoundAtSnapshot { .. }
+            | zodiac_storage::Error::UnallocatedOid { .. },
+        ) => anyhow!("there is no job {} (see `zodiac jobs list`)", id.0),
+        zodiac_objects::Error::WrongType { .. } => {
+            anyhow!("object {} is not a job (see `zodiac jobs list`)", id.0)
+        }
+        e => anyhow::Error::new(e).context(format!("reading job {}", id.0)),
+    })
+}
+
+/// A value's bytes as JSON: the JSON a built-in handler stored, else the bytes.
+fn value_json(bytes: &[u8]) -> Value {
+    decode_json(bytes).unwrap_or_else(|| json!({ "bytes_hex": hex(bytes) }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} s", d.as_secs())
+    }
+}
+
+fn time_json(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_string()))
+}
+
+fn failure_json(f: &Failure) -> Value {
+    json!({
+        "kind": f.kind.name(),
+        "message": f.message,
+        "chain": f.chain,
+        "context": f.context,
+        "truncated": f.truncated,
+    })
+}
+
+fn outcome_json(o: Option<&Outcome>) -> (Value, Value) {
+    match o {
+        None => (Value::Null, Value::Null),
+        Some(Outcome::Value(bytes)) => (value_json(bytes), Value::Null),
+        Some(Outcome::Failure(f)) => (Value::Null, failure_json(f)),
+    }
+}
+
+fn location_json(l: &Location) -> Value {
+    match l {
+        Location::None => Value::Null,
+        Location::Queue { queue, .. } => json!({ "queue": queue }),
+        Location::Agent {
+            queue,
+            dispatcher,
+            agent,
+        } => json!({ "queue": queue, "dispatcher": dispatcher, "agent": agent }),
+        Location::CallbackOf { parent } => json!({ "callback_of": parent.oid().0 }),
+    }
+}
+
+pub struct List {
+    pub store: String,
+    pub queue: Option<String>,
+    pub status: Option<Status>,
+    pub handler: Option<String>,
+    pub limit: usize,
+    pub json: bool,
+    pub connect: Connect,
+}
+
+/// `jobs list`: the jobs queues and agents hold, filtered.
+pub fn list(args: List) -> Result<()> {
+    let storage = open_store_read_only(&args.store, &args.connect)?;
+    let db = database(storage)?;
+    let filter = JobFilter {
+        status: args.status,
+        queue: args.queue.clone(),
+        handler: args.handler.clone(),
+        ..JobFilter::default()
+    };
+    let jobs = transact(&db, |tx| inspect::jobs(tx, &filter, args.limit))?;
+    if args.json {
+        let rows: Vec<Value> = jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "id": j.id,
+                    "queue": j.queue,
+                    "handler": j.handler,
+                    "status": j.status.name(),
+                    "holder": j.holder,
+                    "created": j.created.to_string(),
+                    "begin_after": time_json(j.begin_after),
+                    "active_start": time_json(j.active_start),
+                    "active_end": time_json(j.active_end),
+                    "attempts": j.attempts,
+                    "errors": j.errors,
+                    "result": j.result,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(rows));
+        return Ok(());
+    }
+    println!(
+        "{:>8}  {:<10} {:<12} {:<12} {:>8}  {:<27} RESULT",
+        "ID", "STATUS", "QUEUE", "HANDLER", "ATTEMPTS", "CREATED"
+    );
+    for j in &jobs {
+        let queue = if j.queue.is_empty() {
+            "(default)"
+        } else {
+            &j.queue
+        };
+        println!(
+            "{:>8}  {:<10} {:<12} {:<12} {:>8}  {:<27} {}",
+            j.id,
+            j.status.name(),
+            queue,
+            j.handler,
+            j.attempts,
+            j.created.to_string(),
+            j.result.as_deref().unwrap_or("-")
+        );
+    }
+    if jobs.len() == args.limit {
+        eprintln!("(showing the first {}; --limit N shows more)", args.limit);
+    }
+    Ok(())
+}
+
+/// `jobs show`: one job's whole story.
+pub fn show(store: &str, id: Oid, as_json: bool, connect: &Connect) -> Result<()> {
+    let storage = open_store_read_only(store, connect)?;
+    let db = database(storage)?;
+    let job = load(&db, id)?;
+    let callbacks = transact(&db, |tx| {
+        let mut out = Vec::new();
+        for cb in job.callbacks() {
+            let c = tx.get(cb)?;
+            let (result, failure) = outcome_json(c.result());
+            out.push(json!({
+                "id": cb.oid().0,
+                "handler": c.handler(),
+                "status": c.status().name(),
+                "result": result,
+                "failure": failure,
+            }));
+        }
+        Ok(out)
+    })?;
+    let (result, failure) = outcome_json(job.result());
+    let errors: Vec<Value> = job
+        .errors()
+        .iter()
+        .map(|e| json!({ "time": e.time.to_string(), "attempt": e.attempt, "error": e.summary }))
+        .collect();
+    let doc = json!({
+        "id": id.0,
+        "handler": job.handler(),
+        "args": value_json(job.argument_bytes()),
+        "status": job.status().name(),
+        "location": location_json(job.location()),
+        "result": result,
+        "failure": failure,
+        "created": job.created().to_string(),
+        "begin_after": time_json(job.begin_after()),
+        "begin_by_ms": job.begin_by().map(|d| d.as_millis() as u64),
+        "deadline": time_json(job.deadline()),
+        "active_start": time_json(job.active_start()),
+        "active_end": time_json(job.active_end()),
+        "attempts": job.attempts(),
+        "interruptions": job.retry_data().life_count(zodiac_async::retry::INTERRUPTIONS),
+        "errors": errors,
+        "errors_dropped": job.errors_dropped(),
+        "retry_policy": job.retry_policy().unwrap_or("default"),
+        "callbacks": callbacks,
+        "awaiting": job.awaiting().map(|j| j.oid().0),
+        "annotations": job.annotations().keys().collect::<Vec<_>>(),
+    });
+    if as_json {
+        println!("{doc}");
+        return Ok(());
+    }
+    print_show(&doc);
+    Ok(())
+}
+
+fn print_show(doc: &Value) {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for key in [
+        "id",
+        "handler",
+        "args",
+        "status",
+        "location",
+        "result",
+        "failure",
+        "created",
+        "begin_after",
+        "begin_by_ms",
+        "deadline",
+        "active_start",
+        "active_end",
+        "attempts",
+        "interruptions",
+        "retry_policy",
+        "awaiting",
+    ] {
+        println!("{:<14}{}", format!("{key}:"), text(&doc[key]));
+    }
+    let errors = doc["errors"].as_array().map_or(&[][..], Vec::as_slice);
+    println!("errors:       {}", errors.len());
+    for e in errors {
+        println!(
+            "  {} attempt {}: {}",
+            text(&e["time"]),
+            e["attempt"],
+            text(&e["error"])
+        );
+    }
+    let callbacks = doc["callbacks"].as_array().map_or(&[][..], Vec::as_slice);
+    println!("callbacks:    {}", callbacks.len());
+    for c in callbacks {
+        let outcome = if c["failure"].is_null() {
+            text(&c["result"])
+        } else {
+            format!(
+                "failed: {}: {}",
+                text(&c["failure"]["kind"]),
+                text(&c["failure"]["message"])
+            )
+        };
+        println!(
+            "  {} {} {} {}",
+            c["id"],
+            text(&c["handler"]),
+            text(&c["status"]),
+            outcome
+        );
+    }
+}
+
+/// `jobs status`: per queue, the counts by status and the dispatchers.
+pub fn status(
+    store: &str,
+    death_interval: Duration,
+    as_json: bool,
+    connect: &Connect,
+) -> Result<()> {
+    let storage = open_store_read_only(store, connect)?;
+    let db = database(storage)?;
+    let now = Timestamp::now();
+    let (queues, dispatchers) = transact(&db, |tx| {
+        let mut queues = Vec::new();
+        for name in Queue::names(tx)? {
+            let filter = JobFilter {
+                queue: Some(name.clone()),
+                ..JobFilter::default()
+            };
+            let mut counts = std::collections::BTreeMap::new();
+            for j in inspect::jobs(tx, &filter, usize::MAX)? {
+                *counts.entry(j.status).or_insert(0u64) += 1;
+            }
+            queues.push((name, counts));
+        }
+        Ok((queues, inspect::dispatchers(tx, now, death_interval)?))
+    })?;
+    if as_json {
+        let doc = json!({
+            "queues": queues.iter().map(|(name, counts)| {
+                let counts: serde_json::Map<String, Value> = Status::ALL
+                    .iter()
+                    .map(|s| (s.name().to_lowercase(), json!(counts.get(s).copied().unwrap_or(0))))
+                    .collect();
+                json!({
+                    "name": name,
+                    "counts": counts,
+                    "dispatchers": dispatchers.iter().filter(|d| d.queue == *name).map(|d| json!({
+                        "uuid": d.id,
+                        "alive": d.alive,
+                        "state": liveness(d),
+                        "activated": time_json(d.activated),
+                        "last_ping": time_json(d.last_ping),
+                        "agents": d.agents.iter().map(|(a, size, held)| json!({
+                            "name": a, "size": size, "held": held,
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            }).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    if queues.is_empty() {
+        println!("no queues yet (put a job with `zodiac jobs put`)");
+    }
+    for (name, counts) in &queues {
+        let shown = if name.is_empty() {
+            "(default)"
+        } else {
+            name.as_str()
+        };
+        let counts: Vec<String> = Status::ALL
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.name().to_lowercase(),
+                    counts.get(s).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        println!("queue {shown}: {}", counts.join(", "));
+        for d in dispatchers.iter().filter(|d| d.queue == *name) {
+            let agents: Vec<String> = d
+                .agents
+                .iter()
+                .map(|(a, size, held)| format!("{a} {held}/{size}"))
+                .collect();
+            println!(
+                "  dispatcher {} {} last ping {} agents: {}",
+                d.id,
+                liveness(d),
+                d.last_ping
+                    .or(d.activated)
+                    .map_or("never".to_string(), |t| t.to_string()),
+                if agents.is_empty() {
+                    "none".to_string()
+                } else {
+                    agents.join(", ")
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `alive`, `inactive` (stopped gracefully, or already cleaned up) or `DEAD` (silent past the
+/// death interval: its jobs are recovered by a sibling or its restart).
+fn liveness(d: &inspect::DispatcherSummary) -> &'static str {
+    match (d.alive, d.activated) {
+        (true, _) => "alive",
+        (false, None) => "inactive",
+        (false, Some(_)) => "DEAD",
+    }
+}
+
+/// `jobs cancel`: a job that has not started (NEW or PENDING) completes with a
+/// `cancelled` failure (its callbacks run); a started one is refused.
+pub fn cancel(store: &str, id: Oid, connect: &Connect) -> Result<()> {
+    let storage = open_store(store, connect, false)?;
+    let db = database(Arc::clone(&storage))?;
+    load(&db, id)?;
+    let job = PRef::<Job>::from_oid(id);
+    transact(&db, |tx| {
+        let status = tx.get(&job)?.status();
+        match status {
+            Status::New | Status::Pending => {}
+            other => return Ok(Some(other)),
+        }
+        zodiac_async::fail(
+            tx,
+            &job,
+            Some(Failure::new(
+                FailureKind::Cancelled,
+                "cancelled with `zodiac jobs cancel`",
+            )),
+        )?;
+        Ok(None)
+    })?
+    .map_or(Ok(()), |status| {
+        bail!(
+            "job {} is {status}: only a job that has not started (NEW or PENDING) can be cancelled",
+            id.0
+        )
+    })?;
+    drop(db);
+    storage.close()?;
+    println!("cancelled job {}", id.0);
+    Ok(())
+}
+
+/// The default death interval shown by `status`.
+pub const STATUS_DEATH_INTERVAL: Duration = DEATH_INTERVAL_DEFAULT;

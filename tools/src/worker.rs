@@ -1,0 +1,109 @@
+//! `zodiac worker`: one dispatcher with the built-in handlers, polling its queues
+//! until SIGTERM or SIGINT, then stopping gracefully (running jobs get the grace
+//! period; what is still running is handed to recovery). A second signal exits at
+//! once, like a crash: the next start of the same UUID file recovers its jobs.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use zodiac_async::{
+    Policies, Runner, WORKER_ID_PATH_DEFAULT, Worker, WorkerIdentity, WorkerOptions,
+};
+use zodiac_objects::Database;
+
+use crate::store::{Connect, open_store};
+
+pub struct Args {
+    pub store: String,
+    pub queues: Vec<String>,
+    pub agent: String,
+    pub size: u32,
+    pub uuid_file: Option<PathBuf>,
+    pub poll_interval: Duration,
+    pub ping_interval: Duration,
+    pub death_interval: Duration,
+    pub grace: Duration,
+    pub allow_shell: bool,
+    pub connect: Connect,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        // The first signal asks for a graceful stop; a second one exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let uuid_file = args
+        .uuid_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(WORKER_ID_PATH_DEFAULT));
+    let identity = WorkerIdentity::acquire(&uuid_file)?;
+    let storage = open_store(&args.store, &args.connect, true)?;
+    let db = Database::open(Arc::clone(&storage)).context("opening the database")?;
+    let runner = Runner::new(
+        db.clone(),
+        crate::builtins::handlers(args.allow_shell),
+        Policies::new(),
+    );
+    let options = WorkerOptions {
+        queues: if args.queues.is_empty() {
+            vec![String::new()]
+        } else {
+            args.queues.clone()
+        },
+        agent: args.agent.clone(),
+        agent_size: args.size,
+        poll_interval: args.poll_interval,
+        ping_interval: args.ping_interval,
+        death_interval: args.death_interval,
+        grace_period: args.grace,
+        restarted: identity.restarted(),
+        ..WorkerOptions::default()
+    };
+    let id = identity.id();
+    let mut worker = Worker::new(db, id.clone(), runner, options);
+    // The first poll activates the dispatcher in its queues (and, after a restart,
+    // recovers what the previous incarnation held); a failure is retried by `run`.
+    if let Err(e) = worker.poll_once() {
+        log::warn!("first poll of dispatcher {id} failed (retrying): {e}");
+    }
+    println!("worker {id} ready");
+    std::io::stdout().flush()?;
+    log::info!(
+        "worker {id} polling {} on {} (uuid file {})",
+        describe_queues(&args.queues),
+        args.store,
+        uuid_file.display()
+    );
+    worker.run(&stop)?;
+    log::info!("worker {id} stopped");
+    drop(worker);
+    storage.close()?;
+    drop(identity);
+    Ok(())
+}
+
+fn describe_queues(queues: &[String]) -> String {
+    if queues.is_empty() {
+        return "the default queue".into();
+    }
+    let names: Vec<_> = queues
+        .iter()
+        .map(|q| {
+            if q.is_empty() {
+                "(default)".to_string()
+            } else {
+                q.clone()
+            }
+        })
+        .collect();
+    format!("queue(s) {}", names.join(", "))
+}

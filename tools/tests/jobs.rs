@@ -1,0 +1,551 @@
+//! `zodiac jobs` and `zodiac worker`, run as a user runs them: on an embedded data
+//! file and through `zodiac server`, checking outputs, JSON shapes, exit codes and
+//! the errors for bad input.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn zodiac(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(args)
+        .output()
+        .expect("run zodiac")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `zodiac ARGS`, expecting success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let o = zodiac(args);
+    assert!(o.status.success(), "zodiac {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn put(store: &str, args: &[&str]) -> u64 {
+    let mut all = vec!["jobs", "put", store];
+    all.extend_from_slice(args);
+    ok(&all).trim().parse().expect("put prints the job id")
+}
+
+fn show(store: &str, id: u64) -> Value {
+    serde_json::from_str(&ok(&["jobs", "show", store, &id.to_string(), "--json"]))
+        .expect("show --json is one JSON document")
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Process {
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts `zodiac ARGS` with stderr to `log`, and returns it with its first
+    /// stdout line.
+    fn start(args: &[&str], log: &Path) -> (Process, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("run zodiac");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (Process { child }, line.trim().to_string())
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (at most `limit`); returns whether it succeeded.
+    fn wait(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "the process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn worker(store: &str, dir: &Path, extra: &[&str]) -> (Process, String) {
+    let uuid = dir.join("worker.uuid");
+    let log = dir.join(format!("worker-{}.log", std::process::id()));
+    let mut args = vec![
+        "worker",
+        store,
+        "--uuid-file",
+        uuid.to_str().unwrap(),
+        "--poll-interval",
+        "100ms",
+        "--grace",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let (p, line) = Process::start(&args, &log);
+    assert!(
+        line.starts_with("worker ") && line.ends_with(" ready"),
+        "unexpected first line {line:?}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (p, line)
+}
+
+fn server(path: &Path, dir: &Path) -> (Process, String) {
+    let (p, line) = Process::start(
+        &["server", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &dir.join("server.log"),
+    );
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (p, format!("tcp://{addr}"))
+}
+
+/// Waits until job `id` of the data file `store` is COMPLETED (read-only, beside a
+/// running worker); returns its `show --json`.
+fn wait_completed(store: &str, id: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc = show(store, id);
+        if doc["status"] == "COMPLETED" {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} stays {}",
+            doc["status"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn data_file(dir: &tempfile::TempDir) -> (PathBuf, String) {
+    let path = dir.path().join("jobs.zdb");
+    let store = path.to_str().unwrap().to_string();
+    (path, store)
+}
+
+#[test]
+fn put_list_show_status_and_cancel_on_a_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    let echo = put(&store, &["echo", r#"{"value": [1, "two"]}"#]);
+    let later = put(
+        &store,
+        &[
+            "sleep",
+            r#"{"ms": 5}"#,
+            "--queue",
+            "slow",
+            "--begin-after",
+            "+1h",
+            "--begin-by",
+            "30s",
+            "--retry",
+            "never",
+        ],
+    );
+
+    let listed: Value = serde_json::from_str(&ok(&["jobs", "list", &store, "--json"])).unwrap();
+    let listed = listed.as_array().expect("an array");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["id"], echo);
+    assert_eq!(listed[0]["status"], "PENDING");
+    assert_eq!(listed[0]["handler"], "echo");
+    assert_eq!(listed[1]["queue"], "slow");
+    let only: Value = serde_json::from_str(&ok(&[
+        "jobs", "list", &store, "--queue", "slow", "--status", "pending", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    assert!(ok(&["jobs", "list", &store]).contains("echo"));
+
+    let doc = show(&store, later);
+    for key in [
+        "id",
+        "handler",
+        "args",
+        "status",
+        "result",
+        "failure",
+        "begin_after",
+        "begin_by_ms",
+        "active_start",
+        "active_end",
+        "attempts",
+        "errors",
+        "retry_policy",
+        "callbacks",
+    ] {
+        assert!(doc.get(key).is_some(), "show --json lacks {key}: {doc}");
+    }
+    assert_eq!(doc["args"], serde_json::json!({"ms": 5}));
+    assert_eq!(doc["retry_policy"], "never");
+    assert_eq!(doc["begin_by_ms"], 30_000);
+    assert_eq!(doc["location"]["queue"], "slow");
+
+    let status: Value = serde_json::from_str(&ok(&["jobs", "status", &store, "--json"])).unwrap();
+    let queues = status["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2);
+    assert!(queues.iter().all(|q| q["counts"]["pending"] == 1));
+    assert!(ok(&["jobs", "status", &store]).contains("pending 1"));
+
+    assert_eq!(
+        ok(&["jobs", "cancel", &store, &later.to_string()]).trim(),
+        format!("cancelled job {later}")
+    );
+    let doc = show(&store, later);
+    assert_eq!(doc["status"], "COMPLETED");
+    assert_eq!(doc["failure"]["kind"], "cancelled");
+    let again = zodiac(&["jobs", "cancel", &store, &later.to_string()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("is COMPLETED: only a job that has not started"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    put(&store, &["echo"]);
+
+    let bad_json = zodiac(&["jobs", "put", &store, "echo", "{nope"]);
+    assert_eq!(bad_json.status.code(), Some(2), "a usage error");
+    assert!(
+        stderr(&bad_json).contains("not JSON"),
+        "{}",
+        stderr(&bad_json)
+    );
+    let not_object = zodiac(&["jobs", "put", &store, "echo", "[1]"]);
+    assert_eq!(not_object.status.code(), Some(2));
+    assert!(stderr(&not_object).contains("must be a JSON object"));
+    let bad_retry = zodiac(&["jobs", "put", &store, "echo", "--retry", "sometimes"]);
+    assert_eq!(bad_retry.status.code(), Some(2));
+    let bad_status = zodiac(&["jobs", "list", &store, "--status", "sleeping"]);
+    assert_eq!(bad_status.status.code(), Some(2));
+    assert!(stderr(&bad_status).contains("is not a status"));
+
+    let missing = zodiac(&["jobs", "show", &store, "999999"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        stderr(&missing).trim(),
+        "error: there is no job 999999 (see `zodiac jobs list`)"
+    );
+    let root = zodiac(&["jobs", "show", &store, "0"]);
+    assert!(
+        stderr(&root).contains("object 0 is not a job"),
+        "{}",
+        stderr(&root)
+    );
+
+    let nowhere = dir.path().join("absent.zdb");
+    let absent = zodiac(&["jobs", "list", nowhere.to_str().unwrap()]);
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(
+        stderr(&absent).contains("no such data file"),
+        "{}",
+        stderr(&absent)
+    );
+
+    std::fs::write(
+        dir.path().join("garbage.zdb"),
+        b"this is not a data file at all",
+    )
+    .unwrap();
+    let garbage = zodiac(&[
+        "jobs",
+        "list",
+        dir.path().join("garbage.zdb").to_str().unwrap(),
+    ]);
+    assert_eq!(garbage.status.code(), Some(1));
+    assert!(
+        stderr(&garbage).starts_with("error: "),
+        "{}",
+        stderr(&garbage)
+    );
+    assert_eq!(stderr(&garbage).lines().count(), 1, "{}", stderr(&garbage));
+
+    let started = Instant::now();
+    let down = zodiac(&["jobs", "list", "tcp://127.0.0.1:1"]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        stderr(&down).contains("is `zodiac server` running there?"),
+        "{}",
+        stderr(&down)
+    );
+    for (store, expected) in [
+        ("tcp://localhost", "a server store needs a port"),
+        ("http://example.com/db", "unknown store kind \"http\""),
+        (
+            "/no/such/dir/jobs.zdb",
+            "the directory /no/such/dir does not exist",
+        ),
+    ] {
+        let out = zodiac(&["jobs", "put", store, "echo"]);
+        assert_eq!(out.status.code(), Some(1), "{store}");
+        assert!(stderr(&out).contains(expected), "{store}: {}", stderr(&out));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "gives up after a few seconds"
+    );
+}
+
+#[test]
+fn a_worker_on_a_data_file_runs_the_built_in_handlers_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    let echo = put(&store, &["echo", r#"{"value": {"x": 1}}"#]);
+    let fail = put(
+        &store,
+        &["fail", r#"{"message": "as planned"}"#, "--retry", "never"],
+    );
+    let incr1 = put(&store, &["incr", r#"{"counter": "hits", "by": 5}"#]);
+    let incr2 = put(&store, &["incr", r#"{"counter": "hits"}"#]);
+    let shell = put(&store, &["shell", r#"{"cmd": "echo hi"}"#]);
+    let missing = put(&store, &["no-such-handler"]);
+
+    let (mut w, ready) = worker(&store, dir.path(), &[]);
+    let uuid = ready
+        .trim_start_matches("worker ")
+        .trim_end_matches(" ready")
+        .to_string();
+    assert_eq!(uuid.len(), 36, "a UUID: {uuid}");
+
+    assert_eq!(
+        wait_completed(&store, echo)["result"],
+        serde_json::json!({"x": 1})
+    );
+    let failed = wait_completed(&store, fail);
+    assert_eq!(failed["failure"]["kind"], "user error");
+    assert_eq!(failed["failure"]["message"], "as planned");
+    wait_completed(&store, incr1);
+    let second = wait_completed(&store, incr2);
+    let first = show(&store, incr1);
+    let mut values = [
+        first["result"].as_i64().unwrap(),
+        second["result"].as_i64().unwrap(),
+    ];
+    values.sort();
+    assert!(
+        values == [5, 6] || values == [1, 6],
+        "increments add up: {values:?}"
+    );
+    let refused = wait_completed(&store, shell);
+    assert_eq!(
+        refused["failure"]["kind"], "unknown handler",
+        "shell needs --allow-shell"
+    );
+    assert_eq!(
+        wait_completed(&store, missing)["failure"]["kind"],
+        "unknown handler"
+    );
+
+    let status: Value = serde_json::from_str(&ok(&["jobs", "status", &store, "--json"])).unwrap();
+    let d = &status["queues"][0]["dispatchers"][0];
+    assert_eq!(d["uuid"], uuid);
+    assert_eq!(d["alive"], true);
+    assert_eq!(d["agents"][0]["size"], 3);
+
+    // A second worker on the same UUID file refuses to start.
+    let twin = zodiac(&[
+        "worker",
+        &store,
+        "--uuid-file",
+        dir.path().join("worker.uuid").to_str().unwrap(),
+    ]);
+    assert_eq!(twin.status.code(), Some(1));
+    assert!(
+        stderr(&twin).contains("already activated by another process"),
+        "{}",
+        stderr(&twin)
+    );
+
+    w.signal("-TERM");
+    assert!(w.wait(Duration::from_secs(20)), "a graceful stop exits 0");
+    let status: Value = serde_json::from_str(&ok(&["jobs", "status", &store, "--json"])).unwrap();
+    assert_eq!(status["queues"][0]["dispatchers"][0]["state"], "inactive");
+}
+
+#[test]
+fn the_shell_handler_runs_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    let id = put(
+        &store,
+        &["shell", r#"{"cmd": "echo out; echo err >&2; exit 4"}"#],
+    );
+    let (mut w, _) = worker(&store, dir.path(), &["--allow-shell"]);
+    let doc = wait_completed(&store, id);
+    assert_eq!(doc["result"]["exit"], 4);
+    assert_eq!(doc["result"]["stdout"], "out\n");
+    assert_eq!(doc["result"]["stderr"], "err\n");
+    w.signal("-INT");
+    assert!(w.wait(Duration::from_secs(20)));
+}
+
+#[test]
+fn put_wait_through_a_server_reports_the_outcome_in_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = data_file(&dir);
+    let (_server, url) = server(&path, dir.path());
+    let (_worker, _) = worker(&url, dir.path(), &["--queue", "", "--queue", "other"]);
+
+    let done = zodiac(&[
+        "jobs",
+        "put",
+        &url,
+        "echo",
+        r#"{"value": "hello"}"#,
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    let lines: Vec<_> = stdout(&done).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "the id, then the result: {lines:?}");
+    assert_eq!(lines[1], "\"hello\"");
+
+    let failed = zodiac(&[
+        "jobs",
+        "put",
+        &url,
+        "fail",
+        r#"{"message": "nope"}"#,
+        "--queue",
+        "other",
+        "--wait",
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        stdout(&failed).contains("failed: user error: nope"),
+        "{}",
+        stdout(&failed)
+    );
+
+    let slow = zodiac(&[
+        "jobs",
+        "put",
+        &url,
+        "sleep",
+        r#"{"ms": 3000}"#,
+        "--wait",
+        "--timeout",
+        "200ms",
+    ]);
+    assert_eq!(slow.status.code(), Some(3));
+    assert!(
+        stderr(&slow).contains("did not complete within 200 ms"),
+        "{}",
+        stderr(&slow)
+    );
+
+    // The server holds the file: an embedded writer is refused, naming the holder.
+    let locked = zodiac(&["jobs", "put", path.to_str().unwrap(), "echo"]);
+    assert_eq!(locked.status.code(), Some(1));
+    assert!(
+        stderr(&locked).contains("locked by process"),
+        "{}",
+        stderr(&locked)
+    );
+
+    let counted = zodiac(&[
+        "jobs",
+        "put",
+        &url,
+        "incr",
+        r#"{"counter": "c", "by": 0}"#,
+        "--wait",
+    ]);
+    assert_eq!(stdout(&counted).lines().nth(1), Some("0"));
+}
+
+#[test]
+fn put_wait_on_a_data_file_lets_a_worker_start_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    put(&store, &["echo"]); // creates the file
+    let waiting = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args([
+            "jobs",
+            "put",
+            &store,
+            "echo",
+            r#"{"value": 7}"#,
+            "--wait",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once it printed the job's id, the waiting put released the writer lock: a
+    // worker can take the file.
+    let mut waiting = waiting;
+    let mut out = BufReader::new(waiting.stdout.take().unwrap());
+    let mut id = String::new();
+    out.read_line(&mut id).unwrap();
+    assert!(id.trim().parse::<u64>().is_ok(), "{id:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let w = loop {
+        let uuid = dir.path().join("worker.uuid");
+        let log = dir.path().join("late-worker.log");
+        let (p, line) = Process::start(
+            &[
+                "worker",
+                &store,
+                "--uuid-file",
+                uuid.to_str().unwrap(),
+                "--poll-interval",
+                "100ms",
+            ],
+            &log,
+        );
+        if line.ends_with(" ready") {
+            break p;
+        }
+        drop(p);
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut result = String::new();
+    out.read_line(&mut result).unwrap();
+    let status = waiting.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(result.trim(), "7");
+    drop(w);
+}
