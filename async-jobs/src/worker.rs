@@ -17,10 +17,11 @@
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
 //!   `claim_conflict_retries` times and never fail the poll.
-//! - Claims are spread: a worker passes over as many claimable jobs as its
-//!   rotating rank among the queue's dispatchers ([`Dispatchers::claim_skip`]),
-//!   so concurrent workers rarely conflict on the head job; alone in a queue, it
-//!   claims in strict order.
+//! - A claim takes the first claimable job (strict claim order); only when that
+//!   conflicts (another worker took it) do its retries spread: the worker then
+//!   passes over as many claimable jobs as its rotating rank among the queue's
+//!   dispatchers ([`Dispatchers::claim_skip`]), so concurrent workers stop
+//!   meeting at the head of the queue.
 //! - A claimed job is started (ASSIGNED → ACTIVE, a new attempt) in the claim's
 //!   own transaction, so a job costs one durable commit fewer; its run then goes
 //!   straight to the handler. A worker that dies after that commit leaves the job
@@ -334,7 +335,11 @@ impl Worker {
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
                     let q = Queue::get_or_create(tx, name)?;
                     let now = Timestamp::now();
-                    let skip = Dispatchers::claim_skip(tx, &q, &id, now)?;
+                    // Strict claim order first; spread only after a conflict.
+                    let skip = match attempt {
+                        0 => 0,
+                        _ => Dispatchers::claim_skip(tx, &q, &id, now)?,
+                    };
                     let claim = Dispatchers::claim_for_agent_spread(
                         tx,
                         &q,
