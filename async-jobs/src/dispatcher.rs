@@ -40,6 +40,10 @@ pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
 pub const DEATH_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 /// Most agents of one dispatcher in one queue.
 pub const AGENTS_MAX: usize = 64;
+/// How often the claim spread of a queue's dispatchers rotates
+/// ([`Dispatchers::claim_skip`]).
+pub const CLAIM_SPREAD_ROTATION: Duration = Duration::from_millis(100);
+
 /// How long an agent keeps its completed jobs for inspection (7 days).
 pub const RETENTION_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Most completed jobs dropped in one call of `drop_completed_before`.
@@ -276,6 +280,38 @@ impl Dispatchers {
         agent: &str,
         now: Timestamp,
     ) -> Result<crate::queue::Claim> {
+        Dispatchers::claim_for_agent_spread(tx, queue, id, agent, now, 0)
+    }
+
+    /// How many claimable jobs dispatcher `id` passes over when it claims from
+    /// `queue` at `now` ([`Queue::claim_spread`]): its rank among the queue's
+    /// dispatchers, rotated every [`CLAIM_SPREAD_ROTATION`], so that concurrent
+    /// dispatchers take distinct jobs and each of them takes the head of the
+    /// queue in turn. 0 for a queue with one dispatcher.
+    pub fn claim_skip(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<usize> {
+        let q = tx.get(queue)?;
+        let ids = &q.dispatchers_ref();
+        let n = ids.len().max(1);
+        let rank = ids.keys().position(|d| d == id).unwrap_or(0);
+        let turn = now.as_micros() / CLAIM_SPREAD_ROTATION.as_micros() as u64;
+        Ok((rank + (turn % n as u64) as usize) % n)
+    }
+
+    /// [`Dispatchers::claim_for_agent_reporting`], passing over up to `skip`
+    /// claimable jobs as [`Queue::claim_spread`] does.
+    pub fn claim_for_agent_spread(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+        now: Timestamp,
+        skip: usize,
+    ) -> Result<crate::queue::Claim> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
         let agent_ref =
             *tx.get(&record)?
@@ -314,7 +350,7 @@ impl Dispatchers {
             dispatcher: id.to_string(),
             agent: agent.to_string(),
         };
-        let claim = Queue::claim_at(tx, queue, &claimer, now)?;
+        let claim = Queue::claim_spread(tx, queue, &claimer, now, skip)?;
         if let Some(job) = claim.job {
             tx.modify(&agent_ref, |a| a.held.insert(job.oid().0))?;
         }

@@ -117,8 +117,8 @@ pub use composite::{
     COMPOSITE_ANNOTATION, Composite, JOIN_HANDLER, parallel, part_results, serial,
 };
 pub use dispatcher::{
-    AGENT_SIZE_DEFAULT, AGENTS_MAX, Agent, Cleanup, DEATH_INTERVAL_DEFAULT, DispatcherRecord,
-    Dispatchers, PING_INTERVAL_DEFAULT, RETENTION_DEFAULT, RETENTION_DROPS_MAX,
+    AGENT_SIZE_DEFAULT, AGENTS_MAX, Agent, CLAIM_SPREAD_ROTATION, Cleanup, DEATH_INTERVAL_DEFAULT,
+    DispatcherRecord, Dispatchers, PING_INTERVAL_DEFAULT, RETENTION_DEFAULT, RETENTION_DROPS_MAX,
 };
 pub use error::{Error, Result};
 pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
@@ -143,4 +143,6 @@ pub use status::Status;
 pub use time::Timestamp;
 pub use transact::transact;
 pub use wake::{Invalidations, Polling, WakeSource};
-pub use worker::{AGENT_NAME, PollReport, Worker, WorkerOptions, poll_backoff};
+pub use worker::{
+    AGENT_NAME, PollReport, Worker, WorkerOptions, housekeeping_interval, poll_backoff,
+};

@@ -24,6 +24,11 @@
 //!   job whose deadline (`begin_after + begin_by`) has passed: that job completes
 //!   with a timeout failure instead.
 //! - One claim examines at most [`CLAIM_SCAN_ENTRIES_MAX`] entries.
+//! - [`Queue::claim_spread`] may take a claimable job up to `skip` places after
+//!   the first: concurrent claimers (a worker whose first claim attempt
+//!   conflicted passes its rank among the queue's dispatchers, rotated over time)
+//!   then stop conflicting on the head job, and no job is passed over for long.
+//!   `skip` 0 is strict claim order.
 //! - A job naming quotas is claimed only when each has room (see [`crate::Quota`]);
 //!   until then it stays pending and later jobs may be claimed ahead of it. A job
 //!   put back at the front keeps its quota places until claimed again. Quota
@@ -53,6 +58,9 @@ pub const QUEUES_ROOT_KEY: &str = "zodiac.async.queues";
 pub const QUEUE_NAME_BYTES_MAX: usize = 255;
 /// Most pending entries one claim examines (expired jobs it completes count too).
 pub const CLAIM_SCAN_ENTRIES_MAX: usize = 64;
+/// Entries a claim reads first (beyond those it is asked to pass over); it reads
+/// up to [`CLAIM_SCAN_ENTRIES_MAX`] only when none of them can be taken.
+const CLAIM_FIRST_READ: usize = 2;
 /// The lane of jobs put back for an immediate retry: claimed first.
 pub const LANE_PUT_BACK: u8 = 0;
 /// The lane of jobs waiting for their start time.
@@ -398,57 +406,108 @@ impl Queue {
         claimer: &Claimer,
         now: Timestamp,
     ) -> Result<Claim> {
+        Queue::claim_spread(tx, queue, claimer, now, 0)
+    }
+
+    /// Like [`Queue::claim_at`], but passes over the first `skip` claimable jobs
+    /// when there are more: concurrent claimers given distinct `skip`s (e.g. their
+    /// rank among the queue's dispatchers) take distinct jobs instead of all
+    /// conflicting on the head of the queue. With fewer claimable jobs than
+    /// `skip + 1` it takes the last claimable one it saw; with `skip` 0 it is
+    /// `claim_at`. Passed-over jobs stay pending (they are not claimed out of
+    /// order by more than `skip` places).
+    pub fn claim_spread(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        claimer: &Claimer,
+        now: Timestamp,
+        skip: usize,
+    ) -> Result<Claim> {
         let q = tx.get(queue)?;
-        let entries = BTree::range(tx, &q.pending, .., CLAIM_SCAN_ENTRIES_MAX)?;
         let mut claim = Claim::default();
-        for (key, entry) in entries {
-            if key.lane == LANE_SCHEDULED && key.at > now {
-                break; // later entries start later still
-            }
-            let id = entry.job.oid();
-            if let Some(deadline) = entry.deadline.filter(|d| now > *d) {
-                crate::quota::release(tx, &entry.job)?;
-                Queue::take(tx, queue, &key)?;
-                let failure = Failure::timeout(format!(
-                    "the job was not started by its deadline {deadline} (checked at {now})"
-                ));
-                finish_failed(tx, &entry.job, failure, now)?;
-                claim.expired.push(entry.job);
-                continue;
-            }
-            let mut quotas = Vec::with_capacity(entry.quota_names.len());
-            for name in &entry.quota_names {
-                // A quota removed since the put no longer limits the job.
-                if let Some(quota) = q.quotas.get(name) {
-                    quotas.push(*quota);
-                }
-            }
-            let mut room = true;
-            for quota in &quotas {
-                // A job put back at the front still holds its places.
-                let q = tx.get(quota)?;
-                room &= q.has_room() || q.held().contains(&id.0);
-            }
-            if !room {
-                continue; // stays pending until its quotas have room
-            }
-            for quota in &quotas {
-                tx.modify(quota, |q| q.join(id.0))?;
-            }
-            Queue::take(tx, queue, &key)?;
-            let location = Location::Agent {
-                queue: q.name.clone(),
-                dispatcher: claimer.dispatcher.clone(),
-                agent: claimer.agent.clone(),
+        let mut examined = 0usize;
+        let mut skipped = 0usize;
+        let mut last_claimable: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
+        let mut after: Option<QueueKey> = None;
+        // Read a few entries first (usually the first one is taken), then the rest
+        // of the scan's allowance if needed.
+        let mut want = (skip + CLAIM_FIRST_READ).min(CLAIM_SCAN_ENTRIES_MAX);
+        'scan: loop {
+            let entries = match after {
+                None => BTree::range(tx, &q.pending, .., want)?,
+                Some(k) => BTree::range(
+                    tx,
+                    &q.pending,
+                    (std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded),
+                    want,
+                )?,
             };
-            tx.modify(&entry.job, |j| {
-                j.transition(id, Status::Assigned, now)?;
-                j.set_location(location);
-                Ok::<_, Error>(())
-            })??;
-            claim.job = Some(entry.job);
-            break;
+            let read = entries.len();
+            for (key, entry) in entries {
+                examined += 1;
+                after = Some(key);
+                if key.lane == LANE_SCHEDULED && key.at > now {
+                    break 'scan; // later entries start later still
+                }
+                if let Some(deadline) = entry.deadline.filter(|d| now > *d) {
+                    crate::quota::release(tx, &entry.job)?;
+                    Queue::take(tx, queue, &key)?;
+                    let failure = Failure::timeout(format!(
+                        "the job was not started by its deadline {deadline} (checked at {now})"
+                    ));
+                    finish_failed(tx, &entry.job, failure, now)?;
+                    claim.expired.push(entry.job);
+                    continue;
+                }
+                let mut quotas = Vec::with_capacity(entry.quota_names.len());
+                for name in &entry.quota_names {
+                    // A quota removed since the put no longer limits the job.
+                    if let Some(quota) = q.quotas.get(name) {
+                        quotas.push(*quota);
+                    }
+                }
+                let id = entry.job.oid();
+                let mut room = true;
+                for quota in &quotas {
+                    // A job put back at the front still holds its places.
+                    let q = tx.get(quota)?;
+                    room &= q.has_room() || q.held().contains(&id.0);
+                }
+                if !room {
+                    continue; // stays pending until its quotas have room
+                }
+                if skipped < skip {
+                    skipped += 1;
+                    last_claimable = Some((key, entry, quotas));
+                    continue;
+                }
+                last_claimable = Some((key, entry, quotas));
+                break 'scan;
+            }
+            if read < want || examined >= CLAIM_SCAN_ENTRIES_MAX {
+                break;
+            }
+            want = CLAIM_SCAN_ENTRIES_MAX - examined;
         }
+        let Some((key, entry, quotas)) = last_claimable else {
+            return Ok(claim);
+        };
+        let id = entry.job.oid();
+        for quota in &quotas {
+            tx.modify(quota, |q| q.join(id.0))?;
+        }
+        Queue::take(tx, queue, &key)?;
+        let location = Location::Agent {
+            queue: q.name.clone(),
+            dispatcher: claimer.dispatcher.clone(),
+            agent: claimer.agent.clone(),
+        };
+        tx.modify(&entry.job, |j| {
+            j.transition(id, Status::Assigned, now)?;
+            j.set_location(location);
+            Ok::<_, Error>(())
+        })??;
+        claim.job = Some(entry.job);
         Ok(claim)
     }
 
@@ -573,6 +632,13 @@ impl Queue {
         queue: &PRef<Queue>,
     ) -> Result<BTreeMap<String, PRef<crate::dispatcher::DispatcherRecord>>> {
         Ok(tx.get(queue)?.dispatchers.clone())
+    }
+
+    /// The dispatcher registry, without cloning it.
+    pub(crate) fn dispatchers_ref(
+        &self,
+    ) -> &BTreeMap<String, PRef<crate::dispatcher::DispatcherRecord>> {
+        &self.dispatchers
     }
 
     pub(crate) fn add_dispatcher(

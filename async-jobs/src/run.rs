@@ -21,7 +21,8 @@
 //! - A parent moves from CALLBACKS to COMPLETED only in a transaction that found no
 //!   NEW callback; adding a callback writes the parent too, so an addition racing
 //!   the completion conflicts with it and is either run by the completing runner or
-//!   sees the parent COMPLETED and is run at once by [`Runner::add_callback`].
+//!   sees the parent COMPLETED and is run at once by [`Runner::add_callback`]. The
+//!   result of a parent's last callback commits the parent's completion with it.
 //! - Callbacks run under the callback policy (`forever` unless they name one).
 //! - A handler that awaits job J commits its writes, leaves its job ACTIVE with
 //!   `awaiting = J`, and adds a resume callback to J; the resume stores J's result
@@ -221,6 +222,12 @@ impl Runner {
     /// (callbacks added meanwhile included), and then the job becomes COMPLETED.
     pub fn run(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
         let outcome = self.run_one(job, claimer)?;
+        self.after_run(job, &outcome)?;
+        Ok(outcome)
+    }
+
+    /// After a run: its callbacks, and those of a job a resume callback completed.
+    fn after_run(&self, job: &PRef<Job>, outcome: &RunOutcome) -> Result<()> {
         if matches!(outcome, RunOutcome::Finished(_)) {
             self.finish_callbacks(job)?;
             // A resume callback completed the job that awaited: run its callbacks.
@@ -232,7 +239,7 @@ impl Runner {
                 }
             }
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Runs the callbacks of `parent` (in CALLBACKS or COMPLETED) that have not run,
@@ -286,6 +293,42 @@ impl Runner {
         }
     }
 
+    /// The first step of a run, in the caller's transaction: if `job` is held by
+    /// `claimer` and its retry policy is registered here, marks it ACTIVE (a new
+    /// attempt, `active_start`) and returns the job as started; otherwise changes
+    /// nothing and returns `None`. A worker calls it in the transaction of the claim
+    /// itself, then [`Runner::run_started`]: one durable commit fewer per job.
+    pub(crate) fn start_in(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+    ) -> Result<Option<std::sync::Arc<Job>>> {
+        let id = job.oid();
+        let j = tx.get(job)?;
+        if !held_by(&j, claimer) || self.policy_for(&j).is_err() {
+            return Ok(None);
+        }
+        let now = Timestamp::now();
+        tx.modify(job, |j| j.transition(id, Status::Active, now))??;
+        Ok(Some(tx.get(job)?))
+    }
+
+    /// Runs `job`, which [`Runner::start_in`] marked ACTIVE for `claimer` in a
+    /// committed transaction (`started` is the job as it left it), as
+    /// [`Runner::run`] does from its second step on: the handler, the result, the
+    /// callbacks.
+    pub(crate) fn run_started(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        started: std::sync::Arc<Job>,
+    ) -> Result<RunOutcome> {
+        let outcome = self.run_from(job, claimer, started)?;
+        self.after_run(job, &outcome)?;
+        Ok(outcome)
+    }
+
     fn run_one(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
         let id = job.oid();
         let started = transact_through_outages(&self.db, |tx| {
@@ -301,6 +344,17 @@ impl Runner {
         let Some(snapshot) = started else {
             return Ok(self.abandon(job, "before it started"));
         };
+        self.run_from(job, claimer, snapshot)
+    }
+
+    /// A run from its second step: `snapshot` is the job as marked ACTIVE.
+    fn run_from(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        snapshot: std::sync::Arc<Job>,
+    ) -> Result<RunOutcome> {
+        let id = job.oid();
         let policy = self.policy_for(&snapshot)?;
         let queue = match snapshot.location() {
             Location::Agent { queue, .. } => Some(queue.clone()),
@@ -531,15 +585,18 @@ impl Runner {
         }
         crate::quota::release(tx, job)?;
         let now = Timestamp::now();
-        tx.modify(job, |j| {
+        let completed = tx.modify(job, |j| {
             log.apply(j);
             j.set_result(outcome);
             j.transition(id, Status::Callbacks, now)?;
             if j.callbacks().is_empty() {
                 j.transition(id, Status::Completed, now)?;
             }
-            Ok::<_, Error>(())
+            Ok::<_, Error>(j.status() == Status::Completed)
         })??;
+        if completed {
+            complete_parent_after_last_callback(tx, job, now)?;
+        }
         Ok(true)
     }
 
@@ -596,6 +653,34 @@ impl Runner {
         );
         RunOutcome::Abandoned
     }
+}
+
+/// When `callback` (just COMPLETED in `tx`) is a callback whose parent is in
+/// CALLBACKS and no other callback of that parent is NEW, completes the parent in
+/// the same transaction: one durable commit fewer per job with callbacks. The
+/// parent is written, so a callback added to it concurrently conflicts with this
+/// transaction (and the retry sees the addition), as with
+/// [`Runner::finish_callbacks`], whose own completion then finds nothing to do.
+fn complete_parent_after_last_callback(
+    tx: &mut Transaction<'_>,
+    callback: &PRef<Job>,
+    now: Timestamp,
+) -> Result<()> {
+    let Location::CallbackOf { parent } = *tx.get(callback)?.location() else {
+        return Ok(());
+    };
+    let p = tx.get(&parent)?;
+    if p.status() != Status::Callbacks {
+        return Ok(());
+    }
+    for cb in p.callbacks() {
+        if cb != callback && tx.get(cb)?.status() == Status::New {
+            return Ok(()); // more to run: finish_callbacks completes it later
+        }
+    }
+    let pid = parent.oid();
+    tx.modify(&parent, |p| p.transition(pid, Status::Completed, now))??;
+    Ok(())
 }
 
 /// Recovers a queue job whose run was interrupted (its process died while it was

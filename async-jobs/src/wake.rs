@@ -5,8 +5,14 @@
 //! (the worker watches its queues' size counters, which every put and put-back
 //! writes), so an enqueued job starts within milliseconds.
 //!
-//! Invariant: `wait` returns within `timeout` (give or take the scheduler), and
-//! returns `true` only for a change that happened after the last `reset`.
+//! Invariants:
+//! - `wait` returns within `timeout` (give or take the scheduler), and returns
+//!   `true` only for a change that happened after the last `reset`.
+//! - When [`Invalidations::wait`] returns `true` for a commit, a transaction begun
+//!   afterwards sees that commit: storages publish a commit's event *before* their
+//!   `last_tid` reports it (invalidations first), so the wake-up waits until
+//!   `last_tid` has reached the event's tid. Without that, a worker woken by a put
+//!   could poll a snapshot without the job and sleep a whole poll interval.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -35,6 +41,10 @@ impl WakeSource for Polling {
     }
 }
 
+/// Longest a wake-up waits for the waking commit to become visible (it takes
+/// microseconds: the storage moves `last_tid` right after publishing).
+const VISIBILITY_WAIT_MAX: Duration = Duration::from_millis(100);
+
 /// Wakes on a commit that writes a watched object.
 pub struct Invalidations {
     storage: Arc<dyn Storage>,
@@ -60,7 +70,17 @@ impl WakeSource for Invalidations {
     fn wait(&mut self, watched: &BTreeSet<Oid>, timeout: Duration) -> bool {
         let started = Instant::now();
         match self.subscription.recv_timeout(timeout) {
-            Some(event) => event.oids.iter().any(|oid| watched.contains(oid)),
+            Some(event) => {
+                if !event.oids.iter().any(|oid| watched.contains(oid)) {
+                    return false;
+                }
+                // Published before `last_tid` moves: wait until it is visible.
+                let visible_by = Instant::now() + VISIBILITY_WAIT_MAX;
+                while self.storage.last_tid() < event.tid && Instant::now() < visible_by {
+                    std::thread::yield_now();
+                }
+                true
+            }
             // Cut off for falling too far behind: changes may have been missed, so
             // wake (the poll sees them) and subscribe again.
             None if self.subscription.missed() => {

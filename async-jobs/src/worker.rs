@@ -3,18 +3,31 @@
 //!
 //! Each poll, for each watched queue: activate on the first visit (a live
 //! dispatcher with the same id makes this worker skip that queue, with an error
-//! log), ping when due, clean up dead siblings, drop completed jobs older than the
-//! retention period, then claim jobs until the agent holds `agent_size` or nothing
+//! log), ping when due, clean up dead siblings and drop completed jobs older than
+//! the retention period (both at most every [`housekeeping_interval`], not at
+//! every poll of a busy worker), then claim jobs until the agent holds `agent_size` or nothing
 //! is claimable, running each on its own thread. Between polls it waits
 //! for the poll interval or until the next scheduled job's start time, whichever
 //! is sooner, or less: its [`WakeSource`] (by default
 //! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
-//! or put-back does) wakes it at once, and so does a run that finishes (a free
-//! slot).
+//! or put-back does) wakes it at once, and so does a commit that writes one of the
+//! jobs it runs (their result, or the completion after their callbacks: a slot
+//! may be free) or a run whose thread ended.
 //!
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
 //!   `claim_conflict_retries` times and never fail the poll.
+//! - A claim takes the first claimable job (strict claim order); only when that
+//!   conflicts (another worker took it) do its retries spread: the worker then
+//!   passes over as many claimable jobs as its rotating rank among the queue's
+//!   dispatchers ([`Dispatchers::claim_skip`]), so concurrent workers stop
+//!   meeting at the head of the queue.
+//! - A claimed job is started (ASSIGNED → ACTIVE, a new attempt) in the claim's
+//!   own transaction, so a job costs one durable commit fewer; its run then goes
+//!   straight to the handler. A worker that dies after that commit leaves the job
+//!   ACTIVE, and cleanup recovers it through its policy's `on_interrupted`, as for
+//!   any interrupted run. A job that cannot be started there (its retry policy is
+//!   not registered in this worker) stays ASSIGNED and its run reports why.
 //! - A poll that fails (e.g. a storage error) is retried after a backoff of
 //!   5 s, 10 s, … capped at 60 s ([`poll_backoff`]), never ending [`Worker::run`].
 //! - At most `agent_size` jobs run at once: the agent claims only while it holds
@@ -105,6 +118,13 @@ pub struct PollReport {
     pub skipped: Vec<String>,
 }
 
+/// How often a worker checks a queue for dead siblings and drops old completed
+/// jobs: a quarter of the ping interval, at most every second (so a dead sibling is
+/// cleaned up at most that long after its death interval has passed).
+pub fn housekeeping_interval(options: &WorkerOptions) -> Duration {
+    (options.ping_interval / 4).min(Duration::from_secs(1))
+}
+
 /// The wait before retrying after the `n`th failed poll in a row (n ≥ 1).
 pub fn poll_backoff(n: u32) -> Duration {
     Duration::from_secs(5)
@@ -120,6 +140,8 @@ pub struct Worker {
     options: WorkerOptions,
     /// Queues this worker activated, with its last ping there.
     active: BTreeMap<String, Instant>,
+    /// The last dead-sibling check and completed-job drop, per queue.
+    housekept: BTreeMap<String, Instant>,
     wake: Box<dyn WakeSource>,
     /// Jobs being run, each on its own thread.
     running: Vec<(PRef<Job>, JoinHandle<Result<RunOutcome>>)>,
@@ -150,6 +172,7 @@ impl Worker {
             runner,
             options,
             active: BTreeMap::new(),
+            housekept: BTreeMap::new(),
             wake,
             running: Vec::new(),
         }
@@ -229,6 +252,14 @@ impl Worker {
             }
             Some(_) => {}
         }
+        let due = self
+            .housekept
+            .get(name)
+            .is_none_or(|last| last.elapsed() >= housekeeping_interval(&options));
+        if !due {
+            return Ok(true);
+        }
+        self.housekept.insert(name.to_string(), Instant::now());
         let dead = transact(&self.db, |tx| {
             let q = Queue::get_or_create(tx, name)?;
             Dispatchers::dead(tx, &q, now, options.death_interval)
@@ -300,23 +331,37 @@ impl Worker {
         loop {
             let mut claimed = None;
             for attempt in 0..=self.options.claim_conflict_retries {
+                let runner = &self.runner;
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
                     let q = Queue::get_or_create(tx, name)?;
-                    Dispatchers::claim_for_agent_reporting(
+                    let now = Timestamp::now();
+                    // Strict claim order first; spread only after a conflict.
+                    let skip = match attempt {
+                        0 => 0,
+                        _ => Dispatchers::claim_skip(tx, &q, &id, now)?,
+                    };
+                    let claim = Dispatchers::claim_for_agent_spread(
                         tx,
                         &q,
                         &id,
                         &claimer.agent,
-                        Timestamp::now(),
-                    )
+                        now,
+                        skip,
+                    )?;
+                    // Start the run in the claim's own transaction (see the module doc).
+                    let started = match claim.job {
+                        Some(job) => runner.start_in(tx, &job, Some(&claimer))?,
+                        None => None,
+                    };
+                    Ok((claim, started))
                 });
                 match result {
-                    Ok(claim) => {
+                    Ok((claim, started)) => {
                         // Expired jobs met by the claim: their callbacks run now.
                         for job in &claim.expired {
                             self.runner.finish_callbacks(job)?;
                         }
-                        claimed = Some(claim.job);
+                        claimed = Some(claim.job.map(|job| (job, started)));
                         break;
                     }
                     Err(e) if e.is_conflict() => {
@@ -325,11 +370,16 @@ impl Worker {
                     Err(e) => return Err(e),
                 }
             }
-            let Some(Some(job)) = claimed else {
+            let Some(Some((job, started))) = claimed else {
                 return Ok(());
             };
             let (runner, claimer) = (self.runner.clone(), claimer.clone());
-            let handle = std::thread::spawn(move || runner.run(&job, Some(&claimer)));
+            let handle = std::thread::spawn(move || match started {
+                Some(started) => runner.run_started(&job, Some(&claimer), started),
+                // Not startable here (e.g. its retry policy is unknown): the
+                // ordinary run reports why.
+                None => runner.run(&job, Some(&claimer)),
+            });
             self.running.push((job, handle));
             report.started.push(job);
         }
@@ -391,13 +441,16 @@ impl Worker {
     }
 
     /// Waits up to the poll interval, or until the next scheduled start if that
-    /// is sooner; returns early when a commit changes a watched queue, or when
-    /// `stop` is set.
+    /// is sooner; returns early when a commit changes a watched queue or one of
+    /// the jobs it runs, or when `stop` is set.
     fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>, next_start: Option<Timestamp>) {
         let mut deadline = Instant::now() + self.options.poll_interval;
         if let Some(at) = next_start {
             deadline = deadline.min(Instant::now() + at.since(Timestamp::now()));
         }
+        // A commit of a running job (its result, its completion) may free a slot.
+        let mut watched = watched.clone();
+        watched.extend(self.running.iter().map(|(job, _)| job.oid()));
         while !stop.load(Ordering::SeqCst) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -407,7 +460,7 @@ impl Worker {
                 return; // a slot is free: claim more
             }
             let slice = left.min(Duration::from_millis(20));
-            if self.wake.wait(watched, slice) {
+            if self.wake.wait(&watched, slice) {
                 return;
             }
         }

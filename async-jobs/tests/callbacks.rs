@@ -246,3 +246,36 @@ fn add_callbacks_runs_the_branch_that_matches_the_parents_result() {
         ]
     );
 }
+
+/// The last callback's result and its parent's completion commit together: a job
+/// with one callback run outside a queue costs four commits (parent started, parent
+/// result, callback started, callback result with the parent's completion), and
+/// the parent's completion time is its last callback's.
+#[test]
+fn the_last_callbacks_result_completes_its_parent_in_the_same_commit() {
+    let (db, log, runner) = setup();
+    let parent = new_job(&db, "answer", &7i64);
+    let cb = transact(&db, |tx| add_callback(tx, &parent, note("only"))).unwrap();
+    let before = db.storage().last_tid();
+    runner.run(&parent, None).unwrap();
+    let commits = db
+        .storage()
+        .transactions(zodiac_storage::Tid(before.0 + 1), zodiac_storage::Tid::MAX)
+        .unwrap()
+        .count();
+    assert_eq!(commits, 4);
+    assert_eq!(lines(&db, log), ["only: value 7"]);
+    let (p, c) = (job(&db, parent), job(&db, cb));
+    assert_eq!(
+        (p.status(), c.status()),
+        (Status::Completed, Status::Completed)
+    );
+    let completed_in = |j: PRef<Job>| {
+        db.storage()
+            .history(j.oid(), 1)
+            .unwrap()
+            .first()
+            .map(|r| r.tid)
+    };
+    assert_eq!(completed_in(parent), completed_in(cb));
+}

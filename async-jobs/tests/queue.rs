@@ -567,3 +567,52 @@ fn concurrent_claims_never_overfill_a_quota() {
     assert!(most <= 2);
     assert_eq!(queue_len(&db), 0);
 }
+
+/// A spread claim passes over `skip` claimable jobs when there are more, takes the
+/// last claimable one when there are fewer, and leaves the passed-over ones
+/// pending; distinct skips take distinct jobs; a scan reads past its first few
+/// entries when those cannot be taken (here: full quotas).
+#[test]
+fn spread_claims_pass_over_skip_jobs_and_stay_within_the_due_ones() {
+    each_storage(|db| {
+        let jobs: Vec<_> = (0..4)
+            .map(|i| put(&db, &format!("j{i}"), PutOptions::new().begin_after(at(i))))
+            .collect();
+        let later = put(&db, "later", PutOptions::new().begin_after(at(1_000)));
+        let spread = |skip: usize, now: Timestamp| {
+            transact(&db, |tx| {
+                let q = Queue::get(tx, "")?.expect("queue exists");
+                Queue::claim_spread(tx, &q, &claimer("a"), now, skip)
+            })
+            .unwrap()
+            .job
+        };
+        assert_eq!(spread(2, at(100)), Some(jobs[2]));
+        assert_eq!(spread(1, at(100)), Some(jobs[1]));
+        // Two due jobs left (0 and 3): skip 5 takes the last due one, not `later`.
+        assert_eq!(spread(5, at(100)), Some(jobs[3]));
+        assert_eq!(spread(0, at(100)), Some(jobs[0]));
+        assert_eq!(spread(3, at(100)), None, "only a job not due yet is left");
+        assert_eq!(job(&db, later).status(), Status::Pending);
+        assert_eq!(queue_len(&db), 1);
+
+        assert_eq!(spread(0, Timestamp::now()), Some(later), "due by now");
+
+        // Quota-blocked entries in front: the claim reads on past its first read.
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.expect("queue exists");
+            Queue::set_quota(tx, &q, "one", 1)
+        })
+        .unwrap();
+        let blocked: Vec<_> = (0..6)
+            .map(|_| put(&db, "q", PutOptions::new().quota("one")))
+            .collect();
+        let free = put(&db, "free", PutOptions::new());
+        assert_eq!(spread(0, Timestamp::now()), Some(blocked[0]));
+        assert_eq!(
+            spread(0, Timestamp::now()),
+            Some(free),
+            "past five blocked entries"
+        );
+    });
+}

@@ -90,6 +90,7 @@ pub fn w1_client_processes(file: Arc<dyn Storage>, clients: u64, per_client: u64
     let mut children = Vec::new();
     for c in 0..clients {
         let mut child = Command::new(&exe)
+            .args(crate::reexec_prefix())
             .args([
                 CLIENT_MODE,
                 &server.local_addr().to_string(),

@@ -31,14 +31,25 @@ pub enum StoreKind {
     Memory,
     /// The file store served on 127.0.0.1, used through a client storage (W6).
     Server,
+    /// An existing server at this address (`tcp://HOST:PORT`), used through a
+    /// client storage: for the storage workloads that only add objects (W1, W2,
+    /// W3, W4). Its store is not fresh; the workloads write new objects only.
+    Remote(&'static str),
 }
 
 impl StoreKind {
+    /// `file`, `memory`, `server`, or `tcp://HOST:PORT` of an existing server.
     pub fn parse(name: &str) -> Option<StoreKind> {
         match name {
             "file" => Some(StoreKind::File),
             "memory" => Some(StoreKind::Memory),
             "server" => Some(StoreKind::Server),
+            remote if remote.strip_prefix("tcp://").is_some_and(|a| !a.is_empty()) => {
+                // Parsed once per run: leaking keeps the kind `Copy`.
+                Some(StoreKind::Remote(Box::leak(
+                    remote.to_string().into_boxed_str(),
+                )))
+            }
             _ => None,
         }
     }
@@ -48,6 +59,7 @@ impl StoreKind {
             StoreKind::File => "file",
             StoreKind::Memory => "memory",
             StoreKind::Server => "server",
+            StoreKind::Remote(address) => address,
         }
     }
 }
@@ -99,6 +111,28 @@ impl StoreUnderTest {
                 self.open()
             }
             StoreKind::Memory => Ok(Arc::new(MemoryStorage::new())),
+            StoreKind::Remote(_) => self.open(),
+        }
+    }
+
+    /// Creates the empty store itself, not served even when the kind is `Server`
+    /// (for workloads that serve it themselves).
+    pub fn create_unserved(&mut self) -> Result<Arc<dyn Storage>> {
+        match self.kind {
+            StoreKind::File | StoreKind::Server => {
+                if self.data_path.exists() {
+                    return Err(format!(
+                        "{} already exists; each run needs a fresh store",
+                        self.data_path.display()
+                    )
+                    .into());
+                }
+                open_file_store(&self.data_path)
+            }
+            StoreKind::Memory => Ok(Arc::new(MemoryStorage::new())),
+            StoreKind::Remote(_) => Err(
+                "this workload creates its own store: use --store file, memory or server".into(),
+            ),
         }
     }
 
@@ -124,7 +158,7 @@ impl StoreUnderTest {
             return Err("the store is still in use elsewhere and cannot be closed".into());
         }
         match self.kind {
-            StoreKind::File | StoreKind::Server => {
+            StoreKind::File | StoreKind::Server | StoreKind::Remote(_) => {
                 storage.close()?;
                 drop(storage);
             }
@@ -136,7 +170,7 @@ impl StoreUnderTest {
     /// Opens the store again after [`close`](Self::close).
     pub fn reopen(&mut self) -> Result<Arc<dyn Storage>> {
         match self.kind {
-            StoreKind::File | StoreKind::Server => self.open(),
+            StoreKind::File | StoreKind::Server | StoreKind::Remote(_) => self.open(),
             StoreKind::Memory => self
                 .parked
                 .take()
@@ -171,8 +205,16 @@ impl StoreUnderTest {
         fs::metadata(&self.data_path).ok().map(|m| m.len())
     }
 
-    /// Opens the data file, served when the kind is `Server`.
+    /// Opens the data file, served when the kind is `Server`; connects a new client
+    /// to the remote server (a cold cache) when it is `Remote`.
     fn open(&self) -> Result<Arc<dyn Storage>> {
+        if let StoreKind::Remote(address) = self.kind {
+            let client = zodiac_storage::ClientStorage::connect(
+                address,
+                zodiac_storage::ClientOptions::new(),
+            )?;
+            return Ok(Arc::new(client));
+        }
         let file = open_file_store(&self.data_path)?;
         if self.kind == StoreKind::Server {
             Ok(Arc::new(crate::served::Served::start(file)?))

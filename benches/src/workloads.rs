@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use zodiac_storage::{Oid, Storage, Tid, TransactionMeta};
 
 use crate::Result;
+use crate::jobs::JobWorkload;
 use crate::report::{Measurement, Value};
 use crate::rng::{SplitMix64, VALUE_BYTES, W3_SEED, W4_SEED, index_of, val};
 use crate::stats::Latencies;
@@ -61,6 +62,8 @@ pub enum Workload {
     BTreeConcurrent,
     /// W6's W1 with 4 client processes over the server (by name only: not in `ALL`).
     W6Processes,
+    /// A job workload (J1–J6; see `jobs`).
+    Job(JobWorkload),
 }
 
 impl Workload {
@@ -94,6 +97,45 @@ impl Workload {
             Workload::BTree => "btree",
             Workload::BTreeConcurrent => "btree-4",
             Workload::W6Processes => "w6-4p",
+            Workload::Job(job) => job.name(),
+        }
+    }
+
+    /// The job workloads, in the order `jobs` runs them (after `phys-fdatasync`, the
+    /// disk's floor measured in the same run).
+    pub const JOBS: [Workload; 7] = [
+        Workload::PhysFdatasync,
+        Workload::Job(JobWorkload::J1),
+        Workload::Job(JobWorkload::J2),
+        Workload::Job(JobWorkload::J3),
+        Workload::Job(JobWorkload::J4),
+        Workload::Job(JobWorkload::J5),
+        Workload::Job(JobWorkload::J6),
+    ];
+
+    /// Why the workload cannot run against `kind`, if it cannot.
+    pub fn skip_reason(self, kind: crate::target::StoreKind) -> Option<&'static str> {
+        use crate::target::StoreKind;
+        match (self, kind) {
+            (Workload::Job(_), StoreKind::Remote(_)) => Some(
+                "the job workloads need a store of their own (their execution ids would \
+                 meet other runs' jobs): use --store file, memory or server",
+            ),
+            (Workload::Job(job), _) => job.skip_reason(kind),
+            (
+                Workload::PhysFdatasync
+                | Workload::W1
+                | Workload::W1Concurrent
+                | Workload::W2
+                | Workload::W3
+                | Workload::W4,
+                StoreKind::Remote(_),
+            ) => None,
+            (_, StoreKind::Remote(_)) => Some(
+                "an existing server runs only the workloads that add objects \
+                 (w1, w1-4, w2, w3, w4)",
+            ),
+            _ => None,
         }
     }
 
@@ -111,6 +153,7 @@ impl Workload {
         match name {
             "storage" => return Some(Workload::ALL.to_vec()),
             "objects" => return Some(Workload::OBJECTS.to_vec()),
+            "jobs" => return Some(Workload::JOBS.to_vec()),
             _ => {}
         }
         Workload::ALL
@@ -118,6 +161,7 @@ impl Workload {
             .chain(Workload::OBJECTS)
             .chain([Workload::W5Large])
             .chain([Workload::W6Processes])
+            .chain(Workload::JOBS)
             .find(|w| w.name() == name)
             .map(|w| vec![w])
     }
@@ -145,6 +189,9 @@ impl Workload {
             Workload::BTree => crate::objects::btree(store),
             Workload::BTreeConcurrent => crate::objects::btree_concurrent(store),
             Workload::W6Processes => w6_processes(store),
+            Workload::Job(job) => {
+                Err(format!("{} runs through JobWorkload::run", job.name()).into())
+            }
         }
     }
 }
@@ -590,6 +637,24 @@ mod tests {
         assert_eq!(Workload::select("w1-4"), Some(vec![Workload::W1Concurrent]));
         assert_eq!(Workload::select("w5"), Some(vec![Workload::W5]));
         assert_eq!(Workload::select("w6"), None);
+    }
+
+    #[test]
+    fn an_existing_server_runs_w2_through_a_client() -> Result<()> {
+        use zodiac_storage::{MemoryStorage, Server, ServerOptions};
+        let served: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let server = Server::start(served, "127.0.0.1:0", ServerOptions::new())?;
+        let address = format!("tcp://{}", server.local_addr());
+        let kind = StoreKind::parse(&address).expect("an address");
+        let mut store = StoreUnderTest::new(kind, Path::new("/nonexistent"));
+        let m = Workload::W2.run(&mut store)?;
+        assert_eq!(m.ops, W2_TRANSACTIONS * W2_OBJECTS_PER_TRANSACTION);
+        assert!(
+            store.create_unserved().is_err(),
+            "jobs need their own store"
+        );
+        server.shutdown();
+        Ok(())
     }
 
     #[test]

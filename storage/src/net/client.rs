@@ -1003,6 +1003,8 @@ impl Storage for ClientStorage {
             voted: false,
             doomed: false,
             ended: false,
+            written: HashMap::new(),
+            written_bytes: 0,
             _slot: slot,
         }))
     }
@@ -1120,7 +1122,14 @@ struct ClientTransaction {
     /// The connection was lost: every call fails until abort.
     doomed: bool,
     ended: bool,
+    /// What this transaction stored, for the cache once it commits (at most
+    /// `OWN_WRITES_CACHED_BYTES_MAX` bytes of data are kept).
+    written: HashMap<Oid, Vec<u8>>,
+    written_bytes: usize,
 }
+
+/// Most bytes of its own writes one transaction keeps to cache after its commit.
+const OWN_WRITES_CACHED_BYTES_MAX: usize = 1 << 20;
 
 impl ClientTransaction {
     fn check(&mut self) -> Result<()> {
@@ -1157,6 +1166,17 @@ impl StorageTransaction for ClientTransaction {
                 len: data.len() as u64,
                 max: RECORD_BYTES_MAX as u64,
             });
+        }
+        if self.written_bytes + data.len() <= OWN_WRITES_CACHED_BYTES_MAX {
+            self.written_bytes += data.len();
+            if let Some(old) = self.written.insert(oid, data.clone()) {
+                self.written_bytes -= old.len();
+            }
+        } else {
+            // Not kept: an older copy of the same object must not be cached either.
+            if let Some(old) = self.written.remove(&oid) {
+                self.written_bytes -= old.len();
+            }
         }
         self.send(ClientMessage::Store {
             txn: self.txn,
@@ -1205,12 +1225,22 @@ impl StorageTransaction for ClientTransaction {
         } else {
             Request::Commit { txn: self.txn }
         };
+        let epoch = self.inner.cache.lock().epoch;
         let result = self.inner.call_on(&self.link, request);
         self.ended = true;
         match self.doom_on_disconnect(result)? {
             Response::Finished(tid) => {
                 let tid = Tid(tid);
                 self.inner.wait_published(tid, &self.link);
+                // Our own writes are the revisions at `tid`: cached as a load at
+                // snapshot `tid` would be (rule 3 of the ordering contract), once
+                // the invalidation of `tid` is applied.
+                let mut cache = self.inner.cache.lock();
+                if cache.last_tid >= tid {
+                    for (oid, data) in std::mem::take(&mut self.written) {
+                        cache.insert_loaded(oid, tid, epoch, &Revision { tid, data });
+                    }
+                }
                 Ok(tid)
             }
             other => Err(unexpected(other)),
