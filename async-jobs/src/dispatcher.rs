@@ -284,20 +284,28 @@ impl Dispatchers {
     }
 
     /// How many claimable jobs dispatcher `id` passes over when it claims from
-    /// `queue` at `now` ([`Queue::claim_spread`]): its rank among the queue's
-    /// dispatchers, rotated every [`CLAIM_SPREAD_ROTATION`], so that concurrent
-    /// dispatchers take distinct jobs and each of them takes the head of the
-    /// queue in turn. 0 for a queue with one dispatcher.
+    /// `queue` at `now` ([`Queue::claim_spread`]): its rank among the queue's live
+    /// dispatchers (itself and those alive within `death_interval`), rotated every
+    /// [`CLAIM_SPREAD_ROTATION`], so that concurrent dispatchers take distinct jobs
+    /// and each of them takes the head of the queue in turn. 0 when it is the only
+    /// live one: a lone worker claims in strict order, whatever dead or stopped
+    /// dispatchers' records remain.
     pub fn claim_skip(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
         id: &str,
         now: Timestamp,
+        death_interval: Duration,
     ) -> Result<usize> {
         let q = tx.get(queue)?;
-        let ids = &q.dispatchers_ref();
-        let n = ids.len().max(1);
-        let rank = ids.keys().position(|d| d == id).unwrap_or(0);
+        let mut live = Vec::new();
+        for (other, record) in q.dispatchers_ref() {
+            if other == id || tx.get(record)?.is_alive(now, death_interval) {
+                live.push(other.as_str());
+            }
+        }
+        let n = live.len().max(1);
+        let rank = live.iter().position(|d| *d == id).unwrap_or(0);
         let turn = now.as_micros() / CLAIM_SPREAD_ROTATION.as_micros() as u64;
         Ok((rank + (turn % n as u64) as usize) % n)
     }

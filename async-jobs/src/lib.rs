@@ -103,6 +103,7 @@ mod helpers;
 mod identity;
 pub mod inspect;
 mod job;
+mod pool;
 mod queue;
 mod quota;
 pub mod retry;

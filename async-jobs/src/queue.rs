@@ -2,7 +2,7 @@
 //!
 //! Layout: the root entry [`QUEUES_ROOT_KEY`] names a [`QueueDirectory`] (queue name
 //! → [`Queue`]). A queue holds its pending jobs in a [`BTree`] keyed by
-//! [`QueueKey`] `(lane, time, job oid)` and its size in a [`Counter`]:
+//! [`QueueKey`] `(lane, time, job oid)`; its size is the tree's entry counter:
 //! - lane [`LANE_PUT_BACK`]: jobs put back to be retried at once, by put-back time;
 //! - lane [`LANE_SCHEDULED`]: every other job, by the time it may start.
 //!
@@ -12,14 +12,14 @@
 //! Why this rarely conflicts: the queue object itself is never written by put or
 //! claim. A put inserts one key and a claim removes one; the tree writes only the
 //! bucket holding that key, and concurrent changes to different keys of one bucket
-//! merge (bucket conflict resolution); the size counter merges too. What still
+//! merge (bucket conflict resolution); the tree's counter merges too. What still
 //! conflicts: two claimers taking the *same* job (the job object is written by both,
 //! which is exactly what makes a claim exclusive), and a put that splits a bucket
 //! another transaction changed at the same time. Both are retried.
 //!
 //! Invariants:
 //! - A job is PENDING iff it has exactly one entry in its queue's tree, under the key
-//!   stored in its `Location::Queue`; the size counter equals the number of entries.
+//!   stored in its `Location::Queue`.
 //! - A claim never takes a job whose lane-1 time is after `now`, and never starts a
 //!   job whose deadline (`begin_after + begin_by`) has passed: that job completes
 //!   with a timeout failure instead.
@@ -116,6 +116,9 @@ impl Persistent for QueueDirectory {
 pub struct Queue {
     name: String,
     pending: PRef<BTree<QueueKey, Entry>>,
+    /// No longer written: the pending tree counts its entries itself, and a
+    /// second counter made every put and claim write one more contended object.
+    /// Kept so that stored queues decode (and stays 0 in new ones).
     size: PRef<Counter>,
     quotas: BTreeMap<String, PRef<Quota>>,
     dispatchers: BTreeMap<String, PRef<crate::dispatcher::DispatcherRecord>>,
@@ -244,16 +247,18 @@ impl Queue {
         Queue::get(tx, name)?.ok_or_else(|| Error::NoSuchQueue { name: name.into() })
     }
 
-    /// The size counter's object: every put, put-back, claim and removal writes
-    /// it, so a commit naming it tells a watcher the queue changed.
+    /// The object of the pending tree's entry counter: every put, put-back, claim
+    /// and removal writes it, so a commit naming it tells a watcher the queue
+    /// changed.
     pub fn size_oid(tx: &mut Transaction<'_>, queue: &PRef<Queue>) -> Result<Oid> {
-        Ok(tx.get(queue)?.size.oid())
+        let pending = tx.get(queue)?.pending;
+        Ok(BTree::len_oid(tx, &pending)?)
     }
 
     /// Pending jobs (claimed jobs are not counted).
     pub fn len(tx: &mut Transaction<'_>, queue: &PRef<Queue>) -> Result<u64> {
-        let size = tx.get(queue)?.size;
-        Ok(tx.get(&size)?.value().max(0) as u64)
+        let pending = tx.get(queue)?.pending;
+        Ok(BTree::len(tx, &pending)?)
     }
 
     /// Up to `limit` pending jobs in claim order, with their keys.
@@ -303,17 +308,12 @@ impl Queue {
         let q = tx.get(queue)?;
         let previous = BTree::insert(tx, &q.pending, key, entry)?;
         debug_assert!(previous.is_none(), "a job has one entry");
-        tx.modify(&q.size, |c| c.add(1))?;
         Ok(())
     }
 
     fn take(tx: &mut Transaction<'_>, queue: &PRef<Queue>, key: &QueueKey) -> Result<bool> {
         let q = tx.get(queue)?;
-        let removed = BTree::remove(tx, &q.pending, key)?.is_some();
-        if removed {
-            tx.modify(&q.size, |c| c.add(-1))?;
-        }
-        Ok(removed)
+        Ok(BTree::remove(tx, &q.pending, key)?.is_some())
     }
 
     /// Puts the NEW job `job` in `queue` (NEW → PENDING); returns its id.

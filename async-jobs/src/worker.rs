@@ -1,5 +1,6 @@
 //! A worker: one dispatcher polling its queues on the calling thread and running
-//! the jobs it claims on threads of their own.
+//! the jobs it claims on threads of their own (kept in a pool between jobs:
+//! starting a thread costs more than a short job).
 //!
 //! Each poll, for each watched queue: activate on the first visit (a live
 //! dispatcher with the same id makes this worker skip that queue, with an error
@@ -10,18 +11,19 @@
 //! for the poll interval or until the next scheduled job's start time, whichever
 //! is sooner, or less: its [`WakeSource`] (by default
 //! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
-//! or put-back does) wakes it at once, and so does a commit that writes one of the
-//! jobs it runs (their result, or the completion after their callbacks: a slot
-//! may be free) or a run whose thread ended.
+//! or put-back does; watched only while the worker has room for another job)
+//! wakes it at once, and so does a commit that writes one of the jobs it runs
+//! (their result, or the completion after their callbacks: a slot may be free)
+//! or a run whose thread ended.
 //!
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
 //!   `claim_conflict_retries` times and never fail the poll.
-//! - A claim takes the first claimable job (strict claim order); only when that
-//!   conflicts (another worker took it) do its retries spread: the worker then
-//!   passes over as many claimable jobs as its rotating rank among the queue's
-//!   dispatchers ([`Dispatchers::claim_skip`]), so concurrent workers stop
-//!   meeting at the head of the queue.
+//! - A claim passes over as many claimable jobs as the worker's rotating rank
+//!   among the queue's live dispatchers ([`Dispatchers::claim_skip`]), so
+//!   concurrent workers do not all meet at the head of the queue (each meeting
+//!   is a conflict, and its retry waits for the winner's commit to be durable);
+//!   a lone live worker claims in strict order.
 //! - A claimed job is started (ASSIGNED → ACTIVE, a new attempt) in the claim's
 //!   own transaction, so a job costs one durable commit fewer; its run then goes
 //!   straight to the handler. A worker that dies after that commit leaves the job
@@ -42,7 +44,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use zodiac_objects::{Database, PRef};
@@ -54,6 +55,7 @@ use crate::dispatcher::{
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, Location};
+use crate::pool::{Pool, Task};
 use crate::queue::Queue;
 use crate::run::{RunOutcome, Runner};
 use crate::status::Status;
@@ -144,7 +146,12 @@ pub struct Worker {
     housekept: BTreeMap<String, Instant>,
     wake: Box<dyn WakeSource>,
     /// Jobs being run, each on its own thread.
-    running: Vec<(PRef<Job>, JoinHandle<Result<RunOutcome>>)>,
+    running: Vec<(PRef<Job>, Task<Result<RunOutcome>>)>,
+    /// The jobs of `running` whose callbacks a cleanup resumed (not claimed: they
+    /// take no place in this worker's agents).
+    resumed: BTreeSet<Oid>,
+    /// The threads jobs run on.
+    pool: Pool,
 }
 
 impl Worker {
@@ -175,6 +182,8 @@ impl Worker {
             housekept: BTreeMap::new(),
             wake,
             running: Vec::new(),
+            resumed: BTreeSet::new(),
+            pool: Pool::new("zodiac-job"),
         }
     }
 
@@ -307,7 +316,7 @@ impl Worker {
         for &job in jobs {
             let (db, runner) = (self.db.clone(), self.runner.clone());
             let (queue, owner) = (queue.to_string(), owner.to_string());
-            let handle = std::thread::spawn(move || {
+            let handle = self.pool.spawn(move || {
                 runner.finish_callbacks(&job)?;
                 transact(&db, |tx| {
                     let q = Queue::get_or_create(tx, &queue)?;
@@ -318,6 +327,7 @@ impl Worker {
                     RunOutcome::Finished(outcome.expect("a job in CALLBACKS has a result"))
                 })
             });
+            self.resumed.insert(job.oid());
             self.running.push((job, handle));
         }
     }
@@ -328,6 +338,7 @@ impl Worker {
             dispatcher: id.clone(),
             agent: self.options.agent.clone(),
         };
+        let death_interval = self.options.death_interval;
         loop {
             let mut claimed = None;
             for attempt in 0..=self.options.claim_conflict_retries {
@@ -335,11 +346,7 @@ impl Worker {
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
                     let q = Queue::get_or_create(tx, name)?;
                     let now = Timestamp::now();
-                    // Strict claim order first; spread only after a conflict.
-                    let skip = match attempt {
-                        0 => 0,
-                        _ => Dispatchers::claim_skip(tx, &q, &id, now)?,
-                    };
+                    let skip = Dispatchers::claim_skip(tx, &q, &id, now, death_interval)?;
                     let claim = Dispatchers::claim_for_agent_spread(
                         tx,
                         &q,
@@ -374,7 +381,7 @@ impl Worker {
                 return Ok(());
             };
             let (runner, claimer) = (self.runner.clone(), claimer.clone());
-            let handle = std::thread::spawn(move || match started {
+            let handle = self.pool.spawn(move || match started {
                 Some(started) => runner.run_started(&job, Some(&claimer), started),
                 // Not startable here (e.g. its retry policy is unknown): the
                 // ordinary run reports why.
@@ -388,11 +395,17 @@ impl Worker {
     /// Joins the threads of finished runs (all of them with `all`), logging what
     /// failed. A run's own failures are in its job; these are the runner's errors.
     fn reap(&mut self, all: bool) {
-        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
-            .into_iter()
-            .partition(|(_, h)| all || h.is_finished());
+        let (mut done, mut running) = (Vec::new(), Vec::new());
+        for (job, mut task) in std::mem::take(&mut self.running) {
+            if all || task.is_finished() {
+                done.push((job, task));
+            } else {
+                running.push((job, task));
+            }
+        }
         self.running = running;
         for (job, handle) in done {
+            self.resumed.remove(&job.oid());
             match handle.join() {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => log::error!(
@@ -417,6 +430,19 @@ impl Worker {
     /// Waits for every running job to finish.
     pub fn wait_idle(&mut self) {
         self.reap(true);
+    }
+
+    /// What [`Worker::watched`] returns while this worker has room for another
+    /// job; nothing while it runs as many as its agents hold, so that it wakes
+    /// only when one of them ends, not at every change of a busy queue (other
+    /// workers' claims and puts would wake it for a poll that cannot claim).
+    fn watched_if_room(&self) -> Result<(BTreeSet<Oid>, Option<Timestamp>)> {
+        let claimed = self.running.len() - self.resumed.len();
+        let places = self.options.agent_size as usize * self.active.len().max(1);
+        if claimed >= places {
+            return Ok((BTreeSet::new(), None));
+        }
+        self.watched()
     }
 
     /// The size-counter oids of the queues this worker polls, and the earliest
@@ -456,7 +482,7 @@ impl Worker {
             if left.is_zero() {
                 return;
             }
-            if self.running.iter().any(|(_, h)| h.is_finished()) {
+            if self.running.iter_mut().any(|(_, h)| h.is_finished()) {
                 return; // a slot is free: claim more
             }
             let slice = left.min(Duration::from_millis(20));
@@ -473,7 +499,7 @@ impl Worker {
         while !stop.load(Ordering::SeqCst) {
             // Forget commits from before this poll: the poll sees them.
             self.wake.reset();
-            match self.poll_once().and_then(|_| self.watched()) {
+            match self.poll_once().and_then(|_| self.watched_if_room()) {
                 Ok((watched, next_start)) => {
                     failures = 0;
                     self.wait(stop, &watched, next_start);
@@ -554,6 +580,7 @@ impl Worker {
         }
         // Runs still going find their job taken back and store nothing.
         self.running.clear();
+        self.resumed.clear();
         Ok(())
     }
 }

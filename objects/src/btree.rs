@@ -34,6 +34,7 @@ use std::ops::{Bound, RangeBounds};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use zodiac_storage::Oid;
 
 use crate::counter::Counter;
 use crate::error::Result;
@@ -457,6 +458,13 @@ impl<K: BTreeKey, V: BTreeValue> BTree<K, V> {
     pub fn len(tx: &mut Transaction<'_>, tree: &PRef<BTree<K, V>>) -> Result<u64> {
         let len = tx.get(tree)?.len;
         Ok(tx.get(&len)?.value().max(0) as u64)
+    }
+
+    /// The object of the tree's entry counter: every insert of a new key and every
+    /// removal writes it (and nothing else of the tree is written by all of them),
+    /// so a commit naming it tells a watcher the tree's keys changed.
+    pub fn len_oid(tx: &mut Transaction<'_>, tree: &PRef<BTree<K, V>>) -> Result<Oid> {
+        Ok(tx.get(tree)?.len.oid())
     }
 
     /// Every entry, in key order (loads the whole tree).

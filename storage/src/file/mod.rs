@@ -1442,6 +1442,7 @@ impl StorageTransaction for FileTransaction {
             } else {
                 usize::MAX
             };
+            let mut conflict = None;
             for (oid, expected) in self.writes.expectations().take(checked) {
                 let current = match (commit.pending_newer(oid, &reader), reader.index.get(oid)) {
                     (Some((tid, _)), _) => tid,
@@ -1449,18 +1450,24 @@ impl StorageTransaction for FileTransaction {
                     (None, Some(pos)) => shared.newest_tid_at(&reader.map, pos, oid)?,
                 };
                 if current != expected {
-                    let conflict = ConflictError {
+                    conflict = Some(ConflictError {
                         oid,
                         base_tid: expected,
                         current_tid: current,
-                    };
-                    drop(reader);
-                    drop(commit);
-                    // Report only revisions the caller can load: a conflict resolver
-                    // reads the committed state right away.
-                    shared.wait_published(current)?;
-                    return Err(conflict.into());
+                    });
+                    break;
                 }
+            }
+            if let Some(conflict) = conflict {
+                drop(reader);
+                drop(commit);
+                // This transaction writes nothing now: a gathering leader must not
+                // wait for it (while it waits below for that leader's sync).
+                self.leave_flight();
+                // Report only revisions the caller can load: a conflict resolver
+                // reads the committed state right away.
+                self.shared.wait_published(conflict.current_tid)?;
+                return Err(conflict.into());
             }
             for s in &self.writes.stores {
                 let prev = match commit.pending_newer(s.oid, &reader) {
@@ -1575,4 +1582,34 @@ impl StorageTransaction for FileTransaction {
     }
 
     fn abort(self: Box<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Storage;
+
+    /// A transaction whose vote found a conflict writes nothing more: a gathering
+    /// group-commit leader must not wait for it (it waited out the whole gather
+    /// time for every conflict, while the loser waited for that leader's sync).
+    #[test]
+    fn a_conflicting_vote_leaves_the_flight_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::open(dir.path().join("data.zdb"), FileOptions::new()).unwrap();
+        let oid = storage.new_oid().unwrap();
+        let mut first = storage.begin(TransactionMeta::default()).unwrap();
+        first.store(oid, Tid::ZERO, b"a".to_vec()).unwrap();
+        first.finish().unwrap();
+        let mut stale = storage.begin(TransactionMeta::default()).unwrap();
+        stale.store(oid, Tid::ZERO, b"b".to_vec()).unwrap();
+        assert_eq!(storage.shared.sync.lock().in_flight, 1);
+        assert!(matches!(stale.vote(), Err(Error::Conflict(_))));
+        assert_eq!(
+            storage.shared.sync.lock().in_flight,
+            0,
+            "still counted as on its way to a write"
+        );
+        stale.abort();
+        assert_eq!(storage.shared.sync.lock().in_flight, 0);
+    }
 }
