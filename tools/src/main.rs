@@ -1,6 +1,7 @@
 //! `zodiac`: the command line of the Zodiac object database.
 
 mod analyze;
+mod bench;
 mod builtins;
 mod demo;
 mod inspect;
@@ -311,6 +312,24 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Run a benchmark workload of workloads.md on fresh stores; print a table row
+    /// per workload, or one JSON line with --json.
+    #[command(after_help = bench::help())]
+    Bench {
+        /// The workload, or a group of them (listed below).
+        #[arg(value_parser = bench::parse_workload)]
+        workload: String,
+        /// file, memory, server, tcp://HOST:PORT, or an existing directory (below).
+        #[arg(value_parser = bench::parse_store)]
+        store: String,
+        /// One JSON line per workload instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Runs of each workload, each on a fresh store; the median is reported.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u64).range(1..=bench::REPS_MAX))]
+        reps: u64,
+    },
     /// The writer process the demo kills: commits in a loop until killed.
     #[command(hide = true)]
     DemoWriter {
@@ -322,6 +341,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Processes a benchmark started (`zodiac bench <hidden mode> ...`) are not
+    // commands of this line: the benchmark library runs them.
+    if let Some(code) = bench::run_hidden_mode(&std::env::args_os().collect::<Vec<_>>()) {
+        return code;
+    }
     let cli = Cli::parse();
     // cli.md: RUST_LOG sets the level; the default is info for the server (and, later,
     // the worker), warn for the tools.
@@ -420,6 +444,12 @@ fn main() -> ExitCode {
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Jobs { command } => run_jobs(command),
+        Command::Bench {
+            workload,
+            store,
+            json,
+            reps,
+        } => bench::run(&workload, &store, json, reps),
     };
     finish(result)
 }

@@ -1,0 +1,216 @@
+//! `zodiac bench WORKLOAD STORE`: the benchmark workloads of workloads.md, run by the
+//! `zodiac-benches` library, printed as a table or as JSON lines.
+//!
+//! Invariants:
+//! - WORKLOAD and STORE are checked before anything runs: a name the library does not
+//!   know, or a STORE that is neither a store kind nor an existing directory, is a
+//!   usage error (exit 2). A failing run is exit 1.
+//! - Some workloads re-execute this program (W6's client processes, the job worker
+//!   processes over the server store) as `zodiac bench <hidden mode> ARGS...`.
+//!   [`run_hidden_mode`] recognises those command lines before clap parses anything
+//!   and hands them to `zodiac_benches::run_cli` unchanged; [`run`] declares the
+//!   `bench` prefix so the library re-executes through this subcommand.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The workloads and groups `zodiac-benches` knows (its usage text), with what
+/// each measures; a test checks the library knows each name.
+const WORKLOADS: [(&str, &str); 24] = [
+    (
+        "phys-fdatasync",
+        "the disk's floor: 3,000 x (256-byte write + fdatasync)",
+    ),
+    ("w1", "10,000 durable transactions of 1 new object"),
+    ("w1-4", "W1 by 4 writer threads"),
+    ("w2", "100 transactions x 1,000 new objects"),
+    ("w3", "100,000 random loads after a reopen"),
+    ("w4", "10,000 durable updates of 1 object out of 1,000"),
+    ("w5", "pack with GC of 10,000 objects x 10 revisions"),
+    ("w5-1m", "W5's shape at 1,000,000 objects"),
+    ("w7", "open + first load of 100,000 objects, saved index"),
+    ("w7-noindex", "W7 without the saved index"),
+    (
+        "storage",
+        "phys-fdatasync, w1, w1-4, w2, w3, w4, w5, w7, w7-noindex",
+    ),
+    ("w6-4p", "W1 by 4 client processes over a served file store"),
+    ("j1", "put 10,000 jobs, one transaction each"),
+    ("j2", "1 worker drains J1's 10,000 jobs"),
+    ("j3", "4 workers drain 10,000 jobs"),
+    (
+        "j4",
+        "put-to-start and put-to-done latency of 200 single jobs",
+    ),
+    ("j5", "kill -9 one of 2 workers mid-run (STORE server only)"),
+    ("j6", "1,000 two-step callback chains"),
+    ("jobs", "phys-fdatasync, j1 ... j6"),
+    ("obj-w1", "W1 through the objects layer"),
+    ("obj-w2", "W2 through the objects layer"),
+    (
+        "btree",
+        "1,000,000 random inserts into a BTree, then lookups",
+    ),
+    ("btree-4", "4 threads insert into one BTree concurrently"),
+    ("objects", "obj-w1, obj-w2, btree, btree-4"),
+];
+
+/// The first arguments after `bench` with which the library re-executes this program:
+/// `served::CLIENT_MODE` and `jobs::WORKER_MODE` of `zodiac-benches` (private there;
+/// a test checks the library recognises them).
+const HIDDEN_MODES: [&str; 2] = ["w6-client-process", "job-worker"];
+
+/// Most `--reps` (the library's own bound; a typo should not start hours of runs).
+pub const REPS_MAX: u64 = 100;
+
+/// What `zodiac bench --help` shows after the arguments.
+pub fn help() -> String {
+    let mut text = String::from("Workloads (workloads.md):\n");
+    for (name, what) in WORKLOADS {
+        text.push_str(&format!("  {name:<16}{what}\n"));
+    }
+    text.push_str(STORES_HELP);
+    text
+}
+
+const STORES_HELP: &str = "
+STORE (every run gets a fresh store, removed afterwards):
+  file            the durable file store, in a temporary directory
+  memory          the memory store (no durability; checks the harness)
+  server          the file store served on 127.0.0.1, through a client storage;
+                  job workers are then separate processes
+  tcp://HOST:PORT an existing `zodiac server`, for w1, w1-4, w2, w3 and w4 only
+                  (they add new objects to its store)
+  DIR             an existing directory: durable file stores are created in it
+                  (./file names a directory called like a store kind)
+
+Workloads a STORE cannot run are skipped with a note on stderr. Runs take an
+exclusive lock on /tmp/bench.lock ($BENCH_LOCK), so benchmarks never overlap.";
+
+/// Every workload name, groups included.
+fn workload_names() -> impl Iterator<Item = &'static str> {
+    WORKLOADS.iter().map(|(name, _)| *name)
+}
+
+/// Accepts a workload or group name.
+pub fn parse_workload(text: &str) -> Result<String, String> {
+    if workload_names().any(|name| name == text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a workload; one of: {} (see zodiac bench --help)",
+            workload_names().collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+/// Accepts `file`, `memory`, `server`, `tcp://HOST:PORT` or an existing directory.
+pub fn parse_store(text: &str) -> Result<String, String> {
+    let kind = matches!(text, "file" | "memory" | "server");
+    let address = text.strip_prefix("tcp://");
+    if kind || address.is_some_and(|a| a.contains(':') && !a.ends_with(':')) {
+        return Ok(text.to_string());
+    }
+    if address.is_some() {
+        return Err(format!(
+            "{text:?} is not a server address: use tcp://HOST:PORT"
+        ));
+    }
+    if Path::new(text).is_dir() {
+        return Ok(text.to_string());
+    }
+    Err(format!(
+        "{text:?} is not a store: use file, memory, server, tcp://HOST:PORT or an existing directory"
+    ))
+}
+
+/// Runs `zodiac bench <hidden mode> ARGS...` (a process the library started) and
+/// returns its exit code; `None` for any other command line.
+pub fn run_hidden_mode(args: &[OsString]) -> Option<ExitCode> {
+    let [_, command, mode, ..] = args else {
+        return None;
+    };
+    if command != "bench" || !HIDDEN_MODES.iter().any(|m| mode == m) {
+        return None;
+    }
+    let rest = args[2..].iter().map(|a| a.to_string_lossy().into_owned());
+    Some(zodiac_benches::run_cli(rest))
+}
+
+/// Runs `workload` `reps` times on fresh stores of `store`, printing a table or
+/// JSON lines.
+pub fn run(workload: &str, store: &str, json: bool, reps: u64) -> anyhow::Result<ExitCode> {
+    zodiac_benches::set_reexec_prefix(vec!["bench".into()]);
+    let reps = usize::try_from(reps)?;
+    // The library's errors do not always say what ran where (an I/O error in a
+    // run directory is just the OS error).
+    zodiac_benches::run_workload(workload, store, json, reps)
+        .map_err(|e| anyhow::anyhow!(e).context(format!("zodiac bench {workload} {store}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_knows_every_workload_listed() {
+        for name in workload_names() {
+            // The library reads the name first and stops at --help: success means it
+            // selected the workload.
+            let code = zodiac_benches::run_cli([name.to_string(), "--help".to_string()]);
+            assert_eq!(code, ExitCode::SUCCESS, "{name}");
+        }
+        let unknown = zodiac_benches::run_cli(["w9".to_string(), "--help".to_string()]);
+        assert_eq!(unknown, ExitCode::from(2));
+    }
+
+    #[test]
+    fn the_library_recognises_the_hidden_modes() {
+        for mode in HIDDEN_MODES {
+            // Without its arguments a hidden mode fails (exit 1) after printing its
+            // usage; an unrecognised first argument would be a usage error (exit 2).
+            assert_eq!(
+                zodiac_benches::run_cli([mode.to_string()]),
+                ExitCode::FAILURE,
+                "{mode}"
+            );
+        }
+    }
+
+    #[test]
+    fn hidden_modes_are_taken_only_after_bench() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(run_hidden_mode(&args(&["zodiac", "bench", "w1", "memory"])).is_none());
+        assert!(run_hidden_mode(&args(&["zodiac", "jobs", "job-worker"])).is_none());
+        assert!(run_hidden_mode(&args(&["zodiac", "bench"])).is_none());
+        assert!(run_hidden_mode(&args(&["zodiac"])).is_none());
+        assert_eq!(
+            run_hidden_mode(&args(&["zodiac", "bench", "job-worker"])),
+            Some(ExitCode::FAILURE)
+        );
+    }
+
+    #[test]
+    fn stores_are_kinds_addresses_or_existing_directories() {
+        for ok in ["file", "memory", "server", "tcp://127.0.0.1:8100", "."] {
+            assert_eq!(parse_store(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "",
+            "fiel",
+            "tcp://",
+            "tcp://host",
+            "tcp://host:",
+            "/no/such/dir",
+        ] {
+            assert!(parse_store(bad).is_err(), "{bad:?}");
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        assert!(parse_store(file.path().to_str().unwrap()).is_err());
+        assert_eq!(parse_workload("w2").as_deref(), Ok("w2"));
+        let unknown = parse_workload("w9").unwrap_err();
+        assert!(unknown.contains("phys-fdatasync, w1,"), "{unknown}");
+    }
+}
