@@ -14,8 +14,9 @@
 //! - A bucket's `high` is the exclusive upper bound of the keys it held when it was
 //!   made (the separator after it, `None` for the last), set when it splits.
 //!   Conflict resolution merges two changes to a bucket only when neither split nor
-//!   detached it (`high` unchanged in all three states), no key was changed
-//!   differently by both, and the result fits.
+//!   detached it (`high` unchanged in all three states), no key was changed by
+//!   both (even the same way: two removals of one key conflict, so of two takers
+//!   of an entry exactly one succeeds), and the result fits.
 //! - A removal that empties a bucket detaches it from the lowest node on its path
 //!   that has another child (with every node below that holds only it), so a queue
 //!   that takes from the front does not keep reading emptied buckets; the last
@@ -133,10 +134,13 @@ impl<K: BTreeKey, V: BTreeValue> Persistent for Bucket<K, V> {
             let (o, c, m) = (old.get(key), committed.get(key), mine.get(key));
             let merged = if c == o {
                 m
-            } else if m == o || m == c {
+            } else if m == o {
                 c
             } else {
-                return None; // both changed this key, differently
+                // Both changed this key, even the same way: two removals of one
+                // key must conflict, or two takers of the same entry would both
+                // succeed (as ZODB's buckets refuse too).
+                return None;
             };
             if let Some(v) = merged {
                 entries.push((key.clone(), v.clone()));
@@ -532,5 +536,44 @@ impl<K: BTreeKey, V: BTreeValue> BTree<K, V> {
     pub fn depth(tx: &mut Transaction<'_>, tree: &PRef<BTree<K, V>>) -> Result<u32> {
         let root = tx.get(tree)?.root;
         Ok(tx.get(&root)?.level + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(keys: &[u64]) -> Bucket<u64, u64> {
+        Bucket {
+            entries: keys.iter().map(|&k| (k, k)).collect(),
+            high: None,
+            capacity: 8,
+        }
+    }
+
+    fn keys(b: &Bucket<u64, u64>) -> Vec<u64> {
+        b.entries.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn changes_to_different_keys_merge() {
+        let old = bucket(&[1, 2, 3]);
+        let merged = Bucket::resolve_conflict(&old, &bucket(&[2, 3]), &bucket(&[1, 2, 3, 4]));
+        assert_eq!(keys(&merged.unwrap()), [2, 3, 4]);
+    }
+
+    #[test]
+    fn the_same_change_twice_conflicts() {
+        let old = bucket(&[1, 2, 3]);
+        // Two takers of key 1: exactly one may succeed.
+        assert_eq!(
+            Bucket::resolve_conflict(&old, &bucket(&[2, 3]), &bucket(&[2, 3])),
+            None
+        );
+        // Two inserts of one key.
+        assert_eq!(
+            Bucket::resolve_conflict(&old, &bucket(&[1, 2, 3, 4]), &bucket(&[1, 2, 3, 4])),
+            None
+        );
     }
 }
