@@ -61,6 +61,9 @@ pub enum RunOutcome {
     Awaiting(PRef<Job>),
 }
 
+/// A job marked ACTIVE in a committed transaction, as it left it.
+type Started = (PRef<Job>, std::sync::Arc<Job>);
+
 /// Runs jobs with a set of handlers and retry policies.
 #[derive(Clone)]
 pub struct Runner {
@@ -221,13 +224,22 @@ impl Runner {
     /// When the job has callbacks, they run next, in order, each as its own job
     /// (callbacks added meanwhile included), and then the job becomes COMPLETED.
     pub fn run(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
-        let outcome = self.run_one(job, claimer)?;
-        self.after_run(job, &outcome)?;
+        let (outcome, first_callback) = self.run_one(job, claimer)?;
+        self.after_run(job, &outcome, first_callback)?;
         Ok(outcome)
     }
 
-    /// After a run: its callbacks, and those of a job a resume callback completed.
-    fn after_run(&self, job: &PRef<Job>, outcome: &RunOutcome) -> Result<()> {
+    /// After a run: its callbacks (`first_callback` already started by the
+    /// result's commit), and those of a job a resume callback completed.
+    fn after_run(
+        &self,
+        job: &PRef<Job>,
+        outcome: &RunOutcome,
+        first_callback: Option<Started>,
+    ) -> Result<()> {
+        if let Some((callback, started)) = first_callback {
+            self.run_started(&callback, None, started)?;
+        }
         if matches!(outcome, RunOutcome::Finished(_)) {
             self.finish_callbacks(job)?;
             // A resume callback completed the job that awaited: run its callbacks.
@@ -324,12 +336,16 @@ impl Runner {
         claimer: Option<&Claimer>,
         started: std::sync::Arc<Job>,
     ) -> Result<RunOutcome> {
-        let outcome = self.run_from(job, claimer, started)?;
-        self.after_run(job, &outcome)?;
+        let (outcome, first_callback) = self.run_from(job, claimer, started)?;
+        self.after_run(job, &outcome, first_callback)?;
         Ok(outcome)
     }
 
-    fn run_one(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
+    fn run_one(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+    ) -> Result<(RunOutcome, Option<Started>)> {
         let id = job.oid();
         let started = transact_through_outages(&self.db, |tx| {
             let j = tx.get(job)?;
@@ -342,17 +358,32 @@ impl Runner {
             Ok(Some(tx.get(job)?))
         })?;
         let Some(snapshot) = started else {
-            return Ok(self.abandon(job, "before it started"));
+            return Ok((self.abandon(job, "before it started"), None));
         };
         self.run_from(job, claimer, snapshot)
     }
 
-    /// A run from its second step: `snapshot` is the job as marked ACTIVE.
+    /// A run from its second step: `snapshot` is the job as marked ACTIVE. With
+    /// the outcome, the job's first callback when the result's commit started it.
     fn run_from(
         &self,
         job: &PRef<Job>,
         claimer: Option<&Claimer>,
         snapshot: std::sync::Arc<Job>,
+    ) -> Result<(RunOutcome, Option<Started>)> {
+        let mut first_callback = None;
+        let outcome = self.run_attempts(job, claimer, snapshot, &mut first_callback)?;
+        Ok((outcome, first_callback))
+    }
+
+    /// The attempts of a run (see [`Runner::run_from`]); sets `first_callback` when
+    /// the committed result started it.
+    fn run_attempts(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        snapshot: std::sync::Arc<Job>,
+        first_callback: &mut Option<Started>,
     ) -> Result<RunOutcome> {
         let id = job.oid();
         let policy = self.policy_for(&snapshot)?;
@@ -401,8 +432,15 @@ impl Runner {
                     }
                 }
                 Ok((value, None)) => {
-                    let stored =
-                        self.store(&mut tx, job, claimer, &log, Outcome::Value(value.clone()));
+                    let mut callback = None;
+                    let stored = self
+                        .store(&mut tx, job, claimer, &log, Outcome::Value(value.clone()))
+                        .and_then(|held| {
+                            if held {
+                                callback = self.start_first_callback(&mut tx, job)?;
+                            }
+                            Ok(held)
+                        });
                     // Commit only while still held: otherwise drop (abort) it all.
                     let committed = match stored {
                         Ok(true) => tx.commit().map(|_| true).map_err(Error::from),
@@ -410,6 +448,7 @@ impl Runner {
                     };
                     match committed {
                         Ok(true) => {
+                            *first_callback = callback;
                             log::info!(
                                 target: "zodiac_async::trace",
                                 "job {id} ({}) completed on attempt {}",
@@ -567,6 +606,28 @@ impl Runner {
             j.set_awaiting(Some(awaited));
         })?;
         Ok(Some(false))
+    }
+
+    /// When `job` is in CALLBACKS (its result just stored in `tx`), starts its first
+    /// NEW callback in the same transaction, as a claim starts its job: one durable
+    /// commit fewer per callback. A process dying after that commit leaves the
+    /// callback ACTIVE under a parent in CALLBACKS, which cleanup recovers like any
+    /// interrupted callback.
+    fn start_first_callback(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+    ) -> Result<Option<Started>> {
+        let j = tx.get(job)?;
+        if j.status() != Status::Callbacks {
+            return Ok(None);
+        }
+        for cb in j.callbacks() {
+            if tx.get(cb)?.status() == Status::New {
+                return Ok(self.start_in(tx, cb, None)?.map(|started| (*cb, started)));
+            }
+        }
+        Ok(None)
     }
 
     /// Stores `outcome` as the result in `tx` (→ CALLBACKS, → COMPLETED without
