@@ -585,9 +585,13 @@ impl Queue {
             j.transition(id, Status::Pending, now)?;
             j.set_location(Location::Queue { queue: name, key });
             if let Some(at) = retry_at {
-                // It begins after `at` now; the deadline stays where it was.
+                // It begins after `at` now; the deadline stays where it was. A
+                // deadline before `at` cannot be kept that way (`begin_by` would be
+                // negative): the schedule stays, and the claim expires the job.
                 let deadline = j.deadline();
-                j.set_schedule(at, deadline.map(|d| d.since(at)));
+                if deadline.is_none_or(|d| d >= at) {
+                    j.set_schedule(at, deadline.map(|d| d.since(at)));
+                }
             }
             Ok::<_, Error>(j.deadline())
         })??;
