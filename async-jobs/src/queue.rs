@@ -25,9 +25,9 @@
 //!   with a timeout failure instead.
 //! - One claim examines at most [`CLAIM_SCAN_ENTRIES_MAX`] entries.
 //! - [`Queue::claim_spread`] may take a claimable job up to `skip` places after
-//!   the first: concurrent claimers (a worker whose first claim attempt
-//!   conflicted passes its rank among the queue's dispatchers, rotated over time)
-//!   then stop conflicting on the head job, and no job is passed over for long.
+//!   the first: concurrent claimers (a worker passes its rank among the queue's
+//!   live dispatchers, rotated over time) then rarely conflict on the head job,
+//!   and no job is passed over for long.
 //!   `skip` 0 is strict claim order.
 //! - A job naming quotas is claimed only when each has room (see [`crate::Quota`]);
 //!   until then it stays pending and later jobs may be claimed ahead of it. A job

@@ -10,22 +10,21 @@ use zodiac_storage::{
     Storage, Tid, TransactionMeta,
 };
 
+/// A server of a new file storage (no fdatasync: these tests are about the path,
+/// not durability) in `dir`.
+fn serve_new_file(dir: &std::path::Path) -> Server {
+    let file = FileStorage::open(
+        dir.join("data.zdb"),
+        FileOptions::new().durability(Durability::Off),
+    )
+    .unwrap();
+    Server::start(Arc::new(file), "127.0.0.1:0", ServerOptions::new()).unwrap()
+}
+
 #[test]
 fn a_vote_waiting_for_the_commit_lock_holds_up_nothing_else_on_its_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let file = Arc::new(
-        FileStorage::open(
-            dir.path().join("data.zdb"),
-            FileOptions::new().durability(Durability::Off),
-        )
-        .unwrap(),
-    );
-    let server = Server::start(
-        Arc::clone(&file) as Arc<dyn Storage>,
-        "127.0.0.1:0",
-        ServerOptions::new(),
-    )
-    .unwrap();
+    let server = serve_new_file(dir.path());
     let client = Arc::new(
         ClientStorage::connect(&server.local_addr().to_string(), ClientOptions::new()).unwrap(),
     );
@@ -83,19 +82,7 @@ fn a_vote_waiting_for_the_commit_lock_holds_up_nothing_else_on_its_connection() 
 #[test]
 fn sync_makes_another_clients_acknowledged_commit_visible() {
     let dir = tempfile::tempdir().unwrap();
-    let file = Arc::new(
-        FileStorage::open(
-            dir.path().join("data.zdb"),
-            FileOptions::new().durability(Durability::Off),
-        )
-        .unwrap(),
-    );
-    let server = Server::start(
-        Arc::clone(&file) as Arc<dyn Storage>,
-        "127.0.0.1:0",
-        ServerOptions::new(),
-    )
-    .unwrap();
+    let server = serve_new_file(dir.path());
     let addr = server.local_addr().to_string();
     let writer = ClientStorage::connect(&addr, ClientOptions::new()).unwrap();
     let reader = ClientStorage::connect(&addr, ClientOptions::new()).unwrap();
