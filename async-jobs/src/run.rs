@@ -62,7 +62,74 @@ pub enum RunOutcome {
 }
 
 /// A job marked ACTIVE in a committed transaction, as it left it.
-type Started = (PRef<Job>, std::sync::Arc<Job>);
+pub(crate) type Started = (PRef<Job>, std::sync::Arc<Job>);
+
+/// What a claim made in the commit of a run's last result took: the agent's next
+/// job, claimed and started ([`Runner::start_in`]), and the expired jobs the claim
+/// completed (their callbacks are run after the commit).
+#[derive(Default)]
+pub(crate) struct Claimed {
+    pub next: Option<Started>,
+    pub expired: Vec<PRef<Job>>,
+}
+
+/// Claims the agent's next job in the given transaction (see [`Runner::run_chain`]).
+pub(crate) type ClaimNext<'a> = &'a dyn Fn(&mut Transaction<'_>) -> Result<Claimed>;
+
+/// A run's claim hook and what it claimed: the hook is used at most once per run,
+/// in the commit that ends the run's work (the job's result with no callback
+/// left, or the result of its last callback).
+struct Chain<'a> {
+    claim: Option<ClaimNext<'a>>,
+    claimed: &'a mut Option<Started>,
+}
+
+impl Chain<'_> {
+    /// In `tx`, which stores `job`'s result: when that ends the run's work (`job`
+    /// is COMPLETED, and so is its parent if it is a callback) and the hook was not
+    /// used yet, a savepoint and then the claim. A claim that fails is rolled back
+    /// (the result commits without it) and logged.
+    fn claim_in(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+    ) -> Result<Option<(zodiac_objects::Savepoint, Claimed)>> {
+        let Some(claim) = self.claim else {
+            return Ok(None);
+        };
+        let j = tx.get(job)?;
+        if j.status() != Status::Completed {
+            return Ok(None);
+        }
+        if let Location::CallbackOf { parent } = j.location()
+            && tx.get(parent)?.status() != Status::Completed
+        {
+            return Ok(None);
+        }
+        self.claim = None;
+        let savepoint = tx.savepoint();
+        match claim(tx) {
+            Ok(claimed) if claimed.next.is_some() || !claimed.expired.is_empty() => {
+                Ok(Some((savepoint, claimed)))
+            }
+            Ok(_) => {
+                // Nothing taken: drop what the claim tidied (e.g. the agent's
+                // finished jobs), which could only make the result conflict.
+                tx.rollback_to(&savepoint)?;
+                Ok(None)
+            }
+            Err(e) => {
+                log::debug!(
+                    target: "zodiac_async::events",
+                    "claiming the next job with job {}'s result failed: {e}",
+                    job.oid()
+                );
+                tx.rollback_to(&savepoint)?;
+                Ok(None)
+            }
+        }
+    }
+}
 
 /// Runs jobs with a set of handlers and retry policies.
 #[derive(Clone)]
@@ -224,8 +291,13 @@ impl Runner {
     /// When the job has callbacks, they run next, in order, each as its own job
     /// (callbacks added meanwhile included), and then the job becomes COMPLETED.
     pub fn run(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
-        let (outcome, first_callback) = self.run_one(job, claimer)?;
-        self.after_run(job, &outcome, first_callback)?;
+        let mut unused = None;
+        let mut chain = Chain {
+            claim: None,
+            claimed: &mut unused,
+        };
+        let (outcome, first_callback) = self.run_one(job, claimer, &mut chain)?;
+        self.after_run(job, &outcome, first_callback, &mut chain)?;
         Ok(outcome)
     }
 
@@ -236,9 +308,11 @@ impl Runner {
         job: &PRef<Job>,
         outcome: &RunOutcome,
         first_callback: Option<Started>,
+        chain: &mut Chain<'_>,
     ) -> Result<()> {
         if let Some((callback, started)) = first_callback {
-            self.run_started(&callback, None, started)?;
+            let (outcome, first) = self.run_from(&callback, None, started, chain)?;
+            self.after_run(&callback, &outcome, first, chain)?;
         }
         if matches!(outcome, RunOutcome::Finished(_)) {
             self.finish_callbacks(job)?;
@@ -309,7 +383,7 @@ impl Runner {
     /// `claimer` and its retry policy is registered here, marks it ACTIVE (a new
     /// attempt, `active_start`) and returns the job as started; otherwise changes
     /// nothing and returns `None`. A worker calls it in the transaction of the claim
-    /// itself, then [`Runner::run_started`]: one durable commit fewer per job.
+    /// itself, then [`Runner::run_chain`]: one durable commit fewer per job.
     pub(crate) fn start_in(
         &self,
         tx: &mut Transaction<'_>,
@@ -328,16 +402,31 @@ impl Runner {
 
     /// Runs `job`, which [`Runner::start_in`] marked ACTIVE for `claimer` in a
     /// committed transaction (`started` is the job as it left it), as
-    /// [`Runner::run`] does from its second step on: the handler, the result, the
-    /// callbacks.
-    pub(crate) fn run_started(
+    /// [`Runner::run`] does from its second step on (the handler, the result, the
+    /// callbacks), and takes the agent's next job in the run's last commit: when the run's work ends in a commit (its result with no callback
+    /// to run, or the result of its last callback, which completes it), `claim`
+    /// claims and starts the next job in that same transaction, after a savepoint:
+    /// a conflict on the claim (another claimer took that job) rolls the claim
+    /// back and commits the result alone, so it never costs the handler a second
+    /// call. One durable commit per job instead of two while the queue has work.
+    ///
+    /// The claimed job is in `claimed`, also when this returns an error: it is
+    /// ACTIVE, held by `claimer`, and the caller must run it (with this method)
+    /// or leave it to recovery.
+    pub(crate) fn run_chain(
         &self,
         job: &PRef<Job>,
-        claimer: Option<&Claimer>,
+        claimer: &Claimer,
         started: std::sync::Arc<Job>,
+        claim: ClaimNext<'_>,
+        claimed: &mut Option<Started>,
     ) -> Result<RunOutcome> {
-        let (outcome, first_callback) = self.run_from(job, claimer, started)?;
-        self.after_run(job, &outcome, first_callback)?;
+        let mut chain = Chain {
+            claim: Some(claim),
+            claimed,
+        };
+        let (outcome, first_callback) = self.run_from(job, Some(claimer), started, &mut chain)?;
+        self.after_run(job, &outcome, first_callback, &mut chain)?;
         Ok(outcome)
     }
 
@@ -345,6 +434,7 @@ impl Runner {
         &self,
         job: &PRef<Job>,
         claimer: Option<&Claimer>,
+        chain: &mut Chain<'_>,
     ) -> Result<(RunOutcome, Option<Started>)> {
         let id = job.oid();
         let started = transact_through_outages(&self.db, |tx| {
@@ -360,7 +450,7 @@ impl Runner {
         let Some(snapshot) = started else {
             return Ok((self.abandon(job, "before it started"), None));
         };
-        self.run_from(job, claimer, snapshot)
+        self.run_from(job, claimer, snapshot, chain)
     }
 
     /// A run from its second step: `snapshot` is the job as marked ACTIVE. With
@@ -370,9 +460,10 @@ impl Runner {
         job: &PRef<Job>,
         claimer: Option<&Claimer>,
         snapshot: std::sync::Arc<Job>,
+        chain: &mut Chain<'_>,
     ) -> Result<(RunOutcome, Option<Started>)> {
         let mut first_callback = None;
-        let outcome = self.run_attempts(job, claimer, snapshot, &mut first_callback)?;
+        let outcome = self.run_attempts(job, claimer, snapshot, &mut first_callback, chain)?;
         Ok((outcome, first_callback))
     }
 
@@ -384,6 +475,7 @@ impl Runner {
         claimer: Option<&Claimer>,
         snapshot: std::sync::Arc<Job>,
         first_callback: &mut Option<Started>,
+        chain: &mut Chain<'_>,
     ) -> Result<RunOutcome> {
         let id = job.oid();
         let policy = self.policy_for(&snapshot)?;
@@ -433,22 +525,41 @@ impl Runner {
                 }
                 Ok((value, None)) => {
                     let mut callback = None;
+                    let mut claim = None;
                     let stored = self
                         .store(&mut tx, job, claimer, &log, Outcome::Value(value.clone()))
                         .and_then(|held| {
                             if held {
                                 callback = self.start_first_callback(&mut tx, job)?;
+                                if callback.is_none() && snapshot.handler() != RESUME_HANDLER {
+                                    claim = chain.claim_in(&mut tx, job)?;
+                                }
                             }
                             Ok(held)
                         });
                     // Commit only while still held: otherwise drop (abort) it all.
-                    let committed = match stored {
-                        Ok(true) => tx.commit().map(|_| true).map_err(Error::from),
-                        other => other,
+                    let committed = match (stored, &claim) {
+                        (Ok(true), Some((savepoint, _))) => tx
+                            .commit_or_rollback_to(savepoint)
+                            .map(|(_, all)| {
+                                if !all {
+                                    claim = None;
+                                }
+                                true
+                            })
+                            .map_err(Error::from),
+                        (Ok(true), None) => tx.commit().map(|_| true).map_err(Error::from),
+                        (other, _) => other,
                     };
                     match committed {
                         Ok(true) => {
                             *first_callback = callback;
+                            if let Some((_, claimed)) = claim {
+                                *chain.claimed = claimed.next;
+                                for expired in &claimed.expired {
+                                    self.finish_callbacks(expired)?;
+                                }
+                            }
                             log::info!(
                                 target: "zodiac_async::trace",
                                 "job {id} ({}) completed on attempt {}",

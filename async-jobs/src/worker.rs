@@ -7,18 +7,23 @@
 //! log), ping when due, clean up dead siblings and drop completed jobs older than
 //! the retention period (both at most every [`housekeeping_interval`], not at
 //! every poll of a busy worker), then claim jobs until the agent holds `agent_size` or nothing
-//! is claimable, running each on its own thread. Between polls it waits
-//! for the poll interval or until the next scheduled job's start time, whichever
-//! is sooner, or less: its [`WakeSource`] (by default
-//! [`Invalidations`]: a commit that writes a watched queue's size counter, as a put
-//! or put-back does; watched only while the worker has room for another job)
-//! wakes it at once, and so does a commit that writes one of the jobs it runs
-//! (their result, or the completion after their callbacks: a slot may be free)
-//! or a run whose thread ended.
+//! is claimable, running each on a thread of its own. That thread goes on with
+//! the job its run claims in its last commit (see below) for as long as the queue
+//! has work. Between polls the worker waits for the poll interval or until the
+//! next scheduled job's start time, whichever is sooner, or less: a run thread
+//! that ends wakes it at once (a slot is free), and so does its [`WakeSource`]
+//! while it has room for another job (by default [`Invalidations`]: a commit
+//! that writes a watched queue's size counter, as a put or put-back does).
 //!
 //! Invariants:
 //! - A claim is one transaction; conflicts are retried at most
 //!   `claim_conflict_retries` times and never fail the poll.
+//! - A run also claims (and starts) the agent's next job in the commit that ends
+//!   its work, after a savepoint ([`Runner::run_chain`]): one durable commit per
+//!   job instead of two. A conflict on that claim rolls it back and the result
+//!   commits alone, so a lost claim never calls a handler twice; the thread then
+//!   ends and the poll claims. The claim writes the agent like any claim, so the
+//!   agent's size holds against the poll's own claims.
 //! - A claim passes over as many claimable jobs as the worker's rotating rank
 //!   among the queue's live dispatchers ([`Dispatchers::claim_skip`]), so
 //!   concurrent workers do not all meet at the head of the queue (each meeting
@@ -43,10 +48,12 @@
 //!   assigned to a stopped worker.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use zodiac_objects::{Database, PRef};
+use parking_lot::{Condvar, Mutex};
+use zodiac_objects::{Database, PRef, Transaction};
 use zodiac_storage::Oid;
 
 use crate::dispatcher::{
@@ -56,8 +63,8 @@ use crate::dispatcher::{
 use crate::error::{Error, Result};
 use crate::job::{Job, Location};
 use crate::pool::{Pool, Task};
-use crate::queue::Queue;
-use crate::run::{RunOutcome, Runner};
+use crate::queue::{Claim, Claimer, Queue};
+use crate::run::{Claimed, RunOutcome, Runner};
 use crate::status::Status;
 use crate::time::Timestamp;
 use crate::transact::transact;
@@ -145,13 +152,134 @@ pub struct Worker {
     /// The last dead-sibling check and completed-job drop, per queue.
     housekept: BTreeMap<String, Instant>,
     wake: Box<dyn WakeSource>,
-    /// Jobs being run, each on its own thread.
-    running: Vec<(PRef<Job>, Task<Result<RunOutcome>>)>,
+    /// Jobs being run, each on its own thread (a slot: its thread goes on with
+    /// the jobs it claims in their runs' last commits).
+    running: Vec<Slot>,
     /// The jobs of `running` whose callbacks a cleanup resumed (not claimed: they
     /// take no place in this worker's agents).
     resumed: BTreeSet<Oid>,
     /// The threads jobs run on.
     pool: Pool,
+    /// Rung by every run thread as it ends.
+    slot_freed: Arc<SlotFreed>,
+}
+
+/// A thread running jobs: the job it runs now, whether it ended, and its task.
+struct Slot {
+    job: Arc<Mutex<PRef<Job>>>,
+    ended: Arc<AtomicBool>,
+    task: Task<Result<RunOutcome>>,
+}
+
+impl Slot {
+    fn job(&self) -> PRef<Job> {
+        *self.job.lock()
+    }
+
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+}
+
+/// How a worker whose agents are full waits for a run thread to end (it has no
+/// commit to watch for that: a thread that claimed no further job ends after a
+/// commit of a job it took itself).
+#[derive(Default)]
+struct SlotFreed {
+    ended: Mutex<u64>,
+    rung: Condvar,
+}
+
+impl SlotFreed {
+    fn count(&self) -> u64 {
+        *self.ended.lock()
+    }
+
+    fn ring(&self) {
+        *self.ended.lock() += 1;
+        self.rung.notify_all();
+    }
+
+    /// Waits until the count passes `seen`, or for `timeout`.
+    fn wait(&self, seen: u64, timeout: Duration) -> bool {
+        let mut ended = self.ended.lock();
+        if *ended == seen {
+            self.rung.wait_for(&mut ended, timeout);
+        }
+        *ended != seen
+    }
+}
+
+/// Marks its slot ended and rings [`SlotFreed`] when the run thread ends,
+/// however it ends.
+struct RingOnDrop {
+    ended: Arc<AtomicBool>,
+    freed: Arc<SlotFreed>,
+}
+
+impl Drop for RingOnDrop {
+    fn drop(&mut self) {
+        // The flag first: a waiter that read the count before the ring sees it.
+        self.ended.store(true, Ordering::SeqCst);
+        self.freed.ring();
+    }
+}
+
+/// One claim for agent `claimer` in `queue` (see the module docs), and the start
+/// of the claimed job in the same transaction: the job as started, or `None`
+/// when it cannot be started here (its retry policy is not registered).
+fn claim_in(
+    tx: &mut Transaction<'_>,
+    queue: &str,
+    claimer: &Claimer,
+    death_interval: Duration,
+    runner: &Runner,
+) -> Result<(Claim, Option<Arc<Job>>)> {
+    let q = Queue::get_or_create(tx, queue)?;
+    let now = Timestamp::now();
+    let skip = Dispatchers::claim_skip(tx, &q, &claimer.dispatcher, now, death_interval)?;
+    let claim = Dispatchers::claim_for_agent_spread(
+        tx,
+        &q,
+        &claimer.dispatcher,
+        &claimer.agent,
+        now,
+        skip,
+    )?;
+    let started = match claim.job {
+        Some(job) => runner.start_in(tx, &job, Some(claimer))?,
+        None => None,
+    };
+    Ok((claim, started))
+}
+
+/// The claim a run makes in its last commit ([`Runner::run_chain`]): a job that
+/// cannot be started here fails it, so it is rolled back and left to the poll.
+fn claim_next(
+    tx: &mut Transaction<'_>,
+    queue: &str,
+    claimer: &Claimer,
+    death_interval: Duration,
+    runner: &Runner,
+) -> Result<Claimed> {
+    let (claim, started) = claim_in(tx, queue, claimer, death_interval, runner)?;
+    let next = match (claim.job, started) {
+        (Some(job), Some(started)) => Some((job, started)),
+        (Some(job), None) => {
+            return Err(Error::NoSuchPolicy {
+                name: tx
+                    .get(&job)?
+                    .retry_policy()
+                    .unwrap_or("(the default)")
+                    .to_string(),
+            });
+        }
+        (None, _) => None,
+    };
+    Ok(Claimed {
+        next,
+        expired: claim.expired,
+    })
 }
 
 impl Worker {
@@ -184,6 +312,7 @@ impl Worker {
             running: Vec::new(),
             resumed: BTreeSet::new(),
             pool: Pool::new("zodiac-job"),
+            slot_freed: Arc::default(),
         }
     }
 
@@ -316,7 +445,8 @@ impl Worker {
         for &job in jobs {
             let (db, runner) = (self.db.clone(), self.runner.clone());
             let (queue, owner) = (queue.to_string(), owner.to_string());
-            let handle = self.pool.spawn(move || {
+            self.resumed.insert(job.oid());
+            self.spawn_slot(job, move |_| {
                 runner.finish_callbacks(&job)?;
                 transact(&db, |tx| {
                     let q = Queue::get_or_create(tx, &queue)?;
@@ -327,40 +457,33 @@ impl Worker {
                     RunOutcome::Finished(outcome.expect("a job in CALLBACKS has a result"))
                 })
             });
-            self.resumed.insert(job.oid());
-            self.running.push((job, handle));
         }
     }
 
+    /// Whether the agents hold as many jobs as they may: the jobs of `running`
+    /// that were claimed (not the resumed callbacks) fill `agent_size` places in
+    /// each queue this worker polls.
+    fn full(&self) -> bool {
+        let claimed = self
+            .running
+            .iter()
+            .filter(|s| !s.ended() && !self.resumed.contains(&s.job().oid()))
+            .count();
+        claimed >= self.options.agent_size as usize * self.active.len().max(1)
+    }
+
     fn claim_and_run(&mut self, name: &str, report: &mut PollReport) -> Result<()> {
-        let id = self.id.clone();
-        let claimer = crate::queue::Claimer {
-            dispatcher: id.clone(),
+        let claimer = Claimer {
+            dispatcher: self.id.clone(),
             agent: self.options.agent.clone(),
         };
         let death_interval = self.options.death_interval;
-        loop {
+        while !self.full() {
             let mut claimed = None;
             for attempt in 0..=self.options.claim_conflict_retries {
                 let runner = &self.runner;
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
-                    let q = Queue::get_or_create(tx, name)?;
-                    let now = Timestamp::now();
-                    let skip = Dispatchers::claim_skip(tx, &q, &id, now, death_interval)?;
-                    let claim = Dispatchers::claim_for_agent_spread(
-                        tx,
-                        &q,
-                        &id,
-                        &claimer.agent,
-                        now,
-                        skip,
-                    )?;
-                    // Start the run in the claim's own transaction (see the module doc).
-                    let started = match claim.job {
-                        Some(job) => runner.start_in(tx, &job, Some(&claimer))?,
-                        None => None,
-                    };
-                    Ok((claim, started))
+                    claim_in(tx, name, &claimer, death_interval, runner)
                 });
                 match result {
                     Ok((claim, started)) => {
@@ -380,33 +503,88 @@ impl Worker {
             let Some(Some((job, started))) = claimed else {
                 return Ok(());
             };
-            let (runner, claimer) = (self.runner.clone(), claimer.clone());
-            let handle = self.pool.spawn(move || match started {
-                Some(started) => runner.run_started(&job, Some(&claimer), started),
+            self.spawn_run(name, &claimer, job, started);
+            report.started.push(job);
+        }
+        Ok(())
+    }
+
+    /// Runs `job` (claimed by `claimer` from `queue`) on a thread of the pool,
+    /// which goes on with every job its runs claim in their last commits
+    /// ([`Runner::run_chain`]) until a run claims none.
+    fn spawn_run(
+        &mut self,
+        queue: &str,
+        claimer: &Claimer,
+        job: PRef<Job>,
+        started: Option<Arc<Job>>,
+    ) {
+        let (runner, claimer, queue) = (self.runner.clone(), claimer.clone(), queue.to_string());
+        let death_interval = self.options.death_interval;
+        self.spawn_slot(job, move |current| {
+            let next = |tx: &mut Transaction<'_>| {
+                claim_next(tx, &queue, &claimer, death_interval, &runner)
+            };
+            let mut claimed = None;
+            let mut result = match started {
+                Some(started) => runner.run_chain(&job, &claimer, started, &next, &mut claimed),
                 // Not startable here (e.g. its retry policy is unknown): the
                 // ordinary run reports why.
                 None => runner.run(&job, Some(&claimer)),
-            });
-            self.running.push((job, handle));
-            report.started.push(job);
-        }
+            };
+            while let Some((job, started)) = claimed.take() {
+                if let Err(e) = &result {
+                    log::error!(
+                        target: "zodiac_async::events",
+                        "running job {} failed: {e}",
+                        current.lock().oid()
+                    );
+                }
+                *current.lock() = job;
+                result = runner.run_chain(&job, &claimer, started, &next, &mut claimed);
+            }
+            result
+        });
+    }
+
+    /// Runs `f` on a thread of the pool as a new slot starting with `job`; `f`
+    /// keeps the slot's current job up to date.
+    fn spawn_slot(
+        &mut self,
+        job: PRef<Job>,
+        f: impl FnOnce(&Mutex<PRef<Job>>) -> Result<RunOutcome> + Send + 'static,
+    ) {
+        let current = Arc::new(Mutex::new(job));
+        let ended = Arc::new(AtomicBool::new(false));
+        let ring = RingOnDrop {
+            ended: Arc::clone(&ended),
+            freed: Arc::clone(&self.slot_freed),
+        };
+        let job = Arc::clone(&current);
+        let task = self.pool.spawn(move || {
+            let _ring = ring;
+            f(&current)
+        });
+        self.running.push(Slot { job, ended, task });
     }
 
     /// Joins the threads of finished runs (all of them with `all`), logging what
     /// failed. A run's own failures are in its job; these are the runner's errors.
     fn reap(&mut self, all: bool) {
         let (mut done, mut running) = (Vec::new(), Vec::new());
-        for (job, mut task) in std::mem::take(&mut self.running) {
-            if all || task.is_finished() {
-                done.push((job, task));
+        for mut slot in std::mem::take(&mut self.running) {
+            // An ended slot's result is on its way: joining it waits microseconds.
+            if all || slot.ended() || slot.task.is_finished() {
+                done.push(slot);
             } else {
-                running.push((job, task));
+                running.push(slot);
             }
         }
         self.running = running;
-        for (job, handle) in done {
+        for slot in done {
+            let job = slot.job();
             self.resumed.remove(&job.oid());
-            match handle.join() {
+            match slot.task.join() {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => log::error!(
                     target: "zodiac_async::events",
@@ -424,7 +602,7 @@ impl Worker {
 
     /// Jobs being run now.
     pub fn running(&self) -> Vec<PRef<Job>> {
-        self.running.iter().map(|(j, _)| *j).collect()
+        self.running.iter().map(Slot::job).collect()
     }
 
     /// Waits for every running job to finish.
@@ -437,9 +615,7 @@ impl Worker {
     /// only when one of them ends, not at every change of a busy queue (other
     /// workers' claims and puts would wake it for a poll that cannot claim).
     fn watched_if_room(&self) -> Result<(BTreeSet<Oid>, Option<Timestamp>)> {
-        let claimed = self.running.len() - self.resumed.len();
-        let places = self.options.agent_size as usize * self.active.len().max(1);
-        if claimed >= places {
+        if self.full() {
             return Ok((BTreeSet::new(), None));
         }
         self.watched()
@@ -467,26 +643,32 @@ impl Worker {
     }
 
     /// Waits up to the poll interval, or until the next scheduled start if that
-    /// is sooner; returns early when a commit changes a watched queue or one of
-    /// the jobs it runs, or when `stop` is set.
+    /// is sooner; returns early when a run thread ends (a slot is free), when a
+    /// commit changes a watched queue while the agents have room, or when `stop`
+    /// is set. A full worker waits for its run threads only: other workers' claims
+    /// and puts would wake it for a poll that cannot claim.
     fn wait(&mut self, stop: &AtomicBool, watched: &BTreeSet<Oid>, next_start: Option<Timestamp>) {
         let mut deadline = Instant::now() + self.options.poll_interval;
         if let Some(at) = next_start {
             deadline = deadline.min(Instant::now() + at.since(Timestamp::now()));
         }
-        // A commit of a running job (its result, its completion) may free a slot.
-        let mut watched = watched.clone();
-        watched.extend(self.running.iter().map(|(job, _)| job.oid()));
         while !stop.load(Ordering::SeqCst) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return;
             }
-            if self.running.iter_mut().any(|(_, h)| h.is_finished()) {
+            // Read before the flags: a thread ending after this rings past it.
+            let seen = self.slot_freed.count();
+            if self.running.iter().any(Slot::ended) {
                 return; // a slot is free: claim more
             }
             let slice = left.min(Duration::from_millis(20));
-            if self.wake.wait(&watched, slice) {
+            let woken = if self.full() {
+                self.slot_freed.wait(seen, slice)
+            } else {
+                self.wake.wait(watched, slice)
+            };
+            if woken {
                 return;
             }
         }

@@ -37,6 +37,24 @@ fn put(db: &Database, n: i64) -> PRef<Job> {
     .unwrap()
 }
 
+/// Puts `n` jobs of `handler` (no arguments) in the default queue.
+fn put_unit_jobs(db: &Database, handler: &str, n: usize) -> Vec<PRef<Job>> {
+    (0..n)
+        .map(|_| {
+            transact(db, |tx| {
+                let q = Queue::get(tx, "")?.unwrap();
+                Queue::put_job(
+                    tx,
+                    &q,
+                    Job::with_arguments(handler, &())?,
+                    PutOptions::new(),
+                )
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
 fn status(db: &Database, j: PRef<Job>) -> Status {
     transact(db, |tx| Ok(tx.get(&j)?.status())).unwrap()
 }
@@ -86,8 +104,7 @@ fn polls_run_queued_jobs_at_most_agent_size_at_a_time() {
     *gate.0.lock().unwrap() = true;
     gate.1.notify_all();
     worker.wait_idle();
-    assert_eq!(worker.poll_once().unwrap().started, jobs[3..]);
-    worker.wait_idle();
+    // The first runs to end claimed the rest in the commits of their results.
     for j in jobs {
         assert_eq!(status(&db, j), Status::Completed);
     }
@@ -108,15 +125,7 @@ fn the_agent_size_is_the_number_of_jobs_running_at_once() {
         Ok(())
     });
     let runner = Runner::new(db.clone(), h, Policies::new());
-    let jobs: Vec<_> = (0..3)
-        .map(|_| {
-            transact(&db, |tx| {
-                let q = Queue::get(tx, "")?.unwrap();
-                Queue::put_job(tx, &q, Job::with_arguments("meet", &())?, PutOptions::new())
-            })
-            .unwrap()
-        })
-        .collect();
+    let jobs = put_unit_jobs(&db, "meet", 3);
     let mut worker = Worker::new(db.clone(), "w1", runner, WorkerOptions::default());
     assert_eq!(worker.poll_once().unwrap().started, jobs);
     worker.wait_idle();
@@ -442,4 +451,93 @@ fn a_restarted_worker_recovers_its_previous_incarnations_jobs_at_once() {
     after.wait_idle();
     assert_eq!(status(&db, job), Status::Completed);
     assert_eq!(count(&db, counter), 5);
+}
+
+/// A worker with agent size 1 draining a queue commits once per job: each run
+/// claims the next job in the commit of its result.
+#[test]
+fn a_run_claims_the_next_job_in_the_commit_of_its_result() {
+    let (db, counter, runner) = setup();
+    let jobs: Vec<_> = (1..=5).map(|n| put(&db, n)).collect();
+    let options = WorkerOptions {
+        agent_size: 1,
+        ..WorkerOptions::default()
+    };
+    let mut worker = Worker::new(db.clone(), "w1", runner, options);
+    let commits = db.storage().subscribe();
+    assert_eq!(worker.poll_once().unwrap().started, jobs[..1]);
+    worker.wait_idle();
+    // The poll's activation and claim, then one commit per job.
+    let events = commits.drain();
+    let polled = events.len() - jobs.len();
+    assert!(
+        polled <= 3,
+        "{} commits for {} jobs",
+        events.len(),
+        jobs.len()
+    );
+    for (event, job) in events[polled..].iter().zip(&jobs) {
+        assert!(
+            event.oids.contains(&job.oid()),
+            "one commit per job, in order"
+        );
+    }
+    for j in jobs {
+        assert_eq!(status(&db, j), Status::Completed);
+    }
+    assert_eq!(count(&db, counter), 15);
+}
+
+/// When another claimer takes the job a run was claiming with its result, the
+/// result commits alone: the handler is not called again, and the job stays
+/// with the other claimer.
+#[test]
+fn a_claim_lost_with_the_result_costs_the_claim_only() {
+    use std::sync::atomic::AtomicU32;
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ())).unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let mut h = Handlers::new();
+    {
+        let (db, calls) = (db.clone(), Arc::clone(&calls));
+        h.register("steal_next", move |_ctx, _: ()| {
+            // The first run lets a competitor claim the next job meanwhile.
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                let other = zodiac_async::Claimer {
+                    dispatcher: "other".into(),
+                    agent: "main".into(),
+                };
+                transact(&db, |tx| {
+                    let q = Queue::get(tx, "")?.unwrap();
+                    Ok(Queue::claim(tx, &q, &other)?.job)
+                })?;
+            }
+            Ok(())
+        });
+    }
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let jobs = put_unit_jobs(&db, "steal_next", 3);
+    let options = WorkerOptions {
+        agent_size: 1,
+        ..WorkerOptions::default()
+    };
+    let mut worker = Worker::new(db.clone(), "w1", runner, options);
+    assert_eq!(worker.poll_once().unwrap().started, jobs[..1]);
+    worker.wait_idle();
+    assert_eq!(status(&db, jobs[0]), Status::Completed);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran once");
+    assert_eq!(
+        status(&db, jobs[1]),
+        Status::Assigned,
+        "the competitor has it"
+    );
+    assert_eq!(
+        status(&db, jobs[2]),
+        Status::Pending,
+        "not claimed with the result"
+    );
+    // The poll claims it.
+    assert_eq!(worker.poll_once().unwrap().started, jobs[2..]);
+    worker.wait_idle();
+    assert_eq!(status(&db, jobs[2]), Status::Completed);
 }

@@ -320,7 +320,39 @@ impl<'c> Transaction<'c> {
     /// Commits: writes every changed object and returns the new tid, or `None` when
     /// there was nothing to write. A conflict no type could merge is
     /// [`Error::Conflict`].
-    pub fn commit(self) -> Result<Option<Tid>> {
+    pub fn commit(mut self) -> Result<Option<Tid>> {
+        self.commit_changes()
+    }
+
+    /// Commits; when that fails with a conflict no type could merge, rolls back to
+    /// `savepoint` and commits what was changed up to it instead. Returns the tid
+    /// (`None` when nothing was written) and whether every change was committed
+    /// (`false`: only those up to the savepoint). For a transaction whose later
+    /// changes are optional, e.g. taking more work in the commit that stores a
+    /// result: a competitor on those changes costs them, not the result.
+    ///
+    /// Reported conflicts of the fallback are the conflicts of the changes up to
+    /// the savepoint, as [`Transaction::commit`] reports them.
+    pub fn commit_or_rollback_to(mut self, savepoint: &Savepoint) -> Result<(Option<Tid>, bool)> {
+        if savepoint.transaction != self.id {
+            return Err(Error::ForeignSavepoint);
+        }
+        match self.commit_changes() {
+            Ok(tid) => Ok((tid, true)),
+            Err(Error::Conflict(conflict)) => {
+                log::debug!(
+                    "the changes after a savepoint conflicted on object {}; committing \
+                     those before it",
+                    conflict.oid
+                );
+                self.rollback_to(savepoint)?;
+                Ok((self.commit_changes()?, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn commit_changes(&mut self) -> Result<Option<Tid>> {
         let checks: Vec<(Oid, Tid)> = self
             .checks
             .iter()

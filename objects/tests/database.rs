@@ -195,6 +195,53 @@ fn savepoint_rollback_forgets_later_changes_only() {
 }
 
 #[test]
+fn commit_or_rollback_to_drops_only_the_changes_after_the_savepoint_on_a_conflict() {
+    each_storage(|storage| {
+        let db = open(storage);
+        let (a, b) = (add_account(&db, "ann", 1), add_account(&db, "bob", 1));
+        let set = |acct: PRef<Account>, v: i64| {
+            db.transact(|tx| tx.modify(&acct, |x| x.balance = v))
+                .unwrap();
+        };
+        let mut conn = db.connection();
+        // No conflict: everything commits.
+        let mut tx = conn.begin();
+        tx.modify(&a, |x| x.balance = 2).unwrap();
+        let sp = tx.savepoint();
+        tx.modify(&b, |x| x.balance = 2).unwrap();
+        let (tid, all) = tx.commit_or_rollback_to(&sp).unwrap();
+        assert!(tid.is_some() && all);
+        assert_eq!((balance(&db, a), balance(&db, b)), (2, 2));
+        // A competitor on a change after the savepoint costs that change only.
+        let mut tx = conn.begin();
+        tx.modify(&a, |x| x.balance = 3).unwrap();
+        let sp = tx.savepoint();
+        tx.modify(&b, |x| x.balance = 3).unwrap();
+        set(b, 10);
+        let (tid, all) = tx.commit_or_rollback_to(&sp).unwrap();
+        assert!(tid.is_some() && !all);
+        assert_eq!((balance(&db, a), balance(&db, b)), (3, 10));
+        // A competitor on a change before the savepoint fails the commit.
+        let mut tx = conn.begin();
+        tx.modify(&a, |x| x.balance = 4).unwrap();
+        let sp = tx.savepoint();
+        tx.modify(&b, |x| x.balance = 4).unwrap();
+        set(a, 20);
+        assert!(matches!(
+            tx.commit_or_rollback_to(&sp),
+            Err(Error::Conflict(c)) if c.oid == a.oid()
+        ));
+        assert_eq!((balance(&db, a), balance(&db, b)), (20, 10));
+        // A savepoint of another transaction is refused before anything is written.
+        let tx = conn.begin();
+        assert!(matches!(
+            tx.commit_or_rollback_to(&sp),
+            Err(Error::ForeignSavepoint)
+        ));
+    });
+}
+
+#[test]
 fn transaction_metadata_reaches_the_storage() {
     each_storage(|storage| {
         let db = open(Arc::clone(&storage));
