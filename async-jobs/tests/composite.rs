@@ -129,8 +129,8 @@ fn a_composite_survives_the_death_of_its_worker() {
         ..WorkerOptions::default()
     };
     let mut first = Worker::new(db.clone(), "first", runner.clone(), options.clone());
-    // At least 3 parts start (more if some finish while it claims).
-    assert!(first.poll_once().unwrap().started.len() >= 3);
+    // Parts start (the poll claims some, their runs claim more as they commit).
+    assert!(!first.poll_once().unwrap().started.is_empty());
     first.wait_idle();
     // One more part claimed, not run, when it dies (if one is left).
     transact(&db, |tx| {

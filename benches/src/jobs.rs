@@ -47,7 +47,7 @@ use zodiac_async::{
     Handlers, Job, Policies, PutOptions, Queue, Runner, Worker, WorkerOptions, add_callback,
     transact,
 };
-use zodiac_objects::Database;
+use zodiac_objects::{CommitStats, Database};
 use zodiac_storage::{ClientOptions, ClientStorage, Server, ServerOptions, Storage};
 
 use crate::Result;
@@ -100,6 +100,9 @@ pub enum JobWorkload {
     J4,
     J5,
     J6,
+    /// J3's drain with 4 producers putting the jobs meanwhile: the conflict rate
+    /// of concurrent puts and claims (not a workloads.md row).
+    J3Mix,
 }
 
 impl JobWorkload {
@@ -111,6 +114,7 @@ impl JobWorkload {
             JobWorkload::J4 => "j4",
             JobWorkload::J5 => "j5",
             JobWorkload::J6 => "j6",
+            JobWorkload::J3Mix => "j3-mix",
         }
     }
 
@@ -120,6 +124,10 @@ impl JobWorkload {
             (JobWorkload::J5, StoreKind::File | StoreKind::Memory) => Some(
                 "j5 kills a worker process with SIGKILL, so it needs worker processes: \
                  run it with --store server",
+            ),
+            (JobWorkload::J3Mix, StoreKind::Server) => Some(
+                "j3-mix counts the conflicts of producers and workers on one database: \
+                 run it embedded (--store file or memory)",
             ),
             _ => None,
         }
@@ -134,6 +142,7 @@ impl JobWorkload {
             JobWorkload::J4 => j4(&mut bench),
             JobWorkload::J5 => j5(&mut bench),
             JobWorkload::J6 => j6(&mut bench),
+            JobWorkload::J3Mix => j3_mix(&mut bench),
         };
         let closed = bench.close();
         let mut m = result?;
@@ -657,12 +666,78 @@ fn j2(bench: &mut Bench) -> Result<Measurement> {
 fn j3(bench: &mut Bench) -> Result<Measurement> {
     put_noops(bench.db(), BULK_JOBS)?;
     let mut log = bench.log()?;
+    let before = bench.db().commit_stats();
     let times = drain(bench, &mut log, J3_WORKERS, BULK_JOBS)?;
     bench.stop_workers()?;
     // Let late duplicates (if any) reach the log before counting.
     std::thread::sleep(Duration::from_millis(100));
     log.poll()?;
-    Ok(drain_measurement("j3", &log, BULK_JOBS, times, J3_WORKERS))
+    let mut m = drain_measurement("j3", &log, BULK_JOBS, times, J3_WORKERS);
+    if !bench.served() {
+        // Over the server the workers' commits are in their own processes.
+        set_commit_stats(&mut m, before, bench.db().commit_stats(), BULK_JOBS);
+    }
+    Ok(m)
+}
+
+/// Producers of j3-mix, each putting an equal share of the jobs.
+const J3_MIX_PRODUCERS: u64 = 4;
+
+/// j3-mix: 4 producers put 10,000 no-op jobs (each put its own transaction) while
+/// 4 workers run them; the rate from the first put to the last end, and what the
+/// commits of producers and workers met.
+fn j3_mix(bench: &mut Bench) -> Result<Measurement> {
+    let mut log = bench.log()?;
+    let before = bench.db().commit_stats();
+    let launch = now_ns();
+    for w in 0..J3_WORKERS {
+        bench.start_worker(WorkerSpec::new(format!("w{w}")))?;
+    }
+    let share = BULK_JOBS / J3_MIX_PRODUCERS;
+    let producers: Vec<_> = (0..J3_MIX_PRODUCERS)
+        .map(|p| {
+            let db = bench.db().clone();
+            std::thread::spawn(move || -> Result<()> {
+                for i in p * share..(p + 1) * share {
+                    put(&db, NOOP, &i)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer
+            .join()
+            .map_err(|_| "a j3-mix producer panicked")??;
+    }
+    log.wait_ended(BULK_JOBS as usize, DRAIN_STALL)?;
+    let last = log.last_end.expect("records");
+    bench.stop_workers()?;
+    std::thread::sleep(Duration::from_millis(100));
+    log.poll()?;
+    let seconds = last.saturating_sub(launch) as f64 / 1e9;
+    let mut m = Measurement::new("j3-mix", seconds, BULK_JOBS, "jobs/s");
+    m.set("producers", Value::Int(J3_MIX_PRODUCERS));
+    m.set("workers", Value::Int(J3_WORKERS as u64));
+    m.set("agent_size", Value::Int(1));
+    m.set("lost", Value::Int(BULK_JOBS - log.ends.len() as u64));
+    m.set("ran_twice", Value::Int(log.ran_twice()));
+    set_commit_stats(&mut m, before, bench.db().commit_stats(), BULK_JOBS);
+    Ok(m)
+}
+
+/// The commits and conflicts between `before` and `after`, per job.
+fn set_commit_stats(m: &mut Measurement, before: CommitStats, after: CommitStats, jobs: u64) {
+    let per_job = |a: u64, b: u64| Value::Float(a.saturating_sub(b) as f64 / jobs as f64, 3);
+    m.set("commits_per_job", per_job(after.commits, before.commits));
+    m.set(
+        "conflicts_merged_per_job",
+        per_job(after.conflicts_resolved, before.conflicts_resolved),
+    );
+    m.set(
+        "conflicts_reported_per_job",
+        per_job(after.conflicts_unresolved, before.conflicts_unresolved),
+    );
 }
 
 /// J4: an idle worker; 5 warm-up and 200 measured rounds of: put one no-op job,

@@ -4,7 +4,7 @@
 //! ```text
 //! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
 //!   WORKLOAD: phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all)
-//!             j1 | j2 | j3 | j4 | j5 | j6 | jobs (phys-fdatasync and all of these)
+//!             j1 | j2 | j3 | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these)
 //! ```
 //!
 //! The binary is a thin wrapper over [`run_cli`]; another command (e.g. `zodiac
@@ -50,9 +50,11 @@ pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::
 const USAGE: &str = "\
 usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
   WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w5 | w7 | w7-noindex | storage (all of these)
-            j1 | j2 | j3 | j4 | j5 | j6 | jobs (phys-fdatasync and all of these;
+            j1 | j2 | j3 | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these;
             embedded the workers are threads, over --store server they are
-            processes with their own connections, and j5 runs only there)
+            processes with their own connections, and j5 runs only there;
+            j3-mix: 4 producers put while 4 workers run, with the conflict
+            rates, embedded only)
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
             w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)
             w5-1m (W5's shape at 1,000,000 objects, with the pack's memory)
@@ -395,7 +397,7 @@ mod tests {
         assert!(Workload::W3.skip_reason(options.store).is_none());
         assert!(Workload::W5.skip_reason(options.store).is_some());
         let jobs = Workload::select("jobs").expect("a group");
-        assert_eq!(jobs.len(), 7);
+        assert_eq!(jobs.len(), 8);
         assert!(
             jobs[1..]
                 .iter()

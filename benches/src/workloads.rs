@@ -103,7 +103,7 @@ impl Workload {
 
     /// The job workloads, in the order `jobs` runs them (after `phys-fdatasync`, the
     /// disk's floor measured in the same run).
-    pub const JOBS: [Workload; 7] = [
+    pub const JOBS: [Workload; 8] = [
         Workload::PhysFdatasync,
         Workload::Job(JobWorkload::J1),
         Workload::Job(JobWorkload::J2),
@@ -111,6 +111,7 @@ impl Workload {
         Workload::Job(JobWorkload::J4),
         Workload::Job(JobWorkload::J5),
         Workload::Job(JobWorkload::J6),
+        Workload::Job(JobWorkload::J3Mix),
     ];
 
     /// Why the workload cannot run against `kind`, if it cannot.

@@ -81,7 +81,7 @@ impl Connection {
         let snapshot = self.db.storage.last_tid();
         let state = self.state.as_mut().expect("state is present until drop");
         state.catch_up(&*self.db.storage, snapshot);
-        Transaction::new(&*self.db.storage, state, snapshot)
+        Transaction::new(&*self.db.storage, &self.db.commits, state, snapshot)
     }
 
     /// Runs `f` in a transaction and commits it; on a conflict (from `f` or from the

@@ -7,6 +7,7 @@
 //!   begin; the pool holds at most `pool_size_max` idle connections.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -67,6 +68,34 @@ pub(crate) struct DbInner {
     pub storage: Arc<dyn Storage>,
     pub options: DatabaseOptions,
     pub pool: Mutex<Vec<ConnState>>,
+    pub commits: CommitCounters,
+}
+
+/// What the commits of a database's transactions met, since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Commits that wrote something.
+    pub commits: u64,
+    /// Conflicts merged by the objects' types (`Persistent::resolve_conflict`);
+    /// each costs the commit another vote.
+    pub conflicts_resolved: u64,
+    /// Conflicts no type could merge, reported to the committer (which may
+    /// retry the whole transaction).
+    pub conflicts_unresolved: u64,
+}
+
+/// The counters behind [`CommitStats`], shared by a database's transactions.
+#[derive(Default)]
+pub(crate) struct CommitCounters {
+    pub commits: AtomicU64,
+    pub conflicts_resolved: AtomicU64,
+    pub conflicts_unresolved: AtomicU64,
+}
+
+impl CommitCounters {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A database over any storage. Cheap to clone; clones share the pool.
@@ -90,6 +119,7 @@ impl Database {
                 storage,
                 options,
                 pool: Mutex::new(Vec::new()),
+                commits: CommitCounters::default(),
             }),
         })
     }
@@ -112,6 +142,16 @@ impl Database {
 
     pub fn options(&self) -> &DatabaseOptions {
         &self.inner.options
+    }
+
+    /// What commits met so far (counted by every connection of this database).
+    pub fn commit_stats(&self) -> CommitStats {
+        let c = &self.inner.commits;
+        CommitStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            conflicts_resolved: c.conflicts_resolved.load(Ordering::Relaxed),
+            conflicts_unresolved: c.conflicts_unresolved.load(Ordering::Relaxed),
+        }
     }
 
     /// Idle connections in the pool.

@@ -93,7 +93,7 @@ pub use cache::CacheStats;
 pub use codec::DecodeError;
 pub use connection::Connection;
 pub use counter::Counter;
-pub use database::{Database, DatabaseOptions, RetryPolicy};
+pub use database::{CommitStats, Database, DatabaseOptions, RetryPolicy};
 pub use error::{Error, Result};
 pub use persistent::{Persistent, Root};
 pub use pref::PRef;

@@ -11,7 +11,11 @@
 //! - On a conflict at vote, an object that merges (see
 //!   [`Persistent::resolve_conflict`]) is rewritten as the merge of the revision it
 //!   was read at, the committed revision and this transaction's state, and the vote is
-//!   retried, at most `RESOLVE_ROUNDS_MAX` times; anything else is reported.
+//!   retried, at most `RESOLVE_ROUNDS_MAX` times; anything else is reported. A
+//!   storage that merges in its vote (`merges_conflicts`, the file storage) is given
+//!   the same merge and does it there, for every conflicting object at once; what
+//!   it reports did not merge. Merged objects leave the cache (their state exists
+//!   only as the merged bytes).
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
@@ -24,6 +28,7 @@ use zodiac_storage::{ConflictError, Oid, Storage, Tid, TransactionMeta};
 use crate::cache::Value;
 use crate::codec;
 use crate::connection::ConnState;
+use crate::database::CommitCounters;
 use crate::error::{Error, Result};
 use crate::persistent::{Persistent, Root};
 use crate::pref::PRef;
@@ -105,6 +110,7 @@ pub struct Savepoint {
 /// [`commit`](Transaction::commit), it is aborted.
 pub struct Transaction<'c> {
     storage: &'c dyn Storage,
+    counters: &'c CommitCounters,
     state: &'c mut ConnState,
     snapshot: Tid,
     meta: TransactionMeta,
@@ -140,11 +146,13 @@ fn downcast<T: Persistent>(oid: Oid, value: Value) -> Result<Arc<T>> {
 impl<'c> Transaction<'c> {
     pub(crate) fn new(
         storage: &'c dyn Storage,
+        counters: &'c CommitCounters,
         state: &'c mut ConnState,
         snapshot: Tid,
     ) -> Transaction<'c> {
         Transaction {
             storage,
+            counters,
             state,
             snapshot,
             meta: TransactionMeta::default(),
@@ -371,11 +379,21 @@ impl<'c> Transaction<'c> {
         let mut rounds = 0;
         let tid = loop {
             match self.try_commit(&stores, &checks) {
-                Ok(tid) => break tid,
-                Err(Error::Conflict(conflict)) if rounds < RESOLVE_ROUNDS_MAX => {
+                Ok((tid, merged)) => {
+                    CommitCounters::count(&self.counters.commits);
+                    for oid in merged {
+                        CommitCounters::count(&self.counters.conflicts_resolved);
+                        resolved.insert(oid);
+                    }
+                    break tid;
+                }
+                // The storage merged what it could: what it reports does not merge.
+                Err((Error::Conflict(conflict), false)) if rounds < RESOLVE_ROUNDS_MAX => {
                     let Some(merged) = self.resolve(&stores, conflict)? else {
+                        CommitCounters::count(&self.counters.conflicts_unresolved);
                         return Err(Error::Conflict(conflict));
                     };
+                    CommitCounters::count(&self.counters.conflicts_resolved);
                     let slot = stores.iter_mut().find(|s| s.0 == conflict.oid);
                     let slot = slot.expect("resolve found it");
                     slot.1 = conflict.current_tid;
@@ -384,7 +402,12 @@ impl<'c> Transaction<'c> {
                     rounds += 1;
                     log::debug!("resolved a conflict on object {}", conflict.oid);
                 }
-                Err(e) => return Err(e),
+                Err((e, _)) => {
+                    if matches!(e, Error::Conflict(_)) {
+                        CommitCounters::count(&self.counters.conflicts_unresolved);
+                    }
+                    return Err(e);
+                }
             }
         };
         for (oid, _, data) in &stores {
@@ -405,16 +428,37 @@ impl<'c> Transaction<'c> {
         Ok(Some(tid))
     }
 
-    fn try_commit(&self, stores: &[(Oid, Tid, Vec<u8>)], checks: &[(Oid, Tid)]) -> Result<Tid> {
-        let mut txn = self.storage.begin(self.meta.clone())?;
+    /// One attempt: the tid, and the oids whose stored data the storage replaced
+    /// by a merge ([`zodiac_storage::StorageTransaction::vote_resolving`]); on
+    /// failure, the error and whether the storage merges conflicts itself.
+    fn try_commit(
+        &self,
+        stores: &[(Oid, Tid, Vec<u8>)],
+        checks: &[(Oid, Tid)],
+    ) -> std::result::Result<(Tid, Vec<Oid>), (Error, bool)> {
+        let mut txn = self
+            .storage
+            .begin(self.meta.clone())
+            .map_err(|e| (e.into(), false))?;
+        let merges = txn.merges_conflicts();
+        let failed = |e: zodiac_storage::Error| (Error::from(e), merges);
         for (oid, base_tid, data) in stores {
-            txn.store(*oid, *base_tid, data.clone())?;
+            txn.store(*oid, *base_tid, data.clone()).map_err(failed)?;
         }
         for &(oid, tid) in checks {
-            txn.check_current(oid, tid)?;
+            txn.check_current(oid, tid).map_err(failed)?;
         }
-        txn.vote()?;
-        Ok(txn.finish()?)
+        // The same merge as `resolve`, in the storage: against the revision each
+        // store was made from (its base tid, which only the storage moves).
+        let writes = &self.writes;
+        let resolver = |oid: Oid, old: &[u8], committed: &[u8]| {
+            writes
+                .get(&oid)
+                .and_then(|w| w.value.resolve(old, committed))
+        };
+        let merged = txn.vote_resolving(&resolver).map_err(failed)?;
+        let tid = txn.finish().map_err(failed)?;
+        Ok((tid, merged.unwrap_or_default()))
     }
 
     /// The merged record for a conflict, or `None` when it cannot be merged.

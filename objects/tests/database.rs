@@ -242,6 +242,37 @@ fn commit_or_rollback_to_drops_only_the_changes_after_the_savepoint_on_a_conflic
 }
 
 #[test]
+fn commit_stats_count_commits_and_merged_and_reported_conflicts() {
+    each_storage(|storage| {
+        let db = open(storage);
+        let acct = add_account(&db, "ann", 1);
+        let counter = db
+            .transact(|tx| tx.add(zodiac_objects::Counter::new(0)))
+            .unwrap();
+        let before = db.commit_stats();
+        let (mut c1, mut c2) = (db.connection(), db.connection());
+        // Both change the counter: the second merges.
+        let (mut t1, mut t2) = (c1.begin(), c2.begin());
+        t1.modify(&counter, |c| c.add(1)).unwrap();
+        t2.modify(&counter, |c| c.add(2)).unwrap();
+        t1.commit().unwrap();
+        t2.commit().unwrap();
+        // Both change the account: the second is reported.
+        let (mut t1, mut t2) = (c1.begin(), c2.begin());
+        t1.modify(&acct, |a| a.balance = 5).unwrap();
+        t2.modify(&acct, |a| a.balance = 6).unwrap();
+        t1.commit().unwrap();
+        assert!(matches!(t2.commit(), Err(Error::Conflict(_))));
+        // Nothing written: not a commit.
+        c1.begin().commit().unwrap();
+        let after = db.commit_stats();
+        assert_eq!(after.commits - before.commits, 3);
+        assert_eq!(after.conflicts_resolved - before.conflicts_resolved, 1);
+        assert_eq!(after.conflicts_unresolved - before.conflicts_unresolved, 1);
+    });
+}
+
+#[test]
 fn transaction_metadata_reaches_the_storage() {
     each_storage(|storage| {
         let db = open(Arc::clone(&storage));

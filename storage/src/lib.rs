@@ -39,4 +39,4 @@ pub use meta::{
 pub use net::{ClientOptions, ClientStorage, ReferenceReader, Server, ServerOptions};
 pub use notify::{CommitSubscription, SUBSCRIPTION_EVENTS_MAX};
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
-pub use storage::{Storage, StorageTransaction, TransactionIter};
+pub use storage::{Resolver, Storage, StorageTransaction, TransactionIter};

@@ -77,6 +77,13 @@ pub trait Storage: Send + Sync {
     }
 }
 
+/// Merges a conflicting store with the newest revision: given the object, the
+/// record the transaction's stored state was made from (`old`, the revision of its
+/// base tid) and the newest revision's record (`committed`), the record to store
+/// instead, or `None` when the two changes do not merge. It must not call into
+/// the storage (the file storage calls it under its commit lock).
+pub type Resolver<'a> = &'a (dyn Fn(Oid, &[u8], &[u8]) -> Option<Vec<u8>> + Sync);
+
 /// One commit in progress: `store`/`check_current` ..., `vote`, then `finish` or `abort`.
 pub trait StorageTransaction: Send {
     /// Writes `data` as the new revision of `oid`, which this transaction read at
@@ -89,6 +96,23 @@ pub trait StorageTransaction: Send {
     /// Validates the transaction (conflicts) and takes the commit lock until
     /// `finish` or `abort`.
     fn vote(&mut self) -> Result<()>;
+
+    /// Votes like [`vote`](Self::vote), first merging every conflicting store it can
+    /// through `resolver` (in one pass, without waiting for the newer revisions to
+    /// become durable); returns the oids whose data a merge replaced. A conflict it
+    /// reports could not be merged. A storage that does not merge (the default)
+    /// votes and returns `None`: its conflicts are reported as `vote` reports
+    /// them, for the caller to merge. See [`merges_conflicts`](Self::merges_conflicts).
+    fn vote_resolving(&mut self, resolver: Resolver<'_>) -> Result<Option<Vec<Oid>>> {
+        let _ = resolver;
+        self.vote().map(|()| None)
+    }
+
+    /// Whether [`vote_resolving`](Self::vote_resolving) merges conflicts itself
+    /// (`false` by default).
+    fn merges_conflicts(&self) -> bool {
+        false
+    }
 
     /// Makes the transaction durable and visible; returns its tid. Votes first if
     /// `vote` was not called.

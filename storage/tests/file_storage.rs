@@ -815,3 +815,123 @@ mod garbage {
         }
     }
 }
+
+/// A test resolver over 8-byte counters: adds this transaction's change
+/// (`mine - old`) to the committed value; refuses anything else.
+fn counter_merge(mine: u64) -> impl Fn(Oid, &[u8], &[u8]) -> Option<Vec<u8>> + Sync {
+    move |_, old, committed| {
+        let old = u64::from_le_bytes(old.try_into().ok()?);
+        let committed = u64::from_le_bytes(committed.try_into().ok()?);
+        Some((committed + mine - old).to_le_bytes().to_vec())
+    }
+}
+
+#[test]
+fn a_vote_merges_a_conflict_with_a_commit_still_syncing_without_waiting_for_it() {
+    // Two counters changed from the same base by two transactions; the first is
+    // finished but its fdatasync is slow. The second's vote merges both objects in
+    // one pass at once, and becomes durable only with (after) the first.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let faults = Arc::new(FaultyIoFactory::new());
+    let s = Arc::new(FileStorage::open(&path, FileOptions::new().io(faults.clone())).unwrap());
+    let (a, b) = (s.new_oid().unwrap(), s.new_oid().unwrap());
+    let base = commit(&*s, &[(a, &10u64.to_le_bytes()), (b, &10u64.to_le_bytes())]);
+    faults.set_sync_delay(std::time::Duration::from_millis(1500));
+    let first = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || {
+            let mut t = s.begin(TransactionMeta::default()).unwrap();
+            t.store(a, base, 11u64.to_le_bytes().to_vec()).unwrap();
+            t.store(b, base, 11u64.to_le_bytes().to_vec()).unwrap();
+            t.finish().unwrap()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    t.store(a, base, 15u64.to_le_bytes().to_vec()).unwrap();
+    t.store(b, base, 15u64.to_le_bytes().to_vec()).unwrap();
+    assert!(t.merges_conflicts());
+    let voted = std::time::Instant::now();
+    let merged = t.vote_resolving(&counter_merge(15)).unwrap();
+    assert!(
+        voted.elapsed() < std::time::Duration::from_millis(1000),
+        "the vote waited for the first commit's sync"
+    );
+    assert_eq!(merged, Some(vec![a, b]));
+    assert_eq!(s.last_tid(), base, "the first commit is not durable yet");
+    let tid = t.finish().unwrap();
+    let first_tid = first.join().unwrap();
+    assert!(first_tid < tid);
+    for oid in [a, b] {
+        assert_eq!(s.load(oid, tid).unwrap().data, 16u64.to_le_bytes());
+        assert_eq!(s.load(oid, first_tid).unwrap().data, 11u64.to_le_bytes());
+    }
+}
+
+#[test]
+fn a_merge_on_a_commit_whose_sync_fails_is_never_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let faults = Arc::new(FaultyIoFactory::new());
+    let s = Arc::new(FileStorage::open(&path, FileOptions::new().io(faults.clone())).unwrap());
+    let a = s.new_oid().unwrap();
+    let base = commit(&*s, &[(a, &10u64.to_le_bytes())]);
+    faults.set_sync_delay(std::time::Duration::from_millis(500));
+    faults.arm(FaultPlan {
+        point: FaultPoint::Sync(1),
+        errno: EIO,
+        file_suffix: ".zdb".into(),
+        torn_bytes: 0,
+    });
+    let first = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || {
+            let mut t = s.begin(TransactionMeta::default()).unwrap();
+            t.store(a, base, 11u64.to_le_bytes().to_vec()).unwrap();
+            t.finish()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    t.store(a, base, 15u64.to_le_bytes().to_vec()).unwrap();
+    let merged = t.vote_resolving(&counter_merge(15));
+    assert!(
+        first.join().unwrap().is_err(),
+        "the first commit's sync failed"
+    );
+    // Merged with a commit that never became durable: this one must fail too.
+    let finished = merged.and_then(|_| t.finish());
+    assert!(
+        finished.is_err(),
+        "acknowledged a commit merged on a lost one"
+    );
+    drop(s);
+    // The power goes: what was never synced is gone, with the merge.
+    faults.power_cut(&path, 0).unwrap();
+    let s = FileStorage::open(&path, FileOptions::new()).unwrap();
+    assert_eq!(s.load(a, Tid::MAX).unwrap().data, 10u64.to_le_bytes());
+}
+
+#[test]
+fn a_vote_reports_what_does_not_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStorage::open(dir.path().join("data.zdb"), fast()).unwrap();
+    let (a, b) = (s.new_oid().unwrap(), s.new_oid().unwrap());
+    let base = commit(&s, &[(a, &10u64.to_le_bytes()), (b, b"text")]);
+    let newer = commit(&s, &[(a, &11u64.to_le_bytes()), (b, b"other")]);
+    // `b` is no counter: the resolver refuses it, the vote reports it.
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    t.store(a, base, 15u64.to_le_bytes().to_vec()).unwrap();
+    t.store(b, base, b"mine".to_vec()).unwrap();
+    let e = t.vote_resolving(&counter_merge(15)).unwrap_err();
+    let c = *e.as_conflict().expect("a conflict");
+    assert_eq!((c.oid, c.base_tid, c.current_tid), (b, base, newer));
+    // A check_current conflict never merges.
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    t.store(a, newer, 20u64.to_le_bytes().to_vec()).unwrap();
+    t.check_current(b, base).unwrap();
+    let e = t.vote_resolving(&counter_merge(20)).unwrap_err();
+    assert_eq!(e.as_conflict().expect("a conflict").oid, b);
+    assert_eq!(s.load(a, Tid::MAX).unwrap().data, 11u64.to_le_bytes());
+}

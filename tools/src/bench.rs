@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 /// The workloads and groups `zodiac-benches` knows (its usage text), with what
 /// each measures; a test checks the library knows each name.
-const WORKLOADS: [(&str, &str); 24] = [
+const WORKLOADS: [(&str, &str); 25] = [
     (
         "phys-fdatasync",
         "the disk's floor: 3,000 x (256-byte write + fdatasync)",
@@ -45,7 +45,11 @@ const WORKLOADS: [(&str, &str); 24] = [
     ),
     ("j5", "kill -9 one of 2 workers mid-run (STORE server only)"),
     ("j6", "1,000 two-step callback chains"),
-    ("jobs", "phys-fdatasync, j1 ... j6"),
+    (
+        "j3-mix",
+        "4 producers put 10,000 jobs while 4 workers run them (embedded)",
+    ),
+    ("jobs", "phys-fdatasync, j1 ... j6, j3-mix"),
     ("obj-w1", "W1 through the objects layer"),
     ("obj-w2", "W2 through the objects layer"),
     (

@@ -363,11 +363,12 @@ impl FileIo for FaultyFileIo {
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
+        // A slow disk is slow to fail too.
+        let delay = self.factory_state.lock().sync_delay;
+        std::thread::sleep(delay);
         if let Some((err, _)) = self.factory.fails(&self.path, false) {
             return Err(err);
         }
-        let delay = self.factory_state.lock().sync_delay;
-        std::thread::sleep(delay);
         self.inner.sync_data()?;
         let len = self.inner.len()?;
         let mut st = self.factory_state.lock();

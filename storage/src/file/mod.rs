@@ -18,8 +18,8 @@ use crate::meta::{
     ChangeInfo, CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta,
 };
 use crate::notify::{CommitSubscription, Notifier};
-use crate::pending::{OidHasher, PendingWrites};
-use crate::storage::{Storage, StorageTransaction, TransactionIter};
+use crate::pending::{OidHasher, PendingWrites, RECORD_BYTES_MAX};
+use crate::storage::{Resolver, Storage, StorageTransaction, TransactionIter};
 
 pub mod backup;
 pub mod format;
@@ -241,6 +241,10 @@ struct Staging {
     txns: Vec<StagedTxn>,
     /// The file's length: written records plus preallocated zeros.
     file_len: u64,
+    /// The records a leader took and is writing (start, bytes): until they are
+    /// written and indexed they are neither here nor readable in the file, and a
+    /// vote merging a conflict reads them (see `pending_record`).
+    writing: Option<(u64, Arc<Vec<u8>>)>,
 }
 
 /// Every `TID_MARK_EVERY`-th transaction's (tid, position), built lazily by header-
@@ -436,6 +440,7 @@ impl FileStorage {
                 start: end,
                 txns: Vec::new(),
                 file_len,
+                writing: None,
             }),
             sync: Mutex::new(SyncState {
                 written_end: end,
@@ -917,9 +922,10 @@ impl Shared {
     }
 
     /// Takes the staged records, growing the file for them first.
-    fn take_staged(&self, staging: &mut Staging) -> Result<(u64, Vec<u8>, Vec<StagedTxn>)> {
+    fn take_staged(&self, staging: &mut Staging) -> Result<(u64, Arc<Vec<u8>>, Vec<StagedTxn>)> {
         let start = staging.start;
-        let bytes = std::mem::take(&mut staging.bytes);
+        let bytes = Arc::new(std::mem::take(&mut staging.bytes));
+        staging.writing = Some((start, Arc::clone(&bytes)));
         let txns = std::mem::take(&mut staging.txns);
         let end = start + bytes.len() as u64;
         staging.start = end;
@@ -937,15 +943,23 @@ impl Shared {
     /// group-commit leader (one at a time); committers keep staging meanwhile.
     fn write_staged(&self) -> Result<()> {
         let (start, bytes, txns) = self.take_staged(&mut self.staging.lock())?;
+        let written = self.write_taken(start, &bytes, &txns);
+        // Written and indexed (or failed, which poisons the storage): readable in
+        // the file from now on.
+        self.staging.lock().writing = None;
+        written
+    }
+
+    fn write_taken(&self, start: u64, bytes: &[u8], txns: &[StagedTxn]) -> Result<()> {
         let Some(last) = txns.last() else {
             return Ok(());
         };
         self.file()
             .io
-            .write_at(&bytes, start)
+            .write_at(bytes, start)
             .map_err(|e| self.io_failure("writing a transaction to the data file", e))?;
         let mut reader = self.reader.write();
-        for t in &txns {
+        for t in txns {
             for (oid, pos) in t.oids.iter().zip(&t.positions) {
                 reader.index.set(*oid, *pos);
             }
@@ -953,6 +967,77 @@ impl Shared {
         reader.indexed_end = last.end;
         reader.indexed_tid = last.tid;
         Ok(())
+    }
+
+    /// The data of the revision of `oid` at `pos`, CRC-checked, wherever it is: a
+    /// finished transaction's record may still be staged, or being written by the
+    /// group's leader, or in the file. Takes the staging lock, then (without it)
+    /// the reader lock: the caller holds neither (a leader growing the file holds
+    /// staging while it takes the reader lock).
+    fn pending_record(&self, pos: u64, oid: Oid) -> Result<Vec<u8>> {
+        let in_memory = |bytes: &[u8], start: u64| -> Option<Result<Vec<u8>>> {
+            let end = start + bytes.len() as u64;
+            (start..end).contains(&pos).then(|| {
+                let r = format::data_record_at(bytes, pos - start)
+                    .map_err(|what| self.corrupted(pos, what))?;
+                if r.oid != oid {
+                    return Err(self.corrupted(
+                        pos,
+                        format!(
+                            "a finished record of object {oid} is one of object {}",
+                            r.oid
+                        ),
+                    ));
+                }
+                Ok(r.data.to_vec())
+            })
+        };
+        {
+            let staging = self.staging.lock();
+            if let Some(found) = in_memory(&staging.bytes, staging.start) {
+                return found;
+            }
+            if let Some((start, bytes)) = &staging.writing
+                && let Some(found) = in_memory(bytes, *start)
+            {
+                return found;
+            }
+        }
+        let reader = self.reader.read();
+        Ok(self.record(&reader.map, pos, oid)?.data.to_vec())
+    }
+
+    /// The merged data for conflict `c` through `resolver`, or `None` when it
+    /// cannot be merged (a `check_current`, a new or deleted object, the base
+    /// revision packed away, or the resolver refuses). Holds the commit lock's
+    /// guard only (see `pending_record`).
+    fn merge(&self, c: &Conflicting, resolver: Resolver<'_>) -> Result<Option<Vec<u8>>> {
+        let ConflictError {
+            oid,
+            base_tid,
+            current_tid,
+        } = c.conflict;
+        if !c.stored || base_tid == Tid::ZERO || current_tid == Tid::ZERO {
+            return Ok(None);
+        }
+        let Some(old) = self.indexed_revision(oid, base_tid)? else {
+            return Ok(None);
+        };
+        let committed = self.pending_record(c.pos, oid)?;
+        Ok(resolver(oid, &old, &committed).filter(|d| d.len() <= RECORD_BYTES_MAX))
+    }
+
+    /// The data of revision `tid` of `oid`, which is in the index's history (a
+    /// revision some snapshot read), or `None` if it is gone (packed away).
+    fn indexed_revision(&self, oid: Oid, tid: Tid) -> Result<Option<Vec<u8>>> {
+        let mut found = None;
+        self.walk_revisions(oid, |r| {
+            if r.tid == tid {
+                found = Some(r.data.to_vec());
+            }
+            r.tid > tid
+        })?;
+        Ok(found)
     }
 
     /// Where a walk for transactions with tid >= `from` may start: at a sampled
@@ -1402,39 +1487,36 @@ impl Drop for FileTransaction {
     }
 }
 
-impl StorageTransaction for FileTransaction {
-    fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> Result<()> {
-        if self.voted.is_some() {
-            return Err(Error::AlreadyVoted);
-        }
-        if self.copied_tid.is_some() {
-            self.shared
-                .next_oid
-                .fetch_max(oid.0.saturating_add(1), Ordering::AcqRel);
-        } else if oid != Oid::ROOT && oid.0 >= self.shared.next_oid.load(Ordering::Acquire) {
-            return Err(Error::UnallocatedOid { oid });
-        }
-        self.writes.store(oid, base_tid, data)
-    }
+/// A conflicting expectation found by a vote.
+struct Conflicting {
+    /// A stored object (mergeable), not a `check_current`.
+    stored: bool,
+    conflict: ConflictError,
+    /// Where the newest revision is (0: the object has none).
+    pos: u64,
+}
 
-    fn check_current(&mut self, oid: Oid, tid: Tid) -> Result<()> {
+impl FileTransaction {
+    /// The vote, merging conflicting stores through `resolver` when given (see
+    /// `StorageTransaction::vote_resolving`); returns the merged oids.
+    ///
+    /// Merging against a revision that is finished but not yet durable is safe:
+    /// this transaction's record follows it in the file and a sync covers a
+    /// prefix of the file, so this one is never durable (or acknowledged) without
+    /// it; a failed write or sync poisons the storage for both.
+    fn vote_with(&mut self, resolver: Option<Resolver<'_>>) -> Result<Vec<Oid>> {
         if self.voted.is_some() {
             return Err(Error::AlreadyVoted);
         }
-        self.writes.check_current(oid, tid);
-        Ok(())
-    }
-
-    fn vote(&mut self) -> Result<()> {
-        if self.voted.is_some() {
-            return Err(Error::AlreadyVoted);
-        }
-        let shared = &self.shared;
+        let shared = Arc::clone(&self.shared);
         shared.check_writable()?;
         let commit = shared.commit.lock_arc();
         // Again under the lock: close or a failure may have happened while waiting.
         shared.check_writable()?;
-        let mut prevs = Vec::with_capacity(self.writes.stores.len());
+        // Under the commit lock no transaction finishes: the newest revision of
+        // every object stays what this finds (records only move from staging to the
+        // file and the index).
+        let mut conflicts = Vec::new();
         {
             let reader = shared.reader.read();
             let checked = if self.copied_tid.is_some() {
@@ -1442,33 +1524,59 @@ impl StorageTransaction for FileTransaction {
             } else {
                 usize::MAX
             };
-            let mut conflict = None;
-            for (oid, expected) in self.writes.expectations().take(checked) {
-                let current = match (commit.pending_newer(oid, &reader), reader.index.get(oid)) {
-                    (Some((tid, _)), _) => tid,
-                    (None, None) => Tid::ZERO,
-                    (None, Some(pos)) => shared.newest_tid_at(&reader.map, pos, oid)?,
-                };
+            let stores = self.writes.stores.len();
+            for (i, (oid, expected)) in self.writes.expectations().take(checked).enumerate() {
+                let (current, pos) =
+                    match (commit.pending_newer(oid, &reader), reader.index.get(oid)) {
+                        (Some((tid, pos)), _) => (tid, pos),
+                        (None, None) => (Tid::ZERO, 0),
+                        (None, Some(pos)) => (shared.newest_tid_at(&reader.map, pos, oid)?, pos),
+                    };
                 if current != expected {
-                    conflict = Some(ConflictError {
-                        oid,
-                        base_tid: expected,
-                        current_tid: current,
+                    conflicts.push(Conflicting {
+                        stored: i < stores,
+                        conflict: ConflictError {
+                            oid,
+                            base_tid: expected,
+                            current_tid: current,
+                        },
+                        pos,
                     });
-                    break;
+                    if resolver.is_none() {
+                        break;
+                    }
                 }
             }
-            if let Some(conflict) = conflict {
-                drop(reader);
+        }
+        let mut merged = Vec::new();
+        for c in conflicts {
+            let data = match resolver {
+                Some(resolver) => shared.merge(&c, resolver)?,
+                None => None,
+            };
+            let Some(data) = data else {
                 drop(commit);
                 // This transaction writes nothing now: a gathering leader must not
                 // wait for it (while it waits below for that leader's sync).
                 self.leave_flight();
                 // Report only revisions the caller can load: a conflict resolver
                 // reads the committed state right away.
-                self.shared.wait_published(conflict.current_tid)?;
-                return Err(conflict.into());
-            }
+                shared.wait_published(c.conflict.current_tid)?;
+                return Err(c.conflict.into());
+            };
+            merged.push((c.conflict.oid, c.conflict.current_tid, data));
+        }
+        let mut resolved = Vec::with_capacity(merged.len());
+        for (oid, current, data) in merged {
+            let store = self.writes.stores.iter_mut().find(|s| s.oid == oid);
+            let store = store.expect("only stored objects merge");
+            store.base_tid = current;
+            store.data = data;
+            resolved.push(oid);
+        }
+        let mut prevs = Vec::with_capacity(self.writes.stores.len());
+        {
+            let reader = shared.reader.read();
             for s in &self.writes.stores {
                 let prev = match commit.pending_newer(s.oid, &reader) {
                     Some((_, pos)) => pos,
@@ -1524,7 +1632,43 @@ impl StorageTransaction for FileTransaction {
             record,
             positions,
         });
+        Ok(resolved)
+    }
+}
+
+impl StorageTransaction for FileTransaction {
+    fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> Result<()> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        if self.copied_tid.is_some() {
+            self.shared
+                .next_oid
+                .fetch_max(oid.0.saturating_add(1), Ordering::AcqRel);
+        } else if oid != Oid::ROOT && oid.0 >= self.shared.next_oid.load(Ordering::Acquire) {
+            return Err(Error::UnallocatedOid { oid });
+        }
+        self.writes.store(oid, base_tid, data)
+    }
+
+    fn check_current(&mut self, oid: Oid, tid: Tid) -> Result<()> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        self.writes.check_current(oid, tid);
         Ok(())
+    }
+
+    fn vote(&mut self) -> Result<()> {
+        self.vote_with(None).map(drop)
+    }
+
+    fn vote_resolving(&mut self, resolver: Resolver<'_>) -> Result<Option<Vec<Oid>>> {
+        self.vote_with(Some(resolver)).map(Some)
+    }
+
+    fn merges_conflicts(&self) -> bool {
+        true
     }
 
     fn finish(mut self: Box<Self>) -> Result<Tid> {
