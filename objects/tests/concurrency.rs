@@ -350,6 +350,7 @@ struct FaultyTransaction {
     inner: Box<dyn zodiac_storage::StorageTransaction>,
     conflict: Option<zodiac_storage::ConflictError>,
     votes: Arc<AtomicU32>,
+    voted: bool,
 }
 
 impl zodiac_storage::StorageTransaction for FaultyTransaction {
@@ -370,12 +371,17 @@ impl zodiac_storage::StorageTransaction for FaultyTransaction {
     }
     fn vote(&mut self) -> zodiac_storage::Result<()> {
         self.votes.fetch_add(1, Ordering::SeqCst);
+        self.voted = true;
         match self.conflict {
             Some(c) => Err(c.into()),
             None => self.inner.vote(),
         }
     }
-    fn finish(self: Box<Self>) -> zodiac_storage::Result<zodiac_storage::Tid> {
+    /// Votes first when `vote` was not called, as the contract says.
+    fn finish(mut self: Box<Self>) -> zodiac_storage::Result<zodiac_storage::Tid> {
+        if !self.voted {
+            self.vote()?;
+        }
         self.inner.finish()
     }
     fn abort(self: Box<Self>) {
@@ -440,6 +446,7 @@ impl zodiac_storage::Storage for Faulty {
             inner: self.inner.begin(meta)?,
             conflict,
             votes: Arc::clone(&self.votes),
+            voted: false,
         }))
     }
     fn subscribe(&self) -> zodiac_storage::CommitSubscription {
