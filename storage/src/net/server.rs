@@ -12,8 +12,9 @@
 //! reading to a pooled worker and votes and finishes itself, then pumps the
 //! storage's commit notifications (so the committer's invalidation is queued,
 //! without waking its writer) and writes the reply together with the queued frames.
-//! Other connections get the invalidation with their next reply, or from their
-//! writer within `DEFERRED_FLUSH`.
+//! Other connections awaiting a reply get the invalidation with that reply, or from
+//! their writer within `DEFERRED_FLUSH`; idle ones (awaiting no reply: e.g. a
+//! worker waiting for work) get it from their writer at once.
 //!
 //! Invariants:
 //! - Invalidations reach every connection's outbox in commit order (whoever pumps
@@ -295,9 +296,11 @@ enum Delivery {
     Now,
     /// The caller's reply follows at once and writes it too.
     WithReply,
-    /// Another client's invalidation: within `DEFERRED_FLUSH`, or with the
-    /// connection's next reply if that comes first (one write, one wake-up on each
-    /// side instead of two). Busy clients get their invalidations with their replies.
+    /// Another client's invalidation: when the client awaits a reply, with that
+    /// reply or within `DEFERRED_FLUSH`, whichever comes first (one write, one
+    /// wake-up on each side instead of two: busy clients get their invalidations
+    /// with their replies); when it awaits none (an idle client, e.g. a worker
+    /// waiting for work), at once, as `Now`.
     Soon,
 }
 
@@ -351,6 +354,9 @@ struct OutboxState {
     writing: bool,
     /// Frames were queued without waking the writer; the flusher has this outbox.
     deferred: bool,
+    /// Requests read and not yet answered: while there are, a reply is coming that
+    /// a deferred invalidation can travel with.
+    awaiting_replies: usize,
 }
 
 impl Outbox {
@@ -376,6 +382,9 @@ impl Outbox {
                 self.changed.notify_all();
             }
             Delivery::WithReply => {}
+            Delivery::Soon if st.awaiting_replies == 0 => {
+                self.changed.notify_all();
+            }
             Delivery::Soon => {
                 if !st.writing && !st.deferred {
                     st.deferred = true;
@@ -456,7 +465,16 @@ impl Outbox {
     }
 
     fn send(&self, message: &ServerMessage) {
+        if matches!(message, ServerMessage::Reply { .. }) {
+            let mut st = self.state.lock();
+            st.awaiting_replies = st.awaiting_replies.saturating_sub(1);
+        }
         self.push_wait(protocol::encode(message).into());
+    }
+
+    /// A request was read: its reply will follow.
+    fn request_read(&self) {
+        self.state.lock().awaiting_replies += 1;
     }
 
     fn close(&self, reason: &str) {
@@ -803,6 +821,7 @@ impl Shared {
                 draining: false,
                 writing: false,
                 deferred: false,
+                awaiting_replies: 0,
             }),
             changed: Condvar::new(),
             bytes_max: self.options.send_queue_bytes_max,
@@ -1338,6 +1357,10 @@ impl Connection {
     /// reader (see [`Connection::hand_off`]).
     fn handle(&mut self, message: ClientMessage) -> std::result::Result<Option<Job>, String> {
         let storage = &self.shared.storage;
+        if matches!(message, ClientMessage::Request { .. }) {
+            // Every request gets one reply (`Outbox::send`).
+            self.outbox.request_read();
+        }
         match message {
             ClientMessage::Hello { .. } | ClientMessage::Auth { .. } => {
                 return Err("a handshake message after the handshake".into());
@@ -1698,6 +1721,7 @@ mod tests {
                 draining: false,
                 writing: false,
                 deferred: false,
+                awaiting_replies: 0,
             }),
             changed: Condvar::new(),
             bytes_max,
@@ -1719,6 +1743,31 @@ mod tests {
         let (outbox, _peer) = new_outbox(100);
         assert!(outbox.push_or_close(vec![0; 500].into(), Delivery::Now));
         assert!(!outbox.is_closed());
+    }
+
+    /// Another client's invalidation waits for a reply only when one is coming:
+    /// an idle client (a worker waiting for work) gets it at once.
+    #[test]
+    fn an_invalidation_is_deferred_only_for_a_client_awaiting_a_reply() {
+        let (outbox, _peer) = new_outbox(1 << 20);
+        assert!(outbox.push_or_close(vec![0; 8].into(), Delivery::Soon));
+        assert!(!outbox.state.lock().deferred, "an idle client waited");
+        assert!(outbox.flusher.pending.lock().is_empty());
+        let (outbox, _peer) = new_outbox(1 << 20);
+        outbox.request_read();
+        assert!(outbox.push_or_close(vec![0; 8].into(), Delivery::Soon));
+        assert!(
+            outbox.state.lock().deferred,
+            "not deferred for the coming reply"
+        );
+        assert_eq!(outbox.flusher.pending.lock().len(), 1);
+        // The reply takes it along, and the client is idle again.
+        outbox.send(&ServerMessage::Reply {
+            id: 1,
+            result: Ok(Response::Pong),
+        });
+        let st = outbox.state.lock();
+        assert!(st.frames.is_empty() && !st.deferred && st.awaiting_replies == 0);
     }
 
     #[test]
