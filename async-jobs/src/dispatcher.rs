@@ -19,7 +19,9 @@
 //!   whose policy just gave up) to the agent's completed collection, and
 //!   deactivates the record; a job in CALLBACKS stays held, for a runner's
 //!   `finish_callbacks` and then `release_finished`, so a restart that dies again
-//!   while resuming them finds it again.
+//!   while resuming them finds it again. A cleanup by a sibling that resumes them
+//!   ([`Dispatchers::cleanup_adopting`]) moves them to its own agent instead, for
+//!   the same reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -480,7 +482,9 @@ impl Dispatchers {
 
     /// Cleans up the dead dispatcher `id`: ASSIGNED jobs go back to the queue,
     /// ACTIVE ones get their policy's `on_interrupted` decision, the record is
-    /// deactivated. Refused with [`Error::AlreadyActive`] if it is alive.
+    /// deactivated. Refused with [`Error::AlreadyActive`] if it is alive. Jobs in
+    /// CALLBACKS stay held by `id`'s agents for the caller to resume (see
+    /// [`Dispatchers::cleanup_adopting`], which a worker uses).
     pub fn cleanup(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
@@ -489,11 +493,41 @@ impl Dispatchers {
         now: Timestamp,
         death_interval: Duration,
     ) -> Result<Cleanup> {
+        Dispatchers::cleanup_dead(tx, queue, id, policies, now, death_interval, None)
+    }
+
+    /// [`Dispatchers::cleanup`] by a live dispatcher that resumes the callbacks of
+    /// the jobs found in CALLBACKS: they move to `adopter`'s agent (held there,
+    /// located there), so that if the adopter dies while resuming them its own
+    /// cleanup finds them, and they are resumed by one dispatcher only. While held
+    /// they take places of that agent, as the adopter runs their callbacks.
+    pub fn cleanup_adopting(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        policies: &Policies,
+        now: Timestamp,
+        death_interval: Duration,
+        adopter: &Claimer,
+    ) -> Result<Cleanup> {
+        let adopter = Some(adopter);
+        Dispatchers::cleanup_dead(tx, queue, id, policies, now, death_interval, adopter)
+    }
+
+    fn cleanup_dead(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        policies: &Policies,
+        now: Timestamp,
+        death_interval: Duration,
+        adopter: Option<&Claimer>,
+    ) -> Result<Cleanup> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
         if tx.get(&record)?.is_alive(now, death_interval) {
             return Err(Error::AlreadyActive { id: id.to_string() });
         }
-        Dispatchers::hand_back(tx, &record, id, policies)
+        Dispatchers::hand_back(tx, queue, &record, id, policies, adopter)
     }
 
     /// Cleans up the previous incarnation of dispatcher `id` at once, alive or
@@ -506,16 +540,55 @@ impl Dispatchers {
         policies: &Policies,
     ) -> Result<Cleanup> {
         match Dispatchers::record(tx, queue, id)? {
-            Some(record) => Dispatchers::hand_back(tx, &record, id, policies),
+            Some(record) => Dispatchers::hand_back(tx, queue, &record, id, policies, None),
             None => Ok(Cleanup::default()),
         }
     }
 
+    /// Applies `on_interrupted` to the callbacks of `job` (in CALLBACKS) that were
+    /// running (ACTIVE, not awaiting another job): their runner is gone.
+    pub(crate) fn interrupt_callbacks(
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        policies: &Policies,
+    ) -> Result<()> {
+        for cb in tx.get(job)?.callbacks() {
+            let c = tx.get(cb)?;
+            if c.status() == Status::Active && c.awaiting().is_none() {
+                crate::run::recover_interrupted(tx, cb, policies)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `job` (in CALLBACKS, held by a gone dispatcher's agent) to `adopter`'s
+    /// agent in `queue`.
+    fn adopt(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        job: &PRef<Job>,
+        adopter: &Claimer,
+    ) -> Result<()> {
+        let agent = Dispatchers::agent(tx, queue, &adopter.dispatcher, &adopter.agent)?;
+        let queue_name = tx.get(queue)?.name().to_string();
+        tx.modify(job, |j| {
+            j.set_location(Location::Agent {
+                queue: queue_name,
+                dispatcher: adopter.dispatcher.clone(),
+                agent: adopter.agent.clone(),
+            })
+        })?;
+        tx.modify(&agent, |a| a.held.insert(job.oid().0))?;
+        Ok(())
+    }
+
     fn hand_back(
         tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
         record: &PRef<DispatcherRecord>,
         id: &str,
         policies: &Policies,
+        adopter: Option<&Claimer>,
     ) -> Result<Cleanup> {
         let r = tx.get(record)?;
         let mut report = Cleanup::default();
@@ -543,22 +616,24 @@ impl Dispatchers {
                     }
                     Status::Callbacks => {
                         // A callback that was running is retried by its policy.
-                        for cb in j.callbacks() {
-                            let c = tx.get(cb)?;
-                            if c.status() == Status::Active && c.awaiting().is_none() {
-                                crate::run::recover_interrupted(tx, cb, policies)?;
-                            }
-                        }
+                        Dispatchers::interrupt_callbacks(tx, &job, policies)?;
                     }
                     _ => {}
                 }
                 // Finished here (or given up on just now): COMPLETED to the
-                // completed jobs; CALLBACKS stays held until the caller has resumed
-                // its callbacks (`release_finished`).
+                // completed jobs; CALLBACKS goes to the adopter, or stays held until
+                // the caller has resumed its callbacks (`release_finished`).
                 let finished = tx.get(&job)?;
                 match finished.status() {
                     Status::Callbacks => {
-                        kept.insert(oid);
+                        match adopter {
+                            Some(a) if a.dispatcher != id => {
+                                Dispatchers::adopt(tx, queue, &job, a)?;
+                            }
+                            _ => {
+                                kept.insert(oid);
+                            }
+                        }
                         report.in_callbacks.push(job);
                     }
                     Status::Completed => {

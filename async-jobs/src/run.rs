@@ -332,10 +332,19 @@ impl Runner {
         loop {
             let next = transact_through_outages(&self.db, |tx| {
                 let p = tx.get(parent)?;
+                let mut running = false;
                 for cb in p.callbacks() {
-                    if tx.get(cb)?.status() == Status::New {
-                        return Ok(Some(*cb));
+                    match tx.get(cb)?.status() {
+                        Status::New => return Ok(Some(*cb)),
+                        Status::Active => running = true,
+                        _ => {}
                     }
+                }
+                // A callback running elsewhere (a runner that lost its job to a
+                // cleanup's adopter, or the adopter) completes the parent with its
+                // result (`complete_parent_after_last_callback`): not before.
+                if running {
+                    return Ok(None);
                 }
                 if p.status() == Status::Callbacks {
                     let now = Timestamp::now();

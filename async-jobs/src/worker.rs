@@ -45,7 +45,13 @@
 //!   agent then releases them.
 //! - [`Worker::shutdown`] gives running jobs the grace period, then hands what the
 //!   agent still holds to recovery and deactivates the dispatcher, so nothing stays
-//!   assigned to a stopped worker.
+//!   assigned to a stopped worker. A job whose callbacks are still running has them
+//!   interrupted (their policy decides) and stays held: the dispatcher then stays
+//!   activated without pinging, so a sibling cleans it up after the death interval
+//!   and resumes those callbacks, as after a crash.
+//! - A cleanup of a dead sibling adopts its jobs in CALLBACKS into this worker's
+//!   agent ([`Dispatchers::cleanup_adopting`]) before resuming their callbacks: if
+//!   this worker dies meanwhile, its own cleanup finds them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -402,12 +408,16 @@ impl Worker {
             let q = Queue::get_or_create(tx, name)?;
             Dispatchers::dead(tx, &q, now, options.death_interval)
         })?;
+        let me = Claimer {
+            dispatcher: id.clone(),
+            agent: options.agent.clone(),
+        };
         for sibling in dead.into_iter().filter(|d| *d != id) {
             let policies = self.runner.policies().clone();
             let cleaned = transact(&self.db, |tx| {
                 let q = Queue::get_or_create(tx, name)?;
-                match Dispatchers::cleanup(tx, &q, &sibling, &policies, now, options.death_interval)
-                {
+                let death = options.death_interval;
+                match Dispatchers::cleanup_adopting(tx, &q, &sibling, &policies, now, death, &me) {
                     Ok(c) => Ok(Some(c)),
                     // It pinged meanwhile, or another sibling got there first.
                     Err(Error::AlreadyActive { .. }) => Ok(None),
@@ -415,7 +425,8 @@ impl Worker {
                 }
             })?;
             if let Some(cleanup) = cleaned {
-                self.resume_callbacks(name, &sibling, &cleanup.in_callbacks);
+                // Adopted: held by this worker's agent now.
+                self.resume_callbacks(name, &id, &cleanup.in_callbacks);
                 report.cleaned.push(sibling);
             }
         }
@@ -437,10 +448,11 @@ impl Worker {
         Ok(true)
     }
 
-    /// Runs the remaining callbacks of `jobs`, which a cleanup of dispatcher
-    /// `owner` found in CALLBACKS, each on a thread of its own like a claimed job
-    /// (a callback may take long: polls and pings go on meanwhile); then `owner`'s
-    /// agents release the job.
+    /// Runs the remaining callbacks of `jobs`, which a cleanup found in CALLBACKS
+    /// and left held by dispatcher `owner`'s agents (this worker's: adopted from a
+    /// dead sibling, or kept from its own previous incarnation), each on a thread
+    /// of its own like a claimed job (a callback may take long: polls and pings go
+    /// on meanwhile); then `owner`'s agents release the job.
     fn resume_callbacks(&mut self, queue: &str, owner: &str, jobs: &[PRef<Job>]) {
         for &job in jobs {
             let (db, runner) = (self.db.clone(), self.runner.clone());
@@ -708,7 +720,9 @@ impl Worker {
     /// Stops: lets running jobs finish for up to the grace period, then hands what
     /// the agent still holds to recovery (ASSIGNED jobs back to the queue, ACTIVE
     /// ones through their policy's `on_interrupted`; their runs then store
-    /// nothing), and deactivates this dispatcher in every queue it activated.
+    /// nothing), and deactivates this dispatcher in every queue it activated; in a
+    /// queue where jobs in CALLBACKS remain (their running callbacks interrupted),
+    /// it stays activated for a sibling's cleanup (see the module docs).
     pub fn shutdown(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.options.grace_period;
         while !self.running.is_empty() && Instant::now() < deadline {
@@ -730,8 +744,11 @@ impl Worker {
         for name in std::mem::take(&mut self.active).into_keys() {
             // Jobs whose policy gave up on them here, with callbacks to run.
             let mut in_callbacks = Vec::new();
+            // Jobs whose callbacks were still running: left for a sibling.
+            let mut left = 0;
             transact(&self.db, |tx| {
                 in_callbacks.clear();
+                left = 0;
                 let q = Queue::get_or_create(tx, &name)?;
                 let record = Queue::dispatchers(tx, &q)?.get(&id).copied();
                 if let Some(record) = record {
@@ -749,13 +766,29 @@ impl Worker {
                                         in_callbacks.push(job);
                                     }
                                 }
+                                Status::Callbacks if mine => {
+                                    Dispatchers::interrupt_callbacks(tx, &job, &policies)?;
+                                    left += 1;
+                                }
                                 _ => {}
                             }
                         }
                     }
                 }
+                if left > 0 {
+                    // Still activated, it stops pinging: after the death interval a
+                    // sibling's cleanup adopts these jobs and resumes their callbacks
+                    // (a restart with this id does it at once), as after a crash.
+                    return Ok(());
+                }
                 Dispatchers::deactivate(tx, &q, &id)
             })?;
+            if left > 0 {
+                log::warn!(
+                    target: "zodiac_async::events",
+                    "dispatcher {id} stopping with the callbacks of {left} job(s) in queue                      {name:?} still running; leaving them to a sibling's cleanup after the                      death interval (or to this dispatcher's restart)"
+                );
+            }
             for job in &in_callbacks {
                 self.runner.finish_callbacks(job)?;
             }

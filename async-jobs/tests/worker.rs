@@ -541,3 +541,184 @@ fn a_claim_lost_with_the_result_costs_the_claim_only() {
     worker.wait_idle();
     assert_eq!(status(&db, jobs[2]), Status::Completed);
 }
+
+/// A database with a queued job whose one callback blocks until the gate opens
+/// and then adds 1 to the counter; the runner for both.
+struct GatedCallback {
+    db: Database,
+    counter: PRef<Counter>,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    parent: PRef<Job>,
+    runner: Runner,
+}
+
+impl GatedCallback {
+    fn new() -> GatedCallback {
+        let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+        let counter = transact(&db, |tx| {
+            Queue::get_or_create(tx, "")?;
+            Ok(tx.add(Counter::new(0))?)
+        })
+        .unwrap();
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let mut h = Handlers::new();
+        h.register("parent", |_ctx, _: ()| Ok(()));
+        {
+            let gate = Arc::clone(&gate);
+            h.register("gated_count", move |ctx, _: ()| {
+                let (open, cv) = &*gate;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                drop(open);
+                ctx.tx().modify(&counter, |c| c.add(1))?;
+                Ok(())
+            });
+        }
+        let runner = Runner::new(db.clone(), h, Policies::new());
+        let parent = transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            let p = Queue::put_job(
+                tx,
+                &q,
+                Job::with_arguments("parent", &())?,
+                PutOptions::new(),
+            )?;
+            zodiac_async::add_callback(tx, &p, Job::with_arguments("gated_count", &())?)?;
+            Ok(p)
+        })
+        .unwrap();
+        GatedCallback {
+            db,
+            counter,
+            gate,
+            parent,
+            runner,
+        }
+    }
+
+    fn options() -> WorkerOptions {
+        WorkerOptions {
+            ping_interval: Duration::from_millis(10),
+            death_interval: Duration::from_millis(50),
+            ..WorkerOptions::default()
+        }
+    }
+
+    fn worker(&self, id: &str) -> Worker {
+        Worker::new(
+            self.db.clone(),
+            id,
+            self.runner.clone(),
+            GatedCallback::options(),
+        )
+    }
+
+    fn held_by(&self, id: &str) -> std::collections::BTreeSet<u64> {
+        transact(&self.db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            let record = Queue::dispatchers(tx, &q)?[id];
+            let agent = tx.get(&record)?.agents()["main"];
+            Ok(tx.get(&agent)?.held().clone())
+        })
+        .unwrap()
+    }
+
+    fn callback(&self) -> PRef<Job> {
+        transact(&self.db, |tx| Ok(tx.get(&self.parent)?.callbacks()[0])).unwrap()
+    }
+
+    fn wait_callback_running(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(&self.db, self.callback()) != Status::Active {
+            assert!(Instant::now() < deadline, "the callback never started");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn open_gate(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+
+    /// The parent and its callback are COMPLETED and the callback's effect
+    /// committed once.
+    fn assert_finished_once(&self) {
+        assert_eq!(status(&self.db, self.parent), Status::Completed);
+        assert_eq!(status(&self.db, self.callback()), Status::Completed);
+        assert_eq!(
+            count(&self.db, self.counter),
+            1,
+            "the effect committed once"
+        );
+    }
+}
+
+/// A worker dies while its job's callback runs; a sibling adopts the job and
+/// resumes the callback, and dies too; a third finds the job with the second (it
+/// was adopted, not left with the first) and finishes it. The callback's effect
+/// commits once; the runs of the dead workers store nothing.
+#[test]
+fn a_sibling_dying_while_it_resumes_callbacks_leaves_them_to_the_next() {
+    let g = GatedCallback::new();
+    let mut a = g.worker("a");
+    assert_eq!(a.poll_once().unwrap().started, [g.parent]);
+    g.wait_callback_running();
+    drop(a); // dies: no shutdown, no pings; its callback run stays blocked
+    thread::sleep(Duration::from_millis(100));
+    let mut b = g.worker("b");
+    assert_eq!(b.poll_once().unwrap().cleaned, ["a"]);
+    g.wait_callback_running();
+    assert!(g.held_by("a").is_empty(), "adopted, not left with the dead");
+    assert!(g.held_by("b").contains(&g.parent.oid().0));
+    drop(b); // dies while resuming
+    thread::sleep(Duration::from_millis(100));
+    let mut c = g.worker("c");
+    assert_eq!(c.poll_once().unwrap().cleaned, ["b"]);
+    g.wait_callback_running();
+    g.open_gate();
+    c.wait_idle();
+    g.assert_finished_once();
+}
+
+/// A worker stops while a job's callback still runs after the grace period: the
+/// callback is interrupted, the job stays held and the dispatcher activated, so a
+/// sibling cleans it up after the death interval and finishes the callbacks.
+#[test]
+fn a_stop_during_callbacks_leaves_them_to_a_sibling() {
+    let g = GatedCallback::new();
+    let mut a = Worker::new(
+        g.db.clone(),
+        "a",
+        g.runner.clone(),
+        WorkerOptions {
+            grace_period: Duration::from_millis(50),
+            ..GatedCallback::options()
+        },
+    );
+    assert_eq!(a.poll_once().unwrap().started, [g.parent]);
+    g.wait_callback_running();
+    a.shutdown().unwrap();
+    assert_eq!(
+        status(&g.db, g.callback()),
+        Status::New,
+        "interrupted: retried"
+    );
+    assert_eq!(status(&g.db, g.parent), Status::Callbacks);
+    assert!(g.held_by("a").contains(&g.parent.oid().0));
+    let activated = transact(&g.db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        let record = Queue::dispatchers(tx, &q)?["a"];
+        Ok(tx.get(&record)?.activated())
+    })
+    .unwrap();
+    assert!(activated.is_some(), "left for a sibling's cleanup");
+    thread::sleep(Duration::from_millis(100));
+    let mut b = g.worker("b");
+    assert_eq!(b.poll_once().unwrap().cleaned, ["a"]);
+    g.wait_callback_running();
+    g.open_gate();
+    b.wait_idle();
+    g.assert_finished_once();
+}
