@@ -161,8 +161,9 @@ pub struct Worker {
     /// Jobs being run, each on its own thread (a slot: its thread goes on with
     /// the jobs it claims in their runs' last commits).
     running: Vec<Slot>,
-    /// The jobs of `running` whose callbacks a cleanup resumed (not claimed: they
-    /// take no place in this worker's agents).
+    /// The jobs of `running` that only run callbacks (of a job a cleanup found in
+    /// CALLBACKS, or of an expired job): not claimed, they take no place in this
+    /// worker's agents.
     resumed: BTreeSet<Oid>,
     /// The threads jobs run on.
     pool: Pool,
@@ -455,21 +456,28 @@ impl Worker {
     /// on meanwhile); then `owner`'s agents release the job.
     fn resume_callbacks(&mut self, queue: &str, owner: &str, jobs: &[PRef<Job>]) {
         for &job in jobs {
-            let (db, runner) = (self.db.clone(), self.runner.clone());
-            let (queue, owner) = (queue.to_string(), owner.to_string());
-            self.resumed.insert(job.oid());
-            self.spawn_slot(job, move |_| {
-                runner.finish_callbacks(&job)?;
-                transact(&db, |tx| {
-                    let q = Queue::get_or_create(tx, &queue)?;
-                    Dispatchers::release_finished(tx, &q, &owner)?;
-                    Ok(tx.get(&job)?.result().cloned())
-                })
-                .map(|outcome| {
-                    RunOutcome::Finished(outcome.expect("a job in CALLBACKS has a result"))
-                })
-            });
+            let release = Some((queue.to_string(), owner.to_string()));
+            self.spawn_callbacks(job, release);
         }
+    }
+
+    /// Runs the callbacks of `job` (finished: in CALLBACKS or COMPLETED) on a
+    /// thread of its own, in a slot that takes no place in the agents; then, with
+    /// `release` (queue, owner), that dispatcher's agents release the job.
+    fn spawn_callbacks(&mut self, job: PRef<Job>, release: Option<(String, String)>) {
+        let (db, runner) = (self.db.clone(), self.runner.clone());
+        self.resumed.insert(job.oid());
+        self.spawn_slot(job, move |_| {
+            runner.finish_callbacks(&job)?;
+            transact(&db, |tx| {
+                if let Some((queue, owner)) = &release {
+                    let q = Queue::get_or_create(tx, queue)?;
+                    Dispatchers::release_finished(tx, &q, owner)?;
+                }
+                Ok(tx.get(&job)?.result().cloned())
+            })
+            .map(|outcome| RunOutcome::Finished(outcome.expect("a finished job has a result")))
+        });
     }
 
     /// Whether the agents hold as many jobs as they may: the jobs of `running`
@@ -499,9 +507,11 @@ impl Worker {
                 });
                 match result {
                     Ok((claim, started)) => {
-                        // Expired jobs met by the claim: their callbacks run now.
-                        for job in &claim.expired {
-                            self.runner.finish_callbacks(job)?;
+                        // Expired jobs met by the claim: their callbacks run now, on
+                        // threads of their own (a long callback must not hold up
+                        // polls and pings).
+                        for &job in &claim.expired {
+                            self.spawn_callbacks(job, None);
                         }
                         claimed = Some(claim.job.map(|job| (job, started)));
                         break;

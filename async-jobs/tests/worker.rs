@@ -554,6 +554,10 @@ struct GatedCallback {
 
 impl GatedCallback {
     fn new() -> GatedCallback {
+        GatedCallback::put_with(PutOptions::new())
+    }
+
+    fn put_with(put: PutOptions) -> GatedCallback {
         let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
         let counter = transact(&db, |tx| {
             Queue::get_or_create(tx, "")?;
@@ -579,12 +583,7 @@ impl GatedCallback {
         let runner = Runner::new(db.clone(), h, Policies::new());
         let parent = transact(&db, |tx| {
             let q = Queue::get(tx, "")?.unwrap();
-            let p = Queue::put_job(
-                tx,
-                &q,
-                Job::with_arguments("parent", &())?,
-                PutOptions::new(),
-            )?;
+            let p = Queue::put_job(tx, &q, Job::with_arguments("parent", &())?, put.clone())?;
             zodiac_async::add_callback(tx, &p, Job::with_arguments("gated_count", &())?)?;
             Ok(p)
         })
@@ -721,4 +720,36 @@ fn a_stop_during_callbacks_leaves_them_to_a_sibling() {
     g.open_gate();
     b.wait_idle();
     g.assert_finished_once();
+}
+
+/// The callbacks of a job that expired in the queue run on a thread of their own:
+/// the poll that met the job returns while they run (pings go on).
+#[test]
+fn an_expired_jobs_callbacks_do_not_hold_up_the_poll() {
+    let past = Timestamp::from_micros(Timestamp::now().as_micros() - 2_000_000);
+    let g = GatedCallback::put_with(
+        PutOptions::new()
+            .begin_after(past)
+            .begin_by(Duration::from_secs(1)),
+    );
+    let mut w = g.worker("w");
+    let (done, polled) = std::sync::mpsc::channel();
+    let poller = thread::spawn(move || {
+        let report = w.poll_once().unwrap();
+        done.send(()).unwrap();
+        (w, report)
+    });
+    let returned = polled.recv_timeout(Duration::from_secs(5));
+    if returned.is_err() {
+        g.open_gate(); // let the poll end before failing
+    }
+    assert!(returned.is_ok(), "the poll waited for the callback");
+    let (mut w, report) = poller.join().unwrap();
+    assert!(report.started.is_empty(), "expired: not run");
+    g.wait_callback_running();
+    assert!(w.poll_once().unwrap().started.is_empty());
+    g.open_gate();
+    w.wait_idle();
+    assert_eq!(status(&g.db, g.parent), Status::Completed);
+    assert_eq!(count(&g.db, g.counter), 1);
 }
