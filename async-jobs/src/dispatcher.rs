@@ -411,6 +411,18 @@ impl Dispatchers {
             .collect())
     }
 
+    /// How many completed jobs agent `agent` of dispatcher `id` keeps.
+    pub fn completed_count(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        agent: &str,
+    ) -> Result<u64> {
+        let agent_ref = Dispatchers::agent(tx, queue, id, agent)?;
+        let completed = tx.get(&agent_ref)?.completed;
+        Ok(BTree::len(tx, &completed)?)
+    }
+
     /// Drops up to `limit` completed jobs of the agent that completed before
     /// `cutoff` (now minus the retention period); returns how many. A dropped job is
     /// no longer reachable, so pack reclaims it.

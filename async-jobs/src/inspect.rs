@@ -7,6 +7,7 @@
 //! Jobs run outside any queue, and callbacks, are not listed (they hang off their
 //! parent).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -162,6 +163,41 @@ pub fn jobs(tx: &mut Transaction<'_>, filter: &JobFilter, limit: usize) -> Resul
         }
     }
     Ok(out)
+}
+
+/// The jobs of queue `name` by status, as [`jobs`] would count them, without
+/// reading every job: pending jobs are the pending tree's count, each agent's
+/// completed jobs its completed tree's count; only the jobs agents hold (a few
+/// per agent) are read. `None` if there is no such queue.
+pub fn counts(tx: &mut Transaction<'_>, name: &str) -> Result<Option<BTreeMap<Status, u64>>> {
+    let Some(queue) = Queue::get(tx, name)? else {
+        return Ok(None);
+    };
+    let mut counts = BTreeMap::new();
+    let pending = Queue::len(tx, &queue)?;
+    if pending > 0 {
+        counts.insert(Status::Pending, pending);
+    }
+    for (id, record) in Queue::dispatchers(tx, &queue)? {
+        let agents: Vec<(String, PRef<crate::dispatcher::Agent>)> = tx
+            .get(&record)?
+            .agents()
+            .iter()
+            .map(|(n, a)| (n.clone(), *a))
+            .collect();
+        for (agent_name, agent) in agents {
+            let held: Vec<u64> = tx.get(&agent)?.held().iter().copied().collect();
+            for oid in held {
+                let status = tx.get(&PRef::<Job>::from_oid(Oid(oid)))?.status();
+                *counts.entry(status).or_insert(0) += 1;
+            }
+            let completed = Dispatchers::completed_count(tx, &queue, &id, &agent_name)?;
+            if completed > 0 {
+                *counts.entry(Status::Completed).or_insert(0) += completed;
+            }
+        }
+    }
+    Ok(Some(counts))
 }
 
 /// Every dispatcher of every queue, with liveness at `now` and its agents' load.

@@ -98,6 +98,37 @@ fn jobs_are_listed_by_status_handler_and_holder_and_dispatchers_with_their_load(
         })
         .is_empty()
     );
+    // The counts agree with the listing, without reading every job.
+    let counts = transact(&db, |tx| inspect::counts(tx, ""))
+        .unwrap()
+        .unwrap();
+    let mut listed = std::collections::BTreeMap::new();
+    for (_, status, _, _) in &all {
+        *listed.entry(*status).or_insert(0u64) += 1;
+    }
+    assert_eq!(counts, listed);
+    assert_eq!(counts[&Status::Completed], 1);
+    assert_eq!(
+        transact(&db, |tx| inspect::counts(tx, "nope")).unwrap(),
+        None
+    );
+    transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::put_job(
+            tx,
+            &q,
+            Job::with_arguments("mail", &4u8)?,
+            PutOptions::new(),
+        )
+    })
+    .unwrap();
+    let counts = transact(&db, |tx| inspect::counts(tx, ""))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (counts[&Status::Pending], counts[&Status::Assigned]),
+        (1, 2)
+    );
     let limited = transact(&db, |tx| inspect::jobs(tx, &JobFilter::default(), 2)).unwrap();
     assert_eq!(limited.len(), 2);
 

@@ -430,14 +430,8 @@ pub fn status(
     let (queues, dispatchers) = transact(&db, |tx| {
         let mut queues = Vec::new();
         for name in Queue::names(tx)? {
-            let filter = JobFilter {
-                queue: Some(name.clone()),
-                ..JobFilter::default()
-            };
-            let mut counts = std::collections::BTreeMap::new();
-            for j in inspect::jobs(tx, &filter, usize::MAX)? {
-                *counts.entry(j.status).or_insert(0u64) += 1;
-            }
+            // Counters and the held jobs only: not a walk of every job kept.
+            let counts = inspect::counts(tx, &name)?.unwrap_or_default();
             queues.push((name, counts));
         }
         Ok((queues, inspect::dispatchers(tx, now, death_interval)?))
