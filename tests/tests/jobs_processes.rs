@@ -628,6 +628,39 @@ fn d10_death_during_callbacks_the_restarted_worker_resumes_them() {
     death_during_callbacks("d10r", true);
 }
 
+/// D10, twice: the sibling that resumes the callbacks is killed (kill -9) while
+/// the resumed callback runs; a third worker finds the job with that sibling (it
+/// adopted it) and finishes the callbacks. The job ran once; the blocking callback
+/// ran three times, its first two runs interrupted.
+#[test]
+fn d10_the_sibling_resuming_callbacks_dies_too_and_a_third_finishes_them() {
+    let mut w = World::new();
+    let key = "d10x";
+    let running = format!("{key}-running");
+    w.release(key);
+    let a = w.worker("a", &[]);
+    let job = w.put(
+        Job::with_arguments("f", &key.to_string()).unwrap(),
+        vec![Job::with_arguments("f", &running).unwrap()],
+    );
+    w.wait_starts(&running, 1);
+    a.kill9();
+    let b = w.worker("b", &[]);
+    assert_eq!(w.wait_starts(&running, 2)[1], b.pid(), "b resumed it");
+    let b_id = b.id.clone();
+    b.kill9();
+    let c = w.worker("c", &[]);
+    assert_eq!(w.wait_starts(&running, 3)[2], c.pid(), "c resumed it");
+    w.release(&running);
+    w.wait_status(job, Status::Completed);
+    let cb = w.job(w.job(job).callbacks()[0]);
+    assert_eq!(value(&cb), 42);
+    assert_eq!(cb.attempts(), 3);
+    assert_eq!(interruptions(&cb), 2);
+    assert_eq!(w.starts(key).len(), 1, "the job itself ran once");
+    wait_until("b's agent to hold nothing", || w.held(&b_id).is_empty());
+}
+
 fn death_during_callbacks(key: &str, restart: bool) {
     let mut w = World::new();
     let death: &[&str] = if restart {
