@@ -9,8 +9,10 @@
 //! every poll of a busy worker), then claim jobs until the agent holds `agent_size` or nothing
 //! is claimable, running each on a thread of its own. That thread goes on with
 //! the job its run claims in its last commit (see below) for as long as the queue
-//! has work. Between polls the worker waits for the poll interval or until the
-//! next scheduled job's start time, whichever is sooner, or less: a run thread
+//! has work. Between polls the worker waits for the poll interval, or until the
+//! next scheduled job's start time or its next ping or housekeeping is due,
+//! whichever is soonest (so a worker kept busy by its run threads still pings
+//! and cleans up dead siblings in time), or less: a run thread
 //! that ends wakes it at once (a slot is free), and so does its [`WakeSource`]
 //! while it has room for another job (by default [`Invalidations`]: a commit
 //! that writes a watched queue's size counter, as a put or put-back does).
@@ -674,6 +676,11 @@ impl Worker {
         if let Some(at) = next_start {
             deadline = deadline.min(Instant::now() + at.since(Timestamp::now()));
         }
+        // Pings and housekeeping are due however busy the run threads keep the
+        // agents (a run thread going on with the next job frees no slot).
+        if let Some(due) = self.next_housekeeping() {
+            deadline = deadline.min(due);
+        }
         while !stop.load(Ordering::SeqCst) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -694,6 +701,18 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// When the next ping or housekeeping (dead siblings, retention) of a queue
+    /// this worker polls is due.
+    fn next_housekeeping(&self) -> Option<Instant> {
+        let pings = self
+            .active
+            .values()
+            .map(|last| *last + self.options.ping_interval);
+        let housekeeping = housekeeping_interval(&self.options);
+        let house = self.housekept.values().map(|last| *last + housekeeping);
+        pings.chain(house).min()
     }
 
     /// Polls until `stop` is set, then shuts down. Failed polls back off

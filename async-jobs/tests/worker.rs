@@ -753,3 +753,102 @@ fn an_expired_jobs_callbacks_do_not_hold_up_the_poll() {
     assert_eq!(status(&g.db, g.parent), Status::Completed);
     assert_eq!(count(&g.db, g.counter), 1);
 }
+
+/// A worker whose run thread goes on from job to job (its agent never has a free
+/// slot) still pings in time, and still cleans up a dead sibling within the death
+/// interval and its housekeeping, although its poll interval is long.
+#[test]
+fn a_busy_worker_still_pings_and_cleans_up_dead_siblings_in_time() {
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ())).unwrap();
+    let mut h = Handlers::new();
+    h.register("sleep", |_ctx, ms: u64| {
+        thread::sleep(Duration::from_millis(ms));
+        Ok(())
+    });
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let options = WorkerOptions {
+        agent_size: 1,
+        poll_interval: Duration::from_secs(60),
+        ping_interval: Duration::from_millis(20),
+        death_interval: Duration::from_millis(100),
+        ..WorkerOptions::default()
+    };
+    // A sibling that claimed a job and died.
+    let orphan = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        let job = Queue::put_job(
+            tx,
+            &q,
+            Job::with_arguments("sleep", &1u64)?,
+            PutOptions::new(),
+        )?;
+        Dispatchers::activate(tx, &q, "dead", Timestamp::now(), options.death_interval)?;
+        Dispatchers::set_agent(tx, &q, "dead", "main", 1)?;
+        Dispatchers::claim_for_agent(tx, &q, "dead", "main", Timestamp::now())?;
+        Ok(job)
+    })
+    .unwrap();
+    assert_eq!(status(&db, orphan), Status::Assigned);
+    // Work for about a second, in 10 ms jobs.
+    transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        for _ in 0..100 {
+            Queue::put_job(
+                tx,
+                &q,
+                Job::with_arguments("sleep", &10u64)?,
+                PutOptions::new(),
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (db, stop, options) = (db.clone(), Arc::clone(&stop), options.clone());
+        thread::spawn(move || Worker::new(db, "busy", runner, options).run(&stop))
+    };
+    let last_ping = || {
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            let Some(record) = Queue::dispatchers(tx, &q)?.get("busy").copied() else {
+                return Ok(None);
+            };
+            Ok(tx.get(&record)?.last_ping())
+        })
+        .unwrap()
+    };
+    let started = Instant::now();
+    let mut oldest = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(600) {
+        if let Some(ping) = last_ping() {
+            oldest = oldest.max(Duration::from_micros(
+                Timestamp::now()
+                    .as_micros()
+                    .saturating_sub(ping.as_micros()),
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let busy = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::len(tx, &q)
+    })
+    .unwrap();
+    assert!(
+        busy > 0,
+        "the queue emptied: the test did not keep the worker busy"
+    );
+    assert!(
+        oldest < options.death_interval,
+        "the busy worker's ping got {oldest:?} old"
+    );
+    assert_eq!(
+        status(&db, orphan),
+        Status::Completed,
+        "the dead sibling's job was recovered"
+    );
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+}
