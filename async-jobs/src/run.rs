@@ -407,9 +407,10 @@ impl Runner {
     /// Runs `job`, which [`Runner::start_in`] marked ACTIVE for `claimer` in a
     /// committed transaction (`started` is the job as it left it), as
     /// [`Runner::run`] does from its second step on (the handler, the result, the
-    /// callbacks), and takes the agent's next job in the run's last commit: when the run's work ends in a commit (its result with no callback
-    /// to run, or the result of its last callback, which completes it), `claim`
-    /// claims and starts the next job in that same transaction, after a savepoint:
+    /// callbacks), and takes the agent's next job in the run's last commit: when
+    /// the run's work ends in a commit (its result with no callback to run, or the
+    /// result of its last callback, which completes it), `claim` claims and starts
+    /// the next job in that same transaction, after a savepoint:
     /// a conflict on the claim (another claimer took that job) rolls the claim
     /// back and commits the result alone, so it never costs the handler a second
     /// call. One durable commit per job instead of two while the queue has work.
