@@ -852,3 +852,82 @@ fn a_busy_worker_still_pings_and_cleans_up_dead_siblings_in_time() {
     stop.store(true, Ordering::SeqCst);
     handle.join().unwrap().unwrap();
 }
+
+/// Four workers drain a queue on a memory and on a file storage: their runs claim
+/// in their results' commits and their commits conflict (all add to one counter,
+/// which merges, and all take from the queue's head). Every job completes, and
+/// each job's effect commits exactly once.
+#[test]
+fn concurrent_workers_drain_a_queue_with_each_effect_once() {
+    use zodiac_objects::BTree;
+    use zodiac_storage::{Durability, FileOptions, FileStorage, Storage};
+    const JOBS: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let storages: Vec<Arc<dyn Storage>> = vec![
+        Arc::new(MemoryStorage::new()),
+        Arc::new(
+            FileStorage::open(
+                dir.path().join("drain.zdb"),
+                FileOptions::new().durability(Durability::Off),
+            )
+            .unwrap(),
+        ),
+    ];
+    for storage in storages {
+        let db = Database::open(storage).unwrap();
+        let (counter, done) = transact(&db, |tx| {
+            Queue::get_or_create(tx, "")?;
+            Ok((tx.add(Counter::new(0))?, BTree::<u64, u64>::create(tx)?))
+        })
+        .unwrap();
+        let mut h = Handlers::new();
+        h.register("note", move |ctx, i: u64| {
+            ctx.tx().modify(&counter, |c| c.add(1))?;
+            BTree::insert(ctx.tx(), &done, i, i)?;
+            Ok(())
+        });
+        let runner = Runner::new(db.clone(), h, Policies::new());
+        let jobs: Vec<_> = (0..JOBS)
+            .map(|i| {
+                transact(&db, |tx| {
+                    let q = Queue::get(tx, "")?.unwrap();
+                    Queue::put_job(tx, &q, Job::with_arguments("note", &i)?, PutOptions::new())
+                })
+                .unwrap()
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (db, runner, stop) = (db.clone(), runner.clone(), Arc::clone(&stop));
+                let options = WorkerOptions {
+                    agent_size: 1,
+                    poll_interval: Duration::from_millis(50),
+                    ..WorkerOptions::default()
+                };
+                thread::spawn(move || Worker::new(db, format!("w{w}"), runner, options).run(&stop))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while jobs.iter().any(|j| status(&db, *j) != Status::Completed) {
+            assert!(Instant::now() < deadline, "the queue was not drained");
+            thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::SeqCst);
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        for j in &jobs {
+            let job = transact(&db, |tx| Ok(tx.get(j)?)).unwrap();
+            assert!(
+                matches!(job.result(), Some(Outcome::Value(_))),
+                "{:?}",
+                job.result()
+            );
+        }
+        assert_eq!(count(&db, counter), JOBS as i64, "each effect once");
+        let noted = transact(&db, |tx| Ok(BTree::len(tx, &done)?)).unwrap();
+        assert_eq!(noted, JOBS);
+        println!("{}: {:?}", db.storage().describe(), db.commit_stats());
+    }
+}
