@@ -401,6 +401,26 @@ impl<'c> Transaction<'c> {
                     resolved.insert(conflict.oid);
                     rounds += 1;
                     log::debug!("resolved a conflict on object {}", conflict.oid);
+                    // Objects the storage already knows newer revisions of (a
+                    // conflict reply carried them): merged in this round too, rather
+                    // than one vote each to find them.
+                    for i in 0..stores.len() {
+                        let (oid, base) = (stores[i].0, stores[i].1);
+                        let Some(current_tid) = self.storage.known_newer_revision(oid, base) else {
+                            continue;
+                        };
+                        let known = ConflictError {
+                            oid,
+                            base_tid: base,
+                            current_tid,
+                        };
+                        if let Some(merged) = self.resolve(&stores, known)? {
+                            CommitCounters::count(&self.counters.conflicts_resolved);
+                            stores[i].1 = current_tid;
+                            stores[i].2 = merged;
+                            resolved.insert(oid);
+                        }
+                    }
                 }
                 Err((e, _)) => {
                     if matches!(e, Error::Conflict(_)) {

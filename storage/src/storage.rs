@@ -57,6 +57,15 @@ pub trait Storage: Send + Sync {
     /// further calls. Dropping the storage closes it too.
     fn close(&self) -> Result<()>;
 
+    /// A revision of `oid` newer than `than` that this storage already holds for
+    /// merging a conflict, if it knows one (a client storage keeps the revisions a
+    /// conflict reply carried): a caller merging one conflict merges that object in
+    /// the same round, without a vote to find it. A hint: `None` by default.
+    fn known_newer_revision(&self, oid: Oid, than: Tid) -> Option<Tid> {
+        let _ = (oid, than);
+        None
+    }
+
     /// A number naming this storage's data: two storages with the same nonzero
     /// identity hold the same history, so a cache of one is valid for the other as
     /// of a common tid. 0 (the default): unknown, never matched. The file storage's

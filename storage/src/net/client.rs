@@ -164,6 +164,8 @@ struct Inner {
     /// `TRANSACTIONS_PER_CONNECTION_MAX` per connection, so `begin` waits for a slot.
     open_transactions: Mutex<usize>,
     transaction_ended: Condvar,
+    /// Revisions from conflict replies, for merging without loading them.
+    conflict_revisions: Mutex<super::revisions::RevisionStash>,
 }
 
 struct LinkState {
@@ -297,7 +299,15 @@ impl Inner {
         };
         match reply {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => {
+                if let WireError::ConflictWithRevisions { revisions, .. } = &e {
+                    let mut stash = self.conflict_revisions.lock();
+                    for r in revisions {
+                        stash.insert(Oid(r.oid), Tid(r.tid), r.data.clone());
+                    }
+                }
+                Err(e.into())
+            }
             Err(_) => Err(self.link_lost(link)),
         }
     }
@@ -786,6 +796,7 @@ impl ClientStorage {
             next_id: AtomicU64::new(1),
             open_transactions: Mutex::new(0),
             transaction_ended: Condvar::new(),
+            conflict_revisions: Mutex::new(Default::default()),
         });
         inner.load_cache_file();
         let deadline = Instant::now() + inner.options.wait_timeout;
@@ -940,8 +951,15 @@ impl Storage for ClientStorage {
         }
     }
 
+    fn known_newer_revision(&self, oid: Oid, than: Tid) -> Option<Tid> {
+        self.inner.conflict_revisions.lock().newer(oid, than)
+    }
+
     fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>> {
         self.inner.check_open()?;
+        if let Some(data) = self.inner.conflict_revisions.lock().get(oid, tid) {
+            return Ok(data);
+        }
         match self.inner.call(Request::LoadRevision {
             oid: oid.0,
             tid: tid.0,

@@ -29,6 +29,7 @@ mod cache;
 pub mod cache_file;
 mod client;
 pub mod protocol;
+mod revisions;
 mod server;
 
 pub use client::{ClientOptions, ClientStorage};

@@ -23,7 +23,7 @@ use crate::pending::RECORD_BYTES_MAX;
 
 /// The protocol version this build speaks. Version 1: the first. Version 2: `NewOids`,
 /// `Commit` and `Pack` requests.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// First field of `Hello`: "ZODI" in little-endian, so a stray client is told apart.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ZODI");
 /// Largest frame payload once the handshake is done: one object revision of the
@@ -361,6 +361,23 @@ pub enum WireError {
     Server {
         message: String,
     },
+    /// A conflict at vote (version 3), with revisions a client merges without
+    /// loading them: for stored objects found stale, their newest revision and
+    /// the revision they were stored on (see `docs/protocol.md`).
+    ConflictWithRevisions {
+        oid: u64,
+        base_tid: u64,
+        current_tid: u64,
+        revisions: Vec<WireRevision>,
+    },
+}
+
+/// One object revision: `data` is the record of `oid` at `tid`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRevision {
+    pub oid: u64,
+    pub tid: u64,
+    pub data: Vec<u8>,
 }
 
 impl From<&Error> for WireError {
@@ -414,6 +431,12 @@ impl From<WireError> for Error {
                 oid,
                 base_tid,
                 current_tid,
+            }
+            | WireError::ConflictWithRevisions {
+                oid,
+                base_tid,
+                current_tid,
+                ..
             } => Error::Conflict(ConflictError {
                 oid: Oid(oid),
                 base_tid: Tid(base_tid),

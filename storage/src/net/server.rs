@@ -44,9 +44,9 @@ use super::protocol::{
     self, CatchUp, ClientMessage, FrameError, HANDSHAKE_FRAME_BYTES_MAX,
     INVALIDATION_CHUNK_OIDS_MAX, MAGIC, PROTOCOL_VERSION, Request, Response, ServerMessage,
     TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
-    WirePackReport, WireTransaction,
+    WirePackReport, WireRevision, WireTransaction,
 };
-use crate::error::{Error, Result};
+use crate::error::{ConflictError, Error, Result};
 use crate::ids::{Oid, Tid};
 use crate::meta::CommitEvent;
 use crate::notify::CommitSubscription;
@@ -208,6 +208,13 @@ struct Hub {
     floor: Tid,
     subscribers: HashMap<u64, Arc<Outbox>>,
 }
+
+/// Largest revision a conflict reply carries (larger ones are loaded if needed).
+const CONFLICT_REVISION_BYTES_MAX: usize = 64 << 10;
+/// Most bytes of revisions one conflict reply carries.
+const CONFLICT_REVISIONS_BYTES_MAX: usize = 1 << 20;
+/// Most stored objects a conflict reply looks at.
+const CONFLICT_SCAN_MAX: usize = 4096;
 
 /// A job for a pooled worker thread.
 type Job = Box<dyn FnOnce() + Send>;
@@ -960,6 +967,8 @@ struct ActorState {
     txn: Option<Box<dyn StorageTransaction>>,
     /// The first error of a store, check or vote, reported at vote/finish.
     failed: Option<WireError>,
+    /// What was stored: (oid, base tid), for the revisions a conflict reports.
+    stored: Vec<(Oid, Tid)>,
     queue: VecDeque<TxnOp>,
     /// A worker is draining `queue`.
     running: bool,
@@ -985,21 +994,76 @@ impl TxnContext {
         self.outbox.send(&ServerMessage::Reply { id, result });
     }
 
+    /// Conflict `c` of a vote, with the revisions a client needs to merge every
+    /// stored object found stale (not only `c`'s): each one's newest revision and
+    /// the revision it was stored on, while they fit [`CONFLICT_REVISION_BYTES_MAX`]
+    /// each and [`CONFLICT_REVISIONS_BYTES_MAX`] in all. The storage's vote waited
+    /// for the conflicting commits to be readable.
+    fn conflict_with_revisions(&self, c: &ConflictError, stored: &[(Oid, Tid)]) -> WireError {
+        let storage = &self.shared.storage;
+        let mut revisions = Vec::new();
+        let mut bytes = 0;
+        for &(oid, base) in stored.iter().take(CONFLICT_SCAN_MAX) {
+            if base == Tid::ZERO {
+                continue;
+            }
+            let Ok(newest) = storage.load(oid, Tid::MAX) else {
+                continue;
+            };
+            if newest.tid == base {
+                continue;
+            }
+            let Ok(old) = storage.load_revision(oid, base) else {
+                continue;
+            };
+            let size = newest.data.len() + old.len();
+            if newest.data.len().max(old.len()) > CONFLICT_REVISION_BYTES_MAX
+                || bytes + size > CONFLICT_REVISIONS_BYTES_MAX
+            {
+                continue;
+            }
+            bytes += size;
+            revisions.push(WireRevision {
+                oid: oid.0,
+                tid: newest.tid.0,
+                data: newest.data,
+            });
+            revisions.push(WireRevision {
+                oid: oid.0,
+                tid: base.0,
+                data: old,
+            });
+        }
+        WireError::ConflictWithRevisions {
+            oid: c.oid.0,
+            base_tid: c.base_tid.0,
+            current_tid: c.current_tid.0,
+            revisions,
+        }
+    }
+
     /// Runs `op` on the transaction.
     fn apply(
         &self,
         op: TxnOp,
         txn: &mut Option<Box<dyn StorageTransaction>>,
         failed: &mut Option<WireError>,
+        stored: &mut Vec<(Oid, Tid)>,
     ) {
-        let wire = |e: Error| WireError::from(&e);
+        // A vote's conflict carries the revisions to merge it (protocol 3).
+        let wire = |e: Error| match &e {
+            Error::Conflict(c) => self.conflict_with_revisions(c, stored),
+            _ => WireError::from(&e),
+        };
         match op {
             TxnOp::Store(oid, base, data) => {
                 if failed.is_none()
                     && let Some(t) = txn.as_mut()
-                    && let Err(e) = t.store(oid, base, data)
                 {
-                    *failed = Some(wire(e));
+                    match t.store(oid, base, data) {
+                        Ok(()) => stored.push((oid, base)),
+                        Err(e) => *failed = Some(WireError::from(&e)),
+                    }
                 }
             }
             TxnOp::CheckCurrent(oid, tid) => {
@@ -1007,7 +1071,7 @@ impl TxnContext {
                     && let Some(t) = txn.as_mut()
                     && let Err(e) = t.check_current(oid, tid)
                 {
-                    *failed = Some(wire(e));
+                    *failed = Some(WireError::from(&e));
                 }
             }
             TxnOp::Vote(id) => {
@@ -1073,6 +1137,7 @@ impl TxnActor {
             state: Mutex::new(ActorState {
                 txn: Some(txn),
                 failed: None,
+                stored: Vec::new(),
                 queue: VecDeque::new(),
                 running: false,
             }),
@@ -1091,7 +1156,7 @@ impl TxnActor {
         }
         if !op.may_wait() {
             let st = &mut *st;
-            ctx.apply(op, &mut st.txn, &mut st.failed);
+            ctx.apply(op, &mut st.txn, &mut st.failed, &mut st.stored);
             return None;
         }
         st.queue.push_back(op);
@@ -1108,11 +1173,13 @@ impl TxnActor {
         while let Some(op) = st.queue.pop_front() {
             let mut txn = st.txn.take();
             let mut failed = st.failed.take();
+            let mut stored = std::mem::take(&mut st.stored);
             drop(st);
-            ctx.apply(op, &mut txn, &mut failed);
+            ctx.apply(op, &mut txn, &mut failed, &mut stored);
             st = self.state.lock();
             st.txn = txn;
             st.failed = failed;
+            st.stored = stored;
         }
         st.running = false;
     }
@@ -1624,6 +1691,89 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// A client of an older protocol version is refused at the handshake, with a
+    /// reason naming both versions.
+    #[test]
+    fn a_client_of_another_protocol_version_is_refused_naming_both() {
+        let server = Server::start(
+            Arc::new(MemoryStorage::new()),
+            "127.0.0.1:0",
+            ServerOptions::new(),
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+        let hello = ClientMessage::Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION - 1,
+            read_only: false,
+            fresh: true,
+            last_tid: 0,
+        };
+        protocol::write_frame(&mut stream, &protocol::encode(&hello)).unwrap();
+        let payload = protocol::read_frame(&mut stream, HANDSHAKE_FRAME_BYTES_MAX).unwrap();
+        let ServerMessage::Refused { reason } = protocol::decode(&payload).unwrap() else {
+            panic!("not refused");
+        };
+        assert!(
+            reason.contains(&(PROTOCOL_VERSION - 1).to_string())
+                && reason.contains(&PROTOCOL_VERSION.to_string()),
+            "{reason}"
+        );
+        server.shutdown();
+    }
+
+    /// A vote's conflict carries, for every stored object found stale, its newest
+    /// revision and the one it was stored on: the client merges them without a
+    /// load (here with the server gone) and knows every stale object at once.
+    #[test]
+    fn a_conflict_reply_carries_the_revisions_to_merge_every_stale_object() {
+        let server = Server::start(
+            Arc::new(MemoryStorage::new()),
+            "127.0.0.1:0",
+            ServerOptions::new(),
+        )
+        .unwrap();
+        let address = server.local_addr().to_string();
+        let (a, b) = (
+            ClientStorage::connect(&address, ClientOptions::new()).unwrap(),
+            ClientStorage::connect(&address, ClientOptions::new()).unwrap(),
+        );
+        let (x, y, fresh) = (
+            a.new_oid().unwrap(),
+            a.new_oid().unwrap(),
+            a.new_oid().unwrap(),
+        );
+        let mut t = a.begin(TransactionMeta::default()).unwrap();
+        t.store(x, Tid::ZERO, b"x0".to_vec()).unwrap();
+        t.store(y, Tid::ZERO, b"y0".to_vec()).unwrap();
+        let base = t.finish().unwrap();
+        let mut t = a.begin(TransactionMeta::default()).unwrap();
+        t.store(x, base, b"x1".to_vec()).unwrap();
+        t.store(y, base, b"y1".to_vec()).unwrap();
+        let newer = t.finish().unwrap();
+        assert_eq!(b.known_newer_revision(x, base), None);
+        let mut t = b.begin(TransactionMeta::default()).unwrap();
+        t.store(fresh, Tid::ZERO, b"new".to_vec()).unwrap();
+        t.store(x, base, b"x-mine".to_vec()).unwrap();
+        t.store(y, base, b"y-mine".to_vec()).unwrap();
+        let e = t.finish().unwrap_err();
+        let c = *e.as_conflict().expect("a conflict");
+        assert_eq!((c.base_tid, c.current_tid), (base, newer));
+        for (oid, old, committed) in [(x, b"x0", b"x1"), (y, b"y0", b"y1")] {
+            assert_eq!(b.known_newer_revision(oid, base), Some(newer));
+            assert_eq!(b.known_newer_revision(oid, newer), None);
+            assert_eq!(b.load_revision(oid, base).unwrap(), old);
+            assert_eq!(b.load_revision(oid, newer).unwrap(), committed);
+        }
+        assert_eq!(b.known_newer_revision(fresh, Tid::ZERO), None, "not stale");
+        a.close().unwrap();
+        server.shutdown();
+        // The merge needs no round trip: the revisions are at hand.
+        assert_eq!(b.load_revision(x, base).unwrap(), b"x0");
+        assert_eq!(b.load_revision(y, newer).unwrap(), b"y1");
+        b.close().unwrap();
     }
 
     /// The broadcaster (or whoever pumps) fell so far behind the storage that its
