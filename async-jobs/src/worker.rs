@@ -166,7 +166,7 @@ pub struct Worker {
     /// The jobs of `running` that only run callbacks (of a job a cleanup found in
     /// CALLBACKS, or of an expired job): not claimed, they take no place in this
     /// worker's agents.
-    resumed: BTreeSet<Oid>,
+    callbacks_only: BTreeSet<Oid>,
     /// The threads jobs run on.
     pool: Pool,
     /// Rung by every run thread as it ends.
@@ -319,7 +319,7 @@ impl Worker {
             housekept: BTreeMap::new(),
             wake,
             running: Vec::new(),
-            resumed: BTreeSet::new(),
+            callbacks_only: BTreeSet::new(),
             pool: Pool::new("zodiac-job"),
             slot_freed: Arc::default(),
         }
@@ -468,7 +468,7 @@ impl Worker {
     /// `release` (queue, owner), that dispatcher's agents release the job.
     fn spawn_callbacks(&mut self, job: PRef<Job>, release: Option<(String, String)>) {
         let (db, runner) = (self.db.clone(), self.runner.clone());
-        self.resumed.insert(job.oid());
+        self.callbacks_only.insert(job.oid());
         self.spawn_slot(job, move |_| {
             runner.finish_callbacks(&job)?;
             transact(&db, |tx| {
@@ -483,13 +483,13 @@ impl Worker {
     }
 
     /// Whether the agents hold as many jobs as they may: the jobs of `running`
-    /// that were claimed (not the resumed callbacks) fill `agent_size` places in
+    /// that were claimed (not those running callbacks only) fill `agent_size` places in
     /// each queue this worker polls.
     fn full(&self) -> bool {
         let claimed = self
             .running
             .iter()
-            .filter(|s| !s.ended() && !self.resumed.contains(&s.job().oid()))
+            .filter(|s| !s.ended() && !self.callbacks_only.contains(&s.job().oid()))
             .count();
         claimed >= self.options.agent_size as usize * self.active.len().max(1)
     }
@@ -607,7 +607,7 @@ impl Worker {
         self.running = running;
         for slot in done {
             let job = slot.job();
-            self.resumed.remove(&job.oid());
+            self.callbacks_only.remove(&job.oid());
             match slot.task.join() {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => log::error!(
@@ -824,7 +824,7 @@ impl Worker {
         }
         // Runs still going find their job taken back and store nothing.
         self.running.clear();
-        self.resumed.clear();
+        self.callbacks_only.clear();
         Ok(())
     }
 }
