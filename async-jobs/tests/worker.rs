@@ -931,3 +931,19 @@ fn concurrent_workers_drain_a_queue_with_each_effect_once() {
         println!("{}: {:?}", db.storage().describe(), db.commit_stats());
     }
 }
+
+/// A runner finishing a parent's callbacks while one of them runs elsewhere (a
+/// cleanup's adopter next to a stalled runner) leaves the parent in CALLBACKS:
+/// the running callback's result completes it.
+#[test]
+fn finishing_callbacks_does_not_complete_a_parent_while_one_runs_elsewhere() {
+    let g = GatedCallback::new();
+    let mut w = g.worker("w");
+    assert_eq!(w.poll_once().unwrap().started, [g.parent]);
+    g.wait_callback_running();
+    g.runner.finish_callbacks(&g.parent).unwrap();
+    assert_eq!(status(&g.db, g.parent), Status::Callbacks);
+    g.open_gate();
+    w.wait_idle();
+    g.assert_finished_once();
+}

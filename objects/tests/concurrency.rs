@@ -337,11 +337,13 @@ fn root_entries_added_concurrently_both_land() {
 }
 
 /// A memory storage with faults: revisions gone as after a pack, or a vote that
-/// always conflicts on one object.
+/// always conflicts on one object; with `hints`, it names newer revisions as a
+/// client storage does from a conflict reply (`known_newer_revision`).
 #[derive(Default)]
 struct Faulty {
     inner: zodiac_storage::MemoryStorage,
     revisions_gone: bool,
+    hints: bool,
     conflict_on: parking_lot::Mutex<Option<zodiac_storage::Oid>>,
     votes: Arc<AtomicU32>,
 }
@@ -452,6 +454,14 @@ impl zodiac_storage::Storage for Faulty {
     fn subscribe(&self) -> zodiac_storage::CommitSubscription {
         self.inner.subscribe()
     }
+    fn known_newer_revision(
+        &self,
+        oid: zodiac_storage::Oid,
+        than: zodiac_storage::Tid,
+    ) -> Option<zodiac_storage::Tid> {
+        let newest = self.inner.history(oid, 1).ok()?.first()?.tid;
+        (self.hints && newest > than).then_some(newest)
+    }
     fn close(&self) -> zodiac_storage::Result<()> {
         self.inner.close()
     }
@@ -513,4 +523,39 @@ fn one_commit_resolves_at_most_resolve_rounds_max_conflicts() {
     // The first vote, then one more after each resolution.
     let rounds = zodiac_objects::RESOLVE_ROUNDS_MAX as u32;
     assert_eq!(storage.votes.load(Ordering::SeqCst), rounds + 1);
+}
+
+/// Two stale objects that merge: the vote reports one; the one the storage
+/// names as known newer merges in the same round, so the commit takes two votes,
+/// not three (one per stale object, then the one that succeeds).
+#[test]
+fn objects_the_storage_knows_newer_merge_in_the_same_round() {
+    for (hints, votes) in [(true, 2), (false, 3)] {
+        let storage = Arc::new(Faulty {
+            hints,
+            ..Faulty::default()
+        });
+        let db = open(Arc::clone(&storage) as Arc<dyn zodiac_storage::Storage>);
+        let (x, y) = db
+            .transact(|tx| Ok((tx.add(Tally { count: 0 })?, tx.add(Tally { count: 0 })?)))
+            .unwrap();
+        let (mut c1, mut c2) = (db.connection(), db.connection());
+        let (mut t1, mut t2) = (c1.begin(), c2.begin());
+        for t in [&mut t1, &mut t2] {
+            t.modify(&x, |t| t.count += 1).unwrap();
+            t.modify(&y, |t| t.count += 1).unwrap();
+        }
+        t1.commit().unwrap();
+        storage.votes.store(0, Ordering::SeqCst);
+        t2.commit().unwrap();
+        assert_eq!(
+            storage.votes.load(Ordering::SeqCst),
+            votes,
+            "hints: {hints}"
+        );
+        drop((c1, c2));
+        for t in [x, y] {
+            assert_eq!(db.transact(|tx| Ok(tx.get(&t)?.count)).unwrap(), 2);
+        }
+    }
 }

@@ -22,7 +22,8 @@ use crate::meta::{ChangeInfo, TransactionInfo, TransactionMeta};
 use crate::pending::RECORD_BYTES_MAX;
 
 /// The protocol version this build speaks. Version 1: the first. Version 2: `NewOids`,
-/// `Commit` and `Pack` requests.
+/// `Commit` and `Pack` requests. Version 3: conflicts carry revisions
+/// (`WireError::ConflictWithRevisions`).
 pub const PROTOCOL_VERSION: u32 = 3;
 /// First field of `Hello`: "ZODI" in little-endian, so a stray client is told apart.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ZODI");

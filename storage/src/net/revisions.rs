@@ -8,7 +8,7 @@
 //! - At most [`STASH_ENTRIES_MAX`] entries and [`STASH_BYTES_MAX`] bytes of data;
 //!   the oldest entries go first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::ids::{Oid, Tid};
 
@@ -19,7 +19,8 @@ pub(crate) const STASH_BYTES_MAX: usize = 8 << 20;
 
 #[derive(Default)]
 pub(crate) struct RevisionStash {
-    data: HashMap<(Oid, Tid), Vec<u8>>,
+    /// By (oid, tid): the newest kept revision of an oid is one range lookup.
+    data: BTreeMap<(Oid, Tid), Vec<u8>>,
     order: VecDeque<(Oid, Tid)>,
     bytes: usize,
 }
@@ -48,11 +49,11 @@ impl RevisionStash {
 
     /// The newest revision of `oid` kept, if it is newer than `than`.
     pub fn newer(&self, oid: Oid, than: Tid) -> Option<Tid> {
-        self.order
-            .iter()
-            .filter(|(o, t)| *o == oid && *t > than)
-            .map(|(_, t)| *t)
-            .max()
+        self.data
+            .range((oid, than)..=(oid, Tid::MAX))
+            .next_back()
+            .map(|(&(_, tid), _)| tid)
+            .filter(|&tid| tid > than)
     }
 }
 

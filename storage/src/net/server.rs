@@ -1745,19 +1745,27 @@ mod tests {
             a.new_oid().unwrap(),
             a.new_oid().unwrap(),
         );
+        // Over the size a reply carries: left out (a merge loads it).
+        let (big, big_data) = (
+            a.new_oid().unwrap(),
+            vec![7; CONFLICT_REVISION_BYTES_MAX + 1],
+        );
         let mut t = a.begin(TransactionMeta::default()).unwrap();
         t.store(x, Tid::ZERO, b"x0".to_vec()).unwrap();
         t.store(y, Tid::ZERO, b"y0".to_vec()).unwrap();
+        t.store(big, Tid::ZERO, big_data.clone()).unwrap();
         let base = t.finish().unwrap();
         let mut t = a.begin(TransactionMeta::default()).unwrap();
         t.store(x, base, b"x1".to_vec()).unwrap();
         t.store(y, base, b"y1".to_vec()).unwrap();
+        t.store(big, base, big_data.clone()).unwrap();
         let newer = t.finish().unwrap();
         assert_eq!(b.known_newer_revision(x, base), None);
         let mut t = b.begin(TransactionMeta::default()).unwrap();
         t.store(fresh, Tid::ZERO, b"new".to_vec()).unwrap();
         t.store(x, base, b"x-mine".to_vec()).unwrap();
         t.store(y, base, b"y-mine".to_vec()).unwrap();
+        t.store(big, base, big_data).unwrap();
         let e = t.finish().unwrap_err();
         let c = *e.as_conflict().expect("a conflict");
         assert_eq!((c.base_tid, c.current_tid), (base, newer));
@@ -1768,6 +1776,11 @@ mod tests {
             assert_eq!(b.load_revision(oid, newer).unwrap(), committed);
         }
         assert_eq!(b.known_newer_revision(fresh, Tid::ZERO), None, "not stale");
+        assert_eq!(
+            b.known_newer_revision(big, base),
+            None,
+            "too large to carry"
+        );
         a.close().unwrap();
         server.shutdown();
         // The merge needs no round trip: the revisions are at hand.
