@@ -103,6 +103,7 @@ mod helpers;
 mod identity;
 pub mod inspect;
 mod job;
+mod merges;
 mod pool;
 mod queue;
 mod quota;
@@ -130,6 +131,7 @@ pub use job::{
     ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, CALLBACKS_MAX, ERROR_HISTORY_MAX, ErrorEntry,
     FailureLevel, HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
 };
+pub use merges::merges;
 pub use queue::{
     CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, Entry, LANE_PUT_BACK, LANE_SCHEDULED, PutOptions,
     QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey, fail,

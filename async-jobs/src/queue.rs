@@ -91,6 +91,7 @@ pub struct QueueDirectory {
 
 impl Persistent for QueueDirectory {
     const TYPE_NAME: &'static str = "zodiac.async.QueueDirectory";
+    const MERGES: bool = true;
 
     /// Queues created concurrently under different names merge.
     fn resolve_conflict(old: &Self, committed: &Self, mine: &Self) -> Option<Self> {

@@ -34,6 +34,7 @@ pub struct Quota {
 
 impl Persistent for Quota {
     const TYPE_NAME: &'static str = "zodiac.async.Quota";
+    const MERGES: bool = true;
 
     fn resolve_conflict(old: &Self, committed: &Self, mine: &Self) -> Option<Self> {
         if committed.size != old.size || mine.size != old.size {

@@ -486,7 +486,9 @@ impl Bench {
         let log_path = run_dir.join("executions.log");
         File::create(&log_path)?;
         let (db, server, producer_client) = if bench_is_served(store.kind()) {
-            let server = Server::start(Arc::clone(&backing), "127.0.0.1:0", ServerOptions::new())?;
+            // As `zodiac server` runs: with the job layer's merge functions.
+            let options = ServerOptions::new().merge(Some(zodiac_async::merges().into_merge_fn()));
+            let server = Server::start(Arc::clone(&backing), "127.0.0.1:0", options)?;
             let client: Arc<dyn Storage> = Arc::new(ClientStorage::connect(
                 &server.local_addr().to_string(),
                 ClientOptions::new(),

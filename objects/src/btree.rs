@@ -115,6 +115,7 @@ impl<K: BTreeKey, V: BTreeValue> Persistent for Node<K, V> {
 
 impl<K: BTreeKey, V: BTreeValue> Persistent for Bucket<K, V> {
     const TYPE_NAME: &'static str = "zodiac.BTreeBucket";
+    const MERGES: bool = true;
 
     fn resolve_conflict(old: &Self, committed: &Self, mine: &Self) -> Option<Self> {
         if committed.high != old.high || mine.high != old.high {

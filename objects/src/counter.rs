@@ -31,6 +31,7 @@ impl Counter {
 
 impl Persistent for Counter {
     const TYPE_NAME: &'static str = "zodiac.Counter";
+    const MERGES: bool = true;
 
     fn resolve_conflict(old: &Self, committed: &Self, mine: &Self) -> Option<Self> {
         let delta = mine.value.wrapping_sub(old.value);

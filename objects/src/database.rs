@@ -76,8 +76,9 @@ pub(crate) struct DbInner {
 pub struct CommitStats {
     /// Commits that wrote something.
     pub commits: u64,
-    /// Conflicts merged by the objects' types (`Persistent::resolve_conflict`);
-    /// each costs the commit another vote.
+    /// Conflicts merged by the objects' types (`Persistent::resolve_conflict`):
+    /// by the storage in the vote (embedded) or by its server at commit, at no
+    /// extra cost, or else by the committer, at the cost of another vote.
     pub conflicts_resolved: u64,
     /// Conflicts no type could merge, reported to the committer (which may
     /// retry the whole transaction).

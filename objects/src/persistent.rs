@@ -29,6 +29,13 @@ pub trait Persistent: Serialize + DeserializeOwned + Clone + Send + Sync + 'stat
         let _ = (old, committed, mine);
         None
     }
+
+    /// Whether [`resolve_conflict`](Self::resolve_conflict) merges anything. A store
+    /// of a merging type names its merge identity ([`crate::merge_identity`]), so a
+    /// storage server that registered the type ([`crate::Merges`]) merges its
+    /// conflicts at commit, under its commit lock, instead of sending them back.
+    /// Set it with `resolve_conflict` (`false` by default).
+    const MERGES: bool = false;
 }
 
 /// Implements [`Persistent`] with a type name, e.g.
@@ -59,6 +66,7 @@ pub struct Root {
 
 impl Persistent for Root {
     const TYPE_NAME: &'static str = "zodiac.Root";
+    const MERGES: bool = true;
 
     /// Concurrent changes to different entries merge; an entry changed differently
     /// by both sides is a conflict.

@@ -52,6 +52,8 @@ trait Dirty: Send + Sync {
     fn encode(&self, oid: Oid) -> Result<Vec<u8>>;
     /// The merged record, or `None` when the type cannot merge these states.
     fn resolve(&self, old: &[u8], committed: &[u8]) -> Option<Vec<u8>>;
+    /// The type's merge identity, when it merges.
+    fn merge_identity(&self) -> Option<&'static str>;
     fn clone_box(&self) -> Box<dyn Dirty>;
 }
 
@@ -79,6 +81,9 @@ impl<T: Persistent> Dirty for DirtyValue<T> {
         let committed = codec::decode_record::<T>(committed)?;
         let merged = T::resolve_conflict(&old, &committed, &self.0)?;
         codec::encode(&merged).ok()
+    }
+    fn merge_identity(&self) -> Option<&'static str> {
+        T::MERGES.then(crate::merge::merge_identity::<T>)
     }
     fn clone_box(&self) -> Box<dyn Dirty> {
         Box::new(DirtyValue(Arc::clone(&self.0)))
@@ -463,7 +468,11 @@ impl<'c> Transaction<'c> {
         let merges = txn.merges_conflicts();
         let failed = |e: zodiac_storage::Error| (Error::from(e), merges);
         for (oid, base_tid, data) in stores {
-            txn.store(*oid, *base_tid, data.clone()).map_err(failed)?;
+            let stored = match self.writes[oid].value.merge_identity() {
+                Some(merge) => txn.store_mergeable(*oid, *base_tid, data.clone(), merge),
+                None => txn.store(*oid, *base_tid, data.clone()),
+            };
+            stored.map_err(failed)?;
         }
         for &(oid, tid) in checks {
             txn.check_current(oid, tid).map_err(failed)?;
@@ -476,15 +485,9 @@ impl<'c> Transaction<'c> {
                 .get(&oid)
                 .and_then(|w| w.value.resolve(old, committed))
         };
-        // A storage that does not merge votes in `finish`: over a server that is
-        // one round trip (`Commit`) instead of two (`Vote`, `Finish`).
-        let merged = if merges {
-            txn.vote_resolving(&resolver).map_err(failed)?
-        } else {
-            None
-        };
-        let tid = txn.finish().map_err(failed)?;
-        Ok((tid, merged.unwrap_or_default()))
+        // Over a server this is one round trip (`Commit`), in which the server
+        // merges the stores it has merge functions for.
+        txn.commit_resolving(&resolver).map_err(failed)
     }
 
     /// The merged record for a conflict, or `None` when it cannot be merged.

@@ -36,7 +36,7 @@ pub use meta::{
     ChangeInfo, CommitEvent, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX,
     Revision, RevisionInfo, TransactionInfo, TransactionMeta, USER_BYTES_MAX,
 };
-pub use net::{ClientOptions, ClientStorage, ReferenceReader, Server, ServerOptions};
+pub use net::{ClientOptions, ClientStorage, MergeFn, ReferenceReader, Server, ServerOptions};
 pub use notify::{CommitSubscription, SUBSCRIPTION_EVENTS_MAX};
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 pub use storage::{Resolver, Storage, StorageTransaction, TransactionIter};

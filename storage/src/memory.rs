@@ -22,7 +22,7 @@ use crate::meta::{
 };
 use crate::notify::{CommitSubscription, Notifier};
 use crate::pending::PendingWrites;
-use crate::storage::{Storage, StorageTransaction, TransactionIter};
+use crate::storage::{Resolver, Storage, StorageTransaction, TransactionIter};
 
 /// A storage that keeps everything in memory.
 pub struct MemoryStorage {
@@ -200,6 +200,55 @@ struct MemoryTransaction {
     voted: Option<(parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()>, Tid)>,
 }
 
+impl MemoryTransaction {
+    /// The vote, merging conflicting stores through `resolver` when given (under
+    /// the commit lock, against the newest revisions, which stay the newest until
+    /// this transaction finishes or aborts); returns the merged oids.
+    fn vote_with(&mut self, resolver: Option<Resolver<'_>>) -> Result<Vec<Oid>> {
+        if self.voted.is_some() {
+            return Err(Error::AlreadyVoted);
+        }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let guard = self.shared.commit_lock.lock_arc();
+        let state = self.shared.state.read();
+        let stores = self.writes.stores.len();
+        let mut merged = Vec::new();
+        for (i, (oid, expected)) in self.writes.expectations().enumerate() {
+            let current_tid = state.newest_tid(oid);
+            if current_tid == expected {
+                continue;
+            }
+            let revision = |tid: Tid| {
+                let revs = state.revisions.get(&oid)?;
+                let i = revs.binary_search_by_key(&tid, |(t, _)| *t).ok()?;
+                Some(&revs[i].1)
+            };
+            let data = match (resolver, i < stores) {
+                (Some(resolver), true) => revision(expected)
+                    .zip(revision(current_tid))
+                    .and_then(|(old, committed)| resolver(oid, old, committed)),
+                _ => None,
+            };
+            let Some(data) = data else {
+                return Err(ConflictError {
+                    oid,
+                    base_tid: expected,
+                    current_tid,
+                }
+                .into());
+            };
+            merged.push((oid, current_tid, data));
+        }
+        let tid = Tid::next_after(state.applied_tid);
+        drop(state);
+        let resolved = self.writes.apply_merges(merged);
+        self.voted = Some((guard, tid));
+        Ok(resolved)
+    }
+}
+
 impl StorageTransaction for MemoryTransaction {
     fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> Result<()> {
         if self.voted.is_some() {
@@ -220,29 +269,15 @@ impl StorageTransaction for MemoryTransaction {
     }
 
     fn vote(&mut self) -> Result<()> {
-        if self.voted.is_some() {
-            return Err(Error::AlreadyVoted);
-        }
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        let guard = self.shared.commit_lock.lock_arc();
-        let state = self.shared.state.read();
-        for (oid, expected) in self.writes.expectations() {
-            let current_tid = state.newest_tid(oid);
-            if current_tid != expected {
-                return Err(ConflictError {
-                    oid,
-                    base_tid: expected,
-                    current_tid,
-                }
-                .into());
-            }
-        }
-        let tid = Tid::next_after(state.applied_tid);
-        drop(state);
-        self.voted = Some((guard, tid));
-        Ok(())
+        self.vote_with(None).map(drop)
+    }
+
+    fn vote_resolving(&mut self, resolver: Resolver<'_>) -> Result<Option<Vec<Oid>>> {
+        self.vote_with(Some(resolver)).map(Some)
+    }
+
+    fn merges_conflicts(&self) -> bool {
+        true
     }
 
     fn finish(mut self: Box<Self>) -> Result<Tid> {

@@ -90,6 +90,20 @@ impl PendingWrites {
             .chain(self.checks.iter().copied())
     }
 
+    /// Replaces stores by their merges: each `(oid, current tid, merged data)` is
+    /// now stored on `current tid`. Returns the merged oids, in order.
+    pub fn apply_merges(&mut self, merged: Vec<(Oid, Tid, Vec<u8>)>) -> Vec<Oid> {
+        let mut oids = Vec::with_capacity(merged.len());
+        for (oid, current_tid, data) in merged {
+            let slot = self.slot_of[&oid];
+            let store = &mut self.stores[slot];
+            store.base_tid = current_tid;
+            store.data = data;
+            oids.push(oid);
+        }
+        oids
+    }
+
     pub fn oids(&self) -> Vec<Oid> {
         self.stores.iter().map(|s| s.oid).collect()
     }

@@ -123,6 +123,39 @@ pub trait StorageTransaction: Send {
         false
     }
 
+    /// Stores like [`store`](Self::store), naming the merge function for conflicts
+    /// on `oid`: `merge` is an identity a storage server may have registered (see
+    /// `ServerOptions::merge`), which lets the server merge this store's conflicts
+    /// under its commit lock. Storages that merge nothing themselves ignore it (the
+    /// default).
+    fn store_mergeable(
+        &mut self,
+        oid: Oid,
+        base_tid: Tid,
+        data: Vec<u8>,
+        merge: &str,
+    ) -> Result<()> {
+        let _ = merge;
+        self.store(oid, base_tid, data)
+    }
+
+    /// Votes and finishes in one step, merging conflicts where the storage can: a
+    /// storage that [merges conflicts](Self::merges_conflicts) merges through
+    /// `resolver` (as [`vote_resolving`](Self::vote_resolving)); a client storage
+    /// lets its server merge the stores named mergeable. Returns the tid and the
+    /// oids whose data a merge replaced (their stored data is not what committed).
+    /// The default votes through `vote_resolving` when the storage merges, then
+    /// finishes. A conflict it reports was not merged.
+    fn commit_resolving(mut self: Box<Self>, resolver: Resolver<'_>) -> Result<(Tid, Vec<Oid>)> {
+        let merged = if self.merges_conflicts() {
+            self.vote_resolving(resolver)?.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let tid = self.finish()?;
+        Ok((tid, merged))
+    }
+
     /// Makes the transaction durable and visible; returns its tid. Votes first if
     /// `vote` was not called.
     fn finish(self: Box<Self>) -> Result<Tid>;

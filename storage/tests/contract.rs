@@ -63,6 +63,7 @@ macro_rules! contract_suite {
             stale_base_conflict_names_oid_base_and_current,
             conflicting_transaction_leaves_no_trace,
             failed_vote_releases_the_commit_lock,
+            a_merging_vote_merges_stale_stores_and_reports_what_does_not_merge,
             two_creators_of_one_oid_conflict,
             check_current_conflicts_when_stale,
             check_current_passes_when_current,
@@ -544,6 +545,52 @@ mod cases {
         })
         .unwrap();
         assert_eq!(s.load(x, Tid::MAX).unwrap(), rev(t4, b"x4"));
+    }
+
+    /// `vote_resolving`: a storage that merges replaces each stale store by the
+    /// resolver's merge of (the store's base revision, the newest one) and names
+    /// it; a conflict the resolver refuses, or a stale `check_current`, is
+    /// reported. One that does not merge reports the first conflict.
+    pub fn a_merging_vote_merges_stale_stores_and_reports_what_does_not_merge(s: Subject) {
+        // Data: "<value>"; the merge applies mine - old on top of committed
+        // (mine is "11": the resolver gets only old and committed).
+        let counter = |old: &[u8], committed: &[u8]| -> Option<Vec<u8>> {
+            let n = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<i64>().ok();
+            Some((n(committed)? + 11 - n(old)?).to_string().into_bytes())
+        };
+        let (x, t1) = create(&*s, b"10");
+        let (y, _) = create(&*s, b"y");
+        let t2 = commit(&*s, &[(x, t1, b"15")]);
+        let mut txn = s.begin(meta("merged")).unwrap();
+        txn.store(x, t1, b"11".to_vec()).unwrap();
+        let merges = txn.merges_conflicts();
+        let resolver = |oid: Oid, old: &[u8], committed: &[u8]| {
+            assert_eq!(oid, x);
+            counter(old, committed)
+        };
+        if !merges {
+            expect_conflict(txn.vote_resolving(&resolver));
+            txn.abort();
+            return;
+        }
+        assert_eq!(txn.vote_resolving(&resolver).unwrap(), Some(vec![x]));
+        let t3 = txn.finish().unwrap();
+        assert_eq!(s.load(x, Tid::MAX).unwrap(), rev(t3, b"16"));
+        // A refused merge, and a stale check, are reported; nothing commits.
+        let mut txn = s.begin(meta("refused")).unwrap();
+        txn.store(x, t2, b"11".to_vec()).unwrap();
+        let refuse = |_: Oid, _: &[u8], _: &[u8]| -> Option<Vec<u8>> { None };
+        let c = expect_conflict(txn.vote_resolving(&refuse));
+        assert_eq!((c.oid, c.base_tid, c.current_tid), (x, t2, t3));
+        txn.abort();
+        let mut txn = s.begin(meta("stale check")).unwrap();
+        txn.store(y, s.load(y, Tid::MAX).unwrap().tid, b"y2".to_vec())
+            .unwrap();
+        txn.check_current(x, t2).unwrap();
+        let c = expect_conflict(txn.vote_resolving(&resolver));
+        assert_eq!(c.oid, x);
+        txn.abort();
+        assert_eq!(s.load(x, Tid::MAX).unwrap(), rev(t3, b"16"));
     }
 
     pub fn two_creators_of_one_oid_conflict(s: Subject) {

@@ -39,7 +39,9 @@ pub fn run(args: &Args) -> Result<()> {
         .connections_max(args.max_connections)
         .invalidation_history(args.invalidation_history)
         // `zodiac pack tcp://…` with GC reads references as the objects layer writes them.
-        .references(Some(Arc::new(crate::maintenance::references)));
+        .references(Some(Arc::new(crate::maintenance::references)))
+        // Conflicts on job queues' hot objects merge here, under the commit lock.
+        .merge(Some(zodiac_async::merges().into_merge_fn()));
     let server = Server::start(
         Arc::clone(&storage) as Arc<dyn Storage>,
         args.listen.as_str(),

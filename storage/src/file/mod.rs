@@ -1566,14 +1566,7 @@ impl FileTransaction {
             };
             merged.push((c.conflict.oid, c.conflict.current_tid, data));
         }
-        let mut resolved = Vec::with_capacity(merged.len());
-        for (oid, current, data) in merged {
-            let store = self.writes.stores.iter_mut().find(|s| s.oid == oid);
-            let store = store.expect("only stored objects merge");
-            store.base_tid = current;
-            store.data = data;
-            resolved.push(oid);
-        }
+        let resolved = self.writes.apply_merges(merged);
         let mut prevs = Vec::with_capacity(self.writes.stores.len());
         {
             let reader = shared.reader.read();

@@ -38,7 +38,7 @@ use crate::ids::{Oid, Tid};
 use crate::meta::{CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta};
 use crate::notify::{CommitSubscription, Notifier};
 use crate::pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
-use crate::storage::{Storage, StorageTransaction, TransactionIter};
+use crate::storage::{Resolver, Storage, StorageTransaction, TransactionIter};
 
 /// How a client storage connects and behaves. Every limit is named and has a default.
 #[derive(Clone, Debug)]
@@ -1174,34 +1174,17 @@ impl ClientTransaction {
 
 impl StorageTransaction for ClientTransaction {
     fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> Result<()> {
-        self.check()?;
-        if self.voted {
-            return Err(Error::AlreadyVoted);
-        }
-        if data.len() > RECORD_BYTES_MAX {
-            return Err(Error::LimitExceeded {
-                what: "object revision",
-                len: data.len() as u64,
-                max: RECORD_BYTES_MAX as u64,
-            });
-        }
-        if self.written_bytes + data.len() <= OWN_WRITES_CACHED_BYTES_MAX {
-            self.written_bytes += data.len();
-            if let Some(old) = self.written.insert(oid, data.clone()) {
-                self.written_bytes -= old.len();
-            }
-        } else {
-            // Not kept: an older copy of the same object must not be cached either.
-            if let Some(old) = self.written.remove(&oid) {
-                self.written_bytes -= old.len();
-            }
-        }
-        self.send(ClientMessage::Store {
-            txn: self.txn,
-            oid: oid.0,
-            base_tid: base_tid.0,
-            data,
-        })
+        self.send_store(oid, base_tid, data, None)
+    }
+
+    fn store_mergeable(
+        &mut self,
+        oid: Oid,
+        base_tid: Tid,
+        data: Vec<u8>,
+        merge: &str,
+    ) -> Result<()> {
+        self.send_store(oid, base_tid, data, Some(merge))
     }
 
     fn check_current(&mut self, oid: Oid, tid: Tid) -> Result<()> {
@@ -1233,7 +1216,63 @@ impl StorageTransaction for ClientTransaction {
         }
     }
 
-    fn finish(mut self: Box<Self>) -> Result<Tid> {
+    /// The server merges the stores whose merge identity it registered; the
+    /// resolver is not used (conflicts the server reports are the caller's).
+    fn commit_resolving(self: Box<Self>, _resolver: Resolver<'_>) -> Result<(Tid, Vec<Oid>)> {
+        (*self).complete()
+    }
+
+    fn finish(self: Box<Self>) -> Result<Tid> {
+        (*self).complete().map(|(tid, _)| tid)
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.end();
+    }
+}
+
+impl ClientTransaction {
+    fn send_store(
+        &mut self,
+        oid: Oid,
+        base_tid: Tid,
+        data: Vec<u8>,
+        merge: Option<&str>,
+    ) -> Result<()> {
+        self.check()?;
+        if self.voted {
+            return Err(Error::AlreadyVoted);
+        }
+        if data.len() > RECORD_BYTES_MAX {
+            return Err(Error::LimitExceeded {
+                what: "object revision",
+                len: data.len() as u64,
+                max: RECORD_BYTES_MAX as u64,
+            });
+        }
+        if self.written_bytes + data.len() <= OWN_WRITES_CACHED_BYTES_MAX {
+            self.written_bytes += data.len();
+            if let Some(old) = self.written.insert(oid, data.clone()) {
+                self.written_bytes -= old.len();
+            }
+        } else {
+            // Not kept: an older copy of the same object must not be cached either.
+            if let Some(old) = self.written.remove(&oid) {
+                self.written_bytes -= old.len();
+            }
+        }
+        self.send(ClientMessage::Store {
+            txn: self.txn,
+            oid: oid.0,
+            base_tid: base_tid.0,
+            data,
+            merge: merge.map(str::to_owned),
+        })
+    }
+
+    /// Finishes (voting first when not voted: one `Commit` round trip); the tid and
+    /// the stores the server merged.
+    fn complete(mut self) -> Result<(Tid, Vec<Oid>)> {
         let inner = Arc::clone(&self.inner);
         let _closing = inner.closing.read();
         self.check()?;
@@ -1247,30 +1286,31 @@ impl StorageTransaction for ClientTransaction {
         let result = self.inner.call_on(&self.link, request);
         self.ended = true;
         match self.doom_on_disconnect(result)? {
-            Response::Finished(tid) => {
+            Response::Finished { tid, merged } => {
                 let tid = Tid(tid);
                 self.inner.wait_published(tid, &self.link);
                 // Our own writes are the revisions at `tid`: cached as a load at
                 // snapshot `tid` would be (rule 3 of the ordering contract), once
-                // the invalidation of `tid` is applied.
+                // the invalidation of `tid` is applied. A merged store committed
+                // the server's data instead: that is cached when the reply has it.
+                let mut written = std::mem::take(&mut self.written);
+                for m in &merged {
+                    written.remove(&Oid(m.oid));
+                }
                 let mut cache = self.inner.cache.lock();
                 if cache.last_tid >= tid {
-                    for (oid, data) in std::mem::take(&mut self.written) {
+                    let merged_data = merged
+                        .iter()
+                        .filter_map(|m| Some((Oid(m.oid), m.data.clone()?)));
+                    for (oid, data) in written.into_iter().chain(merged_data) {
                         cache.insert_loaded(oid, tid, epoch, &Revision { tid, data });
                     }
                 }
-                Ok(tid)
+                Ok((tid, merged.iter().map(|m| Oid(m.oid)).collect()))
             }
             other => Err(unexpected(other)),
         }
     }
-
-    fn abort(mut self: Box<Self>) {
-        self.end();
-    }
-}
-
-impl ClientTransaction {
     fn end(&mut self) {
         if !std::mem::replace(&mut self.ended, true) && self.link.is_alive() {
             let _ = self

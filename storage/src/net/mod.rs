@@ -33,4 +33,4 @@ mod revisions;
 mod server;
 
 pub use client::{ClientOptions, ClientStorage};
-pub use server::{ReferenceReader, Server, ServerOptions};
+pub use server::{MergeFn, ReferenceReader, Server, ServerOptions};

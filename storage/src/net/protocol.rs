@@ -19,12 +19,13 @@ use crate::error::{ConflictError, Error};
 use crate::file::pack::PackReport;
 use crate::ids::{Oid, Tid};
 use crate::meta::{ChangeInfo, TransactionInfo, TransactionMeta};
-use crate::pending::RECORD_BYTES_MAX;
+use crate::pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 
 /// The protocol version this build speaks. Version 1: the first. Version 2: `NewOids`,
 /// `Commit` and `Pack` requests. Version 3: conflicts carry revisions
-/// (`WireError::ConflictWithRevisions`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// (`WireError::ConflictWithRevisions`). Version 4: a store may name its merge
+/// function (`Store::merge`) and `Finished` lists what the server merged.
+pub const PROTOCOL_VERSION: u32 = 4;
 /// First field of `Hello`: "ZODI" in little-endian, so a stray client is told apart.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ZODI");
 /// Largest frame payload once the handshake is done: one object revision of the
@@ -76,6 +77,9 @@ pub enum ClientMessage {
         oid: u64,
         base_tid: u64,
         data: Vec<u8>,
+        /// The identity of the merge function for this object's conflicts, when the
+        /// client's type has one: a server that registered it merges them at commit.
+        merge: Option<String>,
     },
     CheckCurrent {
         txn: u64,
@@ -192,11 +196,30 @@ pub enum Response {
         more: bool,
     },
     Voted,
-    Finished(u64),
+    Finished {
+        tid: u64,
+        /// The stores the server replaced by a merge (only a `Commit` merges), with
+        /// the merged data while the reply's merged data stays within
+        /// [`MERGED_REPLY_BYTES_MAX`].
+        merged: Vec<MergedStore>,
+    },
     Pong,
     Oids(Vec<u64>),
     Packed(WirePackReport),
 }
+
+/// A store the server merged at commit: what committed for `oid` is `data`, not
+/// what the client stored (`None`: the data did not fit the reply; load it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MergedStore {
+    pub oid: u64,
+    pub data: Option<Vec<u8>>,
+}
+
+/// Most bytes of merged data one `Finished` reply carries.
+pub const MERGED_REPLY_BYTES_MAX: usize = 1 << 20;
+/// Most bytes of one merge identity (`Store::merge`).
+pub const MERGE_IDENTITY_BYTES_MAX: usize = 1024;
 
 /// What a pack did (`file::pack::PackReport`), field for field.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -478,6 +501,12 @@ impl ClientMessage {
                 "a stored revision of {} bytes, over {RECORD_BYTES_MAX}",
                 data.len()
             )),
+            ClientMessage::Store {
+                merge: Some(merge), ..
+            } if merge.len() > MERGE_IDENTITY_BYTES_MAX => Err(format!(
+                "a merge identity of {} bytes, over {MERGE_IDENTITY_BYTES_MAX}",
+                merge.len()
+            )),
             ClientMessage::Request {
                 request: Request::NewOids { count },
                 ..
@@ -520,6 +549,13 @@ impl ServerMessage {
             } if page.len() > TRANSACTIONS_PAGE_MAX => Err(format!(
                 "a page of {} transactions, over {TRANSACTIONS_PAGE_MAX}",
                 page.len()
+            )),
+            ServerMessage::Reply {
+                result: Ok(Response::Finished { merged, .. }),
+                ..
+            } if merged.len() > TRANSACTION_OBJECTS_MAX => Err(format!(
+                "a commit reply naming {} merged stores, over {TRANSACTION_OBJECTS_MAX}",
+                merged.len()
             )),
             _ => Ok(()),
         }

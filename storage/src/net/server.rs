@@ -42,9 +42,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::protocol::{
     self, CatchUp, ClientMessage, FrameError, HANDSHAKE_FRAME_BYTES_MAX,
-    INVALIDATION_CHUNK_OIDS_MAX, MAGIC, PROTOCOL_VERSION, Request, Response, ServerMessage,
-    TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
-    WirePackReport, WireRevision, WireTransaction,
+    INVALIDATION_CHUNK_OIDS_MAX, MAGIC, MERGED_REPLY_BYTES_MAX, MergedStore, PROTOCOL_VERSION,
+    Request, Response, ServerMessage, TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX,
+    TRANSACTIONS_PER_CONNECTION_MAX, WireError, WirePackReport, WireRevision, WireTransaction,
 };
 use crate::error::{ConflictError, Error, Result};
 use crate::ids::{Oid, Tid};
@@ -56,6 +56,14 @@ use crate::storage::{Storage, StorageTransaction};
 /// (the objects layer's `record::referenced_oids`; the storage cannot read records).
 pub type ReferenceReader =
     Arc<dyn Fn(&[u8]) -> std::result::Result<Vec<Oid>, String> + Send + Sync>;
+
+/// Merges a conflicting store at commit (the objects layer's registered merge
+/// functions): `(identity, old, committed, mine)` → the merged record, or `None`
+/// when the changes do not merge. `identity` is what the client named for the
+/// store (`StorageTransaction::store_mergeable`); `old` is the revision the store
+/// was based on, `committed` the newest one, `mine` the stored data. Called under
+/// the storage's commit lock: it must be quick and must not call the storage.
+pub type MergeFn = Arc<dyn Fn(&str, &[u8], &[u8], &[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
 /// How a server runs. Every limit is named and has a default.
 #[derive(Clone)]
@@ -70,6 +78,7 @@ pub struct ServerOptions {
     pub(crate) transaction_bytes_max: u64,
     pub(crate) idle_timeout: Duration,
     pub(crate) references: Option<ReferenceReader>,
+    pub(crate) merge: Option<MergeFn>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -85,6 +94,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("transaction_bytes_max", &self.transaction_bytes_max)
             .field("idle_timeout", &self.idle_timeout)
             .field("references", &self.references.as_ref().map(|_| "<set>"))
+            .field("merge", &self.merge.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -102,6 +112,7 @@ impl Default for ServerOptions {
             transaction_bytes_max: 1 << 30,
             idle_timeout: Duration::from_secs(120),
             references: None,
+            merge: None,
         }
     }
 }
@@ -159,6 +170,14 @@ impl ServerOptions {
     /// collection work either way).
     pub fn references(mut self, references: Option<ReferenceReader>) -> Self {
         self.references = references;
+        self
+    }
+    /// How a `Commit` merges conflicting stores that name a merge identity (default:
+    /// none: every conflict goes back to the client, which merges and retries, one
+    /// round trip more each time). With it a hot object (a counter, a queue's
+    /// bucket) merges under the commit lock, as an embedded storage does.
+    pub fn merge(mut self, merge: Option<MergeFn>) -> Self {
+        self.merge = merge;
         self
     }
     /// Longest a new connection may take to finish the handshake (default: 10 s).
@@ -938,7 +957,8 @@ fn invalidation_frames(tid: Tid, oids: &[Oid]) -> Vec<Arc<[u8]>> {
 
 /// A transaction's operations, in the order the client sent them.
 enum TxnOp {
-    Store(Oid, Tid, Vec<u8>),
+    /// A store, with its merge identity when the client named one.
+    Store(Oid, Tid, Vec<u8>, Option<String>),
     CheckCurrent(Oid, Tid),
     Vote(u64),
     Finish(u64),
@@ -963,18 +983,28 @@ struct TxnActor {
 }
 
 struct ActorState {
+    /// Taken while a worker runs an op on it.
+    data: TxnData,
+    queue: VecDeque<TxnOp>,
+    /// A worker is draining `queue`.
+    running: bool,
+}
+
+/// One transaction's state, which its ops change.
+#[derive(Default)]
+struct TxnData {
     /// `None` while a worker runs an op on it, or once finished or aborted.
     txn: Option<Box<dyn StorageTransaction>>,
     /// The first error of a store, check or vote, reported at vote/finish.
     failed: Option<WireError>,
     /// What was stored: (oid, base tid), for the revisions a conflict reports.
     stored: Vec<(Oid, Tid)>,
-    queue: VecDeque<TxnOp>,
-    /// A worker is draining `queue`.
-    running: bool,
+    /// The stores that named a merge identity, when the server merges: oid →
+    /// (identity, stored data), what a `Commit` merges a conflict with.
+    mergeable: HashMap<Oid, (String, Vec<u8>)>,
 }
 
-impl Drop for ActorState {
+impl Drop for TxnData {
     fn drop(&mut self) {
         if let Some(txn) = self.txn.take() {
             txn.abort();
@@ -1042,25 +1072,76 @@ impl TxnContext {
         }
     }
 
-    /// Runs `op` on the transaction.
-    fn apply(
+    /// Votes `t`, merging its conflicting mergeable stores through the server's
+    /// merge function, and finishes it; the tid and what was merged (with the
+    /// merged data while it fits [`MERGED_REPLY_BYTES_MAX`]). A merge function that
+    /// panics counts as one that does not merge.
+    fn merge_and_finish(
         &self,
-        op: TxnOp,
-        txn: &mut Option<Box<dyn StorageTransaction>>,
-        failed: &mut Option<WireError>,
-        stored: &mut Vec<(Oid, Tid)>,
-    ) {
+        mut t: Box<dyn StorageTransaction>,
+        mergeable: &HashMap<Oid, (String, Vec<u8>)>,
+    ) -> Result<(Tid, Vec<MergedStore>)> {
+        let (Some(merge), false) = (&self.shared.options.merge, mergeable.is_empty()) else {
+            t.vote()?;
+            return t.finish().map(|tid| (tid, Vec::new()));
+        };
+        let outputs = Mutex::new(HashMap::new());
+        let resolver = |oid: Oid, old: &[u8], committed: &[u8]| {
+            let (identity, mine) = mergeable.get(&oid)?;
+            let call = std::panic::AssertUnwindSafe(|| merge(identity, old, committed, mine));
+            let merged = match std::panic::catch_unwind(call) {
+                Ok(merged) => merged?,
+                Err(_) => {
+                    log::error!("the merge function for {identity} panicked on object {oid}");
+                    return None;
+                }
+            };
+            outputs.lock().insert(oid, merged.clone());
+            Some(merged)
+        };
+        let merged_oids = t.vote_resolving(&resolver)?.unwrap_or_default();
+        let tid = t.finish()?;
+        let mut outputs = outputs.into_inner();
+        let mut bytes = 0;
+        let merged = merged_oids
+            .into_iter()
+            .map(|oid| {
+                let data = outputs.remove(&oid).filter(|d| {
+                    bytes += d.len();
+                    bytes <= MERGED_REPLY_BYTES_MAX
+                });
+                MergedStore { oid: oid.0, data }
+            })
+            .collect();
+        Ok((tid, merged))
+    }
+
+    /// Runs `op` on the transaction.
+    fn apply(&self, op: TxnOp, data: &mut TxnData) {
+        let TxnData {
+            txn,
+            failed,
+            stored,
+            mergeable,
+        } = data;
         // A vote's conflict carries the revisions to merge it (protocol 3).
         let wire = |e: Error| match &e {
             Error::Conflict(c) => self.conflict_with_revisions(c, stored),
             _ => WireError::from(&e),
         };
         match op {
-            TxnOp::Store(oid, base, data) => {
+            TxnOp::Store(oid, base, bytes, merge) => {
                 if failed.is_none()
                     && let Some(t) = txn.as_mut()
                 {
-                    match t.store(oid, base, data) {
+                    let merge = merge.filter(|_| self.shared.options.merge.is_some());
+                    if let Some(identity) = merge {
+                        mergeable.insert(oid, (identity, bytes.clone()));
+                    } else {
+                        // Stored again without an identity: no longer merged.
+                        mergeable.remove(&oid);
+                    }
+                    match t.store(oid, base, bytes) {
                         Ok(()) => stored.push((oid, base)),
                         Err(e) => *failed = Some(WireError::from(&e)),
                     }
@@ -1096,13 +1177,13 @@ impl TxnContext {
                         }
                         Err(e)
                     }
-                    (None, Some(mut t)) => {
+                    (None, Some(t)) => {
                         // The waker leaves this commit's event to the pump below.
                         self.shared.finishing.fetch_add(1, Ordering::SeqCst);
                         let result = if commit {
-                            t.vote().and_then(|()| t.finish())
+                            self.merge_and_finish(t, mergeable)
                         } else {
-                            t.finish()
+                            t.finish().map(|tid| (tid, Vec::new()))
                         };
                         // Broadcast it (and whatever else is waiting) before the
                         // reply: the reply's write carries this client's invalidation.
@@ -1112,7 +1193,9 @@ impl TxnContext {
                         // waker (before the reply, whose write may block on a slow
                         // client).
                         self.shared.pump(Some(self.outbox.id));
-                        let result = result.map(|tid| Response::Finished(tid.0)).map_err(wire);
+                        let result = result
+                            .map(|(tid, merged)| Response::Finished { tid: tid.0, merged })
+                            .map_err(wire);
                         self.reply(id, result);
                         return;
                     }
@@ -1135,9 +1218,12 @@ impl TxnActor {
     fn new(txn: Box<dyn StorageTransaction>) -> Arc<TxnActor> {
         Arc::new(TxnActor {
             state: Mutex::new(ActorState {
-                txn: Some(txn),
-                failed: None,
-                stored: Vec::new(),
+                data: TxnData {
+                    txn: Some(txn),
+                    failed: None,
+                    stored: Vec::new(),
+                    mergeable: HashMap::new(),
+                },
                 queue: VecDeque::new(),
                 running: false,
             }),
@@ -1155,8 +1241,7 @@ impl TxnActor {
             return None;
         }
         if !op.may_wait() {
-            let st = &mut *st;
-            ctx.apply(op, &mut st.txn, &mut st.failed, &mut st.stored);
+            ctx.apply(op, &mut st.data);
             return None;
         }
         st.queue.push_back(op);
@@ -1171,15 +1256,11 @@ impl TxnActor {
     fn drain(&self, ctx: &TxnContext) {
         let mut st = self.state.lock();
         while let Some(op) = st.queue.pop_front() {
-            let mut txn = st.txn.take();
-            let mut failed = st.failed.take();
-            let mut stored = std::mem::take(&mut st.stored);
+            let mut data = std::mem::take(&mut st.data);
             drop(st);
-            ctx.apply(op, &mut txn, &mut failed, &mut stored);
+            ctx.apply(op, &mut data);
             st = self.state.lock();
-            st.txn = txn;
-            st.failed = failed;
-            st.stored = stored;
+            st.data = data;
         }
         st.running = false;
     }
@@ -1521,6 +1602,7 @@ impl Connection {
                 oid,
                 base_tid,
                 data,
+                merge,
             } => {
                 let max = self.shared.options.transaction_bytes_max;
                 if let Some(TxnSlot::Running(_, bytes)) = self.transactions.get_mut(&txn) {
@@ -1538,7 +1620,7 @@ impl Connection {
                         );
                     }
                 }
-                self.forward(txn, TxnOp::Store(Oid(oid), Tid(base_tid), data))?
+                self.forward(txn, TxnOp::Store(Oid(oid), Tid(base_tid), data, merge))?
             }
             ClientMessage::CheckCurrent { txn, oid, tid } => {
                 self.forward(txn, TxnOp::CheckCurrent(Oid(oid), Tid(tid)))?
