@@ -31,7 +31,7 @@ use zodiac_objects::{BTree, PRef, Persistent, Transaction};
 
 use crate::error::{Error, Result};
 use crate::job::{Job, Location};
-use crate::queue::{Claimer, Queue};
+use crate::queue::{Claimer, Queue, Spread};
 use crate::retry::Policies;
 use crate::status::Status;
 use crate::time::Timestamp;
@@ -43,7 +43,7 @@ pub const DEATH_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 /// Most agents of one dispatcher in one queue.
 pub const AGENTS_MAX: usize = 64;
 /// How often the claim spread of a queue's dispatchers rotates
-/// ([`Dispatchers::claim_skip`]).
+/// ([`Dispatchers::claim_lane`]).
 pub const CLAIM_SPREAD_ROTATION: Duration = Duration::from_millis(100);
 
 /// How long an agent keeps its completed jobs for inspection (7 days).
@@ -282,23 +282,23 @@ impl Dispatchers {
         agent: &str,
         now: Timestamp,
     ) -> Result<crate::queue::Claim> {
-        Dispatchers::claim_for_agent_spread(tx, queue, id, agent, now, 0)
+        Dispatchers::claim_for_agent_spread(tx, queue, id, agent, now, Spread::NONE)
     }
 
-    /// How many claimable jobs dispatcher `id` passes over when it claims from
-    /// `queue` at `now` ([`Queue::claim_spread`]): its rank among the queue's live
-    /// dispatchers (itself and those alive within `death_interval`), rotated every
-    /// [`CLAIM_SPREAD_ROTATION`], so that concurrent dispatchers take distinct jobs
-    /// and each of them takes the head of the queue in turn. 0 when it is the only
-    /// live one: a lone worker claims in strict order, whatever dead or stopped
-    /// dispatchers' records remain.
-    pub fn claim_skip(
+    /// The lane dispatcher `id` claims from `queue` at `now` ([`Spread`], for
+    /// [`Queue::claim_spread`]): one lane per live dispatcher of the queue (itself
+    /// and those alive within `death_interval`), its own being its rank, rotated
+    /// every [`CLAIM_SPREAD_ROTATION`], so that concurrent dispatchers take
+    /// distinct jobs and a lane whose dispatcher is busy is soon another's.
+    /// [`Spread::NONE`] when it is the only live one: a lone worker claims in
+    /// strict order, whatever dead or stopped dispatchers' records remain.
+    pub fn claim_lane(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
         id: &str,
         now: Timestamp,
         death_interval: Duration,
-    ) -> Result<usize> {
+    ) -> Result<Spread> {
         let q = tx.get(queue)?;
         let mut live = Vec::new();
         for (other, record) in q.dispatchers_ref() {
@@ -309,18 +309,21 @@ impl Dispatchers {
         let n = live.len().max(1);
         let rank = live.iter().position(|d| *d == id).unwrap_or(0);
         let turn = now.as_micros() / CLAIM_SPREAD_ROTATION.as_micros() as u64;
-        Ok((rank + (turn % n as u64) as usize) % n)
+        Ok(Spread {
+            lane: (rank + (turn % n as u64) as usize) % n,
+            lanes: n,
+        })
     }
 
-    /// [`Dispatchers::claim_for_agent_reporting`], passing over up to `skip`
-    /// claimable jobs as [`Queue::claim_spread`] does.
+    /// [`Dispatchers::claim_for_agent_reporting`], preferring the jobs of
+    /// `spread`'s lane as [`Queue::claim_spread`] does.
     pub fn claim_for_agent_spread(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
         id: &str,
         agent: &str,
         now: Timestamp,
-        skip: usize,
+        spread: Spread,
     ) -> Result<crate::queue::Claim> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
         let agent_ref =
@@ -360,7 +363,7 @@ impl Dispatchers {
             dispatcher: id.to_string(),
             agent: agent.to_string(),
         };
-        let claim = Queue::claim_spread(tx, queue, &claimer, now, skip)?;
+        let claim = Queue::claim_spread(tx, queue, &claimer, now, spread)?;
         if let Some(job) = claim.job {
             tx.modify(&agent_ref, |a| a.held.insert(job.oid().0))?;
         }

@@ -134,7 +134,8 @@ pub use job::{
 pub use merges::merges;
 pub use queue::{
     CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, Entry, LANE_PUT_BACK, LANE_SCHEDULED, PutOptions,
-    QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey, fail,
+    QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey, SPREAD_WINDOW_PER_LANE,
+    Spread, fail,
 };
 pub use quota::{QUOTAS_MAX, Quota};
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};

@@ -24,11 +24,13 @@
 //!   job whose deadline (`begin_after + begin_by`) has passed: that job completes
 //!   with a timeout failure instead.
 //! - One claim examines at most [`CLAIM_SCAN_ENTRIES_MAX`] entries.
-//! - [`Queue::claim_spread`] may take a claimable job up to `skip` places after
-//!   the first: concurrent claimers (a worker passes its rank among the queue's
-//!   live dispatchers, rotated over time) then rarely conflict on the head job,
-//!   and no job is passed over for long.
-//!   `skip` 0 is strict claim order.
+//! - [`Queue::claim_spread`] prefers the claimer's own lane of jobs ([`Spread`]: a
+//!   hash of the job's oid) among the first `lanes × SPREAD_WINDOW_PER_LANE`
+//!   claimable jobs, else takes the first claimable one: concurrent claimers (a
+//!   worker's lane is its rank among the queue's live dispatchers, rotated over
+//!   time) then take distinct jobs even while their snapshots lag each other's
+//!   claims, and no job is passed over by more than that window.
+//!   [`Spread::NONE`] (one lane) is strict claim order.
 //! - A job naming quotas is claimed only when each has room (see [`crate::Quota`]);
 //!   until then it stays pending and later jobs may be claimed ahead of it. A job
 //!   put back at the front keeps its quota places until claimed again. Quota
@@ -58,9 +60,39 @@ pub const QUEUES_ROOT_KEY: &str = "zodiac.async.queues";
 pub const QUEUE_NAME_BYTES_MAX: usize = 255;
 /// Most pending entries one claim examines (expired jobs it completes count too).
 pub const CLAIM_SCAN_ENTRIES_MAX: usize = 64;
-/// Entries a claim reads first (beyond those it is asked to pass over); it reads
+/// Entries a claim reads first (beyond one per lane of its [`Spread`]); it reads
 /// up to [`CLAIM_SCAN_ENTRIES_MAX`] only when none of them can be taken.
 const CLAIM_FIRST_READ: usize = 2;
+/// Claimable jobs per lane a spread claim looks through for one of its own lane
+/// before it takes the first claimable one ([`Spread`]).
+pub const SPREAD_WINDOW_PER_LANE: usize = 4;
+
+/// How concurrent claimers spread over a queue's claimable jobs: each job belongs
+/// to one of `lanes` lanes (a hash of its oid, [`Spread::lane_of`]), and a claimer
+/// prefers jobs of its `lane`. Claimers with distinct lanes take distinct jobs
+/// however stale their snapshots are; claiming "the k-th claimable job" instead
+/// collides whenever one claimer has not yet seen another's claim (as a client
+/// of a server often has not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spread {
+    pub lane: usize,
+    pub lanes: usize,
+}
+
+impl Spread {
+    /// One lane: strict claim order.
+    pub const NONE: Spread = Spread { lane: 0, lanes: 1 };
+
+    /// The lane of job `job` among `lanes` (0 when `lanes` is 0 or 1). A
+    /// multiplicative hash, so oids allocated with any stride spread evenly.
+    pub fn lane_of(job: Oid, lanes: usize) -> usize {
+        if lanes <= 1 {
+            return 0;
+        }
+        let hash = job.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        (hash % lanes as u64) as usize
+    }
+}
 /// The lane of jobs put back for an immediate retry: claimed first.
 pub const LANE_PUT_BACK: u8 = 0;
 /// The lane of jobs waiting for their start time.
@@ -407,32 +439,34 @@ impl Queue {
         claimer: &Claimer,
         now: Timestamp,
     ) -> Result<Claim> {
-        Queue::claim_spread(tx, queue, claimer, now, 0)
+        Queue::claim_spread(tx, queue, claimer, now, Spread::NONE)
     }
 
-    /// Like [`Queue::claim_at`], but passes over the first `skip` claimable jobs
-    /// when there are more: concurrent claimers given distinct `skip`s (e.g. their
-    /// rank among the queue's dispatchers) take distinct jobs instead of all
-    /// conflicting on the head of the queue. With fewer claimable jobs than
-    /// `skip + 1` it takes the last claimable one it saw; with `skip` 0 it is
-    /// `claim_at`. Passed-over jobs stay pending (they are not claimed out of
-    /// order by more than `skip` places).
+    /// Like [`Queue::claim_at`], but takes the first claimable job of the
+    /// claimer's lane ([`Spread`]) among the first `lanes × SPREAD_WINDOW_PER_LANE`
+    /// claimable ones, and the first claimable one when there is none: concurrent
+    /// claimers given distinct lanes (e.g. their rank among the queue's
+    /// dispatchers) take distinct jobs instead of all conflicting on the head of
+    /// the queue. [`Spread::NONE`] is `claim_at`. Passed-over jobs stay pending
+    /// (claimed out of order by at most that window).
     pub fn claim_spread(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
         claimer: &Claimer,
         now: Timestamp,
-        skip: usize,
+        spread: Spread,
     ) -> Result<Claim> {
         let q = tx.get(queue)?;
         let mut claim = Claim::default();
         let mut examined = 0usize;
-        let mut skipped = 0usize;
-        let mut last_claimable: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
+        let mut claimable = 0usize;
+        let window = spread.lanes.max(1) * SPREAD_WINDOW_PER_LANE;
+        let mut first_claimable: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
+        let mut chosen: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
         let mut after: Option<QueueKey> = None;
-        // Read a few entries first (usually the first one is taken), then the rest
+        // Read a few entries first (usually one of them is taken), then the rest
         // of the scan's allowance if needed.
-        let mut want = (skip + CLAIM_FIRST_READ).min(CLAIM_SCAN_ENTRIES_MAX);
+        let mut want = (spread.lanes + CLAIM_FIRST_READ).min(CLAIM_SCAN_ENTRIES_MAX);
         'scan: loop {
             let entries = match after {
                 None => BTree::range(tx, &q.pending, .., want)?,
@@ -477,20 +511,22 @@ impl Queue {
                 if !room {
                     continue; // stays pending until its quotas have room
                 }
-                if skipped < skip {
-                    skipped += 1;
-                    last_claimable = Some((key, entry, quotas));
-                    continue;
+                claimable += 1;
+                if Spread::lane_of(id, spread.lanes) == spread.lane {
+                    chosen = Some((key, entry, quotas));
+                    break 'scan;
                 }
-                last_claimable = Some((key, entry, quotas));
-                break 'scan;
+                first_claimable.get_or_insert((key, entry, quotas));
+                if claimable >= window {
+                    break 'scan;
+                }
             }
             if read < want || examined >= CLAIM_SCAN_ENTRIES_MAX {
                 break;
             }
             want = CLAIM_SCAN_ENTRIES_MAX - examined;
         }
-        let Some((key, entry, quotas)) = last_claimable else {
+        let Some((key, entry, quotas)) = chosen.or(first_claimable) else {
             return Ok(claim);
         };
         let id = entry.job.oid();

@@ -26,11 +26,12 @@
 //!   commits alone, so a lost claim never calls a handler twice; the thread then
 //!   ends and the poll claims. The claim writes the agent like any claim, so the
 //!   agent's size holds against the poll's own claims.
-//! - A claim passes over as many claimable jobs as the worker's rotating rank
-//!   among the queue's live dispatchers ([`Dispatchers::claim_skip`]), so
-//!   concurrent workers do not all meet at the head of the queue (each meeting
-//!   is a conflict, and its retry waits for the winner's commit to be durable);
-//!   a lone live worker claims in strict order.
+//! - A claim prefers the jobs of the worker's lane, its rotating rank among the
+//!   queue's live dispatchers ([`Dispatchers::claim_lane`], [`Spread`](crate::Spread)), so
+//!   concurrent workers take distinct jobs rather than all meet at the head of
+//!   the queue (each meeting is a conflict: the loser's claim is rolled back and
+//!   retried), even while their snapshots lag each other's claims (over a server
+//!   they usually do); a lone live worker claims in strict order.
 //! - A claimed job is started (ASSIGNED → ACTIVE, a new attempt) in the claim's
 //!   own transaction, so a job costs one durable commit fewer; its run then goes
 //!   straight to the handler. A worker that dies after that commit leaves the job
@@ -246,14 +247,14 @@ fn claim_in(
 ) -> Result<(Claim, Option<Arc<Job>>)> {
     let q = Queue::get_or_create(tx, queue)?;
     let now = Timestamp::now();
-    let skip = Dispatchers::claim_skip(tx, &q, &claimer.dispatcher, now, death_interval)?;
+    let spread = Dispatchers::claim_lane(tx, &q, &claimer.dispatcher, now, death_interval)?;
     let claim = Dispatchers::claim_for_agent_spread(
         tx,
         &q,
         &claimer.dispatcher,
         &claimer.agent,
         now,
-        skip,
+        spread,
     )?;
     let started = match claim.job {
         Some(job) => runner.start_in(tx, &job, Some(claimer))?,

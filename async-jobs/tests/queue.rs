@@ -8,8 +8,8 @@ use std::thread;
 use std::time::Duration;
 
 use zodiac_async::{
-    Claimer, Error, FailureKind, Job, LANE_PUT_BACK, Location, Outcome, PutOptions, Queue, Status,
-    Timestamp, fail, transact,
+    Claimer, Error, FailureKind, Job, LANE_PUT_BACK, Location, Outcome, PutOptions, Queue,
+    SPREAD_WINDOW_PER_LANE, Spread, Status, Timestamp, fail, transact,
 };
 use zodiac_objects::{Database, DatabaseOptions, PRef};
 use zodiac_storage::{Durability, FileOptions, FileStorage, MemoryStorage, Storage};
@@ -568,35 +568,68 @@ fn concurrent_claims_never_overfill_a_quota() {
     assert_eq!(queue_len(&db), 0);
 }
 
-/// A spread claim passes over `skip` claimable jobs when there are more, takes the
-/// last claimable one when there are fewer, and leaves the passed-over ones
-/// pending; distinct skips take distinct jobs; a scan reads past its first few
+/// A spread claim takes the first claimable job of its lane within the window
+/// (`lanes × SPREAD_WINDOW_PER_LANE` claimable jobs), else the first claimable
+/// one, and leaves the passed-over ones pending; distinct lanes take distinct
+/// jobs; it never takes a job not due yet; a scan reads past its first few
 /// entries when those cannot be taken (here: full quotas).
 #[test]
-fn spread_claims_pass_over_skip_jobs_and_stay_within_the_due_ones() {
+fn spread_claims_take_their_lanes_jobs_and_stay_within_the_due_ones() {
     each_storage(|db| {
-        let jobs: Vec<_> = (0..4)
+        const LANES: usize = 4;
+        let jobs: Vec<_> = (0..12)
             .map(|i| put(&db, &format!("j{i}"), PutOptions::new().begin_after(at(i))))
             .collect();
         let later = put(&db, "later", PutOptions::new().begin_after(at(1_000)));
-        let spread = |skip: usize, now: Timestamp| {
+        let lane = |job: &PRef<Job>| Spread::lane_of(job.oid(), LANES);
+        let spread = |spread: Spread, now: Timestamp| {
             transact(&db, |tx| {
                 let q = Queue::get(tx, "")?.expect("queue exists");
-                Queue::claim_spread(tx, &q, &claimer("a"), now, skip)
+                Queue::claim_spread(tx, &q, &claimer("a"), now, spread)
             })
             .unwrap()
             .job
         };
-        assert_eq!(spread(2, at(100)), Some(jobs[2]));
-        assert_eq!(spread(1, at(100)), Some(jobs[1]));
-        // Two due jobs left (0 and 3): skip 5 takes the last due one, not `later`.
-        assert_eq!(spread(5, at(100)), Some(jobs[3]));
-        assert_eq!(spread(0, at(100)), Some(jobs[0]));
-        assert_eq!(spread(3, at(100)), None, "only a job not due yet is left");
+        let mut pending = jobs.clone();
+        for l in [2, 0, 3, 1, 2, 2] {
+            let expected = pending
+                .iter()
+                .take(LANES * SPREAD_WINDOW_PER_LANE)
+                .find(|j| lane(j) == l)
+                .or(pending.first())
+                .copied();
+            let claimed = spread(
+                Spread {
+                    lane: l,
+                    lanes: LANES,
+                },
+                at(100),
+            );
+            assert_eq!(claimed, expected, "lane {l}");
+            pending.retain(|j| Some(*j) != claimed);
+        }
+        // The rest in strict order, then nothing: only a job not due yet is left.
+        for expected in pending {
+            assert_eq!(spread(Spread::NONE, at(100)), Some(expected));
+        }
+        for l in 0..LANES {
+            let none = spread(
+                Spread {
+                    lane: l,
+                    lanes: LANES,
+                },
+                at(100),
+            );
+            assert_eq!(none, None, "only a job not due yet is left");
+        }
         assert_eq!(job(&db, later).status(), Status::Pending);
         assert_eq!(queue_len(&db), 1);
 
-        assert_eq!(spread(0, Timestamp::now()), Some(later), "due by now");
+        assert_eq!(
+            spread(Spread::NONE, Timestamp::now()),
+            Some(later),
+            "due by now"
+        );
 
         // Quota-blocked entries in front: the claim reads on past its first read.
         transact(&db, |tx| {
@@ -608,11 +641,26 @@ fn spread_claims_pass_over_skip_jobs_and_stay_within_the_due_ones() {
             .map(|_| put(&db, "q", PutOptions::new().quota("one")))
             .collect();
         let free = put(&db, "free", PutOptions::new());
-        assert_eq!(spread(0, Timestamp::now()), Some(blocked[0]));
+        assert_eq!(spread(Spread::NONE, Timestamp::now()), Some(blocked[0]));
         assert_eq!(
-            spread(0, Timestamp::now()),
+            spread(Spread::NONE, Timestamp::now()),
             Some(free),
             "past five blocked entries"
         );
     });
+}
+
+/// Lanes spread sequential oids (and oids allocated with a stride) evenly.
+#[test]
+fn lanes_spread_oids_of_any_stride_evenly() {
+    for stride in [1u64, 2, 3, 4, 8] {
+        let mut counts = [0usize; 4];
+        for i in 0..4000u64 {
+            counts[Spread::lane_of(zodiac_storage::Oid(100 + i * stride), 4)] += 1;
+        }
+        for c in counts {
+            assert!((800..=1200).contains(&c), "stride {stride}: {counts:?}");
+        }
+    }
+    assert_eq!(Spread::lane_of(zodiac_storage::Oid(12345), 1), 0);
 }
