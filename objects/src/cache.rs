@@ -12,10 +12,9 @@
 //!   current transaction: the connection applies commit events at each begin.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use zodiac_storage::{Oid, Tid};
+use zodiac_storage::{Oid, OidMap, Tid};
 
 /// Counters of one connection's cache, plus its current size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,17 +33,33 @@ pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 pub(crate) struct Entry {
     /// The revision this value is.
     pub tid: Tid,
-    pub type_name: Box<str>,
+    pub type_name: &'static str,
     pub value: Value,
     pub bytes: usize,
-    stamp: u64,
 }
 
+/// No slot: the end of the use list.
+const NIL: u32 = u32::MAX;
+
+/// An entry in the slab, linked into the use list (most recently used first).
+struct Slot {
+    oid: Oid,
+    entry: Entry,
+    /// Towards the most recently used end.
+    newer: u32,
+    /// Towards the least recently used end.
+    older: u32,
+}
+
+/// Least-recently-used order in O(1) per use: the entries live in a slab, linked
+/// from the most recently used (`newest`) to the least (`oldest`); freed slots are
+/// reused. Invariant: `slot_of` and the linked slots hold the same oids.
 pub(crate) struct Cache {
-    entries: HashMap<Oid, Entry>,
-    /// Use stamp → oid, oldest first.
-    order: BTreeMap<u64, Oid>,
-    next_stamp: u64,
+    slot_of: OidMap<u32>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    newest: u32,
+    oldest: u32,
     objects_max: usize,
     bytes_max: usize,
     stats: CacheStats,
@@ -53,10 +68,12 @@ pub(crate) struct Cache {
 impl Cache {
     pub fn new(objects_max: usize, bytes_max: usize) -> Cache {
         Cache {
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            next_stamp: 0,
-            objects_max,
+            slot_of: OidMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            newest: NIL,
+            oldest: NIL,
+            objects_max: objects_max.min(NIL as usize - 1),
             bytes_max,
             stats: CacheStats::default(),
         }
@@ -66,64 +83,122 @@ impl Cache {
         self.stats
     }
 
+    fn slot(&mut self, i: u32) -> &mut Slot {
+        self.slots[i as usize]
+            .as_mut()
+            .expect("a linked slot is occupied")
+    }
+
+    /// Takes slot `i` out of the use list.
+    fn unlink(&mut self, i: u32) {
+        let (newer, older) = {
+            let s = self.slot(i);
+            (s.newer, s.older)
+        };
+        match newer {
+            NIL => self.newest = older,
+            n => self.slot(n).older = older,
+        }
+        match older {
+            NIL => self.oldest = newer,
+            o => self.slot(o).newer = newer,
+        }
+    }
+
+    /// Puts slot `i` at the most recently used end.
+    fn link_newest(&mut self, i: u32) {
+        let old_newest = self.newest;
+        {
+            let s = self.slot(i);
+            s.newer = NIL;
+            s.older = old_newest;
+        }
+        match old_newest {
+            NIL => self.oldest = i,
+            n => self.slot(n).newer = i,
+        }
+        self.newest = i;
+    }
+
     /// The entry for `oid`, marked as most recently used; counts a hit or a miss.
     pub fn get(&mut self, oid: Oid) -> Option<&Entry> {
-        let Some(entry) = self.entries.get_mut(&oid) else {
+        let Some(&i) = self.slot_of.get(&oid) else {
             self.stats.misses += 1;
             return None;
         };
         self.stats.hits += 1;
-        self.order.remove(&entry.stamp);
-        entry.stamp = self.next_stamp;
-        self.next_stamp += 1;
-        self.order.insert(entry.stamp, oid);
-        Some(entry)
+        if self.newest != i {
+            self.unlink(i);
+            self.link_newest(i);
+        }
+        Some(&self.slot(i).entry)
     }
 
-    pub fn insert(&mut self, oid: Oid, tid: Tid, type_name: &str, value: Value, bytes: usize) {
+    pub fn insert(
+        &mut self,
+        oid: Oid,
+        tid: Tid,
+        type_name: &'static str,
+        value: Value,
+        bytes: usize,
+    ) {
         self.remove(oid);
         if bytes > self.bytes_max || self.objects_max == 0 {
             return;
         }
         while self.stats.objects >= self.objects_max || self.stats.bytes + bytes > self.bytes_max {
-            let (_, victim) = self
-                .order
-                .pop_first()
-                .expect("non-empty while over a bound");
+            let victim = self.slot(self.oldest).oid;
             self.take(victim);
             self.stats.evictions += 1;
         }
-        let stamp = self.next_stamp;
-        self.next_stamp += 1;
-        self.order.insert(stamp, oid);
-        self.entries.insert(
+        let slot = Slot {
             oid,
-            Entry {
+            entry: Entry {
                 tid,
-                type_name: type_name.into(),
+                type_name,
                 value,
                 bytes,
-                stamp,
             },
-        );
+            newer: NIL,
+            older: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.link_newest(i);
+        self.slot_of.insert(oid, i);
         self.stats.objects += 1;
         self.stats.bytes += bytes;
         debug_assert!(self.stats.objects <= self.objects_max && self.stats.bytes <= self.bytes_max);
     }
 
     fn take(&mut self, oid: Oid) -> Option<Entry> {
-        let entry = self.entries.remove(&oid)?;
-        self.order.remove(&entry.stamp);
+        let i = self.slot_of.remove(&oid)?;
+        self.unlink(i);
+        let slot = self.slots[i as usize]
+            .take()
+            .expect("a mapped slot is occupied");
+        self.free.push(i);
         self.stats.objects -= 1;
-        self.stats.bytes -= entry.bytes;
-        Some(entry)
+        self.stats.bytes -= slot.entry.bytes;
+        Some(slot.entry)
     }
 
     /// Drops every entry (the connection can no longer tell which are current).
     pub fn clear(&mut self) {
-        self.stats.invalidations += self.entries.len() as u64;
-        self.entries.clear();
-        self.order.clear();
+        self.stats.invalidations += self.slot_of.len() as u64;
+        self.slot_of.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.newest = NIL;
+        self.oldest = NIL;
         self.stats.objects = 0;
         self.stats.bytes = 0;
     }
@@ -135,7 +210,10 @@ impl Cache {
     /// Drops `oid` if its cached revision is older than `tid` (a commit that
     /// changed it); a revision at or after `tid` is already current.
     pub fn invalidate(&mut self, oid: Oid, tid: Tid) {
-        if self.entries.get(&oid).is_some_and(|e| e.tid < tid) {
+        let Some(&i) = self.slot_of.get(&oid) else {
+            return;
+        };
+        if self.slot(i).entry.tid < tid {
             self.take(oid);
             self.stats.invalidations += 1;
         }
@@ -192,6 +270,51 @@ mod tests {
         assert!(cache.get(Oid(5)).is_none());
         assert!(cache.get(Oid(4)).is_some());
         assert_eq!(cache.stats().evictions, 3);
+    }
+
+    /// Against a model (a list, most recently used first): the same survivors in
+    /// the same order after a long run of inserts, gets, removals and evictions.
+    #[test]
+    fn eviction_order_matches_a_model_over_a_long_run() {
+        let mut cache = Cache::new(16, 1 << 20);
+        let mut model: Vec<u64> = Vec::new();
+        let mut state = 42u64;
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let oid = (state >> 33) % 40;
+            match (state >> 20) % 3 {
+                0 => {
+                    put(&mut cache, oid, 1);
+                    model.retain(|&o| o != oid);
+                    model.insert(0, oid);
+                    model.truncate(16);
+                }
+                1 => {
+                    let hit = cache.get(Oid(oid)).is_some();
+                    assert_eq!(hit, model.contains(&oid));
+                    if hit {
+                        model.retain(|&o| o != oid);
+                        model.insert(0, oid);
+                    }
+                }
+                _ => {
+                    cache.remove(Oid(oid));
+                    model.retain(|&o| o != oid);
+                }
+            }
+            assert_eq!(cache.stats().objects, model.len());
+        }
+        // Walk the use list from the newest end.
+        let mut order = Vec::new();
+        let mut i = cache.newest;
+        while i != NIL {
+            let slot = cache.slots[i as usize].as_ref().unwrap();
+            order.push(slot.oid.0);
+            i = slot.older;
+        }
+        assert_eq!(order, model);
     }
 
     #[test]

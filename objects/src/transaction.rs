@@ -18,12 +18,12 @@
 //!   only as the merged bytes).
 
 use std::any::Any;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use zodiac_storage::{ConflictError, Oid, Storage, Tid, TransactionMeta};
+use zodiac_storage::{ConflictError, Oid, OidMap, Storage, Tid, TransactionMeta};
 
 use crate::cache::Value;
 use crate::codec;
@@ -107,7 +107,7 @@ impl Clone for Write {
 /// The transaction's changes at one moment, to roll back to.
 pub struct Savepoint {
     transaction: u64,
-    writes: HashMap<Oid, Write>,
+    writes: OidMap<Write>,
     checks: BTreeSet<Oid>,
 }
 
@@ -119,9 +119,9 @@ pub struct Transaction<'c> {
     state: &'c mut ConnState,
     snapshot: Tid,
     meta: TransactionMeta,
-    writes: HashMap<Oid, Write>,
+    writes: OidMap<Write>,
     /// The revision of every committed object read, for `check_current`.
-    reads: HashMap<Oid, Tid>,
+    reads: OidMap<Tid>,
     checks: BTreeSet<Oid>,
     id: u64,
 }
@@ -161,8 +161,8 @@ impl<'c> Transaction<'c> {
             state,
             snapshot,
             meta: TransactionMeta::default(),
-            writes: HashMap::new(),
-            reads: HashMap::new(),
+            writes: OidMap::default(),
+            reads: OidMap::default(),
             checks: BTreeSet::new(),
             id: NEXT_TRANSACTION_ID.fetch_add(1, Ordering::Relaxed),
         }
@@ -210,7 +210,7 @@ impl<'c> Transaction<'c> {
                 entry.tid <= self.snapshot,
                 "cache entry newer than the snapshot"
             );
-            check_type::<T>(oid, &entry.type_name)?;
+            check_type::<T>(oid, entry.type_name)?;
             let (tid, value) = (entry.tid, downcast(oid, entry.value.clone())?);
             self.reads.insert(oid, tid);
             return Ok((tid, value));

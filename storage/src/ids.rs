@@ -8,7 +8,9 @@
 //!   the last tid (or went backwards) the next tid is `last + 1`.
 //! - `Tid::ZERO` means "no revision" (the base tid of a new object).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An object id. `Oid::ROOT` (0) is the root object.
@@ -106,3 +108,25 @@ mod tests {
         );
     }
 }
+
+/// Hashes an oid by one multiplication: oids are small, dense integers chosen by
+/// the storage, not by an adversary, so a DoS-resistant hash buys nothing here.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A hash map keyed by oids, hashed with [`OidHasher`].
+pub type OidMap<V> = HashMap<Oid, V, BuildHasherDefault<OidHasher>>;

@@ -30,7 +30,7 @@ mod storage;
 
 pub use error::{ConflictError, Error, Result};
 pub use file::{Durability, FileOptions, FileStorage};
-pub use ids::{Oid, Tid};
+pub use ids::{Oid, OidHasher, OidMap, Tid};
 pub use memory::MemoryStorage;
 pub use meta::{
     ChangeInfo, CommitEvent, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX,

@@ -4,11 +4,8 @@
 //! same oid replaces the first, keeping its base tid from the first store, which
 //! is the revision the transaction really started from).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::error::{Error, Result};
-use crate::ids::{Oid, Tid};
+use crate::ids::{Oid, OidMap, Tid};
 
 /// Largest single object revision, in bytes.
 pub const RECORD_BYTES_MAX: usize = 256 << 20;
@@ -23,29 +20,10 @@ pub(crate) struct PendingStore {
     pub data: Vec<u8>,
 }
 
-/// Hashes an oid by one multiplication: oids are small, dense integers chosen by
-/// the storage, not by an adversary, so a DoS-resistant hash buys nothing here.
-#[derive(Default)]
-pub(crate) struct OidHasher(u64);
-
-impl Hasher for OidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 #[derive(Default, Debug)]
 pub(crate) struct PendingWrites {
     pub stores: Vec<PendingStore>,
-    slot_of: HashMap<Oid, usize, BuildHasherDefault<OidHasher>>,
+    slot_of: OidMap<usize>,
     pub checks: Vec<(Oid, Tid)>,
 }
 

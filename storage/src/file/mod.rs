@@ -3,7 +3,6 @@
 //! saved copy of that index beside the file, and group commit.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,12 +12,12 @@ use memmap2::Mmap;
 use parking_lot::{ArcMutexGuard, Condvar, Mutex, RawMutex, RwLock};
 
 use crate::error::{ConflictError, Error, Result};
-use crate::ids::{Oid, Tid};
+use crate::ids::{Oid, OidMap, Tid};
 use crate::meta::{
     ChangeInfo, CommitEvent, Revision, RevisionInfo, TransactionInfo, TransactionMeta,
 };
 use crate::notify::{CommitSubscription, Notifier};
-use crate::pending::{OidHasher, PendingWrites, RECORD_BYTES_MAX};
+use crate::pending::{PendingWrites, RECORD_BYTES_MAX};
 use crate::storage::{Resolver, Storage, StorageTransaction, TransactionIter};
 
 pub mod backup;
@@ -216,7 +215,7 @@ struct CommitState {
     /// For every oid of a finished transaction not yet in the index: its newest
     /// (tid, position). Votes consult it first, so conflicts and back-pointers see
     /// finished transactions before they are written and indexed.
-    pending: HashMap<Oid, (Tid, u64), BuildHasherDefault<OidHasher>>,
+    pending: OidMap<(Tid, u64)>,
 }
 
 impl CommitState {
