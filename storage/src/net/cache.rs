@@ -13,7 +13,7 @@
 //!   last turn is kept for another round; the bytes held never exceed the limit
 //!   once an insert returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::ids::{Oid, Tid};
@@ -150,6 +150,34 @@ impl Cache {
         }
     }
 
+    /// Applies the invalidation of transaction `tid` like [`Cache::invalidate`],
+    /// then caches the new revision (at `tid`) of each object in `data` that was
+    /// cached before: the revision is the newest as of `tid`, so the entry stays
+    /// current without a load. Objects not cached are not added (the data is for
+    /// keeping hot objects current, not for filling the cache with every commit),
+    /// nor are objects the invalidation does not name.
+    pub(crate) fn invalidate_updating(
+        &mut self,
+        tid: Tid,
+        oids: Arc<[Oid]>,
+        data: Vec<(u64, Vec<u8>)>,
+    ) {
+        let cached: Vec<(Oid, Vec<u8>)> = if data.is_empty() {
+            Vec::new()
+        } else {
+            let named: HashSet<Oid> = oids.iter().copied().collect();
+            data.into_iter()
+                .map(|(oid, d)| (Oid(oid), d))
+                .filter(|(oid, _)| self.entries.contains_key(oid) && named.contains(oid))
+                .collect()
+        };
+        self.invalidate(tid, oids);
+        let epoch = self.epoch;
+        for (oid, data) in cached {
+            self.insert_loaded(oid, tid, epoch, &Revision { tid, data });
+        }
+    }
+
     /// Applies the invalidation of transaction `tid` (the next in commit order).
     pub(crate) fn invalidate(&mut self, tid: Tid, oids: Arc<[Oid]>) {
         for &oid in oids.iter() {
@@ -225,6 +253,37 @@ mod tests {
         assert_eq!(c.get(Oid(2), Tid(11)), Some(rev(7, b"two")));
         // The entry does not serve a snapshot older than its revision.
         assert_eq!(c.get(Oid(2), Tid(6)), None);
+    }
+
+    /// An invalidation carrying new data keeps cached objects current; it adds
+    /// nothing uncached, nor data for objects it does not name; a load in flight
+    /// from before it is still refused.
+    #[test]
+    fn an_invalidation_with_data_updates_only_what_was_cached() {
+        let mut c = Cache::new(1 << 20);
+        c.invalidate(Tid(10), Arc::from([Oid(9)]));
+        let epoch = c.epoch;
+        assert!(c.insert_loaded(Oid(1), Tid(10), epoch, &rev(5, b"one@5")));
+        assert!(c.insert_loaded(Oid(3), Tid(10), epoch, &rev(6, b"three@6")));
+        c.invalidate_updating(
+            Tid(11),
+            Arc::from([Oid(1), Oid(2)]),
+            vec![
+                (1, b"one@11".to_vec()),
+                (2, b"two@11".to_vec()),
+                (3, b"three@11".to_vec()),
+            ],
+        );
+        assert_eq!(c.get(Oid(1), Tid(11)), Some(rev(11, b"one@11")));
+        assert_eq!(c.get(Oid(1), Tid(10)), None, "not the revision at 10");
+        assert_eq!(c.get(Oid(2), Tid(11)), None, "was not cached");
+        assert_eq!(
+            c.get(Oid(3), Tid(11)),
+            Some(rev(6, b"three@6")),
+            "not named"
+        );
+        assert!(!c.insert_loaded(Oid(1), Tid(10), epoch, &rev(5, b"one@5")));
+        assert_eq!(c.get(Oid(1), Tid(11)), Some(rev(11, b"one@11")));
     }
 
     #[test]

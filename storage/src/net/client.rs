@@ -318,9 +318,13 @@ impl Inner {
     }
 
     /// Applies one transaction's invalidation: cache, subscribers, then `last_tid`.
-    fn apply(&self, tid: Tid, oids: Vec<Oid>) {
+    /// Applies the invalidation of `tid`, keeping the cached objects it carries
+    /// the new `data` of current rather than dropping them.
+    fn apply(&self, tid: Tid, oids: Vec<Oid>, data: Vec<(u64, Vec<u8>)>) {
         let oids: Arc<[Oid]> = oids.into();
-        self.cache.lock().invalidate(tid, Arc::clone(&oids));
+        self.cache
+            .lock()
+            .invalidate_updating(tid, Arc::clone(&oids), data);
         self.notifier.publish(&CommitEvent { tid, oids });
         self.set_published(tid);
     }
@@ -419,20 +423,18 @@ impl Inner {
         let mut partial = None;
         let (server_tid, read_only, catch_up) = loop {
             match read(&mut reader, FRAME_BYTES_MAX)? {
-                ServerMessage::Invalidation {
-                    tid,
-                    oids,
-                    complete,
-                } if Tid(tid) <= self.cache.lock().last_tid => {
+                ServerMessage::Invalidation { tid, .. }
+                    if Tid(tid) <= self.cache.lock().last_tid =>
+                {
                     // Applied already (the previous connection's reader got it).
-                    let _ = (oids, complete);
                 }
                 ServerMessage::Invalidation {
                     tid,
                     oids,
                     complete,
+                    data,
                 } => self
-                    .on_invalidation(&mut partial, Tid(tid), oids, complete)
+                    .on_invalidation(&mut partial, Tid(tid), oids, complete, data)
                     .map_err(|what| Error::Protocol {
                         peer: self.address.clone(),
                         what,
@@ -604,6 +606,7 @@ impl Inner {
         tid: Tid,
         oids: Vec<u64>,
         complete: bool,
+        data: Vec<(u64, Vec<u8>)>,
     ) -> std::result::Result<(), String> {
         let (ptid, acc) = partial.get_or_insert_with(|| (tid, Vec::new()));
         if *ptid != tid {
@@ -618,7 +621,9 @@ impl Inner {
             if tid <= self.cache.lock().last_tid {
                 return Err(format!("invalidation of {tid} out of commit order"));
             }
-            self.apply(tid, oids);
+            self.apply(tid, oids, data);
+        } else if !data.is_empty() {
+            return Err(format!("invalidation data of {tid} before its last chunk"));
         }
         Ok(())
     }
@@ -656,8 +661,10 @@ impl Inner {
                     tid,
                     oids,
                     complete,
+                    data,
                 } => {
-                    if let Err(what) = self.on_invalidation(&mut partial, Tid(tid), oids, complete)
+                    if let Err(what) =
+                        self.on_invalidation(&mut partial, Tid(tid), oids, complete, data)
                     {
                         break format!("protocol error: {what}");
                     }

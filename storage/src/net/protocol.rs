@@ -35,6 +35,10 @@ pub const FRAME_BYTES_MAX: usize = RECORD_BYTES_MAX + (2 << 20);
 pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 4096;
 /// Most oids in one `Invalidation` frame; larger transactions are split.
 pub const INVALIDATION_CHUNK_OIDS_MAX: usize = 65_536;
+/// Largest record an `Invalidation` carries the new data of.
+pub const INVALIDATION_DATA_OBJECT_BYTES_MAX: usize = 4096;
+/// Most bytes of new data one transaction's `Invalidation` carries.
+pub const INVALIDATION_DATA_BYTES_MAX: usize = 64 << 10;
 /// Most revisions one `History` reply carries.
 pub const HISTORY_REPLY_MAX: usize = 1 << 20;
 /// Most transactions one `Transactions` page carries.
@@ -164,6 +168,11 @@ pub enum ServerMessage {
         tid: u64,
         oids: Vec<u64>,
         complete: bool,
+        /// On the last chunk (version 4): the new records of some of the changed
+        /// objects, `(oid, data)`, each at most [`INVALIDATION_DATA_OBJECT_BYTES_MAX`]
+        /// and [`INVALIDATION_DATA_BYTES_MAX`] in all: a client that caches such an
+        /// object keeps it current instead of loading it again.
+        data: Vec<(u64, Vec<u8>)>,
     },
 }
 
@@ -530,6 +539,18 @@ impl ServerMessage {
                     oids.len()
                 ))
             }
+            ServerMessage::Invalidation { data, .. }
+                if data.iter().map(|(_, d)| d.len()).sum::<usize>()
+                    > INVALIDATION_DATA_BYTES_MAX
+                    || data
+                        .iter()
+                        .any(|(_, d)| d.len() > INVALIDATION_DATA_OBJECT_BYTES_MAX) =>
+            {
+                Err(format!(
+                    "an invalidation carrying more data than {INVALIDATION_DATA_BYTES_MAX} bytes \
+                     or a record over {INVALIDATION_DATA_OBJECT_BYTES_MAX}"
+                ))
+            }
             ServerMessage::Reply {
                 result: Ok(Response::History(h)),
                 ..
@@ -819,12 +840,14 @@ mod tests {
             tid: 1,
             oids: vec![0; INVALIDATION_CHUNK_OIDS_MAX],
             complete: true,
+            data: Vec::new(),
         };
         assert!(at.check().is_ok());
         let over = ServerMessage::Invalidation {
             tid: 1,
             oids: vec![0; INVALIDATION_CHUNK_OIDS_MAX + 1],
             complete: true,
+            data: Vec::new(),
         };
         assert!(over.check().is_err());
     }

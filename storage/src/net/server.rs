@@ -42,9 +42,10 @@ use parking_lot::{Condvar, Mutex};
 
 use super::protocol::{
     self, CatchUp, ClientMessage, FrameError, HANDSHAKE_FRAME_BYTES_MAX,
-    INVALIDATION_CHUNK_OIDS_MAX, MAGIC, MERGED_REPLY_BYTES_MAX, MergedStore, PROTOCOL_VERSION,
-    Request, Response, ServerMessage, TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX,
-    TRANSACTIONS_PER_CONNECTION_MAX, WireError, WirePackReport, WireRevision, WireTransaction,
+    INVALIDATION_CHUNK_OIDS_MAX, INVALIDATION_DATA_BYTES_MAX, INVALIDATION_DATA_OBJECT_BYTES_MAX,
+    MAGIC, MERGED_REPLY_BYTES_MAX, MergedStore, PROTOCOL_VERSION, Request, Response, ServerMessage,
+    TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
+    WirePackReport, WireRevision, WireTransaction,
 };
 use crate::error::{ConflictError, Error, Result};
 use crate::ids::{Oid, Tid};
@@ -802,7 +803,11 @@ impl Shared {
             }
             std::thread::sleep(Duration::from_micros(20));
         }
-        let frames = invalidation_frames(event.tid, &event.oids);
+        // The data is a saving, never a reason to overflow a send queue: at most a
+        // 64th of it.
+        let budget = INVALIDATION_DATA_BYTES_MAX.min(self.options.send_queue_bytes_max / 64);
+        let data = invalidation_data(&*self.storage, event.tid, &event.oids, budget);
+        let frames = invalidation_frames(event.tid, &event.oids, data);
         let mut hub = self.hub.lock();
         if event.tid <= hub.last_tid {
             return;
@@ -929,7 +934,7 @@ fn refuse(mut stream: TcpStream, reason: String) {
 }
 
 /// Splits a transaction's invalidation into frames of at most the chunk limit.
-fn invalidation_frames(tid: Tid, oids: &[Oid]) -> Vec<Arc<[u8]>> {
+fn invalidation_frames(tid: Tid, oids: &[Oid], mut data: Vec<(u64, Vec<u8>)>) -> Vec<Arc<[u8]>> {
     let mut frames = Vec::new();
     let mut chunks = oids.chunks(INVALIDATION_CHUNK_OIDS_MAX).peekable();
     if chunks.peek().is_none() {
@@ -938,21 +943,58 @@ fn invalidation_frames(tid: Tid, oids: &[Oid]) -> Vec<Arc<[u8]>> {
                 tid: tid.0,
                 oids: Vec::new(),
                 complete: true,
+                data: Vec::new(),
             })
             .into(),
         ];
     }
     while let Some(chunk) = chunks.next() {
+        let complete = chunks.peek().is_none();
         frames.push(
             protocol::encode(&ServerMessage::Invalidation {
                 tid: tid.0,
                 oids: chunk.iter().map(|o| o.0).collect(),
-                complete: chunks.peek().is_none(),
+                complete,
+                data: if complete {
+                    std::mem::take(&mut data)
+                } else {
+                    Vec::new()
+                },
             })
             .into(),
         );
     }
     frames
+}
+
+/// The new records of the small objects transaction `tid` changed, for its
+/// invalidation, at most `budget` bytes (see [`INVALIDATION_DATA_BYTES_MAX`]): a
+/// client caching one of them keeps it current instead of loading it again. Only
+/// revisions written by `tid` itself (a later commit may have replaced one
+/// already: that one's own invalidation carries it).
+fn invalidation_data(
+    storage: &dyn Storage,
+    tid: Tid,
+    oids: &[Oid],
+    budget: usize,
+) -> Vec<(u64, Vec<u8>)> {
+    let mut data = Vec::new();
+    let mut bytes = 0;
+    for &oid in oids {
+        let Ok(revision) = storage.load(oid, tid) else {
+            continue;
+        };
+        let len = revision.data.len();
+        if revision.tid != tid || len > INVALIDATION_DATA_OBJECT_BYTES_MAX {
+            continue;
+        }
+        if bytes + len > budget {
+            break;
+        }
+        bytes += len;
+        data.push((oid.0, revision.data));
+    }
+    data
 }
 
 /// A transaction's operations, in the order the client sent them.
@@ -1473,7 +1515,7 @@ impl Connection {
         };
         if catch_up == CatchUp::Behind {
             for (tid, oids) in hub.history.iter().filter(|(tid, _)| *tid > client_tid) {
-                for frame in invalidation_frames(*tid, oids) {
+                for frame in invalidation_frames(*tid, oids, Vec::new()) {
                     if !self.outbox.push_or_close(frame, Delivery::Now) {
                         return Err("catch-up overflowed the send queue".into());
                     }
@@ -2020,7 +2062,7 @@ mod tests {
         let oids: Vec<Oid> = (0..INVALIDATION_CHUNK_OIDS_MAX as u64 * 2 + 1)
             .map(Oid)
             .collect();
-        let frames = invalidation_frames(Tid(9), &oids);
+        let frames = invalidation_frames(Tid(9), &oids, vec![(5, b"five".to_vec())]);
         assert_eq!(frames.len(), 3);
         let mut all = Vec::new();
         for (i, frame) in frames.iter().enumerate() {
@@ -2029,21 +2071,29 @@ mod tests {
                 tid,
                 oids,
                 complete,
+                data,
             } = message
             else {
                 panic!("not an invalidation");
             };
             assert_eq!(tid, 9);
             assert_eq!(complete, i == 2);
+            // The data rides on the last chunk.
+            let expected = if complete {
+                vec![(5, b"five".to_vec())]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(data, expected);
             all.extend(oids);
         }
         assert_eq!(
             all,
             (0..INVALIDATION_CHUNK_OIDS_MAX as u64 * 2 + 1).collect::<Vec<_>>()
         );
-        assert_eq!(invalidation_frames(Tid(9), &[]).len(), 1);
+        assert_eq!(invalidation_frames(Tid(9), &[], Vec::new()).len(), 1);
         assert_eq!(
-            invalidation_frames(Tid(9), &oids[..INVALIDATION_CHUNK_OIDS_MAX]).len(),
+            invalidation_frames(Tid(9), &oids[..INVALIDATION_CHUNK_OIDS_MAX], Vec::new()).len(),
             1
         );
     }
