@@ -925,8 +925,10 @@ fn j6(bench: &mut Bench) -> Result<Measurement> {
     }
     let enqueue_seconds = start.elapsed().as_secs_f64();
     let mut log = bench.log()?;
+    let before = bench.db().commit_stats();
     let (e2e, steady) = drain(bench, &mut log, 1, 2 * J6_CHAINS)?;
     bench.stop_workers()?;
+    let after = bench.db().commit_stats();
     let out_of_order = (0..J6_CHAINS)
         .filter(|i| {
             let first_end = log.ends.get(i).map(|v| v[0].1);
@@ -944,6 +946,10 @@ fn j6(bench: &mut Bench) -> Result<Measurement> {
     m.set("lost", Value::Int(2 * J6_CHAINS - log.ends.len() as u64));
     m.set("ran_twice", Value::Int(log.ran_twice()));
     m.set("out_of_order", Value::Int(out_of_order as u64));
+    if !bench.served() {
+        // Per step; over the server the worker's commits are in its own process.
+        set_commit_stats(&mut m, before, after, 2 * J6_CHAINS);
+    }
     Ok(m)
 }
 
