@@ -14,8 +14,10 @@
 //!   and tools read references with [`record::referenced_oids`] alone.
 //! - Only changed objects are written, each with the revision it was read at, so the
 //!   storage detects conflicts per object. [`Connection::transact`] retries conflicts;
-//!   a type may merge concurrent changes ([`Persistent::resolve_conflict`]), as the
-//!   built-in [`Counter`] and [`Root`] do.
+//!   a type may merge concurrent changes ([`Persistent::resolve_conflict`], with
+//!   [`Persistent::MERGES`] set), as the built-in [`Counter`] and [`Root`] do. The
+//!   storage merges them in its vote; over a server, the server merges the types
+//!   it registered ([`Merges`]) and the committer merges the rest.
 //! - Large collections: [`BTree`] is a sorted map whose nodes and buckets are
 //!   separate objects, so a change writes one bucket and concurrent changes to
 //!   different keys of one bucket merge.
