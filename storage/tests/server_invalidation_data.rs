@@ -45,3 +45,77 @@ fn a_cached_small_object_stays_current_without_a_load() {
         "a record over the limit is invalidated, not carried"
     );
 }
+
+/// A server sending invalidation data before a transaction's last chunk, or more
+/// than the limit, breaks the protocol: the client drops the connection and
+/// applies nothing of it.
+#[test]
+fn invalidation_data_out_of_place_or_over_the_limit_drops_the_connection() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+    use zodiac_storage::net::protocol::{
+        self, CatchUp, ClientMessage, FRAME_BYTES_MAX, INVALIDATION_DATA_OBJECT_BYTES_MAX,
+        ServerMessage,
+    };
+
+    let bad_frames = [
+        ServerMessage::Invalidation {
+            tid: 5,
+            oids: vec![1],
+            complete: false,
+            data: vec![(1, b"early".to_vec())],
+        },
+        ServerMessage::Invalidation {
+            tid: 5,
+            oids: vec![1],
+            complete: true,
+            data: vec![(1, vec![0; INVALIDATION_DATA_OBJECT_BYTES_MAX + 1])],
+        },
+    ];
+    for bad in bad_frames {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let read = |s: &mut std::net::TcpStream| {
+                let payload = protocol::read_frame(s, FRAME_BYTES_MAX).unwrap();
+                protocol::decode::<ClientMessage>(&payload).unwrap()
+            };
+            assert!(matches!(read(&mut s), ClientMessage::Hello { .. }));
+            let challenge = ServerMessage::Challenge {
+                nonce: [0; protocol::NONCE_BYTES],
+                auth_required: false,
+            };
+            s.write_all(&protocol::encode(&challenge)).unwrap();
+            assert!(matches!(read(&mut s), ClientMessage::Auth { .. }));
+            let welcome = ServerMessage::Welcome {
+                last_tid: 1,
+                read_only: false,
+                catch_up: CatchUp::Fresh,
+                identity: 0,
+            };
+            s.write_all(&protocol::encode(&welcome)).unwrap();
+            s.write_all(&protocol::encode(&bad)).unwrap();
+            // The client closes the connection (its pings aside, nothing else).
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+        });
+        let options =
+            ClientOptions::new().reconnect_delay(Duration::from_secs(60), Duration::from_secs(60));
+        let client = ClientStorage::connect(&address, options).unwrap();
+        assert!(server.join().unwrap(), "the client kept the connection");
+        assert_eq!(
+            client.last_tid(),
+            Tid(1),
+            "nothing of the bad invalidation applied"
+        );
+    }
+}

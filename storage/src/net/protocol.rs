@@ -835,6 +835,38 @@ mod tests {
     }
 
     #[test]
+    fn invalidation_data_limits_hold_at_their_boundaries() {
+        let with = |data: Vec<(u64, Vec<u8>)>| ServerMessage::Invalidation {
+            tid: 1,
+            oids: vec![1],
+            complete: true,
+            data,
+        };
+        let record = vec![0u8; INVALIDATION_DATA_OBJECT_BYTES_MAX];
+        let fill = INVALIDATION_DATA_BYTES_MAX / INVALIDATION_DATA_OBJECT_BYTES_MAX;
+        assert!(with(vec![(1, record.clone()); fill]).check().is_ok());
+        assert!(with(vec![(1, record.clone()); fill + 1]).check().is_err());
+        assert!(
+            with(vec![(1, vec![0; INVALIDATION_DATA_OBJECT_BYTES_MAX + 1])])
+                .check()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn merge_identity_limit_holds_at_its_boundary() {
+        let store = |len: usize| ClientMessage::Store {
+            txn: 1,
+            oid: 1,
+            base_tid: 1,
+            data: Vec::new(),
+            merge: Some("m".repeat(len)),
+        };
+        assert!(store(MERGE_IDENTITY_BYTES_MAX).check().is_ok());
+        assert!(store(MERGE_IDENTITY_BYTES_MAX + 1).check().is_err());
+    }
+
+    #[test]
     fn invalidation_chunk_limit_holds_at_its_boundary() {
         let at = ServerMessage::Invalidation {
             tid: 1,

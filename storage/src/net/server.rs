@@ -66,6 +66,10 @@ pub type ReferenceReader =
 /// the storage's commit lock: it must be quick and must not call the storage.
 pub type MergeFn = Arc<dyn Fn(&str, &[u8], &[u8], &[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
+/// Most of a commit's oids the server looks at for the data its invalidation
+/// carries.
+const INVALIDATION_DATA_OIDS_EXAMINED: usize = 256;
+
 /// How a server runs. Every limit is named and has a default.
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -971,7 +975,9 @@ fn invalidation_frames(tid: Tid, oids: &[Oid], mut data: Vec<(u64, Vec<u8>)>) ->
 /// invalidation, at most `budget` bytes (see [`INVALIDATION_DATA_BYTES_MAX`]): a
 /// client caching one of them keeps it current instead of loading it again. Only
 /// revisions written by `tid` itself (a later commit may have replaced one
-/// already: that one's own invalidation carries it).
+/// already: that one's own invalidation carries it). Looks at the first
+/// [`INVALIDATION_DATA_OIDS_EXAMINED`] oids only: every commit is broadcast
+/// through here, and a bulk commit of large objects must not load them all.
 fn invalidation_data(
     storage: &dyn Storage,
     tid: Tid,
@@ -980,7 +986,7 @@ fn invalidation_data(
 ) -> Vec<(u64, Vec<u8>)> {
     let mut data = Vec::new();
     let mut bytes = 0;
-    for &oid in oids {
+    for &oid in oids.iter().take(INVALIDATION_DATA_OIDS_EXAMINED) {
         let Ok(revision) = storage.load(oid, tid) else {
             continue;
         };
