@@ -53,6 +53,7 @@ use zodiac_storage::{ClientOptions, ClientStorage, Server, ServerOptions, Storag
 use crate::Result;
 use crate::report::{Measurement, Value};
 use crate::stats::percentile;
+use crate::system;
 use crate::target::{StoreKind, StoreUnderTest};
 
 /// The first argument that runs this binary as one job worker process.
@@ -606,20 +607,47 @@ fn put_noops(db: &Database, n: u64) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Starts `workers` workers and waits until `n` ids have ended; returns the end
-/// to end seconds (launch → last end) and the steady ones (first start → last end).
-fn drain(bench: &mut Bench, log: &mut LogReader, workers: usize, n: u64) -> Result<(f64, f64)> {
+/// What a drain measured.
+struct Drained {
+    /// Launch of the workers → the last end.
+    e2e: f64,
+    /// The first start → the last end.
+    steady: f64,
+    /// This process's CPU seconds (user, system) over the drain; `None` when the
+    /// workers are other processes, or `/proc` is missing.
+    cpu: Option<(f64, f64)>,
+}
+
+impl Drained {
+    /// Sets `cpu_user_us` and `cpu_sys_us` per unit of work (job, or step).
+    fn set_cpu(&self, m: &mut Measurement, units: u64) {
+        if let Some((user, system)) = self.cpu {
+            let per_unit = |s: f64| Value::Float(s * 1e6 / units as f64, 1);
+            m.set("cpu_user_us", per_unit(user));
+            m.set("cpu_sys_us", per_unit(system));
+        }
+    }
+}
+
+/// Starts `workers` workers and waits until `n` ids have ended.
+fn drain(bench: &mut Bench, log: &mut LogReader, workers: usize, n: u64) -> Result<Drained> {
+    let cpu_before = system::cpu_seconds();
     let launch = now_ns();
     for w in 0..workers {
         bench.start_worker(WorkerSpec::new(format!("w{w}")))?;
     }
     log.wait_ended(n as usize, DRAIN_STALL)?;
+    let cpu = match (bench.served(), cpu_before, system::cpu_seconds()) {
+        (false, Some((u0, s0)), Some((u1, s1))) => Some((u1 - u0, s1 - s0)),
+        _ => None,
+    };
     let last = log.last_end.expect("records");
     let first = log.first_start.expect("records");
-    Ok((
-        last.saturating_sub(launch) as f64 / 1e9,
-        last.saturating_sub(first) as f64 / 1e9,
-    ))
+    Ok(Drained {
+        e2e: last.saturating_sub(launch) as f64 / 1e9,
+        steady: last.saturating_sub(first) as f64 / 1e9,
+        cpu,
+    })
 }
 
 // ---------------------------------------------------------------- the workloads
@@ -642,13 +670,14 @@ fn drain_measurement(
     name: &str,
     log: &LogReader,
     n: u64,
-    (e2e, steady): (f64, f64),
+    drained: &Drained,
     workers: usize,
 ) -> Measurement {
-    let mut m = Measurement::new(name, e2e, n, "jobs/s");
+    let mut m = Measurement::new(name, drained.e2e, n, "jobs/s");
     m.set("workers", Value::Int(workers as u64));
     m.set("agent_size", Value::Int(1));
-    m.set("steady_rate", Value::Float(n as f64 / steady, 1));
+    m.set("steady_rate", Value::Float(n as f64 / drained.steady, 1));
+    drained.set_cpu(&mut m, n);
     m.set("lost", Value::Int(n - log.ends.len() as u64));
     m.set("ran_twice", Value::Int(log.ran_twice()));
     m
@@ -659,9 +688,9 @@ fn drain_measurement(
 fn j2(bench: &mut Bench) -> Result<Measurement> {
     put_noops(bench.db(), BULK_JOBS)?;
     let mut log = bench.log()?;
-    let times = drain(bench, &mut log, 1, BULK_JOBS)?;
+    let drained = drain(bench, &mut log, 1, BULK_JOBS)?;
     bench.stop_workers()?;
-    Ok(drain_measurement("j2", &log, BULK_JOBS, times, 1))
+    Ok(drain_measurement("j2", &log, BULK_JOBS, &drained, 1))
 }
 
 /// J3: fresh store, 10,000 jobs waiting, 4 workers.
@@ -669,12 +698,12 @@ fn j3(bench: &mut Bench) -> Result<Measurement> {
     put_noops(bench.db(), BULK_JOBS)?;
     let mut log = bench.log()?;
     let before = bench.db().commit_stats();
-    let times = drain(bench, &mut log, J3_WORKERS, BULK_JOBS)?;
+    let drained = drain(bench, &mut log, J3_WORKERS, BULK_JOBS)?;
     bench.stop_workers()?;
     // Let late duplicates (if any) reach the log before counting.
     std::thread::sleep(Duration::from_millis(100));
     log.poll()?;
-    let mut m = drain_measurement("j3", &log, BULK_JOBS, times, J3_WORKERS);
+    let mut m = drain_measurement("j3", &log, BULK_JOBS, &drained, J3_WORKERS);
     if !bench.served() {
         // Over the server the workers' commits are in their own processes.
         set_commit_stats(&mut m, before, bench.db().commit_stats(), BULK_JOBS);
@@ -926,7 +955,7 @@ fn j6(bench: &mut Bench) -> Result<Measurement> {
     let enqueue_seconds = start.elapsed().as_secs_f64();
     let mut log = bench.log()?;
     let before = bench.db().commit_stats();
-    let (e2e, steady) = drain(bench, &mut log, 1, 2 * J6_CHAINS)?;
+    let drained = drain(bench, &mut log, 1, 2 * J6_CHAINS)?;
     bench.stop_workers()?;
     let after = bench.db().commit_stats();
     let out_of_order = (0..J6_CHAINS)
@@ -936,9 +965,13 @@ fn j6(bench: &mut Bench) -> Result<Measurement> {
             !matches!((first_end, second_start), (Some(e), Some(s)) if e <= s)
         })
         .count();
-    let mut m = Measurement::new("j6", e2e, J6_CHAINS, "chains/s");
+    let mut m = Measurement::new("j6", drained.e2e, J6_CHAINS, "chains/s");
     m.set("workers", Value::Int(1));
-    m.set("steady_rate", Value::Float(J6_CHAINS as f64 / steady, 1));
+    m.set(
+        "steady_rate",
+        Value::Float(J6_CHAINS as f64 / drained.steady, 1),
+    );
+    drained.set_cpu(&mut m, 2 * J6_CHAINS);
     m.set(
         "enqueue_rate",
         Value::Float(J6_CHAINS as f64 / enqueue_seconds, 1),

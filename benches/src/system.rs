@@ -31,6 +31,21 @@ fn status_kib(field: &str) -> Option<u64> {
     line[field.len()..].split_whitespace().next()?.parse().ok()
 }
 
+/// CPU time this process has used so far, user and system, in seconds (from
+/// `/proc/self/stat`, in clock ticks of 1/100 s: Linux's `USER_HZ` on every
+/// architecture it runs on).
+pub fn cpu_seconds() -> Option<(f64, f64)> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count
+    // fields after its closing parenthesis. utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let ticks = |f: Option<&str>| f?.parse::<u64>().ok();
+    let user = ticks(fields.next())?;
+    let system = ticks(fields.next())?;
+    Some((user as f64 / 100.0, system as f64 / 100.0))
+}
+
 /// The machine in a few words: CPU model, logical CPUs and kernel release.
 pub fn machine() -> String {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -82,6 +97,21 @@ mod tests {
         let peak = peak_rss_bytes().expect("VmHWM on Linux");
         assert!(rss > 0);
         assert!(peak >= rss, "peak {peak} below current {rss}");
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let (user0, system0) = cpu_seconds().expect("/proc/self/stat on Linux");
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let (user1, system1) = cpu_seconds().expect("/proc/self/stat on Linux");
+        assert!(
+            user1 + system1 > user0 + system0,
+            "no CPU time counted for 50 ms of work"
+        );
     }
 
     #[test]
