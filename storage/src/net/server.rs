@@ -315,7 +315,10 @@ struct Outbox {
     peer: String,
     stream: TcpStream,
     state: Mutex<OutboxState>,
-    changed: Condvar,
+    /// Wakes the writer thread: frames to write, or the connection closing.
+    wake_writer: Condvar,
+    /// Wakes replies waiting for room in the queue (and them too on close).
+    space_freed: Condvar,
     bytes_max: usize,
     flusher: Arc<Flusher>,
 }
@@ -331,9 +334,17 @@ enum Delivery {
     /// reply or within `DEFERRED_FLUSH`, whichever comes first (one write, one
     /// wake-up on each side instead of two: busy clients get their invalidations
     /// with their replies); when it awaits none (an idle client, e.g. a worker
-    /// waiting for work), at once, as `Now`.
+    /// waiting for work), at once, as `Now`, unless an idle delivery woke its
+    /// writer less than `IDLE_WAKE_INTERVAL` ago: then as for a busy client. So
+    /// the first commit after a quiet spell reaches an idle client at once, and a
+    /// stream of commits wakes it (and its writer) at most once per interval,
+    /// however many other clients commit.
     Soon,
 }
+
+/// Shortest time between two wake-ups of a connection's writer for another
+/// client's invalidation, when the client awaits no reply.
+const IDLE_WAKE_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Longest an invalidation for a client that is not the committer waits for a reply
 /// to travel with.
@@ -388,6 +399,8 @@ struct OutboxState {
     /// Requests read and not yet answered: while there are, a reply is coming that
     /// a deferred invalidation can travel with.
     awaiting_replies: usize,
+    /// When an invalidation last woke the writer while the client awaited no reply.
+    idle_woken_at: Option<Instant>,
 }
 
 impl Outbox {
@@ -410,11 +423,11 @@ impl Outbox {
         st.frames.push_back(frame);
         match delivery {
             Delivery::Now => {
-                self.changed.notify_all();
+                self.wake_writer.notify_all();
             }
             Delivery::WithReply => {}
-            Delivery::Soon if st.awaiting_replies == 0 => {
-                self.changed.notify_all();
+            Delivery::Soon if st.awaiting_replies == 0 && !self.woke_idle_lately(&mut st) => {
+                self.wake_writer.notify_all();
             }
             Delivery::Soon => {
                 if !st.writing && !st.deferred {
@@ -427,11 +440,25 @@ impl Outbox {
         true
     }
 
+    /// Whether an idle delivery woke the writer less than `IDLE_WAKE_INTERVAL`
+    /// ago; if not, notes that one does now.
+    fn woke_idle_lately(&self, st: &mut OutboxState) -> bool {
+        let now = Instant::now();
+        if st
+            .idle_woken_at
+            .is_some_and(|at| now.duration_since(at) < IDLE_WAKE_INTERVAL)
+        {
+            return true;
+        }
+        st.idle_woken_at = Some(now);
+        false
+    }
+
     /// The flusher's turn: deferred frames nobody wrote yet go to the writer thread.
     fn flush_deferred(&self) {
         let mut st = self.state.lock();
         if std::mem::take(&mut st.deferred) && !st.frames.is_empty() && !st.writing {
-            self.changed.notify_all();
+            self.wake_writer.notify_all();
         }
     }
 
@@ -440,7 +467,7 @@ impl Outbox {
     fn push_wait(&self, frame: Arc<[u8]>) {
         let mut st = self.state.lock();
         while !st.closed && st.bytes > 0 && st.bytes + frame.len() > self.bytes_max {
-            self.changed.wait(&mut st);
+            self.space_freed.wait(&mut st);
         }
         if st.closed || st.draining {
             return;
@@ -492,7 +519,13 @@ impl Outbox {
             st.bytes -= written;
         }
         st.writing = false;
-        self.changed.notify_all();
+        self.space_freed.notify_all();
+        // The writer thread has nothing to do here (the queue is empty, or the
+        // connection closed), unless it is to close the drained connection: waking
+        // it after every reply would cost a thread wake-up per reply.
+        if st.draining || st.closed {
+            self.wake_writer.notify_all();
+        }
     }
 
     fn send(&self, message: &ServerMessage) {
@@ -516,7 +549,8 @@ impl Outbox {
                 log::warn!("closing the connection of {}: {reason}", self.peer);
             }
             let _ = self.stream.shutdown(Shutdown::Both);
-            self.changed.notify_all();
+            self.wake_writer.notify_all();
+            self.space_freed.notify_all();
         }
     }
 
@@ -527,7 +561,7 @@ impl Outbox {
         }
         let mut st = self.state.lock();
         st.draining = true;
-        self.changed.notify_all();
+        self.wake_writer.notify_all();
     }
 
     fn is_closed(&self) -> bool {
@@ -551,7 +585,7 @@ impl Outbox {
                 drop(st);
                 return self.close("");
             }
-            self.changed.wait(&mut st);
+            self.wake_writer.wait(&mut st);
         }
     }
 }
@@ -856,9 +890,11 @@ impl Shared {
                 draining: false,
                 writing: false,
                 deferred: false,
+                idle_woken_at: None,
                 awaiting_replies: 0,
             }),
-            changed: Condvar::new(),
+            wake_writer: Condvar::new(),
+            space_freed: Condvar::new(),
             bytes_max: self.options.send_queue_bytes_max,
             flusher: Arc::clone(&self.flusher),
         });
@@ -2014,9 +2050,11 @@ mod tests {
                 draining: false,
                 writing: false,
                 deferred: false,
+                idle_woken_at: None,
                 awaiting_replies: 0,
             }),
-            changed: Condvar::new(),
+            wake_writer: Condvar::new(),
+            space_freed: Condvar::new(),
             bytes_max,
             flusher: Arc::new(Flusher::default()),
         };
@@ -2061,6 +2099,33 @@ mod tests {
         });
         let st = outbox.state.lock();
         assert!(st.frames.is_empty() && !st.deferred && st.awaiting_replies == 0);
+    }
+
+    #[test]
+    fn an_idle_client_is_woken_at_most_once_per_interval() {
+        let (outbox, _peer) = new_outbox(1 << 20);
+        assert!(outbox.push_or_close(vec![0; 8].into(), Delivery::Soon));
+        assert!(!outbox.state.lock().deferred, "the first one waited");
+        assert!(outbox.push_or_close(vec![0; 8].into(), Delivery::Soon));
+        assert!(
+            outbox.state.lock().deferred,
+            "a second one within the interval woke the writer again"
+        );
+        assert_eq!(outbox.flusher.pending.lock().len(), 1);
+        // Once the interval has passed (and the deferred frames went out), the
+        // next one is sent at once again.
+        outbox.flush_deferred();
+        {
+            let mut st = outbox.state.lock();
+            st.frames.clear();
+            st.bytes = 0;
+            st.idle_woken_at = Some(Instant::now() - IDLE_WAKE_INTERVAL);
+        }
+        assert!(outbox.push_or_close(vec![0; 8].into(), Delivery::Soon));
+        assert!(
+            !outbox.state.lock().deferred,
+            "woken at once after the interval"
+        );
     }
 
     #[test]
