@@ -466,7 +466,7 @@ impl Queue {
         let mut after: Option<QueueKey> = None;
         // Read a few entries first (usually one of them is taken), then the rest
         // of the scan's allowance if needed.
-        let mut want = (spread.lanes + CLAIM_FIRST_READ).min(CLAIM_SCAN_ENTRIES_MAX);
+        let mut want = (2 * spread.lanes + CLAIM_FIRST_READ).min(CLAIM_SCAN_ENTRIES_MAX);
         'scan: loop {
             let entries = match after {
                 None => BTree::range(tx, &q.pending, .., want)?,
@@ -478,7 +478,8 @@ impl Queue {
                 )?,
             };
             let read = entries.len();
-            for (key, entry) in entries {
+            let mut entries = entries.into_iter();
+            while let Some((key, entry)) = entries.next() {
                 examined += 1;
                 after = Some(key);
                 if key.lane == LANE_SCHEDULED && key.at > now {
@@ -514,6 +515,15 @@ impl Queue {
                 claimable += 1;
                 if Spread::lane_of(id, spread.lanes) == spread.lane {
                     chosen = Some((key, entry, quotas));
+                    // The lane's next job is likely this claimer's next claim: a
+                    // client storage fetches it meanwhile (with this commit).
+                    let next = entries.find(|(k, e)| {
+                        (k.lane != LANE_SCHEDULED || k.at <= now)
+                            && Spread::lane_of(e.job.oid(), spread.lanes) == spread.lane
+                    });
+                    if let Some((_, e)) = next {
+                        tx.prefetch(&[e.job]);
+                    }
                     break 'scan;
                 }
                 first_claimable.get_or_insert((key, entry, quotas));

@@ -664,3 +664,41 @@ fn lanes_spread_oids_of_any_stride_evenly() {
     }
     assert_eq!(Spread::lane_of(zodiac_storage::Oid(12345), 1), 0);
 }
+
+/// Over a server, a claim prefetches the next job of its lane: it travels with the
+/// claim's commit, so the next claim reads that job without a round trip.
+#[test]
+fn a_served_claim_prefetches_the_next_job_of_its_lane() {
+    use zodiac_storage::{ClientOptions, ClientStorage, Server, ServerOptions, Tid};
+
+    let server = Server::start(
+        Arc::new(MemoryStorage::new()),
+        "127.0.0.1:0",
+        ServerOptions::new(),
+    )
+    .unwrap();
+    let connect = || {
+        let options = ClientOptions::new().wait_timeout(Duration::from_millis(500));
+        Arc::new(ClientStorage::connect(&server.local_addr().to_string(), options).unwrap())
+    };
+    let producer = open(connect());
+    let jobs: Vec<_> = (0..3)
+        .map(|i| put(&producer, &format!("j{i}"), PutOptions::new()))
+        .collect();
+    let client = connect();
+    let claimer_db = open(Arc::clone(&client) as Arc<dyn Storage>);
+    let claimed = transact(&claimer_db, |tx| {
+        let q = Queue::get(tx, "")?.expect("queue exists");
+        Queue::claim_spread(tx, &q, &claimer("a"), Timestamp::now(), Spread::NONE)
+    })
+    .unwrap()
+    .job;
+    assert_eq!(claimed, Some(jobs[0]));
+    // With the server gone, the claimer's storage has the next job, not the one after.
+    server.shutdown();
+    assert!(client.load(jobs[1].oid(), Tid::MAX).is_ok(), "prefetched");
+    assert!(
+        client.load(jobs[2].oid(), Tid::MAX).is_err(),
+        "not prefetched"
+    );
+}

@@ -207,6 +207,11 @@ impl Cache {
         self.take(oid);
     }
 
+    /// Whether `oid` is cached (without counting a use).
+    pub fn contains(&self, oid: Oid) -> bool {
+        self.slot_of.contains_key(&oid)
+    }
+
     /// Drops `oid` if its cached revision is older than `tid` (a commit that
     /// changed it); a revision at or after `tid` is already current.
     pub fn invalidate(&mut self, oid: Oid, tid: Tid) {

@@ -204,6 +204,21 @@ impl<'c> Transaction<'c> {
         self.load_committed(oid).map(|(_, v)| v)
     }
 
+    /// A hint that this transaction (or the next) will soon read `refs`: objects
+    /// neither changed here nor cached are asked of the storage ahead of need
+    /// ([`Storage::prefetch`]: a client storage sends the loads without waiting,
+    /// and they travel with its next request). Never fails.
+    pub fn prefetch<T: Persistent>(&self, refs: &[PRef<T>]) {
+        let oids: Vec<Oid> = refs
+            .iter()
+            .map(PRef::oid)
+            .filter(|oid| !self.writes.contains_key(oid) && !self.state.cache.contains(*oid))
+            .collect();
+        if !oids.is_empty() {
+            self.storage.prefetch(&oids, self.snapshot);
+        }
+    }
+
     fn load_committed<T: Persistent>(&mut self, oid: Oid) -> Result<(Tid, Arc<T>)> {
         if let Some(entry) = self.state.cache.get(oid) {
             debug_assert!(

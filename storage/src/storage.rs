@@ -66,6 +66,13 @@ pub trait Storage: Send + Sync {
         None
     }
 
+    /// A hint that `oids` will soon be loaded at `snapshot` (or later): a storage
+    /// whose loads cross a network may start fetching them now, so the loads find
+    /// them at hand. Never fails and never waits; the default does nothing.
+    fn prefetch(&self, oids: &[Oid], snapshot: Tid) {
+        let _ = (oids, snapshot);
+    }
+
     /// A number naming this storage's data: two storages with the same nonzero
     /// identity hold the same history, so a cache of one is valid for the other as
     /// of a common tid. 0 (the default): unknown, never matched. The file storage's

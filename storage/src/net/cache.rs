@@ -77,6 +77,12 @@ impl Cache {
         })
     }
 
+    /// Whether [`Cache::get`] would find `oid` at `snapshot` (without marking the
+    /// entry as read).
+    pub(crate) fn holds(&self, oid: Oid, snapshot: Tid) -> bool {
+        self.entries.get(&oid).is_some_and(|e| e.tid <= snapshot)
+    }
+
     /// Caches `revision`, the answer of a load of `oid` at `snapshot` issued in
     /// `epoch`, unless a later invalidation of `oid` makes it stale. Returns whether
     /// it was cached.

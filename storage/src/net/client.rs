@@ -175,12 +175,54 @@ struct LinkState {
 /// Where the reader hands a reply to the caller waiting for it.
 type ReplySender = mpsc::SyncSender<std::result::Result<Response, WireError>>;
 
+/// Prefetches one connection keeps in flight at most; more are not sent.
+pub(crate) const PREFETCHES_IN_FLIGHT_MAX: usize = 64;
+
+/// A request in flight: a caller waits for its reply, or it is a prefetch whose
+/// reply only fills the cache.
+enum Waiting {
+    Caller(ReplySender),
+    Prefetch(Prefetch),
+}
+
+/// A load sent ahead of need ([`Storage::prefetch`]).
+struct Prefetch {
+    oid: Oid,
+    snapshot: Tid,
+    epoch: u64,
+    /// Loads of `oid` that found this prefetch in flight and wait for its reply.
+    waiters: Vec<mpsc::SyncSender<()>>,
+}
+
+/// The requests in flight on one connection.
+#[derive(Default)]
+struct InFlight {
+    requests: HashMap<u64, Waiting>,
+    /// The prefetch in flight for an oid: its request id (at most one per oid).
+    prefetching: HashMap<Oid, u64>,
+}
+
+impl InFlight {
+    fn call(&mut self, id: u64, sender: ReplySender) {
+        self.requests.insert(id, Waiting::Caller(sender));
+    }
+
+    /// Takes request `id` out, and its oid out of `prefetching` if a prefetch.
+    fn take(&mut self, id: u64) -> Option<Waiting> {
+        let waiting = self.requests.remove(&id)?;
+        if let Waiting::Prefetch(p) = &waiting {
+            self.prefetching.remove(&p.oid);
+        }
+        Some(waiting)
+    }
+}
+
 /// One connection to the server.
 struct Link {
     stream: TcpStream,
     writer: Mutex<BufWriter<TcpStream>>,
-    /// Callers waiting for replies; `None` once the connection is lost.
-    pending: Mutex<Option<HashMap<u64, ReplySender>>>,
+    /// Requests waiting for replies; `None` once the connection is lost.
+    pending: Mutex<Option<InFlight>>,
     alive: AtomicBool,
     reason: Mutex<String>,
     /// When the last frame arrived, and whether a ping is waiting for its answer.
@@ -198,7 +240,8 @@ impl Link {
             *self.reason.lock() = reason.to_string();
         }
         let _ = self.stream.shutdown(Shutdown::Both);
-        // Dropping the senders fails every call in flight.
+        // Dropping the senders fails every call in flight (and wakes the loads
+        // waiting for a prefetch).
         self.pending.lock().take();
     }
 
@@ -260,7 +303,7 @@ impl Inner {
             .write_all(&frame)
             .and_then(|()| if flush { writer.flush() } else { Ok(()) });
         drop(writer);
-        if written.is_ok() {
+        if written.is_ok() && flush {
             *link.sent.lock() = Instant::now();
         }
         written.map_err(|e| {
@@ -280,24 +323,11 @@ impl Inner {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::sync_channel(1);
         match link.pending.lock().as_mut() {
-            Some(pending) => {
-                pending.insert(id, sender);
-            }
+            Some(pending) => pending.call(id, sender),
             None => return Err(self.link_lost(link)),
         }
         self.send(link, &ClientMessage::Request { id, request }, true)?;
-        let spin_until = Instant::now() + if spin { REPLY_SPIN } else { Duration::ZERO };
-        let reply = loop {
-            match receiver.try_recv() {
-                Ok(reply) => break Ok(reply),
-                Err(mpsc::TryRecvError::Disconnected) => break Err(mpsc::RecvError),
-                Err(mpsc::TryRecvError::Empty) if Instant::now() < spin_until => {
-                    std::thread::yield_now();
-                }
-                Err(mpsc::TryRecvError::Empty) => break receiver.recv(),
-            }
-        };
-        match reply {
+        match receive(&receiver, if spin { REPLY_SPIN } else { Duration::ZERO }) {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
                 if let WireError::ConflictWithRevisions { revisions, .. } = &e {
@@ -315,6 +345,113 @@ impl Inner {
     fn call(&self, request: Request) -> Result<Response> {
         let link = self.link()?;
         self.call_on(&link, request)
+    }
+
+    /// The live connection, if there is one now (no waiting).
+    fn live_link(&self) -> Option<Arc<Link>> {
+        let st = self.link.lock();
+        st.current.as_ref().filter(|l| l.is_alive()).map(Arc::clone)
+    }
+
+    /// Sends loads of `oids` at `snapshot` (read in cache `epoch`) without waiting:
+    /// their replies fill the cache. Skips oids already in flight and any beyond
+    /// [`PREFETCHES_IN_FLIGHT_MAX`]. The frames go out with the next flushed
+    /// request (or a load waiting for one of them), in the same write.
+    fn prefetch(&self, oids: &[Oid], snapshot: Tid, epoch: u64) {
+        let Some(link) = self.live_link() else {
+            return;
+        };
+        let mut ids = Vec::with_capacity(oids.len());
+        {
+            let mut pending = link.pending.lock();
+            let Some(in_flight) = pending.as_mut() else {
+                return;
+            };
+            for &oid in oids {
+                if in_flight.prefetching.len() >= PREFETCHES_IN_FLIGHT_MAX {
+                    break;
+                }
+                if in_flight.prefetching.contains_key(&oid) {
+                    continue;
+                }
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let prefetch = Prefetch {
+                    oid,
+                    snapshot,
+                    epoch,
+                    waiters: Vec::new(),
+                };
+                in_flight.requests.insert(id, Waiting::Prefetch(prefetch));
+                in_flight.prefetching.insert(oid, id);
+                ids.push((id, oid));
+            }
+        }
+        for (id, oid) in ids {
+            let request = Request::Load {
+                oid: oid.0,
+                snapshot: snapshot.0,
+            };
+            if self
+                .send(&link, &ClientMessage::Request { id, request }, false)
+                .is_err()
+            {
+                return; // the connection is lost; the loads will say so
+            }
+        }
+    }
+
+    /// Waits for the prefetch of `oid` in flight, if there is one (sending it
+    /// first if it is still buffered). Returns whether there was one: its reply
+    /// is in the cache now, if the cache took it.
+    fn await_prefetch(&self, oid: Oid) -> bool {
+        let Some(link) = self.live_link() else {
+            return false;
+        };
+        let (sender, receiver) = mpsc::sync_channel(1);
+        {
+            let mut pending = link.pending.lock();
+            let Some(in_flight) = pending.as_mut() else {
+                return false;
+            };
+            let Some(id) = in_flight.prefetching.get(&oid) else {
+                return false;
+            };
+            match in_flight.requests.get_mut(id) {
+                Some(Waiting::Prefetch(p)) => p.waiters.push(sender),
+                _ => return false,
+            }
+        }
+        let flushed = link.writer.lock().flush();
+        if let Err(e) = flushed {
+            link.kill(&format!("write failed: {e}"));
+            return false;
+        }
+        *link.sent.lock() = Instant::now();
+        // Woken by the reply, or failed when the connection is lost.
+        let _ = receive(&receiver, REPLY_SPIN);
+        true
+    }
+
+    /// A prefetch's reply: into the cache (if not made stale meanwhile), then
+    /// wakes the loads waiting for it. A failed prefetch is only logged: the load
+    /// that needs the object asks again and reports the error.
+    fn prefetched(&self, p: Prefetch, result: std::result::Result<Response, WireError>) {
+        match result {
+            Ok(Response::Revision { tid, data }) => {
+                let revision = Revision {
+                    tid: Tid(tid),
+                    data,
+                };
+                self.cache
+                    .lock()
+                    .insert_loaded(p.oid, p.snapshot, p.epoch, &revision);
+            }
+            Ok(other) => log::debug!("prefetch of {}: unexpected {other:?}", p.oid),
+            Err(e) => log::debug!("prefetch of {}: {e:?}", p.oid),
+        }
+        for waiter in p.waiters {
+            let _ = waiter.try_send(());
+        }
     }
 
     /// Applies one transaction's invalidation: cache, subscribers, then `last_tid`.
@@ -484,7 +621,7 @@ impl Inner {
                 stream.try_clone().map_err(io_err)?,
             )),
             stream,
-            pending: Mutex::new(Some(HashMap::new())),
+            pending: Mutex::new(Some(InFlight::default())),
             alive: AtomicBool::new(true),
             reason: Mutex::new(String::new()),
             heard: Mutex::new((Instant::now(), false)),
@@ -649,11 +786,12 @@ impl Inner {
             }
             match message {
                 ServerMessage::Reply { id, result } => {
-                    let sender = link.pending.lock().as_mut().and_then(|p| p.remove(&id));
-                    match sender {
-                        Some(sender) => {
+                    let waiting = link.pending.lock().as_mut().and_then(|p| p.take(id));
+                    match waiting {
+                        Some(Waiting::Caller(sender)) => {
                             let _ = sender.send(result);
                         }
+                        Some(Waiting::Prefetch(p)) => self.prefetched(p, result),
                         None => break format!("protocol error: a reply to unknown request {id}"),
                     }
                 }
@@ -707,7 +845,7 @@ impl Inner {
             // Nobody waits for the answer: any frame proves the server alive.
             let (sender, _) = mpsc::sync_channel(1);
             if let Some(pending) = link.pending.lock().as_mut() {
-                pending.insert(id, sender);
+                pending.call(id, sender);
             }
             let _ = self.send(
                 link,
@@ -766,6 +904,26 @@ impl Inner {
 }
 
 /// `delay` scaled by a random factor in [0.5, 1.5), so clients do not reconnect in step.
+/// Receives from `receiver`, yielding for up to `spin` before sleeping (on
+/// loopback a read's reply comes in tens of microseconds: spinning saves the
+/// wake-up). `Err` when the sender was dropped (the connection is lost).
+fn receive<T>(
+    receiver: &mpsc::Receiver<T>,
+    spin: Duration,
+) -> std::result::Result<T, mpsc::RecvError> {
+    let spin_until = Instant::now() + spin;
+    loop {
+        match receiver.try_recv() {
+            Ok(reply) => return Ok(reply),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+            Err(mpsc::TryRecvError::Empty) if Instant::now() < spin_until => {
+                std::thread::yield_now();
+            }
+            Err(mpsc::TryRecvError::Empty) => return receiver.recv(),
+        }
+    }
+}
+
 fn jittered(delay: Duration) -> Duration {
     let random = u64::from_le_bytes(
         uuid::Uuid::new_v4().as_bytes()[..8]
@@ -930,15 +1088,25 @@ impl Storage for ClientStorage {
     fn load(&self, oid: Oid, snapshot: Tid) -> Result<Revision> {
         self.inner.check_open()?;
         let snapshot = snapshot.min(self.last_tid());
-        let epoch = {
+        let cached = || {
             let mut cache = self.inner.cache.lock();
             if snapshot <= cache.last_tid
                 && let Some(revision) = cache.get(oid, snapshot)
             {
                 return Ok(revision);
             }
-            cache.epoch
+            Err(cache.epoch)
         };
+        let mut epoch = match cached() {
+            Ok(revision) => return Ok(revision),
+            Err(epoch) => epoch,
+        };
+        if self.inner.await_prefetch(oid) {
+            epoch = match cached() {
+                Ok(revision) => return Ok(revision),
+                Err(epoch) => epoch,
+            };
+        }
         match self.inner.call(Request::Load {
             oid: oid.0,
             snapshot: snapshot.0,
@@ -960,6 +1128,31 @@ impl Storage for ClientStorage {
 
     fn known_newer_revision(&self, oid: Oid, than: Tid) -> Option<Tid> {
         self.inner.conflict_revisions.lock().newer(oid, than)
+    }
+
+    /// Sends loads of the oids not cached at `snapshot` without waiting for them;
+    /// they go out with the next request (a commit, say), and their replies fill
+    /// the cache, so the loads that follow are local.
+    fn prefetch(&self, oids: &[Oid], snapshot: Tid) {
+        if self.inner.check_open().is_err() {
+            return;
+        }
+        let snapshot = snapshot.min(self.last_tid());
+        let (epoch, missing) = {
+            let cache = self.inner.cache.lock();
+            if snapshot > cache.last_tid {
+                return;
+            }
+            let missing: Vec<Oid> = oids
+                .iter()
+                .copied()
+                .filter(|&oid| !cache.holds(oid, snapshot))
+                .collect();
+            (cache.epoch, missing)
+        };
+        if !missing.is_empty() {
+            self.inner.prefetch(&missing, snapshot, epoch);
+        }
     }
 
     fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>> {
