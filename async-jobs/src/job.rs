@@ -69,7 +69,7 @@ pub enum Location {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The handler's value, encoded by the handler's registration.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Failure(Failure),
 }
 
@@ -105,6 +105,8 @@ pub struct ErrorEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     handler: String,
+    /// Bytes (one copy, not a sequence of `u8`s: the same encoding in postcard).
+    #[serde(with = "serde_bytes")]
     arguments: Vec<u8>,
     status: Status,
     location: Location,
@@ -369,6 +371,27 @@ pub(crate) fn log_failure(id: Oid, job: &Job, failure: &Failure) {
 mod tests {
     use super::*;
     use crate::failure::FailureKind;
+
+    /// Arguments and values are serialized as bytes, which postcard encodes exactly
+    /// as it did the sequences of `u8` of the records already stored.
+    #[test]
+    fn byte_fields_keep_the_stored_encoding() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        #[derive(Serialize)]
+        enum PlainOutcome {
+            Value(Vec<u8>),
+        }
+        assert_eq!(
+            postcard::to_allocvec(&Outcome::Value(bytes.clone())).unwrap(),
+            postcard::to_allocvec(&PlainOutcome::Value(bytes.clone())).unwrap()
+        );
+        let job = Job::new("h", bytes.clone()).unwrap();
+        let encoded = postcard::to_allocvec(&job).unwrap();
+        let prefix = postcard::to_allocvec(&("h", &bytes)).unwrap();
+        assert_eq!(&encoded[..prefix.len()], &prefix[..]);
+        let decoded: Job = postcard::from_bytes(&encoded).unwrap();
+        assert_eq!(decoded, job);
+    }
 
     #[test]
     fn typed_arguments_round_trip_and_a_wrong_type_is_an_error() {

@@ -80,6 +80,7 @@ pub enum ClientMessage {
         txn: u64,
         oid: u64,
         base_tid: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// The identity of the merge function for this object's conflicts, when the
         /// client's type has one: a server that registered it merges them at commit.
@@ -172,8 +173,28 @@ pub enum ServerMessage {
         /// objects, `(oid, data)`, each at most [`INVALIDATION_DATA_OBJECT_BYTES_MAX`]
         /// and [`INVALIDATION_DATA_BYTES_MAX`] in all: a client that caches such an
         /// object keeps it current instead of loading it again.
+        #[serde(with = "oid_records")]
         data: Vec<(u64, Vec<u8>)>,
     },
+}
+
+/// `(oid, record)` pairs, each record serialized as bytes (`serde_bytes`): one copy
+/// instead of a sequence of `u8`s, the same bytes on the wire in postcard.
+mod oid_records {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(pairs: &[(u64, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(pairs.iter().map(|(oid, data)| (*oid, Bytes::new(data))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, Vec<u8>)>, D::Error> {
+        let pairs: Vec<(u64, ByteBuf)> = Vec::deserialize(d)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(oid, data)| (oid, data.into_vec()))
+            .collect())
+    }
 }
 
 /// How the server answered the client's `last_tid` at connect.
@@ -196,9 +217,10 @@ pub enum Response {
     Oid(u64),
     Revision {
         tid: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     History(Vec<(u64, u64)>),
     Transactions {
         page: Vec<WireTransaction>,
@@ -222,6 +244,7 @@ pub enum Response {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MergedStore {
     pub oid: u64,
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
 }
 
@@ -410,6 +433,7 @@ pub enum WireError {
 pub struct WireRevision {
     pub oid: u64,
     pub tid: u64,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -699,6 +723,109 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Byte fields are serialized as bytes (one copy), which in postcard is the same
+    /// encoding a sequence of `u8` has: peers of the same version agree, whichever
+    /// way they decode.
+    #[test]
+    fn byte_fields_encode_exactly_as_sequences_of_u8() {
+        #[derive(Serialize)]
+        struct PlainRevision {
+            oid: u64,
+            tid: u64,
+            data: Vec<u8>,
+        }
+        #[derive(Serialize)]
+        enum PlainResponse {
+            Oid(u64),
+            Revision { tid: u64, data: Vec<u8> },
+            Data(Vec<u8>),
+        }
+        #[derive(Serialize)]
+        struct PlainMerged {
+            oid: u64,
+            data: Option<Vec<u8>>,
+        }
+        #[derive(Serialize)]
+        enum PlainServerMessage {
+            Challenge,
+            Welcome,
+            Refused,
+            Reply,
+            Invalidation {
+                tid: u64,
+                oids: Vec<u64>,
+                complete: bool,
+                data: Vec<(u64, Vec<u8>)>,
+            },
+        }
+        let data: Vec<u8> = (0..=255).chain(0..40).collect();
+        assert_eq!(
+            encode(&WireRevision {
+                oid: 7,
+                tid: 9,
+                data: data.clone()
+            }),
+            encode(&PlainRevision {
+                oid: 7,
+                tid: 9,
+                data: data.clone()
+            })
+        );
+        assert_eq!(
+            encode(&Response::Revision {
+                tid: 3,
+                data: data.clone()
+            }),
+            encode(&PlainResponse::Revision {
+                tid: 3,
+                data: data.clone()
+            })
+        );
+        assert_eq!(
+            encode(&Response::Data(data.clone())),
+            encode(&PlainResponse::Data(data.clone()))
+        );
+        for merged in [Some(data.clone()), None] {
+            assert_eq!(
+                encode(&MergedStore {
+                    oid: 1,
+                    data: merged.clone()
+                }),
+                encode(&PlainMerged {
+                    oid: 1,
+                    data: merged
+                })
+            );
+        }
+        let pairs = vec![(5, data.clone()), (6, Vec::new())];
+        let invalidation = ServerMessage::Invalidation {
+            tid: 4,
+            oids: vec![5, 6],
+            complete: true,
+            data: pairs.clone(),
+        };
+        assert_eq!(
+            encode(&invalidation),
+            encode(&PlainServerMessage::Invalidation {
+                tid: 4,
+                oids: vec![5, 6],
+                complete: true,
+                data: pairs,
+            })
+        );
+        assert_eq!(
+            decode::<ServerMessage>(&encode(&invalidation)[4..]).unwrap(),
+            invalidation
+        );
+        let _ = (
+            PlainResponse::Oid(0),
+            PlainServerMessage::Challenge,
+            PlainServerMessage::Welcome,
+            PlainServerMessage::Refused,
+            PlainServerMessage::Reply,
+        );
     }
 
     #[test]
