@@ -22,6 +22,9 @@ use crate::Result;
 /// Name of the data file in a run directory.
 const DATA_FILE_NAME: &str = "data.zdb";
 
+/// How long a benchmark waits for an existing server (`tcp://`) to answer.
+const REMOTE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Which storage the workloads run against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
@@ -209,10 +212,19 @@ impl StoreUnderTest {
     /// to the remote server (a cold cache) when it is `Remote`.
     fn open(&self) -> Result<Arc<dyn Storage>> {
         if let StoreKind::Remote(address) = self.kind {
-            let client = zodiac_storage::ClientStorage::connect(
-                address,
-                zodiac_storage::ClientOptions::new(),
-            )?;
+            // A benchmark does not wait for a server to come up (a client storage
+            // waits 30 s by default): a server that is not there is an error now.
+            let options = zodiac_storage::ClientOptions::new().wait_timeout(REMOTE_WAIT);
+            let client = zodiac_storage::ClientStorage::connect(address, options).map_err(|e| {
+                let why = match e {
+                    zodiac_storage::Error::Disconnected { reason, .. } => reason,
+                    e => e.to_string(),
+                };
+                format!(
+                    "cannot reach the server at {address} within {REMOTE_WAIT:?}: {why} \
+                     (is `zodiac server` running there?)"
+                )
+            })?;
             return Ok(Arc::new(client));
         }
         let file = open_file_store(&self.data_path)?;

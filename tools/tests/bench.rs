@@ -157,3 +157,26 @@ fn w6_4p_runs_client_processes_through_zodiac() {
         (Some(4), Some(10_000))
     );
 }
+
+#[test]
+fn a_server_that_is_not_there_fails_the_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bind and drop a listener: nothing listens on that port now.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = bench(dir.path(), &["w2", &format!("tcp://{addr}")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the server") && stderr.contains("zodiac server"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "waited {:?} for a server that is not there",
+        started.elapsed()
+    );
+}
