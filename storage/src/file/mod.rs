@@ -391,9 +391,12 @@ impl FileStorage {
         );
         if let Some(tail) = &outcome.tail {
             if read_only {
+                // A live writer may be writing them right now (this open raced its
+                // write), or a crash left them: only a writable open can tell.
                 log::warn!(
-                    "{}: ignoring {} bytes at offset {} after the last complete transaction ({}); \
-                     a writable open will cut them",
+                    "{}: ignoring {} bytes at offset {} after the last complete transaction ({}): \
+                     a transaction a live writer is writing, or the torn tail of a crash, which a \
+                     writable open will cut",
                     path.display(),
                     tail.extent_end - tail.offset,
                     tail.offset,
