@@ -14,6 +14,11 @@
 //! - A transaction is bound to the connection it began on; once that connection is
 //!   lost, every call on it fails with `Disconnected` until it is aborted.
 //! - Nothing commits once `close` has returned (close waits for finishes in flight).
+//! - Prefetches (`Storage::prefetch`) are loads nobody waits for: their replies
+//!   enter the cache under the same rules as a load's, at most one is in flight per
+//!   oid, and a load that meets one waits for it (sending it first if buffered)
+//!   rather than asking again. A lost connection drops them with the other
+//!   requests in flight, waking the loads that wait for them.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
