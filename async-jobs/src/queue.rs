@@ -60,8 +60,9 @@ pub const QUEUES_ROOT_KEY: &str = "zodiac.async.queues";
 pub const QUEUE_NAME_BYTES_MAX: usize = 255;
 /// Most pending entries one claim examines (expired jobs it completes count too).
 pub const CLAIM_SCAN_ENTRIES_MAX: usize = 64;
-/// Entries a claim reads first (beyond one per lane of its [`Spread`]); it reads
-/// up to [`CLAIM_SCAN_ENTRIES_MAX`] only when none of them can be taken.
+/// Entries a claim reads first, beyond two per lane of its [`Spread`] (its lane's
+/// job, and usually its lane's next one, which the claim prefetches); it reads up
+/// to [`CLAIM_SCAN_ENTRIES_MAX`] only when none of them can be taken.
 const CLAIM_FIRST_READ: usize = 2;
 /// Claimable jobs per lane a spread claim looks through for one of its own lane
 /// before it takes the first claimable one ([`Spread`]).
@@ -104,6 +105,13 @@ pub struct QueueKey {
     pub lane: u8,
     pub at: Timestamp,
     pub job: u64,
+}
+
+impl QueueKey {
+    /// Whether the job may start at `now` (only scheduled jobs wait for their time).
+    pub fn is_due(&self, now: Timestamp) -> bool {
+        self.lane != LANE_SCHEDULED || self.at <= now
+    }
 }
 
 /// A pending job, with what a claim needs without loading it.
@@ -482,7 +490,7 @@ impl Queue {
             while let Some((key, entry)) = entries.next() {
                 examined += 1;
                 after = Some(key);
-                if key.lane == LANE_SCHEDULED && key.at > now {
+                if !key.is_due(now) {
                     break 'scan; // later entries start later still
                 }
                 if let Some(deadline) = entry.deadline.filter(|d| now > *d) {
@@ -518,8 +526,7 @@ impl Queue {
                     // The lane's next job is likely this claimer's next claim: a
                     // client storage fetches it meanwhile (with this commit).
                     let next = entries.find(|(k, e)| {
-                        (k.lane != LANE_SCHEDULED || k.at <= now)
-                            && Spread::lane_of(e.job.oid(), spread.lanes) == spread.lane
+                        k.is_due(now) && Spread::lane_of(e.job.oid(), spread.lanes) == spread.lane
                     });
                     if let Some((_, e)) = next {
                         tx.prefetch(&[e.job]);

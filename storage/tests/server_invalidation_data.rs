@@ -1,6 +1,8 @@
 //! An invalidation carries the new records of small objects: a client that cached
 //! one keeps it current, and reads the new revision without asking the server.
 
+mod common;
+
 use std::sync::Arc;
 
 use zodiac_storage::{
@@ -54,10 +56,7 @@ fn invalidation_data_out_of_place_or_over_the_limit_drops_the_connection() {
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::time::Duration;
-    use zodiac_storage::net::protocol::{
-        self, CatchUp, ClientMessage, FRAME_BYTES_MAX, INVALIDATION_DATA_OBJECT_BYTES_MAX,
-        ServerMessage,
-    };
+    use zodiac_storage::net::protocol::{self, INVALIDATION_DATA_OBJECT_BYTES_MAX, ServerMessage};
 
     let bad_frames = [
         ServerMessage::Invalidation {
@@ -78,24 +77,7 @@ fn invalidation_data_out_of_place_or_over_the_limit_drops_the_connection() {
         let address = listener.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let read = |s: &mut std::net::TcpStream| {
-                let payload = protocol::read_frame(s, FRAME_BYTES_MAX).unwrap();
-                protocol::decode::<ClientMessage>(&payload).unwrap()
-            };
-            assert!(matches!(read(&mut s), ClientMessage::Hello { .. }));
-            let challenge = ServerMessage::Challenge {
-                nonce: [0; protocol::NONCE_BYTES],
-                auth_required: false,
-            };
-            s.write_all(&protocol::encode(&challenge)).unwrap();
-            assert!(matches!(read(&mut s), ClientMessage::Auth { .. }));
-            let welcome = ServerMessage::Welcome {
-                last_tid: 1,
-                read_only: false,
-                catch_up: CatchUp::Fresh,
-                identity: 0,
-            };
-            s.write_all(&protocol::encode(&welcome)).unwrap();
+            common::fake_server_handshake(&mut s, 1);
             s.write_all(&protocol::encode(&bad)).unwrap();
             // The client closes the connection (its pings aside, nothing else).
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

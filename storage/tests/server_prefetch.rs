@@ -2,6 +2,8 @@
 //! a load waits for its prefetch instead of asking again, and a prefetch never
 //! serves a revision a commit made stale, nor hides an error.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -183,4 +185,71 @@ fn a_prefetch_without_a_server_returns_at_once() {
         a.load(unknown, Tid::MAX),
         Err(Error::Disconnected { .. })
     ));
+}
+
+#[test]
+fn at_most_the_limit_of_prefetches_is_in_flight() {
+    use zodiac_storage::net::PREFETCHES_IN_FLIGHT_MAX;
+
+    let setup = Setup::new();
+    let (a, b) = (setup.connect(), setup.connect());
+    let n = PREFETCHES_IN_FLIGHT_MAX + 10;
+    let oids: Vec<Oid> = (0..n).map(|_| b.new_oid().unwrap()).collect();
+    let mut t = b.begin(TransactionMeta::default()).unwrap();
+    for oid in &oids {
+        t.store(*oid, Tid::ZERO, b"x".to_vec()).unwrap();
+    }
+    t.finish().unwrap();
+    a.sync().unwrap();
+    let before = setup.loads();
+    a.prefetch(&oids, a.last_tid());
+    a.sync().unwrap();
+    assert_eq!(setup.loads() - before, PREFETCHES_IN_FLIGHT_MAX);
+    // The ones left out are loaded when needed, once each.
+    for oid in &oids {
+        assert_eq!(a.load(*oid, Tid::MAX).unwrap().data, b"x".to_vec());
+    }
+    assert_eq!(setup.loads() - before, n);
+}
+
+/// A server that reads a prefetch and closes the connection without answering:
+/// the load waiting for that prefetch fails with `Disconnected`, it does not hang.
+#[test]
+fn a_load_waiting_for_a_prefetch_fails_when_the_connection_is_lost() {
+    use std::net::TcpListener;
+    use zodiac_storage::net::protocol::{ClientMessage, Request};
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        common::fake_server_handshake(&mut s, 1);
+        // The prefetch arrives once the load sends it; no answer, then gone.
+        loop {
+            if let ClientMessage::Request {
+                request: Request::Load { oid: 7, .. },
+                ..
+            } = common::fake_server_read(&mut s)
+            {
+                break;
+            }
+        }
+    });
+    // No ping within the test: only the load can send the buffered prefetch.
+    let options = ClientOptions::new()
+        .ping(Duration::from_secs(60), Duration::from_secs(120))
+        .wait_timeout(Duration::from_millis(200))
+        .reconnect_delay(Duration::from_secs(60), Duration::from_secs(60));
+    let client = ClientStorage::connect(&address, options).unwrap();
+    client.prefetch(&[Oid(7)], Tid(1));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(client.load(Oid(7), Tid(1))));
+    server.join().unwrap();
+    let result = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the load still waits for the lost prefetch");
+    assert!(
+        matches!(result, Err(Error::Disconnected { .. })),
+        "{result:?}"
+    );
 }

@@ -181,7 +181,7 @@ struct LinkState {
 type ReplySender = mpsc::SyncSender<std::result::Result<Response, WireError>>;
 
 /// Prefetches one connection keeps in flight at most; more are not sent.
-pub(crate) const PREFETCHES_IN_FLIGHT_MAX: usize = 64;
+pub const PREFETCHES_IN_FLIGHT_MAX: usize = 64;
 
 /// A request in flight: a caller waits for its reply, or it is a prefetch whose
 /// reply only fills the cache.

@@ -32,5 +32,5 @@ pub mod protocol;
 mod revisions;
 mod server;
 
-pub use client::{ClientOptions, ClientStorage};
+pub use client::{ClientOptions, ClientStorage, PREFETCHES_IN_FLIGHT_MAX};
 pub use server::{MergeFn, ReferenceReader, Server, ServerOptions};

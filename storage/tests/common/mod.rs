@@ -252,3 +252,37 @@ pub mod files {
         super::Subject::in_dir(storage, dir)
     }
 }
+
+/// A hand-written server's side of the handshake on `s`, for tests that send the
+/// client frames a real server would not: reads `Hello` and `Auth`, answers with
+/// no authentication and a `Welcome` at `last_tid`. Reads on `s` time out after
+/// 10 s, so a frame the client never sends fails the test instead of hanging it.
+pub fn fake_server_handshake(s: &mut std::net::TcpStream, last_tid: u64) {
+    use std::io::Write;
+    use zodiac_storage::net::protocol::{self, CatchUp, ClientMessage, ServerMessage};
+
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(matches!(fake_server_read(s), ClientMessage::Hello { .. }));
+    let challenge = ServerMessage::Challenge {
+        nonce: [0; protocol::NONCE_BYTES],
+        auth_required: false,
+    };
+    s.write_all(&protocol::encode(&challenge)).unwrap();
+    assert!(matches!(fake_server_read(s), ClientMessage::Auth { .. }));
+    let welcome = ServerMessage::Welcome {
+        last_tid,
+        read_only: false,
+        catch_up: CatchUp::Fresh,
+        identity: 0,
+    };
+    s.write_all(&protocol::encode(&welcome)).unwrap();
+}
+
+/// The next message a client sent to a hand-written server.
+pub fn fake_server_read(
+    s: &mut std::net::TcpStream,
+) -> zodiac_storage::net::protocol::ClientMessage {
+    use zodiac_storage::net::protocol::{self, FRAME_BYTES_MAX};
+    let payload = protocol::read_frame(s, FRAME_BYTES_MAX).unwrap();
+    protocol::decode(&payload).unwrap()
+}
