@@ -406,41 +406,41 @@ impl Inner {
     }
 
     /// Waits for the prefetch of `oid` in flight, if there is one (sending it
-    /// first if it is still buffered). Returns whether there was one: its reply
-    /// is in the cache now, if the cache took it.
-    fn await_prefetch(&self, oid: Oid) -> bool {
+    /// first if it is still buffered). Afterwards the reply of any prefetch of
+    /// `oid` is in the cache, if the cache took it: the reader caches a reply
+    /// before the prefetch stops being in flight.
+    fn await_prefetch(&self, oid: Oid) {
         let Some(link) = self.live_link() else {
-            return false;
+            return;
         };
         let (sender, receiver) = mpsc::sync_channel(1);
         {
             let mut pending = link.pending.lock();
             let Some(in_flight) = pending.as_mut() else {
-                return false;
+                return;
             };
             let Some(id) = in_flight.prefetching.get(&oid) else {
-                return false;
+                return;
             };
             match in_flight.requests.get_mut(id) {
                 Some(Waiting::Prefetch(p)) => p.waiters.push(sender),
-                _ => return false,
+                _ => return,
             }
         }
         let flushed = link.writer.lock().flush();
         if let Err(e) = flushed {
             link.kill(&format!("write failed: {e}"));
-            return false;
+            return;
         }
         *link.sent.lock() = Instant::now();
         // Woken by the reply, or failed when the connection is lost.
         let _ = receive(&receiver, REPLY_SPIN);
-        true
     }
 
-    /// A prefetch's reply: into the cache (if not made stale meanwhile), then
-    /// wakes the loads waiting for it. A failed prefetch is only logged: the load
-    /// that needs the object asks again and reports the error.
-    fn prefetched(&self, p: Prefetch, result: std::result::Result<Response, WireError>) {
+    /// A prefetch's reply: into the cache (if not made stale meanwhile). A failed
+    /// prefetch is only logged: the load that needs the object asks again and
+    /// reports the error.
+    fn prefetched(&self, p: &Prefetch, result: std::result::Result<Response, WireError>) {
         match result {
             Ok(Response::Revision { tid, data }) => {
                 let revision = Revision {
@@ -453,9 +453,6 @@ impl Inner {
             }
             Ok(other) => log::debug!("prefetch of {}: unexpected {other:?}", p.oid),
             Err(e) => log::debug!("prefetch of {}: {e:?}", p.oid),
-        }
-        for waiter in p.waiters {
-            let _ = waiter.try_send(());
         }
     }
 
@@ -791,12 +788,22 @@ impl Inner {
             }
             match message {
                 ServerMessage::Reply { id, result } => {
-                    let waiting = link.pending.lock().as_mut().and_then(|p| p.take(id));
-                    match waiting {
+                    let mut pending = link.pending.lock();
+                    match pending.as_mut().and_then(|p| p.take(id)) {
                         Some(Waiting::Caller(sender)) => {
+                            drop(pending);
                             let _ = sender.send(result);
                         }
-                        Some(Waiting::Prefetch(p)) => self.prefetched(p, result),
+                        Some(Waiting::Prefetch(p)) => {
+                            // Cached before the prefetch stops being in flight (the
+                            // lock is released): a load that finds it in flight no
+                            // more finds it cached.
+                            self.prefetched(&p, result);
+                            drop(pending);
+                            for waiter in p.waiters {
+                                let _ = waiter.try_send(());
+                            }
+                        }
                         None => break format!("protocol error: a reply to unknown request {id}"),
                     }
                 }
@@ -1102,16 +1109,16 @@ impl Storage for ClientStorage {
             }
             Err(cache.epoch)
         };
-        let mut epoch = match cached() {
+        if let Ok(revision) = cached() {
+            return Ok(revision);
+        }
+        // Its prefetch may be in flight, or may have filled the cache since the
+        // look above: either way, look again before asking the server.
+        self.inner.await_prefetch(oid);
+        let epoch = match cached() {
             Ok(revision) => return Ok(revision),
             Err(epoch) => epoch,
         };
-        if self.inner.await_prefetch(oid) {
-            epoch = match cached() {
-                Ok(revision) => return Ok(revision),
-                Err(epoch) => epoch,
-            };
-        }
         match self.inner.call(Request::Load {
             oid: oid.0,
             snapshot: snapshot.0,
