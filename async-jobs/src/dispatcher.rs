@@ -22,6 +22,11 @@
 //!   while resuming them finds it again. A cleanup by a sibling that resumes them
 //!   ([`Dispatchers::cleanup_adopting`]) moves them to its own agent instead, for
 //!   the same reason.
+//! - A dispatcher that stops while callbacks of jobs it holds still run cannot
+//!   deactivate (its siblings only clean up activated dispatchers): it stays
+//!   activated with its last ping at the epoch ([`Dispatchers::leave_to_siblings`]),
+//!   dead to every sibling at once, so the next sibling's housekeeping cleans it
+//!   up and resumes those callbacks instead of waiting out the death interval.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -78,6 +83,12 @@ impl DispatcherRecord {
     }
     pub fn agents(&self) -> &BTreeMap<String, PRef<Agent>> {
         &self.agents
+    }
+
+    /// Whether it stopped leaving jobs to its siblings' cleanup
+    /// ([`Dispatchers::leave_to_siblings`]): activated, last ping at the epoch.
+    pub fn left_to_siblings(&self) -> bool {
+        self.activated.is_some() && self.last_ping == Some(Timestamp::from_micros(0))
     }
 
     /// Whether it is activated and pinged (or activated) within `death_interval`.
@@ -204,6 +215,21 @@ impl Dispatchers {
     pub fn deactivate(tx: &mut Transaction<'_>, queue: &PRef<Queue>, id: &str) -> Result<()> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
         tx.modify(&record, |r| r.activated = None)?;
+        Ok(())
+    }
+
+    /// Leaves `id` activated, with its last ping at the epoch: dead to every
+    /// sibling from now on, whatever its death interval. For a graceful stop that
+    /// leaves jobs in CALLBACKS held (their callbacks were still running): the
+    /// next sibling's cleanup adopts them and resumes their callbacks, as after a
+    /// crash but without waiting out the death interval.
+    pub fn leave_to_siblings(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+    ) -> Result<()> {
+        let record = Dispatchers::record_or_err(tx, queue, id)?;
+        tx.modify(&record, |r| r.last_ping = Some(Timestamp::from_micros(0)))?;
         Ok(())
     }
 

@@ -62,6 +62,8 @@ pub struct DispatcherSummary {
     pub activated: Option<Timestamp>,
     pub last_ping: Option<Timestamp>,
     pub alive: bool,
+    /// It stopped leaving jobs to its siblings' cleanup (dead to them at once).
+    pub left_to_siblings: bool,
     /// Agent name, size, jobs held.
     pub agents: Vec<(String, u32, usize)>,
 }
@@ -224,6 +226,7 @@ pub fn dispatchers(
                 activated: r.activated(),
                 last_ping: r.last_ping(),
                 alive: r.is_alive(now, death_interval),
+                left_to_siblings: r.left_to_siblings(),
                 agents,
             });
         }

@@ -752,7 +752,8 @@ impl Worker {
     /// ones through their policy's `on_interrupted`; their runs then store
     /// nothing), and deactivates this dispatcher in every queue it activated; in a
     /// queue where jobs in CALLBACKS remain (their running callbacks interrupted),
-    /// it stays activated for a sibling's cleanup (see the module docs).
+    /// it stays activated, dead to its siblings, for the next one's cleanup (see
+    /// [`Dispatchers::leave_to_siblings`]).
     pub fn shutdown(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.options.grace_period;
         while !self.running.is_empty() && Instant::now() < deadline {
@@ -806,17 +807,19 @@ impl Worker {
                     }
                 }
                 if left > 0 {
-                    // Still activated, it stops pinging: after the death interval a
-                    // sibling's cleanup adopts these jobs and resumes their callbacks
-                    // (a restart with this id does it at once), as after a crash.
-                    return Ok(());
+                    // Still activated but dead to its siblings: the next one's
+                    // cleanup adopts these jobs and resumes their callbacks, as
+                    // after a crash (a restart with this id does it too).
+                    return Dispatchers::leave_to_siblings(tx, &q, &id);
                 }
                 Dispatchers::deactivate(tx, &q, &id)
             })?;
             if left > 0 {
                 log::warn!(
                     target: "zodiac_async::events",
-                    "dispatcher {id} stopping with the callbacks of {left} job(s) in queue                      {name:?} still running; leaving them to a sibling's cleanup after the                      death interval (or to this dispatcher's restart)"
+                    "dispatcher {id} stopping with the callbacks of {left} job(s) in queue \
+                     {name:?} still running; leaving them to the next sibling's cleanup (or to \
+                     this dispatcher's restart)"
                 );
             }
             for job in &in_callbacks {

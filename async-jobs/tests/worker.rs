@@ -682,20 +682,19 @@ fn a_sibling_dying_while_it_resumes_callbacks_leaves_them_to_the_next() {
 }
 
 /// A worker stops while a job's callback still runs after the grace period: the
-/// callback is interrupted, the job stays held and the dispatcher activated, so a
-/// sibling cleans it up after the death interval and finishes the callbacks.
+/// callback is interrupted, the job stays held and the dispatcher activated but
+/// dead to its siblings at once, so a sibling's next poll cleans it up and
+/// finishes the callbacks, although the death interval (60 s here) has not passed.
 #[test]
-fn a_stop_during_callbacks_leaves_them_to_a_sibling() {
+fn a_stop_during_callbacks_leaves_them_to_a_sibling_at_once() {
     let g = GatedCallback::new();
-    let mut a = Worker::new(
-        g.db.clone(),
-        "a",
-        g.runner.clone(),
-        WorkerOptions {
-            grace_period: Duration::from_millis(50),
-            ..GatedCallback::options()
-        },
-    );
+    let options = WorkerOptions {
+        grace_period: Duration::from_millis(50),
+        ping_interval: Duration::from_secs(30),
+        death_interval: Duration::from_secs(60),
+        ..WorkerOptions::default()
+    };
+    let mut a = Worker::new(g.db.clone(), "a", g.runner.clone(), options.clone());
     assert_eq!(a.poll_once().unwrap().started, [g.parent]);
     g.wait_callback_running();
     a.shutdown().unwrap();
@@ -706,15 +705,17 @@ fn a_stop_during_callbacks_leaves_them_to_a_sibling() {
     );
     assert_eq!(status(&g.db, g.parent), Status::Callbacks);
     assert!(g.held_by("a").contains(&g.parent.oid().0));
-    let activated = transact(&g.db, |tx| {
-        let q = Queue::get(tx, "")?.unwrap();
-        let record = Queue::dispatchers(tx, &q)?["a"];
-        Ok(tx.get(&record)?.activated())
+    let summary = transact(&g.db, |tx| {
+        zodiac_async::inspect::dispatchers(tx, Timestamp::now(), options.death_interval)
     })
     .unwrap();
-    assert!(activated.is_some(), "left for a sibling's cleanup");
-    thread::sleep(Duration::from_millis(100));
-    let mut b = g.worker("b");
+    let a_summary = summary.iter().find(|d| d.id == "a").unwrap();
+    assert!(
+        a_summary.activated.is_some(),
+        "left for a sibling's cleanup"
+    );
+    assert!(a_summary.left_to_siblings && !a_summary.alive);
+    let mut b = Worker::new(g.db.clone(), "b", g.runner.clone(), options);
     assert_eq!(b.poll_once().unwrap().cleaned, ["a"]);
     g.wait_callback_running();
     g.open_gate();

@@ -494,6 +494,7 @@ pub fn status(
                 liveness(d),
                 d.last_ping
                     .or(d.activated)
+                    .filter(|_| !d.left_to_siblings)
                     .map_or("never".to_string(), |t| t.to_string()),
                 if agents.is_empty() {
                     "none".to_string()
@@ -506,12 +507,15 @@ pub fn status(
     Ok(())
 }
 
-/// `alive`, `inactive` (stopped gracefully, or already cleaned up) or `DEAD` (silent past the
-/// death interval: its jobs are recovered by a sibling or its restart).
+/// `alive`, `inactive` (stopped gracefully, or already cleaned up), `STOPPED`
+/// (stopped gracefully while callbacks of its jobs still ran: the next sibling's
+/// cleanup resumes them) or `DEAD` (silent past the death interval: its jobs are
+/// recovered by a sibling or its restart).
 fn liveness(d: &inspect::DispatcherSummary) -> &'static str {
     match (d.alive, d.activated) {
         (true, _) => "alive",
         (false, None) => "inactive",
+        (false, Some(_)) if d.left_to_siblings => "STOPPED",
         (false, Some(_)) => "DEAD",
     }
 }
