@@ -631,6 +631,17 @@ impl Server {
             connection_count: AtomicUsize::new(0),
         });
         shared.set_waker(&shared.events.lock());
+        // Dropped on a failed spawn: stops the threads started so far.
+        let mut server = Server {
+            local_addr,
+            shared: Arc::clone(&shared),
+            threads: Vec::new(),
+        };
+        let spawn_failed = |source| Error::Io {
+            path: "the server's threads".into(),
+            action: "start",
+            source,
+        };
         let broadcaster = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -650,28 +661,27 @@ impl Server {
                         shared.pump(None);
                     }
                 })
-                .expect("spawn the broadcaster")
+                .map_err(spawn_failed)?
         };
+        server.threads.push(broadcaster);
         let flusher = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("zodiac-flush".into())
                 .spawn(move || shared.flusher.run(&shared.stopping))
-                .expect("spawn the flusher")
+                .map_err(spawn_failed)?
         };
+        server.threads.push(flusher);
         let acceptor = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("zodiac-accept".into())
                 .spawn(move || shared.accept_loop(listener))
-                .expect("spawn the acceptor")
+                .map_err(spawn_failed)?
         };
+        server.threads.push(acceptor);
         log::info!("serving {} on {local_addr}", shared.storage.describe());
-        Ok(Server {
-            local_addr,
-            shared,
-            threads: vec![broadcaster, flusher, acceptor],
-        })
+        Ok(server)
     }
 
     /// The address the server listens on (with the real port when 0 was asked).
