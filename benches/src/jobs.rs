@@ -391,6 +391,14 @@ impl RunningWorker {
         Ok(())
     }
 
+    /// The process id of a worker process (`None` for a thread).
+    fn pid(&self) -> Option<u32> {
+        match &self.0 {
+            Some(WorkerHandle::Process(child)) => Some(child.id()),
+            _ => None,
+        }
+    }
+
     /// Kills a worker process with SIGKILL (threads cannot be killed).
     fn kill9(&mut self) -> Result<()> {
         match self.0.take() {
@@ -518,6 +526,11 @@ impl Bench {
         self.server.is_some()
     }
 
+    /// The process ids of the running worker processes.
+    fn worker_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.workers.iter().filter_map(RunningWorker::pid)
+    }
+
     fn log(&self) -> Result<LogReader> {
         LogReader::new(&self.log_path)
     }
@@ -613,9 +626,12 @@ struct Drained {
     e2e: f64,
     /// The first start → the last end.
     steady: f64,
-    /// This process's CPU seconds (user, system) over the drain; `None` when the
-    /// workers are other processes, or `/proc` is missing.
+    /// CPU seconds (user, system) over the drain, of this process and of the
+    /// worker processes when they are processes; `None` when `/proc` is missing.
     cpu: Option<(f64, f64)>,
+    /// The worker processes' share of `cpu` (user + system seconds); `None` when
+    /// the workers are threads.
+    cpu_workers: Option<f64>,
 }
 
 impl Drained {
@@ -625,6 +641,12 @@ impl Drained {
             let per_unit = |s: f64| Value::Float(s * 1e6 / units as f64, 1);
             m.set("cpu_user_us", per_unit(user));
             m.set("cpu_sys_us", per_unit(system));
+        }
+        if let Some(workers) = self.cpu_workers {
+            m.set(
+                "cpu_workers_us",
+                Value::Float(workers * 1e6 / units as f64, 1),
+            );
         }
     }
 }
@@ -637,16 +659,29 @@ fn drain(bench: &mut Bench, log: &mut LogReader, workers: usize, n: u64) -> Resu
         bench.start_worker(WorkerSpec::new(format!("w{w}")))?;
     }
     log.wait_ended(n as usize, DRAIN_STALL)?;
-    let cpu = match (bench.served(), cpu_before, system::cpu_seconds()) {
-        (false, Some((u0, s0)), Some((u1, s1))) => Some((u1 - u0, s1 - s0)),
+    // Worker processes started with the drain: all their CPU time is the drain's
+    // (their start-up included, a few milliseconds).
+    let cpu_workers = bench
+        .worker_pids()
+        .map(system::cpu_seconds_of)
+        .try_fold((0.0, 0.0), |(u, s), cpu| {
+            cpu.map(|(cu, cs)| (u + cu, s + cs))
+        });
+    let cpu = match (cpu_before, system::cpu_seconds()) {
+        (Some((u0, s0)), Some((u1, s1))) => {
+            let (wu, ws) = cpu_workers.unwrap_or_default();
+            Some((u1 - u0 + wu, s1 - s0 + ws))
+        }
         _ => None,
     };
+    let cpu_workers = cpu_workers.filter(|_| bench.served()).map(|(u, s)| u + s);
     let last = log.last_end.expect("records");
     let first = log.first_start.expect("records");
     Ok(Drained {
         e2e: last.saturating_sub(launch) as f64 / 1e9,
         steady: last.saturating_sub(first) as f64 / 1e9,
         cpu,
+        cpu_workers,
     })
 }
 

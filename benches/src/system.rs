@@ -35,7 +35,17 @@ fn status_kib(field: &str) -> Option<u64> {
 /// `/proc/self/stat`, in clock ticks of 1/100 s: Linux's `USER_HZ` on every
 /// architecture it runs on).
 pub fn cpu_seconds() -> Option<(f64, f64)> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_in("/proc/self/stat")
+}
+
+/// CPU time process `pid` has used so far, as [`cpu_seconds`]; `None` once it
+/// has ended.
+pub fn cpu_seconds_of(pid: u32) -> Option<(f64, f64)> {
+    cpu_seconds_in(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_seconds_in(stat_path: &str) -> Option<(f64, f64)> {
+    let stat = fs::read_to_string(stat_path).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count
     // fields after its closing parenthesis. utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 1..];
