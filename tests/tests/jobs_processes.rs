@@ -661,6 +661,51 @@ fn d10_the_sibling_resuming_callbacks_dies_too_and_a_third_finishes_them() {
     wait_until("b's agent to hold nothing", || w.held(&b_id).is_empty());
 }
 
+/// D1 during callbacks: a graceful stop (SIGTERM) while a job's callback still runs
+/// after the grace period. The stopping worker interrupts the callback and leaves
+/// the job to its siblings, marked dead to them at once: a live sibling (death
+/// interval 60 s) resumes the callbacks within its housekeeping, without waiting
+/// out the death interval. The job itself ran once; the callback ran twice.
+#[test]
+fn d1_graceful_stop_during_callbacks_a_sibling_resumes_them_at_once() {
+    let mut w = World::new();
+    let slow_death = ["--death-ms", "60000", "--grace-ms", "300"];
+    let a = w.worker("a", &slow_death);
+    let (key, running) = ("d1cb", "d1cb-running");
+    w.release(key);
+    let job = w.put(
+        Job::with_arguments("f", &key.to_string()).unwrap(),
+        vec![Job::with_arguments("f", &running.to_string()).unwrap()],
+    );
+    assert_eq!(w.wait_starts(running, 1), [a.pid()]);
+    let b = w.worker("b", &slow_death);
+    let stopped = Instant::now();
+    signal(a.pid(), "-TERM");
+    let mut a = a;
+    assert_eq!(a.wait_exit(), Some(0), "{}", a.log());
+    assert!(
+        a.log()
+            .contains("leaving them to the next sibling's cleanup"),
+        "{}",
+        a.log()
+    );
+    let starts = w.wait_starts(running, 2);
+    assert_eq!(starts[1], b.pid(), "the sibling resumed the callback");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "resumed without waiting for the 60 s death interval"
+    );
+    w.release(running);
+    w.wait_status(job, Status::Completed);
+    assert_eq!(w.starts(key).len(), 1, "the job itself ran once");
+    let callback = w.job(w.job(job).callbacks()[0]);
+    assert_eq!(value(&callback), 42);
+    assert_eq!(interruptions(&callback), 1);
+    wait_until("the stopped agent to hold nothing", || {
+        w.held(&a.id).is_empty()
+    });
+}
+
 fn death_during_callbacks(key: &str, restart: bool) {
     let mut w = World::new();
     let death: &[&str] = if restart {
