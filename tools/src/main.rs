@@ -18,6 +18,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// jemalloc instead of the C library's allocator: a client storage's reader thread
+/// allocates what other threads free (replies, invalidations), a pattern that sends
+/// glibc's malloc down its slow path on every call (see docs/operations.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "zodiac",
