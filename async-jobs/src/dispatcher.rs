@@ -47,6 +47,11 @@ pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
 pub const DEATH_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 /// Most agents of one dispatcher in one queue.
 pub const AGENTS_MAX: usize = 64;
+/// The last ping of a dispatcher that stopped leaving jobs to its siblings'
+/// cleanup ([`Dispatchers::leave_to_siblings`]): the epoch, older than any death
+/// interval.
+const LEFT_TO_SIBLINGS_PING: Timestamp = Timestamp::from_micros(0);
+
 /// How often the claim spread of a queue's dispatchers rotates
 /// ([`Dispatchers::claim_lane`]).
 pub const CLAIM_SPREAD_ROTATION: Duration = Duration::from_millis(100);
@@ -86,9 +91,10 @@ impl DispatcherRecord {
     }
 
     /// Whether it stopped leaving jobs to its siblings' cleanup
-    /// ([`Dispatchers::leave_to_siblings`]): activated, last ping at the epoch.
+    /// ([`Dispatchers::leave_to_siblings`]): activated, last ping at the epoch
+    /// (its real last ping is not kept).
     pub fn left_to_siblings(&self) -> bool {
-        self.activated.is_some() && self.last_ping == Some(Timestamp::from_micros(0))
+        self.activated.is_some() && self.last_ping == Some(LEFT_TO_SIBLINGS_PING)
     }
 
     /// Whether it is activated and pinged (or activated) within `death_interval`.
@@ -229,7 +235,7 @@ impl Dispatchers {
         id: &str,
     ) -> Result<()> {
         let record = Dispatchers::record_or_err(tx, queue, id)?;
-        tx.modify(&record, |r| r.last_ping = Some(Timestamp::from_micros(0)))?;
+        tx.modify(&record, |r| r.last_ping = Some(LEFT_TO_SIBLINGS_PING))?;
         Ok(())
     }
 

@@ -25,7 +25,7 @@ impl Timestamp {
         Timestamp(micros)
     }
 
-    pub fn from_micros(micros: u64) -> Timestamp {
+    pub const fn from_micros(micros: u64) -> Timestamp {
         Timestamp(micros)
     }
 

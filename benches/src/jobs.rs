@@ -660,21 +660,18 @@ fn drain(bench: &mut Bench, log: &mut LogReader, workers: usize, n: u64) -> Resu
     }
     log.wait_ended(n as usize, DRAIN_STALL)?;
     // Worker processes started with the drain: all their CPU time is the drain's
-    // (their start-up included, a few milliseconds).
-    let cpu_workers = bench
+    // (their start-up included, a few milliseconds). None of them (threads): (0, 0).
+    let workers_cpu = bench
         .worker_pids()
         .map(system::cpu_seconds_of)
         .try_fold((0.0, 0.0), |(u, s), cpu| {
             cpu.map(|(cu, cs)| (u + cu, s + cs))
         });
-    let cpu = match (cpu_before, system::cpu_seconds()) {
-        (Some((u0, s0)), Some((u1, s1))) => {
-            let (wu, ws) = cpu_workers.unwrap_or_default();
-            Some((u1 - u0 + wu, s1 - s0 + ws))
-        }
+    let cpu = match (cpu_before, system::cpu_seconds(), workers_cpu) {
+        (Some((u0, s0)), Some((u1, s1)), Some((wu, ws))) => Some((u1 - u0 + wu, s1 - s0 + ws)),
         _ => None,
     };
-    let cpu_workers = cpu_workers.filter(|_| bench.served()).map(|(u, s)| u + s);
+    let cpu_workers = workers_cpu.filter(|_| bench.served()).map(|(u, s)| u + s);
     let last = log.last_end.expect("records");
     let first = log.first_start.expect("records");
     Ok(Drained {

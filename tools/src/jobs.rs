@@ -451,7 +451,7 @@ pub fn status(
                         "alive": d.alive,
                         "state": liveness(d),
                         "activated": time_json(d.activated),
-                        "last_ping": time_json(d.last_ping),
+                        "last_ping": time_json(d.last_ping.filter(|_| !d.left_to_siblings)),
                         "agents": d.agents.iter().map(|(a, size, held)| json!({
                             "name": a, "size": size, "held": held,
                         })).collect::<Vec<_>>(),
@@ -492,10 +492,11 @@ pub fn status(
                 "  dispatcher {} {} last ping {} agents: {}",
                 d.id,
                 liveness(d),
-                d.last_ping
-                    .or(d.activated)
-                    .filter(|_| !d.left_to_siblings)
-                    .map_or("never".to_string(), |t| t.to_string()),
+                match d.last_ping.or(d.activated) {
+                    _ if d.left_to_siblings => "none since its stop".to_string(),
+                    Some(t) => t.to_string(),
+                    None => "never".to_string(),
+                },
                 if agents.is_empty() {
                     "none".to_string()
                 } else {

@@ -549,3 +549,39 @@ fn put_wait_on_a_data_file_lets_a_worker_start_later() {
     assert_eq!(result.trim(), "7");
     drop(w);
 }
+
+/// A dispatcher that stopped while callbacks of its jobs still ran is shown as
+/// `STOPPED`, without the epoch that marks it as a last ping.
+#[test]
+fn status_shows_a_dispatcher_that_left_its_jobs_to_its_siblings() {
+    use std::sync::Arc;
+    use zodiac_async::{Dispatchers, Queue, Timestamp};
+    use zodiac_objects::Database;
+    use zodiac_storage::{FileOptions, FileStorage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, store) = data_file(&dir);
+    put(&store, &["echo", r#"{"value": 1}"#]);
+    {
+        let storage = FileStorage::open(&path, FileOptions::new()).unwrap();
+        let db = Database::open(Arc::new(storage)).unwrap();
+        zodiac_async::transact(&db, |tx| {
+            let q = Queue::get_or_create(tx, "")?;
+            let now = Timestamp::now();
+            Dispatchers::activate(tx, &q, "stopper", now, Duration::from_secs(60))?;
+            Dispatchers::leave_to_siblings(tx, &q, "stopper")
+        })
+        .unwrap();
+    }
+    let status: Value = serde_json::from_str(&ok(&["jobs", "status", &store, "--json"])).unwrap();
+    let d = &status["queues"][0]["dispatchers"][0];
+    assert_eq!(d["uuid"], "stopper");
+    assert_eq!(d["alive"], false);
+    assert_eq!(d["state"], "STOPPED");
+    assert_eq!(d["last_ping"], Value::Null);
+    let text = ok(&["jobs", "status", &store]);
+    assert!(
+        text.contains("dispatcher stopper STOPPED last ping none since its stop"),
+        "{text}"
+    );
+}
