@@ -341,10 +341,7 @@ impl Dispatchers {
         let n = live.len().max(1);
         let rank = live.iter().position(|d| *d == id).unwrap_or(0);
         let turn = now.as_micros() / CLAIM_SPREAD_ROTATION.as_micros() as u64;
-        Ok(Spread {
-            lane: (rank + (turn % n as u64) as usize) % n,
-            lanes: n,
-        })
+        Ok(Spread::new((rank + (turn % n as u64) as usize) % n, n))
     }
 
     /// [`Dispatchers::claim_for_agent_reporting`], preferring the jobs of

@@ -78,11 +78,29 @@ pub const SPREAD_WINDOW_PER_LANE: usize = 4;
 pub struct Spread {
     pub lane: usize,
     pub lanes: usize,
+    /// How many of the lane's next claimable jobs a claim asks a client storage
+    /// to fetch meanwhile (1; a worker that claims in batches asks for more). The
+    /// claim also looks this many times further for a job of its lane.
+    pub ahead: usize,
+    /// Whether a claim that finds no job of its lane takes the first claimable
+    /// one (`true`), or nothing (the later claims of a batch: a stale snapshot
+    /// still shows the jobs other claimers took, and taking one conflicts).
+    pub fallback: bool,
 }
 
 impl Spread {
     /// One lane: strict claim order.
-    pub const NONE: Spread = Spread { lane: 0, lanes: 1 };
+    pub const NONE: Spread = Spread::new(0, 1);
+
+    /// Lane `lane` of `lanes`, fetching one job ahead.
+    pub const fn new(lane: usize, lanes: usize) -> Spread {
+        Spread {
+            lane,
+            lanes,
+            ahead: 1,
+            fallback: true,
+        }
+    }
 
     /// The lane of job `job` among `lanes` (0 when `lanes` is 0 or 1). A
     /// multiplicative hash, so oids allocated with any stride spread evenly.
@@ -468,13 +486,14 @@ impl Queue {
         let mut claim = Claim::default();
         let mut examined = 0usize;
         let mut claimable = 0usize;
-        let window = spread.lanes.max(1) * SPREAD_WINDOW_PER_LANE;
+        let window = spread.lanes.max(1) * SPREAD_WINDOW_PER_LANE * spread.ahead.max(1);
         let mut first_claimable: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
         let mut chosen: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
         let mut after: Option<QueueKey> = None;
         // Read a few entries first (usually one of them is taken), then the rest
         // of the scan's allowance if needed.
-        let mut want = (2 * spread.lanes + CLAIM_FIRST_READ).min(CLAIM_SCAN_ENTRIES_MAX);
+        let mut want = ((1 + spread.ahead) * spread.lanes.max(1) + CLAIM_FIRST_READ)
+            .min(CLAIM_SCAN_ENTRIES_MAX);
         'scan: loop {
             let entries = match after {
                 None => BTree::range(tx, &q.pending, .., want)?,
@@ -523,13 +542,18 @@ impl Queue {
                 claimable += 1;
                 if Spread::lane_of(id, spread.lanes) == spread.lane {
                     chosen = Some((key, entry, quotas));
-                    // The lane's next job is likely this claimer's next claim: a
-                    // client storage fetches it meanwhile (with this commit).
-                    let next = entries.find(|(k, e)| {
-                        k.is_due(now) && Spread::lane_of(e.job.oid(), spread.lanes) == spread.lane
-                    });
-                    if let Some((_, e)) = next {
-                        tx.prefetch(&[e.job]);
+                    // The lane's next jobs are likely this claimer's next claims:
+                    // a client storage fetches them meanwhile (with this commit).
+                    let next: Vec<PRef<Job>> = entries
+                        .filter(|(k, e)| {
+                            k.is_due(now)
+                                && Spread::lane_of(e.job.oid(), spread.lanes) == spread.lane
+                        })
+                        .take(spread.ahead)
+                        .map(|(_, e)| e.job)
+                        .collect();
+                    if !next.is_empty() {
+                        tx.prefetch(&next);
                     }
                     break 'scan;
                 }
@@ -543,7 +567,8 @@ impl Queue {
             }
             want = CLAIM_SCAN_ENTRIES_MAX - examined;
         }
-        let Some((key, entry, quotas)) = chosen.or(first_claimable) else {
+        let Some((key, entry, quotas)) = chosen.or(first_claimable.filter(|_| spread.fallback))
+        else {
             return Ok(claim);
         };
         let id = entry.job.oid();

@@ -65,11 +65,12 @@ pub enum RunOutcome {
 pub(crate) type Started = (PRef<Job>, std::sync::Arc<Job>);
 
 /// What a claim made in the commit of a run's last result took: the agent's next
-/// job, claimed and started ([`Runner::start_in`]), and the expired jobs the claim
-/// completed (their callbacks are run after the commit).
+/// jobs (one, or up to a worker's batch size), claimed and started
+/// ([`Runner::start_in`]), and the expired jobs the claim completed (their
+/// callbacks are run after the commit).
 #[derive(Default)]
 pub(crate) struct Claimed {
-    pub next: Option<Started>,
+    pub next: Vec<Started>,
     pub expired: Vec<PRef<Job>>,
 }
 
@@ -81,7 +82,7 @@ pub(crate) type ClaimNext<'a> = &'a dyn Fn(&mut Transaction<'_>) -> Result<Claim
 /// left, or the result of its last callback).
 struct Chain<'a> {
     claim: Option<ClaimNext<'a>>,
-    claimed: &'a mut Option<Started>,
+    claimed: &'a mut Vec<Started>,
 }
 
 impl Chain<'_> {
@@ -244,6 +245,39 @@ fn transact_through_outages<R>(
     }
 }
 
+/// What became of one job of a batch in the batch's transaction
+/// ([`Runner::run_batch`]).
+enum BatchStep {
+    /// Its result is stored; the commit also starts its first callback, if any.
+    Stored {
+        first_callback: Option<Started>,
+        /// The handler's value (`None`: the result of a job it awaited).
+        succeeded: Option<Vec<u8>>,
+    },
+    /// It awaits a job, as stored.
+    Awaiting,
+    /// Its attempt failed: nothing of it is stored.
+    Failed(Failed),
+    /// It is no longer this run's: nothing of it is stored.
+    Abandoned,
+}
+
+/// A failed attempt and its policy's decision, not acted on yet.
+struct Failed {
+    failure: Failure,
+    decision: Decision,
+    /// The handler's value, when only committing it failed.
+    succeeded: Option<Vec<u8>>,
+}
+
+/// The queue a job was claimed from (`None`: it runs outside any queue).
+fn queue_of(job: &Job) -> Option<String> {
+    match job.location() {
+        Location::Agent { queue, .. } => Some(queue.clone()),
+        _ => None,
+    }
+}
+
 /// What the run learned that the stored job must keep.
 struct RunLog {
     /// The run: the job's attempt number when it started.
@@ -253,6 +287,15 @@ struct RunLog {
 }
 
 impl RunLog {
+    /// The log of a new run of `job` (as it was marked ACTIVE).
+    fn of(job: &Job) -> RunLog {
+        RunLog {
+            run: job.attempts(),
+            data: job.retry_data().clone(),
+            errors: Vec::new(),
+        }
+    }
+
     fn apply(&self, j: &mut Job) {
         *j.retry_data_mut() = self.data.clone();
         for (time, failure) in &self.errors {
@@ -286,7 +329,7 @@ impl Runner {
     /// When the job has callbacks, they run next, in order, each as its own job
     /// (callbacks added meanwhile included), and then the job becomes COMPLETED.
     pub fn run(&self, job: &PRef<Job>, claimer: Option<&Claimer>) -> Result<RunOutcome> {
-        let mut unused = None;
+        let mut unused = Vec::new();
         let mut chain = Chain {
             claim: None,
             claimed: &mut unused,
@@ -415,16 +458,16 @@ impl Runner {
     /// back and commits the result alone, so it never costs the handler a second
     /// call. One durable commit per job instead of two while the queue has work.
     ///
-    /// The claimed job is in `claimed`, also when this returns an error: it is
-    /// ACTIVE, held by `claimer`, and the caller must run it (with this method)
-    /// or leave it to recovery.
+    /// The claimed jobs are in `claimed`, also when this returns an error: they
+    /// are ACTIVE, held by `claimer`, and the caller must run them (with this
+    /// method or [`Runner::run_batch`]) or leave them to recovery.
     pub(crate) fn run_chain(
         &self,
         job: &PRef<Job>,
         claimer: &Claimer,
         started: std::sync::Arc<Job>,
         claim: ClaimNext<'_>,
-        claimed: &mut Option<Started>,
+        claimed: &mut Vec<Started>,
     ) -> Result<RunOutcome> {
         let mut chain = Chain {
             claim: Some(claim),
@@ -433,6 +476,223 @@ impl Runner {
         let (outcome, first_callback) = self.run_from(job, Some(claimer), started, &mut chain)?;
         self.after_run(job, &outcome, first_callback, &mut chain)?;
         Ok(outcome)
+    }
+
+    /// Runs `batch`: jobs [`Runner::start_in`] marked ACTIVE for `claimer` in one
+    /// committed transaction (each as it left it), one after another in **one**
+    /// transaction, which commits all their results together: one durable commit
+    /// for the batch instead of one per job. Each handler runs after a savepoint
+    /// of that transaction: its failure rolls back its own writes only, and its
+    /// policy's decision is acted on after the commit, as in a run of its own
+    /// (a retry now calls the handler again in a transaction of its own). When
+    /// every job of the batch completed, `claim` takes the agent's next jobs in
+    /// that commit after a savepoint, as in [`Runner::run_chain`]; they are in
+    /// `claimed`, also when this returns an error.
+    ///
+    /// A batch commit that fails (a conflict no type merges, a lost connection)
+    /// is every job's commit failure: each job's policy decides
+    /// (`on_commit_error`), as for a run of its own. The jobs were ACTIVE
+    /// before any handler ran, so a worker dying during a batch leaves all of
+    /// them to recovery, which asks each job's `on_interrupted`.
+    pub(crate) fn run_batch(
+        &self,
+        batch: Vec<Started>,
+        claimer: &Claimer,
+        claim: ClaimNext<'_>,
+        claimed: &mut Vec<Started>,
+    ) -> Result<()> {
+        let mut conn = self.db.connection();
+        let mut tx = conn.begin();
+        let mut steps = Vec::with_capacity(batch.len());
+        let mut completed = true;
+        for (job, snapshot) in batch {
+            let step = self.batch_step(&mut tx, &job, claimer, &snapshot)?;
+            completed &= match &step.1 {
+                BatchStep::Stored { first_callback, .. } => {
+                    first_callback.is_none() && tx.get(&job)?.status() == Status::Completed
+                }
+                _ => false,
+            };
+            steps.push((job, snapshot, step));
+        }
+        let mut claim_taken = None;
+        if completed {
+            let savepoint = tx.savepoint();
+            match claim(&mut tx) {
+                Ok(c) => claim_taken = Some((savepoint, c)),
+                Err(e) => {
+                    log::debug!(
+                        target: "zodiac_async::events",
+                        "claiming the next jobs with a batch's results failed: {e}"
+                    );
+                    tx.rollback_to(&savepoint)?;
+                }
+            }
+        }
+        let committed = match &claim_taken {
+            Some((savepoint, _)) => tx.commit_or_rollback_to(savepoint).map(|(_, all)| all),
+            None => tx.commit().map(|_| false),
+        };
+        let commit_failure = match committed {
+            Ok(all) => {
+                if let (true, Some((_, c))) = (all, claim_taken) {
+                    *claimed = c.next;
+                    for expired in &c.expired {
+                        self.finish_callbacks(expired)?;
+                    }
+                }
+                None
+            }
+            Err(e) => Some(commit_failure(Error::from(e))),
+        };
+        let mut no_claim = Vec::new();
+        for (job, snapshot, step) in steps {
+            let mut chain = Chain {
+                claim: None,
+                claimed: &mut no_claim,
+            };
+            self.after_batch(
+                &job,
+                claimer,
+                snapshot,
+                step,
+                commit_failure.as_ref(),
+                &mut chain,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One job of a batch, in the batch's transaction `tx` (see
+    /// [`Runner::run_batch`]): calls its handler after a savepoint and stores
+    /// what came of it, or rolls back to the savepoint and says what failed.
+    fn batch_step(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        claimer: &Claimer,
+        snapshot: &Job,
+    ) -> Result<(RunLog, BatchStep)> {
+        let id = job.oid();
+        let policy = self.policy_for(snapshot)?;
+        let mut log = RunLog::of(snapshot);
+        let savepoint = tx.savepoint();
+        let claimer = Some(claimer);
+        // What the call left in `tx`; `Ok(None)`: the job is no longer this run's.
+        let (stored, succeeded) = match self.call(tx, snapshot, id, queue_of(snapshot), claimer) {
+            Ok((value, None)) => {
+                let stored = match self.store(tx, job, claimer, &log, Outcome::Value(value.clone()))
+                {
+                    Ok(true) => self.start_first_callback(tx, job).map(|first_callback| {
+                        Some(BatchStep::Stored {
+                            first_callback,
+                            succeeded: Some(value.clone()),
+                        })
+                    }),
+                    Ok(false) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                (stored, Some(value))
+            }
+            Ok((_, Some(awaited))) => {
+                let stored = match self.start_awaiting(tx, job, claimer, &log, awaited) {
+                    Ok(Some(false)) => Ok(Some(BatchStep::Awaiting)),
+                    // The awaited job had completed: its result is stored as ours.
+                    Ok(Some(true)) => Ok(Some(BatchStep::Stored {
+                        first_callback: None,
+                        succeeded: None,
+                    })),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                (stored, None)
+            }
+            Err(failure) => {
+                tx.rollback_to(&savepoint)?; // drops the handler's writes
+                let decision = policy.on_job_error(&mut log.data, &failure);
+                let failed = Failed {
+                    failure,
+                    decision,
+                    succeeded: None,
+                };
+                return Ok((log, BatchStep::Failed(failed)));
+            }
+        };
+        match stored {
+            Ok(Some(step)) => Ok((log, step)),
+            Ok(None) => {
+                tx.rollback_to(&savepoint)?;
+                Ok((log, BatchStep::Abandoned))
+            }
+            Err(e) => {
+                // As when committing a run's result fails.
+                tx.rollback_to(&savepoint)?;
+                let failure = commit_failure(e);
+                let decision = policy.on_commit_error(&mut log.data, &failure);
+                let failed = Failed {
+                    failure,
+                    decision,
+                    succeeded,
+                };
+                Ok((log, BatchStep::Failed(failed)))
+            }
+        }
+    }
+
+    /// After a batch's commit (`commit_failure`: why it failed), what is left of
+    /// one of its jobs: its callbacks, or acting on a failed attempt (which may
+    /// call its handler again, in a run of its own).
+    fn after_batch(
+        &self,
+        job: &PRef<Job>,
+        claimer: &Claimer,
+        snapshot: std::sync::Arc<Job>,
+        (mut log, step): (RunLog, BatchStep),
+        commit_failure: Option<&Failure>,
+        chain: &mut Chain<'_>,
+    ) -> Result<()> {
+        let id = job.oid();
+        let claimer = Some(claimer);
+        let failed = match (step, commit_failure) {
+            (BatchStep::Abandoned, _) => {
+                self.abandon(job, "with its result");
+                return Ok(());
+            }
+            (BatchStep::Awaiting, None) => return Ok(()),
+            (BatchStep::Stored { first_callback, .. }, None) => {
+                log::info!(
+                    target: "zodiac_async::trace",
+                    "job {id} ({}) completed on attempt {} in a batch",
+                    snapshot.handler(),
+                    snapshot.attempts()
+                );
+                let j = self.load(job)?;
+                let outcome = RunOutcome::Finished(j.result().cloned().expect("stored above"));
+                return self.after_run(job, &outcome, first_callback, chain);
+            }
+            (BatchStep::Failed(failed), _) => failed,
+            // Its result (or its wait) did not commit: as for a run's own commit.
+            (BatchStep::Stored { succeeded, .. }, Some(failure)) => Failed {
+                decision: self
+                    .policy_for(&snapshot)?
+                    .on_commit_error(&mut log.data, failure),
+                failure: failure.clone(),
+                succeeded,
+            },
+            (BatchStep::Awaiting, Some(failure)) => Failed {
+                decision: self
+                    .policy_for(&snapshot)?
+                    .on_commit_error(&mut log.data, failure),
+                failure: failure.clone(),
+                succeeded: None,
+            },
+        };
+        let mut first_callback = None;
+        let outcome = match self.decide(job, claimer, &snapshot, &mut log, failed)? {
+            Some(outcome) => outcome,
+            None => self.run_attempts(job, claimer, snapshot, log, &mut first_callback, chain)?,
+        };
+        self.after_run(job, &outcome, first_callback, chain)
     }
 
     fn run_one(
@@ -468,34 +728,28 @@ impl Runner {
         chain: &mut Chain<'_>,
     ) -> Result<(RunOutcome, Option<Started>)> {
         let mut first_callback = None;
-        let outcome = self.run_attempts(job, claimer, snapshot, &mut first_callback, chain)?;
+        let log = RunLog::of(&snapshot);
+        let outcome = self.run_attempts(job, claimer, snapshot, log, &mut first_callback, chain)?;
         Ok((outcome, first_callback))
     }
 
     /// The attempts of a run (see [`Runner::run_from`]); sets `first_callback` when
-    /// the committed result started it.
+    /// the committed result started it. `log` holds the run's failed attempts so
+    /// far (none for a new run): with some, the first call here is a retry.
     fn run_attempts(
         &self,
         job: &PRef<Job>,
         claimer: Option<&Claimer>,
         snapshot: std::sync::Arc<Job>,
+        mut log: RunLog,
         first_callback: &mut Option<Started>,
         chain: &mut Chain<'_>,
     ) -> Result<RunOutcome> {
         let id = job.oid();
         let policy = self.policy_for(&snapshot)?;
-        let queue = match snapshot.location() {
-            Location::Agent { queue, .. } => Some(queue.clone()),
-            _ => None,
-        };
-        let deadline = snapshot.deadline();
-        let mut log = RunLog {
-            run: snapshot.attempts(),
-            data: snapshot.retry_data().clone(),
-            errors: Vec::new(),
-        };
+        let queue = queue_of(&snapshot);
         let mut conn = self.db.connection();
-        let mut retrying = false;
+        let mut retrying = !log.errors.is_empty();
         loop {
             let mut tx = conn.begin();
             // A retry calls the handler again only while the job is still this run's.
@@ -591,33 +845,66 @@ impl Runner {
                 }
             };
             let (failure, decision) = failure;
-            let now = Timestamp::now();
-            log::debug!(target: "zodiac_async::trace", "job {id}: attempt failed: {failure}");
-            log.errors.push((now, failure));
-            match bounded(decision, deadline, now) {
-                Decision::Retry => {}
-                Decision::RetryAfter(d) if queue.is_none() => std::thread::sleep(d),
-                Decision::RetryAt(t) if queue.is_none() => {
-                    std::thread::sleep(t.since(Timestamp::now()))
-                }
-                Decision::RetryAfter(d) => return self.put_back(job, claimer, log, now.plus(d)),
-                Decision::RetryAt(t) => return self.put_back(job, claimer, log, t),
-                Decision::GiveUp(f) => {
-                    if let Some(value) = succeeded {
-                        // The outcome the failure replaces must not vanish silently.
-                        log::error!(
-                            target: "zodiac_async::events",
-                            "job {id} ({}) had succeeded with its result value {value:?} \
-                             (postcard bytes) but committing it failed; storing the commit \
-                             failure as its result: {}",
-                            snapshot.handler(),
-                            log.errors.last().map_or(String::new(), |(_, f)| f.to_string())
-                        );
-                    }
-                    return self.give_up(job, claimer, log, f);
-                }
+            let failed = Failed {
+                failure,
+                decision,
+                succeeded,
+            };
+            if let Some(outcome) = self.decide(job, claimer, &snapshot, &mut log, failed)? {
+                return Ok(outcome);
             }
         }
+    }
+
+    /// Acts on a failed attempt of `job`'s run (`log`, its failures so far, gains
+    /// this one): puts the job back for a retry later, or stores the failure the
+    /// policy gave up with (logging a lost result value), and returns that
+    /// outcome; or returns `None` when the handler is to be called again now (a job
+    /// outside any queue first sleeps out a delayed retry).
+    fn decide(
+        &self,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        snapshot: &Job,
+        log: &mut RunLog,
+        failed: Failed,
+    ) -> Result<Option<RunOutcome>> {
+        let id = job.oid();
+        let Failed {
+            failure,
+            decision,
+            succeeded,
+        } = failed;
+        let queue = queue_of(snapshot);
+        let now = Timestamp::now();
+        log::debug!(target: "zodiac_async::trace", "job {id}: attempt failed: {failure}");
+        log.errors.push((now, failure));
+        match bounded(decision, snapshot.deadline(), now) {
+            Decision::Retry => {}
+            Decision::RetryAfter(d) if queue.is_none() => std::thread::sleep(d),
+            Decision::RetryAt(t) if queue.is_none() => {
+                std::thread::sleep(t.since(Timestamp::now()))
+            }
+            Decision::RetryAfter(d) => {
+                return self.put_back(job, claimer, log, now.plus(d)).map(Some);
+            }
+            Decision::RetryAt(t) => return self.put_back(job, claimer, log, t).map(Some),
+            Decision::GiveUp(f) => {
+                if let Some(value) = succeeded {
+                    // The outcome the failure replaces must not vanish silently.
+                    log::error!(
+                        target: "zodiac_async::events",
+                        "job {id} ({}) had succeeded with its result value {value:?} \
+                         (postcard bytes) but committing it failed; storing the commit \
+                         failure as its result: {}",
+                        snapshot.handler(),
+                        log.errors.last().map_or(String::new(), |(_, f)| f.to_string())
+                    );
+                }
+                return self.give_up(job, claimer, log, f).map(Some);
+            }
+        }
+        Ok(None)
     }
 
     /// Calls the job's handler in `tx`; any failure (error, panic, no handler) is
@@ -781,12 +1068,12 @@ impl Runner {
         &self,
         job: &PRef<Job>,
         claimer: Option<&Claimer>,
-        log: RunLog,
+        log: &RunLog,
         failure: Failure,
     ) -> Result<RunOutcome> {
         let outcome = Outcome::Failure(failure.clone());
         let held = transact_through_outages(&self.db, |tx| {
-            self.store(tx, job, claimer, &log, outcome.clone())
+            self.store(tx, job, claimer, log, outcome.clone())
         })?;
         if !held {
             return Ok(self.abandon(job, "with its failure"));
@@ -800,7 +1087,7 @@ impl Runner {
         &self,
         job: &PRef<Job>,
         claimer: Option<&Claimer>,
-        log: RunLog,
+        log: &RunLog,
         retry_at: Timestamp,
     ) -> Result<RunOutcome> {
         let held = transact_through_outages(&self.db, |tx| {

@@ -72,8 +72,8 @@ use crate::dispatcher::{
 use crate::error::{Error, Result};
 use crate::job::{Job, Location};
 use crate::pool::{Pool, Task};
-use crate::queue::{Claim, Claimer, Queue};
-use crate::run::{Claimed, RunOutcome, Runner};
+use crate::queue::{Claimer, Queue};
+use crate::run::{Claimed, Runner, Started};
 use crate::status::Status;
 use crate::time::Timestamp;
 use crate::transact::transact;
@@ -91,6 +91,13 @@ pub struct WorkerOptions {
     pub agent: String,
     /// Jobs the agent holds at once (3).
     pub agent_size: u32,
+    /// Jobs a run thread claims at once, starts together (one commit), runs one
+    /// after another, and completes together (one commit, which claims the next
+    /// batch): a job then costs a fraction of a durable commit
+    /// ([`Runner::run_batch`](crate::Runner)). 1 (the default): one job per
+    /// thread and per commit. The agent runs `agent_size / batch_size` threads
+    /// (rounded up); `agent_size` still bounds the jobs it holds.
+    pub batch_size: u32,
     /// Longest wait between polls (5 s).
     pub poll_interval: Duration,
     pub ping_interval: Duration,
@@ -114,6 +121,7 @@ impl Default for WorkerOptions {
             queues: vec![String::new()],
             agent: AGENT_NAME.to_string(),
             agent_size: AGENT_SIZE_DEFAULT,
+            batch_size: 1,
             poll_interval: Duration::from_secs(5),
             ping_interval: PING_INTERVAL_DEFAULT,
             death_interval: DEATH_INTERVAL_DEFAULT,
@@ -178,7 +186,7 @@ pub struct Worker {
 struct Slot {
     job: Arc<Mutex<PRef<Job>>>,
     ended: Arc<AtomicBool>,
-    task: Task<Result<RunOutcome>>,
+    task: Task<Result<()>>,
 }
 
 impl Slot {
@@ -235,60 +243,85 @@ impl Drop for RingOnDrop {
     }
 }
 
-/// One claim for agent `claimer` in `queue` (see the module docs), and the start
-/// of the claimed job in the same transaction: the job as started, or `None`
-/// when it cannot be started here (its retry policy is not registered).
+/// What the claims of one transaction took: the jobs claimed and started, a
+/// job claimed that cannot be started here (its retry policy is not
+/// registered; the claims stop there), and the expired jobs they completed.
+#[derive(Default)]
+struct Claims {
+    started: Vec<Started>,
+    unstartable: Option<PRef<Job>>,
+    expired: Vec<PRef<Job>>,
+}
+
+/// Up to `n` claims for agent `claimer` in `queue` (see the module docs), in the
+/// transaction `tx`, each claimed job started there too.
 fn claim_in(
     tx: &mut Transaction<'_>,
     queue: &str,
     claimer: &Claimer,
     death_interval: Duration,
     runner: &Runner,
-) -> Result<(Claim, Option<Arc<Job>>)> {
+    n: u32,
+) -> Result<Claims> {
     let q = Queue::get_or_create(tx, queue)?;
     let now = Timestamp::now();
-    let spread = Dispatchers::claim_lane(tx, &q, &claimer.dispatcher, now, death_interval)?;
-    let claim = Dispatchers::claim_for_agent_spread(
-        tx,
-        &q,
-        &claimer.dispatcher,
-        &claimer.agent,
-        now,
-        spread,
-    )?;
-    let started = match claim.job {
-        Some(job) => runner.start_in(tx, &job, Some(claimer))?,
-        None => None,
-    };
-    Ok((claim, started))
+    let mut spread = Dispatchers::claim_lane(tx, &q, &claimer.dispatcher, now, death_interval)?;
+    if n > 1 {
+        // The rest of this batch and the next one: the next batch's claims then
+        // find their jobs cached.
+        spread.ahead = 2 * n as usize;
+    }
+    let mut claims = Claims::default();
+    for _ in 0..n.max(1) {
+        let claim = Dispatchers::claim_for_agent_spread(
+            tx,
+            &q,
+            &claimer.dispatcher,
+            &claimer.agent,
+            now,
+            spread,
+        )?;
+        claims.expired.extend(claim.expired);
+        let Some(job) = claim.job else {
+            break;
+        };
+        // A batch's later claims take only its lane's jobs.
+        spread.fallback = false;
+        match runner.start_in(tx, &job, Some(claimer))? {
+            Some(started) => claims.started.push((job, started)),
+            None => {
+                claims.unstartable = Some(job);
+                break;
+            }
+        }
+    }
+    Ok(claims)
 }
 
-/// The claim a run makes in its last commit ([`Runner::run_chain`]): a job that
-/// cannot be started here fails it, so it is rolled back and left to the poll.
+/// The claim a run makes in its last commit ([`Runner::run_chain`],
+/// [`Runner::run_batch`]): a job that cannot be started here fails it, so it is
+/// rolled back and left to the poll.
 fn claim_next(
     tx: &mut Transaction<'_>,
     queue: &str,
     claimer: &Claimer,
     death_interval: Duration,
     runner: &Runner,
+    n: u32,
 ) -> Result<Claimed> {
-    let (claim, started) = claim_in(tx, queue, claimer, death_interval, runner)?;
-    let next = match (claim.job, started) {
-        (Some(job), Some(started)) => Some((job, started)),
-        (Some(job), None) => {
-            return Err(Error::NoSuchPolicy {
-                name: tx
-                    .get(&job)?
-                    .retry_policy()
-                    .unwrap_or("(the default)")
-                    .to_string(),
-            });
-        }
-        (None, _) => None,
-    };
+    let claims = claim_in(tx, queue, claimer, death_interval, runner, n)?;
+    if let Some(job) = claims.unstartable {
+        return Err(Error::NoSuchPolicy {
+            name: tx
+                .get(&job)?
+                .retry_policy()
+                .unwrap_or("(the default)")
+                .to_string(),
+        });
+    }
     Ok(Claimed {
-        next,
-        expired: claim.expired,
+        next: claims.started,
+        expired: claims.expired,
     })
 }
 
@@ -477,9 +510,8 @@ impl Worker {
                     let q = Queue::get_or_create(tx, queue)?;
                     Dispatchers::release_finished(tx, &q, owner)?;
                 }
-                Ok(tx.get(&job)?.result().cloned())
+                Ok(())
             })
-            .map(|outcome| RunOutcome::Finished(outcome.expect("a finished job has a result")))
         });
     }
 
@@ -492,7 +524,11 @@ impl Worker {
             .iter()
             .filter(|s| !s.ended() && !self.callbacks_only.contains(&s.job().oid()))
             .count();
-        claimed >= self.options.agent_size as usize * self.active.len().max(1)
+        let threads = self
+            .options
+            .agent_size
+            .div_ceil(self.options.batch_size.max(1));
+        claimed >= threads as usize * self.active.len().max(1)
     }
 
     fn claim_and_run(&mut self, name: &str, report: &mut PollReport) -> Result<()> {
@@ -501,22 +537,17 @@ impl Worker {
             agent: self.options.agent.clone(),
         };
         let death_interval = self.options.death_interval;
+        let batch_size = self.options.batch_size;
         while !self.full() {
             let mut claimed = None;
             for attempt in 0..=self.options.claim_conflict_retries {
                 let runner = &self.runner;
                 let result = crate::helpers::attempt(&self.db, &mut |tx| {
-                    claim_in(tx, name, &claimer, death_interval, runner)
+                    claim_in(tx, name, &claimer, death_interval, runner, batch_size)
                 });
                 match result {
-                    Ok((claim, started)) => {
-                        // Expired jobs met by the claim: their callbacks run now, on
-                        // threads of their own (a long callback must not hold up
-                        // polls and pings).
-                        for &job in &claim.expired {
-                            self.spawn_callbacks(job, None);
-                        }
-                        claimed = Some(claim.job.map(|job| (job, started)));
+                    Ok(claims) => {
+                        claimed = Some(claims);
                         break;
                     }
                     Err(e) if e.is_conflict() => {
@@ -525,39 +556,62 @@ impl Worker {
                     Err(e) => return Err(e),
                 }
             }
-            let Some(Some((job, started))) = claimed else {
+            let Some(claims) = claimed else {
                 return Ok(());
             };
-            self.spawn_run(name, &claimer, job, started);
-            report.started.push(job);
+            // Expired jobs met by the claims: their callbacks run now, on threads
+            // of their own (a long callback must not hold up polls and pings).
+            for &job in &claims.expired {
+                self.spawn_callbacks(job, None);
+            }
+            if claims.started.is_empty() && claims.unstartable.is_none() {
+                return Ok(());
+            }
+            report
+                .started
+                .extend(claims.started.iter().map(|(job, _)| *job));
+            if !claims.started.is_empty() {
+                self.spawn_run(name, &claimer, claims.started);
+            }
+            if let Some(job) = claims.unstartable {
+                // Not startable here (e.g. its retry policy is unknown): the
+                // ordinary run reports why.
+                let (runner, claimer) = (self.runner.clone(), claimer.clone());
+                self.spawn_slot(job, move |_| runner.run(&job, Some(&claimer)).map(|_| ()));
+                report.started.push(job);
+            }
         }
         Ok(())
     }
 
-    /// Runs `job` (claimed by `claimer` from `queue`) on a thread of the pool,
-    /// which goes on with every job its runs claim in their last commits
-    /// ([`Runner::run_chain`]) until a run claims none.
-    fn spawn_run(
-        &mut self,
-        queue: &str,
-        claimer: &Claimer,
-        job: PRef<Job>,
-        started: Option<Arc<Job>>,
-    ) {
+    /// Runs `batch` (claimed and started by `claimer` from `queue`) on a thread of
+    /// the pool, which goes on with every job its runs claim in their last
+    /// commits ([`Runner::run_chain`], [`Runner::run_batch`]) until a run claims
+    /// none.
+    fn spawn_run(&mut self, queue: &str, claimer: &Claimer, batch: Vec<Started>) {
         let (runner, claimer, queue) = (self.runner.clone(), claimer.clone(), queue.to_string());
         let death_interval = self.options.death_interval;
-        self.spawn_slot(job, move |current| {
+        let batch_size = self.options.batch_size;
+        self.spawn_slot(batch[0].0, move |current| {
             let next = |tx: &mut Transaction<'_>| {
-                claim_next(tx, &queue, &claimer, death_interval, &runner)
+                claim_next(tx, &queue, &claimer, death_interval, &runner, batch_size)
             };
-            let mut claimed = None;
-            let mut result = match started {
-                Some(started) => runner.run_chain(&job, &claimer, started, &next, &mut claimed),
-                // Not startable here (e.g. its retry policy is unknown): the
-                // ordinary run reports why.
-                None => runner.run(&job, Some(&claimer)),
-            };
-            while let Some((job, started)) = claimed.take() {
+            let mut batch = batch;
+            loop {
+                *current.lock() = batch[0].0;
+                let mut claimed = Vec::new();
+                let result = match batch.len() {
+                    1 => {
+                        let (job, started) = batch.pop().expect("one job");
+                        runner
+                            .run_chain(&job, &claimer, started, &next, &mut claimed)
+                            .map(|_| ())
+                    }
+                    _ => runner.run_batch(batch, &claimer, &next, &mut claimed),
+                };
+                if claimed.is_empty() {
+                    return result;
+                }
                 if let Err(e) = &result {
                     log::error!(
                         target: "zodiac_async::events",
@@ -565,10 +619,8 @@ impl Worker {
                         current.lock().oid()
                     );
                 }
-                *current.lock() = job;
-                result = runner.run_chain(&job, &claimer, started, &next, &mut claimed);
+                batch = claimed;
             }
-            result
         });
     }
 
@@ -577,7 +629,7 @@ impl Worker {
     fn spawn_slot(
         &mut self,
         job: PRef<Job>,
-        f: impl FnOnce(&Mutex<PRef<Job>>) -> Result<RunOutcome> + Send + 'static,
+        f: impl FnOnce(&Mutex<PRef<Job>>) -> Result<()> + Send + 'static,
     ) {
         let current = Arc::new(Mutex::new(job));
         let ended = Arc::new(AtomicBool::new(false));

@@ -598,13 +598,7 @@ fn spread_claims_take_their_lanes_jobs_and_stay_within_the_due_ones() {
                 .find(|j| lane(j) == l)
                 .or(pending.first())
                 .copied();
-            let claimed = spread(
-                Spread {
-                    lane: l,
-                    lanes: LANES,
-                },
-                at(100),
-            );
+            let claimed = spread(Spread::new(l, LANES), at(100));
             assert_eq!(claimed, expected, "lane {l}");
             pending.retain(|j| Some(*j) != claimed);
         }
@@ -613,13 +607,7 @@ fn spread_claims_take_their_lanes_jobs_and_stay_within_the_due_ones() {
             assert_eq!(spread(Spread::NONE, at(100)), Some(expected));
         }
         for l in 0..LANES {
-            let none = spread(
-                Spread {
-                    lane: l,
-                    lanes: LANES,
-                },
-                at(100),
-            );
+            let none = spread(Spread::new(l, LANES), at(100));
             assert_eq!(none, None, "only a job not due yet is left");
         }
         assert_eq!(job(&db, later).status(), Status::Pending);

@@ -63,6 +63,9 @@ pub const WORKER_MODE: &str = "job-worker";
 const BULK_JOBS: u64 = 10_000;
 /// Workers of J3.
 const J3_WORKERS: usize = 4;
+/// J3's agent size and batch size: each worker's run thread claims, runs and
+/// completes 8 jobs per commit.
+const J3_BATCH: u32 = 8;
 /// Measured rounds of J4, after the warm-up rounds.
 const J4_ROUNDS: usize = 200;
 const J4_WARM_UP: usize = 5;
@@ -101,6 +104,9 @@ pub enum JobWorkload {
     J4,
     J5,
     J6,
+    /// J3 with workers that run one job per thread and per commit (batch size 1,
+    /// an agent of size 1): the cost of a job on its own (not a workloads.md row).
+    J3Single,
     /// J3's drain with 4 producers putting the jobs meanwhile: the conflict rate
     /// of concurrent puts and claims (not a workloads.md row).
     J3Mix,
@@ -112,6 +118,7 @@ impl JobWorkload {
             JobWorkload::J1 => "j1",
             JobWorkload::J2 => "j2",
             JobWorkload::J3 => "j3",
+            JobWorkload::J3Single => "j3-single",
             JobWorkload::J4 => "j4",
             JobWorkload::J5 => "j5",
             JobWorkload::J6 => "j6",
@@ -139,7 +146,8 @@ impl JobWorkload {
         let result = match self {
             JobWorkload::J1 => j1(&mut bench),
             JobWorkload::J2 => j2(&mut bench),
-            JobWorkload::J3 => j3(&mut bench),
+            JobWorkload::J3 => j3(&mut bench, "j3", J3_BATCH),
+            JobWorkload::J3Single => j3(&mut bench, "j3-single", 1),
             JobWorkload::J4 => j4(&mut bench),
             JobWorkload::J5 => j5(&mut bench),
             JobWorkload::J6 => j6(&mut bench),
@@ -329,6 +337,7 @@ impl LogReader {
 struct WorkerSpec {
     tag: String,
     agent_size: u32,
+    batch_size: u32,
     ping: Duration,
     death: Duration,
 }
@@ -339,14 +348,24 @@ impl WorkerSpec {
         WorkerSpec {
             tag: tag.into(),
             agent_size: 1,
+            batch_size: 1,
             ping: defaults.ping_interval,
             death: defaults.death_interval,
         }
     }
 
+    /// An agent of `batch` jobs that a run thread claims, runs and completes
+    /// together (`WorkerOptions::batch_size`).
+    fn batched(mut self, batch: u32) -> WorkerSpec {
+        self.agent_size = batch;
+        self.batch_size = batch;
+        self
+    }
+
     fn options(&self) -> WorkerOptions {
         WorkerOptions {
             agent_size: self.agent_size,
+            batch_size: self.batch_size,
             ping_interval: self.ping,
             death_interval: self.death,
             grace_period: Duration::from_secs(5),
@@ -441,19 +460,20 @@ fn run_worker(
     worker.run(stop).map_err(|e| e.to_string())
 }
 
-/// Worker mode: `WORKER_MODE ADDR LOG TAG AGENT_SIZE PING_MS DEATH_MS` connects to the
+/// Worker mode: `WORKER_MODE ADDR LOG TAG AGENT_SIZE BATCH_SIZE PING_MS DEATH_MS` connects to the
 /// server at ADDR and runs a worker with the bench handlers until its standard input
 /// ends (then it stops gracefully) or it is killed.
 pub fn worker_process(args: &[String]) -> std::result::Result<(), String> {
-    let [addr, log, tag, agent_size, ping_ms, death_ms] = args else {
+    let [addr, log, tag, agent_size, batch_size, ping_ms, death_ms] = args else {
         return Err(format!(
-            "usage: {WORKER_MODE} ADDR LOG TAG AGENT_SIZE PING_MS DEATH_MS"
+            "usage: {WORKER_MODE} ADDR LOG TAG AGENT_SIZE BATCH_SIZE PING_MS DEATH_MS"
         ));
     };
     let number = |s: &String| s.parse::<u64>().map_err(|e| format!("{s}: {e}"));
     let spec = WorkerSpec {
         tag: tag.clone(),
         agent_size: u32::try_from(number(agent_size)?).map_err(|e| e.to_string())?,
+        batch_size: u32::try_from(number(batch_size)?).map_err(|e| e.to_string())?,
         ping: Duration::from_millis(number(ping_ms)?),
         death: Duration::from_millis(number(death_ms)?),
     };
@@ -550,6 +570,7 @@ impl Bench {
                         self.log_path.display().to_string(),
                         spec.tag.clone(),
                         spec.agent_size.to_string(),
+                        spec.batch_size.to_string(),
                         spec.ping.as_millis().to_string(),
                         spec.death.as_millis().to_string(),
                     ])
@@ -651,12 +672,19 @@ impl Drained {
     }
 }
 
-/// Starts `workers` workers and waits until `n` ids have ended.
-fn drain(bench: &mut Bench, log: &mut LogReader, workers: usize, n: u64) -> Result<Drained> {
+/// Starts `workers` workers, each with an agent of `batch` jobs run in batches
+/// of `batch` ([`WorkerSpec::batched`]), and waits until `n` ids have ended.
+fn drain(
+    bench: &mut Bench,
+    log: &mut LogReader,
+    workers: usize,
+    batch: u32,
+    n: u64,
+) -> Result<Drained> {
     let cpu_before = system::cpu_seconds();
     let launch = now_ns();
     for w in 0..workers {
-        bench.start_worker(WorkerSpec::new(format!("w{w}")))?;
+        bench.start_worker(WorkerSpec::new(format!("w{w}")).batched(batch))?;
     }
     log.wait_ended(n as usize, DRAIN_STALL)?;
     // Worker processes started with the drain: all their CPU time is the drain's
@@ -704,10 +732,12 @@ fn drain_measurement(
     n: u64,
     drained: &Drained,
     workers: usize,
+    batch: u32,
 ) -> Measurement {
     let mut m = Measurement::new(name, drained.e2e, n, "jobs/s");
     m.set("workers", Value::Int(workers as u64));
-    m.set("agent_size", Value::Int(1));
+    m.set("agent_size", Value::Int(batch.into()));
+    m.set("batch_size", Value::Int(batch.into()));
     m.set("steady_rate", Value::Float(n as f64 / drained.steady, 1));
     drained.set_cpu(&mut m, n);
     m.set("lost", Value::Int(n - log.ends.len() as u64));
@@ -720,22 +750,23 @@ fn drain_measurement(
 fn j2(bench: &mut Bench) -> Result<Measurement> {
     put_noops(bench.db(), BULK_JOBS)?;
     let mut log = bench.log()?;
-    let drained = drain(bench, &mut log, 1, BULK_JOBS)?;
+    let drained = drain(bench, &mut log, 1, 1, BULK_JOBS)?;
     bench.stop_workers()?;
-    Ok(drain_measurement("j2", &log, BULK_JOBS, &drained, 1))
+    Ok(drain_measurement("j2", &log, BULK_JOBS, &drained, 1, 1))
 }
 
-/// J3: fresh store, 10,000 jobs waiting, 4 workers.
-fn j3(bench: &mut Bench) -> Result<Measurement> {
+/// J3: fresh store, 10,000 jobs waiting, 4 workers, each running batches of
+/// `batch` jobs (reported as `name`).
+fn j3(bench: &mut Bench, name: &str, batch: u32) -> Result<Measurement> {
     put_noops(bench.db(), BULK_JOBS)?;
     let mut log = bench.log()?;
     let before = bench.db().commit_stats();
-    let drained = drain(bench, &mut log, J3_WORKERS, BULK_JOBS)?;
+    let drained = drain(bench, &mut log, J3_WORKERS, batch, BULK_JOBS)?;
     bench.stop_workers()?;
     // Let late duplicates (if any) reach the log before counting.
     std::thread::sleep(Duration::from_millis(100));
     log.poll()?;
-    let mut m = drain_measurement("j3", &log, BULK_JOBS, &drained, J3_WORKERS);
+    let mut m = drain_measurement(name, &log, BULK_JOBS, &drained, J3_WORKERS, batch);
     if !bench.served() {
         // Over the server the workers' commits are in their own processes.
         set_commit_stats(&mut m, before, bench.db().commit_stats(), BULK_JOBS);
@@ -987,7 +1018,7 @@ fn j6(bench: &mut Bench) -> Result<Measurement> {
     let enqueue_seconds = start.elapsed().as_secs_f64();
     let mut log = bench.log()?;
     let before = bench.db().commit_stats();
-    let drained = drain(bench, &mut log, 1, 2 * J6_CHAINS)?;
+    let drained = drain(bench, &mut log, 1, 1, 2 * J6_CHAINS)?;
     bench.stop_workers()?;
     let after = bench.db().commit_stats();
     let out_of_order = (0..J6_CHAINS)

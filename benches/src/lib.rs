@@ -4,7 +4,7 @@
 //! ```text
 //! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
 //!   WORKLOAD: phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all)
-//!             j1 | j2 | j3 | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these)
+//!             j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these)
 //! ```
 //!
 //! The binary is a thin wrapper over [`run_cli`]; another command (e.g. `zodiac
@@ -50,9 +50,10 @@ pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::
 const USAGE: &str = "\
 usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
   WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w5 | w7 | w7-noindex | storage (all of these)
-            j1 | j2 | j3 | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these;
+            j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these;
             embedded the workers are threads, over --store server they are
             processes with their own connections, and j5 runs only there;
+            j3's workers run batches of 8 jobs per commit, j3-single's one;
             j3-mix: 4 producers put while 4 workers run, with the conflict
             rates, embedded only)
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)

@@ -103,11 +103,12 @@ impl Workload {
 
     /// The job workloads, in the order `jobs` runs them (after `phys-fdatasync`, the
     /// disk's floor measured in the same run).
-    pub const JOBS: [Workload; 8] = [
+    pub const JOBS: [Workload; 9] = [
         Workload::PhysFdatasync,
         Workload::Job(JobWorkload::J1),
         Workload::Job(JobWorkload::J2),
         Workload::Job(JobWorkload::J3),
+        Workload::Job(JobWorkload::J3Single),
         Workload::Job(JobWorkload::J4),
         Workload::Job(JobWorkload::J5),
         Workload::Job(JobWorkload::J6),
