@@ -46,7 +46,8 @@
 //!   finds in CALLBACKS have their callbacks resumed on a thread of their own, like
 //!   a claimed job, so a long callback never stalls polls and pings; the dead
 //!   agent then releases them.
-//! - [`Worker::shutdown`] gives running jobs the grace period, then hands what the
+//! - [`Worker::shutdown`] stops claiming (its run threads take no next job), gives
+//!   running jobs the grace period, then hands what the
 //!   agent still holds to recovery and deactivates the dispatcher, so nothing stays
 //!   assigned to a stopped worker. A job whose callbacks are still running has them
 //!   interrupted (their policy decides) and stays held: the dispatcher then stays
@@ -180,6 +181,8 @@ pub struct Worker {
     pool: Pool,
     /// Rung by every run thread as it ends.
     slot_freed: Arc<SlotFreed>,
+    /// Set when the worker starts stopping: its run threads claim no more jobs.
+    stopping: Arc<AtomicBool>,
 }
 
 /// A thread running jobs: the job it runs now, whether it ended, and its task.
@@ -356,6 +359,7 @@ impl Worker {
             callbacks_only: BTreeSet::new(),
             pool: Pool::new("zodiac-job"),
             slot_freed: Arc::default(),
+            stopping: Arc::default(),
         }
     }
 
@@ -592,8 +596,12 @@ impl Worker {
         let (runner, claimer, queue) = (self.runner.clone(), claimer.clone(), queue.to_string());
         let death_interval = self.options.death_interval;
         let batch_size = self.options.batch_size;
+        let stopping = Arc::clone(&self.stopping);
         self.spawn_slot(batch[0].0, move |current| {
             let next = |tx: &mut Transaction<'_>| {
+                if stopping.load(Ordering::SeqCst) {
+                    return Ok(Claimed::default());
+                }
                 claim_next(tx, &queue, &claimer, death_interval, &runner, batch_size)
             };
             let mut batch = batch;
@@ -807,6 +815,7 @@ impl Worker {
     /// it stays activated, dead to its siblings, for the next one's cleanup (see
     /// [`Dispatchers::leave_to_siblings`]).
     pub fn shutdown(&mut self) -> Result<()> {
+        self.stopping.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + self.options.grace_period;
         while !self.running.is_empty() && Instant::now() < deadline {
             self.reap(false);

@@ -1,0 +1,347 @@
+//! Workers that run jobs in batches (`WorkerOptions::batch_size`): one commit
+//! starts a batch, one commit completes it with the next batch's claim; a failure
+//! rolls back its own job's writes only; a policy's retry runs the job again on
+//! its own; every job of a batch is ACTIVE before the first handler runs; and a
+//! stopping worker's runs claim nothing more.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use zodiac_async::{
+    Decision, Failure, Handlers, Job, Outcome, Policies, PutOptions, Queue, RetryData, RetryPolicy,
+    Runner, Status, Worker, WorkerOptions, transact,
+};
+use zodiac_objects::{Counter, Database, PRef};
+use zodiac_storage::MemoryStorage;
+
+fn database() -> (Database, PRef<Counter>) {
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    let counter = transact(&db, |tx| {
+        Queue::get_or_create(tx, "")?;
+        Ok(tx.add(Counter::new(0))?)
+    })
+    .unwrap();
+    (db, counter)
+}
+
+/// Handlers writing to `counter`: `count` adds its argument; `fail` adds 100,
+/// then fails.
+fn handlers(counter: PRef<Counter>) -> Handlers {
+    let mut h = Handlers::new();
+    h.register("count", move |ctx, by: i64| {
+        ctx.tx().modify(&counter, |c| c.add(by))?;
+        Ok(())
+    });
+    h.register(
+        "fail",
+        move |ctx, _: ()| -> Result<(), zodiac_async::HandlerError> {
+            ctx.tx().modify(&counter, |c| c.add(100))?;
+            Err("this job fails after writing".into())
+        },
+    );
+    h
+}
+
+fn put_with(db: &Database, job: Job, options: PutOptions) -> PRef<Job> {
+    transact(db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::put_job(tx, &q, job.clone(), options.clone())
+    })
+    .unwrap()
+}
+
+fn put(db: &Database, handler: &str, n: i64) -> PRef<Job> {
+    let job = match handler {
+        "count" => Job::with_arguments(handler, &n).unwrap(),
+        _ => Job::with_arguments(handler, &()).unwrap(),
+    };
+    put_with(db, job, PutOptions::new())
+}
+
+fn job(db: &Database, j: PRef<Job>) -> Arc<Job> {
+    transact(db, |tx| Ok(tx.get(&j)?)).unwrap()
+}
+
+fn count(db: &Database, c: PRef<Counter>) -> i64 {
+    transact(db, |tx| Ok(tx.get(&c)?.value())).unwrap()
+}
+
+fn batched(batch: u32) -> WorkerOptions {
+    WorkerOptions {
+        agent_size: batch,
+        batch_size: batch,
+        ..WorkerOptions::default()
+    }
+}
+
+#[test]
+fn a_batch_completes_in_one_commit_which_claims_the_next_batch() {
+    let (db, counter) = database();
+    let jobs: Vec<_> = (1..=12).map(|n| put(&db, "count", n)).collect();
+    let runner = Runner::new(db.clone(), handlers(counter), Policies::new());
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(4));
+    let commits = db.storage().subscribe();
+    assert_eq!(
+        worker.poll_once().unwrap().started,
+        jobs[..4],
+        "one claim takes a batch"
+    );
+    worker.wait_idle();
+    for j in &jobs {
+        assert_eq!(job(&db, *j).status(), Status::Completed);
+    }
+    assert_eq!(count(&db, counter), 78, "each effect once");
+    // The poll's activation and its claim of the first batch, then one commit
+    // per batch: its 4 results with the next batch's claim.
+    let events = commits.drain();
+    let polled = events.len() - 3;
+    assert!(polled <= 3, "{} commits for 3 batches", events.len());
+    for (event, batch) in events[polled..].iter().zip(jobs.chunks(4)) {
+        for j in batch {
+            assert!(
+                event.oids.contains(&j.oid()),
+                "job {} in its batch's commit",
+                j.oid()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failure_in_a_batch_rolls_back_only_its_own_writes() {
+    let (db, counter) = database();
+    let jobs = [
+        put(&db, "count", 1),
+        put(&db, "fail", 0),
+        put(&db, "count", 2),
+        put(&db, "count", 3),
+    ];
+    let runner = Runner::new(db.clone(), handlers(counter), Policies::new());
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(4));
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    worker.wait_idle();
+    assert_eq!(count(&db, counter), 6, "the failed job's write is gone");
+    for (i, j) in jobs.iter().enumerate() {
+        let j = job(&db, *j);
+        assert_eq!(j.status(), Status::Completed);
+        match (i, j.result()) {
+            (1, Some(Outcome::Failure(f))) => {
+                assert!(f.message.contains("fails after writing"), "{f:?}")
+            }
+            (1, other) => panic!("the failing job's result: {other:?}"),
+            (_, Some(Outcome::Value(_))) => {}
+            (_, other) => panic!("job {i}'s result: {other:?}"),
+        }
+    }
+}
+
+/// Retries a failed job once, at once.
+struct RetryOnce;
+
+impl RetryPolicy for RetryOnce {
+    fn on_job_error(&self, data: &mut RetryData, failure: &Failure) -> Decision {
+        match data.bump_run("errors") {
+            1 => Decision::Retry,
+            _ => Decision::GiveUp(failure.clone()),
+        }
+    }
+    fn on_commit_error(&self, _: &mut RetryData, failure: &Failure) -> Decision {
+        Decision::GiveUp(failure.clone())
+    }
+    fn on_interrupted(&self, _: &mut RetryData) -> Decision {
+        Decision::Retry
+    }
+}
+
+#[test]
+fn a_retry_in_a_batch_calls_the_handler_again_on_its_own() {
+    let (db, counter) = database();
+    let calls = Arc::new(AtomicU32::new(0));
+    let mut h = handlers(counter);
+    {
+        let calls = Arc::clone(&calls);
+        h.register(
+            "flaky",
+            move |ctx, _: ()| -> Result<(), zodiac_async::HandlerError> {
+                ctx.tx().modify(&counter, |c| c.add(10))?;
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err("the first call fails".into()),
+                    _ => Ok(()),
+                }
+            },
+        );
+    }
+    let mut policies = Policies::new();
+    policies.register("once", Arc::new(RetryOnce));
+    let mut flaky = Job::with_arguments("flaky", &()).unwrap();
+    flaky.set_retry_policy("once");
+    let jobs = [
+        put(&db, "count", 1),
+        put_with(&db, flaky, PutOptions::new()),
+        put(&db, "count", 2),
+    ];
+    let runner = Runner::new(db.clone(), h, policies);
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(3));
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    worker.wait_idle();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "called again after the batch"
+    );
+    assert_eq!(count(&db, counter), 13, "the second call's write only");
+    let flaky = job(&db, jobs[1]);
+    assert_eq!(flaky.status(), Status::Completed);
+    assert!(matches!(flaky.result(), Some(Outcome::Value(_))));
+    assert_eq!(flaky.errors().len(), 1, "the failed call is in its history");
+}
+
+/// A gate the `wait` handler blocks on until it opens.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+    waiting: AtomicU32,
+}
+
+impl Gate {
+    fn pass(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn wait_for_a_waiter(&self) {
+        while self.waiting.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn gated_handlers(counter: PRef<Counter>, gate: &Arc<Gate>) -> Handlers {
+    let mut h = handlers(counter);
+    let gate = Arc::clone(gate);
+    h.register("wait", move |_ctx, _: ()| {
+        gate.pass();
+        Ok(())
+    });
+    h
+}
+
+/// A worker dying during a batch leaves every job of it ACTIVE, for recovery to
+/// ask each job's policy: none of them can be lost, however far the batch got.
+#[test]
+fn every_job_of_a_batch_is_active_before_its_first_handler_runs() {
+    let (db, counter) = database();
+    let gate = Arc::new(Gate::default());
+    let jobs = [
+        put(&db, "wait", 0),
+        put(&db, "count", 1),
+        put(&db, "count", 2),
+    ];
+    let runner = Runner::new(db.clone(), gated_handlers(counter, &gate), Policies::new());
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(3));
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    gate.wait_for_a_waiter();
+    for j in jobs {
+        let j = job(&db, j);
+        assert_eq!(j.status(), Status::Active);
+        assert_eq!(j.attempts(), 1);
+    }
+    gate.open();
+    worker.wait_idle();
+    assert_eq!(count(&db, counter), 3);
+}
+
+/// A stopping worker's runs end with their own jobs: the commit of a result
+/// claims nothing more, so the grace period is not spent on new work.
+#[test]
+fn a_stopping_workers_runs_claim_no_more_jobs() {
+    let (db, counter) = database();
+    let gate = Arc::new(Gate::default());
+    let first = put(&db, "wait", 0);
+    let rest: Vec<_> = (1..=5).map(|n| put(&db, "count", n)).collect();
+    let runner = Runner::new(db.clone(), gated_handlers(counter, &gate), Policies::new());
+    let options = WorkerOptions {
+        agent_size: 1,
+        grace_period: Duration::from_secs(10),
+        ..WorkerOptions::default()
+    };
+    let mut worker = Worker::new(db.clone(), "w1", runner, options);
+    assert_eq!(worker.poll_once().unwrap().started, [first]);
+    gate.wait_for_a_waiter();
+    let opener = {
+        let gate = Arc::clone(&gate);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            gate.open();
+        })
+    };
+    worker.shutdown().unwrap();
+    opener.join().unwrap();
+    assert_eq!(job(&db, first).status(), Status::Completed);
+    for j in rest {
+        assert_eq!(job(&db, j).status(), Status::Pending, "left in the queue");
+    }
+    assert_eq!(count(&db, counter), 0);
+}
+
+/// A batch whose commit fails (here another transaction wrote one of its jobs
+/// meanwhile) is every job's commit failure: each policy decides, and the
+/// default one retries a conflict, so every job runs again on its own, its
+/// effect once.
+#[test]
+fn a_failed_batch_commit_runs_each_job_again_on_its_own() {
+    let (db, counter) = database();
+    let gate = Arc::new(Gate::default());
+    let calls = Arc::new(AtomicU32::new(0));
+    let mut h = gated_handlers(counter, &gate);
+    {
+        let calls = Arc::clone(&calls);
+        h.register("count", move |ctx, by: i64| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            ctx.tx().modify(&counter, |c| c.add(by))?;
+            Ok(())
+        });
+    }
+    let jobs = [
+        put(&db, "wait", 0),
+        put(&db, "count", 1),
+        put(&db, "count", 2),
+    ];
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(3));
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    gate.wait_for_a_waiter();
+    transact(&db, |tx| {
+        Ok(tx.modify(&jobs[2], |j| j.annotate("note", b"x".to_vec()))??)
+    })
+    .unwrap();
+    gate.open();
+    worker.wait_idle();
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "both count jobs ran again");
+    assert_eq!(count(&db, counter), 3, "each effect once");
+    for j in jobs {
+        let j = job(&db, j);
+        assert_eq!(j.status(), Status::Completed);
+        assert!(
+            matches!(j.result(), Some(Outcome::Value(_))),
+            "{:?}",
+            j.result()
+        );
+        assert_eq!(
+            j.errors().len(),
+            1,
+            "the batch's commit failure: {:?}",
+            j.errors()
+        );
+    }
+}
