@@ -562,6 +562,40 @@ fn d3_kill9_with_a_sibling_alive_recovers_after_the_death_interval() {
     assert!(w.held(&dead).is_empty());
 }
 
+/// D3 for a worker running batches: kill -9 while the first job of a batch of
+/// three runs. Every job of the batch was ACTIVE before it started, so the
+/// sibling recovers all three after the death interval: nothing is lost, the
+/// interrupted one runs again, the two that never started run once, and each
+/// completes once.
+#[test]
+fn d3_kill9_during_a_batch_the_sibling_recovers_every_job_of_it() {
+    let mut w = World::new();
+    // Put before the worker starts: its first claim takes the three at once.
+    let jobs: Vec<_> = ["b1", "b2", "b3"].map(|k| w.put_f(k, &[])).into();
+    let a = w.worker("a", &["--batch-size", "3"]);
+    w.wait_starts("b1", 1);
+    for job in &jobs {
+        let j = w.job(*job);
+        assert_eq!(j.status(), Status::Active, "the whole batch is started");
+        assert_eq!(holder(&j).as_deref(), Some(a.id.as_str()));
+    }
+    let b = w.worker("b", &[]);
+    a.kill9();
+    for key in ["b1", "b2", "b3"] {
+        w.release(key);
+    }
+    for job in &jobs {
+        w.wait_status(*job, Status::Completed);
+        let j = w.job(*job);
+        assert_eq!(value(&j), 42);
+        assert_eq!(interruptions(&j), 1);
+    }
+    assert_eq!(w.starts("b1").len(), 2, "the interrupted job ran again");
+    for key in ["b2", "b3"] {
+        assert_eq!(w.starts(key), [b.pid()], "{key} ran once, on the sibling");
+    }
+}
+
 /// D4: false death. Worker A is stopped (SIGSTOP) longer than the death interval
 /// while it runs `f`; sibling B takes `f` over and completes it once (42). When A
 /// resumes (SIGCONT) its run finds the job gone and stores nothing (logged), its

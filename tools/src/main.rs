@@ -292,6 +292,13 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = zodiac_async::AGENT_SIZE_DEFAULT,
               value_parser = clap::value_parser!(u32).range(1..=1024))]
         size: u32,
+        /// Jobs a run thread claims, runs one after another and completes in one
+        /// commit (at most --size; 1: one job per thread and per commit). Larger
+        /// batches cost far fewer commits per job; their jobs wait for each
+        /// other's results to commit.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=1024))]
+        batch: u32,
         /// The file holding this worker's UUID (created if missing; locked while
         /// the worker runs).
         #[arg(long, value_name = "F")]
@@ -428,6 +435,7 @@ fn main() -> ExitCode {
             queues,
             agent,
             size,
+            batch,
             uuid_file,
             poll_interval,
             ping_interval,
@@ -440,6 +448,7 @@ fn main() -> ExitCode {
             queues,
             agent,
             size,
+            batch: batch.min(size),
             uuid_file,
             poll_interval,
             ping_interval,

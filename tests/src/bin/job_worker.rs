@@ -1,7 +1,7 @@
 //! A job worker process for the multi-process job tests (`tests/jobs_processes.rs`).
 //!
-//! `job_worker ADDR UUID_FILE DIR [--queue Q] [--agent-size N] [--poll-ms N]
-//! [--ping-ms N] [--death-ms N] [--grace-ms N] [--wait-ms N] [--host NAME]`
+//! `job_worker ADDR UUID_FILE DIR [--queue Q] [--agent-size N] [--batch-size N]
+//! [--poll-ms N] [--ping-ms N] [--death-ms N] [--grace-ms N] [--wait-ms N] [--host NAME]`
 //!
 //! Connects to the storage server at ADDR, takes the worker identity in UUID_FILE
 //! (refused, exit 2, while another process holds it; `--host` names the host it
@@ -33,7 +33,7 @@ use zodiac_objects::Database;
 use zodiac_storage::{ClientOptions, ClientStorage};
 
 const USAGE: &str = "usage: job_worker ADDR UUID_FILE DIR [--queue Q] [--agent-size N] \
-                     [--poll-ms N] [--ping-ms N] [--death-ms N] [--grace-ms N] [--wait-ms N] \
+                     [--batch-size N] [--poll-ms N] [--ping-ms N] [--death-ms N] [--grace-ms N] [--wait-ms N] \
                      [--host NAME]";
 
 fn main() -> ExitCode {
@@ -115,6 +115,7 @@ fn run() -> Result<(), (u8, String)> {
         match flag.as_str() {
             "--queue" => options.queues = vec![value.clone()],
             "--agent-size" => options.agent_size = value.parse().map_err(|_| usage())?,
+            "--batch-size" => options.batch_size = value.parse().map_err(|_| usage())?,
             "--poll-ms" => options.poll_interval = ms()?,
             "--ping-ms" => options.ping_interval = ms()?,
             "--death-ms" => options.death_interval = ms()?,
