@@ -28,6 +28,11 @@
 //!   `awaiting = J`, and adds a resume callback to J; the resume stores J's result
 //!   as the job's only while it still awaits J. An awaiting job holds no agent slot
 //!   and is not recovered as interrupted (no process runs it).
+//! - A batch ([`Runner::run_batch`]) runs each handler after a savepoint of the
+//!   batch's one transaction: a failure rolls back to it (only that job's writes
+//!   go), and the policy's decision is acted on after the batch's commit, in
+//!   transactions of their own; a batch commit that fails is each job's commit
+//!   failure.
 //! - Retries decided by the policy happen at once in this run ([`Decision::Retry`]);
 //!   a retry later puts a queue job back in its queue at that time, and sleeps for
 //!   a job run outside a queue. The job's deadline bounds every retry.

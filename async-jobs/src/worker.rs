@@ -26,6 +26,11 @@
 //!   commits alone, so a lost claim never calls a handler twice; the thread then
 //!   ends and the poll claims. The claim writes the agent like any claim, so the
 //!   agent's size holds against the poll's own claims.
+//! - With `batch_size` n > 1 a claim takes up to n jobs and starts them all in its
+//!   commit, and a run thread runs them in one transaction whose commit stores all
+//!   their results and claims the next batch ([`Runner::run_batch`]): every job
+//!   is durably ACTIVE before any handler of its batch runs. The agent runs
+//!   `agent_size / batch_size` threads (rounded up).
 //! - A claim prefers the jobs of the worker's lane, its rotating rank among the
 //!   queue's live dispatchers ([`Dispatchers::claim_lane`], [`Spread`](crate::Spread)), so
 //!   concurrent workers take distinct jobs rather than all meet at the head of

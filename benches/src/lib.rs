@@ -398,7 +398,7 @@ mod tests {
         assert!(Workload::W3.skip_reason(options.store).is_none());
         assert!(Workload::W5.skip_reason(options.store).is_some());
         let jobs = Workload::select("jobs").expect("a group");
-        assert_eq!(jobs.len(), 8);
+        assert_eq!(jobs.len(), 9);
         assert!(
             jobs[1..]
                 .iter()
