@@ -103,13 +103,7 @@ impl Chain<'_> {
         let Some(claim) = self.claim else {
             return Ok(None);
         };
-        let j = tx.get(job)?;
-        if j.status() != Status::Completed {
-            return Ok(None);
-        }
-        if let Location::CallbackOf { parent } = j.location()
-            && tx.get(parent)?.status() != Status::Completed
-        {
+        if !work_done(tx, job)? {
             return Ok(None);
         }
         self.claim = None;
@@ -130,6 +124,19 @@ impl Chain<'_> {
             }
         }
     }
+}
+
+/// Whether `job`'s run has no work left in `tx`: it is COMPLETED, and so is its
+/// parent when it is a callback.
+fn work_done(tx: &mut Transaction<'_>, job: &PRef<Job>) -> Result<bool> {
+    let j = tx.get(job)?;
+    if j.status() != Status::Completed {
+        return Ok(false);
+    }
+    if let Location::CallbackOf { parent } = j.location() {
+        return Ok(tx.get(parent)?.status() == Status::Completed);
+    }
+    Ok(true)
 }
 
 /// Runs jobs with a set of handlers and retry policies.
@@ -506,6 +513,20 @@ impl Runner {
         claim: ClaimNext<'_>,
         claimed: &mut Vec<Started>,
     ) -> Result<()> {
+        self.run_batch_of(batch, Some(claimer), Some(claim), claimed)
+    }
+
+    /// [`Runner::run_batch`] for jobs held by `claimer`, or for callbacks
+    /// (`None`): the first callbacks a batch's commit started run as a batch of
+    /// their own next, whose commit completes their parents (and takes the
+    /// claim when the batch's could not).
+    fn run_batch_of(
+        &self,
+        batch: Vec<Started>,
+        claimer: Option<&Claimer>,
+        claim: Option<ClaimNext<'_>>,
+        claimed: &mut Vec<Started>,
+    ) -> Result<()> {
         let mut conn = self.db.connection();
         let mut tx = conn.begin();
         let mut steps = Vec::with_capacity(batch.len());
@@ -514,14 +535,16 @@ impl Runner {
             let step = self.batch_step(&mut tx, &job, claimer, &snapshot)?;
             completed &= match &step.1 {
                 BatchStep::Stored { first_callback, .. } => {
-                    first_callback.is_none() && tx.get(&job)?.status() == Status::Completed
+                    first_callback.is_none()
+                        && snapshot.handler() != RESUME_HANDLER
+                        && work_done(&mut tx, &job)?
                 }
                 _ => false,
             };
             steps.push((job, snapshot, step));
         }
         let mut claim_taken = None;
-        if completed {
+        if let (true, Some(claim)) = (completed, claim) {
             let savepoint = tx.savepoint();
             match claim(&mut tx) {
                 Ok(c) => claim_taken = Some((savepoint, c)),
@@ -534,6 +557,7 @@ impl Runner {
                 }
             }
         }
+        let claim = claim.filter(|_| claim_taken.is_none());
         let committed = match &claim_taken {
             Some((savepoint, _)) => tx.commit_or_rollback_to(savepoint).map(|(_, all)| all),
             None => tx.commit().map(|_| false),
@@ -551,11 +575,22 @@ impl Runner {
             Err(e) => Some(commit_failure(Error::from(e))),
         };
         let mut no_claim = Vec::new();
-        for (job, snapshot, step) in steps {
+        // Jobs whose committed result started their first callback, and those
+        // callbacks: they run as a batch next.
+        let (mut parents, mut callbacks) = (Vec::new(), Vec::new());
+        for (job, snapshot, (log, step)) in steps {
+            if let (BatchStep::Stored { first_callback, .. }, None) = (&step, &commit_failure)
+                && let Some(callback) = first_callback
+            {
+                callbacks.push(callback.clone());
+                parents.push(job);
+                continue;
+            }
             let mut chain = Chain {
                 claim: None,
                 claimed: &mut no_claim,
             };
+            let step = (log, step);
             self.after_batch(
                 &job,
                 claimer,
@@ -564,6 +599,19 @@ impl Runner {
                 commit_failure.as_ref(),
                 &mut chain,
             )?;
+        }
+        if callbacks.is_empty() {
+            return Ok(());
+        }
+        self.run_batch_of(callbacks, None, claim, claimed)?;
+        for parent in parents {
+            let j = self.load(&parent)?;
+            let outcome = RunOutcome::Finished(j.result().cloned().expect("stored above"));
+            let mut chain = Chain {
+                claim: None,
+                claimed: &mut no_claim,
+            };
+            self.after_run(&parent, &outcome, None, &mut chain)?;
         }
         Ok(())
     }
@@ -575,14 +623,13 @@ impl Runner {
         &self,
         tx: &mut Transaction<'_>,
         job: &PRef<Job>,
-        claimer: &Claimer,
+        claimer: Option<&Claimer>,
         snapshot: &Job,
     ) -> Result<(RunLog, BatchStep)> {
         let id = job.oid();
         let policy = self.policy_for(snapshot)?;
         let mut log = RunLog::of(snapshot);
         let savepoint = tx.savepoint();
-        let claimer = Some(claimer);
         // What the call left in `tx`; `Ok(None)`: the job is no longer this run's.
         let (stored, succeeded) = match self.call(tx, snapshot, id, queue_of(snapshot), claimer) {
             Ok((value, None)) => {
@@ -650,14 +697,13 @@ impl Runner {
     fn after_batch(
         &self,
         job: &PRef<Job>,
-        claimer: &Claimer,
+        claimer: Option<&Claimer>,
         snapshot: std::sync::Arc<Job>,
         (mut log, step): (RunLog, BatchStep),
         commit_failure: Option<&Failure>,
         chain: &mut Chain<'_>,
     ) -> Result<()> {
         let id = job.oid();
-        let claimer = Some(claimer);
         let failed = match (step, commit_failure) {
             (BatchStep::Abandoned, _) => {
                 self.abandon(job, "with its result");

@@ -30,7 +30,8 @@
 //!   commit, and a run thread runs them in one transaction whose commit stores all
 //!   their results and claims the next batch ([`Runner::run_batch`]): every job
 //!   is durably ACTIVE before any handler of its batch runs. The agent runs
-//!   `agent_size / batch_size` threads (rounded up).
+//!   `agent_size / batch_size` threads (rounded up). The first callbacks a batch
+//!   starts run as a batch of their own next.
 //! - A claim prefers the jobs of the worker's lane, its rotating rank among the
 //!   queue's live dispatchers ([`Dispatchers::claim_lane`], [`Spread`](crate::Spread)), so
 //!   concurrent workers take distinct jobs rather than all meet at the head of
@@ -296,7 +297,12 @@ fn claim_in(
         // A batch's later claims take only its lane's jobs.
         spread.fallback = false;
         match runner.start_in(tx, &job, Some(claimer))? {
-            Some(started) => claims.started.push((job, started)),
+            Some(started) => {
+                // Its result's commit starts its first callback: a client storage
+                // fetches them meanwhile.
+                tx.prefetch(started.callbacks());
+                claims.started.push((job, started));
+            }
             None => {
                 claims.unstartable = Some(job);
                 break;

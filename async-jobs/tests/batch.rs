@@ -346,3 +346,99 @@ fn a_failed_batch_commit_runs_each_job_again_on_its_own() {
         );
     }
 }
+
+/// Puts `count(n)` with a `record(tag)` callback per tag, in one transaction.
+fn put_with_callbacks(db: &Database, n: i64, tags: &[&str]) -> PRef<Job> {
+    transact(db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        let j = Queue::put_job(tx, &q, Job::with_arguments("count", &n)?, PutOptions::new())?;
+        for tag in tags {
+            zodiac_async::add_callback(tx, &j, Job::with_arguments("record", &tag.to_string())?)?;
+        }
+        Ok(j)
+    })
+    .unwrap()
+}
+
+/// Handlers with `record(tag)`, a callback noting `tag` and whether its
+/// parent's result was a value.
+fn recording_handlers(counter: PRef<Counter>, seen: &Arc<Mutex<Vec<String>>>) -> Handlers {
+    let mut h = handlers(counter);
+    let seen = Arc::clone(seen);
+    h.register("record", move |ctx, tag: String| {
+        let value = matches!(ctx.parent_result, Some(Outcome::Value(_)));
+        seen.lock().unwrap().push(format!("{tag}:{value}"));
+        Ok(())
+    });
+    h
+}
+
+#[test]
+fn the_callbacks_a_batch_started_run_as_a_batch_that_completes_the_parents() {
+    let (db, counter) = database();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let jobs: Vec<_> = (1..=4)
+        .map(|n| put_with_callbacks(&db, n, &[&format!("c{n}")]))
+        .collect();
+    let runner = Runner::new(
+        db.clone(),
+        recording_handlers(counter, &seen),
+        Policies::new(),
+    );
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(4));
+    let commits = db.storage().subscribe();
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    worker.wait_idle();
+    assert_eq!(count(&db, counter), 10);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["c1:true", "c2:true", "c3:true", "c4:true"]
+    );
+    for j in &jobs {
+        let parent = job(&db, *j);
+        assert_eq!(parent.status(), Status::Completed);
+        assert_eq!(job(&db, parent.callbacks()[0]).status(), Status::Completed);
+    }
+    // After the poll's: the batch's results (starting the callbacks), then the
+    // callbacks' results (completing the parents).
+    let events = commits.drain();
+    let polled = events.len() - 2;
+    assert!(polled <= 3, "{} commits for 4 chains", events.len());
+    for j in &jobs {
+        let callback = job(&db, *j).callbacks()[0];
+        assert!(
+            events[polled].oids.contains(&callback.oid()),
+            "started by the results"
+        );
+        assert!(
+            events[polled + 1].oids.contains(&j.oid()),
+            "completed by the callbacks"
+        );
+    }
+}
+
+#[test]
+fn a_parents_later_callbacks_run_after_the_batch_and_then_it_completes() {
+    let (db, counter) = database();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let jobs = [
+        put_with_callbacks(&db, 1, &["a1", "a2"]),
+        put_with_callbacks(&db, 2, &["b1"]),
+    ];
+    let runner = Runner::new(
+        db.clone(),
+        recording_handlers(counter, &seen),
+        Policies::new(),
+    );
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(2));
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    worker.wait_idle();
+    assert_eq!(*seen.lock().unwrap(), ["a1:true", "b1:true", "a2:true"]);
+    for j in jobs {
+        let parent = job(&db, j);
+        assert_eq!(parent.status(), Status::Completed);
+        for cb in parent.callbacks() {
+            assert_eq!(job(&db, *cb).status(), Status::Completed);
+        }
+    }
+}

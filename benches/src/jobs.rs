@@ -83,6 +83,9 @@ const J5_STALL: Duration = Duration::from_secs(20);
 /// J6 chains; step 2 of chain `i` has the id `CHAIN_STEP2_OFFSET + i`.
 const J6_CHAINS: u64 = 1_000;
 const CHAIN_STEP2_OFFSET: u64 = 1_000_000;
+/// J6's agent size and batch size: the worker runs 8 first steps per commit,
+/// then their 8 callbacks in the next.
+const J6_BATCH: u32 = 8;
 /// A drain that has seen no new record for this long has failed.
 const DRAIN_STALL: Duration = Duration::from_secs(60);
 /// How often the harness reads the execution log while it waits for one job (J4),
@@ -1018,7 +1021,7 @@ fn j6(bench: &mut Bench) -> Result<Measurement> {
     let enqueue_seconds = start.elapsed().as_secs_f64();
     let mut log = bench.log()?;
     let before = bench.db().commit_stats();
-    let drained = drain(bench, &mut log, 1, 1, 2 * J6_CHAINS)?;
+    let drained = drain(bench, &mut log, 1, J6_BATCH, 2 * J6_CHAINS)?;
     bench.stop_workers()?;
     let after = bench.db().commit_stats();
     let out_of_order = (0..J6_CHAINS)
@@ -1030,6 +1033,8 @@ fn j6(bench: &mut Bench) -> Result<Measurement> {
         .count();
     let mut m = Measurement::new("j6", drained.e2e, J6_CHAINS, "chains/s");
     m.set("workers", Value::Int(1));
+    m.set("agent_size", Value::Int(J6_BATCH.into()));
+    m.set("batch_size", Value::Int(J6_BATCH.into()));
     m.set(
         "steady_rate",
         Value::Float(J6_CHAINS as f64 / drained.steady, 1),
