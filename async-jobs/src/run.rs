@@ -575,6 +575,9 @@ impl Runner {
             Err(e) => Some(commit_failure(Error::from(e))),
         };
         let mut no_claim = Vec::new();
+        // What is left of one job failing does not stop the others': the first
+        // error is returned once they are done.
+        let mut failed = None;
         // Jobs whose committed result started their first callback, and those
         // callbacks: they run as a batch next.
         let (mut parents, mut callbacks) = (Vec::new(), Vec::new());
@@ -591,29 +594,37 @@ impl Runner {
                 claimed: &mut no_claim,
             };
             let step = (log, step);
-            self.after_batch(
+            let after = self.after_batch(
                 &job,
                 claimer,
                 snapshot,
                 step,
                 commit_failure.as_ref(),
                 &mut chain,
-            )?;
+            );
+            if let Err(e) = after {
+                failed.get_or_insert(e);
+            }
         }
-        if callbacks.is_empty() {
-            return Ok(());
+        if !callbacks.is_empty()
+            && let Err(e) = self.run_batch_of(callbacks, None, claim, claimed)
+        {
+            failed.get_or_insert(e);
         }
-        self.run_batch_of(callbacks, None, claim, claimed)?;
         for parent in parents {
-            let j = self.load(&parent)?;
-            let outcome = RunOutcome::Finished(j.result().cloned().expect("stored above"));
             let mut chain = Chain {
                 claim: None,
                 claimed: &mut no_claim,
             };
-            self.after_run(&parent, &outcome, None, &mut chain)?;
+            let after = self.load(&parent).and_then(|j| {
+                let outcome = RunOutcome::Finished(j.result().cloned().expect("stored above"));
+                self.after_run(&parent, &outcome, None, &mut chain)
+            });
+            if let Err(e) = after {
+                failed.get_or_insert(e);
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// One job of a batch, in the batch's transaction `tx` (see

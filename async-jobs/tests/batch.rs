@@ -442,3 +442,38 @@ fn a_parents_later_callbacks_run_after_the_batch_and_then_it_completes() {
         }
     }
 }
+
+/// A callback whose retry policy is not registered here runs on its own (and
+/// reports that, as a run of its own does): it does not stop the rest of its
+/// batch.
+#[test]
+fn a_callback_without_its_policy_does_not_hold_up_its_batch() {
+    let (db, counter) = database();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut unknown = Job::with_arguments("record", &"x".to_string()).unwrap();
+    unknown.set_retry_policy("not registered");
+    let (a, b) = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        let a = Queue::put_job(tx, &q, Job::with_arguments("count", &1)?, PutOptions::new())?;
+        zodiac_async::add_callback(tx, &a, unknown.clone())?;
+        let b = Queue::put_job(tx, &q, Job::with_arguments("count", &2)?, PutOptions::new())?;
+        zodiac_async::add_callback(tx, &b, Job::with_arguments("record", &"b".to_string())?)?;
+        Ok((a, b))
+    })
+    .unwrap();
+    let runner = Runner::new(
+        db.clone(),
+        recording_handlers(counter, &seen),
+        Policies::new(),
+    );
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(2));
+    assert_eq!(worker.poll_once().unwrap().started, [a, b]);
+    worker.wait_idle();
+    assert_eq!(*seen.lock().unwrap(), ["b:true"]);
+    assert_eq!(job(&db, b).status(), Status::Completed);
+    assert_eq!(
+        job(&db, a).status(),
+        Status::Callbacks,
+        "its callback cannot run here"
+    );
+}

@@ -874,7 +874,8 @@ fn concurrent_workers_drain_a_queue_with_each_effect_once() {
             .unwrap(),
         ),
     ];
-    for storage in storages {
+    // One job per commit, and batches of 4 (whose later claims keep to their lane).
+    for (storage, batch) in storages.into_iter().flat_map(|s| [(s.clone(), 1), (s, 4)]) {
         let db = Database::open(storage).unwrap();
         let (counter, done) = transact(&db, |tx| {
             Queue::get_or_create(tx, "")?;
@@ -902,7 +903,8 @@ fn concurrent_workers_drain_a_queue_with_each_effect_once() {
             .map(|w| {
                 let (db, runner, stop) = (db.clone(), runner.clone(), Arc::clone(&stop));
                 let options = WorkerOptions {
-                    agent_size: 1,
+                    agent_size: batch,
+                    batch_size: batch,
                     poll_interval: Duration::from_millis(50),
                     ..WorkerOptions::default()
                 };
@@ -929,7 +931,11 @@ fn concurrent_workers_drain_a_queue_with_each_effect_once() {
         assert_eq!(count(&db, counter), JOBS as i64, "each effect once");
         let noted = transact(&db, |tx| Ok(BTree::len(tx, &done)?)).unwrap();
         assert_eq!(noted, JOBS);
-        println!("{}: {:?}", db.storage().describe(), db.commit_stats());
+        println!(
+            "{}, batches of {batch}: {:?}",
+            db.storage().describe(),
+            db.commit_stats()
+        );
     }
 }
 
