@@ -396,6 +396,42 @@ fn a_worker_on_a_data_file_runs_the_built_in_handlers_and_stops_on_sigterm() {
     assert_eq!(status["queues"][0]["dispatchers"][0]["state"], "inactive");
 }
 
+/// `--batch`: the worker claims, runs and completes 4 jobs per commit; each job
+/// ends as it would alone, whatever its neighbours in the batch do.
+#[test]
+fn a_worker_running_batches_gives_each_job_its_own_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    let jobs = [
+        put(&store, &["incr", r#"{"counter": "hits"}"#]),
+        put(
+            &store,
+            &["fail", r#"{"message": "as planned"}"#, "--retry", "never"],
+        ),
+        put(&store, &["incr", r#"{"counter": "hits"}"#]),
+        put(&store, &["no-such-handler"]),
+        put(&store, &["echo", r#"{"value": 7}"#]),
+        put(&store, &["incr", r#"{"counter": "hits"}"#]),
+    ];
+    let (mut w, _) = worker(&store, dir.path(), &["--size", "4", "--batch", "4"]);
+    let done: Vec<Value> = jobs.iter().map(|id| wait_completed(&store, *id)).collect();
+    let mut hits: Vec<i64> = [0, 2, 5]
+        .iter()
+        .map(|&i| done[i]["result"].as_i64().unwrap())
+        .collect();
+    hits.sort();
+    assert_eq!(hits, [1, 2, 3], "each increment once");
+    assert_eq!(done[1]["failure"]["kind"], "user error");
+    assert_eq!(done[1]["failure"]["message"], "as planned");
+    assert_eq!(done[3]["failure"]["kind"], "unknown handler");
+    assert_eq!(done[4]["result"], serde_json::json!(7));
+    w.signal("-TERM");
+    assert!(w.wait(Duration::from_secs(20)), "a graceful stop exits 0");
+
+    let refused = zodiac(&["worker", &store, "--batch", "0"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+}
+
 #[test]
 fn the_shell_handler_runs_only_when_allowed() {
     let dir = tempfile::tempdir().unwrap();
