@@ -140,8 +140,8 @@ pub use queue::{
 pub use quota::{QUOTAS_MAX, Quota};
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
 pub use run::{
-    BRANCH_HANDLER, RESUME_HANDLER, RunOutcome, Runner, add_callback, add_callbacks,
-    recover_interrupted,
+    BATCH_SPAN_MAX, BRANCH_HANDLER, RESUME_HANDLER, RunOutcome, Runner, add_callback,
+    add_callbacks, recover_interrupted,
 };
 pub use status::Status;
 pub use time::Timestamp;

@@ -32,7 +32,9 @@
 //!   batch's one transaction: a failure rolls back to it (only that job's writes
 //!   go), and the policy's decision is acted on after the batch's commit, in
 //!   transactions of their own; a batch commit that fails is each job's commit
-//!   failure.
+//!   failure. A batch's transaction takes further jobs for at most
+//!   [`BATCH_SPAN_MAX`], and a job whose run is no longer its own in that
+//!   transaction's snapshot is not called.
 //! - Retries decided by the policy happen at once in this run ([`Decision::Retry`]);
 //!   a retry later puts a queue job back in its queue at that time, and sleeps for
 //!   a job run outside a queue. The job's deadline bounds every retry.
@@ -273,6 +275,11 @@ enum BatchStep {
     /// It is no longer this run's: nothing of it is stored.
     Abandoned,
 }
+
+/// How long a batch's transaction takes further jobs: a later job of the batch
+/// goes to a new transaction, whose fresher snapshot shows whether a sibling
+/// recovered it meanwhile (after a false death), before its handler runs.
+pub const BATCH_SPAN_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A failed attempt and its policy's decision, not acted on yet.
 struct Failed {
@@ -529,9 +536,17 @@ impl Runner {
     ) -> Result<()> {
         let mut conn = self.db.connection();
         let mut tx = conn.begin();
+        let began = std::time::Instant::now();
         let mut steps = Vec::with_capacity(batch.len());
         let mut completed = true;
+        // Jobs left for a transaction of their own: this one grew too old.
+        let mut leftover = Vec::new();
         for (job, snapshot) in batch {
+            if !steps.is_empty() && began.elapsed() > BATCH_SPAN_MAX {
+                completed = false;
+                leftover.push((job, snapshot));
+                continue;
+            }
             let step = self.batch_step(&mut tx, &job, claimer, &snapshot)?;
             completed &= match &step.1 {
                 BatchStep::Stored { first_callback, .. } => {
@@ -606,6 +621,13 @@ impl Runner {
                 failed.get_or_insert(e);
             }
         }
+        // The claim goes to the batch that runs last.
+        if !leftover.is_empty() {
+            let claim = claim.filter(|_| callbacks.is_empty());
+            if let Err(e) = self.run_batch_of(leftover, claimer, claim, claimed) {
+                failed.get_or_insert(e);
+            }
+        }
         if !callbacks.is_empty()
             && let Err(e) = self.run_batch_of(callbacks, None, claim, claimed)
         {
@@ -639,7 +661,14 @@ impl Runner {
     ) -> Result<(RunLog, BatchStep)> {
         let id = job.oid();
         let policy = self.policy_for(snapshot)?;
-        let mut log = RunLog::of(snapshot);
+        let log = RunLog::of(snapshot);
+        // A sibling may have recovered it meanwhile (a false death): its handler
+        // must not run again here. The batch's snapshot is at most
+        // `BATCH_SPAN_MAX` old.
+        if !still_running(tx, job, claimer, log.run)? {
+            return Ok((log, BatchStep::Abandoned));
+        }
+        let mut log = log;
         let savepoint = tx.savepoint();
         // What the call left in `tx`; `Ok(None)`: the job is no longer this run's.
         let (stored, succeeded) = match self.call(tx, snapshot, id, queue_of(snapshot), claimer) {
@@ -717,7 +746,7 @@ impl Runner {
         let id = job.oid();
         let failed = match (step, commit_failure) {
             (BatchStep::Abandoned, _) => {
-                self.abandon(job, "with its result");
+                self.abandon(job, "in its batch");
                 return Ok(());
             }
             (BatchStep::Awaiting, None) => return Ok(()),

@@ -477,3 +477,44 @@ fn a_callback_without_its_policy_does_not_hold_up_its_batch() {
         "its callback cannot run here"
     );
 }
+
+/// A false death during a long batch: a sibling recovers a job of the batch
+/// that has not started yet. A batch's transaction takes further jobs only for
+/// `BATCH_SPAN_MAX`; the next one's fresh snapshot shows the job recovered, so
+/// its handler does not run here. It runs once, when claimed again.
+#[test]
+fn a_job_recovered_while_its_batch_ran_long_is_not_run_by_the_batch() {
+    let (db, counter) = database();
+    let gate = Arc::new(Gate::default());
+    let calls = Arc::new(AtomicU32::new(0));
+    let mut h = gated_handlers(counter, &gate);
+    {
+        let calls = Arc::clone(&calls);
+        h.register("count", move |ctx, by: i64| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            ctx.tx().modify(&counter, |c| c.add(by))?;
+            Ok(())
+        });
+    }
+    let jobs = [put(&db, "wait", 0), put(&db, "count", 1)];
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(2));
+    assert_eq!(worker.poll_once().unwrap().started, jobs);
+    gate.wait_for_a_waiter();
+    transact(&db, |tx| {
+        zodiac_async::recover_interrupted(tx, &jobs[1], &Policies::new())?;
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(zodiac_async::BATCH_SPAN_MAX + Duration::from_millis(100));
+    gate.open();
+    worker.wait_idle();
+    assert_eq!(job(&db, jobs[0]).status(), Status::Completed);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "not run by the batch");
+    assert_eq!(job(&db, jobs[1]).status(), Status::Pending, "recovered");
+    assert_eq!(worker.poll_once().unwrap().started, jobs[1..]);
+    worker.wait_idle();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&db, counter), 1);
+    assert_eq!(job(&db, jobs[1]).status(), Status::Completed);
+}
