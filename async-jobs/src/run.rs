@@ -552,7 +552,8 @@ impl Runner {
                 BatchStep::Stored { first_callback, .. } => {
                     first_callback.is_none()
                         && snapshot.handler() != RESUME_HANDLER
-                        && work_done(&mut tx, &job)?
+                        // Unknown (a failed read): not done, no claim.
+                        && work_done(&mut tx, &job).unwrap_or(false)
                 }
                 _ => false,
             };
@@ -577,12 +578,17 @@ impl Runner {
             Some((savepoint, _)) => tx.commit_or_rollback_to(savepoint).map(|(_, all)| all),
             None => tx.commit().map(|_| false),
         };
+        // What is left of one job failing does not stop the others': the first
+        // error is returned once they are done.
+        let mut failed = None;
         let commit_failure = match committed {
             Ok(all) => {
                 if let (true, Some((_, c))) = (all, claim_taken) {
                     *claimed = c.next;
                     for expired in &c.expired {
-                        self.finish_callbacks(expired)?;
+                        if let Err(e) = self.finish_callbacks(expired) {
+                            failed.get_or_insert(e);
+                        }
                     }
                 }
                 None
@@ -590,9 +596,6 @@ impl Runner {
             Err(e) => Some(commit_failure(Error::from(e))),
         };
         let mut no_claim = Vec::new();
-        // What is left of one job failing does not stop the others': the first
-        // error is returned once they are done.
-        let mut failed = None;
         // Jobs whose committed result started their first callback, and those
         // callbacks: they run as a batch next.
         let (mut parents, mut callbacks) = (Vec::new(), Vec::new());
@@ -664,8 +667,8 @@ impl Runner {
         let log = RunLog::of(snapshot);
         // A sibling may have recovered it meanwhile (a false death): its handler
         // must not run again here. The batch's snapshot is at most
-        // `BATCH_SPAN_MAX` old.
-        if !still_running(tx, job, claimer, log.run)? {
+        // `BATCH_SPAN_MAX` old. (A failed read is the handler's to meet.)
+        if matches!(still_running(tx, job, claimer, log.run), Ok(false)) {
             return Ok((log, BatchStep::Abandoned));
         }
         let mut log = log;

@@ -935,6 +935,18 @@ fn p2_polls_back_off_while_the_server_is_down_and_resume() {
 /// D3 (a sibling, after the death interval): every job completes with 42.
 #[test]
 fn p4_kill9_during_polls_leaves_no_partial_transaction() {
+    p4_with(&[]);
+}
+
+/// P4 with workers running batches of 3: a kill in the middle of a batch leaves
+/// no partial transaction either.
+#[test]
+fn p4_kill9_during_batches_leaves_no_partial_transaction() {
+    p4_with(&["--batch-size", "3"]);
+}
+
+/// P4's scenario, the workers started with `extra` flags.
+fn p4_with(extra: &[&str]) {
     let mut w = World::new();
     let keys: Vec<String> = (0..60).map(|i| format!("p4-{i}")).collect();
     let jobs: Vec<PRef<Job>> = keys.iter().map(|k| w.put_f(k, &[])).collect();
@@ -950,7 +962,7 @@ fn p4_kill9_during_polls_leaves_no_partial_transaction() {
     let started = |w: &World| keys.iter().filter(|k| !w.starts(k).is_empty()).count();
     let mut dead_ids = Vec::new();
     for round in 0..3 {
-        let worker = w.worker(if round == 1 { "other" } else { "w" }, &[]);
+        let worker = w.worker(if round == 1 { "other" } else { "w" }, extra);
         let target = [10, 25, 40][round];
         wait_until("jobs to run", || started(&w) >= target);
         dead_ids.push(worker.id.clone());
@@ -1007,11 +1019,48 @@ fn p4_kill9_during_polls_leaves_no_partial_transaction() {
         println!("P4 round {round}: {} held, {pending} pending", held.len());
     }
     releaser.join().unwrap();
-    let _last = w.worker("w", &[]);
+    let _last = w.worker("w", extra);
     for job in &jobs {
         w.wait_status(*job, Status::Completed);
         assert_eq!(value(&w.job(*job)), 42);
     }
+}
+
+/// P5 for a worker running batches of 3 (6 jobs put before it starts): the
+/// server goes down while the first job of its first batch runs. The batch's
+/// commit fails with "disconnected", each job's policy puts it back once the
+/// server is back, and each of the 6 completes once with 42, its callback run
+/// exactly once.
+#[test]
+fn p5_server_down_during_a_batch_no_job_lost_none_completed_twice() {
+    let mut w = World::new();
+    let keys: Vec<String> = (0..6).map(|i| format!("p5b-{i}")).collect();
+    let jobs: Vec<PRef<Job>> = keys.iter().map(|k| w.put_f(k, &[k])).collect();
+    let _worker = w.worker("w", &["--batch-size", "3"]);
+    w.wait_starts(&keys[0], 1);
+    w.kill_server();
+    for k in &keys {
+        w.release(k);
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    w.restart_server();
+    for job in &jobs {
+        w.wait_status(*job, Status::Completed);
+    }
+    for (job, key) in jobs.iter().zip(&keys) {
+        assert_eq!(value(&w.job(*job)), 42, "{key}");
+        assert_eq!(w.callbacks(key), ["42"], "{key} completed once");
+    }
+    let hit = jobs
+        .iter()
+        .filter(|j| {
+            w.job(**j)
+                .errors()
+                .iter()
+                .any(|e| e.summary.starts_with("disconnected"))
+        })
+        .count();
+    assert!(hit >= 1, "the outage hit the batch");
 }
 
 /// P5: the server goes down for 4 s (standing in for a minute) while 3 of 6 jobs
