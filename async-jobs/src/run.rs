@@ -766,19 +766,15 @@ impl Runner {
             }
             (BatchStep::Failed(failed), _) => failed,
             // Its result (or its wait) did not commit: as for a run's own commit.
-            (BatchStep::Stored { succeeded, .. }, Some(failure)) => Failed {
+            (stored, Some(failure)) => Failed {
                 decision: self
                     .policy_for(&snapshot)?
                     .on_commit_error(&mut log.data, failure),
                 failure: failure.clone(),
-                succeeded,
-            },
-            (BatchStep::Awaiting, Some(failure)) => Failed {
-                decision: self
-                    .policy_for(&snapshot)?
-                    .on_commit_error(&mut log.data, failure),
-                failure: failure.clone(),
-                succeeded: None,
+                succeeded: match stored {
+                    BatchStep::Stored { succeeded, .. } => succeeded,
+                    _ => None,
+                },
             },
         };
         let mut first_callback = None;

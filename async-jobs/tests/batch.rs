@@ -236,6 +236,22 @@ fn gated_handlers(counter: PRef<Counter>, gate: &Arc<Gate>) -> Handlers {
     h
 }
 
+/// [`gated_handlers`] whose `count` also counts its calls in `calls`.
+fn counted_gated_handlers(
+    counter: PRef<Counter>,
+    gate: &Arc<Gate>,
+    calls: &Arc<AtomicU32>,
+) -> Handlers {
+    let mut h = gated_handlers(counter, gate);
+    let calls = Arc::clone(calls);
+    h.register("count", move |ctx, by: i64| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        ctx.tx().modify(&counter, |c| c.add(by))?;
+        Ok(())
+    });
+    h
+}
+
 /// A worker dying during a batch leaves every job of it ACTIVE, for recovery to
 /// ask each job's policy: none of them can be lost, however far the batch got.
 #[test]
@@ -303,15 +319,7 @@ fn a_failed_batch_commit_runs_each_job_again_on_its_own() {
     let (db, counter) = database();
     let gate = Arc::new(Gate::default());
     let calls = Arc::new(AtomicU32::new(0));
-    let mut h = gated_handlers(counter, &gate);
-    {
-        let calls = Arc::clone(&calls);
-        h.register("count", move |ctx, by: i64| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            ctx.tx().modify(&counter, |c| c.add(by))?;
-            Ok(())
-        });
-    }
+    let h = counted_gated_handlers(counter, &gate, &calls);
     let jobs = [
         put(&db, "wait", 0),
         put(&db, "count", 1),
@@ -487,15 +495,7 @@ fn a_job_recovered_while_its_batch_ran_long_is_not_run_by_the_batch() {
     let (db, counter) = database();
     let gate = Arc::new(Gate::default());
     let calls = Arc::new(AtomicU32::new(0));
-    let mut h = gated_handlers(counter, &gate);
-    {
-        let calls = Arc::clone(&calls);
-        h.register("count", move |ctx, by: i64| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            ctx.tx().modify(&counter, |c| c.add(by))?;
-            Ok(())
-        });
-    }
+    let h = counted_gated_handlers(counter, &gate, &calls);
     let jobs = [put(&db, "wait", 0), put(&db, "count", 1)];
     let runner = Runner::new(db.clone(), h, Policies::new());
     let mut worker = Worker::new(db.clone(), "w1", runner, batched(2));
@@ -517,4 +517,52 @@ fn a_job_recovered_while_its_batch_ran_long_is_not_run_by_the_batch() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(count(&db, counter), 1);
     assert_eq!(job(&db, jobs[1]).status(), Status::Completed);
+}
+
+/// A job of a batch that awaits another job commits its wait with the batch and
+/// lets its slot go; it takes the awaited job's result once that one completes.
+#[test]
+fn a_job_awaiting_another_in_a_batch_takes_its_result_later() {
+    let (db, counter) = database();
+    let mut h = handlers(counter);
+    h.register("first", move |ctx, n: i64| {
+        ctx.tx().modify(&counter, |c| c.add(10))?;
+        let q = Queue::get(ctx.tx(), "")?.expect("queue");
+        let second = Queue::put_job(
+            ctx.tx(),
+            &q,
+            Job::with_arguments("second", &n)?,
+            PutOptions::new(),
+        )?;
+        ctx.await_job(second);
+        Ok(())
+    });
+    h.register("second", |_ctx, n: i64| Ok(n * 2));
+    let first = put_with(
+        &db,
+        Job::with_arguments("first", &21i64).unwrap(),
+        PutOptions::new(),
+    );
+    let other = put(&db, "count", 1);
+    let runner = Runner::new(db.clone(), h, Policies::new());
+    let mut worker = Worker::new(db.clone(), "w1", runner, batched(2));
+    assert_eq!(worker.poll_once().unwrap().started, [first, other]);
+    worker.wait_idle();
+    let waiting = job(&db, first);
+    assert_eq!(waiting.status(), Status::Active);
+    let second = waiting.awaiting().expect("it awaits the job it put");
+    assert_eq!(job(&db, other).status(), Status::Completed);
+    assert_eq!(
+        count(&db, counter),
+        11,
+        "the waiting handler's writes committed"
+    );
+    assert_eq!(worker.poll_once().unwrap().started, [second]);
+    worker.wait_idle();
+    let done = job(&db, first);
+    assert_eq!(done.status(), Status::Completed);
+    match done.result() {
+        Some(Outcome::Value(v)) => assert_eq!(postcard::from_bytes::<i64>(v).unwrap(), 42),
+        other => panic!("{other:?}"),
+    }
 }

@@ -1026,6 +1026,18 @@ fn p4_with(extra: &[&str]) {
     }
 }
 
+/// How many of `jobs` have a "disconnected" failure in their error history.
+fn outage_hits(w: &World, jobs: &[PRef<Job>]) -> usize {
+    jobs.iter()
+        .filter(|j| {
+            w.job(**j)
+                .errors()
+                .iter()
+                .any(|e| e.summary.starts_with("disconnected"))
+        })
+        .count()
+}
+
 /// P5 for a worker running batches of 3 (6 jobs put before it starts): the
 /// server goes down while the first job of its first batch runs. The batch's
 /// commit fails with "disconnected", each job's policy puts it back once the
@@ -1051,16 +1063,7 @@ fn p5_server_down_during_a_batch_no_job_lost_none_completed_twice() {
         assert_eq!(value(&w.job(*job)), 42, "{key}");
         assert_eq!(w.callbacks(key), ["42"], "{key} completed once");
     }
-    let hit = jobs
-        .iter()
-        .filter(|j| {
-            w.job(**j)
-                .errors()
-                .iter()
-                .any(|e| e.summary.starts_with("disconnected"))
-        })
-        .count();
-    assert!(hit >= 1, "the outage hit the batch");
+    assert!(outage_hits(&w, &jobs) >= 1, "the outage hit the batch");
 }
 
 /// P5: the server goes down for 4 s (standing in for a minute) while 3 of 6 jobs
@@ -1094,15 +1097,7 @@ fn p5_server_down_while_jobs_run_no_job_lost_none_completed_twice() {
         assert!(!w.starts(key).is_empty());
     }
     // The three running jobs committed their results into the outage.
-    let failed = jobs
-        .iter()
-        .filter(|j| {
-            w.job(**j)
-                .errors()
-                .iter()
-                .any(|e| e.summary.starts_with("disconnected"))
-        })
-        .count();
+    let failed = outage_hits(&w, &jobs);
     let log = worker.log();
     let failed_polls = log.matches("poll of dispatcher").count();
     let failed_changes = log.matches("could not reach the storage").count();
