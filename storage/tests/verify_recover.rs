@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use zodiac_storage::file::recover::recover;
-use zodiac_storage::file::verify::verify;
+use zodiac_storage::file::format::{self, DataToWrite};
+use zodiac_storage::file::recover::{RecoverOptions, recover, recover_with};
+use zodiac_storage::file::verify::{DamageKind, verify};
 use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 struct Fixture {
@@ -73,6 +74,12 @@ fn verify_reports_a_healthy_file() {
         (r.first_tid, r.last_tid),
         (Some(f.tids[0]), Some(f.tids[2]))
     );
+    let index = r
+        .index
+        .as_ref()
+        .expect("closing the storage saved its index");
+    assert_eq!(index.problems, Vec::<String>::new());
+    assert_eq!(index.covered_end, Some(f.end));
 }
 
 #[test]
@@ -109,26 +116,39 @@ fn verify_reports_a_torn_tail() {
     assert_eq!(r.damage.len(), 1);
     assert_eq!(r.damage[0].offset, f.starts[2]);
     assert_eq!(r.damage[0].resumes_at, None);
+    assert_eq!(r.damage[0].kind, DamageKind::Tail);
+    assert_eq!(r.damage[0].followed_by, 0);
     assert_eq!(r.transactions, 2);
 }
 
 #[test]
-fn recover_salvages_every_transaction_before_the_damage_and_reports_the_rest() {
+fn recover_salvages_past_the_damage_and_reports_exactly_what_it_skipped() {
+    // The old recover stopped at the first damage and only counted the intact
+    // transaction after it; now it copies it and lists the damaged region.
     let f = fixture();
     flip(&f.path, f.starts[1] + 60);
     let out = f.path.with_file_name("recovered.zdb");
     let r = recover(&f.path, &out).unwrap();
-    assert_eq!(r.copied, 1);
-    assert_eq!(r.last_copied_tid, Some(f.tids[0]));
-    assert_eq!(r.damage.as_ref().map(|d| d.0), Some(f.starts[1]));
-    assert_eq!(r.lost_transactions, 1);
-    assert_eq!(r.lost_tids, Some((f.tids[2], f.tids[2])));
+    assert_eq!(r.copied, 2);
+    assert_eq!(
+        (r.first_copied_tid, r.last_copied_tid),
+        (Some(f.tids[0]), Some(f.tids[2]))
+    );
+    assert_eq!(r.skipped_regions.len(), 1, "{:?}", r.skipped_regions);
+    let g = &r.skipped_regions[0];
+    assert_eq!((g.start, g.end), (f.starts[1], f.starts[2]));
+    assert_eq!(g.unreadable_tids, vec![f.tids[1]]);
+    assert!(!g.zeros && !g.tail);
+    assert!(g.what.contains("checksum"), "{}", g.what);
+    assert!(r.skipped_transactions.is_empty());
+    assert!(!r.complete());
     // The salvaged file is healthy, keeps tids and metadata, and never reuses oids.
     assert!(verify(&out).unwrap().is_healthy());
     let s = FileStorage::open(&out, FileOptions::new()).unwrap();
-    assert_eq!(s.last_tid(), f.tids[0]);
+    assert_eq!(s.last_tid(), f.tids[2]);
     let rev = s.load(f.oids[0], Tid::MAX).unwrap();
-    assert_eq!((rev.tid, rev.data), (f.tids[0], b"data 0".to_vec()));
+    assert_eq!((rev.tid, rev.data), (f.tids[2], b"data 2".to_vec()));
+    assert!(s.load(f.oids[1], Tid::MAX).is_err(), "object 2 was lost");
     let t = s
         .transactions(Tid::ZERO, Tid::MAX)
         .unwrap()
@@ -146,11 +166,38 @@ fn recover_salvages_every_transaction_before_the_damage_and_reports_the_rest() {
 }
 
 #[test]
+fn stop_at_damage_copies_only_the_prefix_and_counts_the_rest() {
+    let f = fixture();
+    flip(&f.path, f.starts[1] + 60);
+    let out = f.path.with_file_name("recovered.zdb");
+    let r = recover_with(
+        &f.path,
+        &out,
+        RecoverOptions {
+            stop_at_damage: true,
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.copied, 1);
+    assert_eq!(r.last_copied_tid, Some(f.tids[0]));
+    assert_eq!(r.skipped_regions[0].start, f.starts[1]);
+    assert_eq!(r.not_copied, 1);
+    assert_eq!(r.not_copied_tids, Some((f.tids[2], f.tids[2])));
+    let s = FileStorage::open(&out, FileOptions::new()).unwrap();
+    assert_eq!(s.last_tid(), f.tids[0]);
+    assert!(
+        s.new_oid().unwrap() > f.oids[1],
+        "the prefix keeps the whole file's oid mark"
+    );
+}
+
+#[test]
 fn recover_copies_a_healthy_file_whole_and_refuses_to_overwrite() {
     let f = fixture();
     let out = f.path.with_file_name("copy.zdb");
     let r = recover(&f.path, &out).unwrap();
-    assert_eq!((r.copied, r.damage, r.lost_transactions), (3, None, 0));
+    assert_eq!((r.copied, r.complete()), (3, true));
     let s = FileStorage::open(&out, FileOptions::new().read_only(true)).unwrap();
     let h: Vec<Tid> = s
         .history(f.oids[0], 10)
@@ -182,4 +229,287 @@ fn copied_transactions_must_keep_increasing_tids() {
         err.to_string().contains("is not after the last tid"),
         "{err}"
     );
+}
+
+/// A closed file of `n` transactions, the `i`th creating one object of
+/// `payload(i)` bytes; with each transaction's start and tid.
+struct Many {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    oids: Vec<Oid>,
+    tids: Vec<Tid>,
+    /// Start of each transaction, then the end of the data.
+    starts: Vec<u64>,
+}
+
+fn many(n: usize, payload: impl Fn(usize) -> usize) -> Many {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let (mut oids, mut tids, mut starts) = (vec![], vec![], vec![]);
+    for i in 0..n {
+        starts.push(s.data_end());
+        let oid = s.new_oid().unwrap();
+        let mut t = s
+            .begin(TransactionMeta::described(format!("t{i}")))
+            .unwrap();
+        t.store(oid, Tid::ZERO, vec![b'a' + (i % 26) as u8; payload(i)])
+            .unwrap();
+        tids.push(t.finish().unwrap());
+        oids.push(oid);
+    }
+    starts.push(s.data_end());
+    drop(s);
+    Many {
+        _dir: dir,
+        path,
+        oids,
+        tids,
+        starts,
+    }
+}
+
+fn overwrite(path: &Path, at: u64, with: &[u8]) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at as usize..at as usize + with.len()].copy_from_slice(with);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn sixteen_bad_bytes_in_the_middle_lose_only_the_damaged_transaction() {
+    // Review found that 16 bad bytes in transaction 59 of 140 lost 81 intact
+    // transactions: recover stopped at the first damage. Now it resumes at the
+    // next valid transaction and loses only the damaged one.
+    let m = many(140, |_| 100);
+    let at = m.starts[70] + 100; // inside the 100 data bytes of its one record
+    overwrite(&m.path, at, &[0xA5; 16]);
+
+    let v = verify(&m.path).unwrap();
+    assert_eq!(v.transactions, 139);
+    assert_eq!(v.damage.len(), 1, "{:?}", v.damage);
+    let d = &v.damage[0];
+    assert_eq!(d.kind, DamageKind::Damaged);
+    assert_eq!((d.offset, d.end), (m.starts[70], m.starts[71]));
+    assert_eq!(d.resumes_at, Some(m.starts[71]));
+    assert_eq!(d.readable_tids, vec![m.tids[70]]);
+    assert_eq!((d.followed_by, d.followed_up_to), (69, Some(m.tids[139])));
+    assert_eq!(v.transactions_after_damage(), 69);
+
+    let out = m.path.with_file_name("recovered.zdb");
+    let r = recover(&m.path, &out).unwrap();
+    assert_eq!(r.copied, 139);
+    assert_eq!(
+        (r.first_copied_tid, r.last_copied_tid),
+        (Some(m.tids[0]), Some(m.tids[139]))
+    );
+    assert_eq!(r.skipped_regions.len(), 1);
+    let g = &r.skipped_regions[0];
+    assert_eq!((g.start, g.end), (m.starts[70], m.starts[71]));
+    assert_eq!(g.bytes(), m.starts[71] - m.starts[70]);
+    assert_eq!(g.unreadable_tids, vec![m.tids[70]]);
+    assert!(r.skipped_transactions.is_empty());
+
+    assert!(verify(&out).unwrap().is_healthy());
+    let s = FileStorage::open(&out, FileOptions::new()).unwrap();
+    let tids: Vec<Tid> = s
+        .transactions(Tid::ZERO, Tid::MAX)
+        .unwrap()
+        .map(|t| t.unwrap().tid)
+        .collect();
+    let expected: Vec<Tid> = (0..140).filter(|&i| i != 70).map(|i| m.tids[i]).collect();
+    assert_eq!(tids, expected);
+    for (i, oid) in m.oids.iter().enumerate() {
+        let loaded = s.load(*oid, Tid::MAX);
+        if i == 70 {
+            assert!(loaded.is_err(), "the damaged transaction's object is lost");
+        } else {
+            assert_eq!(loaded.unwrap().data, vec![b'a' + (i % 26) as u8; 100]);
+        }
+    }
+    assert!(s.new_oid().unwrap() > m.oids[139]);
+}
+
+#[test]
+fn zeros_at_a_transaction_boundary_hide_transactions_that_recover_copies() {
+    // Review found that a run of zeros (>= 64 KiB) at a transaction boundary hid
+    // every later transaction: verify called the rest an incomplete tail and
+    // recover did not list the intact transactions after the zeros as lost.
+    let m = many(20, |i| if i == 10 { 70 << 10 } else { 50 });
+    let (from, to) = (m.starts[10], m.starts[11]);
+    assert!(to - from >= 64 << 10);
+    overwrite(&m.path, from, &vec![0; (to - from) as usize]);
+
+    let v = verify(&m.path).unwrap();
+    assert_eq!(v.damage.len(), 1, "{:?}", v.damage);
+    let d = &v.damage[0];
+    assert_eq!(d.kind, DamageKind::Zeros);
+    assert_eq!((d.offset, d.end, d.bytes()), (from, to, to - from));
+    assert_eq!((d.followed_by, d.followed_up_to), (9, Some(m.tids[19])));
+    assert!(d.readable_tids.is_empty());
+    assert_eq!(v.transactions, 19);
+    assert_eq!(v.last_tid, Some(m.tids[19]));
+
+    let out = m.path.with_file_name("recovered.zdb");
+    let r = recover(&m.path, &out).unwrap();
+    assert_eq!(r.copied, 19);
+    assert_eq!(r.last_copied_tid, Some(m.tids[19]));
+    assert_eq!(r.skipped_regions.len(), 1);
+    let g = &r.skipped_regions[0];
+    assert!(g.zeros && !g.tail);
+    assert_eq!((g.start, g.end), (from, to));
+    let s = FileStorage::open(&out, FileOptions::new()).unwrap();
+    assert_eq!(s.last_tid(), m.tids[19]);
+    assert_eq!(s.load(m.oids[19], Tid::MAX).unwrap().data, vec![b't'; 50]);
+}
+
+#[test]
+fn intact_transactions_whose_tid_does_not_increase_are_listed_not_copied() {
+    // After damage, an intact transaction with an old tid (a misplaced block)
+    // cannot be copied (tids must increase): it is listed with its offset and tid.
+    let m = many(5, |_| 60);
+    let mut bytes = std::fs::read(&m.path).unwrap();
+    let t3 = format::transaction_at(&bytes, m.starts[3]).unwrap();
+    let meta = t3.meta();
+    let objects: Vec<DataToWrite<'_>> = t3
+        .records
+        .iter()
+        .map(|(_, r)| DataToWrite {
+            oid: r.oid,
+            prev: r.prev,
+            data: r.data,
+        })
+        .collect();
+    let (record, _) =
+        format::encode_transaction(m.starts[3], m.tids[1], t3.next_oid, &meta, &objects);
+    assert_eq!(record.len() as u64, m.starts[4] - m.starts[3]);
+    drop(objects);
+    let at = m.starts[3] as usize;
+    bytes[at..at + record.len()].copy_from_slice(&record);
+    bytes[m.starts[2] as usize + 70] ^= 0x10;
+    std::fs::write(&m.path, &bytes).unwrap();
+
+    let v = verify(&m.path).unwrap();
+    let kinds: Vec<DamageKind> = v.damage.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![DamageKind::Damaged, DamageKind::TidNotIncreasing]
+    );
+    assert_eq!(v.damage[1].offset, m.starts[3]);
+
+    let out = m.path.with_file_name("recovered.zdb");
+    let r = recover(&m.path, &out).unwrap();
+    assert_eq!(r.copied, 3);
+    assert_eq!(r.skipped_regions.len(), 1);
+    assert_eq!(r.skipped_regions[0].start, m.starts[2]);
+    assert_eq!(r.skipped_regions[0].end, m.starts[3]);
+    assert_eq!(r.skipped_regions[0].unreadable_tids, vec![m.tids[2]]);
+    assert_eq!(r.skipped_transactions.len(), 1);
+    let t = &r.skipped_transactions[0];
+    assert_eq!(
+        (t.offset, t.tid, t.previous),
+        (m.starts[3], m.tids[1], m.tids[1])
+    );
+    let s = FileStorage::open(&out, FileOptions::new()).unwrap();
+    let tids: Vec<Tid> = s
+        .transactions(Tid::ZERO, Tid::MAX)
+        .unwrap()
+        .map(|t| t.unwrap().tid)
+        .collect();
+    assert_eq!(tids, vec![m.tids[0], m.tids[1], m.tids[4]]);
+}
+
+#[test]
+fn the_oid_mark_of_a_damaged_last_transaction_is_kept() {
+    // The last transaction allocated many oids but is damaged: the copy must not
+    // hand those oids out again.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let first = s.new_oid().unwrap();
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    t.store(first, Tid::ZERO, b"kept".to_vec()).unwrap();
+    t.finish().unwrap();
+    let last_start = s.data_end();
+    let oids: Vec<Oid> = (0..100).map(|_| s.new_oid().unwrap()).collect();
+    let mut t = s.begin(TransactionMeta::default()).unwrap();
+    t.store(oids[99], Tid::ZERO, vec![7; 200]).unwrap();
+    t.finish().unwrap();
+    drop(s);
+    flip(&path, last_start + 150);
+
+    let out = dir.path().join("recovered.zdb");
+    let r = recover(&path, &out).unwrap();
+    assert_eq!(r.copied, 1);
+    assert!(r.skipped_regions[0].tail);
+    assert_eq!(r.next_oid, oids[99].0 + 1);
+    let s = FileStorage::open(&out, FileOptions::new()).unwrap();
+    assert!(s.new_oid().unwrap() > oids[99], "oids are never reused");
+}
+
+/// Points the saved index's entry for `oid` at `pos`, keeping the index's own
+/// checksum valid (docs/format.md: dense entries from byte 64, CRC32 last).
+fn rewrite_index_entry(path: &Path, oid: Oid, pos: u64) {
+    let ipath = zodiac_storage::file::index_path(path);
+    let mut b = std::fs::read(&ipath).unwrap();
+    let dense = u64::from_le_bytes(b[48..56].try_into().unwrap());
+    assert!(oid.0 < dense, "{oid} is in the dense part");
+    let at = 64 + 8 * oid.0 as usize;
+    b[at..at + 8].copy_from_slice(&pos.to_le_bytes());
+    let body = b.len() - 4;
+    let crc = crc32fast::hash(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&ipath, b).unwrap();
+}
+
+#[test]
+fn a_stale_saved_index_is_reported_with_its_fix() {
+    // Review found that verify ignored PATH.index: an index whose entry pointed at
+    // an older revision passed. Its checksum is valid, so only a comparison with
+    // the full scan can see it.
+    let f = fixture();
+    let bytes = std::fs::read(&f.path).unwrap();
+    let older = format::transaction_at(&bytes, f.starts[0]).unwrap().records[0].0;
+    let newest = format::transaction_at(&bytes, f.starts[2]).unwrap().records[0].0;
+    rewrite_index_entry(&f.path, f.oids[0], older);
+
+    let r = verify(&f.path).unwrap();
+    assert!(r.damage.is_empty(), "the data file itself is intact");
+    assert!(!r.is_healthy());
+    let index = r.index.as_ref().unwrap();
+    assert_eq!(
+        index.problems,
+        vec![format!(
+            "object {}: the index points at offset {older}, its newest revision is at {newest}",
+            f.oids[0]
+        )]
+    );
+    assert_eq!(
+        std::fs::read(&f.path).unwrap(),
+        bytes,
+        "verify never writes"
+    );
+}
+
+#[test]
+fn a_saved_index_from_another_file_or_unreadable_is_reported() {
+    let f = fixture();
+    let other = many(1, |_| 10);
+    std::fs::copy(
+        zodiac_storage::file::index_path(&other.path),
+        zodiac_storage::file::index_path(&f.path),
+    )
+    .unwrap();
+    let r = verify(&f.path).unwrap();
+    let problems = &r.index.as_ref().unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("belongs to another data file"),
+        "{problems:?}"
+    );
+
+    std::fs::write(zodiac_storage::file::index_path(&f.path), b"not an index").unwrap();
+    let r = verify(&f.path).unwrap();
+    let problems = &r.index.as_ref().unwrap().problems;
+    assert!(problems[0].contains("unreadable"), "{problems:?}");
+    assert!(!r.is_healthy());
 }

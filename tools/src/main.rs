@@ -158,20 +158,26 @@ enum Command {
         storage: bool,
     },
     /// Walk and check every record of a data file (CRCs, lengths, back-pointers,
-    /// tids); exit 1 when anything is damaged. Never modifies the file.
+    /// tids) and its saved index; exit 1 when anything is damaged or the index
+    /// disagrees. Never modifies the file.
     Verify {
         path: PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Copy every intact transaction before the first damage into a new data file,
-    /// keeping tids and metadata, and report what was lost.
+    /// Copy every intact transaction into a new data file, keeping tids and
+    /// metadata: damaged regions are skipped (the walk resumes at the next valid
+    /// transaction) and listed, with every transaction they held.
     Recover {
         path: PathBuf,
         /// The new data file (must not exist).
         #[arg(long, value_name = "NEW_PATH")]
         output: PathBuf,
+        /// Copy only the transactions before the first damage; count the intact
+        /// ones after it without copying them.
+        #[arg(long)]
+        stop_at_damage: bool,
     },
     /// Pack a data file offline: keep each object's newest revision at or before
     /// TIME and every later one; drop objects unreachable from the root (GC)
@@ -413,7 +419,11 @@ fn main() -> ExitCode {
             connect,
         } => inspect::history(&store, oid, json, &connect.connect(Some(JOBS_CONNECT_WAIT)))
             .map(|()| ExitCode::SUCCESS),
-        Command::Recover { path, output } => maintenance::run_recover(&path, &output),
+        Command::Recover {
+            path,
+            output,
+            stop_at_damage,
+        } => maintenance::run_recover(&path, &output, stop_at_damage),
         Command::Server {
             path,
             listen,

@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::json;
 use zodiac_storage::file::pack::References;
-use zodiac_storage::file::recover::recover_with;
-use zodiac_storage::file::verify::{VerifyReport, verify_with};
+use zodiac_storage::file::recover::{RecoverOptions, recover_with};
+use zodiac_storage::file::verify::{Damage, DamageKind, VerifyReport, verify_with};
 
 use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
 
 use crate::progress;
 
-/// Walks and checks every record; exit 1 when anything is damaged.
+/// Walks and checks every record and the saved index; exit 1 on any problem.
 pub fn run_verify(path: &Path, as_json: bool) -> Result<ExitCode> {
     let report = verify_with(path, progress::bytes("verifying"))
         .with_context(|| format!("verifying {}", path.display()))?;
@@ -29,6 +29,16 @@ pub fn run_verify(path: &Path, as_json: bool) -> Result<ExitCode> {
     })
 }
 
+fn kind_name(kind: DamageKind) -> &'static str {
+    match kind {
+        DamageKind::Damaged => "damaged",
+        DamageKind::Zeros => "zeros",
+        DamageKind::Tail => "incomplete_tail",
+        DamageKind::TidNotIncreasing => "tid_not_increasing",
+        DamageKind::BadBackPointer => "bad_back_pointer",
+    }
+}
+
 fn verify_json(path: &Path, r: &VerifyReport) -> serde_json::Value {
     json!({
         "path": path.display().to_string(),
@@ -36,15 +46,97 @@ fn verify_json(path: &Path, r: &VerifyReport) -> serde_json::Value {
         "file_bytes": r.file_bytes,
         "data_end": r.data_end,
         "transactions": r.transactions,
+        "transactions_after_damage": r.transactions_after_damage(),
         "records": r.records,
         "first_tid": r.first_tid.map(|t| t.0),
         "last_tid": r.last_tid.map(|t| t.0),
         "damage": r.damage.iter().map(|d| json!({
+            "kind": kind_name(d.kind),
             "offset": d.offset,
+            "end": d.end,
+            "bytes": d.bytes(),
             "what": d.what,
             "resumes_at": d.resumes_at,
+            "readable_tids": d.readable_tids.iter().map(|t| t.0).collect::<Vec<_>>(),
+            "followed_by": d.followed_by,
+            "followed_up_to_tid": d.followed_up_to.map(|t| t.0),
         })).collect::<Vec<_>>(),
+        "index": r.index.as_ref().map(|i| json!({
+            "path": i.path.display().to_string(),
+            "covered_end": i.covered_end,
+            "problems": i.problems,
+        })),
     })
+}
+
+/// "tids 5, 9" for a short list, "17 tids from 5 to 80" for a long one.
+fn tid_list(tids: &[Tid]) -> String {
+    const LISTED_MAX: usize = 10;
+    match tids {
+        [] => String::new(),
+        [first, .., last] if tids.len() > LISTED_MAX => {
+            format!("{} tids from {first} to {last}", tids.len())
+        }
+        _ => {
+            let list: Vec<String> = tids.iter().map(Tid::to_string).collect();
+            format!(
+                "tid{} {}",
+                if tids.len() == 1 { "" } else { "s" },
+                list.join(", ")
+            )
+        }
+    }
+}
+
+fn followed(d: &Damage) -> String {
+    match d.followed_up_to {
+        Some(last) => format!(
+            "followed by {} valid transactions up to tid {last} ({})",
+            d.followed_by,
+            last.to_rfc3339()
+        ),
+        None => "followed by no valid transaction before the next damage".to_string(),
+    }
+}
+
+fn damage_line(path: &Path, d: &Damage) -> String {
+    let at = format!("DAMAGED at offset {}", d.offset);
+    let readable = if d.readable_tids.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} transaction records there fail their checks ({})",
+            d.readable_tids.len(),
+            tid_list(&d.readable_tids)
+        )
+    };
+    match d.kind {
+        DamageKind::Zeros => format!(
+            "{at}: {} bytes of zeros at offset {} {}: acknowledged transactions are hidden; run `zodiac recover {} --output NEW_PATH`",
+            d.bytes(),
+            d.offset,
+            followed(d),
+            path.display()
+        ),
+        DamageKind::Damaged => format!(
+            "{at} ({} bytes, to offset {}): {}{readable}; {}: damage in the middle of the file",
+            d.bytes(),
+            d.end,
+            d.what,
+            followed(d)
+        ),
+        DamageKind::Tail => format!(
+            "{at} ({} bytes): {}{readable} (nothing valid after it: an incomplete tail, which a writable open cuts)",
+            d.bytes(),
+            d.what
+        ),
+        DamageKind::TidNotIncreasing => format!(
+            "{at}: {}: an intact transaction out of order, {}",
+            d.what,
+            followed(d)
+        ),
+        DamageKind::BadBackPointer => format!("{at}: {}", d.what),
+    }
 }
 
 fn print_verify(path: &Path, r: &VerifyReport) {
@@ -65,51 +157,132 @@ fn print_verify(path: &Path, r: &VerifyReport) {
             last.to_rfc3339()
         );
     }
+    for d in &r.damage {
+        println!("  {}", damage_line(path, d));
+    }
+    if let Some(i) = &r.index {
+        if i.problems.is_empty() {
+            println!(
+                "  saved index {} agrees with the file (up to offset {})",
+                i.path.display(),
+                i.covered_end.unwrap_or(0)
+            );
+        }
+        for p in &i.problems {
+            println!("  INDEX {}: {p}", i.path.display());
+        }
+        if !i.problems.is_empty() {
+            println!(
+                "  fix the index: delete {}; the next writable open rebuilds it by scanning",
+                i.path.display()
+            );
+        }
+    }
     if r.is_healthy() {
         println!("  OK: every record is intact");
         return;
     }
-    for d in &r.damage {
-        match d.resumes_at {
-            Some(next) => println!(
-                "  DAMAGED at offset {}: {} (valid records resume at offset {next})",
-                d.offset, d.what
-            ),
-            None => println!(
-                "  DAMAGED at offset {}: {} (nothing valid after it: an incomplete tail, which a writable open cuts)",
-                d.offset, d.what
-            ),
-        }
+    let after = r.transactions_after_damage();
+    if after > 0 {
+        println!(
+            "  {after} valid transactions lie after damage in the middle of the file: \
+             an open stops at the damage, so they are hidden"
+        );
     }
-    println!(
-        "  run `zodiac recover {} --output NEW_PATH` to copy every intact transaction before the damage",
-        path.display()
-    );
+    if !r.damage.is_empty() {
+        println!(
+            "  run `zodiac recover {} --output NEW_PATH` to copy every intact transaction into a new file; it skips and lists the damaged regions",
+            path.display()
+        );
+    }
 }
 
-/// Copies every intact transaction before the first damage into a new file.
-pub fn run_recover(path: &Path, output: &Path) -> Result<ExitCode> {
-    let r = recover_with(path, output, progress::bytes("recovering"))
-        .with_context(|| format!("recovering {} into {}", path.display(), output.display()))?;
+/// Copies every intact transaction into a new file, skipping damaged regions
+/// (or, with `stop_at_damage`, only those before the first damage).
+pub fn run_recover(path: &Path, output: &Path, stop_at_damage: bool) -> Result<ExitCode> {
+    let r = recover_with(
+        path,
+        output,
+        RecoverOptions { stop_at_damage },
+        progress::bytes("recovering"),
+    )
+    .with_context(|| format!("recovering {} into {}", path.display(), output.display()))?;
     println!(
         "copied {} transactions into {}{}",
         r.copied,
         output.display(),
-        r.last_copied_tid
-            .map(|t| format!(" (up to tid {t}, {})", t.to_rfc3339()))
-            .unwrap_or_default()
-    );
-    match &r.damage {
-        None => println!("the source had no damage: the copy is complete"),
-        Some((offset, what)) => {
-            println!("lost: the damaged region at offset {offset} ({what})");
-            if let Some((first, last)) = r.lost_tids {
-                println!(
-                    "lost: {} intact transactions after the damage (tids {first} .. {last}), not copied because they may build on what was lost",
-                    r.lost_transactions
-                );
-            }
+        match (r.first_copied_tid, r.last_copied_tid) {
+            (Some(first), Some(last)) => format!(
+                " (tids {first} .. {last}, {} .. {})",
+                first.to_rfc3339(),
+                last.to_rfc3339()
+            ),
+            _ => String::new(),
         }
+    );
+    if r.complete() {
+        println!("the source had no damage: the copy is complete");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for g in &r.skipped_regions {
+        let what = if g.zeros {
+            "only zero bytes".to_string()
+        } else {
+            g.what.clone()
+        };
+        let lost = if g.unreadable_tids.is_empty() {
+            "no transaction record could be read there".to_string()
+        } else {
+            format!(
+                "lost: {} transactions there fail their checks ({})",
+                g.unreadable_tids.len(),
+                tid_list(&g.unreadable_tids)
+            )
+        };
+        let tail = if g.tail {
+            "; nothing valid follows: an incomplete tail, as a crash mid-write leaves (such a transaction was never acknowledged)"
+        } else {
+            ""
+        };
+        println!(
+            "skipped: offset {} .. {} ({} bytes): {what}; {lost}{tail}",
+            g.start,
+            g.end,
+            g.bytes()
+        );
+    }
+    for t in &r.skipped_transactions {
+        println!(
+            "skipped: the intact transaction at offset {} (tid {}, {}) because its tid does not increase (previous {})",
+            t.offset,
+            t.tid,
+            t.tid.to_rfc3339(),
+            t.previous
+        );
+    }
+    if let Some((first, last)) = r.not_copied_tids {
+        println!(
+            "not copied (--stop-at-damage): {} intact transactions after the first damage (tids {first} .. {last})",
+            r.not_copied
+        );
+    }
+    if r.copied > 0 {
+        println!(
+            "next oid {}: the largest mark in the source, so no oid is reused",
+            r.next_oid
+        );
+    } else if r.source_next_oid > 1 {
+        println!(
+            "nothing could be copied, so the new file does not carry the source's next-oid mark {}",
+            r.source_next_oid
+        );
+    }
+    if !stop_at_damage && r.copied > 0 && !r.skipped_regions.iter().all(|g| g.tail) {
+        println!(
+            "check: transactions copied after a skipped region may build on what it held; \
+             run `zodiac refs {0}` and `zodiac verify {0}` to see references to lost objects",
+            output.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -31,6 +31,18 @@ fn three_transactions(path: &Path) -> u64 {
     second
 }
 
+/// The end of each transaction of the data file at `path` (by its header's length).
+fn three_transaction_ends(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut at = zodiac_storage::file::format::FILE_HEADER_LEN;
+    let mut ends = vec![];
+    while let Ok((len, _)) = zodiac_storage::file::format::peek_transaction(&bytes, at) {
+        at += len;
+        ends.push(at);
+    }
+    ends
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -73,19 +85,44 @@ fn verify_a_healthy_then_a_damaged_file_then_recover_it() {
 
     let recovered = dir.path().join("recovered.zdb");
     let r = recovered.to_str().unwrap();
+    // Recover salvages past the damage (it used to stop there and lose the third
+    // transaction), naming the skipped bytes and the transaction they held.
     let out = zodiac(&["recover", p, "--output", r]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("copied 1 transactions"), "{stdout}");
+    assert!(stdout.starts_with("copied 2 transactions"), "{stdout}");
+    let third = three_transaction_ends(&path)[1];
     assert!(
-        stdout.contains(&format!("lost: the damaged region at offset {second}")),
+        stdout.contains(&format!(
+            "skipped: offset {second} .. {third} ({} bytes): transaction checksum mismatch",
+            third - second
+        )),
         "{stdout}"
     );
     assert!(
-        stdout.contains("lost: 1 intact transactions after the damage"),
+        stdout.contains("lost: 1 transactions there fail their checks (tid "),
         "{stdout}"
     );
+    assert!(stdout.contains("zodiac refs"), "{stdout}");
     assert!(zodiac(&["verify", r]).status.success());
+
+    let prefix = dir.path().join("prefix.zdb");
+    let out = zodiac(&[
+        "recover",
+        p,
+        "--output",
+        prefix.to_str().unwrap(),
+        "--stop-at-damage",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("copied 1 transactions"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "not copied (--stop-at-damage): 1 intact transactions after the first damage"
+        ),
+        "{stdout}"
+    );
 
     let out = zodiac(&["recover", p, "--output", r]);
     assert_eq!(out.status.code(), Some(1));
@@ -164,4 +201,143 @@ fn backup_then_restore_round_trips() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn verify_tells_hidden_transactions_behind_zeros_and_recover_copies_them() {
+    // Zeros at a transaction boundary with valid transactions after them used to
+    // read as the end of the data; verify now names them as hidden.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let p = path.to_str().unwrap();
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let mut starts = vec![];
+    let mut tids = vec![];
+    for i in 0..4 {
+        starts.push(s.data_end());
+        let oid = s.new_oid().unwrap();
+        let mut t = s.begin(TransactionMeta::default()).unwrap();
+        let len = if i == 1 { 80 << 10 } else { 10 };
+        t.store(oid, Tid::ZERO, vec![1; len]).unwrap();
+        tids.push(t.finish().unwrap());
+    }
+    starts.push(s.data_end());
+    drop(s);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[starts[1] as usize..starts[2] as usize].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = zodiac(&["verify", p]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let zeros = starts[2] - starts[1];
+    assert!(
+        stdout.contains(&format!(
+            "{zeros} bytes of zeros at offset {} followed by 2 valid transactions up to tid {}",
+            starts[1], tids[3]
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("acknowledged transactions are hidden; run `zodiac recover"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("incomplete tail"), "{stdout}");
+    let out = zodiac(&["verify", p, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["damage"][0]["kind"], "zeros");
+    assert_eq!(json["damage"][0]["followed_by"], 2);
+    assert_eq!(json["transactions_after_damage"], 2);
+
+    let recovered = dir.path().join("recovered.zdb");
+    let out = zodiac(&["recover", p, "--output", recovered.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("copied 3 transactions"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "skipped: offset {} .. {} ({zeros} bytes): only zero bytes; no transaction record could be read there",
+            starts[1], starts[2]
+        )),
+        "{stdout}"
+    );
+}
+
+/// CRC32 (IEEE), as the saved index's checksum (docs/format.md).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn verify_reports_a_stale_saved_index_and_how_to_fix_it() {
+    // verify used to ignore PATH.index: an index with a valid checksum whose
+    // entry points at an older revision passed as healthy.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let p = path.to_str().unwrap();
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let oid = s.new_oid().unwrap();
+    let mut base = Tid::ZERO;
+    for i in 0..2 {
+        let mut t = s.begin(TransactionMeta::default()).unwrap();
+        t.store(oid, base, format!("revision {i}").into_bytes())
+            .unwrap();
+        base = t.finish().unwrap();
+    }
+    drop(s);
+    let out = zodiac(&["verify", p]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("agrees with the file"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Point the object's entry at its first revision, keeping the CRC valid.
+    let ipath = zodiac_storage::file::index_path(&path);
+    let mut b = std::fs::read(&ipath).unwrap();
+    let data = std::fs::read(&path).unwrap();
+    let first = zodiac_storage::file::format::transaction_at(&data, 48)
+        .unwrap()
+        .records[0]
+        .0;
+    let at = 64 + 8 * oid.0 as usize;
+    b[at..at + 8].copy_from_slice(&first.to_le_bytes());
+    let body = b.len() - 4;
+    let crc = crc32(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&ipath, &b).unwrap();
+
+    let out = zodiac(&["verify", p]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let i = ipath.display();
+    assert!(
+        stdout.contains(&format!(
+            "INDEX {i}: object {oid}: the index points at offset {first}"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "fix the index: delete {i}; the next writable open rebuilds it"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("DAMAGED"), "{stdout}");
+    let out = zodiac(&["verify", p, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["healthy"], false);
+    assert_eq!(json["index"]["problems"].as_array().unwrap().len(), 1);
 }

@@ -1,42 +1,141 @@
-//! Salvage of a damaged data file: copy every intact transaction before the first
-//! damage into a new file, keeping tids and metadata, and report what was lost.
+//! Salvage of a damaged data file: copy every intact transaction into a new file,
+//! in tid order, keeping tids and metadata, and report exactly what was skipped.
 //!
-//! Transactions after the damage are counted but not copied: they may build on
-//! revisions that were lost, so copying them could show objects pointing at history
-//! that no longer exists. The report names them so an operator can decide.
+//! The walk is `verify`'s ([`super::verify`]): at damage it searches forward for
+//! the next position where a fully valid transaction starts (magic, lengths at
+//! both ends, CRC, data records pointing back to their own transaction) and
+//! resumes there, as ZODB's fsrecover does.
+//!
+//! Invariants:
+//! - The output is written through `FileStorage::copy_transaction`, so it is an
+//!   ordinary, fully checked data file with strictly increasing tids.
+//! - Nothing is skipped silently: each damaged region (start, end, bytes, what is
+//!   wrong, the tids of records that could be read there but fail their checks) and
+//!   each intact transaction whose tid does not increase is in the report.
+//! - Oids are never reused: the output's next-oid mark is at least the largest
+//!   mark of any valid transaction, and of any readable header in a damaged region
+//!   (unless a valid transaction after it has a smaller mark, which proves the
+//!   header's mark damaged: marks never decrease along a file).
+//! - The source is never modified.
+//!
+//! Why salvaging past damage is safe enough: every copied transaction passed every
+//! check, so its bytes are exactly what was committed. What can be wrong is only
+//! what it *builds on*: a later transaction may have been computed from a revision
+//! that was lost in the damage (a B-tree bucket, a counter), or may reference an
+//! object created only in the lost transaction. Copying it cannot hide that: the
+//! report names every skipped region and tid, and `zodiac refs` and `zodiac verify`
+//! on the output show references to objects that no longer exist. The operator
+//! should check the objects the skipped tids wrote (`zodiac dump` on the source
+//! shows the readable ones), run `zodiac refs` on the output, and restore from a
+//! backup where a lost revision matters. `RecoverOptions::stop_at_damage` keeps
+//! only the prefix before the first damage, for an operator who wants nothing that
+//! may build on a lost revision.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::ids::Tid;
+
+use super::format;
+use super::verify::{self, Step};
+use super::{Durability, FileOptions, FileStorage};
 use crate::storage::Storage;
 
-use super::format::{self, RecordProblem};
-use super::{Durability, FileOptions, FileStorage, recovery, verify};
+/// How to recover.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoverOptions {
+    /// Copy only the transactions before the first damage (the prefix), and count
+    /// the intact ones after it without copying them.
+    pub stop_at_damage: bool,
+}
+
+/// A stretch of the source that was not copied because no valid transaction
+/// starts in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedRegion {
+    pub start: u64,
+    /// Exclusive.
+    pub end: u64,
+    /// What is wrong at `start`.
+    pub what: String,
+    /// Every byte of it is zero.
+    pub zeros: bool,
+    /// No valid transaction follows it: an incomplete tail (a crash mid-write,
+    /// appended garbage, damage in the last transaction), which a writable open
+    /// of the source would cut.
+    pub tail: bool,
+    /// Tids claimed by transaction records that could be read in the region but
+    /// fail their checks: those transactions are lost.
+    pub unreadable_tids: Vec<Tid>,
+}
+
+impl SkippedRegion {
+    /// Bytes skipped.
+    pub fn bytes(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// An intact transaction that was not copied because its tid is not greater than
+/// the last copied one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedTransaction {
+    pub offset: u64,
+    pub tid: Tid,
+    /// The last tid copied before it.
+    pub previous: Tid,
+}
 
 /// What `recover` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoverReport {
     /// Transactions copied into the new file.
     pub copied: u64,
+    pub first_copied_tid: Option<Tid>,
     pub last_copied_tid: Option<Tid>,
-    /// Where the first damage starts, and what it is (None: the file was healthy).
-    pub damage: Option<(u64, String)>,
-    /// Intact transactions after the damage that were not copied, and their tids.
-    pub lost_transactions: u64,
-    pub lost_tids: Option<(Tid, Tid)>,
+    /// Damaged regions of the source, in file order. Empty: the file was healthy.
+    pub skipped_regions: Vec<SkippedRegion>,
+    /// Intact transactions skipped because their tid did not increase.
+    pub skipped_transactions: Vec<SkippedTransaction>,
+    /// With `stop_at_damage`: intact transactions after the first damage, counted
+    /// but not copied, and their first and last tids.
+    pub not_copied: u64,
+    pub not_copied_tids: Option<(Tid, Tid)>,
+    /// The next-oid mark the output carries (0 when nothing was copied, so the
+    /// output carries none).
+    pub next_oid: u64,
+    /// The largest next-oid mark found in the source.
+    pub source_next_oid: u64,
 }
 
-/// Copies every intact transaction of `path` before its first damage into a new
-/// data file at `output`, which must not exist.
+impl RecoverReport {
+    /// Whether the source had no damage at all (the copy is complete).
+    pub fn complete(&self) -> bool {
+        self.skipped_regions.is_empty()
+            && self.skipped_transactions.is_empty()
+            && self.not_copied == 0
+    }
+
+    /// Transactions lost in damaged regions that could be read but fail their checks.
+    pub fn unreadable_transactions(&self) -> usize {
+        self.skipped_regions
+            .iter()
+            .map(|r| r.unreadable_tids.len())
+            .sum()
+    }
+}
+
+/// Copies every intact transaction of `path` into a new data file at `output`,
+/// which must not exist, skipping damaged regions.
 pub fn recover(path: &Path, output: &Path) -> Result<RecoverReport> {
-    recover_with(path, output, |_, _| {})
+    recover_with(path, output, RecoverOptions::default(), |_, _| {})
 }
 
-/// Like [`recover`], calling `progress(offset, file_bytes)` as the copy advances.
+/// Like [`recover`] with options, calling `progress(done, total)` as it advances.
 pub fn recover_with(
     path: &Path,
     output: &Path,
+    options: RecoverOptions,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RecoverReport> {
     if output.exists() {
@@ -52,69 +151,125 @@ pub fn recover_with(
     let (header, map) = verify::map_data_file(path)?;
     let file: &[u8] = &map;
     let len = file.len() as u64;
-    let target = FileStorage::open(output, FileOptions::new().durability(Durability::Off))?;
+    // First the plan (what to copy, what to skip, the oid mark), then the copy:
+    // the mark must be known before the first transaction is written, since damage
+    // anywhere after it may hold the largest one.
     let mut report = RecoverReport::default();
-    let mut pos = header.data_start;
-    let mut last_tid = Tid::ZERO;
+    let mut plan = Plan::default();
+    let mut walk_progress = |done: u64, _| progress(done, 2 * len);
+    verify::walk(file, header.data_start, &mut walk_progress, |step| {
+        plan.step(step, options, &mut report)
+    });
+    plan.close_marks();
+    report.source_next_oid = plan.mark;
+
+    let target = FileStorage::open(output, FileOptions::new().durability(Durability::Off))?;
     let mut next_report = 0;
-    while pos < len {
+    for &pos in &plan.copy {
         if pos >= next_report {
-            progress(pos, len);
+            progress(len + pos, 2 * len);
             next_report = pos + (1 << 20);
         }
-        let problem = match format::transaction_at(file, pos) {
-            Ok(t) if t.tid > last_tid => {
-                let objects = t
-                    .records
-                    .iter()
-                    .map(|(_, r)| (r.oid, r.data.to_vec()))
-                    .collect();
-                target.copy_transaction(t.tid, t.meta(), t.next_oid, objects)?;
-                report.copied += 1;
-                report.last_copied_tid = Some(t.tid);
-                last_tid = t.tid;
-                pos = t.end();
-                continue;
-            }
-            Ok(t) => format!(
-                "transaction id {} does not increase (previous {last_tid})",
-                t.tid
+        let t = format::transaction_at(file, pos).map_err(|p| Error::Format {
+            path: path.to_path_buf(),
+            what: format!(
+                "the transaction at offset {pos} changed while it was being recovered ({}): \
+                 stop every process that writes the file and recover again",
+                p.describe()
             ),
-            Err(RecordProblem::Zeros) if recovery::nonzero_end(file, pos) == pos => break,
-            Err(RecordProblem::Zeros) => "unexpected bytes after the end of the data".to_string(),
-            Err(RecordProblem::Bad(what)) => what,
-        };
-        report.damage = Some((pos, problem));
-        break;
+        })?;
+        let objects = t
+            .records
+            .iter()
+            .map(|(_, r)| (r.oid, r.data.to_vec()))
+            .collect();
+        target.copy_transaction(t.tid, t.meta(), plan.mark.max(t.next_oid), objects)?;
+        report.copied += 1;
+        report.first_copied_tid.get_or_insert(t.tid);
+        report.last_copied_tid = Some(t.tid);
     }
-    if let Some((offset, _)) = &report.damage {
-        // Count what lies beyond, without copying it.
-        let limit = recovery::nonzero_end(file, *offset);
-        let mut at = recovery::find_valid_after(file, *offset, limit, last_tid);
-        while let Some(p) = at {
-            match format::transaction_at(file, p) {
-                Ok(t) => {
-                    report.lost_transactions += 1;
-                    let first = report.lost_tids.map_or(t.tid, |(f, _)| f);
-                    report.lost_tids = Some((first, t.tid));
-                    at = Some(t.end());
-                }
-                Err(_) => {
-                    at = recovery::find_valid_after(
-                        file,
-                        p,
-                        limit,
-                        report.lost_tids.map_or(last_tid, |(_, l)| l),
-                    )
-                }
-            }
-            if at.is_some_and(|a| a >= limit) {
-                break;
-            }
-        }
+    if report.copied > 0 {
+        report.next_oid = plan.mark;
     }
     target.sync()?;
     target.close()?;
-    progress(len, len);
+    progress(2 * len, 2 * len);
     Ok(report)
+}
+
+/// What the walk decided.
+#[derive(Default)]
+struct Plan {
+    /// Offsets of the transactions to copy, in file (and tid) order.
+    copy: Vec<u64>,
+    /// Damage met (with `stop_at_damage`, nothing more is copied).
+    damaged: bool,
+    /// The oid mark so far: the largest of valid transactions' marks and oids.
+    mark: u64,
+    /// Marks of readable headers in damaged regions not yet confirmed by a
+    /// valid transaction after them.
+    pending_marks: Vec<u64>,
+}
+
+impl Plan {
+    fn step(&mut self, step: Step<'_>, options: RecoverOptions, report: &mut RecoverReport) {
+        match step {
+            Step::Valid(t) => {
+                self.valid_mark(&t);
+                if self.damaged && options.stop_at_damage {
+                    report.not_copied += 1;
+                    let first = report.not_copied_tids.map_or(t.tid, |(f, _)| f);
+                    report.not_copied_tids = Some((first, t.tid));
+                } else {
+                    self.copy.push(t.pos);
+                }
+            }
+            Step::NotIncreasing { txn, previous } => {
+                self.valid_mark(&txn);
+                self.damaged = true;
+                report.skipped_transactions.push(SkippedTransaction {
+                    offset: txn.pos,
+                    tid: txn.tid,
+                    previous,
+                });
+            }
+            Step::Region(r) => {
+                self.damaged = true;
+                self.pending_marks
+                    .extend(r.readable.iter().filter_map(|h| h.next_oid));
+                report.skipped_regions.push(SkippedRegion {
+                    start: r.start,
+                    end: r.end,
+                    what: r.what,
+                    zeros: r.zeros,
+                    tail: r.tail,
+                    unreadable_tids: r.readable.iter().map(|h| h.tid).collect(),
+                });
+            }
+        }
+    }
+
+    /// Takes a valid transaction's mark, and judges the pending damaged marks by
+    /// it: one above it cannot be genuine (marks never decrease along a file).
+    fn valid_mark(&mut self, t: &format::TxnView<'_>) {
+        let mut mark = t.next_oid;
+        for (_, r) in &t.records {
+            mark = mark.max(r.oid.0.saturating_add(1));
+        }
+        for m in self.pending_marks.drain(..) {
+            if m <= mark {
+                self.mark = self.mark.max(m);
+            }
+        }
+        self.mark = self.mark.max(mark);
+    }
+
+    /// Damaged marks with no valid transaction after them cannot be judged: keep
+    /// them, since reusing an oid is worse than skipping some.
+    fn close_marks(&mut self) {
+        for m in self.pending_marks.drain(..) {
+            self.mark = self.mark.max(m);
+        }
+        self.mark = self.mark.max(1);
+    }
 }

@@ -1,27 +1,95 @@
-//! Offline checking of a data file: walk every record, check every CRC, length,
-//! back-pointer and tid, and report each damaged region with its offset and where
-//! valid records resume. Never modifies the file.
+//! Offline checking of a data file: walk every byte from the data start to the
+//! last non-zero byte, check every CRC, length, back-pointer and tid, and report
+//! each damaged region, what follows it, and whether the saved index (`PATH.index`)
+//! agrees with what the walk found. Never modifies anything.
 //!
-//! Invariant: the walk ends: every step moves forward (past a valid record, or to
-//! the next valid record after damage, or to the end).
+//! Invariants:
+//! - The walk ends: every step moves forward (past a valid record, or past a
+//!   damaged region to the next position where a fully valid transaction starts,
+//!   or to the end of the written data).
+//! - The walk never stops at damage while a valid transaction follows: after each
+//!   damaged region it searches the whole rest of the file, so a damaged region is
+//!   an *incomplete tail* only when no valid transaction starts anywhere after it.
+//! - The end of the written data is the last non-zero byte: the file is
+//!   preallocated with zeros, so zeros followed by valid transactions are damage
+//!   (acknowledged transactions hidden behind them), never the end.
+//! - `recover` walks with the same [`walk`], so what `verify` reports as damaged is
+//!   exactly what `recover` skips.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::ids::Tid;
 
-use super::format::{self, FileHeader, RecordProblem};
+use super::format::{self, FileHeader, RecordProblem, TXN_MAGIC, TxnView};
+use super::index::{self, Index};
 use super::io::{FileIoFactory, StdFileIoFactory};
-use super::recovery;
 
-/// One damaged region.
+/// Index problems listed one by one; past this many, the rest are counted.
+const INDEX_PROBLEMS_LISTED_MAX: usize = 8;
+
+/// A saved index larger than its data file plus this is not read (it cannot be
+/// one: each entry stands for a data record of at least 40 bytes, costing at most
+/// 24 dense plus 16 sparse bytes, and the dense part's growth slack is 2^21
+/// entries of 8 bytes), so a huge file named `PATH.index` cannot exhaust memory.
+const INDEX_BYTES_OVER_DATA_MAX: u64 = 17 << 20;
+
+/// What kind of damage a [`Damage`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DamageKind {
+    /// Bytes where no valid transaction starts, with a valid transaction after them:
+    /// damage in the middle of the file.
+    Damaged,
+    /// Only zero bytes, with a valid transaction after them: acknowledged
+    /// transactions hidden behind the zeros.
+    Zeros,
+    /// Bytes where no valid transaction starts and none follows: an incomplete tail
+    /// (a crash mid-write, appended garbage), which a writable open cuts.
+    Tail,
+    /// An intact transaction whose tid is not greater than the one before it.
+    TidNotIncreasing,
+    /// A data record of a valid transaction whose back-pointer is not an older
+    /// revision of its object.
+    BadBackPointer,
+}
+
+/// One damaged region (or one bad record, for the last two kinds).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {
+    pub kind: DamageKind,
     /// Where the damage starts.
     pub offset: u64,
+    /// Where it ends (exclusive).
+    pub end: u64,
+    /// What is wrong.
     pub what: String,
     /// Where the next valid transaction starts, if one does.
     pub resumes_at: Option<u64>,
+    /// Tids of transaction records that could be read in the region (magic and a
+    /// plausible length that fits) but fail their checks, in file order.
+    pub readable_tids: Vec<Tid>,
+    /// Valid transactions after this damage, up to the next damaged region.
+    pub followed_by: u64,
+    /// Tid of the last of them.
+    pub followed_up_to: Option<Tid>,
+}
+
+impl Damage {
+    /// Bytes of the damaged region.
+    pub fn bytes(&self) -> u64 {
+        self.end - self.offset
+    }
+}
+
+/// What the check of the saved index found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexCheck {
+    /// The saved index's path (`PATH.index`).
+    pub path: PathBuf,
+    /// What it claims to cover (None when it could not be decoded).
+    pub covered_end: Option<u64>,
+    /// Every way in which it disagrees with the data file; empty when it agrees.
+    pub problems: Vec<String>,
 }
 
 /// What `verify` found.
@@ -30,23 +98,32 @@ pub struct VerifyReport {
     pub file_bytes: u64,
     /// End of the last valid transaction.
     pub data_end: u64,
-    /// Valid transactions.
+    /// Valid transactions (tids increasing).
     pub transactions: u64,
     /// Data records in valid transactions.
     pub records: u64,
     pub first_tid: Option<Tid>,
     pub last_tid: Option<Tid>,
-    /// Damaged regions, in file order. Empty for a healthy file.
+    /// Damage, in file order. Empty for a healthy file.
     pub damage: Vec<Damage>,
+    /// The saved index's check; None when there is no `PATH.index`.
+    pub index: Option<IndexCheck>,
 }
 
 impl VerifyReport {
+    /// No damage and no problem with the saved index.
     pub fn is_healthy(&self) -> bool {
-        self.damage.is_empty()
+        self.damage.is_empty() && self.index.as_ref().is_none_or(|i| i.problems.is_empty())
+    }
+
+    /// Valid transactions that lie after some damage which is not a tail: they
+    /// are acknowledged, and an open that stops at the damage does not see them.
+    pub fn transactions_after_damage(&self) -> u64 {
+        self.damage.iter().map(|d| d.followed_by).sum()
     }
 }
 
-/// Checks every record of the data file at `path`.
+/// Checks every record of the data file at `path`, and its saved index if any.
 pub fn verify(path: &Path) -> Result<VerifyReport> {
     verify_with(path, |_, _| {})
 }
@@ -59,75 +136,404 @@ pub fn verify_with(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Ve
         file_bytes: file.len() as u64,
         ..Default::default()
     };
-    let mut pos = header.data_start;
-    let mut last_tid = Tid::ZERO;
-    let mut next_report = 0u64;
-    while pos < report.file_bytes {
-        if pos >= next_report {
-            progress(pos, report.file_bytes);
-            next_report = pos + (1 << 20);
+    let saved = read_index(path, report.file_bytes);
+    let mut scan = saved
+        .as_ref()
+        .and_then(|s| s.decoded.as_ref().ok())
+        .map(|(h, _)| ScanIndex::new(h.covered_end, header.data_start));
+    // The damage whose `followed_by` counts the valid transactions now met.
+    let mut last_region: Option<usize> = None;
+    walk(file, header.data_start, &mut progress, |step| match step {
+        Step::Valid(t) => {
+            check_back_pointers(file, &t, &mut report.damage);
+            if let Some(scan) = scan.as_mut() {
+                scan.add(&t);
+            }
+            if let Some(d) = last_region.map(|i| &mut report.damage[i]) {
+                d.followed_by += 1;
+                d.followed_up_to = Some(t.tid);
+            }
+            report.transactions += 1;
+            report.records += t.records.len() as u64;
+            report.first_tid.get_or_insert(t.tid);
+            report.last_tid = Some(t.tid);
+            report.data_end = t.end();
         }
-        let problem = match format::transaction_at(file, pos) {
-            Ok(t) if t.tid <= last_tid => {
-                format!(
-                    "transaction id {} does not increase (previous {last_tid})",
-                    t.tid
-                )
-            }
-            Ok(t) => {
-                for (rpos, r) in &t.records {
-                    if r.prev == 0 {
-                        continue;
-                    }
-                    let back = format::data_header_at(file, r.prev);
-                    if !back.is_ok_and(|(p, _)| p.oid == r.oid && p.tid < t.tid) {
-                        report.damage.push(Damage {
-                            offset: *rpos,
-                            what: format!(
-                                "data record of object {} points back to {}, which is not an older revision of it",
-                                r.oid, r.prev
-                            ),
-                            resumes_at: Some(t.end()),
-                        });
-                    }
-                }
-                report.transactions += 1;
-                report.records += t.records.len() as u64;
-                report.first_tid.get_or_insert(t.tid);
-                report.last_tid = Some(t.tid);
-                last_tid = t.tid;
-                pos = t.end();
-                report.data_end = pos;
-                continue;
-            }
-            Err(RecordProblem::Zeros) => {
-                let end = recovery::nonzero_end(file, pos);
-                if end == pos {
-                    break;
-                }
-                let first = pos
-                    + file[pos as usize..]
-                        .iter()
-                        .position(|&b| b != 0)
-                        .unwrap_or(0) as u64;
-                format!("unexpected bytes after the end of the data at offset {first}")
-            }
-            Err(RecordProblem::Bad(what)) => what,
-        };
-        let limit = recovery::nonzero_end(file, pos);
-        let resumes_at = recovery::find_valid_after(file, pos, limit, last_tid);
-        report.damage.push(Damage {
-            offset: pos,
-            what: problem,
-            resumes_at,
-        });
-        match resumes_at {
-            Some(next) => pos = next,
-            None => break,
+        Step::NotIncreasing { txn, previous } => {
+            report.damage.push(Damage {
+                kind: DamageKind::TidNotIncreasing,
+                offset: txn.pos,
+                end: txn.end(),
+                what: format!(
+                    "transaction id {} does not increase (previous {previous})",
+                    txn.tid
+                ),
+                resumes_at: Some(txn.end()),
+                readable_tids: vec![txn.tid],
+                followed_by: 0,
+                followed_up_to: None,
+            });
+            last_region = Some(report.damage.len() - 1);
         }
+        Step::Region(r) => {
+            report.damage.push(Damage {
+                kind: if r.tail {
+                    DamageKind::Tail
+                } else if r.zeros {
+                    DamageKind::Zeros
+                } else {
+                    DamageKind::Damaged
+                },
+                offset: r.start,
+                end: r.end,
+                what: r.what,
+                resumes_at: (!r.tail).then_some(r.end),
+                readable_tids: r.readable.iter().map(|h| h.tid).collect(),
+                followed_by: 0,
+                followed_up_to: None,
+            });
+            last_region = Some(report.damage.len() - 1);
+        }
+    });
+    if let Some(saved) = saved {
+        report.index = Some(check_index(&header, saved, scan));
     }
     progress(report.file_bytes, report.file_bytes);
     Ok(report)
+}
+
+/// A data record whose back-pointer is not an older revision of its object is
+/// damage the transaction's own checks cannot see (the pointer is CRC-covered).
+fn check_back_pointers(file: &[u8], t: &TxnView<'_>, damage: &mut Vec<Damage>) {
+    for (rpos, r) in &t.records {
+        if r.prev == 0 {
+            continue;
+        }
+        let back = format::data_header_at(file, r.prev);
+        if !back.is_ok_and(|(p, _)| p.oid == r.oid && p.tid < t.tid) {
+            damage.push(Damage {
+                kind: DamageKind::BadBackPointer,
+                offset: *rpos,
+                end: *rpos + format::DATA_HEADER_LEN + r.data.len() as u64,
+                what: format!(
+                    "data record of object {} points back to {}, which is not an older revision of it",
+                    r.oid, r.prev
+                ),
+                resumes_at: Some(t.end()),
+                readable_tids: vec![],
+                followed_by: 0,
+                followed_up_to: None,
+            });
+        }
+    }
+}
+
+/// A transaction header read in a damaged region: its magic is right and its
+/// length is plausible, but the record fails its checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReadableHeader {
+    pub offset: u64,
+    /// Where the record ends, by the length its header claims.
+    pub end: u64,
+    /// The tid the header claims.
+    pub tid: Tid,
+    /// The next-oid mark it claims, when the length at its end matches the one
+    /// at its start (a header whose two lengths disagree says too little).
+    pub next_oid: Option<u64>,
+}
+
+/// A stretch of bytes where no valid transaction starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub what: String,
+    /// Every byte of it is zero.
+    pub zeros: bool,
+    /// No valid transaction starts anywhere after it.
+    pub tail: bool,
+    pub readable: Vec<ReadableHeader>,
+}
+
+/// One step of [`walk`].
+pub(crate) enum Step<'a> {
+    /// A valid transaction whose tid is greater than every tid before it.
+    Valid(TxnView<'a>),
+    /// A valid transaction whose tid is not greater than `previous`.
+    NotIncreasing { txn: TxnView<'a>, previous: Tid },
+    /// Bytes where no valid transaction starts.
+    Region(Region),
+}
+
+/// Walks the whole file from `data_start` to its last non-zero byte, handing each
+/// valid transaction and each damaged region to `visit` in file order.
+pub(crate) fn walk<'a>(
+    file: &'a [u8],
+    data_start: u64,
+    progress: &mut impl FnMut(u64, u64),
+    mut visit: impl FnMut(Step<'a>),
+) {
+    let len = file.len() as u64;
+    let data_limit = nonzero_end(file, data_start.min(len));
+    let mut pos = data_start;
+    let mut last_tid = Tid::ZERO;
+    let mut next_report = 0u64;
+    while pos < data_limit {
+        if pos >= next_report {
+            progress(pos, len);
+            next_report = pos + (1 << 20);
+        }
+        let problem = match format::transaction_at(file, pos) {
+            Ok(t) if t.tid > last_tid => {
+                last_tid = t.tid;
+                pos = t.end();
+                visit(Step::Valid(t));
+                continue;
+            }
+            Ok(t) => {
+                pos = t.end();
+                visit(Step::NotIncreasing {
+                    txn: t,
+                    previous: last_tid,
+                });
+                continue;
+            }
+            Err(RecordProblem::Zeros) => None,
+            Err(RecordProblem::Bad(what)) => Some(what),
+        };
+        let next = next_valid(file, pos, data_limit);
+        // A record read in a tail may end in zero bytes (its trailer's length):
+        // the region then ends with it, not at the last non-zero byte.
+        let readable = readable_headers(file, pos, next.unwrap_or(len));
+        let end = next.unwrap_or_else(|| readable.iter().map(|h| h.end).fold(data_limit, u64::max));
+        let zeros = file[pos as usize..end as usize].iter().all(|&b| b == 0);
+        let what = match problem {
+            Some(what) => what,
+            None if zeros => format!(
+                "{} bytes of zeros where a transaction should start",
+                end - pos
+            ),
+            None => {
+                let first = pos
+                    + file[pos as usize..end as usize]
+                        .iter()
+                        .position(|&b| b != 0)
+                        .unwrap_or(0) as u64;
+                format!(
+                    "{} bytes of zeros, then bytes that are no transaction at offset {first}",
+                    first - pos
+                )
+            }
+        };
+        visit(Step::Region(Region {
+            start: pos,
+            end,
+            what,
+            zeros,
+            tail: next.is_none(),
+            readable,
+        }));
+        pos = end;
+    }
+}
+
+/// The position after the last non-zero byte at or after `from`.
+fn nonzero_end(file: &[u8], from: u64) -> u64 {
+    match file[from as usize..].iter().rposition(|&b| b != 0) {
+        Some(i) => from + i as u64 + 1,
+        None => from,
+    }
+}
+
+/// The first position in `(after, limit)` where a fully valid transaction starts,
+/// whatever its tid (the caller judges the tid, so an intact transaction out of
+/// order is listed, not swallowed by the damaged region).
+fn next_valid(file: &[u8], after: u64, limit: u64) -> Option<u64> {
+    let limit = (limit as usize).min(file.len());
+    let mut at = after as usize + 1;
+    while at + TXN_MAGIC.len() <= limit {
+        let rel = file[at..limit].windows(4).position(|w| w == TXN_MAGIC)?;
+        let candidate = at + rel;
+        if format::transaction_at(file, candidate as u64).is_ok() {
+            return Some(candidate as u64);
+        }
+        at = candidate + 1;
+    }
+    None
+}
+
+/// Transaction headers in `[start, end)` whose magic is right and whose length is
+/// plausible and fits in the region: records that could be read but fail their
+/// checks (the walk found no valid transaction there).
+fn readable_headers(file: &[u8], start: u64, end: u64) -> Vec<ReadableHeader> {
+    let mut found = vec![];
+    let mut at = start as usize;
+    while at + TXN_MAGIC.len() <= end as usize {
+        let Some(rel) = file[at..end as usize]
+            .windows(4)
+            .position(|w| w == TXN_MAGIC)
+        else {
+            break;
+        };
+        let p = (at + rel) as u64;
+        if let Ok((len, tid)) = format::peek_transaction(file, p)
+            && p + len <= end
+        {
+            let both_ends = format::length_before(file, p + len) == Some(len);
+            found.push(ReadableHeader {
+                offset: p,
+                end: p + len,
+                tid,
+                next_oid: both_ends.then(|| header_next_oid(file, p)),
+            });
+        }
+        at += rel + 1;
+    }
+    found
+}
+
+/// The next-oid mark of the transaction header at `pos` (bytes 24..32 of the
+/// header, docs/format.md), read without any other check.
+fn header_next_oid(file: &[u8], pos: u64) -> u64 {
+    let at = pos as usize + 24;
+    u64::from_le_bytes(file[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The saved index as read from disk.
+struct SavedIndex {
+    path: PathBuf,
+    decoded: std::result::Result<(index::SavedIndexHeader, Index), String>,
+}
+
+/// Reads `PATH.index` of a data file of `data_len` bytes; None when there is none.
+fn read_index(path: &Path, data_len: u64) -> Option<SavedIndex> {
+    let ipath = super::index_path(path);
+    let len_max = data_len.saturating_add(INDEX_BYTES_OVER_DATA_MAX);
+    let decoded = match std::fs::metadata(&ipath) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => Err(format!("cannot be read ({e})")),
+        Ok(m) if m.len() > len_max => Err(format!(
+            "it is {} bytes, more than the {len_max} an index of this data file can need",
+            m.len()
+        )),
+        Ok(_) => match std::fs::read(&ipath) {
+            Err(e) => Err(format!("cannot be read ({e})")),
+            Ok(bytes) => index::decode_saved(&bytes),
+        },
+    };
+    Some(SavedIndex {
+        path: ipath,
+        decoded,
+    })
+}
+
+/// What the walk found up to a saved index's covered end: the index an open
+/// would build by scanning that far.
+struct ScanIndex {
+    covered_end: u64,
+    /// Whether a valid transaction ends exactly at the covered end (or it is the
+    /// data start), and that transaction's tid.
+    boundary: Option<Tid>,
+    newest: Index,
+    next_oid: u64,
+}
+
+impl ScanIndex {
+    fn new(covered_end: u64, data_start: u64) -> ScanIndex {
+        ScanIndex {
+            covered_end,
+            boundary: (covered_end == data_start).then_some(Tid::ZERO),
+            newest: Index::default(),
+            next_oid: 1,
+        }
+    }
+
+    fn add(&mut self, t: &TxnView<'_>) {
+        if t.end() > self.covered_end {
+            return;
+        }
+        for (rpos, r) in &t.records {
+            self.newest.set(r.oid, *rpos);
+            self.next_oid = self.next_oid.max(r.oid.0.saturating_add(1));
+        }
+        self.next_oid = self.next_oid.max(t.next_oid);
+        if t.end() == self.covered_end {
+            self.boundary = Some(t.tid);
+        }
+    }
+}
+
+/// Compares the saved index with the walk's own, as of the index's covered end.
+fn check_index(header: &FileHeader, saved: SavedIndex, scan: Option<ScanIndex>) -> IndexCheck {
+    let mut check = IndexCheck {
+        path: saved.path,
+        ..Default::default()
+    };
+    let (h, idx) = match saved.decoded {
+        Ok(v) => v,
+        Err(e) => {
+            check
+                .problems
+                .push(format!("the saved index is unreadable: {e}"));
+            return check;
+        }
+    };
+    check.covered_end = Some(h.covered_end);
+    let problems = &mut check.problems;
+    if h.file_id != header.file_id {
+        problems.push(format!(
+            "the saved index belongs to another data file (file id {:#x}, this file's is {:#x})",
+            h.file_id, header.file_id
+        ));
+        return check;
+    }
+    let scan = scan.expect("a decoded index has a scan");
+    match scan.boundary {
+        None => {
+            problems.push(format!(
+                "the saved index covers the file up to offset {}, which is not the end of a valid transaction",
+                h.covered_end
+            ));
+            return check;
+        }
+        Some(tid) if tid != h.last_tid => problems.push(format!(
+            "the saved index names tid {} as the last one before offset {}, the file has {tid}",
+            h.last_tid, h.covered_end
+        )),
+        Some(_) => {}
+    }
+    if h.next_oid < scan.next_oid {
+        problems.push(format!(
+            "the saved index's next oid {} is below {}, the file's mark at offset {}: oids would be reused",
+            h.next_oid, scan.next_oid, h.covered_end
+        ));
+    }
+    let mut wrong = vec![];
+    for (oid, pos) in idx.entries() {
+        match scan.newest.get(oid) {
+            Some(p) if p == pos => {}
+            Some(p) => wrong.push(format!(
+                "object {oid}: the index points at offset {pos}, its newest revision is at {p}"
+            )),
+            None => wrong.push(format!(
+                "object {oid}: the index points at offset {pos}, the file has no valid revision of it before offset {}",
+                h.covered_end
+            )),
+        }
+    }
+    for (oid, p) in scan.newest.entries() {
+        if idx.get(oid).is_none() {
+            wrong.push(format!(
+                "object {oid}: missing from the index, its newest revision is at {p}"
+            ));
+        }
+    }
+    let extra = wrong.len().saturating_sub(INDEX_PROBLEMS_LISTED_MAX);
+    problems.extend(wrong.into_iter().take(INDEX_PROBLEMS_LISTED_MAX));
+    if extra > 0 {
+        problems.push(format!("and {extra} more index entries disagree"));
+    }
+    check
 }
 
 /// Maps a data file read-only and decodes its header.
