@@ -13,6 +13,9 @@
 //!   and retry: the postprocess job is put exactly once.
 //! - `serial`: part `i + 1` is put by the join of part `i` (`next` counts the parts
 //!   put); after the last part, the postprocess job is put, once.
+//! - The composite is reachable (pack and GC keep it) through the `subject`
+//!   reference of the postprocess job and of every join callback; the oid in their
+//!   arguments and annotation is only how the handlers find it.
 
 use serde::{Deserialize, Serialize};
 use zodiac_objects::{PRef, Persistent, Transaction};
@@ -88,13 +91,13 @@ fn build(
         COMPOSITE_ANNOTATION,
         composite.oid().0.to_le_bytes().to_vec(),
     )?;
+    // The references that keep the composite: nothing else points at it.
+    postprocess.set_subject(composite);
     tx.set(&post_oid, postprocess)?;
     for part in &refs {
-        add_callback(
-            tx,
-            part,
-            Job::with_arguments(JOIN_HANDLER, &composite.oid().0)?,
-        )?;
+        let mut join = Job::with_arguments(JOIN_HANDLER, &composite.oid().0)?;
+        join.set_subject(composite);
+        add_callback(tx, part, join)?;
     }
     Ok((composite, post_oid))
 }

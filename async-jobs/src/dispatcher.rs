@@ -111,9 +111,12 @@ impl DispatcherRecord {
 pub struct Agent {
     name: String,
     size: u32,
-    held: BTreeSet<u64>,
+    /// References, so pack and GC keep every job an agent holds (an id kept as a
+    /// plain number is invisible to them, and GC deleted the jobs a worker ran).
+    held: BTreeSet<PRef<Job>>,
     /// Jobs it ran to completion, by (completion time, job id), kept for the
-    /// retention period.
+    /// retention period. The id in the key only orders (keys are copied into the
+    /// tree's separators, which outlive the entry); the value is the reference.
     completed: PRef<BTree<(Timestamp, u64), PRef<Job>>>,
 }
 
@@ -128,8 +131,14 @@ impl Agent {
     pub fn size(&self) -> u32 {
         self.size
     }
-    pub fn held(&self) -> &BTreeSet<u64> {
+    pub fn held(&self) -> &BTreeSet<PRef<Job>> {
         &self.held
+    }
+
+    /// The tree of jobs it completed.
+    #[cfg(test)]
+    pub(crate) fn completed_tree(&self) -> PRef<BTree<(Timestamp, u64), PRef<Job>>> {
+        self.completed
     }
 }
 
@@ -364,24 +373,23 @@ impl Dispatchers {
                 })?;
         let a = tx.get(&agent_ref)?;
         let mut finished = Vec::new();
-        for &oid in &a.held {
-            let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
+        for &job in &a.held {
             let j = tx.get(&job)?;
             let here = at_agent(&j, id, agent);
             if j.status() == Status::Completed && here {
                 let at = j.active_end().unwrap_or(now);
-                BTree::insert(tx, &a.completed, (at, oid), job)?;
+                BTree::insert(tx, &a.completed, (at, job.oid().0), job)?;
             }
             // A job awaiting another releases its slot.
             if j.status() == Status::Completed || !here || j.awaiting().is_some() {
-                finished.push(oid);
+                finished.push(job);
             }
         }
         let room = a.held.len() - finished.len() < a.size as usize;
         if !finished.is_empty() {
             tx.modify(&agent_ref, |a| {
-                for oid in &finished {
-                    a.held.remove(oid);
+                for job in &finished {
+                    a.held.remove(job);
                 }
             })?;
         }
@@ -392,11 +400,70 @@ impl Dispatchers {
             dispatcher: id.to_string(),
             agent: agent.to_string(),
         };
-        let claim = Queue::claim_spread(tx, queue, &claimer, now, spread)?;
+        let claim = Queue::claim_unrecorded(tx, queue, &claimer, now, spread)?;
         if let Some(job) = claim.job {
-            tx.modify(&agent_ref, |a| a.held.insert(job.oid().0))?;
+            tx.modify(&agent_ref, |a| a.held.insert(job))?;
+        }
+        // The expired jobs it found: this agent completed them, so it keeps them
+        // like the jobs it ran (held while their callbacks run, so a death of
+        // this worker is recovered; then among its completed jobs).
+        let queue_name = tx.get(queue)?.name().to_string();
+        for job in &claim.expired {
+            Dispatchers::keep_at(tx, &queue_name, &agent_ref, &claimer, *job, now)?;
         }
         Ok(claim)
+    }
+
+    /// Makes agent `agent_ref` (of `claimer`, in queue `queue`) keep `job`, which
+    /// ended without a run: among its completed jobs when COMPLETED, held while in
+    /// CALLBACKS (for its worker to run the callbacks and `release_finished`).
+    fn keep_at(
+        tx: &mut Transaction<'_>,
+        queue: &str,
+        agent_ref: &PRef<Agent>,
+        claimer: &Claimer,
+        job: PRef<Job>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let location = Location::Agent {
+            queue: queue.to_string(),
+            dispatcher: claimer.dispatcher.clone(),
+            agent: claimer.agent.clone(),
+        };
+        let j = tx.modify(&job, |j| {
+            j.set_location(location);
+            j.status()
+        })?;
+        if j == Status::Completed {
+            let completed = tx.get(agent_ref)?.completed;
+            BTree::insert(tx, &completed, (now, job.oid().0), job)?;
+        } else {
+            tx.modify(agent_ref, |a| a.held.insert(job))?;
+        }
+        Ok(())
+    }
+
+    /// Adopts jobs of `queue` that ended without a run and whose callbacks no one
+    /// has taken (cancelled or failed with callbacks, see [`crate::ended`]):
+    /// `claimer`'s agent holds them, located there, for its worker to run their
+    /// callbacks and then [`Dispatchers::release_finished`]. Returns them (at most
+    /// [`crate::ended::ADOPT_ENDED_MAX`]); two adopters conflict.
+    pub fn adopt_ended(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        claimer: &Claimer,
+    ) -> Result<Vec<PRef<Job>>> {
+        let now = Timestamp::now();
+        let jobs = crate::ended::take_callbacks_due(tx, queue, now)?;
+        if jobs.is_empty() {
+            return Ok(jobs);
+        }
+        let agent = Dispatchers::agent(tx, queue, &claimer.dispatcher, &claimer.agent)?;
+        let name = tx.get(queue)?.name().to_string();
+        for job in &jobs {
+            Dispatchers::keep_at(tx, &name, &agent, claimer, *job, now)?;
+        }
+        Ok(jobs)
     }
 
     /// Records `job`, which agent `agent` of dispatcher `id` claimed from `queue`
@@ -501,22 +568,21 @@ impl Dispatchers {
         for (name, agent_ref) in tx.get(&record)?.agents.clone() {
             let a = tx.get(&agent_ref)?;
             let mut gone = Vec::new();
-            for &oid in &a.held {
-                let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
+            for &job in &a.held {
                 let j = tx.get(&job)?;
                 let here = at_agent(&j, id, &name);
                 if here && j.status() == Status::Completed {
                     let at = j.active_end().unwrap_or(now);
-                    BTree::insert(tx, &a.completed, (at, oid), job)?;
+                    BTree::insert(tx, &a.completed, (at, job.oid().0), job)?;
                 }
                 if !here || j.status() == Status::Completed {
-                    gone.push(oid);
+                    gone.push(job);
                 }
             }
             if !gone.is_empty() {
                 tx.modify(&agent_ref, |a| {
-                    for oid in &gone {
-                        a.held.remove(oid);
+                    for job in &gone {
+                        a.held.remove(job);
                     }
                 })?;
             }
@@ -622,7 +688,7 @@ impl Dispatchers {
                 agent: adopter.agent.clone(),
             })
         })?;
-        tx.modify(&agent, |a| a.held.insert(job.oid().0))?;
+        tx.modify(&agent, |a| a.held.insert(*job))?;
         Ok(())
     }
 
@@ -641,8 +707,7 @@ impl Dispatchers {
             let a = tx.get(agent_ref)?;
             let held = a.held.clone();
             let mut kept = BTreeSet::new();
-            for oid in held {
-                let job = PRef::<Job>::from_oid(zodiac_storage::Oid(oid));
+            for job in held {
                 let j = tx.get(&job)?;
                 if !at_agent(&j, id, name) {
                     continue;
@@ -675,14 +740,14 @@ impl Dispatchers {
                                 Dispatchers::adopt(tx, queue, &job, a)?;
                             }
                             _ => {
-                                kept.insert(oid);
+                                kept.insert(job);
                             }
                         }
                         report.in_callbacks.push(job);
                     }
                     Status::Completed => {
                         let at = finished.active_end().unwrap_or(now);
-                        BTree::insert(tx, &a.completed, (at, oid), job)?;
+                        BTree::insert(tx, &a.completed, (at, job.oid().0), job)?;
                     }
                     _ => {}
                 }

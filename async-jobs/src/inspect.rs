@@ -2,8 +2,9 @@
 //! and time window, and the dispatchers with their liveness and load.
 //!
 //! Invariants: nothing here writes; every walk is bounded by the caller's `limit`
-//! (jobs returned) and reads only the queues' pending trees and the agents' held
-//! sets and completed trees, so it sees every job a queue or an agent holds.
+//! (jobs returned) and reads only the queues' pending trees and ended jobs
+//! ([`crate::ended`]: cancelled, expired) and the agents' held sets and completed
+//! trees, so it sees every job a queue or an agent holds.
 //! Jobs run outside any queue, and callbacks, are not listed (they hang off their
 //! parent).
 
@@ -110,7 +111,7 @@ fn matches(f: &JobFilter, s: &JobSummary) -> bool {
 }
 
 /// Up to `limit` jobs matching `filter`: per queue, pending jobs in claim order,
-/// then each agent's held and completed jobs.
+/// the jobs that ended without a run, then each agent's held and completed jobs.
 pub fn jobs(tx: &mut Transaction<'_>, filter: &JobFilter, limit: usize) -> Result<Vec<JobSummary>> {
     let mut out = Vec::new();
     let consider = |tx: &mut Transaction<'_>, queue: &str, job: PRef<Job>, out: &mut Vec<_>| {
@@ -134,6 +135,17 @@ pub fn jobs(tx: &mut Transaction<'_>, filter: &JobFilter, limit: usize) -> Resul
             }
             consider(tx, &name, job, &mut out)?;
         }
+        // Jobs that ended without a run (cancelled, expired): callbacks first.
+        let due: Vec<PRef<Job>> = crate::ended::of(tx, &queue)?
+            .map(|e| e.callbacks_due().iter().copied().collect())
+            .unwrap_or_default();
+        let ended = crate::ended::completed(tx, &queue, usize::MAX)?;
+        for job in due.into_iter().chain(ended.into_iter().map(|(_, j)| j)) {
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            consider(tx, &name, job, &mut out)?;
+        }
         for (id, record) in Queue::dispatchers(tx, &queue)? {
             for agent_name in tx
                 .get(&record)?
@@ -143,14 +155,14 @@ pub fn jobs(tx: &mut Transaction<'_>, filter: &JobFilter, limit: usize) -> Resul
                 .collect::<Vec<_>>()
             {
                 let agent = tx.get(&record)?.agents()[&agent_name];
-                let held: Vec<u64> = tx.get(&agent)?.held().iter().copied().collect();
+                let held: Vec<PRef<Job>> = tx.get(&agent)?.held().iter().copied().collect();
                 let mut seen = std::collections::BTreeSet::new();
-                for oid in held {
+                for job in held {
                     if out.len() >= limit {
                         return Ok(out);
                     }
-                    seen.insert(oid);
-                    consider(tx, &name, PRef::from_oid(Oid(oid)), &mut out)?;
+                    seen.insert(job.oid().0);
+                    consider(tx, &name, job, &mut out)?;
                 }
                 let completed = Dispatchers::completed(tx, &queue, &id, &agent_name, usize::MAX)?;
                 for (_, job) in completed {
@@ -180,6 +192,16 @@ pub fn counts(tx: &mut Transaction<'_>, name: &str) -> Result<Option<BTreeMap<St
     if pending > 0 {
         counts.insert(Status::Pending, pending);
     }
+    if let Some(ended) = crate::ended::of(tx, &queue)? {
+        for job in ended.callbacks_due() {
+            let status = tx.get(job)?.status();
+            *counts.entry(status).or_insert(0) += 1;
+        }
+    }
+    let ended = crate::ended::completed_count(tx, &queue)?;
+    if ended > 0 {
+        *counts.entry(Status::Completed).or_insert(0) += ended;
+    }
     for (id, record) in Queue::dispatchers(tx, &queue)? {
         let agents: Vec<(String, PRef<crate::dispatcher::Agent>)> = tx
             .get(&record)?
@@ -188,9 +210,9 @@ pub fn counts(tx: &mut Transaction<'_>, name: &str) -> Result<Option<BTreeMap<St
             .map(|(n, a)| (n.clone(), *a))
             .collect();
         for (agent_name, agent) in agents {
-            let held: Vec<u64> = tx.get(&agent)?.held().iter().copied().collect();
-            for oid in held {
-                let status = tx.get(&PRef::<Job>::from_oid(Oid(oid)))?.status();
+            let held: Vec<PRef<Job>> = tx.get(&agent)?.held().iter().copied().collect();
+            for job in held {
+                let status = tx.get(&job)?.status();
                 *counts.entry(status).or_insert(0) += 1;
             }
             let completed = Dispatchers::completed_count(tx, &queue, &id, &agent_name)?;

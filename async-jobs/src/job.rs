@@ -7,8 +7,10 @@
 //! - `location` is kept in step with `status` by the operations that move jobs
 //!   (queue put/claim/pull/put-back/fail): PENDING ⇔ `Location::Queue`; ASSIGNED and
 //!   ACTIVE jobs claimed from a queue are at `Location::Agent`, and stay there once
-//!   run to a result (the agent keeps its finished jobs); a job failed or expired
-//!   before it ran is at `Location::None`.
+//!   run to a result (the agent keeps its finished jobs); so are the jobs an
+//!   agent's claim found past their deadline; a job failed before it ran (or
+//!   expired in a claim no agent made) is at `Location::None`, kept among its
+//!   queue's ended jobs ([`crate::ended`]).
 //! - `result` is set exactly when the job enters CALLBACKS and never changes after.
 //! - Growing parts are bounded: [`ANNOTATIONS_MAX`] annotations of at most
 //!   [`ANNOTATION_BYTES_MAX`] bytes each, at most [`CALLBACKS_MAX`] callbacks, the
@@ -131,6 +133,14 @@ pub struct Job {
     errors_dropped: u64,
     /// While ACTIVE: the job whose result this one waits for and will take.
     awaiting: Option<PRef<Job>>,
+    /// The object an internal handler works on, as a reference: the waiting job
+    /// of a resume callback, the composite of a join callback or of a postprocess
+    /// job. Their arguments (or annotation) name it too, but as numbers, which pack
+    /// and GC cannot see: without this, GC deleted the composite of every
+    /// composite job and the job that awaited another. Added after version 1 of
+    /// the type (old records read it as `None`).
+    #[serde(default)]
+    subject: Option<PRef<()>>,
 }
 
 impl Persistent for Job {
@@ -170,6 +180,7 @@ impl Job {
             errors: Vec::new(),
             errors_dropped: 0,
             awaiting: None,
+            subject: None,
         })
     }
 
@@ -254,6 +265,15 @@ impl Job {
     /// The job this ACTIVE job waits for (its handler returned "await job").
     pub fn awaiting(&self) -> Option<PRef<Job>> {
         self.awaiting
+    }
+
+    /// The object this job's internal handler works on (see the field's docs).
+    pub fn subject(&self) -> Option<PRef<()>> {
+        self.subject
+    }
+
+    pub(crate) fn set_subject<T>(&mut self, subject: PRef<T>) {
+        self.subject = Some(subject.cast());
     }
 
     pub(crate) fn set_awaiting(&mut self, job: Option<PRef<Job>>) {

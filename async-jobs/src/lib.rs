@@ -96,6 +96,7 @@
 
 mod composite;
 mod dispatcher;
+pub mod ended;
 mod error;
 mod failure;
 mod handler;
@@ -107,6 +108,7 @@ mod merges;
 mod pool;
 mod queue;
 mod quota;
+mod references;
 pub mod retry;
 mod run;
 pub mod status;

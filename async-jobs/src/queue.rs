@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use zodiac_objects::{BTree, Counter, PRef, Persistent, Transaction};
 use zodiac_storage::Oid;
 
+use crate::ended::Ended;
 use crate::error::{Error, Result};
 use crate::failure::Failure;
 use crate::job::{FailureLevel, Job, Location, Outcome};
@@ -181,6 +182,11 @@ pub struct Queue {
     size: PRef<Counter>,
     quotas: BTreeMap<String, PRef<Quota>>,
     dispatchers: BTreeMap<String, PRef<crate::dispatcher::DispatcherRecord>>,
+    /// The jobs that ended here without an agent running them (cancelled,
+    /// expired), created by the first one. Added after the first version of the
+    /// type: older queues read it as `None`.
+    #[serde(default)]
+    ended: Option<PRef<Ended>>,
 }
 
 impl Persistent for Queue {
@@ -289,6 +295,7 @@ impl Queue {
             size,
             quotas: BTreeMap::new(),
             dispatchers: BTreeMap::new(),
+            ended: None,
         })?;
         tx.modify(&dir, |d| d.queues.insert(name.to_string(), queue))?;
         Ok(queue)
@@ -474,8 +481,29 @@ impl Queue {
     /// claimers given distinct lanes (e.g. their rank among the queue's
     /// dispatchers) take distinct jobs instead of all conflicting on the head of
     /// the queue. [`Spread::NONE`] is `claim_at`. Passed-over jobs stay pending
-    /// (claimed out of order by at most that window).
+    /// (claimed out of order by at most that window). The expired jobs are kept
+    /// among the queue's ended jobs ([`crate::ended`]).
     pub fn claim_spread(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        claimer: &Claimer,
+        now: Timestamp,
+        spread: Spread,
+    ) -> Result<Claim> {
+        let claim = Queue::claim_unrecorded(tx, queue, claimer, now, spread)?;
+        if !claim.expired.is_empty() {
+            let name = tx.get(queue)?.name.clone();
+            for job in &claim.expired {
+                crate::ended::record(tx, &name, *job, now)?;
+            }
+        }
+        Ok(claim)
+    }
+
+    /// [`Queue::claim_spread`] leaving the expired jobs it completes held by
+    /// nothing: the caller keeps them in the same transaction (an agent's claim
+    /// keeps them at the agent).
+    pub(crate) fn claim_unrecorded(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
         claimer: &Claimer,
@@ -534,7 +562,7 @@ impl Queue {
                 for quota in &quotas {
                     // A job put back at the front still holds its places.
                     let q = tx.get(quota)?;
-                    room &= q.has_room() || q.held().contains(&id.0);
+                    room &= q.has_room() || q.held().contains(&entry.job);
                 }
                 if !room {
                     continue; // stays pending until its quotas have room
@@ -573,7 +601,7 @@ impl Queue {
         };
         let id = entry.job.oid();
         for quota in &quotas {
-            tx.modify(quota, |q| q.join(id.0))?;
+            tx.modify(quota, |q| q.join(entry.job))?;
         }
         Queue::take(tx, queue, &key)?;
         let location = Location::Agent {
@@ -717,6 +745,26 @@ impl Queue {
         Ok(tx.get(queue)?.dispatchers.clone())
     }
 
+    /// The jobs that ended in this queue without a run, if any did.
+    pub(crate) fn ended(&self) -> Option<PRef<Ended>> {
+        self.ended
+    }
+
+    pub(crate) fn set_ended(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        ended: PRef<Ended>,
+    ) -> Result<()> {
+        tx.modify(queue, |q| q.ended = Some(ended))?;
+        Ok(())
+    }
+
+    /// The tree of pending jobs.
+    #[cfg(test)]
+    pub(crate) fn pending_tree(&self) -> PRef<BTree<QueueKey, Entry>> {
+        self.pending
+    }
+
     /// The dispatcher registry, without cloning it.
     pub(crate) fn dispatchers_ref(
         &self,
@@ -747,10 +795,14 @@ impl Queue {
 /// Fails a job that has not run to a result (NEW, PENDING or ASSIGNED → CALLBACKS):
 /// a pending job leaves its queue; the failure (default: a timeout) becomes its
 /// result; with no callbacks to run it is COMPLETED at once, otherwise it stays in
-/// CALLBACKS until `Runner::finish_callbacks` runs them.
+/// CALLBACKS until a worker adopts it and runs them
+/// ([`crate::Dispatchers::adopt_ended`]) or the caller runs them
+/// (`Runner::finish_callbacks`). It is kept among the ended jobs of its queue (the
+/// default queue for a NEW job outside any queue; see [`crate::ended`]).
 pub fn fail(tx: &mut Transaction<'_>, job: &PRef<Job>, failure: Option<Failure>) -> Result<()> {
     let id = job.oid();
     let j = tx.get(job)?;
+    let queue_name = crate::ended::queue_of(j.location()).map(str::to_string);
     if let (Status::Pending, Location::Queue { queue, key }) = (j.status(), j.location()) {
         let queue = Queue::named(tx, queue)?;
         crate::quota::release(tx, job)?;
@@ -765,7 +817,14 @@ pub fn fail(tx: &mut Transaction<'_>, job: &PRef<Job>, failure: Option<Failure>)
         });
     }
     let failure = failure.unwrap_or_else(|| Failure::timeout("failed without an error"));
-    finish_failed(tx, job, failure, Timestamp::now())
+    let now = Timestamp::now();
+    finish_failed(tx, job, failure, now)?;
+    // Kept where inspection finds it and pack keeps it; its callbacks are run by
+    // the worker that adopts it.
+    if let Some(name) = queue_name {
+        crate::ended::record(tx, &name, *job, now)?;
+    }
+    Ok(())
 }
 
 /// Stores `failure` as the result (→ CALLBACKS, → COMPLETED when there are no

@@ -29,7 +29,9 @@ pub const QUOTAS_MAX: usize = 64;
 pub struct Quota {
     name: String,
     size: u32,
-    held: BTreeSet<u64>,
+    /// References, so pack and GC keep every job a quota counts (an id kept as a
+    /// plain number is invisible to them).
+    held: BTreeSet<PRef<Job>>,
 }
 
 impl Persistent for Quota {
@@ -76,8 +78,8 @@ impl Quota {
         self.size
     }
 
-    /// The ids of the held jobs.
-    pub fn held(&self) -> &BTreeSet<u64> {
+    /// The held jobs.
+    pub fn held(&self) -> &BTreeSet<PRef<Job>> {
         &self.held
     }
 
@@ -89,11 +91,11 @@ impl Quota {
         self.size = size;
     }
 
-    pub(crate) fn join(&mut self, job: u64) {
+    pub(crate) fn join(&mut self, job: PRef<Job>) {
         self.held.insert(job);
     }
 
-    pub(crate) fn leave(&mut self, job: u64) -> bool {
+    pub(crate) fn leave(&mut self, job: PRef<Job>) -> bool {
         self.held.remove(&job)
     }
 }
@@ -114,9 +116,9 @@ pub(crate) fn release(tx: &mut Transaction<'_>, job: &PRef<Job>) -> Result<()> {
     };
     for name in j.quota_names() {
         if let Some(quota) = crate::Queue::quota(tx, &queue, name)?
-            && tx.get(&quota)?.held.contains(&job.oid().0)
+            && tx.get(&quota)?.held.contains(job)
         {
-            tx.modify(&quota, |q| q.leave(job.oid().0))?;
+            tx.modify(&quota, |q| q.leave(*job))?;
         }
     }
     Ok(())
@@ -130,7 +132,10 @@ mod tests {
         Quota {
             name: "q".into(),
             size,
-            held: held.iter().copied().collect(),
+            held: held
+                .iter()
+                .map(|&oid| PRef::from_oid(zodiac_storage::Oid(oid)))
+                .collect(),
         }
     }
 

@@ -1092,7 +1092,9 @@ impl Runner {
             let outcome = a.result().cloned().expect("a COMPLETED job has a result");
             return Ok(self.store(tx, job, claimer, log, outcome)?.then_some(true));
         }
-        let resume = Job::with_arguments(RESUME_HANDLER, &job.oid().0)?;
+        let mut resume = Job::with_arguments(RESUME_HANDLER, &job.oid().0)?;
+        // The waiting job holds no agent slot: this reference is what keeps it.
+        resume.set_subject(*job);
         add_callback_unchecked(tx, &awaited, resume)?;
         tx.modify(job, |j| {
             log.apply(j);

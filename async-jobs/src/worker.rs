@@ -448,6 +448,7 @@ impl Worker {
             }
             Some(_) => {}
         }
+        self.adopt_ended(name)?;
         let due = self
             .housekept
             .get(name)
@@ -495,9 +496,34 @@ impl Worker {
                 &options.agent,
                 cutoff,
                 RETENTION_DROPS_MAX,
-            )
+            )?;
+            crate::ended::drop_completed_before(tx, &q, cutoff, RETENTION_DROPS_MAX)
         })?;
         Ok(true)
+    }
+
+    /// Takes the jobs of queue `name` that ended without a run with callbacks no
+    /// one took (cancelled with callbacks) and runs their callbacks, as for jobs a
+    /// cleanup found in CALLBACKS. Reads one cached object when there are none.
+    fn adopt_ended(&mut self, name: &str) -> Result<()> {
+        let me = Claimer {
+            dispatcher: self.id.clone(),
+            agent: self.options.agent.clone(),
+        };
+        let adopted = transact(&self.db, |tx| {
+            let Some(q) = Queue::get(tx, name)? else {
+                return Ok(Vec::new());
+            };
+            match crate::ended::of(tx, &q)? {
+                Some(ended) if !ended.callbacks_due().is_empty() => {
+                    Dispatchers::adopt_ended(tx, &q, &me)
+                }
+                _ => Ok(Vec::new()),
+            }
+        })?;
+        let id = self.id.clone();
+        self.resume_callbacks(name, &id, &adopted);
+        Ok(())
     }
 
     /// Runs the remaining callbacks of `jobs`, which a cleanup found in CALLBACKS
@@ -857,8 +883,7 @@ impl Worker {
                 if let Some(record) = record {
                     let agents = tx.get(&record)?.agents().clone();
                     for agent in agents.values() {
-                        for &oid in tx.get(agent)?.held() {
-                            let job = PRef::<Job>::from_oid(Oid(oid));
+                        for &job in tx.get(agent)?.held() {
                             let j = tx.get(&job)?;
                             let mine = matches!(j.location(), Location::Agent { dispatcher, .. } if *dispatcher == id);
                             match j.status() {

@@ -1000,7 +1000,7 @@ fn d9_an_interrupted_quota_holder_keeps_its_quota_on_retry_now_and_frees_it_on_r
     .unwrap();
     let held = |fx: &Fx| -> Vec<u64> {
         transact(&fx.db, |tx| {
-            Ok(tx.get(&quota)?.held().iter().copied().collect())
+            Ok(tx.get(&quota)?.held().iter().map(|j| j.oid().0).collect())
         })
         .unwrap()
     };

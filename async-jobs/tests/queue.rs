@@ -458,17 +458,17 @@ fn a_quota_limits_held_jobs_and_frees_its_place_when_they_leave() {
             })
             .unwrap()
         };
-        assert_eq!(held(&db), [a.oid().0].into());
+        assert_eq!(held(&db), [a].into());
         // A put-back at the front keeps its quota place (b still waits), and
         // comes first again.
         transact(&db, |tx| Queue::put_back(tx, &a, None)).unwrap();
-        assert_eq!(held(&db), [a.oid().0].into());
+        assert_eq!(held(&db), [a].into());
         assert_eq!(claim_at(&db, Timestamp::now()).job, Some(a));
-        assert_eq!(held(&db), [a.oid().0].into());
+        assert_eq!(held(&db), [a].into());
         // Failing it frees the place for b.
         transact(&db, |tx| fail(tx, &a, None)).unwrap();
         assert_eq!(claim_at(&db, Timestamp::now()).job, Some(b));
-        assert_eq!(held(&db), [b.oid().0].into());
+        assert_eq!(held(&db), [b].into());
         // Room for two: a second quota job is claimable at once.
         let d = put(&db, "d", PutOptions::new().quota("db"));
         assert_eq!(claim_at(&db, Timestamp::now()).job, None);

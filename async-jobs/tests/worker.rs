@@ -614,7 +614,7 @@ impl GatedCallback {
         )
     }
 
-    fn held_by(&self, id: &str) -> std::collections::BTreeSet<u64> {
+    fn held_by(&self, id: &str) -> std::collections::BTreeSet<PRef<Job>> {
         transact(&self.db, |tx| {
             let q = Queue::get(tx, "")?.unwrap();
             let record = Queue::dispatchers(tx, &q)?[id];
@@ -670,7 +670,7 @@ fn a_sibling_dying_while_it_resumes_callbacks_leaves_them_to_the_next() {
     assert_eq!(b.poll_once().unwrap().cleaned, ["a"]);
     g.wait_callback_running();
     assert!(g.held_by("a").is_empty(), "adopted, not left with the dead");
-    assert!(g.held_by("b").contains(&g.parent.oid().0));
+    assert!(g.held_by("b").contains(&g.parent));
     drop(b); // dies while resuming
     thread::sleep(Duration::from_millis(100));
     let mut c = g.worker("c");
@@ -704,7 +704,7 @@ fn a_stop_during_callbacks_leaves_them_to_a_sibling_at_once() {
         "interrupted: retried"
     );
     assert_eq!(status(&g.db, g.parent), Status::Callbacks);
-    assert!(g.held_by("a").contains(&g.parent.oid().0));
+    assert!(g.held_by("a").contains(&g.parent));
     let summary = transact(&g.db, |tx| {
         zodiac_async::inspect::dispatchers(tx, Timestamp::now(), options.death_interval)
     })

@@ -100,5 +100,5 @@ pub use database::{CommitStats, Database, DatabaseOptions, RetryPolicy};
 pub use error::{Error, Result};
 pub use merge::{Merges, merge_identity};
 pub use persistent::{Persistent, Root};
-pub use pref::PRef;
+pub use pref::{PREF_SERDE_NAME, PRef};
 pub use transaction::{CONFLICT_VISIBLE_WAIT_MS_MAX, RESOLVE_ROUNDS_MAX, Savepoint, Transaction};

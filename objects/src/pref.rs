@@ -5,9 +5,15 @@
 //! transaction asks for the object. The type is checked on load against the type name
 //! the record was written with.
 //!
-//! Invariant: while an object is being encoded, every `PRef` it serializes is reported
-//! to the encoder (a thread-local collector), so the record envelope lists exactly the
-//! references the payload holds.
+//! Invariants:
+//! - While an object is being encoded, every `PRef` it serializes is reported to the
+//!   encoder (a thread-local collector), so the record envelope lists exactly the
+//!   references the payload holds.
+//! - A `PRef` serializes as a newtype struct named [`PREF_SERDE_NAME`] around the
+//!   oid. postcard writes a newtype struct as its inner value, so the bytes are the
+//!   bare oid (a varint) as before; the name lets a checking serializer tell a
+//!   reference from any other number (the job layer's "no oid outside a reference"
+//!   check relies on it).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -75,6 +81,9 @@ impl<T> fmt::Debug for PRef<T> {
     }
 }
 
+/// The serde newtype name a [`PRef`] serializes under (see the module docs).
+pub const PREF_SERDE_NAME: &str = "zodiac.PRef";
+
 thread_local! {
     static COLLECTOR: RefCell<Option<Vec<Oid>>> = const { RefCell::new(None) };
 }
@@ -110,13 +119,28 @@ impl<T> Serialize for PRef<T> {
                 refs.push(self.oid);
             }
         });
-        serializer.serialize_u64(self.oid.0)
+        serializer.serialize_newtype_struct(PREF_SERDE_NAME, &self.oid.0)
     }
 }
 
 impl<'de, T> Deserialize<'de> for PRef<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        u64::deserialize(deserializer).map(|oid| PRef::from_oid(Oid(oid)))
+        struct OidVisitor;
+        impl<'de> serde::de::Visitor<'de> for OidVisitor {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an oid")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+                u64::deserialize(d)
+            }
+        }
+        deserializer
+            .deserialize_newtype_struct(PREF_SERDE_NAME, OidVisitor)
+            .map(|oid| PRef::from_oid(Oid(oid)))
     }
 }
 
@@ -145,5 +169,16 @@ mod tests {
         assert!(panicked.is_err());
         // No collector is left behind: serializing outside an encoding collects nothing.
         COLLECTOR.with(|c| assert!(c.borrow().is_none()));
+    }
+
+    #[test]
+    fn a_pref_is_stored_as_the_bare_oid_varint() {
+        // The newtype name must not change the bytes of the records already stored.
+        for oid in [0u64, 1, 127, 128, 0x21, u64::MAX] {
+            let r = PRef::<()>::from_oid(Oid(oid));
+            let bytes = postcard::to_stdvec(&r).unwrap();
+            assert_eq!(bytes, postcard::to_stdvec(&oid).unwrap());
+            assert_eq!(postcard::from_bytes::<PRef<()>>(&bytes).unwrap(), r);
+        }
     }
 }

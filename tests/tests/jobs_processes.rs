@@ -311,7 +311,7 @@ impl World {
             };
             let mut held = Vec::new();
             for agent in tx.get(&record)?.agents().values() {
-                held.extend(tx.get(agent)?.held().iter().copied());
+                held.extend(tx.get(agent)?.held().iter().map(|j| j.oid().0));
             }
             Ok(held)
         })
@@ -978,8 +978,8 @@ fn p4_with(extra: &[&str]) {
                     continue;
                 };
                 for agent in tx.get(&record)?.agents().values() {
-                    for oid in tx.get(agent)?.held() {
-                        held.insert(*oid, id.clone());
+                    for job in tx.get(agent)?.held() {
+                        held.insert(job.oid().0, id.clone());
                     }
                 }
             }
