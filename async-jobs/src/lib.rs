@@ -49,6 +49,13 @@
 //! - Read-only queries for tools ([`inspect`]): jobs by status, queue, dispatcher,
 //!   agent, handler and creation time; dispatchers with liveness and load.
 //!
+//! - Jobs that end without a run (cancelled, expired) are kept in their queue's
+//!   [`ended`] jobs, listed, counted and retained; their callbacks run in a worker
+//!   that adopts them.
+//! - Every link between stored objects is a reference (`PRef`), so pack's GC and
+//!   `zodiac refs` see it; a unit test audits every stored type for oids outside
+//!   references, and [`named_ids`] reads the ids a stored value names.
+//!
 //! The `zodiac worker` and `zodiac jobs` commands (in the `zodiac` binary) run and
 //! inspect jobs with built-in handlers. Not built: recovery *jobs* (cleanup
 //! recovers in its own transaction).
@@ -140,6 +147,7 @@ pub use queue::{
     Spread, fail,
 };
 pub use quota::{QUOTAS_MAX, Quota};
+pub use references::named_ids;
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
 pub use run::{
     BATCH_SPAN_MAX, BRANCH_HANDLER, RESUME_HANDLER, RunOutcome, Runner, add_callback,

@@ -40,5 +40,67 @@
 //! could not see oids put in arguments or annotations, which is how two of the
 //! found links were lost.
 
-#[cfg(test)]
 mod audit;
+
+use std::collections::BTreeSet;
+
+use zodiac_objects::{Persistent, decode_value, record};
+use zodiac_storage::Oid;
+
+use crate::composite::{COMPOSITE_ANNOTATION, Composite, JOIN_HANDLER};
+use crate::dispatcher::{Agent, DispatcherRecord};
+use crate::ended::Ended;
+use crate::job::Job;
+use crate::queue::{Queue, QueueDirectory};
+use crate::quota::Quota;
+use crate::run::RESUME_HANDLER;
+
+/// Every oid a stored record of this crate names, read from its value rather than
+/// from its envelope's reference list; `None` for a record of another type. For
+/// `zodiac refs`: a record written before every link was a reference (an agent's
+/// held jobs, a resume or join callback's subject) names objects its envelope does
+/// not list, which pack's GC cannot see. An error says why the record does not
+/// decode.
+pub fn named_ids(stored: &[u8]) -> Option<Result<BTreeSet<Oid>, String>> {
+    fn named<T: Persistent>(stored: &[u8]) -> Result<(Option<T>, BTreeSet<Oid>), String> {
+        let Some(value) = decode_value::<T>(stored)? else {
+            return Ok((None, BTreeSet::new()));
+        };
+        let ids = audit::walk(&value)
+            .references
+            .into_iter()
+            .map(Oid)
+            .collect();
+        Ok((Some(value), ids))
+    }
+    let ids = match record::type_name(stored).ok()? {
+        Job::TYPE_NAME => named::<Job>(stored).map(|(job, mut ids)| {
+            if let Some(job) = job {
+                ids.extend(internal_subject(&job));
+            }
+            ids
+        }),
+        Queue::TYPE_NAME => named::<Queue>(stored).map(|(_, ids)| ids),
+        QueueDirectory::TYPE_NAME => named::<QueueDirectory>(stored).map(|(_, ids)| ids),
+        Quota::TYPE_NAME => named::<Quota>(stored).map(|(_, ids)| ids),
+        DispatcherRecord::TYPE_NAME => named::<DispatcherRecord>(stored).map(|(_, ids)| ids),
+        Agent::TYPE_NAME => named::<Agent>(stored).map(|(_, ids)| ids),
+        Composite::TYPE_NAME => named::<Composite>(stored).map(|(_, ids)| ids),
+        Ended::TYPE_NAME => named::<Ended>(stored).map(|(_, ids)| ids),
+        _ => return None,
+    };
+    Some(ids)
+}
+
+/// The object an internal job names in its arguments or annotation (records
+/// written before the `subject` reference existed name it only there).
+fn internal_subject(job: &Job) -> Option<Oid> {
+    if job.handler() == RESUME_HANDLER || job.handler() == JOIN_HANDLER {
+        return postcard::from_bytes::<u64>(job.argument_bytes())
+            .ok()
+            .map(Oid);
+    }
+    let bytes = job.annotations().get(COMPOSITE_ANNOTATION)?;
+    let bytes: [u8; 8] = bytes.as_slice().try_into().ok()?;
+    Some(Oid(u64::from_le_bytes(bytes)))
+}

@@ -243,6 +243,19 @@ impl<'de> de::SeqAccess<'de> for FieldsUntilEnd<'_, 'de> {
     }
 }
 
+/// Decodes a complete record (envelope and payload) as a `T`, for tools that read
+/// stored records outside a transaction (e.g. to find the ids a value names).
+/// `Ok(None)` when the record is of another type; an error names what is wrong.
+pub fn decode_value<T: Persistent>(record: &[u8]) -> Result<Option<T>, String> {
+    let env = record::decode(record).map_err(|e| e.to_string())?;
+    if env.type_name != T::TYPE_NAME {
+        return Ok(None);
+    }
+    decode::<T>(env.payload)
+        .map(Some)
+        .map_err(|e| format!("a {} record does not decode: {e}", T::TYPE_NAME))
+}
+
 /// Decodes a full record as a `T` for conflict resolution; `None` when it is not one.
 pub(crate) fn decode_record<T: Persistent>(record: &[u8]) -> Option<T> {
     let env = record::decode(record).ok()?;
@@ -369,6 +382,18 @@ mod tests {
         let record = encode(&root).unwrap();
         assert_eq!(record::referenced_oids(&record).unwrap(), oids(&[2, 9]));
         assert_eq!(record::type_name(&record).unwrap(), "zodiac.Root");
+    }
+
+    #[test]
+    fn decode_value_reads_its_own_type_only() {
+        let v = V1 {
+            name: "ann".into(),
+            balance: 4,
+        };
+        let record = encode(&v).unwrap();
+        assert_eq!(decode_value::<V1>(&record), Ok(Some(v)));
+        assert_eq!(decode_value::<V2>(&record), Ok(None));
+        assert!(decode_value::<V1>(&record[..3]).is_err());
     }
 
     #[test]

@@ -93,7 +93,7 @@ mod transaction;
 
 pub use btree::BTree;
 pub use cache::CacheStats;
-pub use codec::DecodeError;
+pub use codec::{DecodeError, decode_value};
 pub use connection::Connection;
 pub use counter::Counter;
 pub use database::{CommitStats, Database, DatabaseOptions, RetryPolicy};

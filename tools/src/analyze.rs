@@ -1,5 +1,6 @@
 //! `zodiac analyze` (what the file holds, per type) and `zodiac refs` (references to
-//! objects that do not exist), read from the object records' envelopes.
+//! objects that do not exist), read from the object records' envelopes, and for the
+//! job layer's records also from their values (`zodiac_async::named_ids`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -70,21 +71,38 @@ pub fn run_analyze(path: &Path, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Lists references from live objects to objects that do not exist; exit 1 if any.
+/// Lists references from live objects to objects that do not exist, and ids a
+/// job-layer value names outside its reference list (records written before every
+/// link was a reference: pack's GC cannot see those links); exit 1 if any.
 pub fn run_refs(path: &Path) -> Result<ExitCode> {
     let storage = open(path)?;
     let mut existing = BTreeSet::new();
     let mut references: Vec<(Oid, Oid)> = Vec::new();
-    let mut unreadable = Vec::new();
+    let mut unlisted: Vec<(Oid, String, Oid)> = Vec::new();
+    let mut unreadable: Vec<(Oid, String)> = Vec::new();
     storage.scan_records(|r| {
         if !r.newest {
             return;
         }
         existing.insert(r.oid);
-        match record::referenced_oids(r.data) {
-            Ok(refs) => references.extend(refs.into_iter().map(|to| (r.oid, to))),
-            Err(_) => unreadable.push(r.oid),
+        let refs = match record::referenced_oids(r.data) {
+            Ok(refs) => refs,
+            Err(e) => {
+                unreadable.push((r.oid, e.to_string()));
+                return;
+            }
+        };
+        match zodiac_async::named_ids(r.data) {
+            None => {}
+            Some(Ok(named)) => {
+                let type_name = record::type_name(r.data).unwrap_or("?").to_string();
+                for id in named.into_iter().filter(|id| !refs.contains(id)) {
+                    unlisted.push((r.oid, type_name.clone(), id));
+                }
+            }
+            Some(Err(e)) => unreadable.push((r.oid, e)),
         }
+        references.extend(refs.into_iter().map(|to| (r.oid, to)));
     })?;
     let dangling: Vec<(Oid, Oid)> = references
         .into_iter()
@@ -93,10 +111,27 @@ pub fn run_refs(path: &Path) -> Result<ExitCode> {
     for (from, to) in &dangling {
         println!("object {from} refers to object {to}, which does not exist");
     }
-    for oid in &unreadable {
-        println!("object {oid}: not an object record (its references cannot be read)");
+    let mut problems = dangling.len();
+    for (from, type_name, to) in &unlisted {
+        problems += 1;
+        if existing.contains(to) {
+            println!(
+                "object {from} ({type_name}) names object {to} outside its reference list \
+                 (written by an earlier version): pack's garbage collection would delete \
+                 {to}; pack with --no-gc while `zodiac refs` reports this"
+            );
+        } else {
+            println!(
+                "object {from} ({type_name}) names object {to}, which does not exist \
+                 (not in its reference list: it was deleted by a garbage collection)"
+            );
+        }
     }
-    if dangling.is_empty() {
+    for (oid, why) in &unreadable {
+        problems += 1;
+        println!("object {oid}: its references cannot be read: {why}");
+    }
+    if problems == 0 {
         println!(
             "{}: no dangling references among {} objects",
             path.display(),
@@ -104,7 +139,12 @@ pub fn run_refs(path: &Path) -> Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{} dangling references", dangling.len());
+        println!(
+            "{} dangling references, {} ids outside reference lists, {} unreadable records",
+            dangling.len(),
+            unlisted.len(),
+            unreadable.len()
+        );
         Ok(ExitCode::from(1))
     }
 }

@@ -203,7 +203,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List references from live objects to objects that do not exist; exit 1 if any.
+    /// List references from live objects to objects that do not exist, and ids the
+    /// job layer's records name outside their reference lists; exit 1 if any.
     Refs { path: PathBuf },
     /// Copy what a data file gained since the last backup point into a backup
     /// directory (everything, the first time), verified. Safe while a server writes.

@@ -621,3 +621,190 @@ fn status_shows_a_dispatcher_that_left_its_jobs_to_its_siblings() {
         "{text}"
     );
 }
+
+/// Waits until job `id` of `store` has status `status`.
+fn wait_status(store: &str, id: u64, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while show(store, id)["status"] != status {
+        assert!(Instant::now() < deadline, "job {id} never became {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The story: `zodiac pack tcp://…` (GC is its default) while a `sleep` job was
+/// ACTIVE in a worker reported "1 unreachable objects removed"; then `zodiac jobs
+/// status` failed with "object 0x21 does not exist in this database" and `jobs
+/// show` said the job did not exist: the agent kept its jobs as plain numbers,
+/// invisible to GC.
+#[test]
+fn pack_through_a_server_keeps_the_job_a_worker_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = data_file(&dir);
+    let (_server, url) = server(&path, dir.path());
+    let (_worker, _) = worker(&url, dir.path(), &[]);
+    let id = put(&url, &["sleep", r#"{"ms": 2000}"#]);
+    wait_status(&url, id, "ACTIVE");
+
+    let packed = ok(&["pack", &url]);
+    assert!(packed.contains("unreachable objects removed"), "{packed}");
+    let status = zodiac(&["jobs", "status", &url, "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status: Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(status["queues"][0]["counts"]["active"], 1, "{status}");
+    assert_eq!(show(&url, id)["status"], "ACTIVE");
+    let done = wait_completed(&url, id);
+    assert_eq!(done["failure"], Value::Null, "{done}");
+    let refs = zodiac(&["refs", path.to_str().unwrap()]);
+    // The server holds the file; `refs` reads it read-only beside it.
+    assert!(refs.status.success(), "{}{}", stdout(&refs), stderr(&refs));
+}
+
+/// The story: a worker holding 4 jobs was killed with `kill -9`, the file was
+/// packed offline, and the restarted worker (same UUID file) failed every poll
+/// with "object 0x8 does not exist", forever: the pack had deleted the jobs its
+/// agent held.
+#[test]
+fn offline_pack_after_kill9_keeps_the_jobs_the_restarted_worker_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    let ids: Vec<u64> = (0..4)
+        .map(|_| put(&store, &["sleep", r#"{"ms": 4000}"#]))
+        .collect();
+    let (mut first, _) = worker(&store, dir.path(), &["--size", "4"]);
+    for id in &ids {
+        wait_status(&store, *id, "ACTIVE");
+    }
+    first.signal("-KILL");
+    first.wait(Duration::from_secs(10));
+    drop(first);
+
+    let packed = ok(&["pack", &store]);
+    assert!(packed.contains("unreachable objects removed"), "{packed}");
+    let refs = zodiac(&["refs", &store]);
+    assert_eq!(refs.status.code(), Some(0), "{}", stdout(&refs));
+    for id in &ids {
+        assert_eq!(
+            show(&store, *id)["status"],
+            "ACTIVE",
+            "held by the dead worker"
+        );
+    }
+    let (_second, _) = worker(&store, dir.path(), &["--size", "4"]);
+    for id in &ids {
+        // Recovered at once (same UUID), retried by the default policy, run again.
+        let done = wait_completed(&store, *id);
+        assert_eq!(done["failure"], Value::Null, "{done}");
+        assert_eq!(done["attempts"], 2, "{done}");
+    }
+    let status: Value = serde_json::from_str(&ok(&["jobs", "status", &store, "--json"])).unwrap();
+    assert_eq!(status["queues"][0]["counts"]["completed"], 4, "{status}");
+}
+
+/// The story: a cancelled job and one whose `begin_by` passed before any claim
+/// were held by nothing: `jobs list` and `jobs status` left them out and the next
+/// pack deleted them.
+#[test]
+fn cancelled_and_expired_jobs_are_listed_counted_and_survive_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    let cancelled = put(&store, &["echo", "--begin-after", "+1h"]);
+    let expired = put(
+        &store,
+        &[
+            "echo",
+            "--begin-after",
+            "2020-01-01T00:00:00Z",
+            "--begin-by",
+            "1s",
+        ],
+    );
+    ok(&["jobs", "cancel", &store, &cancelled.to_string()]);
+    let (mut w, _) = worker(&store, dir.path(), &[]);
+    wait_status(&store, expired, "COMPLETED");
+    w.signal("-TERM");
+    assert!(w.wait(Duration::from_secs(10)));
+
+    ok(&["pack", &store]);
+    assert_eq!(show(&store, cancelled)["failure"]["kind"], "cancelled");
+    assert_eq!(show(&store, expired)["failure"]["kind"], "timeout");
+    let listed: Value = serde_json::from_str(&ok(&["jobs", "list", &store, "--json"])).unwrap();
+    let mut ids: Vec<u64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [cancelled, expired], "{listed}");
+    let status: Value = serde_json::from_str(&ok(&["jobs", "status", &store, "--json"])).unwrap();
+    assert_eq!(status["queues"][0]["counts"]["completed"], 2, "{status}");
+}
+
+/// The story: after GC deleted the jobs an agent held, `zodiac refs` called the
+/// file healthy: it read only reference lists, and the agent named its jobs as
+/// plain numbers. A record written that way (as the agents of earlier versions
+/// were) is reported before the pack (its link is invisible to GC) and after it
+/// (the id dangles), and `refs` exits 1.
+#[test]
+fn refs_reports_ids_outside_reference_lists_and_those_gc_deleted() {
+    use std::sync::Arc;
+    use zodiac_objects::{Database, PRef, record};
+    use zodiac_storage::{FileOptions, FileStorage, Storage, Tid, TransactionMeta};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, store) = data_file(&dir);
+    let job = put(&store, &["echo", "--queue", "elsewhere"]);
+    ok(&["jobs", "cancel", &store, &job.to_string()]);
+    let clean = zodiac(&["refs", &store]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
+    // An agent as earlier versions stored it: its held jobs are numbers, not in
+    // the reference list (which names only its completed tree, here the root).
+    let agent = {
+        let storage = FileStorage::open(&path, FileOptions::new()).unwrap();
+        let oid = storage.new_oid().unwrap();
+        let payload = postcard::to_stdvec(&("main", 3u32, vec![job], 0u64)).unwrap();
+        let data = record::encode("zodiac.async.Agent", &[zodiac_storage::Oid(0)], &payload);
+        let mut t = storage.begin(TransactionMeta::default()).unwrap();
+        t.store(oid, Tid::ZERO, data).unwrap();
+        t.finish().unwrap();
+        let db = Database::open(Arc::new(storage) as Arc<dyn Storage>).unwrap();
+        zodiac_async::transact(&db, |tx| {
+            Ok(tx.set_root_entry("old-agent", PRef::<()>::from_oid(oid))?)
+        })
+        .unwrap();
+        oid
+    };
+    // Unreachable except through the old agent's number, the cancelled job is
+    // dropped from its queue's ended jobs to make the agent its only holder.
+    {
+        let storage = FileStorage::open(&path, FileOptions::new()).unwrap();
+        let db = Database::open(Arc::new(storage) as Arc<dyn Storage>).unwrap();
+        zodiac_async::transact(&db, |tx| {
+            let q = zodiac_async::Queue::get(tx, "elsewhere")?.unwrap();
+            let far = zodiac_async::Timestamp::from_micros(u64::MAX);
+            zodiac_async::ended::drop_completed_before(tx, &q, far, 10).map(|_| ())
+        })
+        .unwrap();
+    }
+    let before = zodiac(&["refs", &store]);
+    assert_eq!(before.status.code(), Some(1), "{}", stdout(&before));
+    let text = stdout(&before);
+    let named = format!(
+        "object {agent} (zodiac.async.Agent) names object {:#x}",
+        job
+    );
+    assert!(
+        text.contains(&format!("{named} outside its reference list")),
+        "{text}"
+    );
+
+    ok(&["pack", &store]);
+    let after = zodiac(&["refs", &store]);
+    assert_eq!(after.status.code(), Some(1), "{}", stdout(&after));
+    let text = stdout(&after);
+    assert!(
+        text.contains(&format!("{named}, which does not exist")),
+        "{text}"
+    );
+    assert!(text.contains("1 ids outside reference lists"), "{text}");
+}

@@ -1,9 +1,10 @@
 //! The check that no persistent type of the job layer stores an oid outside a
 //! reference (see the parent module for the rule and why it is checked this way).
 //!
-//! Invariant: [`Walk`] sees every number and byte string a value serializes, and
+//! Invariant: [`walk`] sees every number and byte string a value serializes, and
 //! marks those inside a `PRef` as references; it fails on nothing (any value can
-//! be walked).
+//! be walked). `zodiac refs` uses it too ([`super::named_ids`]), to read the ids a
+//! stored value names.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -322,6 +323,7 @@ impl ser::SerializeStructVariant for Compound<'_> {
 /// Whether `bytes` hold `oid` as a postcard varint or as 8 little-endian bytes,
 /// at any offset (arguments are postcard; annotations are whatever the writer
 /// chose, e.g. the composite's oid as 8 bytes).
+#[cfg(test)]
 pub(super) fn bytes_hold(bytes: &[u8], oid: u64) -> bool {
     let le = oid.to_le_bytes();
     let varint = postcard::to_stdvec(&oid).expect("a u64 encodes");
@@ -563,6 +565,13 @@ mod tests {
         for (oid, data) in &records {
             let env = record::decode(data).unwrap();
             let what = format!("object {oid} ({})", env.type_name);
+            // What `zodiac refs` reads from the value is what the envelope lists.
+            if let Some(named) = super::super::named_ids(data) {
+                let named = named.unwrap();
+                if !named.iter().all(|id| env.refs.contains(id)) {
+                    out.push(format!("{what}: names {named:?}, lists {:?}", env.refs));
+                }
+            }
             let (own, refs) = (*oid, env.refs.as_slice());
             let found = match env.type_name {
                 Root::TYPE_NAME => walk_as::<Root>(&mut tx, Oid(own)).1,
