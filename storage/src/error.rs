@@ -91,6 +91,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The file system is full (ENOSPC). Nothing was left as a hole; `advice` says
+    /// whether the storage must be reopened.
+    #[error(
+        "{path}: disk full: {action} failed ({source}); free space on its file system, then {advice}"
+    )]
+    DiskFull {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+        advice: &'static str,
+    },
+
     #[error("{path}: a pack is already running; wait for it to finish")]
     PackInProgress { path: PathBuf },
 
@@ -146,4 +159,32 @@ impl Error {
             source,
         }
     }
+
+    /// [`Error::DiskFull`] when `source` is ENOSPC (or EDQUOT, a full quota), else
+    /// [`Error::Io`]; `advice` says what to do once space is free.
+    pub(crate) fn io_or_full(
+        path: impl Into<PathBuf>,
+        action: &'static str,
+        source: io::Error,
+        advice: &'static str,
+    ) -> Error {
+        if is_disk_full(&source) {
+            Error::DiskFull {
+                path: path.into(),
+                action,
+                source,
+                advice,
+            }
+        } else {
+            Error::io(path, action, source)
+        }
+    }
+}
+
+/// Whether an I/O error says the file system (or the user's quota) is full.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }

@@ -324,7 +324,7 @@ fn a_flipped_byte_in_the_middle_is_refused_with_its_offset() {
 }
 
 #[test]
-fn damage_is_caught_by_the_index_spot_check_or_by_the_load() {
+fn damage_is_caught_by_the_index_check_or_by_the_load() {
     // A transaction of 64 objects with 10-byte data: data record k starts at
     // 48 (header) + 48 (transaction header) + 4 ("test") + 50 k.
     let dir = tempfile::tempdir().unwrap();
@@ -333,21 +333,25 @@ fn damage_is_caught_by_the_index_spot_check_or_by_the_load() {
     let oids: Vec<Oid> = (0..64).map(|_| s.new_oid().unwrap()).collect();
     let writes: Vec<(Oid, &[u8])> = oids.iter().map(|o| (*o, &b"0123456789"[..])).collect();
     let tid = commit(&s, &writes);
-    // A later transaction, so the damaged one is not the last (which would be cut).
-    commit(&s, &[(s.new_oid().unwrap(), b"later")]);
+    // Later transactions, so the damaged one is not the last (which would be cut)
+    // and lies before the last MiB the open reads whole (`SAVED_TAIL_CHECK_BYTES`).
+    let later = vec![3u8; 64 << 10];
+    for _ in 0..20 {
+        commit(&s, &[(s.new_oid().unwrap(), &later)]);
+    }
     drop(s);
     let record = |k: u64| 48 + 48 + 4 + 50 * k;
     let original = std::fs::read(&path).unwrap();
-    // The saved index samples every 4th entry (oids 1, 5, 9, ...): damage in a sampled
-    // record makes the open distrust the index, scan, and refuse the damaged file.
+    // The open checks the header of every record the saved index points at: damage
+    // there makes it distrust the index, scan, and refuse the damaged file.
     let mut bytes = original.clone();
-    bytes[(record(0) + 43) as usize] ^= 0x04;
+    bytes[(record(0) + 8) as usize] ^= 0x04;
     std::fs::write(&path, &bytes).unwrap();
     assert!(matches!(
         FileStorage::open(&path, fast()),
         Err(Error::Corrupted { offset: 48, .. })
     ));
-    // Damage in a record the sample skips is caught by the per-record CRC at load.
+    // Damage in a record's data is caught by the per-record CRC at load.
     let mut bytes = original;
     bytes[(record(1) + 43) as usize] ^= 0x04;
     std::fs::write(&path, &bytes).unwrap();
@@ -520,7 +524,14 @@ fn a_failed_write_or_fsync_fails_the_commit_and_poisons_until_reopened() {
         t.store(f.oid, f.acked, b"never acknowledged".to_vec())
             .unwrap();
         let err = t.finish().unwrap_err();
-        assert!(matches!(err, Error::Io { .. }), "{point:?}: {err}");
+        if errno == ENOSPC {
+            // Said plainly, with what to do.
+            assert!(matches!(err, Error::DiskFull { .. }), "{point:?}: {err}");
+            assert!(err.to_string().contains("disk full: "), "{err}");
+            assert!(err.to_string().contains("free space"), "{err}");
+        } else {
+            assert!(matches!(err, Error::Io { .. }), "{point:?}: {err}");
+        }
         assert!(err.to_string().contains(text), "{err}");
         f.faults.disarm();
         // Poisoned: later commits are refused with the cause even once the fault is

@@ -78,6 +78,14 @@ fn a_transaction_walk_meeting_zeroed_bytes_ends() {
         t.finish().unwrap();
         ends.push(s.data_end());
     }
+    // Over a MiB of later transactions: the open reads the last MiB the saved index
+    // covers whole, and would find the damage there.
+    for _ in 0..20 {
+        let mut t = s.begin(TransactionMeta::described("later")).unwrap();
+        t.store(s.new_oid().unwrap(), Tid::ZERO, vec![9; 64 << 10])
+            .unwrap();
+        t.finish().unwrap();
+    }
     drop(s);
     // Zero the second transaction's header; the saved index covers the whole file.
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();

@@ -7,16 +7,27 @@
 //!   an oid far beyond the dense range (possible only through a huge allocation
 //!   gap) goes to `sparse`, so a damaged or hostile file cannot make the index
 //!   allocate memory out of proportion to the records it holds.
-//! - A saved index is used only when its own checksum, the data file's id, and a
-//!   spot check of the records it points to all agree; otherwise it is ignored
-//!   and the index is rebuilt by scanning.
+//! - A saved index is a cache, never trusted blindly: it is used only when its own
+//!   checksum, the data file's id, its covered end and last tid, and every one of
+//!   its entries agree with the data file (see [`check_saved`]); otherwise it is
+//!   ignored and the index is rebuilt by scanning. Its size is bounded by the data
+//!   file's before it is read.
+//! - Limit: an entry pointing at an older revision of its own object is a record of
+//!   that object like the right one. Only the transactions of the last
+//!   [`SAVED_TAIL_CHECK_BYTES`] before the covered end are checked for a newer
+//!   revision; `zodiac verify` compares every entry with a full scan.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use crate::ids::{Oid, Tid};
 
+use super::format;
 use super::io::FileIoFactory;
+
+/// How far back from a saved index's covered end the transactions are read to
+/// check that no entry misses a newer revision of its object.
+pub const SAVED_TAIL_CHECK_BYTES: u64 = 1 << 20;
 
 /// The dense part may cover oids up to twice the object count plus this many.
 const DENSE_GROWTH_SLACK: u64 = 1 << 20;
@@ -215,14 +226,134 @@ pub fn decode_saved(b: &[u8]) -> Result<(SavedIndexHeader, Index), String> {
     ))
 }
 
-/// Maps the saved index at `path`, if there is one. `Ok(None)` when absent.
-pub fn read_saved(io: &dyn FileIoFactory, path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
+/// Largest saved index a data file of `data_len` bytes can have: every entry is
+/// a data record of at least [`format::DATA_HEADER_LEN`] bytes, and the dense part
+/// covers at most three oids per object plus its growth slack (see `Index::set`).
+pub fn saved_len_max(data_len: u64) -> u64 {
+    let records = data_len / format::DATA_HEADER_LEN;
+    let dense = records
+        .saturating_mul(3)
+        .saturating_add(2 * DENSE_GROWTH_SLACK + 2);
+    (INDEX_HEADER_LEN as u64 + 4)
+        .saturating_add(dense.saturating_mul(8))
+        .saturating_add(records.saturating_mul(16))
+}
+
+/// Reads the saved index at `path` with `pread` (a map of a file another program
+/// may truncate could crash the process), if there is one and it is at most
+/// `len_max` bytes. `Ok(None)` when absent.
+pub fn read_saved(
+    io: &dyn FileIoFactory,
+    path: &Path,
+    len_max: u64,
+) -> std::io::Result<Option<Vec<u8>>> {
     let file = match io.open(path, false, false) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    file.map().map(Some)
+    let len = file.len()?;
+    if len > len_max {
+        return Err(std::io::Error::other(format!(
+            "it is {len} bytes, more than the {len_max} an index of this data file can need"
+        )));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.read_at(&mut bytes, 0)?;
+    Ok(Some(bytes))
+}
+
+/// Checks a decoded saved index against the data file `map` (from its data start
+/// `data_start` on): its covered end is the end of a valid transaction with the
+/// recorded last tid, and **every** entry points at a data record of its object,
+/// with a tid at most the last tid, lying wholly inside the covered region, in a
+/// transaction before it. Then the transactions of the last
+/// [`SAVED_TAIL_CHECK_BYTES`] before the covered end are read: none may hold a
+/// revision newer than its object's entry. The error says what disagrees.
+///
+/// Cost: one data-record header per object (no checksum: loads check it), plus
+/// the tail; measured in docs/format.md.
+pub fn check_saved(
+    saved: &SavedIndexHeader,
+    index: &Index,
+    map: &[u8],
+    data_start: u64,
+) -> Result<(), String> {
+    let covered_end = saved.covered_end;
+    if covered_end < data_start || covered_end > map.len() as u64 {
+        return Err(format!(
+            "it covers {covered_end} bytes but the file holds {}",
+            map.len()
+        ));
+    }
+    let covered = &map[..covered_end as usize];
+    if covered_end > data_start {
+        let last = format::length_before(covered, covered_end)
+            .and_then(|len| covered_end.checked_sub(len))
+            .filter(|&pos| pos >= data_start)
+            .map(|pos| format::transaction_at(covered, pos));
+        match last {
+            Some(Ok(t)) if t.tid == saved.last_tid => {}
+            _ => return Err("its last transaction does not match the data file".into()),
+        }
+    }
+    let records_max = (covered_end - data_start) / format::DATA_HEADER_LEN;
+    if index.len() > records_max {
+        return Err(format!(
+            "it has {} entries, more than the {records_max} records its covered region can hold",
+            index.len()
+        ));
+    }
+    for (oid, pos) in index.entries() {
+        let ok = pos >= data_start
+            && format::data_header_at(covered, pos).is_ok_and(|(r, _)| {
+                r.oid == oid
+                    && r.tid <= saved.last_tid
+                    && r.txn_pos >= data_start
+                    && r.txn_pos < pos
+            });
+        if !ok {
+            return Err(format!(
+                "its entry for object {oid} (offset {pos}) does not point at a revision of that \
+                 object in the region it covers"
+            ));
+        }
+    }
+    check_tail(saved, index, covered, data_start)
+}
+
+/// No transaction of the last [`SAVED_TAIL_CHECK_BYTES`] before the covered end
+/// holds a revision newer than the index's entry for its object.
+fn check_tail(
+    saved: &SavedIndexHeader,
+    index: &Index,
+    covered: &[u8],
+    data_start: u64,
+) -> Result<(), String> {
+    let stop = saved
+        .covered_end
+        .saturating_sub(SAVED_TAIL_CHECK_BYTES)
+        .max(data_start);
+    let mut at = saved.covered_end;
+    // Each step moves `at` strictly back (a transaction is never empty), so the
+    // walk ends.
+    while at > stop {
+        let t = format::length_before(covered, at)
+            .and_then(|len| at.checked_sub(len))
+            .filter(|&pos| pos >= data_start && pos < at)
+            .and_then(|pos| format::transaction_at(covered, pos).ok())
+            .ok_or_else(|| format!("no valid transaction ends at offset {at} of its region"))?;
+        for (rpos, r) in &t.records {
+            if index.get(r.oid).is_none_or(|p| p < *rpos) {
+                return Err(format!(
+                    "its entry for object {} misses the revision at offset {rpos}",
+                    r.oid
+                ));
+            }
+        }
+        at = t.pos;
+    }
+    Ok(())
 }
 
 /// Writes the saved index atomically: a temporary file, fdatasync, rename, sync
@@ -230,11 +361,17 @@ pub fn read_saved(io: &dyn FileIoFactory, path: &Path) -> std::io::Result<Option
 pub fn write_saved(io: &dyn FileIoFactory, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("index-tmp");
     let _ = io.remove(&tmp);
-    let file = io.open(&tmp, true, true)?;
-    file.set_len(0)?;
-    file.write_at(bytes, 0)?;
-    file.sync_data()?;
-    drop(file);
+    let written = (|| {
+        let file = io.open(&tmp, true, true)?;
+        file.set_len(0)?;
+        file.write_at(bytes, 0)?;
+        file.sync_data()
+    })();
+    if let Err(e) = written {
+        // On a full disk the partial copy holds space the data file may need.
+        let _ = io.remove(&tmp);
+        return Err(e);
+    }
     io.rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         let dir = if dir.as_os_str().is_empty() {

@@ -43,8 +43,49 @@ pub trait FileIo: Send + Sync {
     fn sync_data(&self) -> io::Result<()>;
     /// A read-only map of the file's current length.
     fn map(&self) -> io::Result<Mmap>;
+    /// A read-only map of the file's first `len` bytes (at most its length): for a
+    /// file whose end is a hole, which must never be touched through a map.
+    fn map_prefix(&self, len: u64) -> io::Result<Mmap>;
+    /// Allocates storage for the `len` bytes at `offset`, extending the file when
+    /// they reach past its end, so that the range is never a hole (see [`Hole`]).
+    /// The range must hold no data (a hole, or beyond the end): where the file
+    /// system cannot allocate without writing, zeros are written over it. An
+    /// ENOSPC means the disk is full; nothing is left half-allocated as a hole.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// The first hole of the file at or after `from` and before its end, if any.
+    fn find_hole(&self, from: u64) -> io::Result<Option<Hole>>;
     /// (device, inode) of the open file, to detect the path being replaced.
     fn identity(&self) -> io::Result<(u64, u64)>;
+}
+
+/// A range of a file that reads as zeros but may have no storage allocated, as
+/// `lseek(SEEK_HOLE)` reports it (a hole, or space allocated but never written).
+/// `pread` of a hole returns zeros, but touching a true hole through a map makes
+/// the kernel allocate a page, and on a full tmpfs that kills the process with
+/// SIGBUS: no map ever covers a hole (see `file::holes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hole {
+    /// Where the hole starts.
+    pub start: u64,
+    /// Where data resumes after the hole; `None`: the hole runs to the end of the file.
+    pub data_at: Option<u64>,
+}
+
+/// Bytes of zeros written at a time where a file system cannot allocate space
+/// without writing it.
+const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
+
+/// Writes zeros over `len` bytes at `offset` of `file`.
+fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.min(len as usize)];
+    let mut at = offset;
+    let end = offset + len;
+    while at < end {
+        let n = (end - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// (device, inode, size) of the file at `path`, by a `statx` that asks for nothing
@@ -134,6 +175,51 @@ impl FileIo for StdFileIo {
         // another program behind the lock's back would fault on access: the storage
         // checks the file's identity and length at every commit to stop early.
         unsafe { Mmap::map(&self.file) }
+    }
+    #[allow(unsafe_code)]
+    fn map_prefix(&self, len: u64) -> io::Result<Mmap> {
+        let len = usize::try_from(len.min(self.len()?))
+            .map_err(|_| io::Error::other("the file is larger than the address space"))?;
+        // SAFETY: as for `map`; the map covers only the first `len` bytes, which the
+        // caller has checked hold no hole.
+        unsafe { memmap2::MmapOptions::new().len(len).map(&self.file) }
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        use rustix::io::Errno;
+        if len == 0 {
+            return Ok(());
+        }
+        match fallocate(&self.file, FallocateFlags::empty(), offset, len) {
+            Ok(()) => Ok(()),
+            // A file system without fallocate (some network and FUSE ones).
+            Err(Errno::OPNOTSUPP | Errno::NOSYS) => write_zeros(&self.file, offset, len),
+            Err(e) => Err(e.into()),
+        }
+    }
+    fn find_hole(&self, from: u64) -> io::Result<Option<Hole>> {
+        use rustix::fs::{SeekFrom, seek};
+        use rustix::io::Errno;
+        let len = self.len()?;
+        if from >= len {
+            return Ok(None);
+        }
+        let start = match seek(&self.file, SeekFrom::Hole(from)) {
+            Ok(at) => at,
+            // ENXIO: `from` lies at or past the end (the file shrank meanwhile).
+            // EINVAL: a file system that cannot say; it then has no holes to report.
+            Err(Errno::NXIO | Errno::INVAL) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if start >= len {
+            return Ok(None);
+        }
+        let data_at = match seek(&self.file, SeekFrom::Data(start)) {
+            Ok(at) if at < len => Some(at),
+            Ok(_) | Err(Errno::NXIO) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(Hole { start, data_at }))
     }
     fn identity(&self) -> io::Result<(u64, u64)> {
         file_identity(&self.file)
@@ -380,6 +466,15 @@ impl FileIo for FaultyFileIo {
     }
     fn map(&self) -> io::Result<Mmap> {
         self.inner.map()
+    }
+    fn map_prefix(&self, len: u64) -> io::Result<Mmap> {
+        self.inner.map_prefix(len)
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.allocate(offset, len)
+    }
+    fn find_hole(&self, from: u64) -> io::Result<Option<Hole>> {
+        self.inner.find_hole(from)
     }
     fn identity(&self) -> io::Result<(u64, u64)> {
         self.inner.identity()

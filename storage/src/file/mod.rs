@@ -22,6 +22,7 @@ use crate::storage::{Resolver, Storage, StorageTransaction, TransactionIter};
 
 pub mod backup;
 pub mod format;
+mod holes;
 mod index;
 pub mod io;
 mod lock;
@@ -48,6 +49,10 @@ const GROW_STEP_MAX: u64 = 64 << 20;
 /// also updating the file size costs little, while zero-filling would double the
 /// bytes written.
 const APPEND_DIRECT_MIN: u64 = 64 << 10;
+
+/// What to do after a commit failed on a full disk (the storage is poisoned).
+const DISK_FULL_COMMIT_ADVICE: &str =
+    "reopen the database and retry the commit (nothing acknowledged was lost)";
 
 /// Path of the saved index beside a data file.
 pub fn index_path(data_path: &Path) -> PathBuf {
@@ -185,6 +190,9 @@ struct Shared {
     saved_index_end: AtomicU64,
     /// The oid allocator's mark in the saved index (0: unknown, save at close).
     saved_next_oid: AtomicU64,
+    /// Data end at the last failed periodic index save: the next periodic attempt
+    /// waits for another interval of data after it (a full disk fails each one).
+    index_save_failed_end: AtomicU64,
     writer_lock: Mutex<Option<WriterLock>>,
 }
 
@@ -323,6 +331,10 @@ impl FileStorage {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             ));
         }
+        if !exists && !read_only {
+            // Before creating it: a refused open leaves nothing behind.
+            refuse_new_file_beside_index(&path, false)?;
+        }
         let io = options
             .io
             .open(&path, !read_only, !exists)
@@ -331,6 +343,9 @@ impl FileStorage {
             .len()
             .map_err(|e| Error::io(&path, "reading the file length", e))?;
         if len == 0 && !read_only {
+            if exists {
+                refuse_new_file_beside_index(&path, true)?;
+            }
             len = create_header(&*options.io, &*io, &path, options.data_start)?;
         }
         let mut header_bytes = [0u8; FILE_HEADER_LEN as usize];
@@ -356,8 +371,9 @@ impl FileStorage {
             .identity()
             .map_err(|e| Error::io(&path, "reading file identity", e))?;
 
+        let map_len = holes::mappable_len(&*io, &path, header.data_start, !read_only)?;
         let mut map = io
-            .map()
+            .map_prefix(map_len)
             .map_err(|e| Error::io(&path, "mapping the data file", e))?;
         let (mut index, start, last_tid, next_oid) =
             match load_saved_index(&*options.io, &path, &map, &header) {
@@ -466,6 +482,7 @@ impl FileStorage {
             tid_marks: Mutex::new(TidMarks::default()),
             saved_index_end: AtomicU64::new(saved_end),
             saved_next_oid: AtomicU64::new(saved_next_oid),
+            index_save_failed_end: AtomicU64::new(0),
             writer_lock: Mutex::new(writer_lock),
             options,
         });
@@ -607,6 +624,31 @@ impl FileStorage {
     }
 }
 
+/// A data file that is missing or empty while its saved index exists is a
+/// database whose data was lost or moved (a failed copy, a wrong restore, a file
+/// system repair): starting a new one there would also overwrite its index.
+fn refuse_new_file_beside_index(path: &Path, existed: bool) -> Result<()> {
+    let ipath = index_path(path);
+    if !ipath.exists() {
+        return Ok(());
+    }
+    let state = if existed {
+        "is empty"
+    } else {
+        "does not exist"
+    };
+    Err(Error::Format {
+        path: path.to_path_buf(),
+        what: format!(
+            "the data file {state}, but its saved index {} exists: the database's data may have \
+             been lost or moved, so no new database is started over it. Restore the data file \
+             from a backup, or remove {} to start a new, empty database",
+            ipath.display(),
+            ipath.display()
+        ),
+    })
+}
+
 fn create_header(
     factory: &dyn io::FileIoFactory,
     file: &dyn FileIo,
@@ -619,7 +661,7 @@ fn create_header(
         file_id: uuid::Uuid::new_v4().as_u64_pair().0,
         data_start,
     };
-    let fail = |action| move |e| Error::io(path, action, e);
+    let fail = |action| move |e| Error::io_or_full(path, action, e, "open it again");
     file.write_at(&header.encode(), 0)
         .map_err(fail("writing the file header"))?;
     file.set_len(data_start)
@@ -635,7 +677,8 @@ fn create_header(
     Ok(data_start)
 }
 
-/// The saved index, if it exists and agrees with the data file; logs why not.
+/// The saved index, if it exists and agrees with the data file (every entry is
+/// checked: see `index::check_saved`); logs why not.
 fn load_saved_index(
     factory: &dyn io::FileIoFactory,
     path: &Path,
@@ -650,7 +693,7 @@ fn load_saved_index(
         );
         None
     };
-    let bytes = match index::read_saved(factory, &ipath) {
+    let bytes = match index::read_saved(factory, &ipath, index::saved_len_max(map.len() as u64)) {
         Ok(Some(b)) => b,
         Ok(None) => return None,
         Err(e) => return ignore(format!("cannot read it ({e})")),
@@ -659,35 +702,12 @@ fn load_saved_index(
         Ok(v) => v,
         Err(e) => return ignore(e),
     };
+    drop(bytes);
     if saved.file_id != header.file_id {
         return ignore("it belongs to another data file".into());
     }
-    if saved.covered_end < header.data_start || saved.covered_end > map.len() as u64 {
-        return ignore(format!(
-            "it covers {} bytes but the file holds {}",
-            saved.covered_end,
-            map.len()
-        ));
-    }
-    if saved.covered_end > header.data_start {
-        let last = format::length_before(map, saved.covered_end)
-            .and_then(|len| saved.covered_end.checked_sub(len))
-            .map(|pos| format::transaction_at(map, pos));
-        match last {
-            Some(Ok(t)) if t.tid == saved.last_tid => {}
-            _ => return ignore("its last transaction does not match the data file".into()),
-        }
-    }
-    let step = (idx.len() / 16).max(1) as usize;
-    for (oid, pos) in idx.entries().step_by(step) {
-        let ok = pos >= header.data_start
-            && pos < saved.covered_end
-            && format::data_record_at(map, pos).is_ok_and(|r| r.oid == oid);
-        if !ok {
-            return ignore(format!(
-                "its entry for object {oid} does not point at that object"
-            ));
-        }
+    if let Err(why) = index::check_saved(&saved, &idx, map, header.data_start) {
+        return ignore(why);
     }
     Some((saved, idx))
 }
@@ -829,9 +849,14 @@ impl Shared {
     }
 
     fn io_failure(&self, action: &'static str, e: std::io::Error) -> Error {
-        let cause = self.poison(format!("{action} failed: {e}"));
+        let full = if crate::error::is_disk_full(&e) {
+            "disk full: "
+        } else {
+            ""
+        };
+        let cause = self.poison(format!("{full}{action} failed: {e}"));
         let _ = cause;
-        Error::io(&self.path, action, e)
+        Error::io_or_full(&self.path, action, e, DISK_FULL_COMMIT_ADVICE)
     }
 
     /// Stops commits if the path no longer names the open file, or the file was
@@ -878,7 +903,11 @@ impl Shared {
     }
 
     /// Extends the file with zeros (synced) so commits overwrite allocated blocks and
-    /// fdatasync need not update the file size.
+    /// fdatasync need not update the file size. Written zeros, not `allocate`: space
+    /// allocated but never written (an unwritten extent) would make the fdatasync of
+    /// each commit into it update metadata too. Writing allocates for real, so the
+    /// grown part is never a hole; a write that fails (ENOSPC: "disk full") poisons
+    /// the storage and leaves the file extended only by zeros actually written.
     fn grow(&self, staging: &mut Staging, needed: u64) -> Result<()> {
         let step = (staging.file_len / 8).clamp(GROW_STEP_MIN, GROW_STEP_MAX);
         let new_len = needed.max(staging.file_len + step).div_ceil(1 << 20) * (1 << 20);
@@ -913,12 +942,16 @@ impl Shared {
         Ok(())
     }
 
-    /// Lets the file grow to `new_len` by the write about to happen there: extends it
-    /// (so the map can cover it) without zero-filling or syncing.
+    /// Lets the file grow to `new_len` by the write about to happen there: allocates
+    /// the space (so the map can cover it) without zero-filling or syncing. Never
+    /// `set_len`: the write after it can fail (ENOSPC), which would leave a hole
+    /// under the map, and a read through a map of a hole on a full tmpfs is a SIGBUS.
+    /// An allocation that fails leaves no hole either (see `FileIo::allocate`).
     fn extend_map(&self, staging: &mut Staging, new_len: u64) -> Result<()> {
+        debug_assert!(new_len > staging.file_len);
         self.file()
             .io
-            .set_len(new_len)
+            .allocate(staging.file_len, new_len - staging.file_len)
             .map_err(|e| self.io_failure("extending the data file", e))?;
         self.remap(staging, new_len)
     }
@@ -1175,7 +1208,8 @@ impl Shared {
     }
 
     /// Saves the index for the durable data. One save at a time; a failure to save
-    /// is logged and returned but does not stop commits (the file stays authoritative).
+    /// is logged and returned but does not stop commits (the file stays authoritative:
+    /// the saved index is a cache, and an open without it scans the file).
     fn save_index(&self) -> Result<()> {
         if self.index_saving.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -1212,15 +1246,27 @@ impl Shared {
         })();
         self.index_saving.store(false, Ordering::Release);
         if let Err(e) = &result {
-            log::warn!("{}: could not save the index: {e}", self.path.display());
+            log::warn!(
+                "{}: could not save the index ({e}); the committed data is not affected: the \
+                 index is saved again later, and an open without it rebuilds it by scanning",
+                self.path.display()
+            );
         }
         result
     }
 
+    /// Saves the index after every `index_save_interval_bytes` of new data. A failure
+    /// (logged by `save_index`) never fails the commit that triggered it, which is
+    /// durable; the next attempt waits for another interval.
     fn maybe_save_index(&self, end: u64) {
+        let interval = self.options.index_save_interval_bytes;
         let saved = self.saved_index_end.load(Ordering::Acquire);
-        if end.saturating_sub(saved) >= self.options.index_save_interval_bytes {
-            let _ = self.save_index();
+        let failed = self.index_save_failed_end.load(Ordering::Acquire);
+        if end.saturating_sub(saved) >= interval
+            && end.saturating_sub(failed) >= interval
+            && self.save_index().is_err()
+        {
+            self.index_save_failed_end.store(end, Ordering::Release);
         }
     }
 
@@ -1239,7 +1285,13 @@ impl Shared {
             // Transactions finished before close are written (by a group-commit
             // leader) before the writer lock is released: afterwards another writer
             // may own the file.
-            result = self.wait_durable(end).and_then(|()| self.save_index());
+            result = self.wait_durable(end);
+            // Once the data is durable, a failed index save (logged as a warning)
+            // is no failure of the close: every commit is safe in the file, and the
+            // next open scans what the saved index does not cover.
+            if result.is_ok() {
+                let _ = self.save_index();
+            }
         }
         self.notifier.close();
         self.writer_lock.lock().take();

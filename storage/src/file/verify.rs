@@ -18,12 +18,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::Tid;
 
 use super::format::{self, FileHeader, RecordProblem, TXN_MAGIC, TxnView};
 use super::index::{self, Index};
-use super::io::{FileIoFactory, StdFileIoFactory};
 
 /// Index problems listed one by one; past this many, the rest are counted.
 const INDEX_PROBLEMS_LISTED_MAX: usize = 8;
@@ -537,16 +536,8 @@ fn check_index(header: &FileHeader, saved: SavedIndex, scan: Option<ScanIndex>) 
 }
 
 /// Maps a data file read-only and decodes its header.
+/// Never maps a hole (`holes::map_read_only`): the file ends at a hole with no
+/// data after it, and a hole with data after it is an error naming its range.
 pub(crate) fn map_data_file(path: &Path) -> Result<(FileHeader, memmap2::Mmap)> {
-    let file = StdFileIoFactory
-        .open(path, false, false)
-        .map_err(|e| Error::io(path, "opening the data file", e))?;
-    let map = file
-        .map()
-        .map_err(|e| Error::io(path, "mapping the data file", e))?;
-    let header = FileHeader::decode(&map).map_err(|what| Error::Format {
-        path: path.to_path_buf(),
-        what,
-    })?;
-    Ok((header, map))
+    super::holes::map_read_only(path)
 }
