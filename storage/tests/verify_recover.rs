@@ -512,6 +512,17 @@ fn a_saved_index_from_another_file_or_unreadable_is_reported() {
     let problems = &r.index.as_ref().unwrap().problems;
     assert!(problems[0].contains("unreadable"), "{problems:?}");
     assert!(!r.is_healthy());
+
+    // Far larger than any index of this file can be: refused unread (a sparse file).
+    let huge = std::fs::File::create(zodiac_storage::file::index_path(&f.path)).unwrap();
+    huge.set_len(1 << 30).unwrap();
+    let r = verify(&f.path).unwrap();
+    let problems = &r.index.as_ref().unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains(&format!("it is {} bytes, more than", 1u64 << 30)),
+        "{problems:?}"
+    );
 }
 
 mod salvage {

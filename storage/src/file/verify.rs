@@ -23,15 +23,10 @@ use crate::ids::Tid;
 
 use super::format::{self, FileHeader, RecordProblem, TXN_MAGIC, TxnView};
 use super::index::{self, Index};
+use super::io::StdFileIoFactory;
 
 /// Index problems listed one by one; past this many, the rest are counted.
 const INDEX_PROBLEMS_LISTED_MAX: usize = 8;
-
-/// A saved index larger than its data file plus this is not read (it cannot be
-/// one: each entry stands for a data record of at least 40 bytes, costing at most
-/// 24 dense plus 16 sparse bytes, and the dense part's growth slack is 2^21
-/// entries of 8 bytes), so a huge file named `PATH.index` cannot exhaust memory.
-const INDEX_BYTES_OVER_DATA_MAX: u64 = 17 << 20;
 
 /// What kind of damage a [`Damage`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,20 +400,15 @@ struct SavedIndex {
 }
 
 /// Reads `PATH.index` of a data file of `data_len` bytes; None when there is none.
+/// One larger than such a data file's index can be is not read, so a huge file
+/// named `PATH.index` cannot exhaust memory.
 fn read_index(path: &Path, data_len: u64) -> Option<SavedIndex> {
     let ipath = super::index_path(path);
-    let len_max = data_len.saturating_add(INDEX_BYTES_OVER_DATA_MAX);
-    let decoded = match std::fs::metadata(&ipath) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+    let decoded = match index::read_saved(&StdFileIoFactory, &ipath, index::saved_len_max(data_len))
+    {
+        Ok(None) => return None,
         Err(e) => Err(format!("cannot be read ({e})")),
-        Ok(m) if m.len() > len_max => Err(format!(
-            "it is {} bytes, more than the {len_max} an index of this data file can need",
-            m.len()
-        )),
-        Ok(_) => match std::fs::read(&ipath) {
-            Err(e) => Err(format!("cannot be read ({e})")),
-            Ok(bytes) => index::decode_saved(&bytes),
-        },
+        Ok(Some(bytes)) => index::decode_saved(&bytes),
     };
     Some(SavedIndex {
         path: ipath,
