@@ -280,7 +280,7 @@ pub fn run_recover(path: &Path, output: &Path, stop_at_damage: bool) -> Result<E
     if !stop_at_damage && r.copied > 0 && !r.skipped_regions.iter().all(|g| g.tail) {
         println!(
             "check: transactions copied after a skipped region may build on what it held; \
-             run `zodiac refs {0}` and `zodiac verify {0}` to see references to lost objects",
+             run `zodiac refs {0}` to list references to lost objects, and `zodiac verify {0}`",
             output.display()
         );
     }

@@ -23,11 +23,12 @@
 //! what it *builds on*: a later transaction may have been computed from a revision
 //! that was lost in the damage (a B-tree bucket, a counter), or may reference an
 //! object created only in the lost transaction. Copying it cannot hide that: the
-//! report names every skipped region and tid, and `zodiac refs` and `zodiac verify`
-//! on the output show references to objects that no longer exist. The operator
-//! should check the objects the skipped tids wrote (`zodiac dump` on the source
-//! shows the readable ones), run `zodiac refs` on the output, and restore from a
-//! backup where a lost revision matters. `RecoverOptions::stop_at_damage` keeps
+//! report names every skipped region and the tids lost in it, and `zodiac refs` on
+//! the output lists every reference to an object that no longer exists. The
+//! operator should run `zodiac refs` and `zodiac verify` on the output, decide for
+//! each lost tid whether what it wrote matters (a value later transactions were
+//! computed from cannot be detected by any tool), and restore from a backup where
+//! it does. `RecoverOptions::stop_at_damage` keeps
 //! only the prefix before the first damage, for an operator who wants nothing that
 //! may build on a lost revision.
 

@@ -1,0 +1,492 @@
+//! Seeded simulation of the job layer over the file storage: for each seed, random
+//! jobs are put (some with callbacks, some with a `begin_by` deadline that passes
+//! before a claim, some cancelled, some failing), workers run them, and the
+//! process crashes now and then in the middle of a run (its storage stops
+//! reaching the disk; the worker is dropped without a graceful stop), sometimes
+//! with a power cut, then the database is reopened and a new worker (the same
+//! dispatcher id restarted, or a sibling after the death interval) recovers.
+//! Packs with garbage collection are mixed in, while jobs run.
+//!
+//! What every seed must show at the end, once the workers ran out of work:
+//! - no job lost: every job put (and every callback) is still there and
+//!   COMPLETED, cancelled and expired ones included;
+//! - no transactional effect applied twice or lost: each successful run of a job
+//!   adds one to a counter in the transaction that stores its result, so the
+//!   counter equals the number of jobs whose result is a value (likewise for
+//!   callbacks), and a failing handler's write never lands;
+//! - the queue's counters are exact: `inspect::counts` gives every put job as
+//!   COMPLETED and nothing else, and the queue holds no pending job.
+//!
+//! Jobs run on the worker's threads, so the interleaving of runs with each other
+//! and with the simulation's steps is not deterministic: a replayed seed makes the
+//! same choices, but its runs may interleave differently. A crash happens while
+//! exactly one job is in its handler (the worker's agent holds one job at a time):
+//! that handler never returns, as a dead process's would not.
+//!
+//! `ZODIAC_SIM_SEEDS=N` runs seeds 1..=N; `ZODIAC_SIM_SEED=S` replays seed S.
+
+#[macro_use]
+#[path = "../../storage/tests/sim/mod.rs"]
+mod sim;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sim::{Log, Outcome, Rng};
+use zodiac_async::{
+    Failure, FailureKind, Handlers, Job, Outcome as JobOutcome, Policies, PutOptions, Queue,
+    Runner, Status, Worker, WorkerOptions, add_callback, fail, inspect, transact,
+};
+use zodiac_objects::{Database, PRef, Persistent};
+use zodiac_storage::file::io::FaultyIoFactory;
+use zodiac_storage::{FileOptions, FileStorage, Oid, Storage};
+
+/// Seeds of the default `cargo test` run.
+const DEFAULT_SEEDS: u64 = 60;
+/// Workload steps per seed.
+const STEPS_MAX: u64 = 14;
+/// Jobs one put transaction adds, at most.
+const PUTS_PER_STEP_MAX: u64 = 3;
+/// Polls the final drive may take before the remaining work counts as stuck.
+const FINAL_POLLS_MAX: u32 = 400;
+/// How long a doomed handler is waited for before the crash happens anyway.
+const DOOMED_WAIT: Duration = Duration::from_millis(500);
+const PING: Duration = Duration::from_millis(20);
+const DEATH: Duration = Duration::from_millis(150);
+
+#[test]
+fn jobs_survive_crashes_power_cuts_and_packs_exactly_once() {
+    sim::run(
+        "cargo test -p zodiac-async --test simulation",
+        DEFAULT_SEEDS,
+        run_seed,
+    );
+}
+
+/// A counter that each successful run adds one to, in its own transaction.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Tally {
+    n: i64,
+}
+
+impl Persistent for Tally {
+    const TYPE_NAME: &'static str = "sim.Tally";
+}
+
+/// What a put job is, to know what its end must look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Adds one to the job tally and returns its label.
+    Inc,
+    /// Adds 1000 to the job tally, then fails: the write must be rolled back.
+    Fails,
+    /// An `Inc` whose deadline passes before any claim.
+    Expires,
+    /// An `Inc` cancelled before any claim.
+    Cancelled,
+}
+
+struct PutJob {
+    job: PRef<Job>,
+    kind: Kind,
+    callback: Option<PRef<Job>>,
+}
+
+/// One incarnation of the process: its storage, database and worker.
+struct Life {
+    faults: Arc<FaultyIoFactory>,
+    db: Database,
+    worker: Worker,
+    /// The next `inc` run blocks forever (the process dies during it).
+    doom: Arc<AtomicBool>,
+    /// A doomed run has entered its handler.
+    doomed_entered: Arc<AtomicBool>,
+}
+
+struct World {
+    rng: Rng,
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    tallies: (PRef<Tally>, PRef<Tally>),
+    life: Option<Life>,
+    jobs: Vec<PutJob>,
+    ids: u64,
+    crashes: u64,
+    worker_id: String,
+}
+
+fn run_seed(seed: u64, log: &mut Log) -> Outcome {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("data.zdb");
+    let faults = Arc::new(FaultyIoFactory::new());
+    faults.set_simulated_sync(true);
+    let db = open_db(&path, &faults)?;
+    let tallies = transact(&db, |tx| {
+        Queue::get_or_create(tx, "")?;
+        let jobs = tx.add(Tally::default())?;
+        let callbacks = tx.add(Tally::default())?;
+        // Reachable from the root, or GC would collect them.
+        tx.set_root_entry("sim.jobs", jobs)?;
+        tx.set_root_entry("sim.callbacks", callbacks)?;
+        Ok((jobs, callbacks))
+    })
+    .map_err(|e| format!("setup: {e}"))?;
+    let mut world = World {
+        rng: Rng::new(seed),
+        dir,
+        path,
+        tallies,
+        life: None,
+        jobs: Vec::new(),
+        ids: 0,
+        crashes: 0,
+        worker_id: "sim-worker-0".into(),
+    };
+    world.life = Some(world.start(faults, db, false));
+    let steps = world.rng.range(4, STEPS_MAX);
+    log.step(format!("seed {seed}: {steps} steps"));
+    for _ in 0..steps {
+        match world.rng.weighted(&[40, 30, 12, 10, 8]) {
+            0 => world.put(log)?,
+            1 => world.poll(log, true)?,
+            2 => world.crash(log)?,
+            3 => world.pack(log, false)?,
+            _ => world.pack(log, true)?,
+        }
+    }
+    world.finish(log)?;
+    world.check(log)
+}
+
+fn open_db(path: &Path, faults: &Arc<FaultyIoFactory>) -> Result<Database, String> {
+    let options = FileOptions::new()
+        .io(faults.clone())
+        .group_commit_wait(Duration::ZERO);
+    let storage = FileStorage::open(path, options).map_err(|e| format!("open: {e}"))?;
+    Database::open(Arc::new(storage) as Arc<dyn Storage>).map_err(|e| format!("database: {e}"))
+}
+
+impl World {
+    /// Starts a worker on `db`, with handlers whose `inc` can be doomed.
+    fn start(&self, faults: Arc<FaultyIoFactory>, db: Database, restarted: bool) -> Life {
+        let doom = Arc::new(AtomicBool::new(false));
+        let doomed_entered = Arc::new(AtomicBool::new(false));
+        let (jobs, callbacks) = self.tallies;
+        let mut handlers = Handlers::new();
+        {
+            let (doom, entered) = (Arc::clone(&doom), Arc::clone(&doomed_entered));
+            handlers.register("inc", move |ctx, label: u64| {
+                if doom.swap(false, Ordering::SeqCst) {
+                    entered.store(true, Ordering::SeqCst);
+                    // The process dies here: this run never returns.
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                ctx.tx().modify(&jobs, |t| t.n += 1)?;
+                Ok(label)
+            });
+        }
+        handlers.register("fails", move |ctx, label: u64| -> Result<u64, _> {
+            ctx.tx().modify(&jobs, |t| t.n += 1000)?;
+            Err(format!("job {label} fails on purpose").into())
+        });
+        handlers.register("cb", move |ctx, label: u64| {
+            ctx.tx().modify(&callbacks, |t| t.n += 1)?;
+            Ok(label)
+        });
+        let runner = Runner::new(db.clone(), handlers, Policies::new());
+        let options = WorkerOptions {
+            agent_size: 1,
+            poll_interval: Duration::from_millis(50),
+            ping_interval: PING,
+            death_interval: DEATH,
+            grace_period: Duration::from_millis(100),
+            restarted,
+            ..WorkerOptions::default()
+        };
+        let worker = Worker::new(db.clone(), self.worker_id.clone(), runner, options);
+        Life {
+            faults,
+            db,
+            worker,
+            doom,
+            doomed_entered,
+        }
+    }
+
+    fn life(&mut self) -> &mut Life {
+        self.life.as_mut().expect("a live process")
+    }
+
+    fn put(&mut self, log: &mut Log) -> Outcome {
+        let count = self.rng.range(1, PUTS_PER_STEP_MAX);
+        let mut planned = Vec::new();
+        for _ in 0..count {
+            self.ids += 1;
+            let kind = match self.rng.weighted(&[70, 10, 10, 10]) {
+                0 => Kind::Inc,
+                1 => Kind::Fails,
+                2 => Kind::Expires,
+                _ => Kind::Cancelled,
+            };
+            planned.push((self.ids, kind, self.rng.chance(30)));
+        }
+        let db = self.life().db.clone();
+        let put = transact(&db, |tx| {
+            let queue = Queue::get(tx, "")?.expect("created at setup");
+            let mut out = Vec::new();
+            for &(id, kind, with_callback) in &planned {
+                let handler = if kind == Kind::Fails { "fails" } else { "inc" };
+                let mut options = PutOptions::new();
+                if kind == Kind::Expires {
+                    // A microsecond to begin: past by the time any claim looks.
+                    options = options.begin_by(Duration::from_micros(1));
+                }
+                let job = Queue::put_job(tx, &queue, Job::with_arguments(handler, &id)?, options)?;
+                let callback = if with_callback {
+                    Some(add_callback(tx, &job, Job::with_arguments("cb", &id)?)?)
+                } else {
+                    None
+                };
+                if kind == Kind::Cancelled {
+                    fail(
+                        tx,
+                        &job,
+                        Some(Failure::new(FailureKind::Aborted, "cancelled")),
+                    )?;
+                }
+                out.push(PutJob {
+                    job,
+                    kind,
+                    callback,
+                });
+            }
+            Ok(out)
+        })
+        .map_err(|e| format!("put: {e}"))?;
+        let names: Vec<String> = put
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{:?}{}",
+                    p.job.oid(),
+                    p.kind,
+                    if p.callback.is_some() { "+cb" } else { "" }
+                )
+            })
+            .collect();
+        log.step(format!("put {}", names.join(" ")));
+        self.jobs.extend(put);
+        Ok(())
+    }
+
+    fn poll(&mut self, log: &mut Log, wait: bool) -> Outcome {
+        let life = self.life();
+        let report = life.worker.poll_once().map_err(|e| format!("poll: {e}"))?;
+        if wait {
+            life.worker.wait_idle();
+        }
+        log.step(format!(
+            "poll: started {:?}, cleaned {:?}",
+            report.started.iter().map(|j| j.oid()).collect::<Vec<Oid>>(),
+            report.cleaned
+        ));
+        Ok(())
+    }
+
+    /// The process dies during a run (or idle, when nothing is claimable), the
+    /// power may go too, and a new process opens the database and starts a worker.
+    fn crash(&mut self, log: &mut Log) -> Outcome {
+        self.life().worker.wait_idle();
+        self.life().doom.store(true, Ordering::SeqCst);
+        self.poll(log, false)?;
+        let deadline = Instant::now() + DOOMED_WAIT;
+        while !self.life().doomed_entered.load(Ordering::SeqCst) && Instant::now() < deadline {
+            if self.life().worker.running().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let life = self.life.take().expect("a live process");
+        let mid_run = life.doomed_entered.load(Ordering::SeqCst);
+        life.faults.crash();
+        // No graceful stop: the worker and the database just go. A doomed run
+        // keeps its handles (and the old writer lock) forever, changing nothing.
+        drop(life.worker);
+        drop(life.db);
+        let power = self.rng.chance(40);
+        if power {
+            let rng = &mut self.rng;
+            life.faults
+                .power_cut_pages(&self.path, |_| rng.chance(50))
+                .map_err(|e| format!("power cut: {e}"))?;
+        }
+        // The dead process's lock would be gone with it; here its doomed run
+        // still holds the old lock file, so the new process gets a new one.
+        let _ = std::fs::remove_file(lock_path(&self.path));
+        let faults = Arc::new(FaultyIoFactory::new());
+        faults.set_simulated_sync(true);
+        let db = open_db(&self.path, &faults)?;
+        let restarted = self.rng.chance(60);
+        self.crashes += 1;
+        if !restarted {
+            // A sibling with another id takes over after the death interval.
+            self.worker_id = format!("sim-worker-{}", self.crashes);
+            std::thread::sleep(DEATH + PING);
+        }
+        log.step(format!(
+            "crash (in a run: {mid_run}, power cut: {power}); new worker {} (restarted: {restarted})",
+            self.worker_id
+        ));
+        self.life = Some(self.start(faults, db, restarted));
+        Ok(())
+    }
+
+    fn pack(&mut self, log: &mut Log, while_running: bool) -> Outcome {
+        if while_running {
+            self.poll(log, false)?;
+        }
+        let refs = |bytes: &[u8]| {
+            zodiac_objects::record::referenced_oids(bytes).map_err(|e| e.to_string())
+        };
+        let storage = Arc::clone(self.life().db.storage());
+        match storage.pack(zodiac_storage::Tid::MAX, Some(&refs)) {
+            Ok(report) => log.step(format!(
+                "pack with GC (jobs running: {while_running}): {} objects removed",
+                report.objects_removed
+            )),
+            // A run made an object the pack found unreachable reachable again: the
+            // pack refuses rather than delete it, and changes nothing.
+            Err(e @ zodiac_storage::Error::PackAbandoned { .. }) => {
+                log.step(format!("pack with GC abandoned: {e}"))
+            }
+            Err(e) => return Err(format!("pack: {e}")),
+        }
+        self.life().worker.wait_idle();
+        Ok(())
+    }
+
+    /// Polls until every put job is COMPLETED (or the polls run out).
+    fn finish(&mut self, log: &mut Log) -> Outcome {
+        for polls in 0..FINAL_POLLS_MAX {
+            self.poll(&mut Log::default(), true)?;
+            if self.unfinished()?.is_empty() {
+                log.step(format!("all jobs completed after {polls} more polls"));
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let left = self.unfinished()?;
+        Err(format!(
+            "jobs never completed: {left:?} after {FINAL_POLLS_MAX} polls"
+        ))
+    }
+
+    /// Put jobs (and callbacks) not COMPLETED, with their status or why they
+    /// cannot be read.
+    fn unfinished(&mut self) -> Result<Vec<(Oid, String)>, String> {
+        let db = self.life().db.clone();
+        let all: Vec<PRef<Job>> = self
+            .jobs
+            .iter()
+            .flat_map(|p| std::iter::once(p.job).chain(p.callback))
+            .collect();
+        transact(&db, |tx| {
+            let mut left = Vec::new();
+            for job in &all {
+                match tx.get(job) {
+                    Ok(j) if j.status() == Status::Completed => {}
+                    Ok(j) => left.push((job.oid(), format!("{:?}", j.status()))),
+                    Err(e) => left.push((job.oid(), format!("unreadable: {e}"))),
+                }
+            }
+            Ok(left)
+        })
+        .map_err(|e| format!("reading the jobs: {e}"))
+    }
+
+    fn check(&mut self, log: &mut Log) -> Outcome {
+        let db = self.life().db.clone();
+        let (jobs_tally, callbacks_tally) = self.tallies;
+        let put: Vec<(PRef<Job>, Kind, Option<PRef<Job>>)> = self
+            .jobs
+            .iter()
+            .map(|p| (p.job, p.kind, p.callback))
+            .collect();
+        let result = transact(&db, |tx| {
+            let mut problems = Vec::new();
+            let (mut values, mut callback_values) = (0i64, 0i64);
+            for (job, kind, callback) in &put {
+                let j = tx.get(job)?;
+                match (kind, j.result()) {
+                    (Kind::Inc, Some(JobOutcome::Value(_))) => values += 1,
+                    (
+                        Kind::Fails | Kind::Expires | Kind::Cancelled,
+                        Some(JobOutcome::Failure(_)),
+                    ) => {}
+                    (kind, other) => {
+                        problems.push(format!("job {} ({kind:?}) ended with {other:?}", job.oid()))
+                    }
+                }
+                if let Some(cb) = callback {
+                    match tx.get(cb)?.result() {
+                        Some(JobOutcome::Value(_)) => callback_values += 1,
+                        other => problems.push(format!(
+                            "callback {} of job {} ended with {other:?}",
+                            cb.oid(),
+                            job.oid()
+                        )),
+                    }
+                }
+            }
+            let tally = tx.get(&jobs_tally)?.n;
+            if tally != values {
+                problems.push(format!(
+                    "the job tally is {tally}, but {values} jobs completed with a value \
+                     (an effect applied twice, lost, or a failed run's write kept)"
+                ));
+            }
+            let tally = tx.get(&callbacks_tally)?.n;
+            if tally != callback_values {
+                problems.push(format!(
+                    "the callback tally is {tally}, but {callback_values} callbacks completed \
+                     with a value"
+                ));
+            }
+            let counts = inspect::counts(tx, "")?.unwrap_or_default();
+            let expected: std::collections::BTreeMap<Status, u64> = if put.is_empty() {
+                Default::default()
+            } else {
+                [(Status::Completed, put.len() as u64)].into()
+            };
+            if counts != expected {
+                problems.push(format!(
+                    "the queue counts {counts:?}, expected {expected:?}"
+                ));
+            }
+            let queue = Queue::get(tx, "")?.expect("created at setup");
+            let pending = Queue::len(tx, &queue)?;
+            if pending != 0 {
+                problems.push(format!("{pending} jobs still pending"));
+            }
+            Ok(problems)
+        })
+        .map_err(|e| format!("checking: {e}"))?;
+        log.step(format!("{} jobs checked", put.len()));
+        ensure!(result.is_empty(), "{}", result.join("; "));
+        // Leave no worker thread behind for the next seed.
+        self.life().worker.wait_idle();
+        let _ = &self.dir;
+        Ok(())
+    }
+}
+
+fn lock_path(data_path: &Path) -> PathBuf {
+    let mut p = data_path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
