@@ -247,9 +247,28 @@ pub struct FaultPlan {
     pub torn_bytes: usize,
 }
 
+/// The page size of the power-cut model: a power cut keeps or loses each page
+/// written since the last sync as a whole (the kernel writes dirty pages back in
+/// any order, each one at once).
+pub const POWER_CUT_PAGE_BYTES: u64 = 4096;
+
 /// A [`FileIoFactory`] over real files that fails as planned and records every
 /// write not yet synced, so [`FaultyIoFactory::power_cut`] can rewind a file to
 /// what a power cut would leave: the synced bytes plus a torn part of the last write.
+///
+/// For simulation tests it can also:
+/// - lose an arbitrary subset of the pages written since the last sync
+///   ([`power_cut_pages`](Self::power_cut_pages));
+/// - stand for a process that died ([`crash`](Self::crash)): nothing more reaches
+///   any file until [`restart`](Self::restart), so dropping the storage afterwards
+///   persists nothing (a crash, not a clean close);
+/// - skip the real fdatasync while still tracking what a sync would have made
+///   durable ([`set_simulated_sync`](Self::set_simulated_sync)), since the power
+///   cuts it models are the only ones the test cares about.
+///
+/// Invariants: the unsynced-write log of a path holds exactly the writes to the
+/// file now at that path since its last successful sync, oldest first (a rename
+/// moves the log with the file); a crashed factory changes no file.
 pub struct FaultyIoFactory {
     state: Arc<Mutex<FaultState>>,
 }
@@ -266,6 +285,15 @@ struct FaultState {
     unsynced: Vec<(PathBuf, UnsyncedWrite)>,
     /// Per path: the file length at its last sync (or open).
     synced_len: Vec<(PathBuf, u64)>,
+    /// The process "died": every change to a file fails until `restart`.
+    crashed: bool,
+    /// `sync_data` and `sync_dir` skip the real system call.
+    simulated_sync: bool,
+}
+
+/// The error every changing operation of a crashed factory returns.
+fn crashed_error() -> io::Error {
+    io::Error::other("the simulated process has crashed: nothing more reaches the disk")
 }
 
 #[derive(Clone)]
@@ -273,6 +301,18 @@ struct UnsyncedWrite {
     offset: u64,
     old: Vec<u8>,
     new_len: usize,
+}
+
+impl UnsyncedWrite {
+    /// The power-cut pages the written bytes touch.
+    fn pages(&self) -> std::ops::Range<u64> {
+        if self.new_len == 0 {
+            return 0..0;
+        }
+        let first = self.offset / POWER_CUT_PAGE_BYTES;
+        let last = (self.offset + self.new_len as u64 - 1) / POWER_CUT_PAGE_BYTES;
+        first..last + 1
+    }
 }
 
 impl Default for FaultyIoFactory {
@@ -309,6 +349,103 @@ impl FaultyIoFactory {
     /// Disarms the failure.
     pub fn disarm(&self) {
         self.state.lock().plan = None;
+    }
+
+    /// The armed failure has not struck yet (false when none is armed).
+    pub fn armed(&self) -> bool {
+        let st = self.state.lock();
+        match st.plan.as_ref().map(|p| p.point) {
+            Some(FaultPoint::Write(n)) => st.writes < n,
+            Some(FaultPoint::Sync(n)) => st.syncs < n,
+            None => false,
+        }
+    }
+
+    /// The process dies now: from here on every write, length change, sync,
+    /// rename, removal, link and writable open fails, so whatever the storage does
+    /// when it is dropped reaches no file. Reads still work.
+    pub fn crash(&self) {
+        self.state.lock().crashed = true;
+    }
+
+    /// A new process starts: files can be changed again (see [`crash`](Self::crash)).
+    pub fn restart(&self) {
+        self.state.lock().crashed = false;
+    }
+
+    /// When `simulated`, `sync_data` and `sync_dir` do everything but the real
+    /// system call: what they would have made durable is tracked as usual, and only
+    /// the power cuts of this factory lose data. Saves milliseconds per commit in
+    /// simulation tests.
+    pub fn set_simulated_sync(&self, simulated: bool) {
+        self.state.lock().simulated_sync = simulated;
+    }
+
+    /// The pages (offset / [`POWER_CUT_PAGE_BYTES`]) of `path` written since its
+    /// last sync, in ascending order.
+    pub fn unsynced_pages(&self, path: &Path) -> Vec<u64> {
+        let st = self.state.lock();
+        let mut pages: Vec<u64> = st
+            .unsynced
+            .iter()
+            .filter(|(p, _)| p == path)
+            .flat_map(|(_, w)| w.pages())
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        pages
+    }
+
+    /// Rewinds `path` to what a power cut right now could leave on disk: each page
+    /// written since the file's last sync keeps its new content when `keep(page)`
+    /// says so and its content as of the last sync otherwise; the file keeps its
+    /// synced length, extended only as far as kept pages reach. Returns the pages
+    /// lost. Call it after the storage has been dropped (or crashed).
+    pub fn power_cut_pages(
+        &self,
+        path: &Path,
+        mut keep: impl FnMut(u64) -> bool,
+    ) -> io::Result<Vec<u64>> {
+        let mut st = self.state.lock();
+        let writes: Vec<UnsyncedWrite> = st
+            .unsynced
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, w)| w.clone())
+            .collect();
+        st.unsynced.retain(|(p, _)| p != path);
+        let synced_len = st
+            .synced_len
+            .iter()
+            .find(|(p, _)| p == path)
+            .map_or(0, |(_, l)| *l);
+        drop(st);
+        let mut pages: Vec<u64> = writes.iter().flat_map(UnsyncedWrite::pages).collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let lost: std::collections::BTreeSet<u64> =
+            pages.into_iter().filter(|&page| !keep(page)).collect();
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut final_len = synced_len;
+        // Newest first, so each lost byte ends up as it was before the oldest
+        // unsynced write to it.
+        for w in writes.iter().rev() {
+            for page in w.pages() {
+                let page_start = page * POWER_CUT_PAGE_BYTES;
+                let from = w.offset.max(page_start);
+                let to = (w.offset + w.new_len as u64).min(page_start + POWER_CUT_PAGE_BYTES);
+                if lost.contains(&page) {
+                    let old = &w.old[(from - w.offset) as usize..(to - w.offset) as usize];
+                    file.write_all_at(old, from)?;
+                } else {
+                    final_len = final_len.max(to);
+                }
+            }
+        }
+        if file.metadata()?.len() > final_len {
+            file.set_len(final_len)?;
+        }
+        Ok(lost.into_iter().collect())
     }
 
     /// Rewinds `path` to what a power cut right now would leave on disk: every write
@@ -381,8 +518,20 @@ struct FaultyFileIo {
     factory: Arc<FaultyIoFactory>,
 }
 
+impl FaultyIoFactory {
+    fn check_alive(&self) -> io::Result<()> {
+        if self.state.lock().crashed {
+            return Err(crashed_error());
+        }
+        Ok(())
+    }
+}
+
 impl FileIoFactory for FaultyIoFactory {
     fn open(&self, path: &Path, writable: bool, create: bool) -> io::Result<Arc<dyn FileIo>> {
+        if writable || create {
+            self.check_alive()?;
+        }
         let inner = StdFileIoFactory.open(path, writable, create)?;
         let len = inner.len()?;
         let mut st = self.state.lock();
@@ -399,15 +548,38 @@ impl FileIoFactory for FaultyIoFactory {
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFileIoFactory.rename(from, to)
+        self.check_alive()?;
+        StdFileIoFactory.rename(from, to)?;
+        // The unsynced writes belong to the file, which now has the name `to`.
+        let mut st = self.state.lock();
+        st.unsynced.retain(|(p, _)| p != to);
+        st.synced_len.retain(|(p, _)| p != to);
+        let st = &mut *st;
+        let names = st.unsynced.iter_mut().map(|(p, _)| p);
+        for p in names.chain(st.synced_len.iter_mut().map(|(p, _)| p)) {
+            if p == from {
+                *p = to.to_path_buf();
+            }
+        }
+        Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check_alive()?;
+        if self.state.lock().simulated_sync {
+            return Ok(());
+        }
         StdFileIoFactory.sync_dir(dir)
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        StdFileIoFactory.remove(path)
+        self.check_alive()?;
+        StdFileIoFactory.remove(path)?;
+        let mut st = self.state.lock();
+        st.unsynced.retain(|(p, _)| p != path);
+        st.synced_len.retain(|(p, _)| p != path);
+        Ok(())
     }
     fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        self.check_alive()?;
         StdFileIoFactory.hard_link(original, link)
     }
 }
@@ -417,6 +589,7 @@ impl FileIo for FaultyFileIo {
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.factory.check_alive()?;
         let failure = self.factory.fails(&self.path, true);
         let len = self.inner.len()?;
         let mut old = vec![0u8; buf.len()];
@@ -446,16 +619,23 @@ impl FileIo for FaultyFileIo {
         self.inner.len()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.factory.check_alive()?;
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
+        self.factory.check_alive()?;
         // A slow disk is slow to fail too.
-        let delay = self.factory_state.lock().sync_delay;
+        let (delay, simulated) = {
+            let st = self.factory_state.lock();
+            (st.sync_delay, st.simulated_sync)
+        };
         std::thread::sleep(delay);
         if let Some((err, _)) = self.factory.fails(&self.path, false) {
             return Err(err);
         }
-        self.inner.sync_data()?;
+        if !simulated {
+            self.inner.sync_data()?;
+        }
         let len = self.inner.len()?;
         let mut st = self.factory_state.lock();
         st.syncs_done += 1;
@@ -471,6 +651,7 @@ impl FileIo for FaultyFileIo {
         self.inner.map_prefix(len)
     }
     fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.factory.check_alive()?;
         self.inner.allocate(offset, len)
     }
     fn find_hole(&self, from: u64) -> io::Result<Option<Hole>> {
