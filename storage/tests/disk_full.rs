@@ -388,6 +388,38 @@ fn a_saved_index_missing_a_recent_revision_is_ignored() {
     assert_eq!((r.tid, r.data), (newer, b"newer".to_vec()));
 }
 
+/// The limit of the open's check (docs/format.md, "Saved index"): an entry naming
+/// an older revision of its own object, updated before the last MiB the open reads
+/// whole, is a record of that object like the right one. `zodiac verify` compares
+/// every entry with a full scan and names it.
+#[test]
+fn an_older_revision_beyond_the_checked_tail_is_found_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let (oids, _) = database(&path, 10);
+    let stale = oids[3];
+    let old_entry = dense_entry(&path, stale);
+    let s = FileStorage::open(&path, fast()).unwrap();
+    let base = s.load(stale, Tid::MAX).unwrap().tid;
+    let mut t = s.begin(TransactionMeta::described("update")).unwrap();
+    t.store(stale, base, b"newer".to_vec()).unwrap();
+    t.finish().unwrap();
+    for _ in 0..20 {
+        let mut t = s.begin(TransactionMeta::described("later")).unwrap();
+        t.store(s.new_oid().unwrap(), Tid::ZERO, vec![5; 64 << 10])
+            .unwrap();
+        t.finish().unwrap();
+    }
+    s.close().unwrap();
+    edit_saved_index(&path, |e| e[stale.0 as usize] = old_entry);
+    let report = verify::verify(&path).unwrap();
+    let problems = report.index.expect("the saved index was checked").problems;
+    assert!(
+        problems.iter().any(|p| p.contains(&stale.to_string())),
+        "{problems:?}"
+    );
+}
+
 /// Open time with a saved index of 1M objects (the check of every entry), against
 /// an open without one (a full scan). Run with `ZODIAC_MEASURE_OPEN=1`, in release:
 /// `cargo test --release -p zodiac-storage --test disk_full open_time -- --nocapture`.

@@ -433,6 +433,26 @@ mod tests {
         assert!(decode_saved(&bytes[..bytes.len() - 1]).is_err());
     }
 
+    /// A saved index is read only when it is no larger than an index of the data
+    /// file can be: an index file blown up by damage is not read into memory.
+    #[test]
+    fn a_saved_index_larger_than_the_data_file_justifies_is_not_read() {
+        use crate::file::io::StdFileIoFactory;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.zdb.index");
+        let max = saved_len_max(4000);
+        assert_eq!(
+            max,
+            68 + 8 * (3 * 100 + 2 * DENSE_GROWTH_SLACK + 2) + 16 * 100
+        );
+        std::fs::write(&path, vec![0u8; max as usize]).unwrap();
+        let read = read_saved(&StdFileIoFactory, &path, max).unwrap().unwrap();
+        assert_eq!(read.len() as u64, max);
+        std::fs::write(&path, vec![0u8; max as usize + 1]).unwrap();
+        let err = read_saved(&StdFileIoFactory, &path, max).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
+
     #[test]
     fn dense_part_costs_eight_bytes_per_object() {
         let mut idx = Index::default();
