@@ -17,7 +17,6 @@ fn write(s: &dyn Storage, oid: Oid, bytes: &[u8]) -> Tid {
 /// rest of the group reached the disk. None of the group was acknowledged, so the
 /// file must open with every acknowledged commit.
 #[test]
-#[ignore = "bug: a power cut that loses the first page of an unsynced group leaves a file that refuses to open as damaged in the middle"]
 fn a_group_whose_first_page_was_lost_in_a_power_cut_still_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");

@@ -1,7 +1,11 @@
-//! The bytes of the data file, as `docs/format.md` specifies them (format version 1).
+//! The bytes of the data file, as `docs/format.md` specifies them (format version 2;
+//! version-1 files are read and written too).
 //!
 //! Invariants kept here:
 //! - Every integer is little-endian and fixed-width; every offset is a u64.
+//! - A transaction record's durable mark (its offset minus its durable lag) never
+//!   claims more than was durable: a lag only ever saturates upwards, which claims
+//!   less; version-1 records keep the field zero.
 //! - Nothing read from disk is trusted: a record is accepted only when its magic,
 //!   lengths, trailer, CRC32 and every inner length and back-pointer check out
 //!   against the bytes actually present.
@@ -14,9 +18,18 @@ use crate::meta::TransactionMeta;
 
 /// The file's first bytes.
 pub const FILE_MAGIC: [u8; 8] = *b"ZODIACFS";
-/// Format version 1: the first format (file header, transaction records with
-/// CRC32 and lengths at both ends, data records with back-pointers).
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version new files are written in.
+///
+/// - Version 1: the first format (file header, transaction records with CRC32 and
+///   lengths at both ends, data records with back-pointers).
+/// - Version 2: each transaction record carries a durable lag (header offset 44,
+///   reserved and zero in version 1), so an open can tell the torn last group of a
+///   crash from damage to bytes that had been durable.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (and keeps writing in its own format).
+pub const FORMAT_VERSION_OLDEST: u32 = 1;
+/// The first format version whose transaction records carry a durable lag.
+pub const FORMAT_VERSION_DURABLE_LAG: u32 = 2;
 /// Bytes of the file header.
 pub const FILE_HEADER_LEN: u64 = 48;
 
@@ -39,6 +52,10 @@ pub const DATA_HEADER_LEN: u64 = 40;
 pub const TXN_MIN_LEN: u64 = TXN_HEADER_LEN + TXN_TRAILER_LEN;
 /// Largest transaction record, in bytes.
 pub const TXN_BYTES_MAX: u64 = 1 << 32;
+/// Offset of the durable lag (u32) in a transaction header.
+const TXN_DURABLE_LAG_AT: usize = 44;
+/// Offset of the next-oid mark (u64) in a transaction header.
+const TXN_NEXT_OID_AT: usize = 24;
 
 const _: () = assert!(TXN_HEADER_LEN.is_multiple_of(8) && DATA_HEADER_LEN.is_multiple_of(8));
 
@@ -67,7 +84,7 @@ impl FileHeader {
         let mut b = [0u8; FILE_HEADER_LEN as usize];
         b[0..8].copy_from_slice(&FILE_MAGIC);
         b[8..12].copy_from_slice(&self.version.to_le_bytes());
-        // 12..16: flags, zero in version 1.
+        // 12..16: flags, zero in versions 1 and 2.
         b[16..24].copy_from_slice(&self.file_id.to_le_bytes());
         b[24..32].copy_from_slice(&self.data_start.to_le_bytes());
         // 32..44: reserved, zero.
@@ -94,9 +111,10 @@ impl FileHeader {
             return Err("file header checksum mismatch".into());
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
-                "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+                "format version {version} is not supported (this build reads versions \
+                 {FORMAT_VERSION_OLDEST} to {FORMAT_VERSION}); open it with a build that reads it"
             ));
         }
         let data_start = u64_at(b, 24);
@@ -128,7 +146,19 @@ pub fn transaction_len(meta: &TransactionMeta, data_lens: impl Iterator<Item = u
         + body
 }
 
-/// Encodes a whole committed transaction record to be written at `pos`.
+/// A transaction record encoded for writing.
+pub struct EncodedTxn {
+    /// The whole record, valid with a durable lag of zero.
+    pub bytes: Vec<u8>,
+    /// Per object, the position of its data record.
+    pub positions: Vec<u64>,
+    /// CRC32 of the record's bytes between its header and its trailer, so that
+    /// [`stamp_durable_lag`] can renew the record's CRC without hashing them again.
+    pub body_crc: u32,
+}
+
+/// Encodes a whole committed transaction record to be written at `pos`, with a
+/// durable lag of zero (the mark is the record's own offset: claims nothing more).
 /// Returns the bytes and, per object, the position of its data record.
 pub fn encode_transaction(
     pos: u64,
@@ -137,6 +167,18 @@ pub fn encode_transaction(
     meta: &TransactionMeta,
     objects: &[DataToWrite<'_>],
 ) -> (Vec<u8>, Vec<u64>) {
+    let e = encode_stampable(pos, tid, next_oid, meta, objects);
+    (e.bytes, e.positions)
+}
+
+/// Like [`encode_transaction`], keeping what [`stamp_durable_lag`] needs.
+pub fn encode_stampable(
+    pos: u64,
+    tid: Tid,
+    next_oid: u64,
+    meta: &TransactionMeta,
+    objects: &[DataToWrite<'_>],
+) -> EncodedTxn {
     let len = transaction_len(meta, objects.iter().map(|o| o.data.len()));
     let mut b = Vec::with_capacity(len as usize);
     b.extend_from_slice(&TXN_MAGIC);
@@ -173,12 +215,45 @@ pub fn encode_transaction(
         let crc = crc32fast::hash(&b[record_start + 4..]);
         b[record_start..record_start + 4].copy_from_slice(&crc.to_le_bytes());
     }
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
+    let body_crc = crc32fast::hash(&b[TXN_HEADER_LEN as usize..]);
+    b.extend_from_slice(&[0; 4]); // CRC, filled in by the stamp
     b.extend_from_slice(&TXN_END_MAGIC);
     b.extend_from_slice(&len.to_le_bytes());
     debug_assert_eq!(b.len() as u64, len);
-    (b, positions)
+    stamp_durable_lag(&mut b, 0, body_crc);
+    EncodedTxn {
+        bytes: b,
+        positions,
+        body_crc,
+    }
+}
+
+/// The durable lag of a record at `pos` whose durable mark is `mark` (`<= pos`):
+/// saturates at `u32::MAX`, which puts the mark lower and so claims less.
+pub fn durable_lag(pos: u64, mark: u64) -> u32 {
+    debug_assert!(
+        mark <= pos,
+        "a durable mark {mark} beyond its record at {pos}"
+    );
+    u32::try_from(pos.saturating_sub(mark)).unwrap_or(u32::MAX)
+}
+
+/// Sets the durable lag of an encoded record (as [`encode_transaction`] made it,
+/// `body_crc` from there) and renews its CRC: the header is hashed again and
+/// combined with the body's CRC, so the cost does not grow with the record.
+pub fn stamp_durable_lag(record: &mut [u8], lag: u32, body_crc: u32) {
+    let header_len = TXN_HEADER_LEN as usize;
+    let body_end = record.len() - TXN_TRAILER_LEN as usize;
+    record[TXN_DURABLE_LAG_AT..TXN_DURABLE_LAG_AT + 4].copy_from_slice(&lag.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&record[..header_len]);
+    crc.combine(&crc32fast::Hasher::new_with_initial_len(
+        body_crc,
+        (body_end - header_len) as u64,
+    ));
+    let crc = crc.finalize();
+    debug_assert_eq!(crc, crc32fast::hash(&record[..body_end]));
+    record[body_end..body_end + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A data record read from the file.
@@ -236,6 +311,8 @@ pub struct TxnView<'a> {
     pub len: u64,
     pub tid: Tid,
     pub next_oid: u64,
+    /// Bytes between this record's durable mark and its offset (zero in version 1).
+    pub durable_lag: u32,
     pub user: &'a [u8],
     pub description: &'a [u8],
     pub extension: &'a [u8],
@@ -246,6 +323,12 @@ pub struct TxnView<'a> {
 impl TxnView<'_> {
     pub fn end(&self) -> u64 {
         self.pos + self.len
+    }
+
+    /// Every byte of the file before this offset had been made durable before this
+    /// record was written (version 1 records claim only their own offset).
+    pub fn durable_mark(&self) -> u64 {
+        self.pos.saturating_sub(u64::from(self.durable_lag))
     }
 
     /// The metadata, decoded. Bytes that are not UTF-8 are replaced, not refused:
@@ -357,7 +440,8 @@ pub fn transaction_at(file: &[u8], pos: u64) -> Result<TxnView<'_>, RecordProble
     if tid == Tid::ZERO {
         return bad("transaction id is zero".into());
     }
-    let next_oid = u64_at(rec, 24);
+    let next_oid = u64_at(rec, TXN_NEXT_OID_AT);
+    let durable_lag = u32_at(rec, TXN_DURABLE_LAG_AT);
     let count = u32_at(rec, 32) as usize;
     let user_len = u16_at(rec, 36) as usize;
     let desc_len = u16_at(rec, 38) as usize;
@@ -423,10 +507,32 @@ pub fn transaction_at(file: &[u8], pos: u64) -> Result<TxnView<'_>, RecordProble
         len,
         tid,
         next_oid,
+        durable_lag,
         user,
         description,
         extension,
         records,
+    })
+}
+
+/// What the header of a transaction record still tells when the record is bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderMarks {
+    pub tid: Tid,
+    pub next_oid: u64,
+    /// The length it claims (not checked).
+    pub len: u64,
+}
+
+/// The marks of a transaction header at `pos` whose magic is right, whatever else
+/// is wrong with the record (for what a cut tail still tells).
+pub fn header_marks(file: &[u8], pos: u64) -> Option<HeaderMarks> {
+    let start = usize::try_from(pos).ok()?;
+    let head = file.get(start..start.checked_add(TXN_HEADER_LEN as usize)?)?;
+    (head[0..4] == TXN_MAGIC).then(|| HeaderMarks {
+        tid: Tid(u64_at(head, 16)),
+        next_oid: u64_at(head, TXN_NEXT_OID_AT),
+        len: u64_at(head, 8),
     })
 }
 
@@ -502,6 +608,54 @@ mod tests {
                 "cut at {cut} not detected"
             );
         }
+    }
+
+    #[test]
+    fn a_stamped_durable_lag_is_read_back_with_a_valid_checksum() {
+        let mut meta = TransactionMeta::described("desc");
+        meta.user = "alice".into();
+        let objects = [DataToWrite {
+            oid: Oid(1),
+            prev: 0,
+            data: &[9; 1000],
+        }];
+        let pos = 5000;
+        let mut e = encode_stampable(pos, Tid(77), 3, &meta, &objects);
+        let mut file = vec![0u8; pos as usize];
+        file.extend(&e.bytes);
+        assert_eq!(transaction_at(&file, pos).unwrap().durable_mark(), pos);
+        stamp_durable_lag(&mut e.bytes, durable_lag(pos, 48), e.body_crc);
+        file.truncate(pos as usize);
+        file.extend(&e.bytes);
+        let t = transaction_at(&file, pos).expect("valid after the stamp");
+        assert_eq!((t.durable_lag, t.durable_mark()), (4952, 48));
+        assert_eq!(t.records[0].1.data, [9; 1000]);
+    }
+
+    #[test]
+    fn a_durable_lag_too_large_saturates_to_claim_less() {
+        assert_eq!(durable_lag(10 << 32, 0), u32::MAX);
+        assert_eq!(durable_lag(100, 40), 60);
+        assert_eq!(durable_lag(100, 100), 0);
+    }
+
+    #[test]
+    fn versions_1_and_2_are_read_and_others_refused() {
+        for version in [1, 2] {
+            let h = FileHeader {
+                version,
+                file_id: 9,
+                data_start: 48,
+            };
+            assert_eq!(FileHeader::decode(&h.encode()).unwrap(), h);
+        }
+        let h = FileHeader {
+            version: 3,
+            file_id: 9,
+            data_start: 48,
+        };
+        let err = FileHeader::decode(&h.encode()).unwrap_err();
+        assert!(err.contains("format version 3 is not supported"), "{err}");
     }
 
     #[test]

@@ -252,6 +252,10 @@ struct Staging {
     /// written and indexed they are neither here nor readable in the file, and a
     /// vote merging a conflict reads them (see `pending_record`).
     writing: Option<(u64, Arc<Vec<u8>>)>,
+    /// Every byte before this offset is known durable without counting the
+    /// group commits' syncs: the end at open, at a pack's swap, or at an explicit
+    /// `sync`. The durable mark of records written with durability off.
+    durable_floor: u64,
 }
 
 /// Every `TID_MARK_EVERY`-th transaction's (tid, position), built lazily by header-
@@ -271,6 +275,10 @@ const TID_MARK_EVERY: u64 = 64;
 /// A finished transaction waiting in `Staging`.
 struct StagedTxn {
     tid: Tid,
+    /// Where its record starts (the staged records lie back to back).
+    pos: u64,
+    /// From `format::EncodedTxn`, to stamp the durable lag cheaply.
+    body_crc: u32,
     end: u64,
     oids: Arc<[Oid]>,
     positions: Vec<u64>,
@@ -380,6 +388,13 @@ impl FileStorage {
                 Some((h, idx)) => (idx, h.covered_end, h.last_tid, h.next_oid),
                 None => (Index::default(), header.data_start, Tid::ZERO, 1),
             };
+        // Read before the scan: whatever it claims was durable before the scan began
+        // (a read-only open may race a live writer).
+        let index_claim = if start == header.data_start && last_tid == Tid::ZERO {
+            saved_index_claim(&*options.io, &path, &header)
+        } else {
+            None
+        };
         let saved_end = if start == header.data_start && last_tid == Tid::ZERO {
             0
         } else {
@@ -387,19 +402,12 @@ impl FileStorage {
         };
         let saved_next_oid = next_oid;
         let scan_start = start.max(header.data_start);
-        let outcome =
-            recovery::scan(&map, scan_start, last_tid, next_oid, &mut index).map_err(|damage| {
-                Error::Corrupted {
-                    path: path.clone(),
-                    offset: damage.offset,
-                    what: format!(
-                        "{} (a valid transaction follows at offset {})",
-                        damage.what, damage.next_valid
-                    ),
-                    advice: DAMAGE_ADVICE,
-                }
-            })?;
+        let outcome = recovery::scan(&map, scan_start, last_tid, next_oid, &mut index)
+            .map_err(|damage| mid_file_damage(&path, &damage))?;
         let end = outcome.end;
+        if let Some(claim) = &index_claim {
+            check_index_claim(&path, claim, &outcome, map.len() as u64, read_only)?;
+        }
         log::debug!(
             "{}: scanned {} transactions from offset {scan_start} to {end}",
             path.display(),
@@ -426,8 +434,18 @@ impl FileStorage {
                     .map_err(|e| Error::io(&path, "mapping the data file", e))?;
             }
         }
+        if !read_only {
+            // Every byte before `end` is durable from here on: the durable marks of
+            // the records this storage writes rely on it (a previous writer with
+            // durability off may have left them in the page cache only).
+            io.sync_data()
+                .map_err(|e| Error::io(&path, "syncing the data file at open", e))?;
+        }
         let file_len = map.len() as u64;
-        let next_oid = outcome.next_oid.max(recovery::next_oid_of(&index));
+        let next_oid = outcome
+            .next_oid
+            .max(recovery::next_oid_of(&index))
+            .max(index_claim.as_ref().map_or(1, |c| c.next_oid));
         if options.durability == Durability::Off && !read_only {
             log::warn!(
                 "{}: durability is off: commits are not fsync'd and a crash or power loss can lose \
@@ -459,6 +477,7 @@ impl FileStorage {
                 txns: Vec::new(),
                 file_len,
                 writing: None,
+                durable_floor: end,
             }),
             sync: Mutex::new(SyncState {
                 written_end: end,
@@ -609,11 +628,19 @@ impl FileStorage {
     /// durability off, e.g. after a bulk copy).
     pub fn sync(&self) -> Result<()> {
         self.shared.check_writable()?;
+        // Records before the indexed end were written before this sync begins.
+        let written = self.shared.reader.read().indexed_end;
         self.shared
             .file()
             .io
             .sync_data()
-            .map_err(|e| self.shared.io_failure("fdatasync of the data file", e))
+            .map_err(|e| self.shared.io_failure("fdatasync of the data file", e))?;
+        let mut staging = self.shared.staging.lock();
+        // Unless a pack swapped the file meanwhile (its floor is its own end).
+        if written <= staging.start {
+            staging.durable_floor = staging.durable_floor.max(written);
+        }
+        Ok(())
     }
 
     /// Saves the index now (it is also saved at close and every
@@ -712,6 +739,108 @@ fn load_saved_index(
     Some((saved, idx))
 }
 
+/// The error for damage in the middle of the file found by the opening scan.
+fn mid_file_damage(path: &Path, damage: &recovery::MidFileDamage) -> Error {
+    let later = &damage.later;
+    Error::Corrupted {
+        path: path.to_path_buf(),
+        offset: damage.offset,
+        what: format!(
+            "{} (a valid transaction follows at offset {}: {} intact transactions after it, tids \
+             {} to {}; transaction {} was written when every byte before offset {} was durable, so \
+             the bytes here had been written and made durable before, and were damaged since)",
+            damage.what,
+            damage.next_valid,
+            later.count,
+            later.first_tid,
+            later.last_tid,
+            later.max_mark_tid,
+            later.max_mark
+        ),
+        advice: DAMAGE_ADVICE,
+    }
+}
+
+/// What a saved index claims about the data file, when its checksum is right and
+/// it belongs to this file, even if it is not used (it may cover more than the
+/// file now holds). Streams the file to check its CRC: allocates nothing for it.
+fn saved_index_claim(
+    factory: &dyn io::FileIoFactory,
+    path: &Path,
+    header: &FileHeader,
+) -> Option<SavedIndexHeader> {
+    const HEADER_LEN: usize = 64;
+    let file = factory.open(&index_path(path), false, false).ok()?;
+    let len = file.len().ok()?;
+    let body_len = len.checked_sub(4).filter(|&l| l >= HEADER_LEN as u64)?;
+    let mut head = [0u8; HEADER_LEN];
+    file.read_at(&mut head, 0).ok()?;
+    let word = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    if head[0..8] != index::INDEX_MAGIC
+        || u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) != index::INDEX_VERSION
+        || word(16) != header.file_id
+    {
+        return None;
+    }
+    let mut crc = crc32fast::Hasher::new();
+    let mut chunk = vec![0u8; (1 << 20).min(body_len) as usize];
+    let mut at = 0;
+    while at < body_len {
+        let n = (body_len - at).min(chunk.len() as u64) as usize;
+        file.read_at(&mut chunk[..n], at).ok()?;
+        crc.update(&chunk[..n]);
+        at += n as u64;
+    }
+    let mut stored = [0u8; 4];
+    file.read_at(&mut stored, body_len).ok()?;
+    (crc.finalize() == u32::from_le_bytes(stored)).then(|| SavedIndexHeader {
+        file_id: word(16),
+        covered_end: word(24),
+        last_tid: Tid(word(32)),
+        next_oid: word(40),
+    })
+}
+
+/// Refuses an open whose saved index (checksum right, this file's) vouches for
+/// transactions the file no longer holds: the index is saved only after the data
+/// it covers was durable, so they were acknowledged, and the file was truncated or
+/// damaged. A read-only open that may have mapped the file before a live writer
+/// grew it (the claim lies beyond its map) only warns.
+fn check_index_claim(
+    path: &Path,
+    claim: &SavedIndexHeader,
+    outcome: &recovery::ScanOutcome,
+    map_len: u64,
+    read_only: bool,
+) -> Result<()> {
+    if claim.covered_end <= outcome.end && claim.last_tid <= outcome.last_tid {
+        return Ok(());
+    }
+    let what = format!(
+        "the saved index {} records transactions up to offset {} (last tid {}), but the valid \
+         transactions end at offset {} (last tid {}): acknowledged transactions are missing, so \
+         the file was truncated or damaged; nothing was changed",
+        index_path(path).display(),
+        claim.covered_end,
+        claim.last_tid,
+        outcome.end,
+        outcome.last_tid
+    );
+    if read_only && claim.covered_end > map_len {
+        log::error!(
+            "{}: {what} (or a live writer grew the file while this read-only open mapped it)",
+            path.display()
+        );
+        return Ok(());
+    }
+    Err(Error::Corrupted {
+        path: path.to_path_buf(),
+        offset: outcome.end,
+        what,
+        advice: DAMAGE_ADVICE,
+    })
+}
+
 /// Saves the bytes of a bad tail beside the file, then cuts them off.
 fn cut_tail(
     factory: &dyn io::FileIoFactory,
@@ -739,15 +868,36 @@ fn cut_tail(
     file.set_len(tail.offset)
         .map_err(fail("cutting the damaged tail"))?;
     file.sync_data().map_err(fail("cutting the damaged tail"))?;
-    log::warn!(
-        "{}: cut an incomplete transaction at offset {} ({len} bytes: {}); no acknowledged commit is \
-         lost; the cut bytes are saved in {}",
-        path.display(),
-        tail.offset,
-        tail.what,
-        saved.display()
-    );
+    log::warn!("{}", cut_tail_message(path, tail, &saved));
     Ok(())
+}
+
+/// The log line of a cut: what is known, and no more. Nothing in the file proves
+/// that the cut bytes were never acknowledged: damage to the last acknowledged
+/// transaction (or group) looks the same as the torn write of a crash.
+fn cut_tail_message(path: &Path, tail: &recovery::TailDamage, saved: &Path) -> String {
+    let len = tail.extent_end - tail.offset;
+    let tid = tail.tid.map_or(String::new(), |t| format!(", tid {t}"));
+    let what = match &tail.later {
+        None => format!(
+            "an incomplete or damaged last transaction at offset {} ({}{tid}); a crash during its \
+             write leaves this, and such a transaction was never acknowledged; damage to the last \
+             acknowledged transaction looks the same",
+            tail.offset, tail.what
+        ),
+        Some(later) => format!(
+            "an incomplete or damaged group of transactions at offset {} ({}{tid}), followed by {} \
+             intact transactions (tids {} to {}) written in one group with it, before any byte of \
+             it was durable; a crash during that group's write leaves this, and then none of them \
+             was acknowledged; damage to the last acknowledged group looks the same",
+            tail.offset, tail.what, later.count, later.first_tid, later.last_tid
+        ),
+    };
+    format!(
+        "{}: cut {what}; its {len} bytes are in {}",
+        path.display(),
+        saved.display()
+    )
 }
 
 impl Shared {
@@ -959,6 +1109,7 @@ impl Shared {
     /// Takes the staged records, growing the file for them first.
     fn take_staged(&self, staging: &mut Staging) -> Result<(u64, Arc<Vec<u8>>, Vec<StagedTxn>)> {
         let start = staging.start;
+        self.stamp_durable_marks(staging);
         let bytes = Arc::new(std::mem::take(&mut staging.bytes));
         staging.writing = Some((start, Arc::clone(&bytes)));
         let txns = std::mem::take(&mut staging.txns);
@@ -972,6 +1123,27 @@ impl Shared {
             }
         }
         Ok((start, bytes, txns))
+    }
+
+    /// Stamps each staged record (of a version-2 file) with its durable mark, just
+    /// before the group-commit leader writes them. With fdatasync, every byte before
+    /// the group's start is durable now: the leaders before this one wrote and
+    /// synced everything before it (a failed write or sync poisons the storage, and
+    /// then nothing more is written). With durability off only the floor is known.
+    /// Version-1 records keep the reserved field zero (their mark: their offset).
+    fn stamp_durable_marks(&self, staging: &mut Staging) {
+        if self.file().header.version < format::FORMAT_VERSION_DURABLE_LAG {
+            return;
+        }
+        let mark = match self.options.durability {
+            Durability::Fsync => staging.start,
+            Durability::Off => staging.durable_floor.min(staging.start),
+        };
+        for t in &staging.txns {
+            let at = (t.pos - staging.start) as usize;
+            let record = &mut staging.bytes[at..(t.end - staging.start) as usize];
+            format::stamp_durable_lag(record, format::durable_lag(t.pos, mark), t.body_crc);
+        }
     }
 
     /// Writes the staged records with one pwrite and indexes them. Called only by the
@@ -1517,8 +1689,7 @@ struct Voted {
     commit: ArcMutexGuard<RawMutex, CommitState>,
     tid: Tid,
     pos: u64,
-    record: Vec<u8>,
-    positions: Vec<u64>,
+    record: format::EncodedTxn,
 }
 
 impl FileTransaction {
@@ -1670,14 +1841,12 @@ impl FileTransaction {
             })
             .collect();
         let next_oid = shared.next_oid.load(Ordering::Acquire);
-        let (record, positions) =
-            format::encode_transaction(pos, tid, next_oid, &self.meta, &objects);
+        let record = format::encode_stampable(pos, tid, next_oid, &self.meta, &objects);
         self.voted = Some(Voted {
             commit,
             tid,
             pos,
             record,
-            positions,
         });
         Ok(resolved)
     }
@@ -1726,8 +1895,12 @@ impl StorageTransaction for FileTransaction {
             mut commit,
             tid,
             pos,
-            record,
-            positions,
+            record:
+                format::EncodedTxn {
+                    bytes: record,
+                    positions,
+                    body_crc,
+                },
         } = self.voted.take().expect("voted above");
         let shared = Arc::clone(&self.shared);
         let end = pos + record.len() as u64;
@@ -1748,6 +1921,8 @@ impl StorageTransaction for FileTransaction {
             }
             staging.txns.push(StagedTxn {
                 tid,
+                pos,
+                body_crc,
                 end,
                 oids: Arc::clone(&oids),
                 positions,

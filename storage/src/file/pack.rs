@@ -330,6 +330,8 @@ impl FileStorage {
                 debug_assert!(staging.txns.is_empty());
                 staging.start = new_end;
                 staging.file_len = map.len() as u64;
+                // The packed file was synced before the swap.
+                staging.durable_floor = new_end;
             }
             {
                 let mut reader = shared.reader.write();
