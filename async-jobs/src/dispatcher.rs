@@ -407,9 +407,11 @@ impl Dispatchers {
         // The expired jobs it found: this agent completed them, so it keeps them
         // like the jobs it ran (held while their callbacks run, so a death of
         // this worker is recovered; then among its completed jobs).
-        let queue_name = tx.get(queue)?.name().to_string();
-        for job in &claim.expired {
-            Dispatchers::keep_at(tx, &queue_name, &agent_ref, &claimer, *job, now)?;
+        if !claim.expired.is_empty() {
+            let queue_name = tx.get(queue)?.name().to_string();
+            for job in &claim.expired {
+                Dispatchers::keep_at(tx, &queue_name, &agent_ref, &claimer, *job, now)?;
+            }
         }
         Ok(claim)
     }

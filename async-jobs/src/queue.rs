@@ -22,7 +22,11 @@
 //!   stored in its `Location::Queue`.
 //! - A claim never takes a job whose lane-1 time is after `now`, and never starts a
 //!   job whose deadline (`begin_after + begin_by`) has passed: that job completes
-//!   with a timeout failure instead.
+//!   with a timeout failure instead, kept by the claiming agent or, for a claim no
+//!   agent made, among the queue's ended jobs ([`crate::ended`]), in the claim's
+//!   transaction.
+//! - Queue keys name their job's oid only to order entries; the entry's value
+//!   holds the reference (see [`crate::references`]).
 //! - One claim examines at most [`CLAIM_SCAN_ENTRIES_MAX`] entries.
 //! - [`Queue::claim_spread`] prefers the claimer's own lane of jobs ([`Spread`]: a
 //!   hash of the job's oid) among the first `lanes × SPREAD_WINDOW_PER_LANE`
