@@ -224,6 +224,15 @@ fn holes_are_the_end_of_the_file_or_refused_with_their_range() {
     check_trailing_hole(&trailing, &oids, end);
     assert!(file_len(&trailing) < before);
 
+    // A hole among the zeros preallocated after the data (as a power cut can leave
+    // them) is the end of the data too: only zeros follow it.
+    let zeros = dir.path().join("zeros.zdb");
+    let (oids, end) = database(&zeros, 100);
+    let hole_at = end.next_multiple_of(4096) + (64 << 10);
+    assert!(hole_at + (64 << 10) < file_len(&zeros));
+    punch_hole(&zeros, hole_at, 64 << 10);
+    check_trailing_hole(&zeros, &oids, end);
+
     let middle = dir.path().join("middle.zdb");
     database(&middle, 100);
     punch_hole(&middle, 8192, 4096);

@@ -6,8 +6,8 @@
 //! Invariants:
 //! - No map of a data file covers a hole after its data start. (The range between
 //!   the header and a large data start is a hole on purpose and is never read.)
-//! - A hole with no data after it holds nothing: a writable open cuts the file
-//!   there, a read-only one treats the file as ending there. Either way the end of
+//! - A hole with no data after it, or only zeros, holds nothing: a writable open
+//!   cuts the file there, a read-only one treats the file as ending there. Either way the end of
 //!   the data is still decided by the records, as for preallocated zeros.
 //! - A hole with data after it is filled with written zeros by a writable open
 //!   (then read like any zeros among the records, i.e. as damage or end) and
@@ -42,7 +42,13 @@ pub(crate) fn mappable_len(
     let holes = |e| Error::io(path, "looking for holes in the data file", e);
     let mut from = data_start;
     while let Some(hole) = file.find_hole(from).map_err(holes)? {
-        let Some(data_at) = hole.data_at else {
+        // Only zeros after the hole (preallocated zeros that a power cut left partly
+        // unallocated, say): the hole is the end of the data as much as they are.
+        let data_at = match hole.data_at {
+            Some(at) if !only_zeros_from(file, at).map_err(holes)? => Some(at),
+            _ => None,
+        };
+        let Some(data_at) = data_at else {
             if writable {
                 cut_trailing_hole(file, path, hole.start)?;
             }
@@ -93,6 +99,40 @@ pub(crate) fn mappable_len(
     file.len()
         .map_err(|e| Error::io(path, "reading the file length", e))
 }
+
+/// Whether the file holds only zeros (or holes) from `from` to its end. Reads the
+/// data with `pread`, never through a map.
+fn only_zeros_from(file: &dyn FileIo, from: u64) -> std::io::Result<bool> {
+    let len = file.len()?;
+    let mut buf = vec![0u8; ZERO_CHECK_CHUNK_BYTES];
+    let mut at = from;
+    // Each step moves `at` forward: past a hole, or past bytes read.
+    while at < len {
+        let segment_end = match file.find_hole(at)? {
+            Some(hole) if hole.start <= at => match hole.data_at {
+                Some(data) => {
+                    at = data.max(at + 1);
+                    continue;
+                }
+                None => return Ok(true),
+            },
+            Some(hole) => hole.start,
+            None => len,
+        };
+        while at < segment_end {
+            let n = (segment_end - at).min(buf.len() as u64) as usize;
+            file.read_at(&mut buf[..n], at)?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+    }
+    Ok(true)
+}
+
+/// Bytes read at a time when checking that what follows a hole is only zeros.
+const ZERO_CHECK_CHUNK_BYTES: usize = 1 << 20;
 
 /// Cuts a hole that runs to the end of the file: it holds only zeros.
 fn cut_trailing_hole(file: &dyn FileIo, path: &Path, start: u64) -> Result<()> {
