@@ -413,6 +413,18 @@ mod tests {
         assert_eq!(decoded, job);
     }
 
+    /// Records written before `subject` existed end one field earlier; they read
+    /// as jobs without a subject.
+    #[test]
+    fn a_job_record_without_a_subject_reads_as_none() {
+        let job = Job::with_arguments("h", &1u8).unwrap();
+        let mut payload = postcard::to_allocvec(&job).unwrap();
+        assert_eq!(payload.pop(), Some(0), "subject None is the last byte");
+        let old = zodiac_objects::record::encode(Job::TYPE_NAME, &[], &payload);
+        let read = zodiac_objects::decode_value::<Job>(&old).unwrap().unwrap();
+        assert_eq!((read.subject(), read), (None, job));
+    }
+
     #[test]
     fn typed_arguments_round_trip_and_a_wrong_type_is_an_error() {
         let job = Job::with_arguments("mail.send", &("ann".to_string(), 3u32)).unwrap();

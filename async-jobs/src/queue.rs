@@ -888,6 +888,26 @@ mod tests {
         );
     }
 
+    /// Queues stored before `ended` existed read as queues without ended jobs.
+    #[test]
+    fn a_queue_record_without_ended_reads_as_none() {
+        let queue = Queue {
+            name: "q".into(),
+            pending: PRef::from_oid(Oid(2)),
+            size: PRef::from_oid(Oid(3)),
+            quotas: BTreeMap::new(),
+            dispatchers: BTreeMap::new(),
+            ended: None,
+        };
+        let mut payload = postcard::to_allocvec(&queue).unwrap();
+        assert_eq!(payload.pop(), Some(0), "ended None is the last byte");
+        let old = zodiac_objects::record::encode(Queue::TYPE_NAME, &[Oid(2), Oid(3)], &payload);
+        let read = zodiac_objects::decode_value::<Queue>(&old)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, queue);
+    }
+
     #[test]
     fn keys_order_put_backs_first_then_by_time_then_by_job() {
         let k = |lane, at, job| QueueKey {
