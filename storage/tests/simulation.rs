@@ -39,11 +39,14 @@
 
 #[macro_use]
 mod sim;
+#[path = "simulation/model.rs"]
+mod model;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use model::{Model, data, is_not_found, references, short};
 use sim::{Log, Outcome, Rng};
 use zodiac_storage::file::index_path;
 use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory, POWER_CUT_PAGE_BYTES};
@@ -104,186 +107,11 @@ fn the_harness_catches_an_expected_commit_that_never_happened() {
 }
 
 // ---------------------------------------------------------------------------------
-// The model
-// ---------------------------------------------------------------------------------
-
-/// What the storage must hold: every acknowledged revision, by oid, oldest first.
-#[derive(Default)]
-struct Model {
-    objects: BTreeMap<Oid, Vec<(Tid, Vec<u8>)>>,
-    /// Each acknowledged transaction's oids, by tid.
-    transactions: BTreeMap<Tid, BTreeSet<Oid>>,
-    /// Objects a pack with GC removed (never written again).
-    removed: BTreeSet<Oid>,
-    last: Tid,
-    /// The newest pack time: loads at earlier snapshots may find older revisions
-    /// gone.
-    pack_tid: Tid,
-    /// The highest oid `new_oid` returned.
-    oid_handed_max: u64,
-    /// Commits whose `finish` failed but that a reopen showed: visible since, so
-    /// as binding as acknowledged ones.
-    surfaced: BTreeSet<Tid>,
-}
-
-impl Model {
-    fn newest(&self, oid: Oid) -> Option<&(Tid, Vec<u8>)> {
-        self.objects.get(&oid).and_then(|revs| revs.last())
-    }
-
-    fn newest_tid(&self, oid: Oid) -> Tid {
-        self.newest(oid).map_or(Tid::ZERO, |(tid, _)| *tid)
-    }
-
-    fn live(&self) -> Vec<Oid> {
-        self.objects
-            .keys()
-            .copied()
-            .filter(|o| !self.removed.contains(o))
-            .collect()
-    }
-
-    /// Every revision's tid and references, for a failure message.
-    fn describe_revisions(&self) -> String {
-        let mut out = Vec::new();
-        for (oid, revs) in &self.objects {
-            for (tid, data) in revs {
-                let refs: Vec<String> = references(data)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect();
-                out.push(format!("{oid}@{tid}->[{}]", refs.join(",")));
-            }
-        }
-        out.join(" ")
-    }
-
-    fn oid_committed_max(&self) -> u64 {
-        self.objects.keys().next_back().map_or(0, |o| o.0)
-    }
-
-    fn load(&self, oid: Oid, snapshot: Tid) -> Option<(Tid, &[u8])> {
-        let revs = self.objects.get(&oid)?;
-        revs.iter()
-            .rev()
-            .find(|(tid, _)| *tid <= snapshot)
-            .map(|(tid, data)| (*tid, data.as_slice()))
-    }
-
-    fn apply(&mut self, tid: Tid, writes: &[(Oid, Vec<u8>)]) {
-        assert!(
-            tid > self.last,
-            "model: tid {tid} is not after {}",
-            self.last
-        );
-        for (oid, data) in writes {
-            self.objects
-                .entry(*oid)
-                .or_default()
-                .push((tid, data.clone()));
-        }
-        self.transactions
-            .insert(tid, writes.iter().map(|(o, _)| *o).collect());
-        self.last = tid;
-    }
-
-    /// Every object a pack at `pack_tid` with GC must keep: the root, everything
-    /// written or referred to after the pack time, and what these refer to,
-    /// through every revision at or after the one current at the pack time. Each
-    /// with the oid it was reached from (itself for a root), to explain a failure.
-    fn reachable(&self, pack_tid: Tid) -> BTreeMap<Oid, Oid> {
-        let mut stack = vec![(Oid::ROOT, Oid::ROOT)];
-        for (oid, revs) in &self.objects {
-            for (tid, data) in revs {
-                if *tid > pack_tid {
-                    stack.push((*oid, *oid));
-                    stack.extend(
-                        references(data)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|r| (r, r)),
-                    );
-                }
-            }
-        }
-        let mut seen = BTreeMap::new();
-        while let Some((oid, from)) = stack.pop() {
-            if seen.contains_key(&oid) {
-                continue;
-            }
-            seen.insert(oid, from);
-            let Some(revs) = self.objects.get(&oid) else {
-                continue;
-            };
-            let first = revs.iter().rposition(|(t, _)| *t <= pack_tid).unwrap_or(0);
-            for (_, data) in &revs[first..] {
-                stack.extend(
-                    references(data)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|r| (r, oid)),
-                );
-            }
-        }
-        seen
-    }
-
-    /// How `oid` was reached, root first, as `reachable` found it.
-    fn path_to(reachable: &BTreeMap<Oid, Oid>, oid: Oid) -> String {
-        let mut path = vec![oid];
-        let mut at = oid;
-        while let Some(&from) = reachable.get(&at) {
-            if from == at || path.len() > reachable.len() {
-                break;
-            }
-            path.push(from);
-            at = from;
-        }
-        let names: Vec<String> = path.iter().rev().map(|o| o.to_string()).collect();
-        names.join(" -> ")
-    }
-}
-
-/// Object data: `refs:A,B;payload`, so GC can follow references.
-fn data(refs: &[Oid], payload: &str) -> Vec<u8> {
-    let list: Vec<String> = refs.iter().map(|o| o.0.to_string()).collect();
-    format!("refs:{};{payload}", list.join(",")).into_bytes()
-}
-
-fn references(bytes: &[u8]) -> Result<Vec<Oid>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let list = text
-        .strip_prefix("refs:")
-        .and_then(|rest| rest.split(';').next())
-        .ok_or_else(|| format!("no reference list in {text:?}"))?;
-    list.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map(Oid).map_err(|e| format!("{e}")))
-        .collect()
-}
-
-fn short(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    match text.char_indices().nth(40) {
-        Some((i, _)) => format!("{}…({} bytes)", &text[..i], bytes.len()),
-        None => text.into_owned(),
-    }
-}
-
-/// Whether `e` says an object or revision is not there.
-fn is_not_found(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::NoSuchObject { .. }
-            | Error::NotFoundAtSnapshot { .. }
-            | Error::NoSuchRevision { .. }
-    )
-}
-
-// ---------------------------------------------------------------------------------
 // The world: the storage under test, its faults and the model
 // ---------------------------------------------------------------------------------
+
+/// One store of a transaction: oid, base tid, data.
+type Write = (Oid, Tid, Vec<u8>);
 
 /// A commit whose `finish` failed: present whole or absent whole after reopen.
 struct Maybe {
@@ -389,27 +217,18 @@ impl World {
 
     // --- workload steps ----------------------------------------------------------
 
-    fn commit(&mut self, log: &mut Log, step: u64) -> Outcome {
+    /// The stores of a random transaction (oid, base, data), and the oids among
+    /// them stored from a stale base (so the vote must fail).
+    fn plan_writes(&mut self, step: u64) -> Result<(Vec<Write>, Vec<Oid>), String> {
         let live = self.model.live();
-        let mut writes: Vec<(Oid, Tid, Vec<u8>)> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
         let mut stale = Vec::new();
         let count = self.rng.range(1, WRITES_PER_TXN_MAX);
         for i in 0..count {
             let oid = if self.model.newest(Oid::ROOT).is_none() && i == 0 {
                 Oid::ROOT
             } else if live.is_empty() || self.rng.chance(40) {
-                match self.storage().new_oid() {
-                    Ok(oid) => {
-                        ensure!(
-                            oid.0 > self.model.oid_handed_max,
-                            "new_oid returned {oid}, not above {} handed out before",
-                            Oid(self.model.oid_handed_max)
-                        );
-                        self.model.oid_handed_max = oid.0;
-                        oid
-                    }
-                    Err(e) => return Err(format!("new_oid failed: {e}")),
-                }
+                self.new_oid()?
             } else {
                 *self.rng.pick(&live)
             };
@@ -421,13 +240,12 @@ impl World {
                 // A stale base: an older revision, or "new".
                 let revs = &self.model.objects[&oid];
                 let older = revs.len().saturating_sub(1);
-                let base = if older > 0 && self.rng.chance(50) {
+                stale.push(oid);
+                if older > 0 && self.rng.chance(50) {
                     revs[self.rng.below(older as u64) as usize].0
                 } else {
                     Tid::ZERO
-                };
-                stale.push(oid);
-                base
+                }
             } else {
                 newest
             };
@@ -438,6 +256,7 @@ impl World {
                 }
             }
             if oid == Oid::ROOT && !refs.is_empty() && self.rng.chance(30) {
+                // A root with fewer references leaves more objects to collect.
                 refs.truncate(1);
             }
             let size = if self.rng.chance(10) {
@@ -448,6 +267,26 @@ impl World {
             let payload = format!("s{}-{step}-{oid}-{}", self.seed, "x".repeat(size as usize));
             writes.push((oid, base, data(&refs, &payload)));
         }
+        Ok((writes, stale))
+    }
+
+    /// A new oid, which must be above every one handed out before.
+    fn new_oid(&mut self) -> Result<Oid, String> {
+        let oid = self
+            .storage()
+            .new_oid()
+            .map_err(|e| format!("new_oid failed: {e}"))?;
+        ensure!(
+            oid.0 > self.model.oid_handed_max,
+            "new_oid returned {oid}, not above {} handed out before",
+            Oid(self.model.oid_handed_max)
+        );
+        self.model.oid_handed_max = oid.0;
+        Ok(oid)
+    }
+
+    fn commit(&mut self, log: &mut Log, step: u64) -> Outcome {
+        let (writes, stale) = self.plan_writes(step)?;
         let summary: Vec<String> = writes
             .iter()
             .map(|(o, b, d)| format!("{o}@{b}({}B)", d.len()))
