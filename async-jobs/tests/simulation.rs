@@ -23,6 +23,12 @@
 //! exactly one job is in its handler (the worker's agent holds one job at a time):
 //! that handler never returns, as a dead process's would not.
 //!
+//! I/O errors are not injected here: a failed write poisons the storage, and the
+//! job layer retries the commits of a run until they succeed, so the run would
+//! only end with the process; the storage simulation covers those faults. Each
+//! crashed run's thread stays parked with its handle on the old storage until the
+//! test process ends (a few file descriptors per crash).
+//!
 //! `ZODIAC_SIM_SEEDS=N` runs seeds 1..=N; `ZODIAC_SIM_SEED=S` replays seed S.
 
 #[macro_use]
