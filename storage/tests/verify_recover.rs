@@ -577,3 +577,90 @@ mod salvage {
         }
     }
 }
+
+/// `n` one-object transactions, each its own group; with their starts and tids.
+fn groups(path: &Path, durability: Durability, n: usize) -> (Vec<u64>, Vec<Tid>) {
+    let s = FileStorage::open(path, FileOptions::new().durability(durability)).unwrap();
+    let (mut starts, mut tids) = (vec![], vec![]);
+    for i in 0..n {
+        starts.push(s.data_end());
+        let oid = s.new_oid().unwrap();
+        let mut t = s
+            .begin(TransactionMeta::described(format!("g{i}")))
+            .unwrap();
+        t.store(oid, Tid::ZERO, vec![3; 80]).unwrap();
+        tids.push(t.finish().unwrap());
+    }
+    drop(s);
+    (starts, tids)
+}
+
+#[test]
+fn damage_is_told_from_the_torn_last_group_of_a_crash_as_the_open_tells_it() {
+    // Version 2 records carry durable marks: bad bytes followed only by records
+    // whose marks lie before them were one unsynced group, which the open cuts.
+    // verify called that "damage in the middle" and counted its transactions as
+    // acknowledged; it now says what the open does.
+    let dir = tempfile::tempdir().unwrap();
+
+    // Synced one by one: each later record vouches the bytes before it were durable.
+    let synced = dir.path().join("synced.zdb");
+    let (starts, _) = groups(&synced, Durability::Fsync, 5);
+    std::fs::remove_file(zodiac_storage::file::index_path(&synced)).unwrap();
+    flip(&synced, starts[2] + 60);
+    let v = verify(&synced).unwrap();
+    assert_eq!(v.damage[0].kind, DamageKind::Damaged, "{:?}", v.damage);
+    assert_eq!(v.transactions_after_damage(), 2);
+
+    // Never synced, no saved index: nothing vouches for the bytes at the damage.
+    let unsynced = dir.path().join("unsynced.zdb");
+    let (starts, tids) = groups(&unsynced, Durability::Off, 5);
+    let index = zodiac_storage::file::index_path(&unsynced);
+    let saved = std::fs::read(&index).unwrap();
+    std::fs::remove_file(&index).unwrap();
+    flip(&unsynced, starts[2] + 60);
+    let v = verify(&unsynced).unwrap();
+    assert_eq!(v.damage.len(), 1, "{:?}", v.damage);
+    assert_eq!(v.damage[0].kind, DamageKind::TornGroup);
+    assert_eq!(v.damage[0].followed_by, 2);
+    assert_eq!(v.transactions_after_damage(), 0);
+    let out = dir.path().join("recovered.zdb");
+    let r = recover(&unsynced, &out).unwrap();
+    assert_eq!(r.copied, 4);
+    assert!(r.skipped_regions[0].torn_group && !r.skipped_regions[0].tail);
+    // The open agrees: it cuts the group (a read-only open ignores it).
+    let s = FileStorage::open(&unsynced, FileOptions::new().read_only(true)).unwrap();
+    assert_eq!(s.last_tid(), tids[1]);
+    drop(s);
+
+    // A saved index covering the damage vouches that those bytes were durable.
+    std::fs::write(&index, saved).unwrap();
+    let v = verify(&unsynced).unwrap();
+    assert_eq!(v.damage[0].kind, DamageKind::Damaged);
+    assert!(v.index.as_ref().unwrap().proves_data_missing);
+    let out = dir.path().join("recovered-2.zdb");
+    assert!(!recover(&unsynced, &out).unwrap().skipped_regions[0].torn_group);
+}
+
+#[test]
+fn a_saved_index_covering_more_than_the_file_holds_is_evidence_not_the_problem() {
+    // Deleting PATH.index is the fix for a stale index, but an index that covers
+    // transactions the data file no longer holds proves acknowledged data lost:
+    // verify must not advise deleting that evidence.
+    let m = many(6, |_| 30);
+    let bytes = std::fs::read(&m.path).unwrap();
+    std::fs::write(&m.path, &bytes[..m.starts[4] as usize]).unwrap();
+    let v = verify(&m.path).unwrap();
+    assert!(v.damage.is_empty(), "the shorter file is itself intact");
+    assert_eq!(v.data_end, m.starts[4]);
+    let index = v.index.as_ref().unwrap();
+    assert!(index.proves_data_missing);
+    assert_eq!(
+        index.problems,
+        vec![format!(
+            "the saved index records transactions up to offset {} (last tid {}), but the data file's valid transactions end at offset {}: acknowledged transactions are missing (the file was truncated or damaged)",
+            m.starts[6], m.tids[5], m.starts[4]
+        )]
+    );
+    assert!(!v.is_healthy());
+}

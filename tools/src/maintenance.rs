@@ -33,6 +33,7 @@ fn kind_name(kind: DamageKind) -> &'static str {
     match kind {
         DamageKind::Damaged => "damaged",
         DamageKind::Zeros => "zeros",
+        DamageKind::TornGroup => "torn_group",
         DamageKind::Tail => "incomplete_tail",
         DamageKind::TidNotIncreasing => "tid_not_increasing",
         DamageKind::BadBackPointer => "bad_back_pointer",
@@ -65,6 +66,7 @@ fn verify_json(path: &Path, r: &VerifyReport) -> serde_json::Value {
             "path": i.path.display().to_string(),
             "covered_end": i.covered_end,
             "problems": i.problems,
+            "proves_data_missing": i.proves_data_missing,
         })),
     })
 }
@@ -125,6 +127,13 @@ fn damage_line(path: &Path, d: &Damage) -> String {
             d.what,
             followed(d)
         ),
+        DamageKind::TornGroup => format!(
+            "{at} ({} bytes): {}{readable}; {}, all written in one group with these bytes before any of it was durable (their durable marks lie at or before offset {}): the torn last group of a crash, never acknowledged, which a writable open cuts",
+            d.bytes(),
+            d.what,
+            followed(d),
+            d.offset
+        ),
         DamageKind::Tail => format!(
             "{at} ({} bytes): {}{readable} (nothing valid after it: an incomplete tail, which a writable open cuts)",
             d.bytes(),
@@ -171,7 +180,13 @@ fn print_verify(path: &Path, r: &VerifyReport) {
         for p in &i.problems {
             println!("  INDEX {}: {p}", i.path.display());
         }
-        if !i.problems.is_empty() {
+        if i.proves_data_missing {
+            println!(
+                "  keep {}: it is the evidence that acknowledged transactions are missing; run `zodiac recover {} --output NEW_PATH` or restore a backup",
+                i.path.display(),
+                path.display()
+            );
+        } else if !i.problems.is_empty() {
             println!(
                 "  fix the index: delete {}; the next writable open rebuilds it by scanning",
                 i.path.display()
@@ -186,7 +201,7 @@ fn print_verify(path: &Path, r: &VerifyReport) {
     if after > 0 {
         println!(
             "  {after} valid transactions lie after damage in the middle of the file: \
-             an open stops at the damage, so they are hidden"
+             opening refuses the file until it is recovered"
         );
     }
     if !r.damage.is_empty() {
@@ -241,6 +256,8 @@ pub fn run_recover(path: &Path, output: &Path, stop_at_damage: bool) -> Result<E
         };
         let tail = if g.tail {
             "; nothing valid follows: an incomplete tail, as a crash mid-write leaves (such a transaction was never acknowledged)"
+        } else if g.torn_group {
+            "; the transactions after it were written in one group with it before any of it was durable (the torn last group of a crash: never acknowledged, and a writable open of the source would cut them); they are copied, use --stop-at-damage to leave them out"
         } else {
             ""
         };
@@ -277,7 +294,8 @@ pub fn run_recover(path: &Path, output: &Path, stop_at_damage: bool) -> Result<E
             r.source_next_oid
         );
     }
-    if !stop_at_damage && r.copied > 0 && !r.skipped_regions.iter().all(|g| g.tail) {
+    if !stop_at_damage && r.copied > 0 && r.skipped_regions.iter().any(|g| !g.tail && !g.torn_group)
+    {
         println!(
             "check: transactions copied after a skipped region may build on what it held; \
              run `zodiac refs {0}` to list references to lost objects, and `zodiac verify {0}`",

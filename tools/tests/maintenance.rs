@@ -341,3 +341,26 @@ fn verify_reports_a_stale_saved_index_and_how_to_fix_it() {
     assert_eq!(json["healthy"], false);
     assert_eq!(json["index"]["problems"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn verify_keeps_a_saved_index_that_proves_transactions_missing() {
+    // A truncated file: its saved index covers transactions it no longer holds.
+    // Deleting the index would hide that, so verify names it as the evidence.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let p = path.to_str().unwrap();
+    let second = three_transactions(&path);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..second as usize]).unwrap();
+    let out = zodiac(&["verify", p]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "the data file's valid transactions end at offset {second}: acknowledged transactions are missing"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("it is the evidence"), "{stdout}");
+    assert!(!stdout.contains("delete"), "{stdout}");
+}

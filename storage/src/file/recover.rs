@@ -65,6 +65,13 @@ pub struct SkippedRegion {
     /// appended garbage, damage in the last transaction), which a writable open
     /// of the source would cut.
     pub tail: bool,
+    /// Valid transactions follow, but all of them were written in one group with
+    /// this region before any of it was durable (their durable marks lie at or
+    /// before it, and no saved index vouches for it): the torn last group of a
+    /// crash, never acknowledged, which a writable open of the source would cut.
+    /// They are copied all the same (nothing proves them unwanted) and the report
+    /// says so; `stop_at_damage` leaves them out.
+    pub torn_group: bool,
     /// Tids claimed by transaction records that could be read in the region but
     /// fail their checks: those transactions are lost.
     pub unreadable_tids: Vec<Tid>,
@@ -163,6 +170,11 @@ pub fn recover_with(
     });
     plan.close_marks();
     report.source_next_oid = plan.mark;
+    let durable_end = verify::saved_durable_end(path, &header, len);
+    for (i, torn) in plan.durable.torn(durable_end) {
+        let g = &mut report.skipped_regions[i];
+        g.torn_group = torn && !g.tail;
+    }
 
     let target = FileStorage::open(output, FileOptions::new().durability(Durability::Off))?;
     let mut next_report = 0;
@@ -210,6 +222,8 @@ struct Plan {
     /// Marks of readable headers in damaged regions not yet confirmed by a
     /// valid transaction after them.
     pending_marks: Vec<u64>,
+    /// Durable marks after each region (damage, or the torn group of a crash).
+    durable: verify::Marks,
 }
 
 impl Plan {
@@ -217,6 +231,7 @@ impl Plan {
         match step {
             Step::Valid(t) => {
                 self.valid_mark(&t);
+                self.durable.valid(&t);
                 if self.damaged && options.stop_at_damage {
                     report.not_copied += 1;
                     let first = report.not_copied_tids.map_or(t.tid, |(f, _)| f);
@@ -238,12 +253,14 @@ impl Plan {
                 self.damaged = true;
                 self.pending_marks
                     .extend(r.readable.iter().filter_map(|h| h.next_oid));
+                self.durable.region(r.start, report.skipped_regions.len());
                 report.skipped_regions.push(SkippedRegion {
                     start: r.start,
                     end: r.end,
                     what: r.what,
                     zeros: r.zeros,
                     tail: r.tail,
+                    torn_group: false,
                     unreadable_tids: r.readable.iter().map(|h| h.tid).collect(),
                 });
             }

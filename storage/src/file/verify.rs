@@ -15,6 +15,11 @@
 //!   (acknowledged transactions hidden behind them), never the end.
 //! - `recover` walks with the same [`walk`], so what `verify` reports as damaged is
 //!   exactly what `recover` skips.
+//! - Damage is told from the torn last group of a crash as the open tells it
+//!   ([`Marks`]: durable marks of the valid transactions after it, and the saved
+//!   index's covered end), so verify never calls acknowledged what the open cuts.
+//! - A saved index that covers bytes the file no longer holds whole is reported as
+//!   evidence that acknowledged transactions are missing, never as an index to delete.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +42,11 @@ pub enum DamageKind {
     /// Only zero bytes, with a valid transaction after them: acknowledged
     /// transactions hidden behind the zeros.
     Zeros,
+    /// Bytes where no valid transaction starts, followed only by valid transactions
+    /// whose durable marks lie at or before them (and no saved index vouches for
+    /// them): all were written in one group before any of it was durable, the torn
+    /// last group of a crash, never acknowledged, which a writable open cuts.
+    TornGroup,
     /// Bytes where no valid transaction starts and none follows: an incomplete tail
     /// (a crash mid-write, appended garbage), which a writable open cuts.
     Tail,
@@ -84,6 +94,10 @@ pub struct IndexCheck {
     pub covered_end: Option<u64>,
     /// Every way in which it disagrees with the data file; empty when it agrees.
     pub problems: Vec<String>,
+    /// The index covers bytes where the data file no longer holds valid
+    /// transactions: it proves acknowledged transactions are missing (a truncation,
+    /// or damage). The data file is the problem, and the index is the evidence: keep it.
+    pub proves_data_missing: bool,
 }
 
 /// What `verify` found.
@@ -113,7 +127,11 @@ impl VerifyReport {
     /// Valid transactions that lie after some damage which is not a tail: they
     /// are acknowledged, and an open that stops at the damage does not see them.
     pub fn transactions_after_damage(&self) -> u64 {
-        self.damage.iter().map(|d| d.followed_by).sum()
+        self.damage
+            .iter()
+            .filter(|d| d.kind != DamageKind::TornGroup)
+            .map(|d| d.followed_by)
+            .sum()
     }
 }
 
@@ -137,8 +155,10 @@ pub fn verify_with(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Ve
         .map(|(h, _)| ScanIndex::new(h.covered_end, header.data_start));
     // The damage whose `followed_by` counts the valid transactions now met.
     let mut last_region: Option<usize> = None;
+    let mut marks = Marks::default();
     walk(file, header.data_start, &mut progress, |step| match step {
         Step::Valid(t) => {
+            marks.valid(&t);
             check_back_pointers(file, &t, &mut report.damage);
             if let Some(scan) = scan.as_mut() {
                 scan.add(&t);
@@ -170,6 +190,7 @@ pub fn verify_with(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Ve
             last_region = Some(report.damage.len() - 1);
         }
         Step::Region(r) => {
+            marks.region(r.start, report.damage.len());
             report.damage.push(Damage {
                 kind: if r.tail {
                     DamageKind::Tail
@@ -189,11 +210,78 @@ pub fn verify_with(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Ve
             last_region = Some(report.damage.len() - 1);
         }
     });
+    for (i, torn) in marks.torn(durable_end(saved.as_ref(), &header)) {
+        let d = &mut report.damage[i];
+        if torn && matches!(d.kind, DamageKind::Damaged | DamageKind::Zeros) {
+            d.kind = DamageKind::TornGroup;
+        }
+    }
     if let Some(saved) = saved {
-        report.index = Some(check_index(&header, saved, scan));
+        let intact_end = report
+            .damage
+            .iter()
+            .filter(|d| d.kind != DamageKind::BadBackPointer)
+            .map(|d| d.offset)
+            .min()
+            .unwrap_or(report.data_end.max(header.data_start));
+        report.index = Some(check_index(&header, saved, scan, intact_end));
     }
     progress(report.file_bytes, report.file_bytes);
     Ok(report)
+}
+
+/// The durable marks of the valid transactions after each damaged region, to tell
+/// damage in the middle of the file from the torn last group of a crash exactly as
+/// the open does (docs/format.md, "Crash semantics"): bytes at X followed only by
+/// valid transactions whose durable marks lie at or before X were written in one
+/// group with them before any of it was durable. A saved index covering X vouches
+/// that X was durable, which makes it damage whatever the marks say.
+#[derive(Default)]
+pub(crate) struct Marks {
+    /// (offset of the region, the caller's tag, the largest durable mark of the
+    /// valid transactions between it and the next region).
+    regions: Vec<(u64, usize, u64)>,
+}
+
+impl Marks {
+    /// A damaged region starts at `offset`.
+    pub(crate) fn region(&mut self, offset: u64, tag: usize) {
+        self.regions.push((offset, tag, 0));
+    }
+
+    /// A valid transaction (tid increasing) follows.
+    pub(crate) fn valid(&mut self, t: &TxnView<'_>) {
+        if let Some(last) = self.regions.last_mut() {
+            last.2 = last.2.max(t.durable_mark());
+        }
+    }
+
+    /// For each region (by tag): whether it and everything after it is a torn group,
+    /// given that every byte before `durable_end` is known durable.
+    pub(crate) fn torn(&self, durable_end: u64) -> Vec<(usize, bool)> {
+        let mut after = 0;
+        let mut out = Vec::with_capacity(self.regions.len());
+        for &(offset, tag, mark) in self.regions.iter().rev() {
+            after = after.max(mark);
+            out.push((tag, after <= offset && durable_end <= offset));
+        }
+        out
+    }
+}
+
+/// Every byte before this offset is known durable from the saved index (its
+/// checksum and file id right): 0 without one.
+fn durable_end(saved: Option<&SavedIndex>, header: &FileHeader) -> u64 {
+    match saved.map(|s| &s.decoded) {
+        Some(Ok((h, _))) if h.file_id == header.file_id => h.covered_end,
+        _ => 0,
+    }
+}
+
+/// What the saved index of the data file at `path` vouches is durable (see
+/// [`Marks::torn`]).
+pub(crate) fn saved_durable_end(path: &Path, header: &FileHeader, data_len: u64) -> u64 {
+    durable_end(read_index(path, data_len).as_ref(), header)
 }
 
 /// A data record whose back-pointer is not an older revision of its object is
@@ -453,7 +541,12 @@ impl ScanIndex {
 }
 
 /// Compares the saved index with the walk's own, as of the index's covered end.
-fn check_index(header: &FileHeader, saved: SavedIndex, scan: Option<ScanIndex>) -> IndexCheck {
+fn check_index(
+    header: &FileHeader,
+    saved: SavedIndex,
+    scan: Option<ScanIndex>,
+    intact_end: u64,
+) -> IndexCheck {
     let mut check = IndexCheck {
         path: saved.path,
         ..Default::default()
@@ -474,6 +567,16 @@ fn check_index(header: &FileHeader, saved: SavedIndex, scan: Option<ScanIndex>) 
             "the saved index belongs to another data file (file id {:#x}, this file's is {:#x})",
             h.file_id, header.file_id
         ));
+        return check;
+    }
+    if h.covered_end > intact_end {
+        // Written only after the data it covers was durable: the bytes it covers
+        // were acknowledged, and the file no longer holds them whole.
+        problems.push(format!(
+            "the saved index records transactions up to offset {} (last tid {}), but the data file's valid transactions end at offset {intact_end}: acknowledged transactions are missing (the file was truncated or damaged)",
+            h.covered_end, h.last_tid
+        ));
+        check.proves_data_missing = true;
         return check;
     }
     let scan = scan.expect("a decoded index has a scan");
