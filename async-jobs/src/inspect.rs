@@ -162,7 +162,11 @@ pub fn jobs(tx: &mut Transaction<'_>, filter: &JobFilter, limit: usize) -> Resul
                         return Ok(out);
                     }
                     seen.insert(job.oid().0);
-                    consider(tx, &name, job, &mut out)?;
+                    // A job failed or taken over since (its agent drops it at its
+                    // next claim) is listed where it is now.
+                    if held_here(&*tx.get(&job)?, &id, &agent_name) {
+                        consider(tx, &name, job, &mut out)?;
+                    }
                 }
                 let completed = Dispatchers::completed(tx, &queue, &id, &agent_name, usize::MAX)?;
                 for (_, job) in completed {
@@ -212,8 +216,10 @@ pub fn counts(tx: &mut Transaction<'_>, name: &str) -> Result<Option<BTreeMap<St
         for (agent_name, agent) in agents {
             let held: Vec<PRef<Job>> = tx.get(&agent)?.held().iter().copied().collect();
             for job in held {
-                let status = tx.get(&job)?.status();
-                *counts.entry(status).or_insert(0) += 1;
+                let j = tx.get(&job)?;
+                if held_here(&j, &id, &agent_name) {
+                    *counts.entry(j.status()).or_insert(0) += 1;
+                }
             }
             let completed = Dispatchers::completed_count(tx, &queue, &id, &agent_name)?;
             if completed > 0 {
@@ -222,6 +228,12 @@ pub fn counts(tx: &mut Transaction<'_>, name: &str) -> Result<Option<BTreeMap<St
         }
     }
     Ok(Some(counts))
+}
+
+/// Whether `job`, in the held set of agent `agent` of dispatcher `id`, is still
+/// located there.
+fn held_here(job: &Job, id: &str, agent: &str) -> bool {
+    matches!(job.location(), Location::Agent { dispatcher, agent: a, .. } if dispatcher == id && a == agent)
 }
 
 /// Every dispatcher of every queue, with liveness at `now` and its agents' load.

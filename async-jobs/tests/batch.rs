@@ -519,6 +519,9 @@ fn a_job_recovered_while_its_batch_ran_long_is_not_run_by_the_batch() {
     assert_eq!(job(&db, jobs[1]).status(), Status::Completed);
 }
 
+/// How long after its put the awaited job of the next test becomes due.
+const SECOND_DUE_AFTER: Duration = Duration::from_millis(300);
+
 /// A job of a batch that awaits another job commits its wait with the batch and
 /// lets its slot go; it takes the awaited job's result once that one completes.
 #[test]
@@ -528,11 +531,14 @@ fn a_job_awaiting_another_in_a_batch_takes_its_result_later() {
     h.register("first", move |ctx, n: i64| {
         ctx.tx().modify(&counter, |c| c.add(10))?;
         let q = Queue::get(ctx.tx(), "")?.expect("queue");
+        // Not due at once: a poll whose batch ended fast would otherwise claim
+        // it too, and the first poll's claims would depend on timing.
+        let due = zodiac_async::Timestamp::now().plus(SECOND_DUE_AFTER);
         let second = Queue::put_job(
             ctx.tx(),
             &q,
             Job::with_arguments("second", &n)?,
-            PutOptions::new(),
+            PutOptions::new().begin_after(due),
         )?;
         ctx.await_job(second);
         Ok(())
@@ -557,6 +563,7 @@ fn a_job_awaiting_another_in_a_batch_takes_its_result_later() {
         11,
         "the waiting handler's writes committed"
     );
+    std::thread::sleep(SECOND_DUE_AFTER + Duration::from_millis(50));
     assert_eq!(worker.poll_once().unwrap().started, [second]);
     worker.wait_idle();
     let done = job(&db, first);
