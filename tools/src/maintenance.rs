@@ -204,7 +204,14 @@ fn print_verify(path: &Path, r: &VerifyReport) {
              opening refuses the file until it is recovered"
         );
     }
-    if !r.damage.is_empty() {
+    let cut_by_open = |d: &Damage| matches!(d.kind, DamageKind::Tail | DamageKind::TornGroup);
+    if !r.damage.is_empty() && r.damage.iter().all(cut_by_open) {
+        println!(
+            "  a writable open cuts these bytes and keeps them beside the file as {}.tail-OFFSET: \
+             a crash leaves such bytes, but damage to the last transactions looks the same, so keep them until you know",
+            path.display()
+        );
+    } else if !r.damage.is_empty() {
         println!(
             "  run `zodiac recover {} --output NEW_PATH` to copy every intact transaction into a new file; it skips and lists the damaged regions",
             path.display()
