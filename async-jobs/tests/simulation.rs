@@ -1,11 +1,26 @@
 //! Seeded simulation of the job layer over the file storage: for each seed, random
 //! jobs are put (some with callbacks, some with a `begin_by` deadline that passes
 //! before a claim, some cancelled, some failing), workers run them, and the
-//! process crashes now and then in the middle of a run (its storage stops
-//! reaching the disk; the worker is dropped without a graceful stop), sometimes
-//! with a power cut, then the database is reopened and a new worker (the same
-//! dispatcher id restarted, or a sibling after the death interval) recovers.
+//! process dies now and then, then the database is reopened and a new worker (the
+//! same dispatcher id restarted, or a sibling after the death interval) recovers.
 //! Packs with garbage collection are mixed in, while jobs run.
+//!
+//! How the process dies, and why each fault is injected:
+//! - a crash in the middle of a run (its storage stops reaching the disk; the
+//!   worker is dropped without a graceful stop), sometimes with a power cut that
+//!   keeps any subset of the pages written since the last sync: a run interrupted
+//!   at any point must be recovered, its effect applied once;
+//! - an I/O error: EIO or ENOSPC armed at the Nth write or fdatasync (a failed
+//!   write leaving a torn prefix) of the data file, of the saved index (saved
+//!   every few KiB here, so saves happen inside runs) or of a pack's new file,
+//!   while runs (and sometimes a pack) go on. A failed write or sync of the data
+//!   file poisons the storage: every later commit fails naming the cause and
+//!   saying to reopen, and the job layer would retry a run's commits until the
+//!   process ends. That is where an operator or a supervisor restarts the worker,
+//!   so the simulation does: once `Storage::begin` reports the storage poisoned,
+//!   the process dies as in a crash (sometimes with a power cut) and a restarted
+//!   worker or a sibling recovers. A failed index save or pack poisons nothing:
+//!   the workers go on with the same storage.
 //!
 //! What every seed must show at the end, once the workers ran out of work:
 //! - no job lost: every job put (and every callback) is still there and
@@ -15,19 +30,27 @@
 //!   counter equals the number of jobs whose result is a value (likewise for
 //!   callbacks), and a failing handler's write never lands;
 //! - the queue's counters are exact: `inspect::counts` gives every put job as
-//!   COMPLETED and nothing else, and the queue holds no pending job.
+//!   COMPLETED and nothing else, and the queue holds no pending job;
+//! - a success the job layer reported was acknowledged: every run the job layer
+//!   logged as completed (on attempt A) ends COMPLETED with a value on attempt A.
+//!   Had it counted a commit whose `finish` failed as a success, the job would
+//!   run again after the restart (attempt A + 1);
+//! - nothing acknowledged before a fault is lost: every job or callback that the
+//!   dying process could read as COMPLETED ends COMPLETED with the same attempt
+//!   and the same kind of result, whatever the power cut took;
+//! - an I/O error shows only where a fault struck: a poll, pack or poisoning with
+//!   no injected fault fails the seed, and so does a failed data-file write or
+//!   sync that did not poison the storage.
 //!
 //! Jobs run on the worker's threads, so the interleaving of runs with each other
 //! and with the simulation's steps is not deterministic: a replayed seed makes the
-//! same choices, but its runs may interleave differently. A crash happens while
-//! exactly one job is in its handler (the worker's agent holds one job at a time):
-//! that handler never returns, as a dead process's would not.
-//!
-//! I/O errors are not injected here: a failed write poisons the storage, and the
-//! job layer retries the commits of a run until they succeed, so the run would
-//! only end with the process; the storage simulation covers those faults. Each
-//! crashed run's thread stays parked with its handle on the old storage until the
-//! test process ends (a few file descriptors per crash).
+//! same choices, but its runs may interleave differently (and an armed fault may
+//! strike a different commit). A crash happens while exactly one job is in its
+//! handler (the worker's agent holds one job at a time): that handler never
+//! returns, as a dead process's would not. Each dead process's threads stay with
+//! their handles on its storage until the test process ends (a few file
+//! descriptors each): a parked doomed run, or a callback retrying its commit on
+//! the poisoned storage every few seconds, changing nothing.
 //!
 //! `ZODIAC_SIM_SEEDS=N` runs seeds 1..=N; `ZODIAC_SIM_SEED=S` replays seed S.
 
@@ -35,9 +58,10 @@
 #[path = "../../storage/tests/sim/mod.rs"]
 mod sim;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -47,8 +71,8 @@ use zodiac_async::{
     Runner, Status, Worker, WorkerOptions, add_callback, fail, inspect, transact,
 };
 use zodiac_objects::{Database, PRef, Persistent};
-use zodiac_storage::file::io::FaultyIoFactory;
-use zodiac_storage::{FileOptions, FileStorage, Oid, Storage};
+use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
+use zodiac_storage::{Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 /// Seeds of the default `cargo test` run.
 const DEFAULT_SEEDS: u64 = 60;
@@ -60,16 +84,101 @@ const PUTS_PER_STEP_MAX: u64 = 3;
 const FINAL_POLLS_MAX: u32 = 400;
 /// How long a doomed handler is waited for before the crash happens anyway.
 const DOOMED_WAIT: Duration = Duration::from_millis(500);
+/// How long an armed fault's runs are given to meet it (or end) before the
+/// simulation goes on without it.
+const FAULT_WAIT: Duration = Duration::from_millis(1500);
+/// The saved index is written after this much new data: small, so that index
+/// saves (and their faults) happen inside runs.
+const INDEX_SAVE_INTERVAL_BYTES: u64 = 8 << 10;
+const EIO: i32 = 5;
+const ENOSPC: i32 = 28;
 const PING: Duration = Duration::from_millis(20);
 const DEATH: Duration = Duration::from_millis(150);
 
 #[test]
-fn jobs_survive_crashes_power_cuts_and_packs_exactly_once() {
+fn jobs_survive_crashes_io_errors_power_cuts_and_packs_exactly_once() {
+    capture_completions();
     sim::run(
         "cargo test -p zodiac-async --test simulation",
         DEFAULT_SEEDS,
         run_seed,
     );
+    eprintln!(
+        "I/O faults: {} armed, {} struck, {} poisoned the storage (the process restarted)",
+        FAULTS_ARMED.load(Ordering::SeqCst),
+        FAULTS_STRUCK.load(Ordering::SeqCst),
+        POISONINGS.load(Ordering::SeqCst)
+    );
+}
+
+/// The seed being run: a completion is recorded with it, so that a straggling
+/// thread of an earlier seed's dead process cannot be taken for this seed's.
+static SEED_RUNNING: AtomicU64 = AtomicU64::new(0);
+/// Runs the job layer logged as completed: (seed, job or callback, attempt).
+static COMPLETIONS: Mutex<Vec<(u64, Oid, u32)>> = Mutex::new(Vec::new());
+/// Totals over the seeds of a run, printed at its end: fault windows armed,
+/// faults that struck, and the poisonings that restarted the process.
+static FAULTS_ARMED: AtomicU64 = AtomicU64::new(0);
+static FAULTS_STRUCK: AtomicU64 = AtomicU64::new(0);
+static POISONINGS: AtomicU64 = AtomicU64::new(0);
+
+/// Reads what the job layer reports as a success: its trace line "job J
+/// (handler) completed on attempt A", logged once the commit storing the result
+/// returned its tid.
+struct CompletionLog;
+
+/// The target and the words of the job layer's success line.
+const TRACE_TARGET: &str = "zodiac_async::trace";
+const COMPLETED_WORDS: &str = ") completed on attempt ";
+
+impl log::Log for CompletionLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == TRACE_TARGET && metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if let Some((oid, attempt)) = parse_completion(&record.args().to_string()) {
+            let seed = SEED_RUNNING.load(Ordering::SeqCst);
+            COMPLETIONS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((seed, oid, attempt));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// `(J, A)` of "job J (handler) completed on attempt A", J as `{:#x}`.
+fn parse_completion(line: &str) -> Option<(Oid, u32)> {
+    let rest = line.strip_prefix("job 0x")?;
+    let (hex, rest) = rest.split_once(' ')?;
+    let (_, attempt) = rest.split_once(COMPLETED_WORDS)?;
+    let attempt = attempt.split_whitespace().next()?.parse().ok()?;
+    Some((Oid(u64::from_str_radix(hex, 16).ok()?), attempt))
+}
+
+fn capture_completions() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&CompletionLog).expect("the only logger of this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+    });
+}
+
+/// The completions the job layer logged during `seed`.
+fn completions_of(seed: u64) -> Vec<(Oid, u32)> {
+    let mut all = COMPLETIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let mine = all
+        .iter()
+        .filter(|c| c.0 == seed)
+        .map(|c| (c.1, c.2))
+        .collect();
+    all.retain(|c| c.0 != seed);
+    mine
 }
 
 /// A counter that each successful run adds one to, in its own transaction.
@@ -122,9 +231,14 @@ struct World {
     ids: u64,
     crashes: u64,
     worker_id: String,
+    /// Jobs and callbacks a dying process read as COMPLETED (acknowledged): their
+    /// attempt, and whether the result is a value.
+    acknowledged: BTreeMap<Oid, (u32, bool)>,
 }
 
 fn run_seed(seed: u64, log: &mut Log) -> Outcome {
+    SEED_RUNNING.store(seed, Ordering::SeqCst);
+    completions_of(seed);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = dir.path().join("data.zdb");
     let faults = Arc::new(FaultyIoFactory::new());
@@ -150,27 +264,30 @@ fn run_seed(seed: u64, log: &mut Log) -> Outcome {
         ids: 0,
         crashes: 0,
         worker_id: "sim-worker-0".into(),
+        acknowledged: BTreeMap::new(),
     };
     world.life = Some(world.start(faults, db, false));
     let steps = world.rng.range(4, STEPS_MAX);
     log.step(format!("seed {seed}: {steps} steps"));
     for _ in 0..steps {
-        match world.rng.weighted(&[40, 30, 12, 10, 8]) {
+        match world.rng.weighted(&[40, 30, 12, 10, 8, 14]) {
             0 => world.put(log)?,
             1 => world.poll(log, true)?,
             2 => world.crash(log)?,
             3 => world.pack(log, false)?,
-            _ => world.pack(log, true)?,
+            4 => world.pack(log, true)?,
+            _ => world.io_fault(log)?,
         }
     }
     world.finish(log)?;
-    world.check(log)
+    world.check(seed, log)
 }
 
 fn open_db(path: &Path, faults: &Arc<FaultyIoFactory>) -> Result<Database, String> {
     let options = FileOptions::new()
         .io(faults.clone())
-        .group_commit_wait(Duration::ZERO);
+        .group_commit_wait(Duration::ZERO)
+        .index_save_interval_bytes(INDEX_SAVE_INTERVAL_BYTES);
     let storage = FileStorage::open(path, options).map_err(|e| format!("open: {e}"))?;
     Database::open(Arc::new(storage) as Arc<dyn Storage>).map_err(|e| format!("database: {e}"))
 }
@@ -317,9 +434,18 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        let mid_run = self.life().doomed_entered.load(Ordering::SeqCst);
+        self.die_and_restart(log, format!("crash (in a run: {mid_run}"))
+    }
+
+    /// The process dies now (`what` says how): nothing more reaches the disk, the
+    /// power may go too, and a new process opens the database and starts a
+    /// worker (the same id restarted, or a sibling after the death interval).
+    fn die_and_restart(&mut self, log: &mut Log, what: String) -> Outcome {
         let life = self.life.take().expect("a live process");
-        let mid_run = life.doomed_entered.load(Ordering::SeqCst);
         life.faults.crash();
+        // What the dying process could read is what it had acknowledged.
+        self.note_acknowledged(&life.db)?;
         // No graceful stop: the worker and the database just go. A doomed run
         // keeps its handles (and the old writer lock) forever, changing nothing.
         drop(life.worker);
@@ -345,11 +471,170 @@ impl World {
             std::thread::sleep(DEATH + PING);
         }
         log.step(format!(
-            "crash (in a run: {mid_run}, power cut: {power}); new worker {} (restarted: {restarted})",
+            "{what}, power cut: {power}); new worker {} (restarted: {restarted})",
             self.worker_id
         ));
         self.life = Some(self.start(faults, db, restarted));
         Ok(())
+    }
+
+    /// Records the put jobs and callbacks that `db`, the dying process's, reads
+    /// as COMPLETED: those commits were acknowledged (a storage publishes a
+    /// transaction only once it is durable), so no restart may lose them.
+    fn note_acknowledged(&mut self, db: &Database) -> Outcome {
+        let all: Vec<PRef<Job>> = self
+            .jobs
+            .iter()
+            .flat_map(|p| std::iter::once(p.job).chain(p.callback))
+            .collect();
+        // Read without committing: the storage may refuse commits.
+        let mut conn = db.connection();
+        let mut tx = conn.begin();
+        for job in all {
+            let j = tx
+                .get(&job)
+                .map_err(|e| format!("the dying process reading job {}: {e}", job.oid()))?;
+            if j.status() == Status::Completed {
+                let value = matches!(j.result(), Some(JobOutcome::Value(_)));
+                self.acknowledged.insert(job.oid(), (j.attempts(), value));
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage's poisoned error, if it refuses commits.
+    fn poisoned(&mut self) -> Result<Option<String>, String> {
+        let storage = Arc::clone(self.life().db.storage());
+        match storage.begin(TransactionMeta::described(
+            "sim: does the storage take commits?",
+        )) {
+            Ok(txn) => {
+                txn.abort();
+                Ok(None)
+            }
+            Err(e @ Error::Poisoned { .. }) => Ok(Some(e.to_string())),
+            Err(e) => Err(format!("begin: {e}")),
+        }
+    }
+
+    /// Arms EIO or ENOSPC at the Nth write or sync of the data file, the saved
+    /// index or a pack's new file, lets the worker run (sometimes packing
+    /// meanwhile) until the fault strikes or the runs end, and when the storage
+    /// is poisoned lets the process die as a supervisor would have it restarted.
+    fn io_fault(&mut self, log: &mut Log) -> Outcome {
+        self.life().worker.wait_idle();
+        // Mostly with work queued, so that runs meet the fault; the put itself
+        // commits before the fault is armed.
+        if self.rng.chance(70) {
+            self.put(log)?;
+        }
+        let point = if self.rng.chance(50) {
+            FaultPoint::Write(self.rng.range(1, 6))
+        } else {
+            FaultPoint::Sync(self.rng.range(1, 4))
+        };
+        let errno = *self.rng.pick(&[EIO, ENOSPC]);
+        let file_suffix = match self.rng.weighted(&[70, 15, 15]) {
+            0 => ".zdb",
+            1 => "index-tmp",
+            _ => ".pack",
+        };
+        let torn_bytes = self.rng.below(300) as usize;
+        let with_pack = self
+            .rng
+            .chance(if file_suffix == ".pack" { 90 } else { 15 });
+        log.step(format!(
+            "arm {point:?} errno {errno} on *{file_suffix}, torn {torn_bytes} (pack: {with_pack})"
+        ));
+        let faults = Arc::clone(&self.life().faults);
+        faults.arm(FaultPlan {
+            point,
+            errno,
+            file_suffix: file_suffix.into(),
+            torn_bytes,
+        });
+        FAULTS_ARMED.fetch_add(1, Ordering::SeqCst);
+        let mut errors = Vec::new();
+        self.poll_armed(log, &mut errors);
+        if with_pack {
+            let refs = |bytes: &[u8]| {
+                zodiac_objects::record::referenced_oids(bytes).map_err(|e| e.to_string())
+            };
+            let storage = Arc::clone(self.life().db.storage());
+            match storage.pack(Tid::MAX, Some(&refs)) {
+                Ok(report) => log.step(format!(
+                    "pack with GC: {} objects removed",
+                    report.objects_removed
+                )),
+                Err(e @ Error::PackAbandoned { .. }) => {
+                    log.step(format!("pack with GC abandoned: {e}"))
+                }
+                Err(e) => errors.push(format!("pack: {e}")),
+            }
+        }
+        // The runs go on (each poll reaps the ended ones and may start more)
+        // until the storage is poisoned, the runs end, or the wait runs out.
+        let deadline = Instant::now() + FAULT_WAIT;
+        while self.poisoned()?.is_none()
+            && !self.life().worker.running().is_empty()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+            self.poll_armed(&mut Log::default(), &mut errors);
+        }
+        let poisoned = self.poisoned()?;
+        let struck = !faults.armed();
+        faults.disarm();
+        for e in &errors {
+            log.step(format!("while armed: {e}"));
+        }
+        ensure!(
+            struck || errors.is_empty(),
+            "failed with no injected fault: {}",
+            errors.join("; ")
+        );
+        if let Some(cause) = &poisoned {
+            ensure!(
+                struck,
+                "the storage is poisoned with no injected fault: {cause}"
+            );
+            ensure!(
+                cause.contains("reopen"),
+                "the poisoned error does not tell to reopen: {cause}"
+            );
+        }
+        ensure!(
+            !(struck && file_suffix == ".zdb" && poisoned.is_none()),
+            "a failed write or sync of the data file left the storage taking commits"
+        );
+        if struck {
+            FAULTS_STRUCK.fetch_add(1, Ordering::SeqCst);
+        }
+        match poisoned {
+            Some(cause) => {
+                POISONINGS.fetch_add(1, Ordering::SeqCst);
+                log.step(format!("poisoned: {cause}"));
+                self.die_and_restart(log, "the process restarts on a poisoned storage (".into())
+            }
+            None => {
+                log.step(format!("fault struck: {struck}; the storage takes commits"));
+                self.life().worker.wait_idle();
+                Ok(())
+            }
+        }
+    }
+
+    /// A poll while a fault is armed: its error is kept, to be checked against
+    /// whether the fault struck.
+    fn poll_armed(&mut self, log: &mut Log, errors: &mut Vec<String>) {
+        match self.life().worker.poll_once() {
+            Ok(report) => log.step(format!(
+                "poll: started {:?}, cleaned {:?}",
+                report.started.iter().map(|j| j.oid()).collect::<Vec<Oid>>(),
+                report.cleaned
+            )),
+            Err(e) => errors.push(format!("poll: {e}")),
+        }
     }
 
     fn pack(&mut self, log: &mut Log, while_running: bool) -> Outcome {
@@ -415,8 +700,16 @@ impl World {
         .map_err(|e| format!("reading the jobs: {e}"))
     }
 
-    fn check(&mut self, log: &mut Log) -> Outcome {
+    fn check(&mut self, seed: u64, log: &mut Log) -> Outcome {
         let db = self.life().db.clone();
+        let known: BTreeMap<Oid, PRef<Job>> = self
+            .jobs
+            .iter()
+            .flat_map(|p| std::iter::once(p.job).chain(p.callback))
+            .map(|j| (j.oid(), j))
+            .collect();
+        let completions = completions_of(seed);
+        let acknowledged = self.acknowledged.clone();
         let (jobs_tally, callbacks_tally) = self.tallies;
         let put: Vec<(PRef<Job>, Kind, Option<PRef<Job>>)> = self
             .jobs
@@ -479,10 +772,46 @@ impl World {
             if pending != 0 {
                 problems.push(format!("{pending} jobs still pending"));
             }
+            for &(oid, attempt) in &completions {
+                let Some(job) = known.get(&oid) else { continue };
+                let j = tx.get(job)?;
+                let value = matches!(j.result(), Some(JobOutcome::Value(_)));
+                if j.status() != Status::Completed || !value || j.attempts() != attempt {
+                    problems.push(format!(
+                        "the job layer reported job {oid} completed on attempt {attempt}, but \
+                         it ended {:?} on attempt {} with {:?}: a success whose commit was \
+                         not acknowledged, or an acknowledged commit lost",
+                        j.status(),
+                        j.attempts(),
+                        j.result()
+                    ));
+                }
+            }
+            for (&oid, &(attempt, value)) in &acknowledged {
+                let Some(job) = known.get(&oid) else { continue };
+                let j = tx.get(job)?;
+                let now_value = matches!(j.result(), Some(JobOutcome::Value(_)));
+                if j.status() != Status::Completed || j.attempts() != attempt || now_value != value
+                {
+                    problems.push(format!(
+                        "job {oid} was COMPLETED on attempt {attempt} (value: {value}) in a \
+                         process that died, but ended {:?} on attempt {} with {:?}: an \
+                         acknowledged commit was lost",
+                        j.status(),
+                        j.attempts(),
+                        j.result()
+                    ));
+                }
+            }
             Ok(problems)
         })
         .map_err(|e| format!("checking: {e}"))?;
-        log.step(format!("{} jobs checked", put.len()));
+        log.step(format!(
+            "{} jobs checked, {} reported completions, {} acknowledged before a death",
+            put.len(),
+            completions.len(),
+            acknowledged.len()
+        ));
         ensure!(result.is_empty(), "{}", result.join("; "));
         // Leave no worker thread behind for the next seed.
         self.life().worker.wait_idle();
