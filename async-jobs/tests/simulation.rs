@@ -104,10 +104,21 @@ fn jobs_survive_crashes_io_errors_power_cuts_and_packs_exactly_once() {
         run_seed,
     );
     eprintln!(
-        "I/O faults: {} armed, {} struck, {} poisoned the storage (the process restarted)",
+        "I/O faults: {} armed, {} struck, {} poisoned the storage (the process restarted); \
+         {} completions reported by the job layer checked",
         FAULTS_ARMED.load(Ordering::SeqCst),
         FAULTS_STRUCK.load(Ordering::SeqCst),
-        POISONINGS.load(Ordering::SeqCst)
+        POISONINGS.load(Ordering::SeqCst),
+        COMPLETIONS_CHECKED.load(Ordering::SeqCst)
+    );
+    // The success check reads the job layer's trace line: a changed line must not
+    // leave it checking nothing. (A run of a few seeds may have had every success
+    // come from a failed commit that the reopen found durable, which logs none.)
+    assert!(
+        VALUES_SEEN.load(Ordering::SeqCst) < VALUES_WITHOUT_COMPLETIONS_MAX
+            || COMPLETIONS_CHECKED.load(Ordering::SeqCst) > 0,
+        "no \"job J (handler) completed on attempt A\" line of {TRACE_TARGET} was read: \
+         update parse_completion to the job layer's success line"
     );
 }
 
@@ -121,6 +132,12 @@ static COMPLETIONS: Mutex<Vec<(u64, Oid, u32)>> = Mutex::new(Vec::new());
 static FAULTS_ARMED: AtomicU64 = AtomicU64::new(0);
 static FAULTS_STRUCK: AtomicU64 = AtomicU64::new(0);
 static POISONINGS: AtomicU64 = AtomicU64::new(0);
+static COMPLETIONS_CHECKED: AtomicU64 = AtomicU64::new(0);
+/// Jobs and callbacks that ended with a value, over the seeds of a run.
+static VALUES_SEEN: AtomicU64 = AtomicU64::new(0);
+/// Values a run may see with no completion line read before the line is taken
+/// to have changed.
+const VALUES_WITHOUT_COMPLETIONS_MAX: u64 = 10;
 
 /// Reads what the job layer reports as a success: its trace line "job J
 /// (handler) completed on attempt A", logged once the commit storing the result
@@ -159,6 +176,19 @@ fn parse_completion(line: &str) -> Option<(Oid, u32)> {
     let (_, attempt) = rest.split_once(COMPLETED_WORDS)?;
     let attempt = attempt.split_whitespace().next()?.parse().ok()?;
     Some((Oid(u64::from_str_radix(hex, 16).ok()?), attempt))
+}
+
+#[test]
+fn the_job_layers_success_line_is_read() {
+    assert_eq!(
+        parse_completion("job 0x1f (inc) completed on attempt 3"),
+        Some((Oid(0x1f), 3))
+    );
+    assert_eq!(
+        parse_completion("job 0xa (cb) completed on attempt 1 in a batch"),
+        Some((Oid(0xa), 1))
+    );
+    assert_eq!(parse_completion("job 0xa: attempt failed: conflict"), None);
 }
 
 fn capture_completions() {
@@ -774,6 +804,7 @@ impl World {
             }
             for &(oid, attempt) in &completions {
                 let Some(job) = known.get(&oid) else { continue };
+                COMPLETIONS_CHECKED.fetch_add(1, Ordering::SeqCst);
                 let j = tx.get(job)?;
                 let value = matches!(j.result(), Some(JobOutcome::Value(_)));
                 if j.status() != Status::Completed || !value || j.attempts() != attempt {
@@ -806,6 +837,13 @@ impl World {
             Ok(problems)
         })
         .map_err(|e| format!("checking: {e}"))?;
+        VALUES_SEEN.fetch_add(
+            self.jobs
+                .iter()
+                .map(|p| u64::from(p.kind == Kind::Inc) + u64::from(p.callback.is_some()))
+                .sum(),
+            Ordering::SeqCst,
+        );
         log.step(format!(
             "{} jobs checked, {} reported completions, {} acknowledged before a death",
             put.len(),
