@@ -402,7 +402,7 @@ impl FileStorage {
         };
         let saved_next_oid = next_oid;
         let scan_start = start.max(header.data_start);
-        let outcome = recovery::scan(&map, scan_start, last_tid, next_oid, &mut index)
+        let outcome = scan_at_open(&map, scan_start, last_tid, next_oid, &mut index, read_only)
             .map_err(|damage| mid_file_damage(&path, &damage))?;
         let end = outcome.end;
         if let Some(claim) = &index_claim {
@@ -737,6 +737,39 @@ fn load_saved_index(
         return ignore(why);
     }
     Some((saved, idx))
+}
+
+/// The opening scan. A read-only open may race a live writer: where its scan
+/// stopped (the end, or a group being written) the writer may have written and
+/// synced more by the time the rest of the file is examined, and those records
+/// carry marks beyond that point. The record there is then valid, which damage
+/// never is: the open sees the file as it was when its scan passed there. A
+/// writable open holds the writer lock: nothing changes under it.
+fn scan_at_open(
+    map: &[u8],
+    start: u64,
+    last_tid: Tid,
+    next_oid: u64,
+    index: &mut Index,
+    read_only: bool,
+) -> std::result::Result<recovery::ScanOutcome, recovery::MidFileDamage> {
+    match recovery::scan(map, start, last_tid, next_oid, index) {
+        Err(damage) if read_only && format::transaction_at(map, damage.offset).is_ok() => {
+            log::debug!(
+                "a writer appended after offset {} while this read-only open scanned; it sees \
+                 the transactions before that offset",
+                damage.offset
+            );
+            Ok(recovery::ScanOutcome {
+                end: damage.offset,
+                last_tid: damage.last_tid,
+                next_oid: damage.next_oid,
+                transactions: damage.transactions,
+                tail: None,
+            })
+        }
+        outcome => outcome,
+    }
 }
 
 /// The error for damage in the middle of the file found by the opening scan.
