@@ -31,10 +31,13 @@
 //!   callbacks), and a failing handler's write never lands;
 //! - the queue's counters are exact: `inspect::counts` gives every put job as
 //!   COMPLETED and nothing else, and the queue holds no pending job;
-//! - a success the job layer reported was acknowledged: every run the job layer
-//!   logged as completed (on attempt A) ends COMPLETED with a value on attempt A.
-//!   Had it counted a commit whose `finish` failed as a success, the job would
-//!   run again after the restart (attempt A + 1);
+//! - a success the job layer reported was acknowledged: the storage under test
+//!   notes on each thread whether its last commit returned a tid, and the job
+//!   layer's success line ("job J completed on attempt A", logged on the thread
+//!   that committed the result) must follow one that did; and every run so
+//!   reported ends COMPLETED with a value on attempt A (had the job layer
+//!   counted a failed commit as a success, the job would run again after the
+//!   restart, on attempt A + 1);
 //! - nothing acknowledged before a fault is lost: every job or callback that the
 //!   dying process could read as COMPLETED ends COMPLETED with the same attempt
 //!   and the same kind of result, whatever the power cut took;
@@ -58,6 +61,7 @@
 #[path = "../../storage/tests/sim/mod.rs"]
 mod sim;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,7 +76,11 @@ use zodiac_async::{
 };
 use zodiac_objects::{Database, PRef, Persistent};
 use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
-use zodiac_storage::{Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
+use zodiac_storage::file::pack::{PackReport, References};
+use zodiac_storage::{
+    CommitSubscription, Error, FileOptions, FileStorage, Oid, Resolver, Revision, RevisionInfo,
+    Storage, StorageTransaction, Tid, TransactionIter, TransactionMeta,
+};
 
 /// Seeds of the default `cargo test` run.
 const DEFAULT_SEEDS: u64 = 60;
@@ -159,6 +167,13 @@ impl log::Log for CompletionLog {
         }
         if let Some((oid, attempt)) = parse_completion(&record.args().to_string()) {
             let seed = SEED_RUNNING.load(Ordering::SeqCst);
+            let last = LAST_COMMIT_ACKNOWLEDGED.with(Cell::get);
+            if last != Some(true) {
+                UNACKNOWLEDGED_SUCCESSES
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((seed, oid, attempt, last));
+            }
             COMPLETIONS
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -209,6 +224,127 @@ fn completions_of(seed: u64) -> Vec<(Oid, u32)> {
         .collect();
     all.retain(|c| c.0 != seed);
     mine
+}
+
+thread_local! {
+    /// Whether this thread's last commit was acknowledged (`finish` returned its
+    /// tid); `None` before its first.
+    static LAST_COMMIT_ACKNOWLEDGED: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Success lines the job layer logged on a thread whose last commit had failed
+/// (or that had committed nothing): (seed, job, attempt, that commit's outcome).
+static UNACKNOWLEDGED_SUCCESSES: Mutex<Vec<UnacknowledgedSuccess>> = Mutex::new(Vec::new());
+
+/// (seed, job, attempt, the outcome of its thread's last commit).
+type UnacknowledgedSuccess = (u64, Oid, u32, Option<bool>);
+
+/// The file storage under test, noting on each thread whether its last commit
+/// was acknowledged: the job layer logs a success right after the commit that
+/// stores it, on the same thread, so that commit must have been acknowledged.
+struct Recording {
+    inner: Arc<FileStorage>,
+}
+
+struct RecordingTransaction {
+    inner: Box<dyn StorageTransaction>,
+}
+
+fn note_commit<T>(result: zodiac_storage::Result<T>) -> zodiac_storage::Result<T> {
+    LAST_COMMIT_ACKNOWLEDGED.with(|c| c.set(Some(result.is_ok())));
+    result
+}
+
+impl Storage for Recording {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn last_tid(&self) -> Tid {
+        self.inner.last_tid()
+    }
+    fn new_oid(&self) -> zodiac_storage::Result<Oid> {
+        self.inner.new_oid()
+    }
+    fn load(&self, oid: Oid, snapshot: Tid) -> zodiac_storage::Result<Revision> {
+        self.inner.load(oid, snapshot)
+    }
+    fn load_revision(&self, oid: Oid, tid: Tid) -> zodiac_storage::Result<Vec<u8>> {
+        self.inner.load_revision(oid, tid)
+    }
+    fn history(&self, oid: Oid, limit: usize) -> zodiac_storage::Result<Vec<RevisionInfo>> {
+        self.inner.history(oid, limit)
+    }
+    fn transactions(&self, from: Tid, to: Tid) -> zodiac_storage::Result<TransactionIter<'_>> {
+        self.inner.transactions(from, to)
+    }
+    fn begin(&self, meta: TransactionMeta) -> zodiac_storage::Result<Box<dyn StorageTransaction>> {
+        let inner = self.inner.begin(meta)?;
+        Ok(Box::new(RecordingTransaction { inner }))
+    }
+    fn subscribe(&self) -> CommitSubscription {
+        self.inner.subscribe()
+    }
+    fn close(&self) -> zodiac_storage::Result<()> {
+        self.inner.close()
+    }
+    fn known_newer_revision(&self, oid: Oid, than: Tid) -> Option<Tid> {
+        self.inner.known_newer_revision(oid, than)
+    }
+    fn prefetch(&self, oids: &[Oid], snapshot: Tid) {
+        self.inner.prefetch(oids, snapshot)
+    }
+    fn identity(&self) -> u64 {
+        self.inner.identity()
+    }
+    fn pack(
+        &self,
+        pack_time: Tid,
+        references: Option<References<'_>>,
+    ) -> zodiac_storage::Result<PackReport> {
+        Storage::pack(&*self.inner, pack_time, references)
+    }
+}
+
+impl StorageTransaction for RecordingTransaction {
+    fn store(&mut self, oid: Oid, base_tid: Tid, data: Vec<u8>) -> zodiac_storage::Result<()> {
+        self.inner.store(oid, base_tid, data)
+    }
+    fn check_current(&mut self, oid: Oid, tid: Tid) -> zodiac_storage::Result<()> {
+        self.inner.check_current(oid, tid)
+    }
+    fn vote(&mut self) -> zodiac_storage::Result<()> {
+        self.inner.vote()
+    }
+    fn vote_resolving(
+        &mut self,
+        resolver: Resolver<'_>,
+    ) -> zodiac_storage::Result<Option<Vec<Oid>>> {
+        self.inner.vote_resolving(resolver)
+    }
+    fn merges_conflicts(&self) -> bool {
+        self.inner.merges_conflicts()
+    }
+    fn store_mergeable(
+        &mut self,
+        oid: Oid,
+        base_tid: Tid,
+        data: Vec<u8>,
+        merge: &str,
+    ) -> zodiac_storage::Result<()> {
+        self.inner.store_mergeable(oid, base_tid, data, merge)
+    }
+    fn commit_resolving(
+        self: Box<Self>,
+        resolver: Resolver<'_>,
+    ) -> zodiac_storage::Result<(Tid, Vec<Oid>)> {
+        note_commit(self.inner.commit_resolving(resolver))
+    }
+    fn finish(self: Box<Self>) -> zodiac_storage::Result<Tid> {
+        note_commit(self.inner.finish())
+    }
+    fn abort(self: Box<Self>) {
+        self.inner.abort()
+    }
 }
 
 /// A counter that each successful run adds one to, in its own transaction.
@@ -319,7 +455,10 @@ fn open_db(path: &Path, faults: &Arc<FaultyIoFactory>) -> Result<Database, Strin
         .group_commit_wait(Duration::ZERO)
         .index_save_interval_bytes(INDEX_SAVE_INTERVAL_BYTES);
     let storage = FileStorage::open(path, options).map_err(|e| format!("open: {e}"))?;
-    Database::open(Arc::new(storage) as Arc<dyn Storage>).map_err(|e| format!("database: {e}"))
+    let recording = Recording {
+        inner: Arc::new(storage),
+    };
+    Database::open(Arc::new(recording) as Arc<dyn Storage>).map_err(|e| format!("database: {e}"))
 }
 
 impl World {
@@ -465,7 +604,7 @@ impl World {
             std::thread::sleep(Duration::from_millis(1));
         }
         let mid_run = self.life().doomed_entered.load(Ordering::SeqCst);
-        self.die_and_restart(log, format!("crash (in a run: {mid_run}"))
+        self.die_and_restart(log, format!("crash (in a run: {mid_run})"))
     }
 
     /// The process dies now (`what` says how): nothing more reaches the disk, the
@@ -501,7 +640,7 @@ impl World {
             std::thread::sleep(DEATH + PING);
         }
         log.step(format!(
-            "{what}, power cut: {power}); new worker {} (restarted: {restarted})",
+            "{what}, power cut: {power}; new worker {} (restarted: {restarted})",
             self.worker_id
         ));
         self.life = Some(self.start(faults, db, restarted));
@@ -644,7 +783,19 @@ impl World {
             Some(cause) => {
                 POISONINGS.fetch_add(1, Ordering::SeqCst);
                 log.step(format!("poisoned: {cause}"));
-                self.die_and_restart(log, "the process restarts on a poisoned storage (".into())
+                let running: Vec<Oid> = self
+                    .life()
+                    .worker
+                    .running()
+                    .iter()
+                    .map(|j| j.oid())
+                    .collect();
+                self.die_and_restart(
+                    log,
+                    format!(
+                        "the process dies on the poisoned storage (runs not reaped: {running:?})"
+                    ),
+                )
             }
             None => {
                 log.step(format!("fault struck: {struck}; the storage takes commits"));
@@ -739,6 +890,24 @@ impl World {
             .map(|j| (j.oid(), j))
             .collect();
         let completions = completions_of(seed);
+        let unacknowledged: Vec<String> = {
+            let mut all = UNACKNOWLEDGED_SUCCESSES
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mine = all
+                .iter()
+                .filter(|u| u.0 == seed)
+                .map(|u| format!("job {} on attempt {} (its commit: {:?})", u.1, u.2, u.3))
+                .collect();
+            all.retain(|u| u.0 != seed);
+            mine
+        };
+        ensure!(
+            unacknowledged.is_empty(),
+            "the job layer reported a success whose commit was not acknowledged (its \
+             thread's last commit failed, or there was none): {}",
+            unacknowledged.join(", ")
+        );
         let acknowledged = self.acknowledged.clone();
         let (jobs_tally, callbacks_tally) = self.tallies;
         let put: Vec<(PRef<Job>, Kind, Option<PRef<Job>>)> = self
