@@ -697,60 +697,16 @@ impl World {
         if self.rng.chance(70) {
             self.put(log)?;
         }
-        let point = if self.rng.chance(50) {
-            FaultPoint::Write(self.rng.range(1, 6))
-        } else {
-            FaultPoint::Sync(self.rng.range(1, 4))
-        };
-        let errno = *self.rng.pick(&[EIO, ENOSPC]);
-        let file_suffix = match self.rng.weighted(&[70, 15, 15]) {
-            0 => ".zdb",
-            1 => "index-tmp",
-            _ => ".pack",
-        };
-        let torn_bytes = self.rng.below(300) as usize;
-        let with_pack = self
-            .rng
-            .chance(if file_suffix == ".pack" { 90 } else { 15 });
+        let (plan, with_pack) = self.plan_fault();
         log.step(format!(
-            "arm {point:?} errno {errno} on *{file_suffix}, torn {torn_bytes} (pack: {with_pack})"
+            "arm {:?} errno {} on *{}, torn {} (pack: {with_pack})",
+            plan.point, plan.errno, plan.file_suffix, plan.torn_bytes
         ));
+        let on_data_file = plan.file_suffix == ".zdb";
         let faults = Arc::clone(&self.life().faults);
-        faults.arm(FaultPlan {
-            point,
-            errno,
-            file_suffix: file_suffix.into(),
-            torn_bytes,
-        });
+        faults.arm(plan);
         FAULTS_ARMED.fetch_add(1, Ordering::SeqCst);
-        let mut errors = Vec::new();
-        self.poll_armed(log, &mut errors);
-        if with_pack {
-            let refs = |bytes: &[u8]| {
-                zodiac_objects::record::referenced_oids(bytes).map_err(|e| e.to_string())
-            };
-            let storage = Arc::clone(self.life().db.storage());
-            match storage.pack(Tid::MAX, Some(&refs)) {
-                Ok(report) => log.step(format!(
-                    "pack with GC: {} objects removed",
-                    report.objects_removed
-                )),
-                Err(e @ Error::PackAbandoned { .. }) => {
-                    log.step(format!("pack with GC abandoned: {e}"))
-                }
-                Err(e) => errors.push(format!("pack: {e}")),
-            }
-        }
-        // The runs go on (each poll reaps the ended ones and may start more)
-        // until the storage is poisoned, the runs end, or the wait runs out.
-        let deadline = Instant::now() + FAULT_WAIT;
-        while self.poisoned()?.is_none()
-            && !self.life().worker.running().is_empty()
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(2));
-            self.poll_armed(&mut Log::default(), &mut errors);
-        }
+        let errors = self.run_armed(log, with_pack)?;
         let poisoned = self.poisoned()?;
         let struck = !faults.armed();
         faults.disarm();
@@ -773,36 +729,92 @@ impl World {
             );
         }
         ensure!(
-            !(struck && file_suffix == ".zdb" && poisoned.is_none()),
+            !(struck && on_data_file && poisoned.is_none()),
             "a failed write or sync of the data file left the storage taking commits"
         );
         if struck {
             FAULTS_STRUCK.fetch_add(1, Ordering::SeqCst);
         }
-        match poisoned {
-            Some(cause) => {
-                POISONINGS.fetch_add(1, Ordering::SeqCst);
-                log.step(format!("poisoned: {cause}"));
-                let running: Vec<Oid> = self
-                    .life()
-                    .worker
-                    .running()
-                    .iter()
-                    .map(|j| j.oid())
-                    .collect();
-                self.die_and_restart(
-                    log,
-                    format!(
-                        "the process dies on the poisoned storage (runs not reaped: {running:?})"
-                    ),
-                )
-            }
-            None => {
-                log.step(format!("fault struck: {struck}; the storage takes commits"));
-                self.life().worker.wait_idle();
-                Ok(())
+        let Some(cause) = poisoned else {
+            log.step(format!("fault struck: {struck}; the storage takes commits"));
+            self.life().worker.wait_idle();
+            return Ok(());
+        };
+        POISONINGS.fetch_add(1, Ordering::SeqCst);
+        log.step(format!("poisoned: {cause}"));
+        let running: Vec<Oid> = self
+            .life()
+            .worker
+            .running()
+            .iter()
+            .map(|j| j.oid())
+            .collect();
+        self.die_and_restart(
+            log,
+            format!("the process dies on the poisoned storage (runs not reaped: {running:?})"),
+        )
+    }
+
+    /// EIO or ENOSPC at the Nth write or sync (a torn prefix for a write) of the
+    /// data file, the saved index or a pack's new file; and whether to pack
+    /// while it is armed (mostly, for a fault on the pack's file).
+    fn plan_fault(&mut self) -> (FaultPlan, bool) {
+        let point = if self.rng.chance(50) {
+            FaultPoint::Write(self.rng.range(1, 6))
+        } else {
+            FaultPoint::Sync(self.rng.range(1, 4))
+        };
+        let errno = *self.rng.pick(&[EIO, ENOSPC]);
+        let file_suffix = match self.rng.weighted(&[70, 15, 15]) {
+            0 => ".zdb",
+            1 => "index-tmp",
+            _ => ".pack",
+        };
+        let torn_bytes = self.rng.below(300) as usize;
+        let with_pack = self
+            .rng
+            .chance(if file_suffix == ".pack" { 90 } else { 15 });
+        let plan = FaultPlan {
+            point,
+            errno,
+            file_suffix: file_suffix.into(),
+            torn_bytes,
+        };
+        (plan, with_pack)
+    }
+
+    /// With a fault armed: polls (and packs, with `with_pack`) while runs go on,
+    /// until the storage is poisoned, the runs end, or [`FAULT_WAIT`] runs out.
+    /// Returns the errors met, to be checked against whether the fault struck.
+    fn run_armed(&mut self, log: &mut Log, with_pack: bool) -> Result<Vec<String>, String> {
+        let mut errors = Vec::new();
+        self.poll_armed(log, &mut errors);
+        if with_pack {
+            let refs = |bytes: &[u8]| {
+                zodiac_objects::record::referenced_oids(bytes).map_err(|e| e.to_string())
+            };
+            let storage = Arc::clone(self.life().db.storage());
+            match storage.pack(Tid::MAX, Some(&refs)) {
+                Ok(report) => log.step(format!(
+                    "pack with GC: {} objects removed",
+                    report.objects_removed
+                )),
+                Err(e @ Error::PackAbandoned { .. }) => {
+                    log.step(format!("pack with GC abandoned: {e}"))
+                }
+                Err(e) => errors.push(format!("pack: {e}")),
             }
         }
+        // Each poll reaps the ended runs and may start more.
+        let deadline = Instant::now() + FAULT_WAIT;
+        while self.poisoned()?.is_none()
+            && !self.life().worker.running().is_empty()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+            self.poll_armed(&mut Log::default(), &mut errors);
+        }
+        Ok(errors)
     }
 
     /// A poll while a fault is armed: its error is kept, to be checked against
