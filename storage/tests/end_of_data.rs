@@ -311,49 +311,6 @@ fn records_carry_the_durable_mark_they_were_written_with() {
     }
 }
 
-/// Open time of a file with a 64 MiB preallocated (written) zero tail. Run with
-/// `ZODIAC_MEASURE_OPEN=1 cargo test --release -p zodiac-storage --test end_of_data
-/// open_time -- --nocapture`.
-#[test]
-fn open_time_with_a_64_mib_preallocated_tail() {
-    if std::env::var_os("ZODIAC_MEASURE_OPEN").is_none() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data.zdb");
-    let s = FileStorage::open(&path, FileOptions::new()).unwrap();
-    for i in 0..100u8 {
-        write(&s, Oid::ROOT, &[i; 100]);
-    }
-    let end = s.data_end();
-    drop(s);
-    std::fs::remove_file(zodiac_storage::file::index_path(&path)).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.set_len(end).unwrap();
-    let zeros = vec![0u8; 1 << 20];
-    for i in 0..64u64 {
-        std::os::unix::fs::FileExt::write_all_at(&f, &zeros, end + i * (1 << 20)).unwrap();
-    }
-    f.sync_all().unwrap();
-    drop(f);
-    for read_only in [true, false] {
-        let mut times = vec![];
-        for _ in 0..10 {
-            let started = Instant::now();
-            let s = FileStorage::open(&path, FileOptions::new().read_only(read_only)).unwrap();
-            times.push(started.elapsed());
-            assert_eq!(s.data_end(), end);
-            drop(s);
-            let _ = std::fs::remove_file(zodiac_storage::file::index_path(&path));
-        }
-        times.sort();
-        println!(
-            "open (read-only: {read_only}) of {end} bytes of data + 64 MiB of zeros: median {:?}, min {:?}",
-            times[5], times[0]
-        );
-    }
-}
-
 /// A read-only open beside a live writer: while the open examined the rest of the
 /// file after the end its scan had reached, the writer committed more, and those
 /// records' durable marks lie beyond that end. Taken for damage in the middle, it
