@@ -428,4 +428,3 @@ fn an_older_revision_beyond_the_checked_tail_is_found_by_verify() {
         "{problems:?}"
     );
 }
-
