@@ -357,8 +357,9 @@ fn dense_entry(path: &Path, oid: Oid) -> u64 {
 }
 
 /// The story: a saved index with a right checksum but a wrong entry was trusted,
-/// since only 16 sampled entries were checked; the object's loads failed. Every
-/// entry is now checked at open, and an index failing a check is rebuilt.
+/// since only 16 sampled entries were checked; the object's loads failed. An index
+/// of up to 256 entries now has every entry checked at open, and an index failing a
+/// check is rebuilt.
 #[test]
 fn a_saved_index_with_one_wrong_entry_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
@@ -369,6 +370,44 @@ fn a_saved_index_with_one_wrong_entry_is_ignored() {
     edit_saved_index(&path, |e| e[oids[7].0 as usize] = other);
     let s = FileStorage::open(&path, fast()).unwrap();
     assert_all_loadable(&s, &oids);
+}
+
+/// Past 256 entries the open reads a sample of the entries' records (reading every
+/// one made opens of large files several times slower): a wrong entry outside the
+/// sample must then fail its object's load as damage, never return another
+/// object's data. Tried for every one of 60 entries, so both outcomes occur.
+#[test]
+fn a_wrong_entry_outside_the_sample_fails_its_load_never_returns_wrong_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    let (oids, _) = database(&path, 1000);
+    let pristine = std::fs::read(index_path(&path)).unwrap();
+    let (mut rebuilt, mut refused) = (0, 0);
+    for i in 100..160 {
+        std::fs::write(index_path(&path), &pristine).unwrap();
+        // Another object's later revision: the tail check's "no newer revision"
+        // cannot tell it from the right one.
+        let other = dense_entry(&path, oids[i + 1]);
+        edit_saved_index(&path, |e| e[oids[i].0 as usize] = other);
+        let s = FileStorage::open(&path, fast().read_only(true)).unwrap();
+        match s.load(oids[i], Tid::MAX) {
+            Ok(r) => {
+                assert_eq!(r.data, payload(i), "entry {i}: wrong data returned");
+                rebuilt += 1;
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e, zodiac_storage::Error::Corrupted { .. }),
+                    "entry {i}: expected damage, got {e}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        rebuilt > 0 && refused > 0,
+        "both the sampled and the unsampled case must occur ({rebuilt} rebuilt, {refused} refused)"
+    );
 }
 
 /// The story: a saved index whose entry still named an older revision of an object
