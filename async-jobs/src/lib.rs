@@ -112,7 +112,6 @@ mod identity;
 pub mod inspect;
 mod job;
 mod merges;
-mod pool;
 mod queue;
 mod quota;
 mod references;

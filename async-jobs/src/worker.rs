@@ -70,7 +70,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use zodiac_objects::{Database, PRef, Transaction};
-use zodiac_storage::Oid;
+use zodiac_storage::{Oid, PoolTask, ThreadPool};
 
 use crate::dispatcher::{
     AGENT_SIZE_DEFAULT, Cleanup, DEATH_INTERVAL_DEFAULT, Dispatchers, PING_INTERVAL_DEFAULT,
@@ -78,7 +78,6 @@ use crate::dispatcher::{
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, Location};
-use crate::pool::{Pool, Task};
 use crate::queue::{Claimer, Queue};
 use crate::run::{Claimed, Runner, Started};
 use crate::status::Status;
@@ -88,6 +87,9 @@ use crate::wake::{Invalidations, WakeSource};
 
 /// The name of a worker's agent in each queue unless [`WorkerOptions::agent`] names another.
 pub const AGENT_NAME: &str = "main";
+
+/// How long a thread that ran a job waits for the next before it ends.
+const JOB_THREAD_IDLE_EXIT: Duration = Duration::from_secs(60);
 
 /// How a worker polls.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,7 +186,7 @@ pub struct Worker {
     /// worker's agents.
     callbacks_only: BTreeSet<Oid>,
     /// The threads jobs run on.
-    pool: Pool,
+    pool: ThreadPool,
     /// Rung by every run thread as it ends.
     slot_freed: Arc<SlotFreed>,
     /// Set when the worker starts stopping: its run threads claim no more jobs.
@@ -195,7 +197,7 @@ pub struct Worker {
 struct Slot {
     job: Arc<Mutex<PRef<Job>>>,
     ended: Arc<AtomicBool>,
-    task: Task<Result<()>>,
+    task: PoolTask<Result<()>>,
 }
 
 impl Slot {
@@ -368,7 +370,7 @@ impl Worker {
             wake,
             running: Vec::new(),
             callbacks_only: BTreeSet::new(),
-            pool: Pool::new("zodiac-job"),
+            pool: ThreadPool::new("zodiac-job", JOB_THREAD_IDLE_EXIT),
             slot_freed: Arc::default(),
             stopping: Arc::default(),
         }

@@ -14,9 +14,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
-use zodiac_storage::{CommitEvent, CommitSubscription, Storage, Tid};
+use zodiac_storage::{Backoff, CommitEvent, CommitSubscription, ConflictError, Storage, Tid};
 
 use crate::cache::{Cache, CacheStats};
 use crate::database::DbInner;
@@ -89,30 +88,34 @@ impl Connection {
     /// wait, up to the database's [`RetryPolicy`](crate::RetryPolicy). Other errors
     /// abort and return at once. `f` must not have effects outside the transaction
     /// that would be wrong to repeat.
-    pub fn transact<R>(
+    pub fn transact<R>(&mut self, f: impl FnMut(&mut Transaction<'_>) -> Result<R>) -> Result<R> {
+        self.transact_with(f)
+    }
+
+    /// [`transact`](Self::transact) for closures that return another crate's error
+    /// (one that wraps this crate's): the one conflict-retry loop of Zodiac.
+    pub fn transact_with<R, E: TransactError>(
         &mut self,
-        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R>,
-    ) -> Result<R> {
+        mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
         let policy = self.db.options.retry;
-        let mut wait = policy.backoff_initial;
+        let mut backoff = Backoff::new(policy.backoff_initial, policy.backoff_max);
         let mut attempt = 1;
         loop {
             let mut tx = self.begin();
-            let outcome = f(&mut tx).and_then(|r| tx.commit().map(|_| r));
+            let outcome = f(&mut tx).and_then(|r| tx.commit().map(|_| r).map_err(E::from));
             let conflict = match outcome {
                 Ok(r) => return Ok(r),
-                Err(Error::Conflict(c)) => c,
-                Err(e) => return Err(e),
+                Err(e) => e.into_conflict()?,
             };
             if attempt >= policy.attempts_max {
-                return Err(Error::RetriesExhausted {
+                return Err(E::from(Error::RetriesExhausted {
                     attempts: attempt,
                     conflict,
-                });
+                }));
             }
             log::debug!("transaction attempt {attempt} conflicted ({conflict}); retrying");
-            std::thread::sleep(jittered(wait));
-            wait = (wait * 2).min(policy.backoff_max);
+            std::thread::sleep(backoff.next_wait());
             attempt += 1;
         }
     }
@@ -122,14 +125,19 @@ impl Connection {
     }
 }
 
-/// `wait` scaled by a random factor in [0.5, 1), so retrying committers spread out.
-fn jittered(wait: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let factor = 0.5 + (random % 1000) as f64 / 2000.0;
-    wait.mul_f64(factor)
+/// An error a transact loop can see conflicts in: this crate's, or one that wraps it.
+pub trait TransactError: From<Error> {
+    /// The write conflict this error is (to retry), or the error itself (to return).
+    fn into_conflict(self) -> std::result::Result<ConflictError, Self>;
+}
+
+impl TransactError for Error {
+    fn into_conflict(self) -> std::result::Result<ConflictError, Self> {
+        match self {
+            Error::Conflict(c) => Ok(c),
+            e => Err(e),
+        }
+    }
 }
 
 impl Drop for Connection {

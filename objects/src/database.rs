@@ -137,6 +137,15 @@ impl Database {
         self.connection().transact(f)
     }
 
+    /// [`transact`](Self::transact) for closures returning another crate's error;
+    /// see [`Connection::transact_with`].
+    pub fn transact_with<R, E: crate::TransactError>(
+        &self,
+        f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        self.connection().transact_with(f)
+    }
+
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage
     }

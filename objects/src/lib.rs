@@ -94,7 +94,7 @@ mod transaction;
 pub use btree::BTree;
 pub use cache::CacheStats;
 pub use codec::{DecodeError, decode_value};
-pub use connection::Connection;
+pub use connection::{Connection, TransactError};
 pub use counter::Counter;
 pub use database::{CommitStats, Database, DatabaseOptions, RetryPolicy};
 pub use error::{Error, Result};

@@ -18,6 +18,7 @@
 //! # Ok::<(), zodiac_storage::Error>(())
 //! ```
 
+mod backoff;
 mod error;
 pub mod file;
 mod ids;
@@ -26,8 +27,10 @@ mod meta;
 pub mod net;
 mod notify;
 mod pending;
+mod pool;
 mod storage;
 
+pub use backoff::{Backoff, jittered};
 pub use error::{ConflictError, Error, Result};
 pub use file::{Durability, FileOptions, FileStorage};
 pub use ids::{Oid, OidHasher, OidMap, Tid};
@@ -39,4 +42,5 @@ pub use meta::{
 pub use net::{ClientOptions, ClientStorage, MergeFn, ReferenceReader, Server, ServerOptions};
 pub use notify::{CommitSubscription, SUBSCRIPTION_EVENTS_MAX};
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
+pub use pool::{PoolTask, ThreadPool};
 pub use storage::{Resolver, Storage, StorageTransaction, TransactionIter};

@@ -37,6 +37,7 @@ use super::protocol::{
     PROTOCOL_VERSION, Request, Response, ServerMessage, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
     WireMeta,
 };
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::file::pack::{PackReport, References};
 use crate::ids::{Oid, Tid};
@@ -872,8 +873,10 @@ impl Inner {
 
     /// Reconnects whenever the connection is lost, until close.
     fn supervise(self: Arc<Self>) {
-        let min = self.options.reconnect_delay_min;
-        let mut delay = min;
+        let mut backoff = Backoff::new(
+            self.options.reconnect_delay_min,
+            self.options.reconnect_delay_max,
+        );
         loop {
             let tick = (self.options.ping_interval / 4)
                 .clamp(Duration::from_millis(1), Duration::from_millis(200));
@@ -898,24 +901,22 @@ impl Inner {
             match self.establish() {
                 Ok(()) => {
                     log::info!("{}: reconnected", self.address);
-                    delay = min;
+                    backoff.reset(self.options.reconnect_delay_min);
                 }
                 Err(Error::Closed) => return,
                 Err(e) => {
                     log::info!("{}: reconnect failed: {e}", self.address);
-                    let pause = jittered(delay);
+                    let pause = backoff.next_wait();
                     let mut st = self.link.lock();
                     if !self.closed.load(Ordering::Acquire) {
                         self.link_changed.wait_for(&mut st, pause);
                     }
-                    delay = (delay * 2).min(self.options.reconnect_delay_max);
                 }
             }
         }
     }
 }
 
-/// `delay` scaled by a random factor in [0.5, 1.5), so clients do not reconnect in step.
 /// Receives from `receiver`, yielding for up to `spin` before sleeping (on
 /// loopback a read's reply comes in tens of microseconds: spinning saves the
 /// wake-up). `Err` when the sender was dropped (the connection is lost).
@@ -934,16 +935,6 @@ fn receive<T>(
             Err(mpsc::TryRecvError::Empty) => return receiver.recv(),
         }
     }
-}
-
-fn jittered(delay: Duration) -> Duration {
-    let random = u64::from_le_bytes(
-        uuid::Uuid::new_v4().as_bytes()[..8]
-            .try_into()
-            .expect("8 bytes"),
-    );
-    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
-    delay.mul_f64(factor)
 }
 
 impl ClientStorage {
@@ -977,15 +968,20 @@ impl ClientStorage {
         });
         inner.load_cache_file();
         let deadline = Instant::now() + inner.options.wait_timeout;
-        let mut delay = inner.options.reconnect_delay_min;
+        let mut backoff = Backoff::new(
+            inner.options.reconnect_delay_min,
+            inner.options.reconnect_delay_max,
+        );
         loop {
             match inner.establish() {
                 Ok(()) => break,
                 Err(e @ (Error::Refused { .. } | Error::Protocol { .. })) => return Err(e),
-                Err(e) if Instant::now() + delay >= deadline => return Err(e),
-                Err(_) => {
-                    std::thread::sleep(jittered(delay));
-                    delay = (delay * 2).min(inner.options.reconnect_delay_max);
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    if Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(wait);
                 }
             }
         }

@@ -51,6 +51,7 @@ use crate::error::{ConflictError, Error, Result};
 use crate::ids::{Oid, Tid};
 use crate::meta::CommitEvent;
 use crate::notify::CommitSubscription;
+use crate::pool::ThreadPool;
 use crate::storage::{Storage, StorageTransaction};
 
 /// Reads the oids an object revision refers to, for a pack with garbage collection
@@ -216,7 +217,10 @@ struct Shared {
     finishing: AtomicUsize,
     /// Worker threads for votes, finishes and packs (never the connection's reader:
     /// a vote waits for the commit lock).
-    pool: Arc<Pool>,
+    /// Threads for connection readers and commits: every job gets a thread at
+    /// once, an idle one or a new one (a job may wait for the commit lock held by
+    /// a transaction whose finish is the next job).
+    pool: Arc<ThreadPool>,
     flusher: Arc<Flusher>,
     /// Every live connection, for shutdown and counting.
     connections: Mutex<HashMap<u64, Arc<Outbox>>>,
@@ -243,71 +247,8 @@ const CONFLICT_SCAN_MAX: usize = 4096;
 /// A job for a pooled worker thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Worker threads, reused from one job to the next (a thread per transaction cost
-/// a spawn per commit). Every job gets a thread at once: an idle one, or a new one
-/// (a job may wait for the commit lock held by a transaction whose finish is the
-/// next job). Idle threads end after `POOL_IDLE`.
-#[derive(Default)]
-struct Pool {
-    idle: Mutex<Vec<Arc<PoolWorker>>>,
-}
-
-#[derive(Default)]
-struct PoolWorker {
-    job: Mutex<Option<Job>>,
-    ready: Condvar,
-}
-
+/// How long an idle pooled thread of the server waits for work before it ends.
 const POOL_IDLE: Duration = Duration::from_secs(10);
-
-impl Pool {
-    /// Runs `job` on a worker thread; gives it back if no thread could be started.
-    fn run(self: &Arc<Self>, job: Job) -> std::result::Result<(), Job> {
-        let worker = self.idle.lock().pop();
-        if let Some(worker) = worker {
-            *worker.job.lock() = Some(job);
-            worker.ready.notify_one();
-            return Ok(());
-        }
-        let pool = Arc::clone(self);
-        let job = Arc::new(Mutex::new(Some(job)));
-        let taken = Arc::clone(&job);
-        let spawned = std::thread::Builder::new()
-            .name("zodiac-worker".into())
-            .spawn(move || {
-                let job = taken.lock().take().expect("the job is there");
-                pool.work(job);
-            });
-        match spawned {
-            Ok(_) => Ok(()),
-            Err(_) => Err(job.lock().take().expect("not started")),
-        }
-    }
-
-    fn work(self: Arc<Self>, first: Job) {
-        let me = Arc::new(PoolWorker::default());
-        let mut job = first;
-        loop {
-            job();
-            self.idle.lock().push(Arc::clone(&me));
-            let mut slot = me.job.lock();
-            loop {
-                if let Some(next) = slot.take() {
-                    job = next;
-                    break;
-                }
-                if me.ready.wait_for(&mut slot, POOL_IDLE).timed_out() && slot.is_none() {
-                    let mut idle = self.idle.lock();
-                    if let Some(i) = idle.iter().position(|w| Arc::ptr_eq(w, &me)) {
-                        idle.swap_remove(i);
-                        return;
-                    }
-                    // Taken off the idle list: its job is about to arrive.
-                }
-            }
-        }
-    }
-}
 
 /// The frames waiting to be written to one connection.
 struct Outbox {
@@ -623,7 +564,7 @@ impl Server {
             events_waiting: Mutex::new(false),
             events_changed: Condvar::new(),
             finishing: AtomicUsize::new(0),
-            pool: Arc::new(Pool::default()),
+            pool: Arc::new(ThreadPool::new("zodiac-worker", POOL_IDLE)),
             flusher: Arc::new(Flusher::default()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
@@ -1427,8 +1368,8 @@ impl Connection {
     /// reading on a pooled worker, so the commit starts without a thread wake-up.
     fn hand_off(self, job: Job) {
         let pool = Arc::clone(&self.shared.pool);
-        match pool.run(Box::new(move || self.read_loop())) {
-            Ok(()) => job(),
+        match pool.try_spawn(move || self.read_loop()) {
+            Ok(_) => job(),
             Err(reading) => {
                 // No thread to read meanwhile: the connection waits for this one.
                 job();
@@ -1816,7 +1757,7 @@ impl Connection {
                     .map_err(|e| WireError::from(&e)),
             );
         });
-        if self.shared.pool.run(job).is_err() {
+        if self.shared.pool.try_spawn(job).is_err() {
             // Dropping the job drops its context; the reply says why.
             self.reply(
                 id,
