@@ -422,24 +422,7 @@ pub fn transaction_at(file: &[u8], pos: u64) -> Result<TxnView<'_>, RecordProble
     let start = pos as usize;
     let rec = &file[start..start + len as usize];
     let bad = |what: String| Err(RecordProblem::Bad(what));
-    let status = rec[4];
-    if status == STATUS_VOTED {
-        return bad("transaction was voted but never finished".into());
-    }
-    if status != STATUS_COMMITTED {
-        return bad(format!("unknown transaction status byte {status:#04x}"));
-    }
-    let trailer = &rec[rec.len() - TXN_TRAILER_LEN as usize..];
-    if trailer[4..8] != TXN_END_MAGIC || u64_at(trailer, 8) != len {
-        return bad("transaction trailer does not match its header (torn or damaged)".into());
-    }
-    let body_end = rec.len() - TXN_TRAILER_LEN as usize;
-    if crc32fast::hash(&rec[..body_end]) != u32_at(trailer, 0) {
-        return bad("transaction checksum mismatch (damaged bytes)".into());
-    }
-    if tid == Tid::ZERO {
-        return bad("transaction id is zero".into());
-    }
+    let body_end = check_envelope(rec, len, tid).map_err(RecordProblem::Bad)?;
     let next_oid = u64_at(rec, TXN_NEXT_OID_AT);
     let durable_lag = u32_at(rec, TXN_DURABLE_LAG_AT);
     let count = u32_at(rec, 32) as usize;
@@ -471,23 +454,7 @@ pub fn transaction_at(file: &[u8], pos: u64) -> Result<TxnView<'_>, RecordProble
             Ok(r) => r,
             Err(e) => return bad(e),
         };
-        if r.tid != tid || r.txn_pos != pos {
-            return bad(format!(
-                "data record at {rpos} does not belong to this transaction"
-            ));
-        }
-        if r.prev >= pos && r.prev != 0 {
-            return bad(format!(
-                "data record at {rpos} points forward to {}",
-                r.prev
-            ));
-        }
-        if next_oid != 0 && r.oid.0 >= next_oid {
-            return bad(format!(
-                "object {} is not below the oid high-water mark {next_oid}",
-                r.oid
-            ));
-        }
+        check_member(&r, rpos, pos, tid, next_oid).map_err(RecordProblem::Bad)?;
         at += DATA_HEADER_LEN as usize + r.data.len();
         // Re-slice against the whole file so the record borrows `file`.
         let data_start = start + at - r.data.len();
@@ -513,6 +480,62 @@ pub fn transaction_at(file: &[u8], pos: u64) -> Result<TxnView<'_>, RecordProble
         extension,
         records,
     })
+}
+
+/// Checks what surrounds a transaction record's body (status, trailer, CRC, tid);
+/// returns where the body ends.
+#[inline]
+fn check_envelope(rec: &[u8], len: u64, tid: Tid) -> Result<usize, String> {
+    let status = rec[4];
+    if status == STATUS_VOTED {
+        return Err("transaction was voted but never finished".into());
+    }
+    if status != STATUS_COMMITTED {
+        return Err(format!("unknown transaction status byte {status:#04x}"));
+    }
+    let trailer = &rec[rec.len() - TXN_TRAILER_LEN as usize..];
+    if trailer[4..8] != TXN_END_MAGIC || u64_at(trailer, 8) != len {
+        return Err("transaction trailer does not match its header (torn or damaged)".into());
+    }
+    let body_end = rec.len() - TXN_TRAILER_LEN as usize;
+    if crc32fast::hash(&rec[..body_end]) != u32_at(trailer, 0) {
+        return Err("transaction checksum mismatch (damaged bytes)".into());
+    }
+    if tid == Tid::ZERO {
+        return Err("transaction id is zero".into());
+    }
+    Ok(body_end)
+}
+
+/// Checks that the data record `r` at `rpos` belongs to the transaction `tid` at
+/// `pos`: its own tid and position, a back-pointer that points backwards, an oid
+/// below the transaction's high-water mark.
+#[inline]
+fn check_member(
+    r: &DataRecord<'_>,
+    rpos: u64,
+    pos: u64,
+    tid: Tid,
+    next_oid: u64,
+) -> Result<(), String> {
+    if r.tid != tid || r.txn_pos != pos {
+        return Err(format!(
+            "data record at {rpos} does not belong to this transaction"
+        ));
+    }
+    if r.prev >= pos && r.prev != 0 {
+        return Err(format!(
+            "data record at {rpos} points forward to {}",
+            r.prev
+        ));
+    }
+    if next_oid != 0 && r.oid.0 >= next_oid {
+        return Err(format!(
+            "object {} is not below the oid high-water mark {next_oid}",
+            r.oid
+        ));
+    }
+    Ok(())
 }
 
 /// What the header of a transaction record still tells when the record is bad.
