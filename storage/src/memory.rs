@@ -66,6 +66,7 @@ impl Default for MemoryStorage {
 }
 
 impl MemoryStorage {
+    /// An empty storage.
     pub fn new() -> MemoryStorage {
         MemoryStorage {
             shared: Arc::new(Shared {

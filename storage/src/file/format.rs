@@ -72,6 +72,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// The file header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileHeader {
+    /// The format version the file was written in.
     pub version: u32,
     /// Random id binding the saved index (and later backups) to this file.
     pub file_id: u64,
@@ -80,6 +81,7 @@ pub struct FileHeader {
 }
 
 impl FileHeader {
+    /// The header's bytes, as they begin the file.
     pub fn encode(&self) -> [u8; FILE_HEADER_LEN as usize] {
         let mut b = [0u8; FILE_HEADER_LEN as usize];
         b[0..8].copy_from_slice(&FILE_MAGIC);
@@ -131,8 +133,11 @@ impl FileHeader {
 
 /// One object write, as the encoder takes it.
 pub struct DataToWrite<'a> {
+    /// The object written.
     pub oid: Oid,
+    /// Position of the object's previous revision's data record, 0 if none.
     pub prev: u64,
+    /// The new revision's data.
     pub data: &'a [u8],
 }
 
@@ -259,11 +264,15 @@ pub fn stamp_durable_lag(record: &mut [u8], lag: u32, body_crc: u32) {
 /// A data record read from the file.
 #[derive(Clone, Copy, Debug)]
 pub struct DataRecord<'a> {
+    /// The object.
     pub oid: Oid,
+    /// The transaction that wrote this revision.
     pub tid: Tid,
     /// Position of the previous revision's data record, 0 if none.
     pub prev: u64,
+    /// Position of the transaction record this data record is part of.
     pub txn_pos: u64,
+    /// The revision's data.
     pub data: &'a [u8],
 }
 
@@ -307,20 +316,28 @@ pub fn data_header_at(file: &[u8], pos: u64) -> Result<(DataRecord<'_>, usize), 
 /// A transaction record that passed every check.
 #[derive(Debug)]
 pub struct TxnView<'a> {
+    /// Where the record starts.
     pub pos: u64,
+    /// Its length in bytes, header to trailer.
     pub len: u64,
+    /// The transaction's id.
     pub tid: Tid,
+    /// The oid allocator's high-water mark when it committed (0: no mark).
     pub next_oid: u64,
     /// Bytes between this record's durable mark and its offset (zero in version 1).
     pub durable_lag: u32,
+    /// The committing user, as given.
     pub user: &'a [u8],
+    /// The description, as given.
     pub description: &'a [u8],
+    /// The encoded extension (key-value metadata).
     pub extension: &'a [u8],
     /// (position, record) of every data record, in record order.
     pub records: Vec<(u64, DataRecord<'a>)>,
 }
 
 impl TxnView<'_> {
+    /// Where the record ends: the next one starts here.
     pub fn end(&self) -> u64 {
         self.pos + self.len
     }
@@ -541,7 +558,9 @@ fn check_member(
 /// What the header of a transaction record still tells when the record is bad.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderMarks {
+    /// The tid the header claims.
     pub tid: Tid,
+    /// The next-oid mark the header claims.
     pub next_oid: u64,
     /// The length it claims (not checked).
     pub len: u64,

@@ -30,13 +30,13 @@ use super::io;
 use super::{Durability, Shared};
 
 /// Smallest and largest step by which the file is preallocated.
-pub(super) const GROW_STEP_MIN: u64 = 4 << 20;
-pub(super) const GROW_STEP_MAX: u64 = 64 << 20;
+const GROW_STEP_MIN: u64 = 4 << 20;
+const GROW_STEP_MAX: u64 = 64 << 20;
 /// A transaction at least this large that does not fit the preallocated space is
 /// appended without zero-filling first: its fdatasync writes so much data that
 /// also updating the file size costs little, while zero-filling would double the
 /// bytes written.
-pub(super) const APPEND_DIRECT_MIN: u64 = 64 << 10;
+const APPEND_DIRECT_MIN: u64 = 64 << 10;
 
 /// Finished records not yet written: the next group-commit leader writes them with
 /// one pwrite. Committers only copy their record here (under the commit lock), so
@@ -110,7 +110,7 @@ impl Shared {
     /// `group_start..end` holds the records the leader is about to sync: after a
     /// truncation our own write may have extended the file again, leaving a hole of
     /// zeros, so the trailer of the record before the group must still be there.
-    pub(super) fn check_file_in_place(&self, group_start: u64, end: u64) -> Result<()> {
+    fn check_file_in_place(&self, group_start: u64, end: u64) -> Result<()> {
         let problem = match io::path_identity(&self.path) {
             Err(e) => Some(format!(
                 "the data file cannot be found at its path any more ({e})"
@@ -136,7 +136,7 @@ impl Shared {
     /// Whether the record before `pos` still ends there (its trailer is intact).
     /// Read with `pread`, not through the map: mapping the page just written would
     /// make its writeback (the fdatasync about to happen) slower.
-    pub(super) fn record_ends_at(&self, pos: u64) -> bool {
+    fn record_ends_at(&self, pos: u64) -> bool {
         let file = self.file();
         if pos <= file.header.data_start {
             return true;
@@ -153,7 +153,7 @@ impl Shared {
     /// each commit into it update metadata too. Writing allocates for real, so the
     /// grown part is never a hole; a write that fails (ENOSPC: "disk full") poisons
     /// the storage and leaves the file extended only by zeros actually written.
-    pub(super) fn grow(&self, staging: &mut Staging, needed: u64) -> Result<()> {
+    fn grow(&self, staging: &mut Staging, needed: u64) -> Result<()> {
         let step = (staging.file_len / 8).clamp(GROW_STEP_MIN, GROW_STEP_MAX);
         let new_len = needed.max(staging.file_len + step).div_ceil(1 << 20) * (1 << 20);
         let zeros = vec![0u8; 1 << 20];
@@ -176,7 +176,7 @@ impl Shared {
     }
 
     /// Maps the file again after it grew to `new_len`, for readers and the leader.
-    pub(super) fn remap(&self, staging: &mut Staging, new_len: u64) -> Result<()> {
+    fn remap(&self, staging: &mut Staging, new_len: u64) -> Result<()> {
         let map = self
             .file()
             .io
@@ -192,7 +192,7 @@ impl Shared {
     /// `set_len`: the write after it can fail (ENOSPC), which would leave a hole
     /// under the map, and a read through a map of a hole on a full tmpfs is a SIGBUS.
     /// An allocation that fails leaves no hole either (see `FileIo::allocate`).
-    pub(super) fn extend_map(&self, staging: &mut Staging, new_len: u64) -> Result<()> {
+    fn extend_map(&self, staging: &mut Staging, new_len: u64) -> Result<()> {
         debug_assert!(new_len > staging.file_len);
         self.file()
             .io
@@ -202,10 +202,7 @@ impl Shared {
     }
 
     /// Takes the staged records, growing the file for them first.
-    pub(super) fn take_staged(
-        &self,
-        staging: &mut Staging,
-    ) -> Result<(u64, Arc<Vec<u8>>, Vec<StagedTxn>)> {
+    fn take_staged(&self, staging: &mut Staging) -> Result<(u64, Arc<Vec<u8>>, Vec<StagedTxn>)> {
         let start = staging.start;
         self.stamp_durable_marks(staging);
         let bytes = Arc::new(std::mem::take(&mut staging.bytes));
@@ -229,7 +226,7 @@ impl Shared {
     /// synced everything before it (a failed write or sync poisons the storage, and
     /// then nothing more is written). With durability off only the floor is known.
     /// Version-1 records keep the reserved field zero (their mark: their offset).
-    pub(super) fn stamp_durable_marks(&self, staging: &mut Staging) {
+    fn stamp_durable_marks(&self, staging: &mut Staging) {
         if self.file().header.version < format::FORMAT_VERSION_DURABLE_LAG {
             return;
         }
@@ -246,7 +243,7 @@ impl Shared {
 
     /// Writes the staged records with one pwrite and indexes them. Called only by the
     /// group-commit leader (one at a time); committers keep staging meanwhile.
-    pub(super) fn write_staged(&self) -> Result<()> {
+    fn write_staged(&self) -> Result<()> {
         let (start, bytes, txns) = self.take_staged(&mut self.staging.lock())?;
         let written = self.write_taken(start, &bytes, &txns);
         // Written and indexed (or failed, which poisons the storage): readable in
@@ -255,7 +252,7 @@ impl Shared {
         written
     }
 
-    pub(super) fn write_taken(&self, start: u64, bytes: &[u8], txns: &[StagedTxn]) -> Result<()> {
+    fn write_taken(&self, start: u64, bytes: &[u8], txns: &[StagedTxn]) -> Result<()> {
         let Some(last) = txns.last() else {
             return Ok(());
         };

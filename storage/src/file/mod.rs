@@ -15,11 +15,12 @@
 //! - beneath them, the persistent pieces: `format` (records), `index`, `recovery`
 //!   (the opening scan), `holes`, `io` (the file-I/O seam) and `lock`;
 //! - `offline`: the tools that read a file that is not open (verify, recover,
-//!   backup).
+//!   backup); `progress`: the progress reports of pack and those tools.
 //!
 //! Invariants the shared state keeps:
-//! - Loads see only published transactions: `last_tid` and `published_end` move
-//!   forward together, after the group's sync and its notifications.
+//! - Loads see only published transactions: `last_tid` moves forward only after
+//!   its group's sync and notifications, and `published_end` with it (a pack's
+//!   switch sets it to the packed file's end, under the reader lock with the map).
 //! - The commit lock is held from vote to the staging of the record in finish;
 //!   a pack swaps the file, the map and the index under it.
 //! - After a failed write or sync the storage is poisoned: every later commit

@@ -109,6 +109,7 @@ impl FileStorage {
 }
 
 impl Shared {
+    #[inline]
     pub(super) fn load(&self, oid: Oid, snapshot: Tid) -> Result<Revision> {
         self.check_open()?;
         let snapshot = snapshot.min(self.last_tid());
@@ -127,6 +128,7 @@ impl Shared {
         found.ok_or(Error::NotFoundAtSnapshot { oid, snapshot })
     }
 
+    #[inline]
     pub(super) fn load_revision(&self, oid: Oid, tid: Tid) -> Result<Vec<u8>> {
         self.check_open()?;
         let visible = tid <= self.last_tid();

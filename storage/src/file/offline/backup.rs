@@ -34,11 +34,15 @@ const MANIFEST_MAGIC: &str = "zodiac-backup 1";
 /// One backup point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupPoint {
+    /// The point's number: 1 for the first, counting up.
     pub number: u64,
+    /// Where its increment starts in the data file.
     pub from: u64,
+    /// Where its increment ends (exclusive): a transaction boundary.
     pub to: u64,
     /// The last transaction the data file holds at this point.
     pub last_tid: Tid,
+    /// CRC-32 of the increment's bytes.
     pub crc: u32,
 }
 
@@ -47,6 +51,7 @@ pub struct BackupPoint {
 pub struct BackupReport {
     /// The new point, or None when nothing was committed since the last one.
     pub point: Option<BackupPoint>,
+    /// Transactions the new point adds.
     pub transactions: u64,
 }
 

@@ -57,6 +57,7 @@ pub struct RecoverOptions {
 /// starts in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedRegion {
+    /// Where the region starts.
     pub start: u64,
     /// Exclusive.
     pub end: u64,
@@ -91,7 +92,9 @@ impl SkippedRegion {
 /// the last copied one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedTransaction {
+    /// Where the transaction starts in the source.
     pub offset: u64,
+    /// Its tid.
     pub tid: Tid,
     /// The last tid copied before it.
     pub previous: Tid,
@@ -102,7 +105,9 @@ pub struct SkippedTransaction {
 pub struct RecoverReport {
     /// Transactions copied into the new file.
     pub copied: u64,
+    /// The tid of the first transaction copied.
     pub first_copied_tid: Option<Tid>,
+    /// The tid of the last transaction copied.
     pub last_copied_tid: Option<Tid>,
     /// Damaged regions of the source, in file order. Empty: the file was healthy.
     pub skipped_regions: Vec<SkippedRegion>,
@@ -111,6 +116,7 @@ pub struct RecoverReport {
     /// With `stop_at_damage`: intact transactions after the first damage, counted
     /// but not copied, and their first and last tids.
     pub not_copied: u64,
+    /// The first and last tids of those counted in `not_copied`.
     pub not_copied_tids: Option<(Tid, Tid)>,
     /// The next-oid mark the output carries (0 when nothing was copied, so the
     /// output carries none).

@@ -52,6 +52,7 @@ pub enum DamageKind {
 /// One damaged region (or one bad record, for the last two kinds).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {
+    /// What kind of damage it is.
     pub kind: DamageKind,
     /// Where the damage starts.
     pub offset: u64,
@@ -95,6 +96,7 @@ pub struct IndexCheck {
 /// What `verify` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// The data file's length in bytes.
     pub file_bytes: u64,
     /// End of the last valid transaction.
     pub data_end: u64,
@@ -102,7 +104,9 @@ pub struct VerifyReport {
     pub transactions: u64,
     /// Data records in valid transactions.
     pub records: u64,
+    /// The tid of the first valid transaction.
     pub first_tid: Option<Tid>,
+    /// The tid of the last valid transaction.
     pub last_tid: Option<Tid>,
     /// Damage, in file order. Empty for a healthy file.
     pub damage: Vec<Damage>,

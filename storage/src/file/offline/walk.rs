@@ -1,5 +1,6 @@
 //! The record walker every offline tool (verify, recover, backup) steps through a
-//! data file with, and the one place their progress is reported from.
+//! data file with; a walk reports how far it got through the one progress
+//! reporter (`file::progress`), which recover's copy pass shares.
 //!
 //! Invariants:
 //! - The walk ends: every step moves forward (past a valid record, or past a
