@@ -19,6 +19,7 @@
 //! ```
 
 mod backoff;
+mod conflicts;
 mod error;
 pub mod file;
 mod ids;
@@ -28,6 +29,7 @@ pub mod net;
 mod notify;
 mod pending;
 mod pool;
+mod reports;
 mod storage;
 
 pub use backoff::{Backoff, jittered};
@@ -43,4 +45,5 @@ pub use net::{ClientOptions, ClientStorage, MergeFn, ReferenceReader, Server, Se
 pub use notify::{CommitSubscription, SUBSCRIPTION_EVENTS_MAX};
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 pub use pool::{PoolTask, ThreadPool};
+pub use reports::{PackReport, References};
 pub use storage::{Resolver, Storage, StorageTransaction, TransactionIter};

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::conflicts;
 use crate::error::{ConflictError, Error, Result};
 use crate::ids::{Oid, Tid};
 use crate::meta::{
@@ -65,6 +66,7 @@ impl Default for MemoryStorage {
 }
 
 impl MemoryStorage {
+    /// An empty storage.
     pub fn new() -> MemoryStorage {
         MemoryStorage {
             shared: Arc::new(Shared {
@@ -213,34 +215,28 @@ impl MemoryTransaction {
         }
         let guard = self.shared.commit_lock.lock_arc();
         let state = self.shared.state.read();
-        let stores = self.writes.stores.len();
-        let mut merged = Vec::new();
-        for (i, (oid, expected)) in self.writes.expectations().enumerate() {
-            let current_tid = state.newest_tid(oid);
-            if current_tid == expected {
-                continue;
-            }
-            let revision = |tid: Tid| {
-                let revs = state.revisions.get(&oid)?;
-                let i = revs.binary_search_by_key(&tid, |(t, _)| *t).ok()?;
-                Some(&revs[i].1)
-            };
-            let data = match (resolver, i < stores) {
-                (Some(resolver), true) => revision(expected)
-                    .zip(revision(current_tid))
+        let found = conflicts::find(&self.writes, resolver.is_some(), |oid| {
+            Ok((state.newest_tid(oid), ()))
+        })?;
+        let revision = |oid: Oid, tid: Tid| {
+            let revs = state.revisions.get(&oid)?;
+            let i = revs.binary_search_by_key(&tid, |(t, _)| *t).ok()?;
+            Some(&revs[i].1)
+        };
+        let merged = conflicts::merge_all(found, |c| {
+            let ConflictError {
+                oid,
+                base_tid,
+                current_tid,
+            } = c.conflict;
+            Ok(match resolver {
+                Some(resolver) if c.stored => revision(oid, base_tid)
+                    .zip(revision(oid, current_tid))
                     .and_then(|(old, committed)| resolver(oid, old, committed)),
                 _ => None,
-            };
-            let Some(data) = data else {
-                return Err(ConflictError {
-                    oid,
-                    base_tid: expected,
-                    current_tid,
-                }
-                .into());
-            };
-            merged.push((oid, current_tid, data));
-        }
+            })
+        })?
+        .map_err(Error::from)?;
         let tid = Tid::next_after(state.applied_tid);
         drop(state);
         let resolved = self.writes.apply_merges(merged);

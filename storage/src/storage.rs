@@ -15,10 +15,10 @@
 //! - A transaction dropped without `finish` is aborted and leaves no trace.
 
 use crate::error::{Error, Result};
-use crate::file::pack::{PackReport, References};
 use crate::ids::{Oid, Tid};
 use crate::meta::{Revision, RevisionInfo, TransactionInfo, TransactionMeta};
 use crate::notify::CommitSubscription;
+use crate::reports::{PackReport, References};
 
 /// Iterator over committed transactions in commit order.
 pub type TransactionIter<'a> = Box<dyn Iterator<Item = Result<TransactionInfo>> + Send + 'a>;

@@ -72,6 +72,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// The file header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileHeader {
+    /// The format version the file was written in.
     pub version: u32,
     /// Random id binding the saved index (and later backups) to this file.
     pub file_id: u64,
@@ -80,6 +81,7 @@ pub struct FileHeader {
 }
 
 impl FileHeader {
+    /// The header's bytes, as they begin the file.
     pub fn encode(&self) -> [u8; FILE_HEADER_LEN as usize] {
         let mut b = [0u8; FILE_HEADER_LEN as usize];
         b[0..8].copy_from_slice(&FILE_MAGIC);
@@ -131,8 +133,11 @@ impl FileHeader {
 
 /// One object write, as the encoder takes it.
 pub struct DataToWrite<'a> {
+    /// The object written.
     pub oid: Oid,
+    /// Position of the object's previous revision's data record, 0 if none.
     pub prev: u64,
+    /// The new revision's data.
     pub data: &'a [u8],
 }
 
@@ -259,11 +264,15 @@ pub fn stamp_durable_lag(record: &mut [u8], lag: u32, body_crc: u32) {
 /// A data record read from the file.
 #[derive(Clone, Copy, Debug)]
 pub struct DataRecord<'a> {
+    /// The object.
     pub oid: Oid,
+    /// The transaction that wrote this revision.
     pub tid: Tid,
     /// Position of the previous revision's data record, 0 if none.
     pub prev: u64,
+    /// Position of the transaction record this data record is part of.
     pub txn_pos: u64,
+    /// The revision's data.
     pub data: &'a [u8],
 }
 
@@ -307,20 +316,28 @@ pub fn data_header_at(file: &[u8], pos: u64) -> Result<(DataRecord<'_>, usize), 
 /// A transaction record that passed every check.
 #[derive(Debug)]
 pub struct TxnView<'a> {
+    /// Where the record starts.
     pub pos: u64,
+    /// Its length in bytes, header to trailer.
     pub len: u64,
+    /// The transaction's id.
     pub tid: Tid,
+    /// The oid allocator's high-water mark when it committed (0: no mark).
     pub next_oid: u64,
     /// Bytes between this record's durable mark and its offset (zero in version 1).
     pub durable_lag: u32,
+    /// The committing user, as given.
     pub user: &'a [u8],
+    /// The description, as given.
     pub description: &'a [u8],
+    /// The encoded extension (key-value metadata).
     pub extension: &'a [u8],
     /// (position, record) of every data record, in record order.
     pub records: Vec<(u64, DataRecord<'a>)>,
 }
 
 impl TxnView<'_> {
+    /// Where the record ends: the next one starts here.
     pub fn end(&self) -> u64 {
         self.pos + self.len
     }
@@ -422,24 +439,7 @@ pub fn transaction_at(file: &[u8], pos: u64) -> Result<TxnView<'_>, RecordProble
     let start = pos as usize;
     let rec = &file[start..start + len as usize];
     let bad = |what: String| Err(RecordProblem::Bad(what));
-    let status = rec[4];
-    if status == STATUS_VOTED {
-        return bad("transaction was voted but never finished".into());
-    }
-    if status != STATUS_COMMITTED {
-        return bad(format!("unknown transaction status byte {status:#04x}"));
-    }
-    let trailer = &rec[rec.len() - TXN_TRAILER_LEN as usize..];
-    if trailer[4..8] != TXN_END_MAGIC || u64_at(trailer, 8) != len {
-        return bad("transaction trailer does not match its header (torn or damaged)".into());
-    }
-    let body_end = rec.len() - TXN_TRAILER_LEN as usize;
-    if crc32fast::hash(&rec[..body_end]) != u32_at(trailer, 0) {
-        return bad("transaction checksum mismatch (damaged bytes)".into());
-    }
-    if tid == Tid::ZERO {
-        return bad("transaction id is zero".into());
-    }
+    let body_end = check_envelope(rec, len, tid).map_err(RecordProblem::Bad)?;
     let next_oid = u64_at(rec, TXN_NEXT_OID_AT);
     let durable_lag = u32_at(rec, TXN_DURABLE_LAG_AT);
     let count = u32_at(rec, 32) as usize;
@@ -471,23 +471,7 @@ pub fn transaction_at(file: &[u8], pos: u64) -> Result<TxnView<'_>, RecordProble
             Ok(r) => r,
             Err(e) => return bad(e),
         };
-        if r.tid != tid || r.txn_pos != pos {
-            return bad(format!(
-                "data record at {rpos} does not belong to this transaction"
-            ));
-        }
-        if r.prev >= pos && r.prev != 0 {
-            return bad(format!(
-                "data record at {rpos} points forward to {}",
-                r.prev
-            ));
-        }
-        if next_oid != 0 && r.oid.0 >= next_oid {
-            return bad(format!(
-                "object {} is not below the oid high-water mark {next_oid}",
-                r.oid
-            ));
-        }
+        check_member(&r, rpos, pos, tid, next_oid).map_err(RecordProblem::Bad)?;
         at += DATA_HEADER_LEN as usize + r.data.len();
         // Re-slice against the whole file so the record borrows `file`.
         let data_start = start + at - r.data.len();
@@ -515,10 +499,68 @@ pub fn transaction_at(file: &[u8], pos: u64) -> Result<TxnView<'_>, RecordProble
     })
 }
 
+/// Checks what surrounds a transaction record's body (status, trailer, CRC, tid);
+/// returns where the body ends.
+#[inline]
+fn check_envelope(rec: &[u8], len: u64, tid: Tid) -> Result<usize, String> {
+    let status = rec[4];
+    if status == STATUS_VOTED {
+        return Err("transaction was voted but never finished".into());
+    }
+    if status != STATUS_COMMITTED {
+        return Err(format!("unknown transaction status byte {status:#04x}"));
+    }
+    let trailer = &rec[rec.len() - TXN_TRAILER_LEN as usize..];
+    if trailer[4..8] != TXN_END_MAGIC || u64_at(trailer, 8) != len {
+        return Err("transaction trailer does not match its header (torn or damaged)".into());
+    }
+    let body_end = rec.len() - TXN_TRAILER_LEN as usize;
+    if crc32fast::hash(&rec[..body_end]) != u32_at(trailer, 0) {
+        return Err("transaction checksum mismatch (damaged bytes)".into());
+    }
+    if tid == Tid::ZERO {
+        return Err("transaction id is zero".into());
+    }
+    Ok(body_end)
+}
+
+/// Checks that the data record `r` at `rpos` belongs to the transaction `tid` at
+/// `pos`: its own tid and position, a back-pointer that points backwards, an oid
+/// below the transaction's high-water mark.
+#[inline]
+fn check_member(
+    r: &DataRecord<'_>,
+    rpos: u64,
+    pos: u64,
+    tid: Tid,
+    next_oid: u64,
+) -> Result<(), String> {
+    if r.tid != tid || r.txn_pos != pos {
+        return Err(format!(
+            "data record at {rpos} does not belong to this transaction"
+        ));
+    }
+    if r.prev >= pos && r.prev != 0 {
+        return Err(format!(
+            "data record at {rpos} points forward to {}",
+            r.prev
+        ));
+    }
+    if next_oid != 0 && r.oid.0 >= next_oid {
+        return Err(format!(
+            "object {} is not below the oid high-water mark {next_oid}",
+            r.oid
+        ));
+    }
+    Ok(())
+}
+
 /// What the header of a transaction record still tells when the record is bad.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderMarks {
+    /// The tid the header claims.
     pub tid: Tid,
+    /// The next-oid mark the header claims.
     pub next_oid: u64,
     /// The length it claims (not checked).
     pub len: u64,
@@ -547,139 +589,4 @@ pub fn length_before(file: &[u8], end: u64) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample(pos: u64) -> Vec<u8> {
-        let mut meta = TransactionMeta::described("desc");
-        meta.user = "alice".into();
-        meta.extension.insert("k".into(), b"v".to_vec());
-        let objects = [
-            DataToWrite {
-                oid: Oid(1),
-                prev: 0,
-                data: b"hello",
-            },
-            DataToWrite {
-                oid: Oid(2),
-                prev: 0,
-                data: b"",
-            },
-        ];
-        encode_transaction(pos, Tid(77), 3, &meta, &objects).0
-    }
-
-    #[test]
-    fn a_transaction_round_trips() {
-        let mut file = vec![0u8; 48];
-        file.extend(sample(48));
-        let t = transaction_at(&file, 48).expect("valid");
-        assert_eq!(t.tid, Tid(77));
-        assert_eq!(t.meta().user, "alice");
-        assert_eq!(t.meta().description, "desc");
-        assert_eq!(t.meta().extension["k"], b"v");
-        assert_eq!(t.records.len(), 2);
-        assert_eq!(t.records[0].1.data, b"hello");
-        assert_eq!(t.records[1].1.oid, Oid(2));
-        assert_eq!(length_before(&file, t.end()), Some(t.len));
-    }
-
-    #[test]
-    fn every_single_byte_flip_is_detected() {
-        let mut file = vec![0u8; 48];
-        file.extend(sample(48));
-        for i in 48..file.len() {
-            let mut damaged = file.clone();
-            damaged[i] ^= 0x40;
-            assert!(
-                transaction_at(&damaged, 48).is_err(),
-                "flip at {i} not detected"
-            );
-        }
-    }
-
-    #[test]
-    fn every_truncation_is_detected() {
-        let mut file = vec![0u8; 48];
-        file.extend(sample(48));
-        for cut in 48..file.len() {
-            assert!(
-                transaction_at(&file[..cut], 48).is_err(),
-                "cut at {cut} not detected"
-            );
-        }
-    }
-
-    #[test]
-    fn a_stamped_durable_lag_is_read_back_with_a_valid_checksum() {
-        let mut meta = TransactionMeta::described("desc");
-        meta.user = "alice".into();
-        let objects = [DataToWrite {
-            oid: Oid(1),
-            prev: 0,
-            data: &[9; 1000],
-        }];
-        let pos = 5000;
-        let mut e = encode_stampable(pos, Tid(77), 3, &meta, &objects);
-        let mut file = vec![0u8; pos as usize];
-        file.extend(&e.bytes);
-        assert_eq!(transaction_at(&file, pos).unwrap().durable_mark(), pos);
-        stamp_durable_lag(&mut e.bytes, durable_lag(pos, 48), e.body_crc);
-        file.truncate(pos as usize);
-        file.extend(&e.bytes);
-        let t = transaction_at(&file, pos).expect("valid after the stamp");
-        assert_eq!((t.durable_lag, t.durable_mark()), (4952, 48));
-        assert_eq!(t.records[0].1.data, [9; 1000]);
-    }
-
-    #[test]
-    fn a_durable_lag_too_large_saturates_to_claim_less() {
-        assert_eq!(durable_lag(10 << 32, 0), u32::MAX);
-        assert_eq!(durable_lag(100, 40), 60);
-        assert_eq!(durable_lag(100, 100), 0);
-    }
-
-    #[test]
-    fn versions_1_and_2_are_read_and_others_refused() {
-        for version in [1, 2] {
-            let h = FileHeader {
-                version,
-                file_id: 9,
-                data_start: 48,
-            };
-            assert_eq!(FileHeader::decode(&h.encode()).unwrap(), h);
-        }
-        let h = FileHeader {
-            version: 3,
-            file_id: 9,
-            data_start: 48,
-        };
-        let err = FileHeader::decode(&h.encode()).unwrap_err();
-        assert!(err.contains("format version 3 is not supported"), "{err}");
-    }
-
-    #[test]
-    fn zeros_are_the_end() {
-        let file = vec![0u8; 200];
-        assert_eq!(transaction_at(&file, 48).unwrap_err(), RecordProblem::Zeros);
-    }
-
-    #[test]
-    fn header_round_trips_and_rejects_damage() {
-        let h = FileHeader {
-            version: FORMAT_VERSION,
-            file_id: 9,
-            data_start: 48,
-        };
-        let b = h.encode();
-        assert_eq!(FileHeader::decode(&b).unwrap(), h);
-        let mut bad = b;
-        bad[20] ^= 1;
-        assert!(FileHeader::decode(&bad).unwrap_err().contains("checksum"));
-        assert!(
-            FileHeader::decode(&b[..10])
-                .unwrap_err()
-                .contains("shorter")
-        );
-    }
-}
+mod tests;

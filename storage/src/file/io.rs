@@ -240,8 +240,11 @@ pub enum FaultPoint {
 /// and on which files (by file-name suffix, e.g. ".zdb").
 #[derive(Clone, Debug)]
 pub struct FaultPlan {
+    /// Which operation fails.
     pub point: FaultPoint,
+    /// The error it fails with.
     pub errno: i32,
+    /// The file-name suffix of the files it fails on.
     pub file_suffix: String,
     /// For a failed write: how many of its bytes reach the file before the error.
     pub torn_bytes: usize,
@@ -322,6 +325,7 @@ impl Default for FaultyIoFactory {
 }
 
 impl FaultyIoFactory {
+    /// A factory that fails nothing until a failure is armed.
     pub fn new() -> Self {
         FaultyIoFactory {
             state: Arc::new(Mutex::new(FaultState::default())),

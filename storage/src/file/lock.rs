@@ -14,6 +14,7 @@ pub struct WriterLock {
     _file: File,
 }
 
+/// Path of the writer lock file beside a data file (`PATH.lock`).
 pub fn lock_path(data_path: &Path) -> PathBuf {
     let mut p = data_path.as_os_str().to_owned();
     p.push(".lock");

@@ -1,23 +1,40 @@
-//! The checks and repairs a data file's open makes before the storage serves it:
+//! The open of a data file, and the checks and repairs it makes before the
+//! storage serves it:
 //! refusing a new file beside an existing index, creating the file header,
 //! loading and checking the saved index, the opening scan (and its race with a
 //! live writer), the saved index as evidence of what the file lost, and cutting a
-//! bad tail. `FileStorage::open` calls them in that order.
+//! bad tail. `FileStorage::open` calls them in that order, then builds the shared
+//! state from what the scan found.
 //!
 //! Invariants:
 //! - Nothing here writes to the data file except `create_header` (a new file) and
 //!   `cut_tail` (a writable open, after saving the cut bytes beside the file).
 //! - A refusal leaves every file as it was.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+
+use memmap2::Mmap;
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::ids::Tid;
+use crate::notify::Notifier;
 
 use super::format::{self, FILE_HEADER_LEN, FORMAT_VERSION, FileHeader};
+use super::group_commit::{Staging, SyncState};
 use super::index::{self, Index, SavedIndexHeader};
 use super::io::{self, FileIo};
-use super::{DAMAGE_ADVICE, index_path, recovery};
+use super::lock::WriterLock;
+use super::read::TidMarks;
+use super::transaction::CommitState;
+use super::{
+    DAMAGE_ADVICE, Durability, FileOptions, FileStorage, OpenFile, Reader, Shared, holes,
+    index_path, recovery,
+};
 
 /// A data file that is missing or empty while its saved index exists is a
 /// database whose data was lost or moved (a failed copy, a wrong restore, a file
@@ -299,4 +316,285 @@ pub(super) fn cut_tail_message(path: &Path, tail: &recovery::TailDamage, saved: 
         path.display(),
         saved.display()
     )
+}
+
+impl FileStorage {
+    /// Opens (or creates) the data file at `path`.
+    ///
+    /// A writable open takes the writer lock (`PATH.lock`), loads the saved index
+    /// (`PATH.index`) when it is valid, scans the records after it, and cuts an
+    /// incomplete last transaction (saving its bytes to `PATH.tail-OFFSET`). Damage
+    /// in the middle of the file makes the open fail with [`Error::Corrupted`].
+    pub fn open(path: impl AsRef<Path>, options: FileOptions) -> Result<FileStorage> {
+        let path = path.as_ref().to_path_buf();
+        let read_only = options.read_only;
+        let writer_lock = if read_only {
+            None
+        } else {
+            Some(WriterLock::acquire(&path)?)
+        };
+        let (io, len) = open_data_file(&path, &options)?;
+        let header = read_header(&*io, &path, len)?;
+        let identity = io
+            .identity()
+            .map_err(|e| Error::io(&path, "reading file identity", e))?;
+        let map_len = holes::mappable_len(&*io, &path, header.data_start, !read_only)?;
+        let map = io
+            .map_prefix(map_len)
+            .map_err(|e| Error::io(&path, "mapping the data file", e))?;
+        let mut scanned = scan_file(&*options.io, &path, map, &header, read_only)?;
+        if let Some(tail) = &scanned.outcome.tail {
+            scanned.map = settle_tail(&*options.io, &*io, &path, tail, scanned.map, read_only)?;
+        }
+        if !read_only {
+            // Every byte before `end` is durable from here on: the durable marks of
+            // the records this storage writes rely on it (a previous writer with
+            // durability off may have left them in the page cache only).
+            io.sync_data()
+                .map_err(|e| Error::io(&path, "syncing the data file at open", e))?;
+        }
+        if options.durability == Durability::Off && !read_only {
+            log::warn!(
+                "{}: durability is off: commits are not fsync'd and a crash or power loss can lose \
+                 acknowledged transactions; use this only for tests and bulk loads",
+                path.display()
+            );
+        }
+        let file = OpenFile {
+            io,
+            identity,
+            header,
+        };
+        let scanned_bytes = scanned.outcome.end - scanned.start;
+        let storage = FileStorage {
+            shared: Arc::new(Shared::opened(path, options, file, scanned, writer_lock)),
+        };
+        let shared = &storage.shared;
+        if !read_only && scanned_bytes >= shared.options.index_save_interval_bytes {
+            // A failure is logged: the file stays authoritative, the index is saved later.
+            let _ = shared.save_index();
+        }
+        Ok(storage)
+    }
+}
+
+impl Shared {
+    /// The state of a storage just opened on `file`, as the scan left it.
+    fn opened(
+        path: PathBuf,
+        options: FileOptions,
+        file: OpenFile,
+        scanned: Scanned,
+        writer_lock: Option<WriterLock>,
+    ) -> Shared {
+        let Scanned {
+            map,
+            index,
+            outcome,
+            saved_end,
+            saved_next_oid,
+            next_oid,
+            ..
+        } = scanned;
+        let end = outcome.end;
+        let file_len = map.len() as u64;
+        Shared {
+            path,
+            file: RwLock::new(Arc::new(file)),
+            reader: RwLock::new(Reader {
+                map: Arc::new(map),
+                index,
+                indexed_end: end,
+                indexed_tid: outcome.last_tid,
+            }),
+            commit: Arc::new(Mutex::new(CommitState {
+                end,
+                last_tid: outcome.last_tid,
+                pending: HashMap::default(),
+            })),
+            staging: Mutex::new(Staging {
+                bytes: Vec::new(),
+                start: end,
+                txns: Vec::new(),
+                file_len,
+                writing: None,
+                durable_floor: end,
+            }),
+            sync: Mutex::new(SyncState {
+                written_end: end,
+                synced_end: end,
+                syncing: false,
+                in_flight: 0,
+                unpublished: VecDeque::new(),
+                poisoned: None,
+                expected_batch: 1,
+                last_sync_time: Duration::ZERO,
+            }),
+            durable_changed: Condvar::new(),
+            gather_changed: Condvar::new(),
+            last_tid: AtomicU64::new(outcome.last_tid.0),
+            published_end: AtomicU64::new(end),
+            next_oid: AtomicU64::new(next_oid),
+            notifier: Notifier::default(),
+            closed: AtomicBool::new(false),
+            index_saving: AtomicBool::new(false),
+            packing: AtomicBool::new(false),
+            tid_marks: Mutex::new(TidMarks::default()),
+            saved_index_end: AtomicU64::new(saved_end),
+            saved_next_oid: AtomicU64::new(saved_next_oid),
+            index_save_failed_end: AtomicU64::new(0),
+            writer_lock: Mutex::new(writer_lock),
+            options,
+        }
+    }
+}
+
+/// Opens the data file (creating it, with its header, when allowed); returns it
+/// and its length.
+fn open_data_file(path: &Path, options: &FileOptions) -> Result<(Arc<dyn FileIo>, u64)> {
+    let read_only = options.read_only;
+    let exists = path.exists();
+    if !exists && (read_only || !options.create) {
+        return Err(Error::io(
+            path,
+            "opening the data file",
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    if !exists && !read_only {
+        // Before creating it: a refused open leaves nothing behind.
+        refuse_new_file_beside_index(path, false)?;
+    }
+    let io = options
+        .io
+        .open(path, !read_only, !exists)
+        .map_err(|e| Error::io(path, "opening the data file", e))?;
+    let mut len = io
+        .len()
+        .map_err(|e| Error::io(path, "reading the file length", e))?;
+    if len == 0 && !read_only {
+        if exists {
+            refuse_new_file_beside_index(path, true)?;
+        }
+        len = create_header(&*options.io, &*io, path, options.data_start)?;
+    }
+    Ok((io, len))
+}
+
+/// Reads and checks the file header of a file of `len` bytes.
+fn read_header(io: &dyn FileIo, path: &Path, len: u64) -> Result<FileHeader> {
+    let mut header_bytes = [0u8; FILE_HEADER_LEN as usize];
+    let header_len = len.min(FILE_HEADER_LEN) as usize;
+    io.read_at(&mut header_bytes[..header_len], 0)
+        .map_err(|e| Error::io(path, "reading the file header", e))?;
+    let header = FileHeader::decode(&header_bytes[..header_len]).map_err(|what| Error::Format {
+        path: path.to_path_buf(),
+        what,
+    })?;
+    if header.data_start > len {
+        // A writer sizes a new file to its data start before anything else.
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            what: format!(
+                "data start {} lies beyond the end of the file ({len} bytes)",
+                header.data_start
+            ),
+        });
+    }
+    Ok(header)
+}
+
+/// What the open learned from the saved index and the scan after it.
+struct Scanned {
+    /// Where the scan began: the saved index's end, or the data start.
+    start: u64,
+    map: Mmap,
+    index: Index,
+    outcome: recovery::ScanOutcome,
+    /// The end the saved index covers (0: none was loaded).
+    saved_end: u64,
+    /// The oid mark of the saved index (1 without one).
+    saved_next_oid: u64,
+    /// The oid allocator's start: every mark the file and the saved index show.
+    next_oid: u64,
+}
+
+/// Loads the saved index when it is valid and scans the records after it; checks
+/// what an unused saved index claims against what the scan found.
+fn scan_file(
+    factory: &dyn io::FileIoFactory,
+    path: &Path,
+    map: Mmap,
+    header: &FileHeader,
+    read_only: bool,
+) -> Result<Scanned> {
+    let (mut index, start, last_tid, next_oid) = match load_saved_index(factory, path, &map, header)
+    {
+        Some((h, idx)) => (idx, h.covered_end, h.last_tid, h.next_oid),
+        None => (Index::default(), header.data_start, Tid::ZERO, 1),
+    };
+    let no_saved_index = start == header.data_start && last_tid == Tid::ZERO;
+    // Read before the scan: whatever it claims was durable before the scan began
+    // (a read-only open may race a live writer).
+    let index_claim = if no_saved_index {
+        saved_index_claim(factory, path, header)
+    } else {
+        None
+    };
+    let saved_end = if no_saved_index { 0 } else { start };
+    let scan_start = start.max(header.data_start);
+    let outcome = scan_at_open(&map, scan_start, last_tid, next_oid, &mut index, read_only)
+        .map_err(|damage| mid_file_damage(path, &damage))?;
+    if let Some(claim) = &index_claim {
+        check_index_claim(path, claim, &outcome, map.len() as u64, read_only)?;
+    }
+    log::debug!(
+        "{}: scanned {} transactions from offset {scan_start} to {}",
+        path.display(),
+        outcome.transactions,
+        outcome.end
+    );
+    let all_next_oid = outcome
+        .next_oid
+        .max(recovery::next_oid_of(&index))
+        .max(index_claim.as_ref().map_or(1, |c| c.next_oid));
+    Ok(Scanned {
+        start,
+        map,
+        index,
+        outcome,
+        saved_end,
+        saved_next_oid: next_oid,
+        next_oid: all_next_oid,
+    })
+}
+
+/// Bytes after the last complete transaction: a writable open cuts them (and maps
+/// the file again); a read-only one only warns.
+fn settle_tail(
+    factory: &dyn io::FileIoFactory,
+    io: &dyn FileIo,
+    path: &Path,
+    tail: &recovery::TailDamage,
+    map: Mmap,
+    read_only: bool,
+) -> Result<Mmap> {
+    if read_only {
+        // A live writer may be writing them right now (this open raced its
+        // write), or a crash left them: only a writable open can tell.
+        log::warn!(
+            "{}: ignoring {} bytes at offset {} after the last complete transaction ({}): \
+             a transaction a live writer is writing, or the torn tail of a crash, which a \
+             writable open will cut",
+            path.display(),
+            tail.extent_end - tail.offset,
+            tail.offset,
+            tail.what
+        );
+        return Ok(map);
+    }
+    drop(map);
+    cut_tail(factory, io, path, tail)?;
+    io.map()
+        .map_err(|e| Error::io(path, "mapping the data file", e))
 }

@@ -121,52 +121,7 @@ pub fn scan(
     };
     let tail = match problem {
         None => None,
-        Some(problem) => {
-            let extent_end = nonzero_end(file, pos);
-            if extent_end == pos {
-                // Only zeros from here to the end of the file: the end.
-                None
-            } else {
-                let what = match problem {
-                    RecordProblem::Zeros => {
-                        let first = first_nonzero(file, pos).unwrap_or(pos);
-                        format!(
-                            "no transaction record starts here (zero bytes), but non-zero bytes \
-                             follow at offset {first}"
-                        )
-                    }
-                    RecordProblem::Bad(what) => what,
-                };
-                let header = format::header_marks(file, pos);
-                let later = later_transactions(file, pos, extent_end, last_tid);
-                if let Some(later) = later.as_ref().filter(|l| l.max_mark > pos) {
-                    return Err(MidFileDamage {
-                        offset: pos,
-                        what,
-                        next_valid: later.first_pos,
-                        later: Box::new(later.clone()),
-                        last_tid,
-                        next_oid: next_oid.max(1),
-                        transactions,
-                    });
-                }
-                if let Some(h) = header {
-                    next_oid = next_oid.max(h.next_oid);
-                }
-                if let Some(later) = &later {
-                    next_oid = next_oid.max(later.next_oid);
-                }
-                Some(TailDamage {
-                    offset: pos,
-                    // The intact records whole, even where a trailer's length ends in
-                    // zero bytes (zeros after a torn record are not saved).
-                    extent_end: later.as_ref().map_or(extent_end, |l| l.end.max(extent_end)),
-                    what,
-                    tid: header.map(|h| h.tid),
-                    later,
-                })
-            }
-        }
+        Some(problem) => judge_stop(file, pos, problem, last_tid, &mut next_oid, transactions)?,
     };
     Ok(ScanOutcome {
         end: pos,
@@ -175,6 +130,62 @@ pub fn scan(
         transactions,
         tail,
     })
+}
+
+/// What the bad record at `pos`, where the scan stopped, means: the end (only
+/// zeros follow), a tail to cut (raising `next_oid` to every mark after it), or
+/// damage in the middle of the file (valid transactions after it were durable).
+fn judge_stop(
+    file: &[u8],
+    pos: u64,
+    problem: RecordProblem,
+    last_tid: Tid,
+    next_oid: &mut u64,
+    transactions: u64,
+) -> Result<Option<TailDamage>, MidFileDamage> {
+    let extent_end = nonzero_end(file, pos);
+    if extent_end == pos {
+        // Only zeros from here to the end of the file: the end.
+        return Ok(None);
+    }
+    let what = match problem {
+        RecordProblem::Zeros => {
+            let first = first_nonzero(file, pos).unwrap_or(pos);
+            format!(
+                "no transaction record starts here (zero bytes), but non-zero bytes \
+                 follow at offset {first}"
+            )
+        }
+        RecordProblem::Bad(what) => what,
+    };
+    let header = format::header_marks(file, pos);
+    let later = later_transactions(file, pos, extent_end, last_tid);
+    if let Some(later) = later.as_ref().filter(|l| l.max_mark > pos) {
+        return Err(MidFileDamage {
+            offset: pos,
+            what,
+            next_valid: later.first_pos,
+            later: Box::new(later.clone()),
+            last_tid,
+            next_oid: (*next_oid).max(1),
+            transactions,
+        });
+    }
+    if let Some(h) = header {
+        *next_oid = (*next_oid).max(h.next_oid);
+    }
+    if let Some(later) = &later {
+        *next_oid = (*next_oid).max(later.next_oid);
+    }
+    Ok(Some(TailDamage {
+        offset: pos,
+        // The intact records whole, even where a trailer's length ends in
+        // zero bytes (zeros after a torn record are not saved).
+        extent_end: later.as_ref().map_or(extent_end, |l| l.end.max(extent_end)),
+        what,
+        tid: header.map(|h| h.tid),
+        later,
+    }))
 }
 
 /// The oid high-water mark a valid transaction implies.

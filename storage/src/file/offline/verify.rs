@@ -3,21 +3,10 @@
 //! each damaged region, what follows it, and whether the saved index (`PATH.index`)
 //! agrees with what the walk found. Never modifies anything.
 //!
+//! The walk is the offline tools' one walker ([`super::walk`]), whose invariants
+//! say where it goes and what it calls damage.
+//!
 //! Invariants:
-//! - The walk ends: every step moves forward (past a valid record, or past a
-//!   damaged region to the next position where a fully valid transaction starts,
-//!   or to the end of the written data).
-//! - The walk never stops at damage while a valid transaction follows: after each
-//!   damaged region it searches the whole rest of the file, so a damaged region is
-//!   an *incomplete tail* only when no valid transaction starts anywhere after it.
-//! - The end of the written data is the last non-zero byte: the file is
-//!   preallocated with zeros, so zeros followed by valid transactions are damage
-//!   (acknowledged transactions hidden behind them), never the end.
-//! - `recover` walks with the same [`walk`], so what `verify` reports as damaged is
-//!   exactly what `recover` skips.
-//! - Damage is told from the torn last group of a crash as the open tells it
-//!   ([`Marks`]: durable marks of the valid transactions after it, and the saved
-//!   index's covered end), so verify never calls acknowledged what the open cuts.
 //! - A saved index that covers bytes the file no longer holds whole is reported as
 //!   evidence that acknowledged transactions are missing, never as an index to delete.
 
@@ -26,9 +15,12 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::ids::Tid;
 
-use super::format::{self, FileHeader, RecordProblem, TXN_MAGIC, TxnView};
-use super::index::{self, Index};
-use super::io::StdFileIoFactory;
+use super::super::format::{self, FileHeader, TxnView};
+use super::super::index::{self, Index};
+use super::super::index_path;
+use super::super::io::StdFileIoFactory;
+use super::super::progress::Progress;
+use super::walk::{Marks, Region, Step, map_data_file, walk};
 
 /// Index problems listed one by one; past this many, the rest are counted.
 const INDEX_PROBLEMS_LISTED_MAX: usize = 8;
@@ -60,6 +52,7 @@ pub enum DamageKind {
 /// One damaged region (or one bad record, for the last two kinds).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {
+    /// What kind of damage it is.
     pub kind: DamageKind,
     /// Where the damage starts.
     pub offset: u64,
@@ -103,6 +96,7 @@ pub struct IndexCheck {
 /// What `verify` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// The data file's length in bytes.
     pub file_bytes: u64,
     /// End of the last valid transaction.
     pub data_end: u64,
@@ -110,7 +104,9 @@ pub struct VerifyReport {
     pub transactions: u64,
     /// Data records in valid transactions.
     pub records: u64,
+    /// The tid of the first valid transaction.
     pub first_tid: Option<Tid>,
+    /// The tid of the last valid transaction.
     pub last_tid: Option<Tid>,
     /// Damage, in file order. Empty for a healthy file.
     pub damage: Vec<Damage>,
@@ -141,75 +137,36 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
 }
 
 /// Like [`verify`], calling `progress(offset, file_bytes)` as the walk advances.
-pub fn verify_with(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
+pub fn verify_with(path: &Path, progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
     let (header, map) = map_data_file(path)?;
     let file: &[u8] = &map;
-    let mut report = VerifyReport {
-        file_bytes: file.len() as u64,
-        ..Default::default()
+    let file_bytes = file.len() as u64;
+    let mut progress = Progress::new(progress, file_bytes);
+    let saved = read_index(path, file_bytes);
+    let mut verifier = Verifier {
+        file,
+        report: VerifyReport {
+            file_bytes,
+            ..Default::default()
+        },
+        scan: saved
+            .as_ref()
+            .and_then(|s| s.decoded.as_ref().ok())
+            .map(|(h, _)| ScanIndex::new(h.covered_end, header.data_start)),
+        last_region: None,
+        marks: Marks::default(),
     };
-    let saved = read_index(path, report.file_bytes);
-    let mut scan = saved
-        .as_ref()
-        .and_then(|s| s.decoded.as_ref().ok())
-        .map(|(h, _)| ScanIndex::new(h.covered_end, header.data_start));
-    // The damage whose `followed_by` counts the valid transactions now met.
-    let mut last_region: Option<usize> = None;
-    let mut marks = Marks::default();
     walk(file, header.data_start, &mut progress, |step| match step {
-        Step::Valid(t) => {
-            marks.valid(&t);
-            check_back_pointers(file, &t, &mut report.damage);
-            if let Some(scan) = scan.as_mut() {
-                scan.add(&t);
-            }
-            if let Some(d) = last_region.map(|i| &mut report.damage[i]) {
-                d.followed_by += 1;
-                d.followed_up_to = Some(t.tid);
-            }
-            report.transactions += 1;
-            report.records += t.records.len() as u64;
-            report.first_tid.get_or_insert(t.tid);
-            report.last_tid = Some(t.tid);
-            report.data_end = t.end();
-        }
-        Step::NotIncreasing { txn, previous } => {
-            report.damage.push(Damage {
-                kind: DamageKind::TidNotIncreasing,
-                offset: txn.pos,
-                end: txn.end(),
-                what: format!(
-                    "transaction id {} does not increase (previous {previous})",
-                    txn.tid
-                ),
-                resumes_at: Some(txn.end()),
-                readable_tids: vec![txn.tid],
-                followed_by: 0,
-                followed_up_to: None,
-            });
-            last_region = Some(report.damage.len() - 1);
-        }
-        Step::Region(r) => {
-            marks.region(r.start, report.damage.len());
-            report.damage.push(Damage {
-                kind: if r.tail {
-                    DamageKind::Tail
-                } else if r.zeros {
-                    DamageKind::Zeros
-                } else {
-                    DamageKind::Damaged
-                },
-                offset: r.start,
-                end: r.end,
-                what: r.what,
-                resumes_at: (!r.tail).then_some(r.end),
-                readable_tids: r.readable.iter().map(|h| h.tid).collect(),
-                followed_by: 0,
-                followed_up_to: None,
-            });
-            last_region = Some(report.damage.len() - 1);
-        }
+        Step::Valid(t) => verifier.valid(&t),
+        Step::NotIncreasing { txn, previous } => verifier.not_increasing(&txn, previous),
+        Step::Region(r) => verifier.region(r),
     });
+    let Verifier {
+        mut report,
+        scan,
+        marks,
+        ..
+    } = verifier;
     for (i, torn) in marks.torn(durable_end(saved.as_ref(), &header)) {
         let d = &mut report.damage[i];
         if torn && matches!(d.kind, DamageKind::Damaged | DamageKind::Zeros) {
@@ -226,46 +183,77 @@ pub fn verify_with(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Ve
             .unwrap_or(report.data_end.max(header.data_start));
         report.index = Some(check_index(&header, saved, scan, intact_end));
     }
-    progress(report.file_bytes, report.file_bytes);
+    progress.done();
     Ok(report)
 }
 
-/// The durable marks of the valid transactions after each damaged region, to tell
-/// damage in the middle of the file from the torn last group of a crash exactly as
-/// the open does (docs/format.md, "Crash semantics"): bytes at X followed only by
-/// valid transactions whose durable marks lie at or before X were written in one
-/// group with them before any of it was durable. A saved index covering X vouches
-/// that X was durable, which makes it damage whatever the marks say.
-#[derive(Default)]
-pub(crate) struct Marks {
-    /// (offset of the region, the caller's tag, the largest durable mark of the
-    /// valid transactions between it and the next region).
-    regions: Vec<(u64, usize, u64)>,
+/// What the walk has found so far.
+struct Verifier<'a> {
+    file: &'a [u8],
+    report: VerifyReport,
+    /// The index an open would build up to the saved index's covered end.
+    scan: Option<ScanIndex>,
+    /// The damage whose `followed_by` counts the valid transactions now met.
+    last_region: Option<usize>,
+    marks: Marks,
 }
 
-impl Marks {
-    /// A damaged region starts at `offset`.
-    pub(crate) fn region(&mut self, offset: u64, tag: usize) {
-        self.regions.push((offset, tag, 0));
+impl Verifier<'_> {
+    fn valid(&mut self, t: &TxnView<'_>) {
+        let report = &mut self.report;
+        self.marks.valid(t);
+        check_back_pointers(self.file, t, &mut report.damage);
+        if let Some(scan) = self.scan.as_mut() {
+            scan.add(t);
+        }
+        if let Some(d) = self.last_region.map(|i| &mut report.damage[i]) {
+            d.followed_by += 1;
+            d.followed_up_to = Some(t.tid);
+        }
+        report.transactions += 1;
+        report.records += t.records.len() as u64;
+        report.first_tid.get_or_insert(t.tid);
+        report.last_tid = Some(t.tid);
+        report.data_end = t.end();
     }
 
-    /// A valid transaction (tid increasing) follows.
-    pub(crate) fn valid(&mut self, t: &TxnView<'_>) {
-        if let Some(last) = self.regions.last_mut() {
-            last.2 = last.2.max(t.durable_mark());
-        }
+    fn not_increasing(&mut self, txn: &TxnView<'_>, previous: Tid) {
+        self.report.damage.push(Damage {
+            kind: DamageKind::TidNotIncreasing,
+            offset: txn.pos,
+            end: txn.end(),
+            what: format!(
+                "transaction id {} does not increase (previous {previous})",
+                txn.tid
+            ),
+            resumes_at: Some(txn.end()),
+            readable_tids: vec![txn.tid],
+            followed_by: 0,
+            followed_up_to: None,
+        });
+        self.last_region = Some(self.report.damage.len() - 1);
     }
 
-    /// For each region (by tag): whether it and everything after it is a torn group,
-    /// given that every byte before `durable_end` is known durable.
-    pub(crate) fn torn(&self, durable_end: u64) -> Vec<(usize, bool)> {
-        let mut after = 0;
-        let mut out = Vec::with_capacity(self.regions.len());
-        for &(offset, tag, mark) in self.regions.iter().rev() {
-            after = after.max(mark);
-            out.push((tag, after <= offset && durable_end <= offset));
-        }
-        out
+    fn region(&mut self, r: Region) {
+        let damage = &mut self.report.damage;
+        self.marks.region(r.start, damage.len());
+        damage.push(Damage {
+            kind: if r.tail {
+                DamageKind::Tail
+            } else if r.zeros {
+                DamageKind::Zeros
+            } else {
+                DamageKind::Damaged
+            },
+            offset: r.start,
+            end: r.end,
+            what: r.what,
+            resumes_at: (!r.tail).then_some(r.end),
+            readable_tids: r.readable.iter().map(|h| h.tid).collect(),
+            followed_by: 0,
+            followed_up_to: None,
+        });
+        self.last_region = Some(damage.len() - 1);
     }
 }
 
@@ -310,177 +298,6 @@ fn check_back_pointers(file: &[u8], t: &TxnView<'_>, damage: &mut Vec<Damage>) {
     }
 }
 
-/// A transaction header read in a damaged region: its magic is right and its
-/// length is plausible, but the record fails its checks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ReadableHeader {
-    pub offset: u64,
-    /// Where the record ends, by the length its header claims.
-    pub end: u64,
-    /// The tid the header claims.
-    pub tid: Tid,
-    /// The next-oid mark it claims, when the length at its end matches the one
-    /// at its start (a header whose two lengths disagree says too little).
-    pub next_oid: Option<u64>,
-}
-
-/// A stretch of bytes where no valid transaction starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Region {
-    pub start: u64,
-    pub end: u64,
-    pub what: String,
-    /// Every byte of it is zero.
-    pub zeros: bool,
-    /// No valid transaction starts anywhere after it.
-    pub tail: bool,
-    pub readable: Vec<ReadableHeader>,
-}
-
-/// One step of [`walk`].
-pub(crate) enum Step<'a> {
-    /// A valid transaction whose tid is greater than every tid before it.
-    Valid(TxnView<'a>),
-    /// A valid transaction whose tid is not greater than `previous`.
-    NotIncreasing { txn: TxnView<'a>, previous: Tid },
-    /// Bytes where no valid transaction starts.
-    Region(Region),
-}
-
-/// Walks the whole file from `data_start` to its last non-zero byte, handing each
-/// valid transaction and each damaged region to `visit` in file order.
-pub(crate) fn walk<'a>(
-    file: &'a [u8],
-    data_start: u64,
-    progress: &mut impl FnMut(u64, u64),
-    mut visit: impl FnMut(Step<'a>),
-) {
-    let len = file.len() as u64;
-    let data_limit = nonzero_end(file, data_start.min(len));
-    let mut pos = data_start;
-    let mut last_tid = Tid::ZERO;
-    let mut next_report = 0u64;
-    while pos < data_limit {
-        if pos >= next_report {
-            progress(pos, len);
-            next_report = pos + (1 << 20);
-        }
-        let problem = match format::transaction_at(file, pos) {
-            Ok(t) if t.tid > last_tid => {
-                last_tid = t.tid;
-                pos = t.end();
-                visit(Step::Valid(t));
-                continue;
-            }
-            Ok(t) => {
-                pos = t.end();
-                visit(Step::NotIncreasing {
-                    txn: t,
-                    previous: last_tid,
-                });
-                continue;
-            }
-            Err(RecordProblem::Zeros) => None,
-            Err(RecordProblem::Bad(what)) => Some(what),
-        };
-        let next = next_valid(file, pos, data_limit);
-        // A record read in a tail may end in zero bytes (its trailer's length):
-        // the region then ends with it, not at the last non-zero byte.
-        let readable = readable_headers(file, pos, next.unwrap_or(len));
-        let end = next.unwrap_or_else(|| readable.iter().map(|h| h.end).fold(data_limit, u64::max));
-        let zeros = file[pos as usize..end as usize].iter().all(|&b| b == 0);
-        let what = match problem {
-            Some(what) => what,
-            None if zeros => format!(
-                "{} bytes of zeros where a transaction should start",
-                end - pos
-            ),
-            None => {
-                let first = pos
-                    + file[pos as usize..end as usize]
-                        .iter()
-                        .position(|&b| b != 0)
-                        .unwrap_or(0) as u64;
-                format!(
-                    "{} bytes of zeros, then bytes that are no transaction at offset {first}",
-                    first - pos
-                )
-            }
-        };
-        visit(Step::Region(Region {
-            start: pos,
-            end,
-            what,
-            zeros,
-            tail: next.is_none(),
-            readable,
-        }));
-        pos = end;
-    }
-}
-
-/// The position after the last non-zero byte at or after `from`.
-fn nonzero_end(file: &[u8], from: u64) -> u64 {
-    match file[from as usize..].iter().rposition(|&b| b != 0) {
-        Some(i) => from + i as u64 + 1,
-        None => from,
-    }
-}
-
-/// The first position in `(after, limit)` where a fully valid transaction starts,
-/// whatever its tid (the caller judges the tid, so an intact transaction out of
-/// order is listed, not swallowed by the damaged region).
-fn next_valid(file: &[u8], after: u64, limit: u64) -> Option<u64> {
-    let limit = (limit as usize).min(file.len());
-    let mut at = after as usize + 1;
-    while at + TXN_MAGIC.len() <= limit {
-        let rel = file[at..limit].windows(4).position(|w| w == TXN_MAGIC)?;
-        let candidate = at + rel;
-        if format::transaction_at(file, candidate as u64).is_ok() {
-            return Some(candidate as u64);
-        }
-        at = candidate + 1;
-    }
-    None
-}
-
-/// Transaction headers in `[start, end)` whose magic is right and whose length is
-/// plausible and fits in the region: records that could be read but fail their
-/// checks (the walk found no valid transaction there).
-fn readable_headers(file: &[u8], start: u64, end: u64) -> Vec<ReadableHeader> {
-    let mut found = vec![];
-    let mut at = start as usize;
-    while at + TXN_MAGIC.len() <= end as usize {
-        let Some(rel) = file[at..end as usize]
-            .windows(4)
-            .position(|w| w == TXN_MAGIC)
-        else {
-            break;
-        };
-        let p = (at + rel) as u64;
-        if let Ok((len, tid)) = format::peek_transaction(file, p)
-            && p + len <= end
-        {
-            let both_ends = format::length_before(file, p + len) == Some(len);
-            found.push(ReadableHeader {
-                offset: p,
-                end: p + len,
-                tid,
-                next_oid: both_ends.then(|| header_next_oid(file, p)),
-            });
-        }
-        at += rel + 1;
-    }
-    found
-}
-
-/// The next-oid mark of the transaction header at `pos` (bytes 24..32 of the
-/// header, docs/format.md), read without any other check.
-fn header_next_oid(file: &[u8], pos: u64) -> u64 {
-    let at = pos as usize + 24;
-    u64::from_le_bytes(file[at..at + 8].try_into().expect("8 bytes"))
-}
-
 /// The saved index as read from disk.
 struct SavedIndex {
     path: PathBuf,
@@ -491,7 +308,7 @@ struct SavedIndex {
 /// One larger than such a data file's index can be is not read, so a huge file
 /// named `PATH.index` cannot exhaust memory.
 fn read_index(path: &Path, data_len: u64) -> Option<SavedIndex> {
-    let ipath = super::index_path(path);
+    let ipath = index_path(path);
     let decoded = match index::read_saved(&StdFileIoFactory, &ipath, index::saved_len_max(data_len))
     {
         Ok(None) => return None,
@@ -600,6 +417,13 @@ fn check_index(
             h.next_oid, scan.next_oid, h.covered_end
         ));
     }
+    entry_problems(&idx, &scan, h.covered_end, problems);
+    check
+}
+
+/// Every entry of the saved index `idx` that disagrees with the walk's own index,
+/// and every object it misses: the first few listed, the rest counted.
+fn entry_problems(idx: &Index, scan: &ScanIndex, covered_end: u64, problems: &mut Vec<String>) {
     let mut wrong = vec![];
     for (oid, pos) in idx.entries() {
         match scan.newest.get(oid) {
@@ -609,7 +433,7 @@ fn check_index(
             )),
             None => wrong.push(format!(
                 "object {oid}: the index points at offset {pos}, the file has no valid revision of it before offset {}",
-                h.covered_end
+                covered_end
             )),
         }
     }
@@ -625,12 +449,4 @@ fn check_index(
     if extra > 0 {
         problems.push(format!("and {extra} more index entries disagree"));
     }
-    check
-}
-
-/// Maps a data file read-only and decodes its header.
-/// Never maps a hole (`holes::map_read_only`): the file ends at a hole with no
-/// data after it, and a hole with data after it is an error naming its range.
-pub(crate) fn map_data_file(path: &Path) -> Result<(FileHeader, memmap2::Mmap)> {
-    super::holes::map_read_only(path)
 }

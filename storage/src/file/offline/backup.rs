@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::ids::Tid;
 
-use super::format::{self, FILE_HEADER_LEN};
+use super::super::format::{self, FILE_HEADER_LEN};
 use super::verify;
+use super::walk::{self, Records};
 
 const MANIFEST: &str = "MANIFEST";
 const MANIFEST_MAGIC: &str = "zodiac-backup 1";
@@ -33,11 +34,15 @@ const MANIFEST_MAGIC: &str = "zodiac-backup 1";
 /// One backup point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupPoint {
+    /// The point's number: 1 for the first, counting up.
     pub number: u64,
+    /// Where its increment starts in the data file.
     pub from: u64,
+    /// Where its increment ends (exclusive): a transaction boundary.
     pub to: u64,
     /// The last transaction the data file holds at this point.
     pub last_tid: Tid,
+    /// CRC-32 of the increment's bytes.
     pub crc: u32,
 }
 
@@ -46,6 +51,7 @@ pub struct BackupPoint {
 pub struct BackupReport {
     /// The new point, or None when nothing was committed since the last one.
     pub point: Option<BackupPoint>,
+    /// Transactions the new point adds.
     pub transactions: u64,
 }
 
@@ -116,7 +122,7 @@ pub fn read_manifest(dir: &Path) -> Result<Option<(u64, Vec<BackupPoint>)>> {
 /// copies the transactions complete when it looked.
 pub fn backup(path: &Path, dir: &Path) -> Result<BackupReport> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, "creating the backup directory", e))?;
-    let (header, map) = verify::map_data_file(path)?;
+    let (header, map) = walk::map_data_file(path)?;
     let previous = read_manifest(dir)?;
     let (from, number) = match &previous {
         None => (0, 1),
@@ -129,14 +135,14 @@ pub fn backup(path: &Path, dir: &Path) -> Result<BackupReport> {
         Some((_, points)) => (points.last().map_or(0, |p| p.to), points.len() as u64 + 1),
     };
     // Check every transaction to copy, and find where the complete ones end.
-    let mut pos = if from == 0 { header.data_start } else { from };
+    let mut records = Records::new(&map, if from == 0 { header.data_start } else { from });
     let mut last_tid = None;
     let mut transactions = 0;
-    while let Ok(t) = format::transaction_at(&map, pos) {
-        pos = t.end();
+    for t in records.by_ref() {
         last_tid = Some(t.tid);
         transactions += 1;
     }
+    let pos = records.pos();
     if from > 0 && format::length_before(&map, from).is_none() {
         return Err(manifest_error(
             dir,
@@ -153,23 +159,7 @@ pub fn backup(path: &Path, dir: &Path) -> Result<BackupReport> {
     };
     let bytes = &map[from as usize..pos as usize];
     let crc = crc32fast::hash(bytes);
-    let file = increment_path(dir, number);
-    let file_ref = &file;
-    let fail = |action| move |e| Error::io(file_ref, action, e);
-    let mut out = fs::File::create(&file).map_err(fail("writing a backup increment"))?;
-    out.write_all(bytes)
-        .map_err(fail("writing a backup increment"))?;
-    out.sync_all().map_err(fail("syncing a backup increment"))?;
-    drop(out);
-    let written = fs::read(&file).map_err(fail("reading back a backup increment"))?;
-    if crc32fast::hash(&written) != crc {
-        return Err(Error::Corrupted {
-            path: file.clone(),
-            offset: 0,
-            what: "the increment read back differs from what was written".into(),
-            advice: "check the backup disk, then run the backup again",
-        });
-    }
+    write_increment(&increment_path(dir, number), bytes, crc)?;
     let point = BackupPoint {
         number,
         from,
@@ -177,15 +167,45 @@ pub fn backup(path: &Path, dir: &Path) -> Result<BackupReport> {
         last_tid,
         crc,
     };
-    let mut manifest = match previous {
+    let manifest = match previous {
         None => format!("{MANIFEST_MAGIC} {:x}\n", header.file_id),
         Some(_) => fs::read_to_string(dir.join(MANIFEST))
             .map_err(|e| Error::io(dir.join(MANIFEST), "reading the backup manifest", e))?,
     };
-    manifest.push_str(&format!(
-        "{number} {from} {} {} {crc:08x}\n",
-        pos, last_tid.0
-    ));
+    write_manifest(
+        dir,
+        manifest + &format!("{number} {from} {} {} {crc:08x}\n", pos, last_tid.0),
+    )?;
+    Ok(BackupReport {
+        point: Some(point),
+        transactions,
+    })
+}
+
+/// Writes an increment and reads it back against its CRC, before any manifest
+/// names it.
+fn write_increment(file: &Path, bytes: &[u8], crc: u32) -> Result<()> {
+    let fail = |action| move |e| Error::io(file, action, e);
+    let mut out = fs::File::create(file).map_err(fail("writing a backup increment"))?;
+    out.write_all(bytes)
+        .map_err(fail("writing a backup increment"))?;
+    out.sync_all().map_err(fail("syncing a backup increment"))?;
+    drop(out);
+    let written = fs::read(file).map_err(fail("reading back a backup increment"))?;
+    if crc32fast::hash(&written) != crc {
+        return Err(Error::Corrupted {
+            path: file.to_path_buf(),
+            offset: 0,
+            what: "the increment read back differs from what was written".into(),
+            advice: "check the backup disk, then run the backup again",
+        });
+    }
+    Ok(())
+}
+
+/// Replaces the manifest with `manifest` (written beside it, synced, renamed over
+/// it, and the directory synced).
+fn write_manifest(dir: &Path, manifest: String) -> Result<()> {
     let tmp = dir.join("MANIFEST.tmp");
     let manifest_path = dir.join(MANIFEST);
     let manifest_ref = &manifest_path;
@@ -197,11 +217,7 @@ pub fn backup(path: &Path, dir: &Path) -> Result<BackupReport> {
     fs::rename(&tmp, dir.join(MANIFEST)).map_err(fail("writing the backup manifest"))?;
     fs::File::open(dir)
         .and_then(|f| f.sync_all())
-        .map_err(fail("syncing the backup directory"))?;
-    Ok(BackupReport {
-        point: Some(point),
-        transactions,
-    })
+        .map_err(fail("syncing the backup directory"))
 }
 
 /// Rebuilds a data file at `output` (which must not exist) from the backup in `dir`,

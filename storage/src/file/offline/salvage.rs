@@ -1,7 +1,7 @@
 //! Salvage of a damaged data file: copy every intact transaction into a new file,
 //! in tid order, keeping tids and metadata, and report exactly what was skipped.
 //!
-//! The walk is `verify`'s ([`super::verify`]): at damage it searches forward for
+//! The walk is `verify`'s ([`super::walk`]): at damage it searches forward for
 //! the next position where a fully valid transaction starts (magic, lengths at
 //! both ends, CRC, data records pointing back to their own transaction) and
 //! resumes there, as ZODB's fsrecover does.
@@ -37,10 +37,13 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::ids::Tid;
 
-use super::format;
-use super::verify::{self, Step};
-use super::{Durability, FileOptions, FileStorage};
 use crate::storage::Storage;
+
+use super::super::format;
+use super::super::progress::Progress;
+use super::super::{Durability, FileOptions, FileStorage};
+use super::verify;
+use super::walk::{self, Marks, Step};
 
 /// How to recover.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +57,7 @@ pub struct RecoverOptions {
 /// starts in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedRegion {
+    /// Where the region starts.
     pub start: u64,
     /// Exclusive.
     pub end: u64,
@@ -88,7 +92,9 @@ impl SkippedRegion {
 /// the last copied one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedTransaction {
+    /// Where the transaction starts in the source.
     pub offset: u64,
+    /// Its tid.
     pub tid: Tid,
     /// The last tid copied before it.
     pub previous: Tid,
@@ -99,7 +105,9 @@ pub struct SkippedTransaction {
 pub struct RecoverReport {
     /// Transactions copied into the new file.
     pub copied: u64,
+    /// The tid of the first transaction copied.
     pub first_copied_tid: Option<Tid>,
+    /// The tid of the last transaction copied.
     pub last_copied_tid: Option<Tid>,
     /// Damaged regions of the source, in file order. Empty: the file was healthy.
     pub skipped_regions: Vec<SkippedRegion>,
@@ -108,6 +116,7 @@ pub struct RecoverReport {
     /// With `stop_at_damage`: intact transactions after the first damage, counted
     /// but not copied, and their first and last tids.
     pub not_copied: u64,
+    /// The first and last tids of those counted in `not_copied`.
     pub not_copied_tids: Option<(Tid, Tid)>,
     /// The next-oid mark the output carries (0 when nothing was copied, so the
     /// output carries none).
@@ -144,7 +153,7 @@ pub fn recover_with(
     path: &Path,
     output: &Path,
     options: RecoverOptions,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<RecoverReport> {
     if output.exists() {
         return Err(Error::io(
@@ -156,16 +165,17 @@ pub fn recover_with(
             ),
         ));
     }
-    let (header, map) = verify::map_data_file(path)?;
+    let (header, map) = walk::map_data_file(path)?;
     let file: &[u8] = &map;
     let len = file.len() as u64;
+    // Two passes over the file: the walk, then the copy.
+    let mut progress = Progress::new(progress, 2 * len);
     // First the plan (what to copy, what to skip, the oid mark), then the copy:
     // the mark must be known before the first transaction is written, since damage
     // anywhere after it may hold the largest one.
     let mut report = RecoverReport::default();
     let mut plan = Plan::default();
-    let mut walk_progress = |done: u64, _| progress(done, 2 * len);
-    verify::walk(file, header.data_start, &mut walk_progress, |step| {
+    walk::walk(file, header.data_start, &mut progress, |step| {
         plan.step(step, options, &mut report)
     });
     plan.close_marks();
@@ -175,14 +185,25 @@ pub fn recover_with(
         let g = &mut report.skipped_regions[i];
         g.torn_group = torn && !g.tail;
     }
+    progress.next_pass(len);
+    copy_planned(path, output, file, &plan, &mut report, &mut progress)?;
+    progress.done();
+    Ok(report)
+}
 
+/// Copies the transactions `plan` names from `file` into a new data file at
+/// `output`, carrying the plan's oid mark.
+fn copy_planned<F: FnMut(u64, u64)>(
+    path: &Path,
+    output: &Path,
+    file: &[u8],
+    plan: &Plan,
+    report: &mut RecoverReport,
+    progress: &mut Progress<F>,
+) -> Result<()> {
     let target = FileStorage::open(output, FileOptions::new().durability(Durability::Off))?;
-    let mut next_report = 0;
     for &pos in &plan.copy {
-        if pos >= next_report {
-            progress(len + pos, 2 * len);
-            next_report = pos + (1 << 20);
-        }
+        progress.at(pos);
         let t = format::transaction_at(file, pos).map_err(|p| Error::Format {
             path: path.to_path_buf(),
             what: format!(
@@ -205,9 +226,7 @@ pub fn recover_with(
         report.next_oid = plan.mark;
     }
     target.sync()?;
-    target.close()?;
-    progress(2 * len, 2 * len);
-    Ok(report)
+    target.close()
 }
 
 /// What the walk decided.
@@ -223,7 +242,7 @@ struct Plan {
     /// valid transaction after them.
     pending_marks: Vec<u64>,
     /// Durable marks after each region (damage, or the torn group of a crash).
-    durable: verify::Marks,
+    durable: Marks,
 }
 
 impl Plan {
