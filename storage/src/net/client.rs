@@ -557,7 +557,7 @@ impl Inner {
             .options
             .token
             .as_ref()
-            .map(|token| protocol::auth_mac(token, &nonce));
+            .map(|token| super::handshake::auth_mac(token, &nonce));
         protocol::write_frame(&mut writer, &protocol::encode(&ClientMessage::Auth { mac }))
             .map_err(io_err)?;
         let mut partial = None;

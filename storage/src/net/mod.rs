@@ -28,6 +28,7 @@
 mod cache;
 pub mod cache_file;
 mod client;
+mod handshake;
 pub mod protocol;
 mod revisions;
 mod server;

@@ -1460,7 +1460,7 @@ impl Connection {
             )));
         }
         self.read_only |= read_only;
-        let nonce = protocol::random_nonce();
+        let nonce = super::handshake::random_nonce();
         let auth_required = self.shared.options.token.is_some();
         self.outbox.send(&ServerMessage::Challenge {
             nonce,
@@ -1470,8 +1470,8 @@ impl Connection {
             return Err(self.refuse("the second message must be Auth".into()));
         };
         if let Some(token) = &self.shared.options.token {
-            let expected = protocol::auth_mac(token, &nonce);
-            if !mac.is_some_and(|m| protocol::macs_equal(&m, &expected)) {
+            let expected = super::handshake::auth_mac(token, &nonce);
+            if !mac.is_some_and(|m| super::handshake::macs_equal(&m, &expected)) {
                 return Err(self.refuse(
                     "authentication failed: the client's token does not match the server's".into(),
                 ));
