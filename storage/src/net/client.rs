@@ -32,10 +32,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::cache::Cache;
 use super::cache_file;
+use super::handshake::{self, ClientFailure, Hello};
 use super::protocol::{
-    self, CatchUp, ClientMessage, FRAME_BYTES_MAX, HANDSHAKE_FRAME_BYTES_MAX, MAGIC,
-    PROTOCOL_VERSION, Request, Response, ServerMessage, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
-    WireMeta,
+    self, CatchUp, ClientMessage, FRAME_BYTES_MAX, Request, Response, ServerMessage,
+    TRANSACTIONS_PER_CONNECTION_MAX, WireError, WireMeta,
 };
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
@@ -515,83 +515,35 @@ impl Inner {
         let mut writer = stream.try_clone().map_err(io_err)?;
         let fresh = !self.connected_once.load(Ordering::Acquire) && self.preloaded.lock().is_none();
         let last_tid = self.cache.lock().last_tid;
-        protocol::write_frame(
+        let hello = Hello::new(self.options.read_only, fresh, last_tid);
+        let mut partial = None;
+        let welcome = handshake::client(
+            &mut reader,
             &mut writer,
-            &protocol::encode(&ClientMessage::Hello {
-                magic: MAGIC,
-                version: PROTOCOL_VERSION,
-                read_only: self.options.read_only,
-                fresh,
-                last_tid: last_tid.0,
-            }),
+            &hello,
+            self.options.token.as_deref(),
+            |(tid, oids, complete, data)| {
+                if tid <= self.cache.lock().last_tid {
+                    // Applied already (the previous connection's reader got it).
+                    return Ok(());
+                }
+                self.on_invalidation(&mut partial, tid, oids, complete, data)
+            },
         )
-        .map_err(io_err)?;
-        let read = |reader: &mut BufReader<TcpStream>, max: usize| -> Result<ServerMessage> {
-            let payload = protocol::read_frame(reader, max)
-                .map_err(|e| self.disconnected(format!("handshake failed: {e}")))?;
-            let message: ServerMessage =
-                protocol::decode(&payload).map_err(|e| Error::Protocol {
-                    peer: self.address.clone(),
-                    what: e.to_string(),
-                })?;
-            message.check().map_err(|what| Error::Protocol {
+        .map_err(|failure| match failure {
+            ClientFailure::Io(e) => self.disconnected(format!("handshake failed: {e}")),
+            ClientFailure::Protocol(what) => Error::Protocol {
                 peer: self.address.clone(),
                 what,
-            })?;
-            Ok(message)
-        };
-        let refused = |reason: String| Error::Refused {
-            address: self.address.clone(),
-            reason,
-        };
-        let unexpected = |m: &ServerMessage| Error::Protocol {
-            peer: self.address.clone(),
-            what: format!("unexpected message during the handshake: {m:?}"),
-        };
-        let nonce = match read(&mut reader, HANDSHAKE_FRAME_BYTES_MAX)? {
-            ServerMessage::Challenge { nonce, .. } => nonce,
-            ServerMessage::Refused { reason } => return Err(refused(reason)),
-            other => return Err(unexpected(&other)),
-        };
-        let mac = self
-            .options
-            .token
-            .as_ref()
-            .map(|token| super::handshake::auth_mac(token, &nonce));
-        protocol::write_frame(&mut writer, &protocol::encode(&ClientMessage::Auth { mac }))
-            .map_err(io_err)?;
-        let mut partial = None;
-        let (server_tid, read_only, catch_up) = loop {
-            match read(&mut reader, FRAME_BYTES_MAX)? {
-                ServerMessage::Invalidation { tid, .. }
-                    if Tid(tid) <= self.cache.lock().last_tid =>
-                {
-                    // Applied already (the previous connection's reader got it).
-                }
-                ServerMessage::Invalidation {
-                    tid,
-                    oids,
-                    complete,
-                    data,
-                } => self
-                    .on_invalidation(&mut partial, Tid(tid), oids, complete, data)
-                    .map_err(|what| Error::Protocol {
-                        peer: self.address.clone(),
-                        what,
-                    })?,
-                ServerMessage::Welcome {
-                    last_tid,
-                    read_only,
-                    catch_up,
-                    identity,
-                } => {
-                    self.identity.store(identity, Ordering::Release);
-                    break (Tid(last_tid), read_only, catch_up);
-                }
-                ServerMessage::Refused { reason } => return Err(refused(reason)),
-                other => return Err(unexpected(&other)),
-            }
-        };
+            },
+            ClientFailure::Refused(reason) => Error::Refused {
+                address: self.address.clone(),
+                reason,
+            },
+        })?;
+        self.identity.store(welcome.identity, Ordering::Release);
+        let (server_tid, read_only, catch_up) =
+            (welcome.last_tid, welcome.read_only, welcome.catch_up);
         let preloaded = self.preloaded.lock().take();
         let identity = self.identity.load(Ordering::Acquire);
         match (preloaded, catch_up) {
