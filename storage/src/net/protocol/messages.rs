@@ -179,6 +179,7 @@ pub enum CatchUp {
     Ahead,
 }
 
+/// What a successful request is answered with (one variant per request kind).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Response {
     Oid(u64),

@@ -63,6 +63,7 @@ impl From<WirePackReport> for PackReport {
     }
 }
 
+/// Transaction metadata (`TransactionMeta`) as it crosses the wire.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct WireMeta {
     pub user: String,
@@ -94,6 +95,7 @@ impl From<WireMeta> for TransactionMeta {
     }
 }
 
+/// A transaction's record (`TransactionInfo`) as it crosses the wire.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WireTransaction {
     pub tid: u64,

@@ -74,6 +74,7 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
+    /// The defaults: writable, no token, every limit at its documented default.
     pub fn new() -> Self {
         Self::default()
     }
