@@ -5,7 +5,8 @@
 //!
 //! Invariants:
 //! - A malformed or oversized frame closes only its connection, with a log line.
-//! - Every request gets exactly one reply (`Outbox::send` counts them).
+//! - Every request read gets one reply (`Outbox::send` counts them), or the
+//!   connection ends.
 //! - A connection has at most `TRANSACTIONS_PER_CONNECTION_MAX` transactions open;
 //!   dropping the connection aborts them (a finish already running completes).
 //! - A transaction stores at most `transaction_bytes_max` bytes before its vote;

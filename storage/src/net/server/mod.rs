@@ -26,7 +26,8 @@
 //! - A connection is counted in `connection_count` from its accept until its
 //!   [`connection::Connection`] is dropped; over `connections_max` it is refused
 //!   with a reason, on a thread of its own, and never served.
-//! - A malformed or oversized frame closes only its connection, with a log line.
+//! - Shutdown stops accepting first, then closes every connection, then waits
+//!   (bounded) for them to end.
 
 mod connection;
 mod hub;
