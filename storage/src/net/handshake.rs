@@ -376,6 +376,34 @@ mod tests {
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
+    /// The client's half against the server's: the right token gets a `Welcome`
+    /// for a fresh client, a wrong or missing one is refused with the reason.
+    #[test]
+    fn the_halves_agree_on_the_token_proof() {
+        let server = Server::start(
+            Arc::new(MemoryStorage::new()),
+            "127.0.0.1:0",
+            ServerOptions::new().token(Some(b"secret".to_vec())),
+        )
+        .unwrap();
+        let handshake = |token: Option<&[u8]>| {
+            let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+            let mut reader = stream.try_clone().unwrap();
+            let hello = Hello::new(false, true, Tid::ZERO);
+            client(&mut reader, &mut stream, &hello, token, |_| Ok(()))
+        };
+        let welcome = handshake(Some(b"secret")).unwrap();
+        assert_eq!(welcome.catch_up, CatchUp::Fresh);
+        assert_eq!(welcome.last_tid, Tid::ZERO);
+        for wrong in [Some(&b"guess"[..]), None] {
+            let Err(ClientFailure::Refused(reason)) = handshake(wrong) else {
+                panic!("not refused with {wrong:?}");
+            };
+            assert!(reason.contains("authentication failed"), "{reason}");
+        }
+        server.shutdown();
+    }
+
     #[test]
     fn hmac_matches_rfc_4231() {
         assert_eq!(
