@@ -3,6 +3,11 @@
 //! client cache's ordering contract and the disconnect semantics are specified in
 //! `docs/protocol.md`.
 //!
+//! The layers, each using only those below it: [`protocol`] (frames, messages and
+//! the wire forms of values), `handshake` (both halves of a connection's opening),
+//! then `server` and `client` (with the client's `cache`, `cache_file` and
+//! `revisions` beside it).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use zodiac_storage::{
@@ -28,6 +33,7 @@
 mod cache;
 pub mod cache_file;
 mod client;
+mod handshake;
 pub mod protocol;
 mod revisions;
 mod server;

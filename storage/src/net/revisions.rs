@@ -26,6 +26,9 @@ pub(crate) struct RevisionStash {
 }
 
 impl RevisionStash {
+    /// Keeps the record of `oid` at `tid` (unless it alone is over
+    /// [`STASH_BYTES_MAX`], or it is kept already), dropping the oldest entries
+    /// past the bounds.
     pub fn insert(&mut self, oid: Oid, tid: Tid, data: Vec<u8>) {
         if data.len() > STASH_BYTES_MAX || self.data.contains_key(&(oid, tid)) {
             return;
@@ -43,6 +46,7 @@ impl RevisionStash {
         }
     }
 
+    /// The record of `oid` at `tid`, if a conflict reply carried it.
     pub fn get(&self, oid: Oid, tid: Tid) -> Option<Vec<u8>> {
         self.data.get(&(oid, tid)).cloned()
     }

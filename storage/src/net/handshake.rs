@@ -1,0 +1,422 @@
+//! The handshake that opens every connection (docs/protocol.md, "Handshake"), both
+//! halves: the client sends `Hello`, the server answers with a `Challenge`, the
+//! client proves it knows the shared token in `Auth`, and the server sends the
+//! invalidations the client missed and `Welcome` (or `Refused`, with why, at any
+//! step). The shared pieces: the token proof and the version check.
+//!
+//! Invariants:
+//! - Until the client is authenticated every frame is read under
+//!   [`HANDSHAKE_FRAME_BYTES_MAX`]; the catch-up and `Welcome` that follow `Auth`
+//!   come under [`FRAME_BYTES_MAX`].
+//! - The server's half reads the whole handshake before one deadline, however
+//!   slowly the bytes trickle in.
+//! - The token never crosses the wire: the client answers a fresh random nonce
+//!   with its HMAC-SHA-256 under the token, which the server compares in time
+//!   independent of where the MACs differ.
+
+use std::io::{self, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::protocol::{
+    self, CatchUp, ClientMessage, FRAME_BYTES_MAX, FrameError, HANDSHAKE_FRAME_BYTES_MAX, MAGIC,
+    NONCE_BYTES, PROTOCOL_VERSION, ServerMessage,
+};
+use crate::ids::Tid;
+
+/// What a client says in `Hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    /// The protocol version the client speaks ([`PROTOCOL_VERSION`] for this build).
+    pub(crate) version: u32,
+    pub(crate) read_only: bool,
+    /// The client has no cache and no snapshot yet: nothing to catch up.
+    pub(crate) fresh: bool,
+    /// The last tid the client has processed (its cache is current as of it).
+    pub(crate) last_tid: Tid,
+}
+
+impl Hello {
+    /// A hello in this build's protocol version.
+    pub(crate) fn new(read_only: bool, fresh: bool, last_tid: Tid) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            read_only,
+            fresh,
+            last_tid,
+        }
+    }
+
+    fn message(&self) -> ClientMessage {
+        ClientMessage::Hello {
+            magic: MAGIC,
+            version: self.version,
+            read_only: self.read_only,
+            fresh: self.fresh,
+            last_tid: self.last_tid.0,
+        }
+    }
+}
+
+/// What the server's `Welcome` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Welcome {
+    /// The newest tid whose invalidations the connection has been sent.
+    pub(crate) last_tid: Tid,
+    pub(crate) read_only: bool,
+    pub(crate) catch_up: CatchUp,
+    /// The served storage's identity (0: unknown).
+    pub(crate) identity: u64,
+}
+
+impl Welcome {
+    /// The message the server sends.
+    pub(crate) fn message(&self) -> ServerMessage {
+        ServerMessage::Welcome {
+            last_tid: self.last_tid.0,
+            read_only: self.read_only,
+            catch_up: self.catch_up,
+            identity: self.identity,
+        }
+    }
+}
+
+/// Why the client's half failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ClientFailure {
+    /// Reading or writing failed: the connection, not what the server said.
+    Io(String),
+    /// The server sent something malformed or unexpected.
+    Protocol(String),
+    /// The server refused the connection, with its reason.
+    Refused(String),
+}
+
+/// One invalidation frame of the catch-up: `(tid, oids, complete, data)`, as in
+/// `ServerMessage::Invalidation`.
+pub(crate) type CatchUpFrame = (Tid, Vec<u64>, bool, Vec<(u64, Vec<u8>)>);
+
+/// The client's half: sends `hello`, answers the challenge with `token`, and
+/// reads until `Welcome`, handing each catch-up invalidation before it to
+/// `on_invalidation` (whose error is a protocol error).
+pub(crate) fn client(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    hello: &Hello,
+    token: Option<&[u8]>,
+    on_invalidation: impl FnMut(CatchUpFrame) -> Result<(), String>,
+) -> Result<Welcome, ClientFailure> {
+    send_hello(writer, hello).map_err(|e| ClientFailure::Io(e.to_string()))?;
+    answer_challenge(reader, writer, token)?;
+    read_welcome(reader, on_invalidation)
+}
+
+/// Sends `hello`, the first frame of every connection.
+pub(crate) fn send_hello(writer: &mut impl Write, hello: &Hello) -> io::Result<()> {
+    protocol::write_frame(writer, &protocol::encode(&hello.message()))
+}
+
+/// Reads the server's `Challenge` and answers it with `Auth` (a MAC when the client
+/// has a token).
+fn answer_challenge(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    token: Option<&[u8]>,
+) -> Result<(), ClientFailure> {
+    let nonce = match read_server_message(reader, HANDSHAKE_FRAME_BYTES_MAX)? {
+        ServerMessage::Challenge { nonce, .. } => nonce,
+        ServerMessage::Refused { reason } => return Err(ClientFailure::Refused(reason)),
+        other => return Err(unexpected(&other)),
+    };
+    let mac = token.map(|token| auth_mac(token, &nonce));
+    protocol::write_frame(writer, &protocol::encode(&ClientMessage::Auth { mac }))
+        .map_err(|e| ClientFailure::Io(e.to_string()))
+}
+
+/// Reads the catch-up invalidations and the `Welcome` that ends them.
+fn read_welcome(
+    reader: &mut impl Read,
+    mut on_invalidation: impl FnMut(CatchUpFrame) -> Result<(), String>,
+) -> Result<Welcome, ClientFailure> {
+    loop {
+        match read_server_message(reader, FRAME_BYTES_MAX)? {
+            ServerMessage::Invalidation {
+                tid,
+                oids,
+                complete,
+                data,
+            } => on_invalidation((Tid(tid), oids, complete, data))
+                .map_err(ClientFailure::Protocol)?,
+            ServerMessage::Welcome {
+                last_tid,
+                read_only,
+                catch_up,
+                identity,
+            } => {
+                return Ok(Welcome {
+                    last_tid: Tid(last_tid),
+                    read_only,
+                    catch_up,
+                    identity,
+                });
+            }
+            ServerMessage::Refused { reason } => return Err(ClientFailure::Refused(reason)),
+            other => return Err(unexpected(&other)),
+        }
+    }
+}
+
+/// One checked server message, the frame under `max`.
+fn read_server_message(reader: &mut impl Read, max: usize) -> Result<ServerMessage, ClientFailure> {
+    let payload =
+        protocol::read_frame(reader, max).map_err(|e| ClientFailure::Io(e.to_string()))?;
+    let message: ServerMessage =
+        protocol::decode(&payload).map_err(|e| ClientFailure::Protocol(e.to_string()))?;
+    message.check().map_err(ClientFailure::Protocol)?;
+    Ok(message)
+}
+
+fn unexpected(message: &ServerMessage) -> ClientFailure {
+    ClientFailure::Protocol(format!(
+        "unexpected message during the handshake: {message:?}"
+    ))
+}
+
+/// The server's half up to the catch-up: reads `Hello`, checks its magic and
+/// version, challenges and verifies the `Auth` against `token` (when the server
+/// has one), before `deadline`. Refusals go out through `send`, and come back as
+/// `Err` with the reason to log. `Ok(None)`: the peer left before its `Hello`.
+pub(crate) fn serve(
+    reader: &mut BufReader<TcpStream>,
+    deadline: Instant,
+    token: Option<&[u8]>,
+    send: &mut dyn FnMut(&ServerMessage),
+) -> Result<Option<Hello>, String> {
+    let mut reader = DeadlineReader {
+        inner: reader,
+        deadline,
+    };
+    let hello = match read_client_message(&mut reader) {
+        Ok(m) => m,
+        Err(FrameError::Closed) => return Ok(None),
+        Err(e) => return Err(format!("during the handshake: {e}")),
+    };
+    let ClientMessage::Hello {
+        magic,
+        version,
+        read_only,
+        fresh,
+        last_tid,
+    } = hello
+    else {
+        return Err(refuse(send, "the first message must be Hello".into()));
+    };
+    if magic != MAGIC {
+        return Err("not a Zodiac client (wrong magic number)".into());
+    }
+    check_version(version).map_err(|reason| refuse(send, reason))?;
+    let nonce = random_nonce();
+    send(&ServerMessage::Challenge {
+        nonce,
+        auth_required: token.is_some(),
+    });
+    let auth =
+        read_client_message(&mut reader).map_err(|e| format!("during the handshake: {e}"))?;
+    let ClientMessage::Auth { mac } = auth else {
+        return Err(refuse(send, "the second message must be Auth".into()));
+    };
+    verify(token, &nonce, mac).map_err(|reason| refuse(send, reason))?;
+    Ok(Some(Hello {
+        version,
+        read_only,
+        fresh,
+        last_tid: Tid(last_tid),
+    }))
+}
+
+/// Tells the client why it is refused; the reason, to log.
+fn refuse(send: &mut dyn FnMut(&ServerMessage), reason: String) -> String {
+    send(&ServerMessage::Refused {
+        reason: reason.clone(),
+    });
+    reason
+}
+
+fn read_client_message(reader: &mut impl Read) -> Result<ClientMessage, FrameError> {
+    let payload = protocol::read_frame(reader, HANDSHAKE_FRAME_BYTES_MAX)?;
+    protocol::decode(&payload)
+}
+
+/// Refuses a client of another protocol version, naming both.
+pub(crate) fn check_version(version: u32) -> Result<(), String> {
+    if version == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(format!(
+        "protocol version {version} is not supported (this server speaks version \
+         {PROTOCOL_VERSION}); upgrade the older side"
+    ))
+}
+
+/// Whether `mac` proves the client knows `token` (anything does when the server
+/// has no token).
+fn verify(
+    token: Option<&[u8]>,
+    nonce: &[u8; NONCE_BYTES],
+    mac: Option<[u8; NONCE_BYTES]>,
+) -> Result<(), String> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let expected = auth_mac(token, nonce);
+    if mac.is_some_and(|m| macs_equal(&m, &expected)) {
+        Ok(())
+    } else {
+        Err("authentication failed: the client's token does not match the server's".into())
+    }
+}
+
+/// Reads with a read timeout of whatever is left before `deadline`.
+struct DeadlineReader<'a> {
+    inner: &'a mut BufReader<TcpStream>,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the handshake timeout passed",
+            ));
+        }
+        self.inner.get_ref().set_read_timeout(Some(left))?;
+        self.inner.read(buf)
+    }
+}
+
+/// HMAC-SHA-256 (RFC 2104) of `message` under `key`.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    outer.finalize().into()
+}
+
+/// The MAC a client answers a challenge with.
+fn auth_mac(token: &[u8], nonce: &[u8; NONCE_BYTES]) -> [u8; 32] {
+    let mut message = b"zodiac auth v1\0".to_vec();
+    message.extend_from_slice(nonce);
+    hmac_sha256(token, &message)
+}
+
+/// Compares two MACs in time independent of where they differ.
+fn macs_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A fresh random nonce.
+fn random_nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0u8; NONCE_BYTES];
+    nonce[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    nonce[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    nonce
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::memory::MemoryStorage;
+    use crate::net::{Server, ServerOptions};
+
+    /// A client of an older protocol version is refused at the handshake, with a
+    /// reason naming both versions.
+    #[test]
+    fn a_client_of_another_protocol_version_is_refused_naming_both() {
+        let server = Server::start(
+            Arc::new(MemoryStorage::new()),
+            "127.0.0.1:0",
+            ServerOptions::new(),
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION - 1,
+            ..Hello::new(false, true, Tid::ZERO)
+        };
+        let mut reader = stream.try_clone().unwrap();
+        let refused = client(&mut reader, &mut stream, &hello, None, |_| Ok(()));
+        let Err(ClientFailure::Refused(reason)) = refused else {
+            panic!("not refused: {refused:?}");
+        };
+        assert!(
+            reason.contains(&(PROTOCOL_VERSION - 1).to_string())
+                && reason.contains(&PROTOCOL_VERSION.to_string()),
+            "{reason}"
+        );
+        server.shutdown();
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// The client's half against the server's: the right token gets a `Welcome`
+    /// for a fresh client, a wrong or missing one is refused with the reason.
+    #[test]
+    fn the_halves_agree_on_the_token_proof() {
+        let server = Server::start(
+            Arc::new(MemoryStorage::new()),
+            "127.0.0.1:0",
+            ServerOptions::new().token(Some(b"secret".to_vec())),
+        )
+        .unwrap();
+        let handshake = |token: Option<&[u8]>| {
+            let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+            let mut reader = stream.try_clone().unwrap();
+            let hello = Hello::new(false, true, Tid::ZERO);
+            client(&mut reader, &mut stream, &hello, token, |_| Ok(()))
+        };
+        let welcome = handshake(Some(b"secret")).unwrap();
+        assert_eq!(welcome.catch_up, CatchUp::Fresh);
+        assert_eq!(welcome.last_tid, Tid::ZERO);
+        for wrong in [Some(&b"guess"[..]), None] {
+            let Err(ClientFailure::Refused(reason)) = handshake(wrong) else {
+                panic!("not refused with {wrong:?}");
+            };
+            assert!(reason.contains("authentication failed"), "{reason}");
+        }
+        server.shutdown();
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex(&hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+}

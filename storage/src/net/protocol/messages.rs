@@ -1,0 +1,470 @@
+//! The messages a client and a server exchange, and the limits every decoded one
+//! is checked against (docs/protocol.md, "Client messages", "Server messages").
+//!
+//! Invariants:
+//! - Every decoded message passes [`ClientMessage::check`] / [`ServerMessage::check`]
+//!   (counts against named limits) before anything acts on it.
+//! - Byte fields serialize as bytes (one copy), the same encoding postcard gives a
+//!   sequence of `u8`: the bytes on the wire do not depend on the Rust type.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(doc)]
+use super::MERGED_REPLY_BYTES_MAX;
+use super::wire::{WireError, WireMeta, WirePackReport, WireTransaction};
+use super::{
+    HISTORY_REPLY_MAX, INVALIDATION_CHUNK_OIDS_MAX, INVALIDATION_DATA_BYTES_MAX,
+    INVALIDATION_DATA_OBJECT_BYTES_MAX, MERGE_IDENTITY_BYTES_MAX, NEW_OIDS_MAX, NONCE_BYTES,
+    TRANSACTIONS_PAGE_MAX,
+};
+use crate::pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
+
+/// What a client sends.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Hello {
+        magic: u32,
+        version: u32,
+        read_only: bool,
+        /// The client has no cache and no snapshot yet: nothing to catch up.
+        fresh: bool,
+        /// The last tid the client has processed (its cache is current as of it).
+        last_tid: u64,
+    },
+    Auth {
+        /// HMAC-SHA-256 of the challenge nonce under the shared token, if the client has one.
+        mac: Option<[u8; NONCE_BYTES]>,
+    },
+    Request {
+        id: u64,
+        request: Request,
+    },
+    Begin {
+        txn: u64,
+        meta: WireMeta,
+    },
+    Store {
+        txn: u64,
+        oid: u64,
+        base_tid: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// The identity of the merge function for this object's conflicts, when the
+        /// client's type has one: a server that registered it merges them at commit.
+        merge: Option<String>,
+    },
+    CheckCurrent {
+        txn: u64,
+        oid: u64,
+        tid: u64,
+    },
+    Abort {
+        txn: u64,
+    },
+}
+
+/// A client request that gets exactly one `Reply` with the same id.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Request {
+    NewOid,
+    Load {
+        oid: u64,
+        snapshot: u64,
+    },
+    LoadRevision {
+        oid: u64,
+        tid: u64,
+    },
+    History {
+        oid: u64,
+        limit: u64,
+    },
+    Transactions {
+        from: u64,
+        to: u64,
+    },
+    Vote {
+        txn: u64,
+    },
+    Finish {
+        txn: u64,
+    },
+    /// Answered at once with `Pong`: the client's check that the server still answers.
+    Ping,
+    /// Allocates `count` oids (1 to `NEW_OIDS_MAX`), answered with `Oids`.
+    NewOids {
+        count: u32,
+    },
+    /// Vote and finish in one request (a transaction not voted yet), answered with
+    /// `Finished`; a failed vote ends the transaction as a failed `Finish` does.
+    Commit {
+        txn: u64,
+    },
+    /// Packs the served storage to `tid`, with garbage collection when `gc`,
+    /// answered with `Packed` once the packed file is in place.
+    Pack {
+        tid: u64,
+        gc: bool,
+    },
+}
+
+/// What a server sends.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    Challenge {
+        nonce: [u8; NONCE_BYTES],
+        auth_required: bool,
+    },
+    Welcome {
+        /// The newest tid whose invalidations this connection has been sent.
+        last_tid: u64,
+        read_only: bool,
+        catch_up: CatchUp,
+        /// The served storage's `Storage::identity` (0: unknown): a client reuses a
+        /// persistent cache file only when it was saved under the same identity.
+        identity: u64,
+    },
+    Refused {
+        reason: String,
+    },
+    Reply {
+        id: u64,
+        result: Result<Response, WireError>,
+    },
+    /// Objects changed by transaction `tid`; `complete` on its last chunk.
+    Invalidation {
+        tid: u64,
+        oids: Vec<u64>,
+        complete: bool,
+        /// On the last chunk (version 4): the new records of some of the changed
+        /// objects, `(oid, data)`, each at most [`INVALIDATION_DATA_OBJECT_BYTES_MAX`]
+        /// and [`INVALIDATION_DATA_BYTES_MAX`] in all: a client that caches such an
+        /// object keeps it current instead of loading it again.
+        #[serde(with = "oid_records")]
+        data: Vec<(u64, Vec<u8>)>,
+    },
+}
+
+/// `(oid, record)` pairs, each record serialized as bytes (`serde_bytes`): one copy
+/// instead of a sequence of `u8`s, the same bytes on the wire in postcard.
+mod oid_records {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(pairs: &[(u64, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(pairs.iter().map(|(oid, data)| (*oid, Bytes::new(data))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, Vec<u8>)>, D::Error> {
+        let pairs: Vec<(u64, ByteBuf)> = Vec::deserialize(d)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(oid, data)| (oid, data.into_vec()))
+            .collect())
+    }
+}
+
+/// How the server answered the client's `last_tid` at connect.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The client said it was fresh.
+    Fresh,
+    /// The client is current: keep the cache.
+    Equal,
+    /// The missed invalidations preceded this `Welcome`.
+    Behind,
+    /// Older than the invalidation history: drop the cache.
+    TooFar,
+    /// Newer than the server (restored from a backup?): drop the cache.
+    Ahead,
+}
+
+/// What a successful request is answered with (one variant per request kind).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Response {
+    Oid(u64),
+    Revision {
+        tid: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    History(Vec<(u64, u64)>),
+    Transactions {
+        page: Vec<WireTransaction>,
+        more: bool,
+    },
+    Voted,
+    Finished {
+        tid: u64,
+        /// The stores the server replaced by a merge (only a `Commit` merges), with
+        /// the merged data while the reply's merged data stays within
+        /// [`MERGED_REPLY_BYTES_MAX`].
+        merged: Vec<MergedStore>,
+    },
+    Pong,
+    Oids(Vec<u64>),
+    Packed(WirePackReport),
+}
+
+/// A store the server merged at commit: what committed for `oid` is `data`, not
+/// what the client stored (`None`: the data did not fit the reply; load it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MergedStore {
+    pub oid: u64,
+    #[serde(with = "serde_bytes")]
+    pub data: Option<Vec<u8>>,
+}
+
+impl ClientMessage {
+    /// Checks counts against the named limits (the frame limit bounds the rest).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            ClientMessage::Store { data, .. } if data.len() > RECORD_BYTES_MAX => Err(format!(
+                "a stored revision of {} bytes, over {RECORD_BYTES_MAX}",
+                data.len()
+            )),
+            ClientMessage::Store {
+                merge: Some(merge), ..
+            } if merge.len() > MERGE_IDENTITY_BYTES_MAX => Err(format!(
+                "a merge identity of {} bytes, over {MERGE_IDENTITY_BYTES_MAX}",
+                merge.len()
+            )),
+            ClientMessage::Request {
+                request: Request::NewOids { count },
+                ..
+            } if *count == 0 || *count > NEW_OIDS_MAX => Err(format!(
+                "a request for {count} new oids, not 1 to {NEW_OIDS_MAX}"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ServerMessage {
+    /// Checks counts against the named limits (the frame limit bounds the rest).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            ServerMessage::Invalidation { oids, .. }
+                if oids.len() > INVALIDATION_CHUNK_OIDS_MAX =>
+            {
+                Err(format!(
+                    "an invalidation of {} oids, over {INVALIDATION_CHUNK_OIDS_MAX}",
+                    oids.len()
+                ))
+            }
+            ServerMessage::Invalidation { data, .. }
+                if data.iter().map(|(_, d)| d.len()).sum::<usize>()
+                    > INVALIDATION_DATA_BYTES_MAX
+                    || data
+                        .iter()
+                        .any(|(_, d)| d.len() > INVALIDATION_DATA_OBJECT_BYTES_MAX) =>
+            {
+                Err(format!(
+                    "an invalidation carrying more data than {INVALIDATION_DATA_BYTES_MAX} bytes \
+                     or a record over {INVALIDATION_DATA_OBJECT_BYTES_MAX}"
+                ))
+            }
+            ServerMessage::Reply {
+                result: Ok(Response::History(h)),
+                ..
+            } if h.len() > HISTORY_REPLY_MAX => Err(format!(
+                "a history of {} revisions, over {HISTORY_REPLY_MAX}",
+                h.len()
+            )),
+            ServerMessage::Reply {
+                result: Ok(Response::Oids(oids)),
+                ..
+            } if oids.len() > NEW_OIDS_MAX as usize => {
+                Err(format!("{} new oids, over {NEW_OIDS_MAX}", oids.len()))
+            }
+            ServerMessage::Reply {
+                result: Ok(Response::Transactions { page, .. }),
+                ..
+            } if page.len() > TRANSACTIONS_PAGE_MAX => Err(format!(
+                "a page of {} transactions, over {TRANSACTIONS_PAGE_MAX}",
+                page.len()
+            )),
+            ServerMessage::Reply {
+                result: Ok(Response::Finished { merged, .. }),
+                ..
+            } if merged.len() > TRANSACTION_OBJECTS_MAX => Err(format!(
+                "a commit reply naming {} merged stores, over {TRANSACTION_OBJECTS_MAX}",
+                merged.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::protocol::{WireRevision, decode, encode};
+
+    /// Byte fields are serialized as bytes (one copy), which in postcard is the same
+    /// encoding a sequence of `u8` has: peers of the same version agree, whichever
+    /// way they decode.
+    #[test]
+    fn byte_fields_encode_exactly_as_sequences_of_u8() {
+        #[derive(Serialize)]
+        struct PlainRevision {
+            oid: u64,
+            tid: u64,
+            data: Vec<u8>,
+        }
+        #[derive(Serialize)]
+        enum PlainResponse {
+            Oid(u64),
+            Revision { tid: u64, data: Vec<u8> },
+            Data(Vec<u8>),
+        }
+        #[derive(Serialize)]
+        struct PlainMerged {
+            oid: u64,
+            data: Option<Vec<u8>>,
+        }
+        #[derive(Serialize)]
+        enum PlainServerMessage {
+            Challenge,
+            Welcome,
+            Refused,
+            Reply,
+            Invalidation {
+                tid: u64,
+                oids: Vec<u64>,
+                complete: bool,
+                data: Vec<(u64, Vec<u8>)>,
+            },
+        }
+        let data: Vec<u8> = (0..=255).chain(0..40).collect();
+        assert_eq!(
+            encode(&WireRevision {
+                oid: 7,
+                tid: 9,
+                data: data.clone()
+            }),
+            encode(&PlainRevision {
+                oid: 7,
+                tid: 9,
+                data: data.clone()
+            })
+        );
+        assert_eq!(
+            encode(&Response::Revision {
+                tid: 3,
+                data: data.clone()
+            }),
+            encode(&PlainResponse::Revision {
+                tid: 3,
+                data: data.clone()
+            })
+        );
+        assert_eq!(
+            encode(&Response::Data(data.clone())),
+            encode(&PlainResponse::Data(data.clone()))
+        );
+        for merged in [Some(data.clone()), None] {
+            assert_eq!(
+                encode(&MergedStore {
+                    oid: 1,
+                    data: merged.clone()
+                }),
+                encode(&PlainMerged {
+                    oid: 1,
+                    data: merged
+                })
+            );
+        }
+        let pairs = vec![(5, data.clone()), (6, Vec::new())];
+        let invalidation = ServerMessage::Invalidation {
+            tid: 4,
+            oids: vec![5, 6],
+            complete: true,
+            data: pairs.clone(),
+        };
+        assert_eq!(
+            encode(&invalidation),
+            encode(&PlainServerMessage::Invalidation {
+                tid: 4,
+                oids: vec![5, 6],
+                complete: true,
+                data: pairs,
+            })
+        );
+        assert_eq!(
+            decode::<ServerMessage>(&encode(&invalidation)[4..]).unwrap(),
+            invalidation
+        );
+        let _ = (
+            PlainResponse::Oid(0),
+            PlainServerMessage::Challenge,
+            PlainServerMessage::Welcome,
+            PlainServerMessage::Refused,
+            PlainServerMessage::Reply,
+        );
+    }
+
+    proptest::proptest! {
+        // Any bytes: an error or a message, never a panic; checks never panic either.
+        #[test]
+        fn any_payload_decodes_or_fails_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(m) = decode::<ClientMessage>(&bytes) {
+                let _ = m.check();
+            }
+            if let Ok(m) = decode::<ServerMessage>(&bytes) {
+                let _ = m.check();
+            }
+        }
+    }
+
+    #[test]
+    fn invalidation_data_limits_hold_at_their_boundaries() {
+        let with = |data: Vec<(u64, Vec<u8>)>| ServerMessage::Invalidation {
+            tid: 1,
+            oids: vec![1],
+            complete: true,
+            data,
+        };
+        let record = vec![0u8; INVALIDATION_DATA_OBJECT_BYTES_MAX];
+        let fill = INVALIDATION_DATA_BYTES_MAX / INVALIDATION_DATA_OBJECT_BYTES_MAX;
+        assert!(with(vec![(1, record.clone()); fill]).check().is_ok());
+        assert!(with(vec![(1, record.clone()); fill + 1]).check().is_err());
+        assert!(
+            with(vec![(1, vec![0; INVALIDATION_DATA_OBJECT_BYTES_MAX + 1])])
+                .check()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn merge_identity_limit_holds_at_its_boundary() {
+        let store = |len: usize| ClientMessage::Store {
+            txn: 1,
+            oid: 1,
+            base_tid: 1,
+            data: Vec::new(),
+            merge: Some("m".repeat(len)),
+        };
+        assert!(store(MERGE_IDENTITY_BYTES_MAX).check().is_ok());
+        assert!(store(MERGE_IDENTITY_BYTES_MAX + 1).check().is_err());
+    }
+
+    #[test]
+    fn invalidation_chunk_limit_holds_at_its_boundary() {
+        let at = ServerMessage::Invalidation {
+            tid: 1,
+            oids: vec![0; INVALIDATION_CHUNK_OIDS_MAX],
+            complete: true,
+            data: Vec::new(),
+        };
+        assert!(at.check().is_ok());
+        let over = ServerMessage::Invalidation {
+            tid: 1,
+            oids: vec![0; INVALIDATION_CHUNK_OIDS_MAX + 1],
+            complete: true,
+            data: Vec::new(),
+        };
+        assert!(over.check().is_err());
+    }
+}

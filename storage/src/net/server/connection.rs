@@ -1,0 +1,478 @@
+//! Reading one connection and answering its requests: the server's half of the
+//! handshake, then every message in the order received, the quick ones answered on
+//! the reading thread, votes, finishes and commits handed to the transaction's
+//! actor off it, packs on a pooled worker.
+//!
+//! Invariants:
+//! - A malformed or oversized frame closes only its connection, with a log line.
+//! - Every request read gets one reply (`Outbox::send` counts them), or the
+//!   connection ends.
+//! - A connection has at most `TRANSACTIONS_PER_CONNECTION_MAX` transactions open;
+//!   dropping the connection aborts them (a finish already running completes).
+//! - A transaction stores at most `transaction_bytes_max` bytes before its vote;
+//!   past it the transaction fails and its data is freed.
+
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::outbox::Outbox;
+use super::transaction::{TxnActor, TxnContext, TxnOp, TxnSlot};
+use super::{Job, Shared};
+use crate::error::{Error, Result};
+use crate::ids::{Oid, Tid};
+use crate::net::handshake;
+use crate::net::protocol::{
+    self, ClientMessage, FrameError, Request, Response, ServerMessage, TRANSACTIONS_PAGE_BYTES,
+    TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError, WireMeta, WirePackReport,
+    WireTransaction,
+};
+
+impl Shared {
+    /// Serves a new connection on this thread until it ends.
+    pub(super) fn serve(self: &Arc<Self>, stream: TcpStream, peer: String) {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(self.options.write_timeout));
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let outbox = match stream.try_clone() {
+            Ok(s) => Arc::new(Outbox::new(
+                id,
+                peer,
+                s,
+                self.options.send_queue_bytes_max,
+                Arc::clone(&self.flusher),
+            )),
+            Err(e) => {
+                log::warn!("{peer}: cannot clone the socket: {e}");
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        };
+        self.connections.lock().insert(id, Arc::clone(&outbox));
+        if self.stopping.load(Ordering::Acquire) {
+            outbox.close("");
+        }
+        let writer = {
+            let outbox = Arc::clone(&outbox);
+            std::thread::Builder::new()
+                .name("zodiac-writer".into())
+                .spawn(move || outbox.write_loop())
+        };
+        match writer {
+            Ok(writer) => Connection {
+                shared: Arc::clone(self),
+                outbox,
+                reader: BufReader::with_capacity(64 << 10, stream),
+                read_only: self.options.read_only,
+                transactions: HashMap::new(),
+                writer: Some(writer),
+                end_reason: String::new(),
+            }
+            // Ends the connection (and counts it out) when it is dropped.
+            .run(),
+            Err(_) => {
+                outbox.close("cannot start the writer thread");
+                self.connections.lock().remove(&id);
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// One connection's reading side and state. It moves between threads: a vote,
+/// finish or commit runs on the thread that read it, while a pooled worker goes on
+/// reading (one thread wake-up less on a commit's path). Dropping it ends the
+/// connection.
+struct Connection {
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    reader: BufReader<TcpStream>,
+    read_only: bool,
+    transactions: HashMap<u64, TxnSlot>,
+    writer: Option<JoinHandle<()>>,
+    /// Why the connection ended ("" for an orderly end), logged when it closes.
+    end_reason: String,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Aborts the open transactions (a finish already running completes).
+        self.transactions.clear();
+        let id = self.outbox.id;
+        self.shared.hub.lock().subscribers.remove(&id);
+        self.outbox.drain_and_close(&self.end_reason);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.shared.connections.lock().remove(&id);
+        self.shared.connection_count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Connection {
+    /// Serves the connection until it ends.
+    fn run(mut self) {
+        match self.handshake() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(reason) => {
+                self.end_reason = reason;
+                return;
+            }
+        }
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(self.shared.options.idle_timeout));
+        self.read_loop();
+    }
+
+    /// Reads and handles messages until the connection ends or hands off.
+    fn read_loop(mut self) {
+        match self.read_messages() {
+            Ok(job) => self.hand_off(job),
+            Err(reason) => self.end_reason = reason,
+        }
+    }
+
+    /// Runs `job` (a vote, finish or commit just read) on this thread, and the
+    /// reading on a pooled worker, so the commit starts without a thread wake-up.
+    fn hand_off(self, job: Job) {
+        let pool = Arc::clone(&self.shared.pool);
+        match pool.try_spawn(move || self.read_loop()) {
+            Ok(_) => job(),
+            Err(reading) => {
+                // No thread to read meanwhile: the connection waits for this one.
+                job();
+                reading();
+            }
+        }
+    }
+
+    /// Reads until a message comes back with a job to run off the reader (`Ok`) or
+    /// the connection ends (`Err` with why, "" for an orderly end).
+    fn read_messages(&mut self) -> std::result::Result<Job, String> {
+        loop {
+            let payload = match protocol::read_frame(&mut self.reader, protocol::FRAME_BYTES_MAX) {
+                Ok(p) => p,
+                Err(FrameError::Closed) => return Err(String::new()),
+                Err(e) if self.outbox.is_closed() => {
+                    let _ = e;
+                    return Err(String::new());
+                }
+                Err(FrameError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(format!(
+                        "nothing received for {:?} (the idle timeout): the client is gone",
+                        self.shared.options.idle_timeout
+                    ));
+                }
+                Err(FrameError::Io(e)) => return Err(format!("read failed: {e}")),
+                Err(FrameError::Bad(what)) => return Err(what),
+            };
+            let message = match protocol::decode::<ClientMessage>(&payload) {
+                Ok(m) => m,
+                Err(e) => return Err(e.to_string()),
+            };
+            message.check()?;
+            if let Some(job) = self.handle(message)? {
+                return Ok(job);
+            }
+        }
+    }
+
+    /// The server's half of the handshake, then the catch-up and `Welcome`.
+    /// `Ok(false)`: the peer left.
+    fn handshake(&mut self) -> std::result::Result<bool, String> {
+        // One deadline for the whole handshake, however slowly the bytes trickle in.
+        let deadline = Instant::now() + self.shared.options.handshake_timeout;
+        let token = self.shared.options.token.as_deref();
+        let outbox = &self.outbox;
+        let Some(hello) =
+            handshake::serve(&mut self.reader, deadline, token, &mut |m| outbox.send(m))?
+        else {
+            return Ok(false);
+        };
+        self.read_only |= hello.read_only;
+        self.shared.welcome(&self.outbox, &hello)?;
+        Ok(true)
+    }
+
+    fn reply(&self, id: u64, result: Result<Response>) {
+        self.outbox.send(&ServerMessage::Reply {
+            id,
+            result: result.map_err(|e| WireError::from(&e)),
+        });
+    }
+
+    /// Acts on one message. `Ok(Some(job))`: a vote, finish or commit to run off the
+    /// reader (see [`Connection::hand_off`]).
+    fn handle(&mut self, message: ClientMessage) -> std::result::Result<Option<Job>, String> {
+        match message {
+            ClientMessage::Hello { .. } | ClientMessage::Auth { .. } => {
+                return Err("a handshake message after the handshake".into());
+            }
+            ClientMessage::Request { id, request } => {
+                // Every request gets one reply (`Outbox::send`).
+                self.outbox.request_read();
+                return self.handle_request(id, request);
+            }
+            ClientMessage::Begin { txn, meta } => self.begin(txn, meta)?,
+            ClientMessage::Store {
+                txn,
+                oid,
+                base_tid,
+                data,
+                merge,
+            } => {
+                self.count_stored(txn, data.len());
+                self.forward(txn, TxnOp::Store(Oid(oid), Tid(base_tid), data, merge))?
+            }
+            ClientMessage::CheckCurrent { txn, oid, tid } => {
+                self.forward(txn, TxnOp::CheckCurrent(Oid(oid), Tid(tid)))?
+            }
+            ClientMessage::Abort { txn } => {
+                if let Some(TxnSlot::Running(actor, _)) = self.transactions.remove(&txn) {
+                    let job = actor.submit(TxnOp::Abort, &self.context());
+                    debug_assert!(job.is_none(), "an abort never waits");
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Answers one request; a vote, finish or commit comes back as a job to run off
+    /// the reader, if it has to wait.
+    fn handle_request(
+        &mut self,
+        id: u64,
+        request: Request,
+    ) -> std::result::Result<Option<Job>, String> {
+        let storage = &self.shared.storage;
+        let result = match request {
+            Request::Vote { txn } => return self.forward_request(id, txn, TxnOp::Vote(id)),
+            Request::Finish { txn } => {
+                let job = self.forward_request(id, txn, TxnOp::Finish(id))?;
+                self.transactions.remove(&txn);
+                return Ok(job);
+            }
+            Request::Commit { txn } => {
+                let job = self.forward_request(id, txn, TxnOp::Commit(id))?;
+                self.transactions.remove(&txn);
+                return Ok(job);
+            }
+            Request::Pack { tid, gc } => {
+                self.pack(id, Tid(tid), gc);
+                return Ok(None);
+            }
+            Request::Ping => Ok(Response::Pong),
+            Request::NewOid => self
+                .writable()
+                .and_then(|()| storage.new_oid())
+                .map(|o| Response::Oid(o.0)),
+            Request::NewOids { count } => self.writable().and_then(|()| {
+                (0..count)
+                    .map(|_| storage.new_oid().map(|o| o.0))
+                    .collect::<Result<Vec<u64>>>()
+                    .map(Response::Oids)
+            }),
+            Request::Load { oid, snapshot } => {
+                storage
+                    .load(Oid(oid), Tid(snapshot))
+                    .map(|r| Response::Revision {
+                        tid: r.tid.0,
+                        data: r.data,
+                    })
+            }
+            Request::LoadRevision { oid, tid } => storage
+                .load_revision(Oid(oid), Tid(tid))
+                .map(Response::Data),
+            Request::History { oid, limit } => {
+                let limit = usize::try_from(limit)
+                    .unwrap_or(usize::MAX)
+                    .min(protocol::HISTORY_REPLY_MAX);
+                storage
+                    .history(Oid(oid), limit)
+                    .map(|h| Response::History(h.into_iter().map(|r| (r.tid.0, r.size)).collect()))
+            }
+            Request::Transactions { from, to } => self.transactions_page(Tid(from), Tid(to)),
+        };
+        self.reply(id, result);
+        Ok(None)
+    }
+
+    /// `ReadOnly` when this connection may not write.
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn begin(&mut self, txn: u64, meta: WireMeta) -> std::result::Result<(), String> {
+        if self.transactions.contains_key(&txn) {
+            return Err(format!("transaction {txn} begun twice"));
+        }
+        if self.transactions.len() >= TRANSACTIONS_PER_CONNECTION_MAX {
+            return Err(format!(
+                "more than {TRANSACTIONS_PER_CONNECTION_MAX} open transactions"
+            ));
+        }
+        let slot = if self.read_only {
+            TxnSlot::Failed(WireError::ReadOnly)
+        } else {
+            match self.shared.storage.begin(meta.into()) {
+                Ok(t) => TxnSlot::Running(TxnActor::new(t), 0),
+                Err(e) => TxnSlot::Failed(WireError::from(&e)),
+            }
+        };
+        self.transactions.insert(txn, slot);
+        Ok(())
+    }
+
+    /// Counts `len` more bytes stored by `txn`; past `transaction_bytes_max` the
+    /// transaction fails.
+    fn count_stored(&mut self, txn: u64, len: usize) {
+        let max = self.shared.options.transaction_bytes_max;
+        if let Some(TxnSlot::Running(_, bytes)) = self.transactions.get_mut(&txn) {
+            *bytes += len as u64;
+            if *bytes > max {
+                // Dropping the actor aborts the transaction and frees its data.
+                let len = *bytes;
+                self.transactions.insert(
+                    txn,
+                    TxnSlot::Failed(WireError::LimitExceeded {
+                        what: "transaction record".into(),
+                        len,
+                        max,
+                    }),
+                );
+            }
+        }
+    }
+
+    fn context(&self) -> TxnContext {
+        TxnContext {
+            shared: Arc::clone(&self.shared),
+            outbox: Arc::clone(&self.outbox),
+        }
+    }
+
+    fn forward(&mut self, txn: u64, op: TxnOp) -> std::result::Result<(), String> {
+        match self.transactions.get(&txn) {
+            Some(TxnSlot::Running(actor, _)) => {
+                let job = actor.submit(op, &self.context());
+                debug_assert!(job.is_none(), "stores and checks never wait");
+                Ok(())
+            }
+            Some(TxnSlot::Failed(_)) => Ok(()),
+            None => Err(format!(
+                "an operation on transaction {txn}, which is not open"
+            )),
+        }
+    }
+
+    /// Submits a vote, finish or commit; the job to run it off the reader, if any.
+    fn forward_request(
+        &mut self,
+        id: u64,
+        txn: u64,
+        op: TxnOp,
+    ) -> std::result::Result<Option<Job>, String> {
+        match self.transactions.get(&txn) {
+            Some(TxnSlot::Running(actor, _)) => Ok(actor.submit(op, &self.context())),
+            Some(TxnSlot::Failed(e)) => {
+                let e = e.clone();
+                self.outbox
+                    .send(&ServerMessage::Reply { id, result: Err(e) });
+                Ok(None)
+            }
+            None => Err(format!(
+                "an operation on transaction {txn}, which is not open"
+            )),
+        }
+    }
+
+    /// Packs the storage on a pooled worker (it takes long; the connection goes on).
+    fn pack(&self, id: u64, tid: Tid, gc: bool) {
+        if self.read_only {
+            return self.reply(id, Err(Error::ReadOnly));
+        }
+        let references = self.shared.options.references.clone();
+        if gc && references.is_none() {
+            return self.reply(
+                id,
+                Err(Error::Server {
+                    message: "this server cannot pack with garbage collection: it was started \
+                              without a reference reader (ServerOptions::references); pack \
+                              without garbage collection, or configure one"
+                        .into(),
+                }),
+            );
+        }
+        let ctx = self.context();
+        let job = Box::new(move || {
+            log::info!("{}: packing to {tid} (gc: {gc})", ctx.outbox.peer);
+            let reader = references.filter(|_| gc);
+            let result = match &reader {
+                Some(reader) => {
+                    let f = |record: &[u8]| reader(record);
+                    ctx.shared.storage.pack(tid, Some(&f))
+                }
+                None => ctx.shared.storage.pack(tid, None),
+            };
+            match &result {
+                Ok(r) => log::info!(
+                    "packed to {}: {} -> {} bytes, {} objects removed",
+                    r.pack_tid,
+                    r.bytes_before,
+                    r.bytes_after,
+                    r.objects_removed
+                ),
+                Err(e) => log::warn!("pack failed: {e}"),
+            }
+            ctx.reply(
+                id,
+                result
+                    .map(|r| Response::Packed(WirePackReport::from(&r)))
+                    .map_err(|e| WireError::from(&e)),
+            );
+        });
+        if self.shared.pool.try_spawn(job).is_err() {
+            // Dropping the job drops its context; the reply says why.
+            self.reply(
+                id,
+                Err(Error::Server {
+                    message: "cannot start a thread for the pack".into(),
+                }),
+            );
+        }
+    }
+
+    fn transactions_page(&self, from: Tid, to: Tid) -> Result<Response> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        let mut iter = self.shared.storage.transactions(from, to)?.peekable();
+        while page.len() < TRANSACTIONS_PAGE_MAX && bytes < TRANSACTIONS_PAGE_BYTES {
+            match iter.next() {
+                None => break,
+                Some(t) => {
+                    let t = WireTransaction::from(t?);
+                    bytes += t.approximate_bytes();
+                    page.push(t);
+                }
+            }
+        }
+        let more = iter.peek().is_some();
+        Ok(Response::Transactions { page, more })
+    }
+}

@@ -1,0 +1,287 @@
+//! The storage server: serves one [`Storage`] to many clients over TCP.
+//!
+//! Threads: one accepts; one broadcasts commits made beside the server; one flushes
+//! deferred invalidations; per connection one writes what nobody else wrote, and
+//! one at a time reads and answers requests (running stores and checks). Reading a
+//! connection moves between threads: a vote, finish or commit runs on the thread
+//! that read it while a pooled worker goes on reading (a vote waits for the commit
+//! lock, which must not stop the connection's other requests nor other
+//! connections' finishes, which share fdatasyncs). Packs run on pooled workers.
+//!
+//! A commit's path: the reader reads `Commit` (or `Vote`/`Finish`), hands the
+//! reading to a pooled worker and votes and finishes itself, then pumps the
+//! storage's commit notifications (so the committer's invalidation is queued,
+//! without waking its writer) and writes the reply together with the queued frames.
+//! Other connections awaiting a reply get the invalidation with that reply, or from
+//! their writer within `DEFERRED_FLUSH`; idle ones (awaiting no reply: e.g. a
+//! worker waiting for work) get it from their writer at once.
+//!
+//! The parts: [`options`] (how a server runs), [`hub`] (the broadcast of commits
+//! and the invalidation history), [`outbox`] (each connection's send queue and the
+//! deferred flusher), [`connection`] (reading a connection and answering its
+//! requests), [`transaction`] (each open transaction's operations, votes, finishes
+//! and merges). This module holds the server's lifecycle: start, accept, shutdown.
+//!
+//! Invariants:
+//! - A connection is counted in `connection_count` from its accept until its
+//!   [`connection::Connection`] is dropped; over `connections_max` it is refused
+//!   with a reason, on a thread of its own, and never served.
+//! - Shutdown stops accepting first, then closes every connection, then waits
+//!   (bounded) for them to end.
+
+mod connection;
+mod hub;
+mod options;
+mod outbox;
+mod transaction;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+pub use options::{MergeFn, ReferenceReader, ServerOptions};
+
+use self::hub::Hub;
+use self::outbox::{Flusher, Outbox};
+use super::protocol::{self, ServerMessage};
+use crate::error::{Error, Result};
+use crate::notify::CommitSubscription;
+use crate::pool::ThreadPool;
+use crate::storage::Storage;
+
+/// A running storage server. [`Server::shutdown`] (or dropping it) stops it; the
+/// storage stays open for the caller to close.
+pub struct Server {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    options: ServerOptions,
+    hub: Mutex<Hub>,
+    /// The storage's commit notifications. Whoever holds the lock broadcasts what is
+    /// waiting ([`Shared::pump`]): the thread that just finished a commit, at once,
+    /// or the broadcaster thread, woken by the subscription's waker.
+    events: Mutex<CommitSubscription>,
+    /// Set by the waker: the broadcaster thread has events to pump.
+    events_waiting: Mutex<bool>,
+    events_changed: Condvar,
+    /// Commits being finished by this server's workers, which pump right after: the
+    /// waker leaves their events to them instead of waking the broadcaster thread.
+    finishing: AtomicUsize,
+    /// Threads for connection readers and commits: every job gets a thread at
+    /// once, an idle one or a new one (a job may wait for the commit lock held by
+    /// a transaction whose finish is the next job).
+    pool: Arc<ThreadPool>,
+    flusher: Arc<Flusher>,
+    /// Every live connection, for shutdown and counting.
+    connections: Mutex<HashMap<u64, Arc<Outbox>>>,
+    next_connection: AtomicU64,
+    stopping: AtomicBool,
+    connection_count: AtomicUsize,
+}
+
+/// A job for a pooled worker thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How long an idle pooled thread of the server waits for work before it ends.
+const POOL_IDLE: Duration = Duration::from_secs(10);
+
+impl Shared {
+    /// The state of a server of `storage`, subscribed to its commits.
+    fn new(storage: Arc<dyn Storage>, options: ServerOptions) -> Arc<Shared> {
+        // Subscribe before reading last_tid: every commit after it is seen.
+        let subscription = storage.subscribe();
+        let last_tid = storage.last_tid();
+        let shared = Arc::new(Shared {
+            storage,
+            options,
+            hub: Mutex::new(Hub {
+                last_tid,
+                history: VecDeque::new(),
+                floor: last_tid,
+                subscribers: HashMap::new(),
+            }),
+            events: Mutex::new(subscription),
+            events_waiting: Mutex::new(false),
+            events_changed: Condvar::new(),
+            finishing: AtomicUsize::new(0),
+            pool: Arc::new(ThreadPool::new("zodiac-worker", POOL_IDLE)),
+            flusher: Arc::new(Flusher::default()),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            connection_count: AtomicUsize::new(0),
+        });
+        shared.set_waker(&shared.events.lock());
+        shared
+    }
+}
+
+impl Server {
+    /// Listens on `addr` and serves `storage` until shut down.
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        addr: impl ToSocketAddrs,
+        options: ServerOptions,
+    ) -> Result<Server> {
+        let listener = TcpListener::bind(addr).map_err(|e| Error::Io {
+            path: "listen address".into(),
+            action: "bind",
+            source: e,
+        })?;
+        let local_addr = listener.local_addr().map_err(|e| Error::Io {
+            path: "listen address".into(),
+            action: "local address",
+            source: e,
+        })?;
+        let shared = Shared::new(storage, options);
+        // Dropped on a failed spawn: stops the threads started so far.
+        let mut server = Server {
+            local_addr,
+            shared: Arc::clone(&shared),
+            threads: Vec::new(),
+        };
+        let broadcaster = Arc::clone(&shared);
+        server.spawn("zodiac-broadcast", move || broadcaster.broadcast_loop())?;
+        let flusher = Arc::clone(&shared);
+        server.spawn("zodiac-flush", move || {
+            flusher.flusher.run(&flusher.stopping)
+        })?;
+        let acceptor = Arc::clone(&shared);
+        server.spawn("zodiac-accept", move || acceptor.accept_loop(listener))?;
+        log::info!("serving {} on {local_addr}", shared.storage.describe());
+        Ok(server)
+    }
+
+    /// Starts one of the server's threads, which [`Server::stop`] joins.
+    fn spawn(&mut self, name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(body)
+            .map_err(|source| Error::Io {
+                path: "the server's threads".into(),
+                action: "start",
+                source,
+            })?;
+        self.threads.push(thread);
+        Ok(())
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Connections being served now.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connection_count.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting, closes every connection and waits for the server's threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wake the acceptor.
+        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_secs(1));
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let connections: Vec<Arc<Outbox>> =
+            self.shared.connections.lock().values().cloned().collect();
+        for c in connections {
+            c.close("");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.connection_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        log::info!("server on {} stopped", self.local_addr);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Shared {
+    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        for stream in listener.incoming() {
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
+            let count = self.connection_count.fetch_add(1, Ordering::AcqRel) + 1;
+            if count > self.options.connections_max {
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+                log::warn!(
+                    "refusing {peer}: {} connections already (the limit)",
+                    self.options.connections_max
+                );
+                let reason = format!(
+                    "too many connections (the server's limit is {})",
+                    self.options.connections_max
+                );
+                // On its own thread: the refusal must not hold up accepting.
+                let _ = std::thread::Builder::new()
+                    .name("zodiac-refuse".into())
+                    .spawn(move || refuse(stream, reason));
+                continue;
+            }
+            let shared = Arc::clone(&self);
+            let spawned = std::thread::Builder::new()
+                .name("zodiac-connection".into())
+                // The connection counts itself out when it ends.
+                .spawn(move || shared.serve(stream, peer));
+            if spawned.is_err() {
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+                log::warn!("cannot start a thread for a new connection");
+            }
+        }
+    }
+}
+
+/// Tells a connection over the limit why it is refused, then closes it once the
+/// client has read that (closing with its hello unread would reset the connection
+/// and lose the reason).
+fn refuse(mut stream: TcpStream, reason: String) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = protocol::write_frame(
+        &mut stream,
+        &protocol::encode(&ServerMessage::Refused { reason }),
+    );
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match std::io::Read::read(&mut stream, &mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
