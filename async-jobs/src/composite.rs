@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize};
 use zodiac_objects::{PRef, Persistent, Transaction};
 use zodiac_storage::Oid;
 
+use crate::callbacks::add_callback;
 use crate::error::Result;
-use crate::job::{Job, Location, Outcome};
-use crate::queue::{PutOptions, Queue};
-use crate::run::add_callback;
+use crate::model::job::{Job, Location, Outcome};
+use crate::model::queue::Queue;
+use crate::queue::PutOptions;
 
 /// The handler name of the callbacks that advance a composite.
 pub const JOIN_HANDLER: &str = "zodiac.async.join";

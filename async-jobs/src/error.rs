@@ -3,7 +3,7 @@
 
 use zodiac_storage::Oid;
 
-use crate::status::Status;
+use crate::model::status::Status;
 
 /// Result with the job layer's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -19,7 +19,7 @@ pub enum Error {
     /// A status change the status machine does not allow.
     #[error(
         "job {job}: cannot go from {from} to {to}: {}",
-        crate::status::why_illegal(*from, *to)
+        crate::model::status::why_illegal(*from, *to)
     )]
     IllegalTransition { job: Oid, from: Status, to: Status },
 

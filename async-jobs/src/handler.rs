@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use zodiac_objects::Transaction;
 use zodiac_storage::Oid;
 
-use crate::job::Outcome;
+use crate::model::job::Outcome;
 
 /// What a handler returns as its error: anything that is an error. Conflicts
 /// (a [`zodiac_objects::Error`] or [`crate::Error`] that is one) are recognised and
@@ -36,7 +36,7 @@ pub struct JobContext<'a, 'c> {
     pub attempt: u32,
     /// For a callback: the result of the job it is a callback of.
     pub parent_result: Option<Outcome>,
-    awaiting: Option<zodiac_objects::PRef<crate::job::Job>>,
+    awaiting: Option<zodiac_objects::PRef<crate::model::job::Job>>,
     tx: &'a mut Transaction<'c>,
 }
 
@@ -65,11 +65,11 @@ impl<'a, 'c> JobContext<'a, 'c> {
     /// Makes this job wait for `job` and take its result instead of the value the
     /// handler returns: the handler's writes commit, the job stays ACTIVE without
     /// holding its agent's slot, and it completes when `job` does.
-    pub fn await_job(&mut self, job: zodiac_objects::PRef<crate::job::Job>) {
+    pub fn await_job(&mut self, job: zodiac_objects::PRef<crate::model::job::Job>) {
         self.awaiting = Some(job);
     }
 
-    pub(crate) fn awaited(&self) -> Option<zodiac_objects::PRef<crate::job::Job>> {
+    pub(crate) fn awaited(&self) -> Option<zodiac_objects::PRef<crate::model::job::Job>> {
         self.awaiting
     }
 

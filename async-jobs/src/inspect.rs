@@ -17,9 +17,9 @@ use zodiac_storage::Oid;
 
 use crate::dispatcher::Dispatchers;
 use crate::error::Result;
-use crate::job::{Job, Location, Outcome};
-use crate::queue::Queue;
-use crate::status::Status;
+use crate::model::job::{Job, Location, Outcome};
+use crate::model::queue::Queue;
+use crate::model::status::Status;
 use crate::time::Timestamp;
 
 /// Which jobs to list; `None` fields match everything.
@@ -207,7 +207,7 @@ pub fn counts(tx: &mut Transaction<'_>, name: &str) -> Result<Option<BTreeMap<St
         *counts.entry(Status::Completed).or_insert(0) += ended;
     }
     for (id, record) in Queue::dispatchers(tx, &queue)? {
-        let agents: Vec<(String, PRef<crate::dispatcher::Agent>)> = tx
+        let agents: Vec<(String, PRef<crate::model::dispatcher::Agent>)> = tx
             .get(&record)?
             .agents()
             .iter()

@@ -101,58 +101,59 @@
 //! # Ok::<(), zodiac_async::Error>(())
 //! ```
 
+mod callbacks;
 mod composite;
 mod dispatcher;
 pub mod ended;
 mod error;
-mod failure;
 mod handler;
 mod helpers;
 mod identity;
 pub mod inspect;
-mod job;
-mod merges;
+mod model;
 mod queue;
-mod quota;
+mod recovery;
 mod references;
 pub mod retry;
 mod run;
-pub mod status;
 mod time;
 mod transact;
 mod wake;
 mod worker;
 
+pub use callbacks::{BRANCH_HANDLER, add_callback, add_callbacks};
 pub use composite::{
     COMPOSITE_ANNOTATION, Composite, JOIN_HANDLER, parallel, part_results, serial,
 };
 pub use dispatcher::{
-    AGENT_SIZE_DEFAULT, AGENTS_MAX, Agent, CLAIM_SPREAD_ROTATION, Cleanup, DEATH_INTERVAL_DEFAULT,
-    DispatcherRecord, Dispatchers, PING_INTERVAL_DEFAULT, RETENTION_DEFAULT, RETENTION_DROPS_MAX,
+    AGENT_SIZE_DEFAULT, AGENTS_MAX, CLAIM_SPREAD_ROTATION, DEATH_INTERVAL_DEFAULT, Dispatchers,
+    PING_INTERVAL_DEFAULT, RETENTION_DEFAULT, RETENTION_DROPS_MAX,
 };
 pub use error::{Error, Result};
-pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
 pub use handler::{HandlerError, Handlers, JobContext};
 pub use helpers::{NeverFail, never_fail, never_fail_with, try_n_times};
 pub use identity::{WORKER_ID_FILE_BYTES_MAX, WORKER_ID_PATH_DEFAULT, WorkerIdentity};
-pub use job::{
+pub use model::dispatcher::{Agent, DispatcherRecord};
+pub use model::failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
+pub use model::job::{
     ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, CALLBACKS_MAX, ERROR_HISTORY_MAX, ErrorEntry,
     FailureLevel, HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
 };
-pub use merges::merges;
-pub use queue::{
-    CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, Entry, LANE_PUT_BACK, LANE_SCHEDULED, PutOptions,
-    QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey, SPREAD_WINDOW_PER_LANE,
-    Spread, fail,
+pub use model::merges::merges;
+pub use model::queue::{
+    Entry, LANE_PUT_BACK, LANE_SCHEDULED, QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue,
+    QueueDirectory, QueueKey,
 };
-pub use quota::{QUOTAS_MAX, Quota};
+pub use model::quota::{QUOTAS_MAX, Quota};
+pub use model::status;
+pub use model::status::Status;
+pub use queue::{
+    CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, PutOptions, SPREAD_WINDOW_PER_LANE, Spread, fail,
+};
+pub use recovery::{Cleanup, recover_interrupted};
 pub use references::named_ids;
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
-pub use run::{
-    BATCH_SPAN_MAX, BRANCH_HANDLER, RESUME_HANDLER, RunOutcome, Runner, add_callback,
-    add_callbacks, recover_interrupted,
-};
-pub use status::Status;
+pub use run::{BATCH_SPAN_MAX, RESUME_HANDLER, RunOutcome, Runner};
 pub use time::Timestamp;
 pub use transact::transact;
 pub use wake::{Invalidations, Polling, WakeSource};

@@ -19,15 +19,15 @@
 //! - A job's deadline also bounds retries: [`bounded`] turns any retry that would
 //!   start after the deadline into a give-up with a timeout failure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
-use crate::failure::{Failure, FailureKind};
+use crate::model::failure::{Failure, FailureKind};
 use crate::time::Timestamp;
+
+pub use crate::model::retry_data::RetryData;
 
 /// Name of [`DefaultPolicy`] in [`Policies`].
 pub const DEFAULT: &str = "default";
@@ -41,45 +41,6 @@ pub const CONFLICTS: &str = "conflicts";
 pub const DISCONNECTS: &str = "disconnects";
 pub const OTHER_COMMIT_ERRORS: &str = "other-commit-errors";
 pub const INTERRUPTIONS: &str = "interruptions";
-
-/// A policy's persistent memory, kept in the job.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryData {
-    /// Counters for the current run; cleared when a run starts.
-    pub run: BTreeMap<String, u32>,
-    /// Counters for the job's whole life.
-    pub life: BTreeMap<String, u32>,
-    /// Whatever a custom policy wants to keep.
-    pub custom: BTreeMap<String, Vec<u8>>,
-}
-
-impl RetryData {
-    /// Adds one to the per-run counter `key`; returns the new count.
-    pub fn bump_run(&mut self, key: &str) -> u32 {
-        let n = self.run.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    /// Adds one to the life counter `key`; returns the new count.
-    pub fn bump_life(&mut self, key: &str) -> u32 {
-        let n = self.life.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    pub fn run_count(&self, key: &str) -> u32 {
-        self.run.get(key).copied().unwrap_or(0)
-    }
-
-    pub fn life_count(&self, key: &str) -> u32 {
-        self.life.get(key).copied().unwrap_or(0)
-    }
-
-    pub(crate) fn start_run(&mut self) {
-        self.run.clear();
-    }
-}
 
 /// What a policy decided.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,10 +32,10 @@ use zodiac_objects::{PRef, Persistent};
 use zodiac_storage::Oid;
 
 use crate::error::{Error, Result};
-use crate::failure::Failure;
-use crate::queue::QueueKey;
-use crate::retry::RetryData;
-use crate::status::{self, Status};
+use crate::model::failure::Failure;
+use crate::model::queue_key::QueueKey;
+use crate::model::retry_data::RetryData;
+use crate::model::status::{self, Status};
 use crate::time::Timestamp;
 
 /// Most bytes of a handler name.
@@ -390,7 +390,7 @@ pub(crate) fn log_failure(id: Oid, job: &Job, failure: &Failure) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failure::FailureKind;
+    use crate::model::failure::FailureKind;
 
     /// Arguments and values are serialized as bytes, which postcard encodes exactly
     /// as it did the sequences of `u8` of the records already stored.
