@@ -154,7 +154,7 @@ pub use recovery::{Cleanup, recover_interrupted};
 pub use references::named_ids;
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
 pub use run::{BATCH_SPAN_MAX, RESUME_HANDLER, RunOutcome, Runner};
-pub use time::Timestamp;
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use transact::transact;
 pub use wake::{Invalidations, Polling, WakeSource};
 pub use worker::{

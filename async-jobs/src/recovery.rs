@@ -88,7 +88,7 @@ impl Dispatchers {
         if tx.get(&record)?.is_alive(now, death_interval) {
             return Err(Error::AlreadyActive { id: id.to_string() });
         }
-        Dispatchers::hand_back(tx, queue, &record, id, policies, adopter)
+        Dispatchers::hand_back(tx, queue, &record, id, policies, adopter, now)
     }
 
     /// Cleans up the previous incarnation of dispatcher `id` at once, alive or
@@ -100,8 +100,19 @@ impl Dispatchers {
         id: &str,
         policies: &Policies,
     ) -> Result<Cleanup> {
+        Dispatchers::cleanup_previous_incarnation_at(tx, queue, id, policies, Timestamp::now())
+    }
+
+    /// [`Dispatchers::cleanup_previous_incarnation`] at `now`.
+    pub(crate) fn cleanup_previous_incarnation_at(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        id: &str,
+        policies: &Policies,
+        now: Timestamp,
+    ) -> Result<Cleanup> {
         match Dispatchers::record(tx, queue, id)? {
-            Some(record) => Dispatchers::hand_back(tx, queue, &record, id, policies, None),
+            Some(record) => Dispatchers::hand_back(tx, queue, &record, id, policies, None, now),
             None => Ok(Cleanup::default()),
         }
     }
@@ -112,11 +123,12 @@ impl Dispatchers {
         tx: &mut Transaction<'_>,
         job: &PRef<Job>,
         policies: &Policies,
+        now: Timestamp,
     ) -> Result<()> {
         for cb in tx.get(job)?.callbacks() {
             let c = tx.get(cb)?;
             if c.status() == Status::Active && c.awaiting().is_none() {
-                crate::recovery::recover_interrupted(tx, cb, policies)?;
+                recover_interrupted_at(tx, cb, policies, now)?;
             }
         }
         Ok(())
@@ -150,10 +162,10 @@ impl Dispatchers {
         id: &str,
         policies: &Policies,
         adopter: Option<&Claimer>,
+        now: Timestamp,
     ) -> Result<Cleanup> {
         let r = tx.get(record)?;
         let mut report = Cleanup::default();
-        let now = Timestamp::now();
         for (name, agent_ref) in &r.agents {
             let a = tx.get(agent_ref)?;
             let held = a.held.clone();
@@ -165,18 +177,18 @@ impl Dispatchers {
                 }
                 match j.status() {
                     Status::Assigned => {
-                        Queue::put_back(tx, &job, None)?;
+                        Queue::put_back_at(tx, &job, None, now)?;
                         report.put_back.push(job);
                     }
                     // Waiting for another job, it is not running anywhere.
                     Status::Active if j.awaiting().is_some() => {}
                     Status::Active => {
-                        crate::recovery::recover_interrupted(tx, &job, policies)?;
+                        recover_interrupted_at(tx, &job, policies, now)?;
                         report.recovered.push(job);
                     }
                     Status::Callbacks => {
                         // A callback that was running is retried by its policy.
-                        Dispatchers::interrupt_callbacks(tx, &job, policies)?;
+                        Dispatchers::interrupt_callbacks(tx, &job, policies, now)?;
                     }
                     _ => {}
                 }
@@ -244,6 +256,16 @@ pub fn recover_interrupted(
     job: &PRef<Job>,
     policies: &Policies,
 ) -> Result<Decision> {
+    recover_interrupted_at(tx, job, policies, Timestamp::now())
+}
+
+/// [`recover_interrupted`] at `now` (the interruption's time, the retry's base).
+pub(crate) fn recover_interrupted_at(
+    tx: &mut Transaction<'_>,
+    job: &PRef<Job>,
+    policies: &Policies,
+    now: Timestamp,
+) -> Result<Decision> {
     let id = job.oid();
     let j = tx.get(job)?;
     if j.status() != Status::Active {
@@ -266,7 +288,6 @@ pub fn recover_interrupted(
         policies.for_job(j.retry_policy())?
     };
     let mut data = j.retry_data().clone();
-    let now = Timestamp::now();
     let decision = bounded(policy.on_interrupted(&mut data), j.deadline(), now);
     let interruption = Failure::new(
         FailureKind::Reassigned,
@@ -282,17 +303,13 @@ pub fn recover_interrupted(
         d if callback && d.is_retry() => {
             tx.modify(job, |j| j.transition(id, Status::New, now))??
         }
-        Decision::Retry => Queue::put_back(tx, job, None)?,
-        Decision::RetryAfter(d) => Queue::put_back(tx, job, Some(now.plus(*d)))?,
-        Decision::RetryAt(t) => Queue::put_back(tx, job, Some(*t))?,
+        Decision::Retry => Queue::put_back_at(tx, job, None, now)?,
+        Decision::RetryAfter(d) => Queue::put_back_at(tx, job, Some(now.plus(*d)), now)?,
+        Decision::RetryAt(t) => Queue::put_back_at(tx, job, Some(*t), now)?,
         Decision::GiveUp(failure) => {
             crate::queue::release(tx, job)?;
             tx.modify(job, |j| {
-                j.set_result(Outcome::Failure(failure.clone()));
-                j.transition(id, Status::Callbacks, now)?;
-                if j.callbacks().is_empty() {
-                    j.transition(id, Status::Completed, now)?;
-                }
+                j.finish(id, Outcome::Failure(failure.clone()), now)?;
                 log_failure(id, j, failure);
                 Ok::<_, Error>(())
             })??;

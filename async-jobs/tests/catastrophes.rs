@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use zodiac_async::retry::{DISCONNECTS, DefaultPolicy, INTERRUPTIONS};
 use zodiac_async::{
     Decision, Dispatchers, Failure, FailureKind, FailureLevel, Handlers, Job, LANE_PUT_BACK,
-    LANE_SCHEDULED, Location, Outcome, Policies, PutOptions, Queue, RetryData, RetryPolicy,
-    RunOutcome, Runner, Status, Timestamp, Worker, WorkerOptions, add_callback, add_callbacks,
-    parallel, part_results, serial, transact,
+    LANE_SCHEDULED, Location, ManualClock, Outcome, Policies, PutOptions, Queue, RetryData,
+    RetryPolicy, RunOutcome, Runner, Status, Timestamp, Worker, WorkerOptions, add_callback,
+    add_callbacks, parallel, part_results, serial, transact,
 };
 use zodiac_objects::{Database, PRef, Persistent};
 use zodiac_storage::{
@@ -532,6 +532,16 @@ impl Fx {
         )
     }
 
+    /// A worker reading the time from `clock`.
+    fn worker_at(&self, id: &str, clock: ManualClock) -> Worker {
+        Worker::new(
+            self.db.clone(),
+            id,
+            self.runner().with_clock(clock),
+            options(),
+        )
+    }
+
     fn worker(&self, id: &str, restarted: bool) -> Worker {
         Worker::new(
             self.db.clone(),
@@ -849,10 +859,11 @@ fn d5_never_policy_aborts_an_interrupted_job_and_runs_its_failure_callback() {
     assert_eq!(again.poll_once().unwrap().started, [d3]);
     fx.wait_calls("d5-sibling", 1);
     fx.kill(again);
-    let mut sibling = fx.worker("d5-b", false);
+    let clock = ManualClock::new(Timestamp::now());
+    let mut sibling = fx.worker_at("d5-b", clock.clone());
     sibling.poll_once().unwrap();
     assert_eq!(fx.status(d3), Status::Active, "before the death interval");
-    thread::sleep(DEATH + Duration::from_millis(100));
+    clock.advance(DEATH + Duration::from_millis(100));
     let report = sibling.poll_once().unwrap();
     assert_eq!(report.cleaned, ["d5-a"]);
     assert!(report.started.is_empty(), "{report:?}");

@@ -177,7 +177,16 @@ impl Dispatchers {
         queue: &PRef<Queue>,
         claimer: &Claimer,
     ) -> Result<Vec<PRef<Job>>> {
-        let now = Timestamp::now();
+        Dispatchers::adopt_ended_at(tx, queue, claimer, Timestamp::now())
+    }
+
+    /// [`Dispatchers::adopt_ended`] at `now`.
+    pub(crate) fn adopt_ended_at(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        claimer: &Claimer,
+        now: Timestamp,
+    ) -> Result<Vec<PRef<Job>>> {
         let jobs = crate::ended::take_callbacks_due(tx, queue, now)?;
         if jobs.is_empty() {
             return Ok(jobs);

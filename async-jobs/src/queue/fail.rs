@@ -58,13 +58,9 @@ pub(crate) fn finish_failed(
 ) -> Result<()> {
     let id = job.oid();
     tx.modify(job, |j| {
-        j.transition(id, Status::Callbacks, now)?;
+        j.finish(id, Outcome::Failure(failure.clone()), now)?;
         j.record_error(now, &failure);
-        j.set_result(Outcome::Failure(failure.clone()));
         j.set_location(Location::None);
-        if j.callbacks().is_empty() {
-            j.transition(id, Status::Completed, now)?;
-        }
         crate::model::job::log_failure(id, j, &failure);
         Ok::<_, Error>(())
     })?

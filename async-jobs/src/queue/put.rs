@@ -175,6 +175,17 @@ impl Queue {
         job: &PRef<Job>,
         retry_at: Option<Timestamp>,
     ) -> Result<()> {
+        Queue::put_back_at(tx, job, retry_at, Timestamp::now())
+    }
+
+    /// [`Queue::put_back`] at `now` (the put-back time and the time of the
+    /// status change).
+    pub(crate) fn put_back_at(
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        retry_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<()> {
         let id = job.oid();
         let j = tx.get(job)?;
         let Location::Agent { queue, .. } = j.location() else {
@@ -191,7 +202,6 @@ impl Queue {
         if retry_at.is_some() {
             crate::queue::release(tx, job)?;
         }
-        let now = Timestamp::now();
         let key = match retry_at {
             None => QueueKey {
                 lane: LANE_PUT_BACK,

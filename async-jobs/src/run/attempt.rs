@@ -56,7 +56,7 @@ impl Runner {
                 return Ok(None);
             }
             self.policy_for(&j)?;
-            let now = Timestamp::now();
+            let now = self.clock.now();
             tx.modify(job, |j| j.transition(id, Status::Active, now))??;
             Ok(Some(tx.get(job)?))
         })?;
@@ -176,10 +176,7 @@ impl Runner {
             Ok(Some(false)) => Ok(RunOutcome::Awaiting(awaited)),
             Ok(Some(true)) => {
                 // The awaited job had completed: its result is ours now.
-                let j = self.load(job)?;
-                Ok(RunOutcome::Finished(
-                    j.result().cloned().expect("stored above"),
-                ))
+                Ok(self.finished(job)?)
             }
             Ok(None) => Ok(self.abandon(job, "while starting to await")),
             Err(e) => Err(e),
@@ -249,10 +246,7 @@ impl Runner {
             snapshot.handler(),
             snapshot.attempts()
         );
-        let j = self.load(job)?;
-        Ok(Ok(RunOutcome::Finished(
-            j.result().cloned().expect("stored above"),
-        )))
+        Ok(Ok(self.finished(job)?))
     }
 
     /// Acts on a failed attempt of `job`'s run (`log`, its failures so far, gains
@@ -275,14 +269,14 @@ impl Runner {
             succeeded,
         } = failed;
         let queue = queue_of(snapshot);
-        let now = Timestamp::now();
+        let now = self.clock.now();
         log::debug!(target: "zodiac_async::trace", "job {id}: attempt failed: {failure}");
         log.errors.push((now, failure));
         match bounded(decision, snapshot.deadline(), now) {
             Decision::Retry => {}
             Decision::RetryAfter(d) if queue.is_none() => std::thread::sleep(d),
             Decision::RetryAt(t) if queue.is_none() => {
-                std::thread::sleep(t.since(Timestamp::now()))
+                std::thread::sleep(t.since(self.clock.now()))
             }
             Decision::RetryAfter(d) => {
                 return self.put_back(job, claimer, log, now.plus(d)).map(Some);
@@ -335,7 +329,7 @@ impl Runner {
                 });
         }
         if job.handler() == RESUME_HANDLER {
-            return resume(tx, job, id, parent_result)
+            return resume(tx, job, id, parent_result, self.clock.now())
                 .map(|()| (postcard::to_stdvec(&()).expect("unit encodes"), None))
                 .map_err(|e| Failure::from_error(FailureKind::Storage, &e));
         }
@@ -396,14 +390,10 @@ impl Runner {
             return Ok(false);
         }
         crate::queue::release(tx, job)?;
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let completed = tx.modify(job, |j| {
             log.apply(j);
-            j.set_result(outcome);
-            j.transition(id, Status::Callbacks, now)?;
-            if j.callbacks().is_empty() {
-                j.transition(id, Status::Completed, now)?;
-            }
+            j.finish(id, outcome, now)?;
             Ok::<_, Error>(j.status() == Status::Completed)
         })??;
         if completed {
@@ -443,7 +433,7 @@ impl Runner {
                 return Ok(false);
             }
             tx.modify(job, |j| log.apply(j))?;
-            Queue::put_back(tx, job, Some(retry_at))?;
+            Queue::put_back_at(tx, job, Some(retry_at), self.clock.now())?;
             Ok(true)
         })?;
         if !held {

@@ -5,8 +5,8 @@ use zodiac_objects::{PRef, Transaction};
 
 use crate::callbacks::add_callback_unchecked;
 use crate::dispatcher::Dispatchers;
-use crate::error::{Error, Result};
-use crate::model::job::{Job, Location, Outcome};
+use crate::error::Result;
+use crate::model::job::{Job, Location, Outcome, State};
 use crate::model::status::Status;
 use crate::queue::Claimer;
 use crate::run::{RunLog, Runner, still_running};
@@ -32,8 +32,8 @@ impl Runner {
             return Ok(None);
         }
         let a = tx.get(&awaited)?;
-        if a.status() == Status::Completed {
-            let outcome = a.result().cloned().expect("a COMPLETED job has a result");
+        if let State::Completed(outcome) = a.state() {
+            let outcome = outcome.clone();
             return Ok(self.store(tx, job, claimer, log, outcome)?.then_some(true));
         }
         let mut resume = Job::with_arguments(RESUME_HANDLER, &job.oid().0)?;
@@ -55,6 +55,7 @@ pub(super) fn resume(
     callback: &Job,
     id: zodiac_storage::Oid,
     result: Option<Outcome>,
+    now: Timestamp,
 ) -> Result<()> {
     let waiting = PRef::<Job>::from_oid(zodiac_storage::Oid(callback.arguments::<u64>(id)?));
     let Location::CallbackOf { parent: awaited } = callback.location().clone() else {
@@ -66,16 +67,10 @@ pub(super) fn resume(
     }
     let result = result.expect("a callback runs after its parent's result is stored");
     crate::queue::release(tx, &waiting)?;
-    let now = Timestamp::now();
     let wid = waiting.oid();
     tx.modify(&waiting, |j| {
         j.set_awaiting(None);
-        j.set_result(result);
-        j.transition(wid, Status::Callbacks, now)?;
-        if j.callbacks().is_empty() {
-            j.transition(wid, Status::Completed, now)?;
-        }
-        Ok::<_, Error>(())
+        j.finish(wid, result, now)
     })??;
     // Its agent let it go while it waited: list it among that agent's completed
     // jobs now, for inspection and retention.

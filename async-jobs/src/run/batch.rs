@@ -153,10 +153,9 @@ impl Runner {
                 claim: None,
                 claimed: &mut no_claim,
             };
-            let after = self.load(&parent).and_then(|j| {
-                let outcome = RunOutcome::Finished(j.result().cloned().expect("stored above"));
-                self.after_run(&parent, &outcome, None, &mut chain)
-            });
+            let after = self
+                .finished(&parent)
+                .and_then(|outcome| self.after_run(&parent, &outcome, None, &mut chain));
             if let Err(e) = after {
                 failed.get_or_insert(e);
             }
@@ -353,8 +352,7 @@ impl Runner {
                     snapshot.handler(),
                     snapshot.attempts()
                 );
-                let j = self.load(job)?;
-                let outcome = RunOutcome::Finished(j.result().cloned().expect("stored above"));
+                let outcome = self.finished(job)?;
                 return self.after_run(job, &outcome, first_callback, chain);
             }
             (BatchStep::Failed(failed), _) => failed,

@@ -34,7 +34,7 @@ impl Runner {
                     return Ok(None);
                 }
                 if p.status() == Status::Callbacks {
-                    let now = Timestamp::now();
+                    let now = self.clock.now();
                     tx.modify(parent, |p| p.transition(id, Status::Completed, now))??;
                 }
                 Ok(None)

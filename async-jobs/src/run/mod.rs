@@ -45,6 +45,8 @@ mod batch;
 mod callbacks;
 mod chain;
 
+use std::sync::Arc;
+
 use zodiac_objects::{Database, PRef, Transaction};
 
 use crate::error::{Error, Result};
@@ -54,7 +56,7 @@ use crate::model::job::{Job, Location, Outcome};
 use crate::model::status::Status;
 use crate::queue::Claimer;
 use crate::retry::{Policies, RetryData};
-use crate::time::Timestamp;
+use crate::time::{Clock, SystemClock, Timestamp};
 use crate::transact::transact;
 
 pub use await_job::RESUME_HANDLER;
@@ -85,6 +87,8 @@ pub struct Runner {
     db: Database,
     handlers: Handlers,
     policies: Policies,
+    /// Where runs, retries and callbacks read the time.
+    clock: Arc<dyn Clock>,
 }
 
 /// Whether `job` is held by `claimer` (or, with no claimer, by no agent).
@@ -232,12 +236,27 @@ impl RunLog {
 }
 
 impl Runner {
+    /// A runner of the jobs of `db` with `handlers`, under `policies`, reading
+    /// the system clock.
     pub fn new(db: Database, handlers: Handlers, policies: Policies) -> Runner {
         Runner {
             db,
             handlers,
             policies,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// This runner reading the time from `clock` (a worker built with it reads it
+    /// too).
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Runner {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The clock this runner reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn handlers(&self) -> &Handlers {
@@ -319,13 +338,24 @@ impl Runner {
         if !held_by(&j, claimer) || self.policy_for(&j).is_err() {
             return Ok(None);
         }
-        let now = Timestamp::now();
+        let now = self.clock.now();
         tx.modify(job, |j| j.transition(id, Status::Active, now))??;
         Ok(Some(tx.get(job)?))
     }
 
     pub(super) fn load(&self, job: &PRef<Job>) -> Result<std::sync::Arc<Job>> {
         transact_through_outages(&self.db, |tx| Ok(tx.get(job)?))
+    }
+
+    /// The outcome of `job`, whose result a committed transaction of this run
+    /// stored.
+    pub(super) fn finished(&self, job: &PRef<Job>) -> Result<RunOutcome> {
+        let j = self.load(job)?;
+        Ok(match j.outcome() {
+            Some(outcome) => RunOutcome::Finished(outcome.clone()),
+            // A stored result is never taken back; nothing else reaches here.
+            None => self.abandon(job, "after storing its result"),
+        })
     }
 
     pub(super) fn abandon(&self, job: &PRef<Job>, when: &str) -> RunOutcome {

@@ -79,6 +79,7 @@ use zodiac_storage::{Oid, ThreadPool};
 use crate::error::Result;
 use crate::model::job::Job;
 use crate::run::Runner;
+use crate::time::Timestamp;
 use crate::wake::{Invalidations, WakeSource};
 
 pub use options::{PollReport, WorkerOptions, housekeeping_interval, poll_backoff};
@@ -95,9 +96,9 @@ pub struct Worker {
     runner: Runner,
     options: WorkerOptions,
     /// Queues this worker activated, with its last ping there.
-    active: BTreeMap<String, Instant>,
+    active: BTreeMap<String, Timestamp>,
     /// The last dead-sibling check and completed-job drop, per queue.
-    housekept: BTreeMap<String, Instant>,
+    housekept: BTreeMap<String, Timestamp>,
     wake: Box<dyn WakeSource>,
     /// Jobs being run, each on its own thread (a slot: its thread goes on with
     /// the jobs it claims in their runs' last commits).

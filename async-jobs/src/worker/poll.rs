@@ -1,6 +1,6 @@
 //! One poll of a queue: activation, pings, the cleanup of dead siblings and
 //! retention (housekeeping), the adoption of ended jobs, and claims.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zodiac_objects::{PRef, Transaction};
 
@@ -36,7 +36,7 @@ fn claim_in(
     n: u32,
 ) -> Result<Claims> {
     let q = Queue::get_or_create(tx, queue)?;
-    let now = Timestamp::now();
+    let now = runner.clock().now();
     let mut spread = Dispatchers::claim_lane(tx, &q, &claimer.dispatcher, now, death_interval)?;
     if n > 1 {
         // The rest of this batch and the next one: the next batch's claims then
@@ -106,7 +106,7 @@ impl Worker {
     /// Activates on the first visit, pings when due, cleans up dead siblings.
     /// Returns whether this worker may claim from the queue.
     pub(super) fn visit(&mut self, name: &str, report: &mut PollReport) -> Result<bool> {
-        let now = Timestamp::now();
+        let now = self.runner.clock().now();
         if !self.activate_or_ping(name, now, report)? {
             return Ok(false);
         }
@@ -114,9 +114,10 @@ impl Worker {
         let due = self
             .housekept
             .get(name)
-            .is_none_or(|last| last.elapsed() >= housekeeping_interval(&self.options));
+            .is_none_or(|last| now.since(*last) >= housekeeping_interval(&self.options));
         if due {
-            self.housekept.insert(name.to_string(), Instant::now());
+            self.housekept
+                .insert(name.to_string(), self.runner.clock().now());
             self.clean_up_dead_siblings(name, now, report)?;
             self.drop_old_completed(name, now)?;
         }
@@ -139,7 +140,7 @@ impl Worker {
                 let activated = transact(&self.db, |tx| {
                     let q = Queue::get_or_create(tx, name)?;
                     let previous = if options.restarted {
-                        Dispatchers::cleanup_previous_incarnation(tx, &q, &id, &policies)?
+                        Dispatchers::cleanup_previous_incarnation_at(tx, &q, &id, &policies, now)?
                     } else if Dispatchers::dead(tx, &q, now, options.death_interval)?.contains(&id)
                     {
                         // This id's dead dispatcher (e.g. on another host): its jobs
@@ -166,10 +167,11 @@ impl Worker {
                     report.skipped.push(name.to_string());
                     return Ok(false);
                 };
-                self.active.insert(name.to_string(), Instant::now());
+                self.active
+                    .insert(name.to_string(), self.runner.clock().now());
                 self.resume_callbacks(name, &id, &previous.in_callbacks);
             }
-            Some(last) if last.elapsed() >= options.ping_interval => {
+            Some(last) if self.runner.clock().now().since(*last) >= options.ping_interval => {
                 let was_active = transact(&self.db, |tx| {
                     let q = Queue::get_or_create(tx, name)?;
                     Dispatchers::ping(tx, &q, &id, now)
@@ -181,7 +183,8 @@ impl Worker {
                          (a stall?); re-activated; its jobs were handed to recovery"
                     );
                 }
-                self.active.insert(name.to_string(), Instant::now());
+                self.active
+                    .insert(name.to_string(), self.runner.clock().now());
             }
             Some(_) => {}
         }
@@ -257,13 +260,14 @@ impl Worker {
             dispatcher: self.id.clone(),
             agent: self.options.agent.clone(),
         };
+        let now = self.runner.clock().now();
         let adopted = transact(&self.db, |tx| {
             let Some(q) = Queue::get(tx, name)? else {
                 return Ok(Vec::new());
             };
             match crate::ended::of(tx, &q)? {
                 Some(ended) if !ended.callbacks_due().is_empty() => {
-                    Dispatchers::adopt_ended(tx, &q, &me)
+                    Dispatchers::adopt_ended_at(tx, &q, &me, now)
                 }
                 _ => Ok(Vec::new()),
             }

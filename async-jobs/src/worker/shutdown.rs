@@ -71,6 +71,7 @@ impl Worker {
         let mut in_callbacks = Vec::new();
         // Jobs whose callbacks were still running: left for a sibling.
         let mut left = 0;
+        let now = self.runner.clock().now();
         transact(&self.db, |tx| {
             in_callbacks.clear();
             left = 0;
@@ -83,15 +84,15 @@ impl Worker {
                         let j = tx.get(&job)?;
                         let mine = matches!(j.location(), Location::Agent { dispatcher, .. } if *dispatcher == id);
                         match j.status() {
-                            Status::Assigned if mine => Queue::put_back(tx, &job, None)?,
+                            Status::Assigned if mine => Queue::put_back_at(tx, &job, None, now)?,
                             Status::Active if mine && j.awaiting().is_none() => {
-                                crate::recovery::recover_interrupted(tx, &job, policies)?;
+                                crate::recovery::recover_interrupted_at(tx, &job, policies, now)?;
                                 if tx.get(&job)?.status() == Status::Callbacks {
                                     in_callbacks.push(job);
                                 }
                             }
                             Status::Callbacks if mine => {
-                                Dispatchers::interrupt_callbacks(tx, &job, policies)?;
+                                Dispatchers::interrupt_callbacks(tx, &job, policies, now)?;
                                 left += 1;
                             }
                             _ => {}

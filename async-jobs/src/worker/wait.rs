@@ -31,7 +31,7 @@ impl Worker {
     /// for a later retry).
     pub(super) fn watched(&self) -> Result<(BTreeSet<Oid>, Option<Timestamp>)> {
         let queues = self.active.keys().cloned().collect::<Vec<_>>();
-        let now = Timestamp::now();
+        let now = self.runner.clock().now();
         transact(&self.db, |tx| {
             let mut oids = BTreeSet::new();
             let mut next: Option<Timestamp> = None;
@@ -60,7 +60,7 @@ impl Worker {
     ) {
         let mut deadline = Instant::now() + self.options.poll_interval;
         if let Some(at) = next_start {
-            deadline = deadline.min(Instant::now() + at.since(Timestamp::now()));
+            deadline = deadline.min(Instant::now() + at.since(self.runner.clock().now()));
         }
         // Pings and housekeeping are due however busy the run threads keep the
         // agents (a run thread going on with the next job frees no slot).
@@ -95,9 +95,10 @@ impl Worker {
         let pings = self
             .active
             .values()
-            .map(|last| *last + self.options.ping_interval);
+            .map(|last| last.plus(self.options.ping_interval));
         let housekeeping = housekeeping_interval(&self.options);
-        let house = self.housekept.values().map(|last| *last + housekeeping);
-        pings.chain(house).min()
+        let house = self.housekept.values().map(|last| last.plus(housekeeping));
+        let due = pings.chain(house).min()?;
+        Some(Instant::now() + due.since(self.runner.clock().now()))
     }
 }
