@@ -56,12 +56,15 @@ impl Persistent for Composite {
 }
 
 impl Composite {
+    /// The part jobs, in order.
     pub fn parts(&self) -> &[PRef<Job>] {
         &self.parts
     }
+    /// The job that runs once with the parts' results.
     pub fn postprocess(&self) -> PRef<Job> {
         self.postprocess
     }
+    /// Whether every part has a result.
     pub fn is_done(&self) -> bool {
         self.done
     }

@@ -31,6 +31,7 @@ pub struct JobContext<'a, 'c> {
     pub queue: Option<String>,
     /// The agent and dispatcher running it, if it was claimed.
     pub agent: Option<String>,
+    /// The dispatcher running it (`None` outside a worker).
     pub dispatcher: Option<String>,
     /// The attempt (1 for the first run).
     pub attempt: u32,
@@ -88,6 +89,7 @@ pub struct Handlers {
 }
 
 impl Handlers {
+    /// No handlers.
     pub fn new() -> Handlers {
         Handlers::default()
     }
@@ -113,6 +115,7 @@ impl Handlers {
         self.by_name.insert(name.into(), Arc::new(erased));
     }
 
+    /// Whether a handler is registered as `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }

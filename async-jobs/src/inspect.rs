@@ -25,10 +25,15 @@ use crate::time::Timestamp;
 /// Which jobs to list; `None` fields match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobFilter {
+    /// Only jobs in this status.
     pub status: Option<Status>,
+    /// Only jobs of this queue.
     pub queue: Option<String>,
+    /// Only jobs held by this dispatcher.
     pub dispatcher: Option<String>,
+    /// Only jobs held by this agent.
     pub agent: Option<String>,
+    /// Only jobs of this handler.
     pub handler: Option<String>,
     /// Created at or after.
     pub created_from: Option<Timestamp>,
@@ -39,17 +44,27 @@ pub struct JobFilter {
 /// One job, as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct JobSummary {
+    /// The job's oid.
     pub id: u64,
+    /// The queue.
     pub queue: String,
+    /// The handler name.
     pub handler: String,
+    /// The status.
     pub status: Status,
     /// `dispatcher/agent` for a job an agent holds or completed.
     pub holder: Option<String>,
+    /// When the job was created.
     pub created: Timestamp,
+    /// Not claimable before.
     pub begin_after: Option<Timestamp>,
+    /// When its last run started.
     pub active_start: Option<Timestamp>,
+    /// When its last run ended.
     pub active_end: Option<Timestamp>,
+    /// Runs started so far.
     pub attempts: u32,
+    /// Entries in its error history.
     pub errors: usize,
     /// `value` or the failure summary.
     pub result: Option<String>,
@@ -58,10 +73,15 @@ pub struct JobSummary {
 /// One dispatcher in one queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DispatcherSummary {
+    /// The queue.
     pub queue: String,
+    /// The dispatcher id.
     pub id: String,
+    /// When it was activated (`None`: not activated).
     pub activated: Option<Timestamp>,
+    /// Its last ping.
     pub last_ping: Option<Timestamp>,
+    /// Whether it is alive at the time of the query.
     pub alive: bool,
     /// It stopped leaving jobs to its siblings' cleanup (dead to them at once).
     pub left_to_siblings: bool,

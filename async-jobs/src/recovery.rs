@@ -33,7 +33,9 @@ use crate::time::Timestamp;
 /// What a cleanup did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cleanup {
+    /// ASSIGNED jobs put back in their queue.
     pub put_back: Vec<PRef<Job>>,
+    /// ACTIVE jobs recovered through their policy.
     pub recovered: Vec<PRef<Job>>,
     /// Jobs in CALLBACKS (including recovered jobs whose policy gave up and
     /// which have callbacks), left for a runner's `finish_callbacks`; like the

@@ -38,8 +38,11 @@ pub const NEVER: &str = "never";
 
 /// Counter keys the built-in policies use.
 pub const CONFLICTS: &str = "conflicts";
+/// The counter of lost storage connections.
 pub const DISCONNECTS: &str = "disconnects";
+/// The counter of commit errors that are neither conflicts nor lost connections.
 pub const OTHER_COMMIT_ERRORS: &str = "other-commit-errors";
+/// The counter of interrupted runs.
 pub const INTERRUPTIONS: &str = "interruptions";
 
 /// What a policy decided.
@@ -56,6 +59,7 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Whether the job runs again (now or later).
     pub fn is_retry(&self) -> bool {
         !matches!(self, Decision::GiveUp(_))
     }
@@ -151,7 +155,9 @@ impl RetryPolicy for DefaultPolicy {
 /// The policy for callbacks and recovery jobs: retry everything but handler errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForeverPolicy {
+    /// The wait after the first lost connection, growing by as much after each.
     pub disconnect_wait_step: Duration,
+    /// The longest wait after a lost connection.
     pub disconnect_wait_max: Duration,
     /// Wait after the `n`th other commit error: `(n - 1) × other_wait_step` …
     pub other_wait_step: Duration,
@@ -297,6 +303,7 @@ impl Policies {
         self.by_name.insert(name.into(), policy);
     }
 
+    /// The policy registered as `name`.
     pub fn get(&self, name: &str) -> Result<Arc<dyn RetryPolicy>> {
         self.by_name
             .get(name)

@@ -32,10 +32,12 @@ impl Timestamp {
         Timestamp(micros)
     }
 
+    /// The time `micros` microseconds after the epoch.
     pub const fn from_micros(micros: u64) -> Timestamp {
         Timestamp(micros)
     }
 
+    /// Microseconds since the epoch.
     pub fn as_micros(self) -> u64 {
         self.0
     }

@@ -21,12 +21,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use zodiac_async::limits::{LANE_PUT_BACK, LANE_SCHEDULED};
 use zodiac_async::retry::{DISCONNECTS, DefaultPolicy, INTERRUPTIONS};
 use zodiac_async::{
-    Decision, Dispatchers, Failure, FailureKind, FailureLevel, Handlers, Job, LANE_PUT_BACK,
-    LANE_SCHEDULED, Location, ManualClock, Outcome, Policies, PutOptions, Queue, RetryData,
-    RetryPolicy, RunOutcome, Runner, Status, Timestamp, Worker, WorkerOptions, add_callback,
-    add_callbacks, parallel, part_results, serial, transact,
+    Decision, Dispatchers, Failure, FailureKind, FailureLevel, Handlers, Job, Location,
+    ManualClock, Outcome, Policies, PutOptions, Queue, RetryData, RetryPolicy, RunOutcome, Runner,
+    Status, Timestamp, Worker, WorkerOptions, add_callback, add_callbacks, parallel, part_results,
+    serial, transact,
 };
 use zodiac_objects::{Database, PRef, Persistent};
 use zodiac_storage::{
@@ -1234,7 +1235,13 @@ fn d11_in_process_cleanup_of_a_dead_agent_holding_every_status() {
     let assigned = fx.put(f_job("d11-assigned"), PutOptions::new());
     let claimed = transact(&fx.db, |tx| {
         let q = Queue::get(tx, "")?.unwrap();
-        Dispatchers::claim_for_agent(tx, &q, id, zodiac_async::AGENT_NAME, Timestamp::now())
+        Dispatchers::claim_for_agent(
+            tx,
+            &q,
+            id,
+            zodiac_async::limits::AGENT_NAME,
+            Timestamp::now(),
+        )
     })
     .unwrap();
     assert_eq!(claimed, Some(assigned));
@@ -1298,9 +1305,9 @@ fn d11_in_process_cleanup_of_a_dead_agent_holding_every_status() {
     let (held, done) = transact(&fx.db, |tx| {
         let q = Queue::get(tx, "")?.unwrap();
         let record = Queue::dispatchers(tx, &q)?[id];
-        let agent = tx.get(&record)?.agents()[zodiac_async::AGENT_NAME];
+        let agent = tx.get(&record)?.agents()[zodiac_async::limits::AGENT_NAME];
         let held = tx.get(&agent)?.held().clone();
-        let done = Dispatchers::completed(tx, &q, id, zodiac_async::AGENT_NAME, 10)?;
+        let done = Dispatchers::completed(tx, &q, id, zodiac_async::limits::AGENT_NAME, 10)?;
         Ok((held, done))
     })
     .unwrap();

@@ -40,15 +40,19 @@ impl Persistent for DispatcherRecord {
 }
 
 impl DispatcherRecord {
+    /// The dispatcher id.
     pub fn id(&self) -> &str {
         &self.id
     }
+    /// When it was activated (`None`: deactivated).
     pub fn activated(&self) -> Option<Timestamp> {
         self.activated
     }
+    /// Its last ping.
     pub fn last_ping(&self) -> Option<Timestamp> {
         self.last_ping
     }
+    /// Its agents, by name.
     pub fn agents(&self) -> &BTreeMap<String, PRef<Agent>> {
         &self.agents
     }
@@ -88,12 +92,15 @@ impl Persistent for Agent {
 }
 
 impl Agent {
+    /// The agent's name.
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// How many jobs it holds at once.
     pub fn size(&self) -> u32 {
         self.size
     }
+    /// The jobs it holds.
     pub fn held(&self) -> &BTreeSet<PRef<Job>> {
         &self.held
     }

@@ -63,15 +63,26 @@ pub enum Location {
     #[default]
     None,
     /// Pending in the queue `queue` under `key`.
-    Queue { queue: String, key: QueueKey },
+    Queue {
+        /// The queue.
+        queue: String,
+        /// Its key in the queue's pending tree.
+        key: QueueKey,
+    },
     /// Held by agent `agent` of dispatcher `dispatcher`, claimed from `queue`.
     Agent {
+        /// The queue.
         queue: String,
+        /// The dispatcher.
         dispatcher: String,
+        /// The agent.
         agent: String,
     },
     /// A callback of `parent`.
-    CallbackOf { parent: PRef<Job> },
+    CallbackOf {
+        /// The job whose result it runs with.
+        parent: PRef<Job>,
+    },
 }
 
 /// What a finished job produced.
@@ -79,10 +90,12 @@ pub enum Location {
 pub enum Outcome {
     /// The handler's value, encoded by the handler's registration.
     Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A failure record.
     Failure(Failure),
 }
 
 impl Outcome {
+    /// Whether this is a failure.
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Failure(_))
     }
@@ -91,7 +104,9 @@ impl Outcome {
 /// The level a job's final failure is logged at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FailureLevel {
+    /// Logged with `info!`.
     Info,
+    /// Logged with `warn!`.
     Warning,
     /// The default for queue jobs.
     #[default]
@@ -103,6 +118,7 @@ pub enum FailureLevel {
 /// One failed attempt in a job's error history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorEntry {
+    /// When the attempt failed.
     pub time: Timestamp,
     /// The run attempt (1 for the first run).
     pub attempt: u32,
@@ -378,9 +394,11 @@ impl Job {
         postcard::from_bytes(&self.arguments).map_err(|source| Error::Arguments { job: id, source })
     }
 
+    /// The handler name.
     pub fn handler(&self) -> &str {
         &self.handler
     }
+    /// The arguments as stored.
     pub fn argument_bytes(&self) -> &[u8] {
         &self.arguments
     }
@@ -396,6 +414,7 @@ impl Job {
     pub fn outcome(&self) -> Option<&Outcome> {
         self.state.outcome()
     }
+    /// Where the job is held.
     pub fn location(&self) -> &Location {
         &self.location
     }
@@ -403,12 +422,15 @@ impl Job {
     pub fn result(&self) -> Option<&Outcome> {
         self.state.outcome()
     }
+    /// When the job was created.
     pub fn created(&self) -> Timestamp {
         self.created
     }
+    /// Not claimable before (set at put).
     pub fn begin_after(&self) -> Option<Timestamp> {
         self.begin_after
     }
+    /// With `begin_after`, how long after it the job may still start.
     pub fn begin_by(&self) -> Option<Duration> {
         self.begin_by
     }
@@ -416,27 +438,35 @@ impl Job {
     pub fn deadline(&self) -> Option<Timestamp> {
         Some(self.begin_after?.plus(self.begin_by?))
     }
+    /// When its last run started.
     pub fn active_start(&self) -> Option<Timestamp> {
         self.active_start
     }
+    /// When its last run ended.
     pub fn active_end(&self) -> Option<Timestamp> {
         self.active_end
     }
+    /// Runs started so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
+    /// The retry policy name (`None`: the process default for its kind).
     pub fn retry_policy(&self) -> Option<&str> {
         self.retry_policy.as_deref()
     }
+    /// The retry policy's memory.
     pub fn retry_data(&self) -> &RetryData {
         &self.retry_data
     }
+    /// The retry policy's memory, to change.
     pub fn retry_data_mut(&mut self) -> &mut RetryData {
         &mut self.retry_data
     }
+    /// The level its final failure is logged at.
     pub fn failure_level(&self) -> FailureLevel {
         self.failure_level
     }
+    /// The quotas it counts against while held.
     pub fn quota_names(&self) -> &[String] {
         &self.quota_names
     }
@@ -444,6 +474,7 @@ impl Job {
     pub fn callbacks(&self) -> &[PRef<Job>] {
         &self.callbacks
     }
+    /// Its annotations.
     pub fn annotations(&self) -> &BTreeMap<String, Vec<u8>> {
         &self.annotations
     }
@@ -478,6 +509,7 @@ impl Job {
         self.retry_policy = Some(name.into());
     }
 
+    /// Logs its final failure at `level`.
     pub fn set_failure_level(&mut self, level: FailureLevel) {
         self.failure_level = level;
     }

@@ -37,7 +37,9 @@ pub const QUEUE_NAME_BYTES_MAX: usize = 255;
 /// A pending job, with what a claim needs without loading it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The job.
     pub job: PRef<Job>,
+    /// The time after which it must not start.
     pub deadline: Option<Timestamp>,
     /// The quotas the job counts against once claimed.
     pub quota_names: Vec<String>,
@@ -95,6 +97,7 @@ impl Persistent for Queue {
 }
 
 impl Queue {
+    /// The queue's name.
     pub fn name(&self) -> &str {
         &self.name
     }

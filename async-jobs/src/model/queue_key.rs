@@ -17,8 +17,11 @@ pub const LANE_SCHEDULED: u8 = 1;
 /// Where a pending job sits in its queue's tree; ordered as claims take them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QueueKey {
+    /// [`LANE_PUT_BACK`] or [`LANE_SCHEDULED`].
     pub lane: u8,
+    /// The put-back time, or the time the job may start.
     pub at: Timestamp,
+    /// The job's oid, to order ties.
     pub job: u64,
 }
 

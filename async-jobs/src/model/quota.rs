@@ -69,10 +69,12 @@ impl Quota {
         }
     }
 
+    /// The quota's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// How many held jobs it allows.
     pub fn size(&self) -> u32 {
         self.size
     }
@@ -82,6 +84,7 @@ impl Quota {
         &self.held
     }
 
+    /// Whether another job may join.
     pub fn has_room(&self) -> bool {
         self.held.len() < self.size as usize
     }

@@ -34,10 +34,12 @@ impl RetryData {
         *n
     }
 
+    /// The per-run counter `key`.
     pub fn run_count(&self, key: &str) -> u32 {
         self.run.get(key).copied().unwrap_or(0)
     }
 
+    /// The life counter `key`.
     pub fn life_count(&self, key: &str) -> u32 {
         self.life.get(key).copied().unwrap_or(0)
     }

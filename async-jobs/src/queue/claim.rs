@@ -50,7 +50,9 @@ pub const SPREAD_WINDOW_PER_LANE: usize = 4;
 /// of a server often has not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Spread {
+    /// The claimer's lane.
     pub lane: usize,
+    /// How many lanes there are.
     pub lanes: usize,
     /// How many of the lane's next claimable jobs a claim asks a client storage
     /// to fetch meanwhile (1; a worker that claims in batches asks for more). The
@@ -90,7 +92,9 @@ impl Spread {
 /// Who claims: an agent of a dispatcher.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claimer {
+    /// The dispatcher id.
     pub dispatcher: String,
+    /// The agent's name.
     pub agent: String,
 }
 

@@ -30,31 +30,38 @@ pub struct PutOptions {
     pub begin_by: Option<Duration>,
     /// A retry policy name overriding the process default.
     pub retry_policy: Option<String>,
+    /// The level the final failure is logged at (default: ERROR).
     pub failure_level: Option<FailureLevel>,
     /// Quotas of the queue the job counts against while held (each must exist).
     pub quota_names: Vec<String>,
 }
 
 impl PutOptions {
+    /// The defaults: now, no deadline, the default policy.
     pub fn new() -> PutOptions {
         PutOptions::default()
     }
+    /// Not claimable before `t`.
     pub fn begin_after(mut self, t: Timestamp) -> PutOptions {
         self.begin_after = Some(t);
         self
     }
+    /// Must start within `d` after `begin_after`.
     pub fn begin_by(mut self, d: Duration) -> PutOptions {
         self.begin_by = Some(d);
         self
     }
+    /// Uses the retry policy registered as `name`.
     pub fn retry_policy(mut self, name: impl Into<String>) -> PutOptions {
         self.retry_policy = Some(name.into());
         self
     }
+    /// Logs the final failure at `level`.
     pub fn failure_level(mut self, level: FailureLevel) -> PutOptions {
         self.failure_level = Some(level);
         self
     }
+    /// Counts against quota `name` of the queue while held.
     pub fn quota(mut self, name: impl Into<String>) -> PutOptions {
         self.quota_names.push(name.into());
         self

@@ -57,7 +57,7 @@ use crate::model::status::Status;
 use crate::queue::Claimer;
 use crate::retry::{Policies, RetryData};
 use crate::time::{Clock, SystemClock, Timestamp};
-use crate::transact::transact;
+use crate::transact::{poll_backoff, transact};
 
 pub use await_job::RESUME_HANDLER;
 pub use batch::BATCH_SPAN_MAX;
@@ -70,7 +70,10 @@ pub enum RunOutcome {
     /// CALLBACKS when it has callbacks to run.
     Finished(Outcome),
     /// The policy asked for a retry later: the job is PENDING in its queue again.
-    PutBack { retry_at: Timestamp },
+    PutBack {
+        /// When it may run again.
+        retry_at: Timestamp,
+    },
     /// The job is no longer held by this claimer; nothing was stored.
     Abandoned,
     /// The handler asked to await this job: the job stays ACTIVE and takes that
@@ -186,9 +189,7 @@ fn transact_through_outages<R>(
         match transact(db, &mut f) {
             Err(e) if is_disconnected(&e) => {
                 failures = failures.saturating_add(1);
-                let wait = std::time::Duration::from_secs(5)
-                    .saturating_mul(failures)
-                    .min(std::time::Duration::from_secs(60));
+                let wait = poll_backoff(failures);
                 log::error!(
                     target: "zodiac_async::events",
                     "a job's state change could not reach the storage ({failures} time(s) in a \
@@ -259,10 +260,12 @@ impl Runner {
         &self.clock
     }
 
+    /// The handlers it calls.
     pub fn handlers(&self) -> &Handlers {
         &self.handlers
     }
 
+    /// The retry policies it asks.
     pub fn policies(&self) -> &Policies {
         &self.policies
     }

@@ -82,7 +82,8 @@ use crate::run::Runner;
 use crate::time::Timestamp;
 use crate::wake::{Invalidations, WakeSource};
 
-pub use options::{PollReport, WorkerOptions, housekeeping_interval, poll_backoff};
+use crate::transact::poll_backoff;
+pub use options::{PollReport, WorkerBuilder, WorkerOptions, housekeeping_interval};
 use slots::{Slot, SlotFreed};
 /// The name of a worker's agent in each queue unless [`WorkerOptions::agent`] names another.
 pub const AGENT_NAME: &str = "main";
@@ -116,6 +117,9 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker with dispatcher id `id` running `runner`'s jobs of `db` with
+    /// `options`, woken by commit notifications ([`Invalidations`]). See
+    /// [`Worker::builder`] to set options one by one.
     pub fn new(
         db: Database,
         id: impl Into<String>,
@@ -124,6 +128,12 @@ impl Worker {
     ) -> Worker {
         let wake = Box::new(Invalidations::new(std::sync::Arc::clone(db.storage())));
         Worker::with_wake_source(db, id, runner, options, wake)
+    }
+
+    /// A builder of a worker with dispatcher id `id` running `runner`'s jobs of
+    /// `db`, from the default options.
+    pub fn builder(db: Database, id: impl Into<String>, runner: Runner) -> WorkerBuilder {
+        WorkerBuilder::new(db, id.into(), runner)
     }
 
     /// A worker woken early by `wake` instead of by commit notifications.
@@ -150,6 +160,7 @@ impl Worker {
         }
     }
 
+    /// Its dispatcher id.
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -242,7 +242,7 @@ impl Worker {
             Dispatchers::drop_completed_before(
                 tx,
                 &q,
-                &id,
+                id,
                 &options.agent,
                 cutoff,
                 RETENTION_DROPS_MAX,
