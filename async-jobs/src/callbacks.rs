@@ -15,7 +15,7 @@ use crate::model::job::{CALLBACKS_MAX, FailureLevel, Job, Location};
 use crate::model::status::Status;
 /// Adds `callback` (a NEW job) to `parent`'s callbacks in the caller's transaction;
 /// it runs, with the parent's result, when the parent's result is stored. A
-/// COMPLETED parent is refused: use [`Runner::add_callback`], which runs it at once.
+/// COMPLETED parent is refused: use [`Runner::add_callback`](crate::Runner::add_callback), which runs it at once.
 /// A callback left at the default failure level (ERROR) is raised to CRITICAL.
 pub fn add_callback(
     tx: &mut Transaction<'_>,

@@ -58,7 +58,7 @@ impl DispatcherRecord {
     }
 
     /// Whether it stopped leaving jobs to its siblings' cleanup
-    /// ([`Dispatchers::leave_to_siblings`]): activated, last ping at the epoch
+    /// ([`Dispatchers::leave_to_siblings`](crate::Dispatchers::leave_to_siblings)): activated, last ping at the epoch
     /// (its real last ping is not kept).
     pub fn left_to_siblings(&self) -> bool {
         self.activated.is_some() && self.last_ping == Some(LEFT_TO_SIBLINGS_PING)

@@ -334,18 +334,7 @@ impl Runner {
                 .map_err(|e| Failure::from_error(FailureKind::Storage, &e));
         }
         let (name, arguments) = if job.handler() == BRANCH_HANDLER {
-            let branch: Branch = postcard::from_bytes(job.argument_bytes()).map_err(|e| {
-                Failure::from_error(
-                    FailureKind::UserError,
-                    &Error::Arguments { job: id, source: e },
-                )
-            })?;
-            let failed = parent_result.as_ref().is_some_and(Outcome::is_failure);
-            match if failed {
-                branch.on_failure
-            } else {
-                branch.on_success
-            } {
+            match chosen_branch(job, id, parent_result.as_ref())? {
                 Some(chosen) => chosen,
                 // No job for this branch: nothing to do, an empty value.
                 None => return Ok((postcard::to_stdvec(&()).expect("unit encodes"), None)),
@@ -440,5 +429,25 @@ impl Runner {
             return Ok(self.abandon(job, "before its retry"));
         }
         Ok(RunOutcome::PutBack { retry_at })
+    }
+}
+
+/// The handler and arguments a branch callback `job` runs, by its parent's result
+/// (`None`: that branch has no job).
+fn chosen_branch(
+    job: &Job,
+    id: zodiac_storage::Oid,
+    parent_result: Option<&Outcome>,
+) -> Result<Option<(String, Vec<u8>)>, Failure> {
+    let branch: Branch = postcard::from_bytes(job.argument_bytes()).map_err(|e| {
+        Failure::from_error(
+            FailureKind::UserError,
+            &Error::Arguments { job: id, source: e },
+        )
+    })?;
+    if parent_result.is_some_and(Outcome::is_failure) {
+        Ok(branch.on_failure)
+    } else {
+        Ok(branch.on_success)
     }
 }

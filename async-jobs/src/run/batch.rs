@@ -268,17 +268,7 @@ impl Runner {
         // What the call left in `tx`; `Ok(None)`: the job is no longer this run's.
         let (stored, succeeded) = match self.call(tx, snapshot, id, queue_of(snapshot), claimer) {
             Ok((value, None)) => {
-                let stored = match self.store(tx, job, claimer, &log, Outcome::Value(value.clone()))
-                {
-                    Ok(true) => self.start_first_callback(tx, job).map(|first_callback| {
-                        Some(BatchStep::Stored {
-                            first_callback,
-                            succeeded: Some(value.clone()),
-                        })
-                    }),
-                    Ok(false) => Ok(None),
-                    Err(e) => Err(e),
-                };
+                let stored = self.store_value_in_batch(tx, job, claimer, &log, &value);
                 (stored, Some(value))
             }
             Ok((_, Some(awaited))) => {
@@ -324,6 +314,26 @@ impl Runner {
                 Ok((log, BatchStep::Failed(failed)))
             }
         }
+    }
+
+    /// Stores the handler's `value` as `job`'s result in the batch's transaction
+    /// and starts its first callback; `Ok(None)`: the job is no longer this run's.
+    fn store_value_in_batch(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &PRef<Job>,
+        claimer: Option<&Claimer>,
+        log: &RunLog,
+        value: &[u8],
+    ) -> Result<Option<BatchStep>> {
+        if !self.store(tx, job, claimer, log, Outcome::Value(value.to_vec()))? {
+            return Ok(None);
+        }
+        let first_callback = self.start_first_callback(tx, job)?;
+        Ok(Some(BatchStep::Stored {
+            first_callback,
+            succeeded: Some(value.to_vec()),
+        }))
     }
 
     /// After a batch's commit (`commit_failure`: why it failed), what is left of
