@@ -1,4 +1,5 @@
-//! How a worker polls: its options and the intervals derived from them.
+//! How a worker polls: its options, the intervals derived from them, and the
+//! builder that sets them one by one.
 use std::sync::Arc;
 use std::time::Duration;
 
