@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize};
 use zodiac_objects::{PRef, Persistent, Transaction};
 use zodiac_storage::Oid;
 
+use crate::callbacks::add_callback;
 use crate::error::Result;
-use crate::job::{Job, Location, Outcome};
-use crate::queue::{PutOptions, Queue};
-use crate::run::add_callback;
+use crate::model::job::{Job, Location, Outcome};
+use crate::model::queue::Queue;
+use crate::queue::PutOptions;
 
 /// The handler name of the callbacks that advance a composite.
 pub const JOIN_HANDLER: &str = "zodiac.async.join";
@@ -55,12 +56,15 @@ impl Persistent for Composite {
 }
 
 impl Composite {
+    /// The part jobs, in order.
     pub fn parts(&self) -> &[PRef<Job>] {
         &self.parts
     }
+    /// The job that runs once with the parts' results.
     pub fn postprocess(&self) -> PRef<Job> {
         self.postprocess
     }
+    /// Whether every part has a result.
     pub fn is_done(&self) -> bool {
         self.done
     }

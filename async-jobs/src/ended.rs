@@ -26,41 +26,18 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use zodiac_objects::{BTree, PRef, Persistent, Transaction};
+use zodiac_objects::{BTree, PRef, Transaction};
 
 use crate::error::Result;
-use crate::job::{Job, Location};
-use crate::queue::Queue;
-use crate::status::Status;
+use crate::model::job::{Job, Location};
+use crate::model::queue::Queue;
+use crate::model::status::Status;
 use crate::time::Timestamp;
+
+pub use crate::model::ended::Ended;
 
 /// Most jobs in CALLBACKS one adoption takes ([`crate::Dispatchers::adopt_ended`]).
 pub const ADOPT_ENDED_MAX: usize = 16;
-
-/// The ended jobs of one queue (see the module docs).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ended {
-    completed: PRef<BTree<(Timestamp, u64), PRef<Job>>>,
-    callbacks_due: BTreeSet<PRef<Job>>,
-}
-
-impl Persistent for Ended {
-    const TYPE_NAME: &'static str = "zodiac.async.Ended";
-}
-
-impl Ended {
-    /// The jobs in CALLBACKS no agent has taken yet.
-    pub fn callbacks_due(&self) -> &BTreeSet<PRef<Job>> {
-        &self.callbacks_due
-    }
-
-    /// The tree of COMPLETED ones.
-    #[cfg(test)]
-    pub(crate) fn completed_tree(&self) -> PRef<BTree<(Timestamp, u64), PRef<Job>>> {
-        self.completed
-    }
-}
 
 /// The `Ended` of `queue`, created (and named by the queue) if missing.
 fn get_or_create(tx: &mut Transaction<'_>, queue: &PRef<Queue>) -> Result<PRef<Ended>> {

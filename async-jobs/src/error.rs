@@ -3,7 +3,7 @@
 
 use zodiac_storage::Oid;
 
-use crate::status::Status;
+use crate::model::status::Status;
 
 /// Result with the job layer's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -19,86 +19,158 @@ pub enum Error {
     /// A status change the status machine does not allow.
     #[error(
         "job {job}: cannot go from {from} to {to}: {}",
-        crate::status::why_illegal(*from, *to)
+        crate::model::status::why_illegal(*from, *to)
     )]
-    IllegalTransition { job: Oid, from: Status, to: Status },
+    IllegalTransition {
+        /// The job.
+        job: Oid,
+        /// Its status.
+        from: Status,
+        /// The status it was to enter.
+        to: Status,
+    },
 
     /// A job was put while not NEW.
     #[error("job {job} is {status}, only a NEW job can be put in a queue; put a new job instead")]
-    NotNew { job: Oid, status: Status },
+    NotNew {
+        /// The job.
+        job: Oid,
+        /// Its status.
+        status: Status,
+    },
 
     /// An operation needs the job in a queue, and it is elsewhere.
     #[error("job {job} is not pending in a queue (it is {status}); nothing to pull")]
-    NotInQueue { job: Oid, status: Status },
+    NotInQueue {
+        /// The job.
+        job: Oid,
+        /// Its status.
+        status: Status,
+    },
 
     /// An operation needs a job claimed from a queue, and it is not.
     #[error("job {job} is {status} and not held by an agent of a queue; only claimed jobs go back")]
-    NotClaimed { job: Oid, status: Status },
+    NotClaimed {
+        /// The job.
+        job: Oid,
+        /// Its status.
+        status: Status,
+    },
 
+    /// A callback was added in a transaction to a job already COMPLETED.
     #[error(
         "job {job} is COMPLETED; add the callback through Runner::add_callback, which runs it at once"
     )]
-    ParentCompleted { job: Oid },
+    ParentCompleted {
+        /// The parent job.
+        job: Oid,
+    },
 
+    /// A callback must be a NEW job.
     #[error("a callback of job {parent} must be a NEW job, not a {status} one; add a new job")]
-    CallbackNotNew { parent: Oid, status: Status },
+    CallbackNotNew {
+        /// The parent job.
+        parent: Oid,
+        /// The callback's status.
+        status: Status,
+    },
 
+    /// Another live worker holds this worker identity's lock.
     #[error(
         "{path}: this worker identity is already activated by another process (or another \
          worker in this one); two live workers must not share a UUID: give each its own file"
     )]
-    IdentityInUse { path: std::path::PathBuf },
+    IdentityInUse {
+        /// The identity file.
+        path: std::path::PathBuf,
+    },
 
+    /// The identity file holds something else than a worker UUID.
     #[error(
         "{path} does not hold a worker UUID (it starts {content:?}); remove it to get a new \
          identity, or restore the right file"
     )]
     BadIdentityFile {
+        /// The identity file.
         path: std::path::PathBuf,
+        /// The start of what it holds.
         content: String,
     },
 
+    /// A file operation on a worker's identity failed.
     #[error("{path}: {action} failed: {source}")]
     Io {
+        /// The file.
         path: std::path::PathBuf,
+        /// What was done to it.
         action: &'static str,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
 
+    /// A dispatcher with this id is activated and alive.
     #[error(
         "dispatcher {id} is already activated and alive (pinged within the death interval): \
          is another process running with this id?"
     )]
-    AlreadyActive { id: String },
+    AlreadyActive {
+        /// The dispatcher id.
+        id: String,
+    },
 
+    /// No dispatcher (or agent) with this id is registered in the queue.
     #[error("no dispatcher {id} is registered in this queue; activate it first")]
-    NoSuchDispatcher { id: String },
+    NoSuchDispatcher {
+        /// The dispatcher id (and agent name).
+        id: String,
+    },
 
+    /// A job names a retry policy this process did not register.
     #[error("no retry policy named {name:?} is registered in this process; register it first")]
-    NoSuchPolicy { name: String },
+    NoSuchPolicy {
+        /// The policy name.
+        name: String,
+    },
 
+    /// A job names a quota its queue does not have.
     #[error("queue {queue:?} has no quota named {name:?}; create it with Queue::set_quota")]
-    NoSuchQuota { queue: String, name: String },
+    NoSuchQuota {
+        /// The queue name.
+        queue: String,
+        /// The quota name.
+        name: String,
+    },
 
+    /// No queue has this name.
     #[error("no queue named {name:?}; create it with Queue::get_or_create")]
-    NoSuchQueue { name: String },
+    NoSuchQueue {
+        /// The queue name.
+        name: String,
+    },
 
+    /// A job's arguments do not decode as the type asked for.
     #[error("the arguments of job {job} do not decode as the handler's type: {source}")]
     Arguments {
+        /// The job.
         job: Oid,
+        /// Why they do not decode.
         #[source]
         source: postcard::Error,
     },
 
+    /// Arguments could not be encoded.
     #[error("cannot encode the arguments: {0}")]
     EncodeArguments(#[source] postcard::Error),
 
     /// A named limit was exceeded (annotations, queue and handler names, ...).
     #[error("{what} is {len}, over the limit of {max}")]
     LimitExceeded {
+        /// What grew.
         what: &'static str,
+        /// Its size.
         len: usize,
+        /// The limit.
         max: usize,
     },
 }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use zodiac_objects::Transaction;
 use zodiac_storage::Oid;
 
-use crate::job::Outcome;
+use crate::model::job::Outcome;
 
 /// What a handler returns as its error: anything that is an error. Conflicts
 /// (a [`zodiac_objects::Error`] or [`crate::Error`] that is one) are recognised and
@@ -31,12 +31,13 @@ pub struct JobContext<'a, 'c> {
     pub queue: Option<String>,
     /// The agent and dispatcher running it, if it was claimed.
     pub agent: Option<String>,
+    /// The dispatcher running it (`None` outside a worker).
     pub dispatcher: Option<String>,
     /// The attempt (1 for the first run).
     pub attempt: u32,
     /// For a callback: the result of the job it is a callback of.
     pub parent_result: Option<Outcome>,
-    awaiting: Option<zodiac_objects::PRef<crate::job::Job>>,
+    awaiting: Option<zodiac_objects::PRef<crate::model::job::Job>>,
     tx: &'a mut Transaction<'c>,
 }
 
@@ -65,11 +66,11 @@ impl<'a, 'c> JobContext<'a, 'c> {
     /// Makes this job wait for `job` and take its result instead of the value the
     /// handler returns: the handler's writes commit, the job stays ACTIVE without
     /// holding its agent's slot, and it completes when `job` does.
-    pub fn await_job(&mut self, job: zodiac_objects::PRef<crate::job::Job>) {
+    pub fn await_job(&mut self, job: zodiac_objects::PRef<crate::model::job::Job>) {
         self.awaiting = Some(job);
     }
 
-    pub(crate) fn awaited(&self) -> Option<zodiac_objects::PRef<crate::job::Job>> {
+    pub(crate) fn awaited(&self) -> Option<zodiac_objects::PRef<crate::model::job::Job>> {
         self.awaiting
     }
 
@@ -88,6 +89,7 @@ pub struct Handlers {
 }
 
 impl Handlers {
+    /// No handlers.
     pub fn new() -> Handlers {
         Handlers::default()
     }
@@ -113,6 +115,7 @@ impl Handlers {
         self.by_name.insert(name.into(), Arc::new(erased));
     }
 
+    /// Whether a handler is registered as `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }

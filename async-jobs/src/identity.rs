@@ -127,6 +127,7 @@ impl WorkerIdentity {
         self.id.to_string()
     }
 
+    /// The identity file.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -17,18 +17,23 @@ use zodiac_storage::Oid;
 
 use crate::dispatcher::Dispatchers;
 use crate::error::Result;
-use crate::job::{Job, Location, Outcome};
-use crate::queue::Queue;
-use crate::status::Status;
+use crate::model::job::{Job, Location, Outcome};
+use crate::model::queue::Queue;
+use crate::model::status::Status;
 use crate::time::Timestamp;
 
 /// Which jobs to list; `None` fields match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobFilter {
+    /// Only jobs in this status.
     pub status: Option<Status>,
+    /// Only jobs of this queue.
     pub queue: Option<String>,
+    /// Only jobs held by this dispatcher.
     pub dispatcher: Option<String>,
+    /// Only jobs held by this agent.
     pub agent: Option<String>,
+    /// Only jobs of this handler.
     pub handler: Option<String>,
     /// Created at or after.
     pub created_from: Option<Timestamp>,
@@ -39,17 +44,27 @@ pub struct JobFilter {
 /// One job, as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct JobSummary {
+    /// The job's oid.
     pub id: u64,
+    /// The queue.
     pub queue: String,
+    /// The handler name.
     pub handler: String,
+    /// The status.
     pub status: Status,
     /// `dispatcher/agent` for a job an agent holds or completed.
     pub holder: Option<String>,
+    /// When the job was created.
     pub created: Timestamp,
+    /// Not claimable before.
     pub begin_after: Option<Timestamp>,
+    /// When its last run started.
     pub active_start: Option<Timestamp>,
+    /// When its last run ended.
     pub active_end: Option<Timestamp>,
+    /// Runs started so far.
     pub attempts: u32,
+    /// Entries in its error history.
     pub errors: usize,
     /// `value` or the failure summary.
     pub result: Option<String>,
@@ -58,10 +73,15 @@ pub struct JobSummary {
 /// One dispatcher in one queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DispatcherSummary {
+    /// The queue.
     pub queue: String,
+    /// The dispatcher id.
     pub id: String,
+    /// When it was activated (`None`: not activated).
     pub activated: Option<Timestamp>,
+    /// Its last ping.
     pub last_ping: Option<Timestamp>,
+    /// Whether it is alive at the time of the query.
     pub alive: bool,
     /// It stopped leaving jobs to its siblings' cleanup (dead to them at once).
     pub left_to_siblings: bool,
@@ -207,7 +227,7 @@ pub fn counts(tx: &mut Transaction<'_>, name: &str) -> Result<Option<BTreeMap<St
         *counts.entry(Status::Completed).or_insert(0) += ended;
     }
     for (id, record) in Queue::dispatchers(tx, &queue)? {
-        let agents: Vec<(String, PRef<crate::dispatcher::Agent>)> = tx
+        let agents: Vec<(String, PRef<crate::model::dispatcher::Agent>)> = tx
             .get(&record)?
             .agents()
             .iter()

@@ -1,64 +1,32 @@
-//! The durable job layer of Zodiac: persistent jobs, queues and retry policies in a
-//! [`zodiac_objects`] database, following zc.async's model (see `docs/jobs.md`).
+//! Durable jobs for Zodiac: jobs, queues and workers stored in a
+//! [`zodiac_objects`] database and changed in its ordinary transactions, after
+//! zc.async's model.
 //!
-//! Built so far:
-//! - [`Job`]: a handler name, serialized arguments (postcard), an explicit
-//!   [`Status`] and [`Location`], result ([`Outcome`]: value bytes or a
-//!   [`Failure`] record), `begin_after`/`begin_by`, run timing, retry policy name
-//!   and [`RetryData`], failure level, annotations, error history, callbacks.
-//! - The status machine ([`status`]): every status change is checked; the table of
-//!   legal transitions and who performs each is below.
-//! - Retry policies ([`retry`]): `default`, `forever`, `never` and custom ones
-//!   through the [`RetryPolicy`] trait, found by name in [`Policies`].
-//! - Queues ([`Queue`]): put, claim (ordered, scheduled, deadline-checked), pull,
-//!   remove, put back, fail, quotas ([`Quota`]); designed so producers and
-//!   claimers rarely conflict.
-//! - Running one job ([`Runner`]): handlers registered by name with typed
-//!   arguments ([`Handlers`], [`JobContext`]); the handler's writes and the result
-//!   commit in one transaction; handler errors roll back and go to the retry
-//!   policy; panics and unknown handlers become failures, never crashes.
-//!   [`recover_interrupted`] applies a job's `on_interrupted` decision to a run
-//!   whose process died.
-//! - Callbacks: [`add_callback`] / [`Runner::add_callback`]; after a job's result
-//!   is stored its callbacks run in order with that result
-//!   ([`JobContext::parent_result`]), each as its own job under the callback
-//!   policy (`forever` by default), then the job becomes COMPLETED.
-//!   [`add_callbacks`] adds one callback with a success and a failure branch.
-//! - "Await job": a handler calls [`JobContext::await_job`]; its job stays ACTIVE
-//!   without holding an agent slot and takes the awaited job's result when that
-//!   completes.
-//! - Helpers for work that must commit: [`never_fail`] and [`try_n_times`];
-//!   composite jobs [`serial`] and [`parallel`] with a postprocess job that runs
-//!   once with the parts' results ([`part_results`]).
-//! - A worker's identity ([`WorkerIdentity`]): its dispatcher UUID in a file held
-//!   with an OS lock, so a second process with the same UUID is refused and a
-//!   restart knows its previous incarnation is gone.
+//! A job is a handler name and its arguments. A producer puts it in a [`Queue`]; a
+//! [`Worker`] (one *dispatcher*, with one *agent* per queue) claims it and runs
+//! its handler in a transaction that also stores the job's result: the handler's
+//! writes and the result commit together, or neither does, so a job whose whole
+//! effect is in the database takes effect exactly once, whatever crashes. Errors,
+//! panics and lost commits go to the job's [`RetryPolicy`] (retry now, later, or
+//! give up with a [`Failure`]); a worker that dies leaves its jobs to recovery by
+//! its restart or by a sibling after the death interval.
 //!
-//! - The stored side of dispatchers ([`Dispatchers`]): registration and activation
-//!   per queue (a live id is refused), pings, death detection, agents that claim up
-//!   to their size, and the one-transaction cleanup of a dead dispatcher (ASSIGNED
-//!   jobs put back, ACTIVE ones recovered through their policy).
+//! # The model
 //!
-//! - A [`Worker`]: one dispatcher polling its queues (activate, ping, clean up
-//!   dead siblings, drop old completed jobs, claim) and running up to its agent's
-//!   size of jobs at once, each on its own thread; woken at once by a commit that
-//!   changes a watched queue or by a finished run; backing off after failed polls;
-//!   on stop, giving running jobs a grace period and then handing what it holds to
-//!   recovery.
-//!
-//! - Read-only queries for tools ([`inspect`]): jobs by status, queue, dispatcher,
-//!   agent, handler and creation time; dispatchers with liveness and load.
-//!
-//! - Jobs that end without a run (cancelled, expired) are kept in their queue's
-//!   [`ended`] jobs, listed, counted and retained; their callbacks run in a worker
-//!   that adopts them.
-//! - Every link between stored objects is a reference (`PRef`), so pack's GC and
-//!   `zodiac refs` see it; a unit test audits every stored type for oids outside
-//!   references, and [`named_ids`] reads the ids a stored value names.
-//!
-//! The `zodiac worker` and `zodiac jobs` commands (in the `zodiac` binary) run and
-//! inspect jobs with built-in handlers. Not built: recovery *jobs* (cleanup
-//! recovers in its own transaction).
+//! - [`Job`]: handler, arguments (postcard), [`State`] (the [`Status`] with the
+//!   [`Outcome`] once there is one), [`Location`], schedule (`begin_after`,
+//!   `begin_by`), retry data, error history, annotations, callbacks.
+//! - [`Queue`]: pending jobs in claim order (put-back first, then by start time);
+//!   [`Quota`]s limit how many of its jobs are held at once.
+//! - [`Dispatchers`] and [`Agent`]s: who holds which job; pings, death and the
+//!   recovery of a dead dispatcher's jobs ([`Cleanup`]).
+//! - [`Runner`]: runs one job with [`Handlers`] and [`Policies`]; callbacks
+//!   ([`add_callback`]), awaiting another job ([`JobContext::await_job`]),
+//!   composite jobs ([`serial`], [`parallel`]).
+//! - [`Worker`] ([`Worker::builder`]): polls its queues, claims up to its agent's
+//!   size and runs each job on a thread of its own.
+//! - Time is read from a [`Clock`] ([`SystemClock`] by default; tests advance a
+//!   [`ManualClock`]). Limits, defaults and reserved names are in [`limits`].
 //!
 //! # Status transitions
 //!
@@ -75,87 +43,108 @@
 //! | NEW, PENDING, ASSIGNED | CALLBACKS | [`fail`], or a deadline found passed by a claim | whoever fails it; the claiming agent |
 //! | CALLBACKS | COMPLETED | every callback ran (at once when there are none) | whoever stored the result |
 //!
-//! COMPLETED is terminal; a job is run only from NEW or ASSIGNED.
+//! COMPLETED is terminal; a job is run only from NEW or ASSIGNED. CALLBACKS and
+//! COMPLETED carry the job's outcome ([`State::Completed`]).
 //!
 //! # Example
 //!
+//! A deposit that changes an account exactly once: a producer puts the job, a
+//! worker runs it, and the handler's write commits with the job's result.
+//!
 //! ```
 //! use std::sync::Arc;
-//! use zodiac_async::{transact, Claimer, Job, PutOptions, Queue, Status};
-//! use zodiac_objects::Database;
+//! use zodiac_async::{Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner, Status, Worker,
+//!                    transact};
+//! use zodiac_objects::{Database, PRef};
 //! use zodiac_storage::MemoryStorage;
 //!
+//! #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+//! struct Account { balance: i64, deposits: u32 }
+//! zodiac_objects::persistent!(Account = "bank.Account");
+//!
 //! let db = Database::open(Arc::new(MemoryStorage::new()))?;
+//! let account = transact(&db, |tx| Ok(tx.add(Account::default())?))?;
+//!
+//! // A producer puts a job: one transaction.
 //! let job = transact(&db, |tx| {
 //!     let queue = Queue::get_or_create(tx, "")?;
-//!     Queue::put_job(tx, &queue, Job::with_arguments("mail.send", &"ann")?, PutOptions::new())
+//!     let job = Job::with_arguments("bank.deposit", &(account, 100i64))?;
+//!     Queue::put_job(tx, &queue, job, PutOptions::new())
 //! })?;
-//! let claimer = Claimer { dispatcher: "d1".into(), agent: "main".into() };
-//! let claimed = transact(&db, |tx| {
-//!     let queue = Queue::get(tx, "")?.expect("created above");
-//!     Ok(Queue::claim(tx, &queue, &claimer)?.job)
+//!
+//! // A worker runs it.
+//! let mut handlers = Handlers::new();
+//! handlers.register("bank.deposit", |ctx, (account, amount): (PRef<Account>, i64)| {
+//!     ctx.tx().modify(&account, |a| { a.balance += amount; a.deposits += 1; })?;
+//!     Ok(amount)
+//! });
+//! let runner = Runner::new(db.clone(), handlers, Policies::new());
+//! let mut worker = Worker::builder(db.clone(), "worker-1", runner).agent_size(4).build();
+//! worker.poll_once()?; // `worker.run(&stop)` polls until `stop` is set
+//! worker.wait_idle();
+//! worker.shutdown()?;
+//!
+//! let (status, outcome) = transact(&db, |tx| {
+//!     let j = tx.get(&job)?;
+//!     Ok((j.status(), j.outcome().cloned()))
 //! })?;
-//! assert_eq!(claimed, Some(job));
-//! let status = transact(&db, |tx| Ok(tx.get(&job)?.status()))?;
-//! assert_eq!(status, Status::Assigned);
+//! assert_eq!(status, Status::Completed);
+//! assert_eq!(outcome, Some(Outcome::Value(postcard::to_stdvec(&100i64).unwrap())));
+//! assert_eq!(transact(&db, |tx| Ok(tx.get(&account)?.balance))?, 100);
 //! # Ok::<(), zodiac_async::Error>(())
 //! ```
+//!
+//! # Where to read more
+//!
+//! `docs/jobs.md` describes every status, policy, limit and the worker's
+//! machinery; the guide (`docs/guide.md`, "Jobs") says what a transactional and
+//! a non-transactional job can rely on. The `zodiac worker` and `zodiac jobs`
+//! commands run and inspect jobs from the shell.
 
+#![warn(missing_docs)]
+
+mod callbacks;
 mod composite;
 mod dispatcher;
 pub mod ended;
 mod error;
-mod failure;
 mod handler;
 mod helpers;
 mod identity;
 pub mod inspect;
-mod job;
-mod merges;
+pub mod limits;
+mod model;
 mod queue;
-mod quota;
+mod recovery;
 mod references;
 pub mod retry;
 mod run;
-pub mod status;
 mod time;
 mod transact;
 mod wake;
 mod worker;
 
-pub use composite::{
-    COMPOSITE_ANNOTATION, Composite, JOIN_HANDLER, parallel, part_results, serial,
-};
-pub use dispatcher::{
-    AGENT_SIZE_DEFAULT, AGENTS_MAX, Agent, CLAIM_SPREAD_ROTATION, Cleanup, DEATH_INTERVAL_DEFAULT,
-    DispatcherRecord, Dispatchers, PING_INTERVAL_DEFAULT, RETENTION_DEFAULT, RETENTION_DROPS_MAX,
-};
+pub use callbacks::{add_callback, add_callbacks};
+pub use composite::{Composite, parallel, part_results, serial};
+pub use dispatcher::Dispatchers;
 pub use error::{Error, Result};
-pub use failure::{FAILURE_TEXT_CHARS_MAX, Failure, FailureKind};
 pub use handler::{HandlerError, Handlers, JobContext};
 pub use helpers::{NeverFail, never_fail, never_fail_with, try_n_times};
-pub use identity::{WORKER_ID_FILE_BYTES_MAX, WORKER_ID_PATH_DEFAULT, WorkerIdentity};
-pub use job::{
-    ANNOTATION_BYTES_MAX, ANNOTATIONS_MAX, CALLBACKS_MAX, ERROR_HISTORY_MAX, ErrorEntry,
-    FailureLevel, HANDLER_NAME_BYTES_MAX, Job, Location, Outcome,
-};
-pub use merges::merges;
-pub use queue::{
-    CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, Entry, LANE_PUT_BACK, LANE_SCHEDULED, PutOptions,
-    QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey, SPREAD_WINDOW_PER_LANE,
-    Spread, fail,
-};
-pub use quota::{QUOTAS_MAX, Quota};
+pub use identity::WorkerIdentity;
+pub use model::dispatcher::{Agent, DispatcherRecord};
+pub use model::failure::{Failure, FailureKind};
+pub use model::job::{ErrorEntry, FailureLevel, Job, Location, Outcome, State};
+pub use model::merges::merges;
+pub use model::queue::{Entry, Queue, QueueDirectory, QueueKey};
+pub use model::quota::Quota;
+pub use model::status;
+pub use model::status::Status;
+pub use queue::{Claim, Claimer, PutOptions, Spread, fail};
+pub use recovery::{Cleanup, recover_interrupted};
 pub use references::named_ids;
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};
-pub use run::{
-    BATCH_SPAN_MAX, BRANCH_HANDLER, RESUME_HANDLER, RunOutcome, Runner, add_callback,
-    add_callbacks, recover_interrupted,
-};
-pub use status::Status;
-pub use time::Timestamp;
-pub use transact::transact;
+pub use run::{RunOutcome, Runner};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use transact::{poll_backoff, transact};
 pub use wake::{Invalidations, Polling, WakeSource};
-pub use worker::{
-    AGENT_NAME, PollReport, Worker, WorkerOptions, housekeeping_interval, poll_backoff,
-};
+pub use worker::{PollReport, Worker, WorkerBuilder, WorkerOptions, housekeeping_interval};

@@ -48,11 +48,11 @@ use zodiac_objects::{Persistent, decode_value, record};
 use zodiac_storage::Oid;
 
 use crate::composite::{COMPOSITE_ANNOTATION, Composite, JOIN_HANDLER};
-use crate::dispatcher::{Agent, DispatcherRecord};
-use crate::ended::Ended;
-use crate::job::Job;
-use crate::queue::{Queue, QueueDirectory};
-use crate::quota::Quota;
+use crate::model::dispatcher::{Agent, DispatcherRecord};
+use crate::model::ended::Ended;
+use crate::model::job::Job;
+use crate::model::queue::{Queue, QueueDirectory};
+use crate::model::quota::Quota;
 use crate::run::RESUME_HANDLER;
 
 /// Every oid a stored record of this crate names, read from its value rather than

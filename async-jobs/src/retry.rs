@@ -19,15 +19,15 @@
 //! - A job's deadline also bounds retries: [`bounded`] turns any retry that would
 //!   start after the deadline into a give-up with a timeout failure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
-use crate::failure::{Failure, FailureKind};
+use crate::model::failure::{Failure, FailureKind};
 use crate::time::Timestamp;
+
+pub use crate::model::retry_data::RetryData;
 
 /// Name of [`DefaultPolicy`] in [`Policies`].
 pub const DEFAULT: &str = "default";
@@ -38,48 +38,12 @@ pub const NEVER: &str = "never";
 
 /// Counter keys the built-in policies use.
 pub const CONFLICTS: &str = "conflicts";
+/// The counter of lost storage connections.
 pub const DISCONNECTS: &str = "disconnects";
+/// The counter of commit errors that are neither conflicts nor lost connections.
 pub const OTHER_COMMIT_ERRORS: &str = "other-commit-errors";
+/// The counter of interrupted runs.
 pub const INTERRUPTIONS: &str = "interruptions";
-
-/// A policy's persistent memory, kept in the job.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryData {
-    /// Counters for the current run; cleared when a run starts.
-    pub run: BTreeMap<String, u32>,
-    /// Counters for the job's whole life.
-    pub life: BTreeMap<String, u32>,
-    /// Whatever a custom policy wants to keep.
-    pub custom: BTreeMap<String, Vec<u8>>,
-}
-
-impl RetryData {
-    /// Adds one to the per-run counter `key`; returns the new count.
-    pub fn bump_run(&mut self, key: &str) -> u32 {
-        let n = self.run.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    /// Adds one to the life counter `key`; returns the new count.
-    pub fn bump_life(&mut self, key: &str) -> u32 {
-        let n = self.life.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    pub fn run_count(&self, key: &str) -> u32 {
-        self.run.get(key).copied().unwrap_or(0)
-    }
-
-    pub fn life_count(&self, key: &str) -> u32 {
-        self.life.get(key).copied().unwrap_or(0)
-    }
-
-    pub(crate) fn start_run(&mut self) {
-        self.run.clear();
-    }
-}
 
 /// What a policy decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +59,7 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Whether the job runs again (now or later).
     pub fn is_retry(&self) -> bool {
         !matches!(self, Decision::GiveUp(_))
     }
@@ -190,7 +155,9 @@ impl RetryPolicy for DefaultPolicy {
 /// The policy for callbacks and recovery jobs: retry everything but handler errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForeverPolicy {
+    /// The wait after the first lost connection, growing by as much after each.
     pub disconnect_wait_step: Duration,
+    /// The longest wait after a lost connection.
     pub disconnect_wait_max: Duration,
     /// Wait after the `n`th other commit error: `(n - 1) × other_wait_step` …
     pub other_wait_step: Duration,
@@ -336,6 +303,7 @@ impl Policies {
         self.by_name.insert(name.into(), policy);
     }
 
+    /// The policy registered as `name`.
     pub fn get(&self, name: &str) -> Result<Arc<dyn RetryPolicy>> {
         self.by_name
             .get(name)

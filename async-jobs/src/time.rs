@@ -1,9 +1,16 @@
-//! UTC times as stored in jobs.
+//! UTC times as stored in jobs, and the clock that tells them.
 //!
-//! Invariant: a [`Timestamp`] is microseconds since the Unix epoch, UTC, the same
-//! unit as a storage tid, so job times and commit times compare directly.
+//! Invariants:
+//! - A [`Timestamp`] is microseconds since the Unix epoch, UTC, the same unit as a
+//!   storage tid, so job times and commit times compare directly.
+//! - Code that schedules (runs, retries, pings, death checks, deadlines,
+//!   retention) asks the [`Clock`] it was given, never the system directly; the
+//!   default is [`SystemClock`], and tests advance a [`ManualClock`] instead of
+//!   sleeping. Waiting itself (a worker's sleep between polls) stays real time.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -25,10 +32,12 @@ impl Timestamp {
         Timestamp(micros)
     }
 
+    /// The time `micros` microseconds after the epoch.
     pub const fn from_micros(micros: u64) -> Timestamp {
         Timestamp(micros)
     }
 
+    /// Microseconds since the epoch.
     pub fn as_micros(self) -> u64 {
         self.0
     }
@@ -42,6 +51,59 @@ impl Timestamp {
     /// How long after `earlier` this is (zero when it is not later).
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Where the job layer reads the time.
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock of the system ([`Timestamp::now`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told: clones share one time, so a test holds one
+/// and gives others to the runner and worker it drives.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock {
+    micros: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: Timestamp) -> ManualClock {
+        ManualClock {
+            micros: Arc::new(AtomicU64::new(start.0)),
+        }
+    }
+
+    /// Moves the time forward by `d` (saturating at the end of time).
+    pub fn advance(&self, d: Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .micros
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| {
+                Some(m.saturating_add(micros))
+            });
+    }
+
+    /// Sets the time to `t`.
+    pub fn set(&self, t: Timestamp) {
+        self.micros.store(t.0, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.micros.load(Ordering::SeqCst))
     }
 }
 
@@ -66,5 +128,18 @@ mod tests {
         );
         assert_eq!(Timestamp(5).since(Timestamp(9)), Duration::ZERO);
         assert_eq!(t.to_string(), "1970-01-01T00:00:01.000000Z");
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_its_clones_share_it() {
+        let clock = ManualClock::new(Timestamp(100));
+        let shared = clock.clone();
+        assert_eq!(shared.now(), Timestamp(100));
+        clock.advance(Duration::from_micros(50));
+        assert_eq!(shared.now(), Timestamp(150));
+        shared.set(Timestamp(7));
+        assert_eq!(clock.now(), Timestamp(7));
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now(), Timestamp(u64::MAX));
     }
 }

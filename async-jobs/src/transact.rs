@@ -5,6 +5,8 @@
 //! at most the database's `RetryPolicy::attempts_max` attempts; any other error
 //! aborts the transaction and returns at once.
 
+use std::time::Duration;
+
 use zodiac_objects::{Database, TransactError, Transaction};
 use zodiac_storage::ConflictError;
 
@@ -25,4 +27,14 @@ impl TransactError for Error {
             e => Err(e),
         }
     }
+}
+
+/// The wait before retrying after the `n`th failure in a row to reach the storage
+/// (n ≥ 1): 5 s, 10 s, … capped at 60 s. A worker's failed polls and a run's state
+/// changes through a lost connection wait this long: linear, without jitter, so
+/// an operator can tell when the next attempt comes.
+pub fn poll_backoff(n: u32) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(n)
+        .min(Duration::from_secs(60))
 }

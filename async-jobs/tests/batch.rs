@@ -506,7 +506,7 @@ fn a_job_recovered_while_its_batch_ran_long_is_not_run_by_the_batch() {
         Ok(())
     })
     .unwrap();
-    std::thread::sleep(zodiac_async::BATCH_SPAN_MAX + Duration::from_millis(100));
+    std::thread::sleep(zodiac_async::limits::BATCH_SPAN_MAX + Duration::from_millis(100));
     gate.open();
     worker.wait_idle();
     assert_eq!(job(&db, jobs[0]).status(), Status::Completed);

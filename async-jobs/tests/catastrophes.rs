@@ -21,12 +21,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use zodiac_async::limits::{LANE_PUT_BACK, LANE_SCHEDULED};
 use zodiac_async::retry::{DISCONNECTS, DefaultPolicy, INTERRUPTIONS};
 use zodiac_async::{
-    Decision, Dispatchers, Failure, FailureKind, FailureLevel, Handlers, Job, LANE_PUT_BACK,
-    LANE_SCHEDULED, Location, Outcome, Policies, PutOptions, Queue, RetryData, RetryPolicy,
-    RunOutcome, Runner, Status, Timestamp, Worker, WorkerOptions, add_callback, add_callbacks,
-    parallel, part_results, serial, transact,
+    Decision, Dispatchers, Failure, FailureKind, FailureLevel, Handlers, Job, Location,
+    ManualClock, Outcome, Policies, PutOptions, Queue, RetryData, RetryPolicy, RunOutcome, Runner,
+    Status, Timestamp, Worker, WorkerOptions, add_callback, add_callbacks, parallel, part_results,
+    serial, transact,
 };
 use zodiac_objects::{Database, PRef, Persistent};
 use zodiac_storage::{
@@ -532,6 +533,16 @@ impl Fx {
         )
     }
 
+    /// A worker reading the time from `clock`.
+    fn worker_at(&self, id: &str, clock: ManualClock) -> Worker {
+        Worker::new(
+            self.db.clone(),
+            id,
+            self.runner().with_clock(clock),
+            options(),
+        )
+    }
+
     fn worker(&self, id: &str, restarted: bool) -> Worker {
         Worker::new(
             self.db.clone(),
@@ -849,10 +860,11 @@ fn d5_never_policy_aborts_an_interrupted_job_and_runs_its_failure_callback() {
     assert_eq!(again.poll_once().unwrap().started, [d3]);
     fx.wait_calls("d5-sibling", 1);
     fx.kill(again);
-    let mut sibling = fx.worker("d5-b", false);
+    let clock = ManualClock::new(Timestamp::now());
+    let mut sibling = fx.worker_at("d5-b", clock.clone());
     sibling.poll_once().unwrap();
     assert_eq!(fx.status(d3), Status::Active, "before the death interval");
-    thread::sleep(DEATH + Duration::from_millis(100));
+    clock.advance(DEATH + Duration::from_millis(100));
     let report = sibling.poll_once().unwrap();
     assert_eq!(report.cleaned, ["d5-a"]);
     assert!(report.started.is_empty(), "{report:?}");
@@ -1223,7 +1235,13 @@ fn d11_in_process_cleanup_of_a_dead_agent_holding_every_status() {
     let assigned = fx.put(f_job("d11-assigned"), PutOptions::new());
     let claimed = transact(&fx.db, |tx| {
         let q = Queue::get(tx, "")?.unwrap();
-        Dispatchers::claim_for_agent(tx, &q, id, zodiac_async::AGENT_NAME, Timestamp::now())
+        Dispatchers::claim_for_agent(
+            tx,
+            &q,
+            id,
+            zodiac_async::limits::AGENT_NAME,
+            Timestamp::now(),
+        )
     })
     .unwrap();
     assert_eq!(claimed, Some(assigned));
@@ -1287,9 +1305,9 @@ fn d11_in_process_cleanup_of_a_dead_agent_holding_every_status() {
     let (held, done) = transact(&fx.db, |tx| {
         let q = Queue::get(tx, "")?.unwrap();
         let record = Queue::dispatchers(tx, &q)?[id];
-        let agent = tx.get(&record)?.agents()[zodiac_async::AGENT_NAME];
+        let agent = tx.get(&record)?.agents()[zodiac_async::limits::AGENT_NAME];
         let held = tx.get(&agent)?.held().clone();
-        let done = Dispatchers::completed(tx, &q, id, zodiac_async::AGENT_NAME, 10)?;
+        let done = Dispatchers::completed(tx, &q, id, zodiac_async::limits::AGENT_NAME, 10)?;
         Ok((held, done))
     })
     .unwrap();

@@ -114,7 +114,8 @@ fn serial_parts_run_in_order_then_the_postprocess() {
 #[test]
 fn a_composite_survives_the_death_of_its_worker() {
     use std::time::Duration;
-    use zodiac_async::{AGENT_NAME, Dispatchers, Timestamp};
+    use zodiac_async::limits::AGENT_NAME;
+    use zodiac_async::{Dispatchers, Timestamp};
     let (db, log, runner) = setup();
     let post = transact(&db, |tx| {
         let q = Queue::get(tx, "")?.unwrap();

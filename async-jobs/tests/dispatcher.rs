@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use zodiac_async::limits::{DEATH_INTERVAL_DEFAULT, LANE_PUT_BACK};
 use zodiac_async::{
-    DEATH_INTERVAL_DEFAULT, Dispatchers, Error, Handlers, Job, LANE_PUT_BACK, Location, Outcome,
-    Policies, PutOptions, Queue, RunOutcome, Runner, Status, Timestamp, transact,
+    Dispatchers, Error, Handlers, Job, Location, Outcome, Policies, PutOptions, Queue, RunOutcome,
+    Runner, Status, Timestamp, transact,
 };
 use zodiac_objects::{Database, PRef};
 use zodiac_storage::MemoryStorage;

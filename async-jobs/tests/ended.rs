@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use zodiac_async::limits::AGENT_NAME;
 use zodiac_async::{
-    AGENT_NAME, Dispatchers, Failure, FailureKind, Handlers, Job, Policies, PutOptions, Queue,
-    Runner, Status, Timestamp, Worker, WorkerOptions, add_callback, fail, transact,
+    Dispatchers, Failure, FailureKind, Handlers, Job, Policies, PutOptions, Queue, Runner, Status,
+    Timestamp, Worker, WorkerOptions, add_callback, fail, transact,
 };
 use zodiac_objects::{Counter, Database, PRef};
 use zodiac_storage::MemoryStorage;

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zodiac_async::inspect::{self, JobFilter};
+use zodiac_async::limits::DEATH_INTERVAL_DEFAULT;
 use zodiac_async::{
-    Claimer, DEATH_INTERVAL_DEFAULT, Dispatchers, Handlers, Job, Policies, PutOptions, Queue,
-    Runner, Status, Timestamp, transact,
+    Claimer, Dispatchers, Handlers, Job, Policies, PutOptions, Queue, Runner, Status, Timestamp,
+    transact,
 };
 use zodiac_objects::Database;
 use zodiac_storage::MemoryStorage;

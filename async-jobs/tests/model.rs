@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use zodiac_async::{
-    Claimer, Job, LANE_PUT_BACK, LANE_SCHEDULED, Location, PutOptions, Queue, Status, Timestamp,
-    transact,
-};
+use zodiac_async::limits::{LANE_PUT_BACK, LANE_SCHEDULED};
+use zodiac_async::{Claimer, Job, Location, PutOptions, Queue, Status, Timestamp, transact};
 use zodiac_objects::{Database, PRef};
 use zodiac_storage::MemoryStorage;
 

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use zodiac_async::limits::{LANE_PUT_BACK, SPREAD_WINDOW_PER_LANE};
 use zodiac_async::{
-    Claimer, Error, FailureKind, Job, LANE_PUT_BACK, Location, Outcome, PutOptions, Queue,
-    SPREAD_WINDOW_PER_LANE, Spread, Status, Timestamp, fail, transact,
+    Claimer, Error, FailureKind, Job, Location, Outcome, PutOptions, Queue, Spread, Status,
+    Timestamp, fail, transact,
 };
 use zodiac_objects::{Database, DatabaseOptions, PRef};
 use zodiac_storage::{Durability, FileOptions, FileStorage, MemoryStorage, Storage};

@@ -8,9 +8,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use zodiac_async::limits::COMPOSITE_ANNOTATION;
 use zodiac_async::{
-    COMPOSITE_ANNOTATION, Composite, Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner,
-    Status, Worker, WorkerOptions, parallel, part_results, transact,
+    Composite, Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner, Status, Worker,
+    WorkerOptions, parallel, part_results, transact,
 };
 use zodiac_objects::{Database, PRef};
 use zodiac_storage::{Durability, FileOptions, FileStorage, Storage, Tid};

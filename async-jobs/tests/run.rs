@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
 use serde::{Deserialize, Serialize};
+use zodiac_async::limits::LANE_SCHEDULED;
 use zodiac_async::{
-    Claimer, Decision, Error, Failure, FailureKind, Handlers, Job, LANE_SCHEDULED, Location,
-    Outcome, Policies, PutOptions, Queue, RetryData, RetryPolicy, RunOutcome, Runner, Status,
-    Timestamp, transact,
+    Claimer, Decision, Error, Failure, FailureKind, Handlers, Job, Location, Outcome, Policies,
+    PutOptions, Queue, RetryData, RetryPolicy, RunOutcome, Runner, Status, Timestamp, transact,
 };
 use zodiac_objects::{Database, PRef, Persistent};
 use zodiac_storage::MemoryStorage;
@@ -477,7 +477,7 @@ fn interrupted_runs_go_back_nine_times_and_the_tenth_aborts() {
             let Location::Queue { key, .. } = j.location() else {
                 panic!("{:?}", j.location());
             };
-            assert_eq!(key.lane, zodiac_async::LANE_PUT_BACK);
+            assert_eq!(key.lane, zodiac_async::limits::LANE_PUT_BACK);
             let claim = transact(&f.db, |tx| {
                 let q = Queue::get(tx, "")?.unwrap();
                 Queue::claim(tx, &q, &claimer())

@@ -73,8 +73,8 @@ use observe::{Recording, SEED_RUNNING, TRACE_TARGET, capture_completions, comple
 use serde::{Deserialize, Serialize};
 use sim::{Log, Outcome, Rng};
 use zodiac_async::{
-    Failure, FailureKind, Handlers, Job, Outcome as JobOutcome, Policies, PutOptions, Queue,
-    Runner, Status, Worker, WorkerOptions, add_callback, fail, inspect, transact,
+    Clock, Failure, FailureKind, Handlers, Job, Outcome as JobOutcome, Policies, PutOptions, Queue,
+    Runner, Status, Timestamp, Worker, WorkerOptions, add_callback, fail, inspect, transact,
 };
 use zodiac_objects::{Database, PRef, Persistent};
 use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
@@ -193,6 +193,29 @@ struct World {
     /// Jobs and callbacks a dying process read as COMPLETED (acknowledged): their
     /// attempt, and whether the result is a value.
     acknowledged: BTreeMap<Oid, (u32, bool)>,
+    /// The workers' clock: a crash skips it past the death interval instead of
+    /// sleeping through it.
+    clock: SkippingClock,
+}
+
+/// The system clock plus a shared offset that only grows.
+#[derive(Clone, Default)]
+struct SkippingClock {
+    skipped_micros: Arc<AtomicU64>,
+}
+
+impl SkippingClock {
+    fn skip(&self, d: Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.skipped_micros.fetch_add(micros, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SkippingClock {
+    fn now(&self) -> Timestamp {
+        let skipped = self.skipped_micros.load(Ordering::SeqCst);
+        Timestamp::now().plus(Duration::from_micros(skipped))
+    }
 }
 
 fn run_seed(seed: u64, log: &mut Log) -> Outcome {
@@ -224,6 +247,7 @@ fn run_seed(seed: u64, log: &mut Log) -> Outcome {
         crashes: 0,
         worker_id: "sim-worker-0".into(),
         acknowledged: BTreeMap::new(),
+        clock: SkippingClock::default(),
     };
     world.life = Some(world.start(faults, db, false));
     let steps = world.rng.range(4, STEPS_MAX);
@@ -283,7 +307,8 @@ impl World {
             ctx.tx().modify(&callbacks, |t| t.n += 1)?;
             Ok(label)
         });
-        let runner = Runner::new(db.clone(), handlers, Policies::new());
+        let runner =
+            Runner::new(db.clone(), handlers, Policies::new()).with_clock(self.clock.clone());
         let options = WorkerOptions {
             agent_size: 1,
             poll_interval: Duration::from_millis(50),
@@ -430,7 +455,7 @@ impl World {
         if !restarted {
             // A sibling with another id takes over after the death interval.
             self.worker_id = format!("sim-worker-{}", self.crashes);
-            std::thread::sleep(DEATH + PING);
+            self.clock.skip(DEATH + PING);
         }
         log.step(format!(
             "{what}, power cut: {power}; new worker {} (restarted: {restarted})",

@@ -259,7 +259,13 @@ fn shutdown_hands_back_assigned_jobs() {
     // Claimed by the worker's agent but not run (as if it stopped in between).
     transact(&db, |tx| {
         let q = Queue::get(tx, "")?.unwrap();
-        Dispatchers::claim_for_agent(tx, &q, "w1", zodiac_async::AGENT_NAME, Timestamp::now())
+        Dispatchers::claim_for_agent(
+            tx,
+            &q,
+            "w1",
+            zodiac_async::limits::AGENT_NAME,
+            Timestamp::now(),
+        )
     })
     .unwrap();
     assert_eq!(status(&db, job), Status::Assigned);
@@ -291,7 +297,7 @@ fn completed_jobs_are_kept_for_the_retention_period_then_dropped() {
     let completed = |db: &Database| {
         transact(db, |tx| {
             let q = Queue::get(tx, "")?.unwrap();
-            Dispatchers::completed(tx, &q, "w1", zodiac_async::AGENT_NAME, 10)
+            Dispatchers::completed(tx, &q, "w1", zodiac_async::limits::AGENT_NAME, 10)
         })
         .unwrap()
     };
@@ -302,7 +308,14 @@ fn completed_jobs_are_kept_for_the_retention_period_then_dropped() {
     let dropped = |cutoff| {
         transact(&db, |tx| {
             let q = Queue::get(tx, "")?.unwrap();
-            Dispatchers::drop_completed_before(tx, &q, "w1", zodiac_async::AGENT_NAME, cutoff, 64)
+            Dispatchers::drop_completed_before(
+                tx,
+                &q,
+                "w1",
+                zodiac_async::limits::AGENT_NAME,
+                cutoff,
+                64,
+            )
         })
         .unwrap()
     };
@@ -403,7 +416,8 @@ fn a_polling_worker_picks_up_a_put_at_its_next_poll() {
 /// once instead of waiting for the death interval.
 #[test]
 fn a_restarted_worker_recovers_its_previous_incarnations_jobs_at_once() {
-    use zodiac_async::{AGENT_NAME, WorkerIdentity};
+    use zodiac_async::WorkerIdentity;
+    use zodiac_async::limits::AGENT_NAME;
     let (db, counter, runner) = setup();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("zodiac-worker.uuid");

@@ -19,10 +19,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zodiac_async::limits::AGENT_NAME;
 use zodiac_async::retry::INTERRUPTIONS;
 use zodiac_async::{
-    AGENT_NAME, Claimer, Dispatchers, Handlers, Job, Location, Outcome, Policies, PutOptions,
-    Queue, Runner, Status, Timestamp, add_callback, transact,
+    Claimer, Dispatchers, Handlers, Job, Location, Outcome, Policies, PutOptions, Queue, Runner,
+    Status, Timestamp, add_callback, transact,
 };
 use zodiac_objects::{Database, PRef};
 use zodiac_storage::{ClientOptions, ClientStorage};

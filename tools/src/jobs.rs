@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use zodiac_async::inspect::{self, JobFilter};
+use zodiac_async::limits::DEATH_INTERVAL_DEFAULT;
 use zodiac_async::{
-    DEATH_INTERVAL_DEFAULT, Failure, FailureKind, Job, Location, Outcome, PutOptions, Queue,
-    Status, Timestamp, transact,
+    Failure, FailureKind, Job, Location, Outcome, PutOptions, Queue, Status, Timestamp, transact,
 };
 use zodiac_objects::{Database, PRef};
 use zodiac_storage::{Oid, Storage};

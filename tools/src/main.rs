@@ -293,10 +293,10 @@ enum Command {
         #[arg(long = "queue", value_name = "NAME")]
         queues: Vec<String>,
         /// The agent's name in each queue.
-        #[arg(long, value_name = "NAME", default_value = zodiac_async::AGENT_NAME)]
+        #[arg(long, value_name = "NAME", default_value = zodiac_async::limits::AGENT_NAME)]
         agent: String,
         /// Jobs run at once.
-        #[arg(long, value_name = "N", default_value_t = zodiac_async::AGENT_SIZE_DEFAULT,
+        #[arg(long, value_name = "N", default_value_t = zodiac_async::limits::AGENT_SIZE_DEFAULT,
               value_parser = clap::value_parser!(u32).range(1..=1024))]
         size: u32,
         /// Jobs a run thread claims, runs one after another and completes in one

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use zodiac_async::{
-    Policies, Runner, WORKER_ID_PATH_DEFAULT, Worker, WorkerIdentity, WorkerOptions,
-};
+use zodiac_async::limits::WORKER_ID_PATH_DEFAULT;
+use zodiac_async::{Policies, Runner, Worker, WorkerIdentity, WorkerOptions};
 use zodiac_objects::Database;
 
 use crate::store::{Connect, open_store};

@@ -341,16 +341,19 @@ mod tests {
     use zodiac_storage::{MemoryStorage, Oid, Storage};
 
     use super::{Found, bytes_hold, walk};
+    use crate::callbacks::add_callback;
     use crate::composite::Composite;
-    use crate::dispatcher::{Agent, DispatcherRecord, Dispatchers};
-    use crate::ended::Ended;
-    use crate::failure::{Failure, FailureKind};
+    use crate::dispatcher::Dispatchers;
     use crate::handler::Handlers;
-    use crate::job::Job;
-    use crate::queue::{Claimer, PutOptions, Queue, QueueDirectory};
-    use crate::quota::Quota;
+    use crate::model::dispatcher::{Agent, DispatcherRecord};
+    use crate::model::ended::Ended;
+    use crate::model::failure::{Failure, FailureKind};
+    use crate::model::job::Job;
+    use crate::model::queue::{Queue, QueueDirectory};
+    use crate::model::quota::Quota;
+    use crate::queue::{Claimer, PutOptions};
     use crate::retry::Policies;
-    use crate::run::{RunOutcome, Runner, add_callback};
+    use crate::run::{RunOutcome, Runner};
     use crate::time::Timestamp;
     use crate::transact::transact;
 

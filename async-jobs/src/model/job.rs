@@ -11,7 +11,14 @@
 //!   agent's claim found past their deadline; a job failed before it ran (or
 //!   expired in a claim no agent made) is at `Location::None`, kept among its
 //!   queue's ended jobs ([`crate::ended`]).
-//! - `result` is set exactly when the job enters CALLBACKS and never changes after.
+//! - A job's result lives in its [`State`]: CALLBACKS and COMPLETED carry the
+//!   [`Outcome`], the other states none, so a finished job without a result
+//!   cannot be built. It is set when the job enters CALLBACKS and never changes.
+//! - The stored record keeps the layout of the first version of the type
+//!   (`status`, `location`, `result: Option<Outcome>`, ... in that order):
+//!   [`Job`] is written through a borrowed view of its fields (no copy per
+//!   store) and read through an owned record checked on the way in, so a record
+//!   whose status and result disagree is a decode error, never a panic.
 //! - Growing parts are bounded: [`ANNOTATIONS_MAX`] annotations of at most
 //!   [`ANNOTATION_BYTES_MAX`] bytes each, at most [`CALLBACKS_MAX`] callbacks, the
 //!   last [`ERROR_HISTORY_MAX`] error entries
@@ -32,10 +39,10 @@ use zodiac_objects::{PRef, Persistent};
 use zodiac_storage::Oid;
 
 use crate::error::{Error, Result};
-use crate::failure::Failure;
-use crate::queue::QueueKey;
-use crate::retry::RetryData;
-use crate::status::{self, Status};
+use crate::model::failure::Failure;
+use crate::model::queue_key::QueueKey;
+use crate::model::retry_data::RetryData;
+use crate::model::status::{self, Status};
 use crate::time::Timestamp;
 
 /// Most bytes of a handler name.
@@ -56,15 +63,26 @@ pub enum Location {
     #[default]
     None,
     /// Pending in the queue `queue` under `key`.
-    Queue { queue: String, key: QueueKey },
+    Queue {
+        /// The queue.
+        queue: String,
+        /// Its key in the queue's pending tree.
+        key: QueueKey,
+    },
     /// Held by agent `agent` of dispatcher `dispatcher`, claimed from `queue`.
     Agent {
+        /// The queue.
         queue: String,
+        /// The dispatcher.
         dispatcher: String,
+        /// The agent.
         agent: String,
     },
     /// A callback of `parent`.
-    CallbackOf { parent: PRef<Job> },
+    CallbackOf {
+        /// The job whose result it runs with.
+        parent: PRef<Job>,
+    },
 }
 
 /// What a finished job produced.
@@ -72,10 +90,12 @@ pub enum Location {
 pub enum Outcome {
     /// The handler's value, encoded by the handler's registration.
     Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A failure record.
     Failure(Failure),
 }
 
 impl Outcome {
+    /// Whether this is a failure.
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Failure(_))
     }
@@ -84,7 +104,9 @@ impl Outcome {
 /// The level a job's final failure is logged at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FailureLevel {
+    /// Logged with `info!`.
     Info,
+    /// Logged with `warn!`.
     Warning,
     /// The default for queue jobs.
     #[default]
@@ -96,6 +118,7 @@ pub enum FailureLevel {
 /// One failed attempt in a job's error history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorEntry {
+    /// When the attempt failed.
     pub time: Timestamp,
     /// The run attempt (1 for the first run).
     pub attempt: u32,
@@ -103,16 +126,66 @@ pub struct ErrorEntry {
     pub summary: String,
 }
 
+/// Where a job is in its life, with the result once it has one (see the status
+/// table in the crate docs; [`State::status`] names it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Created, not in any queue.
+    New,
+    /// In a queue, waiting to be claimed.
+    Pending,
+    /// Claimed by an agent, not started.
+    Assigned,
+    /// Running.
+    Active,
+    /// Result stored, callbacks running.
+    Callbacks(Outcome),
+    /// Result stored and every callback ran.
+    Completed(Outcome),
+}
+
+impl State {
+    /// The status this state is in.
+    pub fn status(&self) -> Status {
+        match self {
+            State::New => Status::New,
+            State::Pending => Status::Pending,
+            State::Assigned => Status::Assigned,
+            State::Active => Status::Active,
+            State::Callbacks(_) => Status::Callbacks,
+            State::Completed(_) => Status::Completed,
+        }
+    }
+
+    /// The result: `Some` exactly in CALLBACKS and COMPLETED.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            State::Callbacks(outcome) | State::Completed(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+
+    /// The state of a stored `status` and `result`, if they agree.
+    fn from_stored(status: Status, result: Option<Outcome>) -> Option<State> {
+        Some(match (status, result) {
+            (Status::New, None) => State::New,
+            (Status::Pending, None) => State::Pending,
+            (Status::Assigned, None) => State::Assigned,
+            (Status::Active, None) => State::Active,
+            (Status::Callbacks, Some(outcome)) => State::Callbacks(outcome),
+            (Status::Completed, Some(outcome)) => State::Completed(outcome),
+            _ => return None,
+        })
+    }
+}
+
 /// A durable unit of work: a handler name, its arguments, and its whole story.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Job {
     handler: String,
-    /// Bytes (one copy, not a sequence of `u8`s: the same encoding in postcard).
-    #[serde(with = "serde_bytes")]
     arguments: Vec<u8>,
-    status: Status,
+    state: State,
     location: Location,
-    result: Option<Outcome>,
     created: Timestamp,
     /// Set at put: not claimable before.
     begin_after: Option<Timestamp>,
@@ -139,8 +212,135 @@ pub struct Job {
     /// and GC cannot see: without this, GC deleted the composite of every
     /// composite job and the job that awaited another. Added after version 1 of
     /// the type (old records read it as `None`).
+    subject: Option<PRef<()>>,
+}
+
+/// The stored layout of a [`Job`], borrowed for writing: the fields in the order
+/// of the first version of the type, the state as `status` and `result`.
+#[derive(Serialize)]
+struct JobRecordRef<'a> {
+    handler: &'a str,
+    /// Bytes (one copy, not a sequence of `u8`s: the same encoding in postcard).
+    #[serde(with = "serde_bytes")]
+    arguments: &'a [u8],
+    status: Status,
+    location: &'a Location,
+    result: Option<&'a Outcome>,
+    created: Timestamp,
+    begin_after: Option<Timestamp>,
+    begin_by: Option<Duration>,
+    active_start: Option<Timestamp>,
+    active_end: Option<Timestamp>,
+    attempts: u32,
+    retry_policy: &'a Option<String>,
+    retry_data: &'a RetryData,
+    failure_level: FailureLevel,
+    quota_names: &'a [String],
+    callbacks: &'a [PRef<Job>],
+    annotations: &'a BTreeMap<String, Vec<u8>>,
+    errors: &'a [ErrorEntry],
+    errors_dropped: u64,
+    awaiting: Option<PRef<Job>>,
+    subject: Option<PRef<()>>,
+}
+
+/// The stored layout of a [`Job`], owned for reading (see [`JobRecordRef`]).
+#[derive(Deserialize)]
+struct JobRecord {
+    handler: String,
+    #[serde(with = "serde_bytes")]
+    arguments: Vec<u8>,
+    status: Status,
+    location: Location,
+    result: Option<Outcome>,
+    created: Timestamp,
+    begin_after: Option<Timestamp>,
+    begin_by: Option<Duration>,
+    active_start: Option<Timestamp>,
+    active_end: Option<Timestamp>,
+    attempts: u32,
+    retry_policy: Option<String>,
+    retry_data: RetryData,
+    failure_level: FailureLevel,
+    quota_names: Vec<String>,
+    callbacks: Vec<PRef<Job>>,
+    annotations: BTreeMap<String, Vec<u8>>,
+    errors: Vec<ErrorEntry>,
+    errors_dropped: u64,
+    awaiting: Option<PRef<Job>>,
+    /// Added after version 1 of the type: old records read it as `None`.
     #[serde(default)]
     subject: Option<PRef<()>>,
+}
+
+impl Serialize for Job {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        JobRecordRef {
+            handler: &self.handler,
+            arguments: &self.arguments,
+            status: self.state.status(),
+            location: &self.location,
+            result: self.state.outcome(),
+            created: self.created,
+            begin_after: self.begin_after,
+            begin_by: self.begin_by,
+            active_start: self.active_start,
+            active_end: self.active_end,
+            attempts: self.attempts,
+            retry_policy: &self.retry_policy,
+            retry_data: &self.retry_data,
+            failure_level: self.failure_level,
+            quota_names: &self.quota_names,
+            callbacks: &self.callbacks,
+            annotations: &self.annotations,
+            errors: &self.errors,
+            errors_dropped: self.errors_dropped,
+            awaiting: self.awaiting,
+            subject: self.subject,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Job {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Job, D::Error> {
+        let r = JobRecord::deserialize(deserializer)?;
+        let has_result = r.result.is_some();
+        let state = State::from_stored(r.status, r.result).ok_or_else(|| {
+            serde::de::Error::custom(format_args!(
+                "a job record with status {} {} a result",
+                r.status,
+                if has_result { "and" } else { "but without" }
+            ))
+        })?;
+        Ok(Job {
+            handler: r.handler,
+            arguments: r.arguments,
+            state,
+            location: r.location,
+            created: r.created,
+            begin_after: r.begin_after,
+            begin_by: r.begin_by,
+            active_start: r.active_start,
+            active_end: r.active_end,
+            attempts: r.attempts,
+            retry_policy: r.retry_policy,
+            retry_data: r.retry_data,
+            failure_level: r.failure_level,
+            quota_names: r.quota_names,
+            callbacks: r.callbacks,
+            annotations: r.annotations,
+            errors: r.errors,
+            errors_dropped: r.errors_dropped,
+            awaiting: r.awaiting,
+            subject: r.subject,
+        })
+    }
 }
 
 impl Persistent for Job {
@@ -162,9 +362,8 @@ impl Job {
         Ok(Job {
             handler,
             arguments,
-            status: Status::New,
+            state: State::New,
             location: Location::None,
-            result: None,
             created: Timestamp::now(),
             begin_after: None,
             begin_by: None,
@@ -195,27 +394,43 @@ impl Job {
         postcard::from_bytes(&self.arguments).map_err(|source| Error::Arguments { job: id, source })
     }
 
+    /// The handler name.
     pub fn handler(&self) -> &str {
         &self.handler
     }
+    /// The arguments as stored.
     pub fn argument_bytes(&self) -> &[u8] {
         &self.arguments
     }
+    /// The status, as the state names it.
     pub fn status(&self) -> Status {
-        self.status
+        self.state.status()
     }
+    /// The state, with the result once there is one.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    /// The result: `Some` exactly when the job is in CALLBACKS or COMPLETED.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.state.outcome()
+    }
+    /// Where the job is held.
     pub fn location(&self) -> &Location {
         &self.location
     }
+    /// The result, as [`Job::outcome`].
     pub fn result(&self) -> Option<&Outcome> {
-        self.result.as_ref()
+        self.state.outcome()
     }
+    /// When the job was created.
     pub fn created(&self) -> Timestamp {
         self.created
     }
+    /// Not claimable before (set at put).
     pub fn begin_after(&self) -> Option<Timestamp> {
         self.begin_after
     }
+    /// With `begin_after`, how long after it the job may still start.
     pub fn begin_by(&self) -> Option<Duration> {
         self.begin_by
     }
@@ -223,27 +438,35 @@ impl Job {
     pub fn deadline(&self) -> Option<Timestamp> {
         Some(self.begin_after?.plus(self.begin_by?))
     }
+    /// When its last run started.
     pub fn active_start(&self) -> Option<Timestamp> {
         self.active_start
     }
+    /// When its last run ended.
     pub fn active_end(&self) -> Option<Timestamp> {
         self.active_end
     }
+    /// Runs started so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
+    /// The retry policy name (`None`: the process default for its kind).
     pub fn retry_policy(&self) -> Option<&str> {
         self.retry_policy.as_deref()
     }
+    /// The retry policy's memory.
     pub fn retry_data(&self) -> &RetryData {
         &self.retry_data
     }
+    /// The retry policy's memory, to change.
     pub fn retry_data_mut(&mut self) -> &mut RetryData {
         &mut self.retry_data
     }
+    /// The level its final failure is logged at.
     pub fn failure_level(&self) -> FailureLevel {
         self.failure_level
     }
+    /// The quotas it counts against while held.
     pub fn quota_names(&self) -> &[String] {
         &self.quota_names
     }
@@ -251,6 +474,7 @@ impl Job {
     pub fn callbacks(&self) -> &[PRef<Job>] {
         &self.callbacks
     }
+    /// Its annotations.
     pub fn annotations(&self) -> &BTreeMap<String, Vec<u8>> {
         &self.annotations
     }
@@ -285,6 +509,7 @@ impl Job {
         self.retry_policy = Some(name.into());
     }
 
+    /// Logs its final failure at `level`.
     pub fn set_failure_level(&mut self, level: FailureLevel) {
         self.failure_level = level;
     }
@@ -313,21 +538,54 @@ impl Job {
 
     /// Moves the job to `to` if the status machine allows it; `id` names the job in
     /// the error. Entering ACTIVE starts a run (attempt count, `active_start`, the
-    /// per-run retry counters); leaving ACTIVE sets `active_end`.
+    /// per-run retry counters); leaving ACTIVE sets `active_end`. COMPLETED keeps
+    /// the result of CALLBACKS; CALLBACKS itself needs one ([`Job::finish`]).
     pub(crate) fn transition(&mut self, id: Oid, to: Status, now: Timestamp) -> Result<()> {
-        let from = self.status;
+        let from = self.status();
         status::check(from, to).map_err(|_| Error::IllegalTransition { job: id, from, to })?;
-        if to == Status::Active {
+        let state = match to {
+            Status::New => State::New,
+            Status::Pending => State::Pending,
+            Status::Assigned => State::Assigned,
+            Status::Active => State::Active,
+            Status::Completed => match std::mem::replace(&mut self.state, State::New) {
+                State::Callbacks(outcome) => State::Completed(outcome),
+                // The status machine reaches COMPLETED from CALLBACKS only.
+                other => unreachable!("{from} -> COMPLETED from state {other:?}"),
+            },
+            Status::Callbacks => panic!("entering CALLBACKS stores a result: Job::finish"),
+        };
+        self.enter(state, now);
+        Ok(())
+    }
+
+    /// Stores `outcome` as the result (→ CALLBACKS, and → COMPLETED when the job
+    /// has no callbacks) if the status machine allows it; `id` names the job in
+    /// the error, which leaves the job as it was.
+    pub(crate) fn finish(&mut self, id: Oid, outcome: Outcome, now: Timestamp) -> Result<()> {
+        let from = self.status();
+        let to = Status::Callbacks;
+        status::check(from, to).map_err(|_| Error::IllegalTransition { job: id, from, to })?;
+        if self.callbacks.is_empty() {
+            debug_assert!(status::is_legal(to, Status::Completed));
+            self.enter(State::Completed(outcome), now);
+        } else {
+            self.enter(State::Callbacks(outcome), now);
+        }
+        Ok(())
+    }
+
+    fn enter(&mut self, state: State, now: Timestamp) {
+        if state == State::Active {
             self.attempts += 1;
             self.active_start = Some(now);
             self.active_end = None;
             self.retry_data.start_run();
         }
-        if from == Status::Active {
+        if self.state == State::Active {
             self.active_end = Some(now);
         }
-        self.status = to;
-        Ok(())
+        self.state = state;
     }
 
     pub(crate) fn push_callback(&mut self, callback: PRef<Job>) {
@@ -343,14 +601,8 @@ impl Job {
         self.begin_by = begin_by;
     }
 
-    /// Stores the result; the caller moves the job to CALLBACKS in the same change.
     pub(crate) fn set_quota_names(&mut self, names: Vec<String>) {
         self.quota_names = names;
-    }
-
-    pub(crate) fn set_result(&mut self, outcome: Outcome) {
-        debug_assert!(self.result.is_none(), "a result is stored once");
-        self.result = Some(outcome);
     }
 
     /// Appends a failed attempt to the error history, dropping the oldest entry
@@ -388,111 +640,4 @@ pub(crate) fn log_failure(id: Oid, job: &Job, failure: &Failure) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::failure::FailureKind;
-
-    /// Arguments and values are serialized as bytes, which postcard encodes exactly
-    /// as it did the sequences of `u8` of the records already stored.
-    #[test]
-    fn byte_fields_keep_the_stored_encoding() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        #[derive(Serialize)]
-        enum PlainOutcome {
-            Value(Vec<u8>),
-        }
-        assert_eq!(
-            postcard::to_allocvec(&Outcome::Value(bytes.clone())).unwrap(),
-            postcard::to_allocvec(&PlainOutcome::Value(bytes.clone())).unwrap()
-        );
-        let job = Job::new("h", bytes.clone()).unwrap();
-        let encoded = postcard::to_allocvec(&job).unwrap();
-        let prefix = postcard::to_allocvec(&("h", &bytes)).unwrap();
-        assert_eq!(&encoded[..prefix.len()], &prefix[..]);
-        let decoded: Job = postcard::from_bytes(&encoded).unwrap();
-        assert_eq!(decoded, job);
-    }
-
-    /// Records written before `subject` existed end one field earlier; they read
-    /// as jobs without a subject.
-    #[test]
-    fn a_job_record_without_a_subject_reads_as_none() {
-        let job = Job::with_arguments("h", &1u8).unwrap();
-        let mut payload = postcard::to_allocvec(&job).unwrap();
-        assert_eq!(payload.pop(), Some(0), "subject None is the last byte");
-        let old = zodiac_objects::record::encode(Job::TYPE_NAME, &[], &payload);
-        let read = zodiac_objects::decode_value::<Job>(&old).unwrap().unwrap();
-        assert_eq!((read.subject(), read), (None, job));
-    }
-
-    #[test]
-    fn typed_arguments_round_trip_and_a_wrong_type_is_an_error() {
-        let job = Job::with_arguments("mail.send", &("ann".to_string(), 3u32)).unwrap();
-        assert_eq!(job.handler(), "mail.send");
-        assert_eq!(job.status(), Status::New);
-        let (who, n): (String, u32) = job.arguments(Oid(7)).unwrap();
-        assert_eq!((who.as_str(), n), ("ann", 3));
-        let err = job
-            .arguments::<(String, String, String)>(Oid(7))
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("the arguments of job 0x7 do not decode"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn illegal_transitions_are_refused_and_leave_the_job_unchanged() {
-        let mut job = Job::new("h", vec![]).unwrap();
-        let now = Timestamp(10);
-        let err = job.transition(Oid(1), Status::Completed, now).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "job 0x1: cannot go from NEW to COMPLETED: a job completes only after its \
-             callbacks (from CALLBACKS)"
-        );
-        assert_eq!(job.status(), Status::New);
-        job.transition(Oid(1), Status::Active, now).unwrap();
-        assert_eq!((job.attempts(), job.active_start()), (1, Some(now)));
-        job.transition(Oid(1), Status::Callbacks, Timestamp(20))
-            .unwrap();
-        assert_eq!(job.active_end(), Some(Timestamp(20)));
-        job.transition(Oid(1), Status::Completed, now).unwrap();
-        for to in Status::ALL {
-            assert!(matches!(
-                job.transition(Oid(1), to, now),
-                Err(Error::IllegalTransition {
-                    from: Status::Completed,
-                    ..
-                })
-            ));
-        }
-    }
-
-    #[test]
-    fn limits_hold_at_their_boundaries() {
-        assert!(Job::new("h".repeat(HANDLER_NAME_BYTES_MAX), vec![]).is_ok());
-        assert!(matches!(
-            Job::new("h".repeat(HANDLER_NAME_BYTES_MAX + 1), vec![]),
-            Err(Error::LimitExceeded { .. })
-        ));
-        let mut job = Job::new("h", vec![]).unwrap();
-        job.annotate("k", vec![0; ANNOTATION_BYTES_MAX - 1])
-            .unwrap();
-        assert!(job.annotate("k", vec![0; ANNOTATION_BYTES_MAX]).is_err());
-        for i in 1..ANNOTATIONS_MAX {
-            job.annotate(format!("k{i}"), "v").unwrap();
-        }
-        assert!(job.annotate("one-more", "v").is_err());
-        job.annotate("k1", "replaced").unwrap();
-        let failure = Failure::new(FailureKind::UserError, "boom");
-        for i in 0..ERROR_HISTORY_MAX + 3 {
-            job.record_error(Timestamp(i as u64), &failure);
-        }
-        assert_eq!(job.errors().len(), ERROR_HISTORY_MAX);
-        assert_eq!(job.errors_dropped(), 3);
-        assert_eq!(job.errors()[0].time, Timestamp(3));
-        assert_eq!(job.errors()[0].summary, "user error: boom");
-    }
-}
+mod tests;

@@ -43,6 +43,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in life order.
     pub const ALL: [Status; 6] = [
         Status::New,
         Status::Pending,

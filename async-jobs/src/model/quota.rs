@@ -16,10 +16,9 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use zodiac_objects::{PRef, Persistent, Transaction};
+use zodiac_objects::{PRef, Persistent};
 
-use crate::error::Result;
-use crate::job::{Job, Location};
+use crate::model::job::Job;
 
 /// Most quotas one queue holds, and most quota names one job lists.
 pub const QUOTAS_MAX: usize = 64;
@@ -27,11 +26,11 @@ pub const QUOTAS_MAX: usize = 64;
 /// A named limit on concurrently held jobs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
-    name: String,
-    size: u32,
+    pub(crate) name: String,
+    pub(crate) size: u32,
     /// References, so pack and GC keep every job a quota counts (an id kept as a
     /// plain number is invisible to them).
-    held: BTreeSet<PRef<Job>>,
+    pub(crate) held: BTreeSet<PRef<Job>>,
 }
 
 impl Persistent for Quota {
@@ -70,10 +69,12 @@ impl Quota {
         }
     }
 
+    /// The quota's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// How many held jobs it allows.
     pub fn size(&self) -> u32 {
         self.size
     }
@@ -83,6 +84,7 @@ impl Quota {
         &self.held
     }
 
+    /// Whether another job may join.
     pub fn has_room(&self) -> bool {
         self.held.len() < self.size as usize
     }
@@ -102,28 +104,6 @@ impl Quota {
 
 /// Removes `job` from the quotas it counts against, in the queue its location
 /// names (a claimed job's); does nothing for a job without quotas.
-pub(crate) fn release(tx: &mut Transaction<'_>, job: &PRef<Job>) -> Result<()> {
-    let j = tx.get(job)?;
-    if j.quota_names().is_empty() {
-        return Ok(());
-    }
-    // A held job, or one put back at the front of its queue (it keeps its places).
-    let (Location::Agent { queue, .. } | Location::Queue { queue, .. }) = j.location() else {
-        return Ok(());
-    };
-    let Some(queue) = crate::Queue::get(tx, queue)? else {
-        return Ok(());
-    };
-    for name in j.quota_names() {
-        if let Some(quota) = crate::Queue::quota(tx, &queue, name)?
-            && tx.get(&quota)?.held.contains(job)
-        {
-            tx.modify(&quota, |q| q.leave(*job))?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

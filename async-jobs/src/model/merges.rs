@@ -2,9 +2,9 @@
 
 use zodiac_objects::{Merges, PRef};
 
-use crate::job::Job;
-use crate::queue::{Entry, QueueDirectory, QueueKey};
-use crate::quota::Quota;
+use crate::model::job::Job;
+use crate::model::queue::{Entry, QueueDirectory, QueueKey};
+use crate::model::quota::Quota;
 use crate::time::Timestamp;
 
 /// The merge functions of every merging type the job layer stores, with the

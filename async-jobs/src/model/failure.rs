@@ -42,6 +42,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// The kind's stable name.
     pub fn name(self) -> &'static str {
         match self {
             FailureKind::UserError => "user error",
@@ -68,17 +69,22 @@ impl fmt::Display for FailureKind {
 /// A failure: kind, message, cause chain, backtrace when known, and context.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
+    /// What failed.
     pub kind: FailureKind,
+    /// What happened, bounded in length.
     pub message: String,
     /// The causes, outermost first (an error's `source()` chain).
     pub chain: Vec<String>,
+    /// Where, when known.
     pub backtrace: Option<String>,
+    /// Details by name (e.g. `phase`).
     pub context: BTreeMap<String, String>,
     /// Whether text was cut to fit [`FAILURE_TEXT_CHARS_MAX`].
     pub truncated: bool,
 }
 
 impl Failure {
+    /// A failure of `kind` saying `message` (cut to the text limit).
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
         Failure {
             kind,
@@ -111,11 +117,13 @@ impl Failure {
         Failure::new(FailureKind::Timeout, message)
     }
 
+    /// This failure with `backtrace`.
     pub fn with_backtrace(mut self, backtrace: impl Into<String>) -> Failure {
         self.backtrace = Some(backtrace.into());
         self.capped()
     }
 
+    /// This failure with context `key` = `value`.
     pub fn with_context(mut self, key: impl Into<String>, value: impl Into<String>) -> Failure {
         self.context.insert(key.into(), value.into());
         self.capped()
