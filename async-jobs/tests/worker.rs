@@ -511,9 +511,14 @@ fn a_claim_lost_with_the_result_costs_the_claim_only() {
     let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
     transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ())).unwrap();
     let calls = Arc::new(AtomicU32::new(0));
+    // The first run ends only after the poll that started it has returned: a run
+    // that ended first freed the agent's slot within that poll, which then
+    // claimed another job (a race of the test, not of the worker).
+    let poll_returned = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     let mut h = Handlers::new();
     {
         let (db, calls) = (db.clone(), Arc::clone(&calls));
+        let poll_returned = Arc::clone(&poll_returned);
         h.register("steal_next", move |_ctx, _: ()| {
             // The first run lets a competitor claim the next job meanwhile.
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -525,6 +530,12 @@ fn a_claim_lost_with_the_result_costs_the_claim_only() {
                     let q = Queue::get(tx, "")?.unwrap();
                     Ok(Queue::claim(tx, &q, &other)?.job)
                 })?;
+                let (returned, cv) = &*poll_returned;
+                let returned = returned.lock().unwrap();
+                let (returned, wait) = cv
+                    .wait_timeout_while(returned, Duration::from_secs(30), |r| !*r)
+                    .unwrap();
+                assert!(*returned && !wait.timed_out(), "the poll never returned");
             }
             Ok(())
         });
@@ -537,6 +548,8 @@ fn a_claim_lost_with_the_result_costs_the_claim_only() {
     };
     let mut worker = Worker::new(db.clone(), "w1", runner, options);
     assert_eq!(worker.poll_once().unwrap().started, jobs[..1]);
+    *poll_returned.0.lock().unwrap() = true;
+    poll_returned.1.notify_all();
     worker.wait_idle();
     assert_eq!(status(&db, jobs[0]), Status::Completed);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran once");
