@@ -7,23 +7,24 @@
 //!             j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these)
 //! ```
 //!
-//! The binary is a thin wrapper over [`run_cli`]; another command (e.g. `zodiac
-//! bench`) can call it too. Some workloads re-execute the running program with a
-//! hidden first argument (the W6 client processes, the job worker processes): a
-//! program embedding [`run_cli`] passes its own arguments to it unchanged (hidden
-//! modes included), and declares with [`set_reexec_prefix`] the arguments that
-//! lead to `run_cli` in it (e.g. `["bench"]`).
+//! The binary is a thin wrapper over [`run_cli`]; `zodiac bench` (the `zodiac`
+//! package built with its `bench` feature) calls [`run_workload`]. Some workloads
+//! start helper processes (the W6 client processes, the job worker processes): they
+//! are the `zodiac-benches` binary re-executed with a helper mode that only
+//! [`run_cli`] knows (see `helpers`).
 //!
 //! Invariants:
 //! - The whole run holds an exclusive `flock` on `/tmp/bench.lock` (or `$BENCH_LOCK`),
-//!   as the peer harnesses do, so benchmarks never overlap on the shared machine. When
-//!   `BENCH_LOCKED=1` a parent (e.g. the peers' `run.sh`) already holds it.
+//!   as the peer harnesses do, so benchmarks never overlap on the shared machine
+//!   (see `lock`).
 //! - Every run of a workload gets a fresh store in its own directory under `--dir`,
 //!   removed after the run; without `--dir` a new temporary directory is used and
 //!   removed at exit.
 //! - `--reps N` runs each workload N times and reports the median (see `report`).
 
+mod helpers;
 mod jobs;
+mod lock;
 mod objects;
 mod phys;
 mod report;
@@ -34,11 +35,10 @@ mod system;
 mod target;
 mod workloads;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::OnceLock;
 
 use report::{Measurement, Value};
 use target::{StoreKind, StoreUnderTest};
@@ -66,8 +66,6 @@ usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memor
             the file store served on 127.0.0.1, through a client storage;
             tcp://HOST:PORT: an existing server, for w1, w1-4, w2, w3 and w4 only)";
 
-/// Default lock file shared with the peer harnesses.
-const BENCH_LOCK_PATH: &str = "/tmp/bench.lock";
 /// Upper bound on `--reps`, to catch typos before hours of runs.
 const REPS_MAX: usize = 100;
 
@@ -128,39 +126,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     }))
 }
 
-/// Arguments put before a hidden mode when this program re-executes itself.
-static REEXEC_PREFIX: OnceLock<Vec<String>> = OnceLock::new();
-
-/// Declares the arguments that lead to [`run_cli`] in the running program (none
-/// for `zodiac-benches` itself; e.g. `["bench"]` for `zodiac bench`). Set once,
-/// before [`run_cli`]; later calls are ignored.
-pub fn set_reexec_prefix(prefix: Vec<String>) {
-    let _ = REEXEC_PREFIX.set(prefix);
-}
-
-/// The arguments before a hidden mode when re-executing this program.
-pub(crate) fn reexec_prefix() -> &'static [String] {
-    REEXEC_PREFIX.get().map_or(&[], Vec::as_slice)
-}
-
 /// The command line: `WORKLOAD [--dir D] [--json] [--reps N] [--store KIND]` (see
-/// the usage text, printed for `--help`), or a hidden mode used by re-executed
-/// processes. Prints the results to standard output and errors to standard error.
+/// the usage text, printed for `--help`), or a helper mode used by the processes a
+/// workload starts. Prints the results to standard output and errors to standard error.
 pub fn run_cli(args: impl IntoIterator<Item = String>) -> ExitCode {
     let args: Vec<String> = args.into_iter().collect();
-    let hidden = match args.first().map(String::as_str) {
-        Some(served::CLIENT_MODE) => Some(served::client_process(&args[1..])),
-        Some(jobs::WORKER_MODE) => Some(jobs::worker_process(&args[1..])),
-        _ => None,
-    };
-    if let Some(result) = hidden {
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("zodiac-benches {}: {e}", args[0]);
-                ExitCode::FAILURE
-            }
-        };
+    helpers::mark_running_harness();
+    if let Some(code) = helpers::run_mode(&args) {
+        return code;
     }
     let options = match parse_args(args) {
         Ok(Some(options)) => options,
@@ -209,7 +182,7 @@ pub fn run_workload(workload: &str, store: &str, json: bool, reps: usize) -> Res
 }
 
 fn run(options: &Options) -> Result<()> {
-    let _lock = take_bench_lock()?;
+    let _lock = lock::take()?;
     let base = BaseDir::new(options.dir.as_deref())?;
     let fs_type = system::file_system_type(base.path()).unwrap_or_else(|| "unknown".into());
     let machine = system::machine();
@@ -288,29 +261,6 @@ fn check_file_store(base: &Path) -> Result<()> {
     });
     fs::remove_dir_all(&dir)?;
     opened
-}
-
-/// The exclusive lock on the shared benchmark lock file, held until dropped; `None`
-/// when a parent process holds it for us (`BENCH_LOCKED=1`).
-fn take_bench_lock() -> Result<Option<File>> {
-    if std::env::var_os("BENCH_LOCKED").is_some_and(|v| v == "1") {
-        return Ok(None);
-    }
-    let path = std::env::var_os("BENCH_LOCK").map_or(PathBuf::from(BENCH_LOCK_PATH), PathBuf::from);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
-    if file.try_lock().is_err() {
-        eprintln!(
-            "waiting for {} (another benchmark is running)",
-            path.display()
-        );
-        file.lock()?;
-    }
-    Ok(Some(file))
 }
 
 /// The directory the run directories go in; removed on drop when it was created

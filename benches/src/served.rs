@@ -72,7 +72,7 @@ impl Storage for Served {
 }
 
 /// W6 with client processes: the file store `file` is served on 127.0.0.1 and
-/// `clients` processes (this binary, in client mode) each commit `per_client` W1
+/// `clients` processes (the harness binary, in client mode) each commit `per_client` W1
 /// transactions through their own client storage. They connect first, then start
 /// together; the clock runs from the start signal until the last one is done.
 /// Returns the elapsed seconds.
@@ -81,8 +81,8 @@ pub fn w1_client_processes(file: Arc<dyn Storage>, clients: u64, per_client: u64
     use std::process::{Command, Stdio};
 
     let server = Server::start(Arc::clone(&file), "127.0.0.1:0", ServerOptions::new())?;
-    let exe = std::env::current_exe().map_err(|e| zodiac_storage::Error::Server {
-        message: format!("cannot find the benchmark binary: {e}"),
+    let exe = crate::helpers::program().map_err(|e| zodiac_storage::Error::Server {
+        message: e.to_string(),
     })?;
     let io_error = |e: std::io::Error| zodiac_storage::Error::Server {
         message: format!("client process: {e}"),
@@ -90,7 +90,6 @@ pub fn w1_client_processes(file: Arc<dyn Storage>, clients: u64, per_client: u64
     let mut children = Vec::new();
     for c in 0..clients {
         let mut child = Command::new(&exe)
-            .args(crate::reexec_prefix())
             .args([
                 CLIENT_MODE,
                 &server.local_addr().to_string(),

@@ -71,11 +71,20 @@ pub fn run_analyze(path: &Path, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Lists references from live objects to objects that do not exist, and ids a
-/// job-layer value names outside its reference list (records written before every
-/// link was a reference: pack's GC cannot see those links); exit 1 if any.
-pub fn run_refs(path: &Path) -> Result<ExitCode> {
-    let storage = open(path)?;
+/// What `refs` reads from the newest revision of every object.
+struct RefScan {
+    /// Every object that exists.
+    existing: BTreeSet<Oid>,
+    /// (from, to) of every listed reference.
+    references: Vec<(Oid, Oid)>,
+    /// (from, its type, to): ids the job layer's records name outside their lists.
+    unlisted: Vec<(Oid, String, Oid)>,
+    /// Records whose references cannot be read, and why.
+    unreadable: Vec<(Oid, String)>,
+}
+
+/// Reads the references of the newest revision of every object.
+fn scan_refs(storage: &FileStorage) -> Result<RefScan> {
     let mut existing = BTreeSet::new();
     let mut references: Vec<(Oid, Oid)> = Vec::new();
     let mut unlisted: Vec<(Oid, String, Oid)> = Vec::new();
@@ -104,6 +113,24 @@ pub fn run_refs(path: &Path) -> Result<ExitCode> {
         }
         references.extend(refs.into_iter().map(|to| (r.oid, to)));
     })?;
+    Ok(RefScan {
+        existing,
+        references,
+        unlisted,
+        unreadable,
+    })
+}
+
+/// Lists references from live objects to objects that do not exist, and ids a
+/// job-layer value names outside its reference list (records written before every
+/// link was a reference: pack's GC cannot see those links); exit 1 if any.
+pub fn run_refs(path: &Path) -> Result<ExitCode> {
+    let RefScan {
+        existing,
+        references,
+        unlisted,
+        unreadable,
+    } = scan_refs(&open(path)?)?;
     let dangling: Vec<(Oid, Oid)> = references
         .into_iter()
         .filter(|(_, to)| !existing.contains(to))

@@ -1,17 +1,15 @@
-//! `zodiac bench WORKLOAD STORE`: the benchmark workloads of workloads.md, run by the
-//! `zodiac-benches` library, printed as a table or as JSON lines.
+//! `zodiac bench WORKLOAD STORE` (a build with the `bench` feature): the benchmark
+//! workloads of workloads.md, run by the `zodiac-benches` harness, printed as a table
+//! or as JSON lines.
 //!
 //! Invariants:
 //! - WORKLOAD and STORE are checked before anything runs: a name the library does not
 //!   know, or a STORE that is neither a store kind nor an existing directory, is a
 //!   usage error (exit 2). A failing run is exit 1.
-//! - Some workloads re-execute this program (W6's client processes, the job worker
-//!   processes over the server store) as `zodiac bench <hidden mode> ARGS...`.
-//!   [`run_hidden_mode`] recognises those command lines before clap parses anything
-//!   and hands them to `zodiac_benches::run_cli` unchanged; [`run`] declares the
-//!   `bench` prefix so the library re-executes through this subcommand.
+//! - This program is never re-executed for the harness: the workloads with helper
+//!   processes (W6's clients, the job workers over the server store) start the
+//!   `zodiac-benches` binary, which must sit beside this one.
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -60,11 +58,6 @@ const WORKLOADS: [(&str, &str); 25] = [
     ("objects", "obj-w1, obj-w2, btree, btree-4"),
 ];
 
-/// The first arguments after `bench` with which the library re-executes this program:
-/// `served::CLIENT_MODE` and `jobs::WORKER_MODE` of `zodiac-benches` (private there;
-/// a test checks the library recognises them).
-const HIDDEN_MODES: [&str; 2] = ["w6-client-process", "job-worker"];
-
 /// Most `--reps` (the library's own bound; a typo should not start hours of runs).
 pub const REPS_MAX: u64 = 100;
 
@@ -90,7 +83,10 @@ STORE (every run gets a fresh store, removed afterwards):
                   (./file names a directory called like a store kind)
 
 Workloads a STORE cannot run are skipped with a note on stderr. Runs take an
-exclusive lock on /tmp/bench.lock ($BENCH_LOCK), so benchmarks never overlap.";
+exclusive lock on /tmp/bench.lock ($BENCH_LOCK), so benchmarks never overlap.
+Workloads with helper processes (w6-4p; the job workloads over server) start the
+zodiac-benches binary, which must be beside this one (cargo build --release -p
+zodiac-benches).";
 
 /// Every workload name, groups included.
 fn workload_names() -> impl Iterator<Item = &'static str> {
@@ -129,27 +125,37 @@ pub fn parse_store(text: &str) -> Result<String, String> {
     ))
 }
 
-/// Runs `zodiac bench <hidden mode> ARGS...` (a process the library started) and
-/// returns its exit code; `None` for any other command line.
-pub fn run_hidden_mode(args: &[OsString]) -> Option<ExitCode> {
-    let [_, command, mode, ..] = args else {
-        return None;
-    };
-    if command != "bench" || !HIDDEN_MODES.iter().any(|m| mode == m) {
-        return None;
-    }
-    let rest = args[2..].iter().map(|a| a.to_string_lossy().into_owned());
-    Some(zodiac_benches::run_cli(rest))
+/// The arguments of `zodiac bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The workload, or a group of them (listed below).
+    #[arg(value_parser = parse_workload)]
+    workload: String,
+    /// file, memory, server, tcp://HOST:PORT, or an existing directory (below).
+    #[arg(value_parser = parse_store)]
+    store: String,
+    /// One JSON line per workload instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Runs of each workload, each on a fresh store; the median is reported.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=REPS_MAX))]
+    reps: u64,
 }
 
-/// Runs `workload` `reps` times on fresh stores of `store`, printing a table or
-/// JSON lines.
-pub fn run(workload: &str, store: &str, json: bool, reps: u64) -> anyhow::Result<ExitCode> {
-    zodiac_benches::set_reexec_prefix(vec!["bench".into()]);
+/// Runs the workload `reps` times on fresh stores of the kind asked for, printing a
+/// table or JSON lines.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Args {
+        workload,
+        store,
+        json,
+        reps,
+    } = args;
     let reps = usize::try_from(reps)?;
     // The library's errors do not always say what ran where (an I/O error in a
     // run directory is just the OS error).
-    zodiac_benches::run_workload(workload, store, json, reps)
+    zodiac_benches::run_workload(&workload, &store, json, reps)
         .map_err(|e| anyhow::anyhow!(e).context(format!("zodiac bench {workload} {store}")))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -168,32 +174,6 @@ mod tests {
         }
         let unknown = zodiac_benches::run_cli(["w9".to_string(), "--help".to_string()]);
         assert_eq!(unknown, ExitCode::from(2));
-    }
-
-    #[test]
-    fn the_library_recognises_the_hidden_modes() {
-        for mode in HIDDEN_MODES {
-            // Without its arguments a hidden mode fails (exit 1) after printing its
-            // usage; an unrecognised first argument would be a usage error (exit 2).
-            assert_eq!(
-                zodiac_benches::run_cli([mode.to_string()]),
-                ExitCode::FAILURE,
-                "{mode}"
-            );
-        }
-    }
-
-    #[test]
-    fn hidden_modes_are_taken_only_after_bench() {
-        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
-        assert!(run_hidden_mode(&args(&["zodiac", "bench", "w1", "memory"])).is_none());
-        assert!(run_hidden_mode(&args(&["zodiac", "jobs", "job-worker"])).is_none());
-        assert!(run_hidden_mode(&args(&["zodiac", "bench"])).is_none());
-        assert!(run_hidden_mode(&args(&["zodiac"])).is_none());
-        assert_eq!(
-            run_hidden_mode(&args(&["zodiac", "bench", "job-worker"])),
-            Some(ExitCode::FAILURE)
-        );
     }
 
     #[test]

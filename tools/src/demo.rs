@@ -253,49 +253,17 @@ impl Demo {
     /// store and checks every commit the writer acknowledged.
     fn kill_writer(&mut self, counter: Oid) -> Result<()> {
         println!("\n5. Crash: kill -9 a process in the middle of committing");
-        let exe = std::env::current_exe().context("finding the zodiac executable")?;
-        let mut writer = KillOnDrop(
-            Command::new(exe)
-                .arg("demo-writer")
-                .arg(&self.path)
-                .arg("--counter")
-                .arg(counter.0.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("starting the writer process")?,
-        );
+        let mut writer = self.start_writer(counter)?;
         let pid = writer.0.id();
         println!("   started a writer process (pid {pid}): each transaction adds an entry object");
         println!(
             "   and increments a counter (object {counter}), then prints the tid finish returned"
         );
         let stdout = writer.0.stdout.take().expect("piped stdout");
-        let (acks, received) = mpsc::channel();
-        let reader = std::thread::spawn(move || -> Result<()> {
-            for line in BufReader::new(stdout).lines() {
-                let line = line?;
-                let ack = parse_ack(&line).ok_or_else(|| anyhow!("writer printed {line:?}"))?;
-                if acks.send(ack).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        });
+        let (received, reader) = read_acks(stdout);
         let first = match received.recv_timeout(WRITER_START_WAIT) {
             Ok(ack) => ack,
-            Err(_) => {
-                let _ = writer.0.kill();
-                let _ = writer.0.wait();
-                let mut stderr = String::new();
-                let _ = writer
-                    .0
-                    .stderr
-                    .take()
-                    .expect("piped stderr")
-                    .read_to_string(&mut stderr);
-                bail!("the writer process committed nothing: {}", stderr.trim());
-            }
+            Err(_) => return Err(writer_failed(writer)),
         };
         let t = Instant::now();
         std::thread::sleep(WRITER_RUN);
@@ -313,18 +281,7 @@ impl Demo {
             acked.len(),
             acked.len() as f64 / run.as_secs_f64()
         );
-        for &(tid, count, entry) in &acked {
-            self.acked.push(Acked {
-                tid,
-                oid: entry,
-                data: format!("entry {count}").into_bytes(),
-            });
-            self.acked.push(Acked {
-                tid,
-                oid: counter,
-                data: format!("count: {count}").into_bytes(),
-            });
-        }
+        self.record_acks(&acked, counter);
 
         let storage = self.reopen("reopen after kill -9")?;
         let count = storage.load(counter, storage.last_tid())?;
@@ -341,6 +298,39 @@ impl Demo {
         self.verify(&storage)?;
         storage.close()?;
         Ok(())
+    }
+
+    /// Starts the `demo-writer` process on this store, its output piped.
+    fn start_writer(&self, counter: Oid) -> Result<KillOnDrop> {
+        let exe = std::env::current_exe().context("finding the zodiac executable")?;
+        Ok(KillOnDrop(
+            Command::new(exe)
+                .arg("demo-writer")
+                .arg(&self.path)
+                .arg("--counter")
+                .arg(counter.0.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting the writer process")?,
+        ))
+    }
+
+    /// Remembers what each acknowledged commit of the writer wrote (an entry and the
+    /// counter), for the checks after each reopen.
+    fn record_acks(&mut self, acked: &[Ack], counter: Oid) {
+        for &(tid, count, entry) in acked {
+            self.acked.push(Acked {
+                tid,
+                oid: entry,
+                data: format!("entry {count}").into_bytes(),
+            });
+            self.acked.push(Acked {
+                tid,
+                oid: counter,
+                data: format!("count: {count}").into_bytes(),
+            });
+        }
     }
 
     /// Writes the first half of a transaction's bytes at the end of the data, as a
@@ -519,6 +509,44 @@ impl Demo {
     }
 }
 
+/// One commit the writer acknowledged: its tid, the counter's new value and the
+/// entry object it added.
+type Ack = (Tid, u64, Oid);
+
+/// The writer's acknowledgements as they are printed, read on a thread of their own
+/// (so the demo can wait for the first with a timeout).
+fn read_acks(
+    stdout: std::process::ChildStdout,
+) -> (mpsc::Receiver<Ack>, std::thread::JoinHandle<Result<()>>) {
+    let (acks, received) = mpsc::channel();
+    let reader = std::thread::spawn(move || -> Result<()> {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            let ack = parse_ack(&line).ok_or_else(|| anyhow!("writer printed {line:?}"))?;
+            if acks.send(ack).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    (received, reader)
+}
+
+/// Stops a writer that acknowledged nothing; the error carries what it printed on
+/// stderr.
+fn writer_failed(mut writer: KillOnDrop) -> anyhow::Error {
+    let _ = writer.0.kill();
+    let _ = writer.0.wait();
+    let mut stderr = String::new();
+    let _ = writer
+        .0
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr);
+    anyhow!("the writer process committed nothing: {}", stderr.trim())
+}
+
 /// The hidden `demo-writer` command: commits until killed. Transaction N writes a new
 /// object `entry N` and sets `counter` to `count: N`, then prints `ack TID N OID`.
 pub fn writer(path: &Path, counter: u64) -> Result<()> {
@@ -551,7 +579,7 @@ fn meta(user: &str, description: &str) -> TransactionMeta {
     meta
 }
 
-fn parse_ack(line: &str) -> Option<(Tid, u64, Oid)> {
+fn parse_ack(line: &str) -> Option<Ack> {
     let mut words = line.strip_prefix("ack ")?.split(' ').map(str::parse::<u64>);
     let (tid, count, oid) = (
         words.next()?.ok()?,

@@ -437,35 +437,45 @@ pub fn status(
         Ok((queues, inspect::dispatchers(tx, now, death_interval)?))
     })?;
     if as_json {
-        let doc = json!({
-            "queues": queues.iter().map(|(name, counts)| {
-                let counts: serde_json::Map<String, Value> = Status::ALL
-                    .iter()
-                    .map(|s| (s.name().to_lowercase(), json!(counts.get(s).copied().unwrap_or(0))))
-                    .collect();
-                json!({
-                    "name": name,
-                    "counts": counts,
-                    "dispatchers": dispatchers.iter().filter(|d| d.queue == *name).map(|d| json!({
-                        "uuid": d.id,
-                        "alive": d.alive,
-                        "state": liveness(d),
-                        "activated": time_json(d.activated),
-                        "last_ping": time_json(d.last_ping.filter(|_| !d.left_to_siblings)),
-                        "agents": d.agents.iter().map(|(a, size, held)| json!({
-                            "name": a, "size": size, "held": held,
-                        })).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                })
-            }).collect::<Vec<_>>(),
-        });
-        println!("{doc}");
-        return Ok(());
+        println!("{}", status_json(&queues, &dispatchers));
+    } else {
+        print_status(&queues, &dispatchers);
     }
+    Ok(())
+}
+
+/// The queues' counts by status and their dispatchers, as `jobs status --json` prints them.
+fn status_json(queues: &[QueueCounts], dispatchers: &[inspect::DispatcherSummary]) -> Value {
+    json!({
+        "queues": queues.iter().map(|(name, counts)| {
+            let counts: serde_json::Map<String, Value> = Status::ALL
+                .iter()
+                .map(|s| (s.name().to_lowercase(), json!(counts.get(s).copied().unwrap_or(0))))
+                .collect();
+            json!({
+                "name": name,
+                "counts": counts,
+                "dispatchers": dispatchers.iter().filter(|d| d.queue == *name).map(|d| json!({
+                    "uuid": d.id,
+                    "alive": d.alive,
+                    "state": liveness(d),
+                    "activated": time_json(d.activated),
+                    "last_ping": time_json(d.last_ping.filter(|_| !d.left_to_siblings)),
+                    "agents": d.agents.iter().map(|(a, size, held)| json!({
+                        "name": a, "size": size, "held": held,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// The queues' counts by status and their dispatchers, as `jobs status` prints them.
+fn print_status(queues: &[QueueCounts], dispatchers: &[inspect::DispatcherSummary]) {
     if queues.is_empty() {
         println!("no queues yet (put a job with `zodiac jobs put`)");
     }
-    for (name, counts) in &queues {
+    for (name, counts) in queues {
         let shown = if name.is_empty() {
             "(default)"
         } else {
@@ -505,8 +515,10 @@ pub fn status(
             );
         }
     }
-    Ok(())
 }
+
+/// A queue's name and its job counts by status.
+type QueueCounts = (String, std::collections::BTreeMap<Status, u64>);
 
 /// `alive`, `inactive` (stopped gracefully, or already cleaned up), `STOPPED`
 /// (stopped gracefully while callbacks of its jobs still ran: the next sibling's

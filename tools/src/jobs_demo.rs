@@ -313,62 +313,7 @@ fn report(db: &Database, puts: &[Put]) -> Result<Latencies> {
     })?;
     let mut waits = Vec::new();
     for (p, j, callbacks) in &jobs {
-        ensure!(
-            j.status() == Status::Completed,
-            "job {} is {}",
-            p.id.oid().0,
-            j.status()
-        );
-        let (start, end) = (
-            j.active_start().unwrap_or_default(),
-            j.active_end().unwrap_or_default(),
-        );
-        let due = j.begin_after().unwrap_or(j.created());
-        match p.label {
-            "resize" => waits.push(start.since(due)),
-            "failing" => {
-                let Some(Outcome::Failure(f)) = j.result() else {
-                    bail!("the failing job has no failure: {:?}", j.result());
-                };
-                ensure!(j.attempts() == 1, "the `never` policy ran it once");
-                println!(
-                    "   job {} fail: COMPLETED with a failure: \"{}\" after {} attempt (policy never: no retry)",
-                    p.id.oid().0,
-                    f.summary(),
-                    j.attempts()
-                );
-            }
-            "scheduled" => {
-                let early = start.since(j.created());
-                ensure!(
-                    early >= SCHEDULED_AFTER,
-                    "the scheduled job started too early"
-                );
-                println!(
-                    "   job {} echo (scheduled): {}, started {:.2} s after it was put ({:.1} ms after it was due)",
-                    p.id.oid().0,
-                    value_of(j)?,
-                    early.as_secs_f64(),
-                    ms(start.since(due))
-                );
-            }
-            _ => {
-                let cb = callbacks
-                    .first()
-                    .ok_or_else(|| anyhow!("the callback is missing"))?;
-                let value = value_of(j)?;
-                let notified = value_of(cb)?;
-                ensure!(
-                    notified == json!(format!("notified with {value}")),
-                    "the callback got {notified}"
-                );
-                println!(
-                    "   job {} echo: {value} in {:.1} ms; its callback `notify` ran after it: {notified}",
-                    p.id.oid().0,
-                    ms(end.since(start))
-                );
-            }
-        }
+        waits.extend(check_job(p, j, callbacks)?);
     }
     let resized = jobs.iter().filter(|(p, ..)| p.label == "resize").count();
     let sample = jobs
@@ -390,6 +335,68 @@ fn report(db: &Database, puts: &[Put]) -> Result<Latencies> {
         p50: waits.get(waits.len() / 2).copied().unwrap_or_default(),
         max: waits.last().copied().unwrap_or_default(),
     })
+}
+
+/// Checks and prints one job of the demo (a resize job prints nothing: they are
+/// summed up together); returns a resize job's wait from due to start.
+fn check_job(p: &Put, j: &Job, callbacks: &[Arc<Job>]) -> Result<Option<Duration>> {
+    ensure!(
+        j.status() == Status::Completed,
+        "job {} is {}",
+        p.id.oid().0,
+        j.status()
+    );
+    let (start, end) = (
+        j.active_start().unwrap_or_default(),
+        j.active_end().unwrap_or_default(),
+    );
+    let due = j.begin_after().unwrap_or(j.created());
+    match p.label {
+        "resize" => return Ok(Some(start.since(due))),
+        "failing" => {
+            let Some(Outcome::Failure(f)) = j.result() else {
+                bail!("the failing job has no failure: {:?}", j.result());
+            };
+            ensure!(j.attempts() == 1, "the `never` policy ran it once");
+            println!(
+                "   job {} fail: COMPLETED with a failure: \"{}\" after {} attempt (policy never: no retry)",
+                p.id.oid().0,
+                f.summary(),
+                j.attempts()
+            );
+        }
+        "scheduled" => {
+            let early = start.since(j.created());
+            ensure!(
+                early >= SCHEDULED_AFTER,
+                "the scheduled job started too early"
+            );
+            println!(
+                "   job {} echo (scheduled): {}, started {:.2} s after it was put ({:.1} ms after it was due)",
+                p.id.oid().0,
+                value_of(j)?,
+                early.as_secs_f64(),
+                ms(start.since(due))
+            );
+        }
+        _ => {
+            let cb = callbacks
+                .first()
+                .ok_or_else(|| anyhow!("the callback is missing"))?;
+            let value = value_of(j)?;
+            let notified = value_of(cb)?;
+            ensure!(
+                notified == json!(format!("notified with {value}")),
+                "the callback got {notified}"
+            );
+            println!(
+                "   job {} echo: {value} in {:.1} ms; its callback `notify` ran after it: {notified}",
+                p.id.oid().0,
+                ms(end.since(start))
+            );
+        }
+    }
+    Ok(None)
 }
 
 /// A `zodiac worker` child process on the data file.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::json;
 use zodiac_storage::file::pack::References;
-use zodiac_storage::file::recover::{RecoverOptions, recover_with};
+use zodiac_storage::file::recover::{RecoverOptions, RecoverReport, SkippedRegion, recover_with};
 use zodiac_storage::file::verify::{Damage, DamageKind, VerifyReport, verify_with};
 
 use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
@@ -247,33 +247,7 @@ pub fn run_recover(path: &Path, output: &Path, stop_at_damage: bool) -> Result<E
         return Ok(ExitCode::SUCCESS);
     }
     for g in &r.skipped_regions {
-        let what = if g.zeros {
-            "only zero bytes".to_string()
-        } else {
-            g.what.clone()
-        };
-        let lost = if g.unreadable_tids.is_empty() {
-            "no transaction record could be read there".to_string()
-        } else {
-            format!(
-                "lost: {} transactions there fail their checks ({})",
-                g.unreadable_tids.len(),
-                tid_list(&g.unreadable_tids)
-            )
-        };
-        let tail = if g.tail {
-            "; nothing valid follows: an incomplete tail, as a crash mid-write leaves (such a transaction was never acknowledged)"
-        } else if g.torn_group {
-            "; the transactions after it were written in one group with it before any of it was durable (the torn last group of a crash: never acknowledged, and a writable open of the source would cut them); they are copied, use --stop-at-damage to leave them out"
-        } else {
-            ""
-        };
-        println!(
-            "skipped: offset {} .. {} ({} bytes): {what}; {lost}{tail}",
-            g.start,
-            g.end,
-            g.bytes()
-        );
+        print_skipped_region(g);
     }
     for t in &r.skipped_transactions {
         println!(
@@ -290,6 +264,44 @@ pub fn run_recover(path: &Path, output: &Path, stop_at_damage: bool) -> Result<E
             r.not_copied
         );
     }
+    print_next_steps(&r, output, stop_at_damage);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line for a region the recovery skipped: where, what was there, what was lost.
+fn print_skipped_region(g: &SkippedRegion) {
+    let what = if g.zeros {
+        "only zero bytes".to_string()
+    } else {
+        g.what.clone()
+    };
+    let lost = if g.unreadable_tids.is_empty() {
+        "no transaction record could be read there".to_string()
+    } else {
+        format!(
+            "lost: {} transactions there fail their checks ({})",
+            g.unreadable_tids.len(),
+            tid_list(&g.unreadable_tids)
+        )
+    };
+    let tail = if g.tail {
+        "; nothing valid follows: an incomplete tail, as a crash mid-write leaves (such a transaction was never acknowledged)"
+    } else if g.torn_group {
+        "; the transactions after it were written in one group with it before any of it was durable (the torn last group of a crash: never acknowledged, and a writable open of the source would cut them); they are copied, use --stop-at-damage to leave them out"
+    } else {
+        ""
+    };
+    println!(
+        "skipped: offset {} .. {} ({} bytes): {what}; {lost}{tail}",
+        g.start,
+        g.end,
+        g.bytes()
+    );
+}
+
+/// What the new file's next oid is, and what to check when transactions copied
+/// after a skipped region may build on what it held.
+fn print_next_steps(r: &RecoverReport, output: &Path, stop_at_damage: bool) {
     if r.copied > 0 {
         println!(
             "next oid {}: the largest mark in the source, so no oid is reused",
@@ -309,7 +321,6 @@ pub fn run_recover(path: &Path, output: &Path, stop_at_damage: bool) -> Result<E
             output.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Copies what the data file gained since the last backup into `dir`.

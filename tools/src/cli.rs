@@ -1,0 +1,342 @@
+//! The command line's grammar: every subcommand, its arguments and their help, as
+//! clap parses them. What each command does lives in its own module; `main` only
+//! routes a parsed [`Command`] there.
+//!
+//! Invariants:
+//! - The help texts are the user's documentation of the command line (cli.md); an
+//!   argument's parser checks its value before any command runs, so a bad value is
+//!   a usage error (exit 2) that touched nothing.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{bench, inspect, jobs, store};
+
+#[derive(Parser)]
+#[command(
+    name = "zodiac",
+    version,
+    about = "The Zodiac object database: tools and demo"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach a server store (`tcp://HOST:PORT`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct ConnectArgs {
+    /// Authenticate to the server with the secret in this file.
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    pub fn connect(self, wait_timeout: Option<std::time::Duration>) -> store::Connect {
+        store::Connect {
+            token_file: self.token_file,
+            wait_timeout,
+        }
+    }
+}
+
+/// How long a `jobs` command (or another short command) waits for an
+/// unreachable server.
+pub const JOBS_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// Put a job in a queue; print its id. With --wait, wait for its result and
+    /// print it: exit 0 if the job succeeded, 1 if it failed, 3 on timeout.
+    Put {
+        /// A data file path, or tcp://HOST:PORT of a `zodiac server`.
+        store: String,
+        /// The handler to run (built-in: echo, sleep, fail, incr, shell).
+        handler: String,
+        /// The handler's arguments: one JSON object.
+        #[arg(value_name = "ARGS_JSON", default_value = "{}", value_parser = jobs::parse_arguments)]
+        args: serde_json::Value,
+        /// The queue (default: the default queue).
+        #[arg(long, value_name = "NAME", default_value = "")]
+        queue: String,
+        /// Not before this time: RFC 3339, or relative to now (+30s, +2h).
+        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
+        begin_after: Option<zodiac_storage::Tid>,
+        /// Fail with a timeout unless started within this long after begin-after.
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        begin_by: Option<std::time::Duration>,
+        /// The retry policy.
+        #[arg(long, value_parser = ["default", "never", "forever"])]
+        retry: Option<String>,
+        /// Wait until the job completes and print its result.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (exit 3).
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, requires = "wait")]
+        timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List jobs held by queues and agents, newest-claimable first per queue.
+    List {
+        store: String,
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
+        /// new, pending, assigned, active, callbacks or completed.
+        #[arg(long, value_parser = jobs::parse_status)]
+        status: Option<zodiac_async::Status>,
+        #[arg(long, value_name = "NAME")]
+        handler: Option<String>,
+        /// Most jobs listed.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// One JSON document (an array).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show one job: arguments, status, result or failure, times, attempts, error
+    /// history, retry policy and callbacks.
+    Show {
+        store: String,
+        #[arg(value_parser = inspect::parse_oid)]
+        job_id: zodiac_storage::Oid,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Per queue: job counts by status, and the dispatchers (alive or dead, last
+    /// ping, agents and their load).
+    Status {
+        store: String,
+        /// A dispatcher not heard from for this long is shown as dead.
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        ping_death_interval: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Cancel a job that has not started: it completes with a `cancelled` failure.
+    Cancel {
+        store: String,
+        #[arg(value_parser = inspect::parse_oid)]
+        job_id: zodiac_storage::Oid,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Durable jobs end to end on an embedded store: put jobs (one failing, one
+    /// scheduled, one with a callback), run a dispatcher, kill a worker process
+    /// mid-job and watch it recover; print results and timings. With --storage:
+    /// a tour of the storage instead (snapshots, a conflict, kill -9 and a torn
+    /// write, recovery, history).
+    Demo {
+        /// Directory for the store (created if missing; must not hold a demo store
+        /// already). Default: a fresh temporary directory, removed at exit.
+        #[arg(long, value_name = "D")]
+        dir: Option<PathBuf>,
+        /// Show the storage tour instead of the jobs demo.
+        #[arg(long)]
+        storage: bool,
+    },
+    /// Walk and check every record of a data file (CRCs, lengths, back-pointers,
+    /// tids) and its saved index; exit 1 when anything is damaged or the index
+    /// disagrees. Never modifies the file.
+    Verify {
+        path: PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy every intact transaction into a new data file, keeping tids and
+    /// metadata: damaged regions are skipped (the walk resumes at the next valid
+    /// transaction) and listed, with every transaction they held.
+    Recover {
+        path: PathBuf,
+        /// The new data file (must not exist).
+        #[arg(long, value_name = "NEW_PATH")]
+        output: PathBuf,
+        /// Copy only the transactions before the first damage; count the intact
+        /// ones after it without copying them.
+        #[arg(long)]
+        stop_at_damage: bool,
+    },
+    /// Pack a data file offline: keep each object's newest revision at or before
+    /// TIME and every later one; drop objects unreachable from the root (GC)
+    /// unless --no-gc. The original is kept as PATH.old.
+    Pack {
+        /// A data file (packed offline: no other process may have it open), or
+        /// tcp://HOST:PORT of the `zodiac server` serving it (packed while it serves).
+        #[arg(value_name = "PATH")]
+        store: String,
+        /// The pack time: RFC 3339, or relative to now (-7d, -2h). Default: now.
+        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
+        before: Option<zodiac_storage::Tid>,
+        /// Keep unreachable objects.
+        #[arg(long)]
+        no_gc: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Per-type object counts and bytes, live (newest revisions) and old.
+    Analyze {
+        path: PathBuf,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List references from live objects to objects that do not exist, and ids the
+    /// job layer's records name outside their reference lists; exit 1 if any.
+    Refs { path: PathBuf },
+    /// Copy what a data file gained since the last backup point into a backup
+    /// directory (everything, the first time), verified. Safe while a server writes.
+    Backup {
+        path: PathBuf,
+        /// The backup directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Rebuild a data file from a backup directory, as of a backup point.
+    Restore {
+        /// The backup directory.
+        dir: PathBuf,
+        /// The new data file (must not exist).
+        output: PathBuf,
+        /// The backup point (default: the last).
+        #[arg(long, value_name = "N")]
+        at: Option<u64>,
+    },
+    /// Print every transaction (tid, time, user, description, extension, objects
+    /// written), oldest first.
+    Dump {
+        path: String,
+        /// First tid (a number, or an RFC 3339 time).
+        #[arg(long, value_name = "TID", value_parser = inspect::parse_tid)]
+        from: Option<zodiac_storage::Tid>,
+        /// Last tid (a number, or an RFC 3339 time).
+        #[arg(long, value_name = "TID", value_parser = inspect::parse_tid)]
+        to: Option<zodiac_storage::Tid>,
+        /// One JSON document per transaction, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last transactions, oldest first.
+    Tail {
+        path: String,
+        /// How many.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: usize,
+        /// One JSON document per transaction, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the revisions of one object, newest first. STORE is a data file or
+    /// tcp://HOST:PORT of a `zodiac server`.
+    History {
+        store: String,
+        /// The object id, decimal or 0x-prefixed hex.
+        #[arg(value_parser = inspect::parse_oid)]
+        oid: zodiac_storage::Oid,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Serve a data file to `zodiac` clients (client storages) over TCP. Prints
+    /// `listening on HOST:PORT` when ready; serves until SIGTERM or SIGINT.
+    Server(ServerArgs),
+    /// Run a dispatcher with the built-in handlers (echo, sleep, fail, incr; shell
+    /// with --allow-shell). Prints `worker <uuid> ready` when polling; stops
+    /// gracefully on SIGTERM or SIGINT (a second signal exits at once).
+    Worker(WorkerArgs),
+    /// Put, list, show and cancel jobs, and show the queues' status.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Run a benchmark workload of workloads.md on fresh stores; print a table row
+    /// per workload, or one JSON line with --json.
+    #[command(after_help = bench::help())]
+    Bench(bench::Args),
+    /// The writer process the demo kills: commits in a loop until killed.
+    #[command(hide = true)]
+    DemoWriter {
+        path: PathBuf,
+        /// The object whose counter each transaction increments.
+        #[arg(long)]
+        counter: u64,
+    },
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// The data file (created if missing).
+    pub path: PathBuf,
+    /// Address to listen on; port 0 picks a free port (the line printed names it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8100")]
+    pub listen: String,
+    /// Serve without ever writing: the file is opened read-only, commits are refused.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Require clients to prove they know the secret in this file (its content,
+    /// without surrounding whitespace).
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+    /// Most clients served at once; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Transactions remembered for reconnecting clients to catch up.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub invalidation_history: usize,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// A data file path (this process then holds its writer lock), or
+    /// tcp://HOST:PORT of a `zodiac server` (to share the database).
+    pub store: String,
+    /// A queue to poll (repeat for several; default: the default queue).
+    #[arg(long = "queue", value_name = "NAME")]
+    pub queues: Vec<String>,
+    /// The agent's name in each queue.
+    #[arg(long, value_name = "NAME", default_value = zodiac_async::limits::AGENT_NAME)]
+    pub agent: String,
+    /// Jobs run at once.
+    #[arg(long, value_name = "N", default_value_t = zodiac_async::limits::AGENT_SIZE_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub size: u32,
+    /// Jobs a run thread claims, runs one after another and completes in one
+    /// commit (at most --size; 1: one job per thread and per commit). Larger
+    /// batches cost far fewer commits per job; their jobs wait for each
+    /// other's results to commit.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch: u32,
+    /// The file holding this worker's UUID (created if missing; locked while
+    /// the worker runs).
+    #[arg(long, value_name = "F")]
+    pub uuid_file: Option<PathBuf>,
+    /// Longest wait between polls (a put wakes the worker at once).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration)]
+    pub poll_interval: std::time::Duration,
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+    pub ping_interval: std::time::Duration,
+    /// A dispatcher silent this long is dead; its jobs are recovered.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration)]
+    pub ping_death_interval: std::time::Duration,
+    /// On stop, how long running jobs may finish before they are handed to recovery.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Register the `shell` handler (runs `sh -c` commands from job arguments).
+    #[arg(long)]
+    pub allow_shell: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
