@@ -77,7 +77,7 @@ use zodiac_async::{
     Runner, Status, Timestamp, Worker, WorkerOptions, add_callback, fail, inspect, transact,
 };
 use zodiac_objects::{Database, PRef, Persistent};
-use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
+use zodiac_storage::io::{FaultPlan, FaultPoint, FaultyIoFactory};
 use zodiac_storage::{Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 /// Seeds of the default `cargo test` run.

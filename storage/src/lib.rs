@@ -21,12 +21,14 @@
 mod backoff;
 mod conflicts;
 mod error;
-pub mod file;
+mod file;
 mod ids;
+pub mod io;
 mod memory;
 mod meta;
-pub mod net;
+mod net;
 mod notify;
+pub mod offline;
 mod pending;
 mod pool;
 mod reports;
@@ -34,14 +36,17 @@ mod storage;
 
 pub use backoff::{Backoff, jittered};
 pub use error::{ConflictError, Error, Result};
-pub use file::{Durability, FileOptions, FileStorage};
+pub use file::{Durability, FileOptions, FileStorage, format};
 pub use ids::{Oid, OidHasher, OidMap, Tid};
 pub use memory::MemoryStorage;
 pub use meta::{
     ChangeInfo, CommitEvent, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX,
     Revision, RevisionInfo, TransactionInfo, TransactionMeta, USER_BYTES_MAX,
 };
-pub use net::{ClientOptions, ClientStorage, MergeFn, ReferenceReader, Server, ServerOptions};
+pub use net::{
+    ClientOptions, ClientStorage, MergeFn, PREFETCHES_IN_FLIGHT_MAX, ReferenceReader, Server,
+    ServerOptions, protocol,
+};
 pub use notify::{CommitSubscription, SUBSCRIPTION_EVENTS_MAX};
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 pub use pool::{PoolTask, ThreadPool};

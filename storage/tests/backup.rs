@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use zodiac_storage::file::backup::{backup, read_manifest, restore};
+use zodiac_storage::offline::{backup, read_manifest, restore};
 use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 fn commit(s: &dyn Storage, oid: Oid, data: &[u8]) -> Tid {

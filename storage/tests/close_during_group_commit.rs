@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use zodiac_storage::file::io::FaultyIoFactory;
+use zodiac_storage::io::FaultyIoFactory;
 use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 fn write(s: &dyn Storage, oid: Oid, bytes: &[u8]) -> Tid {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fs::{FallocateFlags, SeekFrom, fallocate, seek};
-use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
-use zodiac_storage::file::{index_path, verify};
+use zodiac_storage::io::{FaultPlan, FaultPoint, FaultyIoFactory};
+use zodiac_storage::offline::{index_path, verify};
 use zodiac_storage::{
     Durability, Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta,
 };
@@ -127,7 +127,7 @@ fn check_trailing_hole(path: &Path, oids: &[Oid], end: u64) {
     let s = FileStorage::open(path, fast().read_only(true)).unwrap();
     assert_all_loadable(&s, oids);
     drop(s);
-    let report = verify::verify(path).unwrap();
+    let report = verify(path).unwrap();
     assert_eq!(report.data_end, end);
     assert!(report.damage.is_empty(), "{report:?}");
     let s = FileStorage::open(path, fast()).unwrap();
@@ -148,7 +148,7 @@ fn check_hole_before_data(path: &Path, hole: std::ops::Range<u64>) {
         matches!(err, Error::Format { .. }) && err.to_string().contains(&range),
         "{err}"
     );
-    let err = verify::verify(path).unwrap_err();
+    let err = verify(path).unwrap_err();
     assert!(err.to_string().contains(&range), "{err}");
 }
 
@@ -460,7 +460,7 @@ fn an_older_revision_beyond_the_checked_tail_is_found_by_verify() {
     }
     s.close().unwrap();
     edit_saved_index(&path, |e| e[stale.0 as usize] = old_entry);
-    let report = verify::verify(&path).unwrap();
+    let report = verify(&path).unwrap();
     let problems = report.index.expect("the saved index was checked").problems;
     assert!(
         problems.iter().any(|p| p.contains(&stale.to_string())),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use zodiac_storage::file::index_path;
+use zodiac_storage::offline::index_path;
 use zodiac_storage::{
     Durability, Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta,
 };

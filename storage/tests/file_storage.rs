@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
-use zodiac_storage::file::{index_path, lock_path};
+use zodiac_storage::io::{FaultPlan, FaultPoint, FaultyIoFactory};
+use zodiac_storage::offline::{index_path, lock_path};
 use zodiac_storage::{
     Durability, Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta,
 };

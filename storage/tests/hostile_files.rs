@@ -1,6 +1,6 @@
 //! Hostile or damaged files must give errors, never panics or runaway work.
 
-use zodiac_storage::file::format::{FORMAT_VERSION, FileHeader};
+use zodiac_storage::format::{FORMAT_VERSION, FileHeader};
 use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 /// A header whose data start lies far beyond the end of the file (a writer always

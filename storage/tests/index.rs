@@ -28,7 +28,7 @@ fn object_count_survives_an_oid_moving_from_sparse_to_dense() {
 fn a_failed_index_save_at_open_does_not_fail_the_open() {
     use std::sync::Arc;
     use zodiac_storage::Storage;
-    use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
+    use zodiac_storage::io::{FaultPlan, FaultPoint, FaultyIoFactory};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.zdb");
     let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
@@ -36,7 +36,7 @@ fn a_failed_index_save_at_open_does_not_fail_the_open() {
     t.store(Oid::ROOT, Tid::ZERO, vec![7; 1000]).unwrap();
     let tid = t.finish().unwrap();
     drop(s);
-    std::fs::remove_file(zodiac_storage::file::index_path(&path)).unwrap();
+    std::fs::remove_file(zodiac_storage::offline::index_path(&path)).unwrap();
     let faults = Arc::new(FaultyIoFactory::new());
     faults.arm(FaultPlan {
         point: FaultPoint::Write(1),

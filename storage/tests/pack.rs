@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory};
-use zodiac_storage::file::pack::{PackReport, old_path};
-use zodiac_storage::file::verify::verify;
+use zodiac_storage::io::{FaultPlan, FaultPoint, FaultyIoFactory};
+use zodiac_storage::offline::verify;
 use zodiac_storage::{
     Durability, Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta,
 };
+use zodiac_storage::{PackReport, offline::old_path};
 
 fn data(refs: &[Oid], payload: &str) -> Vec<u8> {
     let list: Vec<String> = refs.iter().map(|o| o.0.to_string()).collect();

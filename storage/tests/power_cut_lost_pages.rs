@@ -29,7 +29,7 @@ fn a_group_whose_first_page_was_lost_in_a_power_cut_still_opens() {
     write(&s, Oid::ROOT, &[2; 100]);
     drop(s);
     // The crash: no saved index for the group, and its first page never written.
-    std::fs::remove_file(zodiac_storage::file::index_path(&path)).unwrap();
+    std::fs::remove_file(zodiac_storage::offline::index_path(&path)).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     let page_end = (group_start / 4096 + 1) * 4096;
     f.write_all_at(&vec![0u8; (page_end - group_start) as usize], group_start)

@@ -56,7 +56,7 @@ fn invalidation_data_out_of_place_or_over_the_limit_drops_the_connection() {
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::time::Duration;
-    use zodiac_storage::net::protocol::{self, INVALIDATION_DATA_OBJECT_BYTES_MAX, ServerMessage};
+    use zodiac_storage::protocol::{self, INVALIDATION_DATA_OBJECT_BYTES_MAX, ServerMessage};
 
     let bad_frames = [
         ServerMessage::Invalidation {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use zodiac_storage::file::pack::old_path;
+use zodiac_storage::offline::old_path;
 use zodiac_storage::{
     ClientOptions, ClientStorage, Durability, Error, FileOptions, FileStorage, MemoryStorage, Oid,
     ReferenceReader, Server, ServerOptions, Storage, Tid, TransactionMeta,

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use zodiac_storage::file::pack::{PackReport, References};
 use zodiac_storage::{
     ClientOptions, ClientStorage, CommitSubscription, Error, MemoryStorage, Oid, Result,
     RevisionInfo, Server, ServerOptions, Storage, StorageTransaction, Tid, TransactionIter,
     TransactionMeta,
 };
+use zodiac_storage::{PackReport, References};
 
 /// A memory storage that counts the loads the server makes of it.
 struct CountingStorage {
@@ -189,7 +189,7 @@ fn a_prefetch_without_a_server_returns_at_once() {
 
 #[test]
 fn at_most_the_limit_of_prefetches_is_in_flight() {
-    use zodiac_storage::net::PREFETCHES_IN_FLIGHT_MAX;
+    use zodiac_storage::PREFETCHES_IN_FLIGHT_MAX;
 
     let setup = Setup::new();
     let (a, b) = (setup.connect(), setup.connect());
@@ -217,7 +217,7 @@ fn at_most_the_limit_of_prefetches_is_in_flight() {
 #[test]
 fn a_load_waiting_for_a_prefetch_fails_when_the_connection_is_lost() {
     use std::net::TcpListener;
-    use zodiac_storage::net::protocol::{ClientMessage, Request};
+    use zodiac_storage::protocol::{ClientMessage, Request};
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();

@@ -48,9 +48,9 @@ use std::sync::Arc;
 
 use model::{Model, data, is_not_found, references, short};
 use sim::{Log, Outcome, Rng};
-use zodiac_storage::file::index_path;
-use zodiac_storage::file::io::{FaultPlan, FaultPoint, FaultyIoFactory, POWER_CUT_PAGE_BYTES};
-use zodiac_storage::file::pack::References;
+use zodiac_storage::References;
+use zodiac_storage::io::{FaultPlan, FaultPoint, FaultyIoFactory, POWER_CUT_PAGE_BYTES};
+use zodiac_storage::offline::index_path;
 use zodiac_storage::{Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 /// Seeds of the default `cargo test` run.

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use zodiac_storage::file::format::{self, DataToWrite};
-use zodiac_storage::file::recover::{RecoverOptions, recover, recover_with};
-use zodiac_storage::file::verify::{DamageKind, verify};
+use zodiac_storage::format::{self, DataToWrite};
+use zodiac_storage::offline::{DamageKind, verify};
+use zodiac_storage::offline::{RecoverOptions, recover, recover_with};
 use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 struct Fixture {
@@ -449,7 +449,7 @@ fn the_oid_mark_of_a_damaged_last_transaction_is_kept() {
 /// Points the saved index's entry for `oid` at `pos`, keeping the index's own
 /// checksum valid (docs/format.md: dense entries from byte 64, CRC32 last).
 fn rewrite_index_entry(path: &Path, oid: Oid, pos: u64) {
-    let ipath = zodiac_storage::file::index_path(path);
+    let ipath = zodiac_storage::offline::index_path(path);
     let mut b = std::fs::read(&ipath).unwrap();
     let dense = u64::from_le_bytes(b[48..56].try_into().unwrap());
     assert!(oid.0 < dense, "{oid} is in the dense part");
@@ -495,8 +495,8 @@ fn a_saved_index_from_another_file_or_unreadable_is_reported() {
     let f = fixture();
     let other = many(1, |_| 10);
     std::fs::copy(
-        zodiac_storage::file::index_path(&other.path),
-        zodiac_storage::file::index_path(&f.path),
+        zodiac_storage::offline::index_path(&other.path),
+        zodiac_storage::offline::index_path(&f.path),
     )
     .unwrap();
     let r = verify(&f.path).unwrap();
@@ -507,14 +507,18 @@ fn a_saved_index_from_another_file_or_unreadable_is_reported() {
         "{problems:?}"
     );
 
-    std::fs::write(zodiac_storage::file::index_path(&f.path), b"not an index").unwrap();
+    std::fs::write(
+        zodiac_storage::offline::index_path(&f.path),
+        b"not an index",
+    )
+    .unwrap();
     let r = verify(&f.path).unwrap();
     let problems = &r.index.as_ref().unwrap().problems;
     assert!(problems[0].contains("unreadable"), "{problems:?}");
     assert!(!r.is_healthy());
 
     // Far larger than any index of this file can be: refused unread (a sparse file).
-    let huge = std::fs::File::create(zodiac_storage::file::index_path(&f.path)).unwrap();
+    let huge = std::fs::File::create(zodiac_storage::offline::index_path(&f.path)).unwrap();
     huge.set_len(1 << 30).unwrap();
     let r = verify(&f.path).unwrap();
     let problems = &r.index.as_ref().unwrap().problems;
@@ -606,7 +610,7 @@ fn damage_is_told_from_the_torn_last_group_of_a_crash_as_the_open_tells_it() {
     // Synced one by one: each later record vouches the bytes before it were durable.
     let synced = dir.path().join("synced.zdb");
     let (starts, _) = groups(&synced, Durability::Fsync, 5);
-    std::fs::remove_file(zodiac_storage::file::index_path(&synced)).unwrap();
+    std::fs::remove_file(zodiac_storage::offline::index_path(&synced)).unwrap();
     flip(&synced, starts[2] + 60);
     let v = verify(&synced).unwrap();
     assert_eq!(v.damage[0].kind, DamageKind::Damaged, "{:?}", v.damage);
@@ -615,7 +619,7 @@ fn damage_is_told_from_the_torn_last_group_of_a_crash_as_the_open_tells_it() {
     // Never synced, no saved index: nothing vouches for the bytes at the damage.
     let unsynced = dir.path().join("unsynced.zdb");
     let (starts, tids) = groups(&unsynced, Durability::Off, 5);
-    let index = zodiac_storage::file::index_path(&unsynced);
+    let index = zodiac_storage::offline::index_path(&unsynced);
     let saved = std::fs::read(&index).unwrap();
     std::fs::remove_file(&index).unwrap();
     flip(&unsynced, starts[2] + 60);

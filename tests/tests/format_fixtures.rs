@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use zodiac_storage::file::format::FORMAT_VERSION;
+use zodiac_storage::format::FORMAT_VERSION;
 use zodiac_storage::{
     Durability, Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta,
 };

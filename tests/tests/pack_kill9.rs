@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use zodiac_storage::file::verify::verify;
+use zodiac_storage::offline::verify;
 use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
 
 const OBJECTS: u64 = 20_000;

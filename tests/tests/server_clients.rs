@@ -443,7 +443,7 @@ fn a_silent_server_is_given_up_after_the_ping_timeout_and_the_client_reconnects(
 /// serving, and ends up with only the good client connected.
 #[test]
 fn a_storm_of_garbage_connections_leaves_the_server_serving() {
-    use zodiac_storage::net::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
+    use zodiac_storage::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
     const CONNECTIONS: u64 = 40;
     let dir = tempfile::tempdir().unwrap();
     let file = open(&dir.path().join("d.zdb"));
@@ -516,7 +516,7 @@ fn a_storm_of_garbage_connections_leaves_the_server_serving() {
 
 #[test]
 fn idle_connections_are_closed_but_pinging_clients_stay() {
-    use zodiac_storage::net::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
+    use zodiac_storage::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
     let dir = tempfile::tempdir().unwrap();
     let file = open(&dir.path().join("d.zdb"));
     // Margins wide enough for a loaded machine: pings every 100 ms against 800 ms.
@@ -578,7 +578,7 @@ fn idle_connections_are_closed_but_pinging_clients_stay() {
 
 #[test]
 fn open_transactions_per_connection_limit_holds_at_its_boundary() {
-    use zodiac_storage::net::protocol::{
+    use zodiac_storage::protocol::{
         self, ClientMessage, MAGIC, PROTOCOL_VERSION, TRANSACTIONS_PER_CONNECTION_MAX,
     };
     let dir = tempfile::tempdir().unwrap();
@@ -634,7 +634,7 @@ fn open_transactions_per_connection_limit_holds_at_its_boundary() {
 
 #[test]
 fn a_client_with_the_most_open_transactions_waits_for_one_to_end() {
-    use zodiac_storage::net::protocol::TRANSACTIONS_PER_CONNECTION_MAX as MAX;
+    use zodiac_storage::protocol::TRANSACTIONS_PER_CONNECTION_MAX as MAX;
     let dir = tempfile::tempdir().unwrap();
     let file = open(&dir.path().join("d.zdb"));
     let server = serve(&file, "127.0.0.1:0", ServerOptions::new());
@@ -705,7 +705,7 @@ fn a_catch_up_too_large_for_the_send_queue_drops_the_cache_instead() {
 
 #[test]
 fn a_handshake_trickling_in_byte_by_byte_is_cut_at_the_handshake_timeout() {
-    use zodiac_storage::net::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
+    use zodiac_storage::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
     let dir = tempfile::tempdir().unwrap();
     let file = open(&dir.path().join("d.zdb"));
     let timeout = Duration::from_millis(500);
@@ -752,7 +752,7 @@ fn a_handshake_trickling_in_byte_by_byte_is_cut_at_the_handshake_timeout() {
 #[test]
 fn transaction_listings_span_pages_completely_and_in_order() {
     use std::collections::BTreeMap;
-    use zodiac_storage::net::protocol::TRANSACTIONS_PAGE_MAX as PAGE;
+    use zodiac_storage::protocol::TRANSACTIONS_PAGE_MAX as PAGE;
     let dir = tempfile::tempdir().unwrap();
     let file = open(&dir.path().join("d.zdb"));
     let server = serve(&file, "127.0.0.1:0", ServerOptions::new());

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use zodiac_storage::net::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
+use zodiac_storage::protocol::{self, ClientMessage, MAGIC, PROTOCOL_VERSION};
 use zodiac_storage::{ClientOptions, ClientStorage, Error, Oid, Storage, Tid, TransactionMeta};
 use zodiac_tests::KillOnDrop;
 

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use zodiac_storage::file::pack::References;
-use zodiac_storage::file::recover::{RecoverOptions, RecoverReport, SkippedRegion, recover_with};
-use zodiac_storage::file::verify::{Damage, DamageKind, VerifyReport, verify_with};
+use zodiac_storage::References;
+use zodiac_storage::offline::{RecoverOptions, RecoverReport, SkippedRegion, recover_with};
+use zodiac_storage::offline::{Damage, DamageKind, VerifyReport, verify_with};
 
 use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
 
@@ -325,7 +325,7 @@ fn print_next_steps(r: &RecoverReport, output: &Path, stop_at_damage: bool) {
 
 /// Copies what the data file gained since the last backup into `dir`.
 pub fn run_backup(path: &Path, dir: &Path) -> Result<ExitCode> {
-    let report = zodiac_storage::file::backup::backup(path, dir)
+    let report = zodiac_storage::offline::backup(path, dir)
         .with_context(|| format!("backing up {} into {}", path.display(), dir.display()))?;
     match report.point {
         None => println!("nothing new since the last backup point"),
@@ -344,7 +344,7 @@ pub fn run_backup(path: &Path, dir: &Path) -> Result<ExitCode> {
 
 /// Rebuilds a data file from a backup directory, as of a backup point.
 pub fn run_restore(dir: &Path, output: &Path, at: Option<u64>) -> Result<ExitCode> {
-    let p = zodiac_storage::file::backup::restore(dir, output, at)
+    let p = zodiac_storage::offline::restore(dir, output, at)
         .with_context(|| format!("restoring {} from {}", output.display(), dir.display()))?;
     println!(
         "restored {} as of backup point {} (tid {}, {}), verified",
@@ -390,7 +390,7 @@ pub fn run_pack(
         storage.close()?;
         (
             r,
-            zodiac_storage::file::pack::old_path(path)
+            zodiac_storage::offline::old_path(path)
                 .display()
                 .to_string(),
         )

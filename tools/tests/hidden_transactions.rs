@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use zodiac_storage::file::format::{FILE_HEADER_LEN, peek_transaction};
+use zodiac_storage::format::{FILE_HEADER_LEN, peek_transaction};
 
 const JOBS: usize = 120;
 const ZEROS: u64 = 64 << 10;
@@ -120,7 +120,7 @@ fn zeros_at_a_transaction_boundary_hide_nothing_from_the_commands() {
     check_every_command(&path);
 
     // Without the saved index (as after a crash) the opens must scan, and still see it.
-    std::fs::remove_file(zodiac_storage::file::index_path(&path)).unwrap();
+    std::fs::remove_file(zodiac_storage::offline::index_path(&path)).unwrap();
     check_every_command(&path);
 
     // recover copies every transaction the zeros did not cover.

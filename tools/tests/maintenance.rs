@@ -34,9 +34,9 @@ fn three_transactions(path: &Path) -> u64 {
 /// The end of each transaction of the data file at `path` (by its header's length).
 fn three_transaction_ends(path: &Path) -> Vec<u64> {
     let bytes = std::fs::read(path).unwrap();
-    let mut at = zodiac_storage::file::format::FILE_HEADER_LEN;
+    let mut at = zodiac_storage::format::FILE_HEADER_LEN;
     let mut ends = vec![];
-    while let Ok((len, _)) = zodiac_storage::file::format::peek_transaction(&bytes, at) {
+    while let Ok((len, _)) = zodiac_storage::format::peek_transaction(&bytes, at) {
         at += len;
         ends.push(at);
     }
@@ -305,10 +305,10 @@ fn verify_reports_a_stale_saved_index_and_how_to_fix_it() {
     );
 
     // Point the object's entry at its first revision, keeping the CRC valid.
-    let ipath = zodiac_storage::file::index_path(&path);
+    let ipath = zodiac_storage::offline::index_path(&path);
     let mut b = std::fs::read(&ipath).unwrap();
     let data = std::fs::read(&path).unwrap();
-    let first = zodiac_storage::file::format::transaction_at(&data, 48)
+    let first = zodiac_storage::format::transaction_at(&data, 48)
         .unwrap()
         .records[0]
         .0;

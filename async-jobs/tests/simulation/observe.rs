@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
-use zodiac_storage::file::pack::{PackReport, References};
+use zodiac_storage::{PackReport, References};
 use zodiac_storage::{
     CommitSubscription, FileStorage, Oid, Resolver, Revision, RevisionInfo, Storage,
     StorageTransaction, Tid, TransactionIter, TransactionMeta,

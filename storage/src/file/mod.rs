@@ -47,7 +47,7 @@ mod index;
 mod index_save;
 pub mod io;
 mod lock;
-mod offline;
+pub(crate) mod offline;
 mod open;
 mod options;
 pub mod pack;
@@ -55,9 +55,6 @@ mod progress;
 mod read;
 mod recovery;
 mod transaction;
-
-pub use offline::salvage as recover;
-pub use offline::{backup, verify};
 
 use format::FileHeader;
 use group_commit::{Staging, SyncState};
@@ -69,7 +66,6 @@ use transaction::{CommitState, FileTransaction};
 
 pub use lock::lock_path;
 pub use options::{Durability, FileOptions};
-pub use read::RecordVisit;
 
 /// What to tell an operator who meets a damaged file.
 const DAMAGE_ADVICE: &str = "run `zodiac verify` on the file to see the damage and `zodiac recover` to salvage every intact transaction";

@@ -259,7 +259,7 @@ pub mod files {
 /// 10 s, so a frame the client never sends fails the test instead of hanging it.
 pub fn fake_server_handshake(s: &mut std::net::TcpStream, last_tid: u64) {
     use std::io::Write;
-    use zodiac_storage::net::protocol::{self, CatchUp, ClientMessage, ServerMessage};
+    use zodiac_storage::protocol::{self, CatchUp, ClientMessage, ServerMessage};
 
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert!(matches!(fake_server_read(s), ClientMessage::Hello { .. }));
@@ -279,10 +279,8 @@ pub fn fake_server_handshake(s: &mut std::net::TcpStream, last_tid: u64) {
 }
 
 /// The next message a client sent to a hand-written server.
-pub fn fake_server_read(
-    s: &mut std::net::TcpStream,
-) -> zodiac_storage::net::protocol::ClientMessage {
-    use zodiac_storage::net::protocol::{self, FRAME_BYTES_MAX};
+pub fn fake_server_read(s: &mut std::net::TcpStream) -> zodiac_storage::protocol::ClientMessage {
+    use zodiac_storage::protocol::{self, FRAME_BYTES_MAX};
     let payload = protocol::read_frame(s, FRAME_BYTES_MAX).unwrap();
     protocol::decode(&payload).unwrap()
 }
