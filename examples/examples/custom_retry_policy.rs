@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use zodiac_async::{
     Decision, Failure, Handlers, Job, Outcome, Policies, PutOptions, Queue, RetryData, RetryPolicy,
-    Runner, Status, Worker, WorkerOptions, transact,
+    Runner, Status, Worker, transact,
 };
 use zodiac_objects::{Database, PRef};
 use zodiac_storage::MemoryStorage;
@@ -88,12 +88,7 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let runner = Runner::new(db.clone(), handlers, policies);
-    let mut worker = Worker::new(
-        db.clone(),
-        "retry-example",
-        runner,
-        WorkerOptions::default(),
-    );
+    let mut worker = Worker::builder(db.clone(), "retry-example", runner).build();
     let flag = Arc::clone(&stop);
     let worker = std::thread::spawn(move || worker.run(&flag));
     let waited = wait_for(&db, &[flaky, broken]);

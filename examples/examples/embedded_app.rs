@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use zodiac_async::{
-    Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner, Status, Worker, WorkerOptions,
-    transact,
+    Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner, Status, Worker, transact,
 };
 use zodiac_objects::{Counter, Database, PRef};
 use zodiac_storage::{FileOptions, FileStorage, Storage};
@@ -127,7 +126,7 @@ fn start_worker(
         Ok(total)
     });
     let runner = Runner::new(db.clone(), handlers, Policies::new());
-    let mut worker = Worker::new(db.clone(), "embedded-app", runner, WorkerOptions::default());
+    let mut worker = Worker::builder(db.clone(), "embedded-app", runner).build();
     std::thread::spawn(move || worker.run(&stop))
 }
 

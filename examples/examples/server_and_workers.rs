@@ -16,8 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use zodiac_async::{
-    Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner, Status, Worker, WorkerOptions,
-    transact,
+    Handlers, Job, Outcome, Policies, PutOptions, Queue, Runner, Status, Worker, transact,
 };
 use zodiac_objects::{Database, PRef};
 use zodiac_storage::{
@@ -163,7 +162,7 @@ fn run_worker(address: &str, name: &str) -> Result<()> {
     handlers.register(SQUARE, move |_ctx, n: u64| Ok((me.clone(), n * n)));
     let runner = Runner::new(db.clone(), handlers, Policies::new());
     // Each worker needs its own dispatcher id: two live workers may not share one.
-    let mut worker = Worker::new(db, name, runner, WorkerOptions::default());
+    let mut worker = Worker::builder(db, name, runner).agent_size(4).build();
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
