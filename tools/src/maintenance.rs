@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::json;
 use zodiac_storage::References;
-use zodiac_storage::offline::{RecoverOptions, RecoverReport, SkippedRegion, recover_with};
 use zodiac_storage::offline::{Damage, DamageKind, VerifyReport, verify_with};
+use zodiac_storage::offline::{RecoverOptions, RecoverReport, SkippedRegion, recover_with};
 
 use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
 

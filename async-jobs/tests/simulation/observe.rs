@@ -14,11 +14,11 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
-use zodiac_storage::{PackReport, References};
 use zodiac_storage::{
     CommitSubscription, FileStorage, Oid, Resolver, Revision, RevisionInfo, Storage,
     StorageTransaction, Tid, TransactionIter, TransactionMeta,
 };
+use zodiac_storage::{PackReport, References};
 
 /// The seed being run: a completion is recorded with it, so that a straggling
 /// thread of an earlier seed's dead process cannot be taken for this seed's.
