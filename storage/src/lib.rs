@@ -18,6 +18,8 @@
 //! # Ok::<(), zodiac_storage::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod backoff;
 mod conflicts;
 mod error;

@@ -22,8 +22,13 @@ pub const EXTENSION_KEY_BYTES_MAX: usize = u16::MAX as usize;
 /// extension map of key/value bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransactionMeta {
+    /// Who committed, free-form; at most [`USER_BYTES_MAX`] bytes of UTF-8.
     pub user: String,
+    /// Why, free-form; at most [`DESCRIPTION_BYTES_MAX`] bytes of UTF-8.
     pub description: String,
+    /// Application-defined key/value bytes, sorted by key; keys at most
+    /// [`EXTENSION_KEY_BYTES_MAX`] bytes, the whole map at most [`EXTENSION_BYTES_MAX`]
+    /// encoded.
     pub extension: BTreeMap<String, Vec<u8>>,
 }
 
@@ -83,12 +88,14 @@ impl TransactionMeta {
 pub struct Revision {
     /// The transaction that wrote this revision.
     pub tid: Tid,
+    /// The object's record, as it was stored.
     pub data: Vec<u8>,
 }
 
 /// One entry of an object's history (newest first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RevisionInfo {
+    /// The transaction that wrote the revision.
     pub tid: Tid,
     /// Length of the revision's data in bytes.
     pub size: u64,
@@ -97,15 +104,20 @@ pub struct RevisionInfo {
 /// One object written by a transaction, as transaction iteration reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChangeInfo {
+    /// The object written.
     pub oid: Oid,
+    /// Length of the revision's data in bytes.
     pub size: u64,
 }
 
 /// A committed transaction: its tid, metadata and the objects it wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransactionInfo {
+    /// The transaction's id, which orders it among all commits.
     pub tid: Tid,
+    /// Who committed it and why.
     pub meta: TransactionMeta,
+    /// The objects it wrote, with the size of each new revision.
     pub changes: Vec<ChangeInfo>,
 }
 
@@ -113,6 +125,8 @@ pub struct TransactionInfo {
 /// and these objects changed. Delivered in commit order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitEvent {
+    /// The committed transaction; once delivered, a snapshot at it sees its writes.
     pub tid: Tid,
+    /// The objects it wrote (a reader caching any of them must drop or refresh them).
     pub oids: Arc<[Oid]>,
 }

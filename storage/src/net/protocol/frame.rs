@@ -34,6 +34,7 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 pub enum FrameError {
     /// The peer closed the connection at a frame boundary.
     Closed,
+    /// Reading failed, or the connection ended inside a frame (`UnexpectedEof`).
     Io(io::Error),
     /// The frame is malformed or over the limit: the connection must be closed.
     Bad(String),

@@ -22,43 +22,79 @@ use crate::pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 /// What a client sends.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ClientMessage {
+    /// The first message of every connection (variant 0): who the client is and
+    /// what it has cached. The server answers with `Challenge` or `Refused`.
     Hello {
+        /// Always [`MAGIC`](super::MAGIC) (`0x49444f5a`); anything else closes the
+        /// connection.
         magic: u32,
+        /// The client's [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION); a server of
+        /// another version answers `Refused` naming both.
         version: u32,
+        /// The client will not commit; the server refuses its commits and packs.
         read_only: bool,
         /// The client has no cache and no snapshot yet: nothing to catch up.
         fresh: bool,
         /// The last tid the client has processed (its cache is current as of it).
         last_tid: u64,
     },
+    /// The answer to `Challenge` (variant 1), the second message of a connection.
     Auth {
         /// HMAC-SHA-256 of the challenge nonce under the shared token, if the client has one.
+        /// Computed as `HMAC-SHA-256(token, "zodiac auth v1\0" || nonce)`, 32 bytes;
+        /// ignored by a server without a token.
         mac: Option<[u8; NONCE_BYTES]>,
     },
+    /// A request that gets exactly one `Reply` (variant 2).
     Request {
+        /// Chosen by the client, unique among its requests in flight; the `Reply`
+        /// carries it back (replies may come in any order).
         id: u64,
+        /// What is asked.
         request: Request,
     },
+    /// Opens a transaction (variant 3; one-way, no reply). At most
+    /// [`TRANSACTIONS_PER_CONNECTION_MAX`](super::TRANSACTIONS_PER_CONNECTION_MAX)
+    /// may be open at once on a connection.
     Begin {
+        /// The transaction's id on this connection, chosen by the client; beginning
+        /// an id that is open closes the connection.
         txn: u64,
+        /// Who commits and why.
         meta: WireMeta,
     },
+    /// Writes a new revision of an object in an open transaction (variant 4; one-way,
+    /// an error is reported by the next `Vote`, `Finish` or `Commit`).
     Store {
+        /// The transaction, as named by its `Begin`.
         txn: u64,
+        /// The object written.
         oid: u64,
+        /// The tid of the revision the client read (0 for a new object); a newer
+        /// committed revision makes the vote fail with a conflict.
         base_tid: u64,
+        /// The new record, at most [`RECORD_BYTES_MAX`] bytes.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// The identity of the merge function for this object's conflicts, when the
         /// client's type has one: a server that registered it merges them at commit.
+        /// At most [`MERGE_IDENTITY_BYTES_MAX`] bytes (version 4).
         merge: Option<String>,
     },
+    /// Makes the vote fail unless `oid`'s newest revision is still `tid` (variant 5;
+    /// one-way): a read the transaction depends on without writing it.
     CheckCurrent {
+        /// The transaction, as named by its `Begin`.
         txn: u64,
+        /// The object read.
         oid: u64,
+        /// The tid of the revision read.
         tid: u64,
     },
+    /// Ends a transaction without committing it (variant 6; one-way). Ignored when
+    /// the transaction is not open.
     Abort {
+        /// The transaction, as named by its `Begin`.
         txn: u64,
     },
 }
@@ -66,44 +102,71 @@ pub enum ClientMessage {
 /// A client request that gets exactly one `Reply` with the same id.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
+    /// Allocates one oid, answered with `Oid`.
     NewOid,
+    /// Reads the newest revision of `oid` at a snapshot, answered with `Revision`.
     Load {
+        /// The object read.
         oid: u64,
+        /// The snapshot tid; the server reads at the smaller of it and its last tid.
         snapshot: u64,
     },
+    /// Reads exactly one revision, answered with `Data`.
     LoadRevision {
+        /// The object read.
         oid: u64,
+        /// The transaction that wrote the revision.
         tid: u64,
     },
+    /// Lists an object's revisions newest first, answered with `History`.
     History {
+        /// The object.
         oid: u64,
+        /// Most revisions wanted; the server returns at most
+        /// [`HISTORY_REPLY_MAX`] whatever it says.
         limit: u64,
     },
+    /// One page of committed transactions with `from <= tid <= to`, oldest first,
+    /// answered with `Transactions`.
     Transactions {
+        /// Lowest tid of the range, inclusive.
         from: u64,
+        /// Highest tid of the range, inclusive.
         to: u64,
     },
+    /// Votes an open transaction (its conflict checks and limits), answered with
+    /// `Voted`; after a failed vote the client sends `Abort`.
     Vote {
+        /// The transaction, as named by its `Begin`.
         txn: u64,
     },
+    /// Commits a voted transaction, answered with `Finished`; ends the transaction
+    /// whatever the outcome.
     Finish {
+        /// The transaction, as named by its `Begin`.
         txn: u64,
     },
     /// Answered at once with `Pong`: the client's check that the server still answers.
     Ping,
     /// Allocates `count` oids (1 to `NEW_OIDS_MAX`), answered with `Oids`.
     NewOids {
+        /// Oids wanted, 1 to [`NEW_OIDS_MAX`]; anything else closes the connection.
         count: u32,
     },
     /// Vote and finish in one request (a transaction not voted yet), answered with
     /// `Finished`; a failed vote ends the transaction as a failed `Finish` does.
     Commit {
+        /// The transaction, as named by its `Begin`.
         txn: u64,
     },
     /// Packs the served storage to `tid`, with garbage collection when `gc`,
     /// answered with `Packed` once the packed file is in place.
     Pack {
+        /// Pack time: revisions no longer current at this tid are dropped;
+        /// `u64::MAX` packs to now.
         tid: u64,
+        /// Also remove objects unreachable from the root (the server needs a
+        /// reference reader for it).
         gc: bool,
     },
 }
@@ -111,30 +174,52 @@ pub enum Request {
 /// What a server sends.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ServerMessage {
+    /// The answer to `Hello` (variant 0): the client proves it knows the token
+    /// with the next `Auth`.
     Challenge {
+        /// [`NONCE_BYTES`] random bytes, new for each connection, that `Auth.mac`
+        /// signs.
         nonce: [u8; NONCE_BYTES],
+        /// The server has a token: an `Auth` without the right `mac` is refused.
         auth_required: bool,
     },
+    /// The end of a successful handshake (variant 1); after it the client may send
+    /// requests and transactions.
     Welcome {
         /// The newest tid whose invalidations this connection has been sent.
         last_tid: u64,
+        /// The server is read-only: it refuses every commit and pack (a client that
+        /// said `read_only` gets them refused too, whatever this says).
         read_only: bool,
+        /// How the server judged the client's `Hello.last_tid`, hence what the client
+        /// does with its cache.
         catch_up: CatchUp,
         /// The served storage's `Storage::identity` (0: unknown): a client reuses a
         /// persistent cache file only when it was saved under the same identity.
         identity: u64,
     },
+    /// The server will not serve this connection (variant 2): another protocol
+    /// version, a failed authentication, a message out of order during the handshake,
+    /// or too many connections. The server closes the connection after it.
     Refused {
+        /// Why, for the operator of the client.
         reason: String,
     },
+    /// The answer to one `Request` (variant 3).
     Reply {
+        /// The `id` of the request answered.
         id: u64,
+        /// The response, or the error the storage reported.
         result: Result<Response, WireError>,
     },
     /// Objects changed by transaction `tid`; `complete` on its last chunk.
     Invalidation {
+        /// The committed transaction; every chunk of one transaction carries it.
         tid: u64,
+        /// The objects it wrote (this chunk's share), at most
+        /// [`INVALIDATION_CHUNK_OIDS_MAX`] per frame.
         oids: Vec<u64>,
+        /// This is the transaction's last chunk: the client may now apply it.
         complete: bool,
         /// On the last chunk (version 4): the new records of some of the changed
         /// objects, `(oid, data)`, each at most [`INVALIDATION_DATA_OBJECT_BYTES_MAX`]
@@ -182,28 +267,46 @@ pub enum CatchUp {
 /// What a successful request is answered with (one variant per request kind).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Response {
+    /// The oid a `NewOid` allocated.
     Oid(u64),
+    /// The revision a `Load` found.
     Revision {
+        /// The transaction that wrote it (at or before the snapshot asked for).
         tid: u64,
+        /// The record.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// The record a `LoadRevision` asked for.
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A `History`: `(tid, size in bytes)` of each revision, newest first, at most
+    /// [`HISTORY_REPLY_MAX`] entries.
     History(Vec<(u64, u64)>),
+    /// One page of a `Transactions` request.
     Transactions {
+        /// Transactions oldest first, at most [`TRANSACTIONS_PAGE_MAX`] (fewer once
+        /// the page holds about 4 MiB).
         page: Vec<WireTransaction>,
+        /// More transactions of the range follow: ask again from after the last tid
+        /// of this page.
         more: bool,
     },
+    /// The `Vote` succeeded: the transaction will commit when finished.
     Voted,
+    /// The `Finish` or `Commit` made the transaction durable.
     Finished {
+        /// The tid the transaction committed as.
         tid: u64,
         /// The stores the server replaced by a merge (only a `Commit` merges), with
         /// the merged data while the reply's merged data stays within
         /// [`MERGED_REPLY_BYTES_MAX`].
         merged: Vec<MergedStore>,
     },
+    /// The answer to `Ping`.
     Pong,
+    /// The oids a `NewOids` allocated: exactly `count`, increasing.
     Oids(Vec<u64>),
+    /// What the `Pack` did, sent once the packed file is in place.
     Packed(WirePackReport),
 }
 
@@ -211,7 +314,10 @@ pub enum Response {
 /// what the client stored (`None`: the data did not fit the reply; load it).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MergedStore {
+    /// The object the server merged.
     pub oid: u64,
+    /// The merged record that committed, or `None` when the reply's merged data
+    /// would pass [`MERGED_REPLY_BYTES_MAX`].
     #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
 }

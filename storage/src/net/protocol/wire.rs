@@ -17,15 +17,25 @@ use crate::meta::{ChangeInfo, TransactionInfo, TransactionMeta};
 /// What a pack did (`file::pack::PackReport`), field for field.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct WirePackReport {
+    /// The effective pack time: the requested tid, or the last tid if earlier.
     pub pack_tid: u64,
+    /// Bytes of data in the file before the pack.
     pub bytes_before: u64,
+    /// Bytes of data in the packed file.
     pub bytes_after: u64,
+    /// Transactions in the file before the pack.
     pub transactions_before: u64,
+    /// Transactions the packed file keeps (the last one always, even when empty).
     pub transactions_after: u64,
+    /// Object revisions in the file before the pack.
     pub revisions_before: u64,
+    /// Object revisions the packed file keeps.
     pub revisions_after: u64,
+    /// Objects dropped as unreachable from the root at the pack time (0 without GC).
     pub objects_removed: u64,
+    /// Transactions committed while the pack ran, copied under the commit lock.
     pub copied_during_pack: u64,
+    /// The most memory the pack's tables took at once, in bytes.
     pub table_bytes_max: u64,
 }
 
@@ -66,8 +76,13 @@ impl From<WirePackReport> for PackReport {
 /// Transaction metadata (`TransactionMeta`) as it crosses the wire.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct WireMeta {
+    /// Who commits; at most `USER_BYTES_MAX` (65 535) bytes of UTF-8.
     pub user: String,
+    /// Why; at most `DESCRIPTION_BYTES_MAX` (65 535) bytes of UTF-8.
     pub description: String,
+    /// `(key, value)` pairs, as a client sends them: in key order, each key once;
+    /// keys at most `EXTENSION_KEY_BYTES_MAX` (65 535) bytes, the pairs at most
+    /// `EXTENSION_BYTES_MAX` (1 MiB) in all, counting 6 bytes per pair.
     pub extension: Vec<(String, Vec<u8>)>,
 }
 
@@ -98,9 +113,11 @@ impl From<WireMeta> for TransactionMeta {
 /// A transaction's record (`TransactionInfo`) as it crosses the wire.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WireTransaction {
+    /// The transaction's tid.
     pub tid: u64,
+    /// Who committed it and why.
     pub meta: WireMeta,
-    /// `(oid, size)` of every object written.
+    /// `(oid, size)` of every object written, size in bytes of the new revision.
     pub changes: Vec<(u64, u64)>,
 }
 
@@ -149,44 +166,72 @@ impl WireTransaction {
 /// An error as it crosses the wire.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum WireError {
+    /// [`Error::Conflict`]: a vote found a newer committed revision of `oid`.
     Conflict {
+        /// The object in conflict.
         oid: u64,
+        /// The tid the transaction stored or checked it on (0: a new object).
         base_tid: u64,
+        /// The newest committed tid of the object when the conflict was found.
         current_tid: u64,
     },
+    /// [`Error::NotFoundAtSnapshot`]: the object was created after the snapshot.
     NotFoundAtSnapshot {
+        /// The object asked for.
         oid: u64,
+        /// The snapshot tid the load read at.
         snapshot: u64,
     },
+    /// [`Error::NoSuchObject`]: the storage holds no revision of the object.
     NoSuchObject {
+        /// The object asked for.
         oid: u64,
     },
+    /// [`Error::NoSuchRevision`]: the object has no revision written by `tid`.
     NoSuchRevision {
+        /// The object asked for.
         oid: u64,
+        /// The transaction whose revision was asked for.
         tid: u64,
     },
+    /// [`Error::UnallocatedOid`]: a store named an oid the storage never allocated.
     UnallocatedOid {
+        /// The oid stored.
         oid: u64,
     },
+    /// [`Error::LimitExceeded`]: a value over a named limit of the server.
     LimitExceeded {
+        /// The limit's name, e.g. "transaction record"; a client maps a name it does
+        /// not know to "a limit of the server".
         what: String,
+        /// The value's size (bytes, or a count for counted limits).
         len: u64,
+        /// The limit, in the same unit.
         max: u64,
     },
+    /// [`Error::ReadOnly`]: the server, or this connection, refuses commits and packs.
     ReadOnly,
+    /// [`Error::Closed`]: the served storage was closed.
     Closed,
+    /// [`Error::AlreadyVoted`]: the transaction was already voted.
     AlreadyVoted,
     /// Anything else, as the operator would read it on the server.
     Server {
+        /// The server-side error's `Display` text.
         message: String,
     },
     /// A conflict at vote (version 3), with revisions a client merges without
     /// loading them: for stored objects found stale, their newest revision and
     /// the revision they were stored on (see `docs/protocol.md`).
     ConflictWithRevisions {
+        /// The object in conflict, as in `Conflict`.
         oid: u64,
+        /// The tid the transaction stored it on, as in `Conflict`.
         base_tid: u64,
+        /// The object's newest committed tid, as in `Conflict`.
         current_tid: u64,
+        /// Newest and base revisions of stale stored objects (among the first 4096
+        /// stored), each at most 64 KiB and 1 MiB in all; larger ones are left out.
         revisions: Vec<WireRevision>,
     },
 }
@@ -194,8 +239,11 @@ pub enum WireError {
 /// One object revision: `data` is the record of `oid` at `tid`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireRevision {
+    /// The object.
     pub oid: u64,
+    /// The transaction that wrote this revision.
     pub tid: u64,
+    /// The record.
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
