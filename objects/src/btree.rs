@@ -178,6 +178,8 @@ impl<K: Ord, V> Bucket<K, V> {
         self.entries.len()
     }
 
+    /// Whether the bucket holds no entries (an emptied bucket is detached from its
+    /// node, except the last one of the tree).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

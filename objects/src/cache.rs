@@ -19,12 +19,23 @@ use zodiac_storage::{Oid, OidMap, Tid};
 /// Counters of one connection's cache, plus its current size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
+    /// Reads of committed objects served from the cache, without a storage load.
     pub hits: u64,
+    /// Reads of committed objects not in the cache, each followed by a load from
+    /// the storage.
     pub misses: u64,
+    /// Entries dropped, least recently used first, to stay within
+    /// [`DatabaseOptions::cache_objects_max`](crate::DatabaseOptions::cache_objects_max)
+    /// and [`DatabaseOptions::cache_bytes_max`](crate::DatabaseOptions::cache_bytes_max).
     pub evictions: u64,
-    /// Entries dropped because another transaction committed a newer revision.
+    /// Entries dropped because another transaction committed a newer revision, or
+    /// all at once when the connection fell too far behind the commits to tell
+    /// which entries are current.
     pub invalidations: u64,
+    /// Entries held now (at most `cache_objects_max`).
     pub objects: usize,
+    /// Record bytes of the entries held now (at most `cache_bytes_max`; an object
+    /// whose record alone is larger is never cached).
     pub bytes: usize,
 }
 

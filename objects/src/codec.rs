@@ -34,11 +34,17 @@ pub(crate) fn encode<T: Persistent>(value: &T) -> Result<Vec<u8>, postcard::Erro
 /// Why a payload did not decode.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The payload is not valid postcard for the type: a malformed varint, a string
+    /// that is not UTF-8, an enum variant index the type does not have, or input
+    /// that ends inside a nested value (only the top-level struct may end early).
     #[error(transparent)]
     Postcard(#[from] postcard::Error),
     /// The type refused what it read (e.g. a missing field without a default).
     #[error("{0}")]
     Invalid(String),
+    /// The type read all its fields and this many payload bytes remained: the record
+    /// was most likely written by a newer version of the type with fields added at the
+    /// end. Refused, since the next write would drop those fields; upgrade the reader.
     #[error(
         "{0} bytes were left after the last field this type reads (written by a newer version of the type?)"
     )]

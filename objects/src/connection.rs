@@ -120,6 +120,9 @@ impl Connection {
         }
     }
 
+    /// The counters and current size of this connection's object cache. The cache
+    /// and its counters stay with the connection while it waits in the pool, so they
+    /// cover every transaction it has run since it was created.
     pub fn cache_stats(&self) -> CacheStats {
         self.state.as_ref().expect("state").cache.stats()
     }

@@ -15,10 +15,12 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// A counter starting at `value`.
     pub fn new(value: i64) -> Counter {
         Counter { value }
     }
 
+    /// The counter's value.
     pub fn value(&self) -> i64 {
         self.value
     }

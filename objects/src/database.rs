@@ -50,6 +50,8 @@ pub struct DatabaseOptions {
     pub cache_bytes_max: usize,
     /// Most idle connections kept for reuse (default 16).
     pub pool_size_max: usize,
+    /// How [`Connection::transact`] retries conflicts (default: 10 attempts, waits
+    /// from 1 ms doubling up to 100 ms).
     pub retry: RetryPolicy,
 }
 
@@ -112,6 +114,10 @@ impl Database {
         Self::open_with(storage, DatabaseOptions::default())
     }
 
+    /// Opens a database with `options`, creating the root object if the storage has
+    /// none. Fails with [`Error::WrongType`] or [`Error::DamagedRecord`] when oid 0
+    /// holds something other than a [`Root`]. Panics when
+    /// `options.retry.attempts_max` is 0.
     pub fn open_with(storage: Arc<dyn Storage>, options: DatabaseOptions) -> Result<Database> {
         assert!(options.retry.attempts_max >= 1, "attempts_max must be >= 1");
         ensure_root(&*storage)?;
@@ -146,10 +152,12 @@ impl Database {
         self.connection().transact_with(f)
     }
 
+    /// The storage this database was opened on.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage
     }
 
+    /// The options this database was opened with.
     pub fn options(&self) -> &DatabaseOptions {
         &self.inner.options
     }

@@ -78,6 +78,8 @@
 //! # Ok::<(), zodiac_objects::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod btree;
 mod cache;
 mod codec;

@@ -112,6 +112,8 @@ impl Root {
         self.entries.insert(name.into(), target.cast())
     }
 
+    /// Removes entry `name`; returns the reference it held. The object it named stays
+    /// stored until pack/GC finds it unreachable from the root.
     pub fn remove(&mut self, name: &str) -> Option<PRef<()>> {
         self.entries.remove(name)
     }
@@ -121,10 +123,12 @@ impl Root {
         self.entries.keys().map(String::as_str)
     }
 
+    /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

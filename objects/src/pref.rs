@@ -38,6 +38,7 @@ impl<T> PRef<T> {
         }
     }
 
+    /// The oid of the object referred to.
     pub fn oid(&self) -> Oid {
         self.oid
     }

@@ -40,35 +40,65 @@ const PREFIX_BYTES: usize = 5;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {
+    /// The record ends inside a part of the envelope; checked before the part is
+    /// read, so a damaged count never makes a reader allocate or loop past the end.
     #[error("record is {len} bytes, too short for its {what} at offset {offset} ({need} bytes)")]
     Truncated {
+        /// The part: `"header"`, `"type name"`, `"reference count"` or
+        /// `"reference list"`.
         what: &'static str,
+        /// Where the part starts in the record.
         offset: usize,
+        /// Bytes the part needs (for the reference list, 8 per counted reference).
         need: usize,
+        /// The record's whole length.
         len: usize,
     },
+    /// Bytes 0..2 are not `Zo`: the record was not written by the objects layer.
     #[error("record does not start with the object envelope magic \"Zo\" (found {found:02x?})")]
-    BadMagic { found: [u8; 2] },
+    BadMagic {
+        /// The first two bytes.
+        found: [u8; 2],
+    },
+    /// Byte 2 is an envelope version other than [`ENVELOPE_VERSION`]: written by
+    /// another release of Zodiac.
     #[error(
         "record has envelope format version {version}; this code reads version {ENVELOPE_VERSION} \
          (upgrade zodiac to read it)"
     )]
-    UnsupportedVersion { version: u8 },
+    UnsupportedVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// Byte 3 (flags) is not 0; version 1 defines no flags.
     #[error("record has unknown envelope flags {flags:#04x}")]
-    UnknownFlags { flags: u8 },
+    UnknownFlags {
+        /// The flags byte found.
+        flags: u8,
+    },
+    /// Byte 4, the type name length, is 0.
     #[error("record has an empty type name")]
     EmptyTypeName,
+    /// The type name bytes (from offset 5) are not valid UTF-8.
     #[error("record's type name is not UTF-8")]
     TypeNameNotUtf8,
+    /// A referenced oid is not greater than the one before it.
     #[error("record's reference list is not ascending without duplicates at entry {index}")]
-    RefsNotAscending { index: usize },
+    RefsNotAscending {
+        /// Position of the offending oid in the list (0-based; at least 1).
+        index: usize,
+    },
 }
 
 /// A decoded envelope, borrowing from the record bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope<'a> {
+    /// The writer's `Persistent::TYPE_NAME`: 1 to 255 bytes of UTF-8.
     pub type_name: &'a str,
+    /// Every oid the payload holds as a `PRef`, strictly ascending: the object's
+    /// outgoing edges for pack/GC.
     pub refs: Vec<Oid>,
+    /// The object's postcard encoding, to the end of the record (may be empty).
     pub payload: &'a [u8],
 }
 

@@ -306,14 +306,26 @@ impl<'c> Transaction<'c> {
         Ok(())
     }
 
+    /// Sets the user recorded with this transaction's commit (at most
+    /// [`USER_BYTES_MAX`](zodiac_storage::USER_BYTES_MAX) bytes; a longer one fails the
+    /// commit). A commit that writes nothing records nothing.
     pub fn set_user(&mut self, user: impl Into<String>) {
         self.meta.user = user.into();
     }
 
+    /// Sets the description recorded with this transaction's commit (at most
+    /// [`DESCRIPTION_BYTES_MAX`](zodiac_storage::DESCRIPTION_BYTES_MAX) bytes; a longer
+    /// one fails the commit).
     pub fn set_description(&mut self, description: impl Into<String>) {
         self.meta.description = description.into();
     }
 
+    /// Sets `key` in the free-form extension map recorded with this transaction's
+    /// commit, replacing an earlier value. Keys are at most
+    /// [`EXTENSION_KEY_BYTES_MAX`](zodiac_storage::EXTENSION_KEY_BYTES_MAX) bytes and
+    /// the whole map at most
+    /// [`EXTENSION_BYTES_MAX`](zodiac_storage::EXTENSION_BYTES_MAX) (6 bytes per entry
+    /// counted); more fails the commit.
     pub fn set_extension(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) {
         self.meta.extension.insert(key.into(), value.into());
     }
