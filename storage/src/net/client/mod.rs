@@ -39,10 +39,10 @@ use super::cache::Cache;
 use super::protocol::{ClientMessage, Request, Response, WireMeta};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
-use crate::file::pack::{PackReport, References};
 use crate::ids::{Oid, Tid};
 use crate::meta::{Revision, RevisionInfo, TransactionInfo, TransactionMeta};
 use crate::notify::{CommitSubscription, Notifier};
+use crate::reports::{PackReport, References};
 use crate::storage::{Storage, StorageTransaction, TransactionIter};
 
 /// Oids one `NewOids` request asks for: `new_oid` takes a round trip once per batch.

@@ -1,6 +1,6 @@
 //! The wire protocol between `ClientStorage` and `Server` (specified byte by byte in
-//! `docs/protocol.md`): length-prefixed frames ([`frame`]) carrying postcard-encoded
-//! messages ([`messages`]), whose values travel in their wire forms ([`wire`]). The
+//! `docs/protocol.md`): length-prefixed frames (`frame`) carrying postcard-encoded
+//! messages (`messages`), whose values travel in their wire forms (`wire`). The
 //! handshake that opens every connection is `net::handshake`.
 //!
 //! Invariants:

@@ -10,11 +10,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConflictError, Error};
-use crate::file::pack::PackReport;
 use crate::ids::{Oid, Tid};
 use crate::meta::{ChangeInfo, TransactionInfo, TransactionMeta};
+use crate::reports::PackReport;
 
-/// What a pack did (`file::pack::PackReport`), field for field.
+/// What a pack did ([`PackReport`](crate::PackReport)), field for field.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct WirePackReport {
     /// The effective pack time: the requested tid, or the last tid if earlier.
