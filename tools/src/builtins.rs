@@ -103,6 +103,19 @@ fn incr(ctx: &mut JobContext<'_, '_>, args: &str) -> Result<String, HandlerError
         }
     };
     let by = integer(&args, "by", "incr")?.unwrap_or(1);
+    let key = format!("{COUNTER_ROOT_PREFIX}{name}");
+    // The counter wraps on overflow (its merges add deltas); a job never may.
+    if let Some(counter) = ctx.tx().root_entry::<Counter>(&key)? {
+        let value = ctx.tx().get(&counter)?.value();
+        if value.checked_add(by).is_none() {
+            return Err(user_error(format!(
+                "incr: counter {name:?} is {value}; adding {by} would overflow a 64-bit \
+                 integer ({}..={}); the counter is unchanged",
+                i64::MIN,
+                i64::MAX
+            )));
+        }
+    }
     Ok(add_to_counter(ctx.tx(), &name, by)?.to_string())
 }
 

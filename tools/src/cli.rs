@@ -37,6 +37,27 @@ impl ConnectArgs {
         store::Connect {
             token_file: self.token_file,
             wait_timeout,
+            lock_wait: None,
+        }
+    }
+}
+
+/// How long a command that writes a data file waits for another process's
+/// writer lock.
+#[derive(Args, Clone, Debug, Default)]
+pub struct LockArgs {
+    /// When another process holds the data file's writer lock, retry opening it
+    /// for up to this long (e.g. 10s) before failing. Default: fail at once.
+    #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+    pub wait_lock: Option<std::time::Duration>,
+}
+
+impl LockArgs {
+    /// `connect`, waiting for the writer lock as asked.
+    pub fn apply(self, connect: store::Connect) -> store::Connect {
+        store::Connect {
+            lock_wait: self.wait_lock,
+            ..connect
         }
     }
 }
@@ -54,14 +75,16 @@ pub enum JobsCommand {
         store: String,
         /// The handler to run (built-in: echo, sleep, fail, incr, shell).
         handler: String,
-        /// The handler's arguments: one JSON object.
+        /// The handler's arguments: one JSON object, `@FILE` (read from FILE) or
+        /// `-` (read from standard input).
         #[arg(value_name = "ARGS_JSON", default_value = "{}", value_parser = jobs::parse_arguments)]
         args: serde_json::Value,
         /// The queue (default: the default queue).
         #[arg(long, value_name = "NAME", default_value = "")]
         queue: String,
-        /// Not before this time: RFC 3339, or relative to now (+30s, +2h).
-        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
+        /// Not before this time: RFC 3339, or relative to now (+30s, +2h; -1m is
+        /// in the past, so the job is due at once).
+        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time, allow_hyphen_values = true)]
         begin_after: Option<zodiac_storage::Tid>,
         /// Fail with a timeout unless started within this long after begin-after.
         #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
@@ -75,6 +98,8 @@ pub enum JobsCommand {
         /// With --wait: give up after this long (exit 3).
         #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, requires = "wait")]
         timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        lock: LockArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -125,6 +150,8 @@ pub enum JobsCommand {
         store: String,
         #[arg(value_parser = inspect::parse_oid)]
         job_id: zodiac_storage::Oid,
+        #[command(flatten)]
+        lock: LockArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -177,7 +204,7 @@ pub enum Command {
         #[arg(value_name = "PATH")]
         store: String,
         /// The pack time: RFC 3339, or relative to now (-7d, -2h). Default: now.
-        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = inspect::parse_time, allow_hyphen_values = true)]
         before: Option<zodiac_storage::Tid>,
         /// Keep unreachable objects.
         #[arg(long)]
@@ -289,12 +316,35 @@ pub struct ServerArgs {
     /// without surrounding whitespace).
     #[arg(long, value_name = "F")]
     pub token_file: Option<PathBuf>,
-    /// Most clients served at once; more are refused.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    /// Most clients served at once (at least 1); more are refused.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
     /// Transactions remembered for reconnecting clients to catch up.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub invalidation_history: usize,
+}
+
+impl WorkerArgs {
+    /// Checks what the parser cannot check one argument at a time: the usage
+    /// error to report, if any.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        if self.batch > self.size {
+            let message = format!(
+                "--batch {} is larger than --size {}: a run thread's batch is at most the jobs \
+                 the agent runs at once; lower --batch or raise --size",
+                self.batch, self.size
+            );
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Built, so that the worker's usage line names `zodiac worker`.
+            command.build();
+            let worker = command
+                .find_subcommand_mut("worker")
+                .expect("the worker subcommand exists");
+            return Err(worker.error(clap::error::ErrorKind::ArgumentConflict, message));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -315,7 +365,7 @@ pub struct WorkerArgs {
     /// Jobs a run thread claims, runs one after another and completes in one
     /// commit (at most --size; 1: one job per thread and per commit). Larger
     /// batches cost far fewer commits per job; their jobs wait for each
-    /// other's results to commit.
+    /// other's results to commit. A batch larger than --size is refused.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub batch: u32,

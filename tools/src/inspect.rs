@@ -1,10 +1,29 @@
 //! `zodiac dump`, `zodiac tail` and `zodiac history`: read-only views of a store.
+//!
+//! `dump` and `tail` name each object revision's type, read from its record's
+//! envelope (docs/objects-format.md), as ZODB's fsdump does.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
+use zodiac_objects::record;
 use zodiac_storage::{FileOptions, FileStorage, Oid, Storage, Tid, TransactionInfo};
+
+/// The type shown for a revision whose record is not an object envelope.
+const NOT_AN_OBJECT: &str = "(not an object record)";
+/// The type shown for a revision that could not be read.
+const UNREADABLE: &str = "(unreadable)";
+
+/// The type name in revision `tid` of `oid`, or why there is none.
+fn type_of(storage: &dyn Storage, oid: Oid, tid: Tid) -> String {
+    match storage.load_revision(oid, tid) {
+        Ok(data) => record::type_name(&data)
+            .unwrap_or(NOT_AN_OBJECT)
+            .to_string(),
+        Err(_) => UNREADABLE.to_string(),
+    }
+}
 
 /// Parses a tid given as a number or as an RFC 3339 time.
 pub fn parse_tid(text: &str) -> Result<Tid, String> {
@@ -73,7 +92,7 @@ fn open_read_only(store: &str) -> Result<FileStorage> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
-fn transaction_json(t: &TransactionInfo) -> serde_json::Value {
+fn transaction_json(t: &TransactionInfo, types: &[String]) -> serde_json::Value {
     let extension: serde_json::Map<String, serde_json::Value> = t
         .meta
         .extension
@@ -86,11 +105,13 @@ fn transaction_json(t: &TransactionInfo) -> serde_json::Value {
         "user": t.meta.user,
         "description": t.meta.description,
         "extension": extension,
-        "objects": t.changes.iter().map(|c| json!({"oid": c.oid.0, "size": c.size})).collect::<Vec<_>>(),
+        "objects": t.changes.iter().zip(types).map(|(c, type_name)| {
+            json!({"oid": c.oid.0, "type": type_name, "size": c.size})
+        }).collect::<Vec<_>>(),
     })
 }
 
-fn print_transaction(t: &TransactionInfo) {
+fn print_transaction(t: &TransactionInfo, types: &[String]) {
     print!(
         "tid {} {}  user {:?}  {:?}",
         t.tid,
@@ -102,21 +123,27 @@ fn print_transaction(t: &TransactionInfo) {
         print!("  {k}={:?}", String::from_utf8_lossy(v));
     }
     println!();
-    for c in &t.changes {
-        println!("    {}  {} bytes", c.oid, c.size);
+    for (c, type_name) in t.changes.iter().zip(types) {
+        println!("    {}  {} bytes  {type_name}", c.oid, c.size);
     }
 }
 
 fn print_all(
+    storage: &dyn Storage,
     transactions: impl Iterator<Item = Result<TransactionInfo>>,
     as_json: bool,
 ) -> Result<()> {
     for t in transactions {
         let t = t?;
+        let types: Vec<String> = t
+            .changes
+            .iter()
+            .map(|c| type_of(storage, c.oid, t.tid))
+            .collect();
         if as_json {
-            println!("{}", transaction_json(&t));
+            println!("{}", transaction_json(&t, &types));
         } else {
-            print_transaction(&t);
+            print_transaction(&t, &types);
         }
     }
     Ok(())
@@ -126,13 +153,18 @@ fn print_all(
 pub fn dump(store: &str, from: Option<Tid>, to: Option<Tid>, as_json: bool) -> Result<()> {
     let storage = open_read_only(store)?;
     let walk = storage.transactions(from.unwrap_or(Tid::ZERO), to.unwrap_or(Tid::MAX))?;
-    print_all(walk.map(|t| t.map_err(anyhow::Error::from)), as_json)
+    print_all(
+        &storage,
+        walk.map(|t| t.map_err(anyhow::Error::from)),
+        as_json,
+    )
 }
 
 /// The last `n` transactions, oldest first.
 pub fn tail(store: &str, n: usize, as_json: bool) -> Result<()> {
     let storage = open_read_only(store)?;
-    print_all(storage.last_transactions(n)?.into_iter().map(Ok), as_json)
+    let last = storage.last_transactions(n)?;
+    print_all(&storage, last.into_iter().map(Ok), as_json)
 }
 
 /// The revisions of one object, newest first; STORE is a data file or a server.

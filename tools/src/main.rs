@@ -6,6 +6,8 @@
 //! Invariants:
 //! - An error is printed as one line (its cause chain joined with ": ") and exits 1;
 //!   usage errors exit 2 (clap's, and `zodiac bench` in a build without it).
+//! - Output cut short by its reader (`zodiac dump FILE | head -1`) ends the process
+//!   as it ends `cat`: killed by SIGPIPE, with no message ([`quiet_on_broken_pipe`]).
 //! - This binary has no hidden modes handled before the command line is parsed: the
 //!   processes it starts itself (the demo's writer) are ordinary subcommands.
 
@@ -40,9 +42,39 @@ use cli::{Cli, Command, JOBS_CONNECT_WAIT, JobsCommand, ServerArgs, WorkerArgs};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
+    if let Command::Worker(args) = &cli.command
+        && let Err(e) = args.check()
+    {
+        e.exit();
+    }
     init_logging(&cli.command);
     finish(run(cli.command))
+}
+
+/// Rust ignores SIGPIPE, so a write to a pipe whose reader has gone fails, and
+/// `println!` panics on that failure ("failed printing to stdout: Broken pipe").
+/// This hook turns that one panic into what a Unix tool does when its reader
+/// stops reading: the default action of SIGPIPE, a silent death by that signal
+/// (the shell shows exit status 141), so a pipeline (with `pipefail`) can still
+/// tell the output was cut short. Every other panic keeps the default report.
+fn quiet_on_broken_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
+            // Only if the signal could not be raised: the status a shell gives it.
+            std::process::exit(128 + signal_hook::consts::SIGPIPE);
+        }
+        default_hook(info);
+    }));
 }
 
 /// cli.md: RUST_LOG sets the level; the default is info for the server and the
@@ -122,8 +154,8 @@ fn worker_args(args: WorkerArgs) -> worker::Args {
         queues: args.queues,
         agent: args.agent,
         size: args.size,
-        // A run thread's batch never exceeds the jobs the agent may run at once.
-        batch: args.batch.min(args.size),
+        // `WorkerArgs::check` refused a batch larger than the agent's size.
+        batch: args.batch,
         uuid_file: args.uuid_file,
         poll_interval: args.poll_interval,
         ping_interval: args.ping_interval,
@@ -148,6 +180,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             retry,
             wait: wait_for_result,
             timeout,
+            lock,
             connect,
         } => jobs::put(jobs::Put {
             store,
@@ -159,7 +192,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             retry,
             wait: wait_for_result,
             timeout,
-            connect: connect.connect(wait),
+            connect: lock.apply(connect.connect(wait)),
         }),
         JobsCommand::List {
             store,
@@ -200,8 +233,10 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
         JobsCommand::Cancel {
             store,
             job_id,
+            lock,
             connect,
-        } => jobs::cancel(&store, job_id, &connect.connect(wait)).map(|()| ExitCode::SUCCESS),
+        } => jobs::cancel(&store, job_id, &lock.apply(connect.connect(wait)))
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 

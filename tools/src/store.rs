@@ -1,9 +1,13 @@
 //! Opening a store named on the command line: a data file path (embedded) or
-//! `tcp://HOST:PORT` (a running `zodiac server`).
+//! `tcp://HOST:PORT` (a running `zodiac server`; a trailing `/` is allowed).
+//!
+//! Invariant: a data file opened for writing is opened once; while another
+//! process holds its writer lock, the open is retried only for as long as
+//! `--wait-lock` asked ([`Connect::lock_wait`]), then fails with the lock's error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use zodiac_storage::{ClientOptions, ClientStorage, FileOptions, FileStorage, Storage};
@@ -20,7 +24,13 @@ pub struct Connect {
     pub token_file: Option<PathBuf>,
     /// How long to keep trying to reach the server, at connect and after a drop.
     pub wait_timeout: Option<Duration>,
+    /// How long to retry opening a data file whose writer lock another process
+    /// holds (`--wait-lock`); `None`: fail at once.
+    pub lock_wait: Option<Duration>,
 }
+
+/// How often an open waiting for a writer lock tries again.
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Reads a token file: its content without surrounding whitespace, never empty.
 pub fn read_token(file: &Path) -> Result<Vec<u8>> {
@@ -38,11 +48,20 @@ pub fn is_server(store: &str) -> bool {
     store.starts_with("tcp://")
 }
 
-/// Checks the form of a store name: `tcp://HOST:PORT`, or a path (anything
-/// without `://`).
+/// A server store's name without its optional trailing `/` (`tcp://h:1/` is
+/// `tcp://h:1`); any other store name unchanged.
+fn server_name(store: &str) -> &str {
+    match store.strip_suffix('/') {
+        Some(name) if is_server(store) => name,
+        _ => store,
+    }
+}
+
+/// Checks the form of a store name: `tcp://HOST:PORT` (optionally ending in `/`),
+/// or a path (anything without `://`).
 fn check_store_name(store: &str) -> Result<()> {
     const FORMS: &str = "a data file path, or tcp://HOST:PORT of a `zodiac server`";
-    match store.split_once("://") {
+    match server_name(store).split_once("://") {
         None => Ok(()),
         Some(("tcp", address)) => {
             let port = address.rsplit_once(':').map(|(_, port)| port);
@@ -60,6 +79,7 @@ fn check_store_name(store: &str) -> Result<()> {
 /// Connects to the server STORE names, with `connect`'s token and wait.
 pub fn connect_to(store: &str, connect: &Connect) -> Result<ClientStorage> {
     check_store_name(store)?;
+    let store = server_name(store);
     let mut options = ClientOptions::new();
     if let Some(file) = &connect.token_file {
         options = options.token(Some(read_token(file)?));
@@ -109,9 +129,29 @@ pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dy
     if let Some(dir) = parent.filter(|d| !d.is_dir()) {
         bail!("{store}: the directory {} does not exist", dir.display());
     }
-    let file = FileStorage::open(path, FileOptions::new().create(create))
+    let file = open_waiting_for_lock(path, FileOptions::new().create(create), connect.lock_wait)
         .with_context(|| format!("opening {store}"))?;
     Ok(Arc::new(file))
+}
+
+/// Opens the data file for writing; while another process holds its writer lock,
+/// tries again until `lock_wait` has passed (then returns the lock's error).
+fn open_waiting_for_lock(
+    path: &Path,
+    options: FileOptions,
+    lock_wait: Option<Duration>,
+) -> zodiac_storage::Result<FileStorage> {
+    let deadline = lock_wait.map(|d| Instant::now() + d);
+    loop {
+        match FileStorage::open(path, options.clone()) {
+            Err(zodiac_storage::Error::Locked { .. })
+                if deadline.is_some_and(|d| Instant::now() < d) =>
+            {
+                std::thread::sleep(LOCK_RETRY_INTERVAL);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Opens a data file for reading only (no writer lock: a worker or server may hold

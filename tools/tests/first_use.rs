@@ -1,0 +1,465 @@
+//! The command line as a new user meets it: each test runs the real `zodiac`
+//! binary the way that user did when the behaviour was found wrong (a negative
+//! relative time, output piped into `head`, a large argument file, a trailing `/`,
+//! a forgotten worker, a busy writer lock) and checks what they see now.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn zodiac(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(args)
+        .output()
+        .expect("run zodiac")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `zodiac ARGS`, expecting success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let o = zodiac(args);
+    assert!(o.status.success(), "zodiac {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn put(store: &str, args: &[&str]) -> u64 {
+    let mut all = vec!["jobs", "put", store];
+    all.extend_from_slice(args);
+    ok(&all).trim().parse().expect("put prints the job id")
+}
+
+fn show(store: &str, id: u64) -> Value {
+    serde_json::from_str(&ok(&["jobs", "show", store, &id.to_string(), "--json"]))
+        .expect("show --json is one JSON document")
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Process {
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts `zodiac ARGS` with stderr to `log`; returns it with its first stdout line.
+    fn start(args: &[&str], log: &Path) -> (Process, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("run zodiac");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (Process { child }, line.trim().to_string())
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the exit.
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "process {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn worker(store: &str, dir: &Path, extra: &[&str]) -> Process {
+    let uuid = dir.join("worker.uuid");
+    let log = dir.join("worker.log");
+    let mut args = vec![
+        "worker",
+        store,
+        "--uuid-file",
+        uuid.to_str().unwrap(),
+        "--poll-interval",
+        "100ms",
+        "--grace",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let (p, line) = Process::start(&args, &log);
+    assert!(line.ends_with(" ready"), "unexpected first line {line:?}");
+    p
+}
+
+fn server(path: &Path, dir: &Path) -> (Process, String) {
+    let (p, line) = Process::start(
+        &["server", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &dir.join("server.log"),
+    );
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (p, format!("tcp://{addr}"))
+}
+
+fn data_file(dir: &tempfile::TempDir) -> String {
+    dir.path().join("jobs.zdb").to_str().unwrap().to_string()
+}
+
+fn wait_completed(store: &str, id: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc = show(store, id);
+        if doc["status"] == "COMPLETED" {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} stays {}",
+            doc["status"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `pack P --before -7d` and `jobs put ... --begin-after -1m` were refused by the
+/// parser ("unexpected argument '-7' found") although cli.md gives them a meaning:
+/// a time that long before now.
+#[test]
+fn negative_relative_times_are_times_before_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    let before = time_now_micros();
+    let id = put(&store, &["echo", "{}", "--begin-after", "-1m"]);
+    let begin_after = show(&store, id)["begin_after"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let begin_after =
+        time::OffsetDateTime::parse(&begin_after, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let micros = begin_after.unix_timestamp_nanos() / 1000;
+    let minute = 60_000_000_i128;
+    assert!(
+        (micros - (before - minute)).abs() < 10_000_000,
+        "begin_after {begin_after} is not a minute before now"
+    );
+    let pack = zodiac(&["pack", &store, "--before", "-7d"]);
+    assert!(pack.status.success(), "{}", stderr(&pack));
+    assert!(Path::new(&format!("{store}.old")).exists());
+    assert_eq!(show(&store, id)["status"], "PENDING");
+}
+
+fn time_now_micros() -> i128 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000
+}
+
+/// Runs `zodiac ARGS` with its stdout a real pipe whose reader has already gone
+/// (as `head -1` has, once it read its line); returns zodiac's exit status and
+/// stderr.
+fn into_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
+    // The reader is closed before zodiac starts, so no write of it can land in
+    // the pipe's buffer first: every write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap(), err)
+}
+
+/// `zodiac dump FILE | head -1` (and `jobs status | head`, `jobs put | head`)
+/// panicked with "failed printing to stdout: Broken pipe" (exit 101). Now each
+/// ends as `cat` does: killed by SIGPIPE, silently.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_by_sigpipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    put(&store, &["echo", "{}"]);
+    for args in [
+        vec!["dump", store.as_str()],
+        vec!["jobs", "status", store.as_str()],
+        vec!["jobs", "put", store.as_str(), "echo"],
+    ] {
+        let (status, err) = into_closed_pipe(&args);
+        assert_eq!(
+            status.signal(),
+            Some(13),
+            "zodiac {args:?}: {status:?}: {err}"
+        );
+        assert_eq!(err, "", "zodiac {args:?} printed to stderr");
+    }
+    // The put committed before its output was cut: the job is there.
+    let listed = ok(&["jobs", "list", &store, "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+}
+
+/// A 300 KB argument failed with "Argument list too long": `@FILE` and `-` read it
+/// from a file or from standard input; a missing file or bad JSON names the file.
+#[test]
+fn arguments_from_a_file_or_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    let big = "y".repeat(300 * 1024);
+    let file = dir.path().join("args.json");
+    std::fs::write(&file, format!(r#"{{"value": "{big}"}}"#)).unwrap();
+    let at_file = format!("@{}", file.display());
+    let id = put(&store, &["echo", &at_file]);
+    assert_eq!(
+        show(&store, id)["args"]["value"].as_str().unwrap().len(),
+        big.len()
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["jobs", "put", &store, "echo", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"value": "from stdin"}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let id: u64 = stdout(&out).trim().parse().unwrap();
+    assert_eq!(show(&store, id)["args"]["value"], "from stdin");
+
+    let missing = dir.path().join("missing.json");
+    let o = zodiac(&[
+        "jobs",
+        "put",
+        &store,
+        "echo",
+        &format!("@{}", missing.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(&format!(
+            "cannot read the arguments file {}",
+            missing.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&file, format!("{{\"value\": \"{big}")).unwrap();
+    let o = zodiac(&["jobs", "put", &store, "echo", &at_file]);
+    assert_eq!(o.status.code(), Some(2));
+    let message = stderr(&o);
+    assert!(
+        message.contains(&format!(
+            "the arguments in the arguments file {} are not JSON",
+            file.display()
+        )),
+        "{message}"
+    );
+    assert!(
+        message.len() < 1000,
+        "the error quotes the whole file: {} bytes",
+        message.len()
+    );
+}
+
+/// `tcp://HOST:PORT/` was refused; `worker --batch 9 --size 3` and `server
+/// --max-connections 0` were accepted (the batch silently cut to 3, a server that
+/// refuses every client).
+#[test]
+fn a_trailing_slash_is_accepted_and_impossible_sizes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let (_server, url) = server(&path, dir.path());
+    let id = put(&format!("{url}/"), &["echo", r#"{"value": 7}"#]);
+    assert_eq!(show(&format!("{url}/"), id)["status"], "PENDING");
+    let o = zodiac(&["jobs", "status", &format!("{url}/db")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs a port"), "{}", stderr(&o));
+
+    let store = data_file(&dir);
+    let o = zodiac(&["worker", &store, "--batch", "9", "--size", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--batch 9 is larger than --size 3"),
+        "{}",
+        stderr(&o)
+    );
+    let other = dir.path().join("other.zdb");
+    let o = zodiac(&["server", other.to_str().unwrap(), "--max-connections", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--max-connections"), "{}", stderr(&o));
+    assert!(!other.exists(), "a refused server created its file");
+}
+
+/// `incr` by i64::MAX twice wrapped the counter to -2 and succeeded.
+#[test]
+fn incr_fails_the_job_instead_of_overflowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = server(&dir.path().join("served.zdb"), dir.path());
+    let _worker = worker(&url, dir.path(), &[]);
+    let by_max = format!(r#"{{"counter": "c", "by": {}}}"#, i64::MAX);
+    let first = put(&url, &["incr", &by_max]);
+    let first = wait_completed(&url, first);
+    assert_eq!(first["result"], serde_json::json!(i64::MAX), "{first}");
+    let second = put(&url, &["incr", &by_max, "--retry", "never"]);
+    let second = wait_completed(&url, second);
+    let message = second["failure"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("counter \"c\" is {}", i64::MAX))
+            && message.contains("would overflow"),
+        "{second}"
+    );
+    let read = put(&url, &["incr", r#"{"counter": "c", "by": 0}"#]);
+    assert_eq!(
+        wait_completed(&url, read)["result"],
+        serde_json::json!(i64::MAX)
+    );
+}
+
+/// `jobs put --wait` with no worker waited forever, saying nothing.
+#[test]
+fn put_wait_without_a_worker_says_so_once_and_keeps_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    let o = zodiac(&[
+        "jobs",
+        "put",
+        &store,
+        "echo",
+        "{}",
+        "--queue",
+        "mail",
+        "--wait",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    let hints: Vec<&str> = err.lines().filter(|l| l.starts_with("hint: ")).collect();
+    assert_eq!(hints.len(), 1, "{err}");
+    assert!(
+        hints[0].contains("no worker is running on queue \"mail\"")
+            && hints[0].contains(&format!("zodiac worker {store} --queue mail")),
+        "{err}"
+    );
+
+    // With a worker on the queue, no hint (here through a server, the other way
+    // `--wait` watches): the job is PENDING only until its time comes.
+    let (_server, url) = server(&dir.path().join("served.zdb"), dir.path());
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let later = later
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let _worker = worker(&url, dir.path(), &["--queue", "mail"]);
+    let o = zodiac(&[
+        "jobs",
+        "put",
+        &url,
+        "echo",
+        "{}",
+        "--queue",
+        "mail",
+        "--begin-after",
+        &later,
+        "--wait",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("hint:"), "{}", stderr(&o));
+}
+
+/// `dump` showed oids and sizes but not what the objects are.
+#[test]
+fn dump_names_each_object_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    put(&store, &["echo", "{}"]);
+    let text = ok(&["dump", &store]);
+    assert!(text.contains("  zodiac.async.Job"), "{text}");
+    let types: Vec<String> = ok(&["dump", &store, "--json"])
+        .lines()
+        .flat_map(|l| {
+            let t: Value = serde_json::from_str(l).unwrap();
+            t["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["type"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(types.iter().any(|t| t == "zodiac.async.Job"), "{types:?}");
+    assert!(!types.iter().any(|t| t.starts_with('(')), "{types:?}");
+}
+
+/// Several embedded producers failed at once with "locked by process N".
+#[test]
+fn wait_lock_retries_the_open_until_the_writer_lock_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    let id = put(&store, &["echo", "{}", "--begin-after", "+1h"]);
+    let mut holder = worker(&store, dir.path(), &[]);
+
+    let started = Instant::now();
+    let o = zodiac(&[
+        "jobs",
+        "cancel",
+        &store,
+        &id.to_string(),
+        "--wait-lock",
+        "1s",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is locked by process"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "gave up early");
+
+    let waiting = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["jobs", "put", &store, "echo", "{}", "--wait-lock", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    holder.stop();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new_id: u64 = stdout(&out).trim().parse().unwrap();
+    assert_eq!(show(&store, new_id)["status"], "PENDING");
+    ok(&[
+        "jobs",
+        "cancel",
+        &store,
+        &id.to_string(),
+        "--wait-lock",
+        "1s",
+    ]);
+}
