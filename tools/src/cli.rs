@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{bench, inspect, jobs, store};
+use crate::{arguments, bench, inspect, jobs, store};
 
 #[derive(Parser)]
 #[command(
@@ -77,7 +77,7 @@ pub enum JobsCommand {
         handler: String,
         /// The handler's arguments: one JSON object, `@FILE` (read from FILE) or
         /// `-` (read from standard input).
-        #[arg(value_name = "ARGS_JSON", default_value = "{}", value_parser = jobs::parse_arguments)]
+        #[arg(value_name = "ARGS_JSON", default_value = "{}", value_parser = arguments::parse)]
         args: serde_json::Value,
         /// The queue (default: the default queue).
         #[arg(long, value_name = "NAME", default_value = "")]

@@ -20,6 +20,7 @@ use zodiac_storage::{Oid, Storage};
 
 use crate::builtins::{decode_json, encode_arguments};
 use crate::store::{Connect, is_server, open_store, open_store_read_only};
+use crate::wait_hint::NoWorkerHint;
 
 /// Exit code of `jobs put --wait` when the job completed with a failure.
 pub const EXIT_JOB_FAILED: u8 = 1;
@@ -40,53 +41,6 @@ pub fn parse_status(text: &str) -> Result<Status, String> {
                 .collect();
             format!("{text:?} is not a status (one of {})", names.join(", "))
         })
-}
-
-/// Most characters of a malformed argument text an error message quotes.
-const QUOTED_CHARS_MAX: usize = 80;
-
-/// Parses a job's arguments: one JSON object, given as its text, as `@FILE` (the
-/// file's content) or as `-` (standard input's), so that arguments too long for a
-/// command line can be passed.
-pub fn parse_arguments(text: &str) -> Result<Value, String> {
-    let (source, content) = if text == "-" {
-        let mut content = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut content)
-            .map_err(|e| format!("cannot read the arguments from standard input: {e}"))?;
-        ("standard input".to_string(), content)
-    } else if let Some(file) = text.strip_prefix('@') {
-        let content = std::fs::read_to_string(file).map_err(|e| {
-            format!("cannot read the arguments file {file}: {e} (name an existing JSON file)")
-        })?;
-        (format!("the arguments file {file}"), content)
-    } else {
-        return parse_arguments_text(text, "the arguments");
-    };
-    parse_arguments_text(&content, &format!("the arguments in {source}"))
-}
-
-/// Parses `text`, named `what` in errors, as one JSON object.
-fn parse_arguments_text(text: &str, what: &str) -> Result<Value, String> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(other) => {
-            let kind = match other {
-                Value::Array(_) => "an array".to_string(),
-                Value::String(_) => "a string".to_string(),
-                other => quoted(&other.to_string()),
-            };
-            Err(format!("{what} must be a JSON object, not {kind}"))
-        }
-        Err(e) => Err(format!("{what} are not JSON ({e}): {}", quoted(text))),
-    }
-}
-
-/// `text` quoted, cut to its first `QUOTED_CHARS_MAX` characters.
-fn quoted(text: &str) -> String {
-    match text.char_indices().nth(QUOTED_CHARS_MAX) {
-        None => format!("{text:?}"),
-        Some((end, _)) => format!("{:?}...", &text[..end]),
-    }
 }
 
 pub struct Put {
@@ -164,68 +118,6 @@ pub fn put(args: Put) -> Result<ExitCode> {
     }
 }
 
-/// How long `--wait` waits for a PENDING job before saying no worker serves its
-/// queue, when none does.
-const NO_WORKER_HINT_AFTER: Duration = Duration::from_secs(3);
-/// How often, after that, `--wait` looks again for a worker on the queue.
-const NO_WORKER_RECHECK: Duration = Duration::from_secs(1);
-
-/// The one line `--wait` prints to stderr when its job stays PENDING with no live
-/// dispatcher on its queue: a user who forgot the worker learns it, and the wait
-/// goes on (a worker started later still runs the job).
-struct NoWorkerHint {
-    store: String,
-    queue: String,
-    id: Oid,
-    due: Instant,
-    given: bool,
-}
-
-impl NoWorkerHint {
-    fn new(store: &str, queue: &str, id: Oid) -> NoWorkerHint {
-        NoWorkerHint {
-            store: store.to_string(),
-            queue: queue.to_string(),
-            id,
-            due: Instant::now() + NO_WORKER_HINT_AFTER,
-            given: false,
-        }
-    }
-
-    /// Prints the hint once, when it is due and true of `db`.
-    fn check(&mut self, db: &Database) -> Result<()> {
-        if self.given || Instant::now() < self.due {
-            return Ok(());
-        }
-        self.due = Instant::now() + NO_WORKER_RECHECK;
-        if load(db, self.id)?.status() != Status::Pending {
-            return Ok(());
-        }
-        let now = Timestamp::now();
-        let dispatchers = transact(db, |tx| {
-            inspect::dispatchers(tx, now, DEATH_INTERVAL_DEFAULT)
-        })?;
-        if dispatchers.iter().any(|d| d.alive && d.queue == self.queue) {
-            return Ok(());
-        }
-        let (queue, option) = if self.queue.is_empty() {
-            ("the default queue".to_string(), String::new())
-        } else {
-            (
-                format!("queue {:?}", self.queue),
-                format!(" --queue {}", self.queue),
-            )
-        };
-        eprintln!(
-            "hint: job {} is still PENDING and no worker is running on {queue}; start one with \
-             `zodiac worker {}{option}` (still waiting)",
-            self.id.0, self.store
-        );
-        self.given = true;
-        Ok(())
-    }
-}
-
 /// The result of job `id` once COMPLETED, or `None` at the deadline.
 fn wait_for(
     db: &Database,
@@ -279,7 +171,7 @@ fn completed(db: &Database, id: Oid) -> Result<Option<Outcome>> {
 }
 
 /// Job `id`, or an error naming it.
-fn load(db: &Database, id: Oid) -> Result<Arc<Job>> {
+pub fn load(db: &Database, id: Oid) -> Result<Arc<Job>> {
     let mut conn = db.connection();
     let mut tx = conn.begin();
     tx.get(&PRef::<Job>::from_oid(id)).map_err(|e| match e {

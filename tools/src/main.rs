@@ -12,6 +12,7 @@
 //!   processes it starts itself (the demo's writer) are ordinary subcommands.
 
 mod analyze;
+mod arguments;
 #[cfg(feature = "bench")]
 mod bench;
 #[cfg(not(feature = "bench"))]
@@ -27,6 +28,7 @@ mod maintenance;
 mod progress;
 mod server;
 mod store;
+mod wait_hint;
 mod worker;
 
 use std::process::ExitCode;

@@ -1,0 +1,76 @@
+//! The hint `zodiac jobs put --wait` gives a user who forgot the worker.
+//!
+//! Invariant: at most one line, to stderr, only while the job is PENDING and no
+//! live dispatcher serves its queue; it never ends the wait.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use zodiac_async::limits::DEATH_INTERVAL_DEFAULT;
+use zodiac_async::{Status, Timestamp, inspect, transact};
+use zodiac_objects::Database;
+use zodiac_storage::Oid;
+
+use crate::jobs::load;
+
+/// How long `--wait` waits for a PENDING job before saying no worker serves its
+/// queue, when none does.
+const NO_WORKER_HINT_AFTER: Duration = Duration::from_secs(3);
+/// How often, after that, `--wait` looks again for a worker on the queue.
+const NO_WORKER_RECHECK: Duration = Duration::from_secs(1);
+
+/// The one line `--wait` prints to stderr when its job stays PENDING with no live
+/// dispatcher on its queue: a user who forgot the worker learns it, and the wait
+/// goes on (a worker started later still runs the job).
+pub struct NoWorkerHint {
+    store: String,
+    queue: String,
+    id: Oid,
+    due: Instant,
+    given: bool,
+}
+
+impl NoWorkerHint {
+    pub fn new(store: &str, queue: &str, id: Oid) -> NoWorkerHint {
+        NoWorkerHint {
+            store: store.to_string(),
+            queue: queue.to_string(),
+            id,
+            due: Instant::now() + NO_WORKER_HINT_AFTER,
+            given: false,
+        }
+    }
+
+    /// Prints the hint once, when it is due and true of `db`.
+    pub fn check(&mut self, db: &Database) -> Result<()> {
+        if self.given || Instant::now() < self.due {
+            return Ok(());
+        }
+        self.due = Instant::now() + NO_WORKER_RECHECK;
+        if load(db, self.id)?.status() != Status::Pending {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let dispatchers = transact(db, |tx| {
+            inspect::dispatchers(tx, now, DEATH_INTERVAL_DEFAULT)
+        })?;
+        if dispatchers.iter().any(|d| d.alive && d.queue == self.queue) {
+            return Ok(());
+        }
+        let (queue, option) = if self.queue.is_empty() {
+            ("the default queue".to_string(), String::new())
+        } else {
+            (
+                format!("queue {:?}", self.queue),
+                format!(" --queue {}", self.queue),
+            )
+        };
+        eprintln!(
+            "hint: job {} is still PENDING and no worker is running on {queue}; start one with \
+             `zodiac worker {}{option}` (still waiting)",
+            self.id.0, self.store
+        );
+        self.given = true;
+        Ok(())
+    }
+}
