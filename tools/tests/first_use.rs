@@ -22,6 +22,27 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Runs `zodiac ARGS`, which must exit within 10 s (a worker or server that was
+/// wrongly accepted would run until killed: then the test fails instead of hanging).
+fn exits_within(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run zodiac");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("zodiac {args:?} was accepted and kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -301,7 +322,7 @@ fn a_trailing_slash_is_accepted_and_impossible_sizes_are_refused() {
     assert!(stderr(&o).contains("needs a port"), "{}", stderr(&o));
 
     let store = data_file(&dir);
-    let o = zodiac(&["worker", &store, "--batch", "9", "--size", "3"]);
+    let o = exits_within(&["worker", &store, "--batch", "9", "--size", "3"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("--batch 9 is larger than --size 3"),
@@ -309,7 +330,7 @@ fn a_trailing_slash_is_accepted_and_impossible_sizes_are_refused() {
         stderr(&o)
     );
     let other = dir.path().join("other.zdb");
-    let o = zodiac(&["server", other.to_str().unwrap(), "--max-connections", "0"]);
+    let o = exits_within(&["server", other.to_str().unwrap(), "--max-connections", "0"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--max-connections"), "{}", stderr(&o));
     assert!(!other.exists(), "a refused server created its file");
