@@ -269,8 +269,9 @@ fn ending_of(job: &Job) -> Option<Ending> {
 pub const ENDINGS_JOBS_MAX: usize = 100_000;
 
 /// The COMPLETED jobs of queue `name` by how they ended, read from the queue's
-/// and its agents' retained jobs (at most [`ENDINGS_JOBS_MAX`] of them: the
-/// flag says whether every one was counted). `None` if there is no such queue.
+/// and its agents' retained jobs only (not its pending jobs), at most
+/// [`ENDINGS_JOBS_MAX`] of them: the flag says whether every one was counted.
+/// `None` if there is no such queue.
 pub fn endings(
     tx: &mut Transaction<'_>,
     name: &str,
@@ -278,19 +279,20 @@ pub fn endings(
     if Queue::get(tx, name)?.is_none() {
         return Ok(None);
     }
-    let filter = JobFilter {
-        status: Some(Status::Completed),
-        queue: Some(name.to_string()),
-        ..JobFilter::default()
-    };
-    let completed = jobs(tx, &filter, ENDINGS_JOBS_MAX + 1)?;
-    let all = completed.len() <= ENDINGS_JOBS_MAX;
     let mut counts = BTreeMap::new();
-    for job in completed.iter().take(ENDINGS_JOBS_MAX) {
-        if let Some(ending) = job.ending {
-            *counts.entry(ending).or_insert(0) += 1;
+    let mut read = 0usize;
+    let mut all = true;
+    crate::queue::retained::find(tx, Some(name), &mut |tx, job| {
+        if read >= ENDINGS_JOBS_MAX {
+            all = false;
+            return Ok(false);
         }
-    }
+        read += 1;
+        if let Some(outcome) = tx.get(&job)?.outcome() {
+            *counts.entry(outcome.ending()).or_insert(0) += 1;
+        }
+        Ok(false) // counted, not collected
+    })?;
     Ok(Some((counts, all)))
 }
 

@@ -209,6 +209,14 @@ fn retry_failed_takes_only_failures_and_a_cancelled_job_is_retried_by_id() {
         Ending::Cancelled
     );
 
+    let (endings, all) = transact(&db, |tx| inspect::endings(tx, "a"))
+        .unwrap()
+        .unwrap();
+    assert!(all);
+    assert_eq!(
+        endings.into_iter().collect::<Vec<_>>(),
+        [(Ending::Failed, 1), (Ending::Cancelled, 1)]
+    );
     let retried = transact(&db, |tx| retry_failed(tx, Some("a"))).unwrap();
     assert_eq!(retried, [fa]);
     assert_eq!(get(&db, &fb).status(), Status::Completed, "another queue's");
@@ -218,6 +226,13 @@ fn retry_failed_takes_only_failures_and_a_cancelled_job_is_retried_by_id() {
         transact(&db, |tx| retry_failed(tx, None))
             .unwrap()
             .is_empty()
+    );
+    let (endings, _) = transact(&db, |tx| inspect::endings(tx, "a"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        endings.into_iter().collect::<Vec<_>>(),
+        [(Ending::Cancelled, 1)]
     );
 
     // A cancelled job is kept among its queue's ended jobs, and goes back there.

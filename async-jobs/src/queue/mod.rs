@@ -18,7 +18,7 @@ mod claim;
 mod fail;
 mod pause;
 mod put;
-mod retained;
+pub(crate) mod retained;
 mod retry;
 
 use std::collections::BTreeMap;
