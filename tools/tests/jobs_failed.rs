@@ -248,6 +248,12 @@ fn failed_jobs_are_found_counted_retried_and_discarded_on_a_data_file() {
         format!("discarded 1 job: {echo} (the next pack reclaims them)\n")
     );
     assert_eq!(listed(&store, "completed"), [late]);
+    // Held by nothing now: pack's garbage collection reclaims it, and only it.
+    ok(&["pack", &store]);
+    let gone = refused(&["jobs", "show", &store, &echo.to_string()]);
+    assert!(gone.contains(&format!("there is no job {echo}")), "{gone}");
+    assert_eq!(show(&store, late)["status"], "COMPLETED");
+    assert_eq!(show(&store, failed)["status"], "PENDING");
     let err = refused(&["jobs", "retry", &store, "999999"]);
     assert!(err.contains("there is no job 999999"), "{err}");
 }
