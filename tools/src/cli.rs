@@ -109,8 +109,9 @@ pub enum JobsCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Per queue: job counts by status, and the dispatchers (alive or dead, last
-    /// ping, agents and their load).
+    /// Per queue: whether it is paused, job counts by status, completed jobs by
+    /// ending (succeeded, failed, cancelled, timeout), and the dispatchers (alive
+    /// or dead, last ping, agents and their load).
     Status {
         store: String,
         /// A dispatcher not heard from for this long is shown as dead.
