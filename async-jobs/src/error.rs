@@ -30,6 +30,18 @@ pub enum Error {
         to: Status,
     },
 
+    /// An operator's action on a job (retry, discard, cancel) refused because of the
+    /// job's state; nothing was changed.
+    #[error("job {} cannot be {action}: {why}", job.0)]
+    Refused {
+        /// The job.
+        job: Oid,
+        /// What was asked, as a past participle (`retried`, `discarded`, `cancelled`).
+        action: &'static str,
+        /// Why not, and what to do.
+        why: String,
+    },
+
     /// A job was put while not NEW.
     #[error("job {job} is {status}, only a NEW job can be put in a queue; put a new job instead")]
     NotNew {

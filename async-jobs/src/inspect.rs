@@ -17,7 +17,7 @@ use zodiac_storage::Oid;
 
 use crate::dispatcher::Dispatchers;
 use crate::error::Result;
-use crate::model::job::{Job, Location, Outcome};
+use crate::model::job::{Ending, Job, Location, Outcome};
 use crate::model::queue::Queue;
 use crate::model::status::Status;
 use crate::time::Timestamp;
@@ -35,6 +35,9 @@ pub struct JobFilter {
     pub agent: Option<String>,
     /// Only jobs of this handler.
     pub handler: Option<String>,
+    /// Only COMPLETED jobs that ended this way (succeeded, failed, cancelled,
+    /// timed out).
+    pub ending: Option<Ending>,
     /// Created at or after.
     pub created_from: Option<Timestamp>,
     /// Created before.
@@ -68,6 +71,8 @@ pub struct JobSummary {
     pub errors: usize,
     /// `value` or the failure summary.
     pub result: Option<String>,
+    /// How it ended, once COMPLETED.
+    pub ending: Option<Ending>,
 }
 
 /// One dispatcher in one queue.
@@ -112,12 +117,14 @@ fn summary(id: Oid, queue: &str, job: &Job) -> JobSummary {
             Outcome::Value(_) => "value".to_string(),
             Outcome::Failure(f) => f.summary(),
         }),
+        ending: ending_of(job),
     }
 }
 
 fn matches(f: &JobFilter, s: &JobSummary) -> bool {
     let holder = s.holder.as_deref().and_then(|h| h.split_once('/'));
     f.status.is_none_or(|st| st == s.status)
+        && f.ending.is_none_or(|e| s.ending == Some(e))
         && f.queue.as_ref().is_none_or(|q| *q == s.queue)
         && f.handler.as_ref().is_none_or(|h| *h == s.handler)
         && f.dispatcher
@@ -248,6 +255,54 @@ pub fn counts(tx: &mut Transaction<'_>, name: &str) -> Result<Option<BTreeMap<St
         }
     }
     Ok(Some(counts))
+}
+
+/// How `job` ended, if it is COMPLETED.
+fn ending_of(job: &Job) -> Option<Ending> {
+    match job.state() {
+        crate::model::job::State::Completed(outcome) => Some(outcome.ending()),
+        _ => None,
+    }
+}
+
+/// Most COMPLETED jobs [`endings`] reads per queue.
+pub const ENDINGS_JOBS_MAX: usize = 100_000;
+
+/// The COMPLETED jobs of queue `name` by how they ended, read from the queue's
+/// and its agents' retained jobs only (not its pending jobs), at most
+/// [`ENDINGS_JOBS_MAX`] of them: the flag says whether every one was counted.
+/// `None` if there is no such queue.
+pub fn endings(
+    tx: &mut Transaction<'_>,
+    name: &str,
+) -> Result<Option<(BTreeMap<Ending, u64>, bool)>> {
+    if Queue::get(tx, name)?.is_none() {
+        return Ok(None);
+    }
+    let mut counts = BTreeMap::new();
+    let mut read = 0usize;
+    let mut all = true;
+    crate::queue::retained::find(tx, Some(name), &mut |tx, job| {
+        if read >= ENDINGS_JOBS_MAX {
+            all = false;
+            return Ok(false);
+        }
+        read += 1;
+        if let Some(outcome) = tx.get(&job)?.outcome() {
+            *counts.entry(outcome.ending()).or_insert(0) += 1;
+        }
+        Ok(false) // counted, not collected
+    })?;
+    Ok(Some((counts, all)))
+}
+
+/// Whether queue `name` is paused ([`Queue::pause`]); `None` if there is no such
+/// queue.
+pub fn paused(tx: &mut Transaction<'_>, name: &str) -> Result<Option<bool>> {
+    match Queue::get(tx, name)? {
+        Some(queue) => Ok(Some(tx.get(&queue)?.is_paused())),
+        None => Ok(None),
+    }
 }
 
 /// Whether `job`, in the held set of agent `agent` of dispatcher `id`, is still

@@ -25,6 +25,10 @@
 //!   composite jobs ([`serial`], [`parallel`]).
 //! - [`Worker`] ([`Worker::builder`]): polls its queues, claims up to its agent's
 //!   size and runs each job on a thread of its own.
+//! - Operator actions: [`retry_jobs`] and [`retry_failed`] put failed jobs back,
+//!   [`discard_jobs`] lets pack reclaim completed ones, [`cancel_jobs`] and
+//!   [`cancel_matching`] cancel in bounded batches, [`Queue::pause`] and
+//!   [`Queue::resume`] stop and restart a queue's claims.
 //! - Time is read from a [`Clock`] ([`SystemClock`] by default; tests advance a
 //!   [`ManualClock`]). Limits, defaults and reserved names are in [`limits`].
 //!
@@ -42,8 +46,10 @@
 //! | ACTIVE | CALLBACKS | the result is stored | the worker |
 //! | NEW, PENDING, ASSIGNED | CALLBACKS | [`fail`], or a deadline found passed by a claim | whoever fails it; the claiming agent |
 //! | CALLBACKS | COMPLETED | every callback ran (at once when there are none) | whoever stored the result |
+//! | COMPLETED (with a failure) | PENDING | retried ([`retry_jobs`], [`retry_failed`]): fresh attempt count, the failure kept in its error history | an operator |
 //!
-//! COMPLETED is terminal; a job is run only from NEW or ASSIGNED. CALLBACKS and
+//! COMPLETED is terminal but for an operator's retry of a failure; a job is run
+//! only from NEW or ASSIGNED. CALLBACKS and
 //! COMPLETED carry the job's outcome ([`State::Completed`]).
 //!
 //! # Example
@@ -133,13 +139,16 @@ pub use helpers::{NeverFail, never_fail, never_fail_with, try_n_times};
 pub use identity::WorkerIdentity;
 pub use model::dispatcher::{Agent, DispatcherRecord};
 pub use model::failure::{Failure, FailureKind};
-pub use model::job::{ErrorEntry, FailureLevel, Job, Location, Outcome, State};
+pub use model::job::{Ending, ErrorEntry, FailureLevel, Job, Location, Outcome, State};
 pub use model::merges::merges;
 pub use model::queue::{Entry, Queue, QueueDirectory, QueueKey};
 pub use model::quota::Quota;
 pub use model::status;
 pub use model::status::Status;
-pub use queue::{Claim, Claimer, PutOptions, Spread, fail};
+pub use queue::{
+    CANCEL_BATCH_JOBS_MAX, CancelFilter, Claim, Claimer, PutOptions, RETRY_BATCH_JOBS_MAX, Spread,
+    cancel_jobs, cancel_matching, discard_jobs, fail, retry_failed, retry_jobs,
+};
 pub use recovery::{Cleanup, recover_interrupted};
 pub use references::named_ids;
 pub use retry::{Decision, Policies, RetryData, RetryPolicy};

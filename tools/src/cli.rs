@@ -108,9 +108,10 @@ pub enum JobsCommand {
         store: String,
         #[arg(long, value_name = "NAME")]
         queue: Option<String>,
-        /// new, pending, assigned, active, callbacks or completed.
-        #[arg(long, value_parser = jobs::parse_status)]
-        status: Option<zodiac_async::Status>,
+        /// new, pending, assigned, active, callbacks or completed; or how a
+        /// completed job ended: succeeded, failed, cancelled or timeout.
+        #[arg(long, value_parser = jobs::parse_list_status)]
+        status: Option<jobs::ListStatus>,
         #[arg(long, value_name = "NAME")]
         handler: Option<String>,
         /// Most jobs listed.
@@ -133,8 +134,9 @@ pub enum JobsCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Per queue: job counts by status, and the dispatchers (alive or dead, last
-    /// ping, agents and their load).
+    /// Per queue: whether it is paused, job counts by status, completed jobs by
+    /// ending (succeeded, failed, cancelled, timeout), and the dispatchers (alive
+    /// or dead, last ping, agents and their load).
     Status {
         store: String,
         /// A dispatcher not heard from for this long is shown as dead.
@@ -145,11 +147,71 @@ pub enum JobsCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Cancel a job that has not started: it completes with a `cancelled` failure.
+    /// Cancel jobs that have not started: each completes with a `cancelled`
+    /// failure. By id (all or none), or every pending job selected by --queue,
+    /// --handler and --status, in batches of a bounded size; prints the count.
     Cancel {
         store: String,
-        #[arg(value_parser = inspect::parse_oid)]
-        job_id: zodiac_storage::Oid,
+        #[arg(value_parser = inspect::parse_oid, value_name = "JOB_ID")]
+        job_ids: Vec<zodiac_storage::Oid>,
+        /// Select the pending jobs of this queue.
+        #[arg(long, value_name = "NAME", conflicts_with = "job_ids")]
+        queue: Option<String>,
+        /// Select the pending jobs of this handler.
+        #[arg(long, value_name = "NAME", conflicts_with = "job_ids")]
+        handler: Option<String>,
+        /// Select jobs in this status (only `pending` can be cancelled).
+        #[arg(long, value_parser = jobs::parse_status, conflicts_with = "job_ids")]
+        status: Option<zodiac_async::Status>,
+        #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Put failed (or cancelled, or timed-out) completed jobs back in their queue,
+    /// with a fresh attempt count, in one transaction: by id (all or none), or
+    /// every failed one with --all-failed.
+    Retry {
+        store: String,
+        #[arg(value_parser = inspect::parse_oid, value_name = "JOB_ID",
+              required_unless_present = "all_failed")]
+        job_ids: Vec<zodiac_storage::Oid>,
+        /// Every completed job that failed (not cancelled, not timed out).
+        #[arg(long, conflicts_with = "job_ids")]
+        all_failed: bool,
+        /// With --all-failed: only this queue's.
+        #[arg(long, value_name = "NAME", requires = "all_failed")]
+        queue: Option<String>,
+        #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Drop completed jobs from their queue's retained jobs (all or none); the
+    /// next pack's garbage collection reclaims them.
+    Discard {
+        store: String,
+        #[arg(value_parser = inspect::parse_oid, value_name = "JOB_ID", required = true)]
+        job_ids: Vec<zodiac_storage::Oid>,
+        #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Stop claims from a queue ('' is the default queue): running jobs finish,
+    /// puts are accepted, workers claim nothing from it until `resume`.
+    Pause {
+        store: String,
+        queue: String,
+        #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Let workers claim from a paused queue again (at their next poll).
+    Resume {
+        store: String,
+        queue: String,
         #[command(flatten)]
         lock: LockArgs,
         #[command(flatten)]
@@ -283,7 +345,8 @@ pub enum Command {
     /// with --allow-shell). Prints `worker <uuid> ready` when polling; stops
     /// gracefully on SIGTERM or SIGINT (a second signal exits at once).
     Worker(WorkerArgs),
-    /// Put, list, show and cancel jobs, and show the queues' status.
+    /// Put, list, show, cancel, retry and discard jobs; pause and resume queues;
+    /// show the queues' status.
     Jobs {
         #[command(subcommand)]
         command: JobsCommand,

@@ -1,6 +1,8 @@
-//! `zodiac jobs put|list|show|status|cancel`: producing and inspecting jobs.
+//! `zodiac jobs put|list|show|status`: producing and inspecting jobs (the
+//! operator's actions, `cancel`, `retry`, `discard`, `pause`, `resume`, are in
+//! `jobs_admin`).
 //!
-//! Invariant: only `put` and `cancel` write; `list`, `show` and `status` open a data
+//! Invariant: only `put` writes; `list`, `show` and `status` open a data
 //! file read-only (no writer lock, so they work beside a running worker) and never
 //! modify anything.
 
@@ -8,12 +10,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
 use zodiac_async::inspect::{self, JobFilter};
 use zodiac_async::limits::DEATH_INTERVAL_DEFAULT;
 use zodiac_async::{
-    Failure, FailureKind, Job, Location, Outcome, PutOptions, Queue, Status, Timestamp, transact,
+    Ending, Failure, Job, Location, Outcome, PutOptions, Queue, Status, Timestamp, transact,
 };
 use zodiac_objects::{Database, PRef};
 use zodiac_storage::{Oid, Storage};
@@ -43,6 +45,33 @@ pub fn parse_status(text: &str) -> Result<Status, String> {
         })
 }
 
+/// What `jobs list --status` selects: a status, or how a completed job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListStatus {
+    /// Jobs in this status.
+    Status(Status),
+    /// COMPLETED jobs that ended this way.
+    Ending(Ending),
+}
+
+/// Parses a status name or a completed job's ending (`failed`, ...), in any case.
+pub fn parse_list_status(text: &str) -> Result<ListStatus, String> {
+    if let Some(e) = Ending::ALL
+        .into_iter()
+        .find(|e| e.name().eq_ignore_ascii_case(text))
+    {
+        return Ok(ListStatus::Ending(e));
+    }
+    parse_status(text).map(ListStatus::Status).map_err(|_| {
+        let names: Vec<_> = Status::ALL
+            .iter()
+            .map(|s| s.name().to_lowercase())
+            .chain(Ending::ALL.iter().map(|e| e.name().to_string()))
+            .collect();
+        format!("{text:?} is not a status (one of {})", names.join(", "))
+    })
+}
+
 pub struct Put {
     pub store: String,
     pub handler: String,
@@ -56,7 +85,7 @@ pub struct Put {
     pub connect: Connect,
 }
 
-fn database(storage: Arc<dyn Storage>) -> Result<Database> {
+pub(crate) fn database(storage: Arc<dyn Storage>) -> Result<Database> {
     Database::open(storage).context("opening the database")
 }
 
@@ -171,7 +200,7 @@ fn completed(db: &Database, id: Oid) -> Result<Option<Outcome>> {
 }
 
 /// Job `id`, or an error naming it.
-pub fn load(db: &Database, id: Oid) -> Result<Arc<Job>> {
+pub(crate) fn load(db: &Database, id: Oid) -> Result<Arc<Job>> {
     let mut conn = db.connection();
     let mut tx = conn.begin();
     tx.get(&PRef::<Job>::from_oid(id)).map_err(|e| match e {
@@ -242,7 +271,7 @@ fn location_json(l: &Location) -> Value {
 pub struct List {
     pub store: String,
     pub queue: Option<String>,
-    pub status: Option<Status>,
+    pub status: Option<ListStatus>,
     pub handler: Option<String>,
     pub limit: usize,
     pub json: bool,
@@ -253,8 +282,14 @@ pub struct List {
 pub fn list(args: List) -> Result<()> {
     let storage = open_store_read_only(&args.store, &args.connect)?;
     let db = database(storage)?;
+    let (status, ending) = match args.status {
+        None => (None, None),
+        Some(ListStatus::Status(s)) => (Some(s), None),
+        Some(ListStatus::Ending(e)) => (Some(Status::Completed), Some(e)),
+    };
     let filter = JobFilter {
-        status: args.status,
+        status,
+        ending,
         queue: args.queue.clone(),
         handler: args.handler.clone(),
         ..JobFilter::default()
@@ -277,6 +312,7 @@ pub fn list(args: List) -> Result<()> {
                     "attempts": j.attempts,
                     "errors": j.errors,
                     "result": j.result,
+                    "ending": j.ending.map(Ending::name),
                 })
             })
             .collect();
@@ -426,7 +462,8 @@ fn print_show(doc: &Value) {
     }
 }
 
-/// `jobs status`: per queue, the counts by status and the dispatchers.
+/// `jobs status`: per queue, the counts by status and by ending, whether it is
+/// paused, and the dispatchers.
 pub fn status(
     store: &str,
     death_interval: Duration,
@@ -439,9 +476,18 @@ pub fn status(
     let (queues, dispatchers) = transact(&db, |tx| {
         let mut queues = Vec::new();
         for name in Queue::names(tx)? {
-            // Counters and the held jobs only: not a walk of every job kept.
+            // Counters and the held jobs for the statuses; the endings read the
+            // completed jobs kept (bounded by `ENDINGS_JOBS_MAX`).
             let counts = inspect::counts(tx, &name)?.unwrap_or_default();
-            queues.push((name, counts));
+            let (endings, endings_all) = inspect::endings(tx, &name)?.unwrap_or_default();
+            let paused = inspect::paused(tx, &name)?.unwrap_or(false);
+            queues.push(QueueStatus {
+                name,
+                counts,
+                endings,
+                endings_all,
+                paused,
+            });
         }
         Ok((queues, inspect::dispatchers(tx, now, death_interval)?))
     })?;
@@ -453,18 +499,25 @@ pub fn status(
     Ok(())
 }
 
-/// The queues' counts by status and their dispatchers, as `jobs status --json` prints them.
-fn status_json(queues: &[QueueCounts], dispatchers: &[inspect::DispatcherSummary]) -> Value {
+/// The queues' counts and their dispatchers, as `jobs status --json` prints them.
+fn status_json(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummary]) -> Value {
     json!({
-        "queues": queues.iter().map(|(name, counts)| {
+        "queues": queues.iter().map(|q| {
             let counts: serde_json::Map<String, Value> = Status::ALL
                 .iter()
-                .map(|s| (s.name().to_lowercase(), json!(counts.get(s).copied().unwrap_or(0))))
+                .map(|s| (s.name().to_lowercase(), json!(q.counts.get(s).copied().unwrap_or(0))))
+                .collect();
+            let endings: serde_json::Map<String, Value> = Ending::ALL
+                .iter()
+                .map(|e| (e.name().to_string(), json!(q.endings.get(e).copied().unwrap_or(0))))
                 .collect();
             json!({
-                "name": name,
+                "name": q.name,
+                "paused": q.paused,
                 "counts": counts,
-                "dispatchers": dispatchers.iter().filter(|d| d.queue == *name).map(|d| json!({
+                "completed": endings,
+                "completed_all_counted": q.endings_all,
+                "dispatchers": dispatchers.iter().filter(|d| d.queue == q.name).map(|d| json!({
                     "uuid": d.id,
                     "alive": d.alive,
                     "state": liveness(d),
@@ -479,29 +532,44 @@ fn status_json(queues: &[QueueCounts], dispatchers: &[inspect::DispatcherSummary
     })
 }
 
-/// The queues' counts by status and their dispatchers, as `jobs status` prints them.
-fn print_status(queues: &[QueueCounts], dispatchers: &[inspect::DispatcherSummary]) {
+/// One queue's line of `jobs status`: counts by status, completed jobs by
+/// ending, and `PAUSED` for a paused queue.
+fn queue_line(q: &QueueStatus) -> String {
+    let shown = if q.name.is_empty() {
+        "(default)"
+    } else {
+        q.name.as_str()
+    };
+    let count = |n: Option<&u64>| n.copied().unwrap_or(0);
+    let counts: Vec<String> = Status::ALL
+        .iter()
+        .map(|s| format!("{} {}", s.name().to_lowercase(), count(q.counts.get(s))))
+        .collect();
+    let endings: Vec<String> = Ending::ALL
+        .iter()
+        .map(|e| format!("{} {}", e.name(), count(q.endings.get(e))))
+        .collect();
+    format!(
+        "queue {shown}{}: {} ({}{})",
+        if q.paused { " PAUSED" } else { "" },
+        counts.join(", "),
+        endings.join(", "),
+        if q.endings_all {
+            ""
+        } else {
+            ", of the first counted"
+        }
+    )
+}
+
+/// The queues' counts and their dispatchers, as `jobs status` prints them.
+fn print_status(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummary]) {
     if queues.is_empty() {
         println!("no queues yet (put a job with `zodiac jobs put`)");
     }
-    for (name, counts) in queues {
-        let shown = if name.is_empty() {
-            "(default)"
-        } else {
-            name.as_str()
-        };
-        let counts: Vec<String> = Status::ALL
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    s.name().to_lowercase(),
-                    counts.get(s).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        println!("queue {shown}: {}", counts.join(", "));
-        for d in dispatchers.iter().filter(|d| d.queue == *name) {
+    for q in queues {
+        println!("{}", queue_line(q));
+        for d in dispatchers.iter().filter(|d| d.queue == q.name) {
             let agents: Vec<String> = d
                 .agents
                 .iter()
@@ -526,8 +594,17 @@ fn print_status(queues: &[QueueCounts], dispatchers: &[inspect::DispatcherSummar
     }
 }
 
-/// A queue's name and its job counts by status.
-type QueueCounts = (String, std::collections::BTreeMap<Status, u64>);
+/// A queue as `jobs status` shows it.
+struct QueueStatus {
+    name: String,
+    /// Jobs by status.
+    counts: std::collections::BTreeMap<Status, u64>,
+    /// COMPLETED jobs by ending.
+    endings: std::collections::BTreeMap<Ending, u64>,
+    /// Whether every completed job was counted in `endings`.
+    endings_all: bool,
+    paused: bool,
+}
 
 /// `alive`, `inactive` (stopped gracefully, or already cleaned up), `STOPPED`
 /// (stopped gracefully while callbacks of its jobs still ran: the next sibling's
@@ -540,41 +617,6 @@ fn liveness(d: &inspect::DispatcherSummary) -> &'static str {
         (false, Some(_)) if d.left_to_siblings => "STOPPED",
         (false, Some(_)) => "DEAD",
     }
-}
-
-/// `jobs cancel`: a job that has not started (NEW or PENDING) completes with a
-/// `cancelled` failure (its callbacks run); a started one is refused.
-pub fn cancel(store: &str, id: Oid, connect: &Connect) -> Result<()> {
-    let storage = open_store(store, connect, false)?;
-    let db = database(Arc::clone(&storage))?;
-    load(&db, id)?;
-    let job = PRef::<Job>::from_oid(id);
-    transact(&db, |tx| {
-        let status = tx.get(&job)?.status();
-        match status {
-            Status::New | Status::Pending => {}
-            other => return Ok(Some(other)),
-        }
-        zodiac_async::fail(
-            tx,
-            &job,
-            Some(Failure::new(
-                FailureKind::Cancelled,
-                "cancelled with `zodiac jobs cancel`",
-            )),
-        )?;
-        Ok(None)
-    })?
-    .map_or(Ok(()), |status| {
-        bail!(
-            "job {} is {status}: only a job that has not started (NEW or PENDING) can be cancelled",
-            id.0
-        )
-    })?;
-    drop(db);
-    storage.close()?;
-    println!("cancelled job {}", id.0);
-    Ok(())
 }
 
 /// The default death interval shown by `status`.

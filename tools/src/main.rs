@@ -23,6 +23,7 @@ mod cli;
 mod demo;
 mod inspect;
 mod jobs;
+mod jobs_admin;
 mod jobs_demo;
 mod maintenance;
 mod progress;
@@ -232,13 +233,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             &connect.connect(wait),
         )
         .map(|()| ExitCode::SUCCESS),
-        JobsCommand::Cancel {
-            store,
-            job_id,
-            lock,
-            connect,
-        } => jobs::cancel(&store, job_id, &lock.apply(connect.connect(wait)))
-            .map(|()| ExitCode::SUCCESS),
+        other => jobs_admin::run(other, wait).map(|()| ExitCode::SUCCESS),
     }
 }
 

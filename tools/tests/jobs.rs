@@ -226,7 +226,9 @@ fn put_list_show_status_and_cancel_on_a_data_file() {
     let again = zodiac(&["jobs", "cancel", &store, &later.to_string()]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
-        stderr(&again).contains("is COMPLETED: only a job that has not started"),
+        stderr(&again).contains(&format!(
+            "job {later} cannot be cancelled: it is COMPLETED; only a job that has not started"
+        )),
         "{}",
         stderr(&again)
     );

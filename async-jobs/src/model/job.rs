@@ -39,7 +39,7 @@ use zodiac_objects::{PRef, Persistent};
 use zodiac_storage::Oid;
 
 use crate::error::{Error, Result};
-use crate::model::failure::Failure;
+use crate::model::failure::{Failure, FailureKind};
 use crate::model::queue_key::QueueKey;
 use crate::model::retry_data::RetryData;
 use crate::model::status::{self, Status};
@@ -98,6 +98,50 @@ impl Outcome {
     /// Whether this is a failure.
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Failure(_))
+    }
+
+    /// How the job ended, as operators sort completed jobs.
+    pub fn ending(&self) -> Ending {
+        match self {
+            Outcome::Value(_) => Ending::Succeeded,
+            Outcome::Failure(f) if f.kind == FailureKind::Cancelled => Ending::Cancelled,
+            Outcome::Failure(f) if f.kind == FailureKind::Timeout => Ending::Timeout,
+            Outcome::Failure(_) => Ending::Failed,
+        }
+    }
+}
+
+/// How a completed job ended ([`Outcome::ending`]): `zodiac jobs list --status
+/// failed` lists the [`Ending::Failed`] ones, `jobs status` counts each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Ending {
+    /// With a value.
+    Succeeded,
+    /// With a failure other than a cancellation or a timeout.
+    Failed,
+    /// Cancelled by an operator ([`FailureKind::Cancelled`]).
+    Cancelled,
+    /// Past its deadline, or failed without a cause ([`FailureKind::Timeout`]).
+    Timeout,
+}
+
+impl Ending {
+    /// Every ending, in the order tools show them.
+    pub const ALL: [Ending; 4] = [
+        Ending::Succeeded,
+        Ending::Failed,
+        Ending::Cancelled,
+        Ending::Timeout,
+    ];
+
+    /// The lower-case name tools use, e.g. `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ending::Succeeded => "succeeded",
+            Ending::Failed => "failed",
+            Ending::Cancelled => "cancelled",
+            Ending::Timeout => "timeout",
+        }
     }
 }
 
@@ -543,6 +587,10 @@ impl Job {
     pub(crate) fn transition(&mut self, id: Oid, to: Status, now: Timestamp) -> Result<()> {
         let from = self.status();
         status::check(from, to).map_err(|_| Error::IllegalTransition { job: id, from, to })?;
+        // Leaving COMPLETED is an operator's retry of a failure: `Job::reopen` only.
+        if from == Status::Completed {
+            return Err(Error::IllegalTransition { job: id, from, to });
+        }
         let state = match to {
             Status::New => State::New,
             Status::Pending => State::Pending,
@@ -572,6 +620,45 @@ impl Job {
         } else {
             self.enter(State::Callbacks(outcome), now);
         }
+        Ok(())
+    }
+
+    /// Reopens a job that completed with a failure, for an operator's retry
+    /// (COMPLETED → PENDING; the caller puts it in its queue in the same
+    /// transaction): the failure is kept in its error history (appended unless it
+    /// already is its last entry), and the attempt count and the retry policy's
+    /// memory start afresh. Its callbacks, which ran with the failure, stay
+    /// listed and do not run again. Refused, leaving the job as it was, unless it
+    /// is COMPLETED with a failure.
+    pub(crate) fn reopen(&mut self, id: Oid, now: Timestamp) -> Result<()> {
+        let from = self.status();
+        let State::Completed(Outcome::Failure(failure)) = &self.state else {
+            return Err(Error::Refused {
+                job: id,
+                action: "retried",
+                why: match from {
+                    Status::Completed => "it succeeded; only a failed job is retried".into(),
+                    other => format!("it is {other}; only a COMPLETED job that failed is retried"),
+                },
+            });
+        };
+        status::check(from, Status::Pending).map_err(|_| Error::IllegalTransition {
+            job: id,
+            from,
+            to: Status::Pending,
+        })?;
+        let failure = failure.clone();
+        let summary = failure.summary();
+        let recorded = self
+            .errors
+            .last()
+            .is_some_and(|e| e.summary == summary && e.attempt == self.attempts);
+        if !recorded {
+            self.record_error(now, &failure);
+        }
+        self.attempts = 0;
+        self.retry_data = RetryData::default();
+        self.state = State::Pending;
         Ok(())
     }
 

@@ -90,6 +90,11 @@ pub struct Queue {
     /// type: older queues read it as `None`.
     #[serde(default)]
     pub(crate) ended: Option<PRef<Ended>>,
+    /// Whether an operator paused the queue: no claim takes its jobs (puts are
+    /// still accepted, running jobs finish). Added after `ended`: older queues
+    /// read it as `false`.
+    #[serde(default)]
+    pub(crate) paused: bool,
 }
 
 impl Persistent for Queue {
@@ -100,6 +105,11 @@ impl Queue {
     /// The queue's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the queue is paused (no claims; see [`Queue::pause`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// The jobs that ended in this queue without a run, if any did.
@@ -165,14 +175,44 @@ mod tests {
             quotas: BTreeMap::new(),
             dispatchers: BTreeMap::new(),
             ended: None,
+            paused: false,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "ended None is the last byte");
+        assert_eq!(payload.pop(), Some(0), "paused false is the last byte");
+        assert_eq!(payload.pop(), Some(0), "ended None is the byte before");
         let old = zodiac_objects::record::encode(Queue::TYPE_NAME, &[Oid(2), Oid(3)], &payload);
         let read = zodiac_objects::decode_value::<Queue>(&old)
             .unwrap()
             .unwrap();
         assert_eq!(read, queue);
+    }
+
+    /// Queues stored before `paused` existed (with ended jobs) read as running.
+    #[test]
+    fn a_queue_record_without_paused_reads_as_not_paused() {
+        let queue = Queue {
+            name: "q".into(),
+            pending: PRef::from_oid(Oid(2)),
+            size: PRef::from_oid(Oid(3)),
+            quotas: BTreeMap::new(),
+            dispatchers: BTreeMap::new(),
+            ended: Some(PRef::from_oid(Oid(4))),
+            paused: false,
+        };
+        let mut payload = postcard::to_allocvec(&queue).unwrap();
+        assert_eq!(payload.pop(), Some(0), "paused false is the last byte");
+        let old =
+            zodiac_objects::record::encode(Queue::TYPE_NAME, &[Oid(2), Oid(3), Oid(4)], &payload);
+        let read = zodiac_objects::decode_value::<Queue>(&old)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, queue);
+        let paused = Queue {
+            paused: true,
+            ..queue
+        };
+        let bytes = postcard::to_allocvec(&paused).unwrap();
+        assert_eq!(bytes.last(), Some(&1));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Invariants:
 //! - [`check`] is the only place that decides whether a status change is legal; every
 //!   change of a job's status goes through it (see `Job::transition`).
-//! - COMPLETED is terminal: nothing leaves it.
+//! - COMPLETED is terminal for the job layer itself: only an operator's retry of a
+//!   job that completed with a failure leaves it (back to PENDING).
 //! - A job is *run* only from NEW or ASSIGNED.
 //!
 //! The legal transitions, and who performs each:
@@ -20,6 +21,7 @@
 //! | ACTIVE | CALLBACKS | the result (value or failure) is stored | the worker |
 //! | NEW, PENDING, ASSIGNED | CALLBACKS | `fail(error)`, e.g. a deadline that passed before the claim | whoever fails it; the queue when a claim finds it expired |
 //! | CALLBACKS | COMPLETED | every callback has run (at once when there are none) | the worker or whoever stored the result |
+//! | COMPLETED (with a failure) | PENDING | retried (`retry_jobs`, `zodiac jobs retry`): a fresh attempt count, the failure kept in its error history | an operator |
 
 use std::fmt;
 
@@ -38,7 +40,7 @@ pub enum Status {
     Active,
     /// Result stored, callbacks running.
     Callbacks,
-    /// Done; never changes again.
+    /// Done; only an operator's retry of a failed job leaves it.
     Completed,
 }
 
@@ -92,6 +94,7 @@ pub fn is_legal(from: Status, to: Status) -> bool {
             | (Active, Callbacks)
             | (New | Pending | Assigned, Callbacks)
             | (Callbacks, Completed)
+            | (Completed, Pending)
     )
 }
 
@@ -108,7 +111,10 @@ pub fn check(from: Status, to: Status) -> Result<(), (Status, Status)> {
 pub(crate) fn why_illegal(from: Status, to: Status) -> &'static str {
     use Status::*;
     match (from, to) {
-        (Completed, _) => "a COMPLETED job never changes again",
+        (Completed, Pending) => "only a job that completed with a failure can be retried",
+        (Completed, _) => {
+            "a COMPLETED job never changes again (only an operator's retry puts a failed one back to PENDING)"
+        }
         (_, Active) => "a job may only be run from NEW or ASSIGNED",
         (a, b) if a == b => "the job is already in that status",
         (_, New) => {
@@ -142,6 +148,7 @@ mod tests {
             (Pending, Callbacks),
             (Assigned, Callbacks),
             (Callbacks, Completed),
+            (Completed, Pending),
         ];
         for from in Status::ALL {
             for to in Status::ALL {
@@ -155,12 +162,16 @@ mod tests {
     }
 
     #[test]
-    fn completed_is_terminal_and_runs_start_only_from_new_or_assigned() {
+    fn completed_leaves_only_for_a_retry_and_runs_start_only_from_new_or_assigned() {
         for to in Status::ALL {
+            if to == Pending {
+                assert_eq!(check(Completed, to), Ok(()));
+                continue;
+            }
             assert_eq!(check(Completed, to), Err((Completed, to)));
             assert_eq!(
                 why_illegal(Completed, to),
-                "a COMPLETED job never changes again"
+                "a COMPLETED job never changes again (only an operator's retry puts a failed one back to PENDING)"
             );
         }
         let runnable: Vec<_> = Status::ALL

@@ -2,6 +2,7 @@
 //! concurrent claimers, expiring the jobs found past their deadline.
 //!
 //! Invariants:
+//! - A claim from a paused queue ([`Queue::pause`]) takes nothing and expires nothing.
 //! - A claim never takes a job whose lane-1 time is after `now`, and never starts a
 //!   job whose deadline (`begin_after + begin_by`) has passed: that job completes
 //!   with a timeout failure instead, kept by the claiming agent or, for a claim no
@@ -167,6 +168,9 @@ impl Queue {
     ) -> Result<Claim> {
         let q = tx.get(queue)?;
         let mut claim = Claim::default();
+        if q.paused {
+            return Ok(claim); // an operator paused it: nothing is claimed or expired
+        }
         let Some((key, entry, quotas)) = Queue::scan(tx, queue, &q, now, spread, &mut claim)?
         else {
             return Ok(claim);

@@ -13,9 +13,13 @@
 //! The tree detaches buckets that claims empty, so a claim reads the path to the
 //! first pending job however many jobs the queue has seen.
 
+mod cancel;
 mod claim;
 mod fail;
+mod pause;
 mod put;
+pub(crate) mod retained;
+mod retry;
 
 use std::collections::BTreeMap;
 
@@ -33,10 +37,12 @@ use crate::model::queue::{
 use crate::model::quota::{QUOTAS_MAX, Quota};
 use crate::time::Timestamp;
 
+pub use cancel::{CANCEL_BATCH_JOBS_MAX, CancelFilter, cancel_jobs, cancel_matching};
 pub use claim::{CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, SPREAD_WINDOW_PER_LANE, Spread};
 pub use fail::fail;
 pub(crate) use fail::finish_failed;
 pub use put::PutOptions;
+pub use retry::{RETRY_BATCH_JOBS_MAX, discard_jobs, retry_failed, retry_jobs};
 fn directory(tx: &mut Transaction<'_>) -> Result<Option<PRef<QueueDirectory>>> {
     Ok(tx.root_entry(QUEUES_ROOT_KEY)?)
 }
@@ -79,6 +85,7 @@ impl Queue {
             quotas: BTreeMap::new(),
             dispatchers: BTreeMap::new(),
             ended: None,
+            paused: false,
         })?;
         tx.modify(&dir, |d| d.queues.insert(name.to_string(), queue))?;
         Ok(queue)
