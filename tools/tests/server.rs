@@ -326,3 +326,22 @@ fn pack_through_a_running_server_collects_garbage_and_keeps_serving() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("error: packing through"), "{stderr}");
 }
+
+/// A server that cannot listen creates nothing: it used to open (and so create) a
+/// 5 MiB data file before finding its address in use.
+#[test]
+fn a_server_whose_address_is_in_use_creates_no_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let path = dir.path().join("new.zodiac");
+    let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["server", path.to_str().unwrap(), "--listen", &addr])
+        .output()
+        .expect("run zodiac server");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("listening on {addr}")), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
