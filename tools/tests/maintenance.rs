@@ -421,3 +421,24 @@ fn failed_commands_leave_no_files_behind() {
     assert!(text(&out.stderr).contains("CRC"), "{}", text(&out.stderr));
     assert_eq!(listing(dir.path()), before);
 }
+
+/// `zodiac pack` used to warn "durability is off … use this only for tests" about
+/// the copy it writes itself (synced once at the end).
+#[test]
+fn pack_does_not_warn_about_its_own_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    three_transactions(&path);
+    let out = zodiac(&["pack", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("packed "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !text(&out.stderr).contains("durability is off"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -355,7 +355,7 @@ impl FileStorage {
             io.sync_data()
                 .map_err(|e| Error::io(&path, "syncing the data file at open", e))?;
         }
-        if options.durability == Durability::Off && !read_only {
+        if options.durability == Durability::Off && !read_only && options.warn_durability_off {
             log::warn!(
                 "{}: durability is off: commits are not fsync'd and a crash or power loss can lose \
                  acknowledged transactions; use this only for tests and bulk loads",
