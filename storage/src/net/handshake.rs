@@ -270,11 +270,21 @@ fn verify(
     let Some(token) = token else {
         return Ok(());
     };
-    let expected = auth_mac(token, nonce);
-    if mac.is_some_and(|m| macs_equal(&m, &expected)) {
+    let Some(mac) = mac else {
+        return Err(concat!(
+            "authentication failed: this server requires a token and the client gave none; ",
+            "give the server's token file with `--token-file FILE`"
+        )
+        .into());
+    };
+    if macs_equal(&mac, &auth_mac(token, nonce)) {
         Ok(())
     } else {
-        Err("authentication failed: the client's token does not match the server's".into())
+        Err(concat!(
+            "authentication failed: the client's token does not match the server's; ",
+            "give the file the server was started with (`--token-file FILE`)"
+        )
+        .into())
     }
 }
 
@@ -395,11 +405,20 @@ mod tests {
         let welcome = handshake(Some(b"secret")).unwrap();
         assert_eq!(welcome.catch_up, CatchUp::Fresh);
         assert_eq!(welcome.last_tid, Tid::ZERO);
-        for wrong in [Some(&b"guess"[..]), None] {
+        // A missing token is told apart from a wrong one: it used to be told that
+        // its token "does not match", which it never sent.
+        for (wrong, says) in [
+            (Some(&b"guess"[..]), "does not match"),
+            (None, "requires a token and the client gave none"),
+        ] {
             let Err(ClientFailure::Refused(reason)) = handshake(wrong) else {
                 panic!("not refused with {wrong:?}");
             };
             assert!(reason.contains("authentication failed"), "{reason}");
+            assert!(
+                reason.contains(says) && reason.contains("--token-file"),
+                "{reason}"
+            );
         }
         server.shutdown();
     }
