@@ -442,3 +442,29 @@ fn pack_does_not_warn_about_its_own_copy() {
         text(&out.stderr)
     );
 }
+
+/// An error printed its cause twice: "...: opening the data file failed: No such
+/// file or directory (os error 2): No such file or directory (os error 2)", the
+/// storage error showing the OS error and also returning it as its source.
+#[test]
+fn an_error_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.zdb");
+    let m = missing.to_str().unwrap();
+    let backups = dir.path().join("bk");
+    for args in [
+        vec!["verify", m],
+        vec!["backup", m, backups.to_str().unwrap()],
+        vec!["recover", m, "--output", "never.zdb"],
+    ] {
+        let out = zodiac(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            stderr.matches("(os error 2)").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
