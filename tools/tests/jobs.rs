@@ -860,3 +860,35 @@ fn the_workers_log_names_jobs_by_their_decimal_id() {
     );
     assert!(!log.contains("job 0x"), "{log}");
 }
+
+/// A worker pointed at a `--read-only` server printed "ready" and then failed every
+/// poll forever; it now refuses at start, saying why.
+#[test]
+fn a_worker_refuses_a_read_only_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, store) = data_file(&dir);
+    put(&store, &["echo"]);
+    let (_server, line) = Process::start(
+        &[
+            "server",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--read-only",
+        ],
+        &dir.path().join("server.log"),
+    );
+    let url = format!("tcp://{}", line.strip_prefix("listening on ").unwrap());
+    let uuid = dir.path().join("worker.uuid");
+    let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["worker", &url, "--uuid-file", uuid.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("ready"), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("is served read-only") && err.contains("--read-only"),
+        "{err}"
+    );
+}
