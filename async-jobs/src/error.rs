@@ -18,7 +18,8 @@ pub enum Error {
 
     /// A status change the status machine does not allow.
     #[error(
-        "job {job}: cannot go from {from} to {to}: {}",
+        "job {}: cannot go from {from} to {to}: {}",
+        job.0,
         crate::model::status::why_illegal(*from, *to)
     )]
     IllegalTransition {
@@ -43,7 +44,7 @@ pub enum Error {
     },
 
     /// A job was put while not NEW.
-    #[error("job {job} is {status}, only a NEW job can be put in a queue; put a new job instead")]
+    #[error("job {} is {status}, only a NEW job can be put in a queue; put a new job instead", job.0)]
     NotNew {
         /// The job.
         job: Oid,
@@ -52,7 +53,7 @@ pub enum Error {
     },
 
     /// An operation needs the job in a queue, and it is elsewhere.
-    #[error("job {job} is not pending in a queue (it is {status}); nothing to pull")]
+    #[error("job {} is not pending in a queue (it is {status}); nothing to pull", job.0)]
     NotInQueue {
         /// The job.
         job: Oid,
@@ -61,7 +62,10 @@ pub enum Error {
     },
 
     /// An operation needs a job claimed from a queue, and it is not.
-    #[error("job {job} is {status} and not held by an agent of a queue; only claimed jobs go back")]
+    #[error(
+        "job {} is {status} and not held by an agent of a queue; only claimed jobs go back",
+        job.0
+    )]
     NotClaimed {
         /// The job.
         job: Oid,
@@ -71,7 +75,8 @@ pub enum Error {
 
     /// A callback was added in a transaction to a job already COMPLETED.
     #[error(
-        "job {job} is COMPLETED; add the callback through Runner::add_callback, which runs it at once"
+        "job {} is COMPLETED; add the callback through Runner::add_callback, which runs it at once",
+        job.0
     )]
     ParentCompleted {
         /// The parent job.
@@ -79,7 +84,10 @@ pub enum Error {
     },
 
     /// A callback must be a NEW job.
-    #[error("a callback of job {parent} must be a NEW job, not a {status} one; add a new job")]
+    #[error(
+        "a callback of job {} must be a NEW job, not a {status} one; add a new job",
+        parent.0
+    )]
     CallbackNotNew {
         /// The parent job.
         parent: Oid,
@@ -162,7 +170,10 @@ pub enum Error {
     },
 
     /// A job's arguments do not decode as the type asked for.
-    #[error("the arguments of job {job} do not decode as the handler's type: {source}")]
+    #[error(
+        "the arguments of job {} do not decode as the handler's type: {source}",
+        job.0
+    )]
     Arguments {
         /// The job.
         job: Oid,

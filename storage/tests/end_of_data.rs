@@ -351,3 +351,27 @@ fn a_read_only_open_beside_a_live_writer_is_not_refused() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
+
+/// Every pack used to warn "durability is off ... use this only for tests" about
+/// its own new file, which it writes without per-commit syncs and syncs at the end:
+/// an alarm about nothing the operator chose. The warning stays for a user's open.
+#[test]
+fn durability_off_warns_for_a_users_open_but_not_for_a_packs_own_file() {
+    capture_log();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chosen.zdb");
+    let warned = |path: &Path| {
+        logged_about(path)
+            .iter()
+            .any(|l| l.contains("durability is off"))
+    };
+    let s = FileStorage::open(&path, FileOptions::new().durability(Durability::Off)).unwrap();
+    assert!(warned(&path), "{:?}", logged_about(&path));
+    s.close().unwrap();
+    let packed = dir.path().join("packed.zdb");
+    let s = FileStorage::open(&packed, FileOptions::new()).unwrap();
+    commit_new_objects(&s, 3, 100);
+    s.pack(Tid::MAX, None).unwrap();
+    s.close().unwrap();
+    assert!(!warned(&packed), "{:?}", logged_about(&packed));
+}

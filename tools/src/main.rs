@@ -241,10 +241,24 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            // One line: the cause chain joined with ": ".
-            let message = format!("{error:#}").replace('\n', " ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The cause chain joined with ": ", each cause once. An error that shows its
+/// cause in its own message and also returns it as `source()` (a storage error
+/// around an `io::Error`) would otherwise print "... (os error 2): No such file or
+/// directory (os error 2)": a cause the message before it already shows is left out.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut shown: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if shown.last().is_some_and(|parent| parent.contains(&text)) {
+            continue;
+        }
+        shown.push(text);
+    }
+    shown.join(": ")
 }

@@ -27,6 +27,9 @@ pub fn run(args: &Args) -> Result<()> {
         .transpose()?;
     // Registered before serving, so a signal during startup is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    // Bound before the data file is opened: an address in use creates no file.
+    let listener = Server::bind(args.listen.as_str())
+        .with_context(|| format!("listening on {}", args.listen))?;
     let storage = Arc::new(crate::store::open(
         &args.path,
         FileOptions::new()
@@ -42,12 +45,8 @@ pub fn run(args: &Args) -> Result<()> {
         .references(Some(Arc::new(crate::maintenance::references)))
         // Conflicts on job queues' hot objects merge here, under the commit lock.
         .merge(Some(zodiac_async::merges().into_merge_fn()));
-    let server = Server::start(
-        Arc::clone(&storage) as Arc<dyn Storage>,
-        args.listen.as_str(),
-        options,
-    )
-    .with_context(|| format!("listening on {}", args.listen))?;
+    let server = Server::start_on(Arc::clone(&storage) as Arc<dyn Storage>, listener, options)
+        .with_context(|| format!("serving {}", args.path.display()))?;
     println!("listening on {}", server.local_addr());
     std::io::stdout().flush()?;
     let signal = signals.forever().next();

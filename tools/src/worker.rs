@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use zodiac_async::limits::WORKER_ID_PATH_DEFAULT;
 use zodiac_async::{Policies, Runner, Worker, WorkerIdentity, WorkerOptions};
 use zodiac_objects::Database;
+use zodiac_storage::Storage;
 
-use crate::store::{Connect, open_store};
+use crate::store::{Connect, connect_to, is_server, open_store};
 
 pub struct Args {
     pub store: String,
@@ -46,7 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(WORKER_ID_PATH_DEFAULT));
     let identity = WorkerIdentity::acquire(&uuid_file)?;
-    let storage = open_store(&args.store, &args.connect, true)?;
+    let storage = open_writable(&args.store, &args.connect)?;
     let db = Database::open(Arc::clone(&storage)).context("opening the database")?;
     let runner = Runner::new(
         db.clone(),
@@ -90,6 +91,23 @@ pub fn run(args: Args) -> Result<()> {
     storage.close()?;
     drop(identity);
     Ok(())
+}
+
+/// Opens STORE for the worker, refusing a server that refuses commits: every poll
+/// of a worker commits, so it would otherwise print "ready" and fail forever.
+fn open_writable(store: &str, connect: &Connect) -> Result<Arc<dyn Storage>> {
+    if !is_server(store) {
+        return open_store(store, connect, true);
+    }
+    let client = connect_to(store, connect)?;
+    if client.server_is_read_only() {
+        let _ = client.close();
+        bail!(
+            "{store} is served read-only (`zodiac server --read-only`): a worker commits \
+             every job it runs; point it at a server started without --read-only"
+        );
+    }
+    Ok(Arc::new(client))
 }
 
 fn describe_queues(queues: &[String]) -> String {

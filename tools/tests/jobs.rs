@@ -810,3 +810,89 @@ fn refs_reports_ids_outside_reference_lists_and_those_gc_deleted() {
     );
     assert!(text.contains("1 ids outside reference lists"), "{text}");
 }
+
+/// A cancel is an operator's decision: `jobs cancel` used to log it at ERROR
+/// ("job 0x1f (sleep) failed: cancelled: ..."), and with the id in hex where the
+/// command line prints it in decimal. Now it is an INFO line naming the id as
+/// `jobs put` printed it.
+#[test]
+fn cancel_logs_at_info_with_the_job_id_the_command_line_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    let id = put(&store, &["sleep", "--begin-after", "+1h"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["jobs", "cancel", &store, &id.to_string()])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("job {id} (sleep) cancelled")))
+        .unwrap_or_else(|| panic!("no cancel line naming job {id}: {log}"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// The worker's log names a job by the id `jobs put` printed (decimal), so the log
+/// can be searched for it; it used to print `0x1f` for job 31.
+#[test]
+fn the_workers_log_names_jobs_by_their_decimal_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = data_file(&dir);
+    let ids: Vec<u64> = (0..12).map(|_| put(&store, &["echo"])).collect();
+    let (mut w, _) = worker(&store, dir.path(), &[]);
+    let last = *ids.last().unwrap();
+    assert!(
+        last >= 10,
+        "an id whose hex and decimal forms differ: {last}"
+    );
+    wait_completed(&store, last);
+    w.signal("-TERM");
+    assert!(w.wait(Duration::from_secs(10)));
+    let log = std::fs::read_to_string(
+        dir.path()
+            .join(format!("worker-{}.log", std::process::id())),
+    )
+    .unwrap();
+    assert!(
+        log.contains(&format!("job {last} (echo) completed on attempt 1")),
+        "{log}"
+    );
+    assert!(!log.contains("job 0x"), "{log}");
+}
+
+/// A worker pointed at a `--read-only` server printed "ready" and then failed every
+/// poll forever; it now refuses at start, saying why.
+#[test]
+fn a_worker_refuses_a_read_only_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, store) = data_file(&dir);
+    put(&store, &["echo"]);
+    let (_server, line) = Process::start(
+        &[
+            "server",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--read-only",
+        ],
+        &dir.path().join("server.log"),
+    );
+    let url = format!("tcp://{}", line.strip_prefix("listening on ").unwrap());
+    let uuid = dir.path().join("worker.uuid");
+    let log = dir.path().join("worker.log");
+    // Bounded: the worker that polled a read-only server forever fails the wait.
+    let (mut w, first) = Process::start(
+        &["worker", &url, "--uuid-file", uuid.to_str().unwrap()],
+        &log,
+    );
+    assert_eq!(first, "", "the worker printed {first:?}");
+    assert!(!w.wait(Duration::from_secs(20)), "the worker succeeded");
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains("is served read-only") && err.contains("--read-only"),
+        "{err}"
+    );
+}

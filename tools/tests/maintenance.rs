@@ -364,3 +364,107 @@ fn verify_keeps_a_saved_index_that_proves_transactions_missing() {
     assert!(stdout.contains("it is the evidence"), "{stdout}");
     assert!(!stdout.contains("delete"), "{stdout}");
 }
+
+/// The names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A failed command leaves nothing it created. Packing a missing file used to leave
+/// `nope.zodiac.lock` behind, a backup of a missing file an empty backup directory,
+/// and a restore from a damaged increment its half-written `OUTPUT.restoring`.
+#[test]
+fn failed_commands_leave_no_files_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.zodiac");
+    let m = missing.to_str().unwrap();
+    let out = zodiac(&["pack", m]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nope.zodiac"),
+        "{}",
+        text(&out.stderr)
+    );
+    let bk0 = dir.path().join("bk0");
+    let out = zodiac(&["backup", m, bk0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nope.zodiac"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
+
+    let path = dir.path().join("data.zdb");
+    three_transactions(&path);
+    let backups = dir.path().join("backups");
+    let b = backups.to_str().unwrap();
+    assert!(
+        zodiac(&["backup", path.to_str().unwrap(), b])
+            .status
+            .success()
+    );
+    let increment = backups.join("increment-000001");
+    let mut bytes = std::fs::read(&increment).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&increment, bytes).unwrap();
+    let before = listing(dir.path());
+    let restored = dir.path().join("restored.zdb");
+    let out = zodiac(&["restore", b, restored.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("CRC"), "{}", text(&out.stderr));
+    assert_eq!(listing(dir.path()), before);
+}
+
+/// `zodiac pack` used to warn "durability is off … use this only for tests" about
+/// the copy it writes itself (synced once at the end).
+#[test]
+fn pack_does_not_warn_about_its_own_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.zdb");
+    three_transactions(&path);
+    let out = zodiac(&["pack", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("packed "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !text(&out.stderr).contains("durability is off"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// An error printed its cause twice: "...: opening the data file failed: No such
+/// file or directory (os error 2): No such file or directory (os error 2)", the
+/// storage error showing the OS error and also returning it as its source.
+#[test]
+fn an_error_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.zdb");
+    let m = missing.to_str().unwrap();
+    let backups = dir.path().join("bk");
+    for args in [
+        vec!["verify", m],
+        vec!["backup", m, backups.to_str().unwrap()],
+        vec!["recover", m, "--output", "never.zdb"],
+    ] {
+        let out = zodiac(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            stderr.matches("(os error 2)").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}

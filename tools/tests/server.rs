@@ -326,3 +326,60 @@ fn pack_through_a_running_server_collects_garbage_and_keeps_serving() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("error: packing through"), "{stderr}");
 }
+
+/// A server that cannot listen creates nothing: it used to open (and so create) a
+/// 5 MiB data file before finding its address in use.
+#[test]
+fn a_server_whose_address_is_in_use_creates_no_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let path = dir.path().join("new.zodiac");
+    let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["server", path.to_str().unwrap(), "--listen", &addr])
+        .output()
+        .expect("run zodiac server");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("listening on {addr}")), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A client with no token was told that "the token does not match", as if it had
+/// sent a wrong one: it is now told the server requires one, and how to give it.
+#[test]
+fn a_client_without_a_token_is_told_the_server_requires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess").unwrap();
+    let running = start(&[
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    let store = format!("tcp://{}", running.addr);
+    let list = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .args(["jobs", "list", &store])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let none = list(&[]);
+    assert!(
+        none.contains("requires a token") && none.contains("--token-file"),
+        "{none}"
+    );
+    assert!(!none.contains("does not match"), "{none}");
+    let bad = list(&["--token-file", wrong.to_str().unwrap()]);
+    assert!(bad.contains("does not match"), "{bad}");
+    assert_eq!(bad.lines().count(), 1, "{bad}");
+}

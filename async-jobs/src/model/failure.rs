@@ -98,11 +98,19 @@ impl Failure {
     }
 
     /// A failure from an error: its `Display` is the message, its sources the chain.
+    /// A source whose text the message before it already shows (a storage error
+    /// around an `io::Error` shows it and returns it as its source) is left out,
+    /// so each cause appears once.
     pub fn from_error(kind: FailureKind, error: &(dyn std::error::Error + 'static)) -> Failure {
-        let mut chain = Vec::new();
+        let mut chain: Vec<String> = Vec::new();
+        let mut shown = error.to_string();
         let mut source = error.source();
         while let Some(e) = source {
-            chain.push(e.to_string());
+            let text = e.to_string();
+            if !shown.contains(&text) {
+                shown.clone_from(&text);
+                chain.push(text);
+            }
             source = e.source();
         }
         Failure {
@@ -212,6 +220,22 @@ mod tests {
         assert_eq!(f.chain, ["inner"]);
         assert_eq!(f.to_string(), "user error: outer: inner");
         assert!(!f.truncated);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("data.zdb: opening failed: {0}")]
+    struct Showing(#[source] std::io::Error);
+
+    /// A job failing with a storage error around an `io::Error` recorded the OS
+    /// error twice: in the message, and again as the chain's first entry.
+    #[test]
+    fn from_error_leaves_out_a_source_the_message_shows() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        let f = Failure::from_error(FailureKind::Storage, &Showing(io));
+        assert_eq!(f.message, format!("data.zdb: opening failed: {text}"));
+        assert!(f.chain.is_empty(), "{:?}", f.chain);
+        assert_eq!(f.to_string().matches(&text).count(), 1, "{f}");
     }
 
     #[test]

@@ -708,10 +708,17 @@ impl Job {
 }
 
 /// Logs a job's final failure on the events target at the job's failure level;
-/// CRITICAL is `error!` with a `critical:` marker.
+/// CRITICAL is `error!` with a `critical:` marker. A cancel is an operator's
+/// decision, not an error: it is logged at INFO whatever the level.
 pub(crate) fn log_failure(id: Oid, job: &Job, failure: &Failure) {
     let target = "zodiac_async::events";
     let handler = job.handler();
+    // Decimal, as the command line prints job ids, so a log can be searched for one.
+    let id = id.0;
+    if failure.kind == FailureKind::Cancelled {
+        log::info!(target: target, "job {id} ({handler}) cancelled: {}", failure.message);
+        return;
+    }
     match job.failure_level() {
         FailureLevel::Info => log::info!(target: target, "job {id} ({handler}) failed: {failure}"),
         FailureLevel::Warning => {

@@ -244,7 +244,8 @@ impl Runner {
             target: "zodiac_async::trace",
             "job {id} ({}) completed on attempt {}",
             snapshot.handler(),
-            snapshot.attempts()
+            snapshot.attempts(),
+            id = id.0
         );
         Ok(Ok(self.finished(job)?))
     }
@@ -270,7 +271,7 @@ impl Runner {
         } = failed;
         let queue = queue_of(snapshot);
         let now = self.clock.now();
-        log::debug!(target: "zodiac_async::trace", "job {id}: attempt failed: {failure}");
+        log::debug!(target: "zodiac_async::trace", "job {}: attempt failed: {failure}", id.0);
         log.errors.push((now, failure));
         match bounded(decision, snapshot.deadline(), now) {
             Decision::Retry => {}
@@ -291,7 +292,8 @@ impl Runner {
                          (postcard bytes) but committing it failed; storing the commit \
                          failure as its result: {}",
                         snapshot.handler(),
-                        log.errors.last().map_or(String::new(), |(_, f)| f.to_string())
+                        log.errors.last().map_or(String::new(), |(_, f)| f.to_string()),
+                        id = id.0
                     );
                 }
                 return self.give_up(job, claimer, log, f).map(Some);

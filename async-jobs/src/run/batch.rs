@@ -360,7 +360,8 @@ impl Runner {
                     target: "zodiac_async::trace",
                     "job {id} ({}) completed on attempt {} in a batch",
                     snapshot.handler(),
-                    snapshot.attempts()
+                    snapshot.attempts(),
+                    id = id.0
                 );
                 let outcome = self.finished(job)?;
                 return self.after_run(job, &outcome, first_callback, chain);

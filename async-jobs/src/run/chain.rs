@@ -59,7 +59,7 @@ impl Chain<'_> {
                 log::debug!(
                     target: "zodiac_async::events",
                     "claiming the next job with job {}'s result failed: {e}",
-                    job.oid()
+                    job.oid().0
                 );
                 tx.rollback_to(&savepoint)?;
                 Ok(None)

@@ -366,7 +366,7 @@ impl Runner {
             target: "zodiac_async::events",
             "job {} is no longer held by this agent ({when}); another dispatcher took it over; \
              abandoning it without storing anything",
-            job.oid()
+            job.oid().0
         );
         RunOutcome::Abandoned
     }

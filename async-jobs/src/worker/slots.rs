@@ -162,7 +162,7 @@ impl Worker {
                     log::error!(
                         target: "zodiac_async::events",
                         "running job {} failed: {e}",
-                        current.lock().oid()
+                        current.lock().oid().0
                     );
                 }
                 batch = claimed;
@@ -212,12 +212,12 @@ impl Worker {
                 Ok(Err(e)) => log::error!(
                     target: "zodiac_async::events",
                     "running job {} failed: {e}",
-                    job.oid()
+                    job.oid().0
                 ),
                 Err(_) => log::error!(
                     target: "zodiac_async::events",
                     "the thread running job {} panicked",
-                    job.oid()
+                    job.oid().0
                 ),
             }
         }

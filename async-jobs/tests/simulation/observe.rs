@@ -63,26 +63,31 @@ impl log::Log for CompletionLog {
     fn flush(&self) {}
 }
 
-/// `(J, A)` of "job J (handler) completed on attempt A", J as `{:#x}`.
+/// `(J, A)` of "job J (handler) completed on attempt A", J in decimal as the
+/// command line prints job ids.
 pub fn parse_completion(line: &str) -> Option<(Oid, u32)> {
-    let rest = line.strip_prefix("job 0x")?;
-    let (hex, rest) = rest.split_once(' ')?;
+    let rest = line.strip_prefix("job ")?;
+    let (id, rest) = rest.split_once(' ')?;
     let (_, attempt) = rest.split_once(COMPLETED_WORDS)?;
     let attempt = attempt.split_whitespace().next()?.parse().ok()?;
-    Some((Oid(u64::from_str_radix(hex, 16).ok()?), attempt))
+    Some((Oid(id.parse().ok()?), attempt))
 }
 
 #[test]
 fn the_job_layers_success_line_is_read() {
     assert_eq!(
-        parse_completion("job 0x1f (inc) completed on attempt 3"),
-        Some((Oid(0x1f), 3))
+        parse_completion("job 31 (inc) completed on attempt 3"),
+        Some((Oid(31), 3))
     );
     assert_eq!(
-        parse_completion("job 0xa (cb) completed on attempt 1 in a batch"),
-        Some((Oid(0xa), 1))
+        parse_completion("job 10 (cb) completed on attempt 1 in a batch"),
+        Some((Oid(10), 1))
     );
-    assert_eq!(parse_completion("job 0xa: attempt failed: conflict"), None);
+    assert_eq!(parse_completion("job 10: attempt failed: conflict"), None);
+    assert_eq!(
+        parse_completion("job 0x1f (inc) completed on attempt 3"),
+        None
+    );
 }
 
 pub fn capture_completions() {

@@ -328,6 +328,8 @@ impl FileStorage {
     pub fn open(path: impl AsRef<Path>, options: FileOptions) -> Result<FileStorage> {
         let path = path.as_ref().to_path_buf();
         let read_only = options.read_only;
+        // Before the writer lock: a refused open leaves no lock file behind.
+        refuse_missing_file(&path, &options)?;
         let writer_lock = if read_only {
             None
         } else {
@@ -353,7 +355,7 @@ impl FileStorage {
             io.sync_data()
                 .map_err(|e| Error::io(&path, "syncing the data file at open", e))?;
         }
-        if options.durability == Durability::Off && !read_only {
+        if options.durability == Durability::Off && !read_only && options.warn_durability_off {
             log::warn!(
                 "{}: durability is off: commits are not fsync'd and a crash or power loss can lose \
                  acknowledged transactions; use this only for tests and bulk loads",
@@ -451,16 +453,22 @@ impl Shared {
 
 /// Opens the data file (creating it, with its header, when allowed); returns it
 /// and its length.
+/// A missing data file that this open may not create.
+fn refuse_missing_file(path: &Path, options: &FileOptions) -> Result<()> {
+    if path.exists() || (options.create && !options.read_only) {
+        return Ok(());
+    }
+    Err(Error::io(
+        path,
+        "opening the data file",
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+    ))
+}
+
 fn open_data_file(path: &Path, options: &FileOptions) -> Result<(Arc<dyn FileIo>, u64)> {
     let read_only = options.read_only;
+    refuse_missing_file(path, options)?;
     let exists = path.exists();
-    if !exists && (read_only || !options.create) {
-        return Err(Error::io(
-            path,
-            "opening the data file",
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        ));
-    }
     if !exists && !read_only {
         // Before creating it: a refused open leaves nothing behind.
         refuse_new_file_beside_index(path, false)?;

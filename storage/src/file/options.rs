@@ -27,6 +27,9 @@ pub struct FileOptions {
     pub(crate) group_commit_wait: Duration,
     pub(crate) data_start: u64,
     pub(crate) io: Arc<dyn io::FileIoFactory>,
+    /// Whether opening with durability off warns; false for a storage's own copies
+    /// (a pack's new file), written without per-commit syncs and synced at the end.
+    pub(crate) warn_durability_off: bool,
 }
 
 impl Default for FileOptions {
@@ -39,6 +42,7 @@ impl Default for FileOptions {
             group_commit_wait: Duration::from_micros(500),
             data_start: 0,
             io: Arc::new(io::StdFileIoFactory),
+            warn_durability_off: true,
         }
     }
 }
@@ -84,6 +88,12 @@ impl FileOptions {
     /// pass a fault-injecting one.
     pub fn io(mut self, io: Arc<dyn io::FileIoFactory>) -> Self {
         self.io = io;
+        self
+    }
+    /// For a file the storage writes itself and syncs once at the end: no warning
+    /// about durability being off, which is meant for users who choose it.
+    pub(crate) fn internal_copy(mut self) -> Self {
+        self.warn_durability_off = false;
         self
     }
 }

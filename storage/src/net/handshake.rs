@@ -16,7 +16,7 @@
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -186,22 +186,34 @@ fn unexpected(message: &ServerMessage) -> ClientFailure {
 
 /// The server's half up to the catch-up: reads `Hello`, checks its magic and
 /// version, challenges and verifies the `Auth` against `token` (when the server
-/// has one), before `deadline`. Refusals go out through `send`, and come back as
-/// `Err` with the reason to log. `Ok(None)`: the peer left before its `Hello`.
+/// has one), all within `timeout`. Refusals go out through `send`, and come back
+/// as `Err` with the reason to log. `Ok(None)`: the peer left before its `Hello`.
 pub(crate) fn serve(
     reader: &mut BufReader<TcpStream>,
-    deadline: Instant,
+    timeout: Duration,
     token: Option<&[u8]>,
     send: &mut dyn FnMut(&ServerMessage),
 ) -> Result<Option<Hello>, String> {
     let mut reader = DeadlineReader {
         inner: reader,
-        deadline,
+        deadline: Instant::now() + timeout,
+    };
+    let failed = |e: FrameError| match e {
+        // A read timeout surfaces as EAGAIN ("os error 11") or TimedOut.
+        FrameError::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!("handshake not completed within {} s", timeout.as_secs_f64())
+        }
+        e => format!("during the handshake: {e}"),
     };
     let hello = match read_client_message(&mut reader) {
         Ok(m) => m,
         Err(FrameError::Closed) => return Ok(None),
-        Err(e) => return Err(format!("during the handshake: {e}")),
+        Err(e) => return Err(failed(e)),
     };
     let ClientMessage::Hello {
         magic,
@@ -222,8 +234,7 @@ pub(crate) fn serve(
         nonce,
         auth_required: token.is_some(),
     });
-    let auth =
-        read_client_message(&mut reader).map_err(|e| format!("during the handshake: {e}"))?;
+    let auth = read_client_message(&mut reader).map_err(failed)?;
     let ClientMessage::Auth { mac } = auth else {
         return Err(refuse(send, "the second message must be Auth".into()));
     };
@@ -270,11 +281,21 @@ fn verify(
     let Some(token) = token else {
         return Ok(());
     };
-    let expected = auth_mac(token, nonce);
-    if mac.is_some_and(|m| macs_equal(&m, &expected)) {
+    let Some(mac) = mac else {
+        return Err(concat!(
+            "authentication failed: this server requires a token and the client gave none; ",
+            "give the server's token file with `--token-file FILE`"
+        )
+        .into());
+    };
+    if macs_equal(&mac, &auth_mac(token, nonce)) {
         Ok(())
     } else {
-        Err("authentication failed: the client's token does not match the server's".into())
+        Err(concat!(
+            "authentication failed: the client's token does not match the server's; ",
+            "give the file the server was started with (`--token-file FILE`)"
+        )
+        .into())
     }
 }
 
@@ -395,13 +416,42 @@ mod tests {
         let welcome = handshake(Some(b"secret")).unwrap();
         assert_eq!(welcome.catch_up, CatchUp::Fresh);
         assert_eq!(welcome.last_tid, Tid::ZERO);
-        for wrong in [Some(&b"guess"[..]), None] {
+        // A missing token is told apart from a wrong one: it used to be told that
+        // its token "does not match", which it never sent.
+        for (wrong, says) in [
+            (Some(&b"guess"[..]), "does not match"),
+            (None, "requires a token and the client gave none"),
+        ] {
             let Err(ClientFailure::Refused(reason)) = handshake(wrong) else {
                 panic!("not refused with {wrong:?}");
             };
             assert!(reason.contains("authentication failed"), "{reason}");
+            assert!(
+                reason.contains(says) && reason.contains("--token-file"),
+                "{reason}"
+            );
         }
         server.shutdown();
+    }
+
+    /// The handshake timeout used to be logged as "Resource temporarily unavailable
+    /// (os error 11)", the EAGAIN of the socket's read timeout.
+    #[test]
+    fn a_handshake_timeout_is_reported_as_such() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let timeout = Duration::from_millis(200);
+        let failed = serve(&mut reader, timeout, None, &mut |_| {}).unwrap_err();
+        assert_eq!(failed, "handshake not completed within 0.2 s");
+        // A Hello sent, the Auth never: the same report.
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        send_hello(&mut client, &Hello::new(false, true, Tid::ZERO)).unwrap();
+        let mut reader = BufReader::new(stream);
+        let failed = serve(&mut reader, timeout, None, &mut |_| {}).unwrap_err();
+        assert_eq!(failed, "handshake not completed within 0.2 s");
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn typed_arguments_round_trip_and_a_wrong_type_is_an_error() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("the arguments of job 0x7 do not decode"),
+            .starts_with("the arguments of job 7 do not decode"),
         "{err}"
     );
 }
@@ -59,7 +59,7 @@ fn illegal_transitions_are_refused_and_leave_the_job_unchanged() {
     let err = job.transition(Oid(1), Status::Completed, now).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "job 0x1: cannot go from NEW to COMPLETED: a job completes only after its \
+        "job 1: cannot go from NEW to COMPLETED: a job completes only after its \
          callbacks (from CALLBACKS)"
     );
     assert_eq!(job.status(), Status::New);

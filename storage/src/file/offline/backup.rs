@@ -120,9 +120,22 @@ pub fn read_manifest(dir: &Path) -> Result<Option<(u64, Vec<BackupPoint>)>> {
 /// Backs up what the data file at `path` gained since the last backup point in `dir`
 /// (everything, for a new directory). Safe while a writer commits to the file: it
 /// copies the transactions complete when it looked.
+///
+/// A failed backup leaves nothing it created: the source is opened before the
+/// directory is created, and a directory this call created is removed again.
 pub fn backup(path: &Path, dir: &Path) -> Result<BackupReport> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, "creating the backup directory", e))?;
     let (header, map) = walk::map_data_file(path)?;
+    let created = !dir.exists();
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, "creating the backup directory", e))?;
+    let result = backup_into(&header, &map, dir);
+    if result.is_err() && created {
+        let _ = fs::remove_dir_all(dir);
+    }
+    result
+}
+
+/// The backup of a mapped data file into an existing directory.
+fn backup_into(header: &format::FileHeader, map: &[u8], dir: &Path) -> Result<BackupReport> {
     let previous = read_manifest(dir)?;
     let (from, number) = match &previous {
         None => (0, 1),
@@ -135,7 +148,7 @@ pub fn backup(path: &Path, dir: &Path) -> Result<BackupReport> {
         Some((_, points)) => (points.last().map_or(0, |p| p.to), points.len() as u64 + 1),
     };
     // Check every transaction to copy, and find where the complete ones end.
-    let mut records = Records::new(&map, if from == 0 { header.data_start } else { from });
+    let mut records = Records::new(map, if from == 0 { header.data_start } else { from });
     let mut last_tid = None;
     let mut transactions = 0;
     for t in records.by_ref() {
@@ -143,7 +156,7 @@ pub fn backup(path: &Path, dir: &Path) -> Result<BackupReport> {
         transactions += 1;
     }
     let pos = records.pos();
-    if from > 0 && format::length_before(&map, from).is_none() {
+    if from > 0 && format::length_before(map, from).is_none() {
         return Err(manifest_error(
             dir,
             format!(
@@ -251,8 +264,24 @@ pub fn restore(dir: &Path, output: &Path, at: Option<u64>) -> Result<BackupPoint
         ));
     }
     let tmp = output.with_extension("restoring");
+    let result = restore_into(dir, &points, &last, &tmp, output);
+    if result.is_err() {
+        // A failed restore leaves nothing it created.
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| last)
+}
+
+/// Writes the increments up to `last` into `tmp`, verifies it and moves it to `output`.
+fn restore_into(
+    dir: &Path,
+    points: &[BackupPoint],
+    last: &BackupPoint,
+    tmp: &Path,
+    output: &Path,
+) -> Result<()> {
     let fail = |action| move |e| Error::io(output, action, e);
-    let mut out = fs::File::create(&tmp).map_err(fail("creating the restored file"))?;
+    let mut out = fs::File::create(tmp).map_err(fail("creating the restored file"))?;
     for p in points.iter().take_while(|p| p.number <= last.number) {
         let file = increment_path(dir, p.number);
         let bytes =
@@ -270,18 +299,16 @@ pub fn restore(dir: &Path, output: &Path, at: Option<u64>) -> Result<BackupPoint
     }
     out.sync_all().map_err(fail("syncing the restored file"))?;
     drop(out);
-    let report = verify::verify(&tmp)?;
+    let report = verify::verify(tmp)?;
     if !report.is_healthy()
         || report.data_end != last.to
         || report.last_tid != Some(last.last_tid)
         || report.data_end < FILE_HEADER_LEN
     {
-        let _ = fs::remove_file(&tmp);
         return Err(Error::Format {
             path: output.to_path_buf(),
             what: format!("the restored file does not verify: {:?}", report.damage),
         });
     }
-    fs::rename(&tmp, output).map_err(fail("moving the restored file in place"))?;
-    Ok(last)
+    fs::rename(tmp, output).map_err(fail("moving the restored file in place"))
 }

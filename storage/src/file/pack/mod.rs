@@ -135,6 +135,7 @@ impl FileStorage {
             &target_path,
             FileOptions::new()
                 .durability(Durability::Off)
+                .internal_copy()
                 .data_start(data_start)
                 .index_save_interval_bytes(u64::MAX)
                 .io(Arc::clone(&shared.options.io)),

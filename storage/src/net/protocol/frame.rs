@@ -81,9 +81,19 @@ pub fn read_frame(reader: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameEr
     Ok(payload)
 }
 
-/// Decodes a payload read by [`read_frame`].
+/// Decodes a payload read by [`read_frame`]: exactly one message, with no byte
+/// after it (a frame with bytes left over was not written by a Zodiac peer).
 pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
-    postcard::from_bytes(payload).map_err(|e| FrameError::Bad(format!("undecodable frame: {e}")))
+    let (message, rest) = postcard::take_from_bytes(payload)
+        .map_err(|e| FrameError::Bad(format!("undecodable frame: {e}")))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Bad(format!(
+            "undecodable frame: {} bytes after the message (a {}-byte frame)",
+            rest.len(),
+            payload.len()
+        )));
+    }
+    Ok(message)
 }
 
 /// Writes one encoded frame.
@@ -131,6 +141,29 @@ mod tests {
             result: Ok(Response::Oids(vec![1, 2])),
         };
         assert_eq!(encode(&oids), vec![7, 0, 0, 0, 3, 3, 0, 8, 2, 1, 2]);
+    }
+
+    /// Bytes after a valid message in its frame were ignored: the frame is refused,
+    /// naming how many bytes were left over.
+    #[test]
+    fn a_frame_with_bytes_after_its_message_is_refused() {
+        let frame = encode(&ClientMessage::Abort { txn: 1 });
+        let payload = &frame[4..];
+        assert_eq!(
+            decode::<ClientMessage>(payload).unwrap(),
+            ClientMessage::Abort { txn: 1 }
+        );
+        for extra in [&[0u8][..], &[1, 2, 3]] {
+            let mut longer = payload.to_vec();
+            longer.extend_from_slice(extra);
+            match decode::<ClientMessage>(&longer) {
+                Err(FrameError::Bad(what)) => assert!(
+                    what.contains(&format!("{} bytes after the message", extra.len())),
+                    "{what}"
+                ),
+                other => panic!("trailing bytes accepted: {other:?}"),
+            }
+        }
     }
 
     #[test]

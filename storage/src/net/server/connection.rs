@@ -18,7 +18,6 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use super::outbox::Outbox;
 use super::transaction::{TxnActor, TxnContext, TxnOp, TxnSlot};
@@ -193,11 +192,11 @@ impl Connection {
     /// `Ok(false)`: the peer left.
     fn handshake(&mut self) -> std::result::Result<bool, String> {
         // One deadline for the whole handshake, however slowly the bytes trickle in.
-        let deadline = Instant::now() + self.shared.options.handshake_timeout;
+        let timeout = self.shared.options.handshake_timeout;
         let token = self.shared.options.token.as_deref();
         let outbox = &self.outbox;
         let Some(hello) =
-            handshake::serve(&mut self.reader, deadline, token, &mut |m| outbox.send(m))?
+            handshake::serve(&mut self.reader, timeout, token, &mut |m| outbox.send(m))?
         else {
             return Ok(false);
         };

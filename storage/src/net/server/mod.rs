@@ -132,11 +132,26 @@ impl Server {
         addr: impl ToSocketAddrs,
         options: ServerOptions,
     ) -> Result<Server> {
-        let listener = TcpListener::bind(addr).map_err(|e| Error::Io {
+        Server::start_on(storage, Server::bind(addr)?, options)
+    }
+
+    /// Binds the listening socket [`Server::start_on`] takes. A program that creates
+    /// its storage for the server binds first, so that an address in use fails the
+    /// start before anything is created.
+    pub fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener> {
+        TcpListener::bind(addr).map_err(|e| Error::Io {
             path: "listen address".into(),
             action: "bind",
             source: e,
-        })?;
+        })
+    }
+
+    /// Serves `storage` on a socket already bound (by [`Server::bind`]) until shut down.
+    pub fn start_on(
+        storage: Arc<dyn Storage>,
+        listener: TcpListener,
+        options: ServerOptions,
+    ) -> Result<Server> {
         let local_addr = listener.local_addr().map_err(|e| Error::Io {
             path: "listen address".into(),
             action: "local address",
