@@ -375,3 +375,22 @@ fn durability_off_warns_for_a_users_open_but_not_for_a_packs_own_file() {
     s.close().unwrap();
     assert!(!warned(&packed), "{:?}", logged_about(&packed));
 }
+
+/// `recover` (salvage) wrote its copy the same way as pack, and warned the same way.
+#[test]
+fn durability_off_does_not_warn_for_a_salvaged_copy() {
+    capture_log();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.zdb");
+    let s = FileStorage::open(&source, FileOptions::new()).unwrap();
+    commit_new_objects(&s, 3, 100);
+    s.close().unwrap();
+    let salvaged = dir.path().join("salvaged.zdb");
+    zodiac_storage::offline::recover(&source, &salvaged).unwrap();
+    assert!(salvaged.exists());
+    let lines = logged_about(&salvaged);
+    assert!(
+        !lines.iter().any(|l| l.contains("durability is off")),
+        "{lines:?}"
+    );
+}

@@ -201,7 +201,12 @@ fn copy_planned<F: FnMut(u64, u64)>(
     report: &mut RecoverReport,
     progress: &mut Progress<F>,
 ) -> Result<()> {
-    let target = FileStorage::open(output, FileOptions::new().durability(Durability::Off))?;
+    let target = FileStorage::open(
+        output,
+        FileOptions::new()
+            .durability(Durability::Off)
+            .internal_copy(),
+    )?;
     for &pos in &plan.copy {
         progress.at(pos);
         let t = format::transaction_at(file, pos).map_err(|p| Error::Format {
