@@ -3,24 +3,16 @@
 //! relative time, output piped into `head`, a large argument file, a trailing `/`,
 //! a forgotten worker, a busy writer lock) and checks what they see now.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn zodiac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zodiac"))
-        .args(args)
-        .output()
-        .expect("run zodiac")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Runs `zodiac ARGS`, which must exit within 10 s (a worker or server that was
 /// wrongly accepted would run until killed: then the test fails instead of hanging).
@@ -41,68 +33,6 @@ fn exits_within(args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs `zodiac ARGS`, expecting success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = zodiac(args);
-    assert!(o.status.success(), "zodiac {args:?}: {}", stderr(&o));
-    stdout(&o)
-}
-
-fn put(store: &str, args: &[&str]) -> u64 {
-    let mut all = vec!["jobs", "put", store];
-    all.extend_from_slice(args);
-    ok(&all).trim().parse().expect("put prints the job id")
-}
-
-fn show(store: &str, id: u64) -> Value {
-    serde_json::from_str(&ok(&["jobs", "show", store, &id.to_string(), "--json"]))
-        .expect("show --json is one JSON document")
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Process {
-    child: Child,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Starts `zodiac ARGS` with stderr to `log`; returns it with its first stdout line.
-    fn start(args: &[&str], log: &Path) -> (Process, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("run zodiac");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        (Process { child }, line.trim().to_string())
-    }
-
-    /// Sends SIGTERM and waits (at most 20 s) for the exit.
-    fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "process {pid} did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 fn worker(store: &str, dir: &Path, extra: &[&str]) -> Process {
@@ -444,7 +374,7 @@ fn wait_lock_retries_the_open_until_the_writer_lock_is_free() {
     let dir = tempfile::tempdir().unwrap();
     let store = data_file(&dir);
     let id = put(&store, &["echo", "{}", "--begin-after", "+1h"]);
-    let mut holder = worker(&store, dir.path(), &[]);
+    let holder = worker(&store, dir.path(), &[]);
 
     let started = Instant::now();
     let o = zodiac(&[

@@ -2,95 +2,15 @@
 //! file and through `zodiac server`, checking outputs, JSON shapes, exit codes and
 //! the errors for bad input.
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn zodiac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zodiac"))
-        .args(args)
-        .output()
-        .expect("run zodiac")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs `zodiac ARGS`, expecting success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = zodiac(args);
-    assert!(o.status.success(), "zodiac {args:?}: {}", stderr(&o));
-    stdout(&o)
-}
-
-fn put(store: &str, args: &[&str]) -> u64 {
-    let mut all = vec!["jobs", "put", store];
-    all.extend_from_slice(args);
-    ok(&all).trim().parse().expect("put prints the job id")
-}
-
-fn show(store: &str, id: u64) -> Value {
-    serde_json::from_str(&ok(&["jobs", "show", store, &id.to_string(), "--json"]))
-        .expect("show --json is one JSON document")
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Process {
-    child: Child,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Starts `zodiac ARGS` with stderr to `log`, and returns it with its first
-    /// stdout line.
-    fn start(args: &[&str], log: &Path) -> (Process, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("run zodiac");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        (Process { child }, line.trim().to_string())
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit (at most `limit`); returns whether it succeeded.
-    fn wait(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "the process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 fn worker(store: &str, dir: &Path, extra: &[&str]) -> (Process, String) {
     let uuid = dir.join("worker.uuid");

@@ -3,30 +3,13 @@
 //! `jobs discard`, bulk `jobs cancel`, `jobs pause` and `resume`, run as a user
 //! runs them (the real binary, a real worker, and a real server).
 
-use std::io::{BufRead, BufReader};
+mod common;
+use common::*;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn zodiac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zodiac"))
-        .args(args)
-        .output()
-        .expect("run zodiac")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs `zodiac ARGS`, expecting success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = zodiac(args);
-    assert!(o.status.success(), "zodiac {args:?}: {}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Runs `zodiac ARGS`, expecting exit 1 with nothing on stdout; returns stderr.
 fn refused(args: &[&str]) -> String {
@@ -40,16 +23,6 @@ fn refused(args: &[&str]) -> String {
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     err
-}
-
-fn put(store: &str, args: &[&str]) -> u64 {
-    let mut all = vec!["jobs", "put", store];
-    all.extend_from_slice(args);
-    ok(&all).trim().parse().expect("put prints the job id")
-}
-
-fn show(store: &str, id: u64) -> Value {
-    serde_json::from_str(&ok(&["jobs", "show", store, &id.to_string(), "--json"])).unwrap()
 }
 
 fn listed(store: &str, status: &str) -> Vec<u64> {
@@ -85,56 +58,6 @@ fn wait_status(store: &str, id: u64, want: &str) -> Value {
             doc["status"]
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Process {
-    child: Child,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Starts `zodiac ARGS` with stderr to `log`; returns it with its first line.
-    fn start(args: &[&str], log: &Path) -> (Process, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("run zodiac");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        (Process { child }, line.trim().to_string())
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "the process exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "the process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
