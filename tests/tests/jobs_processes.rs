@@ -618,7 +618,7 @@ fn d4_false_death_the_sibling_completes_once_and_the_stalled_worker_recovers() {
     wait_until("A to abandon its stale run", || {
         a.log().contains(&format!(
             "job {} is no longer held by this agent",
-            job.oid()
+            job.oid().0
         ))
     });
     wait_until("A to notice it was declared dead", || {
