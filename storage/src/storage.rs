@@ -81,6 +81,19 @@ pub trait Storage: Send + Sync {
         0
     }
 
+    /// Writes a transaction copied from another storage (`zodiac copy`), keeping its
+    /// tid and metadata: `tid` must be greater than `last_tid()`, every record is
+    /// written as given (no conflict check: the source already decided), and every
+    /// oid in it counts as allocated, so `new_oid` never hands it out. Durable and
+    /// visible when it returns, with a commit notification like any commit.
+    /// Storages that cannot restore refuse (the default).
+    fn restore(&self, tid: Tid, meta: &TransactionMeta, records: &[(Oid, Vec<u8>)]) -> Result<()> {
+        let _ = (tid, meta, records);
+        Err(Error::Server {
+            message: format!("{} cannot take copied transactions", self.describe()),
+        })
+    }
+
     /// Packs to `pack_time`, with garbage collection through `references` when given
     /// (see `FileStorage::pack`). A client storage asks its server, which uses its
     /// own reference reader (`references` only says whether to collect garbage).
