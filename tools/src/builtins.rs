@@ -104,7 +104,7 @@ fn incr(ctx: &mut JobContext<'_, '_>, args: &str) -> Result<String, HandlerError
     };
     let by = integer(&args, "by", "incr")?.unwrap_or(1);
     let key = format!("{COUNTER_ROOT_PREFIX}{name}");
-    // The counter wraps on overflow (its merges add deltas); a job never may.
+    // `Counter::add` wraps on overflow (its merges refuse to); a job never may.
     if let Some(counter) = ctx.tx().root_entry::<Counter>(&key)? {
         let value = ctx.tx().get(&counter)?.value();
         if value.checked_add(by).is_none() {
