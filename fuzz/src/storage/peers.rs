@@ -37,8 +37,9 @@ struct Served {
 
 static SERVED: Mutex<Option<Served>> = Mutex::new(None);
 
-/// The address of the server of a memory storage the inputs go to.
-fn server_address() -> String {
+/// The address of the server of a memory storage the inputs go to, and how to ask
+/// it how many connections it serves.
+fn server_address() -> (String, impl Fn() -> usize) {
     let mut served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
     if served
         .as_ref()
@@ -56,7 +57,11 @@ fn server_address() -> String {
         }
     });
     s.inputs += 1;
-    s.server.local_addr().to_string()
+    let connections = || {
+        let served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+        served.as_ref().map_or(0, |s| s.server.connection_count())
+    };
+    (s.server.local_addr().to_string(), connections)
 }
 
 /// The bytes go to the server after a valid `Hello` and `Auth` (`flags` bit 0
@@ -64,7 +69,8 @@ fn server_address() -> String {
 /// server messages and closes the connection once the input ended and every reply
 /// is written (or at once, with a log line, on a bad frame).
 pub fn server_requests(flags: u8, body: &[u8]) {
-    let mut stream = TcpStream::connect(server_address()).expect("connect to the server");
+    let (address, connections) = server_address();
+    let mut stream = TcpStream::connect(address).expect("connect to the server");
     stream.set_read_timeout(Some(CLOSE_WAIT)).expect("timeout");
     let mut bytes = if flags & 1 == 0 {
         client_frames()[..2].concat()
@@ -88,6 +94,15 @@ pub fn server_requests(flags: u8, body: &[u8]) {
             .expect("the server writes whole frames");
         protocol::decode::<ServerMessage>(&payload).expect("the server writes messages");
     }
+    // A closed connection is let go: its transactions aborted, its threads done.
+    let deadline = std::time::Instant::now() + CLOSE_WAIT;
+    while connections() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server still counts a connection that ended"
+        );
+        thread::sleep(Duration::from_micros(100));
+    }
 }
 
 /// A client storage connects to a fake server that answers `Hello` with a
@@ -102,7 +117,7 @@ pub fn client_replies(flags: u8, body: &[u8]) {
     let body = body.to_vec();
     let server = thread::spawn(move || fake_server(listener, catch_up, &body));
     let options = ClientOptions::new()
-        .wait_timeout(Duration::from_millis(50))
+        .wait_timeout(Duration::from_millis(5))
         .connect_timeout(Duration::from_secs(2))
         .reconnect_delay(Duration::from_millis(1), Duration::from_millis(5));
     if let Ok(client) = ClientStorage::connect(&address, options) {
