@@ -5,6 +5,7 @@
 //! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
 //!   WORKLOAD: phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all)
 //!             j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these)
+//!             load100 [--seconds N] [--connections N] (a `zodiac server` process under load)
 //! ```
 //!
 //! The binary is a thin wrapper over [`run_cli`]; `zodiac bench` (the `zodiac`
@@ -24,12 +25,14 @@
 
 mod helpers;
 mod jobs;
+mod load;
 mod lock;
 mod objects;
 mod phys;
 mod report;
 mod rng;
 mod served;
+mod server_process;
 mod stats;
 mod system;
 mod target;
@@ -59,12 +62,17 @@ usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memor
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
             w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)
             w5-1m (W5's shape at 1,000,000 objects, with the pack's memory)
+            load100 (100 connections to a `zodiac server` process, half loads, half
+            commits, one commit in ten conflicting, for 60 s; needs the zodiac
+            binary beside this one, or $ZODIAC_BIN)
   --dir D   where the stores are created (default: a new directory under the system temp dir)
   --json    one JSON line per workload instead of a table
   --reps N  runs of each workload, each on a fresh store; the median is reported (default 1)
   --store   the storage under test (default: file, with durable commits; server:
             the file store served on 127.0.0.1, through a client storage;
-            tcp://HOST:PORT: an existing server, for w1, w1-4, w2, w3 and w4 only)";
+            tcp://HOST:PORT: an existing server, for w1, w1-4, w2, w3 and w4 only)
+  --seconds N      load100's duration (default 60)
+  --connections N  load100's client connections (default 100)";
 
 /// Upper bound on `--reps`, to catch typos before hours of runs.
 const REPS_MAX: usize = 100;
@@ -85,6 +93,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     let mut json = false;
     let mut reps = 1;
     let mut store = StoreKind::File;
+    let mut seconds = None;
+    let mut connections = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
@@ -108,6 +118,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                     "--store takes file, memory, server or tcp://HOST:PORT, not {text:?}"
                 ))?;
             }
+            "--seconds" => {
+                seconds = Some(number(
+                    "--seconds",
+                    &value("--seconds")?,
+                    load::SECONDS_MAX,
+                )?)
+            }
+            "--connections" => {
+                let text = value("--connections")?;
+                connections = Some(number("--connections", &text, load::CONNECTIONS_MAX)?);
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             name if workloads.is_none() => {
                 workloads =
@@ -116,7 +137,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             extra => return Err(format!("unexpected argument {extra:?}")),
         }
     }
-    let workloads = workloads.ok_or("no workload given")?;
+    let mut workloads = workloads.ok_or("no workload given")?;
+    if seconds.is_some() || connections.is_some() {
+        let [Workload::Load(shape)] = workloads.as_mut_slice() else {
+            return Err("--seconds and --connections are options of load100 only".into());
+        };
+        shape.seconds = seconds.unwrap_or(shape.seconds);
+        shape.connections = connections.unwrap_or(shape.connections);
+    }
     Ok(Some(Options {
         workloads,
         dir,
@@ -124,6 +152,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         reps,
         store,
     }))
+}
+
+/// `text` as a number from 1 to `max`, for `flag`.
+fn number(flag: &str, text: &str, max: u64) -> Result<u64, String> {
+    text.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or(format!(
+            "{flag} takes a number from 1 to {max}, not {text:?}"
+        ))
 }
 
 /// The command line: `WORKLOAD [--dir D] [--json] [--reps N] [--store KIND]` (see
@@ -353,6 +391,36 @@ mod tests {
             jobs[1..]
                 .iter()
                 .all(|j| j.skip_reason(options.store).is_some())
+        );
+    }
+
+    #[test]
+    fn load100_takes_its_duration_and_connections() {
+        let options = parse(&["load100"]).expect("valid").expect("not help");
+        assert_eq!(
+            options.workloads,
+            [Workload::Load(load::LoadShape {
+                seconds: 60,
+                connections: 100
+            })]
+        );
+        let options = parse(&["load100", "--seconds", "2", "--connections", "10"])
+            .expect("valid")
+            .expect("not help");
+        assert_eq!(
+            options.workloads,
+            [Workload::Load(load::LoadShape {
+                seconds: 2,
+                connections: 10
+            })]
+        );
+        assert!(parse(&["w1", "--seconds", "2"]).is_err());
+        assert!(parse(&["load100", "--seconds", "0"]).is_err());
+        assert!(parse(&["load100", "--connections", "1001"]).is_err());
+        assert!(
+            Workload::Load(load::LoadShape::default())
+                .skip_reason(StoreKind::Memory)
+                .is_some()
         );
     }
 

@@ -25,8 +25,17 @@ pub fn reset_peak_rss() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// Peak resident memory (`VmHWM`) of process `pid`, in bytes; `None` once it ended.
+pub fn peak_rss_bytes_of(pid: u32) -> Option<u64> {
+    status_kib_in(&format!("/proc/{pid}/status"), "VmHWM:").map(|kib| kib * 1024)
+}
+
 fn status_kib(field: &str) -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
+    status_kib_in("/proc/self/status", field)
+}
+
+fn status_kib_in(path: &str, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line[field.len()..].split_whitespace().next()?.parse().ok()
 }

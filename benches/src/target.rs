@@ -155,6 +155,22 @@ impl StoreUnderTest {
         Ok(FileStorage::open(&self.data_path, FileOptions::new())?)
     }
 
+    /// The path of the fresh file store, for workloads that open it in another
+    /// process (`load100`'s `zodiac server`).
+    pub fn create_path(&mut self) -> Result<PathBuf> {
+        if self.kind != StoreKind::File {
+            return Err("this workload needs the file store (--store file)".into());
+        }
+        if self.data_path.exists() {
+            return Err(format!(
+                "{} already exists; each run needs a fresh store",
+                self.data_path.display()
+            )
+            .into());
+        }
+        Ok(self.data_path.clone())
+    }
+
     /// Closes the store; `storage` must be its only remaining reference.
     pub fn close(&mut self, storage: Arc<dyn Storage>) -> Result<()> {
         if Arc::strong_count(&storage) != 1 {

@@ -18,6 +18,7 @@ use zodiac_storage::{Oid, Storage, Tid, TransactionMeta};
 
 use crate::Result;
 use crate::jobs::JobWorkload;
+use crate::load::LoadShape;
 use crate::report::{Measurement, Value};
 use crate::rng::{SplitMix64, VALUE_BYTES, W3_SEED, W4_SEED, index_of, val};
 use crate::stats::Latencies;
@@ -64,6 +65,9 @@ pub enum Workload {
     W6Processes,
     /// A job workload (J1–J6; see `jobs`).
     Job(JobWorkload),
+    /// `load100`: connections loading and committing against a `zodiac server`
+    /// process (by name only: not in `ALL`; see `load`).
+    Load(LoadShape),
 }
 
 impl Workload {
@@ -98,6 +102,7 @@ impl Workload {
             Workload::BTreeConcurrent => "btree-4",
             Workload::W6Processes => "w6-4p",
             Workload::Job(job) => job.name(),
+            Workload::Load(_) => crate::load::NAME,
         }
     }
 
@@ -124,6 +129,11 @@ impl Workload {
                  meet other runs' jobs): use --store file, memory or server",
             ),
             (Workload::Job(job), _) => job.skip_reason(kind),
+            (Workload::Load(_), StoreKind::File) => None,
+            (Workload::Load(_), _) => Some(
+                "load100 serves a file store of its own with a `zodiac server` process: use \
+                 --store file",
+            ),
             (
                 Workload::PhysFdatasync
                 | Workload::W1
@@ -163,6 +173,7 @@ impl Workload {
             .chain(Workload::OBJECTS)
             .chain([Workload::W5Large])
             .chain([Workload::W6Processes])
+            .chain([Workload::Load(LoadShape::default())])
             .chain(Workload::JOBS)
             .find(|w| w.name() == name)
             .map(|w| vec![w])
@@ -191,6 +202,7 @@ impl Workload {
             Workload::BTree => crate::objects::btree(store),
             Workload::BTreeConcurrent => crate::objects::btree_concurrent(store),
             Workload::W6Processes => w6_processes(store),
+            Workload::Load(shape) => crate::load::run(shape, &store.create_path()?),
             Workload::Job(job) => {
                 Err(format!("{} runs through JobWorkload::run", job.name()).into())
             }

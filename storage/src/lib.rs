@@ -24,6 +24,8 @@ mod backoff;
 mod conflicts;
 mod error;
 mod file;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 pub mod io;
 mod memory;

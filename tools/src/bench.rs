@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 /// The workloads and groups `zodiac-benches` knows (its usage text), with what
 /// each measures; a test checks the library knows each name.
-const WORKLOADS: [(&str, &str); 25] = [
+const WORKLOADS: [(&str, &str); 26] = [
     (
         "phys-fdatasync",
         "the disk's floor: 3,000 x (256-byte write + fdatasync)",
@@ -34,6 +34,10 @@ const WORKLOADS: [(&str, &str); 25] = [
         "phys-fdatasync, w1, w1-4, w2, w3, w4, w5, w7, w7-noindex",
     ),
     ("w6-4p", "W1 by 4 client processes over a served file store"),
+    (
+        "load100",
+        "100 connections load and commit for 60 s against this binary's server",
+    ),
     ("j1", "put 10,000 jobs, one transaction each"),
     ("j2", "1 worker drains J1's 10,000 jobs"),
     ("j3", "4 workers drain 10,000 jobs"),

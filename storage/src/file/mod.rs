@@ -43,7 +43,7 @@ use crate::storage::{Storage, StorageTransaction, TransactionIter};
 pub mod format;
 mod group_commit;
 mod holes;
-mod index;
+pub(crate) mod index;
 mod index_save;
 pub mod io;
 mod lock;
@@ -53,7 +53,7 @@ mod options;
 pub mod pack;
 mod progress;
 mod read;
-mod recovery;
+pub(crate) mod recovery;
 mod transaction;
 
 use format::FileHeader;
