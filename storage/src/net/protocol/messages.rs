@@ -28,8 +28,10 @@ pub enum ClientMessage {
         /// Always [`MAGIC`](super::MAGIC) (`0x49444f5a`); anything else closes the
         /// connection.
         magic: u32,
-        /// The client's [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION); a server of
-        /// another version answers `Refused` naming both.
+        /// The client's [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION), or an older one
+        /// the server named in a refusal; a server that does not speak it (from
+        /// [`PROTOCOL_VERSION_MIN`](super::PROTOCOL_VERSION_MIN) up) answers `Refused`
+        /// naming both.
         version: u32,
         /// The client will not commit; the server refuses its commits and packs.
         read_only: bool,
