@@ -44,8 +44,9 @@ pub use file::{Durability, FileOptions, FileStorage, format};
 pub use ids::{Oid, OidHasher, OidMap, Tid};
 pub use memory::MemoryStorage;
 pub use meta::{
-    ChangeInfo, CommitEvent, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX, EXTENSION_KEY_BYTES_MAX,
-    Revision, RevisionInfo, TransactionInfo, TransactionMeta, USER_BYTES_MAX,
+    ChangeInfo, CommitEvent, CopiedTransaction, DESCRIPTION_BYTES_MAX, EXTENSION_BYTES_MAX,
+    EXTENSION_KEY_BYTES_MAX, Revision, RevisionInfo, TransactionInfo, TransactionMeta,
+    USER_BYTES_MAX,
 };
 pub use net::{
     ClientOptions, ClientStorage, MergeFn, PREFETCHES_IN_FLIGHT_MAX, ReferenceReader, Server,

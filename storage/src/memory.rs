@@ -6,8 +6,10 @@
 //! - The commit lock (`commit_lock`) is held from vote to finish/abort, so
 //!   validation and application see the same state.
 //! - A transaction's event is published before `last_tid` reports its tid.
-//! - `close` and the apply step of `finish` both hold the state write lock, so once
-//!   `close` has returned no transaction becomes visible.
+//! - `close` and the apply step of `finish` (and of `restore`) hold the state write
+//!   lock, so once `close` has returned no transaction becomes visible.
+//! - A restored (copied) transaction keeps its tid, which must exceed every applied
+//!   one, and raises the oid allocator past each oid it writes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -184,12 +186,72 @@ impl Storage for MemoryStorage {
         self.shared.notifier.subscribe()
     }
 
+    fn restore(&self, tid: Tid, meta: &TransactionMeta, records: &[(Oid, Vec<u8>)]) -> Result<()> {
+        self.check_open()?;
+        self.shared.restore(tid, meta, records)
+    }
+
     fn close(&self) -> Result<()> {
         // Under the state lock: a commit in `finish` either became visible before
         // this returns, or sees the flag and is refused.
         let _state = self.shared.state.write();
         self.shared.closed.store(true, Ordering::Release);
         self.shared.notifier.close();
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Makes `writes` visible as transaction `tid` and publishes it (the caller
+    /// holds the commit lock and the state write lock, and checked `closed`).
+    fn apply(&self, state: &mut State, tid: Tid, meta: TransactionMeta, writes: PendingWrites) {
+        debug_assert!(tid > state.applied_tid);
+        let oids: Arc<[Oid]> = writes.oids().into();
+        let changes = writes
+            .stores
+            .iter()
+            .map(|s| ChangeInfo {
+                oid: s.oid,
+                size: s.data.len() as u64,
+            })
+            .collect();
+        for s in writes.stores {
+            state
+                .revisions
+                .entry(s.oid)
+                .or_default()
+                .push((tid, s.data.into()));
+        }
+        state
+            .transactions
+            .push(TransactionInfo { tid, meta, changes });
+        state.applied_tid = tid;
+        self.notifier.publish(&CommitEvent { tid, oids });
+        self.last_tid.store(tid.0, Ordering::Release);
+    }
+
+    /// Applies a transaction copied from another storage (see `Storage::restore`).
+    fn restore(&self, tid: Tid, meta: &TransactionMeta, records: &[(Oid, Vec<u8>)]) -> Result<()> {
+        meta.validate()?;
+        let mut writes = PendingWrites::default();
+        for (oid, data) in records {
+            writes.store(*oid, Tid::ZERO, data.clone())?;
+        }
+        let _guard = self.commit_lock.lock();
+        let mut state = self.state.write();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if tid <= state.applied_tid {
+            return Err(Error::TidNotIncreasing {
+                tid,
+                last: state.applied_tid,
+            });
+        }
+        let high = records.iter().map(|(oid, _)| oid.0.saturating_add(1));
+        self.next_oid
+            .fetch_max(high.max().unwrap_or(0), Ordering::AcqRel);
+        self.apply(&mut state, tid, meta.clone(), writes);
         Ok(())
     }
 }
@@ -282,36 +344,14 @@ impl StorageTransaction for MemoryTransaction {
         }
         let (guard, tid) = self.voted.take().expect("voted above");
         let writes = std::mem::take(&mut self.writes);
-        let oids: Arc<[Oid]> = writes.oids().into();
         let mut state = self.shared.state.write();
         // Voted before close, finishing after it: refused, so nothing commits once
         // close has returned (close sets the flag under this lock).
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let changes = writes
-            .stores
-            .iter()
-            .map(|s| ChangeInfo {
-                oid: s.oid,
-                size: s.data.len() as u64,
-            })
-            .collect();
-        for s in writes.stores {
-            state
-                .revisions
-                .entry(s.oid)
-                .or_default()
-                .push((tid, s.data.into()));
-        }
-        state.transactions.push(TransactionInfo {
-            tid,
-            meta: std::mem::take(&mut self.meta),
-            changes,
-        });
-        state.applied_tid = tid;
-        self.shared.notifier.publish(&CommitEvent { tid, oids });
-        self.shared.last_tid.store(tid.0, Ordering::Release);
+        self.shared
+            .apply(&mut state, tid, std::mem::take(&mut self.meta), writes);
         drop(state);
         drop(guard);
         Ok(tid)

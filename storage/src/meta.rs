@@ -121,6 +121,18 @@ pub struct TransactionInfo {
     pub changes: Vec<ChangeInfo>,
 }
 
+/// A transaction copied from another storage, as `Storage::restore_batch` takes
+/// it: its tid and metadata as the source has them, and each object's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopiedTransaction {
+    /// The tid the transaction keeps.
+    pub tid: Tid,
+    /// Its metadata, as the source has it.
+    pub meta: TransactionMeta,
+    /// The records it wrote: each object and its data.
+    pub records: Vec<(Oid, Vec<u8>)>,
+}
+
 /// What a commit notification says: a transaction became durable and visible,
 /// and these objects changed. Delivered in commit order.
 #[derive(Clone, Debug, PartialEq, Eq)]

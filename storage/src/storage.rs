@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
-use crate::meta::{Revision, RevisionInfo, TransactionInfo, TransactionMeta};
+use crate::meta::{CopiedTransaction, Revision, RevisionInfo, TransactionInfo, TransactionMeta};
 use crate::notify::CommitSubscription;
 use crate::reports::{PackReport, References};
 
@@ -92,6 +92,18 @@ pub trait Storage: Send + Sync {
         Err(Error::Server {
             message: format!("{} cannot take copied transactions", self.describe()),
         })
+    }
+
+    /// Restores `transactions` in order, as [`restore`](Self::restore) each: when it
+    /// returns `Ok`, all are durable and visible. On an error, the transactions
+    /// before the failing one may be restored (`last_tid()` tells how far it got);
+    /// none after it is. A storage may share one sync among them (the file storage
+    /// does); the default restores them one by one.
+    fn restore_batch(&self, transactions: &[CopiedTransaction]) -> Result<()> {
+        for t in transactions {
+            self.restore(t.tid, &t.meta, &t.records)?;
+        }
+        Ok(())
     }
 
     /// Packs to `pack_time`, with garbage collection through `references` when given

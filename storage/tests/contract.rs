@@ -83,6 +83,10 @@ macro_rules! contract_suite {
             closed_storage_refuses_calls,
             close_ends_subscriptions,
             transaction_voted_before_close_does_not_commit_after_it,
+            restore_keeps_tid_metadata_and_data,
+            restore_refuses_a_tid_not_after_the_last_tid,
+            restored_oids_are_never_handed_out_by_new_oid,
+            subscribers_see_restored_transactions,
         );
     };
     (@cases $name:ident, $factory:expr, $($case:ident),+ $(,)?) => {
@@ -102,6 +106,10 @@ contract_suite!(memory, crate::common::memory);
 
 mod cases {
     use super::*;
+
+    // The cases of `Storage::restore`, in tests/cases/restore.rs.
+    mod restore;
+    pub use restore::*;
 
     fn rev(tid: Tid, data: &[u8]) -> Revision {
         Revision {

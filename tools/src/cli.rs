@@ -301,6 +301,19 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         at: Option<u64>,
     },
+    /// Copy every transaction of SRC into DST, keeping tids and metadata, and
+    /// verify each copied record. Each of SRC and DST is a data file path or
+    /// tcp://HOST:PORT of a `zodiac server`; DST is created when it is a missing
+    /// data file. Incremental: copies only what SRC gained after DST's last
+    /// transaction (which must be SRC's too), so an interrupted copy resumes.
+    Copy {
+        /// The store to copy from (read only).
+        src: String,
+        /// The store to copy into: new, empty, or an earlier copy of SRC.
+        dst: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
     /// Print every transaction (tid, time, user, description, extension, objects
     /// written), oldest first.
     Dump {

@@ -20,6 +20,7 @@ mod bench;
 mod bench;
 mod builtins;
 mod cli;
+mod copy;
 mod demo;
 mod inspect;
 mod jobs;
@@ -115,6 +116,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             connect,
         } => maintenance::run_pack(&store, before, no_gc, &connect.connect(short_wait)),
         Command::Restore { dir, output, at } => maintenance::run_restore(&dir, &output, at),
+        Command::Copy { src, dst, connect } => {
+            copy::run_copy(&src, &dst, &connect.connect(short_wait)).map(done)
+        }
         Command::Dump {
             path,
             from,

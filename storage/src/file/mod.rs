@@ -9,6 +9,7 @@
 //! - `open`: the open and its checks and repairs (saved index, scan, torn tail);
 //! - `read`: loads, history and walks over the transactions;
 //! - `transaction`: store, vote (conflicts and merges) and finish;
+//! - `restore`: transactions copied from another storage, alone or in batches;
 //! - `group_commit`: staging, the leader's write, the shared fdatasync, publishing;
 //! - `index_save`: when the in-memory index is saved beside the file;
 //! - `pack`: rewriting the file without old revisions and garbage;
@@ -35,7 +36,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
-use crate::meta::{Revision, RevisionInfo, TransactionMeta};
+use crate::meta::{CopiedTransaction, Revision, RevisionInfo, TransactionMeta};
 use crate::notify::{CommitSubscription, Notifier};
 use crate::reports::{PackReport, References};
 use crate::storage::{Storage, StorageTransaction, TransactionIter};
@@ -54,6 +55,7 @@ pub mod pack;
 mod progress;
 mod read;
 pub(crate) mod recovery;
+mod restore;
 mod transaction;
 
 use format::FileHeader;
@@ -333,6 +335,14 @@ impl Storage for FileStorage {
 
     fn close(&self) -> Result<()> {
         self.shared.close()
+    }
+
+    fn restore(&self, tid: Tid, meta: &TransactionMeta, records: &[(Oid, Vec<u8>)]) -> Result<()> {
+        self.restore_one(tid, meta, records)
+    }
+
+    fn restore_batch(&self, transactions: &[CopiedTransaction]) -> Result<()> {
+        self.restore_many(transactions)
     }
 
     fn pack(&self, pack_time: Tid, references: Option<References<'_>>) -> Result<PackReport> {

@@ -319,7 +319,23 @@ impl StorageTransaction for FileTransaction {
         true
     }
 
-    fn finish(mut self: Box<Self>) -> Result<Tid> {
+    fn finish(self: Box<Self>) -> Result<Tid> {
+        let shared = Arc::clone(&self.shared);
+        let (tid, end) = self.stage()?;
+        shared.wait_durable(end)?;
+        shared.maybe_save_index(end);
+        Ok(tid)
+    }
+
+    fn abort(self: Box<Self>) {}
+}
+
+impl FileTransaction {
+    /// Votes if not voted yet and stages the record for the group commit, without
+    /// waiting for it to become durable: returns its tid and the end of its record,
+    /// which `Shared::wait_durable` waits for. `finish` waits at once; a batch of
+    /// copied transactions (`FileStorage::restore_batch`) waits once for its last.
+    pub(super) fn stage(mut self: Box<Self>) -> Result<(Tid, u64)> {
         if self.voted.is_none() {
             self.vote()?;
         }
@@ -374,12 +390,8 @@ impl StorageTransaction for FileTransaction {
             }
         }
         drop(commit);
-        shared.wait_durable(end)?;
-        shared.maybe_save_index(end);
-        Ok(tid)
+        Ok((tid, end))
     }
-
-    fn abort(self: Box<Self>) {}
 }
 
 #[cfg(test)]

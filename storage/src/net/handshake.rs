@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::protocol::{
     self, CatchUp, ClientMessage, FRAME_BYTES_MAX, FrameError, HANDSHAKE_FRAME_BYTES_MAX, MAGIC,
-    NONCE_BYTES, PROTOCOL_VERSION, ServerMessage,
+    NONCE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, ServerMessage,
 };
 use crate::ids::Tid;
 
@@ -40,9 +40,16 @@ pub(crate) struct Hello {
 
 impl Hello {
     /// A hello in this build's protocol version.
+    #[cfg(test)]
     pub(crate) fn new(read_only: bool, fresh: bool, last_tid: Tid) -> Hello {
+        Hello::speaking(PROTOCOL_VERSION, read_only, fresh, last_tid)
+    }
+
+    /// A hello in protocol `version` (an older one, to a server that refused this
+    /// build's: see [`older_version_spoken`]).
+    pub(crate) fn speaking(version: u32, read_only: bool, fresh: bool, last_tid: Tid) -> Hello {
         Hello {
-            version: PROTOCOL_VERSION,
+            version,
             read_only,
             fresh,
             last_tid,
@@ -260,15 +267,31 @@ fn read_client_message(reader: &mut impl Read) -> Result<ClientMessage, FrameErr
     protocol::decode(&payload)
 }
 
-/// Refuses a client of another protocol version, naming both.
+/// Refuses a client of a protocol version this build does not speak, naming both.
+/// Versions [`PROTOCOL_VERSION_MIN`] to [`PROTOCOL_VERSION`] are served. The
+/// reason's wording, "(this server speaks version N)", is what every server since
+/// version 1 sends, and what [`older_version_spoken`] reads.
 pub(crate) fn check_version(version: u32) -> Result<(), String> {
-    if version == PROTOCOL_VERSION {
+    if (PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version) {
         return Ok(());
     }
     Err(format!(
         "protocol version {version} is not supported (this server speaks version \
          {PROTOCOL_VERSION}); upgrade the older side"
     ))
+}
+
+/// The version a server that refused this build's version speaks, when this build
+/// speaks it too (an older one, from [`PROTOCOL_VERSION_MIN`]): the client then
+/// connects again in that version. Read from the refusal's reason, the only place
+/// servers of those versions name it.
+pub(crate) fn older_version_spoken(reason: &str) -> Option<u32> {
+    let (_, after) = reason.split_once("(this server speaks version ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    let version: u32 = digits.parse().ok()?;
+    (PROTOCOL_VERSION_MIN..PROTOCOL_VERSION)
+        .contains(&version)
+        .then_some(version)
 }
 
 /// Whether `mac` proves the client knows `token` (anything does when the server
@@ -366,8 +389,9 @@ mod tests {
     use crate::memory::MemoryStorage;
     use crate::net::{Server, ServerOptions};
 
-    /// A client of an older protocol version is refused at the handshake, with a
-    /// reason naming both versions.
+    /// A client of a version older than the oldest this build speaks is refused at
+    /// the handshake, with a reason naming both versions; one of the oldest spoken
+    /// is served (version 5 only added a request).
     #[test]
     fn a_client_of_another_protocol_version_is_refused_naming_both() {
         let server = Server::start(
@@ -376,22 +400,47 @@ mod tests {
             ServerOptions::new(),
         )
         .unwrap();
-        let mut stream = TcpStream::connect(server.local_addr()).unwrap();
-        let hello = Hello {
-            version: PROTOCOL_VERSION - 1,
-            ..Hello::new(false, true, Tid::ZERO)
+        let handshake = |version: u32| {
+            let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+            let hello = Hello::speaking(version, false, true, Tid::ZERO);
+            let mut reader = stream.try_clone().unwrap();
+            client(&mut reader, &mut stream, &hello, None, |_| Ok(()))
         };
-        let mut reader = stream.try_clone().unwrap();
-        let refused = client(&mut reader, &mut stream, &hello, None, |_| Ok(()));
+        let too_old = PROTOCOL_VERSION_MIN - 1;
+        let refused = handshake(too_old);
         let Err(ClientFailure::Refused(reason)) = refused else {
             panic!("not refused: {refused:?}");
         };
         assert!(
-            reason.contains(&(PROTOCOL_VERSION - 1).to_string())
-                && reason.contains(&PROTOCOL_VERSION.to_string()),
+            reason.contains(&format!("protocol version {too_old} "))
+                && reason.contains(&format!("speaks version {PROTOCOL_VERSION})")),
             "{reason}"
         );
+        let welcome = handshake(PROTOCOL_VERSION_MIN).unwrap();
+        assert_eq!(welcome.catch_up, CatchUp::Fresh);
         server.shutdown();
+    }
+
+    /// A client learns the version of a server that refused its own from the
+    /// refusal, as every server since version 1 words it, and speaks it when it can.
+    #[test]
+    fn an_older_servers_version_is_read_from_its_refusal() {
+        let refusal = |v: u32| {
+            format!(
+                "protocol version {PROTOCOL_VERSION} is not supported (this server speaks \
+                 version {v}); upgrade the older side"
+            )
+        };
+        assert_eq!(
+            older_version_spoken(&refusal(PROTOCOL_VERSION_MIN)),
+            Some(PROTOCOL_VERSION_MIN)
+        );
+        assert_eq!(
+            older_version_spoken(&refusal(PROTOCOL_VERSION_MIN - 1)),
+            None
+        );
+        assert_eq!(older_version_spoken(&refusal(PROTOCOL_VERSION)), None);
+        assert_eq!(older_version_spoken("authentication failed"), None);
     }
 
     fn hex(bytes: &[u8]) -> String {

@@ -227,6 +227,14 @@ pub mod net {
         fn subscribe(&self) -> zodiac_storage::CommitSubscription {
             self.client.subscribe()
         }
+        fn restore(
+            &self,
+            tid: zodiac_storage::Tid,
+            meta: &zodiac_storage::TransactionMeta,
+            records: &[(zodiac_storage::Oid, Vec<u8>)],
+        ) -> zodiac_storage::Result<()> {
+            self.client.restore(tid, meta, records)
+        }
         fn close(&self) -> zodiac_storage::Result<()> {
             self.client.close()
         }

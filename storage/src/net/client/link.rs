@@ -29,7 +29,8 @@ use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
 use crate::net::handshake::{self, ClientFailure, Hello, Welcome};
 use crate::net::protocol::{
-    self, CatchUp, ClientMessage, FRAME_BYTES_MAX, Request, Response, ServerMessage, WireError,
+    self, CatchUp, ClientMessage, FRAME_BYTES_MAX, PROTOCOL_VERSION, Request, Response,
+    ServerMessage, WireError,
 };
 
 /// How long a read yields waiting for its reply before it sleeps.
@@ -83,6 +84,8 @@ pub(super) struct Link {
     /// Oids the server allocated for this connection and no call took yet (dropped
     /// with the connection: a server restored from a copy may not know them).
     pub(super) oids: Mutex<VecDeque<u64>>,
+    /// The protocol version spoken on this connection (the server's, when older).
+    pub(super) version: u32,
 }
 
 impl Link {
@@ -180,8 +183,25 @@ impl Inner {
         st.current.as_ref().filter(|l| l.is_alive()).map(Arc::clone)
     }
 
-    /// Connects, authenticates and catches up; installs the new connection.
+    /// Connects, authenticates and catches up; installs the new connection. A
+    /// server of an older protocol version this build still speaks refuses this
+    /// build's: the client connects again in the server's version.
     pub(super) fn establish(self: &Arc<Self>) -> Result<()> {
+        let result = self.establish_speaking(PROTOCOL_VERSION);
+        if let Err(Error::Refused { reason, .. }) = &result
+            && let Some(version) = handshake::older_version_spoken(reason)
+        {
+            log::info!(
+                "{}: the server speaks protocol version {version}: connecting in it",
+                self.address
+            );
+            return self.establish_speaking(version);
+        }
+        result
+    }
+
+    /// [`establish`](Self::establish) in protocol `version`.
+    fn establish_speaking(self: &Arc<Self>, version: u32) -> Result<()> {
         let stream = self.connect_stream()?;
         let io_err = |e: std::io::Error| self.disconnected(format!("handshake failed: {e}"));
         stream.set_nodelay(true).map_err(io_err)?;
@@ -192,13 +212,14 @@ impl Inner {
         let mut writer = stream.try_clone().map_err(io_err)?;
         let last_tid = self.cache.lock().last_tid;
         let mut partial = None;
-        let welcome = self.handshake(&mut reader, &mut writer, last_tid, &mut partial)?;
+        let hello = Hello::speaking(version, self.options.read_only, self.fresh(), last_tid);
+        let welcome = self.handshake(&mut reader, &mut writer, &hello, &mut partial)?;
         self.adopt(&welcome, last_tid);
         stream.set_read_timeout(None).map_err(io_err)?;
         stream
             .set_write_timeout(Some(self.options.ping_timeout))
             .map_err(io_err)?;
-        self.install(stream, reader, partial)
+        self.install(stream, reader, partial, version)
     }
 
     /// A TCP connection to the first of the address's socket addresses that takes one.
@@ -225,15 +246,13 @@ impl Inner {
         &self,
         reader: &mut BufReader<TcpStream>,
         writer: &mut TcpStream,
-        last_tid: Tid,
+        hello: &Hello,
         partial: &mut Option<(Tid, Vec<Oid>)>,
     ) -> Result<Welcome> {
-        let fresh = !self.connected_once.load(Ordering::Acquire) && self.preloaded.lock().is_none();
-        let hello = Hello::new(self.options.read_only, fresh, last_tid);
         let welcome = handshake::client(
             reader,
             writer,
-            &hello,
+            hello,
             self.options.token.as_deref(),
             |(tid, oids, complete, data)| {
                 if tid <= self.cache.lock().last_tid {
@@ -256,6 +275,12 @@ impl Inner {
         })?;
         self.identity.store(welcome.identity, Ordering::Release);
         Ok(welcome)
+    }
+
+    /// Whether this connection is the first and there is no cache file: nothing
+    /// to catch up.
+    fn fresh(&self) -> bool {
+        !self.connected_once.load(Ordering::Acquire) && self.preloaded.lock().is_none()
     }
 
     /// Acts on the server's `Welcome` for a cache that was current as of
@@ -294,6 +319,7 @@ impl Inner {
         stream: TcpStream,
         reader: BufReader<TcpStream>,
         partial: Option<(Tid, Vec<Oid>)>,
+        version: u32,
     ) -> Result<()> {
         let io_err = |e: std::io::Error| self.disconnected(format!("handshake failed: {e}"));
         let link = Arc::new(Link {
@@ -308,6 +334,7 @@ impl Inner {
             heard: Mutex::new((Instant::now(), false)),
             sent: Mutex::new(Instant::now()),
             oids: Mutex::new(VecDeque::new()),
+            version,
         });
         let inner = Arc::clone(self);
         let reader_link = Arc::clone(&link);

@@ -9,7 +9,8 @@
 //! The parts: [`options`] (how a client connects), [`link`] (the connection, its
 //! reader thread and the reconnecting supervisor), [`invalidations`] (following
 //! the server's commits, the catch-up at connect, the cache file), [`prefetch`]
-//! (loads nobody waits for), [`transaction`] (the client's transactions). This
+//! (loads nobody waits for), [`transaction`] (the client's transactions), [`restore`]
+//! (copied transactions, for `zodiac copy`). This
 //! module holds the storage's state and its `Storage` implementation.
 //!
 //! Invariants:
@@ -21,6 +22,7 @@ mod invalidations;
 mod link;
 mod options;
 mod prefetch;
+mod restore;
 mod transaction;
 
 use std::collections::VecDeque;
@@ -411,6 +413,10 @@ impl Storage for ClientStorage {
 
     fn subscribe(&self) -> CommitSubscription {
         self.inner.notifier.subscribe()
+    }
+
+    fn restore(&self, tid: Tid, meta: &TransactionMeta, records: &[(Oid, Vec<u8>)]) -> Result<()> {
+        self.restore_remote(tid, meta, records)
     }
 
     fn pack(&self, pack_time: Tid, references: Option<References<'_>>) -> Result<PackReport> {

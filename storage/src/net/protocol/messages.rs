@@ -28,8 +28,10 @@ pub enum ClientMessage {
         /// Always [`MAGIC`](super::MAGIC) (`0x49444f5a`); anything else closes the
         /// connection.
         magic: u32,
-        /// The client's [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION); a server of
-        /// another version answers `Refused` naming both.
+        /// The client's [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION), or an older one
+        /// the server named in a refusal; a server that does not speak it (from
+        /// [`PROTOCOL_VERSION_MIN`](super::PROTOCOL_VERSION_MIN) up) answers `Refused`
+        /// naming both.
         version: u32,
         /// The client will not commit; the server refuses its commits and packs.
         read_only: bool,
@@ -168,6 +170,19 @@ pub enum Request {
         /// Also remove objects unreachable from the root (the server needs a
         /// reference reader for it).
         gc: bool,
+    },
+    /// Writes a transaction copied from another storage with its own tid and
+    /// metadata (`Storage::restore`, for `zodiac copy`), answered with `Restored`
+    /// once durable (version 5). Refused by a read-only server or connection.
+    Restore {
+        /// The tid the transaction keeps; greater than the server's last tid.
+        tid: u64,
+        /// Its metadata, as the source has it.
+        meta: WireMeta,
+        /// `(oid, record)` of each object it wrote, at most
+        /// [`TRANSACTION_OBJECTS_MAX`], each record at most [`RECORD_BYTES_MAX`].
+        #[serde(with = "oid_records")]
+        records: Vec<(u64, Vec<u8>)>,
     },
 }
 
@@ -308,6 +323,8 @@ pub enum Response {
     Oids(Vec<u64>),
     /// What the `Pack` did, sent once the packed file is in place.
     Packed(WirePackReport),
+    /// The `Restore` made the copied transaction durable and visible (version 5).
+    Restored,
 }
 
 /// A store the server merged at commit: what committed for `oid` is `data`, not
@@ -342,8 +359,29 @@ impl ClientMessage {
             } if *count == 0 || *count > NEW_OIDS_MAX => Err(format!(
                 "a request for {count} new oids, not 1 to {NEW_OIDS_MAX}"
             )),
+            ClientMessage::Request {
+                request: Request::Restore { records, .. },
+                ..
+            } => check_restored_records(records),
             _ => Ok(()),
         }
+    }
+}
+
+/// A `Restore`'s records within the limits a transaction's stores have.
+fn check_restored_records(records: &[(u64, Vec<u8>)]) -> Result<(), String> {
+    if records.len() > TRANSACTION_OBJECTS_MAX {
+        return Err(format!(
+            "a restored transaction of {} records, over {TRANSACTION_OBJECTS_MAX}",
+            records.len()
+        ));
+    }
+    match records.iter().find(|(_, d)| d.len() > RECORD_BYTES_MAX) {
+        Some((oid, d)) => Err(format!(
+            "a restored record of object {oid} of {} bytes, over {RECORD_BYTES_MAX}",
+            d.len()
+        )),
+        None => Ok(()),
     }
 }
 

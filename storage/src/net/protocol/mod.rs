@@ -26,8 +26,16 @@ pub use wire::{WireError, WireMeta, WirePackReport, WireRevision, WireTransactio
 /// The protocol version this build speaks. Version 1: the first. Version 2: `NewOids`,
 /// `Commit` and `Pack` requests. Version 3: conflicts carry revisions
 /// (`WireError::ConflictWithRevisions`). Version 4: a store may name its merge
-/// function (`Store::merge`) and `Finished` lists what the server merged.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// function (`Store::merge`) and `Finished` lists what the server merged. Version 5:
+/// the `Restore` request (a transaction copied with its own tid), answered `Restored`.
+pub const PROTOCOL_VERSION: u32 = 5;
+/// The oldest protocol version this build still speaks with: version 5 only added a
+/// request, so a version 4 client is served (it never sends `Restore`), and a
+/// client connects to a version 4 server speaking version 4 (its `restore` is then
+/// refused without asking: that server is too old to take copied transactions).
+pub const PROTOCOL_VERSION_MIN: u32 = 4;
+/// The first protocol version with the `Restore` request.
+pub const PROTOCOL_VERSION_RESTORE: u32 = 5;
 /// First field of `Hello`: "ZODI" in little-endian, so a stray client is told apart.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ZODI");
 /// Most oids in one `Invalidation` frame; larger transactions are split.

@@ -234,6 +234,14 @@ pub enum WireError {
         /// stored), each at most 64 KiB and 1 MiB in all; larger ones are left out.
         revisions: Vec<WireRevision>,
     },
+    /// [`Error::TidNotIncreasing`] (version 5): a `Restore`'s tid is not after the
+    /// server's last tid.
+    TidNotIncreasing {
+        /// The tid the copied transaction carries.
+        tid: u64,
+        /// The served storage's last tid.
+        last: u64,
+    },
 }
 
 /// One object revision: `data` is the record of `oid` at `tid`.
@@ -274,6 +282,10 @@ impl From<&Error> for WireError {
             Error::ReadOnly => WireError::ReadOnly,
             Error::Closed => WireError::Closed,
             Error::AlreadyVoted => WireError::AlreadyVoted,
+            Error::TidNotIncreasing { tid, last } => WireError::TidNotIncreasing {
+                tid: tid.0,
+                last: last.0,
+            },
             other => WireError::Server {
                 message: other.to_string(),
             },
@@ -333,6 +345,10 @@ impl From<WireError> for Error {
             WireError::Closed => Error::Closed,
             WireError::AlreadyVoted => Error::AlreadyVoted,
             WireError::Server { message } => Error::Server { message },
+            WireError::TidNotIncreasing { tid, last } => Error::TidNotIncreasing {
+                tid: Tid(tid),
+                last: Tid(last),
+            },
         }
     }
 }

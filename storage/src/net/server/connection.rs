@@ -1,7 +1,7 @@
 //! Reading one connection and answering its requests: the server's half of the
 //! handshake, then every message in the order received, the quick ones answered on
 //! the reading thread, votes, finishes and commits handed to the transaction's
-//! actor off it, packs on a pooled worker.
+//! actor off it, packs on a pooled worker, copied transactions (`restore`) off it.
 //!
 //! Invariants:
 //! - A malformed or oversized frame closes only its connection, with a log line.
@@ -18,6 +18,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+
+mod restore;
 
 use super::outbox::Outbox;
 use super::transaction::{TxnActor, TxnContext, TxnOp, TxnSlot};
@@ -271,6 +273,9 @@ impl Connection {
             Request::Pack { tid, gc } => {
                 self.pack(id, Tid(tid), gc);
                 return Ok(None);
+            }
+            Request::Restore { tid, meta, records } => {
+                return Ok(self.restore(id, tid, meta, records));
             }
             Request::Ping => Ok(Response::Pong),
             Request::NewOid => self
