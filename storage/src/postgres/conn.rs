@@ -80,8 +80,14 @@ pub(crate) fn source_text(e: &postgres::Error) -> String {
 
 /// Whether `e` says the connection is gone (cut, terminated, server shut down).
 pub(crate) fn is_cut(e: &postgres::Error, client: &Client) -> bool {
-    client.is_closed()
-        || e.is_closed()
+    client.is_closed() || is_cut_error(e)
+}
+
+/// Whether `e` itself says the connection is gone: closed, an I/O error, or the
+/// server ending the session.
+pub(crate) fn is_cut_error(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
         || matches!(
             e.code(),
             Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN

@@ -76,8 +76,8 @@ fn allocate_through(
     };
     client
         .query(
-            "SELECT setval('oid_seq', $1 + 1, false) FROM oid_seq \
-             WHERE (CASE WHEN is_called THEN last_value + $2 ELSE last_value END) <= $1",
+            "SELECT setval('oid_seq', $1::int8 + 1, false) FROM oid_seq \
+             WHERE (CASE WHEN is_called THEN last_value + $2 ELSE last_value END) <= $1::int8",
             &[&max, &OID_BLOCK],
         )
         .map_err(|e| pg_error(shared, "allocating the copied object ids", &e))?;

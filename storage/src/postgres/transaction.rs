@@ -197,7 +197,7 @@ pub(crate) fn pg_error(shared: &Shared, step: &str, e: &postgres::Error) -> Erro
         Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => {
             format!("{step}: deadlock detected; nothing was committed: retry the transaction")
         }
-        _ if e.is_closed() || e.as_db_error().is_none() => format!(
+        _ if conn::is_cut_error(e) => format!(
             "{step}: the connection was cut ({}); nothing was committed: retry the transaction",
             source_text(e)
         ),
