@@ -72,6 +72,36 @@ impl PgOptions {
         }
     }
 
+    /// Options for a URL that may name its schema in a `schema=NAME` query
+    /// parameter (`postgres://u@h/db?schema=shop`), which is taken out of the URL
+    /// given to PostgreSQL; other parameters stay. Without it: schema `zodiac`.
+    pub fn from_url(url: &str) -> PgOptions {
+        let Some((base, query)) = url.split_once('?') else {
+            return PgOptions::new(url);
+        };
+        let mut schema = None;
+        let rest: Vec<&str> = query
+            .split('&')
+            .filter(|p| match p.strip_prefix("schema=") {
+                Some(name) => {
+                    schema = Some(name.to_string());
+                    false
+                }
+                None => !p.is_empty(),
+            })
+            .collect();
+        let url = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let options = PgOptions::new(url);
+        match schema {
+            Some(schema) => options.schema(schema),
+            None => options,
+        }
+    }
+
     /// These options with another schema.
     pub fn schema(mut self, schema: impl Into<String>) -> PgOptions {
         self.schema = schema.into();
@@ -241,5 +271,29 @@ impl Storage for PgStorage {
     fn pack(&self, pack_time: Tid, references: Option<References<'_>>) -> Result<PackReport> {
         self.shared.check_open()?;
         pack::pack(&self.shared, pack_time, references)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PgOptions;
+
+    #[test]
+    fn a_url_names_its_schema_in_a_parameter_taken_out_of_it() {
+        let o = PgOptions::from_url("postgres://u@h:5432/db?schema=shop&sslmode=disable");
+        assert_eq!(
+            (o.url.as_str(), o.schema.as_str()),
+            ("postgres://u@h:5432/db?sslmode=disable", "shop")
+        );
+        let o = PgOptions::from_url("postgres://u@h/db?schema=s1");
+        assert_eq!(
+            (o.url.as_str(), o.schema.as_str()),
+            ("postgres://u@h/db", "s1")
+        );
+        let o = PgOptions::from_url("postgres://u@h/db");
+        assert_eq!(
+            (o.url.as_str(), o.schema.as_str()),
+            ("postgres://u@h/db", "zodiac")
+        );
     }
 }
