@@ -267,6 +267,16 @@ pub enum Error {
         what: String,
     },
 
+    /// A PostgreSQL storage's call failed in the database or on its connection
+    /// (`what` says what to do: retry, reconnect, initialize the schema).
+    #[error("PostgreSQL {target}: {what}")]
+    Postgres {
+        /// The database and schema (the URL without its password).
+        target: String,
+        /// What failed, and what to do.
+        what: String,
+    },
+
     /// The server reported a failure that has no variant of its own on the wire
     /// (`WireError::Server`): an I/O error, corruption, a refused pack, ...
     #[error("the storage server failed: {message}")]

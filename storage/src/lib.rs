@@ -35,6 +35,8 @@ mod notify;
 pub mod offline;
 mod pending;
 mod pool;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod reports;
 mod storage;
 
@@ -55,5 +57,10 @@ pub use net::{
 pub use notify::{CommitSubscription, SUBSCRIPTION_EVENTS_MAX};
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};
 pub use pool::{PoolTask, ThreadPool};
+#[cfg(feature = "postgres")]
+pub use postgres::{
+    PgOptions, PgStorage, SCHEMA_VERSION as PG_SCHEMA_VERSION, VerifyReport as PgVerifyReport,
+    init as pg_init,
+};
 pub use reports::{PackReport, References};
 pub use storage::{Resolver, Storage, StorageTransaction, TransactionIter};

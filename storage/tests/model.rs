@@ -1142,3 +1142,33 @@ mod file_storage {
         zodiac_storage::Durability::Off
     ));
 }
+
+// ---------------------------------------------------------------------------------
+// The PostgreSQL storage, a fresh schema per case (ZODIAC_TEST_POSTGRES).
+// ---------------------------------------------------------------------------------
+
+#[cfg(feature = "postgres")]
+mod postgres_storage {
+    fn storage() -> crate::common::Subject {
+        crate::common::pg::storage().expect("checked by available()")
+    }
+
+    /// Whether the test database is configured (printing that it skipped if not).
+    fn available() -> bool {
+        std::env::var(crate::common::pg::VARIABLE).is_ok() || crate::common::pg::storage().is_some()
+    }
+
+    #[test]
+    fn sequential_operations_match_the_model() {
+        if available() {
+            crate::sequential::check(storage);
+        }
+    }
+
+    #[test]
+    fn concurrent_transactions_match_the_model() {
+        if available() {
+            crate::concurrent::check(storage);
+        }
+    }
+}

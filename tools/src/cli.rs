@@ -220,6 +220,16 @@ pub enum JobsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum PgCommand {
+    /// Create the Zodiac tables in the URL's schema (nothing changes when they
+    /// exist); any store command on postgres://URL needs them.
+    Init { url: String },
+    /// Check the schema's invariants (head, current rows, revision chains,
+    /// references); exit 1 when any is broken.
+    Verify { url: String },
+}
+
+#[derive(Subcommand)]
 pub enum Command {
     /// Durable jobs end to end on an embedded store: put jobs (one failing, one
     /// scheduled, one with a callback), run a dispatcher, kill a worker process
@@ -363,6 +373,13 @@ pub enum Command {
     Jobs {
         #[command(subcommand)]
         command: JobsCommand,
+    },
+    /// PostgreSQL stores: create a schema's tables, check its invariants. URL:
+    /// postgres://USER@HOST:PORT/DB, with ?schema=NAME for another schema than
+    /// `zodiac`.
+    Pg {
+        #[command(subcommand)]
+        command: PgCommand,
     },
     /// Run a benchmark workload of workloads.md on fresh stores; print a table row
     /// per workload, or one JSON line with --json.

@@ -27,6 +27,7 @@ mod jobs;
 mod jobs_admin;
 mod jobs_demo;
 mod maintenance;
+mod pg;
 mod progress;
 mod server;
 mod store;
@@ -37,7 +38,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, JOBS_CONNECT_WAIT, JobsCommand, ServerArgs, WorkerArgs};
+use cli::{Cli, Command, JOBS_CONNECT_WAIT, JobsCommand, PgCommand, ServerArgs, WorkerArgs};
 
 /// jemalloc instead of the C library's allocator: a client storage's reader thread
 /// allocates what other threads free (replies, invalidations), a pattern that sends
@@ -141,6 +142,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::run(worker_args(args)).map(done),
         Command::Jobs { command } => run_jobs(command),
         Command::Bench(args) => bench::run(args),
+        Command::Pg { command } => match command {
+            PgCommand::Init { url } => pg::init(&url).map(done),
+            PgCommand::Verify { url } => pg::verify(&url).map(done),
+        },
     }
 }
 

@@ -1,5 +1,6 @@
-//! Opening a store named on the command line: a data file path (embedded) or
-//! `tcp://HOST:PORT` (a running `zodiac server`; a trailing `/` is allowed).
+//! Opening a store named on the command line: a data file path (embedded),
+//! `tcp://HOST:PORT` (a running `zodiac server`; a trailing `/` is allowed), or
+//! `postgres://URL` (a PostgreSQL database, schema `zodiac` or `?schema=NAME`).
 //!
 //! Invariant: a data file opened for writing is opened once; while another
 //! process holds its writer lock, the open is retried only for as long as
@@ -48,6 +49,11 @@ pub fn is_server(store: &str) -> bool {
     store.starts_with("tcp://")
 }
 
+/// Whether STORE names a PostgreSQL database.
+pub fn is_postgres(store: &str) -> bool {
+    store.starts_with("postgres://") || store.starts_with("postgresql://")
+}
+
 /// A server store's name without its optional trailing `/` (`tcp://h:1/` is
 /// `tcp://h:1`); any other store name unchanged.
 fn server_name(store: &str) -> &str {
@@ -60,9 +66,11 @@ fn server_name(store: &str) -> &str {
 /// Checks the form of a store name: `tcp://HOST:PORT` (optionally ending in `/`),
 /// or a path (anything without `://`).
 fn check_store_name(store: &str) -> Result<()> {
-    const FORMS: &str = "a data file path, or tcp://HOST:PORT of a `zodiac server`";
+    const FORMS: &str =
+        "a data file path, tcp://HOST:PORT of a `zodiac server`, or postgres://USER@HOST/DB";
     match server_name(store).split_once("://") {
         None => Ok(()),
+        Some(("postgres" | "postgresql", _)) => Ok(()),
         Some(("tcp", address)) => {
             let port = address.rsplit_once(':').map(|(_, port)| port);
             if port.is_none_or(|p| p.parse::<u16>().is_err()) {
@@ -118,6 +126,9 @@ pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dy
     if is_server(store) {
         return Ok(Arc::new(connect_to(store, connect)?));
     }
+    if is_postgres(store) {
+        return crate::pg::open(store, create);
+    }
     if connect.token_file.is_some() {
         bail!("--token-file is for server stores (tcp://HOST:PORT); {store} is a data file");
     }
@@ -158,7 +169,7 @@ fn open_waiting_for_lock(
 /// it), or connects to the server.
 pub fn open_store_read_only(store: &str, connect: &Connect) -> Result<Arc<dyn Storage>> {
     check_store_name(store)?;
-    if is_server(store) {
+    if is_server(store) || is_postgres(store) {
         return open_store(store, connect, false);
     }
     let path = must_exist(store)?;

@@ -21,6 +21,8 @@ use zodiac_storage::{
 pub struct Subject {
     // Declared before `_keep` so the storage is dropped (closed) before its directory.
     storage: Arc<dyn Storage>,
+    /// Dropped after the storage: a PostgreSQL schema to drop, for one.
+    _guard: Option<Box<dyn Send + Sync>>,
     _keep: Option<tempfile::TempDir>,
 }
 
@@ -28,6 +30,7 @@ impl Subject {
     pub fn new(storage: impl Storage + 'static) -> Subject {
         Subject {
             storage: Arc::new(storage),
+            _guard: None,
             _keep: None,
         }
     }
@@ -35,7 +38,17 @@ impl Subject {
     pub fn in_dir(storage: impl Storage + 'static, dir: tempfile::TempDir) -> Subject {
         Subject {
             storage: Arc::new(storage),
+            _guard: None,
             _keep: Some(dir),
+        }
+    }
+
+    /// A storage with something to drop after it (a PostgreSQL schema).
+    pub fn guarded(storage: impl Storage + 'static, guard: Box<dyn Send + Sync>) -> Subject {
+        Subject {
+            storage: Arc::new(storage),
+            _guard: Some(guard),
+            _keep: None,
         }
     }
 
@@ -122,6 +135,9 @@ pub fn within<T: Send + 'static>(
 // ---------------------------------------------------------------------------------
 // The file storage.
 // ---------------------------------------------------------------------------------
+
+#[cfg(feature = "postgres")]
+pub mod pg;
 
 pub mod net {
     use std::sync::Arc;
