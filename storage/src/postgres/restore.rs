@@ -57,12 +57,25 @@ pub(crate) fn restore(
     };
     commit(shared, &mut guard, xid)?;
     drop(guard);
+    skip_cached_oids_through(shared, unique.iter().map(|r| r.0 as u64).max());
     let oids = unique.iter().map(|&(k, _)| Oid(k as u64)).collect();
     if let Err(e) = notify::publish_commit(shared, previous, written_tid, oids) {
         log::warn!("{e}; restored transaction {tid} is durable and the poller will report it");
     }
     drop(gate);
     Ok(())
+}
+
+/// Moves this storage's cached block of oids past `max`: the sequence was
+/// moved past it, but a block fetched before the restore may still hold
+/// restored oids. (Another process's cached block is not reached; a create
+/// there of a restored oid fails as a conflict, never overwriting it.)
+fn skip_cached_oids_through(shared: &Shared, max: Option<u64>) {
+    let Some(max) = max else { return };
+    let mut oids = shared.oids.lock();
+    if oids.0 <= max {
+        oids.0 = (max + 1).min(oids.1);
+    }
 }
 
 /// Moves `oid_seq` past `max` so no `new_oid` hands out a restored oid.
