@@ -327,6 +327,7 @@ pub enum Command {
     /// Print every transaction (tid, time, user, description, extension, objects
     /// written), oldest first.
     Dump {
+        /// A data file, tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
         path: String,
         /// First tid (a number, or an RFC 3339 time).
         #[arg(long, value_name = "TID", value_parser = inspect::parse_tid)]
@@ -340,6 +341,7 @@ pub enum Command {
     },
     /// Print the last transactions, oldest first.
     Tail {
+        /// A data file, tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
         path: String,
         /// How many.
         #[arg(short = 'n', default_value_t = 10)]
@@ -348,8 +350,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the revisions of one object, newest first. STORE is a data file or
-    /// tcp://HOST:PORT of a `zodiac server`.
+    /// Print the revisions of one object, newest first. STORE is a data file,
+    /// tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
     History {
         store: String,
         /// The object id, decimal or 0x-prefixed hex.
@@ -442,8 +444,9 @@ impl WorkerArgs {
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// A data file path (this process then holds its writer lock), or
-    /// tcp://HOST:PORT of a `zodiac server` (to share the database).
+    /// A data file path (this process then holds its writer lock),
+    /// tcp://HOST:PORT of a `zodiac server` (to share the database), or
+    /// postgres://URL (workers on many machines open the database directly).
     pub store: String,
     /// A queue to poll (repeat for several; default: the default queue).
     #[arg(long = "queue", value_name = "NAME")]
@@ -469,6 +472,7 @@ pub struct WorkerArgs {
     /// Longest wait between polls (a put wakes the worker at once).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration)]
     pub poll_interval: std::time::Duration,
+    /// How often the worker records that it is alive.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
     pub ping_interval: std::time::Duration,
     /// A dispatcher silent this long is dead; its jobs are recovered.

@@ -4,8 +4,9 @@
 //! envelope (docs/objects-format.md), as ZODB's fsdump does.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::json;
 use zodiac_objects::record;
 use zodiac_storage::{FileOptions, FileStorage, Oid, Storage, Tid, TransactionInfo};
@@ -81,15 +82,10 @@ pub fn parse_oid(text: &str) -> Result<Oid, String> {
         .map_err(|_| format!("{text:?} is not an oid (decimal, or hex with 0x)"))
 }
 
-fn open_read_only(store: &str) -> Result<FileStorage> {
-    if store.starts_with("tcp://") {
-        bail!(
-            "{store}: this command reads a data file; name its path (server stores are not supported here yet)"
-        );
-    }
-    let path = Path::new(store);
-    FileStorage::open(path, FileOptions::new().read_only(true))
-        .with_context(|| format!("opening {}", path.display()))
+/// STORE opened for reading: a data file (without its writer lock), a server or
+/// a PostgreSQL database.
+fn open_any(store: &str) -> Result<Arc<dyn Storage>> {
+    crate::store::open_store_read_only(store, &crate::store::Connect::default())
 }
 
 fn transaction_json(t: &TransactionInfo, types: &[String]) -> serde_json::Value {
@@ -151,10 +147,10 @@ fn print_all(
 
 /// Every transaction with `from <= tid <= to`: one JSON line each with `--json`.
 pub fn dump(store: &str, from: Option<Tid>, to: Option<Tid>, as_json: bool) -> Result<()> {
-    let storage = open_read_only(store)?;
+    let storage = open_any(store)?;
     let walk = storage.transactions(from.unwrap_or(Tid::ZERO), to.unwrap_or(Tid::MAX))?;
     print_all(
-        &storage,
+        storage.as_ref(),
         walk.map(|t| t.map_err(anyhow::Error::from)),
         as_json,
     )
@@ -162,9 +158,33 @@ pub fn dump(store: &str, from: Option<Tid>, to: Option<Tid>, as_json: bool) -> R
 
 /// The last `n` transactions, oldest first.
 pub fn tail(store: &str, n: usize, as_json: bool) -> Result<()> {
-    let storage = open_read_only(store)?;
+    if crate::store::is_server(store) || crate::store::is_postgres(store) {
+        let storage = open_any(store)?;
+        let last = last_transactions(storage.as_ref(), n)?;
+        return print_all(storage.as_ref(), last.into_iter().map(Ok), as_json);
+    }
+    // A data file reads its last transactions backwards from the end.
+    let path = Path::new(store);
+    let storage = FileStorage::open(path, FileOptions::new().read_only(true))
+        .with_context(|| format!("opening {}", path.display()))?;
     let last = storage.last_transactions(n)?;
     print_all(&storage, last.into_iter().map(Ok), as_json)
+}
+
+/// The last `n` transactions of any storage, oldest first, by walking them all
+/// and keeping the last `n`.
+fn last_transactions(storage: &dyn Storage, n: usize) -> Result<Vec<TransactionInfo>> {
+    let mut last = std::collections::VecDeque::with_capacity(n.min(1024));
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    for t in storage.transactions(Tid::ZERO, Tid::MAX)? {
+        if last.len() == n {
+            last.pop_front();
+        }
+        last.push_back(t?);
+    }
+    Ok(last.into())
 }
 
 /// The revisions of one object, newest first; STORE is a data file or a server.

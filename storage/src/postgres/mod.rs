@@ -122,7 +122,7 @@ pub(crate) struct Shared {
     pub identity: u64,
     pub pool: conn::Pool,
     /// The commit path's connection, held from vote to finish or abort.
-    pub commit: Arc<Mutex<Option<postgres::Client>>>,
+    pub commit: Arc<Mutex<Option<transaction::CommitConnection>>>,
     /// Oids handed out locally: `[next, end)` of the current block.
     pub oids: Mutex<(u64, u64)>,
     pub last_tid: AtomicU64,

@@ -1,0 +1,228 @@
+//! The `zodiac` binary on PostgreSQL stores (`postgres://URL?schema=NAME`), each
+//! test in a fresh schema of the database named by ZODIAC_TEST_POSTGRES, dropped
+//! at its end: a data file copied into PostgreSQL and back dumps the same (tids,
+//! metadata, records), incrementally; `dump`, `tail`, `history` and `pg verify`
+//! read it; jobs put by one process are run by two worker processes that open the
+//! database themselves, one of them killed with SIGKILL mid-job. Without the
+//! variable the tests say they skipped; with it, an unreachable server fails them.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Process, ok, put, show, zodiac};
+use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
+
+/// The variable naming the test database.
+const VARIABLE: &str = "ZODIAC_TEST_POSTGRES";
+
+/// A schema of the test database that lives as long as the value.
+struct Schema {
+    base: String,
+    name: String,
+}
+
+impl Schema {
+    /// A fresh schema name, or `None` (printed) when the variable is not set.
+    fn new(tag: &str) -> Option<Schema> {
+        let Ok(base) = std::env::var(VARIABLE) else {
+            eprintln!("skipped PostgreSQL: set {VARIABLE} to a database URL to run this test");
+            return None;
+        };
+        let mut client = postgres::Client::connect(&base, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("{VARIABLE}={base} is set but cannot be reached: {e}"));
+        let name = format!("zt_tools_{tag}_{}", std::process::id());
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+            .unwrap();
+        Some(Schema { base, name })
+    }
+
+    /// The store name the tools take.
+    fn url(&self) -> String {
+        let separator = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{separator}schema={}", self.base, self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+/// Commits `count` transactions into the data file at `path` (created if
+/// missing): each writes a new object and rewrites the first, with metadata.
+fn commit_some(path: &Path, count: usize) {
+    let s = FileStorage::open(path, FileOptions::new().durability(Durability::Off)).unwrap();
+    let first = Oid(1);
+    for i in 0..count {
+        let oid = s.new_oid().unwrap();
+        let mut meta = TransactionMeta {
+            user: format!("user {i}"),
+            description: format!("commit {i} after {}", s.last_tid()),
+            ..TransactionMeta::default()
+        };
+        meta.extension.insert("n".into(), vec![i as u8, 0, 255]);
+        let mut t = s.begin(meta).unwrap();
+        let base = s.load(first, Tid::MAX).map_or(Tid::ZERO, |r| r.tid);
+        if oid != first {
+            t.store(first, base, format!("first after {i}").into_bytes())
+                .unwrap();
+        }
+        t.store(oid, Tid::ZERO, vec![i as u8; 100 + i * 37])
+            .unwrap();
+        t.finish().unwrap();
+    }
+    s.sync().unwrap();
+    s.close().unwrap();
+}
+
+fn dump(store: &str) -> String {
+    ok(&["dump", store, "--json"])
+}
+
+#[test]
+fn a_file_copied_into_postgres_and_back_dumps_the_same() {
+    let Some(schema) = Schema::new("copy") else {
+        return;
+    };
+    let pg = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.zdb");
+    let back = dir.path().join("back.zdb");
+    let (src_name, back_name) = (src.to_str().unwrap(), back.to_str().unwrap());
+    commit_some(&src, 4);
+    let out = ok(&["copy", src_name, &pg]);
+    assert!(
+        out.contains("copied 4 transactions") && out.contains("verified"),
+        "{out}"
+    );
+    commit_some(&src, 2);
+    let out = ok(&["copy", src_name, &pg]);
+    assert!(out.contains("copied 2 transactions"), "incremental: {out}");
+    let out = ok(&["copy", &pg, back_name]);
+    assert!(out.contains("copied 6 transactions"), "{out}");
+
+    let original = dump(src_name);
+    assert_eq!(original.lines().count(), 6);
+    assert_eq!(dump(&pg), original, "PostgreSQL holds the file's history");
+    assert_eq!(dump(back_name), original, "and gives it back unchanged");
+    let a = FileStorage::open(&src, FileOptions::new().read_only(true)).unwrap();
+    let b = FileStorage::open(&back, FileOptions::new().read_only(true)).unwrap();
+    for t in a.transactions(Tid::ZERO, Tid::MAX).unwrap() {
+        let t = t.unwrap();
+        for c in &t.changes {
+            assert_eq!(
+                a.load_revision(c.oid, t.tid).unwrap(),
+                b.load_revision(c.oid, t.tid).unwrap(),
+                "record {} at {} is byte-identical",
+                c.oid,
+                t.tid
+            );
+        }
+    }
+
+    // The read-only tools on the PostgreSQL store agree with the file.
+    assert_eq!(
+        ok(&["tail", &pg, "-n", "2", "--json"]),
+        ok(&["tail", src_name, "-n", "2", "--json"])
+    );
+    assert_eq!(
+        ok(&["history", &pg, "1", "--json"]),
+        ok(&["history", src_name, "1", "--json"])
+    );
+    let verified = ok(&["pg", "verify", &pg]);
+    assert!(!verified.is_empty(), "pg verify reports what it checked");
+    let again = ok(&["copy", src_name, &pg]);
+    assert!(again.contains("nothing to copy"), "{again}");
+}
+
+/// Waits until job `id` is COMPLETED in `store`; returns its `show --json`.
+fn wait_completed(store: &str, id: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let doc = show(store, id);
+        if doc["status"] == "COMPLETED" {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not complete: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn worker(store: &str, dir: &Path, name: &str) -> Process {
+    let uuid = dir.join(format!("{name}.uuid"));
+    let (p, line) = Process::start(
+        &[
+            "worker",
+            store,
+            "--uuid-file",
+            uuid.to_str().unwrap(),
+            "--poll-interval",
+            "100ms",
+            "--ping-interval",
+            "200ms",
+            "--ping-death-interval",
+            "2s",
+        ],
+        &dir.join(format!("{name}.log")),
+    );
+    assert!(line.ends_with(" ready"), "unexpected first line {line:?}");
+    p
+}
+
+#[test]
+fn worker_processes_on_postgres_run_every_job_once_and_recover_a_killed_ones_job() {
+    let Some(schema) = Schema::new("jobs") else {
+        return;
+    };
+    let pg = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    ok(&["pg", "init", &pg]);
+    // A job that runs long enough to be killed in, and quick ones.
+    let slow = put(&pg, &["sleep", r#"{"ms": 10000}"#]);
+    let quick: Vec<u64> = (0..20)
+        .map(|i| {
+            put(
+                &pg,
+                &["incr", &format!(r#"{{"counter": "hits", "by": {i}}}"#)],
+            )
+        })
+        .collect();
+    let mut first = worker(&pg, dir.path(), "a");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while show(&pg, slow)["status"] != "ACTIVE" {
+        assert!(Instant::now() < deadline, "the slow job never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _second = worker(&pg, dir.path(), "b");
+    first.signal("-KILL");
+    assert!(!first.wait(Duration::from_secs(10)), "SIGKILL ends it");
+    let done = wait_completed(&pg, slow);
+    assert_eq!(
+        done["interruptions"], 1,
+        "the killed worker's job was recovered and ran again: {done}"
+    );
+    let mut results: Vec<i64> = quick
+        .iter()
+        .map(|id| wait_completed(&pg, *id)["result"].as_i64().unwrap())
+        .collect();
+    results.sort_unstable();
+    // Each increment ran exactly once: the largest running total is the sum.
+    assert_eq!(
+        *results.last().unwrap(),
+        (0..20).sum::<i64>(),
+        "{results:?}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["jobs", "status", &pg, "--json"])).unwrap();
+    assert!(status["queues"].is_array(), "{status}");
+    let _ = zodiac(&["pg", "verify", &pg]);
+}
