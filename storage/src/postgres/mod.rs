@@ -154,6 +154,14 @@ impl Shared {
             what: what.to_string(),
         }
     }
+
+    /// A lost (or impossible) connection to the database, as the storage reports it.
+    pub fn disconnected(&self, what: impl std::fmt::Display) -> Error {
+        Error::PostgresDisconnected {
+            target: self.describe.clone(),
+            what: what.to_string(),
+        }
+    }
 }
 
 impl PgStorage {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::Type;
 
 use super::conn::{self, source_text};
 use super::{Shared, encode};
@@ -53,7 +54,7 @@ fn listen(shared: &Shared) -> Result<Client> {
     let mut client = conn::connect(&shared.options, &shared.describe)?;
     client
         .batch_execute(&format!("LISTEN {}", channel(&shared.options.schema)))
-        .map_err(|e| shared.error(format!("cannot LISTEN for commits: {}", source_text(&e))))?;
+        .map_err(|e| conn::failure(&shared.describe, "cannot LISTEN for commits", &e))?;
     Ok(client)
 }
 
@@ -141,11 +142,16 @@ fn catch_up_on(
         if until.is_some_and(|u| *published >= u) {
             return Ok(());
         }
-        let rows = client.query(
+        // Typed parameters: one round trip, no separate prepare (this runs
+        // after every commit of every process).
+        let rows = client.query_typed(
             "SELECT t.tid, coalesce(array_agg(r.oid ORDER BY r.oid) FILTER (WHERE r.oid IS NOT NULL), '{}') \
              FROM transactions t LEFT JOIN revisions r ON r.tid = t.tid \
              WHERE t.tid > $1 GROUP BY t.tid ORDER BY t.tid LIMIT $2",
-            &[&encode::tid(*published), &CATCH_UP_PAGE],
+            &[
+                (&encode::tid(*published), Type::INT8),
+                (&CATCH_UP_PAGE, Type::INT8),
+            ],
         )?;
         if rows.is_empty() {
             return Ok(());

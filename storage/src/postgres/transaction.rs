@@ -129,12 +129,7 @@ pub(crate) fn commit_connection(shared: &Shared) -> Result<CommitGuard> {
                  CREATE TEMP TABLE zodiac_stage (oid int8 PRIMARY KEY, data bytea NOT NULL) \
                  ON COMMIT DELETE ROWS"
             ))
-            .map_err(|e| {
-                shared.error(format!(
-                    "cannot create the staging table: {}",
-                    source_text(&e)
-                ))
-            })?;
+            .map_err(|e| conn::failure(&shared.describe, "cannot create the staging table", &e))?;
         *guard = Some(CommitConnection {
             client,
             statements: HashMap::new(),
@@ -237,10 +232,12 @@ pub(crate) fn pg_error(shared: &Shared, step: &str, e: &postgres::Error) -> Erro
         Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => {
             format!("{step}: deadlock detected; nothing was committed: retry the transaction")
         }
-        _ if conn::is_cut_error(e) => format!(
-            "{step}: the connection was cut ({}); nothing was committed: retry the transaction",
-            source_text(e)
-        ),
+        _ if conn::is_cut_error(e) => {
+            return shared.disconnected(format!(
+                "{step}: the connection was cut ({}); nothing was committed: retry the transaction",
+                source_text(e)
+            ));
+        }
         _ => format!("{step} failed: {}; nothing was committed", source_text(e)),
     };
     shared.error(what)
@@ -444,7 +441,7 @@ pub(crate) fn commit(shared: &Shared, guard: &mut CommitGuard, xid: i64) -> Resu
 }
 
 fn cut_unknown(shared: &Shared, e: &postgres::Error) -> Error {
-    shared.error(format!(
+    shared.disconnected(format!(
         "the connection was cut during COMMIT ({}) and PostgreSQL could not be asked whether it \
          landed; the transaction may or may not have committed: check the object's history",
         source_text(e)
