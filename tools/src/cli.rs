@@ -282,6 +282,8 @@ pub enum Command {
         #[arg(long)]
         no_gc: bool,
         #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Per-type object counts and bytes, live (newest revisions) and old.
@@ -321,6 +323,8 @@ pub enum Command {
         src: String,
         /// The store to copy into: new, empty, or an earlier copy of SRC.
         dst: String,
+        #[command(flatten)]
+        lock: LockArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -416,6 +420,8 @@ pub struct ServerArgs {
     /// Transactions remembered for reconnecting clients to catch up.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub invalidation_history: usize,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 impl WorkerArgs {
@@ -480,6 +486,8 @@ pub struct WorkerArgs {
     /// Register the `shell` handler (runs `sh -c` commands from job arguments).
     #[arg(long)]
     pub allow_shell: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -114,12 +114,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             before,
             no_gc,
+            lock,
             connect,
-        } => maintenance::run_pack(&store, before, no_gc, &connect.connect(short_wait)),
+        } => maintenance::run_pack(
+            &store,
+            before,
+            no_gc,
+            &lock.apply(connect.connect(short_wait)),
+        ),
         Command::Restore { dir, output, at } => maintenance::run_restore(&dir, &output, at),
-        Command::Copy { src, dst, connect } => {
-            copy::run_copy(&src, &dst, &connect.connect(short_wait)).map(done)
-        }
+        Command::Copy {
+            src,
+            dst,
+            lock,
+            connect,
+        } => copy::run_copy(&src, &dst, &lock.apply(connect.connect(short_wait))).map(done),
         Command::Dump {
             path,
             from,
@@ -157,6 +166,7 @@ fn server_args(args: ServerArgs) -> server::Args {
         token_file: args.token_file,
         max_connections: args.max_connections,
         invalidation_history: args.invalidation_history,
+        lock_wait: args.lock.wait_lock,
     }
 }
 
@@ -175,7 +185,7 @@ fn worker_args(args: WorkerArgs) -> worker::Args {
         grace: args.grace,
         allow_shell: args.allow_shell,
         // A worker waits for its server as long as it takes.
-        connect: args.connect.connect(None),
+        connect: args.lock.apply(args.connect.connect(None)),
     }
 }
 

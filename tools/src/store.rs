@@ -15,7 +15,17 @@ use zodiac_storage::{ClientOptions, ClientStorage, FileOptions, FileStorage, Sto
 
 /// Opens the data file at `path`.
 pub fn open(path: &Path, options: FileOptions) -> Result<FileStorage> {
-    FileStorage::open(path, options).with_context(|| format!("{}", path.display()))
+    open_waiting(path, options, None)
+}
+
+/// Opens the data file at `path`; while another process holds its writer lock,
+/// tries again until `lock_wait` has passed (`--wait-lock`).
+pub fn open_waiting(
+    path: &Path,
+    options: FileOptions,
+    lock_wait: Option<Duration>,
+) -> Result<FileStorage> {
+    open_waiting_for_lock(path, options, lock_wait).with_context(|| format!("{}", path.display()))
 }
 
 /// How a command reaches the server, when STORE names one.
@@ -147,7 +157,7 @@ pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dy
 
 /// Opens the data file for writing; while another process holds its writer lock,
 /// tries again until `lock_wait` has passed (then returns the lock's error).
-fn open_waiting_for_lock(
+pub fn open_waiting_for_lock(
     path: &Path,
     options: FileOptions,
     lock_wait: Option<Duration>,

@@ -46,9 +46,24 @@ pub fn run(args: Args) -> Result<()> {
         .uuid_file
         .clone()
         .unwrap_or_else(|| PathBuf::from(WORKER_ID_PATH_DEFAULT));
+    // A UUID file this start creates names a dispatcher only once the worker
+    // polls; a start that fails before must not leave it behind.
+    let created = !uuid_file.exists();
     let identity = WorkerIdentity::acquire(&uuid_file)?;
-    let storage = open_writable(&args.store, &args.connect)?;
-    let db = Database::open(Arc::clone(&storage)).context("opening the database")?;
+    let opened = open_writable(&args.store, &args.connect).and_then(|storage| {
+        let db = Database::open(Arc::clone(&storage)).context("opening the database")?;
+        Ok((storage, db))
+    });
+    let (storage, db) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            drop(identity);
+            if created {
+                let _ = std::fs::remove_file(&uuid_file);
+            }
+            return Err(e);
+        }
+    };
     let runner = Runner::new(
         db.clone(),
         crate::builtins::handlers(args.allow_shell),

@@ -414,3 +414,87 @@ fn wait_lock_retries_the_open_until_the_writer_lock_is_free() {
         "1s",
     ]);
 }
+
+/// `--wait-lock` was offered only by the `jobs` commands: `pack`, `copy` into a
+/// data file, `worker` and `server` on a file another process was writing failed
+/// at once with "locked by process N". Each now waits its turn when asked.
+#[test]
+fn pack_and_server_wait_for_the_writer_lock_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    put(&store, &["echo", "{}"]);
+    let holder = worker(&store, dir.path(), &[]);
+
+    let started = Instant::now();
+    let o = zodiac(&["pack", &store, "--wait-lock", "1s"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is locked by process"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "gave up early");
+
+    let pack = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["pack", &store, "--wait-lock", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    holder.stop();
+    let out = pack.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("packed "), "{}", stdout(&out));
+
+    // A server started while a worker holds the file opens it once the worker stops.
+    let holder = worker(&store, dir.path(), &[]);
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        holder.stop();
+    });
+    let (server, line) = Process::start(
+        &[
+            "server",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
+            "--wait-lock",
+            "30s",
+        ],
+        &dir.path().join("server.log"),
+    );
+    stopper.join().unwrap();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    server.stop();
+}
+
+/// A worker whose start failed (the data file locked by another worker) left the
+/// UUID file it had just created, naming a dispatcher that never existed. Now a
+/// failed start removes the UUID file it created, and only that one.
+#[test]
+fn a_worker_that_cannot_start_leaves_no_new_uuid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    put(&store, &["echo", "{}"]);
+    let holder = worker(&store, dir.path(), &[]);
+
+    let uuid = dir.path().join("second.uuid");
+    let uuid = uuid.to_str().unwrap();
+    let o = exits_within(&["worker", &store, "--uuid-file", uuid]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is locked by process"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!Path::new(uuid).exists(), "the failed start left {uuid}");
+
+    // A UUID file that was there before the failed start is the user's: kept as is.
+    let own = "0b6e7a52-8f0c-4c57-9a4e-1d2c3b4a5f60\n";
+    std::fs::write(uuid, own).unwrap();
+    let o = exits_within(&["worker", &store, "--uuid-file", uuid]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(uuid).unwrap(), own);
+    holder.stop();
+}
