@@ -48,7 +48,7 @@ impl ConnectArgs {
 pub struct LockArgs {
     /// When another process holds the data file's writer lock, retry opening it
     /// for up to this long (e.g. 10s) before failing. Default: fail at once.
-    #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
     pub wait_lock: Option<std::time::Duration>,
 }
 
@@ -87,7 +87,7 @@ pub enum JobsCommand {
         #[arg(long, value_name = "TIME", value_parser = inspect::parse_time, allow_hyphen_values = true)]
         begin_after: Option<zodiac_storage::Tid>,
         /// Fail with a timeout unless started within this long after begin-after.
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
         begin_by: Option<std::time::Duration>,
         /// The retry policy.
         #[arg(long, value_parser = ["default", "never", "forever"])]
@@ -96,7 +96,7 @@ pub enum JobsCommand {
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this long (exit 3).
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, requires = "wait")]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, allow_hyphen_values = true, requires = "wait")]
         timeout: Option<std::time::Duration>,
         #[command(flatten)]
         lock: LockArgs,
@@ -140,7 +140,7 @@ pub enum JobsCommand {
     Status {
         store: String,
         /// A dispatcher not heard from for this long is shown as dead.
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
         ping_death_interval: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
@@ -473,15 +473,15 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "F")]
     pub uuid_file: Option<PathBuf>,
     /// Longest wait between polls (a put wakes the worker at once).
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
     pub poll_interval: std::time::Duration,
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
     pub ping_interval: std::time::Duration,
     /// A dispatcher silent this long is dead; its jobs are recovered.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
     pub ping_death_interval: std::time::Duration,
     /// On stop, how long running jobs may finish before they are handed to recovery.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
     pub grace: std::time::Duration,
     /// Register the `shell` handler (runs `sh -c` commands from job arguments).
     #[arg(long)]

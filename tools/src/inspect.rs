@@ -36,7 +36,19 @@ pub fn parse_tid(text: &str) -> Result<Tid, String> {
 }
 
 /// Parses a duration with a unit: `200ms`, `30s`, `5m`, `2h`, `7d`.
+///
+/// A leading `-` is refused with its own message: a duration is a length of
+/// time (a TIME such as `--before -7d` is what may lie in the past). The command
+/// line lets such a value reach this parser so that the user reads this, not
+/// clap's hint to pass it after `--` (which would make it another argument).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    if let Some(rest) = text.strip_prefix('-') {
+        return Err(if rest.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("{text:?}: a duration cannot be negative; give a length of time such as 30s")
+        } else {
+            format!("a duration (e.g. 30s) is expected here, not the option {text:?}")
+        });
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -57,6 +69,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// Parses a TIME: RFC 3339, or relative to now (`+30s`, `-7d`).
 pub fn parse_time(text: &str) -> Result<Tid, String> {
+    if text.starts_with("--") {
+        return Err(format!(
+            "a time (RFC 3339, or relative like -7d, +2h) is expected here, not the option {text:?}"
+        ));
+    }
     if let Some(rest) = text.strip_prefix('-') {
         let d = parse_duration(rest)?;
         return Ok(Tid(Tid::now().0.saturating_sub(d.as_micros() as u64)));

@@ -498,3 +498,44 @@ fn a_worker_that_cannot_start_leaves_no_new_uuid_file() {
     assert_eq!(std::fs::read_to_string(uuid).unwrap(), own);
     holder.stop();
 }
+
+/// `jobs put ... --wait --timeout -5s` (and any other negative DUR) was refused
+/// by the parser with "unexpected argument '-5' found" and the hint "to pass '-5'
+/// as a value, use '-- -5'", which would make it another argument. Now the value
+/// reaches the duration parser, which says what is wrong; a forgotten value
+/// followed by an option names that option. All are usage errors that touch nothing.
+#[test]
+fn a_negative_duration_is_refused_for_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    for args in [
+        vec!["jobs", "put", &store, "echo", "--wait", "--timeout", "-5s"],
+        vec!["jobs", "put", &store, "echo", "--begin-by", "-1s"],
+        vec!["worker", &store, "--poll-interval", "-1s"],
+        vec!["pack", &store, "--wait-lock", "-2s"],
+    ] {
+        let o = zodiac(&args);
+        assert_eq!(o.status.code(), Some(2), "zodiac {args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("a duration cannot be negative"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("use '--"), "{args:?}: {err}");
+    }
+    let o = zodiac(&["jobs", "put", &store, "echo", "--begin-by", "--wait"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not the option \"--wait\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = zodiac(&["pack", &store, "--before", "--no-gc"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not the option \"--no-gc\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!Path::new(&store).exists(), "a usage error created {store}");
+}
