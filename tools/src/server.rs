@@ -52,8 +52,13 @@ pub fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("serving {}", args.path.display()))?;
     println!("listening on {}", server.local_addr());
     std::io::stdout().flush()?;
-    let signal = signals.forever().next();
-    log::info!("signal {signal:?}: shutting down");
+    let signal = match signals.forever().next() {
+        Some(SIGINT) => "SIGINT",
+        Some(_) => "SIGTERM",
+        // The iterator ends only when the handle is closed, which nothing here does.
+        None => "the end of the signal stream",
+    };
+    log::info!("{signal}: shutting down");
     server.shutdown();
     storage
         .close()

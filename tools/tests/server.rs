@@ -42,7 +42,12 @@ fn start(args: &[&str]) -> Running {
     Running { child, addr }
 }
 
-fn stop_with(mut running: Running, signal: &str) -> String {
+fn stop_with(running: Running, signal: &str) -> String {
+    stop_with_log(running, signal).0
+}
+
+/// Stops the server with `signal`; its stdout and stderr (the log).
+fn stop_with_log(mut running: Running, signal: &str) -> (String, String) {
     let status = Command::new("kill")
         .args([signal, &running.child.id().to_string()])
         .status()
@@ -66,7 +71,7 @@ fn stop_with(mut running: Running, signal: &str) -> String {
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "server exit {status}: {err}");
-    out
+    (out, err)
 }
 
 fn commit_one(address: &str, token: Option<&[u8]>) -> (Oid, Tid) {
@@ -382,4 +387,18 @@ fn a_client_without_a_token_is_told_the_server_requires_one() {
     let bad = list(&["--token-file", wrong.to_str().unwrap()]);
     assert!(bad.contains("does not match"), "{bad}");
     assert_eq!(bad.lines().count(), 1, "{bad}");
+}
+
+/// The server logged "signal Some(15): shutting down": the Debug form of an
+/// `Option` and a signal number. It now names the signal.
+#[test]
+fn the_shutdown_log_names_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    for (signal, name) in [("-TERM", "SIGTERM"), ("-INT", "SIGINT")] {
+        let running = start(&[path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+        let (_, log) = stop_with_log(running, signal);
+        assert!(log.contains(&format!("{name}: shutting down")), "{log}");
+        assert!(!log.contains("Some("), "{log}");
+    }
 }
