@@ -402,3 +402,30 @@ fn the_shutdown_log_names_the_signal() {
         assert!(!log.contains("Some("), "{log}");
     }
 }
+
+/// `zodiac jobs put` (and `pack`) through a `--read-only` server failed with "the
+/// storage was opened read-only; open it writable to commit", though the user
+/// had opened nothing read-only: the server was. The message now says both.
+#[test]
+fn a_write_through_a_read_only_server_names_the_server_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let p = path.to_str().unwrap();
+    stop_with(start(&[p, "--listen", "127.0.0.1:0"]), "-TERM");
+    let running = start(&[p, "--listen", "127.0.0.1:0", "--read-only"]);
+    let store = format!("tcp://{}", running.addr);
+    for args in [vec!["jobs", "put", &store, "echo"], vec!["pack", &store]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("`zodiac server --read-only`"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("was opened read-only"), "{args:?}: {err}");
+    }
+    stop_with(running, "-TERM");
+}
