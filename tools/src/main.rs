@@ -7,7 +7,9 @@
 //! - An error is printed as one line (its cause chain joined with ": ") and exits 1;
 //!   usage errors exit 2 (clap's, and `zodiac bench` in a build without it).
 //! - Output cut short by its reader (`zodiac dump FILE | head -1`) ends the process
-//!   as it ends `cat`: killed by SIGPIPE, with no message ([`quiet_on_broken_pipe`]).
+//!   as it ends `cat`: killed by SIGPIPE, with no message ([`quiet_on_broken_pipe`]),
+//!   once the command's destructors ran (temporary directories removed, child
+//!   processes stopped, files closed).
 //! - This binary has no hidden modes handled before the command line is parsed: the
 //!   processes it starts itself (the demo's writer) are ordinary subcommands.
 
@@ -55,7 +57,12 @@ fn main() -> ExitCode {
         e.exit();
     }
     init_logging(&cli.command);
-    finish(run(cli.command))
+    // The broken-pipe panic unwinds to here (see `quiet_on_broken_pipe`).
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command))) {
+        Ok(result) => finish(result),
+        Err(payload) if is_broken_pipe(panic_message(&*payload)) => die_of_sigpipe(),
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
 }
 
 /// Rust ignores SIGPIPE, so a write to a pipe whose reader has gone fails, and
@@ -64,22 +71,44 @@ fn main() -> ExitCode {
 /// stops reading: the default action of SIGPIPE, a silent death by that signal
 /// (the shell shows exit status 141), so a pipeline (with `pipefail`) can still
 /// tell the output was cut short. Every other panic keeps the default report.
+///
+/// Restoring SIGPIPE's default action at start would do the same for stdout, but
+/// also kill the process on a write to any other closed pipe (a `shell` job's
+/// child, a socket), and would kill it at once, skipping destructors. Here the
+/// panic of the main thread, where the commands print, unwinds silently to
+/// `main` first: the demo's temporary directory is removed and its worker
+/// processes are stopped, a `jobs put --wait` closes its data file. Only a
+/// printing thread other than the main one dies by the signal at once.
 fn quiet_on_broken_pipe() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
-            // Only if the signal could not be raised: the status a shell gives it.
-            std::process::exit(128 + signal_hook::consts::SIGPIPE);
+        if !is_broken_pipe(panic_message(info.payload())) {
+            default_hook(info);
+        } else if std::thread::current().name() != Some("main") {
+            die_of_sigpipe();
         }
-        default_hook(info);
     }));
+}
+
+/// A panic's message, when it has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("")
+}
+
+/// Whether a panic is `println!`'s on a closed stdout.
+fn is_broken_pipe(message: &str) -> bool {
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
+}
+
+/// Ends the process by the default action of SIGPIPE, as `cat` ends.
+fn die_of_sigpipe() -> ! {
+    let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
+    // Only if the signal could not be raised: the status a shell gives it.
+    std::process::exit(128 + signal_hook::consts::SIGPIPE);
 }
 
 /// cli.md: RUST_LOG sets the level; the default is info for the server and the

@@ -539,3 +539,28 @@ fn a_negative_duration_is_refused_for_what_it_is() {
     );
     assert!(!Path::new(&store).exists(), "a usage error created {store}");
 }
+
+/// `zodiac demo | head -1` left its "temporary" directory (a 5 MiB data file in
+/// $TMPDIR/zodiac-demo-*): the broken pipe killed the process at once, before the
+/// destructors that remove it (and stop the demo's worker processes) could run.
+/// Now the command unwinds first, then ends by SIGPIPE as before.
+#[test]
+fn output_cut_short_still_cleans_up_before_the_sigpipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(13), "{out:?}");
+    assert_eq!(stderr(&out), "");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
+}
