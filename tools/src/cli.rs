@@ -115,7 +115,12 @@ pub enum JobsCommand {
         #[arg(long, value_name = "NAME")]
         handler: Option<String>,
         /// Most jobs listed.
-        #[arg(long, value_name = "N", default_value_t = 100)]
+        #[arg(
+            allow_negative_numbers = true,
+            long,
+            value_name = "N",
+            default_value_t = 100
+        )]
         limit: usize,
         /// One JSON document (an array).
         #[arg(long)]
@@ -310,7 +315,7 @@ pub enum Command {
         /// The new data file (must not exist).
         output: PathBuf,
         /// The backup point (default: the last).
-        #[arg(long, value_name = "N")]
+        #[arg(allow_negative_numbers = true, long, value_name = "N")]
         at: Option<u64>,
     },
     /// Copy every transaction of SRC into DST, keeping tids and metadata, and
@@ -346,7 +351,7 @@ pub enum Command {
     Tail {
         path: String,
         /// How many.
-        #[arg(short = 'n', default_value_t = 10)]
+        #[arg(allow_negative_numbers = true, short = 'n', default_value_t = 10)]
         n: usize,
         /// One JSON document per transaction, one per line.
         #[arg(long)]
@@ -414,11 +419,16 @@ pub struct ServerArgs {
     #[arg(long, value_name = "F")]
     pub token_file: Option<PathBuf>,
     /// Most clients served at once (at least 1); more are refused.
-    #[arg(long, value_name = "N", default_value_t = 1000,
+    #[arg(allow_negative_numbers = true, long, value_name = "N", default_value_t = 1000,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
     /// Transactions remembered for reconnecting clients to catch up.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "N",
+        default_value_t = 100
+    )]
     pub invalidation_history: usize,
     #[command(flatten)]
     pub lock: LockArgs,
@@ -458,14 +468,14 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "NAME", default_value = zodiac_async::limits::AGENT_NAME)]
     pub agent: String,
     /// Jobs run at once.
-    #[arg(long, value_name = "N", default_value_t = zodiac_async::limits::AGENT_SIZE_DEFAULT,
+    #[arg(allow_negative_numbers = true, long, value_name = "N", default_value_t = zodiac_async::limits::AGENT_SIZE_DEFAULT,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub size: u32,
     /// Jobs a run thread claims, runs one after another and completes in one
     /// commit (at most --size; 1: one job per thread and per commit). Larger
     /// batches cost far fewer commits per job; their jobs wait for each
     /// other's results to commit. A batch larger than --size is refused.
-    #[arg(long, value_name = "N", default_value_t = 1,
+    #[arg(allow_negative_numbers = true, long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub batch: u32,
     /// The file holding this worker's UUID (created if missing; locked while

@@ -564,3 +564,26 @@ fn output_cut_short_still_cleans_up_before_the_sigpipe() {
         .collect();
     assert!(left.is_empty(), "the demo left {left:?}");
 }
+
+/// `tail P -n -1` and `worker S --size -1` were refused with "unexpected argument
+/// '-1' found" and clap's hint to write `-- -1`, which makes it another argument.
+/// Now the number reaches its parser, which says why it is refused.
+#[test]
+fn a_negative_count_is_refused_as_an_invalid_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    for args in [
+        vec!["tail", &store, "-n", "-1"],
+        vec!["jobs", "list", &store, "--limit", "-1"],
+        vec!["worker", &store, "--size", "-1"],
+        vec!["worker", &store, "--batch", "-1"],
+        vec!["server", &store, "--max-connections", "-1"],
+    ] {
+        let o = zodiac(&args);
+        assert_eq!(o.status.code(), Some(2), "zodiac {args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("invalid value '-1'"), "{args:?}: {err}");
+        assert!(!err.contains("use '--"), "{args:?}: {err}");
+    }
+    assert!(!Path::new(&store).exists(), "a usage error created {store}");
+}
