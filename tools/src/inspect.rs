@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::json;
 use zodiac_objects::record;
 use zodiac_storage::{FileOptions, FileStorage, Oid, Storage, Tid, TransactionInfo};
@@ -105,8 +105,7 @@ fn open_read_only(store: &str) -> Result<FileStorage> {
         );
     }
     let path = Path::new(store);
-    FileStorage::open(path, FileOptions::new().read_only(true))
-        .with_context(|| format!("opening {}", path.display()))
+    crate::store::open(path, FileOptions::new().read_only(true))
 }
 
 fn transaction_json(t: &TransactionInfo, types: &[String]) -> serde_json::Value {

@@ -381,12 +381,8 @@ pub fn run_pack(
         (r, "PATH.old beside the server's data file".to_string())
     } else {
         let path = Path::new(store);
-        let storage = crate::store::open_waiting_for_lock(
-            path,
-            FileOptions::new().create(false),
-            connect.lock_wait,
-        )
-        .with_context(|| format!("opening {}", path.display()))?;
+        let storage =
+            crate::store::open_waiting(path, FileOptions::new().create(false), connect.lock_wait)?;
         let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
         let r = storage
             .pack_with(before.unwrap_or(Tid::MAX), gc, progress::bytes("packing"))

@@ -25,7 +25,21 @@ pub fn open_waiting(
     options: FileOptions,
     lock_wait: Option<Duration>,
 ) -> Result<FileStorage> {
-    open_waiting_for_lock(path, options, lock_wait).with_context(|| format!("{}", path.display()))
+    naming(open_waiting_for_lock(path, options, lock_wait), path)
+}
+
+/// `result`'s error, led by `path` unless its text names the path already (an
+/// open's errors do: "P: opening the data file failed: ..."), so that the error
+/// line names the file once.
+pub fn naming<T>(result: zodiac_storage::Result<T>, path: &Path) -> Result<T> {
+    result.map_err(|e| {
+        let shown = path.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(shown)
+        }
+    })
 }
 
 /// How a command reaches the server, when STORE names one.
@@ -150,14 +164,13 @@ pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dy
     if let Some(dir) = parent.filter(|d| !d.is_dir()) {
         bail!("{store}: the directory {} does not exist", dir.display());
     }
-    let file = open_waiting_for_lock(path, FileOptions::new().create(create), connect.lock_wait)
-        .with_context(|| format!("opening {store}"))?;
+    let file = open_waiting(path, FileOptions::new().create(create), connect.lock_wait)?;
     Ok(Arc::new(file))
 }
 
 /// Opens the data file for writing; while another process holds its writer lock,
 /// tries again until `lock_wait` has passed (then returns the lock's error).
-pub fn open_waiting_for_lock(
+fn open_waiting_for_lock(
     path: &Path,
     options: FileOptions,
     lock_wait: Option<Duration>,
@@ -183,7 +196,6 @@ pub fn open_store_read_only(store: &str, connect: &Connect) -> Result<Arc<dyn St
         return open_store(store, connect, false);
     }
     let path = must_exist(store)?;
-    let file = FileStorage::open(path, FileOptions::new().read_only(true))
-        .with_context(|| format!("opening {store}"))?;
+    let file = open(path, FileOptions::new().read_only(true))?;
     Ok(Arc::new(file))
 }

@@ -587,3 +587,31 @@ fn a_negative_count_is_refused_as_an_invalid_value() {
     }
     assert!(!Path::new(&store).exists(), "a usage error created {store}");
 }
+
+/// `zodiac pack nope.zodiac` said "error: opening nope.zodiac: nope.zodiac:
+/// opening the data file failed: no such file": the command's context repeated
+/// what the storage's error already says. Each open's error now names the file,
+/// and says "opening", once.
+#[test]
+fn a_failed_open_names_the_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.zdb");
+    let missing = missing.to_str().unwrap();
+    let garbage = dir.path().join("garbage.zdb");
+    std::fs::write(&garbage, "not a data file").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    for (args, file) in [
+        (vec!["pack", missing], missing),
+        (vec!["dump", missing], missing),
+        (vec!["tail", missing], missing),
+        (vec!["jobs", "put", garbage, "echo"], garbage),
+        (vec!["jobs", "list", garbage], garbage),
+        (vec!["history", garbage, "1"], garbage),
+    ] {
+        let o = zodiac(&args);
+        assert_eq!(o.status.code(), Some(1), "zodiac {args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.matches(file).count(), 1, "{args:?}: {err}");
+        assert!(err.matches("opening").count() <= 1, "{args:?}: {err}");
+    }
+}
