@@ -615,3 +615,37 @@ fn a_failed_open_names_the_file_once() {
         assert!(err.matches("opening").count() <= 1, "{args:?}: {err}");
     }
 }
+
+/// `jobs put --wait` into a paused queue waited silently while a worker ran on
+/// that queue: the no-worker hint saw a live dispatcher and said nothing, and
+/// nothing ever claimed the job. The hint now says the queue is paused and how
+/// to resume it.
+#[test]
+fn put_wait_into_a_paused_queue_says_it_is_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = server(&dir.path().join("served.zdb"), dir.path());
+    put(&url, &["echo", "{}", "--queue", "mail"]);
+    ok(&["jobs", "pause", &url, "mail"]);
+    let _worker = worker(&url, dir.path(), &["--queue", "mail"]);
+    let o = zodiac(&[
+        "jobs",
+        "put",
+        &url,
+        "echo",
+        "{}",
+        "--queue",
+        "mail",
+        "--wait",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    let hints: Vec<&str> = err.lines().filter(|l| l.starts_with("hint: ")).collect();
+    assert_eq!(hints.len(), 1, "{err}");
+    assert!(
+        hints[0].contains("queue \"mail\" is paused")
+            && hints[0].contains(&format!("zodiac jobs resume {url} \"mail\"")),
+        "{err}"
+    );
+}
