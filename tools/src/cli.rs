@@ -48,7 +48,8 @@ impl ConnectArgs {
 pub struct LockArgs {
     /// When another process holds the data file's writer lock, retry opening it
     /// for up to this long (e.g. 10s) before failing. Default: fail at once.
-    #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub wait_lock: Option<std::time::Duration>,
 }
 
@@ -87,7 +88,8 @@ pub enum JobsCommand {
         #[arg(long, value_name = "TIME", value_parser = inspect::parse_time, allow_hyphen_values = true)]
         begin_after: Option<zodiac_storage::Tid>,
         /// Fail with a timeout unless started within this long after begin-after.
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
         begin_by: Option<std::time::Duration>,
         /// The retry policy.
         #[arg(long, value_parser = ["default", "never", "forever"])]
@@ -96,7 +98,8 @@ pub enum JobsCommand {
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this long (exit 3).
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, allow_hyphen_values = true, requires = "wait")]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true, requires = "wait")]
         timeout: Option<std::time::Duration>,
         #[command(flatten)]
         lock: LockArgs,
@@ -116,10 +119,10 @@ pub enum JobsCommand {
         handler: Option<String>,
         /// Most jobs listed.
         #[arg(
-            allow_negative_numbers = true,
             long,
             value_name = "N",
-            default_value_t = 100
+            default_value_t = 100,
+            allow_negative_numbers = true
         )]
         limit: usize,
         /// One JSON document (an array).
@@ -145,7 +148,8 @@ pub enum JobsCommand {
     Status {
         store: String,
         /// A dispatcher not heard from for this long is shown as dead.
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
         ping_death_interval: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
@@ -315,7 +319,7 @@ pub enum Command {
         /// The new data file (must not exist).
         output: PathBuf,
         /// The backup point (default: the last).
-        #[arg(allow_negative_numbers = true, long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
         at: Option<u64>,
     },
     /// Copy every transaction of SRC into DST, keeping tids and metadata, and
@@ -351,7 +355,7 @@ pub enum Command {
     Tail {
         path: String,
         /// How many.
-        #[arg(allow_negative_numbers = true, short = 'n', default_value_t = 10)]
+        #[arg(short = 'n', default_value_t = 10, allow_negative_numbers = true)]
         n: usize,
         /// One JSON document per transaction, one per line.
         #[arg(long)]
@@ -419,15 +423,15 @@ pub struct ServerArgs {
     #[arg(long, value_name = "F")]
     pub token_file: Option<PathBuf>,
     /// Most clients served at once (at least 1); more are refused.
-    #[arg(allow_negative_numbers = true, long, value_name = "N", default_value_t = 1000,
+    #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
     /// Transactions remembered for reconnecting clients to catch up.
     #[arg(
-        allow_negative_numbers = true,
         long,
         value_name = "N",
-        default_value_t = 100
+        default_value_t = 100,
+        allow_negative_numbers = true
     )]
     pub invalidation_history: usize,
     #[command(flatten)]
@@ -468,14 +472,15 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "NAME", default_value = zodiac_async::limits::AGENT_NAME)]
     pub agent: String,
     /// Jobs run at once.
-    #[arg(allow_negative_numbers = true, long, value_name = "N", default_value_t = zodiac_async::limits::AGENT_SIZE_DEFAULT,
+    #[arg(long, value_name = "N", default_value_t = zodiac_async::limits::AGENT_SIZE_DEFAULT,
+          allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub size: u32,
     /// Jobs a run thread claims, runs one after another and completes in one
     /// commit (at most --size; 1: one job per thread and per commit). Larger
     /// batches cost far fewer commits per job; their jobs wait for each
     /// other's results to commit. A batch larger than --size is refused.
-    #[arg(allow_negative_numbers = true, long, value_name = "N", default_value_t = 1,
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub batch: u32,
     /// The file holding this worker's UUID (created if missing; locked while
@@ -483,15 +488,19 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "F")]
     pub uuid_file: Option<PathBuf>,
     /// Longest wait between polls (a put wakes the worker at once).
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub poll_interval: std::time::Duration,
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub ping_interval: std::time::Duration,
     /// A dispatcher silent this long is dead; its jobs are recovered.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub ping_death_interval: std::time::Duration,
     /// On stop, how long running jobs may finish before they are handed to recovery.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub grace: std::time::Duration,
     /// Register the `shell` handler (runs `sh -c` commands from job arguments).
     #[arg(long)]
