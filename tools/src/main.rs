@@ -213,7 +213,8 @@ fn worker_args(args: WorkerArgs) -> worker::Args {
         death_interval: args.ping_death_interval,
         grace: args.grace,
         allow_shell: args.allow_shell,
-        // A worker waits for its server as long as it takes.
+        // A worker waits for its server to start as long as it takes (see
+        // `worker::run`); once connected, a restarted server as any client does.
         connect: args.lock.apply(args.connect.connect(None)),
     }
 }

@@ -124,12 +124,33 @@ pub fn connect_to(store: &str, connect: &Connect) -> Result<ClientStorage> {
 
 fn client(store: &str, options: ClientOptions) -> Result<ClientStorage> {
     ClientStorage::connect(store, options).map_err(|e| match e {
-        zodiac_storage::Error::Disconnected { reason, .. } => {
-            anyhow::anyhow!("cannot reach {store}: {reason} (is `zodiac server` running there?)")
-        }
+        zodiac_storage::Error::Disconnected { reason, .. } => anyhow::Error::new(Unreachable {
+            store: store.to_string(),
+            reason,
+        }),
         e => anyhow::Error::new(e).context(format!("connecting to {store}")),
     })
 }
+
+/// No server answered at a server store's address within the wait: the one
+/// connect failure that trying again later can cure (a refusal cannot).
+#[derive(Debug)]
+pub struct Unreachable {
+    store: String,
+    reason: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot reach {}: {} (is `zodiac server` running there?)",
+            self.store, self.reason
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
 
 /// The data file STORE names, which must exist.
 fn must_exist(store: &str) -> Result<&Path> {

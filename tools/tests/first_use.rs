@@ -649,3 +649,57 @@ fn put_wait_into_a_paused_queue_says_it_is_paused() {
         "{err}"
     );
 }
+
+/// A worker started before its server waited 30 s without a word, then exited
+/// with "cannot reach": a user who forgot the server saw nothing, and a worker
+/// started first by a service manager died. Now it says at once that it waits,
+/// and starts when the server comes.
+#[test]
+fn a_worker_started_before_its_server_says_it_waits_and_starts_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = dir.path().join("worker.log");
+    let uuid = dir.path().join("worker.uuid");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["worker", &url, "--uuid-file", uuid.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let worker = Process { child };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("keeps trying until the server answers")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not say it waits: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listen = format!("127.0.0.1:{port}");
+    let (server, _) = Process::start(
+        &[
+            "server",
+            dir.path().join("served.zdb").to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+        &dir.path().join("server.log"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert!(line.trim().ends_with(" ready"), "{line:?}");
+    let id = put(&url, &["echo", r#"{"value": 7}"#]);
+    assert_eq!(wait_completed(&url, id)["status"], "COMPLETED");
+    worker.stop();
+    server.stop();
+}
