@@ -15,17 +15,26 @@ use zodiac_storage::{ClientOptions, ClientStorage, FileOptions, FileStorage, Sto
 
 /// Opens the data file at `path`.
 pub fn open(path: &Path, options: FileOptions) -> Result<FileStorage> {
-    open_waiting(path, options, None)
+    naming(open_waiting_for_lock(path, options, None), path)
 }
 
-/// Opens the data file at `path`; while another process holds its writer lock,
-/// tries again until `lock_wait` has passed (`--wait-lock`).
+/// Opens the data file at `path` for a command that takes `--wait-lock`: while
+/// another process holds its writer lock, tries again until `lock_wait` has
+/// passed. A lock still held then is reported with what the flag can do.
 pub fn open_waiting(
     path: &Path,
     options: FileOptions,
     lock_wait: Option<Duration>,
 ) -> Result<FileStorage> {
-    naming(open_waiting_for_lock(path, options, lock_wait), path)
+    match open_waiting_for_lock(path, options, lock_wait) {
+        Err(e @ zodiac_storage::Error::Locked { .. }) => Err(match lock_wait {
+            None => anyhow::anyhow!(
+                "{e}; or let this command wait its turn with --wait-lock DUR (e.g. 10s)"
+            ),
+            Some(wait) => anyhow::anyhow!("{e} (still held after --wait-lock {wait:?})"),
+        }),
+        result => naming(result, path),
+    }
 }
 
 /// `result`'s error, led by `path` unless its text names the path already (an

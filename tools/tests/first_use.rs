@@ -434,6 +434,25 @@ fn pack_and_server_wait_for_the_writer_lock_when_asked() {
         stderr(&o)
     );
     assert!(started.elapsed() >= Duration::from_secs(1), "gave up early");
+    assert!(
+        stderr(&o).contains("still held after --wait-lock 1s"),
+        "{}",
+        stderr(&o)
+    );
+    // Without the flag the error says what it would do.
+    for args in [
+        vec!["pack", store.as_str()],
+        vec!["jobs", "put", store.as_str(), "echo"],
+    ] {
+        let o = zodiac(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is locked by process")
+                && stderr(&o).contains("wait its turn with --wait-lock DUR"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
 
     let pack = Command::new(env!("CARGO_BIN_EXE_zodiac"))
         .args(["pack", &store, "--wait-lock", "30s"])
