@@ -66,7 +66,8 @@ fn main() -> ExitCode {
 }
 
 /// Rust ignores SIGPIPE, so a write to a pipe whose reader has gone fails, and
-/// `println!` panics on that failure ("failed printing to stdout: Broken pipe").
+/// `println!` panics on that failure ("failed printing to stdout: Broken pipe"),
+/// as `eprintln!` does on stderr.
 /// This hook turns that one panic into what a Unix tool does when its reader
 /// stops reading: the default action of SIGPIPE, a silent death by that signal
 /// (the shell shows exit status 141), so a pipeline (with `pipefail`) can still
@@ -99,9 +100,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("")
 }
 
-/// Whether a panic is `println!`'s on a closed stdout.
+/// Whether a panic is `println!`'s on a closed stdout, or `eprintln!`'s on a
+/// closed stderr (`zodiac jobs put … --wait 2>&1 | head -1`, then a hint).
 fn is_broken_pipe(message: &str) -> bool {
-    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
+    (message.starts_with("failed printing to stdout")
+        || message.starts_with("failed printing to stderr"))
+        && message.contains("Broken pipe")
 }
 
 /// Ends the process by the default action of SIGPIPE, as `cat` ends.

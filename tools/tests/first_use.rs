@@ -722,3 +722,24 @@ fn a_worker_started_before_its_server_says_it_waits_and_starts_with_it() {
     worker.stop();
     server.stop();
 }
+
+/// `zodiac jobs put … --wait 2>&1 | head -1` read the id and went: the hint the
+/// wait then printed to stderr panicked ("failed printing to stderr: Broken
+/// pipe"), and the process exited 101. Now stderr cut short ends it as stdout
+/// cut short does: by SIGPIPE.
+#[test]
+fn stderr_into_a_closed_pipe_ends_quietly_by_sigpipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["jobs", "put", &store, "echo", "--wait", "--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(13), "{out:?}");
+    let id: u64 = stdout(&out).trim().parse().unwrap();
+    assert_eq!(show(&store, id)["status"], "PENDING");
+}
