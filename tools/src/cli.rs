@@ -75,13 +75,14 @@ pub enum JobsCommand {
         /// A data file path, or tcp://HOST:PORT of a `zodiac server`.
         store: String,
         /// The handler to run (built-in: echo, sleep, fail, incr, shell).
+        #[arg(value_parser = arguments::handler_name)]
         handler: String,
         /// The handler's arguments: one JSON object, `@FILE` (read from FILE) or
         /// `-` (read from standard input).
         #[arg(value_name = "ARGS_JSON", default_value = "{}", value_parser = arguments::parse)]
         args: serde_json::Value,
         /// The queue (default: the default queue).
-        #[arg(long, value_name = "NAME", default_value = "")]
+        #[arg(long, value_name = "NAME", default_value = "", value_parser = arguments::queue_name)]
         queue: String,
         /// Not before this time: RFC 3339, or relative to now (+30s, +2h; -1m is
         /// in the past, so the job is due at once).
@@ -466,7 +467,7 @@ pub struct WorkerArgs {
     /// tcp://HOST:PORT of a `zodiac server` (to share the database).
     pub store: String,
     /// A queue to poll (repeat for several; default: the default queue).
-    #[arg(long = "queue", value_name = "NAME")]
+    #[arg(long = "queue", value_name = "NAME", value_parser = arguments::queue_name)]
     pub queues: Vec<String>,
     /// The agent's name in each queue.
     #[arg(long, value_name = "NAME", default_value = zodiac_async::limits::AGENT_NAME)]

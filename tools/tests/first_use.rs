@@ -743,3 +743,52 @@ fn stderr_into_a_closed_pipe_ends_quietly_by_sigpipe() {
     let id: u64 = stdout(&out).trim().parse().unwrap();
     assert_eq!(show(&store, id)["status"], "PENDING");
 }
+
+/// `jobs put NEW.zdb HANDLER` with a handler or queue name over the job layer's
+/// 255-byte limit failed after creating NEW.zdb (and its index and lock files);
+/// an empty handler name was accepted for a job nothing can run; `worker --queue
+/// LONG` printed "ready" and then failed every poll. Each is now a usage error
+/// that touches nothing.
+#[test]
+fn names_over_their_limits_are_refused_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    let long_handler = "h".repeat(256);
+    let long_queue = "q".repeat(256);
+    let uuid = dir.path().join("worker.uuid");
+    for (args, says) in [
+        (vec!["jobs", "put", &store, ""], "the handler name is empty"),
+        (
+            vec!["jobs", "put", &store, &long_handler],
+            "256 bytes, over the limit of 255",
+        ),
+        (
+            vec!["jobs", "put", &store, "echo", "--queue", &long_queue],
+            "256 bytes, over the limit of 255",
+        ),
+        (
+            vec![
+                "worker",
+                &store,
+                "--uuid-file",
+                uuid.to_str().unwrap(),
+                "--queue",
+                &long_queue,
+            ],
+            "256 bytes, over the limit of 255",
+        ),
+    ] {
+        let o = exits_within(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "refused commands left {left:?}");
+    // At the limit, accepted.
+    let at_limit = "q".repeat(255);
+    let id = put(&store, &["echo", "{}", "--queue", &at_limit]);
+    assert_eq!(show(&store, id)["status"], "PENDING");
+}
