@@ -57,10 +57,12 @@ pub fn run(args: Args) -> Result<()> {
     let (storage, db) = match opened {
         Ok(opened) => opened,
         Err(e) => {
-            drop(identity);
+            // Removed while still locked: no other start can take this UUID in
+            // between and then lose its file.
             if created {
                 let _ = std::fs::remove_file(&uuid_file);
             }
+            drop(identity);
             return Err(e);
         }
     };
