@@ -85,7 +85,8 @@ fn quiet_on_broken_pipe() {
     std::panic::set_hook(Box::new(move |info| {
         if !is_broken_pipe(panic_message(info.payload())) {
             default_hook(info);
-        } else if std::thread::current().name() != Some("main") {
+        } else if cfg!(panic = "abort") || std::thread::current().name() != Some("main") {
+            // Nothing unwinds to `main` from here.
             die_of_sigpipe();
         }
     }));
