@@ -382,7 +382,18 @@ pub fn run_pack(
     } else {
         let path = Path::new(store);
         let storage =
-            crate::store::open_waiting(path, FileOptions::new().create(false), connect.lock_wait)?;
+            crate::store::open_waiting(path, FileOptions::new().create(false), connect.lock_wait)
+                .map_err(|e| {
+                if e.is::<crate::store::LockHeld>() {
+                    // The holder is most often the server that serves the file.
+                    anyhow::anyhow!(
+                        "{e}; a file a `zodiac server` serves is packed through it: \
+                             `zodiac pack tcp://HOST:PORT`"
+                    )
+                } else {
+                    e
+                }
+            })?;
         let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
         let r = storage
             .pack_with(before.unwrap_or(Tid::MAX), gc, progress::bytes("packing"))

@@ -27,15 +27,36 @@ pub fn open_waiting(
     lock_wait: Option<Duration>,
 ) -> Result<FileStorage> {
     match open_waiting_for_lock(path, options, lock_wait) {
-        Err(e @ zodiac_storage::Error::Locked { .. }) => Err(match lock_wait {
-            None => anyhow::anyhow!(
-                "{e}; or let this command wait its turn with --wait-lock DUR (e.g. 10s)"
-            ),
-            Some(wait) => anyhow::anyhow!("{e} (still held after --wait-lock {wait:?})"),
-        }),
+        Err(e @ zodiac_storage::Error::Locked { .. }) => Err(anyhow::Error::new(LockHeld {
+            locked: e,
+            lock_wait,
+        })),
         result => naming(result, path),
     }
 }
+
+/// Another process held the data file's writer lock, through `--wait-lock` if
+/// one was given: the open's error, with what the flag can do.
+#[derive(Debug)]
+pub struct LockHeld {
+    locked: zodiac_storage::Error,
+    lock_wait: Option<Duration>,
+}
+
+impl std::fmt::Display for LockHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.lock_wait {
+            None => write!(
+                f,
+                "{}; or let this command wait its turn with --wait-lock DUR (e.g. 10s)",
+                self.locked
+            ),
+            Some(wait) => write!(f, "{} (still held after --wait-lock {wait:?})", self.locked),
+        }
+    }
+}
+
+impl std::error::Error for LockHeld {}
 
 /// `result`'s error, led by `path` unless its text names the path already (an
 /// open's errors do: "P: opening the data file failed: ..."), so that the error

@@ -429,3 +429,25 @@ fn a_write_through_a_read_only_server_names_the_server_option() {
     }
     stop_with(running, "-TERM");
 }
+
+/// `zodiac pack PATH` of the file a server serves failed with "locked by process
+/// N … share a database between processes through `zodiac server`", advice the
+/// operator had already followed. It now names the way to pack such a file:
+/// through the server.
+#[test]
+fn packing_a_served_file_offline_points_to_packing_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let p = path.to_str().unwrap();
+    let running = start(&[p, "--listen", "127.0.0.1:0"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["pack", p])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is locked by process"), "{err}");
+    assert!(err.contains("`zodiac pack tcp://HOST:PORT`"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    stop_with(running, "-TERM");
+}
