@@ -130,7 +130,11 @@ pub enum Error {
 
     /// A write (begin, vote, commit, pack) reached a storage opened read-only, or a
     /// server or connection that refuses commits.
-    #[error("the storage was opened read-only; open it writable to commit")]
+    #[error(
+        "the storage is read-only (opened read-only, or served by `zodiac server --read-only`) \
+         and refuses commits and packs; open it writable, or write through a server started \
+         without --read-only"
+    )]
     ReadOnly,
 
     /// A call reached a storage after `close` (for a client storage: after it was

@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 use zodiac_objects::record;
-use zodiac_storage::{FileOptions, FileStorage, Oid, Storage, Tid, TransactionInfo};
+use zodiac_storage::{FileOptions, Oid, Storage, Tid, TransactionInfo};
 
 /// The type shown for a revision whose record is not an object envelope.
 const NOT_AN_OBJECT: &str = "(not an object record)";
@@ -37,7 +37,19 @@ pub fn parse_tid(text: &str) -> Result<Tid, String> {
 }
 
 /// Parses a duration with a unit: `200ms`, `30s`, `5m`, `2h`, `7d`.
+///
+/// A leading `-` is refused with its own message: a duration is a length of
+/// time (a TIME such as `--before -7d` is what may lie in the past). The command
+/// line lets such a value reach this parser so that the user reads this, not
+/// clap's hint to pass it after `--` (which would make it another argument).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    if let Some(rest) = text.strip_prefix('-') {
+        return Err(if rest.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("{text:?}: a duration cannot be negative; give a length of time such as 30s")
+        } else {
+            format!("a duration (e.g. 30s) is expected here, not the option {text:?}")
+        });
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -58,6 +70,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// Parses a TIME: RFC 3339, or relative to now (`+30s`, `-7d`).
 pub fn parse_time(text: &str) -> Result<Tid, String> {
+    if text.starts_with("--") {
+        return Err(format!(
+            "a time (RFC 3339, or relative like -7d, +2h) is expected here, not the option {text:?}"
+        ));
+    }
     if let Some(rest) = text.strip_prefix('-') {
         let d = parse_duration(rest)?;
         return Ok(Tid(Tid::now().0.saturating_sub(d.as_micros() as u64)));
@@ -165,8 +182,7 @@ pub fn tail(store: &str, n: usize, as_json: bool) -> Result<()> {
     }
     // A data file reads its last transactions backwards from the end.
     let path = Path::new(store);
-    let storage = FileStorage::open(path, FileOptions::new().read_only(true))
-        .with_context(|| format!("opening {}", path.display()))?;
+    let storage = crate::store::open(path, FileOptions::new().read_only(true))?;
     let last = storage.last_transactions(n)?;
     print_all(&storage, last.into_iter().map(Ok), as_json)
 }

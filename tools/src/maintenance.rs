@@ -9,7 +9,7 @@ use zodiac_storage::References;
 use zodiac_storage::offline::{Damage, DamageKind, VerifyReport, verify_with};
 use zodiac_storage::offline::{RecoverOptions, RecoverReport, SkippedRegion, recover_with};
 
-use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
+use zodiac_storage::{FileOptions, Storage, Tid};
 
 use crate::progress;
 
@@ -381,8 +381,19 @@ pub fn run_pack(
         (r, "PATH.old beside the server's data file".to_string())
     } else {
         let path = Path::new(store);
-        let storage = FileStorage::open(path, FileOptions::new().create(false))
-            .with_context(|| format!("opening {}", path.display()))?;
+        let storage =
+            crate::store::open_waiting(path, FileOptions::new().create(false), connect.lock_wait)
+                .map_err(|e| {
+                if e.is::<crate::store::LockHeld>() {
+                    // The holder is most often the server that serves the file.
+                    anyhow::anyhow!(
+                        "{e}; a file a `zodiac server` serves is packed through it: \
+                             `zodiac pack tcp://HOST:PORT`"
+                    )
+                } else {
+                    e
+                }
+            })?;
         let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
         let r = storage
             .pack_with(before.unwrap_or(Tid::MAX), gc, progress::bytes("packing"))

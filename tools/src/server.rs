@@ -17,6 +17,8 @@ pub struct Args {
     pub token_file: Option<PathBuf>,
     pub max_connections: usize,
     pub invalidation_history: usize,
+    /// How long to retry opening a data file another process holds (`--wait-lock`).
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -30,11 +32,12 @@ pub fn run(args: &Args) -> Result<()> {
     // Bound before the data file is opened: an address in use creates no file.
     let listener = Server::bind(args.listen.as_str())
         .with_context(|| format!("listening on {}", args.listen))?;
-    let storage = Arc::new(crate::store::open(
+    let storage = Arc::new(crate::store::open_waiting(
         &args.path,
         FileOptions::new()
             .read_only(args.read_only)
             .create(!args.read_only),
+        args.lock_wait,
     )?);
     let options = ServerOptions::new()
         .read_only(args.read_only)
@@ -49,8 +52,13 @@ pub fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("serving {}", args.path.display()))?;
     println!("listening on {}", server.local_addr());
     std::io::stdout().flush()?;
-    let signal = signals.forever().next();
-    log::info!("signal {signal:?}: shutting down");
+    let signal = match signals.forever().next() {
+        Some(SIGINT) => "SIGINT",
+        Some(_) => "SIGTERM",
+        // The iterator ends only when the handle is closed, which nothing here does.
+        None => "the end of the signal stream",
+    };
+    log::info!("{signal}: shutting down");
     server.shutdown();
     storage
         .close()
