@@ -298,14 +298,18 @@ pub enum Command {
     },
     /// Per-type object counts and bytes, live (newest revisions) and old.
     Analyze {
-        path: PathBuf,
+        /// A data file, tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
+        path: String,
         /// One JSON document.
         #[arg(long)]
         json: bool,
     },
     /// List references from live objects to objects that do not exist, and ids the
     /// job layer's records name outside their reference lists; exit 1 if any.
-    Refs { path: PathBuf },
+    Refs {
+        /// A data file, tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
+        path: String,
+    },
     /// Copy what a data file gained since the last backup point into a backup
     /// directory (everything, the first time), verified. Safe while a server writes.
     Backup {

@@ -218,7 +218,7 @@ fn worker_processes_on_postgres_run_every_job_once_and_recover_a_killed_ones_job
         assert!(Instant::now() < deadline, "the slow job never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _second = worker(&pg, dir.path(), "b");
+    let second = worker(&pg, dir.path(), "b");
     first.signal("-KILL");
     assert!(!first.wait(Duration::from_secs(10)), "SIGKILL ends it");
     let done = wait_completed(&pg, slow);
@@ -241,6 +241,22 @@ fn worker_processes_on_postgres_run_every_job_once_and_recover_a_killed_ones_job
         serde_json::from_str(&ok(&["jobs", "status", &pg, "--json"])).unwrap();
     assert!(status["queues"].is_array(), "{status}");
     ok(&["pg", "verify", &pg]);
+
+    // analyze and refs read the database as they read a data file: the same
+    // types and counts as a copy of it, and no dangling references.
+    second.stop();
+    let copy = dir.path().join("copy.zdb");
+    ok(&["copy", &pg, copy.to_str().unwrap()]);
+    let types = |store: &str| -> serde_json::Value {
+        let doc: serde_json::Value =
+            serde_json::from_str(&ok(&["analyze", store, "--json"])).unwrap();
+        doc["types"].clone()
+    };
+    let on_pg = types(&pg);
+    assert!(on_pg.to_string().contains("Job"), "{on_pg}");
+    assert_eq!(on_pg, types(copy.to_str().unwrap()));
+    let refs = ok(&["refs", &pg]);
+    assert!(refs.contains("no dangling references among"), "{refs}");
 }
 
 /// Jobs of the connection-cut test.
