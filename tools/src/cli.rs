@@ -381,7 +381,7 @@ pub enum Command {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Serve a data file to `zodiac` clients (client storages) over TCP. Prints
+    /// Serve a data file (or PostgreSQL) to `zodiac` clients over TCP. Prints
     /// `listening on HOST:PORT` when ready; serves until SIGTERM or SIGINT.
     Server(ServerArgs),
     /// Run a dispatcher with the built-in handlers (echo, sleep, fail, incr; shell
@@ -417,7 +417,8 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// The data file (created if missing).
+    /// The data file (created if missing), or postgres://URL: a server in front
+    /// of PostgreSQL for clients that speak the protocol.
     pub path: PathBuf,
     /// Address to listen on; port 0 picks a free port (the line printed names it).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8100")]

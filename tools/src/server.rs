@@ -1,5 +1,6 @@
-//! `zodiac server`: serves one data file to client storages until SIGTERM or SIGINT,
-//! then stops accepting, closes the connections and closes the file (saving its index).
+//! `zodiac server`: serves one data file (or a PostgreSQL schema) to client
+//! storages until SIGTERM or SIGINT, then stops accepting, closes the connections
+//! and closes the store (a file saves its index).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,13 +33,19 @@ pub fn run(args: &Args) -> Result<()> {
     // Bound before the data file is opened: an address in use creates no file.
     let listener = Server::bind(args.listen.as_str())
         .with_context(|| format!("listening on {}", args.listen))?;
-    let storage = Arc::new(crate::store::open_waiting(
-        &args.path,
-        FileOptions::new()
-            .read_only(args.read_only)
-            .create(!args.read_only),
-        args.lock_wait,
-    )?);
+    let shown = args.path.display().to_string();
+    let storage: Arc<dyn Storage> = if crate::store::is_postgres(&shown) {
+        // A server in front of PostgreSQL, for clients that speak the protocol.
+        crate::pg::open(&shown, !args.read_only)?
+    } else {
+        Arc::new(crate::store::open_waiting(
+            &args.path,
+            FileOptions::new()
+                .read_only(args.read_only)
+                .create(!args.read_only),
+            args.lock_wait,
+        )?)
+    };
     let options = ServerOptions::new()
         .read_only(args.read_only)
         .token(token)
@@ -48,8 +55,8 @@ pub fn run(args: &Args) -> Result<()> {
         .references(Some(Arc::new(crate::maintenance::references)))
         // Conflicts on job queues' hot objects merge here, under the commit lock.
         .merge(Some(zodiac_async::merges().into_merge_fn()));
-    let server = Server::start_on(Arc::clone(&storage) as Arc<dyn Storage>, listener, options)
-        .with_context(|| format!("serving {}", args.path.display()))?;
+    let server = Server::start_on(Arc::clone(&storage), listener, options)
+        .with_context(|| format!("serving {shown}"))?;
     println!("listening on {}", server.local_addr());
     std::io::stdout().flush()?;
     let signal = match signals.forever().next() {
@@ -62,7 +69,7 @@ pub fn run(args: &Args) -> Result<()> {
     server.shutdown();
     storage
         .close()
-        .with_context(|| format!("closing {}", args.path.display()))?;
+        .with_context(|| format!("closing {shown}"))?;
     println!("stopped");
     Ok(())
 }

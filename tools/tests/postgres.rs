@@ -310,3 +310,37 @@ fn a_worker_whose_database_connections_are_cut_loses_no_job_and_runs_none_twice(
         log()
     );
 }
+
+#[test]
+fn a_server_in_front_of_postgres_serves_workers_and_a_pack_keeps_their_jobs() {
+    let Some(schema) = Schema::new("served") else {
+        return;
+    };
+    let pg = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, line) = Process::start(
+        &["server", &pg, "--listen", "127.0.0.1:0"],
+        &dir.path().join("server.log"),
+    );
+    let tcp = format!("tcp://{}", line.strip_prefix("listening on ").unwrap());
+    let first = put(&tcp, &["echo", r#"{"value": 1}"#]);
+    let _worker = worker(&tcp, dir.path(), "w");
+    assert_eq!(wait_completed(&tcp, first)["result"], 1);
+    // A pack with GC of the schema itself, while the server and its worker run.
+    let packed = ok(&["pack", &pg]);
+    assert!(packed.contains("PostgreSQL keeps no copy"), "{packed}");
+    let second = put(&tcp, &["echo", r#"{"value": 2}"#]);
+    assert_eq!(wait_completed(&tcp, second)["result"], 2);
+    assert_eq!(
+        show(&tcp, first)["result"],
+        1,
+        "the pack kept the completed job"
+    );
+    assert_eq!(
+        dump(&tcp),
+        dump(&pg),
+        "the server shows PostgreSQL's history"
+    );
+    ok(&["pg", "verify", &pg]);
+    server.stop();
+}
