@@ -11,6 +11,8 @@
 //! Invariants:
 //! - `Shared::published` is held while events are published and `last_tid` is
 //!   advanced: each event is published once, in tid order.
+//! - Each event's oids leave the object cache before `last_tid` reaches its
+//!   tid, so a load at a snapshot `last_tid` reported never finds them stale.
 //! - Commits become visible in tid order (the `head` row lock), so reading
 //!   `tid > published` never skips one.
 
@@ -125,6 +127,8 @@ pub(crate) fn publish_commit(
 }
 
 fn publish(shared: &Shared, published: &mut Tid, tid: Tid, oids: Arc<[Oid]>) {
+    // The cache forgets the objects before `last_tid` says they changed.
+    shared.cache.lock().invalidate(tid, Arc::clone(&oids));
     shared.notifier.publish(&CommitEvent { tid, oids });
     *published = tid;
     shared.last_tid.fetch_max(tid.0, Ordering::AcqRel);
