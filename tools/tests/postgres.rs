@@ -344,3 +344,57 @@ fn a_server_in_front_of_postgres_serves_workers_and_a_pack_keeps_their_jobs() {
     ok(&["pg", "verify", &pg]);
     server.stop();
 }
+
+#[test]
+fn a_run_whose_result_cannot_be_committed_hands_its_job_back_and_it_runs_again() {
+    let Some(schema) = Schema::new("handback") else {
+        return;
+    };
+    let pg = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    ok(&["pg", "init", &pg]);
+    let job = put(&pg, &["sleep", r#"{"ms": 2000}"#]);
+    // A death interval far beyond the test: recovery of a dead worker is not what
+    // brings the job back.
+    let uuid = dir.path().join("w.uuid");
+    let (_worker, line) = Process::start(
+        &[
+            "worker",
+            &pg,
+            "--uuid-file",
+            uuid.to_str().unwrap(),
+            "--poll-interval",
+            "100ms",
+            "--ping-death-interval",
+            "600s",
+        ],
+        &dir.path().join("w.log"),
+    );
+    assert!(line.ends_with(" ready"), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while show(&pg, job)["status"] != "ACTIVE" {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Hold the commit lock past two of the storage's 10 s lock timeouts: the run's
+    // result commit fails (a PostgreSQL error, not a lost connection), and so does
+    // the commit storing that failure as the job's result; the run itself has
+    // failed then, with its job still ACTIVE under a live agent.
+    let mut admin = postgres::Client::connect(&schema.base, postgres::NoTls).unwrap();
+    let mut lock = admin.transaction().unwrap();
+    lock.batch_execute(&format!(
+        "LOCK TABLE {}.head IN EXCLUSIVE MODE",
+        schema.name
+    ))
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(24));
+    lock.commit().unwrap();
+    let done = wait_completed(&pg, job);
+    let log = std::fs::read_to_string(dir.path().join("w.log")).unwrap();
+    assert!(
+        done["failure"].is_null(),
+        "it ran again to its end: {done}\n{log}"
+    );
+    assert_eq!(done["interruptions"], 1, "{done}\n{log}");
+    assert!(log.contains("to recovery after their run failed"), "{log}");
+}

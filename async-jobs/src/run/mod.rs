@@ -263,6 +263,11 @@ impl Runner {
         &self.policies
     }
 
+    /// The database its runs commit to.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Runs `job` for `claimer` (the agent that claimed it; `None` for a NEW job run
     /// outside any queue). A job not in NEW or ASSIGNED is refused with
     /// [`Error::IllegalTransition`] and left unchanged; so is a job whose retry
