@@ -26,7 +26,7 @@ mod transaction;
 mod verify;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -126,8 +126,11 @@ pub(crate) struct Shared {
     pub describe: String,
     pub identity: u64,
     pub pool: conn::Pool,
-    /// The commit path's connection, held from vote to finish or abort.
-    pub commit: Arc<Mutex<Option<transaction::CommitConnection>>>,
+    /// The commit path's connections, each held by one transaction from vote to
+    /// finish or abort.
+    pub commit: Vec<Arc<Mutex<Option<transaction::CommitConnection>>>>,
+    /// Which commit connection a transaction waits for when none is idle.
+    pub commit_turn: AtomicUsize,
     /// Oids handed out locally: `[next, end)` of the current block.
     pub oids: Mutex<(u64, u64)>,
     /// Current revisions loaded, kept current by the published commits.
@@ -185,7 +188,10 @@ impl PgStorage {
             describe,
             identity: info.identity,
             pool: conn::Pool::default(),
-            commit: Arc::new(Mutex::new(None)),
+            commit: (0..transaction::COMMIT_CONNECTIONS)
+                .map(|_| Arc::new(Mutex::new(None)))
+                .collect(),
+            commit_turn: AtomicUsize::new(0),
             oids: Mutex::new((0, 0)),
             cache: Mutex::new(cache),
             last_tid: AtomicU64::new(info.head.0),

@@ -10,8 +10,9 @@
 //!   `transactions`, `revisions`, `current` and `head`, and NOTIFYing; `COMMIT`.
 //!
 //! Invariants:
-//! - The commit connection's mutex is held from vote to finish or abort; a
-//!   transaction dropped after vote rolls back before releasing it.
+//! - A transaction holds its commit connection's mutex from vote to finish or
+//!   abort (one transaction per connection); one dropped after vote rolls back
+//!   before releasing it.
 //! - The advisory locks of a transaction's oids are held from its vote to its
 //!   commit, so the current revisions it validated stay current.
 //! - A `COMMIT` whose reply was lost is resolved by asking the server for the
@@ -19,6 +20,7 @@
 //!   reported as a failure.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use std::collections::HashMap;
@@ -37,6 +39,9 @@ use crate::meta::TransactionMeta;
 use crate::pending::PendingWrites;
 use crate::storage::{Resolver, StorageTransaction};
 
+/// Connections one storage commits on at once: transactions of different
+/// threads vote and finish in parallel, up to PostgreSQL's `head` lock.
+pub(crate) const COMMIT_CONNECTIONS: usize = 4;
 /// Most data bytes one staging statement sends.
 const STAGE_BYTES_MAX: usize = 64 << 20;
 /// How long to wait for a cut connection's transaction to be resolved.
@@ -116,9 +121,17 @@ impl PgTransaction {
     }
 }
 
-/// The commit connection, connecting (and creating its staging table) if needed.
+/// A commit connection for one transaction: the first idle one of the
+/// storage's [`COMMIT_CONNECTIONS`] (opened, with its staging table, when first
+/// needed), else the next in turn once it is free.
 pub(crate) fn commit_connection(shared: &Shared) -> Result<CommitGuard> {
-    let mut guard = shared.commit.lock_arc();
+    let mut guard = match shared.commit.iter().find_map(|c| c.try_lock_arc()) {
+        Some(idle) => idle,
+        None => {
+            let turn = shared.commit_turn.fetch_add(1, Ordering::Relaxed);
+            shared.commit[turn % shared.commit.len()].lock_arc()
+        }
+    };
     if guard.as_ref().is_none_or(|c| c.is_closed()) {
         let mut client = conn::connect(&shared.options, &shared.describe)?;
         // The lock timeout of every commit on this connection, set once.
