@@ -416,6 +416,8 @@ pub struct ServerArgs {
     /// Transactions remembered for reconnecting clients to catch up.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub invalidation_history: usize,
+    #[command(flatten)]
+    pub hardening: crate::server::Hardening,
 }
 
 impl WorkerArgs {

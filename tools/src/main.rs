@@ -157,6 +157,7 @@ fn server_args(args: ServerArgs) -> server::Args {
         token_file: args.token_file,
         max_connections: args.max_connections,
         invalidation_history: args.invalidation_history,
+        hardening: args.hardening,
     }
 }
 

@@ -17,6 +17,42 @@ pub struct Args {
     pub token_file: Option<PathBuf>,
     pub max_connections: usize,
     pub invalidation_history: usize,
+    pub hardening: Hardening,
+}
+
+/// The server's options against hostile or runaway clients (`zodiac server`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Hardening {
+    /// Most memory held for all clients together: partial frames, stores of
+    /// transactions not yet committed and send queues (e.g. 256MiB, 1GiB). When it
+    /// is reached clients wait, then their stores or requests are refused with an
+    /// error saying so.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_client_memory: usize,
+}
+
+/// A size as people write it: bytes, or a number with KiB, MiB, GiB (or K, M, G,
+/// KB, MB, GB, all powers of 1024).
+pub fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 256MiB, 1GiB, 65536)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is not a size this machine can hold, or is zero"))
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -41,6 +77,7 @@ pub fn run(args: &Args) -> Result<()> {
         .token(token)
         .connections_max(args.max_connections)
         .invalidation_history(args.invalidation_history)
+        .client_memory_bytes_max(args.hardening.max_client_memory)
         // `zodiac pack tcp://…` with GC reads references as the objects layer writes them.
         .references(Some(Arc::new(crate::maintenance::references)))
         // Conflicts on job queues' hot objects merge here, under the commit lock.
@@ -57,4 +94,20 @@ pub fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("closing {}", args.path.display()))?;
     println!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_as_written() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64 kb"), Ok(64 << 10));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3TiB").is_err());
+    }
 }

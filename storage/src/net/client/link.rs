@@ -386,6 +386,11 @@ impl Inner {
                     complete,
                     data,
                 } => self.on_invalidation(&mut partial, Tid(tid), oids, complete, data),
+                // The server closes the connection after it, saying why (e.g. its
+                // memory for clients is full): what the calls in flight report.
+                ServerMessage::Refused { reason } => {
+                    break format!("the server closed the connection: {reason}");
+                }
                 other => Err(format!("unexpected {other:?}")),
             };
             if let Err(what) = handled {

@@ -11,6 +11,10 @@
 //!   dropping the connection aborts them (a finish already running completes).
 //! - A transaction stores at most `transaction_bytes_max` bytes before its vote;
 //!   past it the transaction fails and its data is freed.
+//! - Every payload byte read is reserved against the server's client memory
+//!   before it is buffered; a frame refused room is skipped unbuffered and
+//!   answered (a store fails its transaction, a request gets an error reply) or,
+//!   when it is neither, closes the connection with the reason.
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -18,9 +22,11 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 mod restore;
 
+use super::memory::{self, Reservation};
 use super::outbox::Outbox;
 use super::transaction::{TxnActor, TxnContext, TxnOp, TxnSlot};
 use super::{Job, Shared};
@@ -28,10 +34,14 @@ use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
 use crate::net::handshake;
 use crate::net::protocol::{
-    self, ClientMessage, FrameError, Request, Response, ServerMessage, TRANSACTIONS_PAGE_BYTES,
-    TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError, WireMeta, WirePackReport,
-    WireTransaction,
+    self, ClientMessage, FrameError, FramePeek, Request, ReservedFrame, Response, ServerMessage,
+    TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
+    WireMeta, WirePackReport, WireTransaction,
 };
+
+/// Client memory counted for each store beside its data: what the storage and
+/// the transaction keep for it (its slot, its index entry, its base tid).
+const STORE_OVERHEAD_BYTES: usize = 128;
 
 impl Shared {
     /// Serves a new connection on this thread until it ends.
@@ -46,6 +56,8 @@ impl Shared {
                 s,
                 self.options.send_queue_bytes_max,
                 Arc::clone(&self.flusher),
+                Arc::clone(&self.memory),
+                self.options.client_memory_wait,
             )),
             Err(e) => {
                 log::warn!("{peer}: cannot clone the socket: {e}");
@@ -158,35 +170,131 @@ impl Connection {
     /// the connection ends (`Err` with why, "" for an orderly end).
     fn read_messages(&mut self) -> std::result::Result<Job, String> {
         loop {
-            let payload = match protocol::read_frame(&mut self.reader, protocol::FRAME_BYTES_MAX) {
-                Ok(p) => p,
-                Err(FrameError::Closed) => return Err(String::new()),
-                Err(e) if self.outbox.is_closed() => {
-                    let _ = e;
-                    return Err(String::new());
-                }
-                Err(FrameError::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(format!(
-                        "nothing received for {:?} (the idle timeout): the client is gone",
-                        self.shared.options.idle_timeout
-                    ));
-                }
-                Err(FrameError::Io(e)) => return Err(format!("read failed: {e}")),
-                Err(FrameError::Bad(what)) => return Err(what),
+            let Some((payload, mut reserved)) = self.read_payload()? else {
+                continue;
             };
-            let message = match protocol::decode::<ClientMessage>(&payload) {
+            // Decoding copies the payload's bytes into the message (but for a
+            // large store): room for the copy while both live.
+            let copy = if ClientMessage::decodes_in_place(&payload)
+                || payload.len() <= protocol::FRAME_CHUNK_BYTES
+            {
+                0
+            } else {
+                payload.len()
+            };
+            let deadline = Instant::now() + self.shared.options.client_memory_wait;
+            if copy > 0 && !reserved.grow_until(copy, deadline) {
+                let prefix = payload[..protocol::FRAME_PREFIX_BYTES].to_vec();
+                drop((payload, reserved));
+                self.refused_frame(&prefix, 0, copy)?;
+                continue;
+            }
+            let message = match ClientMessage::decode_owned(payload) {
                 Ok(m) => m,
                 Err(e) => return Err(e.to_string()),
             };
+            reserved.release(copy);
             message.check()?;
-            if let Some(job) = self.handle(message)? {
+            if let Some(job) = self.handle(message, reserved)? {
                 return Ok(job);
             }
+        }
+    }
+
+    /// Reads the next frame's payload, with the client memory it holds. `None`: a
+    /// frame refused room and answered (see [`Connection::refused_frame`]).
+    fn read_payload(&mut self) -> std::result::Result<Option<(Vec<u8>, Reservation)>, String> {
+        let mut reserved = self.shared.memory.reservation();
+        let wait = self.shared.options.client_memory_wait;
+        let read =
+            protocol::read_frame_reserving(&mut self.reader, protocol::FRAME_BYTES_MAX, &mut |n| {
+                reserved.grow_until(n, Instant::now() + wait)
+            });
+        match read {
+            Ok(ReservedFrame::Payload(p)) => Ok(Some((p, reserved))),
+            Ok(ReservedFrame::Refused { prefix, left, len }) => {
+                drop(reserved);
+                self.refused_frame(&prefix, left, len).map(|()| None)
+            }
+            Err(e) => Err(self.read_failed(e)),
+        }
+    }
+
+    /// Why reading a frame ended the connection ("" for an orderly end).
+    fn read_failed(&self, e: FrameError) -> String {
+        match e {
+            FrameError::Closed => String::new(),
+            _ if self.outbox.is_closed() => String::new(),
+            FrameError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                format!(
+                    "nothing received for {:?} (the idle timeout): the client is gone",
+                    self.shared.options.idle_timeout
+                )
+            }
+            FrameError::Io(e) => format!("read failed: {e}"),
+            FrameError::Bad(what) => what,
+        }
+    }
+
+    /// A frame the client memory had no room for, of which `prefix` was read and
+    /// `left` bytes are still to come (of `len`): skipped without buffering, then a store
+    /// fails its transaction and a request is answered with the error; anything
+    /// else closes the connection, telling the client why.
+    fn refused_frame(
+        &mut self,
+        prefix: &[u8],
+        left: usize,
+        len: usize,
+    ) -> std::result::Result<(), String> {
+        let memory = &self.shared.memory;
+        let message = memory::full_message(memory.bytes_max());
+        log::warn!(
+            "{}: refusing a frame of {len} bytes: client memory full ({} of {} bytes held)",
+            self.outbox.peer,
+            memory.used(),
+            memory.bytes_max()
+        );
+        let peek = ClientMessage::peek(prefix);
+        if peek == FramePeek::Other {
+            self.outbox.send(&ServerMessage::Refused {
+                reason: message.clone(),
+            });
+            return Err(message);
+        }
+        protocol::skip_payload(&mut self.reader, left).map_err(|e| self.read_failed(e))?;
+        let error = WireError::Server { message };
+        match peek {
+            FramePeek::Store(txn) => self.fail(txn, error),
+            FramePeek::Request(id) => {
+                self.outbox.request_read();
+                self.outbox.send(&ServerMessage::Reply {
+                    id,
+                    result: Err(error),
+                });
+                Ok(())
+            }
+            FramePeek::Other => unreachable!("answered above"),
+        }
+    }
+
+    /// Fails open transaction `txn` with `error` (reported by its vote or finish);
+    /// its data is freed.
+    fn fail(&mut self, txn: u64, error: WireError) -> std::result::Result<(), String> {
+        match self.transactions.get(&txn) {
+            // Dropping the actor aborts the transaction and frees its data.
+            Some(TxnSlot::Running(..)) => {
+                self.transactions.insert(txn, TxnSlot::Failed(error));
+                Ok(())
+            }
+            Some(TxnSlot::Failed(_)) => Ok(()),
+            None => Err(format!(
+                "an operation on transaction {txn}, which is not open"
+            )),
         }
     }
 
@@ -216,7 +324,11 @@ impl Connection {
 
     /// Acts on one message. `Ok(Some(job))`: a vote, finish or commit to run off the
     /// reader (see [`Connection::hand_off`]).
-    fn handle(&mut self, message: ClientMessage) -> std::result::Result<Option<Job>, String> {
+    fn handle(
+        &mut self,
+        message: ClientMessage,
+        reserved: Reservation,
+    ) -> std::result::Result<Option<Job>, String> {
         match message {
             ClientMessage::Hello { .. } | ClientMessage::Auth { .. } => {
                 return Err("a handshake message after the handshake".into());
@@ -224,7 +336,7 @@ impl Connection {
             ClientMessage::Request { id, request } => {
                 // Every request gets one reply (`Outbox::send`).
                 self.outbox.request_read();
-                return self.handle_request(id, request);
+                return self.handle_request(id, request, reserved);
             }
             ClientMessage::Begin { txn, meta } => self.begin(txn, meta)?,
             ClientMessage::Store {
@@ -234,8 +346,15 @@ impl Connection {
                 data,
                 merge,
             } => {
+                let mut reserved = reserved;
+                // What the storage keeps beside each stored record.
+                if !reserved.try_grow(STORE_OVERHEAD_BYTES) {
+                    let error = self.context().memory_full();
+                    return self.fail(txn, error).map(|()| None);
+                }
                 self.count_stored(txn, data.len());
-                self.forward(txn, TxnOp::Store(Oid(oid), Tid(base_tid), data, merge))?
+                let op = TxnOp::Store(Oid(oid), Tid(base_tid), data, merge, reserved);
+                self.forward(txn, op)?
             }
             ClientMessage::CheckCurrent { txn, oid, tid } => {
                 self.forward(txn, TxnOp::CheckCurrent(Oid(oid), Tid(tid)))?
@@ -256,6 +375,7 @@ impl Connection {
         &mut self,
         id: u64,
         request: Request,
+        reserved: Reservation,
     ) -> std::result::Result<Option<Job>, String> {
         let storage = &self.shared.storage;
         let result = match request {
@@ -275,7 +395,7 @@ impl Connection {
                 return Ok(None);
             }
             Request::Restore { tid, meta, records } => {
-                return Ok(self.restore(id, tid, meta, records));
+                return Ok(self.restore(id, tid, meta, records, reserved));
             }
             Request::Ping => Ok(Response::Pong),
             Request::NewOid => self

@@ -31,6 +31,7 @@
 
 mod connection;
 mod hub;
+mod memory;
 mod options;
 mod outbox;
 mod transaction;
@@ -47,6 +48,7 @@ use parking_lot::{Condvar, Mutex};
 pub use options::{MergeFn, ReferenceReader, ServerOptions};
 
 use self::hub::Hub;
+use self::memory::ClientMemory;
 use self::outbox::{Flusher, Outbox};
 use super::protocol::{self, ServerMessage};
 use crate::error::{Error, Result};
@@ -65,6 +67,9 @@ pub struct Server {
 struct Shared {
     storage: Arc<dyn Storage>,
     options: ServerOptions,
+    /// The bound on what is held for clients (partial frames, uncommitted stores,
+    /// send queues).
+    memory: Arc<ClientMemory>,
     hub: Mutex<Hub>,
     /// The storage's commit notifications. Whoever holds the lock broadcasts what is
     /// waiting ([`Shared::pump`]): the thread that just finished a commit, at once,
@@ -102,6 +107,7 @@ impl Shared {
         let last_tid = storage.last_tid();
         let shared = Arc::new(Shared {
             storage,
+            memory: ClientMemory::new(options.client_memory_bytes_max),
             options,
             hub: Mutex::new(Hub {
                 last_tid,
@@ -198,6 +204,12 @@ impl Server {
     /// Connections being served now.
     pub fn connection_count(&self) -> usize {
         self.shared.connection_count.load(Ordering::Acquire)
+    }
+
+    /// Bytes held for clients now: partial frames, uncommitted transactions'
+    /// stores and send queues (bounded by `client_memory_bytes_max`).
+    pub fn client_memory_bytes(&self) -> usize {
+        self.shared.memory.used()
     }
 
     /// Stops accepting, closes every connection and waits for the server's threads.

@@ -21,6 +21,9 @@ pub type ReferenceReader =
 /// the storage's commit lock: it must be quick and must not call the storage.
 pub type MergeFn = Arc<dyn Fn(&str, &[u8], &[u8], &[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
+/// The default of [`ServerOptions::client_memory_bytes_max`]: 256 MiB.
+pub(crate) const CLIENT_MEMORY_BYTES_MAX_DEFAULT: usize = 256 << 20;
+
 /// How a server runs. Every limit is named and has a default.
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -33,6 +36,8 @@ pub struct ServerOptions {
     pub(crate) handshake_timeout: Duration,
     pub(crate) transaction_bytes_max: u64,
     pub(crate) idle_timeout: Duration,
+    pub(crate) client_memory_bytes_max: usize,
+    pub(crate) client_memory_wait: Duration,
     pub(crate) references: Option<ReferenceReader>,
     pub(crate) merge: Option<MergeFn>,
 }
@@ -49,6 +54,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("transaction_bytes_max", &self.transaction_bytes_max)
             .field("idle_timeout", &self.idle_timeout)
+            .field("client_memory_bytes_max", &self.client_memory_bytes_max)
+            .field("client_memory_wait", &self.client_memory_wait)
             .field("references", &self.references.as_ref().map(|_| "<set>"))
             .field("merge", &self.merge.as_ref().map(|_| "<set>"))
             .finish()
@@ -67,6 +74,8 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             transaction_bytes_max: 1 << 30,
             idle_timeout: Duration::from_secs(120),
+            client_memory_bytes_max: CLIENT_MEMORY_BYTES_MAX_DEFAULT,
+            client_memory_wait: Duration::from_secs(2),
             references: None,
             merge: None,
         }
@@ -135,6 +144,23 @@ impl ServerOptions {
     /// bucket) merges under the commit lock, as an embedded storage does.
     pub fn merge(mut self, merge: Option<MergeFn>) -> Self {
         self.merge = merge;
+        self
+    }
+    /// Most bytes the server holds for all its clients together: partial frames
+    /// (counted as their bytes arrive), the stores of transactions not yet finished
+    /// and send queues (default: 256 MiB). When it is reached a connection's reader
+    /// stops reading (the client's sends wait) for up to `client_memory_wait`; then
+    /// the frame is refused: a store fails its transaction, a request gets an
+    /// error, and the client is told what to do. Keep it at least twice the
+    /// largest record stored, so one such store always fits.
+    pub fn client_memory_bytes_max(mut self, bytes: usize) -> Self {
+        self.client_memory_bytes_max = bytes;
+        self
+    }
+    /// Longest a connection's reader waits for memory for clients to be freed
+    /// before it refuses the frame (default: 2 s).
+    pub fn client_memory_wait(mut self, wait: Duration) -> Self {
+        self.client_memory_wait = wait;
         self
     }
     /// Longest a new connection may take to finish the handshake (default: 10 s).

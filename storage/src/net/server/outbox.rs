@@ -7,6 +7,10 @@
 //!   its connection closed instead.
 //! - A deferred frame is written within `DEFERRED_FLUSH`: with the reply it waited
 //!   for, or by the writer thread the flusher wakes.
+//! - Every queued byte is reserved against the server's client memory until it is
+//!   written (`OutboxState::held` holds `bytes`); a frame queued on an empty queue
+//!   is always taken (it is written at once), any other waits for room (a reply,
+//!   up to `memory_wait`) or closes the connection (a broadcast).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::memory::{self, ClientMemory, Reservation};
 use crate::net::protocol::{self, ServerMessage};
 
 /// The frames waiting to be written to one connection.
@@ -31,6 +36,9 @@ pub(super) struct Outbox {
     space_freed: Condvar,
     bytes_max: usize,
     flusher: Arc<Flusher>,
+    memory: Arc<ClientMemory>,
+    /// Longest a reply waits for room in the client memory.
+    memory_wait: Duration,
 }
 
 /// How soon a queued frame must be written.
@@ -98,6 +106,8 @@ impl Flusher {
 pub(super) struct OutboxState {
     frames: VecDeque<Arc<[u8]>>,
     bytes: usize,
+    /// The client memory the queued frames hold: `bytes` of it.
+    held: Reservation,
     closed: bool,
     /// Write what is queued, then close (after a refusal or a protocol error).
     draining: bool,
@@ -121,6 +131,8 @@ impl Outbox {
         stream: TcpStream,
         bytes_max: usize,
         flusher: Arc<Flusher>,
+        memory: Arc<ClientMemory>,
+        memory_wait: Duration,
     ) -> Outbox {
         Outbox {
             id,
@@ -129,6 +141,7 @@ impl Outbox {
             state: Mutex::new(OutboxState {
                 frames: VecDeque::new(),
                 bytes: 0,
+                held: memory.reservation(),
                 closed: false,
                 draining: false,
                 writing: false,
@@ -140,6 +153,8 @@ impl Outbox {
             space_freed: Condvar::new(),
             bytes_max,
             flusher,
+            memory,
+            memory_wait,
         }
     }
     /// Queues a frame the broadcaster sends: never waits, never writes; a full queue
@@ -155,6 +170,11 @@ impl Outbox {
                 "send queue over {} bytes: the client is not reading",
                 self.bytes_max
             ));
+            return false;
+        }
+        if !self.take_memory(&mut st, frame.len()) {
+            drop(st);
+            self.close(&memory::full_message(self.memory.bytes_max()));
             return false;
         }
         st.bytes += frame.len();
@@ -176,6 +196,17 @@ impl Outbox {
             }
         }
         true
+    }
+
+    /// Reserves client memory for a frame of `len` bytes about to be queued: always
+    /// granted on an empty queue (the frame is written at once), else if there is
+    /// room now.
+    fn take_memory(&self, st: &mut OutboxState, len: usize) -> bool {
+        if st.bytes == 0 {
+            st.held.absorb(self.memory.force(len));
+            return true;
+        }
+        st.held.try_grow(len)
     }
 
     /// Whether an idle delivery woke the writer less than `IDLE_WAKE_INTERVAL`
@@ -209,6 +240,21 @@ impl Outbox {
         }
         if st.closed || st.draining {
             return;
+        }
+        if !self.take_memory(&mut st, frame.len()) {
+            // Waits for room without the queue's lock (the writer frees it).
+            drop(st);
+            let deadline = Instant::now() + self.memory_wait;
+            let mut room = self.memory.reservation();
+            if !room.grow_until(frame.len(), deadline) {
+                self.close(&memory::full_message(self.memory.bytes_max()));
+                return;
+            }
+            st = self.state.lock();
+            if st.closed || st.draining {
+                return;
+            }
+            st.held.absorb(room);
         }
         st.bytes += frame.len();
         st.frames.push_back(frame);
@@ -255,6 +301,7 @@ impl Outbox {
                 st.frames.pop_front();
             }
             st.bytes -= written;
+            st.held.release(written);
         }
         st.writing = false;
         self.space_freed.notify_all();

@@ -13,6 +13,8 @@ fn new_outbox(bytes_max: usize) -> (Arc<Outbox>, TcpStream) {
         stream,
         bytes_max,
         Arc::new(Flusher::default()),
+        crate::net::server::memory::ClientMemory::new(1 << 30),
+        std::time::Duration::from_secs(1),
     );
     (Arc::new(outbox), peer)
 }

@@ -1,0 +1,264 @@
+//! `zodiac server` as a real process under the attacks found against it on
+//! 127.0.0.1, with real sockets: its peak memory (VmHWM of /proc/PID/status)
+//! stays bounded with the default settings, and a legitimate client still
+//! commits afterwards.
+//!
+//! The story: stores stayed in memory until the vote, bounded only per
+//! transaction (1 GiB), per connection (64 transactions) and by connections
+//! (1000). One connection opening 4 transactions of 480 MiB, never voting, took
+//! the server from 7 MB to 1.98 GB; 4 connections each sending 200 MiB of an
+//! announced 256 MiB frame took it to 856 MB.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zodiac_storage::protocol::{
+    self, ClientMessage, MAGIC, PROTOCOL_VERSION, Request, Response, ServerMessage,
+};
+use zodiac_storage::{ClientOptions, ClientStorage, Storage, Tid, TransactionMeta};
+
+/// The bound the server's peak resident memory must stay under.
+const PEAK_BYTES_MAX: u64 = 512 << 20;
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn start(dir: &Path, args: &[&str]) -> Running {
+        let log = dir.join("server.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .arg("server")
+            .arg(dir.join("data.zdc"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("server log"))
+            .spawn()
+            .expect("run zodiac server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("an address");
+        Running { child, addr, log }
+    }
+
+    /// A figure of /proc/PID/status, in bytes ("VmHWM", "VmRSS").
+    fn status_bytes(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("a number of kB");
+        kib << 10
+    }
+
+    /// Resets the peak (VmHWM) to the current RSS, so each attack is measured
+    /// alone; false where the kernel does not allow it.
+    fn reset_peak(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").is_ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A connection through the handshake with no token, as any local user can open.
+fn raw_client(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&protocol::encode(&ClientMessage::Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        read_only: false,
+        fresh: true,
+        last_tid: 0,
+    }))
+    .unwrap();
+    protocol::read_frame(&mut s, 1 << 20).expect("challenge");
+    s.write_all(&protocol::encode(&ClientMessage::Auth { mac: None }))
+        .unwrap();
+    protocol::read_frame(&mut s, 1 << 20).expect("welcome");
+    s
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// A legitimate client connects, commits one object and reads it back.
+fn commit_one(addr: SocketAddr) {
+    let c = ClientStorage::connect(
+        &addr.to_string(),
+        ClientOptions::new().wait_timeout(Duration::from_secs(10)),
+    )
+    .expect("a legitimate client connects");
+    let oid = c.new_oid().expect("new oid");
+    let mut t = c.begin(TransactionMeta::described("legit")).unwrap();
+    t.store(oid, Tid::ZERO, b"still served".to_vec()).unwrap();
+    let tid = t.finish().expect("a legitimate commit after the attack");
+    assert_eq!(c.load(oid, tid).unwrap().data, b"still served");
+    c.close().unwrap();
+}
+
+/// Attack 1: one connection opens 4 transactions and stores 480 MiB into each
+/// (16 MiB records), never voting.
+fn attack_uncommitted_stores(addr: SocketAddr) {
+    const RECORD: usize = 16 << 20;
+    const PER_TRANSACTION: usize = 480 << 20;
+    let mut s = raw_client(addr);
+    s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    // Stores need allocated oids.
+    let ask = ClientMessage::Request {
+        id: 1,
+        request: Request::NewOids { count: 1024 },
+    };
+    s.write_all(&protocol::encode(&ask)).unwrap();
+    let reply = protocol::read_frame(&mut s, 1 << 20).expect("oids");
+    let oids = match protocol::decode(&reply).expect("a reply") {
+        ServerMessage::Reply {
+            result: Ok(Response::Oids(oids)),
+            ..
+        } => oids,
+        other => panic!("not oids: {other:?}"),
+    };
+    let mut oids = oids.into_iter();
+    // Whatever the server sends (nothing, or why it closes) is drained.
+    let mut reader = s.try_clone().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut sink = vec![0u8; 1 << 16];
+        while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let data = vec![0x5a; RECORD];
+    'attack: for txn in 1..=4u64 {
+        let begin = ClientMessage::Begin {
+            txn,
+            meta: (&TransactionMeta::described("never voted")).into(),
+        };
+        if s.write_all(&protocol::encode(&begin)).is_err() {
+            break;
+        }
+        for _ in 0..PER_TRANSACTION / RECORD {
+            let store = ClientMessage::Store {
+                txn,
+                oid: oids.next().expect("enough oids"),
+                base_tid: 0,
+                data: data.clone(),
+                merge: None,
+            };
+            if s.write_all(&protocol::encode(&store)).is_err() {
+                break 'attack;
+            }
+        }
+    }
+    // The connection stays open, its transactions never voted, while measured.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    drain.join().unwrap();
+}
+
+/// Attack 2: 4 connections each announce a 256 MiB frame and send 200 MiB of it,
+/// then hold it open. Returns the sockets, still open.
+fn attack_partial_frames(addr: SocketAddr) -> Vec<TcpStream> {
+    const ANNOUNCED: u32 = 256 << 20;
+    const SENT: usize = 200 << 20;
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = raw_client(addr);
+                s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+                let _ = s.write_all(&ANNOUNCED.to_le_bytes());
+                let chunk = vec![0u8; 1 << 20];
+                for _ in 0..SENT / chunk.len() {
+                    if s.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                s
+            })
+        })
+        .collect();
+    senders.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn memory_stays_bounded_under_the_attacks_and_a_client_still_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &[]);
+    commit_one(server.addr);
+    let idle = server.status_bytes("VmRSS");
+    let separate = server.reset_peak();
+
+    let started = Instant::now();
+    attack_uncommitted_stores(server.addr);
+    let peak_1 = server.status_bytes("VmHWM");
+    eprintln!(
+        "attack 1 (4 x 480 MiB uncommitted): server idle {:.0} MiB, peak {:.0} MiB, {:?}",
+        mib(idle),
+        mib(peak_1),
+        started.elapsed()
+    );
+    assert!(
+        peak_1 < PEAK_BYTES_MAX,
+        "peak {:.0} MiB under attack 1; log:\n{}",
+        mib(peak_1),
+        server.log()
+    );
+    commit_one(server.addr);
+
+    let separate = separate && server.reset_peak();
+    let started = Instant::now();
+    let held = attack_partial_frames(server.addr);
+    // Let the server act on what it read (wait for memory, refuse, close).
+    std::thread::sleep(Duration::from_secs(3));
+    let peak_2 = server.status_bytes("VmHWM");
+    eprintln!(
+        "attack 2 (4 x 200 MiB of 256 MiB frames): peak {:.0} MiB{}, {:?}",
+        mib(peak_2),
+        if separate { "" } else { " (since start)" },
+        started.elapsed()
+    );
+    assert!(
+        peak_2 < PEAK_BYTES_MAX,
+        "peak {:.0} MiB under attack 2; log:\n{}",
+        mib(peak_2),
+        server.log()
+    );
+    // With the attacker's sockets still open.
+    commit_one(server.addr);
+    drop(held);
+    let log = server.log();
+    if std::env::var_os("ZODIAC_TEST_SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    assert!(
+        log.contains("client memory full"),
+        "the refusals are logged: {log}"
+    );
+}
