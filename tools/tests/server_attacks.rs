@@ -40,10 +40,15 @@ impl Drop for Running {
 impl Running {
     fn start(dir: &Path, args: &[&str]) -> Running {
         let log = dir.join("server.log");
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
             .arg("server")
             .arg(dir.join("data.zdc"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(File::create(&log).expect("server log"))
@@ -261,4 +266,111 @@ fn memory_stays_bounded_under_the_attacks_and_a_client_still_commits() {
         log.contains("client memory full"),
         "the refusals are logged: {log}"
     );
+}
+
+/// The story: the connection limit counted sockets before their handshake, so
+/// 1000 silent connections locked out clients holding the token ("too many
+/// connections"), and each held its place 10 s: ~100 connects/s kept the server
+/// full. Now connections in their handshake have their own small limit (the
+/// longest waiting is closed for a new one) and 2 s: silent sockets never take
+/// an authenticated client's place.
+#[test]
+fn silent_sockets_never_lock_out_a_client_with_the_token() {
+    const SILENT: usize = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let server = Running::start(dir.path(), &["--token-file", token.to_str().unwrap()]);
+    let addr = server.addr;
+    let silent: Vec<TcpStream> = (0..SILENT)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(silent.len() > SILENT / 2, "{} connected", silent.len());
+    // And ~100 new silent connections a second while the client connects.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(s) = TcpStream::connect(addr) {
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            held
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let c = ClientStorage::connect(
+        &addr.to_string(),
+        ClientOptions::new()
+            .token(Some(b"s3cret".to_vec()))
+            .wait_timeout(Duration::from_secs(10)),
+    )
+    .expect("the client with the token connects through the flood");
+    let oid = c.new_oid().unwrap();
+    let mut t = c.begin(TransactionMeta::described("through")).unwrap();
+    t.store(oid, Tid::ZERO, b"through the flood".to_vec())
+        .unwrap();
+    let tid = t.finish().expect("and commits");
+    assert_eq!(c.load(oid, tid).unwrap().data, b"through the flood");
+    eprintln!(
+        "connected and committed through {} silent sockets in {:?}",
+        silent.len(),
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Held open: the last of them are cut at the handshake timeout.
+    let flooded = flood.join().unwrap();
+    // Past the handshake deadline the last silent sockets are cut, said as such.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(flooded.len() > 50, "{} flooding connections", flooded.len());
+    // The connected client is unaffected.
+    let mut t = c.begin(TransactionMeta::described("after")).unwrap();
+    t.store(oid, tid, b"after the flood".to_vec()).unwrap();
+    t.finish().expect("a commit after the flood");
+    c.close().unwrap();
+    let log = server.log();
+    let late = log
+        .lines()
+        .find(|l| l.contains("sent no handshake within 2 s"))
+        .unwrap_or_else(|| panic!("no handshake timeout logged:\n{log}"));
+    assert!(late.contains("client 127.0.0.1:"), "{late}");
+    assert!(!log.contains("os error 11"), "{log}");
+    assert!(log.contains("before its handshake"), "evictions are logged");
+    drop((silent, flooded));
+}
+
+/// Bytes after a valid message in its frame are a protocol error: the connection
+/// is closed with the reason logged.
+#[test]
+fn a_frame_with_trailing_bytes_closes_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &[]);
+    let mut s = raw_client(server.addr);
+    let ping = protocol::encode(&ClientMessage::Request {
+        id: 1,
+        request: Request::Ping,
+    });
+    let mut longer = ping[4..].to_vec();
+    longer.extend_from_slice(&[0, 0, 0]);
+    let mut frame = (longer.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&longer);
+    s.write_all(&frame).unwrap();
+    let mut sink = [0u8; 256];
+    let closed = loop {
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => break true,
+            Ok(_) => {}
+        }
+    };
+    assert!(closed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.log().contains("3 bytes after the message") {
+        assert!(Instant::now() < deadline, "not logged:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

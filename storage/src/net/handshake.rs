@@ -191,6 +191,17 @@ fn unexpected(message: &ServerMessage) -> ClientFailure {
     ))
 }
 
+/// Why the server's half of a handshake failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ServeFailure {
+    /// The client did not send its handshake in time (a port scanner, a stuck or
+    /// hostile client): what it sent, worded to follow "client PEER", e.g. "sent no
+    /// handshake within 2 s".
+    Late(String),
+    /// Anything else: the reason to log (the client was told it, when it could be).
+    Refused(String),
+}
+
 /// The server's half up to the catch-up: reads `Hello`, checks its magic and
 /// version, challenges and verifies the `Auth` against `token` (when the server
 /// has one), all within `timeout`. Refusals go out through `send`, and come back
@@ -200,27 +211,30 @@ pub(crate) fn serve(
     timeout: Duration,
     token: Option<&[u8]>,
     send: &mut dyn FnMut(&ServerMessage),
-) -> Result<Option<Hello>, String> {
+) -> Result<Option<Hello>, ServeFailure> {
     let mut reader = DeadlineReader {
         inner: reader,
         deadline: Instant::now() + timeout,
     };
-    let failed = |e: FrameError| match e {
-        // A read timeout surfaces as EAGAIN ("os error 11") or TimedOut.
+    let seconds = timeout.as_secs_f64();
+    // A read timeout surfaces as EAGAIN ("os error 11") or TimedOut: said as such.
+    let failed = |e: FrameError, late: String| match e {
         FrameError::Io(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            format!("handshake not completed within {} s", timeout.as_secs_f64())
+            ServeFailure::Late(late)
         }
-        e => format!("during the handshake: {e}"),
+        e => ServeFailure::Refused(format!("during the handshake: {e}")),
     };
     let hello = match read_client_message(&mut reader) {
         Ok(m) => m,
         Err(FrameError::Closed) => return Ok(None),
-        Err(e) => return Err(failed(e)),
+        Err(e) => {
+            return Err(failed(e, format!("sent no handshake within {seconds} s")));
+        }
     };
     let ClientMessage::Hello {
         magic,
@@ -230,22 +244,35 @@ pub(crate) fn serve(
         last_tid,
     } = hello
     else {
-        return Err(refuse(send, "the first message must be Hello".into()));
+        return Err(ServeFailure::Refused(refuse(
+            send,
+            "the first message must be Hello".into(),
+        )));
     };
     if magic != MAGIC {
-        return Err("not a Zodiac client (wrong magic number)".into());
+        return Err(ServeFailure::Refused(
+            "not a Zodiac client (wrong magic number)".into(),
+        ));
     }
-    check_version(version).map_err(|reason| refuse(send, reason))?;
+    check_version(version).map_err(|reason| ServeFailure::Refused(refuse(send, reason)))?;
     let nonce = random_nonce();
     send(&ServerMessage::Challenge {
         nonce,
         auth_required: token.is_some(),
     });
-    let auth = read_client_message(&mut reader).map_err(failed)?;
+    let auth = read_client_message(&mut reader).map_err(|e| {
+        failed(
+            e,
+            format!("sent Hello but no Auth within {seconds} s (the handshake timeout)"),
+        )
+    })?;
     let ClientMessage::Auth { mac } = auth else {
-        return Err(refuse(send, "the second message must be Auth".into()));
+        return Err(ServeFailure::Refused(refuse(
+            send,
+            "the second message must be Auth".into(),
+        )));
     };
-    verify(token, &nonce, mac).map_err(|reason| refuse(send, reason))?;
+    verify(token, &nonce, mac).map_err(|reason| ServeFailure::Refused(refuse(send, reason)))?;
     Ok(Some(Hello {
         version,
         read_only,
@@ -493,14 +520,22 @@ mod tests {
         let mut reader = BufReader::new(stream);
         let timeout = Duration::from_millis(200);
         let failed = serve(&mut reader, timeout, None, &mut |_| {}).unwrap_err();
-        assert_eq!(failed, "handshake not completed within 0.2 s");
-        // A Hello sent, the Auth never: the same report.
+        assert_eq!(
+            failed,
+            ServeFailure::Late("sent no handshake within 0.2 s".into())
+        );
+        // A Hello sent, the Auth never.
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
         send_hello(&mut client, &Hello::new(false, true, Tid::ZERO)).unwrap();
         let mut reader = BufReader::new(stream);
         let failed = serve(&mut reader, timeout, None, &mut |_| {}).unwrap_err();
-        assert_eq!(failed, "handshake not completed within 0.2 s");
+        assert_eq!(
+            failed,
+            ServeFailure::Late(
+                "sent Hello but no Auth within 0.2 s (the handshake timeout)".into()
+            )
+        );
     }
 
     #[test]

@@ -45,10 +45,10 @@ const STORE_OVERHEAD_BYTES: usize = 128;
 
 impl Shared {
     /// Serves a new connection on this thread until it ends.
-    pub(super) fn serve(self: &Arc<Self>, stream: TcpStream, peer: String) {
+    /// `id` is the connection's, in its handshake (see `admission`).
+    pub(super) fn serve(self: &Arc<Self>, stream: TcpStream, peer: String, id: u64) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(self.options.write_timeout));
-        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let outbox = match stream.try_clone() {
             Ok(s) => Arc::new(Outbox::new(
                 id,
@@ -61,6 +61,7 @@ impl Shared {
             )),
             Err(e) => {
                 log::warn!("{peer}: cannot clone the socket: {e}");
+                self.admission.end_handshake(id);
                 self.connection_count.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
@@ -84,12 +85,14 @@ impl Shared {
                 transactions: HashMap::new(),
                 writer: Some(writer),
                 end_reason: String::new(),
+                authenticated: false,
             }
             // Ends the connection (and counts it out) when it is dropped.
             .run(),
             Err(_) => {
                 outbox.close("cannot start the writer thread");
                 self.connections.lock().remove(&id);
+                self.admission.end_handshake(id);
                 self.connection_count.fetch_sub(1, Ordering::AcqRel);
             }
         }
@@ -109,6 +112,9 @@ struct Connection {
     writer: Option<JoinHandle<()>>,
     /// Why the connection ended ("" for an orderly end), logged when it closes.
     end_reason: String,
+    /// Counted among the authenticated connections (else among those in their
+    /// handshake).
+    authenticated: bool,
 }
 
 impl Drop for Connection {
@@ -122,6 +128,11 @@ impl Drop for Connection {
             let _ = writer.join();
         }
         self.shared.connections.lock().remove(&id);
+        if self.authenticated {
+            self.shared.admission.leave();
+        } else {
+            self.shared.admission.end_handshake(id);
+        }
         self.shared.connection_count.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -305,11 +316,28 @@ impl Connection {
         let timeout = self.shared.options.handshake_timeout;
         let token = self.shared.options.token.as_deref();
         let outbox = &self.outbox;
-        let Some(hello) =
-            handshake::serve(&mut self.reader, timeout, token, &mut |m| outbox.send(m))?
-        else {
-            return Ok(false);
-        };
+        let hello =
+            match handshake::serve(&mut self.reader, timeout, token, &mut |m| outbox.send(m)) {
+                Ok(Some(hello)) => hello,
+                Ok(None) => return Ok(false),
+                Err(handshake::ServeFailure::Late(what)) => {
+                    log::warn!("client {} {what}", self.outbox.peer);
+                    return Ok(false);
+                }
+                Err(handshake::ServeFailure::Refused(reason)) => return Err(reason),
+            };
+        // Authenticated: from now on it counts against `connections_max`.
+        let id = self.outbox.id;
+        self.shared.admission.end_handshake(id);
+        let max = self.shared.options.connections_max;
+        if !self.shared.admission.authenticate(max) {
+            let reason = format!("too many connections (the server's limit is {max})");
+            self.outbox.send(&ServerMessage::Refused {
+                reason: reason.clone(),
+            });
+            return Err(format!("refused: {max} connections already (the limit)"));
+        }
+        self.authenticated = true;
         self.read_only |= hello.read_only;
         self.shared.welcome(&self.outbox, &hello)?;
         Ok(true)

@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub(crate) read_only: bool,
     pub(crate) token: Option<Vec<u8>>,
     pub(crate) connections_max: usize,
+    pub(crate) handshakes_max: usize,
+    pub(crate) handshakes_per_address_max: usize,
     pub(crate) invalidation_history: usize,
     pub(crate) send_queue_bytes_max: usize,
     pub(crate) write_timeout: Duration,
@@ -48,6 +50,11 @@ impl std::fmt::Debug for ServerOptions {
             .field("read_only", &self.read_only)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("connections_max", &self.connections_max)
+            .field("handshakes_max", &self.handshakes_max)
+            .field(
+                "handshakes_per_address_max",
+                &self.handshakes_per_address_max,
+            )
             .field("invalidation_history", &self.invalidation_history)
             .field("send_queue_bytes_max", &self.send_queue_bytes_max)
             .field("write_timeout", &self.write_timeout)
@@ -68,10 +75,12 @@ impl Default for ServerOptions {
             read_only: false,
             token: None,
             connections_max: 1000,
+            handshakes_max: 64,
+            handshakes_per_address_max: 32,
             invalidation_history: 100,
             send_queue_bytes_max: 64 << 20,
             write_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(2),
             transaction_bytes_max: 1 << 30,
             idle_timeout: Duration::from_secs(120),
             client_memory_bytes_max: CLIENT_MEMORY_BYTES_MAX_DEFAULT,
@@ -97,9 +106,23 @@ impl ServerOptions {
         self.token = token;
         self
     }
-    /// Most connections served at once; more are refused (default: 1000).
+    /// Most authenticated connections served at once; more are refused after
+    /// their handshake (default: 1000). Connections still in their handshake do
+    /// not count: they have their own limit, `handshakes_max`.
     pub fn connections_max(mut self, n: usize) -> Self {
         self.connections_max = n;
+        self
+    }
+    /// Most connections in their handshake (not yet authenticated) at once
+    /// (default: 64); a new one over it closes the one that has waited longest.
+    pub fn handshakes_max(mut self, n: usize) -> Self {
+        self.handshakes_max = n.max(1);
+        self
+    }
+    /// Most connections in their handshake from one IP address (default: 32); a
+    /// new one over it closes that address's that has waited longest.
+    pub fn handshakes_per_address_max(mut self, n: usize) -> Self {
+        self.handshakes_per_address_max = n.max(1);
         self
     }
     /// Transactions kept for reconnecting clients to catch up (default: 100).
@@ -163,7 +186,8 @@ impl ServerOptions {
         self.client_memory_wait = wait;
         self
     }
-    /// Longest a new connection may take to finish the handshake (default: 10 s).
+    /// Longest a new connection may take to finish the handshake (default: 2 s: it
+    /// takes two small frames and one round trip).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
