@@ -374,3 +374,26 @@ fn a_frame_with_trailing_bytes_closes_the_connection() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Listening beyond loopback without a token warns at start, naming the address
+/// and what to do; on loopback it does not.
+#[test]
+fn listening_beyond_loopback_without_a_token_warns_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = Running::start(dir.path(), &["--listen", "0.0.0.0:0"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !wide.log().contains("beyond loopback") {
+        assert!(Instant::now() < deadline, "no warning:\n{}", wide.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = wide.log();
+    assert!(
+        log.contains("WARN") && log.contains("without a token") && log.contains("--token-file"),
+        "{log}"
+    );
+    drop(wide);
+    let dir = tempfile::tempdir().unwrap();
+    let local = Running::start(dir.path(), &[]);
+    commit_one(local.addr);
+    assert!(!local.log().contains("beyond loopback"), "{}", local.log());
+}

@@ -33,6 +33,7 @@
 
 mod admission;
 mod connection;
+mod exposure;
 mod hub;
 mod memory;
 mod options;
@@ -185,6 +186,10 @@ impl Server {
         let acceptor = Arc::clone(&shared);
         server.spawn("zodiac-accept", move || acceptor.accept_loop(listener))?;
         log::info!("serving {} on {local_addr}", shared.storage.describe());
+        let token = shared.options.token.is_some();
+        if let Some(warning) = exposure::exposure_warning(local_addr, token, false) {
+            log::warn!("{warning}");
+        }
         Ok(server)
     }
 
