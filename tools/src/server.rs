@@ -29,6 +29,10 @@ pub struct Hardening {
     /// error saying so.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub max_client_memory: usize,
+    /// A second secret, in this file, that lets clients read but not write: their
+    /// commits are refused, saying so (`--token-file` is the read-write one).
+    #[arg(long, value_name = "F")]
+    pub read_only_token_file: Option<PathBuf>,
 }
 
 /// A size as people write it: bytes, or a number with KiB, MiB, GiB (or K, M, G,
@@ -61,6 +65,18 @@ pub fn run(args: &Args) -> Result<()> {
         .as_deref()
         .map(crate::store::read_token)
         .transpose()?;
+    let read_only_token = args
+        .hardening
+        .read_only_token_file
+        .as_deref()
+        .map(crate::store::read_token)
+        .transpose()?;
+    if token.is_some() && token == read_only_token {
+        anyhow::bail!(
+            "--token-file and --read-only-token-file hold the same secret: a client with it \
+             could write; give the read-only clients a secret of their own"
+        );
+    }
     // Registered before serving, so a signal during startup is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     // Bound before the data file is opened: an address in use creates no file.
@@ -75,6 +91,7 @@ pub fn run(args: &Args) -> Result<()> {
     let options = ServerOptions::new()
         .read_only(args.read_only)
         .token(token)
+        .read_only_token(read_only_token)
         .connections_max(args.max_connections)
         .invalidation_history(args.invalidation_history)
         .client_memory_bytes_max(args.hardening.max_client_memory)

@@ -10,6 +10,8 @@
 //!   come under [`FRAME_BYTES_MAX`].
 //! - The server's half reads the whole handshake before one deadline, however
 //!   slowly the bytes trickle in.
+//! - A server may have two tokens: a client that proves the read-write one may
+//!   commit, one that proves the read-only one may only read.
 //! - The token never crosses the wire: the client answers a fresh random nonce
 //!   with its HMAC-SHA-256 under the token, which the server compares in time
 //!   independent of where the MACs differ.
@@ -36,6 +38,23 @@ pub(crate) struct Hello {
     pub(crate) fresh: bool,
     /// The last tid the client has processed (its cache is current as of it).
     pub(crate) last_tid: Tid,
+    /// The client proved the server's read-only token (the server's side only).
+    pub(crate) token_read_only: bool,
+}
+
+/// The tokens a server checks `Auth` against.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tokens<'a> {
+    /// Proving it lets a client commit.
+    pub(crate) read_write: Option<&'a [u8]>,
+    /// Proving it lets a client only read.
+    pub(crate) read_only: Option<&'a [u8]>,
+}
+
+impl Tokens<'_> {
+    fn any(&self) -> bool {
+        self.read_write.is_some() || self.read_only.is_some()
+    }
 }
 
 impl Hello {
@@ -53,6 +72,7 @@ impl Hello {
             read_only,
             fresh,
             last_tid,
+            token_read_only: false,
         }
     }
 
@@ -203,13 +223,13 @@ pub(crate) enum ServeFailure {
 }
 
 /// The server's half up to the catch-up: reads `Hello`, checks its magic and
-/// version, challenges and verifies the `Auth` against `token` (when the server
-/// has one), all within `timeout`. Refusals go out through `send`, and come back
+/// version, challenges and verifies the `Auth` against `tokens` (when the server
+/// has any), all within `timeout`. Refusals go out through `send`, and come back
 /// as `Err` with the reason to log. `Ok(None)`: the peer left before its `Hello`.
 pub(crate) fn serve(
     reader: &mut BufReader<TcpStream>,
     timeout: Duration,
-    token: Option<&[u8]>,
+    tokens: Tokens<'_>,
     send: &mut dyn FnMut(&ServerMessage),
 ) -> Result<Option<Hello>, ServeFailure> {
     let mut reader = DeadlineReader {
@@ -258,7 +278,7 @@ pub(crate) fn serve(
     let nonce = random_nonce();
     send(&ServerMessage::Challenge {
         nonce,
-        auth_required: token.is_some(),
+        auth_required: tokens.any(),
     });
     let auth = read_client_message(&mut reader).map_err(|e| {
         failed(
@@ -272,12 +292,14 @@ pub(crate) fn serve(
             "the second message must be Auth".into(),
         )));
     };
-    verify(token, &nonce, mac).map_err(|reason| ServeFailure::Refused(refuse(send, reason)))?;
+    let token_read_only = verify(tokens, &nonce, mac)
+        .map_err(|reason| ServeFailure::Refused(refuse(send, reason)))?;
     Ok(Some(Hello {
         version,
         read_only,
         fresh,
         last_tid: Tid(last_tid),
+        token_read_only,
     }))
 }
 
@@ -321,16 +343,17 @@ pub(crate) fn older_version_spoken(reason: &str) -> Option<u32> {
         .then_some(version)
 }
 
-/// Whether `mac` proves the client knows `token` (anything does when the server
-/// has no token).
+/// Whether `mac` proves the client knows one of `tokens` (anything does when the
+/// server has none): `Ok(true)` for the read-only token, `Ok(false)` for the
+/// read-write one (or no token at all).
 fn verify(
-    token: Option<&[u8]>,
+    tokens: Tokens<'_>,
     nonce: &[u8; NONCE_BYTES],
     mac: Option<[u8; NONCE_BYTES]>,
-) -> Result<(), String> {
-    let Some(token) = token else {
-        return Ok(());
-    };
+) -> Result<bool, String> {
+    if !tokens.any() {
+        return Ok(false);
+    }
     let Some(mac) = mac else {
         return Err(concat!(
             "authentication failed: this server requires a token and the client gave none; ",
@@ -338,8 +361,14 @@ fn verify(
         )
         .into());
     };
-    if macs_equal(&mac, &auth_mac(token, nonce)) {
-        Ok(())
+    // Both compared, whichever matches, so the time taken does not tell which.
+    let proves =
+        |token: Option<&[u8]>| token.is_some_and(|t| macs_equal(&mac, &auth_mac(t, nonce)));
+    let (read_write, read_only) = (proves(tokens.read_write), proves(tokens.read_only));
+    if read_write {
+        Ok(false)
+    } else if read_only {
+        Ok(true)
     } else {
         Err(concat!(
             "authentication failed: the client's token does not match the server's; ",
@@ -519,7 +548,7 @@ mod tests {
         let (stream, _) = listener.accept().unwrap();
         let mut reader = BufReader::new(stream);
         let timeout = Duration::from_millis(200);
-        let failed = serve(&mut reader, timeout, None, &mut |_| {}).unwrap_err();
+        let failed = serve(&mut reader, timeout, Tokens::default(), &mut |_| {}).unwrap_err();
         assert_eq!(
             failed,
             ServeFailure::Late("sent no handshake within 0.2 s".into())
@@ -529,7 +558,7 @@ mod tests {
         let (stream, _) = listener.accept().unwrap();
         send_hello(&mut client, &Hello::new(false, true, Tid::ZERO)).unwrap();
         let mut reader = BufReader::new(stream);
-        let failed = serve(&mut reader, timeout, None, &mut |_| {}).unwrap_err();
+        let failed = serve(&mut reader, timeout, Tokens::default(), &mut |_| {}).unwrap_err();
         assert_eq!(
             failed,
             ServeFailure::Late(

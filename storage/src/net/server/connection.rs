@@ -43,6 +43,11 @@ use crate::net::protocol::{
 /// the transaction keep for it (its slot, its index entry, its base tid).
 const STORE_OVERHEAD_BYTES: usize = 128;
 
+/// Why a client that proved the read-only token cannot write.
+const READ_ONLY_TOKEN_REFUSAL: &str = "this client authenticated with the server's read-only \
+     token, which may load but not commit (nor allocate oids, pack or restore); give the \
+     read-write token (`--token-file`) to write";
+
 impl Shared {
     /// Serves a new connection on this thread until it ends.
     /// `id` is the connection's, in its handshake (see `admission`).
@@ -86,6 +91,7 @@ impl Shared {
                 writer: Some(writer),
                 end_reason: String::new(),
                 authenticated: false,
+                read_only_token: false,
             }
             // Ends the connection (and counts it out) when it is dropped.
             .run(),
@@ -115,6 +121,8 @@ struct Connection {
     /// Counted among the authenticated connections (else among those in their
     /// handshake).
     authenticated: bool,
+    /// The client proved the read-only token: every write is refused, saying so.
+    read_only_token: bool,
 }
 
 impl Drop for Connection {
@@ -314,10 +322,13 @@ impl Connection {
     fn handshake(&mut self) -> std::result::Result<bool, String> {
         // One deadline for the whole handshake, however slowly the bytes trickle in.
         let timeout = self.shared.options.handshake_timeout;
-        let token = self.shared.options.token.as_deref();
+        let tokens = handshake::Tokens {
+            read_write: self.shared.options.token.as_deref(),
+            read_only: self.shared.options.read_only_token.as_deref(),
+        };
         let outbox = &self.outbox;
         let hello =
-            match handshake::serve(&mut self.reader, timeout, token, &mut |m| outbox.send(m)) {
+            match handshake::serve(&mut self.reader, timeout, tokens, &mut |m| outbox.send(m)) {
                 Ok(Some(hello)) => hello,
                 Ok(None) => return Ok(false),
                 Err(handshake::ServeFailure::Late(what)) => {
@@ -339,6 +350,7 @@ impl Connection {
         }
         self.authenticated = true;
         self.read_only |= hello.read_only;
+        self.read_only_token = hello.token_read_only;
         self.shared.welcome(&self.outbox, &hello)?;
         Ok(true)
     }
@@ -463,7 +475,11 @@ impl Connection {
 
     /// `ReadOnly` when this connection may not write.
     fn writable(&self) -> Result<()> {
-        if self.read_only {
+        if self.read_only_token {
+            Err(Error::Server {
+                message: READ_ONLY_TOKEN_REFUSAL.into(),
+            })
+        } else if self.read_only {
             Err(Error::ReadOnly)
         } else {
             Ok(())
@@ -479,8 +495,8 @@ impl Connection {
                 "more than {TRANSACTIONS_PER_CONNECTION_MAX} open transactions"
             ));
         }
-        let slot = if self.read_only {
-            TxnSlot::Failed(WireError::ReadOnly)
+        let slot = if let Err(e) = self.writable() {
+            TxnSlot::Failed(WireError::from(&e))
         } else {
             match self.shared.storage.begin(meta.into()) {
                 Ok(t) => TxnSlot::Running(TxnActor::new(t), 0),
@@ -556,8 +572,8 @@ impl Connection {
 
     /// Packs the storage on a pooled worker (it takes long; the connection goes on).
     fn pack(&self, id: u64, tid: Tid, gc: bool) {
-        if self.read_only {
-            return self.reply(id, Err(Error::ReadOnly));
+        if let Err(e) = self.writable() {
+            return self.reply(id, Err(e));
         }
         let references = self.shared.options.references.clone();
         if gc && references.is_none() {

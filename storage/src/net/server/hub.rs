@@ -102,6 +102,8 @@ impl Shared {
         hub.subscribers.insert(outbox.id, Arc::clone(outbox));
         let welcome = Welcome {
             last_tid: hub.last_tid,
+            // Not for a read-only token: its client then refuses writes itself
+            // with a plain "read-only", where the server's refusal says why.
             read_only: self.options.read_only,
             catch_up,
             identity: self.storage.identity(),

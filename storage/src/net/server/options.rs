@@ -29,6 +29,7 @@ pub(crate) const CLIENT_MEMORY_BYTES_MAX_DEFAULT: usize = 256 << 20;
 pub struct ServerOptions {
     pub(crate) read_only: bool,
     pub(crate) token: Option<Vec<u8>>,
+    pub(crate) read_only_token: Option<Vec<u8>>,
     pub(crate) connections_max: usize,
     pub(crate) handshakes_max: usize,
     pub(crate) handshakes_per_address_max: usize,
@@ -49,6 +50,10 @@ impl std::fmt::Debug for ServerOptions {
         f.debug_struct("ServerOptions")
             .field("read_only", &self.read_only)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field(
+                "read_only_token",
+                &self.read_only_token.as_ref().map(|_| "<set>"),
+            )
             .field("connections_max", &self.connections_max)
             .field("handshakes_max", &self.handshakes_max)
             .field(
@@ -74,6 +79,7 @@ impl Default for ServerOptions {
         ServerOptions {
             read_only: false,
             token: None,
+            read_only_token: None,
             connections_max: 1000,
             handshakes_max: 64,
             handshakes_per_address_max: 32,
@@ -104,6 +110,13 @@ impl ServerOptions {
     /// Require clients to prove they know this shared secret (default: none).
     pub fn token(mut self, token: Option<Vec<u8>>) -> Self {
         self.token = token;
+        self
+    }
+    /// A second secret, which lets a client read but not write: its commits,
+    /// oid allocations, packs and restores are refused, saying so (default: none).
+    /// With it set and no `token`, no client can write.
+    pub fn read_only_token(mut self, token: Option<Vec<u8>>) -> Self {
+        self.read_only_token = token;
         self
     }
     /// Most authenticated connections served at once; more are refused after

@@ -10,7 +10,6 @@
 //!   through the storage's commit notifications.
 
 use super::Connection;
-use crate::error::Error;
 use crate::ids::{Oid, Tid};
 use crate::net::protocol::{Response, WireError, WireMeta};
 use crate::net::server::Job;
@@ -27,8 +26,8 @@ impl Connection {
         records: Vec<(u64, Vec<u8>)>,
         reserved: Reservation,
     ) -> Option<Job> {
-        if self.read_only {
-            self.reply(id, Err(Error::ReadOnly));
+        if let Err(e) = self.writable() {
+            self.reply(id, Err(e));
             return None;
         }
         let ctx = self.context();
