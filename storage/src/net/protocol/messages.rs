@@ -373,15 +373,16 @@ impl ClientMessage {
     /// What a frame whose payload starts with `prefix` is, from its variant and
     /// the varint after it (what a server that cannot buffer a frame answers).
     pub fn peek(prefix: &[u8]) -> FramePeek {
-        let Some((&variant, rest)) = prefix.split_first() else {
+        // Both varints, read as the decoder reads them.
+        let Ok((variant, rest)) = postcard::take_from_bytes::<u32>(prefix) else {
             return FramePeek::Other;
         };
         let Ok((number, _)) = postcard::take_from_bytes::<u64>(rest) else {
             return FramePeek::Other;
         };
         match variant {
-            REQUEST_VARIANT => FramePeek::Request(number),
-            STORE_VARIANT => FramePeek::Store(number),
+            v if v == u32::from(REQUEST_VARIANT) => FramePeek::Request(number),
+            v if v == u32::from(STORE_VARIANT) => FramePeek::Store(number),
             _ => FramePeek::Other,
         }
     }
