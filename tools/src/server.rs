@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use zodiac_storage::{FileOptions, Server, ServerOptions, Storage};
+use zodiac_storage::{FileOptions, Server, ServerOptions, ServerTls, Storage};
 
 pub struct Args {
     pub path: PathBuf,
@@ -33,6 +33,14 @@ pub struct Hardening {
     /// commits are refused, saying so (`--token-file` is the read-write one).
     #[arg(long, value_name = "F")]
     pub read_only_token_file: Option<PathBuf>,
+    /// Serve over TLS with the certificate chain in this PEM file (with
+    /// --tls-key); clients then connect to tls://HOST:PORT?ca=FILE (or
+    /// ?fingerprint=SHA256 of the certificate).
+    #[arg(long, value_name = "F", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, a PEM file.
+    #[arg(long, value_name = "F", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A size as people write it: bytes, or a number with KiB, MiB, GiB (or K, M, G,
@@ -77,6 +85,10 @@ pub fn run(args: &Args) -> Result<()> {
              could write; give the read-only clients a secret of their own"
         );
     }
+    let tls = match (&args.hardening.tls_cert, &args.hardening.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
+        _ => None,
+    };
     // Registered before serving, so a signal during startup is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     // Bound before the data file is opened: an address in use creates no file.
@@ -92,6 +104,7 @@ pub fn run(args: &Args) -> Result<()> {
         .read_only(args.read_only)
         .token(token)
         .read_only_token(read_only_token)
+        .tls(tls)
         .connections_max(args.max_connections)
         .invalidation_history(args.invalidation_history)
         .client_memory_bytes_max(args.hardening.max_client_memory)

@@ -17,7 +17,6 @@
 //!   independent of where the MACs differ.
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -26,6 +25,7 @@ use super::protocol::{
     self, CatchUp, ClientMessage, FRAME_BYTES_MAX, FrameError, HANDSHAKE_FRAME_BYTES_MAX, MAGIC,
     NONCE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, ServerMessage,
 };
+use super::transport::ReadHalf;
 use crate::ids::Tid;
 
 /// What a client says in `Hello`.
@@ -227,7 +227,7 @@ pub(crate) enum ServeFailure {
 /// has any), all within `timeout`. Refusals go out through `send`, and come back
 /// as `Err` with the reason to log. `Ok(None)`: the peer left before its `Hello`.
 pub(crate) fn serve(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<ReadHalf>,
     timeout: Duration,
     tokens: Tokens<'_>,
     send: &mut dyn FnMut(&ServerMessage),
@@ -380,7 +380,7 @@ fn verify(
 
 /// Reads with a read timeout of whatever is left before `deadline`.
 struct DeadlineReader<'a> {
-    inner: &'a mut BufReader<TcpStream>,
+    inner: &'a mut BufReader<ReadHalf>,
     deadline: Instant,
 }
 
@@ -393,7 +393,7 @@ impl Read for DeadlineReader<'_> {
                 "the handshake timeout passed",
             ));
         }
-        self.inner.get_ref().set_read_timeout(Some(left))?;
+        self.inner.get_ref().socket().set_read_timeout(Some(left))?;
         self.inner.read(buf)
     }
 }
@@ -439,6 +439,7 @@ fn random_nonce() -> [u8; NONCE_BYTES] {
 
 #[cfg(test)]
 mod tests {
+    use std::net::TcpStream;
     use std::sync::Arc;
 
     use super::*;
@@ -546,7 +547,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream);
+        let mut reader = BufReader::new(crate::net::transport::plain_halves(stream).unwrap().0);
         let timeout = Duration::from_millis(200);
         let failed = serve(&mut reader, timeout, Tokens::default(), &mut |_| {}).unwrap_err();
         assert_eq!(
@@ -557,7 +558,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
         send_hello(&mut client, &Hello::new(false, true, Tid::ZERO)).unwrap();
-        let mut reader = BufReader::new(stream);
+        let mut reader = BufReader::new(crate::net::transport::plain_halves(stream).unwrap().0);
         let failed = serve(&mut reader, timeout, Tokens::default(), &mut |_| {}).unwrap_err();
         assert_eq!(
             failed,

@@ -38,6 +38,7 @@ use crate::net::protocol::{
     TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
     WireMeta, WirePackReport, WireTransaction,
 };
+use crate::net::transport::{self, ReadHalf, WriteHalf};
 
 /// Client memory counted for each store beside its data: what the storage and
 /// the transaction keep for it (its slot, its index entry, its base tid).
@@ -54,8 +55,17 @@ impl Shared {
     pub(super) fn serve(self: &Arc<Self>, stream: TcpStream, peer: String, id: u64) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(self.options.write_timeout));
-        let outbox = match stream.try_clone() {
-            Ok(s) => Arc::new(Outbox::new(
+        let (read_half, write_half) = match self.halves(stream, &peer) {
+            Some(halves) => halves,
+            None => {
+                self.admission.end_handshake(id);
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        };
+        let outbox = {
+            let s = write_half;
+            Arc::new(Outbox::new(
                 id,
                 peer,
                 s,
@@ -63,13 +73,7 @@ impl Shared {
                 Arc::clone(&self.flusher),
                 Arc::clone(&self.memory),
                 self.options.client_memory_wait,
-            )),
-            Err(e) => {
-                log::warn!("{peer}: cannot clone the socket: {e}");
-                self.admission.end_handshake(id);
-                self.connection_count.fetch_sub(1, Ordering::AcqRel);
-                return;
-            }
+            ))
         };
         self.connections.lock().insert(id, Arc::clone(&outbox));
         if self.stopping.load(Ordering::Acquire) {
@@ -85,7 +89,7 @@ impl Shared {
             Ok(writer) => Connection {
                 shared: Arc::clone(self),
                 outbox,
-                reader: BufReader::with_capacity(64 << 10, stream),
+                reader: BufReader::with_capacity(64 << 10, read_half),
                 read_only: self.options.read_only,
                 transactions: HashMap::new(),
                 writer: Some(writer),
@@ -105,6 +109,53 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The connection's halves: plain, or after its TLS handshake (within the
+    /// handshake timeout). `None`: it failed, and was logged.
+    fn halves(&self, stream: TcpStream, peer: &str) -> Option<(ReadHalf, WriteHalf)> {
+        let Some(tls) = &self.options.tls else {
+            return match transport::plain_halves(stream) {
+                Ok(halves) => Some(halves),
+                Err(e) => {
+                    log::warn!("{peer}: cannot clone the socket: {e}");
+                    None
+                }
+            };
+        };
+        let timeout = self.options.handshake_timeout;
+        let session = match tls.session() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("{peer}: cannot start a TLS session: {e}");
+                return None;
+            }
+        };
+        match transport::tls_halves(stream, session, Instant::now() + timeout) {
+            Ok(halves) => Some(halves),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                log::warn!(
+                    "client {peer} sent no TLS handshake within {} s",
+                    timeout.as_secs_f64()
+                );
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                log::info!("client {peer} left during its TLS handshake");
+                None
+            }
+            Err(e) => {
+                log::warn!("closing the connection of {peer}: TLS handshake failed: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// One connection's reading side and state. It moves between threads: a vote,
 /// finish or commit runs on the thread that read it, while a pooled worker goes on
 /// reading (one thread wake-up less on a commit's path). Dropping it ends the
@@ -112,7 +163,7 @@ impl Shared {
 struct Connection {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<ReadHalf>,
     read_only: bool,
     transactions: HashMap<u64, TxnSlot>,
     writer: Option<JoinHandle<()>>,
@@ -159,6 +210,7 @@ impl Connection {
         let _ = self
             .reader
             .get_ref()
+            .socket()
             .set_read_timeout(Some(self.shared.options.idle_timeout));
         self.read_loop();
     }

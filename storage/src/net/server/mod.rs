@@ -187,7 +187,15 @@ impl Server {
         server.spawn("zodiac-accept", move || acceptor.accept_loop(listener))?;
         log::info!("serving {} on {local_addr}", shared.storage.describe());
         let token = shared.options.token.is_some();
-        if let Some(warning) = exposure::exposure_warning(local_addr, token, false) {
+        if let Some(tls) = &shared.options.tls {
+            log::info!(
+                "TLS: certificate SHA-256 fingerprint {} (clients check it with \
+                 tls://HOST:PORT?ca=CERT_FILE, or pin it with ?fingerprint=)",
+                tls.fingerprint()
+            );
+        }
+        let tls = shared.options.tls.is_some();
+        if let Some(warning) = exposure::exposure_warning(local_addr, token, tls) {
             log::warn!("{warning}");
         }
         Ok(server)

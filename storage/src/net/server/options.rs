@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ids::Oid;
+use crate::net::tls::ServerTls;
 
 /// Reads the oids an object revision refers to, for a pack with garbage collection
 /// (the objects layer's `record::referenced_oids`; the storage cannot read records).
@@ -43,6 +44,7 @@ pub struct ServerOptions {
     pub(crate) client_memory_wait: Duration,
     pub(crate) references: Option<ReferenceReader>,
     pub(crate) merge: Option<MergeFn>,
+    pub(crate) tls: Option<ServerTls>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -70,6 +72,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("client_memory_wait", &self.client_memory_wait)
             .field("references", &self.references.as_ref().map(|_| "<set>"))
             .field("merge", &self.merge.as_ref().map(|_| "<set>"))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -93,6 +96,7 @@ impl Default for ServerOptions {
             client_memory_wait: Duration::from_secs(2),
             references: None,
             merge: None,
+            tls: None,
         }
     }
 }
@@ -197,6 +201,13 @@ impl ServerOptions {
     /// before it refuses the frame (default: 2 s).
     pub fn client_memory_wait(mut self, wait: Duration) -> Self {
         self.client_memory_wait = wait;
+        self
+    }
+    /// Serve over TLS with this certificate and key (default: none, plain TCP):
+    /// every connection then starts with a TLS handshake, within the handshake
+    /// timeout; clients connect with `tls://HOST:PORT`.
+    pub fn tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
         self
     }
     /// Longest a new connection may take to finish the handshake (default: 2 s: it

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,12 +23,13 @@ use parking_lot::{Condvar, Mutex};
 
 use super::memory::{self, ClientMemory, Reservation};
 use crate::net::protocol::{self, ServerMessage};
+use crate::net::transport::WriteHalf;
 
 /// The frames waiting to be written to one connection.
 pub(super) struct Outbox {
     pub(super) id: u64,
     pub(super) peer: String,
-    stream: TcpStream,
+    stream: WriteHalf,
     state: Mutex<OutboxState>,
     /// Wakes the writer thread: frames to write, or the connection closing.
     wake_writer: Condvar,
@@ -128,7 +129,7 @@ impl Outbox {
     pub(super) fn new(
         id: u64,
         peer: String,
-        stream: TcpStream,
+        stream: WriteHalf,
         bytes_max: usize,
         flusher: Arc<Flusher>,
         memory: Arc<ClientMemory>,
@@ -333,7 +334,7 @@ impl Outbox {
             if !reason.is_empty() {
                 log::warn!("closing the connection of {}: {reason}", self.peer);
             }
-            let _ = self.stream.shutdown(Shutdown::Both);
+            self.stream.shutdown();
             self.wake_writer.notify_all();
             self.space_freed.notify_all();
         }

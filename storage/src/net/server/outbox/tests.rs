@@ -1,4 +1,4 @@
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::net::protocol::Response;
@@ -10,7 +10,7 @@ fn new_outbox(bytes_max: usize) -> (Arc<Outbox>, TcpStream) {
     let outbox = Outbox::new(
         1,
         "test".into(),
-        stream,
+        crate::net::transport::plain_halves(stream).unwrap().1,
         bytes_max,
         Arc::new(Flusher::default()),
         crate::net::server::memory::ClientMemory::new(1 << 30),
