@@ -93,7 +93,7 @@ impl Shared {
         if catch_up == CatchUp::Behind {
             for (tid, oids) in hub.missed(hello.last_tid) {
                 for frame in invalidation_frames(*tid, oids, Vec::new()) {
-                    if !outbox.push_or_close(frame, Delivery::Now) {
+                    if !outbox.push_own_or_close(frame, Delivery::Now) {
                         return Err("catch-up overflowed the send queue".into());
                     }
                 }
@@ -108,7 +108,7 @@ impl Shared {
             catch_up,
             identity: self.storage.identity(),
         };
-        outbox.push_or_close(protocol::encode(&welcome.message()).into(), Delivery::Now);
+        outbox.push_own_or_close(protocol::encode(&welcome.message()).into(), Delivery::Now);
         drop(hub);
         Ok(())
     }

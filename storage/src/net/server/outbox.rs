@@ -7,10 +7,13 @@
 //!   its connection closed instead.
 //! - A deferred frame is written within `DEFERRED_FLUSH`: with the reply it waited
 //!   for, or by the writer thread the flusher wakes.
-//! - Every queued byte is reserved against the server's client memory until it is
-//!   written (`OutboxState::held` holds `bytes`); a frame queued on an empty queue
-//!   is always taken (it is written at once), any other waits for room (a reply,
-//!   up to `memory_wait`) or closes the connection (a broadcast).
+//! - Every byte queued for this connection alone (replies, its catch-up, its
+//!   `Welcome`) is reserved against the server's client memory until it is
+//!   written (`OutboxState::held`); a frame queued on an empty queue is always
+//!   taken (it is written at once), any other waits for room (a reply, up to
+//!   `memory_wait`) or closes the connection. A broadcast frame is one buffer
+//!   shared by every queue and is not counted per queue: the broadcast frames
+//!   alive are the last `bytes_max` of the stream at most, however many clients.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -107,7 +110,9 @@ impl Flusher {
 pub(super) struct OutboxState {
     frames: VecDeque<Arc<[u8]>>,
     bytes: usize,
-    /// The client memory the queued frames hold: `bytes` of it.
+    /// The client memory each queued frame holds (0 for a broadcast's).
+    reserved: VecDeque<usize>,
+    /// The client memory the queued frames hold: the sum of `reserved`.
     held: Reservation,
     closed: bool,
     /// Write what is queued, then close (after a refusal or a protocol error).
@@ -142,6 +147,7 @@ impl Outbox {
             state: Mutex::new(OutboxState {
                 frames: VecDeque::new(),
                 bytes: 0,
+                reserved: VecDeque::new(),
                 held: memory.reservation(),
                 closed: false,
                 draining: false,
@@ -161,6 +167,21 @@ impl Outbox {
     /// Queues a frame the broadcaster sends: never waits, never writes; a full queue
     /// closes the connection (the client is too slow or stalled).
     pub(super) fn push_or_close(self: &Arc<Self>, frame: Arc<[u8]>, delivery: Delivery) -> bool {
+        self.push(frame, delivery, false)
+    }
+
+    /// Queues a frame made for this connection alone (its catch-up, its
+    /// `Welcome`) as [`Outbox::push_or_close`] does, its bytes reserved against the
+    /// client memory.
+    pub(super) fn push_own_or_close(
+        self: &Arc<Self>,
+        frame: Arc<[u8]>,
+        delivery: Delivery,
+    ) -> bool {
+        self.push(frame, delivery, true)
+    }
+
+    fn push(self: &Arc<Self>, frame: Arc<[u8]>, delivery: Delivery, own: bool) -> bool {
         let mut st = self.state.lock();
         if st.closed || st.draining {
             return false;
@@ -173,12 +194,14 @@ impl Outbox {
             ));
             return false;
         }
-        if !self.take_memory(&mut st, frame.len()) {
+        let reserved = if own { frame.len() } else { 0 };
+        if !self.take_memory(&mut st, reserved) {
             drop(st);
             self.close(&memory::full_message(self.memory.bytes_max()));
             return false;
         }
         st.bytes += frame.len();
+        st.reserved.push_back(reserved);
         st.frames.push_back(frame);
         match delivery {
             Delivery::Now => {
@@ -203,6 +226,9 @@ impl Outbox {
     /// granted on an empty queue (the frame is written at once), else if there is
     /// room now.
     fn take_memory(&self, st: &mut OutboxState, len: usize) -> bool {
+        if len == 0 {
+            return true;
+        }
         if st.bytes == 0 {
             st.held.absorb(self.memory.force(len));
             return true;
@@ -258,6 +284,7 @@ impl Outbox {
             st.held.absorb(room);
         }
         st.bytes += frame.len();
+        st.reserved.push_back(frame.len());
         st.frames.push_back(frame);
         if !st.writing {
             self.write_queued(st);
@@ -298,11 +325,13 @@ impl Outbox {
                 break;
             }
             st = self.state.lock();
+            let mut freed = 0;
             for _ in 0..batch.len() {
                 st.frames.pop_front();
+                freed += st.reserved.pop_front().unwrap_or(0);
             }
             st.bytes -= written;
-            st.held.release(written);
+            st.held.release(freed);
         }
         st.writing = false;
         self.space_freed.notify_all();
