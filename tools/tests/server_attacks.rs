@@ -45,7 +45,11 @@ impl Running {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        // ZODIAC_TEST_SERVER_BIN: measure another build of the server (e.g. an
+        // older one, for the figures before a change).
+        let bin = std::env::var_os("ZODIAC_TEST_SERVER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_zodiac").into());
+        let mut child = Command::new(bin)
             .arg("server")
             .arg(dir.join("data.zdc"))
             .args(listen)
@@ -229,12 +233,6 @@ fn memory_stays_bounded_under_the_attacks_and_a_client_still_commits() {
         mib(peak_1),
         started.elapsed()
     );
-    assert!(
-        peak_1 < PEAK_BYTES_MAX,
-        "peak {:.0} MiB under attack 1; log:\n{}",
-        mib(peak_1),
-        server.log()
-    );
     commit_one(server.addr);
 
     let separate = separate && server.reset_peak();
@@ -249,18 +247,19 @@ fn memory_stays_bounded_under_the_attacks_and_a_client_still_commits() {
         if separate { "" } else { " (since start)" },
         started.elapsed()
     );
-    assert!(
-        peak_2 < PEAK_BYTES_MAX,
-        "peak {:.0} MiB under attack 2; log:\n{}",
-        mib(peak_2),
-        server.log()
-    );
     // With the attacker's sockets still open.
     commit_one(server.addr);
     drop(held);
     let log = server.log();
     if std::env::var_os("ZODIAC_TEST_SHOW_LOG").is_some() {
         eprintln!("{log}");
+    }
+    for (attack, peak) in [(1, peak_1), (2, peak_2)] {
+        assert!(
+            peak < PEAK_BYTES_MAX,
+            "peak {:.0} MiB under attack {attack}; log:\n{log}",
+            mib(peak)
+        );
     }
     assert!(
         log.contains("client memory full"),
