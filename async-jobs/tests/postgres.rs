@@ -82,7 +82,7 @@ fn workers_on_their_own_storages_drain_a_queue_each_effect_exactly_once() {
         return;
     };
     const JOBS: usize = 30;
-    const WORKERS: usize = 3;
+    const WORKERS: usize = 4;
     let db = schema.database();
     let counters: Vec<PRef<Counter>> = transact(&db, |tx| {
         Queue::get_or_create(tx, "")?;

@@ -2,7 +2,7 @@
 //! against Zodiac, printed as a table or as the peers' JSON lines.
 //!
 //! ```text
-//! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
+//! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server|tcp://…|postgres://…]
 //!   WORKLOAD: phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all)
 //!             j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these)
 //!             load100 [--seconds N] [--connections N] (a `zodiac server` process under load)
@@ -51,7 +51,7 @@ use workloads::Workload;
 pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
-usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server]
+usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server|tcp://…|postgres://…]
   WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w5 | w7 | w7-noindex | storage (all of these)
             j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these;
             embedded the workers are threads, over --store server they are
@@ -70,7 +70,9 @@ usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memor
   --reps N  runs of each workload, each on a fresh store; the median is reported (default 1)
   --store   the storage under test (default: file, with durable commits; server:
             the file store served on 127.0.0.1, through a client storage;
-            tcp://HOST:PORT: an existing server, for w1, w1-4, w2, w3 and w4 only)
+            tcp://HOST:PORT: an existing server, for w1, w1-4, w2, w3 and w4 only;
+            postgres://URL: a PostgreSQL database, in a fresh schema per run, dropped
+            after it; the job workloads' workers are processes opening it directly)
   --seconds N      load100's duration (default 60)
   --connections N  load100's client connections (default 100)";
 
@@ -115,7 +117,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--store" => {
                 let text = value("--store")?;
                 store = StoreKind::parse(&text).ok_or(format!(
-                    "--store takes file, memory, server or tcp://HOST:PORT, not {text:?}"
+                    "--store takes file, memory, server, tcp://HOST:PORT or postgres://URL, not {text:?}"
                 ))?;
             }
             "--seconds" => {

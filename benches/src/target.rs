@@ -9,13 +9,16 @@
 //!   index is saved and the writer lock released before the store is reopened.
 //! - The memory store cannot be closed and reopened (closing it would end it), so
 //!   "close" keeps it aside and "reopen" hands the same instance back.
+//! - A PostgreSQL store lives in a schema of its own (`bench_PID_N`), created by
+//!   `create` and dropped when the `StoreUnderTest` is dropped, so runs never see
+//!   each other's rows.
 
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use zodiac_storage::{FileOptions, FileStorage, MemoryStorage, Storage};
+use zodiac_storage::{FileOptions, FileStorage, MemoryStorage, PgOptions, PgStorage, Storage};
 
 use crate::Result;
 
@@ -38,20 +41,26 @@ pub enum StoreKind {
     /// client storage: for the storage workloads that only add objects (W1, W2,
     /// W3, W4). Its store is not fresh; the workloads write new objects only.
     Remote(&'static str),
+    /// A PostgreSQL database (`postgres://…`), in a fresh schema per run; the job
+    /// workloads' workers are processes that open it directly.
+    Postgres(&'static str),
 }
 
 impl StoreKind {
-    /// `file`, `memory`, `server`, or `tcp://HOST:PORT` of an existing server.
+    /// `file`, `memory`, `server`, `tcp://HOST:PORT` of an existing server, or
+    /// `postgres://…` of a database.
     pub fn parse(name: &str) -> Option<StoreKind> {
+        // Parsed once per run: leaking keeps the kind `Copy`.
+        let leak = |text: &str| -> &'static str { Box::leak(text.to_string().into_boxed_str()) };
         match name {
             "file" => Some(StoreKind::File),
             "memory" => Some(StoreKind::Memory),
             "server" => Some(StoreKind::Server),
             remote if remote.strip_prefix("tcp://").is_some_and(|a| !a.is_empty()) => {
-                // Parsed once per run: leaking keeps the kind `Copy`.
-                Some(StoreKind::Remote(Box::leak(
-                    remote.to_string().into_boxed_str(),
-                )))
+                Some(StoreKind::Remote(leak(remote)))
+            }
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(StoreKind::Postgres(leak(url)))
             }
             _ => None,
         }
@@ -63,6 +72,7 @@ impl StoreKind {
             StoreKind::Memory => "memory",
             StoreKind::Server => "server",
             StoreKind::Remote(address) => address,
+            StoreKind::Postgres(_) => "postgres",
         }
     }
 }
@@ -84,6 +94,8 @@ pub struct StoreUnderTest {
     data_path: PathBuf,
     /// The memory store between `close` and `reopen`.
     parked: Option<Arc<dyn Storage>>,
+    /// The PostgreSQL schema `create` made, dropped with this value.
+    pg_schema: Option<String>,
 }
 
 impl StoreUnderTest {
@@ -93,6 +105,7 @@ impl StoreUnderTest {
             kind,
             data_path: run_dir.join(DATA_FILE_NAME),
             parked: None,
+            pg_schema: None,
         }
     }
 
@@ -115,6 +128,7 @@ impl StoreUnderTest {
             }
             StoreKind::Memory => Ok(Arc::new(MemoryStorage::new())),
             StoreKind::Remote(_) => self.open(),
+            StoreKind::Postgres(_) => self.create_pg_schema(),
         }
     }
 
@@ -133,6 +147,7 @@ impl StoreUnderTest {
                 open_file_store(&self.data_path)
             }
             StoreKind::Memory => Ok(Arc::new(MemoryStorage::new())),
+            StoreKind::Postgres(_) => self.create_pg_schema(),
             StoreKind::Remote(_) => Err(
                 "this workload creates its own store: use --store file, memory or server".into(),
             ),
@@ -177,7 +192,7 @@ impl StoreUnderTest {
             return Err("the store is still in use elsewhere and cannot be closed".into());
         }
         match self.kind {
-            StoreKind::File | StoreKind::Server | StoreKind::Remote(_) => {
+            StoreKind::File | StoreKind::Server | StoreKind::Remote(_) | StoreKind::Postgres(_) => {
                 storage.close()?;
                 drop(storage);
             }
@@ -189,7 +204,9 @@ impl StoreUnderTest {
     /// Opens the store again after [`close`](Self::close).
     pub fn reopen(&mut self) -> Result<Arc<dyn Storage>> {
         match self.kind {
-            StoreKind::File | StoreKind::Server | StoreKind::Remote(_) => self.open(),
+            StoreKind::File | StoreKind::Server | StoreKind::Remote(_) | StoreKind::Postgres(_) => {
+                self.open()
+            }
             StoreKind::Memory => self
                 .parked
                 .take()
@@ -227,6 +244,9 @@ impl StoreUnderTest {
     /// Opens the data file, served when the kind is `Server`; connects a new client
     /// to the remote server (a cold cache) when it is `Remote`.
     fn open(&self) -> Result<Arc<dyn Storage>> {
+        if let Some(options) = self.pg_options() {
+            return Ok(Arc::new(PgStorage::open(options)?));
+        }
         if let StoreKind::Remote(address) = self.kind {
             // A benchmark does not wait for a server to come up (a client storage
             // waits 30 s by default): a server that is not there is an error now.
@@ -251,10 +271,48 @@ impl StoreUnderTest {
         }
     }
 
+    /// The URL of the PostgreSQL store `create` made, with its schema, for
+    /// worker processes that open it themselves.
+    pub fn pg_url(&self) -> Option<String> {
+        let (StoreKind::Postgres(url), Some(schema)) = (self.kind, &self.pg_schema) else {
+            return None;
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        Some(format!("{url}{separator}schema={schema}"))
+    }
+
+    fn pg_options(&self) -> Option<PgOptions> {
+        self.pg_url().map(|url| PgOptions::from_url(&url))
+    }
+
+    /// A fresh schema for this run, with the store's tables in it.
+    fn create_pg_schema(&mut self) -> Result<Arc<dyn Storage>> {
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        if self.pg_schema.is_some() {
+            return Err("each run needs a fresh store; this one has its schema".into());
+        }
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.pg_schema = Some(format!("bench_{}_{run}", std::process::id()));
+        self.open()
+    }
+
     fn index_path(&self) -> PathBuf {
         let mut name = self.data_path.clone().into_os_string();
         name.push(".index");
         PathBuf::from(name)
+    }
+}
+
+impl Drop for StoreUnderTest {
+    fn drop(&mut self) {
+        let (Some(options), Some(schema)) = (self.pg_options(), &self.pg_schema) else {
+            return;
+        };
+        let dropped = postgres::Client::connect(&options.url, postgres::NoTls)
+            .and_then(|mut c| c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")));
+        if let Err(e) = dropped {
+            eprintln!("warning: could not drop the benchmark's schema {schema}: {e}");
+        }
     }
 }
 

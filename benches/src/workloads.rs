@@ -129,6 +129,13 @@ impl Workload {
                  meet other runs' jobs): use --store file, memory or server",
             ),
             (Workload::Job(job), _) => job.skip_reason(kind),
+            (
+                Workload::W5 | Workload::W5Large | Workload::W6Processes | Workload::W7NoIndex,
+                StoreKind::Postgres(_),
+            ) => Some(
+                "this workload measures the file store (pack, its index, serving it): use \
+                 --store file",
+            ),
             (Workload::Load(_), StoreKind::File) => None,
             (Workload::Load(_), _) => Some(
                 "load100 serves a file store of its own with a `zodiac server` process: use \

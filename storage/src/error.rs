@@ -130,7 +130,11 @@ pub enum Error {
 
     /// A write (begin, vote, commit, pack) reached a storage opened read-only, or a
     /// server or connection that refuses commits.
-    #[error("the storage was opened read-only; open it writable to commit")]
+    #[error(
+        "the storage is read-only (opened read-only, or served by `zodiac server --read-only`) \
+         and refuses commits and packs; open it writable, or write through a server started \
+         without --read-only"
+    )]
     ReadOnly,
 
     /// A call reached a storage after `close` (for a client storage: after it was
@@ -277,6 +281,19 @@ pub enum Error {
         what: String,
     },
 
+    /// A PostgreSQL storage lost its connection to the database during the call,
+    /// or could not make one (the database is down or unreachable); `what` says
+    /// whether anything was committed. The storage reconnects on its next call:
+    /// retry (a transaction in progress must be redone). The PostgreSQL
+    /// counterpart of [`Error::Disconnected`].
+    #[error("PostgreSQL {target}: {what}")]
+    PostgresDisconnected {
+        /// The database and schema (the URL without its password).
+        target: String,
+        /// What failed, whether anything was committed, and what to do.
+        what: String,
+    },
+
     /// The server reported a failure that has no variant of its own on the wire
     /// (`WireError::Server`): an I/O error, corruption, a refused pack, ...
     #[error("the storage server failed: {message}")]
@@ -287,6 +304,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the call failed because the connection to the shared storage (a
+    /// `zodiac server` or PostgreSQL) was lost or could not be made: the storage
+    /// reconnects by itself, so the caller retries later.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(
+            self,
+            Error::Disconnected { .. } | Error::PostgresDisconnected { .. }
+        )
+    }
+
     /// The conflict, when this error is one.
     pub fn as_conflict(&self) -> Option<&ConflictError> {
         match self {

@@ -186,10 +186,12 @@ fn a_cut_connection_gives_a_clear_error_and_the_storage_recovers() {
     );
     std::thread::sleep(Duration::from_millis(200));
     match voted.finish() {
-        Err(Error::Postgres { what, .. }) => {
+        Err(e @ Error::PostgresDisconnected { .. }) => {
+            assert!(e.is_disconnected(), "callers wait out a lost connection");
+            let text = e.to_string();
             assert!(
-                what.contains("nothing was committed: retry"),
-                "unclear: {what}"
+                text.contains("nothing was committed: retry"),
+                "unclear: {text}"
             );
         }
         other => panic!("finish on a cut connection: {other:?}"),
@@ -372,4 +374,55 @@ fn pack_drops_old_history_and_unreachable_objects_and_verifies_clean() {
         "{:?}",
         broken.problems
     );
+}
+
+#[test]
+fn repeated_loads_are_cached_and_commits_of_another_storage_invalidate_them() {
+    let Some(schema) = TempSchema::new() else {
+        return;
+    };
+    let (a, b) = (schema.open(), schema.open());
+    let oid = a.new_oid().unwrap();
+    let mut txn = a.begin(meta("one")).unwrap();
+    txn.store(oid, Tid::ZERO, b"one".to_vec()).unwrap();
+    let t1 = txn.finish().unwrap();
+    assert_eq!(a.load(oid, Tid::MAX).unwrap().data, b"one");
+    assert_eq!(a.cache_usage().0, 1, "the load was cached");
+    assert_eq!(a.load(oid, t1).unwrap().data, b"one");
+
+    // Another storage (another process) commits; once `a` has published that
+    // commit, its cache no longer answers with the old revision.
+    let sub = a.subscribe();
+    wait_for(&b, t1);
+    let mut txn = b.begin(meta("two")).unwrap();
+    txn.store(oid, t1, b"two".to_vec()).unwrap();
+    let t2 = txn.finish().unwrap();
+    assert_eq!(
+        sub.recv_timeout(Duration::from_secs(5)).map(|e| e.tid),
+        Some(t2)
+    );
+    assert_eq!(a.last_tid(), t2);
+    assert_eq!(a.cache_usage().0, 0, "the commit invalidated the entry");
+    assert_eq!(a.load(oid, Tid::MAX).unwrap().data, b"two");
+    assert_eq!(
+        a.load(oid, t1).unwrap().data,
+        b"one",
+        "old snapshots read the old"
+    );
+    let none = PgStorage::open(PgOptions {
+        cache_bytes_max: 0,
+        ..schema.options()
+    })
+    .unwrap();
+    assert_eq!(none.load(oid, Tid::MAX).unwrap().data, b"two");
+    assert_eq!(none.cache_usage().0, 0, "a cache of 0 bytes holds nothing");
+}
+
+/// Waits until `s` has seen the commit `tid`.
+fn wait_for(s: &PgStorage, tid: Tid) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.last_tid() < tid {
+        assert!(Instant::now() < deadline, "the commit {tid} never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

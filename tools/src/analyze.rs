@@ -2,14 +2,14 @@
 //! objects that do not exist), read from the object records' envelopes, and for the
 //! job layer's records also from their values (`zodiac_async::named_ids`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 use zodiac_objects::record;
-use zodiac_storage::{FileOptions, FileStorage, Oid};
+use zodiac_storage::{FileOptions, FileStorage, Oid, Tid};
 
 /// Records that are not object envelopes are counted under this name.
 const NOT_AN_OBJECT: &str = "(not an object record)";
@@ -27,19 +27,45 @@ fn open(path: &Path) -> Result<FileStorage> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
+/// Visits every revision of STORE as (oid, whether it is the object's newest,
+/// data). A data file is scanned in place; a server or a PostgreSQL database is
+/// walked transaction by transaction, each revision loaded (one request each).
+fn scan_revisions(store: &str, mut visit: impl FnMut(Oid, bool, &[u8])) -> Result<()> {
+    if !(crate::store::is_server(store) || crate::store::is_postgres(store)) {
+        open(Path::new(store))?.scan_records(|r| visit(r.oid, r.newest, r.data))?;
+        return Ok(());
+    }
+    let storage = crate::store::open_store_read_only(store, &crate::store::Connect::default())?;
+    let mut newest: HashMap<Oid, Tid> = HashMap::new();
+    let mut revisions = Vec::new();
+    for t in storage.transactions(Tid::ZERO, Tid::MAX)? {
+        let t = t?;
+        for change in &t.changes {
+            newest.insert(change.oid, t.tid);
+            revisions.push((t.tid, change.oid));
+        }
+    }
+    for (tid, oid) in revisions {
+        let data = storage
+            .load_revision(oid, tid)
+            .with_context(|| format!("loading object {oid} at {tid}"))?;
+        visit(oid, newest[&oid] == tid, &data);
+    }
+    Ok(())
+}
+
 /// Per-type object counts and bytes, live (newest revisions) and old.
-pub fn run_analyze(path: &Path, as_json: bool) -> Result<ExitCode> {
-    let storage = open(path)?;
+pub fn run_analyze(store: &str, as_json: bool) -> Result<ExitCode> {
     let mut types: BTreeMap<String, TypeStats> = BTreeMap::new();
-    storage.scan_records(|r| {
-        let name = record::type_name(r.data).unwrap_or(NOT_AN_OBJECT);
+    scan_revisions(store, |_, newest, data| {
+        let name = record::type_name(data).unwrap_or(NOT_AN_OBJECT);
         let stats = types.entry(name.to_string()).or_default();
-        if r.newest {
+        if newest {
             stats.objects += 1;
-            stats.live_bytes += r.data.len() as u64;
+            stats.live_bytes += data.len() as u64;
         } else {
             stats.old_revisions += 1;
-            stats.old_bytes += r.data.len() as u64;
+            stats.old_bytes += data.len() as u64;
         }
     })?;
     if as_json {
@@ -50,10 +76,7 @@ pub fn run_analyze(path: &Path, as_json: bool) -> Result<ExitCode> {
                        "old_revisions": s.old_revisions, "old_bytes": s.old_bytes})
             })
             .collect();
-        println!(
-            "{}",
-            json!({"path": path.display().to_string(), "types": list})
-        );
+        println!("{}", json!({"path": store, "types": list}));
     } else {
         println!(
             "{:<40} {:>10} {:>14} {:>14} {:>14}",
@@ -84,34 +107,34 @@ struct RefScan {
 }
 
 /// Reads the references of the newest revision of every object.
-fn scan_refs(storage: &FileStorage) -> Result<RefScan> {
+fn scan_refs(store: &str) -> Result<RefScan> {
     let mut existing = BTreeSet::new();
     let mut references: Vec<(Oid, Oid)> = Vec::new();
     let mut unlisted: Vec<(Oid, String, Oid)> = Vec::new();
     let mut unreadable: Vec<(Oid, String)> = Vec::new();
-    storage.scan_records(|r| {
-        if !r.newest {
+    scan_revisions(store, |oid, newest, data| {
+        if !newest {
             return;
         }
-        existing.insert(r.oid);
-        let refs = match record::referenced_oids(r.data) {
+        existing.insert(oid);
+        let refs = match record::referenced_oids(data) {
             Ok(refs) => refs,
             Err(e) => {
-                unreadable.push((r.oid, e.to_string()));
+                unreadable.push((oid, e.to_string()));
                 return;
             }
         };
-        match zodiac_async::named_ids(r.data) {
+        match zodiac_async::named_ids(data) {
             None => {}
             Some(Ok(named)) => {
-                let type_name = record::type_name(r.data).unwrap_or("?").to_string();
+                let type_name = record::type_name(data).unwrap_or("?").to_string();
                 for id in named.into_iter().filter(|id| !refs.contains(id)) {
-                    unlisted.push((r.oid, type_name.clone(), id));
+                    unlisted.push((oid, type_name.clone(), id));
                 }
             }
-            Some(Err(e)) => unreadable.push((r.oid, e)),
+            Some(Err(e)) => unreadable.push((oid, e)),
         }
-        references.extend(refs.into_iter().map(|to| (r.oid, to)));
+        references.extend(refs.into_iter().map(|to| (oid, to)));
     })?;
     Ok(RefScan {
         existing,
@@ -124,13 +147,13 @@ fn scan_refs(storage: &FileStorage) -> Result<RefScan> {
 /// Lists references from live objects to objects that do not exist, and ids a
 /// job-layer value names outside its reference list (records written before every
 /// link was a reference: pack's GC cannot see those links); exit 1 if any.
-pub fn run_refs(path: &Path) -> Result<ExitCode> {
+pub fn run_refs(store: &str) -> Result<ExitCode> {
     let RefScan {
         existing,
         references,
         unlisted,
         unreadable,
-    } = scan_refs(&open(path)?)?;
+    } = scan_refs(store)?;
     let dangling: Vec<(Oid, Oid)> = references
         .into_iter()
         .filter(|(_, to)| !existing.contains(to))
@@ -160,8 +183,7 @@ pub fn run_refs(path: &Path) -> Result<ExitCode> {
     }
     if problems == 0 {
         println!(
-            "{}: no dangling references among {} objects",
-            path.display(),
+            "{store}: no dangling references among {} objects",
             existing.len()
         );
         Ok(ExitCode::SUCCESS)

@@ -2,6 +2,9 @@
 //! text, as `@FILE` (the file's content) or as `-` (standard input), so that
 //! arguments too long for a command line ("Argument list too long") can be passed.
 //!
+//! The names a job and a worker are given (handler, queue) are checked against
+//! the job layer's limits here too, as the command line is parsed.
+//!
 //! Invariant: an error names where the text came from and quotes at most
 //! `QUOTED_CHARS_MAX` characters of it, so a large bad file gives one short line.
 
@@ -27,6 +30,41 @@ pub fn parse(text: &str) -> Result<Value, String> {
         return parse_arguments_text(text, "the arguments");
     };
     parse_arguments_text(&content, &format!("the arguments in {source}"))
+}
+
+/// Parses a queue name (`''` is the default queue): at most
+/// `QUEUE_NAME_BYTES_MAX` bytes, checked before anything is opened, so that a
+/// worker does not print "ready" and then fail every poll on it, and a put into
+/// a new data file does not fail after creating the file.
+pub fn queue_name(text: &str) -> Result<String, String> {
+    let max = zodiac_async::limits::QUEUE_NAME_BYTES_MAX;
+    if text.len() > max {
+        return Err(format!(
+            "the queue name is {} bytes, over the limit of {max} bytes",
+            text.len()
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// Parses a handler name: not empty, at most `HANDLER_NAME_BYTES_MAX` bytes
+/// (checked before the put opens, and perhaps creates, its store).
+pub fn handler_name(text: &str) -> Result<String, String> {
+    let max = zodiac_async::limits::HANDLER_NAME_BYTES_MAX;
+    if text.is_empty() {
+        return Err(
+            "the handler name is empty: name the handler that runs the job \
+                    (built-in: echo, sleep, fail, incr, shell)"
+                .to_string(),
+        );
+    }
+    if text.len() > max {
+        return Err(format!(
+            "the handler name is {} bytes, over the limit of {max} bytes",
+            text.len()
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// Parses `text`, named `what` in errors, as one JSON object.
@@ -64,6 +102,26 @@ mod tests {
         assert!(e.starts_with("the arguments are not JSON"), "{e}");
         assert!(e.len() < 300, "{} bytes", e.len());
         assert!(e.ends_with("..."), "{e}");
+    }
+
+    #[test]
+    fn names_are_checked_at_their_limits() {
+        let at = "q".repeat(zodiac_async::limits::QUEUE_NAME_BYTES_MAX);
+        assert_eq!(queue_name(&at).unwrap(), at);
+        assert!(
+            queue_name(&format!("{at}q"))
+                .unwrap_err()
+                .contains("over the limit")
+        );
+        assert_eq!(queue_name("").unwrap(), "");
+        let at = "h".repeat(zodiac_async::limits::HANDLER_NAME_BYTES_MAX);
+        assert_eq!(handler_name(&at).unwrap(), at);
+        assert!(
+            handler_name(&format!("{at}h"))
+                .unwrap_err()
+                .contains("over the limit")
+        );
+        assert!(handler_name("").unwrap_err().contains("empty"));
     }
 
     #[test]

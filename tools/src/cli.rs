@@ -48,7 +48,8 @@ impl ConnectArgs {
 pub struct LockArgs {
     /// When another process holds the data file's writer lock, retry opening it
     /// for up to this long (e.g. 10s) before failing. Default: fail at once.
-    #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub wait_lock: Option<std::time::Duration>,
 }
 
@@ -74,20 +75,22 @@ pub enum JobsCommand {
         /// A data file path, or tcp://HOST:PORT of a `zodiac server`.
         store: String,
         /// The handler to run (built-in: echo, sleep, fail, incr, shell).
+        #[arg(value_parser = arguments::handler_name)]
         handler: String,
         /// The handler's arguments: one JSON object, `@FILE` (read from FILE) or
         /// `-` (read from standard input).
         #[arg(value_name = "ARGS_JSON", default_value = "{}", value_parser = arguments::parse)]
         args: serde_json::Value,
         /// The queue (default: the default queue).
-        #[arg(long, value_name = "NAME", default_value = "")]
+        #[arg(long, value_name = "NAME", default_value = "", value_parser = arguments::queue_name)]
         queue: String,
         /// Not before this time: RFC 3339, or relative to now (+30s, +2h; -1m is
         /// in the past, so the job is due at once).
         #[arg(long, value_name = "TIME", value_parser = inspect::parse_time, allow_hyphen_values = true)]
         begin_after: Option<zodiac_storage::Tid>,
         /// Fail with a timeout unless started within this long after begin-after.
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
         begin_by: Option<std::time::Duration>,
         /// The retry policy.
         #[arg(long, value_parser = ["default", "never", "forever"])]
@@ -96,7 +99,8 @@ pub enum JobsCommand {
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this long (exit 3).
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, requires = "wait")]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true, requires = "wait")]
         timeout: Option<std::time::Duration>,
         #[command(flatten)]
         lock: LockArgs,
@@ -115,7 +119,12 @@ pub enum JobsCommand {
         #[arg(long, value_name = "NAME")]
         handler: Option<String>,
         /// Most jobs listed.
-        #[arg(long, value_name = "N", default_value_t = 100)]
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 100,
+            allow_negative_numbers = true
+        )]
         limit: usize,
         /// One JSON document (an array).
         #[arg(long)]
@@ -140,7 +149,8 @@ pub enum JobsCommand {
     Status {
         store: String,
         /// A dispatcher not heard from for this long is shown as dead.
-        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration)]
+        #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
         ping_death_interval: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
@@ -282,18 +292,24 @@ pub enum Command {
         #[arg(long)]
         no_gc: bool,
         #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Per-type object counts and bytes, live (newest revisions) and old.
     Analyze {
-        path: PathBuf,
+        /// A data file, tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
+        path: String,
         /// One JSON document.
         #[arg(long)]
         json: bool,
     },
     /// List references from live objects to objects that do not exist, and ids the
     /// job layer's records name outside their reference lists; exit 1 if any.
-    Refs { path: PathBuf },
+    Refs {
+        /// A data file, tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
+        path: String,
+    },
     /// Copy what a data file gained since the last backup point into a backup
     /// directory (everything, the first time), verified. Safe while a server writes.
     Backup {
@@ -308,7 +324,7 @@ pub enum Command {
         /// The new data file (must not exist).
         output: PathBuf,
         /// The backup point (default: the last).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
         at: Option<u64>,
     },
     /// Copy every transaction of SRC into DST, keeping tids and metadata, and
@@ -322,11 +338,14 @@ pub enum Command {
         /// The store to copy into: new, empty, or an earlier copy of SRC.
         dst: String,
         #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Print every transaction (tid, time, user, description, extension, objects
     /// written), oldest first.
     Dump {
+        /// A data file, tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
         path: String,
         /// First tid (a number, or an RFC 3339 time).
         #[arg(long, value_name = "TID", value_parser = inspect::parse_tid)]
@@ -340,16 +359,17 @@ pub enum Command {
     },
     /// Print the last transactions, oldest first.
     Tail {
+        /// A data file, tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
         path: String,
         /// How many.
-        #[arg(short = 'n', default_value_t = 10)]
+        #[arg(short = 'n', default_value_t = 10, allow_negative_numbers = true)]
         n: usize,
         /// One JSON document per transaction, one per line.
         #[arg(long)]
         json: bool,
     },
-    /// Print the revisions of one object, newest first. STORE is a data file or
-    /// tcp://HOST:PORT of a `zodiac server`.
+    /// Print the revisions of one object, newest first. STORE is a data file,
+    /// tcp://HOST:PORT of a `zodiac server`, or postgres://URL.
     History {
         store: String,
         /// The object id, decimal or 0x-prefixed hex.
@@ -361,7 +381,7 @@ pub enum Command {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Serve a data file to `zodiac` clients (client storages) over TCP. Prints
+    /// Serve a data file (or PostgreSQL) to `zodiac` clients over TCP. Prints
     /// `listening on HOST:PORT` when ready; serves until SIGTERM or SIGINT.
     Server(ServerArgs),
     /// Run a dispatcher with the built-in handlers (echo, sleep, fail, incr; shell
@@ -397,7 +417,8 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// The data file (created if missing).
+    /// The data file (created if missing), or postgres://URL: a server in front
+    /// of PostgreSQL for clients that speak the protocol.
     pub path: PathBuf,
     /// Address to listen on; port 0 picks a free port (the line printed names it).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8100")]
@@ -410,14 +431,21 @@ pub struct ServerArgs {
     #[arg(long, value_name = "F")]
     pub token_file: Option<PathBuf>,
     /// Most clients served at once (at least 1); more are refused.
-    #[arg(long, value_name = "N", default_value_t = 1000,
+    #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
     /// Transactions remembered for reconnecting clients to catch up.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        allow_negative_numbers = true
+    )]
     pub invalidation_history: usize,
     #[command(flatten)]
     pub hardening: crate::server::Hardening,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 impl WorkerArgs {
@@ -444,24 +472,26 @@ impl WorkerArgs {
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// A data file path (this process then holds its writer lock), or
-    /// tcp://HOST:PORT of a `zodiac server` (to share the database).
+    /// A data file path (this process then holds its writer lock),
+    /// tcp://HOST:PORT of a `zodiac server` (to share the database), or
+    /// postgres://URL (workers on many machines open the database directly).
     pub store: String,
     /// A queue to poll (repeat for several; default: the default queue).
-    #[arg(long = "queue", value_name = "NAME")]
+    #[arg(long = "queue", value_name = "NAME", value_parser = arguments::queue_name)]
     pub queues: Vec<String>,
     /// The agent's name in each queue.
     #[arg(long, value_name = "NAME", default_value = zodiac_async::limits::AGENT_NAME)]
     pub agent: String,
     /// Jobs run at once.
     #[arg(long, value_name = "N", default_value_t = zodiac_async::limits::AGENT_SIZE_DEFAULT,
+          allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub size: u32,
     /// Jobs a run thread claims, runs one after another and completes in one
     /// commit (at most --size; 1: one job per thread and per commit). Larger
     /// batches cost far fewer commits per job; their jobs wait for each
     /// other's results to commit. A batch larger than --size is refused.
-    #[arg(long, value_name = "N", default_value_t = 1,
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub batch: u32,
     /// The file holding this worker's UUID (created if missing; locked while
@@ -469,19 +499,26 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "F")]
     pub uuid_file: Option<PathBuf>,
     /// Longest wait between polls (a put wakes the worker at once).
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub poll_interval: std::time::Duration,
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+    /// How often the worker records that it is alive.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub ping_interval: std::time::Duration,
     /// A dispatcher silent this long is dead; its jobs are recovered.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub ping_death_interval: std::time::Duration,
     /// On stop, how long running jobs may finish before they are handed to recovery.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = inspect::parse_duration,
+          allow_hyphen_values = true)]
     pub grace: std::time::Duration,
     /// Register the `shell` handler (runs `sh -c` commands from job arguments).
     #[arg(long)]
     pub allow_shell: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -4,11 +4,12 @@
 //! envelope (docs/objects-format.md), as ZODB's fsdump does.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use serde_json::json;
 use zodiac_objects::record;
-use zodiac_storage::{FileOptions, FileStorage, Oid, Storage, Tid, TransactionInfo};
+use zodiac_storage::{FileOptions, Oid, Storage, Tid, TransactionInfo};
 
 /// The type shown for a revision whose record is not an object envelope.
 const NOT_AN_OBJECT: &str = "(not an object record)";
@@ -36,7 +37,19 @@ pub fn parse_tid(text: &str) -> Result<Tid, String> {
 }
 
 /// Parses a duration with a unit: `200ms`, `30s`, `5m`, `2h`, `7d`.
+///
+/// A leading `-` is refused with its own message: a duration is a length of
+/// time (a TIME such as `--before -7d` is what may lie in the past). The command
+/// line lets such a value reach this parser so that the user reads this, not
+/// clap's hint to pass it after `--` (which would make it another argument).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    if let Some(rest) = text.strip_prefix('-') {
+        return Err(if rest.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("{text:?}: a duration cannot be negative; give a length of time such as 30s")
+        } else {
+            format!("a duration (e.g. 30s) is expected here, not the option {text:?}")
+        });
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -57,6 +70,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// Parses a TIME: RFC 3339, or relative to now (`+30s`, `-7d`).
 pub fn parse_time(text: &str) -> Result<Tid, String> {
+    if text.starts_with("--") {
+        return Err(format!(
+            "a time (RFC 3339, or relative like -7d, +2h) is expected here, not the option {text:?}"
+        ));
+    }
     if let Some(rest) = text.strip_prefix('-') {
         let d = parse_duration(rest)?;
         return Ok(Tid(Tid::now().0.saturating_sub(d.as_micros() as u64)));
@@ -81,15 +99,10 @@ pub fn parse_oid(text: &str) -> Result<Oid, String> {
         .map_err(|_| format!("{text:?} is not an oid (decimal, or hex with 0x)"))
 }
 
-fn open_read_only(store: &str) -> Result<FileStorage> {
-    if store.starts_with("tcp://") {
-        bail!(
-            "{store}: this command reads a data file; name its path (server stores are not supported here yet)"
-        );
-    }
-    let path = Path::new(store);
-    FileStorage::open(path, FileOptions::new().read_only(true))
-        .with_context(|| format!("opening {}", path.display()))
+/// STORE opened for reading: a data file (without its writer lock), a server or
+/// a PostgreSQL database.
+fn open_any(store: &str) -> Result<Arc<dyn Storage>> {
+    crate::store::open_store_read_only(store, &crate::store::Connect::default())
 }
 
 fn transaction_json(t: &TransactionInfo, types: &[String]) -> serde_json::Value {
@@ -151,10 +164,10 @@ fn print_all(
 
 /// Every transaction with `from <= tid <= to`: one JSON line each with `--json`.
 pub fn dump(store: &str, from: Option<Tid>, to: Option<Tid>, as_json: bool) -> Result<()> {
-    let storage = open_read_only(store)?;
+    let storage = open_any(store)?;
     let walk = storage.transactions(from.unwrap_or(Tid::ZERO), to.unwrap_or(Tid::MAX))?;
     print_all(
-        &storage,
+        storage.as_ref(),
         walk.map(|t| t.map_err(anyhow::Error::from)),
         as_json,
     )
@@ -162,9 +175,32 @@ pub fn dump(store: &str, from: Option<Tid>, to: Option<Tid>, as_json: bool) -> R
 
 /// The last `n` transactions, oldest first.
 pub fn tail(store: &str, n: usize, as_json: bool) -> Result<()> {
-    let storage = open_read_only(store)?;
+    if crate::store::is_server(store) || crate::store::is_postgres(store) {
+        let storage = open_any(store)?;
+        let last = last_transactions(storage.as_ref(), n)?;
+        return print_all(storage.as_ref(), last.into_iter().map(Ok), as_json);
+    }
+    // A data file reads its last transactions backwards from the end.
+    let path = Path::new(store);
+    let storage = crate::store::open(path, FileOptions::new().read_only(true))?;
     let last = storage.last_transactions(n)?;
     print_all(&storage, last.into_iter().map(Ok), as_json)
+}
+
+/// The last `n` transactions of any storage, oldest first, by walking them all
+/// and keeping the last `n`.
+fn last_transactions(storage: &dyn Storage, n: usize) -> Result<Vec<TransactionInfo>> {
+    let mut last = std::collections::VecDeque::with_capacity(n.min(1024));
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    for t in storage.transactions(Tid::ZERO, Tid::MAX)? {
+        if last.len() == n {
+            last.pop_front();
+        }
+        last.push_back(t?);
+    }
+    Ok(last.into())
 }
 
 /// The revisions of one object, newest first; STORE is a data file or a server.

@@ -7,7 +7,9 @@
 //! - An error is printed as one line (its cause chain joined with ": ") and exits 1;
 //!   usage errors exit 2 (clap's, and `zodiac bench` in a build without it).
 //! - Output cut short by its reader (`zodiac dump FILE | head -1`) ends the process
-//!   as it ends `cat`: killed by SIGPIPE, with no message ([`quiet_on_broken_pipe`]).
+//!   as it ends `cat`: killed by SIGPIPE, with no message ([`quiet_on_broken_pipe`]),
+//!   once the command's destructors ran (temporary directories removed, child
+//!   processes stopped, files closed).
 //! - This binary has no hidden modes handled before the command line is parsed: the
 //!   processes it starts itself (the demo's writer) are ordinary subcommands.
 
@@ -55,31 +57,63 @@ fn main() -> ExitCode {
         e.exit();
     }
     init_logging(&cli.command);
-    finish(run(cli.command))
+    // The broken-pipe panic unwinds to here (see `quiet_on_broken_pipe`).
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command))) {
+        Ok(result) => finish(result),
+        Err(payload) if is_broken_pipe(panic_message(&*payload)) => die_of_sigpipe(),
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
 }
 
 /// Rust ignores SIGPIPE, so a write to a pipe whose reader has gone fails, and
-/// `println!` panics on that failure ("failed printing to stdout: Broken pipe").
+/// `println!` panics on that failure ("failed printing to stdout: Broken pipe"),
+/// as `eprintln!` does on stderr.
 /// This hook turns that one panic into what a Unix tool does when its reader
 /// stops reading: the default action of SIGPIPE, a silent death by that signal
 /// (the shell shows exit status 141), so a pipeline (with `pipefail`) can still
 /// tell the output was cut short. Every other panic keeps the default report.
+///
+/// Restoring SIGPIPE's default action at start would do the same for stdout, but
+/// also kill the process on a write to any other closed pipe (a `shell` job's
+/// child, a socket), and would kill it at once, skipping destructors. Here the
+/// panic of the main thread, where the commands print, unwinds silently to
+/// `main` first: the demo's temporary directory is removed and its worker
+/// processes are stopped, a `jobs put --wait` closes its data file. Only a
+/// printing thread other than the main one dies by the signal at once.
 fn quiet_on_broken_pipe() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
-            // Only if the signal could not be raised: the status a shell gives it.
-            std::process::exit(128 + signal_hook::consts::SIGPIPE);
+        if !is_broken_pipe(panic_message(info.payload())) {
+            default_hook(info);
+        } else if cfg!(panic = "abort") || std::thread::current().name() != Some("main") {
+            // Nothing unwinds to `main` from here.
+            die_of_sigpipe();
         }
-        default_hook(info);
     }));
+}
+
+/// A panic's message, when it has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("")
+}
+
+/// Whether a panic is `println!`'s on a closed stdout, or `eprintln!`'s on a
+/// closed stderr (`zodiac jobs put … --wait 2>&1 | head -1`, then a hint).
+fn is_broken_pipe(message: &str) -> bool {
+    (message.starts_with("failed printing to stdout")
+        || message.starts_with("failed printing to stderr"))
+        && message.contains("Broken pipe")
+}
+
+/// Ends the process by the default action of SIGPIPE, as `cat` ends.
+fn die_of_sigpipe() -> ! {
+    let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
+    // Only if the signal could not be raised: the status a shell gives it.
+    std::process::exit(128 + signal_hook::consts::SIGPIPE);
 }
 
 /// cli.md: RUST_LOG sets the level; the default is info for the server and the
@@ -114,12 +148,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             before,
             no_gc,
+            lock,
             connect,
-        } => maintenance::run_pack(&store, before, no_gc, &connect.connect(short_wait)),
+        } => maintenance::run_pack(
+            &store,
+            before,
+            no_gc,
+            &lock.apply(connect.connect(short_wait)),
+        ),
         Command::Restore { dir, output, at } => maintenance::run_restore(&dir, &output, at),
-        Command::Copy { src, dst, connect } => {
-            copy::run_copy(&src, &dst, &connect.connect(short_wait)).map(done)
-        }
+        Command::Copy {
+            src,
+            dst,
+            lock,
+            connect,
+        } => copy::run_copy(&src, &dst, &lock.apply(connect.connect(short_wait))).map(done),
         Command::Dump {
             path,
             from,
@@ -157,6 +200,7 @@ fn server_args(args: ServerArgs) -> server::Args {
         token_file: args.token_file,
         max_connections: args.max_connections,
         invalidation_history: args.invalidation_history,
+        lock_wait: args.lock.wait_lock,
         hardening: args.hardening,
     }
 }
@@ -175,8 +219,9 @@ fn worker_args(args: WorkerArgs) -> worker::Args {
         death_interval: args.ping_death_interval,
         grace: args.grace,
         allow_shell: args.allow_shell,
-        // A worker waits for its server as long as it takes.
-        connect: args.connect.connect(None),
+        // A worker waits for its server to start as long as it takes (see
+        // `worker::run`); once connected, a restarted server as any client does.
+        connect: args.lock.apply(args.connect.connect(None)),
     }
 }
 

@@ -9,7 +9,7 @@ use zodiac_storage::References;
 use zodiac_storage::offline::{Damage, DamageKind, VerifyReport, verify_with};
 use zodiac_storage::offline::{RecoverOptions, RecoverReport, SkippedRegion, recover_with};
 
-use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
+use zodiac_storage::{FileOptions, Storage, Tid};
 
 use crate::progress;
 
@@ -356,15 +356,15 @@ pub fn run_restore(dir: &Path, output: &Path, at: Option<u64>) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Packs a data file offline to `before` (default: now), with garbage collection
-/// through the object records' reference lists unless `no_gc`.
 /// The objects layer's reference reader, for pack's garbage collection.
 pub fn references(record: &[u8]) -> std::result::Result<Vec<zodiac_storage::Oid>, String> {
     zodiac_objects::record::referenced_oids(record).map_err(|e| e.to_string())
 }
 
-/// Packs a data file offline, or (STORE `tcp://HOST:PORT`) the file a running
-/// server serves, through it.
+/// Packs to `before` (default: now), with garbage collection through the object
+/// records' reference lists unless `no_gc`: a data file offline, the file a
+/// running server serves through it (STORE `tcp://HOST:PORT`), or a PostgreSQL
+/// schema in place (while its workers run).
 pub fn run_pack(
     store: &str,
     before: Option<Tid>,
@@ -378,11 +378,37 @@ pub fn run_pack(
             .pack(before.unwrap_or(Tid::MAX), !no_gc)
             .with_context(|| format!("packing through {store}"))?;
         client.close()?;
-        (r, "PATH.old beside the server's data file".to_string())
+        (
+            r,
+            "the original is kept as PATH.old beside the server's data file".to_string(),
+        )
+    } else if crate::store::is_postgres(store) {
+        let storage = crate::store::open_store(store, connect, false)?;
+        let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
+        let r = storage
+            .pack(before.unwrap_or(Tid::MAX), gc)
+            .with_context(|| format!("packing {store}"))?;
+        storage.close()?;
+        (
+            r,
+            "PostgreSQL keeps no copy of what was removed (pg_dump before a pack keeps one)"
+                .to_string(),
+        )
     } else {
         let path = Path::new(store);
-        let storage = FileStorage::open(path, FileOptions::new().create(false))
-            .with_context(|| format!("opening {}", path.display()))?;
+        let storage =
+            crate::store::open_waiting(path, FileOptions::new().create(false), connect.lock_wait)
+                .map_err(|e| {
+                if e.is::<crate::store::LockHeld>() {
+                    // The holder is most often the server that serves the file.
+                    anyhow::anyhow!(
+                        "{e}; a file a `zodiac server` serves is packed through it: \
+                             `zodiac pack tcp://HOST:PORT`"
+                    )
+                } else {
+                    e
+                }
+            })?;
         let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
         let r = storage
             .pack_with(before.unwrap_or(Tid::MAX), gc, progress::bytes("packing"))
@@ -390,13 +416,14 @@ pub fn run_pack(
         storage.close()?;
         (
             r,
-            zodiac_storage::offline::old_path(path)
-                .display()
-                .to_string(),
+            format!(
+                "the original is kept as {}",
+                zodiac_storage::offline::old_path(path).display()
+            ),
         )
     };
     println!(
-        "packed {store} to {} ({}) in {:.3} s: {} -> {} bytes, {} -> {} revisions, {} -> {} transactions, {} unreachable objects removed, {} transactions committed meanwhile; the original is kept as {old}",
+        "packed {store} to {} ({}) in {:.3} s: {} -> {} bytes, {} -> {} revisions, {} -> {} transactions, {} unreachable objects removed, {} transactions committed meanwhile; {old}",
         r.pack_tid,
         r.pack_tid.to_rfc3339(),
         started.elapsed().as_secs_f64(),

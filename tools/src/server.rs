@@ -1,5 +1,6 @@
-//! `zodiac server`: serves one data file to client storages until SIGTERM or SIGINT,
-//! then stops accepting, closes the connections and closes the file (saving its index).
+//! `zodiac server`: serves one data file (or a PostgreSQL schema) to client
+//! storages until SIGTERM or SIGINT, then stops accepting, closes the connections
+//! and closes the store (a file saves its index).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ pub struct Args {
     pub max_connections: usize,
     pub invalidation_history: usize,
     pub hardening: Hardening,
+    /// How long to retry opening a data file another process holds (`--wait-lock`).
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 /// The server's options against hostile or runaway clients (`zodiac server`).
@@ -94,12 +97,19 @@ pub fn run(args: &Args) -> Result<()> {
     // Bound before the data file is opened: an address in use creates no file.
     let listener = Server::bind(args.listen.as_str())
         .with_context(|| format!("listening on {}", args.listen))?;
-    let storage = Arc::new(crate::store::open(
-        &args.path,
-        FileOptions::new()
-            .read_only(args.read_only)
-            .create(!args.read_only),
-    )?);
+    let shown = args.path.display().to_string();
+    let storage: Arc<dyn Storage> = if crate::store::is_postgres(&shown) {
+        // A server in front of PostgreSQL, for clients that speak the protocol.
+        crate::pg::open(&shown, !args.read_only)?
+    } else {
+        Arc::new(crate::store::open_waiting(
+            &args.path,
+            FileOptions::new()
+                .read_only(args.read_only)
+                .create(!args.read_only),
+            args.lock_wait,
+        )?)
+    };
     let options = ServerOptions::new()
         .read_only(args.read_only)
         .token(token)
@@ -112,16 +122,21 @@ pub fn run(args: &Args) -> Result<()> {
         .references(Some(Arc::new(crate::maintenance::references)))
         // Conflicts on job queues' hot objects merge here, under the commit lock.
         .merge(Some(zodiac_async::merges().into_merge_fn()));
-    let server = Server::start_on(Arc::clone(&storage) as Arc<dyn Storage>, listener, options)
-        .with_context(|| format!("serving {}", args.path.display()))?;
+    let server = Server::start_on(Arc::clone(&storage), listener, options)
+        .with_context(|| format!("serving {shown}"))?;
     println!("listening on {}", server.local_addr());
     std::io::stdout().flush()?;
-    let signal = signals.forever().next();
-    log::info!("signal {signal:?}: shutting down");
+    let signal = match signals.forever().next() {
+        Some(SIGINT) => "SIGINT",
+        Some(_) => "SIGTERM",
+        // The iterator ends only when the handle is closed, which nothing here does.
+        None => "the end of the signal stream",
+    };
+    log::info!("{signal}: shutting down");
     server.shutdown();
     storage
         .close()
-        .with_context(|| format!("closing {}", args.path.display()))?;
+        .with_context(|| format!("closing {shown}"))?;
     println!("stopped");
     Ok(())
 }

@@ -15,7 +15,61 @@ use zodiac_storage::{ClientOptions, ClientStorage, FileOptions, FileStorage, Sto
 
 /// Opens the data file at `path`.
 pub fn open(path: &Path, options: FileOptions) -> Result<FileStorage> {
-    FileStorage::open(path, options).with_context(|| format!("{}", path.display()))
+    naming(open_waiting_for_lock(path, options, None), path)
+}
+
+/// Opens the data file at `path` for a command that takes `--wait-lock`: while
+/// another process holds its writer lock, tries again until `lock_wait` has
+/// passed. A lock still held then is reported with what the flag can do.
+pub fn open_waiting(
+    path: &Path,
+    options: FileOptions,
+    lock_wait: Option<Duration>,
+) -> Result<FileStorage> {
+    match open_waiting_for_lock(path, options, lock_wait) {
+        Err(e @ zodiac_storage::Error::Locked { .. }) => Err(anyhow::Error::new(LockHeld {
+            locked: e,
+            lock_wait,
+        })),
+        result => naming(result, path),
+    }
+}
+
+/// Another process held the data file's writer lock, through `--wait-lock` if
+/// one was given: the open's error, with what the flag can do.
+#[derive(Debug)]
+pub struct LockHeld {
+    locked: zodiac_storage::Error,
+    lock_wait: Option<Duration>,
+}
+
+impl std::fmt::Display for LockHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.lock_wait {
+            None => write!(
+                f,
+                "{}; or let this command wait its turn with --wait-lock DUR (e.g. 10s)",
+                self.locked
+            ),
+            Some(wait) => write!(f, "{} (still held after --wait-lock {wait:?})", self.locked),
+        }
+    }
+}
+
+impl std::error::Error for LockHeld {}
+
+/// `result`'s error, led by `path` unless its text names the path already (an
+/// open's errors do: "P: opening the data file failed: ..."), so that the error
+/// line names the file once.
+pub fn naming<T>(result: zodiac_storage::Result<T>, path: &Path) -> Result<T> {
+    result.map_err(|e| {
+        let shown = path.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(shown)
+        }
+    })
 }
 
 /// How a command reaches the server, when STORE names one.
@@ -103,12 +157,33 @@ pub fn connect_to(store: &str, connect: &Connect) -> Result<ClientStorage> {
 
 fn client(store: &str, options: ClientOptions) -> Result<ClientStorage> {
     ClientStorage::connect(store, options).map_err(|e| match e {
-        zodiac_storage::Error::Disconnected { reason, .. } => {
-            anyhow::anyhow!("cannot reach {store}: {reason} (is `zodiac server` running there?)")
-        }
+        zodiac_storage::Error::Disconnected { reason, .. } => anyhow::Error::new(Unreachable {
+            store: store.to_string(),
+            reason,
+        }),
         e => anyhow::Error::new(e).context(format!("connecting to {store}")),
     })
 }
+
+/// No server answered at a server store's address within the wait: the one
+/// connect failure that trying again later can cure (a refusal cannot).
+#[derive(Debug)]
+pub struct Unreachable {
+    store: String,
+    reason: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot reach {}: {} (is `zodiac server` running there?)",
+            self.store, self.reason
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
 
 /// The data file STORE names, which must exist.
 fn must_exist(store: &str) -> Result<&Path> {
@@ -143,8 +218,7 @@ pub fn open_store(store: &str, connect: &Connect, create: bool) -> Result<Arc<dy
     if let Some(dir) = parent.filter(|d| !d.is_dir()) {
         bail!("{store}: the directory {} does not exist", dir.display());
     }
-    let file = open_waiting_for_lock(path, FileOptions::new().create(create), connect.lock_wait)
-        .with_context(|| format!("opening {store}"))?;
+    let file = open_waiting(path, FileOptions::new().create(create), connect.lock_wait)?;
     Ok(Arc::new(file))
 }
 
@@ -176,7 +250,6 @@ pub fn open_store_read_only(store: &str, connect: &Connect) -> Result<Arc<dyn St
         return open_store(store, connect, false);
     }
     let path = must_exist(store)?;
-    let file = FileStorage::open(path, FileOptions::new().read_only(true))
-        .with_context(|| format!("opening {store}"))?;
+    let file = open(path, FileOptions::new().read_only(true))?;
     Ok(Arc::new(file))
 }

@@ -1,7 +1,7 @@
 //! The hint `zodiac jobs put --wait` gives a user who forgot the worker.
 //!
-//! Invariant: at most one line, to stderr, only while the job is PENDING and no
-//! live dispatcher serves its queue; it never ends the wait.
+//! Invariant: at most one line, to stderr, only while the job is PENDING and its
+//! queue is paused or no live dispatcher serves it; it never ends the wait.
 
 use std::time::{Duration, Instant};
 
@@ -51,19 +51,33 @@ impl NoWorkerHint {
             return Ok(());
         }
         let now = Timestamp::now();
-        let dispatchers = transact(db, |tx| {
-            inspect::dispatchers(tx, now, DEATH_INTERVAL_DEFAULT)
+        let (paused, dispatchers) = transact(db, |tx| {
+            Ok((
+                inspect::paused(tx, &self.queue)?.unwrap_or(false),
+                inspect::dispatchers(tx, now, DEATH_INTERVAL_DEFAULT)?,
+            ))
         })?;
+        if paused {
+            // Workers or none, nothing claims from a paused queue.
+            eprintln!(
+                "hint: job {} is still PENDING and {} is paused: no worker claims from it until \
+                 `zodiac jobs resume {} {:?}` (still waiting)",
+                self.id.0,
+                self.queue_name(),
+                self.store,
+                self.queue
+            );
+            self.given = true;
+            return Ok(());
+        }
         if dispatchers.iter().any(|d| d.alive && d.queue == self.queue) {
             return Ok(());
         }
-        let (queue, option) = if self.queue.is_empty() {
-            ("the default queue".to_string(), String::new())
+        let queue = self.queue_name();
+        let option = if self.queue.is_empty() {
+            String::new()
         } else {
-            (
-                format!("queue {:?}", self.queue),
-                format!(" --queue {}", self.queue),
-            )
+            format!(" --queue {}", self.queue)
         };
         eprintln!(
             "hint: job {} is still PENDING and no worker is running on {queue}; start one with \
@@ -72,5 +86,14 @@ impl NoWorkerHint {
         );
         self.given = true;
         Ok(())
+    }
+
+    /// The job's queue as a sentence names it.
+    fn queue_name(&self) -> String {
+        if self.queue.is_empty() {
+            "the default queue".to_string()
+        } else {
+            format!("queue {:?}", self.queue)
+        }
     }
 }

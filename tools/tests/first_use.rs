@@ -414,3 +414,381 @@ fn wait_lock_retries_the_open_until_the_writer_lock_is_free() {
         "1s",
     ]);
 }
+
+/// `--wait-lock` was offered only by the `jobs` commands: `pack`, `copy` into a
+/// data file, `worker` and `server` on a file another process was writing failed
+/// at once with "locked by process N". Each now waits its turn when asked.
+#[test]
+fn pack_and_server_wait_for_the_writer_lock_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    put(&store, &["echo", "{}"]);
+    let holder = worker(&store, dir.path(), &[]);
+
+    let started = Instant::now();
+    let o = zodiac(&["pack", &store, "--wait-lock", "1s"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is locked by process"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "gave up early");
+    assert!(
+        stderr(&o).contains("still held after --wait-lock 1s"),
+        "{}",
+        stderr(&o)
+    );
+    // Without the flag the error says what it would do.
+    for args in [
+        vec!["pack", store.as_str()],
+        vec!["jobs", "put", store.as_str(), "echo"],
+    ] {
+        let o = zodiac(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is locked by process")
+                && stderr(&o).contains("wait its turn with --wait-lock DUR"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+
+    let pack = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["pack", &store, "--wait-lock", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    holder.stop();
+    let out = pack.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("packed "), "{}", stdout(&out));
+
+    // A server started while a worker holds the file opens it once the worker stops.
+    let holder = worker(&store, dir.path(), &[]);
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        holder.stop();
+    });
+    let (server, line) = Process::start(
+        &[
+            "server",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
+            "--wait-lock",
+            "30s",
+        ],
+        &dir.path().join("server.log"),
+    );
+    stopper.join().unwrap();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    server.stop();
+}
+
+/// A worker whose start failed (the data file locked by another worker) left the
+/// UUID file it had just created, naming a dispatcher that never existed. Now a
+/// failed start removes the UUID file it created, and only that one.
+#[test]
+fn a_worker_that_cannot_start_leaves_no_new_uuid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    put(&store, &["echo", "{}"]);
+    let holder = worker(&store, dir.path(), &[]);
+
+    let uuid = dir.path().join("second.uuid");
+    let uuid = uuid.to_str().unwrap();
+    let o = exits_within(&["worker", &store, "--uuid-file", uuid]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is locked by process"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!Path::new(uuid).exists(), "the failed start left {uuid}");
+
+    // A UUID file that was there before the failed start is the user's: kept as is.
+    let own = "0b6e7a52-8f0c-4c57-9a4e-1d2c3b4a5f60\n";
+    std::fs::write(uuid, own).unwrap();
+    let o = exits_within(&["worker", &store, "--uuid-file", uuid]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(uuid).unwrap(), own);
+    holder.stop();
+}
+
+/// `jobs put ... --wait --timeout -5s` (and any other negative DUR) was refused
+/// by the parser with "unexpected argument '-5' found" and the hint "to pass '-5'
+/// as a value, use '-- -5'", which would make it another argument. Now the value
+/// reaches the duration parser, which says what is wrong; a forgotten value
+/// followed by an option names that option. All are usage errors that touch nothing.
+#[test]
+fn a_negative_duration_is_refused_for_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    for args in [
+        vec!["jobs", "put", &store, "echo", "--wait", "--timeout", "-5s"],
+        vec!["jobs", "put", &store, "echo", "--begin-by", "-1s"],
+        vec!["worker", &store, "--poll-interval", "-1s"],
+        vec!["pack", &store, "--wait-lock", "-2s"],
+    ] {
+        let o = zodiac(&args);
+        assert_eq!(o.status.code(), Some(2), "zodiac {args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("a duration cannot be negative"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("use '--"), "{args:?}: {err}");
+    }
+    let o = zodiac(&["jobs", "put", &store, "echo", "--begin-by", "--wait"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not the option \"--wait\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = zodiac(&["pack", &store, "--before", "--no-gc"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not the option \"--no-gc\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!Path::new(&store).exists(), "a usage error created {store}");
+}
+
+/// `zodiac demo | head -1` left its "temporary" directory (a 5 MiB data file in
+/// $TMPDIR/zodiac-demo-*): the broken pipe killed the process at once, before the
+/// destructors that remove it (and stop the demo's worker processes) could run.
+/// Now the command unwinds first, then ends by SIGPIPE as before.
+#[test]
+fn output_cut_short_still_cleans_up_before_the_sigpipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(13), "{out:?}");
+    assert_eq!(stderr(&out), "");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
+}
+
+/// `tail P -n -1` and `worker S --size -1` were refused with "unexpected argument
+/// '-1' found" and clap's hint to write `-- -1`, which makes it another argument.
+/// Now the number reaches its parser, which says why it is refused.
+#[test]
+fn a_negative_count_is_refused_as_an_invalid_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    for args in [
+        vec!["tail", &store, "-n", "-1"],
+        vec!["jobs", "list", &store, "--limit", "-1"],
+        vec!["worker", &store, "--size", "-1"],
+        vec!["worker", &store, "--batch", "-1"],
+        vec!["server", &store, "--max-connections", "-1"],
+    ] {
+        let o = zodiac(&args);
+        assert_eq!(o.status.code(), Some(2), "zodiac {args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("invalid value '-1'"), "{args:?}: {err}");
+        assert!(!err.contains("use '--"), "{args:?}: {err}");
+    }
+    assert!(!Path::new(&store).exists(), "a usage error created {store}");
+}
+
+/// `zodiac pack nope.zodiac` said "error: opening nope.zodiac: nope.zodiac:
+/// opening the data file failed: no such file": the command's context repeated
+/// what the storage's error already says. Each open's error now names the file,
+/// and says "opening", once.
+#[test]
+fn a_failed_open_names_the_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.zdb");
+    let missing = missing.to_str().unwrap();
+    let garbage = dir.path().join("garbage.zdb");
+    std::fs::write(&garbage, "not a data file").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    for (args, file) in [
+        (vec!["pack", missing], missing),
+        (vec!["dump", missing], missing),
+        (vec!["tail", missing], missing),
+        (vec!["jobs", "put", garbage, "echo"], garbage),
+        (vec!["jobs", "list", garbage], garbage),
+        (vec!["history", garbage, "1"], garbage),
+    ] {
+        let o = zodiac(&args);
+        assert_eq!(o.status.code(), Some(1), "zodiac {args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.matches(file).count(), 1, "{args:?}: {err}");
+        assert!(err.matches("opening").count() <= 1, "{args:?}: {err}");
+    }
+}
+
+/// `jobs put --wait` into a paused queue waited silently while a worker ran on
+/// that queue: the no-worker hint saw a live dispatcher and said nothing, and
+/// nothing ever claimed the job. The hint now says the queue is paused and how
+/// to resume it.
+#[test]
+fn put_wait_into_a_paused_queue_says_it_is_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = server(&dir.path().join("served.zdb"), dir.path());
+    put(&url, &["echo", "{}", "--queue", "mail"]);
+    ok(&["jobs", "pause", &url, "mail"]);
+    let _worker = worker(&url, dir.path(), &["--queue", "mail"]);
+    let o = zodiac(&[
+        "jobs",
+        "put",
+        &url,
+        "echo",
+        "{}",
+        "--queue",
+        "mail",
+        "--wait",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    let hints: Vec<&str> = err.lines().filter(|l| l.starts_with("hint: ")).collect();
+    assert_eq!(hints.len(), 1, "{err}");
+    assert!(
+        hints[0].contains("queue \"mail\" is paused")
+            && hints[0].contains(&format!("zodiac jobs resume {url} \"mail\"")),
+        "{err}"
+    );
+}
+
+/// A worker started before its server waited 30 s without a word, then exited
+/// with "cannot reach": a user who forgot the server saw nothing, and a worker
+/// started first by a service manager died. Now it says at once that it waits,
+/// and starts when the server comes.
+#[test]
+fn a_worker_started_before_its_server_says_it_waits_and_starts_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = dir.path().join("worker.log");
+    let uuid = dir.path().join("worker.uuid");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["worker", &url, "--uuid-file", uuid.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let worker = Process { child };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("keeps trying until the server answers")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not say it waits: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listen = format!("127.0.0.1:{port}");
+    let (server, _) = Process::start(
+        &[
+            "server",
+            dir.path().join("served.zdb").to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+        &dir.path().join("server.log"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert!(line.trim().ends_with(" ready"), "{line:?}");
+    let id = put(&url, &["echo", r#"{"value": 7}"#]);
+    assert_eq!(wait_completed(&url, id)["status"], "COMPLETED");
+    worker.stop();
+    server.stop();
+}
+
+/// `zodiac jobs put … --wait 2>&1 | head -1` read the id and went: the hint the
+/// wait then printed to stderr panicked ("failed printing to stderr: Broken
+/// pipe"), and the process exited 101. Now stderr cut short ends it as stdout
+/// cut short does: by SIGPIPE.
+#[test]
+fn stderr_into_a_closed_pipe_ends_quietly_by_sigpipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["jobs", "put", &store, "echo", "--wait", "--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(13), "{out:?}");
+    let id: u64 = stdout(&out).trim().parse().unwrap();
+    assert_eq!(show(&store, id)["status"], "PENDING");
+}
+
+/// `jobs put NEW.zdb HANDLER` with a handler or queue name over the job layer's
+/// 255-byte limit failed after creating NEW.zdb (and its index and lock files);
+/// an empty handler name was accepted for a job nothing can run; `worker --queue
+/// LONG` printed "ready" and then failed every poll. Each is now a usage error
+/// that touches nothing.
+#[test]
+fn names_over_their_limits_are_refused_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = data_file(&dir);
+    let long_handler = "h".repeat(256);
+    let long_queue = "q".repeat(256);
+    let uuid = dir.path().join("worker.uuid");
+    for (args, says) in [
+        (vec!["jobs", "put", &store, ""], "the handler name is empty"),
+        (
+            vec!["jobs", "put", &store, &long_handler],
+            "256 bytes, over the limit of 255",
+        ),
+        (
+            vec!["jobs", "put", &store, "echo", "--queue", &long_queue],
+            "256 bytes, over the limit of 255",
+        ),
+        (
+            vec![
+                "worker",
+                &store,
+                "--uuid-file",
+                uuid.to_str().unwrap(),
+                "--queue",
+                &long_queue,
+            ],
+            "256 bytes, over the limit of 255",
+        ),
+    ] {
+        let o = exits_within(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "refused commands left {left:?}");
+    // At the limit, accepted.
+    let at_limit = "q".repeat(255);
+    let id = put(&store, &["echo", "{}", "--queue", &at_limit]);
+    assert_eq!(show(&store, id)["status"], "PENDING");
+}

@@ -42,7 +42,12 @@ fn start(args: &[&str]) -> Running {
     Running { child, addr }
 }
 
-fn stop_with(mut running: Running, signal: &str) -> String {
+fn stop_with(running: Running, signal: &str) -> String {
+    stop_with_log(running, signal).0
+}
+
+/// Stops the server with `signal`; its stdout and stderr (the log).
+fn stop_with_log(mut running: Running, signal: &str) -> (String, String) {
     let status = Command::new("kill")
         .args([signal, &running.child.id().to_string()])
         .status()
@@ -66,7 +71,7 @@ fn stop_with(mut running: Running, signal: &str) -> String {
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "server exit {status}: {err}");
-    out
+    (out, err)
 }
 
 fn commit_one(address: &str, token: Option<&[u8]>) -> (Oid, Tid) {
@@ -382,4 +387,67 @@ fn a_client_without_a_token_is_told_the_server_requires_one() {
     let bad = list(&["--token-file", wrong.to_str().unwrap()]);
     assert!(bad.contains("does not match"), "{bad}");
     assert_eq!(bad.lines().count(), 1, "{bad}");
+}
+
+/// The server logged "signal Some(15): shutting down": the Debug form of an
+/// `Option` and a signal number. It now names the signal.
+#[test]
+fn the_shutdown_log_names_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    for (signal, name) in [("-TERM", "SIGTERM"), ("-INT", "SIGINT")] {
+        let running = start(&[path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+        let (_, log) = stop_with_log(running, signal);
+        assert!(log.contains(&format!("{name}: shutting down")), "{log}");
+        assert!(!log.contains("Some("), "{log}");
+    }
+}
+
+/// `zodiac jobs put` (and `pack`) through a `--read-only` server failed with "the
+/// storage was opened read-only; open it writable to commit", though the user
+/// had opened nothing read-only: the server was. The message now says both.
+#[test]
+fn a_write_through_a_read_only_server_names_the_server_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let p = path.to_str().unwrap();
+    stop_with(start(&[p, "--listen", "127.0.0.1:0"]), "-TERM");
+    let running = start(&[p, "--listen", "127.0.0.1:0", "--read-only"]);
+    let store = format!("tcp://{}", running.addr);
+    for args in [vec!["jobs", "put", &store, "echo"], vec!["pack", &store]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("`zodiac server --read-only`"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("was opened read-only"), "{args:?}: {err}");
+    }
+    stop_with(running, "-TERM");
+}
+
+/// `zodiac pack PATH` of the file a server serves failed with "locked by process
+/// N … share a database between processes through `zodiac server`", advice the
+/// operator had already followed. It now names the way to pack such a file:
+/// through the server.
+#[test]
+fn packing_a_served_file_offline_points_to_packing_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.zdb");
+    let p = path.to_str().unwrap();
+    let running = start(&[p, "--listen", "127.0.0.1:0"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["pack", p])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is locked by process"), "{err}");
+    assert!(err.contains("`zodiac pack tcp://HOST:PORT`"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    stop_with(running, "-TERM");
 }

@@ -114,9 +114,7 @@ fn objects_kind(e: &zodiac_objects::Error, other: FailureKind) -> FailureKind {
         zodiac_objects::Error::Conflict(_) | zodiac_objects::Error::RetriesExhausted { .. } => {
             FailureKind::Conflict
         }
-        zodiac_objects::Error::Storage(zodiac_storage::Error::Disconnected { .. }) => {
-            FailureKind::Disconnected
-        }
+        zodiac_objects::Error::Storage(e) if e.is_disconnected() => FailureKind::Disconnected,
         zodiac_objects::Error::Storage(_) => FailureKind::Storage,
         _ => other,
     }
@@ -166,14 +164,9 @@ fn still_running(
     Ok(j.status() == Status::Active && j.attempts() == run && held_by(&j, claimer))
 }
 
-/// Whether `e` is a lost storage server connection.
+/// Whether `e` is a lost connection to the shared storage (a server, PostgreSQL).
 fn is_disconnected(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Objects(zodiac_objects::Error::Storage(
-            zodiac_storage::Error::Disconnected { .. }
-        ))
-    )
+    matches!(e, Error::Objects(zodiac_objects::Error::Storage(s)) if s.is_disconnected())
 }
 
 /// [`transact`], retrying a lost storage connection after a growing wait (5 s,
@@ -268,6 +261,11 @@ impl Runner {
     /// The retry policies it asks.
     pub fn policies(&self) -> &Policies {
         &self.policies
+    }
+
+    /// The database its runs commit to.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Runs `job` for `claimer` (the agent that claimed it; `None` for a NEW job run

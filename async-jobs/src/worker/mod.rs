@@ -63,6 +63,7 @@
 //!   agent ([`Dispatchers::cleanup_adopting`]) before resuming their callbacks: if
 //!   this worker dies meanwhile, its own cleanup finds them.
 
+mod failed_run;
 mod options;
 mod poll;
 mod shutdown;

@@ -145,6 +145,7 @@ impl Worker {
             let mut batch = batch;
             loop {
                 *current.lock() = batch[0].0;
+                let jobs: Vec<PRef<Job>> = batch.iter().map(|started| started.0).collect();
                 let mut claimed = Vec::new();
                 let result = match batch.len() {
                     1 => {
@@ -155,6 +156,9 @@ impl Worker {
                     }
                     _ => runner.run_batch(batch, &claimer, &next, &mut claimed),
                 };
+                if result.is_err() {
+                    super::failed_run::hand_back(&runner, &claimer, &jobs);
+                }
                 if claimed.is_empty() {
                     return result;
                 }

@@ -128,7 +128,7 @@ impl JobWorkload {
                 "j5 kills a worker process with SIGKILL, so it needs worker processes: \
                  run it with --store server",
             ),
-            (JobWorkload::J3Mix, StoreKind::Server) => Some(
+            (JobWorkload::J3Mix, StoreKind::Server | StoreKind::Postgres(_)) => Some(
                 "j3-mix counts the conflicts of producers and workers on one database: \
                  run it embedded (--store file or memory)",
             ),
@@ -153,7 +153,7 @@ impl JobWorkload {
         closed?;
         m.set(
             "workers_are",
-            Value::Str(if bench_is_served(store.kind()) {
+            Value::Str(if workers_are_processes(store.kind()) {
                 "processes".into()
             } else {
                 "threads".into()
@@ -165,6 +165,12 @@ impl JobWorkload {
 
 fn bench_is_served(kind: StoreKind) -> bool {
     kind == StoreKind::Server
+}
+
+/// Served, the workers connect to the server; on PostgreSQL, each opens the
+/// database itself, as workers on many machines do.
+fn workers_are_processes(kind: StoreKind) -> bool {
+    matches!(kind, StoreKind::Server | StoreKind::Postgres(_))
 }
 
 mod log;
@@ -189,6 +195,8 @@ struct Bench {
     /// The server and the producer's client, when served.
     server: Option<Server>,
     producer_client: Option<Arc<dyn Storage>>,
+    /// What a worker process opens: the server's address or the database's URL.
+    worker_store: Option<String>,
     log_path: PathBuf,
     workers: Vec<RunningWorker>,
 }
@@ -212,11 +220,16 @@ impl Bench {
             (Database::open(Arc::clone(&backing))?, None, None)
         };
         transact(&db, |tx| Queue::get_or_create(tx, "").map(|_| ()))?;
+        let worker_store = match &server {
+            Some(server) => Some(server.local_addr().to_string()),
+            None => store.pg_url(),
+        };
         Ok(Bench {
             db: Some(db),
             backing,
             server,
             producer_client,
+            worker_store,
             log_path,
             workers: Vec::new(),
         })
@@ -226,8 +239,9 @@ impl Bench {
         self.db.as_ref().expect("open until closed")
     }
 
+    /// Whether the workers are processes (served, or on PostgreSQL).
     fn served(&self) -> bool {
-        self.server.is_some()
+        self.worker_store.is_some()
     }
 
     /// The process ids of the running worker processes.
@@ -242,12 +256,12 @@ impl Bench {
     /// Starts a worker: a thread on the producer's database, or a process with its
     /// own connection to the server.
     fn start_worker(&mut self, spec: WorkerSpec) -> Result<()> {
-        let worker = match &self.server {
-            Some(server) => {
+        let worker = match &self.worker_store {
+            Some(address) => {
                 let child = Command::new(crate::helpers::program()?)
                     .args([
                         WORKER_MODE.to_string(),
-                        server.local_addr().to_string(),
+                        address.clone(),
                         self.log_path.display().to_string(),
                         spec.tag.clone(),
                         spec.agent_size.to_string(),

@@ -170,8 +170,12 @@ pub fn worker_process(args: &[String]) -> std::result::Result<(), String> {
         ping: Duration::from_millis(number(ping_ms)?),
         death: Duration::from_millis(number(death_ms)?),
     };
-    let client = ClientStorage::connect(addr, ClientOptions::new()).map_err(|e| e.to_string())?;
-    let storage: Arc<dyn Storage> = Arc::new(client);
+    let storage: Arc<dyn Storage> = if addr.starts_with("postgres") {
+        let options = zodiac_storage::PgOptions::from_url(addr);
+        Arc::new(zodiac_storage::PgStorage::open(options).map_err(|e| e.to_string())?)
+    } else {
+        Arc::new(ClientStorage::connect(addr, ClientOptions::new()).map_err(|e| e.to_string())?)
+    };
     let db = Database::open(Arc::clone(&storage)).map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -31,7 +31,7 @@
 //! # Ok::<(), zodiac_storage::Error>(())
 //! ```
 
-mod cache;
+pub(crate) mod cache;
 pub mod cache_file;
 mod client;
 mod handshake;

@@ -57,11 +57,15 @@ pub struct PgOptions {
     /// How often the invalidation poller looks for commits when no notification
     /// woke it (a safety net: NOTIFY normally wakes it at once).
     pub poll_interval: Duration,
+    /// Bytes of current revisions this process caches (as a client storage does:
+    /// every commit, of any process, invalidates its objects before `last_tid`
+    /// reports it); 0 caches nothing.
+    pub cache_bytes_max: usize,
 }
 
 impl PgOptions {
     /// Options for `url` with the defaults: schema `zodiac`, created when missing,
-    /// a 10 s lock timeout, polling every second.
+    /// a 10 s lock timeout, polling every second, a 64 MiB object cache.
     pub fn new(url: impl Into<String>) -> PgOptions {
         PgOptions {
             url: url.into(),
@@ -69,6 +73,7 @@ impl PgOptions {
             create: true,
             lock_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
+            cache_bytes_max: 64 << 20,
         }
     }
 
@@ -122,9 +127,11 @@ pub(crate) struct Shared {
     pub identity: u64,
     pub pool: conn::Pool,
     /// The commit path's connection, held from vote to finish or abort.
-    pub commit: Arc<Mutex<Option<postgres::Client>>>,
+    pub commit: Arc<Mutex<Option<transaction::CommitConnection>>>,
     /// Oids handed out locally: `[next, end)` of the current block.
     pub oids: Mutex<(u64, u64)>,
+    /// Current revisions loaded, kept current by the published commits.
+    pub cache: Mutex<crate::net::cache::Cache>,
     pub last_tid: AtomicU64,
     /// The newest tid whose event was published; held while publishing.
     pub published: Mutex<Tid>,
@@ -154,6 +161,14 @@ impl Shared {
             what: what.to_string(),
         }
     }
+
+    /// A lost (or impossible) connection to the database, as the storage reports it.
+    pub fn disconnected(&self, what: impl std::fmt::Display) -> Error {
+        Error::PostgresDisconnected {
+            target: self.describe.clone(),
+            what: what.to_string(),
+        }
+    }
 }
 
 impl PgStorage {
@@ -164,12 +179,15 @@ impl PgStorage {
         let describe = conn::describe(&options);
         let mut client = conn::connect(&options, &describe)?;
         let info = schema::open(&mut client, &options, &describe)?;
+        let mut cache = crate::net::cache::Cache::new(options.cache_bytes_max);
+        cache.reset(info.head);
         let shared = Arc::new(Shared {
             describe,
             identity: info.identity,
             pool: conn::Pool::default(),
             commit: Arc::new(Mutex::new(None)),
             oids: Mutex::new((0, 0)),
+            cache: Mutex::new(cache),
             last_tid: AtomicU64::new(info.head.0),
             published: Mutex::new(info.head),
             notifier: Notifier::default(),
@@ -183,6 +201,12 @@ impl PgStorage {
             shared,
             poller: Mutex::new(Some(poller)),
         })
+    }
+
+    /// Objects and bytes in this storage's object cache.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        let cache = self.shared.cache.lock();
+        (cache.len(), cache.bytes())
     }
 
     /// Checks the schema's invariants (see [`VerifyReport`]).
@@ -270,7 +294,14 @@ impl Storage for PgStorage {
 
     fn pack(&self, pack_time: Tid, references: Option<References<'_>>) -> Result<PackReport> {
         self.shared.check_open()?;
-        pack::pack(&self.shared, pack_time, references)
+        let report = pack::pack(&self.shared, pack_time, references);
+        // The garbage collection may have deleted cached objects: start afresh.
+        // (Other processes' caches keep theirs until a commit writes them; they
+        // were unreachable, so only a load by oid finds them.)
+        let mut cache = self.shared.cache.lock();
+        let last = cache.last_tid;
+        cache.reset(last);
+        report
     }
 }
 

@@ -11,6 +11,8 @@
 //! Invariants:
 //! - `Shared::published` is held while events are published and `last_tid` is
 //!   advanced: each event is published once, in tid order.
+//! - Each event's oids leave the object cache before `last_tid` reaches its
+//!   tid, so a load at a snapshot `last_tid` reported never finds them stale.
 //! - Commits become visible in tid order (the `head` row lock), so reading
 //!   `tid > published` never skips one.
 
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::Type;
 
 use super::conn::{self, source_text};
 use super::{Shared, encode};
@@ -53,7 +56,7 @@ fn listen(shared: &Shared) -> Result<Client> {
     let mut client = conn::connect(&shared.options, &shared.describe)?;
     client
         .batch_execute(&format!("LISTEN {}", channel(&shared.options.schema)))
-        .map_err(|e| shared.error(format!("cannot LISTEN for commits: {}", source_text(&e))))?;
+        .map_err(|e| conn::failure(&shared.describe, "cannot LISTEN for commits", &e))?;
     Ok(client)
 }
 
@@ -124,6 +127,8 @@ pub(crate) fn publish_commit(
 }
 
 fn publish(shared: &Shared, published: &mut Tid, tid: Tid, oids: Arc<[Oid]>) {
+    // The cache forgets the objects before `last_tid` says they changed.
+    shared.cache.lock().invalidate(tid, Arc::clone(&oids));
     shared.notifier.publish(&CommitEvent { tid, oids });
     *published = tid;
     shared.last_tid.fetch_max(tid.0, Ordering::AcqRel);
@@ -141,11 +146,16 @@ fn catch_up_on(
         if until.is_some_and(|u| *published >= u) {
             return Ok(());
         }
-        let rows = client.query(
+        // Typed parameters: one round trip, no separate prepare (this runs
+        // after every commit of every process).
+        let rows = client.query_typed(
             "SELECT t.tid, coalesce(array_agg(r.oid ORDER BY r.oid) FILTER (WHERE r.oid IS NOT NULL), '{}') \
              FROM transactions t LEFT JOIN revisions r ON r.tid = t.tid \
              WHERE t.tid > $1 GROUP BY t.tid ORDER BY t.tid LIMIT $2",
-            &[&encode::tid(*published), &CATCH_UP_PAGE],
+            &[
+                (&encode::tid(*published), Type::INT8),
+                (&CATCH_UP_PAGE, Type::INT8),
+            ],
         )?;
         if rows.is_empty() {
             return Ok(());

@@ -5,6 +5,8 @@
 use super::Shared;
 use super::conn::with_read;
 use super::encode;
+use postgres::types::Type;
+
 use super::schema::OID_BLOCK;
 use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
@@ -38,14 +40,24 @@ pub(crate) fn load(shared: &Shared, oid: Oid, snapshot: Tid) -> Result<Revision>
     let Some(key) = encode::oid(oid) else {
         return Err(Error::NoSuchObject { oid });
     };
+    let epoch = {
+        let mut cache = shared.cache.lock();
+        if snapshot <= cache.last_tid
+            && let Some(revision) = cache.get(oid, snapshot)
+        {
+            return Ok(revision);
+        }
+        cache.epoch
+    };
     let found = with_read(shared, "loading an object", |c| {
-        let row = c.query_opt(
+        // Typed parameters: one round trip, no separate prepare.
+        let rows = c.query_typed(
             "SELECT tid, data, (SELECT min(tid) FROM revisions WHERE oid = $1) \
              FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT tid, data FROM revisions \
              WHERE oid = $1 AND tid <= $2 ORDER BY tid DESC LIMIT 1) r ON true",
-            &[&key, &encode::tid(snapshot)],
+            &[(&key, Type::INT8), (&encode::tid(snapshot), Type::INT8)],
         )?;
-        Ok(row.map(|r| {
+        Ok(rows.first().map(|r| {
             (
                 r.get::<_, Option<i64>>(0),
                 r.get::<_, Option<Vec<u8>>>(1),
@@ -54,10 +66,17 @@ pub(crate) fn load(shared: &Shared, oid: Oid, snapshot: Tid) -> Result<Revision>
         }))
     })?;
     match found {
-        Some((Some(tid), Some(data), _)) => Ok(Revision {
-            tid: Tid(tid as u64),
-            data,
-        }),
+        Some((Some(tid), Some(data), _)) => {
+            let revision = Revision {
+                tid: Tid(tid as u64),
+                data,
+            };
+            shared
+                .cache
+                .lock()
+                .insert_loaded(oid, snapshot, epoch, &revision);
+            Ok(revision)
+        }
         Some((_, _, Some(first))) if (first as u64) <= last.0 => {
             Err(Error::NotFoundAtSnapshot { oid, snapshot })
         }

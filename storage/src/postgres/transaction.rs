@@ -21,9 +21,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use parking_lot::{ArcMutexGuard, RawMutex};
-use postgres::Client;
 use postgres::error::SqlState;
+use postgres::{Client, Statement};
 
 use super::conn::{self, is_cut, source_text};
 use super::schema::OID_BLOCK;
@@ -41,7 +43,40 @@ const STAGE_BYTES_MAX: usize = 64 << 20;
 const RESOLVE_WAIT: Duration = Duration::from_secs(30);
 
 /// The commit connection, held from vote to finish or abort.
-pub(crate) type CommitGuard = ArcMutexGuard<RawMutex, Option<Client>>;
+pub(crate) type CommitGuard = ArcMutexGuard<RawMutex, Option<CommitConnection>>;
+
+/// The connection commits go through, with the statements of the commit path
+/// prepared on it once: each step is then one round trip (a statement given as
+/// text would first be prepared, in a round trip of its own).
+pub(crate) struct CommitConnection {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl CommitConnection {
+    /// `sql` prepared on this connection (the first time it is asked for).
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+impl std::ops::Deref for CommitConnection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for CommitConnection {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
 
 pub(crate) struct PgTransaction {
     shared: Arc<Shared>,
@@ -84,20 +119,21 @@ impl PgTransaction {
 /// The commit connection, connecting (and creating its staging table) if needed.
 pub(crate) fn commit_connection(shared: &Shared) -> Result<CommitGuard> {
     let mut guard = shared.commit.lock_arc();
-    if guard.as_ref().is_none_or(Client::is_closed) {
+    if guard.as_ref().is_none_or(|c| c.is_closed()) {
         let mut client = conn::connect(&shared.options, &shared.describe)?;
+        // The lock timeout of every commit on this connection, set once.
+        let ms = shared.options.lock_timeout.as_millis().max(1);
         client
-            .batch_execute(
-                "CREATE TEMP TABLE zodiac_stage (oid int8 PRIMARY KEY, data bytea NOT NULL) \
-                 ON COMMIT DELETE ROWS",
-            )
-            .map_err(|e| {
-                shared.error(format!(
-                    "cannot create the staging table: {}",
-                    source_text(&e)
-                ))
-            })?;
-        *guard = Some(client);
+            .batch_execute(&format!(
+                "SET lock_timeout = '{ms}ms'; \
+                 CREATE TEMP TABLE zodiac_stage (oid int8 PRIMARY KEY, data bytea NOT NULL) \
+                 ON COMMIT DELETE ROWS"
+            ))
+            .map_err(|e| conn::failure(&shared.describe, "cannot create the staging table", &e))?;
+        *guard = Some(CommitConnection {
+            client,
+            statements: HashMap::new(),
+        });
     }
     Ok(guard)
 }
@@ -162,12 +198,11 @@ pub(crate) fn lock_key(schema: &str, oid: Oid) -> i64 {
 /// `BEGIN` and the sorted advisory locks: `(oid, exclusive)`.
 pub(crate) fn begin_locked(
     shared: &Shared,
-    client: &mut Client,
+    client: &mut CommitConnection,
     oids: &[(Oid, bool)],
 ) -> Result<()> {
-    let ms = shared.options.lock_timeout.as_millis().max(1);
     client
-        .batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = '{ms}ms'"))
+        .batch_execute("BEGIN")
         .map_err(|e| pg_error(shared, "beginning the commit", &e))?;
     let mut keys: Vec<(i64, bool)> = oids
         .iter()
@@ -177,11 +212,11 @@ pub(crate) fn begin_locked(
     keys.dedup_by(|b, a| a.0 == b.0 && (a.1 || !b.1));
     let (keys, exclusive): (Vec<i64>, Vec<bool>) = keys.into_iter().unzip();
     client
-        .execute(
+        .prepared(
             "SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k)::text \
              ELSE pg_advisory_xact_lock_shared(k)::text END) FROM unnest($1::int8[], $2::bool[]) AS l(k, x)",
-            &[&keys, &exclusive],
         )
+        .and_then(|lock| client.execute(&lock, &[&keys, &exclusive]))
         .map_err(|e| pg_error(shared, "locking the transaction's objects", &e))?;
     Ok(())
 }
@@ -197,10 +232,12 @@ pub(crate) fn pg_error(shared: &Shared, step: &str, e: &postgres::Error) -> Erro
         Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => {
             format!("{step}: deadlock detected; nothing was committed: retry the transaction")
         }
-        _ if conn::is_cut_error(e) => format!(
-            "{step}: the connection was cut ({}); nothing was committed: retry the transaction",
-            source_text(e)
-        ),
+        _ if conn::is_cut_error(e) => {
+            return shared.disconnected(format!(
+                "{step}: the connection was cut ({}); nothing was committed: retry the transaction",
+                source_text(e)
+            ));
+        }
         _ => format!("{step} failed: {}; nothing was committed", source_text(e)),
     };
     shared.error(what)
@@ -209,7 +246,7 @@ pub(crate) fn pg_error(shared: &Shared, step: &str, e: &postgres::Error) -> Erro
 /// The vote on `client`: locks, the conflict check with merges, the staging.
 fn vote_sql(
     shared: &Shared,
-    client: &mut Client,
+    client: &mut CommitConnection,
     writes: &mut PendingWrites,
     resolver: Option<Resolver<'_>>,
 ) -> Result<Vec<Oid>> {
@@ -245,7 +282,7 @@ type Current = OidMap<(Tid, Option<Vec<u8>>, Option<Vec<u8>>)>;
 
 fn current_of(
     shared: &Shared,
-    client: &mut Client,
+    client: &mut CommitConnection,
     writes: &PendingWrites,
     with_data: bool,
 ) -> Result<Current> {
@@ -257,7 +294,7 @@ fn current_of(
         stored.push(i < stores);
     }
     let rows = client
-        .query(
+        .prepared(
             "SELECT e.oid, coalesce(c.tid, 0), old.data, cur.data \
              FROM unnest($1::int8[], $2::int8[], $3::bool[]) AS e(oid, expected, s) \
              LEFT JOIN current c ON c.oid = e.oid \
@@ -265,8 +302,8 @@ fn current_of(
                  AND old.oid = e.oid AND old.tid = e.expected \
              LEFT JOIN revisions cur ON $4 AND e.s AND coalesce(c.tid, 0) <> e.expected \
                  AND cur.oid = e.oid AND cur.tid = c.tid",
-            &[&oids, &expected, &stored, &with_data],
         )
+        .and_then(|current| client.query(&current, &[&oids, &expected, &stored, &with_data]))
         .map_err(|e| pg_error(shared, "checking for conflicts", &e))?;
     let mut current = Current::default();
     for row in rows {
@@ -286,7 +323,11 @@ fn current_of(
 
 /// Sends every store's data into `zodiac_stage`, in statements of at most
 /// [`STAGE_BYTES_MAX`] bytes.
-pub(crate) fn stage(shared: &Shared, client: &mut Client, writes: &PendingWrites) -> Result<()> {
+pub(crate) fn stage(
+    shared: &Shared,
+    client: &mut CommitConnection,
+    writes: &PendingWrites,
+) -> Result<()> {
     let records: Vec<(i64, &[u8])> = writes
         .stores
         .iter()
@@ -297,7 +338,7 @@ pub(crate) fn stage(shared: &Shared, client: &mut Client, writes: &PendingWrites
 
 pub(crate) fn stage_records(
     shared: &Shared,
-    client: &mut Client,
+    client: &mut CommitConnection,
     records: &[(i64, &[u8])],
 ) -> Result<()> {
     let mut start = 0;
@@ -312,7 +353,10 @@ pub(crate) fn stage_records(
         }
         let (oids, data): (Vec<i64>, Vec<&[u8]>) = records[start..end].iter().copied().unzip();
         client
-            .execute("INSERT INTO zodiac_stage (oid, data) SELECT * FROM unnest($1::int8[], $2::bytea[])", &[&oids, &data])
+            .prepared(
+                "INSERT INTO zodiac_stage (oid, data) SELECT * FROM unnest($1::int8[], $2::bytea[])",
+            )
+            .and_then(|insert| client.execute(&insert, &[&oids, &data]))
             .map_err(|e| pg_error(shared, "sending the transaction's data", &e))?;
         start = end;
     }
@@ -323,12 +367,12 @@ pub(crate) fn stage_records(
 /// (the previous head, the tid, the PostgreSQL transaction id).
 pub(crate) fn write_staged(
     shared: &Shared,
-    client: &mut Client,
+    client: &mut CommitConnection,
     at: Tid,
     meta: &TransactionMeta,
 ) -> Result<(Tid, Tid, i64)> {
     let row = client
-        .query_one(
+        .prepared(
             "WITH n AS (SELECT tid AS old, greatest(tid + 1, $1) AS tid FROM head FOR UPDATE), \
              t AS (INSERT INTO transactions (tid, username, description, extension) \
                    SELECT n.tid, $2, $3, $4 FROM n), \
@@ -339,14 +383,19 @@ pub(crate) fn write_staged(
                    ON CONFLICT (oid) DO UPDATE SET tid = excluded.tid), \
              h AS (UPDATE head SET tid = n.tid FROM n) \
              SELECT n.old, n.tid, txid_current(), pg_notify($5, n.tid::text) FROM n",
-            &[
-                &encode::tid(at),
-                &meta.user,
-                &meta.description,
-                &encode::extension(&meta.extension),
-                &notify::channel(&shared.options.schema),
-            ],
         )
+        .and_then(|write| {
+            client.query_one(
+                &write,
+                &[
+                    &encode::tid(at),
+                    &meta.user,
+                    &meta.description,
+                    &encode::extension(&meta.extension),
+                    &notify::channel(&shared.options.schema),
+                ],
+            )
+        })
         .map_err(|e| pg_error(shared, "writing the transaction", &e))?;
     Ok((
         Tid(row.get::<_, i64>(0) as u64),
@@ -392,7 +441,7 @@ pub(crate) fn commit(shared: &Shared, guard: &mut CommitGuard, xid: i64) -> Resu
 }
 
 fn cut_unknown(shared: &Shared, e: &postgres::Error) -> Error {
-    shared.error(format!(
+    shared.disconnected(format!(
         "the connection was cut during COMMIT ({}) and PostgreSQL could not be asked whether it \
          landed; the transaction may or may not have committed: check the object's history",
         source_text(e)
