@@ -93,3 +93,46 @@ fn a_silent_socket_is_cut_at_the_handshake_timeout() {
     drop(s);
     server.shutdown();
 }
+
+/// A burst of clients connecting at once from one address (workers reconnecting
+/// after a server restart, the 100-connection load bench) all get in with the
+/// default handshake limits: one evicted in its handshake connects again.
+#[test]
+fn a_burst_of_clients_from_one_address_all_get_in() {
+    const CLIENTS: usize = 100;
+    let server = Server::start(
+        Arc::new(MemoryStorage::new()),
+        "127.0.0.1:0",
+        ServerOptions::new().token(Some(b"t".to_vec())),
+    )
+    .unwrap();
+    let address = server.local_addr().to_string();
+    let barrier = Arc::new(std::sync::Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (address, barrier) = (address.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                ClientStorage::connect(
+                    &address,
+                    ClientOptions::new()
+                        .token(Some(b"t".to_vec()))
+                        .wait_timeout(Duration::from_secs(20)),
+                )
+            })
+        })
+        .collect();
+    let clients: Vec<ClientStorage> = clients
+        .into_iter()
+        .map(|c| {
+            c.join()
+                .unwrap()
+                .expect("every client of the burst connects")
+        })
+        .collect();
+    assert_eq!(server.authenticated_count(), CLIENTS);
+    for c in clients {
+        c.close().unwrap();
+    }
+    server.shutdown();
+}
