@@ -51,8 +51,8 @@ pub use meta::{
     USER_BYTES_MAX,
 };
 pub use net::{
-    ClientOptions, ClientStorage, MergeFn, PREFETCHES_IN_FLIGHT_MAX, ReferenceReader, Server,
-    ServerOptions, protocol,
+    ClientOptions, ClientStorage, ClientTls, MergeFn, PREFETCHES_IN_FLIGHT_MAX, ReferenceReader,
+    Server, ServerOptions, ServerTls, certificate_fingerprint, protocol,
 };
 pub use notify::{CommitSubscription, SUBSCRIPTION_EVENTS_MAX};
 pub use pending::{RECORD_BYTES_MAX, TRANSACTION_OBJECTS_MAX};

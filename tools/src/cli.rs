@@ -443,6 +443,8 @@ pub struct ServerArgs {
     )]
     pub invalidation_history: usize,
     #[command(flatten)]
+    pub hardening: crate::server::Hardening,
+    #[command(flatten)]
     pub lock: LockArgs,
 }
 

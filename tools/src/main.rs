@@ -201,6 +201,7 @@ fn server_args(args: ServerArgs) -> server::Args {
         max_connections: args.max_connections,
         invalidation_history: args.invalidation_history,
         lock_wait: args.lock.wait_lock,
+        hardening: args.hardening,
     }
 }
 

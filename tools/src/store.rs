@@ -100,7 +100,7 @@ pub fn read_token(file: &Path) -> Result<Vec<u8>> {
 
 /// Whether STORE names a server.
 pub fn is_server(store: &str) -> bool {
-    store.starts_with("tcp://")
+    store.starts_with("tcp://") || store.starts_with("tls://")
 }
 
 /// Whether STORE names a PostgreSQL database.
@@ -125,7 +125,10 @@ fn check_store_name(store: &str) -> Result<()> {
     match server_name(store).split_once("://") {
         None => Ok(()),
         Some(("postgres" | "postgresql", _)) => Ok(()),
-        Some(("tcp", address)) => {
+        Some(("tcp" | "tls", address)) => {
+            // tls://HOST:PORT?ca=FILE or ?fingerprint=SHA256: the client checks the rest.
+            let address = address.split('?').next().unwrap_or(address);
+            let address = address.strip_suffix('/').unwrap_or(address);
             let port = address.rsplit_once(':').map(|(_, port)| port);
             if port.is_none_or(|p| p.parse::<u16>().is_err()) {
                 bail!(

@@ -46,6 +46,22 @@ pub fn protocol_messages(flags: u8, body: &[u8]) {
 }
 
 fn payload(p: &[u8]) {
+    // The server's decoder (a large store in place) agrees with the copying one,
+    // and what the prefix says the frame is matches what it decodes to.
+    let copied = protocol::decode::<ClientMessage>(p).ok();
+    assert_eq!(ClientMessage::decode_owned(p.to_vec()).ok(), copied);
+    match (
+        &copied,
+        ClientMessage::peek(&p[..p.len().min(protocol::FRAME_PREFIX_BYTES)]),
+    ) {
+        (Some(ClientMessage::Store { txn, .. }), peek) => {
+            assert_eq!(peek, protocol::FramePeek::Store(*txn))
+        }
+        (Some(ClientMessage::Request { id, .. }), peek) => {
+            assert_eq!(peek, protocol::FramePeek::Request(*id))
+        }
+        _ => {}
+    }
     match protocol::decode::<ClientMessage>(p) {
         Ok(m) => {
             let _ = m.check();

@@ -10,12 +10,13 @@
 //!   come under [`FRAME_BYTES_MAX`].
 //! - The server's half reads the whole handshake before one deadline, however
 //!   slowly the bytes trickle in.
+//! - A server may have two tokens: a client that proves the read-write one may
+//!   commit, one that proves the read-only one may only read.
 //! - The token never crosses the wire: the client answers a fresh random nonce
 //!   with its HMAC-SHA-256 under the token, which the server compares in time
 //!   independent of where the MACs differ.
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -24,6 +25,7 @@ use super::protocol::{
     self, CatchUp, ClientMessage, FRAME_BYTES_MAX, FrameError, HANDSHAKE_FRAME_BYTES_MAX, MAGIC,
     NONCE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, ServerMessage,
 };
+use super::transport::ReadHalf;
 use crate::ids::Tid;
 
 /// What a client says in `Hello`.
@@ -36,6 +38,23 @@ pub(crate) struct Hello {
     pub(crate) fresh: bool,
     /// The last tid the client has processed (its cache is current as of it).
     pub(crate) last_tid: Tid,
+    /// The client proved the server's read-only token (the server's side only).
+    pub(crate) token_read_only: bool,
+}
+
+/// The tokens a server checks `Auth` against.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tokens<'a> {
+    /// Proving it lets a client commit.
+    pub(crate) read_write: Option<&'a [u8]>,
+    /// Proving it lets a client only read.
+    pub(crate) read_only: Option<&'a [u8]>,
+}
+
+impl Tokens<'_> {
+    fn any(&self) -> bool {
+        self.read_write.is_some() || self.read_only.is_some()
+    }
 }
 
 impl Hello {
@@ -53,6 +72,7 @@ impl Hello {
             read_only,
             fresh,
             last_tid,
+            token_read_only: false,
         }
     }
 
@@ -191,36 +211,50 @@ fn unexpected(message: &ServerMessage) -> ClientFailure {
     ))
 }
 
+/// Why the server's half of a handshake failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ServeFailure {
+    /// The client did not send its handshake in time (a port scanner, a stuck or
+    /// hostile client): what it sent, worded to follow "client PEER", e.g. "sent no
+    /// handshake within 2 s".
+    Late(String),
+    /// Anything else: the reason to log (the client was told it, when it could be).
+    Refused(String),
+}
+
 /// The server's half up to the catch-up: reads `Hello`, checks its magic and
-/// version, challenges and verifies the `Auth` against `token` (when the server
-/// has one), all within `timeout`. Refusals go out through `send`, and come back
+/// version, challenges and verifies the `Auth` against `tokens` (when the server
+/// has any), all within `timeout`. Refusals go out through `send`, and come back
 /// as `Err` with the reason to log. `Ok(None)`: the peer left before its `Hello`.
 pub(crate) fn serve(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<ReadHalf>,
     timeout: Duration,
-    token: Option<&[u8]>,
+    tokens: Tokens<'_>,
     send: &mut dyn FnMut(&ServerMessage),
-) -> Result<Option<Hello>, String> {
+) -> Result<Option<Hello>, ServeFailure> {
     let mut reader = DeadlineReader {
         inner: reader,
         deadline: Instant::now() + timeout,
     };
-    let failed = |e: FrameError| match e {
-        // A read timeout surfaces as EAGAIN ("os error 11") or TimedOut.
+    let seconds = timeout.as_secs_f64();
+    // A read timeout surfaces as EAGAIN ("os error 11") or TimedOut: said as such.
+    let failed = |e: FrameError, late: String| match e {
         FrameError::Io(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            format!("handshake not completed within {} s", timeout.as_secs_f64())
+            ServeFailure::Late(late)
         }
-        e => format!("during the handshake: {e}"),
+        e => ServeFailure::Refused(format!("during the handshake: {e}")),
     };
     let hello = match read_client_message(&mut reader) {
         Ok(m) => m,
         Err(FrameError::Closed) => return Ok(None),
-        Err(e) => return Err(failed(e)),
+        Err(e) => {
+            return Err(failed(e, format!("sent no handshake within {seconds} s")));
+        }
     };
     let ClientMessage::Hello {
         magic,
@@ -230,27 +264,42 @@ pub(crate) fn serve(
         last_tid,
     } = hello
     else {
-        return Err(refuse(send, "the first message must be Hello".into()));
+        return Err(ServeFailure::Refused(refuse(
+            send,
+            "the first message must be Hello".into(),
+        )));
     };
     if magic != MAGIC {
-        return Err("not a Zodiac client (wrong magic number)".into());
+        return Err(ServeFailure::Refused(
+            "not a Zodiac client (wrong magic number)".into(),
+        ));
     }
-    check_version(version).map_err(|reason| refuse(send, reason))?;
+    check_version(version).map_err(|reason| ServeFailure::Refused(refuse(send, reason)))?;
     let nonce = random_nonce();
     send(&ServerMessage::Challenge {
         nonce,
-        auth_required: token.is_some(),
+        auth_required: tokens.any(),
     });
-    let auth = read_client_message(&mut reader).map_err(failed)?;
+    let auth = read_client_message(&mut reader).map_err(|e| {
+        failed(
+            e,
+            format!("sent Hello but no Auth within {seconds} s (the handshake timeout)"),
+        )
+    })?;
     let ClientMessage::Auth { mac } = auth else {
-        return Err(refuse(send, "the second message must be Auth".into()));
+        return Err(ServeFailure::Refused(refuse(
+            send,
+            "the second message must be Auth".into(),
+        )));
     };
-    verify(token, &nonce, mac).map_err(|reason| refuse(send, reason))?;
+    let token_read_only = verify(tokens, &nonce, mac)
+        .map_err(|reason| ServeFailure::Refused(refuse(send, reason)))?;
     Ok(Some(Hello {
         version,
         read_only,
         fresh,
         last_tid: Tid(last_tid),
+        token_read_only,
     }))
 }
 
@@ -294,16 +343,17 @@ pub(crate) fn older_version_spoken(reason: &str) -> Option<u32> {
         .then_some(version)
 }
 
-/// Whether `mac` proves the client knows `token` (anything does when the server
-/// has no token).
+/// Whether `mac` proves the client knows one of `tokens` (anything does when the
+/// server has none): `Ok(true)` for the read-only token, `Ok(false)` for the
+/// read-write one (or no token at all).
 fn verify(
-    token: Option<&[u8]>,
+    tokens: Tokens<'_>,
     nonce: &[u8; NONCE_BYTES],
     mac: Option<[u8; NONCE_BYTES]>,
-) -> Result<(), String> {
-    let Some(token) = token else {
-        return Ok(());
-    };
+) -> Result<bool, String> {
+    if !tokens.any() {
+        return Ok(false);
+    }
     let Some(mac) = mac else {
         return Err(concat!(
             "authentication failed: this server requires a token and the client gave none; ",
@@ -311,8 +361,14 @@ fn verify(
         )
         .into());
     };
-    if macs_equal(&mac, &auth_mac(token, nonce)) {
-        Ok(())
+    // Both compared, whichever matches, so the time taken does not tell which.
+    let proves =
+        |token: Option<&[u8]>| token.is_some_and(|t| macs_equal(&mac, &auth_mac(t, nonce)));
+    let (read_write, read_only) = (proves(tokens.read_write), proves(tokens.read_only));
+    if read_write {
+        Ok(false)
+    } else if read_only {
+        Ok(true)
     } else {
         Err(concat!(
             "authentication failed: the client's token does not match the server's; ",
@@ -324,7 +380,7 @@ fn verify(
 
 /// Reads with a read timeout of whatever is left before `deadline`.
 struct DeadlineReader<'a> {
-    inner: &'a mut BufReader<TcpStream>,
+    inner: &'a mut BufReader<ReadHalf>,
     deadline: Instant,
 }
 
@@ -337,7 +393,7 @@ impl Read for DeadlineReader<'_> {
                 "the handshake timeout passed",
             ));
         }
-        self.inner.get_ref().set_read_timeout(Some(left))?;
+        self.inner.get_ref().socket().set_read_timeout(Some(left))?;
         self.inner.read(buf)
     }
 }
@@ -383,6 +439,7 @@ fn random_nonce() -> [u8; NONCE_BYTES] {
 
 #[cfg(test)]
 mod tests {
+    use std::net::TcpStream;
     use std::sync::Arc;
 
     use super::*;
@@ -490,17 +547,25 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream);
+        let mut reader = BufReader::new(crate::net::transport::plain_halves(stream).unwrap().0);
         let timeout = Duration::from_millis(200);
-        let failed = serve(&mut reader, timeout, None, &mut |_| {}).unwrap_err();
-        assert_eq!(failed, "handshake not completed within 0.2 s");
-        // A Hello sent, the Auth never: the same report.
+        let failed = serve(&mut reader, timeout, Tokens::default(), &mut |_| {}).unwrap_err();
+        assert_eq!(
+            failed,
+            ServeFailure::Late("sent no handshake within 0.2 s".into())
+        );
+        // A Hello sent, the Auth never.
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
         send_hello(&mut client, &Hello::new(false, true, Tid::ZERO)).unwrap();
-        let mut reader = BufReader::new(stream);
-        let failed = serve(&mut reader, timeout, None, &mut |_| {}).unwrap_err();
-        assert_eq!(failed, "handshake not completed within 0.2 s");
+        let mut reader = BufReader::new(crate::net::transport::plain_halves(stream).unwrap().0);
+        let failed = serve(&mut reader, timeout, Tokens::default(), &mut |_| {}).unwrap_err();
+        assert_eq!(
+            failed,
+            ServeFailure::Late(
+                "sent Hello but no Auth within 0.2 s (the handshake timeout)".into()
+            )
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! `docs/protocol.md`.
 //!
 //! The layers, each using only those below it: [`protocol`] (frames, messages and
-//! the wire forms of values), `handshake` (both halves of a connection's opening),
-//! then `server` and `client` (with the client's `cache`, `cache_file` and
+//! the wire forms of values), `transport` (a connection's halves, plain or TLS)
+//! with `tls` (its configuration), `handshake` (both halves of a connection's
+//! opening), then `server` and `client` (with the client's `cache`, `cache_file` and
 //! `revisions` beside it).
 //!
 //! ```
@@ -37,6 +38,9 @@ mod handshake;
 pub mod protocol;
 mod revisions;
 mod server;
+mod tls;
+mod transport;
 
 pub use client::{ClientOptions, ClientStorage, PREFETCHES_IN_FLIGHT_MAX};
 pub use server::{MergeFn, ReferenceReader, Server, ServerOptions};
+pub use tls::{ClientTls, ServerTls, certificate_fingerprint};

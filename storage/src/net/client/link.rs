@@ -32,6 +32,8 @@ use crate::net::protocol::{
     self, CatchUp, ClientMessage, FRAME_BYTES_MAX, PROTOCOL_VERSION, Request, Response,
     ServerMessage, WireError,
 };
+use crate::net::tls;
+use crate::net::transport::{self, ReadHalf, WriteHalf};
 
 /// How long a read yields waiting for its reply before it sleeps.
 pub(super) const REPLY_SPIN: Duration = Duration::from_micros(50);
@@ -72,7 +74,7 @@ impl InFlight {
 /// One connection to the server.
 pub(super) struct Link {
     pub(super) stream: TcpStream,
-    pub(super) writer: Mutex<BufWriter<TcpStream>>,
+    pub(super) writer: Mutex<BufWriter<WriteHalf>>,
     /// Requests waiting for replies; `None` once the connection is lost.
     pub(super) pending: Mutex<Option<InFlight>>,
     pub(super) alive: AtomicBool,
@@ -202,14 +204,18 @@ impl Inner {
 
     /// [`establish`](Self::establish) in protocol `version`.
     fn establish_speaking(self: &Arc<Self>, version: u32) -> Result<()> {
-        let stream = self.connect_stream()?;
+        let address = tls::parse_address(&self.address, self.options.tls.as_ref())?;
+        let stream = self.connect_stream(&address.host_port)?;
         let io_err = |e: std::io::Error| self.disconnected(format!("handshake failed: {e}"));
         stream.set_nodelay(true).map_err(io_err)?;
+        let (read_half, mut writer) = match &address.tls {
+            None => transport::plain_halves(stream.try_clone().map_err(io_err)?).map_err(io_err)?,
+            Some(config) => self.tls_halves(&stream, config, &address.host)?,
+        };
         stream
             .set_read_timeout(Some(self.options.connect_timeout))
             .map_err(io_err)?;
-        let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone().map_err(io_err)?);
-        let mut writer = stream.try_clone().map_err(io_err)?;
+        let mut reader = BufReader::with_capacity(64 << 10, read_half);
         let last_tid = self.cache.lock().last_tid;
         let mut partial = None;
         let hello = Hello::speaking(version, self.options.read_only, self.fresh(), last_tid);
@@ -219,13 +225,41 @@ impl Inner {
         stream
             .set_write_timeout(Some(self.options.ping_timeout))
             .map_err(io_err)?;
-        self.install(stream, reader, partial, version)
+        self.install(stream, reader, writer, partial, version)
     }
 
-    /// A TCP connection to the first of the address's socket addresses that takes one.
-    fn connect_stream(&self) -> Result<TcpStream> {
-        let addrs: Vec<_> = self
-            .address
+    /// The halves of a TLS connection over `stream`, after its handshake (within
+    /// the connect timeout). A certificate that does not check out is a protocol
+    /// error (returned at once by a first connect), not a lost connection.
+    fn tls_halves(
+        &self,
+        stream: &TcpStream,
+        config: &tls::ClientTls,
+        host: &str,
+    ) -> Result<(ReadHalf, WriteHalf)> {
+        let session = config.session(host).map_err(|what| Error::Protocol {
+            peer: self.address.clone(),
+            what,
+        })?;
+        let deadline = Instant::now() + self.options.connect_timeout;
+        let stream = stream
+            .try_clone()
+            .map_err(|e| self.disconnected(format!("handshake failed: {e}")))?;
+        transport::tls_halves(stream, session, deadline).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                Error::Protocol {
+                    peer: self.address.clone(),
+                    what: format!("TLS handshake failed: {e}"),
+                }
+            } else {
+                self.disconnected(format!("TLS handshake failed: {e}"))
+            }
+        })
+    }
+
+    /// A TCP connection to the first of `host_port`'s socket addresses that takes one.
+    fn connect_stream(&self, host_port: &str) -> Result<TcpStream> {
+        let addrs: Vec<_> = host_port
             .to_socket_addrs()
             .map_err(|e| self.disconnected(format!("cannot resolve the address: {e}")))?
             .collect();
@@ -244,8 +278,8 @@ impl Inner {
     /// of a transaction's invalidation so far).
     fn handshake(
         &self,
-        reader: &mut BufReader<TcpStream>,
-        writer: &mut TcpStream,
+        reader: &mut BufReader<ReadHalf>,
+        writer: &mut WriteHalf,
         hello: &Hello,
         partial: &mut Option<(Tid, Vec<Oid>)>,
     ) -> Result<Welcome> {
@@ -317,16 +351,13 @@ impl Inner {
     fn install(
         self: &Arc<Self>,
         stream: TcpStream,
-        reader: BufReader<TcpStream>,
+        reader: BufReader<ReadHalf>,
+        writer: WriteHalf,
         partial: Option<(Tid, Vec<Oid>)>,
         version: u32,
     ) -> Result<()> {
-        let io_err = |e: std::io::Error| self.disconnected(format!("handshake failed: {e}"));
         let link = Arc::new(Link {
-            writer: Mutex::new(BufWriter::with_capacity(
-                64 << 10,
-                stream.try_clone().map_err(io_err)?,
-            )),
+            writer: Mutex::new(BufWriter::with_capacity(64 << 10, writer)),
             stream,
             pending: Mutex::new(Some(InFlight::default())),
             alive: AtomicBool::new(true),
@@ -362,7 +393,7 @@ impl Inner {
     fn read_loop(
         self: Arc<Self>,
         link: Arc<Link>,
-        mut reader: BufReader<TcpStream>,
+        mut reader: BufReader<ReadHalf>,
         mut partial: Option<(Tid, Vec<Oid>)>,
     ) {
         let reason = loop {
@@ -386,6 +417,11 @@ impl Inner {
                     complete,
                     data,
                 } => self.on_invalidation(&mut partial, Tid(tid), oids, complete, data),
+                // The server closes the connection after it, saying why (e.g. its
+                // memory for clients is full): what the calls in flight report.
+                ServerMessage::Refused { reason } => {
+                    break format!("the server closed the connection: {reason}");
+                }
                 other => Err(format!("unexpected {other:?}")),
             };
             if let Err(what) = handled {

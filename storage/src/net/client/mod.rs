@@ -156,7 +156,11 @@ impl ClientStorage {
         loop {
             match inner.establish() {
                 Ok(()) => break,
-                Err(e @ (Error::Refused { .. } | Error::Protocol { .. })) => return Err(e),
+                Err(
+                    e @ (Error::Refused { .. } | Error::Protocol { .. } | Error::Format { .. }),
+                ) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     let wait = backoff.next_wait();
                     if Instant::now() + wait >= deadline {

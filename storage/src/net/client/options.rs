@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::net::tls::ClientTls;
+
 /// How a client storage connects and behaves. Every limit is named and has a default.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -16,6 +18,7 @@ pub struct ClientOptions {
     pub(crate) ping_interval: Duration,
     pub(crate) ping_timeout: Duration,
     pub(crate) cache_file: Option<std::path::PathBuf>,
+    pub(crate) tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -31,6 +34,7 @@ impl Default for ClientOptions {
             ping_interval: Duration::from_secs(5),
             ping_timeout: Duration::from_secs(30),
             cache_file: None,
+            tls: None,
         }
     }
 }
@@ -82,6 +86,13 @@ impl ClientOptions {
     /// per client process; see docs/protocol.md, "The persistent cache file".
     pub fn cache_file(mut self, path: Option<std::path::PathBuf>) -> Self {
         self.cache_file = path;
+        self
+    }
+    /// Connect over TLS, checking the server this way (default: none: plain TCP,
+    /// or what a `tls://HOST:PORT?ca=FILE` / `?fingerprint=SHA256` address says,
+    /// which takes precedence).
+    pub fn tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
         self
     }
     /// First and longest pause between reconnect attempts (defaults: 50 ms, 5 s).

@@ -6,6 +6,10 @@
 //!   before any byte of its payload is read; the payload buffer grows only with
 //!   bytes actually received.
 //! - [`read_frame`] returns a payload only whole, and reads nothing past it.
+//! - [`read_frame_reserving`] asks for room for every payload byte before
+//!   buffering it, at most [`FRAME_CHUNK_BYTES`] at a time (never for the length
+//!   the frame announces); refused, it has buffered at most
+//!   [`FRAME_PREFIX_BYTES`] of the payload.
 
 use std::io::{self, Read, Write};
 
@@ -18,6 +22,13 @@ use crate::pending::RECORD_BYTES_MAX;
 pub const FRAME_BYTES_MAX: usize = RECORD_BYTES_MAX + (2 << 20);
 /// Largest frame payload during the handshake, before the peer is authenticated.
 pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 4096;
+
+/// Bytes of a payload [`read_frame_reserving`] asks room for at a time.
+pub const FRAME_CHUNK_BYTES: usize = 64 << 10;
+/// Bytes of a payload [`read_frame_reserving`] reads first, before asking for room
+/// for them: enough to tell what the frame is (its message's variant and the id or
+/// transaction that follows it).
+pub const FRAME_PREFIX_BYTES: usize = 16;
 
 /// Encodes `message` as one frame: u32 LE payload length, then the payload.
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
@@ -52,6 +63,95 @@ impl std::fmt::Display for FrameError {
 
 /// Reads one frame's payload, refusing a length over `max` before reading it.
 pub fn read_frame(reader: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
+    let len = read_length(reader, max)?;
+    // Grows with the bytes that really arrive, so a lying length costs nothing.
+    let mut payload = Vec::with_capacity(len.min(64 << 10));
+    reader
+        .take(len as u64)
+        .read_to_end(&mut payload)
+        .map_err(FrameError::Io)?;
+    if payload.len() < len {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(payload)
+}
+
+/// What [`read_frame_reserving`] read.
+#[derive(Debug)]
+pub enum ReservedFrame {
+    /// The whole payload, room for every byte of it granted.
+    Payload(Vec<u8>),
+    /// Room was refused: the payload's first bytes (at most
+    /// [`FRAME_PREFIX_BYTES`]) and how many bytes of it are still unread (for
+    /// [`skip_payload`]).
+    Refused {
+        /// The payload's first bytes, read before room was asked for.
+        prefix: Vec<u8>,
+        /// Payload bytes not read yet.
+        left: usize,
+        /// The payload's length, as the frame announced it.
+        len: usize,
+    },
+}
+
+/// Reads one frame's payload as [`read_frame`] does, calling `reserve(n)` before
+/// buffering each `n` more bytes (at most [`FRAME_CHUNK_BYTES`] at a time, the first
+/// call for the prefix of at most [`FRAME_PREFIX_BYTES`] already read): the
+/// reader's memory grows only with bytes that arrived and were granted room.
+pub fn read_frame_reserving(
+    reader: &mut impl Read,
+    max: usize,
+    reserve: &mut dyn FnMut(usize) -> bool,
+) -> Result<ReservedFrame, FrameError> {
+    let len = read_length(reader, max)?;
+    let mut payload = vec![0u8; len.min(FRAME_PREFIX_BYTES)];
+    read_exactly(reader, &mut payload)?;
+    if !reserve(payload.len()) {
+        let left = len - payload.len();
+        return Ok(ReservedFrame::Refused {
+            prefix: payload,
+            left,
+            len,
+        });
+    }
+    // The whole length's address space at once (its pages are touched only as
+    // bytes arrive): growing by doubling would copy the payload, and hold it twice
+    // for a moment. Where that much cannot be had, it grows as it goes.
+    let _ = payload.try_reserve_exact(len - payload.len());
+    while payload.len() < len {
+        let chunk = (len - payload.len()).min(FRAME_CHUNK_BYTES);
+        if !reserve(chunk) {
+            // What was read is gone from the wire: the caller skips the rest.
+            let left = len - payload.len();
+            payload.truncate(FRAME_PREFIX_BYTES);
+            payload.shrink_to_fit();
+            return Ok(ReservedFrame::Refused {
+                prefix: payload,
+                left,
+                len,
+            });
+        }
+        let start = payload.len();
+        payload.resize(start + chunk, 0);
+        read_exactly(reader, &mut payload[start..])?;
+    }
+    debug_assert_eq!(payload.len(), len);
+    Ok(ReservedFrame::Payload(payload))
+}
+
+/// Reads and drops `left` bytes (what is left of a refused frame), buffering at
+/// most a few KiB at a time.
+pub fn skip_payload(reader: &mut impl Read, left: usize) -> Result<(), FrameError> {
+    let skipped =
+        io::copy(&mut reader.take(left as u64), &mut io::sink()).map_err(FrameError::Io)?;
+    if (skipped as usize) < left {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
+}
+
+/// Reads a frame's length, refusing one over `max`.
+fn read_length(reader: &mut impl Read, max: usize) -> Result<usize, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -69,16 +169,11 @@ pub fn read_frame(reader: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameEr
             "frame of {len} bytes, over the limit of {max} bytes"
         )));
     }
-    // Grows with the bytes that really arrive, so a lying length costs nothing.
-    let mut payload = Vec::with_capacity(len.min(64 << 10));
-    reader
-        .take(len as u64)
-        .read_to_end(&mut payload)
-        .map_err(FrameError::Io)?;
-    if payload.len() < len {
-        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
-    }
-    Ok(payload)
+    Ok(len)
+}
+
+fn read_exactly(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), FrameError> {
+    reader.read_exact(buf).map_err(FrameError::Io)
 }
 
 /// Decodes a payload read by [`read_frame`]: exactly one message, with no byte
@@ -184,6 +279,59 @@ mod tests {
         assert!(matches!(
             read_frame(&mut &[][..], 10),
             Err(FrameError::Closed)
+        ));
+    }
+
+    /// A frame read with room reserved asks for every payload byte, in chunks,
+    /// never for the announced length; refused, it says how much is left unread,
+    /// which skipping consumes exactly.
+    #[test]
+    fn a_reserving_read_asks_room_for_each_byte_as_it_arrives() {
+        let len = FRAME_CHUNK_BYTES * 2 + 100;
+        let mut input = (len as u32).to_le_bytes().to_vec();
+        input.extend((0..len).map(|i| i as u8));
+        input.extend_from_slice(&encode(&ClientMessage::Abort { txn: 1 }));
+        let mut asked = Vec::new();
+        let mut reader = &input[..];
+        let read = read_frame_reserving(&mut reader, usize::MAX, &mut |n| {
+            asked.push(n);
+            true
+        })
+        .unwrap();
+        let ReservedFrame::Payload(payload) = read else {
+            panic!("refused")
+        };
+        assert_eq!(payload.len(), len);
+        assert_eq!(asked.iter().sum::<usize>(), len);
+        assert!(asked.iter().all(|&n| n <= FRAME_CHUNK_BYTES));
+        // Granted room for the prefix and one chunk only.
+        let mut granted = 0;
+        let mut reader = &input[..];
+        let read = read_frame_reserving(&mut reader, usize::MAX, &mut |_| {
+            granted += 1;
+            granted <= 2
+        })
+        .unwrap();
+        let ReservedFrame::Refused { prefix, left, .. } = read else {
+            panic!("not refused")
+        };
+        assert_eq!(prefix, input[4..4 + FRAME_PREFIX_BYTES]);
+        assert_eq!(left, len - FRAME_PREFIX_BYTES - FRAME_CHUNK_BYTES);
+        skip_payload(&mut reader, left).unwrap();
+        let next = read_frame(&mut reader, 100).unwrap();
+        assert_eq!(
+            decode::<ClientMessage>(&next).unwrap(),
+            ClientMessage::Abort { txn: 1 }
+        );
+        // A lying length: refused before anything is buffered past the prefix.
+        let lying = [0xff, 0xff, 0xff, 0x0f, 1, 2, 3];
+        assert!(matches!(
+            read_frame_reserving(&mut &lying[..], usize::MAX, &mut |_| true),
+            Err(FrameError::Io(_))
+        ));
+        assert!(matches!(
+            read_frame_reserving(&mut &lying[..], 100, &mut |_| true),
+            Err(FrameError::Bad(_))
         ));
     }
 

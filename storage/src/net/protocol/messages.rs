@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use super::MERGED_REPLY_BYTES_MAX;
+use super::frame::FrameError;
 use super::wire::{WireError, WireMeta, WirePackReport, WireTransaction};
 use super::{
     HISTORY_REPLY_MAX, INVALIDATION_CHUNK_OIDS_MAX, INVALIDATION_DATA_BYTES_MAX,
@@ -339,7 +340,89 @@ pub struct MergedStore {
     pub data: Option<Vec<u8>>,
 }
 
+/// What the first bytes of a client frame say it is ([`ClientMessage::peek`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramePeek {
+    /// A `Request` with this id.
+    Request(u64),
+    /// A `Store` into this transaction.
+    Store(u64),
+    /// Any other message, or bytes that are none.
+    Other,
+}
+
+/// The variant index of `ClientMessage::Request` on the wire.
+const REQUEST_VARIANT: u8 = 2;
+/// The variant index of `ClientMessage::Store` on the wire.
+const STORE_VARIANT: u8 = 4;
+/// Smallest `Store` payload decoded in place (smaller ones are copied: cheaper).
+const STORE_IN_PLACE_BYTES_MIN: usize = 4096;
+
+/// A `Store`'s fields, its data borrowed from the payload.
+#[derive(Deserialize)]
+struct StoreRef<'a> {
+    txn: u64,
+    oid: u64,
+    base_tid: u64,
+    #[serde(borrow)]
+    data: &'a [u8],
+    merge: Option<String>,
+}
+
 impl ClientMessage {
+    /// What a frame whose payload starts with `prefix` is, from its variant and
+    /// the varint after it (what a server that cannot buffer a frame answers).
+    pub fn peek(prefix: &[u8]) -> FramePeek {
+        // Both varints, read as the decoder reads them.
+        let Ok((variant, rest)) = postcard::take_from_bytes::<u32>(prefix) else {
+            return FramePeek::Other;
+        };
+        let Ok((number, _)) = postcard::take_from_bytes::<u64>(rest) else {
+            return FramePeek::Other;
+        };
+        match variant {
+            v if v == u32::from(REQUEST_VARIANT) => FramePeek::Request(number),
+            v if v == u32::from(STORE_VARIANT) => FramePeek::Store(number),
+            _ => FramePeek::Other,
+        }
+    }
+
+    /// Whether [`ClientMessage::decode_owned`] decodes `payload` without copying
+    /// its bytes (a large `Store`); other payloads are copied into the message.
+    pub fn decodes_in_place(payload: &[u8]) -> bool {
+        payload.len() >= STORE_IN_PLACE_BYTES_MIN && payload[0] == STORE_VARIANT
+    }
+
+    /// Decodes a whole payload as [`decode`](super::decode) does, but a large
+    /// `Store`'s data is moved to the payload's start and kept in its buffer
+    /// instead of copied: the server never holds a stored revision twice.
+    pub fn decode_owned(mut payload: Vec<u8>) -> Result<ClientMessage, FrameError> {
+        if !Self::decodes_in_place(&payload) {
+            return super::decode(&payload);
+        }
+        let (txn, oid, base_tid, merge, start, len) = {
+            let store: StoreRef<'_> = super::decode(&payload[1..])?;
+            let start = store.data.as_ptr() as usize - payload.as_ptr() as usize;
+            (
+                store.txn,
+                store.oid,
+                store.base_tid,
+                store.merge,
+                start,
+                store.data.len(),
+            )
+        };
+        payload.copy_within(start..start + len, 0);
+        payload.truncate(len);
+        Ok(ClientMessage::Store {
+            txn,
+            oid,
+            base_tid,
+            data: payload,
+            merge,
+        })
+    }
+
     /// Checks counts against the named limits (the frame limit bounds the rest).
     pub fn check(&self) -> Result<(), String> {
         match self {
@@ -610,5 +693,44 @@ mod tests {
             data: Vec::new(),
         };
         assert!(over.check().is_err());
+    }
+
+    /// A large `Store` decoded in place is the message the copying decoder gives,
+    /// and refuses trailing bytes the same.
+    #[test]
+    fn stores_decode_in_place_as_they_decode_by_copy() {
+        for (len, merge) in [
+            (10, None),
+            (5000, None),
+            (70_000, Some("counter".to_string())),
+        ] {
+            let message = ClientMessage::Store {
+                txn: 300,
+                oid: 7,
+                base_tid: 1 << 40,
+                data: (0..len).map(|i| (i % 251) as u8).collect(),
+                merge,
+            };
+            let payload = crate::net::protocol::encode(&message)[4..].to_vec();
+            let copied: ClientMessage = crate::net::protocol::decode(&payload).unwrap();
+            assert_eq!(copied, message);
+            assert_eq!(
+                ClientMessage::decode_owned(payload.clone()).unwrap(),
+                message
+            );
+            assert_eq!(ClientMessage::peek(&payload[..16]), FramePeek::Store(300));
+            let mut longer = payload;
+            longer.push(0);
+            assert!(ClientMessage::decode_owned(longer).is_err());
+        }
+        let request = ClientMessage::Request {
+            id: 1 << 33,
+            request: Request::Ping,
+        };
+        let payload = crate::net::protocol::encode(&request)[4..].to_vec();
+        assert_eq!(ClientMessage::peek(&payload), FramePeek::Request(1 << 33));
+        let abort = crate::net::protocol::encode(&ClientMessage::Abort { txn: 1 });
+        assert_eq!(ClientMessage::peek(&abort[4..]), FramePeek::Other);
+        assert_eq!(ClientMessage::peek(&[]), FramePeek::Other);
     }
 }

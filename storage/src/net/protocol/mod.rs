@@ -18,9 +18,12 @@ mod messages;
 mod wire;
 
 pub use frame::{
-    FRAME_BYTES_MAX, FrameError, HANDSHAKE_FRAME_BYTES_MAX, decode, encode, read_frame, write_frame,
+    FRAME_BYTES_MAX, FRAME_CHUNK_BYTES, FRAME_PREFIX_BYTES, FrameError, HANDSHAKE_FRAME_BYTES_MAX,
+    ReservedFrame, decode, encode, read_frame, read_frame_reserving, skip_payload, write_frame,
 };
-pub use messages::{CatchUp, ClientMessage, MergedStore, Request, Response, ServerMessage};
+pub use messages::{
+    CatchUp, ClientMessage, FramePeek, MergedStore, Request, Response, ServerMessage,
+};
 pub use wire::{WireError, WireMeta, WirePackReport, WireRevision, WireTransaction};
 
 /// The protocol version this build speaks. Version 1: the first. Version 2: `NewOids`,

@@ -11,6 +11,10 @@
 //!   dropping the connection aborts them (a finish already running completes).
 //! - A transaction stores at most `transaction_bytes_max` bytes before its vote;
 //!   past it the transaction fails and its data is freed.
+//! - Every payload byte read is reserved against the server's client memory
+//!   before it is buffered; a frame refused room is skipped unbuffered and
+//!   answered (a store fails its transaction, a request gets an error reply) or,
+//!   when it is neither, closes the connection with the reason.
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -18,9 +22,11 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 mod restore;
 
+use super::memory::{self, Reservation};
 use super::outbox::Outbox;
 use super::transaction::{TxnActor, TxnContext, TxnOp, TxnSlot};
 use super::{Job, Shared};
@@ -28,30 +34,46 @@ use crate::error::{Error, Result};
 use crate::ids::{Oid, Tid};
 use crate::net::handshake;
 use crate::net::protocol::{
-    self, ClientMessage, FrameError, Request, Response, ServerMessage, TRANSACTIONS_PAGE_BYTES,
-    TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError, WireMeta, WirePackReport,
-    WireTransaction,
+    self, ClientMessage, FrameError, FramePeek, Request, ReservedFrame, Response, ServerMessage,
+    TRANSACTIONS_PAGE_BYTES, TRANSACTIONS_PAGE_MAX, TRANSACTIONS_PER_CONNECTION_MAX, WireError,
+    WireMeta, WirePackReport, WireTransaction,
 };
+use crate::net::transport::{self, ReadHalf, WriteHalf};
+
+/// Client memory counted for each store beside its data: what the storage and
+/// the transaction keep for it (its slot, its index entry, its base tid).
+const STORE_OVERHEAD_BYTES: usize = 128;
+
+/// Why a client that proved the read-only token cannot write.
+const READ_ONLY_TOKEN_REFUSAL: &str = "this client authenticated with the server's read-only \
+     token, which may load but not commit (nor allocate oids, pack or restore); give the \
+     read-write token (`--token-file`) to write";
 
 impl Shared {
     /// Serves a new connection on this thread until it ends.
-    pub(super) fn serve(self: &Arc<Self>, stream: TcpStream, peer: String) {
+    /// `id` is the connection's, in its handshake (see `admission`).
+    pub(super) fn serve(self: &Arc<Self>, stream: TcpStream, peer: String, id: u64) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(self.options.write_timeout));
-        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let outbox = match stream.try_clone() {
-            Ok(s) => Arc::new(Outbox::new(
+        let (read_half, write_half) = match self.halves(stream, &peer) {
+            Some(halves) => halves,
+            None => {
+                self.admission.end_handshake(id);
+                self.connection_count.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        };
+        let outbox = {
+            let s = write_half;
+            Arc::new(Outbox::new(
                 id,
                 peer,
                 s,
                 self.options.send_queue_bytes_max,
                 Arc::clone(&self.flusher),
-            )),
-            Err(e) => {
-                log::warn!("{peer}: cannot clone the socket: {e}");
-                self.connection_count.fetch_sub(1, Ordering::AcqRel);
-                return;
-            }
+                Arc::clone(&self.memory),
+                self.options.client_memory_wait,
+            ))
         };
         self.connections.lock().insert(id, Arc::clone(&outbox));
         if self.stopping.load(Ordering::Acquire) {
@@ -67,18 +89,68 @@ impl Shared {
             Ok(writer) => Connection {
                 shared: Arc::clone(self),
                 outbox,
-                reader: BufReader::with_capacity(64 << 10, stream),
+                reader: BufReader::with_capacity(64 << 10, read_half),
                 read_only: self.options.read_only,
                 transactions: HashMap::new(),
                 writer: Some(writer),
                 end_reason: String::new(),
+                authenticated: false,
+                read_only_token: false,
             }
             // Ends the connection (and counts it out) when it is dropped.
             .run(),
             Err(_) => {
                 outbox.close("cannot start the writer thread");
                 self.connections.lock().remove(&id);
+                self.admission.end_handshake(id);
                 self.connection_count.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// The connection's halves: plain, or after its TLS handshake (within the
+    /// handshake timeout). `None`: it failed, and was logged.
+    fn halves(&self, stream: TcpStream, peer: &str) -> Option<(ReadHalf, WriteHalf)> {
+        let Some(tls) = &self.options.tls else {
+            return match transport::plain_halves(stream) {
+                Ok(halves) => Some(halves),
+                Err(e) => {
+                    log::warn!("{peer}: cannot clone the socket: {e}");
+                    None
+                }
+            };
+        };
+        let timeout = self.options.handshake_timeout;
+        let session = match tls.session() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("{peer}: cannot start a TLS session: {e}");
+                return None;
+            }
+        };
+        match transport::tls_halves(stream, session, Instant::now() + timeout) {
+            Ok(halves) => Some(halves),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                log::warn!(
+                    "client {peer} sent no TLS handshake within {} s",
+                    timeout.as_secs_f64()
+                );
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                log::info!("client {peer} left during its TLS handshake");
+                None
+            }
+            Err(e) => {
+                log::warn!("closing the connection of {peer}: TLS handshake failed: {e}");
+                None
             }
         }
     }
@@ -91,12 +163,17 @@ impl Shared {
 struct Connection {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<ReadHalf>,
     read_only: bool,
     transactions: HashMap<u64, TxnSlot>,
     writer: Option<JoinHandle<()>>,
     /// Why the connection ended ("" for an orderly end), logged when it closes.
     end_reason: String,
+    /// Counted among the authenticated connections (else among those in their
+    /// handshake).
+    authenticated: bool,
+    /// The client proved the read-only token: every write is refused, saying so.
+    read_only_token: bool,
 }
 
 impl Drop for Connection {
@@ -110,6 +187,11 @@ impl Drop for Connection {
             let _ = writer.join();
         }
         self.shared.connections.lock().remove(&id);
+        if self.authenticated {
+            self.shared.admission.leave();
+        } else {
+            self.shared.admission.end_handshake(id);
+        }
         self.shared.connection_count.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -128,6 +210,7 @@ impl Connection {
         let _ = self
             .reader
             .get_ref()
+            .socket()
             .set_read_timeout(Some(self.shared.options.idle_timeout));
         self.read_loop();
     }
@@ -158,35 +241,131 @@ impl Connection {
     /// the connection ends (`Err` with why, "" for an orderly end).
     fn read_messages(&mut self) -> std::result::Result<Job, String> {
         loop {
-            let payload = match protocol::read_frame(&mut self.reader, protocol::FRAME_BYTES_MAX) {
-                Ok(p) => p,
-                Err(FrameError::Closed) => return Err(String::new()),
-                Err(e) if self.outbox.is_closed() => {
-                    let _ = e;
-                    return Err(String::new());
-                }
-                Err(FrameError::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(format!(
-                        "nothing received for {:?} (the idle timeout): the client is gone",
-                        self.shared.options.idle_timeout
-                    ));
-                }
-                Err(FrameError::Io(e)) => return Err(format!("read failed: {e}")),
-                Err(FrameError::Bad(what)) => return Err(what),
+            let Some((payload, mut reserved)) = self.read_payload()? else {
+                continue;
             };
-            let message = match protocol::decode::<ClientMessage>(&payload) {
+            // Decoding copies the payload's bytes into the message (but for a
+            // large store): room for the copy while both live.
+            let copy = if ClientMessage::decodes_in_place(&payload)
+                || payload.len() <= protocol::FRAME_CHUNK_BYTES
+            {
+                0
+            } else {
+                payload.len()
+            };
+            let deadline = Instant::now() + self.shared.options.client_memory_wait;
+            if copy > 0 && !reserved.grow_until(copy, deadline) {
+                let prefix = payload[..protocol::FRAME_PREFIX_BYTES].to_vec();
+                drop((payload, reserved));
+                self.refused_frame(&prefix, 0, copy)?;
+                continue;
+            }
+            let message = match ClientMessage::decode_owned(payload) {
                 Ok(m) => m,
                 Err(e) => return Err(e.to_string()),
             };
+            reserved.release(copy);
             message.check()?;
-            if let Some(job) = self.handle(message)? {
+            if let Some(job) = self.handle(message, reserved)? {
                 return Ok(job);
             }
+        }
+    }
+
+    /// Reads the next frame's payload, with the client memory it holds. `None`: a
+    /// frame refused room and answered (see [`Connection::refused_frame`]).
+    fn read_payload(&mut self) -> std::result::Result<Option<(Vec<u8>, Reservation)>, String> {
+        let mut reserved = self.shared.memory.reservation();
+        let wait = self.shared.options.client_memory_wait;
+        let read =
+            protocol::read_frame_reserving(&mut self.reader, protocol::FRAME_BYTES_MAX, &mut |n| {
+                reserved.grow_until(n, Instant::now() + wait)
+            });
+        match read {
+            Ok(ReservedFrame::Payload(p)) => Ok(Some((p, reserved))),
+            Ok(ReservedFrame::Refused { prefix, left, len }) => {
+                drop(reserved);
+                self.refused_frame(&prefix, left, len).map(|()| None)
+            }
+            Err(e) => Err(self.read_failed(e)),
+        }
+    }
+
+    /// Why reading a frame ended the connection ("" for an orderly end).
+    fn read_failed(&self, e: FrameError) -> String {
+        match e {
+            FrameError::Closed => String::new(),
+            _ if self.outbox.is_closed() => String::new(),
+            FrameError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                format!(
+                    "nothing received for {:?} (the idle timeout): the client is gone",
+                    self.shared.options.idle_timeout
+                )
+            }
+            FrameError::Io(e) => format!("read failed: {e}"),
+            FrameError::Bad(what) => what,
+        }
+    }
+
+    /// A frame the client memory had no room for, of which `prefix` was read and
+    /// `left` bytes are still to come (of `len`): skipped without buffering, then a store
+    /// fails its transaction and a request is answered with the error; anything
+    /// else closes the connection, telling the client why.
+    fn refused_frame(
+        &mut self,
+        prefix: &[u8],
+        left: usize,
+        len: usize,
+    ) -> std::result::Result<(), String> {
+        let memory = &self.shared.memory;
+        let message = memory::full_message(memory.bytes_max());
+        log::warn!(
+            "{}: refusing a frame of {len} bytes: client memory full ({} of {} bytes held)",
+            self.outbox.peer,
+            memory.used(),
+            memory.bytes_max()
+        );
+        let peek = ClientMessage::peek(prefix);
+        if peek == FramePeek::Other {
+            self.outbox.send(&ServerMessage::Refused {
+                reason: message.clone(),
+            });
+            return Err(message);
+        }
+        protocol::skip_payload(&mut self.reader, left).map_err(|e| self.read_failed(e))?;
+        let error = WireError::Server { message };
+        match peek {
+            FramePeek::Store(txn) => self.fail(txn, error),
+            FramePeek::Request(id) => {
+                self.outbox.request_read();
+                self.outbox.send(&ServerMessage::Reply {
+                    id,
+                    result: Err(error),
+                });
+                Ok(())
+            }
+            FramePeek::Other => unreachable!("answered above"),
+        }
+    }
+
+    /// Fails open transaction `txn` with `error` (reported by its vote or finish);
+    /// its data is freed.
+    fn fail(&mut self, txn: u64, error: WireError) -> std::result::Result<(), String> {
+        match self.transactions.get(&txn) {
+            // Dropping the actor aborts the transaction and frees its data.
+            Some(TxnSlot::Running(..)) => {
+                self.transactions.insert(txn, TxnSlot::Failed(error));
+                Ok(())
+            }
+            Some(TxnSlot::Failed(_)) => Ok(()),
+            None => Err(format!(
+                "an operation on transaction {txn}, which is not open"
+            )),
         }
     }
 
@@ -195,14 +374,35 @@ impl Connection {
     fn handshake(&mut self) -> std::result::Result<bool, String> {
         // One deadline for the whole handshake, however slowly the bytes trickle in.
         let timeout = self.shared.options.handshake_timeout;
-        let token = self.shared.options.token.as_deref();
-        let outbox = &self.outbox;
-        let Some(hello) =
-            handshake::serve(&mut self.reader, timeout, token, &mut |m| outbox.send(m))?
-        else {
-            return Ok(false);
+        let tokens = handshake::Tokens {
+            read_write: self.shared.options.token.as_deref(),
+            read_only: self.shared.options.read_only_token.as_deref(),
         };
+        let outbox = &self.outbox;
+        let hello =
+            match handshake::serve(&mut self.reader, timeout, tokens, &mut |m| outbox.send(m)) {
+                Ok(Some(hello)) => hello,
+                Ok(None) => return Ok(false),
+                Err(handshake::ServeFailure::Late(what)) => {
+                    log::warn!("client {} {what}", self.outbox.peer);
+                    return Ok(false);
+                }
+                Err(handshake::ServeFailure::Refused(reason)) => return Err(reason),
+            };
+        // Authenticated: from now on it counts against `connections_max`.
+        let id = self.outbox.id;
+        self.shared.admission.end_handshake(id);
+        let max = self.shared.options.connections_max;
+        if !self.shared.admission.authenticate(max) {
+            let reason = format!("too many connections (the server's limit is {max})");
+            self.outbox.send(&ServerMessage::Refused {
+                reason: reason.clone(),
+            });
+            return Err(format!("refused: {max} connections already (the limit)"));
+        }
+        self.authenticated = true;
         self.read_only |= hello.read_only;
+        self.read_only_token = hello.token_read_only;
         self.shared.welcome(&self.outbox, &hello)?;
         Ok(true)
     }
@@ -216,7 +416,11 @@ impl Connection {
 
     /// Acts on one message. `Ok(Some(job))`: a vote, finish or commit to run off the
     /// reader (see [`Connection::hand_off`]).
-    fn handle(&mut self, message: ClientMessage) -> std::result::Result<Option<Job>, String> {
+    fn handle(
+        &mut self,
+        message: ClientMessage,
+        reserved: Reservation,
+    ) -> std::result::Result<Option<Job>, String> {
         match message {
             ClientMessage::Hello { .. } | ClientMessage::Auth { .. } => {
                 return Err("a handshake message after the handshake".into());
@@ -224,7 +428,7 @@ impl Connection {
             ClientMessage::Request { id, request } => {
                 // Every request gets one reply (`Outbox::send`).
                 self.outbox.request_read();
-                return self.handle_request(id, request);
+                return self.handle_request(id, request, reserved);
             }
             ClientMessage::Begin { txn, meta } => self.begin(txn, meta)?,
             ClientMessage::Store {
@@ -234,8 +438,15 @@ impl Connection {
                 data,
                 merge,
             } => {
+                let mut reserved = reserved;
+                // What the storage keeps beside each stored record.
+                if !reserved.try_grow(STORE_OVERHEAD_BYTES) {
+                    let error = self.context().memory_full();
+                    return self.fail(txn, error).map(|()| None);
+                }
                 self.count_stored(txn, data.len());
-                self.forward(txn, TxnOp::Store(Oid(oid), Tid(base_tid), data, merge))?
+                let op = TxnOp::Store(Oid(oid), Tid(base_tid), data, merge, reserved);
+                self.forward(txn, op)?
             }
             ClientMessage::CheckCurrent { txn, oid, tid } => {
                 self.forward(txn, TxnOp::CheckCurrent(Oid(oid), Tid(tid)))?
@@ -256,6 +467,7 @@ impl Connection {
         &mut self,
         id: u64,
         request: Request,
+        reserved: Reservation,
     ) -> std::result::Result<Option<Job>, String> {
         let storage = &self.shared.storage;
         let result = match request {
@@ -275,7 +487,7 @@ impl Connection {
                 return Ok(None);
             }
             Request::Restore { tid, meta, records } => {
-                return Ok(self.restore(id, tid, meta, records));
+                return Ok(self.restore(id, tid, meta, records, reserved));
             }
             Request::Ping => Ok(Response::Pong),
             Request::NewOid => self
@@ -315,7 +527,11 @@ impl Connection {
 
     /// `ReadOnly` when this connection may not write.
     fn writable(&self) -> Result<()> {
-        if self.read_only {
+        if self.read_only_token {
+            Err(Error::Server {
+                message: READ_ONLY_TOKEN_REFUSAL.into(),
+            })
+        } else if self.read_only {
             Err(Error::ReadOnly)
         } else {
             Ok(())
@@ -331,8 +547,8 @@ impl Connection {
                 "more than {TRANSACTIONS_PER_CONNECTION_MAX} open transactions"
             ));
         }
-        let slot = if self.read_only {
-            TxnSlot::Failed(WireError::ReadOnly)
+        let slot = if let Err(e) = self.writable() {
+            TxnSlot::Failed(WireError::from(&e))
         } else {
             match self.shared.storage.begin(meta.into()) {
                 Ok(t) => TxnSlot::Running(TxnActor::new(t), 0),
@@ -408,8 +624,8 @@ impl Connection {
 
     /// Packs the storage on a pooled worker (it takes long; the connection goes on).
     fn pack(&self, id: u64, tid: Tid, gc: bool) {
-        if self.read_only {
-            return self.reply(id, Err(Error::ReadOnly));
+        if let Err(e) = self.writable() {
+            return self.reply(id, Err(e));
         }
         let references = self.shared.options.references.clone();
         if gc && references.is_none() {

@@ -93,7 +93,7 @@ impl Shared {
         if catch_up == CatchUp::Behind {
             for (tid, oids) in hub.missed(hello.last_tid) {
                 for frame in invalidation_frames(*tid, oids, Vec::new()) {
-                    if !outbox.push_or_close(frame, Delivery::Now) {
+                    if !outbox.push_own_or_close(frame, Delivery::Now) {
                         return Err("catch-up overflowed the send queue".into());
                     }
                 }
@@ -102,11 +102,13 @@ impl Shared {
         hub.subscribers.insert(outbox.id, Arc::clone(outbox));
         let welcome = Welcome {
             last_tid: hub.last_tid,
+            // Not for a read-only token: its client then refuses writes itself
+            // with a plain "read-only", where the server's refusal says why.
             read_only: self.options.read_only,
             catch_up,
             identity: self.storage.identity(),
         };
-        outbox.push_or_close(protocol::encode(&welcome.message()).into(), Delivery::Now);
+        outbox.push_own_or_close(protocol::encode(&welcome.message()).into(), Delivery::Now);
         drop(hub);
         Ok(())
     }

@@ -24,19 +24,24 @@
 //!
 //! Invariants:
 //! - A connection is counted in `connection_count` from its accept until its
-//!   [`connection::Connection`] is dropped; over `connections_max` it is refused
-//!   with a reason, on a thread of its own, and never served.
+//!   [`connection::Connection`] is dropped. [`admission`] bounds those in their
+//!   handshake (`handshakes_max`, evicting the longest waiting) apart from the
+//!   authenticated ones (`connections_max`, over which a connection is refused
+//!   after its handshake, with the reason).
 //! - Shutdown stops accepting first, then closes every connection, then waits
 //!   (bounded) for them to end.
 
+mod admission;
 mod connection;
+mod exposure;
 mod hub;
+mod memory;
 mod options;
 mod outbox;
 mod transaction;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -46,9 +51,10 @@ use parking_lot::{Condvar, Mutex};
 
 pub use options::{MergeFn, ReferenceReader, ServerOptions};
 
+use self::admission::Admission;
 use self::hub::Hub;
+use self::memory::ClientMemory;
 use self::outbox::{Flusher, Outbox};
-use super::protocol::{self, ServerMessage};
 use crate::error::{Error, Result};
 use crate::notify::CommitSubscription;
 use crate::pool::ThreadPool;
@@ -65,6 +71,9 @@ pub struct Server {
 struct Shared {
     storage: Arc<dyn Storage>,
     options: ServerOptions,
+    /// The bound on what is held for clients (partial frames, uncommitted stores,
+    /// send queues).
+    memory: Arc<ClientMemory>,
     hub: Mutex<Hub>,
     /// The storage's commit notifications. Whoever holds the lock broadcasts what is
     /// waiting ([`Shared::pump`]): the thread that just finished a commit, at once,
@@ -86,6 +95,8 @@ struct Shared {
     next_connection: AtomicU64,
     stopping: AtomicBool,
     connection_count: AtomicUsize,
+    /// Connections by stage: in their handshake, authenticated.
+    admission: Admission,
 }
 
 /// A job for a pooled worker thread.
@@ -102,6 +113,7 @@ impl Shared {
         let last_tid = storage.last_tid();
         let shared = Arc::new(Shared {
             storage,
+            memory: ClientMemory::new(options.client_memory_bytes_max),
             options,
             hub: Mutex::new(Hub {
                 last_tid,
@@ -119,6 +131,7 @@ impl Shared {
             next_connection: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             connection_count: AtomicUsize::new(0),
+            admission: Admission::default(),
         });
         shared.set_waker(&shared.events.lock());
         shared
@@ -173,6 +186,18 @@ impl Server {
         let acceptor = Arc::clone(&shared);
         server.spawn("zodiac-accept", move || acceptor.accept_loop(listener))?;
         log::info!("serving {} on {local_addr}", shared.storage.describe());
+        let token = shared.options.token.is_some();
+        if let Some(tls) = &shared.options.tls {
+            log::info!(
+                "TLS: certificate SHA-256 fingerprint {} (clients check it with \
+                 tls://HOST:PORT?ca=CERT_FILE, or pin it with ?fingerprint=)",
+                tls.fingerprint()
+            );
+        }
+        let tls = shared.options.tls.is_some();
+        if let Some(warning) = exposure::exposure_warning(local_addr, token, tls) {
+            log::warn!("{warning}");
+        }
         Ok(server)
     }
 
@@ -195,9 +220,25 @@ impl Server {
         self.local_addr
     }
 
-    /// Connections being served now.
+    /// Connections being served now (in their handshake or authenticated).
     pub fn connection_count(&self) -> usize {
         self.shared.connection_count.load(Ordering::Acquire)
+    }
+
+    /// Connections in their handshake now (not yet authenticated).
+    pub fn handshake_count(&self) -> usize {
+        self.shared.admission.handshakes()
+    }
+
+    /// Authenticated connections now (what `connections_max` bounds).
+    pub fn authenticated_count(&self) -> usize {
+        self.shared.admission.authenticated()
+    }
+
+    /// Bytes held for clients now: partial frames, uncommitted transactions'
+    /// stores and send queues (bounded by `client_memory_bytes_max`).
+    pub fn client_memory_bytes(&self) -> usize {
+        self.shared.memory.used()
     }
 
     /// Stops accepting, closes every connection and waits for the server's threads.
@@ -247,56 +288,41 @@ impl Shared {
                     continue;
                 }
             };
-            let peer = stream
-                .peer_addr()
-                .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
-            let count = self.connection_count.fetch_add(1, Ordering::AcqRel) + 1;
-            if count > self.options.connections_max {
-                self.connection_count.fetch_sub(1, Ordering::AcqRel);
-                log::warn!(
-                    "refusing {peer}: {} connections already (the limit)",
-                    self.options.connections_max
-                );
-                let reason = format!(
-                    "too many connections (the server's limit is {})",
-                    self.options.connections_max
-                );
-                // On its own thread: the refusal must not hold up accepting.
-                let _ = std::thread::Builder::new()
-                    .name("zodiac-refuse".into())
-                    .spawn(move || refuse(stream, reason));
+            let (peer, ip) = match stream.peer_addr() {
+                Ok(a) => (a.to_string(), a.ip()),
+                Err(_) => continue,
+            };
+            let Ok(handle) = stream.try_clone() else {
+                log::warn!("{peer}: cannot clone the socket");
                 continue;
+            };
+            let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+            let options = &self.options;
+            if let Some(evicted) = self.admission.begin_handshake(
+                id,
+                ip,
+                peer.clone(),
+                handle,
+                options.handshakes_max,
+                options.handshakes_per_address_max,
+            ) {
+                log::info!(
+                    "closing the connection of {} before its handshake: {}",
+                    evicted.peer,
+                    evicted.why
+                );
             }
+            self.connection_count.fetch_add(1, Ordering::AcqRel);
             let shared = Arc::clone(&self);
             let spawned = std::thread::Builder::new()
                 .name("zodiac-connection".into())
                 // The connection counts itself out when it ends.
-                .spawn(move || shared.serve(stream, peer));
+                .spawn(move || shared.serve(stream, peer, id));
             if spawned.is_err() {
+                self.admission.end_handshake(id);
                 self.connection_count.fetch_sub(1, Ordering::AcqRel);
                 log::warn!("cannot start a thread for a new connection");
             }
-        }
-    }
-}
-
-/// Tells a connection over the limit why it is refused, then closes it once the
-/// client has read that (closing with its hello unread would reset the connection
-/// and lose the reason).
-fn refuse(mut stream: TcpStream, reason: String) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = protocol::write_frame(
-        &mut stream,
-        &protocol::encode(&ServerMessage::Refused { reason }),
-    );
-    let _ = stream.shutdown(Shutdown::Write);
-    let mut sink = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline {
-        match std::io::Read::read(&mut stream, &mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
         }
     }
 }

@@ -7,23 +7,32 @@
 //!   its connection closed instead.
 //! - A deferred frame is written within `DEFERRED_FLUSH`: with the reply it waited
 //!   for, or by the writer thread the flusher wakes.
+//! - Every byte queued for this connection alone (replies, its catch-up, its
+//!   `Welcome`) is reserved against the server's client memory until it is
+//!   written (`OutboxState::held`); a frame queued on an empty queue is always
+//!   taken (it is written at once), any other waits for room (a reply, up to
+//!   `memory_wait`) or closes the connection. A broadcast frame is one buffer
+//!   shared by every queue and is not counted per queue: the broadcast frames
+//!   alive are the last `bytes_max` of the stream at most, however many clients.
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::memory::{self, ClientMemory, Reservation};
 use crate::net::protocol::{self, ServerMessage};
+use crate::net::transport::WriteHalf;
 
 /// The frames waiting to be written to one connection.
 pub(super) struct Outbox {
     pub(super) id: u64,
     pub(super) peer: String,
-    stream: TcpStream,
+    stream: WriteHalf,
     state: Mutex<OutboxState>,
     /// Wakes the writer thread: frames to write, or the connection closing.
     wake_writer: Condvar,
@@ -31,6 +40,9 @@ pub(super) struct Outbox {
     space_freed: Condvar,
     bytes_max: usize,
     flusher: Arc<Flusher>,
+    memory: Arc<ClientMemory>,
+    /// Longest a reply waits for room in the client memory.
+    memory_wait: Duration,
 }
 
 /// How soon a queued frame must be written.
@@ -98,6 +110,10 @@ impl Flusher {
 pub(super) struct OutboxState {
     frames: VecDeque<Arc<[u8]>>,
     bytes: usize,
+    /// The client memory each queued frame holds (0 for a broadcast's).
+    reserved: VecDeque<usize>,
+    /// The client memory the queued frames hold: the sum of `reserved`.
+    held: Reservation,
     closed: bool,
     /// Write what is queued, then close (after a refusal or a protocol error).
     draining: bool,
@@ -118,9 +134,11 @@ impl Outbox {
     pub(super) fn new(
         id: u64,
         peer: String,
-        stream: TcpStream,
+        stream: WriteHalf,
         bytes_max: usize,
         flusher: Arc<Flusher>,
+        memory: Arc<ClientMemory>,
+        memory_wait: Duration,
     ) -> Outbox {
         Outbox {
             id,
@@ -129,6 +147,8 @@ impl Outbox {
             state: Mutex::new(OutboxState {
                 frames: VecDeque::new(),
                 bytes: 0,
+                reserved: VecDeque::new(),
+                held: memory.reservation(),
                 closed: false,
                 draining: false,
                 writing: false,
@@ -140,11 +160,28 @@ impl Outbox {
             space_freed: Condvar::new(),
             bytes_max,
             flusher,
+            memory,
+            memory_wait,
         }
     }
     /// Queues a frame the broadcaster sends: never waits, never writes; a full queue
     /// closes the connection (the client is too slow or stalled).
     pub(super) fn push_or_close(self: &Arc<Self>, frame: Arc<[u8]>, delivery: Delivery) -> bool {
+        self.push(frame, delivery, false)
+    }
+
+    /// Queues a frame made for this connection alone (its catch-up, its
+    /// `Welcome`) as [`Outbox::push_or_close`] does, its bytes reserved against the
+    /// client memory.
+    pub(super) fn push_own_or_close(
+        self: &Arc<Self>,
+        frame: Arc<[u8]>,
+        delivery: Delivery,
+    ) -> bool {
+        self.push(frame, delivery, true)
+    }
+
+    fn push(self: &Arc<Self>, frame: Arc<[u8]>, delivery: Delivery, own: bool) -> bool {
         let mut st = self.state.lock();
         if st.closed || st.draining {
             return false;
@@ -157,7 +194,14 @@ impl Outbox {
             ));
             return false;
         }
+        let reserved = if own { frame.len() } else { 0 };
+        if !self.take_memory(&mut st, reserved) {
+            drop(st);
+            self.close(&memory::full_message(self.memory.bytes_max()));
+            return false;
+        }
         st.bytes += frame.len();
+        st.reserved.push_back(reserved);
         st.frames.push_back(frame);
         match delivery {
             Delivery::Now => {
@@ -176,6 +220,20 @@ impl Outbox {
             }
         }
         true
+    }
+
+    /// Reserves client memory for a frame of `len` bytes about to be queued: always
+    /// granted on an empty queue (the frame is written at once), else if there is
+    /// room now.
+    fn take_memory(&self, st: &mut OutboxState, len: usize) -> bool {
+        if len == 0 {
+            return true;
+        }
+        if st.bytes == 0 {
+            st.held.absorb(self.memory.force(len));
+            return true;
+        }
+        st.held.try_grow(len)
     }
 
     /// Whether an idle delivery woke the writer less than `IDLE_WAKE_INTERVAL`
@@ -210,7 +268,23 @@ impl Outbox {
         if st.closed || st.draining {
             return;
         }
+        if !self.take_memory(&mut st, frame.len()) {
+            // Waits for room without the queue's lock (the writer frees it).
+            drop(st);
+            let deadline = Instant::now() + self.memory_wait;
+            let mut room = self.memory.reservation();
+            if !room.grow_until(frame.len(), deadline) {
+                self.close(&memory::full_message(self.memory.bytes_max()));
+                return;
+            }
+            st = self.state.lock();
+            if st.closed || st.draining {
+                return;
+            }
+            st.held.absorb(room);
+        }
         st.bytes += frame.len();
+        st.reserved.push_back(frame.len());
         st.frames.push_back(frame);
         if !st.writing {
             self.write_queued(st);
@@ -251,10 +325,13 @@ impl Outbox {
                 break;
             }
             st = self.state.lock();
+            let mut freed = 0;
             for _ in 0..batch.len() {
                 st.frames.pop_front();
+                freed += st.reserved.pop_front().unwrap_or(0);
             }
             st.bytes -= written;
+            st.held.release(freed);
         }
         st.writing = false;
         self.space_freed.notify_all();
@@ -286,7 +363,7 @@ impl Outbox {
             if !reason.is_empty() {
                 log::warn!("closing the connection of {}: {reason}", self.peer);
             }
-            let _ = self.stream.shutdown(Shutdown::Both);
+            self.stream.shutdown();
             self.wake_writer.notify_all();
             self.space_freed.notify_all();
         }

@@ -9,6 +9,9 @@
 //!   finish report it, and nothing after it is stored.
 //! - A finish pumps the commit notifications before it replies, so the reply's
 //!   write carries this client's invalidation.
+//! - Every byte a transaction holds for its stores (and the copies it keeps to
+//!   merge) is reserved against the server's client memory until the transaction
+//!   finishes or ends; a store that finds no room fails the transaction.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 
+use super::memory::{self, Reservation};
 use super::outbox::Outbox;
 use super::{Job, Shared};
 use crate::error::{ConflictError, Error, Result};
@@ -34,8 +38,9 @@ const CONFLICT_SCAN_MAX: usize = 4096;
 
 /// A transaction's operations, in the order the client sent them.
 pub(super) enum TxnOp {
-    /// A store, with its merge identity when the client named one.
-    Store(Oid, Tid, Vec<u8>, Option<String>),
+    /// A store, with its merge identity when the client named one, and the client
+    /// memory its data holds.
+    Store(Oid, Tid, Vec<u8>, Option<String>, Reservation),
     CheckCurrent(Oid, Tid),
     Vote(u64),
     Finish(u64),
@@ -79,6 +84,9 @@ pub(super) struct TxnData {
     /// The stores that named a merge identity, when the server merges: oid →
     /// (identity, stored data), what a `Commit` merges a conflict with.
     mergeable: HashMap<Oid, (String, Vec<u8>)>,
+    /// The client memory the stores and merge copies hold, given back when the
+    /// transaction finishes or ends.
+    held: Reservation,
 }
 
 impl Drop for TxnData {
@@ -204,7 +212,9 @@ impl TxnContext {
     /// Runs `op` on the transaction.
     fn apply(&self, op: TxnOp, data: &mut TxnData) {
         match op {
-            TxnOp::Store(oid, base, bytes, merge) => self.store(data, oid, base, bytes, merge),
+            TxnOp::Store(oid, base, bytes, merge, reserved) => {
+                self.store(data, oid, base, bytes, merge, reserved)
+            }
             TxnOp::CheckCurrent(oid, tid) => {
                 if data.failed.is_none()
                     && let Some(t) = data.txn.as_mut()
@@ -220,6 +230,7 @@ impl TxnContext {
                 if let Some(t) = data.txn.take() {
                     t.abort();
                 }
+                data.held = Reservation::default();
             }
         }
     }
@@ -231,18 +242,27 @@ impl TxnContext {
         base: Tid,
         bytes: Vec<u8>,
         merge: Option<String>,
+        reserved: Reservation,
     ) {
         let TxnData {
             txn,
             failed,
             stored,
             mergeable,
+            held,
         } = data;
         if failed.is_none()
             && let Some(t) = txn.as_mut()
         {
+            held.absorb(reserved);
             let merge = merge.filter(|_| self.shared.options.merge.is_some());
             if let Some(identity) = merge {
+                // The copy kept to merge holds memory too.
+                let Some(copy) = self.shared.memory.try_reserve(bytes.len()) else {
+                    *failed = Some(self.memory_full());
+                    return;
+                };
+                held.absorb(copy);
                 mergeable.insert(oid, (identity, bytes.clone()));
             } else {
                 // Stored again without an identity: no longer merged.
@@ -252,6 +272,13 @@ impl TxnContext {
                 Ok(()) => stored.push((oid, base)),
                 Err(e) => *failed = Some(WireError::from(&e)),
             }
+        }
+    }
+
+    /// The error of a transaction that found no room in the client memory.
+    pub(super) fn memory_full(&self) -> WireError {
+        WireError::Server {
+            message: memory::full_message(self.shared.memory.bytes_max()),
         }
     }
 
@@ -279,6 +306,8 @@ impl TxnContext {
                 if let Some(t) = t {
                     t.abort();
                 }
+                data.mergeable.clear();
+                data.held = Reservation::default();
                 Err(e)
             }
             (None, Some(t)) => {
@@ -289,6 +318,9 @@ impl TxnContext {
                 } else {
                     t.finish().map(|tid| (tid, Vec::new()))
                 };
+                // The stores are written (or dropped): their memory is free.
+                data.mergeable.clear();
+                data.held = Reservation::default();
                 // Broadcast it (and whatever else is waiting) before the
                 // reply: the reply's write carries this client's invalidation.
                 self.shared.pump(Some(self.outbox.id));
@@ -318,6 +350,7 @@ impl TxnActor {
                     failed: None,
                     stored: Vec::new(),
                     mergeable: HashMap::new(),
+                    held: Reservation::default(),
                 },
                 queue: VecDeque::new(),
                 running: false,

@@ -10,10 +10,10 @@
 //!   through the storage's commit notifications.
 
 use super::Connection;
-use crate::error::Error;
 use crate::ids::{Oid, Tid};
 use crate::net::protocol::{Response, WireError, WireMeta};
 use crate::net::server::Job;
+use crate::net::server::memory::Reservation;
 
 impl Connection {
     /// Answers a `Restore`: refused at once on a read-only connection, else a job
@@ -24,13 +24,16 @@ impl Connection {
         tid: u64,
         meta: WireMeta,
         records: Vec<(u64, Vec<u8>)>,
+        reserved: Reservation,
     ) -> Option<Job> {
-        if self.read_only {
-            self.reply(id, Err(Error::ReadOnly));
+        if let Err(e) = self.writable() {
+            self.reply(id, Err(e));
             return None;
         }
         let ctx = self.context();
         Some(Box::new(move || {
+            // The records hold client memory until they are written.
+            let _held = reserved;
             let records: Vec<(Oid, Vec<u8>)> =
                 records.into_iter().map(|(o, d)| (Oid(o), d)).collect();
             let result = ctx.shared.storage.restore(Tid(tid), &meta.into(), &records);

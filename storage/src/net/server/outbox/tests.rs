@@ -1,18 +1,24 @@
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::net::protocol::Response;
 
 fn new_outbox(bytes_max: usize) -> (Arc<Outbox>, TcpStream) {
+    new_outbox_in(bytes_max, ClientMemory::new(1 << 30))
+}
+
+fn new_outbox_in(bytes_max: usize, memory: Arc<ClientMemory>) -> (Arc<Outbox>, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (stream, _) = listener.accept().unwrap();
     let outbox = Outbox::new(
         1,
         "test".into(),
-        stream,
+        crate::net::transport::plain_halves(stream).unwrap().1,
         bytes_max,
         Arc::new(Flusher::default()),
+        memory,
+        std::time::Duration::from_millis(50),
     );
     (Arc::new(outbox), peer)
 }
@@ -30,6 +36,26 @@ fn send_queue_limit_holds_at_its_boundary() {
     let (outbox, _peer) = new_outbox(100);
     assert!(outbox.push_or_close(vec![0; 500].into(), Delivery::Now));
     assert!(!outbox.is_closed());
+}
+
+/// Frames queued for this connection alone count against the client memory
+/// until written; broadcast frames, one buffer shared by every queue, do not.
+#[test]
+fn own_frames_count_against_the_client_memory_and_broadcasts_do_not() {
+    let memory = ClientMemory::new(100);
+    let (outbox, _peer) = new_outbox_in(1000, Arc::clone(&memory));
+    // Nobody writes (no writer thread): the queue keeps what it takes.
+    outbox.state.lock().writing = true;
+    assert!(outbox.push_own_or_close(vec![0; 60].into(), Delivery::Now));
+    assert_eq!(memory.used(), 60);
+    assert!(outbox.push_or_close(vec![0; 500].into(), Delivery::Now));
+    assert_eq!(memory.used(), 60, "a broadcast is not counted per queue");
+    assert!(outbox.push_own_or_close(vec![0; 40].into(), Delivery::Now));
+    assert_eq!(memory.used(), 100);
+    assert!(!outbox.push_own_or_close(vec![0; 1].into(), Delivery::Now));
+    assert!(outbox.is_closed(), "no room: the connection is closed");
+    drop(outbox);
+    assert_eq!(memory.used(), 0, "given back with the queue");
 }
 
 /// Another client's invalidation waits for a reply only when one is coming:
@@ -74,6 +100,7 @@ fn an_idle_client_is_woken_at_most_once_per_interval() {
     {
         let mut st = outbox.state.lock();
         st.frames.clear();
+        st.reserved.clear();
         st.bytes = 0;
         st.idle_woken_at = Some(Instant::now() - IDLE_WAKE_INTERVAL);
     }
