@@ -1,5 +1,6 @@
 //! `zodiac server --tls-cert F --tls-key F` with a certificate made by rcgen:
-//! clients check it by CA file or pinned fingerprint and commit over TLS.
+//! clients check it by CA file or pinned fingerprint and commit over TLS; a
+//! `zodiac worker` runs a job `zodiac jobs put` put there.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -70,6 +71,51 @@ fn zodiac_server_serves_over_tls_with_the_given_certificate() {
             "{out}"
         );
     }
+
+    // A worker and the jobs commands over TLS: a job put there runs and completes.
+    let store = format!("tls://{addr}?ca={}", cert.display());
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+        .args(["worker", &store, "--poll-interval", "100ms", "--uuid-file"])
+        .arg(dir.path().join("w.uuid"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("worker.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(worker.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.trim().ends_with(" ready"), "{ready:?}");
+    let zodiac = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_zodiac"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "zodiac {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id = zodiac(&["jobs", "put", &store, "echo", r#"{"value": 7}"#]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = zodiac(&["jobs", "show", &store, &id, "--json"]);
+        let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        if doc["status"] == "COMPLETED" {
+            assert_eq!(doc["result"], 7, "{doc}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not run over TLS: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+
     let _ = child.kill();
     let _ = child.wait();
     let logged = std::fs::read_to_string(&log).unwrap();
