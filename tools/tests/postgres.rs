@@ -324,7 +324,7 @@ fn a_server_in_front_of_postgres_serves_workers_and_a_pack_keeps_their_jobs() {
     );
     let tcp = format!("tcp://{}", line.strip_prefix("listening on ").unwrap());
     let first = put(&tcp, &["echo", r#"{"value": 1}"#]);
-    let _worker = worker(&tcp, dir.path(), "w");
+    let worker = worker(&tcp, dir.path(), "w");
     assert_eq!(wait_completed(&tcp, first)["result"], 1);
     // A pack with GC of the schema itself, while the server and its worker run.
     let packed = ok(&["pack", &pg]);
@@ -336,6 +336,8 @@ fn a_server_in_front_of_postgres_serves_workers_and_a_pack_keeps_their_jobs() {
         1,
         "the pack kept the completed job"
     );
+    // Stopped, the worker commits nothing more between the two dumps.
+    worker.stop();
     assert_eq!(
         dump(&tcp),
         dump(&pg),
