@@ -7,37 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{Process, ok, stderr, zodiac};
-use zodiac_storage::{
-    Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionInfo, TransactionMeta,
-};
-
-/// Commits `count` transactions into the data file at `path` (created if missing):
-/// each writes a new object and rewrites the first, with full metadata.
-fn commit_some(path: &Path, count: usize) {
-    let s = FileStorage::open(path, FileOptions::new().durability(Durability::Off)).unwrap();
-    let first = Oid(1);
-    for i in 0..count {
-        let oid = s.new_oid().unwrap();
-        let mut meta = TransactionMeta {
-            user: format!("user {i}"),
-            description: format!("commit {i} of {}", s.last_tid()),
-            ..TransactionMeta::default()
-        };
-        meta.extension.insert("n".into(), vec![i as u8, 0, 255]);
-        let mut t = s.begin(meta).unwrap();
-        let base = s.load(first, Tid::MAX).map_or(Tid::ZERO, |r| r.tid);
-        if oid != first {
-            t.store(first, base, format!("first after {i}").into_bytes())
-                .unwrap();
-        }
-        t.store(oid, Tid::ZERO, vec![i as u8; 100 + i * 37])
-            .unwrap();
-        t.finish().unwrap();
-    }
-    s.sync().unwrap();
-    s.close().unwrap();
-}
+use common::{Process, commit_some, ok, stderr, zodiac};
+use zodiac_storage::{FileOptions, FileStorage, Oid, Storage, Tid, TransactionInfo};
 
 /// Every transaction of the data file, and each record's bytes, read directly.
 fn contents(path: &Path) -> Vec<(TransactionInfo, Vec<Vec<u8>>)> {

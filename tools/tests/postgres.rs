@@ -11,8 +11,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Process, ok, put, show};
-use zodiac_storage::{Durability, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta};
+use common::{Process, commit_some, ok, put, show};
+use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
 
 /// The variable naming the test database.
 const VARIABLE: &str = "ZODIAC_TEST_POSTGRES";
@@ -52,33 +52,6 @@ impl Drop for Schema {
             let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
         }
     }
-}
-
-/// Commits `count` transactions into the data file at `path` (created if
-/// missing): each writes a new object and rewrites the first, with metadata.
-fn commit_some(path: &Path, count: usize) {
-    let s = FileStorage::open(path, FileOptions::new().durability(Durability::Off)).unwrap();
-    let first = Oid(1);
-    for i in 0..count {
-        let oid = s.new_oid().unwrap();
-        let mut meta = TransactionMeta {
-            user: format!("user {i}"),
-            description: format!("commit {i} after {}", s.last_tid()),
-            ..TransactionMeta::default()
-        };
-        meta.extension.insert("n".into(), vec![i as u8, 0, 255]);
-        let mut t = s.begin(meta).unwrap();
-        let base = s.load(first, Tid::MAX).map_or(Tid::ZERO, |r| r.tid);
-        if oid != first {
-            t.store(first, base, format!("first after {i}").into_bytes())
-                .unwrap();
-        }
-        t.store(oid, Tid::ZERO, vec![i as u8; 100 + i * 37])
-            .unwrap();
-        t.finish().unwrap();
-    }
-    s.sync().unwrap();
-    s.close().unwrap();
 }
 
 fn dump(store: &str) -> String {

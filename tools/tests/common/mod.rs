@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use zodiac_storage::Storage;
 
 /// Runs `zodiac ARGS` to its end.
 pub fn zodiac(args: &[&str]) -> Output {
@@ -106,4 +107,37 @@ impl Process {
             "the process did not exit cleanly"
         );
     }
+}
+
+/// Commits `count` transactions into the data file at `path` (created if missing):
+/// each writes a new object and rewrites the first, with full metadata.
+pub fn commit_some(path: &Path, count: usize) {
+    let s = zodiac_storage::FileStorage::open(
+        path,
+        zodiac_storage::FileOptions::new().durability(zodiac_storage::Durability::Off),
+    )
+    .unwrap();
+    let first = zodiac_storage::Oid(1);
+    for i in 0..count {
+        let oid = s.new_oid().unwrap();
+        let mut meta = zodiac_storage::TransactionMeta {
+            user: format!("user {i}"),
+            description: format!("commit {i} of {}", s.last_tid()),
+            ..zodiac_storage::TransactionMeta::default()
+        };
+        meta.extension.insert("n".into(), vec![i as u8, 0, 255]);
+        let mut t = s.begin(meta).unwrap();
+        let base = s
+            .load(first, zodiac_storage::Tid::MAX)
+            .map_or(zodiac_storage::Tid::ZERO, |r| r.tid);
+        if oid != first {
+            t.store(first, base, format!("first after {i}").into_bytes())
+                .unwrap();
+        }
+        t.store(oid, zodiac_storage::Tid::ZERO, vec![i as u8; 100 + i * 37])
+            .unwrap();
+        t.finish().unwrap();
+    }
+    s.sync().unwrap();
+    s.close().unwrap();
 }
