@@ -99,6 +99,8 @@ pub enum JobsCommand {
         #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, requires = "wait")]
         timeout: Option<std::time::Duration>,
         #[command(flatten)]
+        retries: crate::jobs_put_options::PutRetryArgs,
+        #[command(flatten)]
         lock: LockArgs,
         #[command(flatten)]
         connect: ConnectArgs,

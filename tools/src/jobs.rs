@@ -82,6 +82,7 @@ pub struct Put {
     pub retry: Option<String>,
     pub wait: bool,
     pub timeout: Option<Duration>,
+    pub retries: crate::jobs_put_options::PutRetryArgs,
     pub connect: Connect,
 }
 
@@ -104,6 +105,7 @@ pub fn put(args: Put) -> Result<ExitCode> {
     if let Some(p) = &args.retry {
         options = options.retry_policy(p.clone());
     }
+    options = args.retries.apply(options)?;
     let id = transact(&db, |tx| {
         let q = Queue::get_or_create(tx, &args.queue)?;
         Queue::put_job(tx, &q, job.clone(), options.clone())
@@ -370,7 +372,14 @@ pub fn show(store: &str, id: Oid, as_json: bool, connect: &Connect) -> Result<()
     let errors: Vec<Value> = job
         .errors()
         .iter()
-        .map(|e| json!({ "time": e.time.to_string(), "attempt": e.attempt, "error": e.summary }))
+        .map(|e| {
+            json!({
+                "time": e.time.to_string(),
+                "attempt": e.attempt,
+                "error": e.summary,
+                "backtrace": e.backtrace,
+            })
+        })
         .collect();
     let doc = json!({
         "id": id.0,
@@ -387,6 +396,8 @@ pub fn show(store: &str, id: Oid, as_json: bool, connect: &Connect) -> Result<()
         "active_start": time_json(job.active_start()),
         "active_end": time_json(job.active_end()),
         "attempts": job.attempts(),
+        "max_attempts": job.attempt_limit().map(|l| l.max_attempts()),
+        "backoff": job.attempt_limit().map(|l| crate::jobs_put_options::backoff_text(&l.backoff())),
         "interruptions": job.retry_data().life_count(zodiac_async::retry::INTERRUPTIONS),
         "errors": errors,
         "errors_dropped": job.errors_dropped(),
@@ -424,6 +435,8 @@ fn print_show(doc: &Value) {
         "active_start",
         "active_end",
         "attempts",
+        "max_attempts",
+        "backoff",
         "interruptions",
         "retry_policy",
         "awaiting",
@@ -439,6 +452,12 @@ fn print_show(doc: &Value) {
             e["attempt"],
             text(&e["error"])
         );
+        if let Some(trace) = e["backtrace"].as_str() {
+            println!(
+                "    with a backtrace of {} lines (see --json)",
+                trace.lines().count()
+            );
+        }
     }
     let callbacks = doc["callbacks"].as_array().map_or(&[][..], Vec::as_slice);
     println!("callbacks:    {}", callbacks.len());

@@ -26,6 +26,7 @@ mod inspect;
 mod jobs;
 mod jobs_admin;
 mod jobs_demo;
+mod jobs_put_options;
 mod maintenance;
 mod pg;
 mod progress;
@@ -192,6 +193,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             retry,
             wait: wait_for_result,
             timeout,
+            retries,
             lock,
             connect,
         } => jobs::put(jobs::Put {
@@ -204,6 +206,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             retry,
             wait: wait_for_result,
             timeout,
+            retries,
             connect: lock.apply(connect.connect(wait)),
         }),
         JobsCommand::List {

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use zodiac_objects::{BTree, Counter, PRef, Persistent};
 
+use crate::model::attempt_limit::AttemptLimit;
 use crate::model::dispatcher::DispatcherRecord;
 use crate::model::ended::Ended;
 use crate::model::job::Job;
@@ -95,6 +96,10 @@ pub struct Queue {
     /// read it as `false`.
     #[serde(default)]
     pub(crate) paused: bool,
+    /// The attempt limit of the jobs put here that name none. Added after
+    /// `paused`: older queues read it as `None`.
+    #[serde(default)]
+    pub(crate) attempt_limit: Option<AttemptLimit>,
 }
 
 impl Persistent for Queue {
@@ -110,6 +115,11 @@ impl Queue {
     /// Whether the queue is paused (no claims; see [`Queue::pause`]).
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+
+    /// The attempt limit given to the jobs put here that name none.
+    pub fn attempt_limit(&self) -> Option<&AttemptLimit> {
+        self.attempt_limit.as_ref()
     }
 
     /// The jobs that ended in this queue without a run, if any did.
@@ -176,9 +186,15 @@ mod tests {
             dispatchers: BTreeMap::new(),
             ended: None,
             paused: false,
+            attempt_limit: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "paused false is the last byte");
+        assert_eq!(
+            payload.pop(),
+            Some(0),
+            "attempt_limit None is the last byte"
+        );
+        assert_eq!(payload.pop(), Some(0), "paused false is the byte before");
         assert_eq!(payload.pop(), Some(0), "ended None is the byte before");
         let old = zodiac_objects::record::encode(Queue::TYPE_NAME, &[Oid(2), Oid(3)], &payload);
         let read = zodiac_objects::decode_value::<Queue>(&old)
@@ -198,9 +214,15 @@ mod tests {
             dispatchers: BTreeMap::new(),
             ended: Some(PRef::from_oid(Oid(4))),
             paused: false,
+            attempt_limit: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "paused false is the last byte");
+        assert_eq!(
+            payload.pop(),
+            Some(0),
+            "attempt_limit None is the last byte"
+        );
+        assert_eq!(payload.pop(), Some(0), "paused false is the byte before");
         let old =
             zodiac_objects::record::encode(Queue::TYPE_NAME, &[Oid(2), Oid(3), Oid(4)], &payload);
         let read = zodiac_objects::decode_value::<Queue>(&old)
@@ -212,7 +234,7 @@ mod tests {
             ..queue
         };
         let bytes = postcard::to_allocvec(&paused).unwrap();
-        assert_eq!(bytes.last(), Some(&1));
+        assert_eq!(bytes[bytes.len() - 2..], [1, 0]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! The tree detaches buckets that claims empty, so a claim reads the path to the
 //! first pending job however many jobs the queue has seen.
 
+mod attempt_default;
 mod cancel;
 mod claim;
 mod fail;
@@ -86,6 +87,7 @@ impl Queue {
             dispatchers: BTreeMap::new(),
             ended: None,
             paused: false,
+            attempt_limit: None,
         })?;
         tx.modify(&dir, |d| d.queues.insert(name.to_string(), queue))?;
         Ok(queue)

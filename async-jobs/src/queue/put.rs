@@ -16,6 +16,7 @@ use zodiac_objects::{BTree, PRef, Transaction};
 use zodiac_storage::Oid;
 
 use crate::error::{Error, Result};
+use crate::model::attempt_limit::AttemptLimit;
 use crate::model::job::{FailureLevel, Job, Location};
 use crate::model::queue::{Entry, LANE_PUT_BACK, LANE_SCHEDULED, Queue, QueueKey};
 use crate::model::quota::QUOTAS_MAX;
@@ -34,6 +35,9 @@ pub struct PutOptions {
     pub failure_level: Option<FailureLevel>,
     /// Quotas of the queue the job counts against while held (each must exist).
     pub quota_names: Vec<String>,
+    /// How many runs the handler's own errors get (default: the queue's
+    /// default, [`Queue::set_attempt_limit`], else as the retry policy decides).
+    pub attempt_limit: Option<AttemptLimit>,
 }
 
 impl PutOptions {
@@ -59,6 +63,11 @@ impl PutOptions {
     /// Logs the final failure at `level`.
     pub fn failure_level(mut self, level: FailureLevel) -> PutOptions {
         self.failure_level = Some(level);
+        self
+    }
+    /// Gives the handler `limit`'s attempts (see [`crate::retry::with_attempt_limit`]).
+    pub fn attempt_limit(mut self, limit: AttemptLimit) -> PutOptions {
+        self.attempt_limit = Some(limit);
         self
     }
     /// Counts against quota `name` of the queue while held.
@@ -107,10 +116,12 @@ impl Queue {
             });
         }
         let entry_quotas = quota_names.clone();
+        let attempt_limit = options.attempt_limit.or(q.attempt_limit);
         let deadline = tx.modify(job, |j| {
             j.transition(id, Status::Pending, now)?;
             j.set_quota_names(quota_names);
             j.set_schedule(begin_after, options.begin_by);
+            j.set_attempt_limit(attempt_limit);
             if let Some(p) = options.retry_policy {
                 j.set_retry_policy(p);
             }
