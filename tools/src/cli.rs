@@ -99,7 +99,7 @@ pub enum JobsCommand {
         #[arg(long, value_name = "DUR", value_parser = inspect::parse_duration, requires = "wait")]
         timeout: Option<std::time::Duration>,
         #[command(flatten)]
-        retries: crate::jobs_put_options::PutRetryArgs,
+        extra: crate::jobs_put_options::PutExtraArgs,
         #[command(flatten)]
         lock: LockArgs,
         #[command(flatten)]

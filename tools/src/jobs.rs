@@ -82,7 +82,7 @@ pub struct Put {
     pub retry: Option<String>,
     pub wait: bool,
     pub timeout: Option<Duration>,
-    pub retries: crate::jobs_put_options::PutRetryArgs,
+    pub extra: crate::jobs_put_options::PutExtraArgs,
     pub connect: Connect,
 }
 
@@ -105,7 +105,7 @@ pub fn put(args: Put) -> Result<ExitCode> {
     if let Some(p) = &args.retry {
         options = options.retry_policy(p.clone());
     }
-    options = args.retries.apply(options)?;
+    options = args.extra.apply(options)?;
     let id = transact(&db, |tx| {
         let q = Queue::get_or_create(tx, &args.queue)?;
         Queue::put_job(tx, &q, job.clone(), options.clone())
@@ -312,6 +312,7 @@ pub fn list(args: List) -> Result<()> {
                     "active_start": time_json(j.active_start),
                     "active_end": time_json(j.active_end),
                     "attempts": j.attempts,
+                    "priority": j.priority,
                     "errors": j.errors,
                     "result": j.result,
                     "ending": j.ending.map(Ending::name),
@@ -395,6 +396,7 @@ pub fn show(store: &str, id: Oid, as_json: bool, connect: &Connect) -> Result<()
         "deadline": time_json(job.deadline()),
         "active_start": time_json(job.active_start()),
         "active_end": time_json(job.active_end()),
+        "priority": job.priority(),
         "attempts": job.attempts(),
         "max_attempts": job.attempt_limit().map(|l| l.max_attempts()),
         "backoff": job.attempt_limit().map(|l| crate::jobs_put_options::backoff_text(&l.backoff())),
@@ -434,6 +436,7 @@ fn print_show(doc: &Value) {
         "deadline",
         "active_start",
         "active_end",
+        "priority",
         "attempts",
         "max_attempts",
         "backoff",

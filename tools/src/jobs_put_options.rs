@@ -1,5 +1,5 @@
 //! The options of `zodiac jobs put` beyond the first issue's: how many attempts
-//! a failing handler gets and the wait between them.
+//! a failing handler gets and the wait between them, and the job's priority.
 //!
 //! Invariant: every option is checked while the command line is parsed, before
 //! the store is opened: a job is put with all of its options or not at all.
@@ -14,9 +14,13 @@ use crate::inspect::parse_duration;
 /// The largest wait of `--backoff exp:DUR` when it names none.
 const EXPONENTIAL_MAX_DEFAULT: Duration = Duration::from_secs(300);
 
-/// `jobs put`'s retry options.
+/// `jobs put`'s options for attempts and priority.
 #[derive(Args, Clone, Debug, Default)]
-pub struct PutRetryArgs {
+pub struct PutExtraArgs {
+    /// 0 (the highest, the default) to 9: workers claim a queue's due jobs of a
+    /// higher priority first.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: Option<u8>,
     /// Runs the handler gets when it fails (its error or panic), 1 to 1000;
     /// each failed attempt is kept in the job's error history.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -27,9 +31,12 @@ pub struct PutRetryArgs {
     pub backoff: Option<Backoff>,
 }
 
-impl PutRetryArgs {
+impl PutExtraArgs {
     /// `options` with these.
     pub fn apply(&self, mut options: PutOptions) -> anyhow::Result<PutOptions> {
+        if let Some(p) = self.priority {
+            options = options.priority(p);
+        }
         if let Some(n) = self.max_attempts {
             let limit = AttemptLimit::new(n, self.backoff.unwrap_or_default())?;
             options = options.attempt_limit(limit);

@@ -193,7 +193,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             retry,
             wait: wait_for_result,
             timeout,
-            retries,
+            extra,
             lock,
             connect,
         } => jobs::put(jobs::Put {
@@ -206,7 +206,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             retry,
             wait: wait_for_result,
             timeout,
-            retries,
+            extra,
             connect: lock.apply(connect.connect(wait)),
         }),
         JobsCommand::List {

@@ -308,6 +308,9 @@ pub struct Job {
     /// How many runs its handler's own errors get, and the wait between them
     /// (`None`: as its retry policy decides). Added after `subject`.
     attempt_limit: Option<AttemptLimit>,
+    /// 0 (the highest, the default) to `PRIORITY_MAX`. Added after the error
+    /// backtraces.
+    priority: u8,
 }
 
 /// The stored layout of a [`Job`], borrowed for writing: the fields in the order
@@ -339,6 +342,7 @@ struct JobRecordRef<'a> {
     subject: Option<PRef<()>>,
     attempt_limit: Option<AttemptLimit>,
     error_backtraces: StoredBacktraces<'a>,
+    priority: u8,
 }
 
 /// The stored layout of a [`Job`], owned for reading (see [`JobRecordRef`]).
@@ -374,6 +378,9 @@ struct JobRecord {
     /// Added after `attempt_limit`: old records read it as empty.
     #[serde(default)]
     error_backtraces: Vec<Option<String>>,
+    /// Added after `error_backtraces`: old records read it as 0.
+    #[serde(default)]
+    priority: u8,
 }
 
 impl Serialize for Job {
@@ -405,6 +412,7 @@ impl Serialize for Job {
             subject: self.subject,
             attempt_limit: self.attempt_limit,
             error_backtraces: StoredBacktraces(&self.errors),
+            priority: self.priority,
         }
         .serialize(serializer)
     }
@@ -463,6 +471,7 @@ impl<'de> Deserialize<'de> for Job {
             awaiting: r.awaiting,
             subject: r.subject,
             attempt_limit: r.attempt_limit,
+            priority: r.priority,
         })
     }
 }
@@ -505,6 +514,7 @@ impl Job {
             awaiting: None,
             subject: None,
             attempt_limit: None,
+            priority: 0,
         })
     }
 
@@ -637,6 +647,16 @@ impl Job {
     /// Gives its handler `limit`'s attempts, beside its retry policy.
     pub fn set_attempt_limit(&mut self, limit: Option<AttemptLimit>) {
         self.attempt_limit = limit;
+    }
+
+    /// Its priority: 0 (the highest) to [`PRIORITY_MAX`](crate::limits::PRIORITY_MAX).
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    pub(crate) fn set_priority(&mut self, priority: u8) {
+        debug_assert!(priority <= crate::model::queue_key::PRIORITY_MAX);
+        self.priority = priority;
     }
 
     /// Uses the retry policy registered as `name` instead of the process default.

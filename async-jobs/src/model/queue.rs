@@ -3,12 +3,15 @@
 //!
 //! Layout: the root entry [`QUEUES_ROOT_KEY`] names a [`QueueDirectory`] (queue name
 //! → [`Queue`]). A queue holds its pending jobs in a `BTree` keyed by
-//! [`QueueKey`] `(lane, time, job oid)`; its size is the tree's entry counter:
+//! [`QueueKey`] `(lane, time, job oid)`; its size is the tree's entry counter.
+//! Two lanes per priority (0 highest, see `queue_key`): for priority 0,
 //! - lane [`LANE_PUT_BACK`]: jobs put back to be retried at once, by put-back time;
-//! - lane [`LANE_SCHEDULED`]: every other job, by the time it may start.
+//! - lane [`LANE_SCHEDULED`]: every other job, by the time it may start;
 //!
-//! Key order is claim order: put-back jobs first (FIFO), then due jobs by
-//! `begin_after`, ties by job oid (creation order).
+//! and likewise lanes 2 and 3 for priority 1, and so on.
+//!
+//! Key order is claim order: by priority; within one, put-back jobs first
+//! (FIFO), then due jobs by `begin_after`, ties by job oid (creation order).
 //!
 //! Invariants:
 //! - A job is PENDING iff it has exactly one entry in its queue's tree, under the key

@@ -3,7 +3,12 @@
 //!
 //! Invariants:
 //! - A claim from a paused queue ([`Queue::pause`]) takes nothing and expires nothing.
-//! - A claim never takes a job whose lane-1 time is after `now`, and never starts a
+//! - Claims honour priorities: a claim takes a job only when no claimable job of
+//!   a higher priority came before it in key order (the spread's preference for
+//!   its own lane is kept among the jobs of the first claimable job's priority);
+//!   a scheduled job not yet due skips the scan to the next lane, never past the
+//!   jobs of a lower priority that are due.
+//! - A claim never takes a job whose scheduled time is after `now`, and never starts a
 //!   job whose deadline (`begin_after + begin_by`) has passed: that job completes
 //!   with a timeout failure instead, kept by the claiming agent or, for a claim no
 //!   agent made, among the queue's ended jobs ([`crate::ended`]), in the claim's
@@ -29,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::model::failure::Failure;
 use crate::model::job::{Job, Location};
 use crate::model::queue::{Entry, Queue, QueueKey};
+use crate::model::queue_key::LANES;
 use crate::model::quota::Quota;
 use crate::model::status::Status;
 use crate::queue::finish_failed;
@@ -211,28 +217,33 @@ impl Queue {
         let window = spread.lanes.max(1) * SPREAD_WINDOW_PER_LANE * spread.ahead.max(1);
         let mut first_claimable: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
         let mut chosen: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
-        let mut after: Option<QueueKey> = None;
+        let mut from: std::ops::Bound<QueueKey> = std::ops::Bound::Unbounded;
         // Read a few entries first (usually one of them is taken), then the rest
         // of the scan's allowance if needed.
         let mut want = ((1 + spread.ahead) * spread.lanes.max(1) + CLAIM_FIRST_READ)
             .min(CLAIM_SCAN_ENTRIES_MAX);
         'scan: loop {
-            let entries = match after {
-                None => BTree::range(tx, &q.pending, .., want)?,
-                Some(k) => BTree::range(
-                    tx,
-                    &q.pending,
-                    (std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded),
-                    want,
-                )?,
-            };
+            let entries = BTree::range(tx, &q.pending, (from, std::ops::Bound::Unbounded), want)?;
             let read = entries.len();
             let mut entries = entries.into_iter();
             while let Some((key, entry)) = entries.next() {
                 examined += 1;
-                after = Some(key);
+                from = std::ops::Bound::Excluded(key);
+                if first_claimable
+                    .as_ref()
+                    .is_some_and(|(k, _, _)| key.priority() > k.priority())
+                {
+                    break 'scan; // only jobs of a lower priority remain
+                }
                 if !key.is_due(now) {
-                    break 'scan; // later entries start later still
+                    // This lane's later entries start later still: go on with
+                    // the next lane (a lower priority's due jobs).
+                    if key.lane + 1 >= LANES || examined >= CLAIM_SCAN_ENTRIES_MAX {
+                        break 'scan;
+                    }
+                    from = std::ops::Bound::Included(key.next_lane_start());
+                    want = want.min(CLAIM_SCAN_ENTRIES_MAX - examined);
+                    continue 'scan;
                 }
                 if let Some(deadline) = entry.deadline.filter(|d| now > *d) {
                     expire(tx, queue, &key, &entry, deadline, now)?;
@@ -267,6 +278,7 @@ impl Queue {
                 }
             }
             if read < want || examined >= CLAIM_SCAN_ENTRIES_MAX {
+                // `read < want`: the tree has no entries after `from`.
                 break;
             }
             want = CLAIM_SCAN_ENTRIES_MAX - examined;

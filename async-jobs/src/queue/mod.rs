@@ -32,9 +32,9 @@ use crate::model::dispatcher::DispatcherRecord;
 use crate::model::ended::Ended;
 use crate::model::job::{Job, Location};
 use crate::model::queue::{
-    Entry, LANE_PUT_BACK, LANE_SCHEDULED, QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue,
-    QueueDirectory, QueueKey,
+    Entry, QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey,
 };
+use crate::model::queue_key::LANES;
 use crate::model::quota::{QUOTAS_MAX, Quota};
 use crate::time::Timestamp;
 
@@ -139,7 +139,7 @@ impl Queue {
     ) -> Result<Option<Timestamp>> {
         let pending = tx.get(queue)?.pending;
         let mut next: Option<Timestamp> = None;
-        for lane in [LANE_PUT_BACK, LANE_SCHEDULED] {
+        for lane in 0..LANES {
             let from = QueueKey {
                 lane,
                 at: Timestamp(now.0.saturating_add(1)),

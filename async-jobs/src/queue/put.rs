@@ -7,6 +7,8 @@
 //!   and move the job back to NEW.
 //! - A put back keeps the job's deadline: a job put back to run after its
 //!   deadline keeps its schedule and is expired by the claim that meets it.
+//! - A job's priority (checked at put, at most `PRIORITY_MAX`) is kept in the job
+//!   and in the lane of every key it is queued under (put, put back, retried).
 //! - A job put back at the front keeps its quota places until claimed again; one
 //!   scheduled later lets them go.
 
@@ -18,7 +20,8 @@ use zodiac_storage::Oid;
 use crate::error::{Error, Result};
 use crate::model::attempt_limit::AttemptLimit;
 use crate::model::job::{FailureLevel, Job, Location};
-use crate::model::queue::{Entry, LANE_PUT_BACK, LANE_SCHEDULED, Queue, QueueKey};
+use crate::model::queue::{Entry, Queue, QueueKey};
+use crate::model::queue_key::PRIORITY_MAX;
 use crate::model::quota::QUOTAS_MAX;
 use crate::model::status::Status;
 use crate::time::Timestamp;
@@ -35,6 +38,9 @@ pub struct PutOptions {
     pub failure_level: Option<FailureLevel>,
     /// Quotas of the queue the job counts against while held (each must exist).
     pub quota_names: Vec<String>,
+    /// 0 (the highest, the default) to [`PRIORITY_MAX`]: claims take a queue's
+    /// due jobs of a higher priority first.
+    pub priority: u8,
     /// How many runs the handler's own errors get (default: the queue's
     /// default, [`Queue::set_attempt_limit`], else as the retry policy decides).
     pub attempt_limit: Option<AttemptLimit>,
@@ -65,6 +71,12 @@ impl PutOptions {
         self.failure_level = Some(level);
         self
     }
+    /// Claimed before the due jobs of a lower priority (a larger number, up to
+    /// [`PRIORITY_MAX`]; 0 is the default and the highest).
+    pub fn priority(mut self, priority: u8) -> PutOptions {
+        self.priority = priority;
+        self
+    }
     /// Gives the handler `limit`'s attempts (see [`crate::retry::with_attempt_limit`]).
     pub fn attempt_limit(mut self, limit: AttemptLimit) -> PutOptions {
         self.attempt_limit = Some(limit);
@@ -90,10 +102,17 @@ impl Queue {
         if status != Status::New {
             return Err(Error::NotNew { job: id, status });
         }
+        if options.priority > PRIORITY_MAX {
+            return Err(Error::LimitExceeded {
+                what: "a job's priority (0 is the highest)",
+                len: options.priority as usize,
+                max: PRIORITY_MAX as usize,
+            });
+        }
         let now = Timestamp::now();
         let begin_after = options.begin_after.unwrap_or(now);
         let key = QueueKey {
-            lane: LANE_SCHEDULED,
+            lane: QueueKey::lane_of(options.priority, true),
             at: begin_after,
             job: id.0,
         };
@@ -122,6 +141,7 @@ impl Queue {
             j.set_quota_names(quota_names);
             j.set_schedule(begin_after, options.begin_by);
             j.set_attempt_limit(attempt_limit);
+            j.set_priority(options.priority);
             if let Some(p) = options.retry_policy {
                 j.set_retry_policy(p);
             }
@@ -214,6 +234,7 @@ impl Queue {
         };
         let name = queue.clone();
         let quota_names = j.quota_names().to_vec();
+        let priority = j.priority();
         let queue = Queue::named(tx, &name)?;
         // Back at the front, it keeps its quota places (jobs waiting for them stay
         // waiting); scheduled later, it lets them go.
@@ -222,12 +243,12 @@ impl Queue {
         }
         let key = match retry_at {
             None => QueueKey {
-                lane: LANE_PUT_BACK,
+                lane: QueueKey::lane_of(priority, false),
                 at: now,
                 job: id.0,
             },
             Some(at) => QueueKey {
-                lane: LANE_SCHEDULED,
+                lane: QueueKey::lane_of(priority, true),
                 at,
                 job: id.0,
             },

@@ -23,7 +23,7 @@ use zodiac_objects::{PRef, Transaction};
 
 use crate::error::{Error, Result};
 use crate::model::job::{Ending, Job, Location};
-use crate::model::queue::{Entry, LANE_SCHEDULED, Queue, QueueKey};
+use crate::model::queue::{Entry, Queue, QueueKey};
 use crate::model::status::Status;
 use crate::queue::retained::{self, Kept};
 use crate::time::Timestamp;
@@ -145,7 +145,7 @@ fn requeue(tx: &mut Transaction<'_>, job: &PRef<Job>, name: &str, now: Timestamp
     let id = job.oid();
     let queue = Queue::named(tx, name)?;
     let key = QueueKey {
-        lane: LANE_SCHEDULED,
+        lane: QueueKey::lane_of(tx.get(job)?.priority(), true),
         at: now,
         job: id.0,
     };
