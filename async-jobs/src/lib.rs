@@ -147,8 +147,8 @@ pub use model::quota::Quota;
 pub use model::status;
 pub use model::status::Status;
 pub use queue::{
-    CANCEL_BATCH_JOBS_MAX, CancelFilter, Claim, Claimer, PutOptions, RETRY_BATCH_JOBS_MAX, Spread,
-    cancel_jobs, cancel_matching, discard_jobs, fail, retry_failed, retry_jobs,
+    CANCEL_BATCH_JOBS_MAX, CancelFilter, Claim, Claimer, PutOptions, Queued, RETRY_BATCH_JOBS_MAX,
+    Spread, Unique, cancel_jobs, cancel_matching, discard_jobs, fail, retry_failed, retry_jobs,
 };
 pub use recovery::{Cleanup, recover_interrupted};
 pub use references::named_ids;

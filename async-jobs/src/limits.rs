@@ -45,3 +45,6 @@ pub use crate::model::queue_key::{LANES, PRIORITY_MAX};
 /// error history entry keeps.
 pub use crate::model::attempt_limit::ATTEMPTS_MAX;
 pub use crate::model::job::ERROR_BACKTRACE_CHARS_MAX;
+
+/// The most bytes of a unique key.
+pub use crate::model::unique::UNIQUE_KEY_BYTES_MAX;

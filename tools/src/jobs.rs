@@ -106,13 +106,20 @@ pub fn put(args: Put) -> Result<ExitCode> {
         options = options.retry_policy(p.clone());
     }
     options = args.extra.apply(options)?;
-    let id = transact(&db, |tx| {
+    let queued = transact(&db, |tx| {
         let q = Queue::get_or_create(tx, &args.queue)?;
-        Queue::put_job(tx, &q, job.clone(), options.clone())
+        Queue::put_job_unique(tx, &q, job.clone(), options.clone())
     })
-    .with_context(|| format!("putting the job in {}", args.store))?
-    .oid();
+    .with_context(|| format!("putting the job in {}", args.store))?;
+    let id = queued.job.oid();
     println!("{}", id.0);
+    if queued.existing {
+        eprintln!(
+            "(job {} already holds unique key {:?} in this queue: nothing was put)",
+            id.0,
+            args.extra.unique.as_deref().unwrap_or_default()
+        );
+    }
     if !args.wait {
         drop(db);
         storage.close()?;
@@ -397,6 +404,7 @@ pub fn show(store: &str, id: Oid, as_json: bool, connect: &Connect) -> Result<()
         "active_start": time_json(job.active_start()),
         "active_end": time_json(job.active_end()),
         "priority": job.priority(),
+        "unique_key": job.unique_key(),
         "attempts": job.attempts(),
         "max_attempts": job.attempt_limit().map(|l| l.max_attempts()),
         "backoff": job.attempt_limit().map(|l| crate::jobs_put_options::backoff_text(&l.backoff())),

@@ -1,5 +1,6 @@
 //! The options of `zodiac jobs put` beyond the first issue's: how many attempts
-//! a failing handler gets and the wait between them, and the job's priority.
+//! a failing handler gets and the wait between them, the job's priority, and its
+//! unique key.
 //!
 //! Invariant: every option is checked while the command line is parsed, before
 //! the store is opened: a job is put with all of its options or not at all.
@@ -7,7 +8,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use zodiac_async::{AttemptLimit, Backoff, PutOptions};
+use zodiac_async::{AttemptLimit, Backoff, PutOptions, Unique};
 
 use crate::inspect::parse_duration;
 
@@ -29,6 +30,14 @@ pub struct PutExtraArgs {
     /// DUR up to MAX, default 5m, jittered). Default: exp:1s:5m.
     #[arg(long, value_name = "DUR", value_parser = parse_backoff, requires = "max_attempts")]
     pub backoff: Option<Backoff>,
+    /// Put nothing if a job of the queue holds KEY (not completed yet, or put
+    /// within --unique-for): print that job's id instead.
+    #[arg(long, value_name = "KEY")]
+    pub unique: Option<String>,
+    /// With --unique: the key stays held this long after the put, even once
+    /// the job completed.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "unique")]
+    pub unique_for: Option<Duration>,
 }
 
 impl PutExtraArgs {
@@ -36,6 +45,13 @@ impl PutExtraArgs {
     pub fn apply(&self, mut options: PutOptions) -> anyhow::Result<PutOptions> {
         if let Some(p) = self.priority {
             options = options.priority(p);
+        }
+        if let Some(key) = &self.unique {
+            let mut unique = Unique::new(key.clone());
+            if let Some(period) = self.unique_for {
+                unique = unique.for_period(period);
+            }
+            options = options.unique(unique);
         }
         if let Some(n) = self.max_attempts {
             let limit = AttemptLimit::new(n, self.backoff.unwrap_or_default())?;

@@ -311,6 +311,9 @@ pub struct Job {
     /// 0 (the highest, the default) to `PRIORITY_MAX`. Added after the error
     /// backtraces.
     priority: u8,
+    /// The unique key it was put with, so that dropping it frees the key's
+    /// entry in its queue's unique index. Added after `priority`.
+    unique_key: Option<String>,
 }
 
 /// The stored layout of a [`Job`], borrowed for writing: the fields in the order
@@ -343,6 +346,7 @@ struct JobRecordRef<'a> {
     attempt_limit: Option<AttemptLimit>,
     error_backtraces: StoredBacktraces<'a>,
     priority: u8,
+    unique_key: &'a Option<String>,
 }
 
 /// The stored layout of a [`Job`], owned for reading (see [`JobRecordRef`]).
@@ -381,6 +385,9 @@ struct JobRecord {
     /// Added after `error_backtraces`: old records read it as 0.
     #[serde(default)]
     priority: u8,
+    /// Added after `priority`: old records read it as `None`.
+    #[serde(default)]
+    unique_key: Option<String>,
 }
 
 impl Serialize for Job {
@@ -413,6 +420,7 @@ impl Serialize for Job {
             attempt_limit: self.attempt_limit,
             error_backtraces: StoredBacktraces(&self.errors),
             priority: self.priority,
+            unique_key: &self.unique_key,
         }
         .serialize(serializer)
     }
@@ -472,6 +480,7 @@ impl<'de> Deserialize<'de> for Job {
             subject: r.subject,
             attempt_limit: r.attempt_limit,
             priority: r.priority,
+            unique_key: r.unique_key,
         })
     }
 }
@@ -515,6 +524,7 @@ impl Job {
             subject: None,
             attempt_limit: None,
             priority: 0,
+            unique_key: None,
         })
     }
 
@@ -652,6 +662,15 @@ impl Job {
     /// Its priority: 0 (the highest) to [`PRIORITY_MAX`](crate::limits::PRIORITY_MAX).
     pub fn priority(&self) -> u8 {
         self.priority
+    }
+
+    /// The unique key it was put with, if any.
+    pub fn unique_key(&self) -> Option<&str> {
+        self.unique_key.as_deref()
+    }
+
+    pub(crate) fn set_unique_key(&mut self, key: Option<String>) {
+        self.unique_key = key;
     }
 
     pub(crate) fn set_priority(&mut self, priority: u8) {

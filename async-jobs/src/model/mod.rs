@@ -15,3 +15,4 @@ pub mod queue_key;
 pub mod quota;
 pub mod retry_data;
 pub mod status;
+pub mod unique;

@@ -30,6 +30,7 @@ use crate::model::dispatcher::DispatcherRecord;
 use crate::model::ended::Ended;
 use crate::model::job::Job;
 use crate::model::quota::Quota;
+use crate::model::unique::UniqueEntry;
 
 pub use crate::model::queue_key::{LANE_PUT_BACK, LANE_SCHEDULED, QueueKey};
 use crate::time::Timestamp;
@@ -103,6 +104,11 @@ pub struct Queue {
     /// `paused`: older queues read it as `None`.
     #[serde(default)]
     pub(crate) attempt_limit: Option<AttemptLimit>,
+    /// The unique keys of its jobs ([`crate::queue`]'s unique puts), created by
+    /// the first such put. Added after `attempt_limit`: older queues read it as
+    /// `None`.
+    #[serde(default)]
+    pub(crate) unique: Option<PRef<BTree<String, UniqueEntry>>>,
 }
 
 impl Persistent for Queue {
@@ -190,12 +196,14 @@ mod tests {
             ended: None,
             paused: false,
             attempt_limit: None,
+            unique: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
+        assert_eq!(payload.pop(), Some(0), "unique None is the last byte");
         assert_eq!(
             payload.pop(),
             Some(0),
-            "attempt_limit None is the last byte"
+            "attempt_limit None is the byte before"
         );
         assert_eq!(payload.pop(), Some(0), "paused false is the byte before");
         assert_eq!(payload.pop(), Some(0), "ended None is the byte before");
@@ -218,12 +226,14 @@ mod tests {
             ended: Some(PRef::from_oid(Oid(4))),
             paused: false,
             attempt_limit: None,
+            unique: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
+        assert_eq!(payload.pop(), Some(0), "unique None is the last byte");
         assert_eq!(
             payload.pop(),
             Some(0),
-            "attempt_limit None is the last byte"
+            "attempt_limit None is the byte before"
         );
         assert_eq!(payload.pop(), Some(0), "paused false is the byte before");
         let old =
@@ -237,7 +247,7 @@ mod tests {
             ..queue
         };
         let bytes = postcard::to_allocvec(&paused).unwrap();
-        assert_eq!(bytes[bytes.len() - 2..], [1, 0]);
+        assert_eq!(bytes[bytes.len() - 3..], [1, 0, 0]);
     }
 
     #[test]

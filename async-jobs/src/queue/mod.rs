@@ -21,6 +21,7 @@ mod pause;
 mod put;
 pub(crate) mod retained;
 mod retry;
+mod unique;
 
 use std::collections::BTreeMap;
 
@@ -42,8 +43,10 @@ pub use cancel::{CANCEL_BATCH_JOBS_MAX, CancelFilter, cancel_jobs, cancel_matchi
 pub use claim::{CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, SPREAD_WINDOW_PER_LANE, Spread};
 pub use fail::fail;
 pub(crate) use fail::finish_failed;
-pub use put::PutOptions;
+pub use put::{PutOptions, Queued};
 pub use retry::{RETRY_BATCH_JOBS_MAX, discard_jobs, retry_failed, retry_jobs};
+pub use unique::Unique;
+pub(crate) use unique::release as release_unique;
 fn directory(tx: &mut Transaction<'_>) -> Result<Option<PRef<QueueDirectory>>> {
     Ok(tx.root_entry(QUEUES_ROOT_KEY)?)
 }
@@ -88,6 +91,7 @@ impl Queue {
             ended: None,
             paused: false,
             attempt_limit: None,
+            unique: None,
         })?;
         tx.modify(&dir, |d| d.queues.insert(name.to_string(), queue))?;
         Ok(queue)

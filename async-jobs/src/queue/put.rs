@@ -24,6 +24,7 @@ use crate::model::queue::{Entry, Queue, QueueKey};
 use crate::model::queue_key::PRIORITY_MAX;
 use crate::model::quota::QUOTAS_MAX;
 use crate::model::status::Status;
+use crate::queue::unique::{self, Unique};
 use crate::time::Timestamp;
 /// How to put a job: start time, deadline, retry policy and failure level.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct PutOptions {
     /// 0 (the highest, the default) to [`PRIORITY_MAX`]: claims take a queue's
     /// due jobs of a higher priority first.
     pub priority: u8,
+    /// A unique key: while a job put with it in the queue holds it, the put
+    /// queues nothing and returns that job ([`Queue::put_job_unique`]).
+    pub unique: Option<Unique>,
     /// How many runs the handler's own errors get (default: the queue's
     /// default, [`Queue::set_attempt_limit`], else as the retry policy decides).
     pub attempt_limit: Option<AttemptLimit>,
@@ -77,6 +81,11 @@ impl PutOptions {
         self.priority = priority;
         self
     }
+    /// Puts the job only if no job of the queue holds `unique`'s key.
+    pub fn unique(mut self, unique: Unique) -> PutOptions {
+        self.unique = Some(unique);
+        self
+    }
     /// Gives the handler `limit`'s attempts (see [`crate::retry::with_attempt_limit`]).
     pub fn attempt_limit(mut self, limit: AttemptLimit) -> PutOptions {
         self.attempt_limit = Some(limit);
@@ -89,8 +98,20 @@ impl PutOptions {
     }
 }
 
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queued {
+    /// The job now pending for the put: the one put, or the holder of its
+    /// unique key.
+    pub job: PRef<Job>,
+    /// Whether `job` is the holder of the put's unique key (nothing was queued).
+    pub existing: bool,
+}
+
 impl Queue {
-    /// Puts the NEW job `job` in `queue` (NEW → PENDING); returns its id.
+    /// Puts the NEW job `job` in `queue` (NEW → PENDING); returns its id. With a
+    /// unique key ([`PutOptions::unique`]) held by another job of the queue,
+    /// `job` stays NEW and that job's id is returned.
     pub fn put(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
@@ -101,6 +122,12 @@ impl Queue {
         let status = tx.get(job)?.status();
         if status != Status::New {
             return Err(Error::NotNew { job: id, status });
+        }
+        if let Some(unique) = &options.unique {
+            unique.check()?;
+            if let Some(holder) = unique::holder(tx, queue, &unique.key, Timestamp::now())? {
+                return Ok(holder.oid());
+            }
         }
         if options.priority > PRIORITY_MAX {
             return Err(Error::LimitExceeded {
@@ -142,6 +169,7 @@ impl Queue {
             j.set_schedule(begin_after, options.begin_by);
             j.set_attempt_limit(attempt_limit);
             j.set_priority(options.priority);
+            j.set_unique_key(options.unique.as_ref().map(|u| u.key.clone()));
             if let Some(p) = options.retry_policy {
                 j.set_retry_policy(p);
             }
@@ -157,6 +185,9 @@ impl Queue {
             quota_names: entry_quotas,
         };
         Queue::insert(tx, queue, key, entry)?;
+        if let Some(unique) = &options.unique {
+            unique::hold(tx, queue, unique, *job, now)?;
+        }
         Ok(id)
     }
 
@@ -167,9 +198,32 @@ impl Queue {
         job: Job,
         options: PutOptions,
     ) -> Result<PRef<Job>> {
+        Ok(Queue::put_job_unique(tx, queue, job, options)?.job)
+    }
+
+    /// [`Queue::put_job`], saying whether the put's unique key was held by a job
+    /// of the queue (then `job` is not added, and that job is returned).
+    pub fn put_job_unique(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        job: Job,
+        options: PutOptions,
+    ) -> Result<Queued> {
+        if let Some(unique) = &options.unique {
+            unique.check()?;
+            if let Some(holder) = unique::holder(tx, queue, &unique.key, Timestamp::now())? {
+                return Ok(Queued {
+                    job: holder,
+                    existing: true,
+                });
+            }
+        }
         let job = tx.add(job)?;
         Queue::put(tx, queue, &job, options)?;
-        Ok(job)
+        Ok(Queued {
+            job,
+            existing: false,
+        })
     }
 
     /// Takes the first pending job in claim order out of `queue`, due or not

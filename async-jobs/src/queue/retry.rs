@@ -109,6 +109,8 @@ pub fn discard_jobs(tx: &mut Transaction<'_>, jobs: &[PRef<Job>]) -> Result<usiz
     for job in &jobs {
         let kept = kept_or_refuse(&found, *job, "discarded")?;
         retained::forget(tx, *job, kept)?;
+        let queue = Queue::named(tx, &kept.queue)?;
+        crate::queue::release_unique(tx, &queue, *job)?;
     }
     Ok(jobs.len())
 }

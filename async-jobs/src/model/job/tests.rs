@@ -29,7 +29,8 @@ fn byte_fields_keep_the_stored_encoding() {
 fn a_job_record_without_a_subject_reads_as_none() {
     let job = Job::with_arguments("h", &1u8).unwrap();
     let mut payload = postcard::to_allocvec(&job).unwrap();
-    assert_eq!(payload.pop(), Some(0), "priority 0 is the last byte");
+    assert_eq!(payload.pop(), Some(0), "unique_key None is the last byte");
+    assert_eq!(payload.pop(), Some(0), "priority 0 is the one before");
     assert_eq!(
         payload.pop(),
         Some(0),
@@ -63,7 +64,7 @@ fn error_backtraces_and_the_attempt_limit_are_stored_after_subject() {
     let backtraces = postcard::to_allocvec(&vec![None, Some("at f\nat g")]).unwrap();
     let stored = postcard::to_allocvec(&job).unwrap();
     assert!(
-        stored[..stored.len() - 1].ends_with(&backtraces),
+        stored[..stored.len() - 2].ends_with(&backtraces),
         "the backtraces are last but the priority"
     );
     let read = zodiac_objects::decode_value::<Job>(&zodiac_objects::record::encode(
@@ -75,7 +76,7 @@ fn error_backtraces_and_the_attempt_limit_are_stored_after_subject() {
     .unwrap();
     assert_eq!(read.errors()[1].backtrace.as_deref(), Some("at f\nat g"));
     assert_eq!(read, job);
-    let older = &stored[..stored.len() - 1 - backtraces.len() - 1];
+    let older = &stored[..stored.len() - 2 - backtraces.len() - 1];
     let read = zodiac_objects::decode_value::<Job>(&zodiac_objects::record::encode(
         Job::TYPE_NAME,
         &[],
@@ -191,6 +192,7 @@ fn job_view(job: &Job) -> JobRecordRef<'_> {
         attempt_limit: job.attempt_limit,
         error_backtraces: StoredBacktraces(&job.errors),
         priority: job.priority,
+        unique_key: &job.unique_key,
     }
 }
 
