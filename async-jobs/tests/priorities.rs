@@ -182,3 +182,30 @@ fn a_priority_past_the_lowest_is_refused_at_put() {
     let lowest = put(&db, 0, PutOptions::new().priority(PRIORITY_MAX));
     assert_eq!(priority_of(&db, lowest), PRIORITY_MAX);
 }
+
+/// Claimers that find no job of their own lane among the few claimable jobs
+/// (the end of a priority, or of the queue) take the `lane mod n`-th of them,
+/// so they spread over those jobs instead of all conflicting on the first.
+#[test]
+fn claimers_without_a_job_of_their_lane_spread_over_the_others() {
+    let db = database();
+    let lanes = 8;
+    // Put jobs until some lane has none of them and is not the first pick.
+    let mut jobs = Vec::new();
+    let lane = loop {
+        jobs.push(put(&db, jobs.len() as u32, PutOptions::new()));
+        let used: Vec<usize> = jobs
+            .iter()
+            .map(|j| Spread::lane_of(j.oid(), lanes))
+            .collect();
+        if let Some(l) = (0..lanes).find(|l| !used.contains(l) && *l % jobs.len() != 0) {
+            break l;
+        }
+        assert!(jobs.len() < 16, "no such lane for {used:?}");
+    };
+    let now = Timestamp::now();
+    assert_eq!(
+        claim(&db, Spread::new(lane, lanes), now),
+        Some(jobs[lane % jobs.len()])
+    );
+}
