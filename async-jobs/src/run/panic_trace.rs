@@ -61,9 +61,7 @@ mod tests {
         fn deep_in_the_handler() -> u32 {
             panic!("boom")
         }
-        let caught = catch_with_backtrace(deep_in_the_handler)
-            .err()
-            .expect("it panicked");
+        let caught = catch_with_backtrace(deep_in_the_handler).expect_err("it panicked");
         assert_eq!(caught.payload.downcast_ref::<&str>(), Some(&"boom"));
         let trace = caught.backtrace.expect("a backtrace");
         assert!(trace.contains("deep_in_the_handler"), "{trace}");
