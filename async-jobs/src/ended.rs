@@ -167,8 +167,9 @@ pub fn drop_completed_before(
     };
     let completed = tx.get(&ended)?.completed;
     let old = BTree::range(tx, &completed, ..(cutoff, 0), limit)?;
-    for (key, _) in &old {
+    for (key, job) in &old {
         BTree::remove(tx, &completed, key)?;
+        crate::queue::release_unique(tx, queue, *job)?;
     }
     Ok(old.len())
 }

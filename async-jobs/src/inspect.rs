@@ -67,6 +67,8 @@ pub struct JobSummary {
     pub active_end: Option<Timestamp>,
     /// Runs started so far.
     pub attempts: u32,
+    /// Its priority (0 highest).
+    pub priority: u8,
     /// Entries in its error history.
     pub errors: usize,
     /// `value` or the failure summary.
@@ -112,6 +114,7 @@ fn summary(id: Oid, queue: &str, job: &Job) -> JobSummary {
         active_start: job.active_start(),
         active_end: job.active_end(),
         attempts: job.attempts(),
+        priority: job.priority(),
         errors: job.errors().len(),
         result: job.result().map(|r| match r {
             Outcome::Value(_) => "value".to_string(),

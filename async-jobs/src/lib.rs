@@ -126,6 +126,7 @@ mod references;
 pub mod retry;
 mod run;
 mod time;
+mod traced;
 mod transact;
 mod wake;
 mod worker;
@@ -146,14 +147,15 @@ pub use model::quota::Quota;
 pub use model::status;
 pub use model::status::Status;
 pub use queue::{
-    CANCEL_BATCH_JOBS_MAX, CancelFilter, Claim, Claimer, PutOptions, RETRY_BATCH_JOBS_MAX, Spread,
-    cancel_jobs, cancel_matching, discard_jobs, fail, retry_failed, retry_jobs,
+    CANCEL_BATCH_JOBS_MAX, CancelFilter, Claim, Claimer, PutOptions, Queued, RETRY_BATCH_JOBS_MAX,
+    Spread, Unique, cancel_jobs, cancel_matching, discard_jobs, fail, retry_failed, retry_jobs,
 };
 pub use recovery::{Cleanup, recover_interrupted};
 pub use references::named_ids;
-pub use retry::{Decision, Policies, RetryData, RetryPolicy};
+pub use retry::{AttemptLimit, Backoff, Decision, Policies, RetryData, RetryPolicy};
 pub use run::{RunOutcome, Runner};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use traced::TracedError;
 pub use transact::{poll_backoff, transact};
 pub use wake::{Invalidations, Polling, WakeSource};
 pub use worker::{PollReport, Worker, WorkerBuilder, WorkerOptions, housekeeping_interval};

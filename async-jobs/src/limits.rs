@@ -36,3 +36,15 @@ pub use crate::callbacks::BRANCH_HANDLER;
 pub use crate::composite::{COMPOSITE_ANNOTATION, JOIN_HANDLER};
 pub use crate::model::queue::{LANE_PUT_BACK, LANE_SCHEDULED, QUEUES_ROOT_KEY};
 pub use crate::run::RESUME_HANDLER;
+
+/// Priorities (0 highest, to `PRIORITY_MAX`) and the lanes of a queue's keys
+/// (two per priority).
+pub use crate::model::queue_key::{LANES, PRIORITY_MAX};
+
+/// The most attempts a job's handler may be given, and the backtrace text an
+/// error history entry keeps.
+pub use crate::model::attempt_limit::ATTEMPTS_MAX;
+pub use crate::model::job::ERROR_BACKTRACE_CHARS_MAX;
+
+/// The most bytes of a unique key.
+pub use crate::model::unique::UNIQUE_KEY_BYTES_MAX;

@@ -15,7 +15,7 @@
 //!   postprocess, dispatcher and agent records, completed-job collections, the
 //!   subject of an internal handler (a resume callback's waiting job, a join
 //!   callback's and a postprocess job's composite), the jobs a queue keeps after
-//!   they ended without a run.
+//!   they ended without a run, the holders of a queue's unique keys.
 //! - Two kinds of plain ids are allowed, because they are never followed: an
 //!   object's own oid (a job's queue key), and ids inside B-tree *keys*, which only
 //!   order entries (`QueueKey::job`, the `(time, job)` keys of completed jobs).

@@ -18,13 +18,20 @@
 //!   (the job goes back to its queue), and the wait must still grow.
 //! - A job's deadline also bounds retries: [`bounded`] turns any retry that would
 //!   start after the deadline into a give-up with a timeout failure.
+//! - A job's [`AttemptLimit`] (its own, or its queue's default at put) extends
+//!   its policy for the handler's own errors only ([`is_handler_error`]: a user
+//!   error or a panic): [`with_attempt_limit`] turns the policy's give-up after
+//!   attempt `n` into a retry after the backoff's wait while `n` is below the
+//!   limit. Every other decision of the policy stands.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use crate::model::attempt_limit::{ATTEMPTS_MAX, AttemptLimit, Backoff};
 use crate::model::failure::{Failure, FailureKind};
+use crate::model::job::Job;
 use crate::time::Timestamp;
 
 pub use crate::model::retry_data::RetryData;
@@ -270,6 +277,48 @@ pub fn bounded(decision: Decision, deadline: Option<Timestamp>, now: Timestamp) 
     }
 }
 
+/// Whether `kind` is the handler's own failure (its error or its panic): what an
+/// [`AttemptLimit`] retries.
+pub fn is_handler_error(kind: FailureKind) -> bool {
+    matches!(kind, FailureKind::UserError | FailureKind::Panic)
+}
+
+/// `decision`, the policy's answer to `failure` on run `attempt` of a job,
+/// extended by the job's `limit`: a give-up on a handler error before the last
+/// allowed attempt becomes a retry after the backoff's wait.
+pub fn with_attempt_limit(
+    decision: Decision,
+    failure: &Failure,
+    limit: Option<&AttemptLimit>,
+    attempt: u32,
+) -> Decision {
+    match (limit, &decision) {
+        (Some(limit), Decision::GiveUp(_))
+            if is_handler_error(failure.kind) && limit.allows_another_after(attempt) =>
+        {
+            Decision::RetryAfter(limit.backoff().wait_after(attempt))
+        }
+        _ => decision,
+    }
+}
+
+/// What happens after `job`'s handler failed with `failure`: `policy`'s decision
+/// (keeping its memory in `data`), extended by the job's attempt limit
+/// ([`with_attempt_limit`]). The one place a run asks about a handler error.
+pub(crate) fn on_handler_failure(
+    policy: &dyn RetryPolicy,
+    data: &mut RetryData,
+    failure: &Failure,
+    job: &Job,
+) -> Decision {
+    with_attempt_limit(
+        policy.on_job_error(data, failure),
+        failure,
+        job.attempt_limit(),
+        job.attempts(),
+    )
+}
+
 /// Retry policies by name, with the process defaults for queue jobs and callbacks.
 #[derive(Clone)]
 pub struct Policies {
@@ -494,6 +543,43 @@ mod tests {
             panic!("never retries");
         };
         assert_eq!(f.kind, FailureKind::Aborted);
+    }
+
+    #[test]
+    fn an_attempt_limit_retries_handler_errors_until_the_last_attempt() {
+        let p = DefaultPolicy::default();
+        let limit = AttemptLimit::new(3, Backoff::Fixed(Duration::from_secs(7))).unwrap();
+        for kind in [FailureKind::UserError, FailureKind::Panic] {
+            let f = failure(kind);
+            let mut data = RetryData::default();
+            let decide = |data: &mut RetryData, attempt| {
+                with_attempt_limit(p.on_job_error(data, &f), &f, Some(&limit), attempt)
+            };
+            assert_eq!(decide(&mut data, 1), secs(7));
+            assert_eq!(decide(&mut data, 2), secs(7));
+            assert_eq!(decide(&mut data, 3), Decision::GiveUp(f.clone()));
+            // Without a limit the policy's give-up stands.
+            assert_eq!(
+                with_attempt_limit(p.on_job_error(&mut data, &f), &f, None, 1),
+                Decision::GiveUp(f.clone())
+            );
+        }
+        // Other failures keep the policy's decision: an unknown handler is not
+        // retried, a conflict past the policy's bound gives up, a disconnect waits
+        // the policy's wait.
+        let unknown = failure(FailureKind::UnknownHandler);
+        let mut data = RetryData::default();
+        let d = p.on_job_error(&mut data, &unknown);
+        assert_eq!(
+            with_attempt_limit(d, &unknown, Some(&limit), 1),
+            Decision::GiveUp(unknown.clone())
+        );
+        let disconnected = failure(FailureKind::Disconnected);
+        let d = p.on_job_error(&mut data, &disconnected);
+        assert_eq!(
+            with_attempt_limit(d, &disconnected, Some(&limit), 1),
+            secs(5)
+        );
     }
 
     #[test]

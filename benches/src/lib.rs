@@ -4,7 +4,8 @@
 //! ```text
 //! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server|tcp://…|postgres://…]
 //!   WORKLOAD: phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all)
-//!             j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these)
+//!             j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | j3-prio | jobs (phys-fdatasync and all of these)
+//!             j3-compare (j3 and j3-prio in one run)
 //!             load100 [--seconds N] [--connections N] (a `zodiac server` process under load)
 //! ```
 //!
@@ -53,12 +54,13 @@ pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::
 const USAGE: &str = "\
 usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server|tcp://…|postgres://…]
   WORKLOAD  phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w5 | w7 | w7-noindex | storage (all of these)
-            j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | jobs (phys-fdatasync and all of these;
+            j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | j3-prio | jobs (phys-fdatasync and all of these;
             embedded the workers are threads, over --store server they are
             processes with their own connections, and j5 runs only there;
             j3's workers run batches of 8 jobs per commit, j3-single's one;
             j3-mix: 4 producers put while 4 workers run, with the conflict
-            rates, embedded only)
+            rates, embedded only; j3-prio: J3 with priorities 0-9 mixed)
+            j3-compare (j3 and j3-prio in one run)
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
             w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)
             w5-1m (W5's shape at 1,000,000 objects, with the pack's memory)
@@ -388,7 +390,7 @@ mod tests {
         assert!(Workload::W3.skip_reason(options.store).is_none());
         assert!(Workload::W5.skip_reason(options.store).is_some());
         let jobs = Workload::select("jobs").expect("a group");
-        assert_eq!(jobs.len(), 9);
+        assert_eq!(jobs.len(), 10);
         assert!(
             jobs[1..]
                 .iter()

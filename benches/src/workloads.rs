@@ -108,11 +108,12 @@ impl Workload {
 
     /// The job workloads, in the order `jobs` runs them (after `phys-fdatasync`, the
     /// disk's floor measured in the same run).
-    pub const JOBS: [Workload; 9] = [
+    pub const JOBS: [Workload; 10] = [
         Workload::PhysFdatasync,
         Workload::Job(JobWorkload::J1),
         Workload::Job(JobWorkload::J2),
         Workload::Job(JobWorkload::J3),
+        Workload::Job(JobWorkload::J3Priorities),
         Workload::Job(JobWorkload::J3Single),
         Workload::Job(JobWorkload::J4),
         Workload::Job(JobWorkload::J5),
@@ -173,6 +174,13 @@ impl Workload {
             "storage" => return Some(Workload::ALL.to_vec()),
             "objects" => return Some(Workload::OBJECTS.to_vec()),
             "jobs" => return Some(Workload::JOBS.to_vec()),
+            // Plain and mixed-priority J3 side by side, on one machine in one run.
+            "j3-compare" => {
+                return Some(vec![
+                    Workload::Job(JobWorkload::J3),
+                    Workload::Job(JobWorkload::J3Priorities),
+                ]);
+            }
             _ => {}
         }
         Workload::ALL

@@ -103,6 +103,8 @@ pub enum JobsCommand {
           allow_hyphen_values = true, requires = "wait")]
         timeout: Option<std::time::Duration>,
         #[command(flatten)]
+        extra: crate::jobs_put_options::PutExtraArgs,
+        #[command(flatten)]
         lock: LockArgs,
         #[command(flatten)]
         connect: ConnectArgs,

@@ -82,6 +82,7 @@ pub struct Put {
     pub retry: Option<String>,
     pub wait: bool,
     pub timeout: Option<Duration>,
+    pub extra: crate::jobs_put_options::PutExtraArgs,
     pub connect: Connect,
 }
 
@@ -104,13 +105,21 @@ pub fn put(args: Put) -> Result<ExitCode> {
     if let Some(p) = &args.retry {
         options = options.retry_policy(p.clone());
     }
-    let id = transact(&db, |tx| {
+    options = args.extra.apply(options)?;
+    let queued = transact(&db, |tx| {
         let q = Queue::get_or_create(tx, &args.queue)?;
-        Queue::put_job(tx, &q, job.clone(), options.clone())
+        Queue::put_job_unique(tx, &q, job.clone(), options.clone())
     })
-    .with_context(|| format!("putting the job in {}", args.store))?
-    .oid();
+    .with_context(|| format!("putting the job in {}", args.store))?;
+    let id = queued.job.oid();
     println!("{}", id.0);
+    if queued.existing {
+        eprintln!(
+            "(job {} already holds unique key {:?} in this queue: nothing was put)",
+            id.0,
+            args.extra.unique.as_deref().unwrap_or_default()
+        );
+    }
     if !args.wait {
         drop(db);
         storage.close()?;
@@ -310,6 +319,7 @@ pub fn list(args: List) -> Result<()> {
                     "active_start": time_json(j.active_start),
                     "active_end": time_json(j.active_end),
                     "attempts": j.attempts,
+                    "priority": j.priority,
                     "errors": j.errors,
                     "result": j.result,
                     "ending": j.ending.map(Ending::name),
@@ -370,7 +380,14 @@ pub fn show(store: &str, id: Oid, as_json: bool, connect: &Connect) -> Result<()
     let errors: Vec<Value> = job
         .errors()
         .iter()
-        .map(|e| json!({ "time": e.time.to_string(), "attempt": e.attempt, "error": e.summary }))
+        .map(|e| {
+            json!({
+                "time": e.time.to_string(),
+                "attempt": e.attempt,
+                "error": e.summary,
+                "backtrace": e.backtrace,
+            })
+        })
         .collect();
     let doc = json!({
         "id": id.0,
@@ -386,7 +403,11 @@ pub fn show(store: &str, id: Oid, as_json: bool, connect: &Connect) -> Result<()
         "deadline": time_json(job.deadline()),
         "active_start": time_json(job.active_start()),
         "active_end": time_json(job.active_end()),
+        "priority": job.priority(),
+        "unique_key": job.unique_key(),
         "attempts": job.attempts(),
+        "max_attempts": job.attempt_limit().map(|l| l.max_attempts()),
+        "backoff": job.attempt_limit().map(|l| crate::jobs_put_options::backoff_text(&l.backoff())),
         "interruptions": job.retry_data().life_count(zodiac_async::retry::INTERRUPTIONS),
         "errors": errors,
         "errors_dropped": job.errors_dropped(),
@@ -423,7 +444,10 @@ fn print_show(doc: &Value) {
         "deadline",
         "active_start",
         "active_end",
+        "priority",
         "attempts",
+        "max_attempts",
+        "backoff",
         "interruptions",
         "retry_policy",
         "awaiting",
@@ -439,6 +463,12 @@ fn print_show(doc: &Value) {
             e["attempt"],
             text(&e["error"])
         );
+        if let Some(trace) = e["backtrace"].as_str() {
+            println!(
+                "    with a backtrace of {} lines (see --json)",
+                trace.lines().count()
+            );
+        }
     }
     let callbacks = doc["callbacks"].as_array().map_or(&[][..], Vec::as_slice);
     println!("callbacks:    {}", callbacks.len());

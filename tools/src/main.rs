@@ -28,6 +28,7 @@ mod inspect;
 mod jobs;
 mod jobs_admin;
 mod jobs_demo;
+mod jobs_put_options;
 mod maintenance;
 mod pg;
 mod progress;
@@ -238,6 +239,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             retry,
             wait: wait_for_result,
             timeout,
+            extra,
             lock,
             connect,
         } => jobs::put(jobs::Put {
@@ -250,6 +252,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             retry,
             wait: wait_for_result,
             timeout,
+            extra,
             connect: lock.apply(connect.connect(wait)),
         }),
         JobsCommand::List {

@@ -82,8 +82,9 @@ impl Dispatchers {
         let agent_ref = Dispatchers::agent(tx, queue, id, agent)?;
         let completed = tx.get(&agent_ref)?.completed;
         let old = BTree::range(tx, &completed, ..(cutoff, 0), limit)?;
-        for (key, _) in &old {
+        for (key, job) in &old {
             BTree::remove(tx, &completed, key)?;
+            crate::queue::release_unique(tx, queue, *job)?;
         }
         Ok(old.len())
     }

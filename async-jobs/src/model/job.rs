@@ -25,6 +25,11 @@
 //!   (older ones are counted in `errors_dropped`), a handler name of at most
 //!   [`HANDLER_NAME_BYTES_MAX`] bytes.
 //!
+//! - The error history's backtraces (one per entry, `None` when the failure had
+//!   none) are stored after every other field, in step with the entries (a
+//!   record written before they existed reads as entries without one); each is
+//!   at most [`ERROR_BACKTRACE_CHARS_MAX`] characters.
+//!
 //! Arguments are bytes. The typed helpers ([`Job::with_arguments`],
 //! [`Job::arguments`]) encode them with postcard: compact, and the same encoding the
 //! objects layer uses; it is not self-describing, so a handler must decode with the
@@ -39,6 +44,7 @@ use zodiac_objects::{PRef, Persistent};
 use zodiac_storage::Oid;
 
 use crate::error::{Error, Result};
+use crate::model::attempt_limit::AttemptLimit;
 use crate::model::failure::{Failure, FailureKind};
 use crate::model::queue_key::QueueKey;
 use crate::model::retry_data::RetryData;
@@ -55,6 +61,9 @@ pub const ANNOTATION_BYTES_MAX: usize = 4096;
 pub const CALLBACKS_MAX: usize = 1024;
 /// Most entries kept in a job's error history (the newest are kept).
 pub const ERROR_HISTORY_MAX: usize = 100;
+/// Most characters of the backtrace kept with one error history entry (the
+/// final failure keeps a longer one, within its own text limit).
+pub const ERROR_BACKTRACE_CHARS_MAX: usize = 4_000;
 
 /// Where a job is held. Stored explicitly: nothing is found by walking parents.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +177,45 @@ pub struct ErrorEntry {
     pub attempt: u32,
     /// `kind: message` of the failure.
     pub summary: String,
+    /// Where it failed, for a panic or an error that carried a backtrace.
+    pub backtrace: Option<String>,
+}
+
+/// An error history entry as stored in the entries' place (its backtrace is
+/// stored at the end of the record: see the module docs).
+#[derive(Serialize, Deserialize)]
+struct StoredErrorEntry<S> {
+    time: Timestamp,
+    attempt: u32,
+    summary: S,
+}
+
+/// The stored form of the error history's entries, borrowed for writing.
+struct StoredErrors<'a>(&'a [ErrorEntry]);
+
+impl Serialize for StoredErrors<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|e| StoredErrorEntry {
+            time: e.time,
+            attempt: e.attempt,
+            summary: e.summary.as_str(),
+        }))
+    }
+}
+
+/// The error history's backtraces, in entry order, borrowed for writing.
+struct StoredBacktraces<'a>(&'a [ErrorEntry]);
+
+impl Serialize for StoredBacktraces<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|e| e.backtrace.as_deref()))
+    }
 }
 
 /// Where a job is in its life, with the result once it has one (see the status
@@ -257,6 +305,15 @@ pub struct Job {
     /// composite job and the job that awaited another. Added after version 1 of
     /// the type (old records read it as `None`).
     subject: Option<PRef<()>>,
+    /// How many runs its handler's own errors get, and the wait between them
+    /// (`None`: as its retry policy decides). Added after `subject`.
+    attempt_limit: Option<AttemptLimit>,
+    /// 0 (the highest, the default) to `PRIORITY_MAX`. Added after the error
+    /// backtraces.
+    priority: u8,
+    /// The unique key it was put with, so that dropping it frees the key's
+    /// entry in its queue's unique index. Added after `priority`.
+    unique_key: Option<String>,
 }
 
 /// The stored layout of a [`Job`], borrowed for writing: the fields in the order
@@ -282,10 +339,14 @@ struct JobRecordRef<'a> {
     quota_names: &'a [String],
     callbacks: &'a [PRef<Job>],
     annotations: &'a BTreeMap<String, Vec<u8>>,
-    errors: &'a [ErrorEntry],
+    errors: StoredErrors<'a>,
     errors_dropped: u64,
     awaiting: Option<PRef<Job>>,
     subject: Option<PRef<()>>,
+    attempt_limit: Option<AttemptLimit>,
+    error_backtraces: StoredBacktraces<'a>,
+    priority: u8,
+    unique_key: &'a Option<String>,
 }
 
 /// The stored layout of a [`Job`], owned for reading (see [`JobRecordRef`]).
@@ -309,12 +370,24 @@ struct JobRecord {
     quota_names: Vec<String>,
     callbacks: Vec<PRef<Job>>,
     annotations: BTreeMap<String, Vec<u8>>,
-    errors: Vec<ErrorEntry>,
+    errors: Vec<StoredErrorEntry<String>>,
     errors_dropped: u64,
     awaiting: Option<PRef<Job>>,
     /// Added after version 1 of the type: old records read it as `None`.
     #[serde(default)]
     subject: Option<PRef<()>>,
+    /// Added after `subject`: old records read it as `None`.
+    #[serde(default)]
+    attempt_limit: Option<AttemptLimit>,
+    /// Added after `attempt_limit`: old records read it as empty.
+    #[serde(default)]
+    error_backtraces: Vec<Option<String>>,
+    /// Added after `error_backtraces`: old records read it as 0.
+    #[serde(default)]
+    priority: u8,
+    /// Added after `priority`: old records read it as `None`.
+    #[serde(default)]
+    unique_key: Option<String>,
 }
 
 impl Serialize for Job {
@@ -340,10 +413,14 @@ impl Serialize for Job {
             quota_names: &self.quota_names,
             callbacks: &self.callbacks,
             annotations: &self.annotations,
-            errors: &self.errors,
+            errors: StoredErrors(&self.errors),
             errors_dropped: self.errors_dropped,
             awaiting: self.awaiting,
             subject: self.subject,
+            attempt_limit: self.attempt_limit,
+            error_backtraces: StoredBacktraces(&self.errors),
+            priority: self.priority,
+            unique_key: &self.unique_key,
         }
         .serialize(serializer)
     }
@@ -362,6 +439,24 @@ impl<'de> Deserialize<'de> for Job {
                 if has_result { "and" } else { "but without" }
             ))
         })?;
+        if r.error_backtraces.len() > r.errors.len() {
+            return Err(serde::de::Error::custom(format_args!(
+                "a job record with {} error backtraces for {} error entries",
+                r.error_backtraces.len(),
+                r.errors.len()
+            )));
+        }
+        let mut backtraces = r.error_backtraces.into_iter();
+        let errors = r
+            .errors
+            .into_iter()
+            .map(|e| ErrorEntry {
+                time: e.time,
+                attempt: e.attempt,
+                summary: e.summary,
+                backtrace: backtraces.next().flatten(),
+            })
+            .collect();
         Ok(Job {
             handler: r.handler,
             arguments: r.arguments,
@@ -379,10 +474,13 @@ impl<'de> Deserialize<'de> for Job {
             quota_names: r.quota_names,
             callbacks: r.callbacks,
             annotations: r.annotations,
-            errors: r.errors,
+            errors,
             errors_dropped: r.errors_dropped,
             awaiting: r.awaiting,
             subject: r.subject,
+            attempt_limit: r.attempt_limit,
+            priority: r.priority,
+            unique_key: r.unique_key,
         })
     }
 }
@@ -424,6 +522,9 @@ impl Job {
             errors_dropped: 0,
             awaiting: None,
             subject: None,
+            attempt_limit: None,
+            priority: 0,
+            unique_key: None,
         })
     }
 
@@ -546,6 +647,35 @@ impl Job {
 
     pub(crate) fn set_awaiting(&mut self, job: Option<PRef<Job>>) {
         self.awaiting = job;
+    }
+
+    /// How many runs its handler's own errors get (`None`: as its policy decides).
+    pub fn attempt_limit(&self) -> Option<&AttemptLimit> {
+        self.attempt_limit.as_ref()
+    }
+
+    /// Gives its handler `limit`'s attempts, beside its retry policy.
+    pub fn set_attempt_limit(&mut self, limit: Option<AttemptLimit>) {
+        self.attempt_limit = limit;
+    }
+
+    /// Its priority: 0 (the highest) to [`PRIORITY_MAX`](crate::limits::PRIORITY_MAX).
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// The unique key it was put with, if any.
+    pub fn unique_key(&self) -> Option<&str> {
+        self.unique_key.as_deref()
+    }
+
+    pub(crate) fn set_unique_key(&mut self, key: Option<String>) {
+        self.unique_key = key;
+    }
+
+    pub(crate) fn set_priority(&mut self, priority: u8) {
+        debug_assert!(priority <= crate::model::queue_key::PRIORITY_MAX);
+        self.priority = priority;
     }
 
     /// Uses the retry policy registered as `name` instead of the process default.
@@ -703,6 +833,10 @@ impl Job {
             time,
             attempt: self.attempts,
             summary: failure.summary(),
+            backtrace: failure
+                .backtrace
+                .as_ref()
+                .map(|b| b.chars().take(ERROR_BACKTRACE_CHARS_MAX).collect()),
         });
     }
 }

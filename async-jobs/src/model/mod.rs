@@ -4,6 +4,7 @@
 //! ones. Records import nothing from the operations on them (`crate::queue`,
 //! `crate::dispatcher`, `crate::run`, ...), which sit above.
 
+pub mod attempt_limit;
 pub mod dispatcher;
 pub mod ended;
 pub mod failure;
@@ -14,3 +15,4 @@ pub mod queue_key;
 pub mod quota;
 pub mod retry_data;
 pub mod status;
+pub mod unique;

@@ -3,12 +3,15 @@
 //!
 //! Layout: the root entry [`QUEUES_ROOT_KEY`] names a [`QueueDirectory`] (queue name
 //! → [`Queue`]). A queue holds its pending jobs in a `BTree` keyed by
-//! [`QueueKey`] `(lane, time, job oid)`; its size is the tree's entry counter:
+//! [`QueueKey`] `(lane, time, job oid)`; its size is the tree's entry counter.
+//! Two lanes per priority (0 highest, see `queue_key`): for priority 0,
 //! - lane [`LANE_PUT_BACK`]: jobs put back to be retried at once, by put-back time;
-//! - lane [`LANE_SCHEDULED`]: every other job, by the time it may start.
+//! - lane [`LANE_SCHEDULED`]: every other job, by the time it may start;
 //!
-//! Key order is claim order: put-back jobs first (FIFO), then due jobs by
-//! `begin_after`, ties by job oid (creation order).
+//! and likewise lanes 2 and 3 for priority 1, and so on.
+//!
+//! Key order is claim order: by priority; within one, put-back jobs first
+//! (FIFO), then due jobs by `begin_after`, ties by job oid (creation order).
 //!
 //! Invariants:
 //! - A job is PENDING iff it has exactly one entry in its queue's tree, under the key
@@ -22,10 +25,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use zodiac_objects::{BTree, Counter, PRef, Persistent};
 
+use crate::model::attempt_limit::AttemptLimit;
 use crate::model::dispatcher::DispatcherRecord;
 use crate::model::ended::Ended;
 use crate::model::job::Job;
 use crate::model::quota::Quota;
+use crate::model::unique::UniqueEntry;
 
 pub use crate::model::queue_key::{LANE_PUT_BACK, LANE_SCHEDULED, QueueKey};
 use crate::time::Timestamp;
@@ -95,6 +100,15 @@ pub struct Queue {
     /// read it as `false`.
     #[serde(default)]
     pub(crate) paused: bool,
+    /// The attempt limit of the jobs put here that name none. Added after
+    /// `paused`: older queues read it as `None`.
+    #[serde(default)]
+    pub(crate) attempt_limit: Option<AttemptLimit>,
+    /// The unique keys of its jobs ([`crate::queue`]'s unique puts), created by
+    /// the first such put. Added after `attempt_limit`: older queues read it as
+    /// `None`.
+    #[serde(default)]
+    pub(crate) unique: Option<PRef<BTree<String, UniqueEntry>>>,
 }
 
 impl Persistent for Queue {
@@ -110,6 +124,11 @@ impl Queue {
     /// Whether the queue is paused (no claims; see [`Queue::pause`]).
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+
+    /// The attempt limit given to the jobs put here that name none.
+    pub fn attempt_limit(&self) -> Option<&AttemptLimit> {
+        self.attempt_limit.as_ref()
     }
 
     /// The jobs that ended in this queue without a run, if any did.
@@ -176,9 +195,17 @@ mod tests {
             dispatchers: BTreeMap::new(),
             ended: None,
             paused: false,
+            attempt_limit: None,
+            unique: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "paused false is the last byte");
+        assert_eq!(payload.pop(), Some(0), "unique None is the last byte");
+        assert_eq!(
+            payload.pop(),
+            Some(0),
+            "attempt_limit None is the byte before"
+        );
+        assert_eq!(payload.pop(), Some(0), "paused false is the byte before");
         assert_eq!(payload.pop(), Some(0), "ended None is the byte before");
         let old = zodiac_objects::record::encode(Queue::TYPE_NAME, &[Oid(2), Oid(3)], &payload);
         let read = zodiac_objects::decode_value::<Queue>(&old)
@@ -198,9 +225,17 @@ mod tests {
             dispatchers: BTreeMap::new(),
             ended: Some(PRef::from_oid(Oid(4))),
             paused: false,
+            attempt_limit: None,
+            unique: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "paused false is the last byte");
+        assert_eq!(payload.pop(), Some(0), "unique None is the last byte");
+        assert_eq!(
+            payload.pop(),
+            Some(0),
+            "attempt_limit None is the byte before"
+        );
+        assert_eq!(payload.pop(), Some(0), "paused false is the byte before");
         let old =
             zodiac_objects::record::encode(Queue::TYPE_NAME, &[Oid(2), Oid(3), Oid(4)], &payload);
         let read = zodiac_objects::decode_value::<Queue>(&old)
@@ -212,7 +247,7 @@ mod tests {
             ..queue
         };
         let bytes = postcard::to_allocvec(&paused).unwrap();
-        assert_eq!(bytes.last(), Some(&1));
+        assert_eq!(bytes[bytes.len() - 3..], [1, 0, 0]);
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //!
 //! Invariants:
 //! - A claim from a paused queue ([`Queue::pause`]) takes nothing and expires nothing.
-//! - A claim never takes a job whose lane-1 time is after `now`, and never starts a
+//! - Claims honour priorities: a claim takes a job only when no claimable job of
+//!   a higher priority came before it in key order (the spread's preference for
+//!   its own lane is kept among the jobs of the first claimable job's priority);
+//!   a scheduled job not yet due skips the scan to the next lane, never past the
+//!   jobs of a lower priority that are due.
+//! - A claim never takes a job whose scheduled time is after `now`, and never starts a
 //!   job whose deadline (`begin_after + begin_by`) has passed: that job completes
 //!   with a timeout failure instead, kept by the claiming agent or, for a claim no
 //!   agent made, among the queue's ended jobs ([`crate::ended`]), in the claim's
@@ -11,7 +16,8 @@
 //! - One claim examines at most [`CLAIM_SCAN_ENTRIES_MAX`] entries.
 //! - [`Queue::claim_spread`] prefers the claimer's own lane of jobs ([`Spread`]: a
 //!   hash of the job's oid) among the first `lanes × SPREAD_WINDOW_PER_LANE`
-//!   claimable jobs, else takes the first claimable one: concurrent claimers (a
+//!   claimable jobs, else (with `fallback`) the `lane mod n`-th of the `n`
+//!   claimable ones it met (the first, for one lane): concurrent claimers (a
 //!   worker's lane is its rank among the queue's live dispatchers, rotated over
 //!   time) then take distinct jobs even while their snapshots lag each other's
 //!   claims, and no job is passed over by more than that window.
@@ -29,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::model::failure::Failure;
 use crate::model::job::{Job, Location};
 use crate::model::queue::{Entry, Queue, QueueKey};
+use crate::model::queue_key::LANES;
 use crate::model::quota::Quota;
 use crate::model::status::Status;
 use crate::queue::finish_failed;
@@ -40,7 +47,7 @@ pub const CLAIM_SCAN_ENTRIES_MAX: usize = 64;
 /// to [`CLAIM_SCAN_ENTRIES_MAX`] only when none of them can be taken.
 const CLAIM_FIRST_READ: usize = 2;
 /// Claimable jobs per lane a spread claim looks through for one of its own lane
-/// before it takes the first claimable one ([`Spread`]).
+/// before it takes another claimable one ([`Spread`]).
 pub const SPREAD_WINDOW_PER_LANE: usize = 4;
 
 /// How concurrent claimers spread over a queue's claimable jobs: each job belongs
@@ -59,7 +66,7 @@ pub struct Spread {
     /// to fetch meanwhile (1; a worker that claims in batches asks for more). The
     /// claim also looks this many times further for a job of its lane.
     pub ahead: usize,
-    /// Whether a claim that finds no job of its lane takes the first claimable
+    /// Whether a claim that finds no job of its lane takes another claimable
     /// one (`true`), or nothing (the later claims of a batch: a stale snapshot
     /// still shows the jobs other claimers took, and taking one conflicts).
     pub fallback: bool,
@@ -133,7 +140,7 @@ impl Queue {
 
     /// Like [`Queue::claim_at`], but takes the first claimable job of the
     /// claimer's lane ([`Spread`]) among the first `lanes × SPREAD_WINDOW_PER_LANE`
-    /// claimable ones, and the first claimable one when there is none: concurrent
+    /// claimable ones, and when there is none the `lane mod n`-th of the `n` it met (of one priority): concurrent
     /// claimers given distinct lanes (e.g. their rank among the queue's
     /// dispatchers) take distinct jobs instead of all conflicting on the head of
     /// the queue. [`Spread::NONE`] is `claim_at`. Passed-over jobs stay pending
@@ -209,30 +216,37 @@ impl Queue {
         let mut examined = 0usize;
         let mut claimable = 0usize;
         let window = spread.lanes.max(1) * SPREAD_WINDOW_PER_LANE * spread.ahead.max(1);
-        let mut first_claimable: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
+        // The claimable jobs met before one of the claimer's lane, all of one
+        // priority (the first claimable job's).
+        let mut claimables: Vec<(QueueKey, Entry, Vec<PRef<Quota>>)> = Vec::new();
         let mut chosen: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
-        let mut after: Option<QueueKey> = None;
+        let mut from: std::ops::Bound<QueueKey> = std::ops::Bound::Unbounded;
         // Read a few entries first (usually one of them is taken), then the rest
         // of the scan's allowance if needed.
         let mut want = ((1 + spread.ahead) * spread.lanes.max(1) + CLAIM_FIRST_READ)
             .min(CLAIM_SCAN_ENTRIES_MAX);
         'scan: loop {
-            let entries = match after {
-                None => BTree::range(tx, &q.pending, .., want)?,
-                Some(k) => BTree::range(
-                    tx,
-                    &q.pending,
-                    (std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded),
-                    want,
-                )?,
-            };
+            let entries = BTree::range(tx, &q.pending, (from, std::ops::Bound::Unbounded), want)?;
             let read = entries.len();
             let mut entries = entries.into_iter();
             while let Some((key, entry)) = entries.next() {
                 examined += 1;
-                after = Some(key);
+                from = std::ops::Bound::Excluded(key);
+                if claimables
+                    .first()
+                    .is_some_and(|(k, _, _)| key.priority() > k.priority())
+                {
+                    break 'scan; // only jobs of a lower priority remain
+                }
                 if !key.is_due(now) {
-                    break 'scan; // later entries start later still
+                    // This lane's later entries start later still: go on with
+                    // the next lane (a lower priority's due jobs).
+                    if key.lane + 1 >= LANES || examined >= CLAIM_SCAN_ENTRIES_MAX {
+                        break 'scan;
+                    }
+                    from = std::ops::Bound::Included(key.next_lane_start());
+                    want = want.min(CLAIM_SCAN_ENTRIES_MAX - examined);
+                    continue 'scan;
                 }
                 if let Some(deadline) = entry.deadline.filter(|d| now > *d) {
                     expire(tx, queue, &key, &entry, deadline, now)?;
@@ -261,17 +275,25 @@ impl Queue {
                     }
                     break 'scan;
                 }
-                first_claimable.get_or_insert((key, entry, quotas));
+                claimables.push((key, entry, quotas));
                 if claimable >= window {
                     break 'scan;
                 }
             }
             if read < want || examined >= CLAIM_SCAN_ENTRIES_MAX {
+                // `read < want`: the tree has no entries after `from`.
                 break;
             }
             want = CLAIM_SCAN_ENTRIES_MAX - examined;
         }
-        Ok(chosen.or(first_claimable.filter(|_| spread.fallback)))
+        if chosen.is_some() || !spread.fallback || claimables.is_empty() {
+            return Ok(chosen);
+        }
+        // None of the claimer's lane: one of the others, by the claimer's lane, so
+        // that claimers meeting the same few jobs (the end of a priority, or of
+        // the queue) take distinct ones instead of all the first.
+        let pick = spread.lane % claimables.len();
+        Ok(Some(claimables.swap_remove(pick)))
     }
 }
 

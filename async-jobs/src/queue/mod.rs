@@ -13,6 +13,7 @@
 //! The tree detaches buckets that claims empty, so a claim reads the path to the
 //! first pending job however many jobs the queue has seen.
 
+mod attempt_default;
 mod cancel;
 mod claim;
 mod fail;
@@ -20,6 +21,7 @@ mod pause;
 mod put;
 pub(crate) mod retained;
 mod retry;
+mod unique;
 
 use std::collections::BTreeMap;
 
@@ -31,9 +33,9 @@ use crate::model::dispatcher::DispatcherRecord;
 use crate::model::ended::Ended;
 use crate::model::job::{Job, Location};
 use crate::model::queue::{
-    Entry, LANE_PUT_BACK, LANE_SCHEDULED, QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue,
-    QueueDirectory, QueueKey,
+    Entry, QUEUE_NAME_BYTES_MAX, QUEUES_ROOT_KEY, Queue, QueueDirectory, QueueKey,
 };
+use crate::model::queue_key::LANES;
 use crate::model::quota::{QUOTAS_MAX, Quota};
 use crate::time::Timestamp;
 
@@ -41,8 +43,10 @@ pub use cancel::{CANCEL_BATCH_JOBS_MAX, CancelFilter, cancel_jobs, cancel_matchi
 pub use claim::{CLAIM_SCAN_ENTRIES_MAX, Claim, Claimer, SPREAD_WINDOW_PER_LANE, Spread};
 pub use fail::fail;
 pub(crate) use fail::finish_failed;
-pub use put::PutOptions;
+pub use put::{PutOptions, Queued};
 pub use retry::{RETRY_BATCH_JOBS_MAX, discard_jobs, retry_failed, retry_jobs};
+pub use unique::Unique;
+pub(crate) use unique::release as release_unique;
 fn directory(tx: &mut Transaction<'_>) -> Result<Option<PRef<QueueDirectory>>> {
     Ok(tx.root_entry(QUEUES_ROOT_KEY)?)
 }
@@ -86,6 +90,8 @@ impl Queue {
             dispatchers: BTreeMap::new(),
             ended: None,
             paused: false,
+            attempt_limit: None,
+            unique: None,
         })?;
         tx.modify(&dir, |d| d.queues.insert(name.to_string(), queue))?;
         Ok(queue)
@@ -137,7 +143,7 @@ impl Queue {
     ) -> Result<Option<Timestamp>> {
         let pending = tx.get(queue)?.pending;
         let mut next: Option<Timestamp> = None;
-        for lane in [LANE_PUT_BACK, LANE_SCHEDULED] {
+        for lane in 0..LANES {
             let from = QueueKey {
                 lane,
                 at: Timestamp(now.0.saturating_add(1)),

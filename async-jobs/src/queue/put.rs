@@ -7,6 +7,8 @@
 //!   and move the job back to NEW.
 //! - A put back keeps the job's deadline: a job put back to run after its
 //!   deadline keeps its schedule and is expired by the claim that meets it.
+//! - A job's priority (checked at put, at most `PRIORITY_MAX`) is kept in the job
+//!   and in the lane of every key it is queued under (put, put back, retried).
 //! - A job put back at the front keeps its quota places until claimed again; one
 //!   scheduled later lets them go.
 
@@ -16,10 +18,13 @@ use zodiac_objects::{BTree, PRef, Transaction};
 use zodiac_storage::Oid;
 
 use crate::error::{Error, Result};
+use crate::model::attempt_limit::AttemptLimit;
 use crate::model::job::{FailureLevel, Job, Location};
-use crate::model::queue::{Entry, LANE_PUT_BACK, LANE_SCHEDULED, Queue, QueueKey};
+use crate::model::queue::{Entry, Queue, QueueKey};
+use crate::model::queue_key::PRIORITY_MAX;
 use crate::model::quota::QUOTAS_MAX;
 use crate::model::status::Status;
+use crate::queue::unique::{self, Unique};
 use crate::time::Timestamp;
 /// How to put a job: start time, deadline, retry policy and failure level.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +39,15 @@ pub struct PutOptions {
     pub failure_level: Option<FailureLevel>,
     /// Quotas of the queue the job counts against while held (each must exist).
     pub quota_names: Vec<String>,
+    /// 0 (the highest, the default) to [`PRIORITY_MAX`]: claims take a queue's
+    /// due jobs of a higher priority first.
+    pub priority: u8,
+    /// A unique key: while a job put with it in the queue holds it, the put
+    /// queues nothing and returns that job ([`Queue::put_job_unique`]).
+    pub unique: Option<Unique>,
+    /// How many runs the handler's own errors get (default: the queue's
+    /// default, [`Queue::set_attempt_limit`], else as the retry policy decides).
+    pub attempt_limit: Option<AttemptLimit>,
 }
 
 impl PutOptions {
@@ -61,6 +75,22 @@ impl PutOptions {
         self.failure_level = Some(level);
         self
     }
+    /// Claimed before the due jobs of a lower priority (a larger number, up to
+    /// [`PRIORITY_MAX`]; 0 is the default and the highest).
+    pub fn priority(mut self, priority: u8) -> PutOptions {
+        self.priority = priority;
+        self
+    }
+    /// Puts the job only if no job of the queue holds `unique`'s key.
+    pub fn unique(mut self, unique: Unique) -> PutOptions {
+        self.unique = Some(unique);
+        self
+    }
+    /// Gives the handler `limit`'s attempts (see [`crate::retry::with_attempt_limit`]).
+    pub fn attempt_limit(mut self, limit: AttemptLimit) -> PutOptions {
+        self.attempt_limit = Some(limit);
+        self
+    }
     /// Counts against quota `name` of the queue while held.
     pub fn quota(mut self, name: impl Into<String>) -> PutOptions {
         self.quota_names.push(name.into());
@@ -68,8 +98,20 @@ impl PutOptions {
     }
 }
 
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queued {
+    /// The job now pending for the put: the one put, or the holder of its
+    /// unique key.
+    pub job: PRef<Job>,
+    /// Whether `job` is the holder of the put's unique key (nothing was queued).
+    pub existing: bool,
+}
+
 impl Queue {
-    /// Puts the NEW job `job` in `queue` (NEW → PENDING); returns its id.
+    /// Puts the NEW job `job` in `queue` (NEW → PENDING); returns its id. With a
+    /// unique key ([`PutOptions::unique`]) held by another job of the queue,
+    /// `job` stays NEW and that job's id is returned.
     pub fn put(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
@@ -81,10 +123,23 @@ impl Queue {
         if status != Status::New {
             return Err(Error::NotNew { job: id, status });
         }
+        if let Some(unique) = &options.unique {
+            unique.check()?;
+            if let Some(holder) = unique::holder(tx, queue, &unique.key, Timestamp::now())? {
+                return Ok(holder.oid());
+            }
+        }
+        if options.priority > PRIORITY_MAX {
+            return Err(Error::LimitExceeded {
+                what: "a job's priority (0 is the highest)",
+                len: options.priority as usize,
+                max: PRIORITY_MAX as usize,
+            });
+        }
         let now = Timestamp::now();
         let begin_after = options.begin_after.unwrap_or(now);
         let key = QueueKey {
-            lane: LANE_SCHEDULED,
+            lane: QueueKey::lane_of(options.priority, true),
             at: begin_after,
             job: id.0,
         };
@@ -107,10 +162,14 @@ impl Queue {
             });
         }
         let entry_quotas = quota_names.clone();
+        let attempt_limit = options.attempt_limit.or(q.attempt_limit);
         let deadline = tx.modify(job, |j| {
             j.transition(id, Status::Pending, now)?;
             j.set_quota_names(quota_names);
             j.set_schedule(begin_after, options.begin_by);
+            j.set_attempt_limit(attempt_limit);
+            j.set_priority(options.priority);
+            j.set_unique_key(options.unique.as_ref().map(|u| u.key.clone()));
             if let Some(p) = options.retry_policy {
                 j.set_retry_policy(p);
             }
@@ -126,6 +185,9 @@ impl Queue {
             quota_names: entry_quotas,
         };
         Queue::insert(tx, queue, key, entry)?;
+        if let Some(unique) = &options.unique {
+            unique::hold(tx, queue, unique, *job, now)?;
+        }
         Ok(id)
     }
 
@@ -136,9 +198,32 @@ impl Queue {
         job: Job,
         options: PutOptions,
     ) -> Result<PRef<Job>> {
+        Ok(Queue::put_job_unique(tx, queue, job, options)?.job)
+    }
+
+    /// [`Queue::put_job`], saying whether the put's unique key was held by a job
+    /// of the queue (then `job` is not added, and that job is returned).
+    pub fn put_job_unique(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        job: Job,
+        options: PutOptions,
+    ) -> Result<Queued> {
+        if let Some(unique) = &options.unique {
+            unique.check()?;
+            if let Some(holder) = unique::holder(tx, queue, &unique.key, Timestamp::now())? {
+                return Ok(Queued {
+                    job: holder,
+                    existing: true,
+                });
+            }
+        }
         let job = tx.add(job)?;
         Queue::put(tx, queue, &job, options)?;
-        Ok(job)
+        Ok(Queued {
+            job,
+            existing: false,
+        })
     }
 
     /// Takes the first pending job in claim order out of `queue`, due or not
@@ -203,6 +288,7 @@ impl Queue {
         };
         let name = queue.clone();
         let quota_names = j.quota_names().to_vec();
+        let priority = j.priority();
         let queue = Queue::named(tx, &name)?;
         // Back at the front, it keeps its quota places (jobs waiting for them stay
         // waiting); scheduled later, it lets them go.
@@ -211,12 +297,12 @@ impl Queue {
         }
         let key = match retry_at {
             None => QueueKey {
-                lane: LANE_PUT_BACK,
+                lane: QueueKey::lane_of(priority, false),
                 at: now,
                 job: id.0,
             },
             Some(at) => QueueKey {
-                lane: LANE_SCHEDULED,
+                lane: QueueKey::lane_of(priority, true),
                 at,
                 job: id.0,
             },

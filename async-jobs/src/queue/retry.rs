@@ -23,7 +23,7 @@ use zodiac_objects::{PRef, Transaction};
 
 use crate::error::{Error, Result};
 use crate::model::job::{Ending, Job, Location};
-use crate::model::queue::{Entry, LANE_SCHEDULED, Queue, QueueKey};
+use crate::model::queue::{Entry, Queue, QueueKey};
 use crate::model::status::Status;
 use crate::queue::retained::{self, Kept};
 use crate::time::Timestamp;
@@ -109,6 +109,8 @@ pub fn discard_jobs(tx: &mut Transaction<'_>, jobs: &[PRef<Job>]) -> Result<usiz
     for job in &jobs {
         let kept = kept_or_refuse(&found, *job, "discarded")?;
         retained::forget(tx, *job, kept)?;
+        let queue = Queue::named(tx, &kept.queue)?;
+        crate::queue::release_unique(tx, &queue, *job)?;
     }
     Ok(jobs.len())
 }
@@ -145,7 +147,7 @@ fn requeue(tx: &mut Transaction<'_>, job: &PRef<Job>, name: &str, now: Timestamp
     let id = job.oid();
     let queue = Queue::named(tx, name)?;
     let key = QueueKey {
-        lane: LANE_SCHEDULED,
+        lane: QueueKey::lane_of(tx.get(job)?.priority(), true),
         at: now,
         job: id.0,
     };

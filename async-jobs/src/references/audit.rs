@@ -405,6 +405,13 @@ mod tests {
             Ok(())
         })
         .unwrap();
+        // Pending (not due yet) with a unique key: held in the queue's unique index.
+        put(
+            Job::with_arguments("ok", &9i64).unwrap(),
+            PutOptions::new()
+                .begin_after(now.plus(Duration::from_secs(3600)))
+                .unique(crate::Unique::new("nightly").for_period(death)),
+        );
         // Expired before the first claim, which the agent's claim completes.
         let long_ago = Timestamp::from_micros(now.as_micros() - 7_200_000_000);
         let expired = put(
@@ -585,6 +592,12 @@ mod tests {
                     trees_audited.push(q.pending_tree().oid().0);
                     for (k, v) in tree_entries(&mut tx, q.pending_tree()) {
                         key_mirrors_value(&what, &k, &v, &existing, &mut out);
+                    }
+                    if let Some(unique) = q.unique {
+                        trees_audited.push(unique.oid().0);
+                        for (k, v) in tree_entries(&mut tx, unique) {
+                            key_mirrors_value(&what, &k, &v, &existing, &mut out);
+                        }
                     }
                     found
                 }

@@ -1,7 +1,7 @@
 //! One run of a job: mark it ACTIVE, call its handler, store its result or act on
 //! its policy's decision, attempt after attempt.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use crate::run::panic_trace::catch_with_backtrace;
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::model::job::{Job, Location, Outcome, log_failure};
 use crate::model::queue::Queue;
 use crate::model::status::Status;
 use crate::queue::Claimer;
-use crate::retry::{Decision, bounded};
+use crate::retry::{Decision, bounded, on_handler_failure};
 use crate::run::await_job::{RESUME_HANDLER, resume};
 use crate::run::callbacks::complete_parent_after_last_callback;
 use crate::run::chain::Chain;
@@ -143,7 +143,7 @@ impl Runner {
                 }
                 Err(failure) => {
                     drop(tx); // aborts the handler's writes
-                    let decision = policy.on_job_error(&mut log.data, &failure);
+                    let decision = on_handler_failure(&*policy, &mut log.data, &failure, &snapshot);
                     Failed {
                         failure,
                         decision,
@@ -359,10 +359,16 @@ impl Runner {
             parent_result,
             tx,
         );
-        match catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &arguments))) {
+        match catch_with_backtrace(|| handler(&mut ctx, &arguments)) {
             Ok(Ok(value)) => Ok((value, ctx.awaited())),
             Ok(Err(e)) => Err(handler_failure(e)),
-            Err(payload) => Err(Failure::new(FailureKind::Panic, panic_message(&*payload))),
+            Err(panic) => {
+                let failure = Failure::new(FailureKind::Panic, panic_message(&*panic.payload));
+                Err(match panic.backtrace {
+                    Some(trace) => failure.with_backtrace(trace),
+                    None => failure,
+                })
+            }
         }
     }
 

@@ -286,7 +286,8 @@ impl Runner {
             }
             Err(failure) => {
                 tx.rollback_to(&savepoint)?; // drops the handler's writes
-                let decision = policy.on_job_error(&mut log.data, &failure);
+                let decision =
+                    crate::retry::on_handler_failure(&*policy, &mut log.data, &failure, snapshot);
                 let failed = Failed {
                     failure,
                     decision,

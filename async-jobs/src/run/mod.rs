@@ -44,6 +44,7 @@ mod await_job;
 mod batch;
 mod callbacks;
 mod chain;
+mod panic_trace;
 
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ use crate::model::status::Status;
 use crate::queue::Claimer;
 use crate::retry::{Policies, RetryData};
 use crate::time::{Clock, SystemClock, Timestamp};
+use crate::traced::TracedError;
 use crate::transact::{poll_backoff, transact};
 
 pub use await_job::RESUME_HANDLER;
@@ -130,7 +132,12 @@ fn handler_failure(e: HandlerError) -> Failure {
     } else {
         FailureKind::UserError
     };
-    Failure::from_error(kind, e.as_ref())
+    match e.downcast_ref::<TracedError>() {
+        Some(traced) => {
+            Failure::from_error(kind, traced.error()).with_backtrace(traced.backtrace().to_string())
+        }
+        None => Failure::from_error(kind, e.as_ref()),
+    }
 }
 
 /// The failure record of a failed commit of the result.

@@ -105,6 +105,10 @@ pub enum JobWorkload {
     /// J3's drain with 4 producers putting the jobs meanwhile: the conflict rate
     /// of concurrent puts and claims (not a workloads.md row).
     J3Mix,
+    /// J3 with the jobs' priorities mixed evenly over 0..=9: what honouring
+    /// priorities costs a drain (target: at least 0.9× J3 in the same run; not
+    /// a workloads.md row).
+    J3Priorities,
 }
 
 impl JobWorkload {
@@ -118,6 +122,7 @@ impl JobWorkload {
             JobWorkload::J5 => "j5",
             JobWorkload::J6 => "j6",
             JobWorkload::J3Mix => "j3-mix",
+            JobWorkload::J3Priorities => "j3-prio",
         }
     }
 
@@ -141,8 +146,9 @@ impl JobWorkload {
         let result = match self {
             JobWorkload::J1 => j1(&mut bench),
             JobWorkload::J2 => j2(&mut bench),
-            JobWorkload::J3 => j3(&mut bench, "j3", J3_BATCH),
-            JobWorkload::J3Single => j3(&mut bench, "j3-single", 1),
+            JobWorkload::J3 => j3(&mut bench, "j3", J3_BATCH, Priorities::Default),
+            JobWorkload::J3Single => j3(&mut bench, "j3-single", 1, Priorities::Default),
+            JobWorkload::J3Priorities => j3(&mut bench, "j3-prio", J3_BATCH, Priorities::Mixed),
             JobWorkload::J4 => j4(&mut bench),
             JobWorkload::J5 => j5(&mut bench),
             JobWorkload::J6 => j6(&mut bench),
@@ -178,7 +184,7 @@ mod runs;
 mod worker;
 
 use log::LogReader;
-use runs::{j1, j2, j3, j3_mix, j4, j5, j6};
+use runs::{Priorities, j1, j2, j3, j3_mix, j4, j5, j6};
 use worker::{RunningWorker, WorkerHandle, WorkerSpec, run_worker};
 
 pub use worker::worker_process;

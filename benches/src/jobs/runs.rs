@@ -25,13 +25,23 @@ use super::{
 
 /// Puts one job in the default queue, in its own (durable) transaction.
 fn put(db: &Database, handler: &str, arguments: &impl serde::Serialize) -> Result<()> {
+    put_with(db, handler, arguments, PutOptions::new())
+}
+
+/// [`put`] with `options`.
+fn put_with(
+    db: &Database,
+    handler: &str,
+    arguments: &impl serde::Serialize,
+    options: PutOptions,
+) -> Result<()> {
     transact(db, |tx| {
         let q = Queue::get_or_create(tx, "")?;
         Queue::put_job(
             tx,
             &q,
             Job::with_arguments(handler, arguments)?,
-            PutOptions::new(),
+            options.clone(),
         )
         .map(|_| ())
     })?;
@@ -40,9 +50,33 @@ fn put(db: &Database, handler: &str, arguments: &impl serde::Serialize) -> Resul
 
 /// Puts `n` no-op jobs with ids `0..n`, each in its own transaction; the seconds.
 fn put_noops(db: &Database, n: u64) -> Result<f64> {
+    put_noops_prioritised(db, n, Priorities::Default)
+}
+
+/// The priorities of a drain's jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Priorities {
+    /// Every job at the default priority (J3).
+    Default,
+    /// Job `i` at priority `(i × 7) mod 10`: the ten priorities evenly mixed, and
+    /// not in put order (j3-prio).
+    Mixed,
+}
+
+impl Priorities {
+    fn of(self, i: u64) -> u8 {
+        match self {
+            Priorities::Default => 0,
+            Priorities::Mixed => ((i * 7) % 10) as u8,
+        }
+    }
+}
+
+/// [`put_noops`] with job `i` at `priorities.of(i)`.
+fn put_noops_prioritised(db: &Database, n: u64, priorities: Priorities) -> Result<f64> {
     let start = Instant::now();
     for i in 0..n {
-        put(db, NOOP, &i)?;
+        put_with(db, NOOP, &i, PutOptions::new().priority(priorities.of(i)))?;
     }
     Ok(start.elapsed().as_secs_f64())
 }
@@ -162,9 +196,15 @@ pub(super) fn j2(bench: &mut Bench) -> Result<Measurement> {
 }
 
 /// J3: fresh store, 10,000 jobs waiting, 4 workers, each running batches of
-/// `batch` jobs (reported as `name`).
-pub(super) fn j3(bench: &mut Bench, name: &str, batch: u32) -> Result<Measurement> {
-    put_noops(bench.db(), BULK_JOBS)?;
+/// `batch` jobs (reported as `name`); the jobs' priorities as `priorities` says
+/// (j3-prio: the ten mixed).
+pub(super) fn j3(
+    bench: &mut Bench,
+    name: &str,
+    batch: u32,
+    priorities: Priorities,
+) -> Result<Measurement> {
+    put_noops_prioritised(bench.db(), BULK_JOBS, priorities)?;
     let mut log = bench.log()?;
     let before = bench.db().commit_stats();
     let drained = drain(bench, &mut log, J3_WORKERS, batch, BULK_JOBS)?;

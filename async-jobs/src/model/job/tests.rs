@@ -29,10 +29,70 @@ fn byte_fields_keep_the_stored_encoding() {
 fn a_job_record_without_a_subject_reads_as_none() {
     let job = Job::with_arguments("h", &1u8).unwrap();
     let mut payload = postcard::to_allocvec(&job).unwrap();
-    assert_eq!(payload.pop(), Some(0), "subject None is the last byte");
+    assert_eq!(payload.pop(), Some(0), "unique_key None is the last byte");
+    assert_eq!(payload.pop(), Some(0), "priority 0 is the one before");
+    assert_eq!(
+        payload.pop(),
+        Some(0),
+        "no error backtraces is the one before"
+    );
+    assert_eq!(
+        payload.pop(),
+        Some(0),
+        "attempt_limit None is the one before"
+    );
+    assert_eq!(payload.pop(), Some(0), "subject None is the one before");
     let old = zodiac_objects::record::encode(Job::TYPE_NAME, &[], &payload);
     let read = zodiac_objects::decode_value::<Job>(&old).unwrap().unwrap();
     assert_eq!((read.subject(), read), (None, job));
+}
+
+/// Records written before attempt limits and error backtraces existed end at
+/// `subject`; their error entries read without a backtrace. Newer records keep
+/// both.
+#[test]
+fn error_backtraces_and_the_attempt_limit_are_stored_after_subject() {
+    let mut job = Job::with_arguments("h", &1u8).unwrap();
+    let failure = Failure::new(FailureKind::Panic, "boom");
+    job.record_error(Timestamp(1), &failure);
+    job.record_error(Timestamp(2), &failure.clone().with_backtrace("at f\nat g"));
+    // The same entries without backtraces: what the older layout reads as.
+    let mut plain = job.clone();
+    for e in &mut plain.errors {
+        e.backtrace = None;
+    }
+    let backtraces = postcard::to_allocvec(&vec![None, Some("at f\nat g")]).unwrap();
+    let stored = postcard::to_allocvec(&job).unwrap();
+    assert!(
+        stored[..stored.len() - 2].ends_with(&backtraces),
+        "the backtraces are last but the priority"
+    );
+    let read = zodiac_objects::decode_value::<Job>(&zodiac_objects::record::encode(
+        Job::TYPE_NAME,
+        &[],
+        &stored,
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(read.errors()[1].backtrace.as_deref(), Some("at f\nat g"));
+    assert_eq!(read, job);
+    let older = &stored[..stored.len() - 2 - backtraces.len() - 1];
+    let read = zodiac_objects::decode_value::<Job>(&zodiac_objects::record::encode(
+        Job::TYPE_NAME,
+        &[],
+        older,
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(read, plain);
+    let limited = {
+        let mut j = job.clone();
+        let limit = AttemptLimit::new(3, crate::retry::Backoff::Fixed(Duration::from_secs(2)));
+        j.set_attempt_limit(Some(limit.unwrap()));
+        j
+    };
+    let bytes = postcard::to_allocvec(&limited).unwrap();
+    assert_eq!(postcard::from_bytes::<Job>(&bytes).unwrap(), limited);
 }
 
 #[test]
@@ -125,10 +185,14 @@ fn job_view(job: &Job) -> JobRecordRef<'_> {
         quota_names: &job.quota_names,
         callbacks: &job.callbacks,
         annotations: &job.annotations,
-        errors: &job.errors,
+        errors: StoredErrors(&job.errors),
         errors_dropped: job.errors_dropped,
         awaiting: job.awaiting,
         subject: job.subject,
+        attempt_limit: job.attempt_limit,
+        error_backtraces: StoredBacktraces(&job.errors),
+        priority: job.priority,
+        unique_key: &job.unique_key,
     }
 }
 
