@@ -26,7 +26,7 @@ pub struct PutExtraArgs {
     /// each failed attempt is kept in the job's error history.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_attempts: Option<u32>,
-    /// The wait between attempts: DUR (fixed), or exp:DUR[:MAX] (doubling from
+    /// The wait between attempts: DUR (fixed), or `exp:DUR[:MAX]` (doubling from
     /// DUR up to MAX, default 5m, jittered). Default: exp:1s:5m.
     #[arg(long, value_name = "DUR", value_parser = parse_backoff, requires = "max_attempts")]
     pub backoff: Option<Backoff>,
