@@ -208,6 +208,17 @@ pub(crate) fn lock_key(schema: &str, oid: Oid) -> i64 {
     (oid.0 ^ (hash << 40)) as i64
 }
 
+/// The advisory lock requests `(key, exclusive)` in the order they are taken:
+/// sorted by key, one request per key, exclusive where any request of the key
+/// is. Every committer takes its locks in this one order, so no two wait on
+/// each other; a key both stored and checked is locked exclusively once
+/// (shared, then exclusive, would deadlock two such transactions).
+fn lock_order(mut keys: Vec<(i64, bool)>) -> Vec<(i64, bool)> {
+    keys.sort_unstable_by_key(|&(k, exclusive)| (k, !exclusive));
+    keys.dedup_by_key(|&mut (k, _)| k);
+    keys
+}
+
 /// `BEGIN` and the sorted advisory locks: `(oid, exclusive)`.
 pub(crate) fn begin_locked(
     shared: &Shared,
@@ -217,12 +228,11 @@ pub(crate) fn begin_locked(
     client
         .batch_execute("BEGIN")
         .map_err(|e| pg_error(shared, "beginning the commit", &e))?;
-    let mut keys: Vec<(i64, bool)> = oids
-        .iter()
-        .map(|&(o, x)| (lock_key(&shared.options.schema, o), x))
-        .collect();
-    keys.sort_unstable();
-    keys.dedup_by(|b, a| a.0 == b.0 && (a.1 || !b.1));
+    let keys = lock_order(
+        oids.iter()
+            .map(|&(o, x)| (lock_key(&shared.options.schema, o), x))
+            .collect(),
+    );
     let (keys, exclusive): (Vec<i64>, Vec<bool>) = keys.into_iter().unzip();
     client
         .prepared(
@@ -531,5 +541,24 @@ impl Drop for PgTransaction {
         if let Some(mut guard) = self.voted.take() {
             end_failed(&self.shared, &mut guard);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_order;
+
+    #[test]
+    fn lock_order_takes_each_key_once_exclusive_where_any_request_is() {
+        let got = lock_order(vec![
+            (5, false),
+            (3, true),
+            (5, true),
+            (1, false),
+            (3, false),
+            (1, false),
+            (5, false),
+        ]);
+        assert_eq!(got, vec![(1, false), (3, true), (5, true)]);
     }
 }
