@@ -22,6 +22,9 @@ use crate::model::queue::Queue;
 use crate::model::status::Status;
 use crate::time::Timestamp;
 
+mod handler_stats;
+pub use handler_stats::{HandlerStats, handler_stats};
+
 /// Which jobs to list; `None` fields match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobFilter {
@@ -279,24 +282,22 @@ pub fn endings(
     tx: &mut Transaction<'_>,
     name: &str,
 ) -> Result<Option<(BTreeMap<Ending, u64>, bool)>> {
-    if Queue::get(tx, name)?.is_none() {
+    let Some((handlers, all)) = handler_stats(tx, name)? else {
         return Ok(None);
-    }
+    };
+    Ok(Some((sum_endings(handlers.values()), all)))
+}
+
+/// The endings of every handler's stats added up: a queue's completed jobs by
+/// how they ended.
+pub fn sum_endings<'s>(stats: impl IntoIterator<Item = &'s HandlerStats>) -> BTreeMap<Ending, u64> {
     let mut counts = BTreeMap::new();
-    let mut read = 0usize;
-    let mut all = true;
-    crate::queue::retained::find(tx, Some(name), &mut |tx, job| {
-        if read >= ENDINGS_JOBS_MAX {
-            all = false;
-            return Ok(false);
+    for s in stats {
+        for (ending, n) in &s.endings {
+            *counts.entry(*ending).or_insert(0) += n;
         }
-        read += 1;
-        if let Some(outcome) = tx.get(&job)?.outcome() {
-            *counts.entry(outcome.ending()).or_insert(0) += 1;
-        }
-        Ok(false) // counted, not collected
-    })?;
-    Ok(Some((counts, all)))
+    }
+    counts
 }
 
 /// Whether queue `name` is paused ([`Queue::pause`]); `None` if there is no such

@@ -509,13 +509,15 @@ pub fn status(
             // Counters and the held jobs for the statuses; the endings read the
             // completed jobs kept (bounded by `ENDINGS_JOBS_MAX`).
             let counts = inspect::counts(tx, &name)?.unwrap_or_default();
-            let (endings, endings_all) = inspect::endings(tx, &name)?.unwrap_or_default();
+            let (handlers, endings_all) = inspect::handler_stats(tx, &name)?.unwrap_or_default();
+            let endings = inspect::sum_endings(handlers.values());
             let paused = inspect::paused(tx, &name)?.unwrap_or(false);
             queues.push(QueueStatus {
                 name,
                 counts,
                 endings,
                 endings_all,
+                handlers,
                 paused,
             });
         }
@@ -547,6 +549,8 @@ fn status_json(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummary
                 "counts": counts,
                 "completed": endings,
                 "completed_all_counted": q.endings_all,
+                "handlers": q.handlers.iter().map(|(h, st)| (h.clone(), handler_json(st)))
+                    .collect::<serde_json::Map<String, Value>>(),
                 "dispatchers": dispatchers.iter().filter(|d| d.queue == q.name).map(|d| json!({
                     "uuid": d.id,
                     "alive": d.alive,
@@ -560,6 +564,44 @@ fn status_json(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummary
             })
         }).collect::<Vec<_>>(),
     })
+}
+
+/// One handler's completed jobs as `jobs status --json` prints them: counts by
+/// ending, and run times in milliseconds (null when none ran).
+fn handler_json(stats: &inspect::HandlerStats) -> Value {
+    let endings: serde_json::Map<String, Value> = Ending::ALL
+        .iter()
+        .map(|e| {
+            (
+                e.name().to_string(),
+                json!(stats.endings.get(e).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    json!({
+        "completed": endings,
+        "runs": stats.runs,
+        "run_ms_p50": ms(stats.run_p50),
+        "run_ms_p99": ms(stats.run_p99),
+    })
+}
+
+/// One handler's line under its queue in `jobs status`: completed jobs by
+/// ending and run-time percentiles.
+fn handler_line(handler: &str, stats: &inspect::HandlerStats) -> String {
+    let endings: Vec<String> = Ending::ALL
+        .iter()
+        .filter_map(|e| stats.endings.get(e).map(|n| format!("{} {n}", e.name())))
+        .collect();
+    let run = match (stats.run_p50, stats.run_p99) {
+        (Some(p50), Some(p99)) => format!(
+            "; run p50 {p50:.1?}, p99 {p99:.1?} over {} runs",
+            stats.runs
+        ),
+        _ => String::new(),
+    };
+    format!("  handler {handler}: {}{run}", endings.join(", "))
 }
 
 /// One queue's line of `jobs status`: counts by status, completed jobs by
@@ -599,6 +641,9 @@ fn print_status(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummar
     }
     for q in queues {
         println!("{}", queue_line(q));
+        for (handler, stats) in &q.handlers {
+            println!("{}", handler_line(handler, stats));
+        }
         for d in dispatchers.iter().filter(|d| d.queue == q.name) {
             let agents: Vec<String> = d
                 .agents
@@ -633,6 +678,8 @@ struct QueueStatus {
     endings: std::collections::BTreeMap<Ending, u64>,
     /// Whether every completed job was counted in `endings`.
     endings_all: bool,
+    /// COMPLETED jobs by handler: endings and run times.
+    handlers: std::collections::BTreeMap<String, inspect::HandlerStats>,
     paused: bool,
 }
 

@@ -297,6 +297,22 @@ fn a_worker_on_a_data_file_runs_the_built_in_handlers_and_stops_on_sigterm() {
     assert_eq!(d["uuid"], uuid);
     assert_eq!(d["alive"], true);
     assert_eq!(d["agents"][0]["size"], 3);
+    // Per handler: completed jobs by ending and run-time percentiles.
+    let handlers = &status["queues"][0]["handlers"];
+    assert_eq!(handlers["incr"]["completed"]["succeeded"], 2, "{handlers}");
+    assert_eq!(handlers["incr"]["completed"]["failed"], 0, "{handlers}");
+    assert_eq!(handlers["incr"]["runs"], 2, "{handlers}");
+    let p50 = handlers["incr"]["run_ms_p50"].as_f64().unwrap();
+    let p99 = handlers["incr"]["run_ms_p99"].as_f64().unwrap();
+    assert!(0.0 <= p50 && p50 <= p99, "{handlers}");
+    assert_eq!(handlers["fail"]["completed"]["failed"], 1, "{handlers}");
+    assert_eq!(handlers["echo"]["completed"]["succeeded"], 1, "{handlers}");
+    assert_eq!(status["queues"][0]["completed"]["succeeded"], 3, "{status}");
+    let text = ok(&["jobs", "status", &store]);
+    assert!(
+        text.contains("  handler incr: succeeded 2; run p50 "),
+        "{text}"
+    );
 
     // A second worker on the same UUID file refuses to start.
     let twin = zodiac(&[
