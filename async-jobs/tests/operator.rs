@@ -213,6 +213,22 @@ fn retry_failed_takes_only_failures_and_a_cancelled_job_is_retried_by_id() {
         .unwrap()
         .unwrap();
     assert!(all);
+    // By handler: the cancelled job never ran, so only the failed one has a run time.
+    let (handlers, _) = transact(&db, |tx| inspect::handler_stats(tx, "a"))
+        .unwrap()
+        .unwrap();
+    let flaky = &handlers["flaky"];
+    assert_eq!(
+        flaky
+            .endings
+            .iter()
+            .map(|(e, n)| (*e, *n))
+            .collect::<Vec<_>>(),
+        [(Ending::Failed, 1), (Ending::Cancelled, 1)]
+    );
+    assert_eq!(flaky.runs, 1);
+    assert!(flaky.run_p50.is_some() && flaky.run_p50 == flaky.run_p99);
+    assert_eq!(handlers.len(), 1, "{handlers:?}");
     assert_eq!(
         endings.into_iter().collect::<Vec<_>>(),
         [(Ending::Failed, 1), (Ending::Cancelled, 1)]

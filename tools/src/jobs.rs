@@ -510,12 +510,10 @@ pub fn status(
             // completed jobs kept (bounded by `ENDINGS_JOBS_MAX`).
             let counts = inspect::counts(tx, &name)?.unwrap_or_default();
             let (handlers, endings_all) = inspect::handler_stats(tx, &name)?.unwrap_or_default();
-            let endings = inspect::sum_endings(handlers.values());
             let paused = inspect::paused(tx, &name)?.unwrap_or(false);
             queues.push(QueueStatus {
                 name,
                 counts,
-                endings,
                 endings_all,
                 handlers,
                 paused,
@@ -539,15 +537,11 @@ fn status_json(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummary
                 .iter()
                 .map(|s| (s.name().to_lowercase(), json!(q.counts.get(s).copied().unwrap_or(0))))
                 .collect();
-            let endings: serde_json::Map<String, Value> = Ending::ALL
-                .iter()
-                .map(|e| (e.name().to_string(), json!(q.endings.get(e).copied().unwrap_or(0))))
-                .collect();
             json!({
                 "name": q.name,
                 "paused": q.paused,
                 "counts": counts,
-                "completed": endings,
+                "completed": endings_json(&q.endings()),
                 "completed_all_counted": q.endings_all,
                 "handlers": q.handlers.iter().map(|(h, st)| (h.clone(), handler_json(st)))
                     .collect::<serde_json::Map<String, Value>>(),
@@ -569,22 +563,27 @@ fn status_json(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummary
 /// One handler's completed jobs as `jobs status --json` prints them: counts by
 /// ending, and run times in milliseconds (null when none ran).
 fn handler_json(stats: &inspect::HandlerStats) -> Value {
-    let endings: serde_json::Map<String, Value> = Ending::ALL
-        .iter()
-        .map(|e| {
-            (
-                e.name().to_string(),
-                json!(stats.endings.get(e).copied().unwrap_or(0)),
-            )
-        })
-        .collect();
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     json!({
-        "completed": endings,
+        "completed": endings_json(&stats.endings),
         "runs": stats.runs,
         "run_ms_p50": ms(stats.run_p50),
         "run_ms_p99": ms(stats.run_p99),
     })
+}
+
+/// Completed jobs by ending as JSON: every ending, 0 when none ended so.
+fn endings_json(endings: &std::collections::BTreeMap<Ending, u64>) -> Value {
+    Ending::ALL
+        .iter()
+        .map(|e| {
+            (
+                e.name().to_string(),
+                json!(endings.get(e).copied().unwrap_or(0)),
+            )
+        })
+        .collect::<serde_json::Map<String, Value>>()
+        .into()
 }
 
 /// One handler's line under its queue in `jobs status`: completed jobs by
@@ -613,13 +612,14 @@ fn queue_line(q: &QueueStatus) -> String {
         q.name.as_str()
     };
     let count = |n: Option<&u64>| n.copied().unwrap_or(0);
+    let ended = q.endings();
     let counts: Vec<String> = Status::ALL
         .iter()
         .map(|s| format!("{} {}", s.name().to_lowercase(), count(q.counts.get(s))))
         .collect();
     let endings: Vec<String> = Ending::ALL
         .iter()
-        .map(|e| format!("{} {}", e.name(), count(q.endings.get(e))))
+        .map(|e| format!("{} {}", e.name(), count(ended.get(e))))
         .collect();
     format!(
         "queue {shown}{}: {} ({}{})",
@@ -674,13 +674,18 @@ struct QueueStatus {
     name: String,
     /// Jobs by status.
     counts: std::collections::BTreeMap<Status, u64>,
-    /// COMPLETED jobs by ending.
-    endings: std::collections::BTreeMap<Ending, u64>,
-    /// Whether every completed job was counted in `endings`.
+    /// Whether every completed job was counted in `handlers`.
     endings_all: bool,
     /// COMPLETED jobs by handler: endings and run times.
     handlers: std::collections::BTreeMap<String, inspect::HandlerStats>,
     paused: bool,
+}
+
+impl QueueStatus {
+    /// COMPLETED jobs by ending: the sum over handlers.
+    fn endings(&self) -> std::collections::BTreeMap<Ending, u64> {
+        inspect::sum_endings(self.handlers.values())
+    }
 }
 
 /// `alive`, `inactive` (stopped gracefully, or already cleaned up), `STOPPED`
