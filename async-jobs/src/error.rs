@@ -186,6 +186,32 @@ pub enum Error {
     #[error("cannot encode the arguments: {0}")]
     EncodeArguments(#[source] postcard::Error),
 
+    /// A cron expression does not parse.
+    #[error(
+        "cron expression {expression:?} is not valid: {why}; give five fields (minute hour \
+         day-of-month month day-of-week), six with seconds first, or @hourly, @daily, ..."
+    )]
+    BadCron {
+        /// The expression.
+        expression: String,
+        /// What the parser found wrong.
+        why: String,
+    },
+
+    /// No recurring-job schedule has this name.
+    #[error("no schedule named {name:?}; `zodiac jobs cron list` shows the schedules")]
+    NoSuchSchedule {
+        /// The name.
+        name: String,
+    },
+
+    /// A schedule with this name exists already.
+    #[error("a schedule named {name:?} exists already; remove it first, or replace it")]
+    ScheduleExists {
+        /// The name.
+        name: String,
+    },
+
     /// A named limit was exceeded (annotations, queue and handler names, ...).
     #[error("{what} is {len}, over the limit of {max}")]
     LimitExceeded {

@@ -125,6 +125,7 @@ mod recovery;
 mod references;
 pub mod retry;
 mod run;
+mod schedule;
 mod time;
 mod traced;
 mod transact;
@@ -144,6 +145,7 @@ pub use model::job::{Ending, ErrorEntry, FailureLevel, Job, Location, Outcome, S
 pub use model::merges::merges;
 pub use model::queue::{Entry, Queue, QueueDirectory, QueueKey};
 pub use model::quota::Quota;
+pub use model::schedule::Schedule;
 pub use model::status;
 pub use model::status::Status;
 pub use queue::{
@@ -154,6 +156,10 @@ pub use recovery::{Cleanup, recover_interrupted};
 pub use references::named_ids;
 pub use retry::{AttemptLimit, Backoff, Decision, Policies, RetryData, RetryPolicy};
 pub use run::{RunOutcome, Runner};
+pub use schedule::{
+    CronExpr, ScheduleSpec, Tick, add_schedule, due_in, put_due, remove_schedule, schedule,
+    schedules,
+};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use traced::TracedError;
 pub use transact::{poll_backoff, transact};

@@ -53,6 +53,7 @@ use crate::model::ended::Ended;
 use crate::model::job::Job;
 use crate::model::queue::{Queue, QueueDirectory};
 use crate::model::quota::Quota;
+use crate::model::schedule::{Schedule, ScheduleDirectory};
 use crate::run::RESUME_HANDLER;
 
 /// Every oid a stored record of this crate names, read from its value rather than
@@ -87,6 +88,8 @@ pub fn named_ids(stored: &[u8]) -> Option<Result<BTreeSet<Oid>, String>> {
         Agent::TYPE_NAME => named::<Agent>(stored).map(|(_, ids)| ids),
         Composite::TYPE_NAME => named::<Composite>(stored).map(|(_, ids)| ids),
         Ended::TYPE_NAME => named::<Ended>(stored).map(|(_, ids)| ids),
+        Schedule::TYPE_NAME => named::<Schedule>(stored).map(|(_, ids)| ids),
+        ScheduleDirectory::TYPE_NAME => named::<ScheduleDirectory>(stored).map(|(_, ids)| ids),
         _ => return None,
     };
     Some(ids)

@@ -14,5 +14,6 @@ pub mod queue;
 pub mod queue_key;
 pub mod quota;
 pub mod retry_data;
+pub mod schedule;
 pub mod status;
 pub mod unique;

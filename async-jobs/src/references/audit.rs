@@ -351,6 +351,7 @@ mod tests {
     use crate::model::job::Job;
     use crate::model::queue::{Queue, QueueDirectory};
     use crate::model::quota::Quota;
+    use crate::model::schedule::{Schedule, ScheduleDirectory};
     use crate::queue::{Claimer, PutOptions};
     use crate::retry::Policies;
     use crate::run::{RunOutcome, Runner};
@@ -489,6 +490,15 @@ mod tests {
         let awaiting = runner.run(&first, Some(&claimer)).unwrap();
         assert!(matches!(awaiting, RunOutcome::Awaiting(_)), "{awaiting:?}");
         assert_eq!(claim(), Some(assigned));
+        // A recurring job's schedule, which put its first tick's job.
+        transact(db, |tx| {
+            let spec = crate::ScheduleSpec::new("every", "@hourly", "side", "ok", vec![2]);
+            let s = crate::add_schedule(tx, &spec, long_ago, false)?;
+            let tick = crate::put_due(tx, &s, now)?.expect("a tick is due");
+            assert_eq!(tx.get(&s)?.last_job(), Some(tick.job));
+            Ok(())
+        })
+        .unwrap();
         // Every kind of ended job is where the rule says.
         transact(db, |tx| {
             let q = Queue::get(tx, "")?.unwrap();
@@ -621,6 +631,8 @@ mod tests {
                     found
                 }
                 Composite::TYPE_NAME => walk_as::<Composite>(&mut tx, Oid(own)).1,
+                Schedule::TYPE_NAME => walk_as::<Schedule>(&mut tx, Oid(own)).1,
+                ScheduleDirectory::TYPE_NAME => walk_as::<ScheduleDirectory>(&mut tx, Oid(own)).1,
                 // A tree's handle, nodes and buckets are the objects layer's; the
                 // job layer's part, the keys and values, is checked per tree above.
                 "zodiac.BTree" => {

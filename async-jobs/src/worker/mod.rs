@@ -2,7 +2,9 @@
 //! the jobs it claims on threads of their own (kept in a pool between jobs:
 //! starting a thread costs more than a short job).
 //!
-//! Each poll, for each watched queue: activate on the first visit (a live
+//! Each poll first puts the due ticks of the recurring-job schedules of its
+//! queues (reading them at most once per poll interval, and when a tick it knows
+//! of is due; see `crate::schedule`). Then, for each watched queue: activate on the first visit (a live
 //! dispatcher with the same id makes this worker skip that queue, with an error
 //! log), ping when due, clean up dead siblings and drop completed jobs older than
 //! the retention period (both at most every [`housekeeping_interval`], not at
@@ -68,6 +70,7 @@ mod options;
 mod poll;
 mod shutdown;
 mod slots;
+mod ticks;
 mod wait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -115,6 +118,9 @@ pub struct Worker {
     slot_freed: Arc<SlotFreed>,
     /// Set when the worker starts stopping: its run threads claim no more jobs.
     stopping: Arc<AtomicBool>,
+    /// When this worker last read the schedules of its queues, and the earliest
+    /// tick it found not yet due.
+    ticks: ticks::TickCheck,
 }
 
 impl Worker {
@@ -158,6 +164,7 @@ impl Worker {
             pool: ThreadPool::new("zodiac-job", JOB_THREAD_IDLE_EXIT),
             slot_freed: Arc::default(),
             stopping: Arc::default(),
+            ticks: ticks::TickCheck::default(),
         }
     }
 
@@ -170,6 +177,7 @@ impl Worker {
     pub fn poll_once(&mut self) -> Result<PollReport> {
         self.reap(false);
         let mut report = PollReport::default();
+        self.put_due_ticks(&mut report)?;
         for name in self.options.queues.clone() {
             if !self.visit(&name, &mut report)? {
                 continue;

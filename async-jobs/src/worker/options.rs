@@ -77,6 +77,8 @@ pub struct PollReport {
     pub cleaned: Vec<String>,
     /// Queues skipped because a live dispatcher has this worker's id.
     pub skipped: Vec<String>,
+    /// Jobs put by the due ticks of recurring-job schedules.
+    pub scheduled: Vec<PRef<Job>>,
 }
 
 /// How often a worker checks a queue for dead siblings and drops old completed

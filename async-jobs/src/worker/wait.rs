@@ -1,5 +1,5 @@
 //! How a worker waits between polls: for the poll interval, the next scheduled
-//! start, its next ping or housekeeping, a free slot, or a commit that changes a
+//! start, its next ping or housekeeping, the next tick of a schedule, a free slot, or a commit that changes a
 //! watched queue, whichever comes first.
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +66,9 @@ impl Worker {
         // agents (a run thread going on with the next job frees no slot).
         if let Some(due) = self.next_housekeeping() {
             deadline = deadline.min(due);
+        }
+        if let Some(tick) = self.ticks.next {
+            deadline = deadline.min(Instant::now() + tick.since(self.runner.clock().now()));
         }
         while !stop.load(Ordering::SeqCst) {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -1,0 +1,286 @@
+//! Recurring jobs: schedules that put a job in a queue at each tick of a cron
+//! expression (UTC), put by the workers of that queue.
+//!
+//! Each worker checks the schedules of its queues at each poll, at most once per
+//! poll interval or when a tick is due (see `crate::worker`), and puts the due
+//! ticks ([`put_due`]), each in a transaction that also advances the schedule.
+//!
+//! Invariants:
+//! - One job per tick however many workers run: the put and the schedule's
+//!   advance commit together, and the schedule does not merge, so of two workers
+//!   putting one tick only one commits; the other's retry finds it put. A worker
+//!   that dies before its commit put nothing, and the next worker's poll puts
+//!   the tick.
+//! - Missed ticks coalesce (the documented rule): a put at time `now` covers
+//!   every tick up to `now` with one job, and the schedule's next tick is the
+//!   first after `now`. So after downtime a schedule puts one job at once, not
+//!   one per tick missed; the others are counted in its `missed`.
+//! - A job is put even if the previous tick's job has not run yet (as cron does);
+//!   give the schedule's jobs a unique key in the handler, or a quota, to keep
+//!   them from overlapping.
+//! - A schedule added or replaced starts at its first tick after that commit.
+
+mod cron;
+
+use zodiac_objects::{PRef, Transaction};
+
+pub use self::cron::{CRON_EXPRESSION_BYTES_MAX, CronExpr};
+use crate::error::{Error, Result};
+use crate::model::attempt_limit::AttemptLimit;
+use crate::model::job::{HANDLER_NAME_BYTES_MAX, Job};
+use crate::model::queue::{QUEUE_NAME_BYTES_MAX, Queue};
+use crate::model::queue_key::PRIORITY_MAX;
+use crate::model::schedule::{
+    SCHEDULE_NAME_BYTES_MAX, SCHEDULES_MAX, SCHEDULES_ROOT_KEY, Schedule, ScheduleDirectory,
+};
+use crate::queue::PutOptions;
+use crate::time::Timestamp;
+
+/// Most missed ticks counted by one put (the count of a longer downtime stops
+/// there: counting walks the ticks one by one).
+pub const MISSED_COUNTED_MAX: u64 = 100_000;
+
+/// What a new schedule puts, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    /// Its name, unique in the database.
+    pub name: String,
+    /// The cron expression ([`CronExpr`]).
+    pub expression: String,
+    /// The queue its jobs go to.
+    pub queue: String,
+    /// Its jobs' handler.
+    pub handler: String,
+    /// Its jobs' arguments (postcard).
+    pub arguments: Vec<u8>,
+    /// Its jobs' priority (0 highest, the default).
+    pub priority: u8,
+    /// Its jobs' attempt limit (default: the queue's).
+    pub attempt_limit: Option<AttemptLimit>,
+}
+
+impl ScheduleSpec {
+    /// A schedule `name` putting `handler(arguments)` in `queue` at each tick of
+    /// `expression`, at priority 0 with the queue's attempt limit.
+    pub fn new(
+        name: impl Into<String>,
+        expression: impl Into<String>,
+        queue: impl Into<String>,
+        handler: impl Into<String>,
+        arguments: Vec<u8>,
+    ) -> ScheduleSpec {
+        ScheduleSpec {
+            name: name.into(),
+            expression: expression.into(),
+            queue: queue.into(),
+            handler: handler.into(),
+            arguments,
+            priority: 0,
+            attempt_limit: None,
+        }
+    }
+
+    fn check(&self) -> Result<CronExpr> {
+        let limits = [
+            (
+                "a schedule name (bytes)",
+                self.name.len(),
+                SCHEDULE_NAME_BYTES_MAX,
+            ),
+            (
+                "a queue name (bytes)",
+                self.queue.len(),
+                QUEUE_NAME_BYTES_MAX,
+            ),
+            (
+                "a handler name (bytes)",
+                self.handler.len(),
+                HANDLER_NAME_BYTES_MAX,
+            ),
+            (
+                "a job's priority (0 is the highest)",
+                self.priority.into(),
+                PRIORITY_MAX.into(),
+            ),
+        ];
+        for (what, len, max) in limits {
+            if len > max {
+                return Err(Error::LimitExceeded { what, len, max });
+            }
+        }
+        // The job it would put, checked now rather than at its first tick.
+        Job::new(&self.handler, self.arguments.clone())?;
+        CronExpr::parse(&self.expression)
+    }
+}
+
+/// A job a schedule put.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tick {
+    /// The job.
+    pub job: PRef<Job>,
+    /// The tick it was put for (the latest due; earlier missed ones coalesced).
+    pub tick: Timestamp,
+    /// The missed ticks it covers besides `tick`.
+    pub missed: u64,
+}
+
+fn directory(tx: &mut Transaction<'_>) -> Result<Option<PRef<ScheduleDirectory>>> {
+    Ok(tx.root_entry(SCHEDULES_ROOT_KEY)?)
+}
+
+/// The schedule `name`, if there is one.
+pub fn schedule(tx: &mut Transaction<'_>, name: &str) -> Result<Option<PRef<Schedule>>> {
+    let Some(dir) = directory(tx)? else {
+        return Ok(None);
+    };
+    Ok(tx.get(&dir)?.schedules.get(name).copied())
+}
+
+/// Every schedule, by name.
+pub fn schedules(tx: &mut Transaction<'_>) -> Result<Vec<(PRef<Schedule>, Schedule)>> {
+    let Some(dir) = directory(tx)? else {
+        return Ok(Vec::new());
+    };
+    let refs = tx
+        .get(&dir)?
+        .schedules
+        .values()
+        .copied()
+        .collect::<Vec<_>>();
+    refs.into_iter()
+        .map(|r| Ok((r, (*tx.get(&r)?).clone())))
+        .collect()
+}
+
+/// Adds the schedule `spec` at `now`; its first job is put at its first tick
+/// after `now`. A schedule of that name is an error unless `replace`, which
+/// replaces what it puts and when (its counts start over; its last job stays
+/// with the jobs, no longer named by it).
+pub fn add_schedule(
+    tx: &mut Transaction<'_>,
+    spec: &ScheduleSpec,
+    now: Timestamp,
+    replace: bool,
+) -> Result<PRef<Schedule>> {
+    let expr = spec.check()?;
+    let record = Schedule {
+        name: spec.name.clone(),
+        expression: spec.expression.clone(),
+        queue: spec.queue.clone(),
+        handler: spec.handler.clone(),
+        arguments: spec.arguments.clone(),
+        priority: spec.priority,
+        attempt_limit: spec.attempt_limit,
+        created: now,
+        next_tick: expr.next_after(now),
+        last_tick: None,
+        last_job: None,
+        puts: 0,
+        missed: 0,
+        removed: false,
+    };
+    if let Some(existing) = schedule(tx, &spec.name)? {
+        if !replace {
+            return Err(Error::ScheduleExists {
+                name: spec.name.clone(),
+            });
+        }
+        // The same object: a put racing the replacement conflicts with it.
+        tx.set(&existing, record)?;
+        return Ok(existing);
+    }
+    let dir = match directory(tx)? {
+        Some(dir) => dir,
+        None => {
+            let dir = tx.add(ScheduleDirectory::default())?;
+            tx.set_root_entry(SCHEDULES_ROOT_KEY, dir)?;
+            dir
+        }
+    };
+    let count = tx.get(&dir)?.schedules.len();
+    if count >= SCHEDULES_MAX {
+        return Err(Error::LimitExceeded {
+            what: "the schedules of a database",
+            len: count + 1,
+            max: SCHEDULES_MAX,
+        });
+    }
+    let added = tx.add(record)?;
+    tx.modify(&dir, |d| d.schedules.insert(spec.name.clone(), added))?;
+    Ok(added)
+}
+
+/// Removes the schedule `name`: it puts no more jobs (the jobs it put stay).
+pub fn remove_schedule(tx: &mut Transaction<'_>, name: &str) -> Result<()> {
+    let Some(dir) = directory(tx)? else {
+        return Err(Error::NoSuchSchedule { name: name.into() });
+    };
+    let Some(existing) = tx.get(&dir)?.schedules.get(name).copied() else {
+        return Err(Error::NoSuchSchedule { name: name.into() });
+    };
+    tx.modify(&existing, |s| s.removed = true)?;
+    tx.modify(&dir, |d| d.schedules.remove(name))?;
+    Ok(())
+}
+
+/// The schedules putting jobs in one of `queues` whose next tick is due at
+/// `now`, and the earliest next tick of the others.
+pub fn due_in(
+    tx: &mut Transaction<'_>,
+    queues: &[String],
+    now: Timestamp,
+) -> Result<(Vec<PRef<Schedule>>, Option<Timestamp>)> {
+    let (mut due, mut next) = (Vec::new(), None::<Timestamp>);
+    for (r, s) in schedules(tx)? {
+        if !queues.contains(&s.queue) {
+            continue;
+        }
+        match s.next_tick {
+            Some(t) if t <= now => due.push(r),
+            Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+            None => {}
+        }
+    }
+    Ok((due, next))
+}
+
+/// Puts the job of `schedule`'s due tick at `now`, coalescing the missed ones,
+/// and advances the schedule to its first tick after `now`; nothing if no tick
+/// is due (another worker put it) or the schedule was removed.
+pub fn put_due(
+    tx: &mut Transaction<'_>,
+    schedule: &PRef<Schedule>,
+    now: Timestamp,
+) -> Result<Option<Tick>> {
+    let s = tx.get(schedule)?;
+    let Some(first_due) = s.next_tick.filter(|t| *t <= now && !s.removed) else {
+        return Ok(None);
+    };
+    let expr = CronExpr::parse(&s.expression)?;
+    let (mut tick, mut missed) = (first_due, 0u64);
+    let mut next = expr.next_after(first_due);
+    while let Some(t) = next.filter(|t| *t <= now) {
+        if missed == MISSED_COUNTED_MAX {
+            next = expr.next_after(now);
+            break;
+        }
+        (tick, missed) = (t, missed + 1);
+        next = expr.next_after(t);
+    }
+    let job = Job::new(&s.handler, s.arguments.clone())?;
+    let mut options = PutOptions::new().priority(s.priority);
+    if let Some(limit) = s.attempt_limit {
+        options = options.attempt_limit(limit);
+    }
+    let queue = Queue::get_or_create(tx, &s.queue)?;
+    let job = Queue::put_job(tx, &queue, job, options)?;
+    tx.modify(schedule, |s| {
+        s.next_tick = next;
+        s.last_tick = Some(tick);
+        s.last_job = Some(job);
+        s.puts += 1;
+        s.missed = s.missed.saturating_add(missed);
+    })?;
+    Ok(Some(Tick { job, tick, missed }))
+}

@@ -1,0 +1,210 @@
+//! Recurring jobs: a schedule puts one job per tick of its cron expression,
+//! however many workers poll; missed ticks coalesce into one job; removed and
+//! replaced schedules; bad expressions refused at once.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use zodiac_async::{
+    Clock, Error, Handlers, ManualClock, Policies, Queue, Runner, ScheduleSpec, Status, Timestamp,
+    Worker, add_schedule, put_due, remove_schedule, schedule, schedules, transact,
+};
+use zodiac_objects::Database;
+use zodiac_storage::MemoryStorage;
+
+fn handlers() -> Handlers {
+    let mut h = Handlers::new();
+    h.register("tick", |_ctx, n: u32| Ok(n));
+    h
+}
+
+/// A database, and a clock at a whole second a little ahead of the system's
+/// (so the jobs put are due at once).
+fn fixture() -> (Database, ManualClock) {
+    let db = Database::open(Arc::new(MemoryStorage::new())).unwrap();
+    let secs = Timestamp::now().as_micros() / 1_000_000 + 1;
+    (
+        db,
+        ManualClock::new(Timestamp::from_micros(secs * 1_000_000)),
+    )
+}
+
+fn every_second(name: &str, queue: &str) -> ScheduleSpec {
+    ScheduleSpec::new(
+        name,
+        "* * * * * *",
+        queue,
+        "tick",
+        postcard::to_stdvec(&7u32).unwrap(),
+    )
+}
+
+fn worker(db: &Database, clock: &ManualClock, id: &str, queue: &str) -> Worker {
+    let runner = Runner::new(db.clone(), handlers(), Policies::new()).with_clock(clock.clone());
+    Worker::builder(db.clone(), id, runner)
+        .queues([queue.to_string()])
+        .poll_interval(Duration::from_millis(50))
+        .build()
+}
+
+fn puts_of(db: &Database, name: &str) -> (u64, u64) {
+    transact(db, |tx| {
+        let s = schedule(tx, name)?.unwrap();
+        let s = tx.get(&s)?;
+        Ok((s.puts(), s.missed()))
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_schedule_puts_one_job_per_tick_and_coalesces_missed_ticks() {
+    let (db, clock) = fixture();
+    transact(&db, |tx| {
+        add_schedule(tx, &every_second("s", ""), clock.now(), false)
+    })
+    .unwrap();
+    let mut w = worker(&db, &clock, "w1", "");
+    // Not yet due: the first tick is the second after the add.
+    assert!(w.poll_once().unwrap().scheduled.is_empty());
+    clock.advance(Duration::from_secs(1));
+    let report = w.poll_once().unwrap();
+    assert_eq!(report.scheduled.len(), 1);
+    // The same tick is not put twice.
+    assert!(w.poll_once().unwrap().scheduled.is_empty());
+    w.wait_idle();
+    let job = report.scheduled[0];
+    let (status, handler) = transact(&db, |tx| {
+        let j = tx.get(&job)?;
+        Ok((j.status(), j.handler().to_string()))
+    })
+    .unwrap();
+    assert_eq!((status, handler.as_str()), (Status::Completed, "tick"));
+
+    // Ten seconds without a poll: one job for the ten ticks, nine counted missed.
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(w.poll_once().unwrap().scheduled.len(), 1);
+    assert_eq!(puts_of(&db, "s"), (2, 9));
+    let next = transact(&db, |tx| {
+        let s = schedule(tx, "s")?.unwrap();
+        Ok(tx.get(&s)?.next_tick())
+    })
+    .unwrap();
+    assert_eq!(next, Some(clock.now().plus(Duration::from_secs(1))));
+    w.wait_idle();
+    w.shutdown().unwrap();
+}
+
+#[test]
+fn racing_workers_put_each_tick_once() {
+    let (db, clock) = fixture();
+    transact(&db, |tx| {
+        add_schedule(tx, &every_second("s", ""), clock.now(), false)
+    })
+    .unwrap();
+    let s = transact(&db, |tx| Ok(schedule(tx, "s")?.unwrap())).unwrap();
+    const THREADS: usize = 4;
+    const TICKS: u64 = 30;
+    for _ in 0..TICKS {
+        clock.advance(Duration::from_secs(1));
+        let now = clock.now();
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let puts = (0..THREADS)
+            .map(|_| {
+                let (db, barrier) = (db.clone(), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    barrier.wait();
+                    transact(&db, |tx| put_due(tx, &s, now)).unwrap().is_some()
+                })
+            })
+            .collect::<Vec<_>>();
+        let put = puts
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|p| *p)
+            .count();
+        assert_eq!(put, 1, "one put per tick");
+    }
+    assert_eq!(puts_of(&db, "s"), (TICKS, 0));
+    let pending = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Queue::len(tx, &q)
+    })
+    .unwrap();
+    assert_eq!(pending, TICKS);
+}
+
+#[test]
+fn a_worker_puts_only_its_queues_schedules() {
+    let (db, clock) = fixture();
+    transact(&db, |tx| {
+        add_schedule(tx, &every_second("other", "reports"), clock.now(), false)
+    })
+    .unwrap();
+    let mut w = worker(&db, &clock, "w1", "");
+    clock.advance(Duration::from_secs(2));
+    assert!(w.poll_once().unwrap().scheduled.is_empty());
+    let mut reports = worker(&db, &clock, "w2", "reports");
+    assert_eq!(reports.poll_once().unwrap().scheduled.len(), 1);
+    reports.wait_idle();
+    reports.shutdown().unwrap();
+    w.shutdown().unwrap();
+}
+
+#[test]
+fn removed_schedules_put_nothing_and_replaced_ones_start_over() {
+    let (db, clock) = fixture();
+    transact(&db, |tx| {
+        add_schedule(tx, &every_second("s", ""), clock.now(), false)
+    })
+    .unwrap();
+    let s = transact(&db, |tx| Ok(schedule(tx, "s")?.unwrap())).unwrap();
+    // A second add of the name is refused; a replace keeps the object.
+    let again = transact(&db, |tx| {
+        add_schedule(tx, &every_second("s", ""), clock.now(), false)
+    });
+    assert!(
+        matches!(again, Err(Error::ScheduleExists { .. })),
+        "{again:?}"
+    );
+    let mut hourly = every_second("s", "");
+    hourly.expression = "@hourly".into();
+    let replaced = transact(&db, |tx| add_schedule(tx, &hourly, clock.now(), true)).unwrap();
+    assert_eq!(replaced, s);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        transact(&db, |tx| put_due(tx, &s, clock.now())).unwrap(),
+        None
+    );
+
+    transact(&db, |tx| remove_schedule(tx, "s")).unwrap();
+    clock.advance(Duration::from_secs(7200));
+    // The removed record puts nothing even when reached directly.
+    assert_eq!(
+        transact(&db, |tx| put_due(tx, &s, clock.now())).unwrap(),
+        None
+    );
+    assert!(transact(&db, schedules).unwrap().is_empty());
+    let missing = transact(&db, |tx| remove_schedule(tx, "s"));
+    assert!(
+        matches!(missing, Err(Error::NoSuchSchedule { .. })),
+        "{missing:?}"
+    );
+}
+
+#[test]
+fn bad_schedules_are_refused_before_anything_is_stored() {
+    let (db, clock) = fixture();
+    let mut bad = every_second("s", "");
+    bad.expression = "every day".into();
+    let err = transact(&db, |tx| add_schedule(tx, &bad, clock.now(), false)).unwrap_err();
+    assert!(
+        err.to_string().contains("cron expression \"every day\""),
+        "{err}"
+    );
+    let mut long_name = every_second(&"n".repeat(300), "");
+    long_name.expression = "@daily".into();
+    let err = transact(&db, |tx| add_schedule(tx, &long_name, clock.now(), false)).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
+    assert!(transact(&db, schedules).unwrap().is_empty());
+}
