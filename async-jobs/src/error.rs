@@ -206,7 +206,9 @@ pub enum Error {
     },
 
     /// A schedule with this name exists already.
-    #[error("a schedule named {name:?} exists already; remove it first, or replace it")]
+    #[error(
+        "a schedule named {name:?} exists already; remove it first, or replace it (`zodiac jobs cron add --replace`)"
+    )]
     ScheduleExists {
         /// The name.
         name: String,

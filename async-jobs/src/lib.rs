@@ -158,7 +158,7 @@ pub use retry::{AttemptLimit, Backoff, Decision, Policies, RetryData, RetryPolic
 pub use run::{RunOutcome, Runner};
 pub use schedule::{
     CronExpr, ScheduleSpec, Tick, add_schedule, due_in, put_due, remove_schedule, schedule,
-    schedules,
+    scheduled_by, schedules,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use traced::TracedError;

@@ -52,4 +52,4 @@ pub use crate::model::unique::UNIQUE_KEY_BYTES_MAX;
 /// Recurring jobs: the root entry of the schedules, a schedule's name and cron
 /// expression, how many a database holds, how many missed ticks one put counts.
 pub use crate::model::schedule::{SCHEDULE_NAME_BYTES_MAX, SCHEDULES_MAX, SCHEDULES_ROOT_KEY};
-pub use crate::schedule::{CRON_EXPRESSION_BYTES_MAX, MISSED_COUNTED_MAX};
+pub use crate::schedule::{CRON_EXPRESSION_BYTES_MAX, MISSED_COUNTED_MAX, SCHEDULE_ANNOTATION};

@@ -220,6 +220,11 @@ pub enum JobsCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Recurring jobs: add, list and remove schedules.
+    Cron {
+        #[command(subcommand)]
+        command: crate::jobs_cron::CronCommand,
+    },
     /// Let workers claim from a paused queue again (at their next poll).
     Resume {
         store: String,

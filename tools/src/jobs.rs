@@ -415,6 +415,8 @@ pub fn show(store: &str, id: Oid, as_json: bool, connect: &Connect) -> Result<()
         "callbacks": callbacks,
         "awaiting": job.awaiting().map(|j| j.oid().0),
         "annotations": job.annotations().keys().collect::<Vec<_>>(),
+        "schedule": zodiac_async::scheduled_by(&job)
+            .map(|(name, tick)| json!({"name": name, "tick": tick.to_string()})),
     });
     if as_json {
         println!("{doc}");
@@ -453,6 +455,13 @@ fn print_show(doc: &Value) {
         "awaiting",
     ] {
         println!("{:<14}{}", format!("{key}:"), text(&doc[key]));
+    }
+    if let Some(s) = doc["schedule"].as_object() {
+        println!(
+            "schedule:     {} (its tick at {})",
+            text(&s["name"]),
+            text(&s["tick"])
+        );
     }
     let errors = doc["errors"].as_array().map_or(&[][..], Vec::as_slice);
     println!("errors:       {}", errors.len());

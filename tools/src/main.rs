@@ -27,6 +27,7 @@ mod demo;
 mod inspect;
 mod jobs;
 mod jobs_admin;
+mod jobs_cron;
 mod jobs_demo;
 mod jobs_put_options;
 mod maintenance;
@@ -291,6 +292,7 @@ fn run_jobs(command: JobsCommand) -> anyhow::Result<ExitCode> {
             &connect.connect(wait),
         )
         .map(|()| ExitCode::SUCCESS),
+        JobsCommand::Cron { command } => jobs_cron::run(command, wait).map(|()| ExitCode::SUCCESS),
         other => jobs_admin::run(other, wait).map(|()| ExitCode::SUCCESS),
     }
 }

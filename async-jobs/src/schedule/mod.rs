@@ -36,6 +36,10 @@ use crate::model::schedule::{
 use crate::queue::PutOptions;
 use crate::time::Timestamp;
 
+/// The annotation of a job a schedule put: the schedule's name and the tick
+/// (postcard `(String, u64)`, the tick in microseconds; see [`scheduled_by`]).
+pub const SCHEDULE_ANNOTATION: &str = "zodiac.async.schedule";
+
 /// Most missed ticks counted by one put (the count of a longer downtime stops
 /// there: counting walks the ticks one by one).
 pub const MISSED_COUNTED_MAX: u64 = 100_000;
@@ -268,7 +272,10 @@ pub fn put_due(
         (tick, missed) = (t, missed + 1);
         next = expr.next_after(t);
     }
-    let job = Job::new(&s.handler, s.arguments.clone())?;
+    let mut job = Job::new(&s.handler, s.arguments.clone())?;
+    let annotation = postcard::to_stdvec(&(s.name.as_str(), tick.as_micros()))
+        .map_err(Error::EncodeArguments)?;
+    job.annotate(SCHEDULE_ANNOTATION, annotation)?;
     let mut options = PutOptions::new().priority(s.priority);
     if let Some(limit) = s.attempt_limit {
         options = options.attempt_limit(limit);
@@ -283,4 +290,11 @@ pub fn put_due(
         s.missed = s.missed.saturating_add(missed);
     })?;
     Ok(Some(Tick { job, tick, missed }))
+}
+
+/// The schedule that put `job` and the tick it was put for, if a schedule put it.
+pub fn scheduled_by(job: &Job) -> Option<(String, Timestamp)> {
+    let bytes = job.annotations().get(SCHEDULE_ANNOTATION)?;
+    let (name, micros): (String, u64) = postcard::from_bytes(bytes).ok()?;
+    Some((name, Timestamp::from_micros(micros)))
 }

@@ -67,7 +67,7 @@ impl Worker {
                 log::info!(
                     target: "zodiac_async::events",
                     "schedule {name:?} put job {} for its tick at {}{missed}",
-                    tick.job.oid(),
+                    tick.job.oid().0,
                     tick.tick
                 );
                 report.scheduled.push(tick.job);
@@ -76,8 +76,8 @@ impl Worker {
             Ok((_, None)) => {}
             Err(e) => log::error!(
                 target: "zodiac_async::events",
-                "schedule {} could not put its due job (retried at the next check): {e}",
-                schedule.oid()
+                "schedule (object {}) could not put its due job (retried at the next check): {e}",
+                schedule.oid().0
             ),
         }
     }
