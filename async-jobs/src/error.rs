@@ -154,7 +154,9 @@ pub enum Error {
     },
 
     /// A job names a quota its queue does not have.
-    #[error("queue {queue:?} has no quota named {name:?}; create it with Queue::set_quota")]
+    #[error(
+        "queue {queue:?} has no quota named {name:?}; create it with Queue::set_quota (`zodiac jobs quota STORE QUEUE NAME SIZE`)"
+    )]
     NoSuchQuota {
         /// The queue name.
         queue: String,

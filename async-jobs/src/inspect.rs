@@ -309,6 +309,21 @@ pub fn paused(tx: &mut Transaction<'_>, name: &str) -> Result<Option<bool>> {
     }
 }
 
+/// The quotas of queue `name`: name, size and how many jobs each holds now;
+/// `None` when there is no such queue.
+pub fn quotas(tx: &mut Transaction<'_>, name: &str) -> Result<Option<Vec<(String, u32, usize)>>> {
+    let Some(queue) = Queue::get(tx, name)? else {
+        return Ok(None);
+    };
+    let refs = tx.get(&queue)?.quotas.clone();
+    let mut out = Vec::with_capacity(refs.len());
+    for (name, quota) in refs {
+        let q = tx.get(&quota)?;
+        out.push((name, q.size(), q.held().len()));
+    }
+    Ok(Some(out))
+}
+
 /// Whether `job`, in the held set of agent `agent` of dispatcher `id`, is still
 /// located there.
 fn held_here(job: &Job, id: &str, agent: &str) -> bool {

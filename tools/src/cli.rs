@@ -220,6 +220,20 @@ pub enum JobsCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Create or resize quota NAME of QUEUE: at most SIZE of the jobs put with
+    /// `--quota NAME` run at once, across every worker.
+    Quota {
+        store: String,
+        /// The queue ('' is the default queue).
+        queue: String,
+        name: String,
+        /// Jobs held at once (0 holds every job naming it back).
+        size: u32,
+        #[command(flatten)]
+        lock: LockArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
     /// Recurring jobs: add, list and remove schedules.
     Cron {
         #[command(subcommand)]

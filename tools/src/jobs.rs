@@ -520,7 +520,9 @@ pub fn status(
             let counts = inspect::counts(tx, &name)?.unwrap_or_default();
             let (handlers, endings_all) = inspect::handler_stats(tx, &name)?.unwrap_or_default();
             let paused = inspect::paused(tx, &name)?.unwrap_or(false);
+            let quotas = inspect::quotas(tx, &name)?.unwrap_or_default();
             queues.push(QueueStatus {
+                quotas,
                 name,
                 counts,
                 endings_all,
@@ -553,6 +555,9 @@ fn status_json(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummary
                 "completed": endings_json(&q.endings()),
                 "completed_all_counted": q.endings_all,
                 "handlers": q.handlers.iter().map(|(h, st)| (h.clone(), handler_json(st)))
+                    .collect::<serde_json::Map<String, Value>>(),
+                "quotas": q.quotas.iter()
+                    .map(|(n, size, held)| (n.clone(), json!({"size": size, "held": held})))
                     .collect::<serde_json::Map<String, Value>>(),
                 "dispatchers": dispatchers.iter().filter(|d| d.queue == q.name).map(|d| json!({
                     "uuid": d.id,
@@ -653,6 +658,9 @@ fn print_status(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummar
         for (handler, stats) in &q.handlers {
             println!("{}", handler_line(handler, stats));
         }
+        for (name, size, held) in &q.quotas {
+            println!("  quota {name}: {held}/{size} held");
+        }
         for d in dispatchers.iter().filter(|d| d.queue == q.name) {
             let agents: Vec<String> = d
                 .agents
@@ -688,6 +696,8 @@ struct QueueStatus {
     /// COMPLETED jobs by handler: endings and run times.
     handlers: std::collections::BTreeMap<String, inspect::HandlerStats>,
     paused: bool,
+    /// Its quotas: name, size, jobs held.
+    quotas: Vec<(String, u32, usize)>,
 }
 
 impl QueueStatus {

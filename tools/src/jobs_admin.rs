@@ -1,5 +1,5 @@
-//! `zodiac jobs cancel|retry|discard|pause|resume`: an operator's actions on jobs
-//! and queues.
+//! `zodiac jobs cancel|retry|discard|pause|resume|quota`: an operator's actions on
+//! jobs and queues.
 //!
 //! Invariants:
 //! - Each command writes in one transaction (a `cancel` by selection: one per
@@ -75,6 +75,20 @@ pub fn run(command: JobsCommand, wait: Option<std::time::Duration>) -> Result<()
             lock,
             connect,
         } => pause(&store, &queue, false, &lock.apply(connect.connect(wait))),
+        JobsCommand::Quota {
+            store,
+            queue,
+            name,
+            size,
+            lock,
+            connect,
+        } => set_quota(
+            &store,
+            &queue,
+            &name,
+            size,
+            &lock.apply(connect.connect(wait)),
+        ),
         _ => unreachable!("main routes the other jobs commands to `jobs`"),
     }
 }
@@ -241,5 +255,21 @@ fn pause(store: &str, name: &str, paused: bool, connect: &Connect) -> Result<()>
         Some(true) => println!("{verb} queue {shown}"),
         Some(false) => println!("queue {shown} was already {state}"),
     }
+    Ok(())
+}
+
+/// `jobs quota`: creates or resizes a quota of a queue (created if missing).
+fn set_quota(store: &str, queue: &str, name: &str, size: u32, connect: &Connect) -> Result<()> {
+    with_store(store, connect, |db| {
+        transact(db, |tx| {
+            let q = Queue::get_or_create(tx, queue)?;
+            Queue::set_quota(tx, &q, name, size)
+        })
+        .with_context(|| format!("setting quota {name:?} of queue {queue:?}"))?;
+        Ok(())
+    })?;
+    println!(
+        "quota {name:?} of queue {queue:?}: {size} jobs at once (jobs put with --quota {name})"
+    );
     Ok(())
 }

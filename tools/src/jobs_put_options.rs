@@ -38,6 +38,10 @@ pub struct PutExtraArgs {
     /// the job completed.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "unique")]
     pub unique_for: Option<Duration>,
+    /// Count against quota NAME of the queue while held (repeatable; each must
+    /// exist: `zodiac jobs quota`).
+    #[arg(long, value_name = "NAME")]
+    pub quota: Vec<String>,
 }
 
 impl PutExtraArgs {
@@ -45,6 +49,9 @@ impl PutExtraArgs {
     pub fn apply(&self, mut options: PutOptions) -> anyhow::Result<PutOptions> {
         if let Some(p) = self.priority {
             options = options.priority(p);
+        }
+        for name in &self.quota {
+            options = options.quota(name.clone());
         }
         if let Some(key) = &self.unique {
             let mut unique = Unique::new(key.clone());
