@@ -498,7 +498,7 @@ fn a_job_may_only_name_quotas_its_queue_has() {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "queue \"\" has no quota named \"nope\"; create it with Queue::set_quota"
+            "queue \"\" has no quota named \"nope\"; create it with Queue::set_quota (`zodiac jobs quota STORE QUEUE NAME SIZE`)"
         );
         assert_eq!(queue_len(&db), 0);
     });
