@@ -11,7 +11,10 @@ use zodiac_storage::offline::verify;
 use zodiac_storage::{
     Durability, Error, FileOptions, FileStorage, Oid, Storage, Tid, TransactionMeta,
 };
-use zodiac_storage::{PackReport, offline::old_path};
+use zodiac_storage::{
+    PackReport,
+    offline::{index_path, old_path},
+};
 
 fn data(refs: &[Oid], payload: &str) -> Vec<u8> {
     let list: Vec<String> = refs.iter().map(|o| o.0.to_string()).collect();
@@ -292,4 +295,39 @@ fn a_reference_extractor_error_stops_the_pack_with_the_object_named() {
         "{err}"
     );
     assert_eq!(db.s.load(a, Tid::MAX).unwrap().data, b"not a record");
+}
+
+#[test]
+fn a_crash_between_the_swap_renames_leaves_a_healthy_file_with_every_commit() {
+    let faults = Arc::new(FaultyIoFactory::new());
+    let db = open(FileOptions::new().io(faults.clone()));
+    let oids: Vec<Oid> = (0..30).map(|_| db.s.new_oid().unwrap()).collect();
+    for round in 0..3 {
+        let writes: Vec<(Oid, Vec<u8>)> = oids
+            .iter()
+            .map(|oid| (*oid, data(&[], &format!("r{round}"))))
+            .collect();
+        write(&db.s, &writes);
+    }
+    // The original's index is saved on disk, as after any clean close.
+    db.s.save_index().unwrap();
+    assert!(index_path(&db.path).exists());
+    // The swap moves the packed file over the original; the process dies before
+    // it moves the packed file's index.
+    faults.crash_after_rename_to(&db.path);
+    assert!(db.s.pack(Tid::MAX, None).is_err());
+    drop(db.s);
+    faults.restart();
+    let report = verify(&db.path).unwrap();
+    assert!(
+        report.is_healthy(),
+        "damage {:?}, index {:?}",
+        report.damage,
+        report.index
+    );
+    assert_eq!(report.records, 30, "the packed file is the one in place");
+    let s = FileStorage::open(&db.path, fast()).unwrap();
+    for oid in &oids {
+        assert_eq!(payload(&s, *oid), "r2");
+    }
 }

@@ -86,7 +86,12 @@ fn kill9_during_pack_leaves_a_usable_file_with_every_acknowledged_write() {
             }
         }
         let report = verify(&path).unwrap();
-        assert!(report.is_healthy(), "round {round}: {:?}", report.damage);
+        assert!(
+            report.is_healthy(),
+            "round {round}: damage {:?}, index {:?}",
+            report.damage,
+            report.index
+        );
         let s = FileStorage::open(&path, FileOptions::new())
             .unwrap_or_else(|e| panic!("round {round}: reopening failed: {e}"));
         for (oid, seq) in &acked {

@@ -292,6 +292,8 @@ struct FaultState {
     crashed: bool,
     /// `sync_data` and `sync_dir` skip the real system call.
     simulated_sync: bool,
+    /// The process dies right after a rename onto this path (None: never).
+    crash_after_rename_to: Option<PathBuf>,
 }
 
 /// The error every changing operation of a crashed factory returns.
@@ -363,6 +365,13 @@ impl FaultyIoFactory {
             Some(FaultPoint::Sync(n)) => st.syncs < n,
             None => false,
         }
+    }
+
+    /// The process dies right after the next rename onto `to`: that rename takes
+    /// effect, and then everything [`crash`](Self::crash) stops fails. Models a
+    /// kill between two steps of a file swap.
+    pub fn crash_after_rename_to(&self, to: &Path) {
+        self.state.lock().crash_after_rename_to = Some(to.to_path_buf());
     }
 
     /// The process dies now: from here on every write, length change, sync,
@@ -556,6 +565,10 @@ impl FileIoFactory for FaultyIoFactory {
         StdFileIoFactory.rename(from, to)?;
         // The unsynced writes belong to the file, which now has the name `to`.
         let mut st = self.state.lock();
+        if st.crash_after_rename_to.as_deref() == Some(to) {
+            st.crash_after_rename_to = None;
+            st.crashed = true;
+        }
         st.unsynced.retain(|(p, _)| p != to);
         st.synced_len.retain(|(p, _)| p != to);
         let st = &mut *st;

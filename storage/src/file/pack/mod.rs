@@ -9,6 +9,9 @@
 //! - The swap is crash-safe: `PATH.old` is a hard link to the original, then the
 //!   packed file is renamed over `PATH` (atomic). A crash before the rename leaves
 //!   the original in place and a stale `PATH.pack`, removed by the next pack.
+//!   The original's saved index is removed (durably) before the swap begins, so no
+//!   crash leaves it beside the packed file; the packed file's own index follows
+//!   the data file, and an open without one scans.
 //! - The packed file keeps the last transaction (possibly with no objects left), so
 //!   its last tid and oid high-water mark never go backwards: no tid or oid is reused.
 //! - What is kept (the revisions current at the pack time, the objects reachable
@@ -175,6 +178,20 @@ impl FileStorage {
         let factory = &*self.shared.options.io;
         let old = old_path(path);
         let fail = |action: &'static str| move |e| Error::io(path, action, e);
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // The original's saved index goes first, durably: a kill between the two
+        // renames below must not leave it beside the packed file, whose index it
+        // is not. Without one, an open scans the file.
+        match factory.remove(&index_path(path)) {
+            Ok(()) => factory
+                .sync_dir(dir)
+                .map_err(fail("syncing the directory"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail("removing the original's saved index")(e)),
+        }
         let _ = factory.remove(&old);
         factory
             .hard_link(path, &old)
@@ -184,10 +201,6 @@ impl FileStorage {
             .map_err(fail("moving the packed file in place"))?;
         let _ = factory.rename(&index_path(target_path), &index_path(path));
         let _ = factory.remove(&super::lock_path(target_path));
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
         factory.sync_dir(dir).map_err(fail("syncing the directory"))
     }
 
