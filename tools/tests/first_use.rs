@@ -35,55 +35,8 @@ fn exits_within(args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn worker(store: &str, dir: &Path, extra: &[&str]) -> Process {
-    let uuid = dir.join("worker.uuid");
-    let log = dir.join("worker.log");
-    let mut args = vec![
-        "worker",
-        store,
-        "--uuid-file",
-        uuid.to_str().unwrap(),
-        "--poll-interval",
-        "100ms",
-        "--grace",
-        "2s",
-    ];
-    args.extend_from_slice(extra);
-    let (p, line) = Process::start(&args, &log);
-    assert!(line.ends_with(" ready"), "unexpected first line {line:?}");
-    p
-}
-
-fn server(path: &Path, dir: &Path) -> (Process, String) {
-    let (p, line) = Process::start(
-        &["server", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &dir.join("server.log"),
-    );
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (p, format!("tcp://{addr}"))
-}
-
 fn data_file(dir: &tempfile::TempDir) -> String {
     dir.path().join("jobs.zdb").to_str().unwrap().to_string()
-}
-
-fn wait_completed(store: &str, id: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc = show(store, id);
-        if doc["status"] == "COMPLETED" {
-            return doc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} stays {}",
-            doc["status"]
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `pack P --before -7d` and `jobs put ... --begin-after -1m` were refused by the
@@ -244,7 +197,7 @@ fn arguments_from_a_file_or_standard_input() {
 fn a_trailing_slash_is_accepted_and_impossible_sizes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("served.zdb");
-    let (_server, url) = server(&path, dir.path());
+    let (_server, url) = start_server(&path, dir.path());
     let id = put(&format!("{url}/"), &["echo", r#"{"value": 7}"#]);
     assert_eq!(show(&format!("{url}/"), id)["status"], "PENDING");
     let o = zodiac(&["jobs", "status", &format!("{url}/db")]);
@@ -270,8 +223,8 @@ fn a_trailing_slash_is_accepted_and_impossible_sizes_are_refused() {
 #[test]
 fn incr_fails_the_job_instead_of_overflowing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = server(&dir.path().join("served.zdb"), dir.path());
-    let _worker = worker(&url, dir.path(), &[]);
+    let (_server, url) = start_server(&dir.path().join("served.zdb"), dir.path());
+    let _worker = start_worker(&url, dir.path(), &[]);
     let by_max = format!(r#"{{"counter": "c", "by": {}}}"#, i64::MAX);
     let first = put(&url, &["incr", &by_max]);
     let first = wait_completed(&url, first);
@@ -320,12 +273,12 @@ fn put_wait_without_a_worker_says_so_once_and_keeps_waiting() {
 
     // With a worker on the queue, no hint (here through a server, the other way
     // `--wait` watches): the job is PENDING only until its time comes.
-    let (_server, url) = server(&dir.path().join("served.zdb"), dir.path());
+    let (_server, url) = start_server(&dir.path().join("served.zdb"), dir.path());
     let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
     let later = later
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let _worker = worker(&url, dir.path(), &["--queue", "mail"]);
+    let _worker = start_worker(&url, dir.path(), &["--queue", "mail"]);
     let o = zodiac(&[
         "jobs",
         "put",
@@ -374,7 +327,7 @@ fn wait_lock_retries_the_open_until_the_writer_lock_is_free() {
     let dir = tempfile::tempdir().unwrap();
     let store = data_file(&dir);
     let id = put(&store, &["echo", "{}", "--begin-after", "+1h"]);
-    let holder = worker(&store, dir.path(), &[]);
+    let holder = start_worker(&store, dir.path(), &[]);
 
     let started = Instant::now();
     let o = zodiac(&[
@@ -423,7 +376,7 @@ fn pack_and_server_wait_for_the_writer_lock_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let store = data_file(&dir);
     put(&store, &["echo", "{}"]);
-    let holder = worker(&store, dir.path(), &[]);
+    let holder = start_worker(&store, dir.path(), &[]);
 
     let started = Instant::now();
     let o = zodiac(&["pack", &store, "--wait-lock", "1s"]);
@@ -467,7 +420,7 @@ fn pack_and_server_wait_for_the_writer_lock_when_asked() {
     assert!(stdout(&out).starts_with("packed "), "{}", stdout(&out));
 
     // A server started while a worker holds the file opens it once the worker stops.
-    let holder = worker(&store, dir.path(), &[]);
+    let holder = start_worker(&store, dir.path(), &[]);
     let stopper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(500));
         holder.stop();
@@ -496,7 +449,7 @@ fn a_worker_that_cannot_start_leaves_no_new_uuid_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = data_file(&dir);
     put(&store, &["echo", "{}"]);
-    let holder = worker(&store, dir.path(), &[]);
+    let holder = start_worker(&store, dir.path(), &[]);
 
     let uuid = dir.path().join("second.uuid");
     let uuid = uuid.to_str().unwrap();
@@ -642,10 +595,10 @@ fn a_failed_open_names_the_file_once() {
 #[test]
 fn put_wait_into_a_paused_queue_says_it_is_paused() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = server(&dir.path().join("served.zdb"), dir.path());
+    let (_server, url) = start_server(&dir.path().join("served.zdb"), dir.path());
     put(&url, &["echo", "{}", "--queue", "mail"]);
     ok(&["jobs", "pause", &url, "mail"]);
-    let _worker = worker(&url, dir.path(), &["--queue", "mail"]);
+    let _worker = start_worker(&url, dir.path(), &["--queue", "mail"]);
     let o = zodiac(&[
         "jobs",
         "put",
@@ -691,7 +644,10 @@ fn a_worker_started_before_its_server_says_it_waits_and_starts_with_it() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let worker = Process { child };
+    let worker = Process {
+        child,
+        log: log.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     while !std::fs::read_to_string(&log)
         .unwrap()

@@ -6,64 +6,11 @@ mod common;
 use common::*;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn worker(store: &str, dir: &Path, extra: &[&str]) -> (Process, String) {
-    let uuid = dir.join("worker.uuid");
-    let log = dir.join(format!("worker-{}.log", std::process::id()));
-    let mut args = vec![
-        "worker",
-        store,
-        "--uuid-file",
-        uuid.to_str().unwrap(),
-        "--poll-interval",
-        "100ms",
-        "--grace",
-        "2s",
-    ];
-    args.extend_from_slice(extra);
-    let (p, line) = Process::start(&args, &log);
-    assert!(
-        line.starts_with("worker ") && line.ends_with(" ready"),
-        "unexpected first line {line:?}: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    (p, line)
-}
-
-fn server(path: &Path, dir: &Path) -> (Process, String) {
-    let (p, line) = Process::start(
-        &["server", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &dir.join("server.log"),
-    );
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (p, format!("tcp://{addr}"))
-}
-
-/// Waits until job `id` of the data file `store` is COMPLETED (read-only, beside a
-/// running worker); returns its `show --json`.
-fn wait_completed(store: &str, id: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc = show(store, id);
-        if doc["status"] == "COMPLETED" {
-            return doc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} stays {}",
-            doc["status"]
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn data_file(dir: &tempfile::TempDir) -> (PathBuf, String) {
     let path = dir.path().join("jobs.zdb");
@@ -256,7 +203,7 @@ fn a_worker_on_a_data_file_runs_the_built_in_handlers_and_stops_on_sigterm() {
     let shell = put(&store, &["shell", r#"{"cmd": "echo hi"}"#]);
     let missing = put(&store, &["no-such-handler"]);
 
-    let (mut w, ready) = worker(&store, dir.path(), &[]);
+    let (mut w, ready) = start_worker_named(&store, dir.path(), "worker", &[]);
     let uuid = ready
         .trim_start_matches("worker ")
         .trim_end_matches(" ready")
@@ -351,7 +298,7 @@ fn a_worker_running_batches_gives_each_job_its_own_outcome() {
         put(&store, &["echo", r#"{"value": 7}"#]),
         put(&store, &["incr", r#"{"counter": "hits"}"#]),
     ];
-    let (mut w, _) = worker(&store, dir.path(), &["--size", "4", "--batch", "4"]);
+    let mut w = start_worker(&store, dir.path(), &["--size", "4", "--batch", "4"]);
     let done: Vec<Value> = jobs.iter().map(|id| wait_completed(&store, *id)).collect();
     let mut hits: Vec<i64> = [0, 2, 5]
         .iter()
@@ -378,7 +325,7 @@ fn the_shell_handler_runs_only_when_allowed() {
         &store,
         &["shell", r#"{"cmd": "echo out; echo err >&2; exit 4"}"#],
     );
-    let (mut w, _) = worker(&store, dir.path(), &["--allow-shell"]);
+    let mut w = start_worker(&store, dir.path(), &["--allow-shell"]);
     let doc = wait_completed(&store, id);
     assert_eq!(doc["result"]["exit"], 4);
     assert_eq!(doc["result"]["stdout"], "out\n");
@@ -391,8 +338,8 @@ fn the_shell_handler_runs_only_when_allowed() {
 fn put_wait_through_a_server_reports_the_outcome_in_its_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = data_file(&dir);
-    let (_server, url) = server(&path, dir.path());
-    let (_worker, _) = worker(&url, dir.path(), &["--queue", "", "--queue", "other"]);
+    let (_server, url) = start_server(&path, dir.path());
+    let _worker = start_worker(&url, dir.path(), &["--queue", "", "--queue", "other"]);
 
     let done = zodiac(&[
         "jobs",
@@ -560,15 +507,6 @@ fn status_shows_a_dispatcher_that_left_its_jobs_to_its_siblings() {
     );
 }
 
-/// Waits until job `id` of `store` has status `status`.
-fn wait_status(store: &str, id: u64, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while show(store, id)["status"] != status {
-        assert!(Instant::now() < deadline, "job {id} never became {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The story: `zodiac pack tcp://…` (GC is its default) while a `sleep` job was
 /// ACTIVE in a worker reported "1 unreachable objects removed"; then `zodiac jobs
 /// status` failed with "object 0x21 does not exist in this database" and `jobs
@@ -578,8 +516,8 @@ fn wait_status(store: &str, id: u64, status: &str) {
 fn pack_through_a_server_keeps_the_job_a_worker_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = data_file(&dir);
-    let (_server, url) = server(&path, dir.path());
-    let (_worker, _) = worker(&url, dir.path(), &[]);
+    let (_server, url) = start_server(&path, dir.path());
+    let _worker = start_worker(&url, dir.path(), &[]);
     let id = put(&url, &["sleep", r#"{"ms": 2000}"#]);
     wait_status(&url, id, "ACTIVE");
 
@@ -608,7 +546,7 @@ fn offline_pack_after_kill9_keeps_the_jobs_the_restarted_worker_recovers() {
     let ids: Vec<u64> = (0..4)
         .map(|_| put(&store, &["sleep", r#"{"ms": 4000}"#]))
         .collect();
-    let (mut first, _) = worker(&store, dir.path(), &["--size", "4"]);
+    let mut first = start_worker(&store, dir.path(), &["--size", "4"]);
     for id in &ids {
         wait_status(&store, *id, "ACTIVE");
     }
@@ -627,7 +565,7 @@ fn offline_pack_after_kill9_keeps_the_jobs_the_restarted_worker_recovers() {
             "held by the dead worker"
         );
     }
-    let (_second, _) = worker(&store, dir.path(), &["--size", "4"]);
+    let _second = start_worker(&store, dir.path(), &["--size", "4"]);
     for id in &ids {
         // Recovered at once (same UUID), retried by the default policy, run again.
         let done = wait_completed(&store, *id);
@@ -657,7 +595,7 @@ fn cancelled_and_expired_jobs_are_listed_counted_and_survive_pack() {
         ],
     );
     ok(&["jobs", "cancel", &store, &cancelled.to_string()]);
-    let (mut w, _) = worker(&store, dir.path(), &[]);
+    let mut w = start_worker(&store, dir.path(), &[]);
     wait_status(&store, expired, "COMPLETED");
     w.signal("-TERM");
     assert!(w.wait(Duration::from_secs(10)));
@@ -778,7 +716,7 @@ fn the_workers_log_names_jobs_by_their_decimal_id() {
     let dir = tempfile::tempdir().unwrap();
     let (_, store) = data_file(&dir);
     let ids: Vec<u64> = (0..12).map(|_| put(&store, &["echo"])).collect();
-    let (mut w, _) = worker(&store, dir.path(), &[]);
+    let mut w = start_worker(&store, dir.path(), &[]);
     let last = *ids.last().unwrap();
     assert!(
         last >= 10,
@@ -787,11 +725,7 @@ fn the_workers_log_names_jobs_by_their_decimal_id() {
     wait_completed(&store, last);
     w.signal("-TERM");
     assert!(w.wait(Duration::from_secs(10)));
-    let log = std::fs::read_to_string(
-        dir.path()
-            .join(format!("worker-{}.log", std::process::id())),
-    )
-    .unwrap();
+    let log = std::fs::read_to_string(&w.log).unwrap();
     assert!(
         log.contains(&format!("job {last} (echo) completed on attempt 1")),
         "{log}"

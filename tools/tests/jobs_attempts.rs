@@ -10,26 +10,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn worker(store: &str, dir: &Path) -> Process {
-    let uuid = dir.join("worker.uuid");
-    let log = dir.join("worker.log");
-    let (p, line) = Process::start(
-        &[
-            "worker",
-            store,
-            "--uuid-file",
-            uuid.to_str().unwrap(),
-            "--poll-interval",
-            "100ms",
-            "--grace",
-            "2s",
-        ],
-        &log,
-    );
-    assert!(line.ends_with(" ready"), "unexpected first line {line:?}");
-    p
-}
-
 /// Waits until job `id` is COMPLETED with `errors` error entries (30 s at most).
 fn wait_completed(store: &str, id: u64, errors: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -64,7 +44,7 @@ fn a_failing_job_gets_its_attempts_and_a_retry_gives_it_fresh_ones() {
         (doc["max_attempts"].as_u64(), doc["backoff"].as_str()),
         (Some(3), Some("100ms"))
     );
-    let w = worker(store, dir.path());
+    let w = start_worker(store, dir.path(), &[]);
     let doc = wait_completed(store, id, 3);
     assert_eq!(doc["attempts"], 3);
     let attempts: Vec<u64> = doc["errors"]
@@ -82,7 +62,7 @@ fn a_failing_job_gets_its_attempts_and_a_retry_gives_it_fresh_ones() {
     // three fresh attempts, six errors in all.
     w.stop();
     ok(&["jobs", "retry", store, &id.to_string()]);
-    let w = worker(store, dir.path());
+    let w = start_worker(store, dir.path(), &[]);
     let doc = wait_completed(store, id, 6);
     assert_eq!(doc["attempts"], 3);
     w.stop();

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -33,23 +33,6 @@ fn schedule_row(store: &str) -> Value {
     rows[0].clone()
 }
 
-fn start_worker(dir: &std::path::Path, url: &str, i: usize) -> Process {
-    let uuid = dir.join(format!("worker-{i}.uuid"));
-    let (w, line) = Process::start(
-        &[
-            "worker",
-            url,
-            "--uuid-file",
-            uuid.to_str().unwrap(),
-            "--poll-interval",
-            "200ms",
-        ],
-        &dir.join(format!("worker-{i}.log")),
-    );
-    assert!(line.ends_with(" ready"), "{line}");
-    w
-}
-
 /// Seconds since the epoch of an RFC 3339 UTC time ending in `.000000Z`.
 fn whole_second(text: &str) -> i64 {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -62,11 +45,7 @@ fn whole_second(text: &str) -> i64 {
 fn worker_processes_put_one_job_per_tick_while_one_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.zdb");
-    let (server, line) = Process::start(
-        &["server", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &dir.path().join("server.log"),
-    );
-    let url = format!("tcp://{}", line.strip_prefix("listening on ").unwrap());
+    let (server, url) = start_server(&path, dir.path());
     let added = ok(&[
         "jobs",
         "cron",
@@ -78,7 +57,9 @@ fn worker_processes_put_one_job_per_tick_while_one_is_killed() {
         r#"{"value": 1}"#,
     ]);
     assert!(added.contains("next at"), "{added}");
-    let mut workers: Vec<Process> = (0..3).map(|i| start_worker(dir.path(), &url, i)).collect();
+    let mut workers: Vec<Process> = (0..3)
+        .map(|i| start_worker_named(&url, dir.path(), &format!("worker-{i}"), &[]).0)
+        .collect();
     std::thread::sleep(Duration::from_secs(4));
     // SIGKILL: the others go on putting the ticks.
     let mut killed = workers.remove(0);
@@ -125,12 +106,8 @@ fn worker_processes_put_one_job_per_tick_while_one_is_killed() {
     let listed = ok(&["jobs", "cron", "list", &url]);
     assert!(listed.contains("no schedules"), "{listed}");
     // Every job put completed.
-    let deadline = Instant::now() + Duration::from_secs(30);
     for id in echo_jobs(&url) {
-        while show(&url, id)["status"] != "COMPLETED" {
-            assert!(Instant::now() < deadline, "job {id} did not complete");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_completed(&url, id);
     }
     for w in workers {
         w.stop();

@@ -6,8 +6,7 @@
 mod common;
 use common::*;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -44,47 +43,6 @@ fn status(store: &str) -> Value {
         .clone()
 }
 
-/// Waits until job `id` is `want` (30 s at most); returns its `show --json`.
-fn wait_status(store: &str, id: u64, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc = show(store, id);
-        if doc["status"] == want {
-            return doc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} stays {}",
-            doc["status"]
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn worker(store: &str, dir: &Path) -> Process {
-    let uuid = dir.join("worker.uuid");
-    let log = dir.join("worker.log");
-    let (p, line) = Process::start(
-        &[
-            "worker",
-            store,
-            "--uuid-file",
-            uuid.to_str().unwrap(),
-            "--poll-interval",
-            "100ms",
-            "--grace",
-            "2s",
-        ],
-        &log,
-    );
-    assert!(
-        line.starts_with("worker ") && line.ends_with(" ready"),
-        "unexpected first line {line:?}: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    p
-}
-
 #[test]
 fn failed_jobs_are_found_counted_retried_and_discarded_on_a_data_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,7 +56,7 @@ fn failed_jobs_are_found_counted_retried_and_discarded_on_a_data_file() {
     );
     let late = put(&store, &["echo", "--begin-by", "1ms"]);
     std::thread::sleep(Duration::from_millis(20));
-    let w = worker(&store, dir.path());
+    let w = start_worker(&store, dir.path(), &[]);
     for id in [failed, echo, late] {
         wait_status(&store, id, "COMPLETED");
     }
@@ -228,12 +186,8 @@ fn bulk_cancel_selects_pending_jobs_and_refuses_what_it_cannot_cancel() {
 fn a_worker_claims_nothing_from_a_paused_queue_and_retried_jobs_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.zdb");
-    let (_server, line) = Process::start(
-        &["server", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &dir.path().join("server.log"),
-    );
-    let url = format!("tcp://{}", line.strip_prefix("listening on ").unwrap());
-    let _worker = worker(&url, dir.path());
+    let (_server, url) = start_server(&path, dir.path());
+    let _worker = start_worker(&url, dir.path(), &[]);
 
     assert_eq!(ok(&["jobs", "pause", &url, ""]), "paused queue (default)\n");
     assert_eq!(

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -33,35 +32,16 @@ fn jobs_are_listed_and_run_highest_priority_first() {
     assert_eq!(listed, [ids[2], plain, ids[1], ids[3], ids[0]]);
 
     // One worker running one job at a time starts them in that order.
-    let uuid = dir.path().join("worker.uuid");
-    let (w, line) = Process::start(
-        &[
-            "worker",
-            store,
-            "--uuid-file",
-            uuid.to_str().unwrap(),
-            "--size",
-            "1",
-            "--poll-interval",
-            "100ms",
-            "--grace",
-            "2s",
-        ],
-        &dir.path().join("worker.log"),
-    );
-    assert!(line.ends_with(" ready"), "{line}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let starts = loop {
-        let docs: Vec<Value> = listed.iter().map(|id| show(store, *id)).collect();
-        if docs.iter().all(|d| d["status"] == "COMPLETED") {
-            break docs
-                .iter()
-                .map(|d| d["active_start"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>();
-        }
-        assert!(Instant::now() < deadline, "jobs did not complete");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let w = start_worker(store, dir.path(), &["--size", "1"]);
+    let starts: Vec<String> = listed
+        .iter()
+        .map(|id| {
+            wait_completed(store, *id)["active_start"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     let mut sorted = starts.clone();
     sorted.sort();
     assert_eq!(starts, sorted, "started in claim order");

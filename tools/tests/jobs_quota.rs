@@ -5,8 +5,6 @@
 mod common;
 use common::*;
 
-use std::time::{Duration, Instant};
-
 #[test]
 fn a_quota_of_one_runs_its_jobs_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,28 +27,9 @@ fn a_quota_of_one_runs_its_jobs_one_at_a_time() {
         .collect();
     let status = ok(&["jobs", "status", store]);
     assert!(status.contains("quota one: 0/1 held"), "{status}");
-    let uuid = dir.path().join("worker.uuid");
-    let (w, line) = Process::start(
-        &[
-            "worker",
-            store,
-            "--uuid-file",
-            uuid.to_str().unwrap(),
-            "--size",
-            "3",
-            "--poll-interval",
-            "100ms",
-        ],
-        &dir.path().join("worker.log"),
-    );
-    assert!(line.ends_with(" ready"), "{line}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ids
-        .iter()
-        .any(|id| show(store, *id)["status"] != "COMPLETED")
-    {
-        assert!(Instant::now() < deadline, "jobs did not complete");
-        std::thread::sleep(Duration::from_millis(50));
+    let w = start_worker(store, dir.path(), &["--size", "3"]);
+    for id in &ids {
+        wait_completed(store, *id);
     }
     w.stop();
     let mut runs: Vec<(String, String)> = ids

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -23,11 +22,7 @@ fn pending(store: &str) -> Vec<u64> {
 fn racing_producer_processes_over_a_server_queue_one_job_per_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.zdb");
-    let (server, line) = Process::start(
-        &["server", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &dir.path().join("server.log"),
-    );
-    let url = format!("tcp://{}", line.strip_prefix("listening on ").unwrap());
+    let (server, url) = start_server(&path, dir.path());
     // 12 producer processes at once, two keys between them.
     let producers: Vec<_> = (0..12)
         .map(|i| {
@@ -86,26 +81,9 @@ fn a_completed_job_frees_its_key_unless_within_its_period() {
         &["echo", "{}", "--unique", "held", "--unique-for", "1h"],
     );
     assert_eq!(put(store, &["echo", "{}", "--unique", "plain"]), plain);
-    let uuid = dir.path().join("worker.uuid");
-    let (w, line) = Process::start(
-        &[
-            "worker",
-            store,
-            "--uuid-file",
-            uuid.to_str().unwrap(),
-            "--poll-interval",
-            "100ms",
-        ],
-        &dir.path().join("worker.log"),
-    );
-    assert!(line.ends_with(" ready"), "{line}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while [plain, held]
-        .iter()
-        .any(|id| show(store, *id)["status"] != "COMPLETED")
-    {
-        assert!(Instant::now() < deadline, "jobs did not complete");
-        std::thread::sleep(Duration::from_millis(50));
+    let w = start_worker(store, dir.path(), &[]);
+    for id in [plain, held] {
+        wait_completed(store, id);
     }
     w.stop();
     assert_ne!(put(store, &["echo", "{}", "--unique", "plain"]), plain);

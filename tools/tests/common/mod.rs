@@ -53,6 +53,8 @@ pub fn show(store: &str, id: u64) -> Value {
 /// A child process killed (and reaped) when dropped.
 pub struct Process {
     pub child: Child,
+    /// Where its standard error goes.
+    pub log: std::path::PathBuf,
 }
 
 impl Drop for Process {
@@ -75,7 +77,13 @@ impl Process {
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();
-        (Process { child }, line.trim().to_string())
+        (
+            Process {
+                child,
+                log: log.to_path_buf(),
+            },
+            line.trim().to_string(),
+        )
     }
 
     /// Sends `signal` (e.g. `-TERM`) with kill(1).
@@ -107,6 +115,85 @@ impl Process {
             "the process did not exit cleanly"
         );
     }
+}
+
+/// Starts `zodiac server PATH --listen 127.0.0.1:0` (its log `DIR/server.log`);
+/// returns it and the `tcp://` address it listens on.
+pub fn start_server(path: &Path, dir: &Path) -> (Process, String) {
+    let (p, line) = Process::start(
+        &["server", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &dir.join("server.log"),
+    );
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let url = format!("tcp://{addr}");
+    (p, url)
+}
+
+/// Worker processes started by this test process, to name their logs apart.
+static WORKERS_STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts `zodiac worker STORE` as dispatcher `name` (its UUID kept in
+/// `DIR/NAME.uuid`, so a restart under the same name is the same dispatcher),
+/// polling every 100 ms with a 2 s grace, with `extra` arguments; waits for its
+/// ready line and returns it with that line. Its log is `DIR/NAME-K.log`.
+pub fn start_worker_named(
+    store: &str,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (Process, String) {
+    let uuid = dir.join(format!("{name}.uuid"));
+    let k = WORKERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("{name}-{k}.log"));
+    let mut args = vec![
+        "worker",
+        store,
+        "--uuid-file",
+        uuid.to_str().unwrap(),
+        "--poll-interval",
+        "100ms",
+        "--grace",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let (p, line) = Process::start(&args, &log);
+    assert!(
+        line.starts_with("worker ") && line.ends_with(" ready"),
+        "unexpected first line {line:?}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (p, line)
+}
+
+/// [`start_worker_named`] as dispatcher `worker`, without its ready line.
+pub fn start_worker(store: &str, dir: &Path, extra: &[&str]) -> Process {
+    start_worker_named(store, dir, "worker", extra).0
+}
+
+/// Waits (30 s at most) until job `id` of `store` has status `want`; returns its
+/// `show --json`.
+pub fn wait_status(store: &str, id: u64, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc = show(store, id);
+        if doc["status"] == want {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} stays {} (waited for {want})",
+            doc["status"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (30 s at most) until job `id` of `store` is COMPLETED; returns its
+/// `show --json`.
+pub fn wait_completed(store: &str, id: u64) -> Value {
+    wait_status(store, id, "COMPLETED")
 }
 
 /// Commits `count` transactions into the data file at `path` (created if missing):
