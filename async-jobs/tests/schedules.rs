@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use zodiac_async::{
     Clock, Error, Handlers, ManualClock, Policies, Queue, Runner, ScheduleSpec, Status, Timestamp,
-    Worker, add_schedule, put_due, remove_schedule, schedule, schedules, transact,
+    Unique, Worker, add_schedule, put_due, remove_schedule, schedule, schedules, transact,
 };
 use zodiac_objects::Database;
 use zodiac_storage::MemoryStorage;
@@ -207,4 +207,46 @@ fn bad_schedules_are_refused_before_anything_is_stored() {
     let err = transact(&db, |tx| add_schedule(tx, &long_name, clock.now(), false)).unwrap_err();
     assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
     assert!(transact(&db, schedules).unwrap().is_empty());
+}
+
+#[test]
+fn a_tick_whose_unique_key_is_held_puts_no_job_and_a_missing_quota_is_refused() {
+    let (db, clock) = fixture();
+    let mut spec = every_second("u", "");
+    spec.unique = Some(Unique::new("one-at-a-time"));
+    let s = transact(&db, |tx| add_schedule(tx, &spec, clock.now(), false)).unwrap();
+    let put_next = |clock: &ManualClock| {
+        clock.advance(Duration::from_secs(1));
+        transact(&db, |tx| put_due(tx, &s, clock.now()))
+            .unwrap()
+            .expect("a tick is due")
+    };
+    let first = put_next(&clock);
+    assert!(!first.held);
+    // The first job has not run: the next tick puts none, and names it.
+    let second = put_next(&clock);
+    assert!(second.held);
+    assert_eq!(second.job, first.job);
+    let held = transact(&db, |tx| Ok(tx.get(&s)?.held())).unwrap();
+    assert_eq!((puts_of(&db, "u"), held), ((1, 0), 1));
+    // Once it completed, the key is free again.
+    let mut w = worker(&db, &clock, "w1", "");
+    w.poll_once().unwrap();
+    w.wait_idle();
+    let status = transact(&db, |tx| Ok(tx.get(&first.job)?.status())).unwrap();
+    assert_eq!(status, Status::Completed);
+    let third = put_next(&clock);
+    assert!(!third.held);
+    assert_ne!(third.job, first.job);
+    assert_eq!(puts_of(&db, "u"), (2, 0));
+
+    // A quota the queue lacks is refused when the schedule is added.
+    let mut spec = every_second("q", "");
+    spec.quota_names = vec!["absent".into()];
+    let err = transact(&db, |tx| add_schedule(tx, &spec, clock.now(), false)).unwrap_err();
+    assert!(
+        matches!(&err, Error::NoSuchQuota { name, .. } if name == "absent"),
+        "{err}"
+    );
+    assert!(transact(&db, |tx| schedule(tx, "q")).unwrap().is_none());
 }

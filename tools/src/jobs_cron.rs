@@ -12,8 +12,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use zodiac_async::{
-    AttemptLimit, Backoff, CronExpr, ScheduleSpec, Timestamp, add_schedule, remove_schedule,
-    schedules, transact,
+    CronExpr, ScheduleSpec, Timestamp, add_schedule, remove_schedule, schedules, transact,
 };
 use zodiac_storage::Storage;
 
@@ -21,7 +20,7 @@ use crate::arguments;
 use crate::builtins::{decode_json, encode_arguments};
 use crate::cli::{ConnectArgs, LockArgs};
 use crate::jobs::database;
-use crate::jobs_put_options::parse_backoff;
+use crate::jobs_put_options::PutExtraArgs;
 use crate::store::{Connect, open_store, open_store_read_only};
 
 /// The `jobs cron` commands.
@@ -45,15 +44,11 @@ pub enum CronCommand {
         args: Value,
         #[arg(long, value_name = "NAME", default_value = "", value_parser = arguments::queue_name)]
         queue: String,
-        /// The jobs' priority, 0 (the highest, the default) to 9.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=9))]
-        priority: Option<u8>,
-        /// Runs each job's handler gets when it fails, 1 to 1000.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
-        max_attempts: Option<u32>,
-        /// The wait between attempts: DUR or `exp:DUR[:MAX]`.
-        #[arg(long, value_name = "DUR", value_parser = parse_backoff, requires = "max_attempts")]
-        backoff: Option<Backoff>,
+        /// Each job's priority, attempts, quotas and unique key, as `jobs put`
+        /// takes them (with --unique, a tick whose key an earlier job holds puts
+        /// no job).
+        #[command(flatten)]
+        job: Box<PutExtraArgs>,
         /// Replace the schedule of that name if there is one.
         #[arg(long)]
         replace: bool,
@@ -98,9 +93,7 @@ pub fn run(command: CronCommand, wait: Option<std::time::Duration>) -> Result<()
             handler,
             args,
             queue,
-            priority,
-            max_attempts,
-            backoff,
+            job,
             replace,
             lock,
             connect,
@@ -112,10 +105,7 @@ pub fn run(command: CronCommand, wait: Option<std::time::Duration>) -> Result<()
                 handler,
                 encode_arguments(&args.to_string()),
             );
-            spec.priority = priority.unwrap_or(0);
-            if let Some(n) = max_attempts {
-                spec.attempt_limit = Some(AttemptLimit::new(n, backoff.unwrap_or_default())?);
-            }
+            job.apply_to_schedule(&mut spec)?;
             add(&store, &spec, replace, &lock.apply(connect.connect(wait)))
         }
         CronCommand::List {
@@ -194,8 +184,12 @@ fn list(store: &str, as_json: bool, connect: &Connect) -> Result<()> {
                 "last_tick": time(s.last_tick()),
                 "last_job": last.map(|(id, _)| id),
                 "last_job_status": last.map(|(_, st)| st.name()),
+                "quotas": s.quota_names(),
+                "unique": s.unique_key(),
+                "unique_for_ms": s.unique_for().map(|d| d.as_millis() as u64),
                 "puts": s.puts(),
                 "missed": s.missed(),
+                "held": s.held(),
             }));
         }
         Ok(rows)
@@ -213,8 +207,12 @@ fn list(store: &str, as_json: bool, connect: &Connect) -> Result<()> {
             (Value::Number(id), Some(st)) => format!("job {id} ({st})"),
             _ => "none yet".to_string(),
         };
+        let held = match r["unique"].as_str() {
+            Some(key) => format!(", {} held by unique key {key:?}", r["held"]),
+            None => String::new(),
+        };
         println!(
-            "{:?} '{}' queue {:?} handler {}: next {}, last {last}; {} put, {} missed",
+            "{:?} '{}' queue {:?} handler {}: next {}, last {last}; {} put, {} missed{held}",
             text("name"),
             text("cron"),
             text("queue"),

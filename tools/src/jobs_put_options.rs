@@ -8,14 +8,15 @@
 use std::time::Duration;
 
 use clap::Args;
-use zodiac_async::{AttemptLimit, Backoff, PutOptions, Unique};
+use zodiac_async::{AttemptLimit, Backoff, PutOptions, ScheduleSpec, Unique};
 
 use crate::inspect::parse_duration;
 
 /// The largest wait of `--backoff exp:DUR` when it names none.
 const EXPONENTIAL_MAX_DEFAULT: Duration = Duration::from_secs(300);
 
-/// `jobs put`'s options for attempts and priority.
+/// The options of a job beyond its handler and arguments, taken by `jobs put`
+/// and (for each job it puts) `jobs cron add`.
 #[derive(Args, Clone, Debug, Default)]
 pub struct PutExtraArgs {
     /// 0 (the highest, the default) to 9: workers claim a queue's due jobs of a
@@ -30,8 +31,8 @@ pub struct PutExtraArgs {
     /// DUR up to MAX, default 5m, jittered). Default: exp:1s:5m.
     #[arg(long, value_name = "DUR", value_parser = parse_backoff, requires = "max_attempts")]
     pub backoff: Option<Backoff>,
-    /// Put nothing if a job of the queue holds KEY (not completed yet, or put
-    /// within --unique-for): print that job's id instead.
+    /// Put no job while another job of the queue holds KEY (not completed yet,
+    /// or put within --unique-for); `jobs put` prints that job's id instead.
     #[arg(long, value_name = "KEY")]
     pub unique: Option<String>,
     /// With --unique: the key stays held this long after the put, even once
@@ -53,18 +54,40 @@ impl PutExtraArgs {
         for name in &self.quota {
             options = options.quota(name.clone());
         }
-        if let Some(key) = &self.unique {
-            let mut unique = Unique::new(key.clone());
-            if let Some(period) = self.unique_for {
-                unique = unique.for_period(period);
-            }
+        if let Some(unique) = self.unique() {
             options = options.unique(unique);
         }
-        if let Some(n) = self.max_attempts {
-            let limit = AttemptLimit::new(n, self.backoff.unwrap_or_default())?;
+        if let Some(limit) = self.attempt_limit()? {
             options = options.attempt_limit(limit);
         }
         Ok(options)
+    }
+
+    /// `spec` with these, for each job the schedule puts.
+    pub fn apply_to_schedule(&self, spec: &mut ScheduleSpec) -> anyhow::Result<()> {
+        spec.priority = self.priority.unwrap_or(0);
+        spec.quota_names = self.quota.clone();
+        spec.unique = self.unique();
+        spec.attempt_limit = self.attempt_limit()?;
+        Ok(())
+    }
+
+    fn unique(&self) -> Option<Unique> {
+        let mut unique = Unique::new(self.unique.clone()?);
+        if let Some(period) = self.unique_for {
+            unique = unique.for_period(period);
+        }
+        Some(unique)
+    }
+
+    fn attempt_limit(&self) -> anyhow::Result<Option<AttemptLimit>> {
+        let Some(n) = self.max_attempts else {
+            return Ok(None);
+        };
+        Ok(Some(AttemptLimit::new(
+            n,
+            self.backoff.unwrap_or_default(),
+        )?))
     }
 }
 

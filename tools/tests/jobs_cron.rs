@@ -143,6 +143,58 @@ fn bad_schedules_are_refused_before_the_store_is_opened() {
         "--replace",
     ]);
     assert_eq!(schedule_row(store)["cron"], "@hourly");
+    // The jobs' options as `jobs put` takes them; a quota must exist.
+    let o = zodiac(&[
+        "jobs",
+        "cron",
+        "add",
+        store,
+        "s",
+        "@hourly",
+        "echo",
+        "--replace",
+        "--quota",
+        "absent",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("zodiac jobs quota"), "{}", stderr(&o));
+    ok(&["jobs", "quota", store, "", "one", "1"]);
+    ok(&[
+        "jobs",
+        "cron",
+        "add",
+        store,
+        "s",
+        "@hourly",
+        "echo",
+        "--replace",
+        "--quota",
+        "one",
+        "--unique",
+        "hourly",
+        "--unique-for",
+        "30m",
+        "--priority",
+        "3",
+    ]);
+    let row = schedule_row(store);
+    assert_eq!(row["quotas"], serde_json::json!(["one"]));
+    assert_eq!(row["unique"], "hourly");
+    assert_eq!(row["unique_for_ms"], 30 * 60 * 1000);
+    assert_eq!(row["priority"], 3);
+    assert_eq!(row["held"], 0);
+    let o = zodiac(&[
+        "jobs",
+        "cron",
+        "add",
+        store,
+        "t",
+        "@hourly",
+        "echo",
+        "--unique-for",
+        "1m",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "--unique-for needs --unique");
     let o = zodiac(&["jobs", "cron", "remove", store, "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

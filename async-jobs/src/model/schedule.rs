@@ -3,7 +3,8 @@
 //!
 //! Layout: the root entry [`SCHEDULES_ROOT_KEY`] names a [`ScheduleDirectory`]
 //! (schedule name → [`Schedule`]). A schedule holds what each of its jobs is
-//! made of (queue, handler, arguments, priority, attempt limit), its cron
+//! made of (queue, handler, arguments, priority, attempt limit, quotas, unique
+//! key), its cron
 //! expression, and where it stands: the next tick not yet put, the last job put.
 //!
 //! Invariants:
@@ -85,6 +86,14 @@ pub struct Schedule {
     pub(crate) arguments: Vec<u8>,
     pub(crate) priority: u8,
     pub(crate) attempt_limit: Option<AttemptLimit>,
+    /// Quotas of the queue its jobs count against (each must exist at a put).
+    pub(crate) quota_names: Vec<String>,
+    /// Its jobs' unique key: a tick whose key is held by an earlier job of the
+    /// queue puts no job (counted in `held`).
+    pub(crate) unique_key: Option<String>,
+    /// With `unique_key`: how long after its put a job keeps holding the key,
+    /// in microseconds, even once completed.
+    pub(crate) unique_for_micros: Option<u64>,
     pub(crate) created: Timestamp,
     /// The first tick not yet put (`None`: the expression has no more ticks).
     pub(crate) next_tick: Option<Timestamp>,
@@ -96,6 +105,8 @@ pub struct Schedule {
     /// Ticks that passed while no worker of the queue ran and that were
     /// coalesced into the next job (counted up to `MISSED_COUNTED_MAX` per put).
     pub(crate) missed: u64,
+    /// Ticks that put no job because an earlier job held the unique key.
+    pub(crate) held: u64,
     pub(crate) removed: bool,
 }
 
@@ -132,6 +143,18 @@ impl Schedule {
     pub fn attempt_limit(&self) -> Option<&AttemptLimit> {
         self.attempt_limit.as_ref()
     }
+    /// The quotas its jobs count against.
+    pub fn quota_names(&self) -> &[String] {
+        &self.quota_names
+    }
+    /// Its jobs' unique key, if it names one.
+    pub fn unique_key(&self) -> Option<&str> {
+        self.unique_key.as_deref()
+    }
+    /// With a unique key: how long a job holds it after its put.
+    pub fn unique_for(&self) -> Option<std::time::Duration> {
+        self.unique_for_micros.map(std::time::Duration::from_micros)
+    }
     /// When it was added (or last replaced).
     pub fn created(&self) -> Timestamp {
         self.created
@@ -155,6 +178,10 @@ impl Schedule {
     /// How many ticks were coalesced into later jobs (missed while no worker ran).
     pub fn missed(&self) -> u64 {
         self.missed
+    }
+    /// How many ticks put no job because an earlier job held the unique key.
+    pub fn held(&self) -> u64 {
+        self.held
     }
 }
 

@@ -15,9 +15,10 @@
 //!   every tick up to `now` with one job, and the schedule's next tick is the
 //!   first after `now`. So after downtime a schedule puts one job at once, not
 //!   one per tick missed; the others are counted in its `missed`.
-//! - A job is put even if the previous tick's job has not run yet (as cron does);
-//!   give the schedule's jobs a unique key in the handler, or a quota, to keep
-//!   them from overlapping.
+//! - A job is put even if the previous tick's job has not run yet (as cron does),
+//!   unless the schedule names a unique key: then a tick whose key an earlier
+//!   job of the queue holds puts no job, advances the schedule all the same, and
+//!   is counted in `held`. A quota keeps the jobs from running at once instead.
 //! - A schedule added or replaced starts at its first tick after that commit.
 
 mod cron;
@@ -33,7 +34,7 @@ use crate::model::queue_key::PRIORITY_MAX;
 use crate::model::schedule::{
     SCHEDULE_NAME_BYTES_MAX, SCHEDULES_MAX, SCHEDULES_ROOT_KEY, Schedule, ScheduleDirectory,
 };
-use crate::queue::PutOptions;
+use crate::queue::{PutOptions, Unique};
 use crate::time::Timestamp;
 
 /// The annotation of a job a schedule put: the schedule's name and the tick
@@ -61,6 +62,10 @@ pub struct ScheduleSpec {
     pub priority: u8,
     /// Its jobs' attempt limit (default: the queue's).
     pub attempt_limit: Option<AttemptLimit>,
+    /// Quotas of the queue its jobs count against (each must exist at each put).
+    pub quota_names: Vec<String>,
+    /// Its jobs' unique key: a tick puts no job while an earlier one holds it.
+    pub unique: Option<Unique>,
 }
 
 impl ScheduleSpec {
@@ -81,6 +86,8 @@ impl ScheduleSpec {
             arguments,
             priority: 0,
             attempt_limit: None,
+            quota_names: Vec::new(),
+            unique: None,
         }
     }
 
@@ -114,15 +121,21 @@ impl ScheduleSpec {
         }
         // The job it would put, checked now rather than at its first tick.
         Job::new(&self.handler, self.arguments.clone())?;
+        if let Some(unique) = &self.unique {
+            unique.check()?;
+        }
         CronExpr::parse(&self.expression)
     }
 }
 
-/// A job a schedule put.
+/// A tick a schedule put.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tick {
-    /// The job.
+    /// The job it put, or the earlier job holding the schedule's unique key
+    /// (then `held`).
     pub job: PRef<Job>,
+    /// No job was put: `job` held the schedule's unique key.
+    pub held: bool,
     /// The tick it was put for (the latest due; earlier missed ones coalesced).
     pub tick: Timestamp,
     /// The missed ticks it covers besides `tick`.
@@ -168,6 +181,20 @@ pub fn add_schedule(
     replace: bool,
 ) -> Result<PRef<Schedule>> {
     let expr = spec.check()?;
+    // Its quotas exist now, as a put's must (a quota removed later is reported
+    // by the put of a tick).
+    if !spec.quota_names.is_empty() {
+        let quotas = match Queue::get(tx, &spec.queue)? {
+            Some(q) => tx.get(&q)?.quotas.clone(),
+            None => Default::default(),
+        };
+        if let Some(missing) = spec.quota_names.iter().find(|n| !quotas.contains_key(*n)) {
+            return Err(Error::NoSuchQuota {
+                queue: spec.queue.clone(),
+                name: missing.clone(),
+            });
+        }
+    }
     let record = Schedule {
         name: spec.name.clone(),
         expression: spec.expression.clone(),
@@ -176,12 +203,20 @@ pub fn add_schedule(
         arguments: spec.arguments.clone(),
         priority: spec.priority,
         attempt_limit: spec.attempt_limit,
+        quota_names: spec.quota_names.clone(),
+        unique_key: spec.unique.as_ref().map(|u| u.key.clone()),
+        unique_for_micros: spec
+            .unique
+            .as_ref()
+            .and_then(|u| u.period)
+            .map(|p| u64::try_from(p.as_micros()).unwrap_or(u64::MAX)),
         created: now,
         next_tick: expr.next_after(now),
         last_tick: None,
         last_job: None,
         puts: 0,
         missed: 0,
+        held: 0,
         removed: false,
     };
     if let Some(existing) = schedule(tx, &spec.name)? {
@@ -280,16 +315,36 @@ pub fn put_due(
     if let Some(limit) = s.attempt_limit {
         options = options.attempt_limit(limit);
     }
+    for name in &s.quota_names {
+        options = options.quota(name.clone());
+    }
+    if let Some(key) = &s.unique_key {
+        let mut unique = Unique::new(key.clone());
+        if let Some(period) = s.unique_for() {
+            unique = unique.for_period(period);
+        }
+        options = options.unique(unique);
+    }
     let queue = Queue::get_or_create(tx, &s.queue)?;
-    let job = Queue::put_job(tx, &queue, job, options)?;
+    let queued = Queue::put_job_unique(tx, &queue, job, options)?;
+    let (job, held) = (queued.job, queued.existing);
     tx.modify(schedule, |s| {
         s.next_tick = next;
-        s.last_tick = Some(tick);
-        s.last_job = Some(job);
-        s.puts += 1;
         s.missed = s.missed.saturating_add(missed);
+        if held {
+            s.held += 1;
+        } else {
+            s.last_tick = Some(tick);
+            s.last_job = Some(job);
+            s.puts += 1;
+        }
     })?;
-    Ok(Some(Tick { job, tick, missed }))
+    Ok(Some(Tick {
+        job,
+        held,
+        tick,
+        missed,
+    }))
 }
 
 /// The schedule that put `job` and the tick it was put for, if a schedule put it.

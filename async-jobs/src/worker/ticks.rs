@@ -59,6 +59,12 @@ impl Worker {
             Ok((name, put_due(tx, schedule, now)?))
         });
         match put {
+            Ok((name, Some(tick))) if tick.held => log::info!(
+                target: "zodiac_async::events",
+                "schedule {name:?} put no job for its tick at {}: job {} holds its unique key",
+                tick.tick,
+                tick.job.oid().0
+            ),
             Ok((name, Some(tick))) => {
                 let missed = match tick.missed {
                     0 => String::new(),
