@@ -309,19 +309,38 @@ pub fn paused(tx: &mut Transaction<'_>, name: &str) -> Result<Option<bool>> {
     }
 }
 
-/// The quotas of queue `name`: name, size and how many jobs each holds now;
-/// `None` when there is no such queue.
-pub fn quotas(tx: &mut Transaction<'_>, name: &str) -> Result<Option<Vec<(String, u32, usize)>>> {
+/// The quotas of queue `name`, with how many jobs each holds now; `None` when
+/// there is no such queue.
+pub fn quotas(tx: &mut Transaction<'_>, name: &str) -> Result<Option<Vec<QuotaSummary>>> {
     let Some(queue) = Queue::get(tx, name)? else {
         return Ok(None);
     };
-    let refs = tx.get(&queue)?.quotas.clone();
+    let q = tx.get(&queue)?;
+    let (refs, every_job) = (q.quotas.clone(), q.every_job_quota.clone());
     let mut out = Vec::with_capacity(refs.len());
     for (name, quota) in refs {
         let q = tx.get(&quota)?;
-        out.push((name, q.size(), q.held().len()));
+        out.push(QuotaSummary {
+            every_job: every_job.as_ref() == Some(&name),
+            size: q.size(),
+            held: q.held().len(),
+            name,
+        });
     }
     Ok(Some(out))
+}
+
+/// A quota of a queue, as `jobs status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaSummary {
+    /// Its name.
+    pub name: String,
+    /// Jobs it holds at most.
+    pub size: u32,
+    /// Jobs it holds.
+    pub held: usize,
+    /// Every job of the queue counts against it ([`Queue::set_every_job_quota`]).
+    pub every_job: bool,
 }
 
 /// Whether `job`, in the held set of agent `agent` of dispatcher `id`, is still

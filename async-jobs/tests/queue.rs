@@ -482,6 +482,46 @@ fn a_quota_limits_held_jobs_and_frees_its_place_when_they_leave() {
     });
 }
 
+/// The queue's every-job quota (its global concurrency) limits the jobs that
+/// name no quota, put before it was set too, and is let go of when they leave.
+#[test]
+fn an_every_job_quota_limits_every_job_of_the_queue() {
+    each_storage(|db| {
+        let a = put(&db, "a", PutOptions::new().begin_after(at(1)));
+        let b = put(&db, "b", PutOptions::new().begin_after(at(2)));
+        let err = transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Queue::set_every_job_quota(tx, &q, Some("all"))
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, zodiac_async::Error::NoSuchQuota { .. }),
+            "{err}"
+        );
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Queue::set_quota(tx, &q, "all", 1)?;
+            Queue::set_every_job_quota(tx, &q, Some("all"))
+        })
+        .unwrap();
+        assert_eq!(claim_at(&db, at(9)).job, Some(a));
+        assert_eq!(job(&db, a).quota_names(), ["all".to_string()]);
+        assert_eq!(claim_at(&db, at(9)).job, None, "the quota is full");
+        transact(&db, |tx| fail(tx, &a, None)).unwrap();
+        assert_eq!(claim_at(&db, at(9)).job, Some(b));
+        // Unset: the queue's jobs no longer wait for it.
+        let c = put(&db, "c", PutOptions::new().begin_after(at(3)));
+        assert_eq!(claim_at(&db, at(9)).job, None);
+        transact(&db, |tx| {
+            let q = Queue::get(tx, "")?.unwrap();
+            Queue::set_every_job_quota(tx, &q, None)
+        })
+        .unwrap();
+        assert_eq!(claim_at(&db, at(9)).job, Some(c));
+        assert!(job(&db, c).quota_names().is_empty());
+    });
+}
+
 #[test]
 fn a_job_may_only_name_quotas_its_queue_has() {
     each_storage(|db| {

@@ -44,6 +44,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use jobs::JobWorkload;
 use report::{Measurement, Value};
 use target::{StoreKind, StoreUnderTest};
 use workloads::Workload;
@@ -240,29 +241,81 @@ fn run(options: &Options) -> Result<()> {
         );
         println!("{}", report::table_header());
     }
+    let mut active = Vec::new();
     for &workload in &options.workloads {
-        if let Some(reason) = workload.skip_reason(options.store) {
-            eprintln!("skipping {}: {reason}", workload.name());
-            continue;
+        match workload.skip_reason(options.store) {
+            Some(reason) => eprintln!("skipping {}: {reason}", workload.name()),
+            None => active.push(workload),
         }
-        let runs = (1..=options.reps)
-            .map(|rep| run_once(workload, options.store, base.path(), rep))
-            .collect::<Result<Vec<_>>>()?;
-        let mut m = report::summarize(&runs);
-        // The table's header already names the store, file system and machine.
-        let line = if options.json {
-            if workload.uses_store() {
-                m.set("store", Value::Str(options.store.name().into()));
+    }
+    // Rep by rep, each workload in turn: a drift of the machine (its disk, its
+    // other load) over the runs hits every workload alike.
+    let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); active.len()];
+    for rep in 1..=options.reps {
+        for (i, &workload) in active.iter().enumerate() {
+            runs[i].push(run_once(workload, options.store, base.path(), rep)?);
+            if rep == options.reps {
+                print_summary(workload, &runs[i], options, &fs_type, &machine)?;
             }
-            m.set("fs", Value::Str(fs_type.clone()));
-            m.set("machine", Value::Str(machine.clone()));
-            m.to_json()
-        } else {
-            report::table_row(&m)
-        };
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{line}")?;
-        stdout.flush()?;
+        }
+    }
+    if let [
+        (Workload::Job(JobWorkload::J3), plain),
+        (Workload::Job(JobWorkload::J3Priorities), mixed),
+    ] = active.iter().zip(&runs).collect::<Vec<_>>().as_slice()
+    {
+        print_paired_ratio(plain, mixed, options.json)?;
+    }
+    Ok(())
+}
+
+/// Prints the median of `runs` of `workload`: a table row, or a JSON line.
+fn print_summary(
+    workload: Workload,
+    runs: &[Measurement],
+    options: &Options,
+    fs_type: &str,
+    machine: &str,
+) -> Result<()> {
+    let mut m = report::summarize(runs);
+    // The table's header already names the store, file system and machine.
+    let line = if options.json {
+        if workload.uses_store() {
+            m.set("store", Value::Str(options.store.name().into()));
+        }
+        m.set("fs", Value::Str(fs_type.into()));
+        m.set("machine", Value::Str(machine.into()));
+        m.to_json()
+    } else {
+        report::table_row(&m)
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// j3-compare's figure: the rate of each j3-prio run over the j3 run just before
+/// it, the median of those ratios (with their range).
+fn print_paired_ratio(plain: &[Measurement], mixed: &[Measurement], json: bool) -> Result<()> {
+    let ratios: Vec<f64> = plain
+        .iter()
+        .zip(mixed)
+        .map(|(p, m)| m.rate() / p.rate())
+        .collect();
+    let median = stats::median(&ratios).expect("at least one run");
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if json {
+        println!(
+            "{{\"workload\":\"j3-prio/j3\",\"paired_ratio\":{median:.3},\"min\":{min:.3},\"max\":{max:.3},\"pairs\":{}}}",
+            ratios.len()
+        );
+    } else {
+        println!(
+            "\nj3-prio / j3, paired run by run: median {median:.3} (min {min:.3}, max {max:.3}, {} pairs)",
+            ratios.len()
+        );
     }
     Ok(())
 }

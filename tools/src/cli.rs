@@ -221,14 +221,23 @@ pub enum JobsCommand {
         connect: ConnectArgs,
     },
     /// Create or resize quota NAME of QUEUE: at most SIZE of the jobs put with
-    /// `--quota NAME` run at once, across every worker.
+    /// `--quota NAME` run at once, across every worker; with --every-job, every
+    /// job of the queue (its global concurrency).
     Quota {
         store: String,
         /// The queue ('' is the default queue).
         queue: String,
         name: String,
-        /// Jobs held at once (0 holds every job naming it back).
+        /// Jobs held at once (0 holds every job counted against it back).
         size: u32,
+        /// Every job of the queue counts against NAME from its next claim on,
+        /// whether or not it was put with --quota NAME.
+        #[arg(long, conflicts_with = "named_only")]
+        every_job: bool,
+        /// Only the jobs put with --quota NAME count against it (undoes
+        /// --every-job).
+        #[arg(long)]
+        named_only: bool,
         #[command(flatten)]
         lock: LockArgs,
         #[command(flatten)]

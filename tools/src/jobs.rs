@@ -557,7 +557,9 @@ fn status_json(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummary
                 "handlers": q.handlers.iter().map(|(h, st)| (h.clone(), handler_json(st)))
                     .collect::<serde_json::Map<String, Value>>(),
                 "quotas": q.quotas.iter()
-                    .map(|(n, size, held)| (n.clone(), json!({"size": size, "held": held})))
+                    .map(|qs| (qs.name.clone(), json!({
+                        "size": qs.size, "held": qs.held, "every_job": qs.every_job,
+                    })))
                     .collect::<serde_json::Map<String, Value>>(),
                 "dispatchers": dispatchers.iter().filter(|d| d.queue == q.name).map(|d| json!({
                     "uuid": d.id,
@@ -658,8 +660,12 @@ fn print_status(queues: &[QueueStatus], dispatchers: &[inspect::DispatcherSummar
         for (handler, stats) in &q.handlers {
             println!("{}", handler_line(handler, stats));
         }
-        for (name, size, held) in &q.quotas {
-            println!("  quota {name}: {held}/{size} held");
+        for qs in &q.quotas {
+            let every_job = if qs.every_job { " (every job)" } else { "" };
+            println!(
+                "  quota {}: {}/{} held{every_job}",
+                qs.name, qs.held, qs.size
+            );
         }
         for d in dispatchers.iter().filter(|d| d.queue == q.name) {
             let agents: Vec<String> = d
@@ -696,8 +702,8 @@ struct QueueStatus {
     /// COMPLETED jobs by handler: endings and run times.
     handlers: std::collections::BTreeMap<String, inspect::HandlerStats>,
     paused: bool,
-    /// Its quotas: name, size, jobs held.
-    quotas: Vec<(String, u32, usize)>,
+    /// Its quotas.
+    quotas: Vec<inspect::QuotaSummary>,
 }
 
 impl QueueStatus {

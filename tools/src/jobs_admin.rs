@@ -80,15 +80,19 @@ pub fn run(command: JobsCommand, wait: Option<std::time::Duration>) -> Result<()
             queue,
             name,
             size,
+            every_job,
+            named_only,
             lock,
             connect,
-        } => set_quota(
-            &store,
-            &queue,
-            &name,
-            size,
-            &lock.apply(connect.connect(wait)),
-        ),
+        } => {
+            let scope = match (every_job, named_only) {
+                (true, _) => QuotaScope::EveryJob,
+                (_, true) => QuotaScope::NamedOnly,
+                _ => QuotaScope::Unchanged,
+            };
+            let connect = lock.apply(connect.connect(wait));
+            set_quota(&store, &queue, &name, size, scope, &connect)
+        }
         _ => unreachable!("main routes the other jobs commands to `jobs`"),
     }
 }
@@ -259,17 +263,46 @@ fn pause(store: &str, name: &str, paused: bool, connect: &Connect) -> Result<()>
 }
 
 /// `jobs quota`: creates or resizes a quota of a queue (created if missing).
-fn set_quota(store: &str, queue: &str, name: &str, size: u32, connect: &Connect) -> Result<()> {
-    with_store(store, connect, |db| {
+/// Which jobs of its queue a quota counts, as `jobs quota` sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QuotaScope {
+    /// As it was (new quotas: the jobs naming it).
+    Unchanged,
+    /// Every job of the queue (`--every-job`).
+    EveryJob,
+    /// The jobs naming it (`--named-only`).
+    NamedOnly,
+}
+
+fn set_quota(
+    store: &str,
+    queue: &str,
+    name: &str,
+    size: u32,
+    scope: QuotaScope,
+    connect: &Connect,
+) -> Result<()> {
+    let every_job = with_store(store, connect, |db| {
         transact(db, |tx| {
             let q = Queue::get_or_create(tx, queue)?;
-            Queue::set_quota(tx, &q, name, size)
+            Queue::set_quota(tx, &q, name, size)?;
+            let current = tx.get(&q)?.every_job_quota().map(str::to_string);
+            match scope {
+                QuotaScope::EveryJob => Queue::set_every_job_quota(tx, &q, Some(name))?,
+                QuotaScope::NamedOnly if current.as_deref() == Some(name) => {
+                    Queue::set_every_job_quota(tx, &q, None)?
+                }
+                _ => {}
+            }
+            Ok(tx.get(&q)?.every_job_quota() == Some(name))
         })
-        .with_context(|| format!("setting quota {name:?} of queue {queue:?}"))?;
-        Ok(())
+        .with_context(|| format!("setting quota {name:?} of queue {queue:?}"))
     })?;
-    println!(
-        "quota {name:?} of queue {queue:?}: {size} jobs at once (jobs put with --quota {name})"
-    );
+    let counted = if every_job {
+        "every job of the queue".to_string()
+    } else {
+        format!("jobs put with --quota {name}")
+    };
+    println!("quota {name:?} of queue {queue:?}: {size} jobs at once ({counted})");
     Ok(())
 }

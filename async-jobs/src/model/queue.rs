@@ -109,6 +109,11 @@ pub struct Queue {
     /// `None`.
     #[serde(default)]
     pub(crate) unique: Option<PRef<BTree<String, UniqueEntry>>>,
+    /// The quota every job of the queue counts against (the queue's global
+    /// concurrency): a claim adds it to the job's quota names. Added after
+    /// `unique`: older queues read it as `None`.
+    #[serde(default)]
+    pub(crate) every_job_quota: Option<String>,
 }
 
 impl Persistent for Queue {
@@ -129,6 +134,12 @@ impl Queue {
     /// The attempt limit given to the jobs put here that name none.
     pub fn attempt_limit(&self) -> Option<&AttemptLimit> {
         self.attempt_limit.as_ref()
+    }
+
+    /// The quota every job of the queue counts against, if one is set
+    /// ([`Queue::set_every_job_quota`]).
+    pub fn every_job_quota(&self) -> Option<&str> {
+        self.every_job_quota.as_deref()
     }
 
     /// The jobs that ended in this queue without a run, if any did.
@@ -184,7 +195,8 @@ mod tests {
         );
     }
 
-    /// Queues stored before `ended` existed read as queues without ended jobs.
+    /// Queues stored before `ended` existed read as queues without ended jobs
+    /// (nor any field added after it).
     #[test]
     fn a_queue_record_without_ended_reads_as_none() {
         let queue = Queue {
@@ -197,9 +209,11 @@ mod tests {
             paused: false,
             attempt_limit: None,
             unique: None,
+            every_job_quota: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "unique None is the last byte");
+        assert_eq!(payload.pop(), Some(0), "every_job_quota None is the last byte");
+        assert_eq!(payload.pop(), Some(0), "unique None is the byte before");
         assert_eq!(
             payload.pop(),
             Some(0),
@@ -227,9 +241,11 @@ mod tests {
             paused: false,
             attempt_limit: None,
             unique: None,
+            every_job_quota: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "unique None is the last byte");
+        assert_eq!(payload.pop(), Some(0), "every_job_quota None is the last byte");
+        assert_eq!(payload.pop(), Some(0), "unique None is the byte before");
         assert_eq!(
             payload.pop(),
             Some(0),
@@ -247,7 +263,7 @@ mod tests {
             ..queue
         };
         let bytes = postcard::to_allocvec(&paused).unwrap();
-        assert_eq!(bytes[bytes.len() - 3..], [1, 0, 0]);
+        assert_eq!(bytes[bytes.len() - 4..], [1, 0, 0, 0]);
     }
 
     #[test]

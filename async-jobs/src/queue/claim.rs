@@ -3,6 +3,9 @@
 //!
 //! Invariants:
 //! - A claim from a paused queue ([`Queue::pause`]) takes nothing and expires nothing.
+//! - A claimed job joins each quota it names and the queue's every-job quota
+//!   (added to its names, so its release lets go of it); a job is claimable
+//!   only while each has room.
 //! - Claims honour priorities: a claim takes a job only when no claimable job of
 //!   a higher priority came before it in key order (the spread's preference for
 //!   its own lane is kept among the jobs of the first claimable job's priority);
@@ -186,6 +189,12 @@ impl Queue {
         for quota in &quotas {
             tx.modify(quota, |q| q.join(entry.job))?;
         }
+        // The queue's every-job quota joins the job's names, so that its release
+        // (which reads them) lets go of it.
+        let every_job = q
+            .every_job_quota
+            .clone()
+            .filter(|name| q.quotas.contains_key(name) && !entry.quota_names.contains(name));
         Queue::take(tx, queue, &key)?;
         let location = Location::Agent {
             queue: q.name.clone(),
@@ -195,6 +204,13 @@ impl Queue {
         tx.modify(&entry.job, |j| {
             j.transition(id, Status::Assigned, now)?;
             j.set_location(location);
+            if let Some(name) = every_job
+                && !j.quota_names().contains(&name)
+            {
+                let mut names = j.quota_names().to_vec();
+                names.push(name);
+                j.set_quota_names(names);
+            }
             Ok::<_, Error>(())
         })??;
         claim.job = Some(entry.job);
@@ -304,8 +320,12 @@ fn quotas_with_room(
     q: &Queue,
     entry: &Entry,
 ) -> Result<Option<Vec<PRef<Quota>>>> {
-    let mut quotas = Vec::with_capacity(entry.quota_names.len());
-    for name in &entry.quota_names {
+    let mut quotas = Vec::with_capacity(entry.quota_names.len() + 1);
+    let every_job = q
+        .every_job_quota
+        .as_ref()
+        .filter(|name| !entry.quota_names.contains(name));
+    for name in entry.quota_names.iter().chain(every_job) {
         // A quota removed since the put no longer limits the job.
         if let Some(quota) = q.quotas.get(name) {
             quotas.push(*quota);

@@ -92,6 +92,7 @@ impl Queue {
             paused: false,
             attempt_limit: None,
             unique: None,
+            every_job_quota: None,
         })?;
         tx.modify(&dir, |d| d.queues.insert(name.to_string(), queue))?;
         Ok(queue)
@@ -203,6 +204,31 @@ impl Queue {
         let quota = tx.add(Quota::new(name, size))?;
         tx.modify(queue, |q| q.quotas.insert(name.to_string(), quota))?;
         Ok(quota)
+    }
+
+    /// Makes every job of `queue` count against its quota `name` (which must
+    /// exist), or (`None`) only the jobs that name it: the queue's global
+    /// concurrency, across all workers. A claim adds the quota to the job's
+    /// names, so jobs put before this count too once claimed; jobs already held
+    /// do not.
+    pub fn set_every_job_quota(
+        tx: &mut Transaction<'_>,
+        queue: &PRef<Queue>,
+        name: Option<&str>,
+    ) -> Result<()> {
+        let q = tx.get(queue)?;
+        if let Some(name) = name
+            && !q.quotas.contains_key(name)
+        {
+            return Err(Error::NoSuchQuota {
+                queue: q.name.clone(),
+                name: name.to_string(),
+            });
+        }
+        if q.every_job_quota.as_deref() != name {
+            tx.modify(queue, |q| q.every_job_quota = name.map(str::to_string))?;
+        }
+        Ok(())
     }
 
     /// The dispatchers registered in `queue`, by id.
