@@ -60,7 +60,8 @@ usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memor
             processes with their own connections, and j5 runs only there;
             j3's workers run batches of 8 jobs per commit, j3-single's one;
             j3-mix: 4 producers put while 4 workers run, with the conflict
-            rates, embedded only; j3-prio: J3 with priorities 0-9 mixed)
+            rates, embedded only; j3-prio: J3 with priorities 0-9 mixed,
+            half the jobs with a unique key)
             j3-compare (j3 and j3-prio in one run)
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
             w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)

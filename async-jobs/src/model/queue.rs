@@ -212,7 +212,11 @@ mod tests {
             every_job_quota: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "every_job_quota None is the last byte");
+        assert_eq!(
+            payload.pop(),
+            Some(0),
+            "every_job_quota None is the last byte"
+        );
         assert_eq!(payload.pop(), Some(0), "unique None is the byte before");
         assert_eq!(
             payload.pop(),
@@ -244,7 +248,11 @@ mod tests {
             every_job_quota: None,
         };
         let mut payload = postcard::to_allocvec(&queue).unwrap();
-        assert_eq!(payload.pop(), Some(0), "every_job_quota None is the last byte");
+        assert_eq!(
+            payload.pop(),
+            Some(0),
+            "every_job_quota None is the last byte"
+        );
         assert_eq!(payload.pop(), Some(0), "unique None is the byte before");
         assert_eq!(
             payload.pop(),

@@ -105,9 +105,10 @@ pub enum JobWorkload {
     /// J3's drain with 4 producers putting the jobs meanwhile: the conflict rate
     /// of concurrent puts and claims (not a workloads.md row).
     J3Mix,
-    /// J3 with the jobs' priorities mixed evenly over 0..=9: what honouring
-    /// priorities costs a drain (target: at least 0.9× J3 in the same run; not
-    /// a workloads.md row).
+    /// J3 with the jobs' priorities mixed evenly over 0..=9 and half of them
+    /// put with a unique key: what honouring priorities and freeing unique keys
+    /// costs a drain (target: at least 0.9× J3 in the same run; not a
+    /// workloads.md row).
     J3Priorities,
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use zodiac_async::{Job, PutOptions, Queue, add_callback, transact};
+use zodiac_async::{Job, PutOptions, Queue, Unique, add_callback, transact};
 use zodiac_objects::{CommitStats, Database};
 
 use crate::Result;
@@ -59,24 +59,32 @@ pub(super) enum Priorities {
     /// Every job at the default priority (J3).
     Default,
     /// Job `i` at priority `(i × 7) mod 10`: the ten priorities evenly mixed, and
-    /// not in put order (j3-prio).
+    /// not in put order; every even job with a unique key of its own, which its
+    /// completion frees (j3-prio).
     Mixed,
 }
 
 impl Priorities {
-    fn of(self, i: u64) -> u8 {
+    /// The put options of job `i`.
+    fn options(self, i: u64) -> PutOptions {
         match self {
-            Priorities::Default => 0,
-            Priorities::Mixed => ((i * 7) % 10) as u8,
+            Priorities::Default => PutOptions::new(),
+            Priorities::Mixed => {
+                let options = PutOptions::new().priority(((i * 7) % 10) as u8);
+                match i % 2 {
+                    0 => options.unique(Unique::new(format!("job-{i}"))),
+                    _ => options,
+                }
+            }
         }
     }
 }
 
-/// [`put_noops`] with job `i` at `priorities.of(i)`.
+/// [`put_noops`] with job `i` put with `priorities.options(i)`.
 fn put_noops_prioritised(db: &Database, n: u64, priorities: Priorities) -> Result<f64> {
     let start = Instant::now();
     for i in 0..n {
-        put_with(db, NOOP, &i, PutOptions::new().priority(priorities.of(i)))?;
+        put_with(db, NOOP, &i, priorities.options(i))?;
     }
     Ok(start.elapsed().as_secs_f64())
 }
