@@ -37,6 +37,7 @@ mod pending;
 mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod redact;
 mod reports;
 mod storage;
 
@@ -62,5 +63,6 @@ pub use postgres::{
     PgOptions, PgStorage, SCHEMA_VERSION as PG_SCHEMA_VERSION, VerifyReport as PgVerifyReport,
     init as pg_init,
 };
+pub use redact::url_without_password;
 pub use reports::{PackReport, References};
 pub use storage::{Resolver, Storage, StorageTransaction, TransactionIter};

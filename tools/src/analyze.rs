@@ -183,7 +183,8 @@ pub fn run_refs(store: &str) -> Result<ExitCode> {
     }
     if problems == 0 {
         println!(
-            "{store}: no dangling references among {} objects",
+            "{}: no dangling references among {} objects",
+            zodiac_storage::url_without_password(store),
             existing.len()
         );
         Ok(ExitCode::SUCCESS)

@@ -159,8 +159,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reps = usize::try_from(reps)?;
     // The library's errors do not always say what ran where (an I/O error in a
     // run directory is just the OS error).
-    zodiac_benches::run_workload(&workload, &store, json, reps)
-        .map_err(|e| anyhow::anyhow!(e).context(format!("zodiac bench {workload} {store}")))?;
+    zodiac_benches::run_workload(&workload, &store, json, reps).map_err(|e| {
+        anyhow::anyhow!(e).context(format!(
+            "zodiac bench {workload} {}",
+            zodiac_storage::url_without_password(&store)
+        ))
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use zodiac_storage::{CopiedTransaction, Oid, Storage, Tid, TransactionInfo};
+use zodiac_storage::{CopiedTransaction, Oid, Storage, Tid, TransactionInfo, url_without_password};
 
 use crate::store::{self, Connect};
 
@@ -46,6 +46,8 @@ pub fn run_copy(src: &str, dst: &str, connect: &Connect) -> Result<()> {
         store::open_store_read_only(src, &for_store(src, connect)).context("the source")?;
     let target =
         store::open_store(dst, &for_store(dst, connect), true).context("the destination")?;
+    // As messages show them: without a URL's password.
+    let (src, dst) = (&url_without_password(src), &url_without_password(dst));
     let from = resume_point(&*source, &*target, src, dst)?;
     let until = source.last_tid();
     if from > until {
@@ -87,7 +89,11 @@ fn refuse_same_store(src: &str, dst: &str) -> Result<()> {
         _ => false,
     };
     if same {
-        bail!("{src} and {dst} are the same store: name another destination to copy into");
+        bail!(
+            "{} and {} are the same store: name another destination to copy into",
+            url_without_password(src),
+            url_without_password(dst)
+        );
     }
     Ok(())
 }
@@ -106,7 +112,7 @@ fn canonical(path: &Path) -> PathBuf {
 }
 
 /// The first tid to copy: after DST's last, once that one is found in SRC as DST
-/// has it.
+/// has it. `src` and `dst` name the stores in messages.
 fn resume_point(source: &dyn Storage, target: &dyn Storage, src: &str, dst: &str) -> Result<Tid> {
     let last = target.last_tid();
     if last == Tid::ZERO {

@@ -110,7 +110,12 @@ pub fn put(args: Put) -> Result<ExitCode> {
         let q = Queue::get_or_create(tx, &args.queue)?;
         Queue::put_job_unique(tx, &q, job.clone(), options.clone())
     })
-    .with_context(|| format!("putting the job in {}", args.store))?;
+    .with_context(|| {
+        format!(
+            "putting the job in {}",
+            zodiac_storage::url_without_password(&args.store)
+        )
+    })?;
     let id = queued.job.oid();
     println!("{}", id.0);
     if queued.existing {

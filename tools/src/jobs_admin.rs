@@ -254,7 +254,8 @@ fn pause(store: &str, name: &str, paused: bool, connect: &Connect) -> Result<()>
     };
     match changed {
         None => bail!(
-            "there is no queue {shown:?} in {store} (see `zodiac jobs status`; '' is the default queue)"
+            "there is no queue {shown:?} in {} (see `zodiac jobs status`; '' is the default queue)",
+            zodiac_storage::url_without_password(store)
         ),
         Some(true) => println!("{verb} queue {shown}"),
         Some(false) => println!("queue {shown} was already {state}"),

@@ -129,7 +129,13 @@ fn add(store: &str, spec: &ScheduleSpec, replace: bool, connect: &Connect) -> Re
         let s = add_schedule(tx, spec, Timestamp::now(), replace)?;
         Ok(tx.get(&s)?.next_tick())
     })
-    .with_context(|| format!("adding schedule {:?} to {store}", spec.name))?;
+    .with_context(|| {
+        format!(
+            "adding schedule {:?} to {}",
+            spec.name,
+            zodiac_storage::url_without_password(store)
+        )
+    })?;
     drop(db);
     storage.close()?;
     let queue = if spec.queue.is_empty() {
@@ -153,8 +159,12 @@ fn add(store: &str, spec: &ScheduleSpec, replace: bool, connect: &Connect) -> Re
 fn remove(store: &str, name: &str, connect: &Connect) -> Result<()> {
     let storage: Arc<dyn Storage> = open_store(store, connect, false)?;
     let db = database(Arc::clone(&storage))?;
-    transact(&db, |tx| remove_schedule(tx, name))
-        .with_context(|| format!("removing schedule {name:?} from {store}"))?;
+    transact(&db, |tx| remove_schedule(tx, name)).with_context(|| {
+        format!(
+            "removing schedule {name:?} from {}",
+            zodiac_storage::url_without_password(store)
+        )
+    })?;
     drop(db);
     storage.close()?;
     println!("schedule {name:?} removed; the jobs it put stay");

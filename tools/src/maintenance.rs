@@ -387,7 +387,7 @@ pub fn run_pack(
         let gc: Option<References<'_>> = if no_gc { None } else { Some(&references) };
         let r = storage
             .pack(before.unwrap_or(Tid::MAX), gc)
-            .with_context(|| format!("packing {store}"))?;
+            .with_context(|| format!("packing {}", zodiac_storage::url_without_password(store)))?;
         storage.close()?;
         (
             r,
@@ -423,7 +423,8 @@ pub fn run_pack(
         )
     };
     println!(
-        "packed {store} to {} ({}) in {:.3} s: {} -> {} bytes, {} -> {} revisions, {} -> {} transactions, {} unreachable objects removed, {} transactions committed meanwhile; {old}",
+        "packed {} to {} ({}) in {:.3} s: {} -> {} bytes, {} -> {} revisions, {} -> {} transactions, {} unreachable objects removed, {} transactions committed meanwhile; {old}",
+        zodiac_storage::url_without_password(store),
         r.pack_tid,
         r.pack_tid.to_rfc3339(),
         started.elapsed().as_secs_f64(),

@@ -11,7 +11,7 @@ use zodiac_storage::Storage;
 mod enabled {
     use super::*;
     use anyhow::{Context, bail};
-    use zodiac_storage::{PgOptions, PgStorage};
+    use zodiac_storage::{PgOptions, PgStorage, url_without_password as shown};
 
     /// Opens the PostgreSQL store; its tables are created only when `create`.
     pub fn open(store: &str, create: bool) -> Result<Arc<dyn Storage>> {
@@ -61,17 +61,6 @@ mod enabled {
         }
         println!("ok");
         Ok(())
-    }
-
-    /// The URL without its password, for messages.
-    fn shown(url: &str) -> String {
-        match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s && url[s + 3..at].contains(':') => {
-                let user = url[s + 3..at].split(':').next().unwrap_or("");
-                format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-            }
-            _ => url.to_string(),
-        }
     }
 }
 

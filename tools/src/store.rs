@@ -137,7 +137,10 @@ fn check_store_name(store: &str) -> Result<()> {
             }
             Ok(())
         }
-        Some((scheme, _)) => bail!("{store}: unknown store kind {scheme:?}; name {FORMS}"),
+        Some((scheme, _)) => bail!(
+            "{}: unknown store kind {scheme:?}; name {FORMS}",
+            zodiac_storage::url_without_password(store)
+        ),
     }
 }
 

@@ -33,7 +33,7 @@ pub struct NoWorkerHint {
 impl NoWorkerHint {
     pub fn new(store: &str, queue: &str, id: Oid) -> NoWorkerHint {
         NoWorkerHint {
-            store: store.to_string(),
+            store: zodiac_storage::url_without_password(store),
             queue: queue.to_string(),
             id,
             due: Instant::now() + NO_WORKER_HINT_AFTER,

@@ -99,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     log::info!(
         "worker {id} polling {} on {} (uuid file {})",
         describe_queues(&args.queues),
-        args.store,
+        zodiac_storage::url_without_password(&args.store),
         uuid_file.display()
     );
     worker.run(&stop)?;
@@ -168,7 +168,7 @@ fn connect_until_stopped(
             }
             Ok(probe) => {
                 if waiting {
-                    log::info!("reached {store}");
+                    log::info!("reached {}", zodiac_storage::url_without_password(store));
                 }
                 // The attempts wait briefly; the worker's own client keeps the
                 // usual wait for a server that restarts while it runs.

@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Process, commit_some, ok, put, show};
+use common::{Process, commit_some, ok, put, show, start_worker_named, stderr, zodiac};
 use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
 
 /// The variable naming the test database.
@@ -372,4 +372,57 @@ fn a_run_whose_result_cannot_be_committed_hands_its_job_back_and_it_runs_again()
     );
     assert_eq!(done["interruptions"], 1, "{done}\n{log}");
     assert!(log.contains("to recovery after their run failed"), "{log}");
+}
+
+/// A password in a `postgres://` URL is never printed: not by a worker's log,
+/// a put, a copy, a pack, `refs`, nor a wrong store name (the test database
+/// trusts local connections, so the password is not checked).
+#[test]
+fn a_password_in_the_url_is_never_printed() {
+    let Some(schema) = Schema::new("secret") else {
+        return;
+    };
+    const SECRET: &str = "zt-not-a-real-password";
+    let url = schema.url();
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let Some(at) = url
+        .find('@')
+        .filter(|at| !url[scheme_end..*at].contains(':'))
+    else {
+        eprintln!("skipped: {VARIABLE} names no user (or has a password) to add one to");
+        return;
+    };
+    let pg = format!("{}:{SECRET}{}", &url[..at], &url[at..]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut printed = String::new();
+    printed += &ok(&["pg", "init", &pg]);
+    let id = put(&pg, &["echo", r#"{"value": 1}"#]);
+    let w = start_worker_named(&pg, dir.path(), "secret", &[]).0;
+    wait_completed(&pg, id);
+    let log = w.log.clone();
+    w.stop();
+    printed += &std::fs::read_to_string(&log).unwrap();
+    let copy = dir.path().join("copy.zdb");
+    printed += &ok(&["copy", &pg, copy.to_str().unwrap()]);
+    printed += &ok(&["pack", &pg]);
+    printed += &ok(&["refs", &pg]);
+    // A mistyped scheme is refused, naming the store without its password.
+    let mistyped = format!("pgsql{}", &pg["postgres".len()..]);
+    let o = zodiac(&["jobs", "status", &mistyped]);
+    assert!(!o.status.success(), "{mistyped} is no store kind");
+    assert!(stderr(&o).contains("unknown store kind"), "{}", stderr(&o));
+    printed += &stderr(&o);
+    let o = zodiac(&[
+        "jobs", "put", &pg, "echo", "--queue", "q", "--quota", "absent",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    printed += &stderr(&o);
+    assert!(
+        printed.contains(":***@"),
+        "the URLs are named, hidden: {printed}"
+    );
+    assert!(
+        !printed.contains(SECRET),
+        "the password was printed: {printed}"
+    );
 }

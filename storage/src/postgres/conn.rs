@@ -22,22 +22,7 @@ const POOL_IDLE_MAX: usize = 8;
 
 /// What `describe()` says: the URL without its password, and the schema.
 pub(crate) fn describe(options: &PgOptions) -> String {
-    let url = &options.url;
-    let shown = match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.clone(),
-            }
-        }
-        _ => url.clone(),
-    };
+    let shown = crate::url_without_password(&options.url);
     format!("{shown} (schema {})", options.schema)
 }
 
