@@ -731,3 +731,38 @@ fn a_served_claim_prefetches_the_next_job_of_its_lane() {
         "not prefetched"
     );
 }
+
+/// A batch's later claims (no fallback) keep to their lane, except at the end
+/// of a priority: the last job of priority 0, of another lane, is taken before
+/// the claimer's own jobs of priority 1 (the batch neither ends there nor
+/// skips past it).
+#[test]
+fn a_claim_without_fallback_takes_the_last_jobs_of_a_priority_first() {
+    each_storage(|db| {
+        const LANES: usize = 2;
+        let urgent = put(&db, "urgent", PutOptions::new().begin_after(at(1)));
+        let mine = 1 - Spread::lane_of(urgent.oid(), LANES);
+        let later: Vec<_> = (0..6)
+            .map(|i| {
+                let options = PutOptions::new().begin_after(at(2 + i)).priority(1);
+                put(&db, &format!("later-{i}"), options)
+            })
+            .collect();
+        let claim = || {
+            let spread = Spread {
+                fallback: false,
+                ..Spread::new(mine, LANES)
+            };
+            transact(&db, |tx| {
+                let q = Queue::get(tx, "")?.expect("queue exists");
+                Queue::claim_spread(tx, &q, &claimer("a"), at(100), spread)
+            })
+            .unwrap()
+            .job
+        };
+        assert_eq!(claim(), Some(urgent), "priority 0 first, whatever its lane");
+        let next = claim().expect("a job of priority 1");
+        assert_eq!(Spread::lane_of(next.oid(), LANES), mine);
+        assert!(later.contains(&next));
+    });
+}

@@ -19,8 +19,9 @@
 //! - One claim examines at most [`CLAIM_SCAN_ENTRIES_MAX`] entries.
 //! - [`Queue::claim_spread`] prefers the claimer's own lane of jobs ([`Spread`]: a
 //!   hash of the job's oid) among the first `lanes × SPREAD_WINDOW_PER_LANE`
-//!   claimable jobs, else (with `fallback`) the `lane mod n`-th of the `n`
-//!   claimable ones it met (the first, for one lane): concurrent claimers (a
+//!   claimable jobs, else (with `fallback`, or when the scan met the end of the
+//!   claimables' priority) the `lane mod n`-th of the `n` claimable ones it met
+//!   (the first, for one lane): concurrent claimers (a
 //!   worker's lane is its rank among the queue's live dispatchers, rotated over
 //!   time) then take distinct jobs even while their snapshots lag each other's
 //!   claims, and no job is passed over by more than that window.
@@ -72,6 +73,9 @@ pub struct Spread {
     /// Whether a claim that finds no job of its lane takes another claimable
     /// one (`true`), or nothing (the later claims of a batch: a stale snapshot
     /// still shows the jobs other claimers took, and taking one conflicts).
+    /// Either way, the last claimable jobs of a priority are taken before the
+    /// claimer's lane's jobs of the next: a batch does not end at a priority's
+    /// end, nor skip past it.
     pub fallback: bool,
 }
 
@@ -237,6 +241,8 @@ impl Queue {
         let mut claimables: Vec<(QueueKey, Entry, Vec<PRef<Quota>>)> = Vec::new();
         let mut chosen: Option<(QueueKey, Entry, Vec<PRef<Quota>>)> = None;
         let mut from: std::ops::Bound<QueueKey> = std::ops::Bound::Unbounded;
+        // Whether the scan stopped at the end of the claimables' priority.
+        let mut priority_ended = false;
         // Read a few entries first (usually one of them is taken), then the rest
         // of the scan's allowance if needed.
         let mut want = ((1 + spread.ahead) * spread.lanes.max(1) + CLAIM_FIRST_READ)
@@ -252,6 +258,7 @@ impl Queue {
                     .first()
                     .is_some_and(|(k, _, _)| key.priority() > k.priority())
                 {
+                    priority_ended = true;
                     break 'scan; // only jobs of a lower priority remain
                 }
                 if !key.is_due(now) {
@@ -302,7 +309,10 @@ impl Queue {
             }
             want = CLAIM_SCAN_ENTRIES_MAX - examined;
         }
-        if chosen.is_some() || !spread.fallback || claimables.is_empty() {
+        // Without fallback a claim keeps to its lane, except at the end of a
+        // priority: the last jobs of a higher priority go before the claimer's
+        // lane's jobs of the next one.
+        if chosen.is_some() || claimables.is_empty() || !(spread.fallback || priority_ended) {
             return Ok(chosen);
         }
         // None of the claimer's lane: one of the others, by the claimer's lane, so
