@@ -184,8 +184,10 @@ fn a_priority_past_the_lowest_is_refused_at_put() {
 }
 
 /// Claimers that find no job of their own lane among the few claimable jobs
-/// (the end of a priority, or of the queue) take the `lane mod n`-th of them,
-/// so they spread over those jobs instead of all conflicting on the first.
+/// (the end of a priority, or of the queue) take the `lane mod n`-th of them
+/// counted from the last, so they spread over those jobs instead of all
+/// conflicting on the first, and keep away from the first ones, which their own
+/// lanes' claimers take first.
 #[test]
 fn claimers_without_a_job_of_their_lane_spread_over_the_others() {
     let db = database();
@@ -198,7 +200,8 @@ fn claimers_without_a_job_of_their_lane_spread_over_the_others() {
             .iter()
             .map(|j| Spread::lane_of(j.oid(), lanes))
             .collect();
-        if let Some(l) = (0..lanes).find(|l| !used.contains(l) && *l % jobs.len() != 0) {
+        let pick = |l: usize| jobs.len() - 1 - l % jobs.len();
+        if let Some(l) = (0..lanes).find(|l| !used.contains(l) && pick(*l) != 0) {
             break l;
         }
         assert!(jobs.len() < 16, "no such lane for {used:?}");
@@ -206,6 +209,6 @@ fn claimers_without_a_job_of_their_lane_spread_over_the_others() {
     let now = Timestamp::now();
     assert_eq!(
         claim(&db, Spread::new(lane, lanes), now),
-        Some(jobs[lane % jobs.len()])
+        Some(jobs[jobs.len() - 1 - lane % jobs.len()])
     );
 }

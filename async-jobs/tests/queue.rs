@@ -610,7 +610,7 @@ fn concurrent_claims_never_overfill_a_quota() {
 }
 
 /// A spread claim takes the first claimable job of its lane within the window
-/// (`lanes × SPREAD_WINDOW_PER_LANE` claimable jobs), else the first claimable
+/// (`lanes × SPREAD_WINDOW_PER_LANE` claimable jobs), else another claimable
 /// one, and leaves the passed-over ones pending; distinct lanes take distinct
 /// jobs; it never takes a job not due yet; a scan reads past its first few
 /// entries when those cannot be taken (here: full quotas).

@@ -20,8 +20,9 @@
 //! - [`Queue::claim_spread`] prefers the claimer's own lane of jobs ([`Spread`]: a
 //!   hash of the job's oid) among the first `lanes × SPREAD_WINDOW_PER_LANE`
 //!   claimable jobs, else (with `fallback`, or when the scan met the end of the
-//!   claimables' priority) the `lane mod n`-th of the `n` claimable ones it met
-//!   (the first, for one lane): concurrent claimers (a
+//!   claimables' priority) the `lane mod n`-th from the last of the `n`
+//!   claimable ones it met (their own lanes' claimers take them from the
+//!   first): concurrent claimers (a
 //!   worker's lane is its rank among the queue's live dispatchers, rotated over
 //!   time) then take distinct jobs even while their snapshots lag each other's
 //!   claims, and no job is passed over by more than that window.
@@ -317,8 +318,9 @@ impl Queue {
         }
         // None of the claimer's lane: one of the others, by the claimer's lane, so
         // that claimers meeting the same few jobs (the end of a priority, or of
-        // the queue) take distinct ones instead of all the first.
-        let pick = spread.lane % claimables.len();
+        // the queue) take distinct ones instead of all the first; counted from
+        // the last, as the jobs' own lanes' claimers take them from the first.
+        let pick = claimables.len() - 1 - spread.lane % claimables.len();
         Ok(Some(claimables.swap_remove(pick)))
     }
 }

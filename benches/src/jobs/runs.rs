@@ -205,7 +205,7 @@ pub(super) fn j2(bench: &mut Bench) -> Result<Measurement> {
 
 /// J3: fresh store, 10,000 jobs waiting, 4 workers, each running batches of
 /// `batch` jobs (reported as `name`); the jobs' priorities as `priorities` says
-/// (j3-prio: the ten mixed).
+/// (j3-prio: the ten mixed, half the jobs unique).
 pub(super) fn j3(
     bench: &mut Bench,
     name: &str,
