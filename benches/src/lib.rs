@@ -5,7 +5,8 @@
 //! zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memory|server|tcp://…|postgres://…]
 //!   WORKLOAD: phys-fdatasync | w1 | w1-4 | w2 | w3 | w4 | w7 | w7-noindex | storage (all)
 //!             j1 | j2 | j3 | j3-single | j4 | j5 | j6 | j3-mix | j3-prio | jobs (phys-fdatasync and all of these)
-//!             j3-compare (j3 and j3-prio in one run)
+//!             j3-prio-uniq (j3-prio with half the jobs unique)
+//!             j3-compare (j3, j3-prio and j3-prio-uniq in one run, rep by rep)
 //!             load100 [--seconds N] [--connections N] (a `zodiac server` process under load)
 //! ```
 //!
@@ -60,9 +61,9 @@ usage: zodiac-benches WORKLOAD [--dir D] [--json] [--reps N] [--store file|memor
             processes with their own connections, and j5 runs only there;
             j3's workers run batches of 8 jobs per commit, j3-single's one;
             j3-mix: 4 producers put while 4 workers run, with the conflict
-            rates, embedded only; j3-prio: J3 with priorities 0-9 mixed,
-            half the jobs with a unique key)
-            j3-compare (j3 and j3-prio in one run)
+            rates, embedded only; j3-prio: J3 with priorities 0-9 mixed)
+            j3-prio-uniq (j3-prio with half the jobs unique)
+            j3-compare (j3, j3-prio and j3-prio-uniq in one run, rep by rep)
             obj-w1 | obj-w2 | btree | btree-4 | objects (all of these)
             w6-4p (W1 by 4 client processes over the file store served on 127.0.0.1)
             w5-1m (W5's shape at 1,000,000 objects, with the pack's memory)
@@ -260,12 +261,18 @@ fn run(options: &Options) -> Result<()> {
             }
         }
     }
-    if let [
-        (Workload::Job(JobWorkload::J3), plain),
-        (Workload::Job(JobWorkload::J3Priorities), mixed),
-    ] = active.iter().zip(&runs).collect::<Vec<_>>().as_slice()
-    {
-        print_paired_ratio(plain, mixed, options.json)?;
+    // Each J3 variant against plain J3, paired run by run.
+    let plain = active
+        .iter()
+        .position(|w| *w == Workload::Job(JobWorkload::J3));
+    for (i, workload) in active.iter().enumerate() {
+        if let (
+            Some(p),
+            Workload::Job(JobWorkload::J3Priorities | JobWorkload::J3PrioritiesUnique),
+        ) = (plain, workload)
+        {
+            print_paired_ratio(workload.name(), &runs[p], &runs[i], options.json)?;
+        }
     }
     Ok(())
 }
@@ -296,25 +303,30 @@ fn print_summary(
     Ok(())
 }
 
-/// j3-compare's figure: the rate of each j3-prio run over the j3 run just before
-/// it, the median of those ratios (with their range).
-fn print_paired_ratio(plain: &[Measurement], mixed: &[Measurement], json: bool) -> Result<()> {
+/// j3-compare's figures: the rate of each `name` run over the j3 run of the
+/// same rep, the median of those ratios (with their range).
+fn print_paired_ratio(
+    name: &str,
+    plain: &[Measurement],
+    variant: &[Measurement],
+    json: bool,
+) -> Result<()> {
     let ratios: Vec<f64> = plain
         .iter()
-        .zip(mixed)
-        .map(|(p, m)| m.rate() / p.rate())
+        .zip(variant)
+        .map(|(p, v)| v.rate() / p.rate())
         .collect();
     let median = stats::median(&ratios).expect("at least one run");
     let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if json {
         println!(
-            "{{\"workload\":\"j3-prio/j3\",\"paired_ratio\":{median:.3},\"min\":{min:.3},\"max\":{max:.3},\"pairs\":{}}}",
+            "{{\"workload\":\"{name}/j3\",\"paired_ratio\":{median:.3},\"min\":{min:.3},\"max\":{max:.3},\"pairs\":{}}}",
             ratios.len()
         );
     } else {
         println!(
-            "\nj3-prio / j3, paired run by run: median {median:.3} (min {min:.3}, max {max:.3}, {} pairs)",
+            "{name} / j3, paired run by run: median {median:.3} (min {min:.3}, max {max:.3}, {} pairs)",
             ratios.len()
         );
     }

@@ -108,12 +108,13 @@ impl Workload {
 
     /// The job workloads, in the order `jobs` runs them (after `phys-fdatasync`, the
     /// disk's floor measured in the same run).
-    pub const JOBS: [Workload; 10] = [
+    pub const JOBS: [Workload; 11] = [
         Workload::PhysFdatasync,
         Workload::Job(JobWorkload::J1),
         Workload::Job(JobWorkload::J2),
         Workload::Job(JobWorkload::J3),
         Workload::Job(JobWorkload::J3Priorities),
+        Workload::Job(JobWorkload::J3PrioritiesUnique),
         Workload::Job(JobWorkload::J3Single),
         Workload::Job(JobWorkload::J4),
         Workload::Job(JobWorkload::J5),
@@ -179,6 +180,7 @@ impl Workload {
                 return Some(vec![
                     Workload::Job(JobWorkload::J3),
                     Workload::Job(JobWorkload::J3Priorities),
+                    Workload::Job(JobWorkload::J3PrioritiesUnique),
                 ]);
             }
             _ => {}

@@ -105,11 +105,13 @@ pub enum JobWorkload {
     /// J3's drain with 4 producers putting the jobs meanwhile: the conflict rate
     /// of concurrent puts and claims (not a workloads.md row).
     J3Mix,
-    /// J3 with the jobs' priorities mixed evenly over 0..=9 and half of them
-    /// put with a unique key: what honouring priorities and freeing unique keys
-    /// costs a drain (target: at least 0.9× J3 in the same run; not a
-    /// workloads.md row).
+    /// J3 with the jobs' priorities mixed evenly over 0..=9, out of put order:
+    /// what honouring priorities costs a drain (target: at least 0.9× J3 in the
+    /// same run; not a workloads.md row).
     J3Priorities,
+    /// `J3Priorities` with half the jobs put with a unique key (freed when each
+    /// completes): priorities and uniques mixed (not a workloads.md row).
+    J3PrioritiesUnique,
 }
 
 impl JobWorkload {
@@ -124,6 +126,7 @@ impl JobWorkload {
             JobWorkload::J6 => "j6",
             JobWorkload::J3Mix => "j3-mix",
             JobWorkload::J3Priorities => "j3-prio",
+            JobWorkload::J3PrioritiesUnique => "j3-prio-uniq",
         }
     }
 
@@ -150,6 +153,12 @@ impl JobWorkload {
             JobWorkload::J3 => j3(&mut bench, "j3", J3_BATCH, Priorities::Default),
             JobWorkload::J3Single => j3(&mut bench, "j3-single", 1, Priorities::Default),
             JobWorkload::J3Priorities => j3(&mut bench, "j3-prio", J3_BATCH, Priorities::Mixed),
+            JobWorkload::J3PrioritiesUnique => j3(
+                &mut bench,
+                "j3-prio-uniq",
+                J3_BATCH,
+                Priorities::MixedUnique,
+            ),
             JobWorkload::J4 => j4(&mut bench),
             JobWorkload::J5 => j5(&mut bench),
             JobWorkload::J6 => j6(&mut bench),

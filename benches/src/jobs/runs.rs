@@ -59,9 +59,11 @@ pub(super) enum Priorities {
     /// Every job at the default priority (J3).
     Default,
     /// Job `i` at priority `(i × 7) mod 10`: the ten priorities evenly mixed, and
-    /// not in put order; every even job with a unique key of its own, which its
-    /// completion frees (j3-prio).
+    /// not in put order (j3-prio).
     Mixed,
+    /// `Mixed`, and every even job with a unique key of its own, which its
+    /// completion frees (j3-prio-uniq).
+    MixedUnique,
 }
 
 impl Priorities {
@@ -69,13 +71,13 @@ impl Priorities {
     fn options(self, i: u64) -> PutOptions {
         match self {
             Priorities::Default => PutOptions::new(),
-            Priorities::Mixed => {
-                let options = PutOptions::new().priority(((i * 7) % 10) as u8);
-                match i % 2 {
-                    0 => options.unique(Unique::new(format!("job-{i}"))),
-                    _ => options,
-                }
-            }
+            Priorities::Mixed => PutOptions::new().priority(((i * 7) % 10) as u8),
+            Priorities::MixedUnique => match i % 2 {
+                0 => Priorities::Mixed
+                    .options(i)
+                    .unique(Unique::new(format!("job-{i}"))),
+                _ => Priorities::Mixed.options(i),
+            },
         }
     }
 }
@@ -205,7 +207,7 @@ pub(super) fn j2(bench: &mut Bench) -> Result<Measurement> {
 
 /// J3: fresh store, 10,000 jobs waiting, 4 workers, each running batches of
 /// `batch` jobs (reported as `name`); the jobs' priorities as `priorities` says
-/// (j3-prio: the ten mixed, half the jobs unique).
+/// (j3-prio: the ten mixed; j3-prio-uniq: and half the jobs unique).
 pub(super) fn j3(
     bench: &mut Bench,
     name: &str,
