@@ -456,7 +456,7 @@ mod tests {
         assert!(Workload::W3.skip_reason(options.store).is_none());
         assert!(Workload::W5.skip_reason(options.store).is_some());
         let jobs = Workload::select("jobs").expect("a group");
-        assert_eq!(jobs.len(), 10);
+        assert_eq!(jobs.len(), Workload::JOBS.len());
         assert!(
             jobs[1..]
                 .iter()
