@@ -33,6 +33,22 @@ fn schedule_row(store: &str) -> Value {
     rows[0].clone()
 }
 
+/// `zodiac jobs cron add STORE s '@hourly' echo --replace ARGS`.
+fn replace_hourly(store: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec![
+        "jobs",
+        "cron",
+        "add",
+        store,
+        "s",
+        "@hourly",
+        "echo",
+        "--replace",
+    ];
+    all.extend_from_slice(args);
+    zodiac(&all)
+}
+
 /// Seconds since the epoch of an RFC 3339 UTC time ending in `.000000Z`.
 fn whole_second(text: &str) -> i64 {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -132,51 +148,27 @@ fn bad_schedules_are_refused_before_the_store_is_opened() {
     let o = zodiac(&["jobs", "cron", "add", store, "s", "@hourly", "echo"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--replace"), "{}", stderr(&o));
-    ok(&[
-        "jobs",
-        "cron",
-        "add",
-        store,
-        "s",
-        "@hourly",
-        "echo",
-        "--replace",
-    ]);
+    assert!(replace_hourly(store, &[]).status.success());
     assert_eq!(schedule_row(store)["cron"], "@hourly");
     // The jobs' options as `jobs put` takes them; a quota must exist.
-    let o = zodiac(&[
-        "jobs",
-        "cron",
-        "add",
-        store,
-        "s",
-        "@hourly",
-        "echo",
-        "--replace",
-        "--quota",
-        "absent",
-    ]);
+    let o = replace_hourly(store, &["--quota", "absent"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("zodiac jobs quota"), "{}", stderr(&o));
     ok(&["jobs", "quota", store, "", "one", "1"]);
-    ok(&[
-        "jobs",
-        "cron",
-        "add",
+    let o = replace_hourly(
         store,
-        "s",
-        "@hourly",
-        "echo",
-        "--replace",
-        "--quota",
-        "one",
-        "--unique",
-        "hourly",
-        "--unique-for",
-        "30m",
-        "--priority",
-        "3",
-    ]);
+        &[
+            "--quota",
+            "one",
+            "--unique",
+            "hourly",
+            "--unique-for",
+            "30m",
+            "--priority",
+            "3",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
     let row = schedule_row(store);
     assert_eq!(row["quotas"], serde_json::json!(["one"]));
     assert_eq!(row["unique"], "hourly");

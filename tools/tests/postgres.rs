@@ -147,24 +147,8 @@ fn counter(store: &str, name: &str) -> i64 {
 }
 
 fn worker(store: &str, dir: &Path, name: &str) -> Process {
-    let uuid = dir.join(format!("{name}.uuid"));
-    let (p, line) = Process::start(
-        &[
-            "worker",
-            store,
-            "--uuid-file",
-            uuid.to_str().unwrap(),
-            "--poll-interval",
-            "100ms",
-            "--ping-interval",
-            "200ms",
-            "--ping-death-interval",
-            "2s",
-        ],
-        &dir.join(format!("{name}.log")),
-    );
-    assert!(line.ends_with(" ready"), "unexpected first line {line:?}");
-    p
+    let liveness = ["--ping-interval", "200ms", "--ping-death-interval", "2s"];
+    start_worker_named(store, dir, name, &liveness).0
 }
 
 #[test]
