@@ -249,7 +249,8 @@ fn a_worker_whose_database_connections_are_cut_loses_no_job_and_runs_none_twice(
         std::thread::sleep(Duration::from_millis(30));
     }
     assert!(cuts > 10, "the worker's connections were cut ({cuts})");
-    let log = || std::fs::read_to_string(dir.path().join("w.log")).unwrap_or_default();
+    let log_path = worker.log.clone();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     for id in &jobs {
         let doc = try_wait_completed(&pg, *id).unwrap_or_else(|doc| {
             panic!(
