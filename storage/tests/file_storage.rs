@@ -783,6 +783,8 @@ fn files_that_are_not_zodiac_files_are_refused_clearly() {
     std::fs::write(&path, vec![b'x'; 100]).unwrap();
     let err = FileStorage::open(&path, fast()).err().unwrap();
     assert!(err.to_string().contains("not a Zodiac data file"), "{err}");
+    // Refused before the writer lock: no lock file is left beside it.
+    assert!(!dir.path().join("notes.txt.lock").exists());
     std::fs::write(&path, b"short").unwrap();
     let err = FileStorage::open(&path, fast()).err().unwrap();
     assert!(

@@ -330,6 +330,7 @@ impl FileStorage {
         let read_only = options.read_only;
         // Before the writer lock: a refused open leaves no lock file behind.
         refuse_missing_file(&path, &options)?;
+        refuse_foreign_file(&path, &options)?;
         let writer_lock = if read_only {
             None
         } else {
@@ -463,6 +464,25 @@ fn refuse_missing_file(path: &Path, options: &FileOptions) -> Result<()> {
         "opening the data file",
         std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
     ))
+}
+
+/// Refuses a file that is not a data file (its first bytes are not the magic
+/// number) before the writer lock is taken, so that no lock file is left beside
+/// it. A shorter file is left to the header check under the lock (a writer may be
+/// creating it). A data file's first bytes never change once written.
+fn refuse_foreign_file(path: &Path, options: &FileOptions) -> Result<()> {
+    let Ok(io) = options.io.open(path, false, false) else {
+        return Ok(()); // missing (being created), or unreadable: the open says why
+    };
+    let mut magic = [0u8; format::FILE_MAGIC.len()];
+    let long_enough = io.len().is_ok_and(|len| len >= magic.len() as u64);
+    if !long_enough || io.read_at(&mut magic, 0).is_err() || magic == format::FILE_MAGIC {
+        return Ok(());
+    }
+    Err(Error::Format {
+        path: path.to_path_buf(),
+        what: FileHeader::decode(&magic).expect_err("a wrong magic number is refused"),
+    })
 }
 
 fn open_data_file(path: &Path, options: &FileOptions) -> Result<(Arc<dyn FileIo>, u64)> {
