@@ -516,13 +516,16 @@ fn status_shows_a_dispatcher_that_left_its_jobs_to_its_siblings() {
 fn pack_through_a_server_keeps_the_job_a_worker_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = data_file(&dir);
-    let (_server, url) = start_server(&path, dir.path());
+    let (server, url) = start_server(&path, dir.path());
     let _worker = start_worker(&url, dir.path(), &[]);
     let id = put(&url, &["sleep", r#"{"ms": 2000}"#]);
     wait_status(&url, id, "ACTIVE");
 
     let packed = ok(&["pack", &url]);
     assert!(packed.contains("unreachable objects removed"), "{packed}");
+    // The server's log names the pack time as a time, not as u64::MAX.
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("packing to now (gc: true)"), "{log}");
     let status = zodiac(&["jobs", "status", &url, "--json"]);
     assert!(status.status.success(), "{}", stderr(&status));
     let status: Value = serde_json::from_str(&stdout(&status)).unwrap();

@@ -641,7 +641,12 @@ impl Connection {
         }
         let ctx = self.context();
         let job = Box::new(move || {
-            log::info!("{}: packing to {tid} (gc: {gc})", ctx.outbox.peer);
+            let to = if tid == Tid::MAX {
+                "now".to_string()
+            } else {
+                format!("tid {tid} ({})", tid.to_rfc3339())
+            };
+            log::info!("{}: packing to {to} (gc: {gc})", ctx.outbox.peer);
             let reader = references.filter(|_| gc);
             let result = match &reader {
                 Some(reader) => {
