@@ -131,7 +131,8 @@ pub fn put(args: Put) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let deadline = args.timeout.map(|t| Instant::now() + t);
-    let mut hint = NoWorkerHint::new(&args.store, &args.queue, id);
+    let token_file = args.connect.token_file.as_deref();
+    let mut hint = NoWorkerHint::new(&args.store, token_file, &args.queue, id);
     let outcome = if is_server(&args.store) {
         wait_for(&db, id, deadline, &mut hint)?
     } else {

@@ -23,6 +23,7 @@ const NO_WORKER_RECHECK: Duration = Duration::from_secs(1);
 /// dispatcher on its queue: a user who forgot the worker learns it, and the wait
 /// goes on (a worker started later still runs the job).
 pub struct NoWorkerHint {
+    /// The store as the suggested commands name it (with `--token-file F`).
     store: String,
     queue: String,
     id: Oid,
@@ -31,9 +32,17 @@ pub struct NoWorkerHint {
 }
 
 impl NoWorkerHint {
-    pub fn new(store: &str, queue: &str, id: Oid) -> NoWorkerHint {
+    /// The hint for job `id` of `queue` in `store`, reached with `token_file`
+    /// (named in the commands the hint suggests).
+    pub fn new(
+        store: &str,
+        token_file: Option<&std::path::Path>,
+        queue: &str,
+        id: Oid,
+    ) -> NoWorkerHint {
+        let token = token_file.map_or(String::new(), |f| format!(" --token-file {}", f.display()));
         NoWorkerHint {
-            store: zodiac_storage::url_without_password(store),
+            store: format!("{}{token}", zodiac_storage::url_without_password(store)),
             queue: queue.to_string(),
             id,
             due: Instant::now() + NO_WORKER_HINT_AFTER,

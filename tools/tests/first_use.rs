@@ -271,6 +271,41 @@ fn put_wait_without_a_worker_says_so_once_and_keeps_waiting() {
         "{err}"
     );
 
+    // The hint's command names the token file the put was given.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "secret-of-the-test\n").unwrap();
+    let token = token.to_str().unwrap();
+    let served = dir.path().join("tokened.zdb");
+    let (_tokened, line) = Process::start(
+        &[
+            "server",
+            served.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            token,
+        ],
+        &dir.path().join("tokened.log"),
+    );
+    let tokened = format!("tcp://{}", line.strip_prefix("listening on ").unwrap());
+    let o = zodiac(&[
+        "jobs",
+        "put",
+        &tokened,
+        "echo",
+        "--token-file",
+        token,
+        "--wait",
+        "--timeout",
+        "3s",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("zodiac worker {tokened} --token-file {token}`")),
+        "{}",
+        stderr(&o)
+    );
+
     // With a worker on the queue, no hint (here through a server, the other way
     // `--wait` watches): the job is PENDING only until its time comes.
     let (_server, url) = start_server(&dir.path().join("served.zdb"), dir.path());
