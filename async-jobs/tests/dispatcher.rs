@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use zodiac_async::limits::{DEATH_INTERVAL_DEFAULT, LANE_PUT_BACK};
+use zodiac_async::limits::{
+    AGENT_NAME_BYTES_MAX, DEATH_INTERVAL_DEFAULT, DISPATCHER_ID_BYTES_MAX, LANE_PUT_BACK,
+};
 use zodiac_async::{
     Dispatchers, Error, Handlers, Job, Location, Outcome, Policies, PutOptions, Queue, RunOutcome,
     Runner, Status, Timestamp, transact,
@@ -217,4 +219,49 @@ fn cleanup_recovers_a_running_job_and_the_stalled_run_stores_nothing() {
     assert_eq!(j.status(), Status::Pending);
     assert_eq!(j.errors().len(), 1);
     assert!(j.errors()[0].summary.starts_with("reassigned: "));
+}
+
+/// Dispatcher ids and agent names are bounded: a longer one is refused before
+/// anything is stored.
+#[test]
+fn a_dispatcher_id_or_agent_name_past_its_limit_is_refused() {
+    let (db, _) = setup(0);
+    let now = Timestamp::now();
+    let long_id = "d".repeat(DISPATCHER_ID_BYTES_MAX + 1);
+    let err = activate(&db, &long_id, now).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                max: DISPATCHER_ID_BYTES_MAX,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let long_agent = "a".repeat(AGENT_NAME_BYTES_MAX + 1);
+    let err = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Dispatchers::activate(tx, &q, "d1", now, DEATH)?;
+        Dispatchers::set_agent(tx, &q, "d1", &long_agent, 2)
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                max: AGENT_NAME_BYTES_MAX,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let registered = transact(&db, |tx| {
+        let q = Queue::get(tx, "")?.unwrap();
+        Ok(Queue::dispatchers(tx, &q)?.len())
+    })
+    .unwrap();
+    assert_eq!(registered, 0, "nothing was stored");
+    // At the limit, both are taken.
+    activate(&db, &"d".repeat(DISPATCHER_ID_BYTES_MAX), now).unwrap();
 }

@@ -35,6 +35,22 @@ pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
 pub const DEATH_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 /// Most agents of one dispatcher in one queue.
 pub const AGENTS_MAX: usize = 64;
+/// Most bytes of an agent's name.
+pub const AGENT_NAME_BYTES_MAX: usize = 255;
+/// Most bytes of a dispatcher id (a worker's is a 36-character UUID).
+pub const DISPATCHER_ID_BYTES_MAX: usize = 255;
+
+/// Refuses a name of `what` longer than `max` bytes.
+fn check_name_len(what: &'static str, name: &str, max: usize) -> Result<()> {
+    if name.len() > max {
+        return Err(Error::LimitExceeded {
+            what,
+            len: name.len(),
+            max,
+        });
+    }
+    Ok(())
+}
 /// How often the claim spread of a queue's dispatchers rotates
 /// ([`Dispatchers::claim_lane`]).
 pub const CLAIM_SPREAD_ROTATION: Duration = Duration::from_millis(100);
@@ -78,6 +94,7 @@ impl Dispatchers {
         let record = match Dispatchers::record(tx, queue, id)? {
             Some(r) => r,
             None => {
+                check_name_len("a dispatcher id (bytes)", id, DISPATCHER_ID_BYTES_MAX)?;
                 let r = tx.add(DispatcherRecord {
                     id: id.to_string(),
                     activated: None,
@@ -157,6 +174,7 @@ impl Dispatchers {
             }
             return Ok(*agent);
         }
+        check_name_len("an agent name (bytes)", name, AGENT_NAME_BYTES_MAX)?;
         if r.agents.len() >= AGENTS_MAX {
             return Err(Error::LimitExceeded {
                 what: "the agents of a dispatcher",
