@@ -6,6 +6,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use zodiac_async::limits::MISSED_COUNTED_MAX;
 use zodiac_async::{
     Clock, Error, Handlers, ManualClock, Policies, Queue, Runner, ScheduleSpec, Status, Timestamp,
     Unique, Worker, add_schedule, put_due, remove_schedule, schedule, schedules, transact,
@@ -249,4 +250,25 @@ fn a_tick_whose_unique_key_is_held_puts_no_job_and_a_missing_quota_is_refused() 
         "{err}"
     );
     assert!(transact(&db, |tx| schedule(tx, "q")).unwrap().is_none());
+}
+
+/// Past `MISSED_COUNTED_MAX` missed ticks the count stops, but the job is still
+/// put for the latest tick, and the schedule's next tick is after now.
+#[test]
+fn a_downtime_past_the_counted_ticks_puts_the_latest_tick() {
+    let (db, clock) = fixture();
+    let s = transact(&db, |tx| {
+        add_schedule(tx, &every_second("s", ""), clock.now(), false)
+    })
+    .unwrap();
+    // Twice as many seconds as are counted, and half a second more.
+    let down = Duration::from_secs(2 * MISSED_COUNTED_MAX) + Duration::from_millis(500);
+    clock.advance(down);
+    let now = clock.now();
+    let tick = transact(&db, |tx| put_due(tx, &s, now)).unwrap().unwrap();
+    assert_eq!(tick.missed, MISSED_COUNTED_MAX);
+    let latest_second = Timestamp::from_micros(now.as_micros() / 1_000_000 * 1_000_000);
+    assert_eq!(tick.tick, latest_second, "the job is for the latest tick");
+    let next = transact(&db, |tx| Ok(tx.get(&s)?.next_tick())).unwrap();
+    assert_eq!(next, Some(latest_second.plus(Duration::from_secs(1))));
 }

@@ -301,6 +301,8 @@ pub fn put_due(
     let mut next = expr.next_after(first_due);
     while let Some(t) = next.filter(|t| *t <= now) {
         if missed == MISSED_COUNTED_MAX {
+            // Counting stops here; the job is still put for the latest tick.
+            tick = latest_tick_at_or_before(&expr, now).unwrap_or(tick);
             next = expr.next_after(now);
             break;
         }
@@ -345,6 +347,26 @@ pub fn put_due(
         tick,
         missed,
     }))
+}
+
+/// The latest tick of `expr` at or before `now`, looking back twice as far at
+/// each step (up to about 34 years): a few evaluations, however many ticks
+/// passed.
+fn latest_tick_at_or_before(expr: &CronExpr, now: Timestamp) -> Option<Timestamp> {
+    const LOOK_BACK_STEPS_MAX: u32 = 30;
+    let mut back = std::time::Duration::from_secs(1);
+    for _ in 0..LOOK_BACK_STEPS_MAX {
+        let from = Timestamp::from_micros(now.as_micros().saturating_sub(back.as_micros() as u64));
+        if let Some(first) = expr.next_after(from).filter(|t| *t <= now) {
+            let mut latest = first;
+            while let Some(t) = expr.next_after(latest).filter(|t| *t <= now) {
+                latest = t;
+            }
+            return Some(latest);
+        }
+        back *= 2;
+    }
+    None
 }
 
 /// The schedule that put `job` and the tick it was put for, if a schedule put it.
