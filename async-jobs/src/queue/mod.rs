@@ -210,7 +210,8 @@ impl Queue {
     /// exist), or (`None`) only the jobs that name it: the queue's global
     /// concurrency, across all workers. A claim adds the quota to the job's
     /// names, so jobs put before this count too once claimed; jobs already held
-    /// do not.
+    /// do not. The name stays with a job once claimed: put back for a retry
+    /// after this is undone, it still counts against the quota.
     pub fn set_every_job_quota(
         tx: &mut Transaction<'_>,
         queue: &PRef<Queue>,
