@@ -17,15 +17,38 @@ use zodiac_storage::{FileOptions, FileStorage, Storage, Tid};
 /// The variable naming the test database.
 const VARIABLE: &str = "ZODIAC_TEST_POSTGRES";
 
+/// Held shared by every test, and alone by the one that restarts the server.
+static SERVER_IN_USE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// How a test holds the PostgreSQL server.
+#[allow(dead_code)] // held for its drop
+enum ServerUse {
+    Shared(std::sync::RwLockReadGuard<'static, ()>),
+    Alone(std::sync::RwLockWriteGuard<'static, ()>),
+}
+
 /// A schema of the test database that lives as long as the value.
 struct Schema {
     base: String,
     name: String,
+    _server: ServerUse,
 }
 
 impl Schema {
     /// A fresh schema name, or `None` (printed) when the variable is not set.
     fn new(tag: &str) -> Option<Schema> {
+        let shared = SERVER_IN_USE.read().unwrap_or_else(|e| e.into_inner());
+        Schema::with(tag, ServerUse::Shared(shared))
+    }
+
+    /// [`Schema::new`] for a test that restarts the server: it waits for the
+    /// others to end, and they for it.
+    fn alone(tag: &str) -> Option<Schema> {
+        let alone = SERVER_IN_USE.write().unwrap_or_else(|e| e.into_inner());
+        Schema::with(tag, ServerUse::Alone(alone))
+    }
+
+    fn with(tag: &str, server: ServerUse) -> Option<Schema> {
         let Ok(base) = std::env::var(VARIABLE) else {
             eprintln!("skipped PostgreSQL: set {VARIABLE} to a database URL to run this test");
             return None;
@@ -36,7 +59,11 @@ impl Schema {
         client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
             .unwrap();
-        Some(Schema { base, name })
+        Some(Schema {
+            base,
+            name,
+            _server: server,
+        })
     }
 
     /// The store name the tools take.
@@ -410,4 +437,78 @@ fn a_password_in_the_url_is_never_printed() {
         !printed.contains(SECRET),
         "the password was printed: {printed}"
     );
+}
+
+/// The local cluster serving the test database (`pg_lsclusters`: version and
+/// name), if this machine can restart it (`pg_ctlcluster`, as root).
+fn local_cluster(base: &str) -> Option<(String, String)> {
+    let listed = std::process::Command::new("pg_lsclusters")
+        .arg("--no-header")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let port = base
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or("5432")
+        .to_string();
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.len() >= 4 && fields[2] == port && fields[3] == "online")
+            .then(|| (fields[0].to_string(), fields[1].to_string()))
+    })
+}
+
+/// PostgreSQL itself restarts (`pg_ctlcluster restart`: every connection
+/// dropped, connections refused until it is back) while two worker processes
+/// drain jobs from it: every job completes, each increment counted once.
+#[test]
+fn worker_processes_ride_out_a_postgresql_restart_losing_no_job() {
+    let Some(schema) = Schema::alone("restart") else {
+        return;
+    };
+    let Some((version, cluster)) = local_cluster(&schema.base) else {
+        eprintln!(
+            "skipped the PostgreSQL restart: no local cluster of {} that pg_ctlcluster can restart",
+            schema.base
+        );
+        return;
+    };
+    let pg = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    ok(&["pg", "init", &pg]);
+    const JOBS: i64 = 60;
+    let jobs: Vec<u64> = (0..JOBS)
+        .map(|_| put(&pg, &["sleep", r#"{"ms": 40}"#, "--max-attempts", "1"]))
+        .collect();
+    let counted: Vec<u64> = (0..JOBS)
+        .map(|_| put(&pg, &["incr", r#"{"counter": "restart"}"#]))
+        .collect();
+    let workers: Vec<Process> = (0..2)
+        .map(|i| worker(&pg, dir.path(), &format!("r{i}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let restarted = std::process::Command::new("pg_ctlcluster")
+        .args([version.as_str(), cluster.as_str(), "restart"])
+        .status()
+        .expect("run pg_ctlcluster");
+    assert!(
+        restarted.success(),
+        "pg_ctlcluster {version} {cluster} restart failed"
+    );
+    for id in jobs.iter().chain(&counted) {
+        let doc = try_wait_completed(&pg, *id).unwrap_or_else(|doc| {
+            let logs: String = workers
+                .iter()
+                .map(|w| std::fs::read_to_string(&w.log).unwrap_or_default())
+                .collect();
+            panic!("job {id} did not complete after the restart: {doc}\n{logs}")
+        });
+        assert!(doc["failure"].is_null(), "job {id} failed: {doc}");
+    }
+    assert_eq!(counter(&pg, "restart"), JOBS, "each increment ran once");
+    for w in workers {
+        w.stop();
+    }
+    ok(&["pg", "verify", &pg]);
 }

@@ -180,7 +180,7 @@ fn is_disconnected(e: &Error) -> bool {
 /// 10 s, … capped at 60 s) until the storage answers: a run's state changes (start,
 /// put back, failure, callbacks) must land, or its job would stay stuck with an
 /// agent that no longer runs it.
-fn transact_through_outages<R>(
+pub(crate) fn transact_through_outages<R>(
     db: &Database,
     mut f: impl FnMut(&mut Transaction<'_>) -> Result<R>,
 ) -> Result<R> {

@@ -14,16 +14,17 @@ use crate::model::job::{Job, Location};
 use crate::model::status::Status;
 use crate::queue::Claimer;
 use crate::run::Runner;
-use crate::transact::transact;
+use crate::run::transact_through_outages;
 
 /// Hands each job of `jobs` that `claimer` still holds ACTIVE to recovery (its
 /// policy's `on_interrupted` decides: back in the queue, or given up); logs
-/// what it did. A failure to do so is logged: the jobs are then recovered when
-/// the worker restarts or is found dead, as after a crash.
+/// what it did. A lost connection to the storage is waited out (the hand-back
+/// lands once it answers); another failure is logged: the jobs are then
+/// recovered when the worker restarts or is found dead, as after a crash.
 pub(super) fn hand_back(runner: &Runner, claimer: &Claimer, jobs: &[PRef<Job>]) {
     let now = runner.clock().now();
     let mut handed = Vec::new();
-    let done = transact(runner.database(), |tx| {
+    let done = transact_through_outages(runner.database(), |tx| {
         handed.clear();
         for job in jobs {
             let j = tx.get(job)?;

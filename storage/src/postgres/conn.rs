@@ -42,8 +42,9 @@ pub(crate) fn connect(options: &PgOptions, describe: &str) -> Result<Client> {
         );
         let target = describe.to_string();
         // The server's own refusal (authentication, no such database) stays
-        // until someone fixes it; no answer at all is an outage to wait out.
-        if e.as_db_error().is_some() {
+        // until someone fixes it; no answer at all, or a server starting up,
+        // shutting down or full, is an outage to wait out.
+        if e.as_db_error().is_some() && !e.code().is_some_and(is_outage_code) {
             Error::Postgres { target, what }
         } else {
             Error::PostgresDisconnected { target, what }
@@ -96,10 +97,21 @@ pub(crate) fn is_cut(e: &postgres::Error, client: &Client) -> bool {
 pub(crate) fn is_cut_error(e: &postgres::Error) -> bool {
     e.is_closed()
         || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-        || matches!(
-            e.code(),
-            Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN
-        )
+        || e.code().is_some_and(is_outage_code)
+}
+
+/// Whether the server's error `code` says it is going away or cannot take the
+/// session yet: an administrator's or a crash's shutdown, a start-up or
+/// shutdown in progress ("the database system is shutting down"), no free
+/// connection slot. Each passes; the caller waits and retries.
+fn is_outage_code(code: &SqlState) -> bool {
+    [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+    ]
+    .contains(code)
 }
 
 /// Idle read connections.
