@@ -46,6 +46,11 @@ pub(crate) const COMMIT_CONNECTIONS: usize = 4;
 const STAGE_BYTES_MAX: usize = 64 << 20;
 /// How long to wait for a cut connection's transaction to be resolved.
 const RESOLVE_WAIT: Duration = Duration::from_secs(30);
+/// How long a COMMIT whose connection was cut waits for PostgreSQL to answer
+/// whether it landed (a restart lasts seconds): reported as unknown only after.
+const UNREACHABLE_WAIT: Duration = Duration::from_secs(300);
+/// The longest pause between two attempts to ask.
+const ASK_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 /// The commit connection, held from vote to finish or abort.
 pub(crate) type CommitGuard = ArcMutexGuard<RawMutex, Option<CommitConnection>>;
@@ -445,13 +450,31 @@ pub(crate) fn commit(shared: &Shared, guard: &mut CommitGuard, xid: i64) -> Resu
         source_text(&e)
     );
     let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
     loop {
-        let status: Option<String> =
-            conn::with_read(shared, "asking whether the commit landed", |c| {
-                c.query_one("SELECT txid_status($1)", &[&xid])
-                    .map(|r| r.get(0))
-            })
-            .map_err(|_| cut_unknown(shared, &e))?;
+        let asked = conn::with_read(shared, "asking whether the commit landed", |c| {
+            c.query_one("SELECT txid_status($1)", &[&xid])
+                .map(|r| r.get(0))
+        });
+        // PostgreSQL restarting, or out of reach for a moment: its answer is
+        // waited for, so that a commit that landed is reported as one (a claim
+        // reported failed when it landed leaves its job held by no one).
+        let status: Option<String> = match asked {
+            Ok(status) => status,
+            Err(ask) if ask.is_disconnected() && started.elapsed() < UNREACHABLE_WAIT => {
+                if pause == Duration::from_millis(100) {
+                    log::warn!(
+                        "{}: PostgreSQL does not answer ({ask}); waiting to learn whether the \
+                         commit landed",
+                        shared.describe
+                    );
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(ASK_PAUSE_MAX);
+                continue;
+            }
+            Err(_) => return Err(cut_unknown(shared, &e)),
+        };
         match status.as_deref() {
             Some("committed") => return Ok(()),
             Some("in progress") if started.elapsed() < RESOLVE_WAIT => {
