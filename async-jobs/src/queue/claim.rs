@@ -196,10 +196,9 @@ impl Queue {
         }
         // The queue's every-job quota joins the job's names, so that its release
         // (which reads them) lets go of it.
-        let every_job = q
-            .every_job_quota
-            .clone()
-            .filter(|name| q.quotas.contains_key(name) && !entry.quota_names.contains(name));
+        let every_job = every_job_quota(&q, &entry)
+            .filter(|name| q.quotas.contains_key(*name))
+            .cloned();
         Queue::take(tx, queue, &key)?;
         let location = Location::Agent {
             queue: q.name.clone(),
@@ -325,6 +324,13 @@ impl Queue {
     }
 }
 
+/// The queue's every-job quota, when `entry`'s job does not name it itself.
+fn every_job_quota<'q>(q: &'q Queue, entry: &Entry) -> Option<&'q String> {
+    q.every_job_quota
+        .as_ref()
+        .filter(|name| !entry.quota_names.contains(name))
+}
+
 /// The quotas `entry`'s job joins when claimed, if each has room (a job put back
 /// at the front still holds its places); `None` when one is full.
 fn quotas_with_room(
@@ -333,11 +339,7 @@ fn quotas_with_room(
     entry: &Entry,
 ) -> Result<Option<Vec<PRef<Quota>>>> {
     let mut quotas = Vec::with_capacity(entry.quota_names.len() + 1);
-    let every_job = q
-        .every_job_quota
-        .as_ref()
-        .filter(|name| !entry.quota_names.contains(name));
-    for name in entry.quota_names.iter().chain(every_job) {
+    for name in entry.quota_names.iter().chain(every_job_quota(q, entry)) {
         // A quota removed since the put no longer limits the job.
         if let Some(quota) = q.quotas.get(name) {
             quotas.push(*quota);
